@@ -1,0 +1,133 @@
+use super::*;
+use serde_json::json;
+
+const SECRET_SHA256: &str = "sha256:2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b";
+
+fn parse(value: serde_json::Value) -> Result<Config, ConfigError> {
+    Config::from_json(value.to_string().as_bytes())
+}
+
+fn error_of(value: serde_json::Value) -> String {
+    parse(value).expect_err("configuration should be refused").to_string()
+}
+
+fn hs256_provider(name: &str, issuer: &str) -> serde_json::Value {
+    json!({
+        "name": name,
+        "issuer": issuer,
+        "local_jwks": {"keys": [{"kty": "oct", "kid": "k1", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldC0"}]}
+    })
+}
+
+#[test]
+fn defaults() {
+    let c = parse(json!({"basic": {"users": [{"name": "alice", "password_hash": SECRET_SHA256}]}})).unwrap();
+    assert_eq!(c.realm, "api");
+    assert_eq!(c.clock_skew_seconds, 60);
+    assert_eq!(
+        c.principal_headers,
+        PrincipalHeaders {
+            principal: "x-auth-principal".into(),
+            method: "x-auth-method".into(),
+            provider: "x-auth-provider".into()
+        }
+    );
+    assert!(!c.forward_credentials);
+    assert_eq!(c.api_keys.headers, vec!["x-api-key"]);
+    assert!(c.api_keys.allow_basic);
+    assert_eq!(c.api_keys.query_param, None);
+    assert_eq!(c.jwks_wait_ms, 2000);
+    assert!(c.envoy_crypto);
+    assert!(c.basic_enabled());
+    assert!(!c.bearer_enabled());
+    assert_eq!(c.owned_headers, vec!["x-auth-method", "x-auth-principal", "x-auth-provider"]);
+}
+
+#[test]
+fn full_example_compiles() {
+    let c = parse(json!({
+        "realm": "payments",
+        "clock_skew_seconds": 30,
+        "principal_headers": {"principal": "X-User", "method": "x-how", "provider": "x-idp"},
+        "forward_credentials": true,
+        "bypass": [{"path_prefix": "/healthz"}, {"method": "options"}, {"path_prefix": "/public", "method": "GET"}],
+        "basic": {
+            "users": [{"name": "alice", "password_hash": SECRET_SHA256}],
+            "htpasswd": "# comment\nbob:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=\n\n"
+        },
+        "api_keys": {
+            "headers": ["x-api-key", "X-CData-AuthToken"],
+            "query_param": "api_key",
+            "allow_basic": false,
+            "clients": [{"id": "reporting", "key_hash": SECRET_SHA256}, {"id": "old", "key_hash": SECRET_SHA256, "disabled": true}]
+        },
+        "jwt": {"providers": [hs256_provider("corp", "https://id.corp")], "jwks_wait_ms": 500},
+        "cache": {"max_entries": 10, "ttl_seconds": 5},
+        "envoy_crypto": false
+    }))
+    .unwrap();
+    assert_eq!(c.principal_headers.principal, "x-user");
+    assert_eq!(c.bypass.len(), 3);
+    assert_eq!(c.bypass[1].method.as_deref(), Some("OPTIONS"));
+    assert_eq!(c.basic_users.len(), 2);
+    assert_eq!(c.api_keys.headers, vec!["x-api-key", "x-cdata-authtoken"]);
+    assert!(c.api_keys.clients[1].disabled);
+    assert_eq!(c.jwt_providers.len(), 1);
+    assert_eq!(c.jwks_wait_ms, 500);
+    assert_eq!(c.cache, CacheSettings { max_entries: 10, ttl_seconds: 5 });
+    assert!(!c.envoy_crypto);
+}
+
+#[test]
+fn errors_name_the_field() {
+    let cases = [
+        (json!({"realm": "a\"b"}), "realm:"),
+        (json!({"basic": {"users": [{"name": "a", "password_hash": "plain"}]}}), "basic.users[0].password_hash:"),
+        (json!({"basic": {"users": [{"name": "a:b", "password_hash": SECRET_SHA256}]}}), "basic.users[0].name:"),
+        (json!({"basic": {"htpasswd": "alice:{SHA}x\n"}}), "basic.htpasswd line 1:"),
+        (json!({"basic": {"htpasswd": "\nalice\n"}}), "basic.htpasswd line 2:"),
+        (json!({"api_keys": {"clients": [{"id": "c", "key_hash": "{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ="}]}}), "api_keys.clients[0].key_hash:"),
+        (json!({"api_keys": {"headers": ["bad header"], "clients": [{"id": "c", "key_hash": SECRET_SHA256}]}}), "api_keys.headers[0]:"),
+        (json!({"api_keys": {"clients": [{"id": "c", "key_hash": SECRET_SHA256}, {"id": "c", "key_hash": SECRET_SHA256}]}}), "api_keys.clients[1].id:"),
+        (json!({"api_keys": {"clients": [{"id": "c"}]}}), "api_keys.clients[0]:"),
+        (json!({"bypass": [{}], "basic": {"users": []}}), "bypass[0]:"),
+        (json!({"bypass": [{"path_prefix": "healthz"}]}), "bypass[0].path_prefix:"),
+        (json!({"principal_headers": {"principal": "x y"}}), "principal_headers.principal:"),
+        (json!({"jwt": {"providers": [hs256_provider("a", "i"), hs256_provider("a", "j")]}}), "jwt.providers[1].name:"),
+        (json!({"jwt": {"providers": [hs256_provider("a", "i"), hs256_provider("b", "i")]}}), "jwt.providers[1].issuer:"),
+        (json!({"jwt": {"providers": [{"name": "a", "issuer": "i", "remote_jwks": {"cluster": "", "authority": "a", "path": "/j"}}]}}), "jwt.providers[0].remote_jwks.cluster:"),
+        (json!({"jwt": {"providers": [{"name": "a", "issuer": "i", "discovery": {"cluster": "c", "authority": "a", "timeout_ms": 5}}]}}), "jwt.providers[0].discovery.timeout_ms:"),
+        (json!({"jwt": {"providers": [], "jwks_wait_ms": 999999}}), "jwt.jwks_wait_ms:"),
+        (json!({"unknown_field": 1}), "unknown field `unknown_field`"),
+        (json!({"clock_skew_seconds": 100000}), "clock_skew_seconds:"),
+        (json!({"clock_skew_seconds": "60"}), "invalid type"),
+        (json!({}), "no credentials configured"),
+    ];
+    for (config, expected) in cases {
+        let error = error_of(config.clone());
+        assert!(error.contains(expected), "{config} gave {error:?}, expected it to contain {expected:?}");
+    }
+}
+
+#[test]
+fn not_json_and_too_large() {
+    assert!(Config::from_json(b"{").unwrap_err().to_string().contains("not valid JSON"));
+    assert!(Config::from_json(&vec![b' '; MAX_CONFIG_BYTES + 1]).unwrap_err().to_string().contains("larger"));
+}
+
+#[test]
+fn a_principal_header_cannot_be_a_credential_header() {
+    let error = error_of(json!({
+        "principal_headers": {"principal": "x-api-key"},
+        "api_keys": {"clients": [{"id": "c", "key_hash": SECRET_SHA256}]}
+    }));
+    assert!(error.starts_with("principal_headers:"), "{error}");
+}
+
+#[test]
+fn claim_headers_are_owned() {
+    let mut provider = hs256_provider("corp", "https://id.corp");
+    provider["claim_to_headers"] = json!([{"claim": "realm.roles", "header": "X-Roles"}]);
+    let c = parse(json!({"jwt": {"providers": [provider]}})).unwrap();
+    assert!(c.owned_headers.contains(&"x-roles".to_string()));
+}

@@ -1,0 +1,307 @@
+//! Extraction and parsing of credentials from request headers (and, only where
+//! configured, a query parameter). Nothing here checks a secret.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+
+use crate::config::ApiKeys;
+
+/// Bounds on what a client sends, checked before any decoding.
+pub const MAX_AUTHORIZATION_BYTES: usize = 16 * 1024;
+pub const MAX_API_KEY_BYTES: usize = 1024;
+
+/// The facts of one request the decision needs; header names are lowercase (as Envoy gives them).
+pub struct RequestFacts<'a> {
+    pub method: &'a str,
+    /// `:path`, query string included.
+    pub path: &'a str,
+    pub headers: &'a [(String, String)],
+}
+
+impl RequestFacts<'_> {
+    /// Every value of a header.
+    pub fn header_values<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s str> + 's {
+        self.headers.iter().filter(move |(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Credential {
+    Basic { user: String, password: String },
+    Bearer(String),
+    /// An API key, with where it came from (a header name, or `?param`).
+    ApiKey { key: String, source: ApiKeySource },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiKeySource {
+    Header(String),
+    Query(String),
+}
+
+/// A credential that is present but cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialError {
+    TooLarge,
+    /// More than one Authorization header, or one API key given twice: ambiguous.
+    Ambiguous,
+    BasicNotBase64,
+    BasicNoColon,
+    BasicNotUtf8,
+    EmptyBearer,
+    EmptyApiKey,
+}
+
+impl CredentialError {
+    pub fn description(&self) -> &'static str {
+        match self {
+            CredentialError::TooLarge => "credential too large",
+            CredentialError::Ambiguous => "more than one credential of a kind",
+            CredentialError::BasicNotBase64 => "Basic credentials are not base64",
+            CredentialError::BasicNoColon => "Basic credentials need user:password",
+            CredentialError::BasicNotUtf8 => "Basic credentials are not UTF-8",
+            CredentialError::EmptyBearer => "empty bearer token",
+            CredentialError::EmptyApiKey => "empty API key",
+        }
+    }
+
+    pub fn reason(&self) -> &'static str {
+        match self {
+            CredentialError::TooLarge => "credential_too_large",
+            CredentialError::Ambiguous => "credential_ambiguous",
+            CredentialError::BasicNotBase64 | CredentialError::BasicNoColon | CredentialError::BasicNotUtf8 => {
+                "basic_malformed"
+            }
+            CredentialError::EmptyBearer => "jwt_malformed",
+            CredentialError::EmptyApiKey => "api_key_malformed",
+        }
+    }
+
+    /// Whether the failed credential was meant as a Bearer token (its challenge then carries RFC 6750 `error=`).
+    pub fn is_bearer(&self) -> bool {
+        matches!(self, CredentialError::EmptyBearer)
+    }
+}
+
+/// Find the request's credential: the Authorization header (Basic or Bearer)
+/// first, then the configured API key headers, then the query parameter.
+/// `Ok(None)` means no credential of a kind this filter reads.
+pub fn extract(request: &RequestFacts, api_keys: &ApiKeys) -> Result<Option<Credential>, CredentialError> {
+    let mut authorization = request.header_values("authorization");
+    if let Some(value) = authorization.next() {
+        if authorization.next().is_some() {
+            return Err(CredentialError::Ambiguous);
+        }
+        if let Some(credential) = parse_authorization(value)? {
+            return Ok(Some(credential));
+        }
+    }
+    for header in &api_keys.headers {
+        let mut values = request.header_values(header);
+        if let Some(key) = values.next() {
+            if values.next().is_some() {
+                return Err(CredentialError::Ambiguous);
+            }
+            return api_key(key, ApiKeySource::Header(header.clone())).map(Some);
+        }
+    }
+    if let Some(param) = &api_keys.query_param {
+        if let Some(key) = query_value(request.path, param)? {
+            return api_key(&key, ApiKeySource::Query(param.clone())).map(Some);
+        }
+    }
+    Ok(None)
+}
+
+fn api_key(key: &str, source: ApiKeySource) -> Result<Credential, CredentialError> {
+    let key = key.trim();
+    if key.len() > MAX_API_KEY_BYTES {
+        return Err(CredentialError::TooLarge);
+    }
+    if key.is_empty() {
+        return Err(CredentialError::EmptyApiKey);
+    }
+    Ok(Credential::ApiKey { key: key.to_string(), source })
+}
+
+/// Parse `Authorization`. A scheme this filter does not read gives `Ok(None)`.
+fn parse_authorization(value: &str) -> Result<Option<Credential>, CredentialError> {
+    if value.len() > MAX_AUTHORIZATION_BYTES {
+        return Err(CredentialError::TooLarge);
+    }
+    let value = value.trim();
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    let rest = rest.trim_start();
+    // Schemes are case-insensitive (RFC 9110 11.1).
+    if scheme.eq_ignore_ascii_case("basic") {
+        parse_basic(rest).map(Some)
+    } else if scheme.eq_ignore_ascii_case("bearer") {
+        if rest.is_empty() {
+            return Err(CredentialError::EmptyBearer);
+        }
+        Ok(Some(Credential::Bearer(rest.to_string())))
+    } else {
+        Ok(None)
+    }
+}
+
+fn parse_basic(encoded: &str) -> Result<Credential, CredentialError> {
+    let decoded = STANDARD.decode(encoded).map_err(|_| CredentialError::BasicNotBase64)?;
+    let text = String::from_utf8(decoded).map_err(|_| CredentialError::BasicNotUtf8)?;
+    // RFC 7617: the user-id ends at the first colon; the password may contain colons.
+    let (user, password) = text.split_once(':').ok_or(CredentialError::BasicNoColon)?;
+    Ok(Credential::Basic { user: user.to_string(), password: password.to_string() })
+}
+
+/// The percent-decoded value of `param` in the query of `path`, if present once.
+fn query_value(path: &str, param: &str) -> Result<Option<String>, CredentialError> {
+    let Some((_, query)) = path.split_once('?') else {
+        return Ok(None);
+    };
+    let query = query.split('#').next().unwrap_or("");
+    let mut found = None;
+    for pair in query.split('&') {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if name == param {
+            if found.is_some() {
+                return Err(CredentialError::Ambiguous);
+            }
+            if value.len() > MAX_API_KEY_BYTES * 3 {
+                return Err(CredentialError::TooLarge);
+            }
+            found = Some(percent_decode(value).ok_or(CredentialError::EmptyApiKey)?);
+        }
+    }
+    Ok(found)
+}
+
+/// `path` without `param` in its query: the API key must not reach the upstream's logs.
+pub fn remove_query_param(path: &str, param: &str) -> String {
+    let Some((base, query)) = path.split_once('?') else {
+        return path.to_string();
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| pair.split_once('=').map_or(*pair, |(n, _)| n) != param)
+        .collect();
+    if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    }
+}
+
+fn percent_decode(value: &str) -> Option<String> {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = value.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(query: Option<&str>) -> ApiKeys {
+        ApiKeys {
+            headers: vec!["x-api-key".into(), "x-cdata-authtoken".into()],
+            query_param: query.map(String::from),
+            allow_basic: true,
+            clients: vec![],
+        }
+    }
+
+    fn extract_from(path: &str, headers: &[(&str, &str)], query: Option<&str>) -> Result<Option<Credential>, CredentialError> {
+        let headers: Vec<(String, String)> = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+        extract(&RequestFacts { method: "GET", path, headers: &headers }, &keys(query))
+    }
+
+    fn basic(user: &str, password: &str) -> Credential {
+        Credential::Basic { user: user.into(), password: password.into() }
+    }
+
+    #[test]
+    fn basic_credentials() {
+        let header = format!("Basic {}", STANDARD.encode("alice:pa:ss"));
+        assert_eq!(extract_from("/", &[("authorization", &header)], None), Ok(Some(basic("alice", "pa:ss"))));
+        let lower = format!("basic   {}", STANDARD.encode("bob:"));
+        assert_eq!(extract_from("/", &[("authorization", &lower)], None), Ok(Some(basic("bob", ""))));
+    }
+
+    #[test]
+    fn malformed_basic() {
+        let no_colon = format!("Basic {}", STANDARD.encode("alice"));
+        assert_eq!(extract_from("/", &[("authorization", &no_colon)], None), Err(CredentialError::BasicNoColon));
+        assert_eq!(extract_from("/", &[("authorization", "Basic %%%")], None), Err(CredentialError::BasicNotBase64));
+        let latin1 = format!("Basic {}", STANDARD.encode([0xff, b':', b'x']));
+        assert_eq!(extract_from("/", &[("authorization", &latin1)], None), Err(CredentialError::BasicNotUtf8));
+    }
+
+    #[test]
+    fn bearer() {
+        assert_eq!(
+            extract_from("/", &[("authorization", "Bearer a.b.c")], None),
+            Ok(Some(Credential::Bearer("a.b.c".into())))
+        );
+        assert_eq!(extract_from("/", &[("authorization", "Bearer ")], None), Err(CredentialError::EmptyBearer));
+        assert_eq!(extract_from("/", &[("authorization", "bearer")], None), Err(CredentialError::EmptyBearer));
+    }
+
+    #[test]
+    fn unknown_scheme_is_no_credential() {
+        assert_eq!(extract_from("/", &[("authorization", "Digest x=y")], None), Ok(None));
+        assert_eq!(extract_from("/", &[], None), Ok(None));
+    }
+
+    #[test]
+    fn two_authorization_headers_are_ambiguous() {
+        let headers = [("authorization", "Bearer a.b.c"), ("authorization", "Bearer d.e.f")];
+        assert_eq!(extract_from("/", &headers, None), Err(CredentialError::Ambiguous));
+    }
+
+    #[test]
+    fn oversized_authorization() {
+        let huge = format!("Bearer {}", "a".repeat(MAX_AUTHORIZATION_BYTES));
+        assert_eq!(extract_from("/", &[("authorization", &huge)], None), Err(CredentialError::TooLarge));
+    }
+
+    #[test]
+    fn api_key_headers_in_order() {
+        let found = extract_from("/", &[("x-cdata-authtoken", "k2")], None).unwrap().unwrap();
+        assert_eq!(found, Credential::ApiKey { key: "k2".into(), source: ApiKeySource::Header("x-cdata-authtoken".into()) });
+        assert_eq!(extract_from("/", &[("x-api-key", " ")], None), Err(CredentialError::EmptyApiKey));
+    }
+
+    #[test]
+    fn query_param_only_where_configured() {
+        assert_eq!(extract_from("/x?api_key=k1", &[], None), Ok(None));
+        let found = extract_from("/x?a=1&api_key=k%2B1&b=2", &[], Some("api_key")).unwrap().unwrap();
+        assert_eq!(found, Credential::ApiKey { key: "k+1".into(), source: ApiKeySource::Query("api_key".into()) });
+        assert_eq!(extract_from("/x?api_key=a&api_key=b", &[], Some("api_key")), Err(CredentialError::Ambiguous));
+        assert_eq!(extract_from("/x?api_key=%zz", &[], Some("api_key")), Err(CredentialError::EmptyApiKey));
+    }
+
+    #[test]
+    fn removes_only_the_key_param() {
+        assert_eq!(remove_query_param("/x?a=1&api_key=k&b=2", "api_key"), "/x?a=1&b=2");
+        assert_eq!(remove_query_param("/x?api_key=k", "api_key"), "/x");
+        assert_eq!(remove_query_param("/x", "api_key"), "/x");
+    }
+}

@@ -1,0 +1,72 @@
+//! The per-VM state shared by the root context and its HTTP contexts.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use crate::authn::{Authenticator, RemoteKeyState};
+use crate::config::Config;
+
+use super::jwks::RemoteProvider;
+use super::metrics::Metrics;
+use super::signature::EnvoyCrypto;
+
+pub type SharedFilter = Rc<RefCell<Filter>>;
+
+pub struct Filter {
+    pub authn: Authenticator,
+    /// One entry per JWT provider; `None` for providers with local keys only.
+    pub remote: Vec<Option<RemoteProvider>>,
+    /// Requests paused for remote keys, by HTTP context id.
+    pub waiting: HashMap<u32, Waiting>,
+    /// Outstanding fetches: call token -> (provider index, path asked for).
+    pub pending_calls: HashMap<u32, (usize, String)>,
+    pub metrics: Metrics,
+    pub crypto: EnvoyCrypto,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Waiting {
+    pub provider: usize,
+    pub deadline_ms: u64,
+    /// The provider's event count when the request started waiting.
+    pub events_seen: u64,
+}
+
+impl Filter {
+    pub fn new(config: Config, crypto: EnvoyCrypto) -> Filter {
+        let remote = config
+            .jwt_providers
+            .iter()
+            .map(RemoteProvider::new)
+            .collect();
+        Filter {
+            authn: Authenticator::new(config),
+            remote,
+            waiting: HashMap::new(),
+            pending_calls: HashMap::new(),
+            metrics: Metrics::default(),
+            crypto,
+        }
+    }
+
+    pub fn has_remote(&self) -> bool {
+        self.remote.iter().any(Option::is_some)
+    }
+
+    /// Whether the root should tick fast: requests wait for keys, or keys are on their way.
+    pub fn busy(&self) -> bool {
+        !self.waiting.is_empty() || !self.pending_calls.is_empty()
+    }
+}
+
+/// What the decision needs to know of each provider's remote keys.
+pub fn remote_states(remote: &[Option<RemoteProvider>], now_ms: u64) -> Vec<RemoteKeyState<'_>> {
+    remote
+        .iter()
+        .map(|remote| match remote {
+            Some(p) => RemoteKeyState { keys: p.keys.as_ref(), refetch_allowed: p.record.refetch_allowed(now_ms) },
+            None => RemoteKeyState::default(),
+        })
+        .collect()
+}

@@ -1,0 +1,263 @@
+//! Remote JWKS in the host: one fetch per Envoy, not per worker. Every VM keeps
+//! its parsed copy of the key set; the fetched document and the fetch state
+//! live in proxy-wasm shared data, and only the VM that wins the state's
+//! compare-and-swap fetches. A failed refresh keeps the last good keys.
+
+use std::time::Duration;
+
+use log::{info, warn};
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{BufferType, MapType};
+
+use crate::jwks_remote::{jwks_path_from_discovery, FetchReason, FetchRecord, RemoteSource, DEFAULT_MAX_BODY_BYTES};
+use crate::jwt::{KeySet, Provider};
+use crate::password::sha256;
+
+use super::filter::Filter;
+use super::metrics::metric_safe;
+
+/// A `cas` no entry ever has: a set with it only creates an absent key (Envoy
+/// checks `cas` only against an existing entry), which makes "create if absent" atomic.
+const CREATE_ONLY: u32 = u32::MAX;
+
+pub struct RemoteProvider {
+    name: String,
+    metric_name: String,
+    source: RemoteSource,
+    keys_key: String,
+    record_key: String,
+    /// The JWKS path read from the discovery document.
+    discovered_path: Option<String>,
+    pub keys: Option<KeySet>,
+    keys_cas: Option<u32>,
+    /// The last fetch state read from shared data.
+    pub record: FetchRecord,
+    /// Counts key changes and finished fetches, so waiting requests know to look again.
+    pub events: u64,
+    pub unknown_kid_waiting: bool,
+}
+
+/// What a finished call does next.
+enum Outcome {
+    Keys { body: Vec<u8>, keys: KeySet },
+    FetchJwks(String),
+    Failed(String),
+}
+
+impl RemoteProvider {
+    pub fn new(provider: &Provider) -> Option<RemoteProvider> {
+        let source = RemoteSource::from_config(provider.remote_jwks.as_ref(), provider.discovery.as_ref())?;
+        // Two plugin configurations in one VM id must not share state by accident.
+        let identity = format!("{}\0{}\0{}\0{}", provider.name, provider.issuer, source.cluster, source.path);
+        let digest = sha256(identity.as_bytes());
+        let tag: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        Some(RemoteProvider {
+            name: provider.name.clone(),
+            metric_name: metric_safe(&provider.name),
+            keys_key: format!("wasm_authn/{tag}/jwks"),
+            record_key: format!("wasm_authn/{tag}/fetch"),
+            source,
+            discovered_path: None,
+            keys: None,
+            keys_cas: None,
+            record: FetchRecord::default(),
+            events: 0,
+            unknown_kid_waiting: false,
+        })
+    }
+
+    /// Load the key set another VM stored, if it changed. Returns whether it did.
+    pub fn sync_keys(&mut self) -> bool {
+        let Ok((Some(body), cas)) = hostcalls::get_shared_data(&self.keys_key) else {
+            return false;
+        };
+        if cas.is_some() && cas == self.keys_cas {
+            return false;
+        }
+        match KeySet::from_remote_jwks(&body) {
+            Ok(keys) => {
+                self.keys = Some(keys);
+                self.keys_cas = cas;
+                self.events += 1;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Read the shared fetch state; returns its `cas` (`None` when absent).
+    pub fn sync_record(&mut self) -> Option<u32> {
+        match hostcalls::get_shared_data(&self.record_key) {
+            Ok((Some(bytes), cas)) => {
+                self.record = FetchRecord::decode(&bytes).unwrap_or_default();
+                cas
+            }
+            _ => {
+                self.record = FetchRecord::default();
+                None
+            }
+        }
+    }
+
+    /// Take the fetch if it is due and no other VM has it.
+    fn try_lease(&mut self, now_ms: u64) -> bool {
+        let cas = self.sync_record();
+        let Some(reason) = self.record.due(now_ms, self.source.refresh_ms, self.unknown_kid_waiting) else {
+            return false;
+        };
+        let leased = self.record.leased(now_ms, self.source.timeout_ms, reason);
+        if hostcalls::set_shared_data(&self.record_key, Some(&leased.encode()), Some(cas.unwrap_or(CREATE_ONLY))).is_err() {
+            return false; // another VM took it first
+        }
+        self.record = leased;
+        if reason == FetchReason::UnknownKid {
+            info!("wasm-authn: provider {}: unknown key id, fetching its JWKS again", self.name);
+        }
+        true
+    }
+
+    /// Update the shared fetch state with compare-and-swap, retrying on a race.
+    fn finish(&mut self, update: impl Fn(&FetchRecord) -> FetchRecord) {
+        for _ in 0..8 {
+            let cas = self.sync_record();
+            let next = update(&self.record);
+            if hostcalls::set_shared_data(&self.record_key, Some(&next.encode()), Some(cas.unwrap_or(CREATE_ONLY))).is_ok() {
+                self.record = next;
+                return;
+            }
+        }
+    }
+
+    fn dispatch(&self, path: &str) -> Option<u32> {
+        let headers = vec![
+            (":method", "GET"),
+            (":path", path),
+            (":authority", self.source.authority.as_str()),
+            ("accept", "application/json"),
+        ];
+        let timeout = Duration::from_millis(self.source.timeout_ms);
+        hostcalls::dispatch_http_call(&self.source.cluster, headers, None, vec![], timeout).ok()
+    }
+
+    fn first_path(&self) -> String {
+        match (&self.discovered_path, self.source.discovery) {
+            // A known jwks_uri is reused; discovery runs again at each refresh.
+            (Some(path), true) if self.keys.is_some() && self.record.failures == 0 => path.clone(),
+            _ => self.source.path.clone(),
+        }
+    }
+
+    fn is_discovery_path(&self, path: &str) -> bool {
+        self.source.discovery && path == self.source.path
+    }
+}
+
+/// Called on every tick: pick up keys other VMs fetched, start due fetches.
+/// Returns whether any provider's keys changed.
+pub fn tick(filter: &mut Filter, now_ms: u64) -> bool {
+    let mut changed = false;
+    for index in 0..filter.remote.len() {
+        let Some(provider) = filter.remote[index].as_mut() else { continue };
+        changed |= provider.sync_keys();
+        let fetching = filter.pending_calls.values().any(|(p, _)| *p == index);
+        if !fetching && provider.try_lease(now_ms) {
+            let path = provider.first_path();
+            match provider.dispatch(&path) {
+                Some(token) => {
+                    filter.pending_calls.insert(token, (index, path));
+                }
+                None => fail(filter, index, now_ms, format!("cannot call cluster {}", cluster_of(filter, index))),
+            }
+        }
+    }
+    if changed {
+        filter.authn.keys_changed();
+    }
+    changed
+}
+
+fn cluster_of(filter: &Filter, index: usize) -> String {
+    filter.remote[index].as_ref().map(|p| p.source.cluster.clone()).unwrap_or_default()
+}
+
+/// A fetch answered (or failed: no `:status` means timeout or connection failure).
+pub fn on_response(filter: &mut Filter, token: u32, body_size: usize, now_ms: u64) {
+    let Some((index, path)) = filter.pending_calls.remove(&token) else { return };
+    let Some(provider) = filter.remote[index].as_mut() else { return };
+    let outcome = read_response(provider, &path, body_size);
+    match outcome {
+        Outcome::FetchJwks(jwks_path) => match provider.dispatch(&jwks_path) {
+            Some(next) => {
+                provider.discovered_path = Some(jwks_path.clone());
+                filter.pending_calls.insert(next, (index, jwks_path));
+            }
+            None => fail(filter, index, now_ms, "cannot call the JWKS cluster".into()),
+        },
+        Outcome::Keys { body, keys } => {
+            let count = keys.len();
+            // Store first, then record success: a VM that sees the record sees the keys.
+            let _ = hostcalls::set_shared_data(&provider.keys_key, Some(&body), None);
+            provider.keys_cas = hostcalls::get_shared_data(&provider.keys_key).ok().and_then(|(_, cas)| cas);
+            provider.keys = Some(keys);
+            provider.finish(|r| r.succeeded(now_ms));
+            provider.events += 1;
+            provider.unknown_kid_waiting = false;
+            let metric = format!("jwks_fetch_success.{}", provider.metric_name);
+            info!("wasm-authn: provider {}: fetched {count} signing keys", provider.name);
+            filter.metrics.increment(&metric);
+            filter.authn.keys_changed();
+        }
+        Outcome::Failed(reason) => fail(filter, index, now_ms, reason),
+    }
+}
+
+fn read_response(provider: &RemoteProvider, path: &str, body_size: usize) -> Outcome {
+    let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status").ok().flatten();
+    let Some(status) = status else {
+        return Outcome::Failed(format!("no response from cluster {} (timeout or connection failure)", provider.source.cluster));
+    };
+    if status != "200" {
+        return Outcome::Failed(format!("HTTP status {status}"));
+    }
+    if body_size > DEFAULT_MAX_BODY_BYTES {
+        return Outcome::Failed(format!("response of {body_size} bytes is larger than {DEFAULT_MAX_BODY_BYTES}"));
+    }
+    let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok().flatten().unwrap_or_default();
+    if provider.is_discovery_path(path) {
+        return match jwks_path_from_discovery(&body) {
+            Ok(jwks_path) => Outcome::FetchJwks(jwks_path),
+            Err(e) => Outcome::Failed(e),
+        };
+    }
+    match KeySet::from_remote_jwks(&body) {
+        Ok(keys) => Outcome::Keys { body, keys },
+        Err(e) => Outcome::Failed(e),
+    }
+}
+
+fn fail(filter: &mut Filter, index: usize, now_ms: u64, reason: String) {
+    let Some(provider) = filter.remote[index].as_mut() else { return };
+    let refresh_ms = provider.source.refresh_ms;
+    provider.finish(|r| r.failed(now_ms, refresh_ms));
+    provider.events += 1;
+    provider.unknown_kid_waiting = false;
+    let retry_ms = provider.record.next_attempt_ms.saturating_sub(now_ms);
+    let kept = if provider.keys.is_some() { "keeping the last good keys" } else { "no keys yet" };
+    warn!("wasm-authn: provider {}: JWKS fetch failed: {reason}; {kept}; retrying in {retry_ms} ms", provider.name);
+    let metric = format!("jwks_fetch_failed.{}", provider.metric_name);
+    filter.metrics.increment(&metric);
+}
+
+/// Look for keys other VMs stored, for every remote provider (the rare path of
+/// a token whose key this VM does not know). Returns whether any changed.
+pub fn sync_all(filter: &mut Filter) -> bool {
+    let mut changed = false;
+    for provider in filter.remote.iter_mut().flatten() {
+        changed |= provider.sync_keys();
+        provider.sync_record();
+    }
+    if changed {
+        filter.authn.keys_changed();
+    }
+    changed
+}

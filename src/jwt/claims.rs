@@ -1,0 +1,150 @@
+//! Claim checks (RFC 7519 section 4.1) and what a valid token yields: principal,
+//! claim headers, scopes. Runs only after the signature is good.
+
+use std::collections::HashSet;
+
+use serde_json::{Map, Value};
+
+use super::{JwtError, Provider};
+
+/// Longest value taken from a claim into a header.
+pub const MAX_HEADER_VALUE_BYTES: usize = 4096;
+
+/// A claim by dotted path: the whole name first (names may contain dots, such as
+/// "https://example.com/roles"), then walking nested objects segment by segment.
+pub fn claim_at<'a>(claims: &'a Map<String, Value>, dotted: &str) -> Option<&'a Value> {
+    if let Some(value) = claims.get(dotted) {
+        return Some(value);
+    }
+    let mut segments = dotted.split('.');
+    let mut value = claims.get(segments.next()?)?;
+    for segment in segments {
+        value = value.as_object()?.get(segment)?;
+    }
+    Some(value)
+}
+
+/// Time, audience and lifetime checks; returns `exp`.
+pub(super) fn check_claims(
+    claims: &Map<String, Value>,
+    provider: &Provider,
+    now: u64,
+    skew: u64,
+) -> Result<Option<u64>, JwtError> {
+    let expires_at = numeric_date(claims, "exp")?;
+    let not_before = numeric_date(claims, "nbf")?;
+    let issued_at = numeric_date(claims, "iat")?;
+
+    // A maximum lifetime means nothing for a token that never expires.
+    if expires_at.is_none() && (provider.require_expiration || provider.max_lifetime_seconds.is_some()) {
+        return Err(JwtError::MissingExpiration);
+    }
+    if expires_at.is_some_and(|exp| now > exp.saturating_add(skew)) {
+        return Err(JwtError::Expired);
+    }
+    let latest_acceptable_start = now.saturating_add(skew);
+    if not_before.is_some_and(|nbf| nbf > latest_acceptable_start)
+        || issued_at.is_some_and(|iat| iat > latest_acceptable_start)
+    {
+        return Err(JwtError::NotYetValid);
+    }
+    if !provider.audiences.is_empty() && !audience_allowed(claims.get("aud"), &provider.audiences) {
+        return Err(JwtError::WrongAudience);
+    }
+    if let (Some(max), Some(exp)) = (provider.max_lifetime_seconds, expires_at) {
+        if exp.saturating_sub(issued_at.unwrap_or(now)) > max {
+            return Err(JwtError::LifetimeTooLong);
+        }
+    }
+    Ok(expires_at)
+}
+
+/// RFC 7519 NumericDate: seconds, possibly fractional; anything else is malformed.
+fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, JwtError> {
+    let Some(value) = claims.get(name) else {
+        return Ok(None);
+    };
+    let seconds = value.as_u64().or_else(|| value.as_f64().filter(|s| s.is_finite() && *s >= 0.0).map(|s| s as u64));
+    seconds.map(Some).ok_or(JwtError::Malformed)
+}
+
+fn audience_allowed(aud: Option<&Value>, allowed: &[String]) -> bool {
+    match aud {
+        Some(Value::String(audience)) => allowed.contains(audience),
+        Some(Value::Array(audiences)) => {
+            audiences.iter().filter_map(Value::as_str).any(|audience| allowed.iter().any(|a| a == audience))
+        }
+        _ => false,
+    }
+}
+
+/// The principal claim: a non-empty string or a number, usable as a header value.
+pub(super) fn principal(claims: &Map<String, Value>, principal_claim: &str) -> Result<String, JwtError> {
+    let id = match claim_at(claims, principal_claim) {
+        Some(Value::String(text)) => text.clone(),
+        Some(Value::Number(number)) => number.to_string(),
+        _ => return Err(JwtError::MissingPrincipal),
+    };
+    if is_safe_header_value(&id) {
+        Ok(id)
+    } else {
+        Err(JwtError::MissingPrincipal)
+    }
+}
+
+/// `(header, value)` per mapping whose claim is present and safe to forward.
+pub(super) fn claim_headers(claims: &Map<String, Value>, provider: &Provider) -> Vec<(String, String)> {
+    provider
+        .claim_to_headers
+        .iter()
+        .filter_map(|mapping| {
+            let value = header_value(claim_at(claims, &mapping.claim)?)?;
+            Some((mapping.header.clone(), value))
+        })
+        .collect()
+}
+
+/// Strings as they are, arrays joined with ",", other values as JSON text.
+fn header_value(claim: &Value) -> Option<String> {
+    let text = match claim {
+        Value::Null => return None,
+        Value::String(text) => text.clone(),
+        Value::Array(items) => items.iter().map(element_text).collect::<Vec<_>>().join(","),
+        other => other.to_string(),
+    };
+    is_safe_header_value(&text).then_some(text)
+}
+
+fn element_text(item: &Value) -> String {
+    match item {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Non-empty, bounded, and free of control characters (CR, LF and NUL above all),
+/// so a claim can never split or smuggle a header.
+fn is_safe_header_value(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= MAX_HEADER_VALUE_BYTES
+        && !text.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f)
+}
+
+/// Scopes from `scope` (RFC 8693: space-separated) and `scp` (array or string), deduplicated.
+pub(super) fn scopes(claims: &Map<String, Value>) -> Vec<String> {
+    let mut seen = HashSet::new();
+    let mut scopes = Vec::new();
+    for name in ["scope", "scp"] {
+        let found: Vec<&str> = match claims.get(name) {
+            Some(Value::String(text)) => text.split_ascii_whitespace().collect(),
+            Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+            _ => continue,
+        };
+        for scope in found {
+            if !scope.is_empty() && seen.insert(scope) {
+                scopes.push(scope.to_string());
+            }
+        }
+    }
+    scopes
+}

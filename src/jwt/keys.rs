@@ -1,0 +1,396 @@
+//! Verification keys: JWK / JWKS (RFC 7517, 7518, 8037) and SPKI PEM, each key
+//! bound to the algorithms it may verify. That binding is what refuses algorithm
+//! confusion: an RSA, EC or Ed25519 key never verifies HS*, a secret never RS*.
+
+use std::fmt;
+
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
+use base64::engine::DecodePaddingMode;
+use base64::{alphabet, Engine};
+use rsa::pkcs8::{DecodePublicKey, EncodePublicKey, ObjectIdentifier, SubjectPublicKeyInfoRef};
+use rsa::traits::PublicKeyParts;
+use rsa::{BigUint, RsaPublicKey};
+use serde_json::{Map, Value};
+
+use super::Algorithm;
+use crate::config::ConfigError;
+
+/// Most keys read from one JWKS document.
+pub const MAX_JWKS_KEYS: usize = 64;
+
+const MIN_RSA_MODULUS_BITS: usize = 2048;
+const P256_COORDINATE_BYTES: usize = 32;
+const ED25519_KEY_BYTES: usize = 32;
+
+const RSA_ALGORITHMS: &[Algorithm] =
+    &[Algorithm::RS256, Algorithm::RS384, Algorithm::RS512, Algorithm::PS256, Algorithm::PS384, Algorithm::PS512];
+
+const OID_RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+const OID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+const OID_P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
+const OID_ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
+
+/// JWK members are base64url without padding (RFC 7515 section 2); tolerate the
+/// padding some issuers add anyway.
+const JWK_BASE64: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::URL_SAFE,
+    GeneralPurposeConfig::new().with_encode_padding(false).with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// One verification key.
+#[derive(Clone)]
+pub struct Key {
+    kid: Option<String>,
+    algorithms: Vec<Algorithm>,
+    material: KeyMaterial,
+}
+
+#[derive(Clone)]
+pub(super) enum KeyMaterial {
+    /// `spki_der` is kept for the host's BoringSSL, which imports SubjectPublicKeyInfo only.
+    Rsa {
+        key: RsaPublicKey,
+        spki_der: Vec<u8>,
+    },
+    P256 {
+        key: p256::ecdsa::VerifyingKey,
+        spki_der: Vec<u8>,
+    },
+    Ed25519(ed25519_compact::PublicKey),
+    Hmac(Vec<u8>),
+}
+
+impl Key {
+    pub fn kid(&self) -> Option<&str> {
+        self.kid.as_deref()
+    }
+
+    pub fn algorithms(&self) -> &[Algorithm] {
+        &self.algorithms
+    }
+
+    pub fn allows(&self, alg: Algorithm) -> bool {
+        self.algorithms.contains(&alg)
+    }
+
+    /// SubjectPublicKeyInfo DER of an RSA or EC key (what the host path verifies with).
+    pub fn spki_der(&self) -> Option<&[u8]> {
+        match &self.material {
+            KeyMaterial::Rsa { spki_der, .. } | KeyMaterial::P256 { spki_der, .. } => Some(spki_der),
+            KeyMaterial::Ed25519(_) | KeyMaterial::Hmac(_) => None,
+        }
+    }
+
+    pub(super) fn material(&self) -> &KeyMaterial {
+        &self.material
+    }
+}
+
+/// Never prints key material (HMAC keys are secrets).
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.material {
+            KeyMaterial::Rsa { .. } => "RSA",
+            KeyMaterial::P256 { .. } => "EC P-256",
+            KeyMaterial::Ed25519(_) => "Ed25519",
+            KeyMaterial::Hmac(_) => "oct",
+        };
+        f.debug_struct("Key")
+            .field("kid", &self.kid)
+            .field("kind", &kind)
+            .field("algorithms", &self.algorithms)
+            .finish()
+    }
+}
+
+/// A set of verification keys.
+#[derive(Debug, Clone, Default)]
+pub struct KeySet {
+    keys: Vec<Key>,
+}
+
+impl KeySet {
+    /// Parse a JWKS from the configuration. Strict: any key that is not usable is an
+    /// error naming `{path}.keys[i].field`, except keys marked `"use": "enc"`, which
+    /// are skipped. A set without a usable key is an error.
+    pub fn from_jwks(jwks: &Value, path: &str) -> Result<KeySet, ConfigError> {
+        let entries =
+            jwks_entries(jwks).ok_or_else(|| ConfigError::new(path, "must be a JWKS object with a \"keys\" array"))?;
+        let keys_path = format!("{path}.keys");
+        if entries.len() > MAX_JWKS_KEYS {
+            return Err(ConfigError::new(keys_path, format!("at most {MAX_JWKS_KEYS} keys")));
+        }
+        let mut keys = Vec::with_capacity(entries.len());
+        for (i, entry) in entries.iter().enumerate() {
+            match parse_jwk(entry, Origin::Config) {
+                Ok(Some(key)) => keys.push(key),
+                Ok(None) => {}
+                Err(JwkError { field, message }) => {
+                    let key_path = if field.is_empty() {
+                        format!("{keys_path}[{i}]")
+                    } else {
+                        format!("{keys_path}[{i}].{field}")
+                    };
+                    return Err(ConfigError::new(key_path, message));
+                }
+            }
+        }
+        if keys.is_empty() {
+            return Err(ConfigError::new(keys_path, "no usable signing key"));
+        }
+        Ok(KeySet { keys })
+    }
+
+    /// Parse a fetched JWKS document. Lenient: keys it cannot use are skipped (unknown
+    /// `kty`, `crv` or `alg`, `use` other than `sig`, weak or invalid keys, and `oct`
+    /// secrets, which have no business on a JWKS endpoint). Only the first
+    /// MAX_JWKS_KEYS entries are read. Err when it is not a JWKS or no key is usable.
+    pub fn from_remote_jwks(body: &[u8]) -> Result<KeySet, String> {
+        let document: Value = serde_json::from_slice(body).map_err(|err| format!("JWKS is not valid JSON: {err}"))?;
+        let entries = jwks_entries(&document).ok_or("not a JWKS document: no \"keys\" array")?;
+        let keys: Vec<Key> = entries
+            .iter()
+            .take(MAX_JWKS_KEYS)
+            .filter_map(|entry| parse_jwk(entry, Origin::Remote).ok().flatten())
+            .collect();
+        if keys.is_empty() {
+            return Err("JWKS has no usable signing key".to_string());
+        }
+        Ok(KeySet { keys })
+    }
+
+    /// One SubjectPublicKeyInfo PEM key (`BEGIN PUBLIC KEY`: RSA, EC P-256 or Ed25519),
+    /// bound to the RS*/PS* family, ES256 or EdDSA respectively. Errors are at `path`.
+    pub fn from_pem(pem: &str, kid: Option<String>, path: &str) -> Result<KeySet, ConfigError> {
+        let der = pem_to_der(pem).map_err(|message| ConfigError::new(path, message))?;
+        let (material, algorithms) = key_from_spki(&der).map_err(|message| ConfigError::new(path, message))?;
+        Ok(KeySet { keys: vec![Key { kid, algorithms, material }] })
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    pub fn contains_kid(&self, kid: &str) -> bool {
+        self.keys.iter().any(|key| key.kid() == Some(kid))
+    }
+
+    pub fn keys(&self) -> &[Key] {
+        &self.keys
+    }
+
+    pub(super) fn extend(&mut self, other: KeySet) {
+        self.keys.extend(other.keys);
+    }
+}
+
+fn jwks_entries(jwks: &Value) -> Option<&Vec<Value>> {
+    jwks.as_object()?.get("keys")?.as_array()
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Config,
+    Remote,
+}
+
+/// Why one JWK is unusable: the member at fault ("" for the key as a whole).
+struct JwkError {
+    field: &'static str,
+    message: String,
+}
+
+fn jwk_error(field: &'static str, message: impl Into<String>) -> JwkError {
+    JwkError { field, message: message.into() }
+}
+
+/// Ok(None): a key deliberately ignored (`"use": "enc"`).
+fn parse_jwk(entry: &Value, origin: Origin) -> Result<Option<Key>, JwkError> {
+    let jwk = entry.as_object().ok_or_else(|| jwk_error("", "must be a JSON object"))?;
+    match jwk.get("use") {
+        None => {}
+        Some(Value::String(usage)) if usage == "sig" => {}
+        Some(Value::String(usage)) if usage == "enc" => return Ok(None),
+        Some(_) => return Err(jwk_error("use", "must be \"sig\" or \"enc\"")),
+    }
+    let kid = match jwk.get("kid") {
+        None => None,
+        Some(Value::String(kid)) => Some(kid.clone()),
+        Some(_) => return Err(jwk_error("kid", "must be a string")),
+    };
+    let alg = match jwk.get("alg") {
+        None => None,
+        Some(Value::String(name)) => Some(
+            Algorithm::from_name(name).ok_or_else(|| jwk_error("alg", format!("unsupported algorithm {name:?}")))?,
+        ),
+        Some(_) => return Err(jwk_error("alg", "must be a string")),
+    };
+    let kty = string_member(jwk, "kty")?;
+    if kty != "oct" && jwk.contains_key("d") {
+        return Err(jwk_error("d", "private key material must not be configured; use the public key"));
+    }
+    let (material, algorithms) = match kty {
+        "RSA" => rsa_from_jwk(jwk, alg)?,
+        "EC" => p256_from_jwk(jwk, alg)?,
+        "OKP" => ed25519_from_jwk(jwk, alg)?,
+        "oct" if origin == Origin::Remote => return Err(jwk_error("kty", "secret keys are not read from remote JWKS")),
+        "oct" => hmac_from_jwk(jwk, alg)?,
+        other => return Err(jwk_error("kty", format!("unsupported key type {other:?}"))),
+    };
+    Ok(Some(Key { kid, algorithms, material }))
+}
+
+fn string_member<'a>(jwk: &'a Map<String, Value>, field: &'static str) -> Result<&'a str, JwkError> {
+    match jwk.get(field) {
+        None => Err(jwk_error(field, "missing")),
+        Some(Value::String(text)) => Ok(text),
+        Some(_) => Err(jwk_error(field, "must be a string")),
+    }
+}
+
+fn base64_member(jwk: &Map<String, Value>, field: &'static str) -> Result<Vec<u8>, JwkError> {
+    let bytes = JWK_BASE64.decode(string_member(jwk, field)?).map_err(|_| jwk_error(field, "invalid base64url"))?;
+    if bytes.is_empty() {
+        return Err(jwk_error(field, "must not be empty"));
+    }
+    Ok(bytes)
+}
+
+/// The key's algorithms: exactly its `alg` when it names one of `family`, else the family.
+fn bind(alg: Option<Algorithm>, family: &[Algorithm], kty: &str) -> Result<Vec<Algorithm>, JwkError> {
+    match alg {
+        None => Ok(family.to_vec()),
+        Some(alg) if family.contains(&alg) => Ok(vec![alg]),
+        Some(alg) => Err(jwk_error("alg", format!("{} cannot be used with a {kty} key", alg.name()))),
+    }
+}
+
+fn rsa_from_jwk(jwk: &Map<String, Value>, alg: Option<Algorithm>) -> Result<(KeyMaterial, Vec<Algorithm>), JwkError> {
+    let modulus = BigUint::from_bytes_be(&base64_member(jwk, "n")?);
+    let exponent = BigUint::from_bytes_be(&base64_member(jwk, "e")?);
+    if modulus.bits() < MIN_RSA_MODULUS_BITS {
+        return Err(jwk_error("n", format!("RSA modulus must be at least {MIN_RSA_MODULUS_BITS} bits")));
+    }
+    let key = RsaPublicKey::new(modulus, exponent).map_err(|err| jwk_error("", format!("invalid RSA key: {err}")))?;
+    let algorithms = bind(alg, RSA_ALGORITHMS, "RSA")?;
+    Ok((rsa_material(key).map_err(|message| jwk_error("", message))?, algorithms))
+}
+
+fn p256_from_jwk(jwk: &Map<String, Value>, alg: Option<Algorithm>) -> Result<(KeyMaterial, Vec<Algorithm>), JwkError> {
+    let curve = string_member(jwk, "crv")?;
+    if curve != "P-256" {
+        return Err(jwk_error("crv", format!("unsupported curve {curve:?}")));
+    }
+    let mut sec1_point = vec![0x04];
+    for coordinate in ["x", "y"] {
+        let bytes = base64_member(jwk, coordinate)?;
+        if bytes.len() != P256_COORDINATE_BYTES {
+            return Err(jwk_error(coordinate, format!("must be {P256_COORDINATE_BYTES} bytes for P-256")));
+        }
+        sec1_point.extend_from_slice(&bytes);
+    }
+    let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1_point)
+        .map_err(|_| jwk_error("", "x and y are not a point on P-256"))?;
+    let algorithms = bind(alg, &[Algorithm::ES256], "P-256")?;
+    Ok((p256_material(key).map_err(|message| jwk_error("", message))?, algorithms))
+}
+
+fn ed25519_from_jwk(
+    jwk: &Map<String, Value>,
+    alg: Option<Algorithm>,
+) -> Result<(KeyMaterial, Vec<Algorithm>), JwkError> {
+    let curve = string_member(jwk, "crv")?;
+    if curve != "Ed25519" {
+        return Err(jwk_error("crv", format!("unsupported curve {curve:?}")));
+    }
+    let key = ed25519_key(&base64_member(jwk, "x")?).map_err(|message| jwk_error("x", message))?;
+    let algorithms = bind(alg, &[Algorithm::EdDSA], "Ed25519")?;
+    Ok((KeyMaterial::Ed25519(key), algorithms))
+}
+
+/// RFC 7518 section 3.2: an HMAC key at least as long as the hash output. With no
+/// `alg`, the key is bound to every HS* its length is good for.
+fn hmac_from_jwk(jwk: &Map<String, Value>, alg: Option<Algorithm>) -> Result<(KeyMaterial, Vec<Algorithm>), JwkError> {
+    let secret = base64_member(jwk, "k")?;
+    let family: Vec<Algorithm> = [(Algorithm::HS256, 32), (Algorithm::HS384, 48), (Algorithm::HS512, 64)]
+        .into_iter()
+        .filter(|&(_, min_bytes)| secret.len() >= min_bytes)
+        .map(|(alg, _)| alg)
+        .collect();
+    let algorithms = match alg {
+        Some(alg @ (Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)) if !family.contains(&alg) => {
+            return Err(jwk_error("k", format!("too short for {}", alg.name())));
+        }
+        _ if family.is_empty() => return Err(jwk_error("k", "must be at least 32 bytes")),
+        _ => bind(alg, &family, "oct")?,
+    };
+    Ok((KeyMaterial::Hmac(secret), algorithms))
+}
+
+fn rsa_material(key: RsaPublicKey) -> Result<KeyMaterial, String> {
+    if key.n().bits() < MIN_RSA_MODULUS_BITS {
+        return Err(format!("RSA modulus must be at least {MIN_RSA_MODULUS_BITS} bits"));
+    }
+    let spki_der = key.to_public_key_der().map_err(|err| format!("cannot encode RSA key: {err}"))?.into_vec();
+    Ok(KeyMaterial::Rsa { key, spki_der })
+}
+
+fn p256_material(key: p256::ecdsa::VerifyingKey) -> Result<KeyMaterial, String> {
+    let spki_der = p256::PublicKey::from(&key)
+        .to_public_key_der()
+        .map_err(|err| format!("cannot encode P-256 key: {err}"))?
+        .into_vec();
+    Ok(KeyMaterial::P256 { key, spki_der })
+}
+
+fn ed25519_key(bytes: &[u8]) -> Result<ed25519_compact::PublicKey, String> {
+    if bytes.len() != ED25519_KEY_BYTES {
+        return Err(format!("must be {ED25519_KEY_BYTES} bytes for Ed25519"));
+    }
+    ed25519_compact::PublicKey::from_slice(bytes).map_err(|_| "not a valid Ed25519 public key".to_string())
+}
+
+const PEM_BEGIN: &str = "-----BEGIN PUBLIC KEY-----";
+const PEM_END: &str = "-----END PUBLIC KEY-----";
+
+/// The DER inside exactly one `BEGIN PUBLIC KEY` block.
+fn pem_to_der(pem: &str) -> Result<Vec<u8>, String> {
+    let pem = pem.trim();
+    let Some(body) = pem.strip_prefix(PEM_BEGIN).and_then(|rest| rest.strip_suffix(PEM_END)) else {
+        return Err(if pem.contains("PRIVATE KEY") {
+            "private keys must not be configured; use the public key (BEGIN PUBLIC KEY)".to_string()
+        } else if pem.contains("BEGIN RSA PUBLIC KEY") {
+            "PKCS#1 RSA keys are not supported; use SubjectPublicKeyInfo (BEGIN PUBLIC KEY)".to_string()
+        } else if pem.contains("BEGIN CERTIFICATE") {
+            "certificates are not supported; use the public key (BEGIN PUBLIC KEY)".to_string()
+        } else {
+            "must be one PEM block \"BEGIN PUBLIC KEY\"".to_string()
+        });
+    };
+    let base64_text: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    STANDARD.decode(base64_text).map_err(|_| "invalid base64 in PEM body".to_string())
+}
+
+fn key_from_spki(der: &[u8]) -> Result<(KeyMaterial, Vec<Algorithm>), String> {
+    let info = SubjectPublicKeyInfoRef::try_from(der).map_err(|_| "not a valid SubjectPublicKeyInfo".to_string())?;
+    let algorithm = info.algorithm.oid;
+    if algorithm == OID_RSA_ENCRYPTION {
+        let key = RsaPublicKey::from_public_key_der(der).map_err(|err| format!("invalid RSA key: {err}"))?;
+        Ok((rsa_material(key)?, RSA_ALGORITHMS.to_vec()))
+    } else if algorithm == OID_EC_PUBLIC_KEY {
+        if info.algorithm.parameters_oid().ok() != Some(OID_P256) {
+            return Err("unsupported EC curve: only P-256 is supported".to_string());
+        }
+        let key = p256::PublicKey::from_public_key_der(der).map_err(|_| "invalid P-256 key".to_string())?;
+        Ok((p256_material(key.into())?, vec![Algorithm::ES256]))
+    } else if algorithm == OID_ED25519 {
+        let bytes = info.subject_public_key.as_bytes().ok_or_else(|| "invalid Ed25519 key".to_string())?;
+        Ok((KeyMaterial::Ed25519(ed25519_key(bytes)?), vec![Algorithm::EdDSA]))
+    } else {
+        Err(format!("unsupported key algorithm {algorithm}"))
+    }
+}

@@ -1,0 +1,869 @@
+//! Tokens are minted with `jsonwebtoken` (an independent implementation) from the
+//! fixed test keys under testdata/ (generated once with Python's `cryptography`).
+
+use std::cell::RefCell;
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use jsonwebtoken::{encode, EncodingKey, Header};
+use serde_json::{json, Value};
+
+use super::*;
+use crate::config::ConfigError;
+
+const ISSUER: &str = "https://idp.example.com";
+const NOW: u64 = 1_700_000_000;
+const SKEW: u64 = 60;
+const HMAC_SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+const RSA_PRIVATE: &str = include_str!("testdata/rsa2048_private.pem");
+const RSA_PUBLIC: &str = include_str!("testdata/rsa2048_public.pem");
+const EC_PRIVATE: &str = include_str!("testdata/ec_p256_private.pem");
+const EC_PUBLIC: &str = include_str!("testdata/ec_p256_public.pem");
+const EC_P384_PUBLIC: &str = include_str!("testdata/ec_p384_public.pem");
+const ED_PRIVATE: &str = include_str!("testdata/ed25519_private.pem");
+const ED_PUBLIC: &str = include_str!("testdata/ed25519_public.pem");
+const PUBLIC_JWKS: &str = include_str!("testdata/public_jwks.json");
+
+// ---- fixtures ----
+
+fn fixture_jwk(name: &str) -> Value {
+    let all: Value = serde_json::from_str(PUBLIC_JWKS).unwrap();
+    all[name].clone()
+}
+
+fn with_kid(mut jwk: Value, kid: &str) -> Value {
+    jwk["kid"] = json!(kid);
+    jwk
+}
+
+fn hmac_jwk(kid: &str) -> Value {
+    json!({"kty": "oct", "kid": kid, "k": URL_SAFE_NO_PAD.encode(HMAC_SECRET)})
+}
+
+fn all_local_keys() -> Value {
+    json!({"keys": [
+        with_kid(fixture_jwk("rsa2048"), "rsa-1"),
+        with_kid(fixture_jwk("ec_p256"), "ec-1"),
+        with_kid(fixture_jwk("ed25519"), "ed-1"),
+        hmac_jwk("hs-1"),
+    ]})
+}
+
+fn base_config() -> Value {
+    json!({"name": "idp", "issuer": ISSUER, "local_jwks": all_local_keys()})
+}
+
+fn merged(mut config: Value, extra: Value) -> Value {
+    for (name, value) in extra.as_object().unwrap() {
+        config[name] = value.clone();
+    }
+    config
+}
+
+fn try_provider(config: Value) -> Result<Provider, ConfigError> {
+    let cfg: ProviderConfig = serde_json::from_value(config).unwrap();
+    Provider::from_config(cfg, "jwt.providers[0]")
+}
+
+fn provider(config: Value) -> Provider {
+    try_provider(config).unwrap()
+}
+
+fn config_error(config: Value) -> String {
+    try_provider(config).unwrap_err().to_string()
+}
+
+fn claims() -> Value {
+    json!({"iss": ISSUER, "sub": "alice", "iat": NOW - 10, "exp": NOW + 600})
+}
+
+fn claims_with(extra: Value) -> Value {
+    merged(claims(), extra)
+}
+
+fn encoding_key(alg: jsonwebtoken::Algorithm) -> EncodingKey {
+    use jsonwebtoken::Algorithm as A;
+    match alg {
+        A::RS256 | A::RS384 | A::RS512 | A::PS256 | A::PS384 | A::PS512 => {
+            EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).unwrap()
+        }
+        A::ES256 => EncodingKey::from_ec_pem(EC_PRIVATE.as_bytes()).unwrap(),
+        A::EdDSA => EncodingKey::from_ed_pem(ED_PRIVATE.as_bytes()).unwrap(),
+        A::HS256 | A::HS384 | A::HS512 => EncodingKey::from_secret(HMAC_SECRET),
+        other => panic!("no test key for {other:?}"),
+    }
+}
+
+fn mint_with(alg: jsonwebtoken::Algorithm, kid: Option<&str>, key: &EncodingKey, claims: &Value) -> String {
+    let mut header = Header::new(alg);
+    header.kid = kid.map(str::to_string);
+    encode(&header, claims, key).unwrap()
+}
+
+fn mint(alg: jsonwebtoken::Algorithm, kid: Option<&str>, claims: &Value) -> String {
+    mint_with(alg, kid, &encoding_key(alg), claims)
+}
+
+fn rs256(claims: &Value) -> String {
+    mint(jsonwebtoken::Algorithm::RS256, Some("rsa-1"), claims)
+}
+
+fn check_with(
+    token: &str,
+    providers: &[Provider],
+    remote: &[Option<&KeySet>],
+    backend: &dyn SignatureBackend,
+) -> Result<VerifiedToken, JwtError> {
+    verify(token, providers, remote, backend, NOW, SKEW)
+}
+
+fn check(token: &str, providers: &[Provider]) -> Result<VerifiedToken, JwtError> {
+    let remote = vec![None; providers.len()];
+    check_with(token, providers, &remote, &PureRust)
+}
+
+/// A token made of the given JSON parts and signature bytes, with no real signature.
+fn raw_token(header: &Value, claims: &Value, signature: &[u8]) -> String {
+    format!(
+        "{}.{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string()),
+        URL_SAFE_NO_PAD.encode(signature)
+    )
+}
+
+fn replace_signature(token: &str, mutate: impl FnOnce(&mut Vec<u8>)) -> String {
+    let (signed, signature) = token.rsplit_once('.').unwrap();
+    let mut bytes = URL_SAFE_NO_PAD.decode(signature).unwrap();
+    mutate(&mut bytes);
+    format!("{signed}.{}", URL_SAFE_NO_PAD.encode(bytes))
+}
+
+fn pem_der(pem: &str) -> Vec<u8> {
+    let body: String = pem.lines().filter(|line| !line.starts_with("-----")).collect();
+    STANDARD.decode(body).unwrap()
+}
+
+// ---- each algorithm ----
+
+#[test]
+fn every_algorithm_verifies() {
+    use jsonwebtoken::Algorithm as A;
+    let providers = [provider(base_config())];
+    for (alg, kid) in [
+        (A::RS256, "rsa-1"),
+        (A::RS384, "rsa-1"),
+        (A::RS512, "rsa-1"),
+        (A::PS256, "rsa-1"),
+        (A::PS384, "rsa-1"),
+        (A::PS512, "rsa-1"),
+        (A::ES256, "ec-1"),
+        (A::EdDSA, "ed-1"),
+        (A::HS256, "hs-1"),
+    ] {
+        let verified = check(&mint(alg, Some(kid), &claims()), &providers).unwrap_or_else(|e| panic!("{alg:?}: {e:?}"));
+        assert_eq!(verified.principal, "alice");
+        assert_eq!(verified.provider, 0);
+        assert_eq!(verified.expires_at, Some(NOW + 600));
+    }
+}
+
+#[test]
+fn hmac_key_with_alg_is_bound_to_it() {
+    let mut jwk = hmac_jwk("hs-1");
+    jwk["alg"] = json!("HS256");
+    let providers = [provider(merged(base_config(), json!({"local_jwks": {"keys": [jwk]}})))];
+    assert!(check(&mint(jsonwebtoken::Algorithm::HS256, Some("hs-1"), &claims()), &providers).is_ok());
+    // 32 bytes is too short for HS384 anyway, but the binding refuses it first.
+    let hs384 = mint(jsonwebtoken::Algorithm::HS384, Some("hs-1"), &claims());
+    assert_eq!(check(&hs384, &providers), Err(JwtError::UnsupportedAlgorithm));
+}
+
+#[test]
+fn rsa_key_with_alg_is_bound_to_it() {
+    let mut jwk = with_kid(fixture_jwk("rsa2048"), "rsa-1");
+    jwk["alg"] = json!("PS256");
+    let providers = [provider(merged(base_config(), json!({"local_jwks": {"keys": [jwk]}})))];
+    assert!(check(&mint(jsonwebtoken::Algorithm::PS256, Some("rsa-1"), &claims()), &providers).is_ok());
+    assert_eq!(check(&rs256(&claims()), &providers), Err(JwtError::UnsupportedAlgorithm));
+}
+
+// ---- time, audience, lifetime ----
+
+#[test]
+fn expired_beyond_skew_is_refused() {
+    let providers = [provider(base_config())];
+    let late = claims_with(json!({"iat": NOW - 1000, "exp": NOW - SKEW - 1}));
+    assert_eq!(check(&rs256(&late), &providers), Err(JwtError::Expired));
+    let within_skew = claims_with(json!({"iat": NOW - 1000, "exp": NOW - SKEW}));
+    assert!(check(&rs256(&within_skew), &providers).is_ok());
+}
+
+#[test]
+fn not_yet_valid_nbf_and_future_iat_are_refused() {
+    let providers = [provider(base_config())];
+    let nbf = claims_with(json!({"nbf": NOW + SKEW + 1}));
+    assert_eq!(check(&rs256(&nbf), &providers), Err(JwtError::NotYetValid));
+    let iat = claims_with(json!({"iat": NOW + SKEW + 1}));
+    assert_eq!(check(&rs256(&iat), &providers), Err(JwtError::NotYetValid));
+    let nbf_within_skew = claims_with(json!({"nbf": NOW + SKEW}));
+    assert!(check(&rs256(&nbf_within_skew), &providers).is_ok());
+}
+
+#[test]
+fn audience_must_intersect_when_configured() {
+    let providers = [provider(merged(base_config(), json!({"audiences": ["api", "admin"]})))];
+    assert_eq!(check(&rs256(&claims_with(json!({"aud": "other"}))), &providers), Err(JwtError::WrongAudience));
+    assert_eq!(check(&rs256(&claims()), &providers), Err(JwtError::WrongAudience));
+    assert_eq!(check(&rs256(&claims_with(json!({"aud": [1, "x"]}))), &providers), Err(JwtError::WrongAudience));
+    assert!(check(&rs256(&claims_with(json!({"aud": "api"}))), &providers).is_ok());
+    assert!(check(&rs256(&claims_with(json!({"aud": ["x", "admin"]}))), &providers).is_ok());
+
+    let any_audience = [provider(base_config())];
+    assert!(check(&rs256(&claims_with(json!({"aud": "whatever"}))), &any_audience).is_ok());
+}
+
+#[test]
+fn missing_expiration_is_refused_when_required() {
+    let mut no_exp = claims();
+    no_exp.as_object_mut().unwrap().remove("exp");
+    let strict = [provider(base_config())];
+    assert_eq!(check(&rs256(&no_exp), &strict), Err(JwtError::MissingExpiration));
+
+    let lenient = [provider(merged(base_config(), json!({"require_expiration": false})))];
+    assert_eq!(check(&rs256(&no_exp), &lenient).unwrap().expires_at, None);
+
+    let bounded = [provider(merged(base_config(), json!({"require_expiration": false, "max_lifetime_seconds": 3600})))];
+    assert_eq!(check(&rs256(&no_exp), &bounded), Err(JwtError::MissingExpiration));
+}
+
+#[test]
+fn lifetime_is_bounded() {
+    let providers = [provider(merged(base_config(), json!({"max_lifetime_seconds": 3600})))];
+    let long = claims_with(json!({"iat": NOW, "exp": NOW + 3601}));
+    assert_eq!(check(&rs256(&long), &providers), Err(JwtError::LifetimeTooLong));
+    let mut long_without_iat = claims_with(json!({"exp": NOW + 3601}));
+    long_without_iat.as_object_mut().unwrap().remove("iat");
+    assert_eq!(check(&rs256(&long_without_iat), &providers), Err(JwtError::LifetimeTooLong));
+    assert!(check(&rs256(&claims_with(json!({"iat": NOW, "exp": NOW + 3600}))), &providers).is_ok());
+}
+
+#[test]
+fn time_claims_must_be_numbers() {
+    let providers = [provider(base_config())];
+    for bad in [json!({"exp": "soon"}), json!({"nbf": null}), json!({"iat": -5}), json!({"exp": [1]})] {
+        assert_eq!(check(&rs256(&claims_with(bad.clone())), &providers), Err(JwtError::Malformed), "{bad}");
+    }
+    // NumericDate may be fractional.
+    assert_eq!(
+        check(&rs256(&claims_with(json!({"exp": (NOW + 600) as f64 + 0.5}))), &providers).unwrap().expires_at,
+        Some(NOW + 600)
+    );
+}
+
+// ---- issuer, keys, signature ----
+
+#[test]
+fn unknown_or_missing_issuer_is_refused() {
+    let providers = [provider(base_config())];
+    assert_eq!(
+        check(&rs256(&claims_with(json!({"iss": "https://evil.example.com"}))), &providers),
+        Err(JwtError::UnknownIssuer)
+    );
+    let mut no_iss = claims();
+    no_iss.as_object_mut().unwrap().remove("iss");
+    assert_eq!(check(&rs256(&no_iss), &providers), Err(JwtError::UnknownIssuer));
+}
+
+#[test]
+fn provider_is_chosen_by_issuer() {
+    let other = provider(merged(base_config(), json!({"name": "other", "issuer": "https://other.example.com"})));
+    let providers = [other, provider(base_config())];
+    assert_eq!(check(&rs256(&claims()), &providers).unwrap().provider, 1);
+}
+
+#[test]
+fn flipped_signature_byte_fails() {
+    use jsonwebtoken::Algorithm as A;
+    let providers = [provider(base_config())];
+    for (alg, kid) in
+        [(A::RS256, "rsa-1"), (A::PS256, "rsa-1"), (A::ES256, "ec-1"), (A::EdDSA, "ed-1"), (A::HS256, "hs-1")]
+    {
+        let token = replace_signature(&mint(alg, Some(kid), &claims()), |sig| sig[10] ^= 0x01);
+        assert_eq!(check(&token, &providers), Err(JwtError::BadSignature), "{alg:?}");
+    }
+}
+
+#[test]
+fn changed_payload_fails() {
+    let providers = [provider(base_config())];
+    let token = rs256(&claims());
+    let forged_payload = URL_SAFE_NO_PAD.encode(claims_with(json!({"sub": "admin"})).to_string());
+    let parts: Vec<&str> = token.split('.').collect();
+    let forged = format!("{}.{}.{}", parts[0], forged_payload, parts[2]);
+    assert_eq!(check(&forged, &providers), Err(JwtError::BadSignature));
+}
+
+#[test]
+fn unknown_kid_is_unknown_key() {
+    let providers = [provider(base_config())];
+    let token = mint(jsonwebtoken::Algorithm::RS256, Some("rotated-away"), &claims());
+    assert_eq!(check(&token, &providers), Err(JwtError::UnknownKey { provider: 0 }));
+}
+
+#[test]
+fn token_without_kid_tries_the_keys_allowing_its_alg() {
+    use jsonwebtoken::Algorithm as A;
+    let providers = [provider(base_config())];
+    for alg in [A::RS256, A::PS256, A::ES256, A::EdDSA, A::HS256] {
+        assert!(check(&mint(alg, None, &claims()), &providers).is_ok(), "{alg:?}");
+    }
+}
+
+#[test]
+fn alg_none_and_unknown_algs_are_refused() {
+    let providers = [provider(base_config())];
+    let header = json!({"alg": "none", "kid": "rsa-1"});
+    let unsigned =
+        format!("{}.{}.", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims().to_string()));
+    assert_eq!(check(&unsigned, &providers), Err(JwtError::Malformed), "empty signature part");
+    for alg in ["none", "None", "rs256", "ES384", "HS256 "] {
+        let token = raw_token(&json!({"alg": alg}), &claims(), b"sig");
+        assert_eq!(check(&token, &providers), Err(JwtError::UnsupportedAlgorithm), "{alg}");
+    }
+    assert_eq!(check(&raw_token(&json!({"typ": "JWT"}), &claims(), b"sig"), &providers), Err(JwtError::Malformed));
+    assert_eq!(check(&raw_token(&json!({"alg": 256}), &claims(), b"sig"), &providers), Err(JwtError::Malformed));
+}
+
+#[test]
+fn hs256_signed_with_the_rsa_public_key_never_verifies() {
+    let public_key_as_secret = EncodingKey::from_secret(RSA_PUBLIC.as_bytes());
+    let hs256 = jsonwebtoken::Algorithm::HS256;
+    let all_keys = [provider(base_config())];
+    let rsa_only =
+        [provider(merged(base_config(), json!({"local_jwks": {"keys": [with_kid(fixture_jwk("rsa2048"), "rsa-1")]}})))];
+
+    let with_kid = mint_with(hs256, Some("rsa-1"), &public_key_as_secret, &claims());
+    assert_eq!(check(&with_kid, &all_keys), Err(JwtError::UnsupportedAlgorithm));
+    assert_eq!(check(&with_kid, &rsa_only), Err(JwtError::UnsupportedAlgorithm));
+
+    let without_kid = mint_with(hs256, None, &public_key_as_secret, &claims());
+    assert_eq!(check(&without_kid, &rsa_only), Err(JwtError::UnsupportedAlgorithm));
+    // Only the real HMAC key is tried, and it does not match.
+    assert_eq!(check(&without_kid, &all_keys), Err(JwtError::BadSignature));
+
+    // The same secret trick against a PEM-configured key.
+    let pem_only = [provider(json!({"name": "idp", "issuer": ISSUER, "local_pem": RSA_PUBLIC}))];
+    assert_eq!(check(&without_kid, &pem_only), Err(JwtError::UnsupportedAlgorithm));
+}
+
+#[test]
+fn rs256_token_naming_an_hmac_key_is_refused() {
+    let providers = [provider(base_config())];
+    let token = mint(jsonwebtoken::Algorithm::RS256, Some("hs-1"), &claims());
+    assert_eq!(check(&token, &providers), Err(JwtError::UnsupportedAlgorithm));
+}
+
+// ---- malformed input ----
+
+#[test]
+fn malformed_tokens_are_refused() {
+    let providers = [provider(base_config())];
+    let good = rs256(&claims());
+    let parts: Vec<&str> = good.split('.').collect();
+    let not_object = URL_SAFE_NO_PAD.encode("[1,2]");
+    let not_json = URL_SAFE_NO_PAD.encode("{\"alg\":");
+    let cases = [
+        String::new(),
+        format!("{}.{}", parts[0], parts[1]),
+        format!("{good}.extra"),
+        format!("{}.{}.", parts[0], parts[1]),
+        format!(".{}.{}", parts[1], parts[2]),
+        format!("{}..{}", parts[0], parts[2]),
+        format!("{}.{}.{}*", parts[0], parts[1], parts[2]),
+        format!("{}=.{}.{}", parts[0], parts[1], parts[2]),
+        format!("{}.{}.{}", not_object, parts[1], parts[2]),
+        format!("{}.{}.{}", parts[0], not_object, parts[2]),
+        format!("{}.{}.{}", not_json, parts[1], parts[2]),
+        format!("{}.{}.{}", parts[0], URL_SAFE_NO_PAD.encode("\"a string\""), parts[2]),
+        "é.é.é".to_string(),
+    ];
+    for token in cases {
+        assert_eq!(check(&token, &providers), Err(JwtError::Malformed), "{token}");
+    }
+}
+
+#[test]
+fn oversized_token_is_refused_before_decoding() {
+    let providers = [provider(base_config())];
+    let huge = "a".repeat(MAX_TOKEN_BYTES + 1);
+    assert_eq!(check(&huge, &providers), Err(JwtError::TooLarge));
+    let padded = claims_with(json!({"pad": "x".repeat(MAX_TOKEN_BYTES)}));
+    assert_eq!(check(&rs256(&padded), &providers), Err(JwtError::TooLarge));
+}
+
+#[test]
+fn deeply_nested_payload_is_malformed() {
+    let providers = [provider(base_config())];
+    let nested = format!("{{\"iss\":{}1{}}}", "[".repeat(200), "]".repeat(200));
+    let token = format!(
+        "{}.{}.{}",
+        URL_SAFE_NO_PAD.encode(json!({"alg": "RS256"}).to_string()),
+        URL_SAFE_NO_PAD.encode(nested),
+        URL_SAFE_NO_PAD.encode(b"sig")
+    );
+    assert_eq!(check(&token, &providers), Err(JwtError::Malformed));
+}
+
+#[test]
+fn crit_header_is_refused() {
+    let providers = [provider(base_config())];
+    let token = raw_token(&json!({"alg": "RS256", "kid": "rsa-1", "crit": ["exp"], "exp": 1}), &claims(), b"sig");
+    assert_eq!(check(&token, &providers), Err(JwtError::Malformed));
+    let token = raw_token(&json!({"alg": "RS256", "kid": 7}), &claims(), b"sig");
+    assert_eq!(check(&token, &providers), Err(JwtError::Malformed));
+}
+
+#[test]
+fn no_input_panics() {
+    let providers = [provider(base_config())];
+    let good = mint(jsonwebtoken::Algorithm::ES256, Some("ec-1"), &claims());
+    for end in 0..good.len() {
+        let _ = check(&good[..end], &providers);
+        let _ = check(&good[end..], &providers);
+    }
+    for sig_len in [0usize, 1, 63, 65, 128, 255, 256, 257, 512] {
+        for (alg, kid) in
+            [("RS256", "rsa-1"), ("PS256", "rsa-1"), ("ES256", "ec-1"), ("EdDSA", "ed-1"), ("HS256", "hs-1")]
+        {
+            let token = raw_token(&json!({"alg": alg, "kid": kid}), &claims(), &vec![0xff; sig_len]);
+            assert!(check(&token, &providers).is_err());
+        }
+    }
+}
+
+// ---- claims out ----
+
+#[test]
+fn dotted_claims_arrays_and_objects_become_headers() {
+    let config = merged(
+        base_config(),
+        json!({
+            "principal_claim": "realm.user",
+            "claim_to_headers": [
+                {"claim": "realm.roles", "header": "X-Roles"},
+                {"claim": "https://x.io/tenant", "header": "x-tenant"},
+                {"claim": "level", "header": "x-level"},
+                {"claim": "profile", "header": "x-profile"},
+                {"claim": "absent.deeply", "header": "x-absent"},
+                {"claim": "evil", "header": "x-evil"},
+                {"claim": "huge", "header": "x-huge"},
+            ]
+        }),
+    );
+    let providers = [provider(config)];
+    let token = rs256(&claims_with(json!({
+        "realm": {"user": "bob", "roles": ["a", "b"]},
+        "https://x.io/tenant": "acme",
+        "level": 3,
+        "profile": {"k": "v"},
+        "evil": "ok\r\nx-auth-principal: admin",
+        "huge": "x".repeat(4097),
+    })));
+    let verified = check(&token, &providers).unwrap();
+    assert_eq!(verified.principal, "bob");
+    assert_eq!(
+        verified.headers,
+        vec![
+            ("x-roles".to_string(), "a,b".to_string()),
+            ("x-tenant".to_string(), "acme".to_string()),
+            ("x-level".to_string(), "3".to_string()),
+            ("x-profile".to_string(), "{\"k\":\"v\"}".to_string()),
+        ]
+    );
+}
+
+#[test]
+fn claim_at_prefers_the_whole_name() {
+    let claims = json!({"a.b": 1, "a": {"b": 2, "c": {"d": 3}}, "x": 5});
+    let claims = claims.as_object().unwrap();
+    assert_eq!(claim_at(claims, "a.b"), Some(&json!(1)));
+    assert_eq!(claim_at(claims, "a.c.d"), Some(&json!(3)));
+    assert_eq!(claim_at(claims, "x.y"), None);
+    assert_eq!(claim_at(claims, "a.missing"), None);
+    assert_eq!(claim_at(claims, ""), None);
+}
+
+#[test]
+fn principal_must_be_a_usable_string_or_number() {
+    let providers = [provider(base_config())];
+    assert_eq!(check(&rs256(&claims_with(json!({"sub": 12345}))), &providers).unwrap().principal, "12345");
+    for bad in [json!(""), json!(null), json!(["alice"]), json!({"id": 1}), json!("a\nb")] {
+        assert_eq!(check(&rs256(&claims_with(json!({"sub": bad}))), &providers), Err(JwtError::MissingPrincipal));
+    }
+    let mut no_sub = claims();
+    no_sub.as_object_mut().unwrap().remove("sub");
+    assert_eq!(check(&rs256(&no_sub), &providers), Err(JwtError::MissingPrincipal));
+}
+
+#[test]
+fn scopes_come_from_scope_and_scp() {
+    let providers = [provider(base_config())];
+    let verified =
+        check(&rs256(&claims_with(json!({"scope": "read  write", "scp": ["write", "admin", 7]}))), &providers).unwrap();
+    assert_eq!(verified.scopes, vec!["read", "write", "admin"]);
+    let verified = check(&rs256(&claims_with(json!({"scp": "a b"}))), &providers).unwrap();
+    assert_eq!(verified.scopes, vec!["a", "b"]);
+}
+
+// ---- remote keys and the host backend ----
+
+fn remote_provider() -> Provider {
+    provider(json!({
+        "name": "remote",
+        "issuer": ISSUER,
+        "remote_jwks": {"cluster": "idp", "authority": "idp.example.com", "path": "/jwks"}
+    }))
+}
+
+#[test]
+fn keys_not_loaded_until_the_remote_set_arrives() {
+    let providers = [remote_provider()];
+    let token = rs256(&claims());
+    assert_eq!(check_with(&token, &providers, &[None], &PureRust), Err(JwtError::KeysNotLoaded { provider: 0 }));
+    let no_kid = mint(jsonwebtoken::Algorithm::RS256, None, &claims());
+    assert_eq!(check_with(&no_kid, &providers, &[None], &PureRust), Err(JwtError::KeysNotLoaded { provider: 0 }));
+
+    let fetched =
+        KeySet::from_remote_jwks(json!({"keys": [with_kid(fixture_jwk("rsa2048"), "rsa-1")]}).to_string().as_bytes())
+            .unwrap();
+    assert!(check_with(&token, &providers, &[Some(&fetched)], &PureRust).is_ok());
+    assert!(check_with(&no_kid, &providers, &[Some(&fetched)], &PureRust).is_ok());
+
+    let rotated = mint(jsonwebtoken::Algorithm::RS256, Some("rsa-2"), &claims());
+    assert_eq!(
+        check_with(&rotated, &providers, &[Some(&fetched)], &PureRust),
+        Err(JwtError::UnknownKey { provider: 0 })
+    );
+    // A provider with only local keys never waits for anything.
+    assert_eq!(check(&rotated, &[provider(base_config())]), Err(JwtError::UnknownKey { provider: 0 }));
+}
+
+/// What the host was asked: algorithm, SPKI DER, signature.
+type BackendCall = (Algorithm, Vec<u8>, Vec<u8>);
+
+struct FixedBackend {
+    answer: Option<bool>,
+    calls: RefCell<Vec<BackendCall>>,
+}
+
+impl FixedBackend {
+    fn new(answer: Option<bool>) -> Self {
+        FixedBackend { answer, calls: RefCell::new(Vec::new()) }
+    }
+}
+
+impl SignatureBackend for FixedBackend {
+    fn verify(&self, alg: Algorithm, spki_der: &[u8], _signing_input: &[u8], signature: &[u8]) -> Option<bool> {
+        self.calls.borrow_mut().push((alg, spki_der.to_vec(), signature.to_vec()));
+        self.answer
+    }
+}
+
+#[test]
+fn host_backend_answer_is_authoritative_for_rs256_and_es256() {
+    let providers = [provider(base_config())];
+    let good_rs256 = rs256(&claims());
+    let good_es256 = mint(jsonwebtoken::Algorithm::ES256, Some("ec-1"), &claims());
+
+    let refusing = FixedBackend::new(Some(false));
+    assert_eq!(check_with(&good_rs256, &providers, &[None], &refusing), Err(JwtError::BadSignature));
+    assert_eq!(check_with(&good_es256, &providers, &[None], &refusing), Err(JwtError::BadSignature));
+
+    let accepting = FixedBackend::new(Some(true));
+    let forged = replace_signature(&good_rs256, |sig| sig[0] ^= 0xff);
+    assert!(check_with(&forged, &providers, &[None], &accepting).is_ok());
+
+    let calls = accepting.calls.borrow();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].0, Algorithm::RS256);
+    assert_eq!(calls[0].1, pem_der(RSA_PUBLIC), "the host gets the key as SPKI DER");
+}
+
+#[test]
+fn host_backend_gets_der_ecdsa_and_is_not_asked_for_other_algorithms() {
+    use jsonwebtoken::Algorithm as A;
+    let providers = [provider(base_config())];
+    let recording = FixedBackend::new(None);
+    for (alg, kid) in [(A::ES256, "ec-1"), (A::PS256, "rsa-1"), (A::EdDSA, "ed-1"), (A::HS256, "hs-1")] {
+        assert!(check_with(&mint(alg, Some(kid), &claims()), &providers, &[None], &recording).is_ok(), "{alg:?}");
+    }
+    let calls = recording.calls.borrow();
+    assert_eq!(calls.len(), 1, "only ES256 goes to the host");
+    let (alg, spki_der, signature) = &calls[0];
+    assert_eq!(*alg, Algorithm::ES256);
+    assert_eq!(*spki_der, pem_der(EC_PUBLIC));
+    assert_eq!(signature[0], 0x30);
+    assert_eq!(usize::from(signature[1]) + 2, signature.len());
+}
+
+// ---- JWKS parsing ----
+
+fn jwks_error(keys: Value) -> String {
+    config_error(merged(base_config(), json!({"local_jwks": {"keys": keys}})))
+}
+
+#[test]
+fn strict_jwks_errors_name_the_key_and_field() {
+    let p = "jwt.providers[0].local_jwks";
+    let rsa = fixture_jwk("rsa2048");
+    let mut bad_n = rsa.clone();
+    bad_n["n"] = json!("not base64!");
+    assert_eq!(jwks_error(json!([rsa.clone(), bad_n])), format!("{p}.keys[1].n: invalid base64url"));
+    assert_eq!(jwks_error(json!([{"kty": "XYZ"}])), format!("{p}.keys[0].kty: unsupported key type \"XYZ\""));
+    assert_eq!(jwks_error(json!([{"n": "AQAB"}])), format!("{p}.keys[0].kty: missing"));
+    assert_eq!(
+        jwks_error(json!([fixture_jwk("rsa1024")])),
+        format!("{p}.keys[0].n: RSA modulus must be at least 2048 bits")
+    );
+    let mut p384 = fixture_jwk("ec_p256");
+    p384["crv"] = json!("P-384");
+    assert_eq!(jwks_error(json!([p384])), format!("{p}.keys[0].crv: unsupported curve \"P-384\""));
+    let mut short_x = fixture_jwk("ec_p256");
+    short_x["x"] = json!("AAAA");
+    assert_eq!(jwks_error(json!([short_x])), format!("{p}.keys[0].x: must be 32 bytes for P-256"));
+    let mut off_curve = fixture_jwk("ec_p256");
+    off_curve["y"] = off_curve["x"].clone();
+    assert_eq!(jwks_error(json!([off_curve])), format!("{p}.keys[0]: x and y are not a point on P-256"));
+    let mut wrong_alg = rsa.clone();
+    wrong_alg["alg"] = json!("ES256");
+    assert_eq!(jwks_error(json!([wrong_alg])), format!("{p}.keys[0].alg: ES256 cannot be used with a RSA key"));
+    let mut unknown_alg = rsa.clone();
+    unknown_alg["alg"] = json!("RSA-OAEP");
+    assert_eq!(jwks_error(json!([unknown_alg])), format!("{p}.keys[0].alg: unsupported algorithm \"RSA-OAEP\""));
+    let mut private = rsa.clone();
+    private["d"] = json!("AQAB");
+    assert!(jwks_error(json!([private])).starts_with(&format!("{p}.keys[0].d: private key material")));
+    assert_eq!(
+        jwks_error(json!([{"kty": "oct", "k": URL_SAFE_NO_PAD.encode([7u8; 31])}])),
+        format!("{p}.keys[0].k: must be at least 32 bytes")
+    );
+    assert_eq!(
+        jwks_error(json!([{"kty": "oct", "alg": "HS512", "k": URL_SAFE_NO_PAD.encode([7u8; 48])}])),
+        format!("{p}.keys[0].k: too short for HS512")
+    );
+    let mut bad_kid = rsa.clone();
+    bad_kid["kid"] = json!(1);
+    assert_eq!(jwks_error(json!([bad_kid])), format!("{p}.keys[0].kid: must be a string"));
+    let mut bad_use = rsa.clone();
+    bad_use["use"] = json!("signing");
+    assert_eq!(jwks_error(json!([bad_use])), format!("{p}.keys[0].use: must be \"sig\" or \"enc\""));
+    assert_eq!(jwks_error(json!(["key"])), format!("{p}.keys[0]: must be a JSON object"));
+    assert_eq!(jwks_error(json!([])), format!("{p}.keys: no usable signing key"));
+    let mut enc_only = rsa.clone();
+    enc_only["use"] = json!("enc");
+    assert_eq!(jwks_error(json!([enc_only])), format!("{p}.keys: no usable signing key"));
+    assert_eq!(jwks_error(json!(vec![rsa; MAX_JWKS_KEYS + 1])), format!("{p}.keys: at most 64 keys"));
+    assert_eq!(
+        config_error(merged(base_config(), json!({"local_jwks": [1]}))),
+        format!("{p}: must be a JWKS object with a \"keys\" array")
+    );
+}
+
+#[test]
+fn strict_jwks_accepts_padding_and_skips_encryption_keys() {
+    let mut padded = fixture_jwk("ed25519");
+    padded["x"] = json!(format!("{}=", padded["x"].as_str().unwrap()));
+    let mut enc = fixture_jwk("rsa2048");
+    enc["use"] = json!("enc");
+    let set = KeySet::from_jwks(&json!({"keys": [padded, enc]}), "k").unwrap();
+    assert_eq!(set.len(), 1);
+    assert_eq!(set.keys()[0].algorithms(), &[Algorithm::EdDSA]);
+}
+
+#[test]
+fn key_algorithm_bindings() {
+    let set = KeySet::from_jwks(&all_local_keys(), "k").unwrap();
+    let algs: Vec<(Option<&str>, &[Algorithm])> = set.keys().iter().map(|key| (key.kid(), key.algorithms())).collect();
+    use Algorithm::*;
+    assert_eq!(
+        algs,
+        vec![
+            (Some("rsa-1"), &[RS256, RS384, RS512, PS256, PS384, PS512][..]),
+            (Some("ec-1"), &[ES256][..]),
+            (Some("ed-1"), &[EdDSA][..]),
+            (Some("hs-1"), &[HS256][..]),
+        ]
+    );
+    let long_secret =
+        KeySet::from_jwks(&json!({"keys": [{"kty": "oct", "k": URL_SAFE_NO_PAD.encode([1u8; 64])}]}), "k").unwrap();
+    assert_eq!(long_secret.keys()[0].algorithms(), &[HS256, HS384, HS512]);
+    assert!(set.contains_kid("ec-1") && !set.contains_kid("nope"));
+    assert_eq!(set.keys()[0].spki_der(), Some(pem_der(RSA_PUBLIC).as_slice()));
+    assert_eq!(set.keys()[1].spki_der(), Some(pem_der(EC_PUBLIC).as_slice()));
+    assert_eq!(set.keys()[3].spki_der(), None);
+    let debug = format!("{set:?}");
+    assert!(!debug.contains(&URL_SAFE_NO_PAD.encode(HMAC_SECRET)) && !debug.contains("0123456789"));
+}
+
+#[test]
+fn lenient_remote_jwks_skips_what_it_cannot_use() {
+    let mut enc = with_kid(fixture_jwk("rsa2048"), "enc");
+    enc["use"] = json!("enc");
+    let mut p384 = fixture_jwk("ec_p256");
+    p384["crv"] = json!("P-384");
+    let mut ps_only = with_kid(fixture_jwk("rsa2048"), "ps");
+    ps_only["alg"] = json!("PS256");
+    let mut oaep = fixture_jwk("rsa2048");
+    oaep["alg"] = json!("RSA-OAEP");
+    let document = json!({"keys": [
+        {"kty": "RSA", "n": "!!", "e": "AQAB"},
+        enc, p384, oaep, hmac_jwk("secret"), fixture_jwk("rsa1024"), "junk", {"kty": "EC", "crv": "P-521"},
+        with_kid(fixture_jwk("ec_p256"), "ec-1"), ps_only,
+    ], "extra": true});
+    let set = KeySet::from_remote_jwks(document.to_string().as_bytes()).unwrap();
+    assert_eq!(set.len(), 2);
+    assert!(
+        set.contains_kid("ec-1") && set.contains_kid("ps") && !set.contains_kid("secret") && !set.contains_kid("enc")
+    );
+
+    assert!(KeySet::from_remote_jwks(b"not json").is_err());
+    assert!(KeySet::from_remote_jwks(b"{\"keys\": {}}").is_err());
+    assert!(KeySet::from_remote_jwks(b"[]").is_err());
+    assert_eq!(
+        KeySet::from_remote_jwks(b"{\"keys\": [{\"kty\": \"oct\", \"k\": \"AAAA\"}]}").unwrap_err(),
+        "JWKS has no usable signing key"
+    );
+
+    let mut many: Vec<Value> = (0..MAX_JWKS_KEYS).map(|i| with_kid(fixture_jwk("ed25519"), &format!("k{i}"))).collect();
+    many.push(with_kid(fixture_jwk("ed25519"), "beyond"));
+    let bounded = KeySet::from_remote_jwks(json!({"keys": many}).to_string().as_bytes()).unwrap();
+    assert_eq!(bounded.len(), MAX_JWKS_KEYS);
+    assert!(!bounded.contains_kid("beyond"));
+}
+
+// ---- PEM ----
+
+#[test]
+fn pem_keys_verify_and_match_any_kid() {
+    use jsonwebtoken::Algorithm as A;
+    for (pem, alg) in [(RSA_PUBLIC, A::RS256), (RSA_PUBLIC, A::PS384), (EC_PUBLIC, A::ES256), (ED_PUBLIC, A::EdDSA)] {
+        let providers = [provider(json!({"name": "pem", "issuer": ISSUER, "local_pem": pem}))];
+        assert!(check(&mint(alg, Some("some-kid"), &claims()), &providers).is_ok(), "{alg:?}");
+        assert!(check(&mint(alg, None, &claims()), &providers).is_ok(), "{alg:?}");
+        let forged = replace_signature(&mint(alg, Some("some-kid"), &claims()), |sig| sig[5] ^= 1);
+        // A kid-less key that fails a token naming another kid: that key is unknown here.
+        assert_eq!(check(&forged, &providers), Err(JwtError::UnknownKey { provider: 0 }), "{alg:?}");
+    }
+}
+
+#[test]
+fn pem_with_kid_and_spki() {
+    let set = KeySet::from_pem(EC_PUBLIC, Some("ec-pem".to_string()), "p").unwrap();
+    assert!(set.contains_kid("ec-pem"));
+    assert_eq!(set.keys()[0].spki_der(), Some(pem_der(EC_PUBLIC).as_slice()));
+}
+
+#[test]
+fn pem_errors_explain_what_to_use_instead() {
+    let error = |pem: &str| KeySet::from_pem(pem, None, "jwt.providers[0].local_pem").unwrap_err().to_string();
+    assert!(error(RSA_PRIVATE).contains("private keys must not be configured"));
+    let pkcs1 = RSA_PUBLIC.replace("PUBLIC KEY", "RSA PUBLIC KEY");
+    assert!(error(&pkcs1).contains("PKCS#1"));
+    assert!(error("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----").contains("certificates"));
+    assert!(error(EC_P384_PUBLIC).ends_with("only P-256 is supported"));
+    assert_eq!(
+        error("-----BEGIN PUBLIC KEY-----\n!!!\n-----END PUBLIC KEY-----"),
+        "jwt.providers[0].local_pem: invalid base64 in PEM body"
+    );
+    assert_eq!(
+        error("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----"),
+        "jwt.providers[0].local_pem: not a valid SubjectPublicKeyInfo"
+    );
+    assert_eq!(error(""), "jwt.providers[0].local_pem: must be one PEM block \"BEGIN PUBLIC KEY\"");
+    let two_blocks = format!("{RSA_PUBLIC}{EC_PUBLIC}");
+    assert!(error(&two_blocks).starts_with("jwt.providers[0].local_pem: "));
+}
+
+// ---- provider configuration ----
+
+#[test]
+fn provider_config_errors_name_the_field() {
+    let p = "jwt.providers[0]";
+    assert_eq!(config_error(merged(base_config(), json!({"issuer": ""}))), format!("{p}.issuer: must not be empty"));
+    assert_eq!(config_error(merged(base_config(), json!({"name": " "}))), format!("{p}.name: must not be empty"));
+    assert_eq!(
+        config_error(merged(base_config(), json!({"audiences": ["a", ""]}))),
+        format!("{p}.audiences[1]: must not be empty")
+    );
+    assert_eq!(
+        config_error(json!({"name": "idp", "issuer": ISSUER})),
+        format!("{p}: needs local_jwks, local_pem, remote_jwks or discovery")
+    );
+    let both =
+        merged(remote_provider_config(), json!({"discovery": {"cluster": "idp", "authority": "idp.example.com"}}));
+    assert_eq!(config_error(both), format!("{p}.discovery: cannot be combined with remote_jwks"));
+    assert_eq!(
+        config_error(merged(base_config(), json!({"max_lifetime_seconds": 0}))),
+        format!("{p}.max_lifetime_seconds: must be greater than 0")
+    );
+    assert_eq!(
+        config_error(merged(base_config(), json!({"principal_claim": ""}))),
+        format!("{p}.principal_claim: must not be empty")
+    );
+
+    let mapping = |header: &str| merged(base_config(), json!({"claim_to_headers": [{"claim": "c", "header": header}]}));
+    assert!(config_error(mapping("x roles")).starts_with(&format!("{p}.claim_to_headers[0].header: ")));
+    assert!(config_error(mapping(":path")).starts_with(&format!("{p}.claim_to_headers[0].header: ")));
+    assert!(config_error(mapping("x-roles\r\n")).starts_with(&format!("{p}.claim_to_headers[0].header: ")));
+    assert!(config_error(mapping("Content-Length")).starts_with(&format!("{p}.claim_to_headers[0].header: ")));
+    let duplicate = merged(
+        base_config(),
+        json!({"claim_to_headers": [{"claim": "a", "header": "x-a"}, {"claim": "b", "header": "X-A"}]}),
+    );
+    assert!(config_error(duplicate).starts_with(&format!("{p}.claim_to_headers[1].header: ")));
+    let empty_claim = merged(base_config(), json!({"claim_to_headers": [{"claim": "", "header": "x-a"}]}));
+    assert_eq!(config_error(empty_claim), format!("{p}.claim_to_headers[0].claim: must not be empty"));
+}
+
+fn remote_provider_config() -> Value {
+    json!({
+        "name": "remote",
+        "issuer": ISSUER,
+        "remote_jwks": {"cluster": "idp", "authority": "idp.example.com", "path": "/jwks"}
+    })
+}
+
+#[test]
+fn provider_config_defaults_and_header_lowercasing() {
+    let compiled = provider(merged(base_config(), json!({"claim_to_headers": [{"claim": "c", "header": "X-Claim"}]})));
+    assert!(compiled.require_expiration);
+    assert_eq!(compiled.principal_claim, "sub");
+    assert_eq!(compiled.claim_to_headers[0].header, "x-claim");
+    assert_eq!(compiled.local_keys.len(), 4);
+    assert!(!compiled.fetches_remote_keys());
+    assert!(remote_provider().fetches_remote_keys());
+    let unknown_field = merged(base_config(), json!({"issuer_url": "x"}));
+    assert!(serde_json::from_value::<ProviderConfig>(unknown_field).is_err());
+}
+
+#[test]
+fn local_jwks_and_pem_together() {
+    let compiled = provider(merged(base_config(), json!({"local_pem": EC_PUBLIC})));
+    assert_eq!(compiled.local_keys.len(), 5);
+}
+
+// ---- error texts ----
+
+#[test]
+fn error_texts_are_fixed() {
+    assert_eq!(JwtError::UnsupportedAlgorithm.description(), "algorithm not allowed");
+    assert_eq!(JwtError::KeysNotLoaded { provider: 3 }.description(), "signing keys not available yet");
+    assert_eq!(JwtError::UnknownKey { provider: 0 }.reason(), "jwt_unknown_key");
+    assert_eq!(JwtError::MissingExpiration.reason(), "jwt_no_expiration");
+    assert_eq!(JwtError::LifetimeTooLong.description(), "token lifetime too long");
+    for name in ["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "EdDSA"] {
+        assert_eq!(Algorithm::from_name(name).map(Algorithm::name), Some(name));
+    }
+}

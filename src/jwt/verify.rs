@@ -1,0 +1,244 @@
+//! Compact JWS verification (RFC 7515, 7519): parse, pick the provider by `iss`,
+//! pick keys by `kid` and algorithm binding, check the signature, then the claims.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use p256::ecdsa::signature::Verifier;
+use rsa::{Pkcs1v15Sign, Pss, RsaPublicKey};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256, Sha384, Sha512};
+
+use super::claims::{check_claims, claim_headers, principal, scopes};
+use super::der::ecdsa_jws_to_der;
+use super::keys::{Key, KeyMaterial, KeySet};
+use super::{Algorithm, JwtError, Provider, SignatureBackend, VerifiedToken};
+
+/// Longest token accepted, checked before any decoding.
+pub const MAX_TOKEN_BYTES: usize = 8192;
+/// Longest decoded payload accepted (a guard should MAX_TOKEN_BYTES ever grow).
+pub const MAX_PAYLOAD_BYTES: usize = 8192;
+
+/// A compact JWS split and decoded; nothing in it is trusted yet.
+struct UntrustedJws<'t> {
+    header: Map<String, Value>,
+    claims: Map<String, Value>,
+    /// `header.payload` as sent: what the signature covers.
+    signing_input: &'t str,
+    signature: Vec<u8>,
+}
+
+/// Verify a compact JWS against the providers. `remote_keys[i]` is provider i's
+/// fetched key set (None: not fetched yet); `now` is unix seconds from the host and
+/// `skew` the tolerance in seconds on `exp`, `nbf` and `iat`.
+pub fn verify(
+    token: &str,
+    providers: &[Provider],
+    remote_keys: &[Option<&KeySet>],
+    backend: &dyn SignatureBackend,
+    now: u64,
+    skew: u64,
+) -> Result<VerifiedToken, JwtError> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(JwtError::TooLarge);
+    }
+    let jws = parse_compact(token)?;
+    // We implement no JWS extensions, so any `crit` must be refused (RFC 7515 section 4.1.11).
+    if jws.header.contains_key("crit") {
+        return Err(JwtError::Malformed);
+    }
+    let alg = match jws.header.get("alg") {
+        Some(Value::String(name)) => Algorithm::from_name(name).ok_or(JwtError::UnsupportedAlgorithm)?,
+        _ => return Err(JwtError::Malformed),
+    };
+    let kid = match jws.header.get("kid") {
+        None => None,
+        Some(Value::String(kid)) => Some(kid.as_str()),
+        Some(_) => return Err(JwtError::Malformed),
+    };
+
+    // `iss` is read before the signature is checked only to choose whose keys check it.
+    let issuer = jws.claims.get("iss").and_then(Value::as_str).ok_or(JwtError::UnknownIssuer)?;
+    let (index, provider) =
+        providers.iter().enumerate().find(|(_, provider)| provider.issuer == issuer).ok_or(JwtError::UnknownIssuer)?;
+    let remote = remote_keys.get(index).copied().flatten();
+
+    let candidates = candidate_keys(provider, index, remote, kid, alg)?;
+    let signed = candidates
+        .keys
+        .iter()
+        .any(|key| signature_matches(key, alg, jws.signing_input.as_bytes(), &jws.signature, backend));
+    if !signed {
+        return Err(candidates.failure);
+    }
+
+    let expires_at = check_claims(&jws.claims, provider, now, skew)?;
+    Ok(VerifiedToken {
+        provider: index,
+        principal: principal(&jws.claims, &provider.principal_claim)?,
+        headers: claim_headers(&jws.claims, provider),
+        expires_at,
+        scopes: scopes(&jws.claims),
+    })
+}
+
+fn parse_compact(token: &str) -> Result<UntrustedJws<'_>, JwtError> {
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(JwtError::Malformed);
+    };
+    if header.is_empty() || payload.is_empty() || signature.is_empty() {
+        return Err(JwtError::Malformed);
+    }
+    let payload_bytes = decode_part(payload)?;
+    if payload_bytes.len() > MAX_PAYLOAD_BYTES {
+        return Err(JwtError::Malformed);
+    }
+    Ok(UntrustedJws {
+        header: json_object(&decode_part(header)?)?,
+        claims: json_object(&payload_bytes)?,
+        signing_input: &token[..header.len() + 1 + payload.len()],
+        signature: decode_part(signature)?,
+    })
+}
+
+/// base64url without padding, canonical (no stray trailing bits).
+fn decode_part(part: &str) -> Result<Vec<u8>, JwtError> {
+    URL_SAFE_NO_PAD.decode(part).map_err(|_| JwtError::Malformed)
+}
+
+/// serde_json bounds nesting at 128 levels, so depth is bounded too.
+fn json_object(bytes: &[u8]) -> Result<Map<String, Value>, JwtError> {
+    match serde_json::from_slice(bytes) {
+        Ok(Value::Object(object)) => Ok(object),
+        _ => Err(JwtError::Malformed),
+    }
+}
+
+/// The keys to try, and the error if none of them verifies the signature.
+struct Candidates<'k> {
+    keys: Vec<&'k Key>,
+    failure: JwtError,
+}
+
+/// With a `kid`: the keys carrying it; failing that, keys without a `kid` (as Envoy's
+/// jwt_authn does, so a kid-less PEM key still verifies tokens that name a kid), and
+/// when those fail the key is still unknown. Without a `kid`: every key. Only keys
+/// bound to `alg` are ever tried.
+fn candidate_keys<'k>(
+    provider: &'k Provider,
+    index: usize,
+    remote: Option<&'k KeySet>,
+    kid: Option<&str>,
+    alg: Algorithm,
+) -> Result<Candidates<'k>, JwtError> {
+    let remote_pending = provider.fetches_remote_keys() && remote.is_none();
+    let not_found = if remote_pending {
+        JwtError::KeysNotLoaded { provider: index }
+    } else {
+        JwtError::UnknownKey { provider: index }
+    };
+    let all_keys = || provider.local_keys.keys().iter().chain(remote.map(KeySet::keys).unwrap_or_default());
+
+    let Some(kid) = kid else {
+        let keys: Vec<&Key> = all_keys().filter(|key| key.allows(alg)).collect();
+        if keys.is_empty() {
+            // Keys exist but none may verify `alg` (HS256 against RSA keys, say): refuse the algorithm.
+            return Err(if remote_pending || all_keys().next().is_none() {
+                not_found
+            } else {
+                JwtError::UnsupportedAlgorithm
+            });
+        }
+        return Ok(Candidates { keys, failure: JwtError::BadSignature });
+    };
+
+    let named: Vec<&Key> = all_keys().filter(|key| key.kid() == Some(kid)).collect();
+    if !named.is_empty() {
+        let keys: Vec<&Key> = named.into_iter().filter(|key| key.allows(alg)).collect();
+        if keys.is_empty() {
+            return Err(JwtError::UnsupportedAlgorithm);
+        }
+        return Ok(Candidates { keys, failure: JwtError::BadSignature });
+    }
+    if remote_pending {
+        return Err(not_found);
+    }
+    let keys: Vec<&Key> = all_keys().filter(|key| key.kid().is_none() && key.allows(alg)).collect();
+    if keys.is_empty() {
+        return Err(not_found);
+    }
+    Ok(Candidates { keys, failure: not_found })
+}
+
+/// Whether `key` (already known to allow `alg`) verifies the signature. RS* and
+/// ES256 go to the host first; it answers None when it cannot check them.
+fn signature_matches(
+    key: &Key,
+    alg: Algorithm,
+    signing_input: &[u8],
+    signature: &[u8],
+    backend: &dyn SignatureBackend,
+) -> bool {
+    match key.material() {
+        KeyMaterial::Hmac(secret) => hmac_matches(alg, secret, signing_input, signature),
+        KeyMaterial::Rsa { key, spki_der } => {
+            let host_answer = match alg {
+                Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 => {
+                    backend.verify(alg, spki_der, signing_input, signature)
+                }
+                _ => None,
+            };
+            host_answer.unwrap_or_else(|| rsa_matches(alg, key, signing_input, signature))
+        }
+        KeyMaterial::P256 { key, spki_der } => {
+            // JWS ES256 signatures are exactly r||s, 32 bytes each (RFC 7518 section 3.4).
+            if alg != Algorithm::ES256 || signature.len() != 64 {
+                return false;
+            }
+            let host_answer = ecdsa_jws_to_der(signature)
+                .and_then(|der_signature| backend.verify(alg, spki_der, signing_input, &der_signature));
+            host_answer.unwrap_or_else(|| {
+                p256::ecdsa::Signature::from_slice(signature).is_ok_and(|sig| key.verify(signing_input, &sig).is_ok())
+            })
+        }
+        KeyMaterial::Ed25519(key) => {
+            alg == Algorithm::EdDSA
+                && ed25519_compact::Signature::from_slice(signature)
+                    .is_ok_and(|sig| key.verify(signing_input, &sig).is_ok())
+        }
+    }
+}
+
+fn rsa_matches(alg: Algorithm, key: &RsaPublicKey, signing_input: &[u8], signature: &[u8]) -> bool {
+    let result = match alg {
+        Algorithm::RS256 => key.verify(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(signing_input), signature),
+        Algorithm::RS384 => key.verify(Pkcs1v15Sign::new::<Sha384>(), &Sha384::digest(signing_input), signature),
+        Algorithm::RS512 => key.verify(Pkcs1v15Sign::new::<Sha512>(), &Sha512::digest(signing_input), signature),
+        // RFC 7518 section 3.5: MGF1 with the same hash, salt as long as the hash.
+        Algorithm::PS256 => key.verify(Pss::new::<Sha256>(), &Sha256::digest(signing_input), signature),
+        Algorithm::PS384 => key.verify(Pss::new::<Sha384>(), &Sha384::digest(signing_input), signature),
+        Algorithm::PS512 => key.verify(Pss::new::<Sha512>(), &Sha512::digest(signing_input), signature),
+        _ => return false,
+    };
+    result.is_ok()
+}
+
+fn hmac_matches(alg: Algorithm, secret: &[u8], signing_input: &[u8], signature: &[u8]) -> bool {
+    match alg {
+        Algorithm::HS256 => mac_matches::<Hmac<Sha256>>(secret, signing_input, signature),
+        Algorithm::HS384 => mac_matches::<Hmac<Sha384>>(secret, signing_input, signature),
+        Algorithm::HS512 => mac_matches::<Hmac<Sha512>>(secret, signing_input, signature),
+        _ => false,
+    }
+}
+
+/// `verify_slice` compares in constant time.
+fn mac_matches<M: Mac + hmac::digest::KeyInit>(secret: &[u8], signing_input: &[u8], signature: &[u8]) -> bool {
+    let Ok(mut mac) = <M as hmac::digest::KeyInit>::new_from_slice(secret) else {
+        return false;
+    };
+    mac.update(signing_input);
+    mac.verify_slice(signature).is_ok()
+}
