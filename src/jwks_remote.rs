@@ -160,9 +160,11 @@ impl FetchRecord {
     /// Whether a request with an unknown `kid` should wait for a refetch: one is
     /// under way, or one may start now.
     pub fn refetch_allowed(&self, now_ms: u64) -> bool {
-        self.in_flight(now_ms)
-            || (now_ms.saturating_sub(self.last_forced_ms) >= MIN_REFETCH_INTERVAL_MS
-                && now_ms >= self.next_attempt_ms)
+        self.in_flight(now_ms) || (self.forced_refetch_allowed(now_ms) && now_ms >= self.next_attempt_ms)
+    }
+
+    fn forced_refetch_allowed(&self, now_ms: u64) -> bool {
+        self.last_forced_ms == 0 || now_ms.saturating_sub(self.last_forced_ms) >= MIN_REFETCH_INTERVAL_MS
     }
 
     /// Why a fetch should start now, if it should.
@@ -173,7 +175,7 @@ impl FetchRecord {
         if self.last_success_ms == 0 || now_ms.saturating_sub(self.last_success_ms) >= refresh_ms {
             return Some(FetchReason::Refresh);
         }
-        if unknown_kid_waiting && now_ms.saturating_sub(self.last_forced_ms) >= MIN_REFETCH_INTERVAL_MS {
+        if unknown_kid_waiting && self.forced_refetch_allowed(now_ms) {
             return Some(FetchReason::UnknownKid);
         }
         None

@@ -1,0 +1,56 @@
+# wasm-authn: `make demo` and `make test` work on a fresh machine (they install
+# what is missing through scripts/setup.sh first).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV   := .venv
+PYTHON := $(VENV)/bin/python
+WASM   := target/wasm32-wasip1/release/wasm_authn.wasm
+# Native unit tests use rustup's cargo (the Debian toolchain only builds the wasm,
+# in target/debian; see scripts/build-wasm.sh).
+CARGO  ?= cargo
+PYTEST_ARGS ?=
+
+.PHONY: help setup wasm unit integration test demo bench clean
+
+help:
+	@echo "make setup        install the toolchain, wrk and the .venv (idempotent)"
+	@echo "make wasm         build $(WASM)"
+	@echo "make test         unit tests (cargo test) + integration tests in a real Envoy"
+	@echo "make demo         run the bundled Envoy config and show allowed/refused requests"
+	@echo "make bench        benchmarks (scripts/bench.sh)"
+	@echo "make clean        remove build outputs"
+
+setup:
+	@scripts/setup.sh
+
+wasm: setup
+	@scripts/build-wasm.sh
+
+# The two halves of `make test`, without setup/build, for quick iterations.
+unit:
+	$(CARGO) test --locked
+
+integration:
+	$(PYTHON) -m pytest -q tests/integration $(PYTEST_ARGS)
+
+# Runs both suites even when the first fails, and fails if either did.
+test: wasm
+	@rc=0; \
+	echo "== unit tests (cargo test)"; \
+	$(CARGO) test --locked || rc=1; \
+	echo "== integration tests (Envoy 1.40 + $(WASM))"; \
+	$(PYTHON) -m pytest -q tests/integration $(PYTEST_ARGS) || rc=1; \
+	if [ $$rc != 0 ]; then echo "make test: FAILED" >&2; fi; \
+	exit $$rc
+
+demo: wasm
+	@scripts/demo.sh
+
+bench: wasm
+	@scripts/bench.sh
+
+clean:
+	rm -rf target .pytest_cache
+	find tests envoy scripts -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""Echo upstream for the demo and the tests (stdlib only).
+
+Answers every method and path with 200 and a JSON body describing the request as
+it reached the upstream: {"method": ..., "path": ..., "headers": {name: value}}
+(header names lower-cased; repeated headers joined with ", ").
+"""
+import argparse
+import json
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class EchoHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "echo"
+
+    def _echo(self):
+        length = int(self.headers.get("content-length") or 0)
+        if length:
+            self.rfile.read(length)
+        headers = {}
+        for name, value in self.headers.items():
+            key = name.lower()
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+        body = json.dumps({"method": self.command, "path": self.path, "headers": headers}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _echo
+
+    def log_message(self, fmt, *args):  # quiet
+        pass
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=8081)
+    args = ap.parse_args(argv)
+    srv = Server((args.host, args.port), EchoHandler)
+    print(f"echo server on {args.host}:{srv.server_address[1]}", flush=True)
+    try:
+        srv.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

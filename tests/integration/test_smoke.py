@@ -1,0 +1,177 @@
+"""The harness itself and the bundled configuration: Envoy 1.40 starts with
+envoy/envoy.yaml as shipped (only the ports changed), bypass works, a request
+without credentials is refused with a challenge, a refused configuration is
+observable, and the JWKS test server does what the remote-JWKS tests need."""
+import http.client
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+
+from harness import REPO_ROOT, JwksServer, demo_plugin_config, envoy_bin, load_envoy_yaml
+
+
+def test_bundled_config_is_valid_for_envoy(wasm_module, envoy_binary, tmp_path):
+    """envoy/envoy.yaml as is (ports included) passes Envoy's own validation
+    (with WASM_AUTHN_WASM set, only the module path is replaced)."""
+    cfg = "envoy/envoy.yaml"
+    if os.environ.get("WASM_AUTHN_WASM"):
+        import yaml
+        from harness import _wasm_filter
+        d = load_envoy_yaml()
+        _wasm_filter(d)["vm_config"]["code"]["local"]["filename"] = wasm_module
+        cfg = str(tmp_path / "envoy.yaml")
+        with open(cfg, "w") as f:
+            yaml.safe_dump(d, f)
+    p = subprocess.run([envoy_binary, "--mode", "validate", "-c", cfg, "--disable-hot-restart"],
+                       cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_bundled_plugin_config_uses_documented_fields():
+    cfg = demo_plugin_config()
+    assert cfg["realm"] == "api"
+    assert {"path_prefix": "/healthz"} in cfg["bypass"]
+    hashes = [u["password_hash"] for u in cfg["basic"]["users"]]
+    assert any(h.startswith("sha256:") for h in hashes)
+    assert any(h.startswith(("$2a$", "$2b$", "$2y$")) for h in hashes)
+    assert "{SHA}" in cfg["basic"]["htpasswd"]
+    clients = cfg["api_keys"]["clients"]
+    assert any(c.get("disabled") for c in clients) and any(not c.get("disabled") for c in clients)
+    providers = {p["name"]: p for p in cfg["jwt"]["providers"]}
+    kinds = {(k["kty"], k.get("alg")) for k in providers["demo-local"]["local_jwks"]["keys"]}
+    assert ("RSA", "RS256") in kinds and ("oct", "HS256") in kinds
+    assert providers["remote-demo"]["remote_jwks"] == {"cluster": "jwks", "authority": "jwks.local", "path": "/jwks.json"}
+    wasm = load_envoy_yaml()["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    assert wasm["typed_config"]["http_filters"][-1]["name"] == "envoy.filters.http.router"
+
+
+def test_healthz_is_bypassed(envoy):
+    r = envoy.request("GET", "/healthz")
+    assert r.status == 200, r
+    seen = envoy.upstream_request(r)
+    assert seen["path"] == "/healthz" and seen["method"] == "GET"
+
+
+def test_missing_credential_is_challenged(envoy):
+    r = envoy.request("GET", "/api/things")
+    assert r.status == 401, r
+    challenges = r.headers.get_all("www-authenticate")
+    assert challenges, r.headers
+    assert any('realm="api"' in c for c in challenges), challenges
+
+
+def test_filter_counters_are_on_the_stats_page(envoy):
+    envoy.request("GET", "/api/things")
+    stats = envoy.stats()
+    assert any(k.startswith("wasmcustom.") for k in stats), sorted(stats)[:50]
+    assert envoy.wasm_stats()
+    # the admin text page the demo shows
+    r = envoy.admin("/stats?filter=wasmcustom")
+    assert r.status == 200 and b"wasmcustom." in r.body
+
+
+def test_refused_configuration_is_observable(wasm_module, envoy_factory):
+    from harness import EnvoyHarness
+    t0 = time.monotonic()
+    code, log = EnvoyHarness("{ this is not json").start_expect_failure(timeout=15)
+    assert code is not None and code != 0, log[-3000:]
+    assert "Unable to create Wasm plugin" in log or "failed to load" in log, log[-3000:]
+    assert time.monotonic() - t0 < 15
+
+
+def test_request_helper_keeps_repeated_headers_and_no_redirects(envoy):
+    r = envoy.request("GET", "/healthz", [("x-dup", "a"), ("x-dup", "b")])
+    assert r.status == 200
+    assert envoy.upstream_headers(r.body)["x-dup"] in ("a, b", "a,b")
+
+
+# ---- the JWKS server the remote-JWKS tests drive -----------------------------
+
+def _get(port, path, timeout=5):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request("GET", path)
+        r = c.getresponse()
+        return r.status, r.read()
+    finally:
+        c.close()
+
+
+def test_jwks_server_controls(jwks_server):
+    assert _get(jwks_server.port, "/nope")[0] == 404
+    jwks_server.set_jwks({"keys": []})
+    assert _get(jwks_server.port, "/jwks.json") == (200, b'{"keys": []}')
+    jwks_server.set_reply("/jwks.json", status=503, body="down")
+    assert _get(jwks_server.port, "/jwks.json") == (503, b"down")
+    assert jwks_server.hits("/jwks.json") == 2 and jwks_server.hits() == 3
+    jwks_server.set_reply("/slow", body="x", delay=0.3)
+    t0 = time.monotonic()
+    assert _get(jwks_server.port, "/slow")[1] == b"x" and time.monotonic() - t0 >= 0.3
+    jwks_server.set_reply("/reset", mode="reset")
+    with pytest.raises((http.client.HTTPException, ConnectionError)):
+        _get(jwks_server.port, "/reset")
+    port = jwks_server.port
+    jwks_server.refuse()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    jwks_server.accept()
+    assert jwks_server.port == port and _get(port, "/jwks.json")[0] == 503
+    jwks_server.set_discovery(jwks_path="/keys", authority="jwks.test")
+    doc = json.loads(_get(port, "/.well-known/openid-configuration")[1])
+    assert doc["jwks_uri"] == "http://jwks.test/keys"
+    assert jwks_server.wait_for_hits("/.well-known/openid-configuration", 1, timeout=1)
+    assert not jwks_server.wait_for_hits("/never", 1, timeout=0.1)
+
+
+def test_jwks_server_reached_through_envoy_cluster(jwks_server, envoy_factory):
+    """Envoy starts with the `jwks` cluster pointed at the test's server."""
+    jwks_server.set_jwks(open(os.path.join(REPO_ROOT, "envoy", "demo-keys", "remote-jwks.json")).read())
+    h = envoy_factory(None, jwks_port=jwks_server.port, fresh=True)
+    assert h.jwks_port == jwks_server.port
+    assert h.request("GET", "/healthz").status == 200
+
+
+# ---- docker-compose uses the same files ---------------------------------------
+
+@pytest.mark.skipif(not shutil.which("docker-compose"), reason="docker-compose not installed")
+def test_docker_compose_file_is_valid():
+    p = subprocess.run(["docker-compose", "-f", "envoy/docker-compose.yaml", "config", "-q"],
+                       cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+
+
+# ---- the demo keys match the bundled configuration -----------------------------
+
+def _demo_token(creds, remote=False, **claims):
+    import time as _t
+    import jwt
+    j = creds["jwt"]
+    key_file = j["remote_private_key"] if remote else j["rs256_private_key"]
+    body = {"iss": j["remote_issuer"] if remote else j["local_issuer"], "sub": "smoke", "aud": j["audience"],
+            "iat": int(_t.time()), "exp": int(_t.time()) + 300}
+    body.update(claims)
+    with open(os.path.join(creds["keys_dir"], key_file)) as f:
+        return jwt.encode(body, f.read(), algorithm="RS256",
+                          headers={"kid": j["remote_kid"] if remote else j["rs256_kid"]})
+
+
+@pytest.mark.parametrize("remote", [False, True], ids=["local-jwks", "remote-jwks"])
+def test_demo_tokens_are_accepted(envoy, demo_credentials, remote):
+    r = envoy.request("GET", "/api", {"authorization": "Bearer " + _demo_token(demo_credentials, remote)})
+    assert r.status == 200, (r.status, r.headers, r.body)
+    seen = envoy.upstream_headers(r)
+    assert seen.get("x-auth-principal") == "smoke"
+    assert seen.get("x-auth-provider") == ("remote-demo" if remote else "demo-local")
+
+
+def test_demo_basic_user_is_accepted(envoy, demo_credentials):
+    import base64
+    auth = base64.b64encode(b"alice:" + demo_credentials["basic"]["alice"].encode()).decode()
+    r = envoy.request("GET", "/api", {"authorization": "Basic " + auth, "x-auth-principal": "admin"})
+    assert r.status == 200, r
+    assert envoy.upstream_headers(r)["x-auth-principal"] == "alice"
