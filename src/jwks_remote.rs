@@ -94,8 +94,8 @@ pub fn validate(cluster: &str, authority: &str, fetch_path: &str, refresh_second
     if !fetch_path.starts_with('/') {
         return Err(ConfigError::new(format!("{path}.path"), "must start with '/'"));
     }
-    if !(10..=86_400).contains(&refresh_seconds) {
-        return Err(ConfigError::new(format!("{path}.refresh_seconds"), "must be between 10 and 86400"));
+    if !(1..=86_400).contains(&refresh_seconds) {
+        return Err(ConfigError::new(format!("{path}.refresh_seconds"), "must be between 1 and 86400"));
     }
     if !(100..=60_000).contains(&timeout_ms) {
         return Err(ConfigError::new(format!("{path}.timeout_ms"), "must be between 100 and 60000"));
@@ -305,7 +305,7 @@ mod tests {
         let err = validate("", "a", "/x", 300, 2000, "jwt.providers[0].remote_jwks").unwrap_err();
         assert_eq!(err.to_string(), "jwt.providers[0].remote_jwks.cluster: must name an Envoy cluster");
         assert!(validate("jwks", "a", "x", 300, 2000, "p").unwrap_err().path.ends_with(".path"));
-        assert!(validate("jwks", "a", "/x", 1, 2000, "p").unwrap_err().path.ends_with(".refresh_seconds"));
+        assert!(validate("jwks", "a", "/x", 0, 2000, "p").unwrap_err().path.ends_with(".refresh_seconds"));
         assert!(validate("jwks", "a", "/x", 300, 2000, "p").is_ok());
     }
 }
