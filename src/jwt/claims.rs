@@ -1,7 +1,5 @@
 //! Claim checks (RFC 7519 section 4.1) and what a valid token yields: principal,
-//! claim headers, scopes. Runs only after the signature is good.
-
-use std::collections::HashSet;
+//! claim headers. Runs only after the signature is good.
 
 use serde_json::{Map, Value};
 
@@ -128,23 +126,4 @@ fn is_safe_header_value(text: &str) -> bool {
     !text.is_empty()
         && text.len() <= MAX_HEADER_VALUE_BYTES
         && !text.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f)
-}
-
-/// Scopes from `scope` (RFC 8693: space-separated) and `scp` (array or string), deduplicated.
-pub(super) fn scopes(claims: &Map<String, Value>) -> Vec<String> {
-    let mut seen = HashSet::new();
-    let mut scopes = Vec::new();
-    for name in ["scope", "scp"] {
-        let found: Vec<&str> = match claims.get(name) {
-            Some(Value::String(text)) => text.split_ascii_whitespace().collect(),
-            Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
-            _ => continue,
-        };
-        for scope in found {
-            if !scope.is_empty() && seen.insert(scope) {
-                scopes.push(scope.to_string());
-            }
-        }
-    }
-    scopes
 }

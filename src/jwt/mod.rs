@@ -79,7 +79,6 @@ pub struct VerifiedToken {
     /// unusable as header values are left out.
     pub headers: Vec<(String, String)>,
     pub expires_at: Option<u64>,
-    pub scopes: Vec<String>,
 }
 
 /// Why a token was refused.

@@ -507,16 +507,6 @@ fn principal_must_be_a_usable_string_or_number() {
     assert_eq!(check(&rs256(&no_sub), &providers), Err(JwtError::MissingPrincipal));
 }
 
-#[test]
-fn scopes_come_from_scope_and_scp() {
-    let providers = [provider(base_config())];
-    let verified =
-        check(&rs256(&claims_with(json!({"scope": "read  write", "scp": ["write", "admin", 7]}))), &providers).unwrap();
-    assert_eq!(verified.scopes, vec!["read", "write", "admin"]);
-    let verified = check(&rs256(&claims_with(json!({"scp": "a b"}))), &providers).unwrap();
-    assert_eq!(verified.scopes, vec!["a", "b"]);
-}
-
 // ---- remote keys and the host backend ----
 
 fn remote_provider() -> Provider {

@@ -9,7 +9,7 @@ use rsa::{Pkcs1v15Sign, Pss, RsaPublicKey};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
-use super::claims::{check_claims, claim_headers, principal, scopes};
+use super::claims::{check_claims, claim_headers, principal};
 use super::der::ecdsa_jws_to_der;
 use super::keys::{Key, KeyMaterial, KeySet};
 use super::{Algorithm, JwtError, Provider, SignatureBackend, VerifiedToken};
@@ -78,7 +78,6 @@ pub fn verify(
         principal: principal(&jws.claims, &provider.principal_claim)?,
         headers: claim_headers(&jws.claims, provider),
         expires_at,
-        scopes: scopes(&jws.claims),
     })
 }
 
