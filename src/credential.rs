@@ -43,6 +43,8 @@ pub enum ApiKeySource {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CredentialError {
     TooLarge,
+    /// A Bearer token longer than the Authorization bound: answered as a bad token (RFC 6750).
+    BearerTooLarge,
     /// More than one Authorization header, or one API key given twice: ambiguous.
     Ambiguous,
     BasicNotBase64,
@@ -56,6 +58,7 @@ impl CredentialError {
     pub fn description(&self) -> &'static str {
         match self {
             CredentialError::TooLarge => "credential too large",
+            CredentialError::BearerTooLarge => "token too large",
             CredentialError::Ambiguous => "more than one credential of a kind",
             CredentialError::BasicNotBase64 => "Basic credentials are not base64",
             CredentialError::BasicNoColon => "Basic credentials need user:password",
@@ -68,6 +71,7 @@ impl CredentialError {
     pub fn reason(&self) -> &'static str {
         match self {
             CredentialError::TooLarge => "credential_too_large",
+            CredentialError::BearerTooLarge => "jwt_too_large",
             CredentialError::Ambiguous => "credential_ambiguous",
             CredentialError::BasicNotBase64 | CredentialError::BasicNoColon | CredentialError::BasicNotUtf8 => {
                 "basic_malformed"
@@ -79,7 +83,7 @@ impl CredentialError {
 
     /// Whether the failed credential was meant as a Bearer token (its challenge then carries RFC 6750 `error=`).
     pub fn is_bearer(&self) -> bool {
-        matches!(self, CredentialError::EmptyBearer)
+        matches!(self, CredentialError::EmptyBearer | CredentialError::BearerTooLarge)
     }
 }
 
@@ -126,12 +130,13 @@ fn api_key(key: &str, source: ApiKeySource) -> Result<Credential, CredentialErro
 
 /// Parse `Authorization`. A scheme this filter does not read gives `Ok(None)`.
 fn parse_authorization(value: &str) -> Result<Option<Credential>, CredentialError> {
-    if value.len() > MAX_AUTHORIZATION_BYTES {
-        return Err(CredentialError::TooLarge);
-    }
     let value = value.trim();
     let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
     let rest = rest.trim_start();
+    if value.len() > MAX_AUTHORIZATION_BYTES {
+        let bearer = scheme.eq_ignore_ascii_case("bearer");
+        return Err(if bearer { CredentialError::BearerTooLarge } else { CredentialError::TooLarge });
+    }
     // Schemes are case-insensitive (RFC 9110 11.1).
     if scheme.eq_ignore_ascii_case("basic") {
         parse_basic(rest).map(Some)
@@ -279,6 +284,9 @@ mod tests {
     #[test]
     fn oversized_authorization() {
         let huge = format!("Bearer {}", "a".repeat(MAX_AUTHORIZATION_BYTES));
+        assert_eq!(extract_from("/", &[("authorization", &huge)], None), Err(CredentialError::BearerTooLarge));
+        assert!(CredentialError::BearerTooLarge.is_bearer());
+        let huge = format!("Basic {}", "a".repeat(MAX_AUTHORIZATION_BYTES));
         assert_eq!(extract_from("/", &[("authorization", &huge)], None), Err(CredentialError::TooLarge));
     }
 
