@@ -29,8 +29,10 @@ pub struct Filter {
 pub struct Waiting {
     pub provider: usize,
     pub deadline_ms: u64,
-    /// The provider's event count when the request started waiting.
+    /// The provider's event count when the request was last decided.
     pub events_seen: u64,
+    /// It waits for a refetch (its `kid` is unknown), not for the first keys.
+    pub refetch: bool,
 }
 
 impl Filter {
@@ -48,6 +50,11 @@ impl Filter {
             metrics: Metrics::default(),
             crypto,
         }
+    }
+
+    /// Whether a request in this VM waits for a refetch of `provider`'s keys.
+    pub fn refetch_wanted(&self, provider: usize) -> bool {
+        self.waiting.values().any(|w| w.provider == provider && w.refetch)
     }
 
     pub fn has_remote(&self) -> bool {

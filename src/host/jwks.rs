@@ -26,15 +26,12 @@ pub struct RemoteProvider {
     source: RemoteSource,
     keys_key: String,
     record_key: String,
-    /// The JWKS path read from the discovery document.
-    discovered_path: Option<String>,
     pub keys: Option<KeySet>,
     keys_cas: Option<u32>,
     /// The last fetch state read from shared data.
     pub record: FetchRecord,
     /// Counts key changes and finished fetches, so waiting requests know to look again.
     pub events: u64,
-    pub unknown_kid_waiting: bool,
 }
 
 /// What a finished call does next.
@@ -57,12 +54,10 @@ impl RemoteProvider {
             keys_key: format!("wasm_authn/{tag}/jwks"),
             record_key: format!("wasm_authn/{tag}/fetch"),
             source,
-            discovered_path: None,
             keys: None,
             keys_cas: None,
             record: FetchRecord::default(),
             events: 0,
-            unknown_kid_waiting: false,
         })
     }
 
@@ -100,9 +95,9 @@ impl RemoteProvider {
     }
 
     /// Take the fetch if it is due and no other VM has it.
-    fn try_lease(&mut self, now_ms: u64) -> bool {
+    fn try_lease(&mut self, now_ms: u64, refetch_wanted: bool) -> bool {
         let cas = self.sync_record();
-        let Some(reason) = self.record.due(now_ms, self.source.refresh_ms, self.unknown_kid_waiting) else {
+        let Some(reason) = self.record.due(now_ms, self.source.refresh_ms, refetch_wanted) else {
             return false;
         };
         let leased = self.record.leased(now_ms, self.source.timeout_ms, reason);
@@ -139,14 +134,6 @@ impl RemoteProvider {
         hostcalls::dispatch_http_call(&self.source.cluster, headers, None, vec![], timeout).ok()
     }
 
-    fn first_path(&self) -> String {
-        match (&self.discovered_path, self.source.discovery) {
-            // A known jwks_uri is reused; discovery runs again at each refresh.
-            (Some(path), true) if self.keys.is_some() && self.record.failures == 0 => path.clone(),
-            _ => self.source.path.clone(),
-        }
-    }
-
     fn is_discovery_path(&self, path: &str) -> bool {
         self.source.discovery && path == self.source.path
     }
@@ -157,11 +144,13 @@ impl RemoteProvider {
 pub fn tick(filter: &mut Filter, now_ms: u64) -> bool {
     let mut changed = false;
     for index in 0..filter.remote.len() {
+        let fetching = filter.pending_calls.values().any(|(p, _)| *p == index);
+        let refetch_wanted = filter.refetch_wanted(index);
         let Some(provider) = filter.remote[index].as_mut() else { continue };
         changed |= provider.sync_keys();
-        let fetching = filter.pending_calls.values().any(|(p, _)| *p == index);
-        if !fetching && provider.try_lease(now_ms) {
-            let path = provider.first_path();
+        if !fetching && provider.try_lease(now_ms, refetch_wanted) {
+            // With discovery, the document is read again at every fetch: its jwks_uri may change.
+            let path = provider.source.path.clone();
             match provider.dispatch(&path) {
                 Some(token) => {
                     filter.pending_calls.insert(token, (index, path));
@@ -188,7 +177,6 @@ pub fn on_response(filter: &mut Filter, token: u32, body_size: usize, now_ms: u6
     match outcome {
         Outcome::FetchJwks(jwks_path) => match provider.dispatch(&jwks_path) {
             Some(next) => {
-                provider.discovered_path = Some(jwks_path.clone());
                 filter.pending_calls.insert(next, (index, jwks_path));
             }
             None => fail(filter, index, now_ms, "cannot call the JWKS cluster".into()),
@@ -201,7 +189,6 @@ pub fn on_response(filter: &mut Filter, token: u32, body_size: usize, now_ms: u6
             provider.keys = Some(keys);
             provider.finish(|r| r.succeeded(now_ms));
             provider.events += 1;
-            provider.unknown_kid_waiting = false;
             let metric = format!("jwks_fetch_success.{}", provider.metric_name);
             info!("wasm-authn: provider {}: fetched {count} signing keys", provider.name);
             filter.metrics.increment(&metric);
@@ -217,7 +204,13 @@ fn read_response(provider: &RemoteProvider, path: &str, body_size: usize) -> Out
         return Outcome::Failed(format!("no response from cluster {} (timeout or connection failure)", provider.source.cluster));
     };
     if status != "200" {
-        return Outcome::Failed(format!("HTTP status {status}"));
+        // Envoy answers a call it could not deliver with its own 503 (unreachable) or 504 (timeout).
+        let hint = match status.as_str() {
+            "503" => " (endpoint unavailable, or Envoy could not reach the cluster)",
+            "504" => " (timed out)",
+            _ => "",
+        };
+        return Outcome::Failed(format!("HTTP status {status}{hint}"));
     }
     if body_size > DEFAULT_MAX_BODY_BYTES {
         return Outcome::Failed(format!("response of {body_size} bytes is larger than {DEFAULT_MAX_BODY_BYTES}"));
@@ -240,7 +233,6 @@ fn fail(filter: &mut Filter, index: usize, now_ms: u64, reason: String) {
     let refresh_ms = provider.source.refresh_ms;
     provider.finish(|r| r.failed(now_ms, refresh_ms));
     provider.events += 1;
-    provider.unknown_kid_waiting = false;
     let retry_ms = provider.record.next_attempt_ms.saturating_sub(now_ms);
     let kept = if provider.keys.is_some() { "keeping the last good keys" } else { "no keys yet" };
     warn!("wasm-authn: provider {}: JWKS fetch failed: {reason}; {kept}; retrying in {retry_ms} ms", provider.name);

@@ -95,20 +95,17 @@ pub fn decide_request(filter: &SharedFilter, context_id: u32, resumed: bool) -> 
                     provider,
                     deadline_ms: now + wait_ms,
                     events_seen: events,
+                    refetch,
                 });
                 entry.provider = provider;
                 entry.events_seen = events;
+                entry.refetch = refetch;
                 if now >= entry.deadline_ms {
                     f.waiting.remove(&context_id);
                     let rejection = Rejection::keys_unavailable(retry_after_seconds(wait_ms));
                     f.metrics.increment(&format!("denied.{}", rejection.reason));
                     Effect::Reject(rejection)
                 } else {
-                    if refetch {
-                        if let Some(Some(p)) = f.remote.get_mut(provider) {
-                            p.unknown_kid_waiting = true;
-                        }
-                    }
                     Effect::Wait
                 }
             }
