@@ -11,7 +11,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
 
-use crate::authn::Decision;
+use crate::authn::{Allowed, Decision};
 use crate::credential::RequestFacts;
 use crate::reject::Rejection;
 
@@ -40,7 +40,8 @@ impl HttpContext for AuthnRequest {
 
 /// What to do with the request once the filter's state is no longer borrowed.
 enum Effect {
-    Continue(Vec<(String, String)>, Vec<String>, Option<String>),
+    Bypass,
+    Allow(Allowed),
     Reject(Rejection),
     Wait,
 }
@@ -48,21 +49,21 @@ enum Effect {
 /// Decide one request and carry the decision out. `resumed` is true when the
 /// request was paused for keys and is decided again from the root context.
 pub fn decide_request(filter: &SharedFilter, context_id: u32, resumed: bool) -> Action {
-    let headers = match hostcalls::get_map(MapType::HttpRequestHeaders) {
-        Ok(headers) => headers,
-        Err(_) => return Action::Continue, // the stream is gone
+    // Header values are bytes (HTTP allows obs-text): the SDK's `get_map` would panic on
+    // one that is not UTF-8, so read bytes and decide on a lossy copy.
+    let Ok(raw_headers) = hostcalls::get_map_bytes(MapType::HttpRequestHeaders) else {
+        return Action::Continue; // the stream is gone
     };
+    let headers: Vec<(String, String)> =
+        raw_headers.iter().map(|(n, v)| (n.clone(), String::from_utf8_lossy(v).into_owned())).collect();
     let now = now_ms();
-    let effect = {
+    let (effect, owned_headers) = {
         let Ok(mut f) = filter.try_borrow_mut() else {
             // Never expected (the host calls one context at a time); fail closed.
             send_rejection(&Rejection::keys_unavailable(1));
             return Action::Pause;
         };
         let f = &mut *f;
-        for name in owned_headers_present(&f.authn.config.owned_headers, &headers) {
-            let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None);
-        }
         let method = header(&headers, ":method");
         let path = header(&headers, ":path");
         let facts = RequestFacts { method, path, headers: &headers };
@@ -72,16 +73,16 @@ pub fn decide_request(filter: &SharedFilter, context_id: u32, resumed: bool) -> 
         if needs_key_check(&decision) && super::jwks::sync_all(f) {
             decision = decide(f, &facts, now);
         }
-        match decision {
+        let effect = match decision {
             Decision::Bypass => {
                 f.metrics.increment("bypassed");
                 f.waiting.remove(&context_id);
-                Effect::Continue(vec![], vec![], None)
+                Effect::Bypass
             }
             Decision::Allow(allowed) => {
                 f.metrics.increment("allowed");
                 f.waiting.remove(&context_id);
-                Effect::Continue(allowed.set_headers, allowed.remove_headers, allowed.new_path)
+                Effect::Allow(allowed)
             }
             Decision::Deny(rejection) => {
                 f.metrics.increment(&format!("denied.{}", rejection.reason));
@@ -109,20 +110,24 @@ pub fn decide_request(filter: &SharedFilter, context_id: u32, resumed: bool) -> 
                     Effect::Wait
                 }
             }
-        }
+        };
+        (effect, f.authn.config.owned_headers.clone())
     };
 
     match effect {
-        Effect::Continue(set_headers, remove_headers, new_path) => {
-            for (name, value) in &set_headers {
-                let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value));
-            }
-            for name in &remove_headers {
+        Effect::Bypass => {
+            // Rare: forged principal headers on a bypassed path.
+            for name in owned_headers.iter().filter(|name| headers.iter().any(|(n, _)| n == *name)) {
                 let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None);
             }
-            if let Some(path) = &new_path {
-                let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, ":path", Some(path));
+            if resumed {
+                let _ = hostcalls::resume_http_request();
             }
+            Action::Continue
+        }
+        Effect::Allow(allowed) => {
+            let upstream = upstream_headers(&raw_headers, &owned_headers, &allowed);
+            let _ = hostcalls::set_map_bytes(MapType::HttpRequestHeaders, upstream);
             if resumed {
                 let _ = hostcalls::resume_http_request();
             }
@@ -137,6 +142,30 @@ pub fn decide_request(filter: &SharedFilter, context_id: u32, resumed: bool) -> 
             Action::Pause
         }
     }
+}
+
+/// The request headers as they go upstream, written back in one host call (a call
+/// per header costs more than the whole map): the client's headers as sent, less
+/// every header the filter owns and the consumed credential, plus the principal's.
+fn upstream_headers<'h>(
+    raw: &'h [(String, Vec<u8>)],
+    owned: &[String],
+    allowed: &'h Allowed,
+) -> Vec<(&'h str, &'h [u8])> {
+    let mut headers: Vec<(&str, &[u8])> = raw
+        .iter()
+        .filter(|(name, _)| {
+            !owned.contains(name)
+                && !allowed.remove_headers.contains(name)
+                && !(allowed.new_path.is_some() && name == ":path")
+        })
+        .map(|(name, value)| (name.as_str(), value.as_slice()))
+        .collect();
+    if let Some(path) = &allowed.new_path {
+        headers.push((":path", path.as_bytes()));
+    }
+    headers.extend(allowed.set_headers.iter().map(|(name, value)| (name.as_str(), value.as_bytes())));
+    headers
 }
 
 fn decide(f: &mut super::filter::Filter, facts: &RequestFacts, now_ms: u64) -> Decision {
@@ -165,13 +194,4 @@ fn send_rejection(rejection: &Rejection) {
 
 fn header<'h>(headers: &'h [(String, String)], name: &str) -> &'h str {
     headers.iter().find(|(n, _)| n == name).map_or("", |(_, v)| v.as_str())
-}
-
-/// The owned header names a request carries (each once): only those cost a host call.
-fn owned_headers_present<'o>(owned: &'o [String], headers: &[(String, String)]) -> Vec<&'o str> {
-    owned
-        .iter()
-        .filter(|name| headers.iter().any(|(n, _)| n == *name))
-        .map(String::as_str)
-        .collect()
 }

@@ -532,6 +532,8 @@ class JwksServer:
         self._server: Optional[ThreadingHTTPServer] = None
         self._thread: Optional[threading.Thread] = None
         self._stopping = threading.Event()
+        # Open connections, so refuse() can close the ones Envoy keeps alive between fetches.
+        self._conns: set = set()
 
     # ---- control ---------------------------------------------------------
 
@@ -585,6 +587,18 @@ class JwksServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self):
+                super().setup()
+                with srv._lock:
+                    srv._conns.add(self.connection)
+
+            def finish(self):
+                try:
+                    super().finish()
+                finally:
+                    with srv._lock:
+                        srv._conns.discard(self.connection)
 
             def _serve(self):
                 path = self.path.split("?", 1)[0]
@@ -641,12 +655,20 @@ class JwksServer:
         return self
 
     def refuse(self) -> None:
-        """Close the listening socket: new connections are refused (same port kept)."""
+        """Go down: close the listening socket (new connections are refused, same port
+        kept) and the connections already open (Envoy keeps its connection alive)."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
             self._thread = None
+        with self._lock:
+            open_connections = list(self._conns)
+        for connection in open_connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def accept(self) -> None:
         """Listen again on the same port after refuse()."""

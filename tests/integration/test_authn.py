@@ -818,3 +818,34 @@ def test_main_configuration_is_accepted(main):
     """The documented fields used above form a configuration Envoy loads (sanity for the refused cases)."""
     assert main.running
     assert "configuration refused" not in main.log_text()
+
+
+# --------------------------------------------------------------------------
+# Header bytes a client controls
+
+
+def raw_request(envoy: EnvoyHarness, header_lines: bytes) -> tuple[int, bytes]:
+    """One HTTP/1.1 request written byte for byte (http.client would re-encode the header values)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", envoy.listener_port), timeout=10) as s:
+        s.sendall(b"GET /api HTTP/1.1\r\nHost: test\r\n" + header_lines + b"Connection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), body
+
+
+def test_non_utf8_header_values_pass_untouched_and_never_crash_the_vm(main):
+    """obs-text (bytes >= 0x80) is legal in HTTP/1.1 header values. It once panicked the VM
+    (the SDK decoded header values as UTF-8), turning every later request into a 503."""
+    auth = basic_header("alice", PASSWORDS["alice"]).encode()
+    status, body = raw_request(main, b"Authorization: " + auth + b"\r\nX-Note: caf\xe9\r\nX-Auth-Principal: \xff\r\n")
+    assert status == 200, body
+    upstream = main.upstream_headers(body)
+    assert upstream["x-note"] == "caf\u00e9"  # the echo server reads header bytes as Latin-1
+    assert upstream["x-auth-principal"] == "alice"
+    status, _ = raw_request(main, b"X-Api-Key: caf\xe9\r\n")
+    assert status == 401
+    assert main.request("GET", "/api", {"authorization": basic_header("alice", PASSWORDS["alice"])}).status == 200

@@ -165,45 +165,6 @@ def wasm_lines(h: EnvoyHarness, needle: str) -> List[str]:
     return [line for line in h.log_text().splitlines() if needle in line]
 
 
-class ClosingJwksServer(JwksServer):
-    """JwksServer whose refuse() also closes the connections already open: Envoy
-    keeps its connection to the JWKS cluster alive between fetches, and a
-    down endpoint must not stay reachable through it."""
-
-    def __init__(self, port: int = 0):
-        super().__init__(port)
-        self._conns: set = set()
-        self._conns_lock = threading.Lock()
-
-    def _handler(self):
-        base, srv = super()._handler(), self
-
-        class Handler(base):
-            def setup(self):
-                super().setup()
-                with srv._conns_lock:
-                    srv._conns.add(self.connection)
-
-            def finish(self):
-                try:
-                    super().finish()
-                finally:
-                    with srv._conns_lock:
-                        srv._conns.discard(self.connection)
-
-        return Handler
-
-    def refuse(self) -> None:
-        super().refuse()
-        with self._conns_lock:
-            conns = list(self._conns)
-        for c in conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-
 def start(envoy_factory, config: dict, srv: JwksServer, **kw) -> EnvoyHarness:
     return envoy_factory(config, jwks_port=srv.port, fresh=True, **kw)
 
@@ -459,7 +420,7 @@ FAILURES = {
 
 @pytest.fixture(scope="module")
 def closing_jwks_server():
-    with ClosingJwksServer() as srv:
+    with JwksServer() as srv:
         yield srv
 
 
