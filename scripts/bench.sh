@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# `make bench`: wasm-authn against Envoy's native auth filters, in one Envoy run.
+#
+#   scripts/bench.sh            (make bench builds the module first)
+#
+# Builds the trivial wasm filter (bench/trivial-filter, the wasm floor) and, if
+# missing, wasm-authn; then bench/run.py makes the keys and tokens, renders one
+# Envoy config with a listener per scenario (127.0.0.1 only), runs Envoy pinned
+# to CPU 0 and wrk pinned to CPU 1, prints the table and writes BENCHMARKS.md.
+# About 5 minutes on a 2-core machine; bounded by BENCH_TIMEOUT (default 540 s)
+# for the measuring part. Everything started here is stopped on exit, failure
+# or interrupt. Knobs for quick runs: see bench/run.py (BENCH_ROUNDS,
+# BENCH_DURATION, BENCH_ONLY, BENCH_OUTPUT, ...); BENCH_NO_BUILD=1 skips builds.
+set -euo pipefail
+exec </dev/null
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PY="$ROOT/.venv/bin/python"
+ENVOY="${ENVOY_BIN:-$ROOT/.venv/bin/envoy}"
+WASM=target/wasm32-wasip1/release/wasm_authn.wasm
+TRIVIAL=bench/trivial-filter/target/wasm32-wasip1/release/trivial_filter.wasm
+
+log() { printf 'bench: %s\n' "$*"; }
+die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
+
+[ -x "$PY" ] || die "no .venv: run make setup"
+[ -x "$ENVOY" ] || die "no Envoy at $ENVOY: run make setup (or set ENVOY_BIN)"
+command -v wrk >/dev/null 2>&1 || die "wrk missing: run make setup"
+command -v taskset >/dev/null 2>&1 || die "taskset missing (util-linux)"
+[ "$(nproc)" -ge 2 ] || log "warning: $(nproc) CPU: Envoy and wrk will share it, figures are not comparable"
+
+# Python packages the bench needs (all in tests/requirements.txt; bcrypt added if an older .venv lacks it).
+if ! "$PY" -c 'import jwt, cryptography, yaml, bcrypt' 2>/dev/null; then
+  log "installing missing Python packages into .venv"
+  "$PY" -m pip install --no-input --disable-pip-version-check -q 'PyJWT[crypto]' cryptography PyYAML bcrypt \
+    || die "pip install failed"
+fi
+
+if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
+  [ -f "$WASM" ] || scripts/build-wasm.sh
+  scripts/build-wasm.sh bench/trivial-filter
+fi
+[ -f "$WASM" ] || die "$WASM missing: run make wasm"
+[ -f "$TRIVIAL" ] || die "$TRIVIAL missing: run scripts/build-wasm.sh bench/trivial-filter"
+
+pid=""
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    # run.py stops its Envoy and wrk itself on TERM; they also die with it (PDEATHSIG).
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  wait 2>/dev/null || true
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Bounded in time: TERM after BENCH_TIMEOUT seconds, KILL 15 s later.
+timeout -k 15 "${BENCH_TIMEOUT:-540}" "$PY" bench/run.py &
+pid=$!
+rc=0
+wait "$pid" || rc=$?
+pid=""
+[ "$rc" = 124 ] && die "timed out after ${BENCH_TIMEOUT:-540} s"
+exit "$rc"
