@@ -1,7 +1,9 @@
 //! The request path: one request's headers in, a decision, and its effect.
 //!
-//!   strip headers the filter owns -> decide (bypass, credential, verify)
-//!   -> answer 401/503 | wait for remote keys | add principal headers and continue
+//!   headers in -> decide (bypass, credential, cache, verify)
+//!   -> answer 401/503 | wait for remote keys
+//!   | remove the headers the filter owns and the credential, add the principal's,
+//!     and continue
 //!
 //! A request waiting for keys is decided again from the root context's tick
 //! (after `set_effective_context`), which is why this runs on a context id and
@@ -11,7 +13,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
 
-use crate::authn::{Allowed, Decision};
+use crate::authn::Decision;
 use crate::credential::RequestFacts;
 use crate::reject::Rejection;
 
@@ -40,24 +42,27 @@ impl HttpContext for AuthnRequest {
 
 /// What to do with the request once the filter's state is no longer borrowed.
 enum Effect {
-    Bypass,
-    Allow(Allowed),
+    /// Pass upstream after these header changes.
+    Continue(HeaderChanges),
     Reject(Rejection),
     Wait,
+}
+
+#[derive(Default)]
+struct HeaderChanges {
+    remove: Vec<String>,
+    set: Vec<(String, String)>,
+    path: Option<String>,
 }
 
 /// Decide one request and carry the decision out. `resumed` is true when the
 /// request was paused for keys and is decided again from the root context.
 pub fn decide_request(filter: &SharedFilter, context_id: u32, resumed: bool) -> Action {
-    // Header values are bytes (HTTP allows obs-text): the SDK's `get_map` would panic on
-    // one that is not UTF-8, so read bytes and decide on a lossy copy.
-    let Ok(raw_headers) = hostcalls::get_map_bytes(MapType::HttpRequestHeaders) else {
-        return Action::Continue; // the stream is gone
+    let Some(headers) = request_headers() else {
+        return Action::Pause; // fail closed: a request whose headers cannot be read never passes
     };
-    let headers: Vec<(String, String)> =
-        raw_headers.iter().map(|(n, v)| (n.clone(), String::from_utf8_lossy(v).into_owned())).collect();
     let now = now_ms();
-    let (effect, owned_headers) = {
+    let effect = {
         let Ok(mut f) = filter.try_borrow_mut() else {
             // Never expected (the host calls one context at a time); fail closed.
             send_rejection(&Rejection::keys_unavailable(1));
@@ -73,16 +78,25 @@ pub fn decide_request(filter: &SharedFilter, context_id: u32, resumed: bool) -> 
         if needs_key_check(&decision) && super::jwks::sync_all(f) {
             decision = decide(f, &facts, now);
         }
-        let effect = match decision {
+        // Forged principal headers go, whatever the decision (a header call only when present).
+        let forged = || -> Vec<String> {
+            let owned = &f.authn.config.owned_headers;
+            owned.iter().filter(|name| headers.iter().any(|(n, _)| n == *name)).cloned().collect()
+        };
+        match decision {
             Decision::Bypass => {
+                let changes = HeaderChanges { remove: forged(), ..HeaderChanges::default() };
                 f.metrics.increment("bypassed");
                 f.waiting.remove(&context_id);
-                Effect::Bypass
+                Effect::Continue(changes)
             }
             Decision::Allow(allowed) => {
+                let mut remove = forged();
+                remove.extend(allowed.remove_headers);
+                let changes = HeaderChanges { remove, set: allowed.set_headers, path: allowed.new_path };
                 f.metrics.increment("allowed");
                 f.waiting.remove(&context_id);
-                Effect::Allow(allowed)
+                Effect::Continue(changes)
             }
             Decision::Deny(rejection) => {
                 f.metrics.increment(&format!("denied.{}", rejection.reason));
@@ -110,24 +124,22 @@ pub fn decide_request(filter: &SharedFilter, context_id: u32, resumed: bool) -> 
                     Effect::Wait
                 }
             }
-        };
-        (effect, f.authn.config.owned_headers.clone())
+        }
     };
 
     match effect {
-        Effect::Bypass => {
-            // Rare: forged principal headers on a bypassed path.
-            for name in owned_headers.iter().filter(|name| headers.iter().any(|(n, _)| n == *name)) {
+        Effect::Continue(changes) => {
+            // One call per change: measured cheaper than writing the whole map back,
+            // which makes Envoy remove and re-add every header.
+            for name in &changes.remove {
                 let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None);
             }
-            if resumed {
-                let _ = hostcalls::resume_http_request();
+            for (name, value) in &changes.set {
+                let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value));
             }
-            Action::Continue
-        }
-        Effect::Allow(allowed) => {
-            let upstream = upstream_headers(&raw_headers, &owned_headers, &allowed);
-            let _ = hostcalls::set_map_bytes(MapType::HttpRequestHeaders, upstream);
+            if let Some(path) = &changes.path {
+                let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, ":path", Some(path));
+            }
             if resumed {
                 let _ = hostcalls::resume_http_request();
             }
@@ -144,28 +156,18 @@ pub fn decide_request(filter: &SharedFilter, context_id: u32, resumed: bool) -> 
     }
 }
 
-/// The request headers as they go upstream, written back in one host call (a call
-/// per header costs more than the whole map): the client's headers as sent, less
-/// every header the filter owns and the consumed credential, plus the principal's.
-fn upstream_headers<'h>(
-    raw: &'h [(String, Vec<u8>)],
-    owned: &[String],
-    allowed: &'h Allowed,
-) -> Vec<(&'h str, &'h [u8])> {
-    let mut headers: Vec<(&str, &[u8])> = raw
-        .iter()
-        .filter(|(name, _)| {
-            !owned.contains(name)
-                && !allowed.remove_headers.contains(name)
-                && !(allowed.new_path.is_some() && name == ":path")
+/// The request headers. Values are bytes (HTTP allows obs-text) and the SDK's `get_map`
+/// panics on one that is not UTF-8, so read bytes and decode lossily where needed.
+fn request_headers() -> Option<Vec<(String, String)>> {
+    let raw = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).ok()?;
+    let decoded = raw
+        .into_iter()
+        .map(|(name, value)| {
+            let value = String::from_utf8(value).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+            (name, value)
         })
-        .map(|(name, value)| (name.as_str(), value.as_slice()))
         .collect();
-    if let Some(path) = &allowed.new_path {
-        headers.push((":path", path.as_bytes()));
-    }
-    headers.extend(allowed.set_headers.iter().map(|(name, value)| (name.as_str(), value.as_bytes())));
-    headers
+    Some(decoded)
 }
 
 fn decide(f: &mut super::filter::Filter, facts: &RequestFacts, now_ms: u64) -> Decision {
