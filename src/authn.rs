@@ -51,6 +51,21 @@ pub enum Decision {
     WaitForKeys { provider: usize, refetch: bool },
 }
 
+/// Why a credential did not verify.
+enum NotVerified {
+    Deny(Rejection),
+    WaitForKeys { provider: usize, refetch: bool },
+}
+
+impl From<NotVerified> for Decision {
+    fn from(not_verified: NotVerified) -> Decision {
+        match not_verified {
+            NotVerified::Deny(rejection) => Decision::Deny(rejection),
+            NotVerified::WaitForKeys { provider, refetch } => Decision::WaitForKeys { provider, refetch },
+        }
+    }
+}
+
 /// A request that passes, with the changes to make before it goes upstream.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Allowed {
@@ -126,7 +141,7 @@ impl Authenticator {
                     self.cache.insert(key, (principal.clone(), not_after), now, not_after);
                     principal
                 }
-                Err(decision) => return decision,
+                Err(not_verified) => return not_verified.into(),
             },
         };
         Decision::Allow(self.allowed(principal, &credential, request.path))
@@ -146,7 +161,7 @@ impl Authenticator {
         remote: &[RemoteKeyState],
         backend: &dyn SignatureBackend,
         now: u64,
-    ) -> Result<(Principal, Option<u64>), Decision> {
+    ) -> Result<(Principal, Option<u64>), NotVerified> {
         match credential {
             Credential::Basic { user, password } => self.verify_basic(user, password).map(|p| (p, None)),
             Credential::ApiKey { key, .. } => self.verify_api_key(key).map(|p| (p, None)),
@@ -154,7 +169,7 @@ impl Authenticator {
         }
     }
 
-    fn verify_basic(&self, user: &str, password: &str) -> Result<Principal, Decision> {
+    fn verify_basic(&self, user: &str, password: &str) -> Result<Principal, NotVerified> {
         let basic = |id: &str| Principal { id: id.to_string(), method: AuthMethod::Basic, provider: None, claim_headers: vec![] };
         if let Some(hash) = self.config.basic_users.get(user) {
             return if hash.verify(password.as_bytes()) {
@@ -177,7 +192,7 @@ impl Authenticator {
         Err(self.deny_credentials("invalid user name or password", "basic_invalid"))
     }
 
-    fn verify_api_key(&self, key: &str) -> Result<Principal, Decision> {
+    fn verify_api_key(&self, key: &str) -> Result<Principal, NotVerified> {
         let digest = sha256(key.as_bytes());
         // Compare against every client, in constant time, without stopping early.
         let mut found = None;
@@ -204,9 +219,9 @@ impl Authenticator {
         remote: &[RemoteKeyState],
         backend: &dyn SignatureBackend,
         now: u64,
-    ) -> Result<(Principal, Option<u64>), Decision> {
+    ) -> Result<(Principal, Option<u64>), NotVerified> {
         if self.config.jwt_providers.is_empty() {
-            return Err(Decision::Deny(Rejection::invalid_token(
+            return Err(NotVerified::Deny(Rejection::invalid_token(
                 self.schemes(),
                 "bearer tokens are not accepted",
                 "jwt_not_configured",
@@ -226,18 +241,18 @@ impl Authenticator {
                 };
                 Ok((principal, verified.expires_at))
             }
-            Err(JwtError::KeysNotLoaded { provider }) => Err(Decision::WaitForKeys { provider, refetch: false }),
+            Err(JwtError::KeysNotLoaded { provider }) => Err(NotVerified::WaitForKeys { provider, refetch: false }),
             Err(JwtError::UnknownKey { provider })
                 if remote.get(provider).is_some_and(|state| state.refetch_allowed) =>
             {
-                Err(Decision::WaitForKeys { provider, refetch: true })
+                Err(NotVerified::WaitForKeys { provider, refetch: true })
             }
-            Err(e) => Err(Decision::Deny(Rejection::invalid_token(self.schemes(), e.description(), e.reason()))),
+            Err(e) => Err(NotVerified::Deny(Rejection::invalid_token(self.schemes(), e.description(), e.reason()))),
         }
     }
 
-    fn deny_credentials(&self, message: &str, reason: &'static str) -> Decision {
-        Decision::Deny(Rejection::invalid_credentials(self.schemes(), message, reason))
+    fn deny_credentials(&self, message: &str, reason: &'static str) -> NotVerified {
+        NotVerified::Deny(Rejection::invalid_credentials(self.schemes(), message, reason))
     }
 
     fn allowed(&self, principal: Principal, credential: &Credential, path: &str) -> Allowed {
