@@ -48,7 +48,10 @@ pub enum Decision {
     Deny(Rejection),
     /// The token's provider needs its remote keys (first fetch, or a refetch for an
     /// unknown `kid`): hold the request and decide again when they arrive.
-    WaitForKeys { provider: usize, refetch: bool },
+    WaitForKeys {
+        provider: usize,
+        refetch: bool,
+    },
 }
 
 /// Why a credential did not verify.
@@ -101,11 +104,7 @@ impl Authenticator {
     }
 
     fn schemes(&self) -> Schemes<'_> {
-        Schemes {
-            realm: &self.config.realm,
-            basic: self.config.basic_enabled(),
-            bearer: self.config.bearer_enabled(),
-        }
+        Schemes { realm: &self.config.realm, basic: self.config.basic_enabled(), bearer: self.config.bearer_enabled() }
     }
 
     /// `remote[i]` is provider i's remote key state (length = number of providers).
@@ -170,7 +169,12 @@ impl Authenticator {
     }
 
     fn verify_basic(&self, user: &str, password: &str) -> Result<Principal, NotVerified> {
-        let basic = |id: &str| Principal { id: id.to_string(), method: AuthMethod::Basic, provider: None, claim_headers: vec![] };
+        let basic = |id: &str| Principal {
+            id: id.to_string(),
+            method: AuthMethod::Basic,
+            provider: None,
+            claim_headers: vec![],
+        };
         if let Some(hash) = self.config.basic_users.get(user) {
             return if hash.verify(password.as_bytes()) {
                 Ok(basic(user))
@@ -227,9 +231,8 @@ impl Authenticator {
                 "jwt_not_configured",
             )));
         }
-        let keys: Vec<Option<&KeySet>> = (0..self.config.jwt_providers.len())
-            .map(|i| remote.get(i).and_then(|state| state.keys))
-            .collect();
+        let keys: Vec<Option<&KeySet>> =
+            (0..self.config.jwt_providers.len()).map(|i| remote.get(i).and_then(|state| state.keys)).collect();
         match jwt::verify(token, &self.config.jwt_providers, &keys, backend, now, self.config.clock_skew_seconds) {
             Ok(verified) => {
                 let provider = self.config.jwt_providers.get(verified.provider).map(|p| p.name.clone());

@@ -27,10 +27,16 @@ impl RequestFacts<'_> {
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Credential {
-    Basic { user: String, password: String },
+    Basic {
+        user: String,
+        password: String,
+    },
     Bearer(String),
     /// An API key, with where it came from (a header name, or `?param`).
-    ApiKey { key: String, source: ApiKeySource },
+    ApiKey {
+        key: String,
+        source: ApiKeySource,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,10 +191,8 @@ pub fn remove_query_param(path: &str, param: &str) -> String {
     let Some((base, query)) = path.split_once('?') else {
         return path.to_string();
     };
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|pair| pair.split_once('=').map_or(*pair, |(n, _)| n) != param)
-        .collect();
+    let kept: Vec<&str> =
+        query.split('&').filter(|pair| pair.split_once('=').map_or(*pair, |(n, _)| n) != param).collect();
     if kept.is_empty() {
         base.to_string()
     } else {
@@ -233,7 +237,11 @@ mod tests {
         }
     }
 
-    fn extract_from(path: &str, headers: &[(&str, &str)], query: Option<&str>) -> Result<Option<Credential>, CredentialError> {
+    fn extract_from(
+        path: &str,
+        headers: &[(&str, &str)],
+        query: Option<&str>,
+    ) -> Result<Option<Credential>, CredentialError> {
         let headers: Vec<(String, String)> = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
         extract(&RequestFacts { method: "GET", path, headers: &headers }, &keys(query))
     }
@@ -293,7 +301,10 @@ mod tests {
     #[test]
     fn api_key_headers_in_order() {
         let found = extract_from("/", &[("x-cdata-authtoken", "k2")], None).unwrap().unwrap();
-        assert_eq!(found, Credential::ApiKey { key: "k2".into(), source: ApiKeySource::Header("x-cdata-authtoken".into()) });
+        assert_eq!(
+            found,
+            Credential::ApiKey { key: "k2".into(), source: ApiKeySource::Header("x-cdata-authtoken".into()) }
+        );
         assert_eq!(extract_from("/", &[("x-api-key", " ")], None), Err(CredentialError::EmptyApiKey));
     }
 

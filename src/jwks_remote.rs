@@ -13,6 +13,10 @@ pub struct RemoteJwksConfig {
     pub refresh_seconds: u64,
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    #[serde(default = "default_min_refetch_seconds")]
+    pub min_refetch_seconds: u64,
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: usize,
 }
 
 /// `jwt.providers[i].discovery`: an OpenID Connect discovery document whose
@@ -28,6 +32,10 @@ pub struct DiscoveryConfig {
     pub refresh_seconds: u64,
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    #[serde(default = "default_min_refetch_seconds")]
+    pub min_refetch_seconds: u64,
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: usize,
 }
 
 fn default_refresh_seconds() -> u64 {
@@ -36,17 +44,29 @@ fn default_refresh_seconds() -> u64 {
 fn default_timeout_ms() -> u64 {
     2000
 }
+fn default_min_refetch_seconds() -> u64 {
+    30
+}
+fn default_max_response_bytes() -> usize {
+    64 * 1024
+}
 fn default_discovery_path() -> String {
     "/.well-known/openid-configuration".to_string()
 }
 
-/// Bounds on what the filter reads from a JWKS or discovery endpoint.
-pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
-/// An unknown `kid` triggers at most one refetch per this interval per provider.
-pub const MIN_REFETCH_INTERVAL_MS: u64 = 30_000;
 const MAX_BACKOFF_MS: u64 = 60_000;
+const MAX_RESPONSE_BYTES_LIMIT: usize = 1024 * 1024;
 
-/// Where one provider's keys come from, resolved from its configuration.
+/// When to fetch, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchPolicy {
+    pub refresh_ms: u64,
+    pub timeout_ms: u64,
+    /// An unknown `kid` triggers at most one refetch per this interval.
+    pub min_refetch_ms: u64,
+}
+
+/// Where one provider's keys come from, resolved from `remote_jwks` or `discovery`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteSource {
     pub cluster: String,
@@ -54,53 +74,84 @@ pub struct RemoteSource {
     /// The JWKS path, or the discovery document's path when `discovery` is set.
     pub path: String,
     pub discovery: bool,
-    pub refresh_ms: u64,
-    pub timeout_ms: u64,
+    pub policy: FetchPolicy,
+    pub max_response_bytes: usize,
 }
 
 impl RemoteSource {
     pub fn from_config(remote: Option<&RemoteJwksConfig>, discovery: Option<&DiscoveryConfig>) -> Option<RemoteSource> {
+        let source = |cluster: &str,
+                      authority: &str,
+                      path: &str,
+                      discovery: bool,
+                      refresh_seconds: u64,
+                      timeout_ms: u64,
+                      min_refetch_seconds: u64,
+                      max_response_bytes: usize| RemoteSource {
+            cluster: cluster.to_string(),
+            authority: authority.to_string(),
+            path: path.to_string(),
+            discovery,
+            policy: FetchPolicy {
+                refresh_ms: refresh_seconds.saturating_mul(1000),
+                timeout_ms,
+                min_refetch_ms: min_refetch_seconds.saturating_mul(1000),
+            },
+            max_response_bytes,
+        };
         match (remote, discovery) {
-            (Some(r), _) => Some(RemoteSource {
-                cluster: r.cluster.clone(),
-                authority: r.authority.clone(),
-                path: r.path.clone(),
-                discovery: false,
-                refresh_ms: r.refresh_seconds.saturating_mul(1000),
-                timeout_ms: r.timeout_ms,
-            }),
-            (None, Some(d)) => Some(RemoteSource {
-                cluster: d.cluster.clone(),
-                authority: d.authority.clone(),
-                path: d.path.clone(),
-                discovery: true,
-                refresh_ms: d.refresh_seconds.saturating_mul(1000),
-                timeout_ms: d.timeout_ms,
-            }),
+            (Some(r), _) => Some(source(
+                &r.cluster,
+                &r.authority,
+                &r.path,
+                false,
+                r.refresh_seconds,
+                r.timeout_ms,
+                r.min_refetch_seconds,
+                r.max_response_bytes,
+            )),
+            (None, Some(d)) => Some(source(
+                &d.cluster,
+                &d.authority,
+                &d.path,
+                true,
+                d.refresh_seconds,
+                d.timeout_ms,
+                d.min_refetch_seconds,
+                d.max_response_bytes,
+            )),
             (None, None) => None,
         }
     }
-}
 
-/// Validate the shared fields of `remote_jwks` / `discovery` (`path` names the object).
-pub fn validate(cluster: &str, authority: &str, fetch_path: &str, refresh_seconds: u64, timeout_ms: u64, path: &str) -> Result<(), crate::config::ConfigError> {
-    use crate::config::ConfigError;
-    if cluster.is_empty() {
-        return Err(ConfigError::new(format!("{path}.cluster"), "must name an Envoy cluster"));
+    /// Validate the settings; `at` is the provider's field path.
+    pub fn validate(&self, at: &str) -> Result<(), crate::config::ConfigError> {
+        use crate::config::ConfigError;
+        let object = if self.discovery { "discovery" } else { "remote_jwks" };
+        let field = |name: &str| format!("{at}.{object}.{name}");
+        if self.cluster.is_empty() {
+            return Err(ConfigError::new(field("cluster"), "must name an Envoy cluster"));
+        }
+        if self.authority.is_empty() || self.authority.contains(['/', ' ']) {
+            return Err(ConfigError::new(field("authority"), "must be a host name (the :authority sent)"));
+        }
+        if !self.path.starts_with('/') {
+            return Err(ConfigError::new(field("path"), "must start with '/'"));
+        }
+        if !(1_000..=86_400_000).contains(&self.policy.refresh_ms) {
+            return Err(ConfigError::new(field("refresh_seconds"), "must be between 1 and 86400"));
+        }
+        if !(100..=60_000).contains(&self.policy.timeout_ms) {
+            return Err(ConfigError::new(field("timeout_ms"), "must be between 100 and 60000"));
+        }
+        if !(1_000..=3_600_000).contains(&self.policy.min_refetch_ms) {
+            return Err(ConfigError::new(field("min_refetch_seconds"), "must be between 1 and 3600"));
+        }
+        if !(1024..=MAX_RESPONSE_BYTES_LIMIT).contains(&self.max_response_bytes) {
+            return Err(ConfigError::new(field("max_response_bytes"), "must be between 1024 and 1048576"));
+        }
+        Ok(())
     }
-    if authority.is_empty() || authority.contains(['/', ' ']) {
-        return Err(ConfigError::new(format!("{path}.authority"), "must be a host name (the :authority sent)"));
-    }
-    if !fetch_path.starts_with('/') {
-        return Err(ConfigError::new(format!("{path}.path"), "must start with '/'"));
-    }
-    if !(1..=86_400).contains(&refresh_seconds) {
-        return Err(ConfigError::new(format!("{path}.refresh_seconds"), "must be between 1 and 86400"));
-    }
-    if !(100..=60_000).contains(&timeout_ms) {
-        return Err(ConfigError::new(format!("{path}.timeout_ms"), "must be between 100 and 60000"));
-    }
-    Ok(())
 }
 
 /// The fetch state of one provider, shared by every VM of the Envoy through
@@ -159,33 +210,33 @@ impl FetchRecord {
 
     /// Whether a request with an unknown `kid` should wait for a refetch: one is
     /// under way, or one may start now.
-    pub fn refetch_allowed(&self, now_ms: u64) -> bool {
-        self.in_flight(now_ms) || (self.forced_refetch_allowed(now_ms) && now_ms >= self.next_attempt_ms)
+    pub fn refetch_allowed(&self, now_ms: u64, policy: &FetchPolicy) -> bool {
+        self.in_flight(now_ms) || (self.forced_refetch_allowed(now_ms, policy) && now_ms >= self.next_attempt_ms)
     }
 
-    fn forced_refetch_allowed(&self, now_ms: u64) -> bool {
-        self.last_forced_ms == 0 || now_ms.saturating_sub(self.last_forced_ms) >= MIN_REFETCH_INTERVAL_MS
+    fn forced_refetch_allowed(&self, now_ms: u64, policy: &FetchPolicy) -> bool {
+        self.last_forced_ms == 0 || now_ms.saturating_sub(self.last_forced_ms) >= policy.min_refetch_ms
     }
 
     /// Why a fetch should start now, if it should.
-    pub fn due(&self, now_ms: u64, refresh_ms: u64, unknown_kid_waiting: bool) -> Option<FetchReason> {
+    pub fn due(&self, now_ms: u64, policy: &FetchPolicy, unknown_kid_waiting: bool) -> Option<FetchReason> {
         if self.in_flight(now_ms) || now_ms < self.next_attempt_ms {
             return None;
         }
-        if self.last_success_ms == 0 || now_ms.saturating_sub(self.last_success_ms) >= refresh_ms {
+        if self.last_success_ms == 0 || now_ms.saturating_sub(self.last_success_ms) >= policy.refresh_ms {
             return Some(FetchReason::Refresh);
         }
-        if unknown_kid_waiting && self.forced_refetch_allowed(now_ms) {
+        if unknown_kid_waiting && self.forced_refetch_allowed(now_ms, policy) {
             return Some(FetchReason::UnknownKid);
         }
         None
     }
 
     /// The record a VM writes to take the fetch.
-    pub fn leased(&self, now_ms: u64, timeout_ms: u64, reason: FetchReason) -> FetchRecord {
+    pub fn leased(&self, now_ms: u64, policy: &FetchPolicy, reason: FetchReason) -> FetchRecord {
         FetchRecord {
             // Discovery takes two calls; a lease outliving both timeouts is never stolen early.
-            lease_until_ms: now_ms + 2 * timeout_ms + 1000,
+            lease_until_ms: now_ms + 2 * policy.timeout_ms + 1000,
             last_forced_ms: if reason == FetchReason::UnknownKid { now_ms } else { self.last_forced_ms },
             ..*self
         }
@@ -196,9 +247,9 @@ impl FetchRecord {
     }
 
     /// Back off exponentially from 1 s, capped at a minute (and at the refresh interval).
-    pub fn failed(&self, now_ms: u64, refresh_ms: u64) -> FetchRecord {
+    pub fn failed(&self, now_ms: u64, policy: &FetchPolicy) -> FetchRecord {
         let failures = self.failures.saturating_add(1);
-        let backoff = (1000u64 << (failures - 1).min(6)).min(MAX_BACKOFF_MS).min(refresh_ms.max(1000));
+        let backoff = (1000u64 << (failures - 1).min(6)).min(MAX_BACKOFF_MS).min(policy.refresh_ms.max(1000));
         FetchRecord { lease_until_ms: 0, failures, next_attempt_ms: now_ms + backoff, ..*self }
     }
 }
@@ -231,9 +282,12 @@ pub fn jwks_path_from_discovery(body: &[u8]) -> Result<String, String> {
 mod tests {
     use super::*;
 
+    const POLICY: FetchPolicy = FetchPolicy { refresh_ms: 300_000, timeout_ms: 2_000, min_refetch_ms: 30_000 };
+
     #[test]
     fn record_round_trips_and_rejects_garbage() {
-        let r = FetchRecord { lease_until_ms: 5, last_success_ms: 6, last_forced_ms: 7, failures: 2, next_attempt_ms: 9 };
+        let r =
+            FetchRecord { lease_until_ms: 5, last_success_ms: 6, last_forced_ms: 7, failures: 2, next_attempt_ms: 9 };
         assert_eq!(FetchRecord::decode(&r.encode()), Some(r));
         for bad in [&b""[..], b"2 1 2 3 4 5", b"1 1 2 3", b"1 a b c d e", b"\xff"] {
             assert_eq!(FetchRecord::decode(bad), None);
@@ -243,31 +297,31 @@ mod tests {
     #[test]
     fn first_fetch_is_due_then_not_until_refresh() {
         let fresh = FetchRecord::default();
-        assert_eq!(fresh.due(1_000, 300_000, false), Some(FetchReason::Refresh));
-        let leased = fresh.leased(1_000, 2_000, FetchReason::Refresh);
+        assert_eq!(fresh.due(1_000, &POLICY, false), Some(FetchReason::Refresh));
+        let leased = fresh.leased(1_000, &POLICY, FetchReason::Refresh);
         assert!(leased.in_flight(1_001));
-        assert_eq!(leased.due(1_001, 300_000, true), None, "one fetch at a time");
+        assert_eq!(leased.due(1_001, &POLICY, true), None, "one fetch at a time");
         let done = leased.succeeded(2_000);
         assert!(!done.in_flight(2_001));
-        assert_eq!(done.due(100_000, 300_000, false), None);
-        assert_eq!(done.due(302_000, 300_000, false), Some(FetchReason::Refresh));
+        assert_eq!(done.due(100_000, &POLICY, false), None);
+        assert_eq!(done.due(302_000, &POLICY, false), Some(FetchReason::Refresh));
     }
 
     #[test]
     fn unknown_kid_refetch_is_rate_limited() {
         let done = FetchRecord::default().succeeded(1_000);
-        assert_eq!(done.due(2_000, 300_000, true), Some(FetchReason::UnknownKid));
-        let forced = done.leased(2_000, 2_000, FetchReason::UnknownKid).succeeded(2_100);
-        assert!(!forced.refetch_allowed(10_000));
-        assert_eq!(forced.due(10_000, 300_000, true), None);
-        assert!(forced.refetch_allowed(32_000));
-        assert_eq!(forced.due(32_000, 300_000, true), Some(FetchReason::UnknownKid));
+        assert_eq!(done.due(2_000, &POLICY, true), Some(FetchReason::UnknownKid));
+        let forced = done.leased(2_000, &POLICY, FetchReason::UnknownKid).succeeded(2_100);
+        assert!(!forced.refetch_allowed(10_000, &POLICY));
+        assert_eq!(forced.due(10_000, &POLICY, true), None);
+        assert!(forced.refetch_allowed(32_000, &POLICY));
+        assert_eq!(forced.due(32_000, &POLICY, true), Some(FetchReason::UnknownKid));
     }
 
     #[test]
     fn a_fetch_in_flight_lets_unknown_kids_wait() {
-        let leased = FetchRecord::default().succeeded(1_000).leased(2_000, 2_000, FetchReason::UnknownKid);
-        assert!(leased.refetch_allowed(2_500));
+        let leased = FetchRecord::default().succeeded(1_000).leased(2_000, &POLICY, FetchReason::UnknownKid);
+        assert!(leased.refetch_allowed(2_500, &POLICY));
     }
 
     #[test]
@@ -275,19 +329,19 @@ mod tests {
         let mut r = FetchRecord::default().succeeded(1_000);
         let mut waits = vec![];
         for _ in 0..8 {
-            r = r.failed(10_000, 300_000);
+            r = r.failed(10_000, &POLICY);
             waits.push(r.next_attempt_ms - 10_000);
         }
         assert_eq!(waits, vec![1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 60_000, 60_000]);
         assert_eq!(r.last_success_ms, 1_000);
-        assert_eq!(r.due(10_500, 300_000, false), None);
+        assert_eq!(r.due(10_500, &POLICY, false), None);
         assert_eq!(r.succeeded(20_000).failures, 0);
     }
 
     #[test]
     fn an_abandoned_lease_expires() {
-        let leased = FetchRecord::default().leased(1_000, 2_000, FetchReason::Refresh);
-        assert_eq!(leased.due(6_001, 300_000, false), Some(FetchReason::Refresh));
+        let leased = FetchRecord::default().leased(1_000, &POLICY, FetchReason::Refresh);
+        assert_eq!(leased.due(6_001, &POLICY, false), Some(FetchReason::Refresh));
     }
 
     #[test]
@@ -302,10 +356,26 @@ mod tests {
 
     #[test]
     fn validation_names_the_field() {
-        let err = validate("", "a", "/x", 300, 2000, "jwt.providers[0].remote_jwks").unwrap_err();
+        let remote = |change: &dyn Fn(&mut RemoteJwksConfig)| {
+            let mut config = RemoteJwksConfig {
+                cluster: "jwks".into(),
+                authority: "idp".into(),
+                path: "/jwks.json".into(),
+                refresh_seconds: default_refresh_seconds(),
+                timeout_ms: default_timeout_ms(),
+                min_refetch_seconds: default_min_refetch_seconds(),
+                max_response_bytes: default_max_response_bytes(),
+            };
+            change(&mut config);
+            RemoteSource::from_config(Some(&config), None).unwrap().validate("jwt.providers[0]")
+        };
+        assert!(remote(&|_| {}).is_ok());
+        let err = remote(&|c| c.cluster.clear()).unwrap_err();
         assert_eq!(err.to_string(), "jwt.providers[0].remote_jwks.cluster: must name an Envoy cluster");
-        assert!(validate("jwks", "a", "x", 300, 2000, "p").unwrap_err().path.ends_with(".path"));
-        assert!(validate("jwks", "a", "/x", 0, 2000, "p").unwrap_err().path.ends_with(".refresh_seconds"));
-        assert!(validate("jwks", "a", "/x", 300, 2000, "p").is_ok());
+        let failing_field = |change: &dyn Fn(&mut RemoteJwksConfig)| remote(change).unwrap_err().path;
+        assert!(failing_field(&|c| c.path = "x".into()).ends_with(".path"));
+        assert!(failing_field(&|c| c.refresh_seconds = 0).ends_with(".refresh_seconds"));
+        assert!(failing_field(&|c| c.min_refetch_seconds = 0).ends_with(".min_refetch_seconds"));
+        assert!(failing_field(&|c| c.max_response_bytes = 10).ends_with(".max_response_bytes"));
     }
 }

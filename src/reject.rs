@@ -37,10 +37,9 @@ impl Schemes<'_> {
     fn bearer_challenge(&self, error: Option<(&str, &str)>) -> String {
         match error {
             None => format!("Bearer realm=\"{}\"", self.realm),
-            Some((error, description)) => format!(
-                "Bearer realm=\"{}\", error=\"{error}\", error_description=\"{description}\"",
-                self.realm
-            ),
+            Some((error, description)) => {
+                format!("Bearer realm=\"{}\", error=\"{error}\", error_description=\"{description}\"", self.realm)
+            }
         }
     }
 

@@ -202,7 +202,9 @@ fn bypass_rules() {
 #[test]
 fn bearer_token_with_claim_headers() {
     let mut authn = authenticator(json!({}));
-    let token = hs256(json!({"iss": "https://id.corp", "aud": "api", "sub": "u-42", "exp": NOW + 60, "realm": {"roles": ["a", "b"]}}));
+    let token = hs256(
+        json!({"iss": "https://id.corp", "aud": "api", "sub": "u-42", "exp": NOW + 60, "realm": {"roles": ["a", "b"]}}),
+    );
     let a = allowed(decide(&mut authn, &[("authorization", &format!("Bearer {token}"))]));
     assert_eq!(header_value(&a, "x-auth-principal"), Some("u-42"));
     assert_eq!(header_value(&a, "x-auth-method"), Some("jwt"));
@@ -215,7 +217,10 @@ fn bad_tokens_get_rfc6750_challenges() {
     let mut authn = authenticator(json!({}));
     let expired = hs256(json!({"iss": "https://id.corp", "aud": "api", "sub": "u", "exp": NOW - 3600}));
     let r = denied(decide(&mut authn, &[("authorization", &format!("Bearer {expired}"))]));
-    assert_eq!(r.challenges, vec!["Bearer realm=\"api\", error=\"invalid_token\", error_description=\"token expired\""]);
+    assert_eq!(
+        r.challenges,
+        vec!["Bearer realm=\"api\", error=\"invalid_token\", error_description=\"token expired\""]
+    );
     let r = denied(decide(&mut authn, &[("authorization", "Bearer not-a-token")]));
     assert_eq!((r.status, r.reason), (401, "jwt_malformed"));
 }

@@ -88,8 +88,8 @@ impl Config {
         if bytes.len() > MAX_CONFIG_BYTES {
             return Err(ConfigError::new("", format!("configuration larger than {MAX_CONFIG_BYTES} bytes")));
         }
-        let value: Value = serde_json::from_slice(bytes)
-            .map_err(|e| ConfigError::new("", format!("not valid JSON: {e}")))?;
+        let value: Value =
+            serde_json::from_slice(bytes).map_err(|e| ConfigError::new("", format!("not valid JSON: {e}")))?;
         let raw: RawConfig = deserialize_at(value, "")?;
         compile(raw)
     }
@@ -313,11 +313,8 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         ));
     }
 
-    let mut owned_headers = vec![
-        principal_headers.principal.clone(),
-        principal_headers.method.clone(),
-        principal_headers.provider.clone(),
-    ];
+    let mut owned_headers =
+        vec![principal_headers.principal.clone(), principal_headers.method.clone(), principal_headers.provider.clone()];
     for provider in &jwt_providers {
         for mapping in &provider.claim_to_headers {
             owned_headers.push(mapping.header.clone());
@@ -327,10 +324,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
     owned_headers.dedup();
     for owned in &owned_headers {
         if owned == "authorization" || api_keys.headers.contains(owned) {
-            return Err(ConfigError::new(
-                "principal_headers",
-                format!("header {owned:?} is also a credential header"),
-            ));
+            return Err(ConfigError::new("principal_headers", format!("header {owned:?} is also a credential header")));
         }
     }
 
@@ -369,9 +363,7 @@ fn compile_basic(raw: RawBasic) -> Result<HashMap<String, PasswordHash>, ConfigE
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let (name, hash) = line
-                .split_once(':')
-                .ok_or_else(|| ConfigError::new(&path, "expected name:hash"))?;
+            let (name, hash) = line.split_once(':').ok_or_else(|| ConfigError::new(&path, "expected name:hash"))?;
             check_user_name(name, &path)?;
             let hash = PasswordHash::parse(hash).map_err(|e| ConfigError::new(&path, e))?;
             if users.insert(name.to_string(), hash).is_some() {
@@ -434,13 +426,10 @@ fn compile_jwt(raw: RawJwt) -> Result<(Vec<Provider>, u64), ConfigError> {
         let path = format!("jwt.providers[{i}]");
         let cfg: ProviderConfig = deserialize_at(provider, &path)?;
         let provider = Provider::from_config(cfg, &path)?;
-        if let Some(r) = &provider.remote_jwks {
-            let at = format!("{path}.remote_jwks");
-            crate::jwks_remote::validate(&r.cluster, &r.authority, &r.path, r.refresh_seconds, r.timeout_ms, &at)?;
-        }
-        if let Some(d) = &provider.discovery {
-            let at = format!("{path}.discovery");
-            crate::jwks_remote::validate(&d.cluster, &d.authority, &d.path, d.refresh_seconds, d.timeout_ms, &at)?;
+        let source =
+            crate::jwks_remote::RemoteSource::from_config(provider.remote_jwks.as_ref(), provider.discovery.as_ref());
+        if let Some(source) = source {
+            source.validate(&path)?;
         }
         if !names.insert(provider.name.clone()) {
             return Err(ConfigError::new(format!("{path}.name"), "duplicate provider name"));
@@ -455,8 +444,7 @@ fn compile_jwt(raw: RawJwt) -> Result<(Vec<Provider>, u64), ConfigError> {
 
 /// Validate an HTTP header name (RFC 9110 token) and return it lowercased.
 pub fn header_name(name: &str, path: &str) -> Result<String, ConfigError> {
-    let valid = !name.is_empty()
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
     if !valid {
         return Err(ConfigError::new(path, format!("{name:?} is not a valid header name")));
     }

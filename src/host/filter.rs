@@ -37,11 +37,7 @@ pub struct Waiting {
 
 impl Filter {
     pub fn new(config: Config, crypto: EnvoyCrypto) -> Filter {
-        let remote = config
-            .jwt_providers
-            .iter()
-            .map(RemoteProvider::new)
-            .collect();
+        let remote = config.jwt_providers.iter().map(RemoteProvider::new).collect();
         Filter {
             authn: Authenticator::new(config),
             remote,
@@ -72,7 +68,7 @@ pub fn remote_states(remote: &[Option<RemoteProvider>], now_ms: u64) -> Vec<Remo
     remote
         .iter()
         .map(|remote| match remote {
-            Some(p) => RemoteKeyState { keys: p.keys.as_ref(), refetch_allowed: p.record.refetch_allowed(now_ms) },
+            Some(p) => RemoteKeyState { keys: p.keys.as_ref(), refetch_allowed: p.refetch_allowed(now_ms) },
             None => RemoteKeyState::default(),
         })
         .collect()

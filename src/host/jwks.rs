@@ -9,7 +9,7 @@ use log::{info, warn};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType};
 
-use crate::jwks_remote::{jwks_path_from_discovery, FetchReason, FetchRecord, RemoteSource, DEFAULT_MAX_BODY_BYTES};
+use crate::jwks_remote::{jwks_path_from_discovery, FetchReason, FetchRecord, RemoteSource};
 use crate::jwt::{KeySet, Provider};
 use crate::password::sha256;
 
@@ -61,6 +61,11 @@ impl RemoteProvider {
         })
     }
 
+    /// Whether a request with an unknown `kid` may wait for a refetch now.
+    pub fn refetch_allowed(&self, now_ms: u64) -> bool {
+        self.record.refetch_allowed(now_ms, &self.source.policy)
+    }
+
     /// Load the key set another VM stored, if it changed. Returns whether it did.
     pub fn sync_keys(&mut self) -> bool {
         let Ok((Some(body), cas)) = hostcalls::get_shared_data(&self.keys_key) else {
@@ -97,11 +102,13 @@ impl RemoteProvider {
     /// Take the fetch if it is due and no other VM has it.
     fn try_lease(&mut self, now_ms: u64, refetch_wanted: bool) -> bool {
         let cas = self.sync_record();
-        let Some(reason) = self.record.due(now_ms, self.source.refresh_ms, refetch_wanted) else {
+        let Some(reason) = self.record.due(now_ms, &self.source.policy, refetch_wanted) else {
             return false;
         };
-        let leased = self.record.leased(now_ms, self.source.timeout_ms, reason);
-        if hostcalls::set_shared_data(&self.record_key, Some(&leased.encode()), Some(cas.unwrap_or(CREATE_ONLY))).is_err() {
+        let leased = self.record.leased(now_ms, &self.source.policy, reason);
+        if hostcalls::set_shared_data(&self.record_key, Some(&leased.encode()), Some(cas.unwrap_or(CREATE_ONLY)))
+            .is_err()
+        {
             return false; // another VM took it first
         }
         self.record = leased;
@@ -116,7 +123,9 @@ impl RemoteProvider {
         for _ in 0..8 {
             let cas = self.sync_record();
             let next = update(&self.record);
-            if hostcalls::set_shared_data(&self.record_key, Some(&next.encode()), Some(cas.unwrap_or(CREATE_ONLY))).is_ok() {
+            if hostcalls::set_shared_data(&self.record_key, Some(&next.encode()), Some(cas.unwrap_or(CREATE_ONLY)))
+                .is_ok()
+            {
                 self.record = next;
                 return;
             }
@@ -130,7 +139,7 @@ impl RemoteProvider {
             (":authority", self.source.authority.as_str()),
             ("accept", "application/json"),
         ];
-        let timeout = Duration::from_millis(self.source.timeout_ms);
+        let timeout = Duration::from_millis(self.source.policy.timeout_ms);
         hostcalls::dispatch_http_call(&self.source.cluster, headers, None, vec![], timeout).ok()
     }
 
@@ -201,7 +210,10 @@ pub fn on_response(filter: &mut Filter, token: u32, body_size: usize, now_ms: u6
 fn read_response(provider: &RemoteProvider, path: &str, body_size: usize) -> Outcome {
     let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status").ok().flatten();
     let Some(status) = status else {
-        return Outcome::Failed(format!("no response from cluster {} (timeout or connection failure)", provider.source.cluster));
+        return Outcome::Failed(format!(
+            "no response from cluster {} (timeout or connection failure)",
+            provider.source.cluster
+        ));
     };
     if status != "200" {
         // Envoy answers a call it could not deliver with its own 503 (unreachable) or 504 (timeout).
@@ -212,8 +224,9 @@ fn read_response(provider: &RemoteProvider, path: &str, body_size: usize) -> Out
         };
         return Outcome::Failed(format!("HTTP status {status}{hint}"));
     }
-    if body_size > DEFAULT_MAX_BODY_BYTES {
-        return Outcome::Failed(format!("response of {body_size} bytes is larger than {DEFAULT_MAX_BODY_BYTES}"));
+    let limit = provider.source.max_response_bytes;
+    if body_size > limit {
+        return Outcome::Failed(format!("response of {body_size} bytes is larger than {limit} bytes (max_response_bytes)"));
     }
     let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok().flatten().unwrap_or_default();
     if provider.is_discovery_path(path) {
@@ -230,8 +243,8 @@ fn read_response(provider: &RemoteProvider, path: &str, body_size: usize) -> Out
 
 fn fail(filter: &mut Filter, index: usize, now_ms: u64, reason: String) {
     let Some(provider) = filter.remote[index].as_mut() else { return };
-    let refresh_ms = provider.source.refresh_ms;
-    provider.finish(|r| r.failed(now_ms, refresh_ms));
+    let policy = provider.source.policy;
+    provider.finish(|r| r.failed(now_ms, &policy));
     provider.events += 1;
     let retry_ms = provider.record.next_attempt_ms.saturating_sub(now_ms);
     let kept = if provider.keys.is_some() { "keeping the last good keys" } else { "no keys yet" };

@@ -15,8 +15,8 @@ pub struct EnvoyCrypto {
 impl EnvoyCrypto {
     /// Probe the host once: an empty argument list gives BadArgument where the function exists.
     pub fn detect(enabled: bool) -> EnvoyCrypto {
-        let available = enabled
-            && !matches!(hostcalls::call_foreign_function(FUNCTION_NAME, Some(&[])), Err(Status::NotFound));
+        let available =
+            enabled && !matches!(hostcalls::call_foreign_function(FUNCTION_NAME, Some(&[])), Err(Status::NotFound));
         EnvoyCrypto { available }
     }
 

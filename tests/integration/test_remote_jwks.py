@@ -558,6 +558,28 @@ def test_unknown_kid_is_refetched_once_then_401(jwks_server, envoy_factory, sign
     assert_allowed(call(h, signers["ec-a"].token()), signers["ec-a"])
 
 
+def test_min_refetch_seconds_sets_the_unknown_kid_rate_limit(jwks_server, envoy_factory, signers):
+    jwks_server.set_jwks(jwks_of(signers, "rsa-a"))
+    h = start(envoy_factory, plugin_config(remote_provider(refresh_seconds=86400, min_refetch_seconds=1)), jwks_server)
+    wait_stat_above(h, SUCCESS, 0, timeout=5)
+    ghost = signers["ghost"]
+    assert_unknown_key(call(h, ghost.token()))
+    assert jwks_server.hits(JWKS_PATH) == 2
+    time.sleep(1.2)  # past the configured 1 s, not the default 30 s
+    assert_unknown_key(call(h, ghost.token()))
+    assert jwks_server.hits(JWKS_PATH) == 3, jwks_server.log
+
+
+def test_max_response_bytes_refuses_a_larger_jwks(jwks_server, envoy_factory, signers):
+    jwks = dict(jwks_of(signers, "rsa-a"), padding="x" * 2000)  # a valid JWKS of over 2 KB
+    jwks_server.set_jwks(jwks)
+    h = start(envoy_factory, plugin_config(remote_provider(max_response_bytes=1024), wait_ms=500), jwks_server)
+    wait_stat_above(h, FAILED, 0, timeout=5)
+    assert_unavailable(call(h, signers["rsa-a"].token()))
+    assert wasm_lines(h, "bytes is larger than 1024 bytes (max_response_bytes)"), h.log_text()[-2000:]
+    assert stat(h, SUCCESS) == 0
+
+
 # ---------------------------------------------------------------------------
 # 8. metrics
 
