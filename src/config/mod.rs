@@ -98,10 +98,30 @@ impl Config {
 /// Deserialize `value` into `T`, turning serde's message into one that names the field path.
 fn deserialize_at<T: serde::de::DeserializeOwned>(value: Value, path: &str) -> Result<T, ConfigError> {
     serde_json::from_value(value).map_err(|e| {
-        let message = e.to_string();
         // serde names unknown and missing fields in its message ("unknown field `x`, expected ...").
-        ConfigError::new(if path.is_empty() { "(root)" } else { path }, message)
+        ConfigError::new(if path.is_empty() { "(root)" } else { path }, redact_values(&e.to_string()))
     })
+}
+
+/// serde quotes the value it could not use (`invalid type: string "hunter2", expected u64`);
+/// a misplaced secret must not reach the log, so every quoted value is dropped.
+fn redact_values(message: &str) -> String {
+    let mut redacted = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(start) = rest.find('"') {
+        redacted.push_str(&rest[..start]);
+        match rest[start + 1..].find('"') {
+            Some(len) => {
+                redacted.push_str("(value hidden)");
+                rest = &rest[start + len + 2..];
+            }
+            None => {
+                rest = "";
+            }
+        }
+    }
+    redacted.push_str(rest);
+    redacted
 }
 
 #[derive(Deserialize)]

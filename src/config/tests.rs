@@ -149,3 +149,15 @@ fn claim_headers_are_owned() {
     let c = parse(json!({"jwt": {"providers": [provider]}})).unwrap();
     assert!(c.owned_headers.contains(&"x-roles".to_string()));
 }
+
+#[test]
+fn type_errors_never_echo_a_value() {
+    let error = error_of(json!({"basic": {"users": "alice:hunter2"}}));
+    assert!(error.starts_with("basic: invalid type: string (value hidden), expected a sequence"), "{error}");
+    let error = error_of(json!({"api_keys": {"clients": [{"id": "c", "key_hash": {"k": "hunter2"}}]}}));
+    assert!(error.starts_with("api_keys.clients[0]: invalid type: map"), "{error}");
+    assert!(!error.contains("hunter2"), "{error}");
+    let error = error_of(json!({"jwt": {"providers": [{"name": "p", "issuer": 7, "local_jwks": "hunter2"}]}}));
+    assert!(!error.contains("hunter2"), "{error}");
+    assert_eq!(redact_values(r#"a "b" c "d"#), "a (value hidden) c ");
+}
