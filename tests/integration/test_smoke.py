@@ -175,3 +175,18 @@ def test_demo_basic_user_is_accepted(envoy, demo_credentials):
     r = envoy.request("GET", "/api", {"authorization": "Basic " + auth, "x-auth-principal": "admin"})
     assert r.status == 200, r
     assert envoy.upstream_headers(r)["x-auth-principal"] == "alice"
+
+
+def test_istio_example_plugin_config_is_accepted(envoy_factory):
+    """envoy/istio-wasmplugin.yaml's pluginConfig is a configuration the filter accepts:
+    Envoy starts with it and the example's Basic user and local JWKS provider answer."""
+    import yaml
+
+    with open(os.path.join(REPO_ROOT, "envoy", "istio-wasmplugin.yaml")) as f:
+        plugin = yaml.safe_load(f)
+    assert plugin["kind"] == "WasmPlugin" and plugin["spec"]["phase"] == "AUTHN"
+    h = envoy_factory(plugin["spec"]["pluginConfig"])
+    r = h.request("GET", "/orders", {})
+    assert r.status == 401
+    assert r.headers.get_all("www-authenticate") == ['Basic realm="api", charset="UTF-8"', 'Bearer realm="api"']
+    assert h.request("GET", "/healthz", {}).status == 200
