@@ -86,8 +86,10 @@ impl RemoteProvider {
     }
 
     /// Read the shared fetch state; returns its `cas` (`None` when absent).
+    /// A fetch another VM finished counts as an event, so requests waiting here look again.
     pub fn sync_record(&mut self) -> Option<u32> {
-        match hostcalls::get_shared_data(&self.record_key) {
+        let previous = self.record;
+        let cas = match hostcalls::get_shared_data(&self.record_key) {
             Ok((Some(bytes), cas)) => {
                 self.record = FetchRecord::decode(&bytes).unwrap_or_default();
                 cas
@@ -96,7 +98,11 @@ impl RemoteProvider {
                 self.record = FetchRecord::default();
                 None
             }
+        };
+        if self.record.last_success_ms != previous.last_success_ms || self.record.failures != previous.failures {
+            self.events += 1;
         }
+        cas
     }
 
     /// Take the fetch if it is due and no other VM has it.
@@ -192,16 +198,26 @@ pub fn on_response(filter: &mut Filter, token: u32, body_size: usize, now_ms: u6
         },
         Outcome::Keys { body, keys } => {
             let count = keys.len();
-            // Store first, then record success: a VM that sees the record sees the keys.
-            let _ = hostcalls::set_shared_data(&provider.keys_key, Some(&body), None);
-            provider.keys_cas = hostcalls::get_shared_data(&provider.keys_key).ok().and_then(|(_, cas)| cas);
-            provider.keys = Some(keys);
+            // An unchanged document changes nothing: no VM re-parses it or forgets its cache.
+            let (stored, stored_cas) = hostcalls::get_shared_data(&provider.keys_key).unwrap_or((None, None));
+            let changed = stored.as_deref() != Some(body.as_slice());
+            if changed {
+                // Store first, then record success: a VM that sees the record sees the keys.
+                let _ = hostcalls::set_shared_data(&provider.keys_key, Some(&body), None);
+                provider.keys_cas = hostcalls::get_shared_data(&provider.keys_key).ok().and_then(|(_, cas)| cas);
+            } else {
+                provider.keys_cas = stored_cas;
+            }
+            if changed || provider.keys.is_none() {
+                provider.keys = Some(keys);
+                filter.authn.keys_changed();
+            }
             provider.finish(|r| r.succeeded(now_ms));
             provider.events += 1;
             let metric = format!("jwks_fetch_success.{}", provider.metric_name);
-            info!("wasm-authn: provider {}: fetched {count} signing keys", provider.name);
+            let what = if changed { "" } else { " (unchanged)" };
+            info!("wasm-authn: provider {}: fetched {count} signing keys{what}", provider.name);
             filter.metrics.increment(&metric);
-            filter.authn.keys_changed();
         }
         Outcome::Failed(reason) => fail(filter, index, now_ms, reason),
     }
@@ -226,7 +242,9 @@ fn read_response(provider: &RemoteProvider, path: &str, body_size: usize) -> Out
     }
     let limit = provider.source.max_response_bytes;
     if body_size > limit {
-        return Outcome::Failed(format!("response of {body_size} bytes is larger than {limit} bytes (max_response_bytes)"));
+        return Outcome::Failed(format!(
+            "response of {body_size} bytes is larger than {limit} bytes (max_response_bytes)"
+        ));
     }
     let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok().flatten().unwrap_or_default();
     if provider.is_discovery_path(path) {
@@ -253,9 +271,9 @@ fn fail(filter: &mut Filter, index: usize, now_ms: u64, reason: String) {
     filter.metrics.increment(&metric);
 }
 
-/// Look for keys other VMs stored, for every remote provider (the rare path of
-/// a token whose key this VM does not know). Returns whether any changed.
-pub fn sync_all(filter: &mut Filter) -> bool {
+/// Look at what other VMs fetched, for every remote provider (the rare path of a
+/// token whose key this VM does not know, or whose keys are not loaded yet).
+pub fn sync_all(filter: &mut Filter) {
     let mut changed = false;
     for provider in filter.remote.iter_mut().flatten() {
         changed |= provider.sync_keys();
@@ -264,5 +282,4 @@ pub fn sync_all(filter: &mut Filter) -> bool {
     if changed {
         filter.authn.keys_changed();
     }
-    changed
 }

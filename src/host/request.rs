@@ -74,8 +74,9 @@ pub fn decide_request(filter: &SharedFilter, context_id: u32, resumed: bool) -> 
         let facts = RequestFacts { method, path, headers: &headers };
 
         let mut decision = decide(f, &facts, now);
-        // Keys another VM fetched may be waiting in shared data: look before waiting or refusing.
-        if needs_key_check(&decision) && super::jwks::sync_all(f) {
+        // Another VM may have fetched keys, or refetched already: look before waiting or refusing.
+        if needs_key_check(&decision) {
+            super::jwks::sync_all(f);
             decision = decide(f, &facts, now);
         }
         // Forged principal headers go, whatever the decision (a header call only when present).

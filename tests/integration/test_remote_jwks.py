@@ -558,6 +558,30 @@ def test_unknown_kid_is_refetched_once_then_401(jwks_server, envoy_factory, sign
     assert_allowed(call(h, signers["ec-a"].token()), signers["ec-a"])
 
 
+def test_unknown_kid_on_every_worker_waits_for_one_unchanged_refetch(jwks_server, envoy_factory, signers):
+    """Requests with an unknown kid on four workers share one refetch; it returns the same
+    document, and every one of them is answered 401 as soon as it is in, not at the wait limit."""
+    jwks_server.set_jwks(jwks_of(signers, "rsa-a"))
+    h = start(envoy_factory, plugin_config(remote_provider(refresh_seconds=86400), wait_ms=4000), jwks_server,
+              concurrency=4)
+    wait_stat_above(h, SUCCESS, 0, timeout=5)
+    jwks_server.set_reply(JWKS_PATH, body=json.dumps(jwks_of(signers, "rsa-a")), delay=0.5)
+    ghost = signers["ghost"]
+
+    def one(_):
+        t0 = time.monotonic()
+        r = call(h, ghost.token())
+        return r, time.monotonic() - t0
+
+    results = parallel(one, 16, workers=16)
+    for r, elapsed in results:
+        assert_unknown_key(r)
+        assert elapsed < 2.5, f"waited {elapsed:.1f} s for a refetch that took 0.5 s"
+    assert jwks_server.hits(JWKS_PATH) == 2, jwks_server.log
+    assert len(workers_used(h)) >= 2, workers_used(h)
+    assert_allowed(call(h, signers["rsa-a"].token()), signers["rsa-a"])
+
+
 def test_min_refetch_seconds_sets_the_unknown_kid_rate_limit(jwks_server, envoy_factory, signers):
     jwks_server.set_jwks(jwks_of(signers, "rsa-a"))
     h = start(envoy_factory, plugin_config(remote_provider(refresh_seconds=86400, min_refetch_seconds=1)), jwks_server)
