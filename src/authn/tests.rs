@@ -16,7 +16,7 @@ const HMAC_SECRET: &[u8] = b"secret-secret-secret-secret-secret-";
 const NOW: u64 = 1_800_000_000;
 
 fn rsa_public_jwk() -> Value {
-    let all: Value = serde_json::from_str(include_str!("../jwt/testdata/public_jwks.json")).unwrap();
+    let all: Value = serde_json::from_str(include_str!("../../tests/keys/public_jwks.json")).unwrap();
     let mut jwk = all["rsa2048"].clone();
     jwk["kid"] = json!("rsa-1");
     jwk
@@ -90,7 +90,7 @@ fn hs256(claims: Value) -> String {
 
 fn rs256(claims: Value, kid: &str) -> String {
     let header = Header { kid: Some(kid.into()), ..Header::new(jsonwebtoken::Algorithm::RS256) };
-    let key = EncodingKey::from_rsa_pem(include_bytes!("../jwt/testdata/rsa2048_private.pem")).unwrap();
+    let key = EncodingKey::from_rsa_pem(include_bytes!("../../tests/keys/rsa2048_private.pem")).unwrap();
     encode(&header, &claims, &key).unwrap()
 }
 

@@ -1,5 +1,5 @@
 //! Tokens are minted with `jsonwebtoken` (an independent implementation) from the
-//! fixed test keys under testdata/ (generated once with Python's `cryptography`).
+//! fixed test keys under tests/keys/ (generated once with Python's `cryptography`).
 
 use std::cell::RefCell;
 
@@ -16,14 +16,14 @@ const NOW: u64 = 1_700_000_000;
 const SKEW: u64 = 60;
 const HMAC_SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
-const RSA_PRIVATE: &str = include_str!("testdata/rsa2048_private.pem");
-const RSA_PUBLIC: &str = include_str!("testdata/rsa2048_public.pem");
-const EC_PRIVATE: &str = include_str!("testdata/ec_p256_private.pem");
-const EC_PUBLIC: &str = include_str!("testdata/ec_p256_public.pem");
-const EC_P384_PUBLIC: &str = include_str!("testdata/ec_p384_public.pem");
-const ED_PRIVATE: &str = include_str!("testdata/ed25519_private.pem");
-const ED_PUBLIC: &str = include_str!("testdata/ed25519_public.pem");
-const PUBLIC_JWKS: &str = include_str!("testdata/public_jwks.json");
+const RSA_PRIVATE: &str = include_str!("../../tests/keys/rsa2048_private.pem");
+const RSA_PUBLIC: &str = include_str!("../../tests/keys/rsa2048_public.pem");
+const EC_PRIVATE: &str = include_str!("../../tests/keys/ec_p256_private.pem");
+const EC_PUBLIC: &str = include_str!("../../tests/keys/ec_p256_public.pem");
+const EC_P384_PUBLIC: &str = include_str!("../../tests/keys/ec_p384_public.pem");
+const ED_PRIVATE: &str = include_str!("../../tests/keys/ed25519_private.pem");
+const ED_PUBLIC: &str = include_str!("../../tests/keys/ed25519_public.pem");
+const PUBLIC_JWKS: &str = include_str!("../../tests/keys/public_jwks.json");
 
 // ---- fixtures ----
 
