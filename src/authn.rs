@@ -42,8 +42,10 @@ pub struct Principal {
 /// What the host does with the request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decision {
-    /// A bypass rule matched: pass without authentication.
-    Bypass,
+    /// A bypass rule matched: pass without authentication, less any forged principal headers.
+    Bypass {
+        remove_headers: Vec<String>,
+    },
     Allow(Allowed),
     Deny(Rejection),
     /// The token's provider needs its remote keys (first fetch, or a refetch for an
@@ -89,7 +91,7 @@ pub struct RemoteKeyState<'a> {
 
 pub struct Authenticator {
     pub config: Config,
-    cache: VerifiedCache<(Principal, Option<u64>)>,
+    cache: VerifiedCache<Principal>,
 }
 
 impl Authenticator {
@@ -116,7 +118,7 @@ impl Authenticator {
         now: u64,
     ) -> Decision {
         if self.is_bypassed(request) {
-            return Decision::Bypass;
+            return Decision::Bypass { remove_headers: self.forged_headers(request) };
         }
         let credential = match credential::extract(request, &self.config.api_keys) {
             Ok(Some(credential)) => credential,
@@ -134,16 +136,22 @@ impl Authenticator {
             Credential::ApiKey { key, .. } => cache_key("api-key", &[key.as_bytes()]),
         };
         let principal = match self.cache.get(&key, now) {
-            Some((principal, _)) => principal,
+            Some(principal) => principal,
             None => match self.verify(&credential, remote, backend, now) {
                 Ok((principal, not_after)) => {
-                    self.cache.insert(key, (principal.clone(), not_after), now, not_after);
+                    self.cache.insert(key, principal.clone(), now, not_after);
                     principal
                 }
                 Err(not_verified) => return not_verified.into(),
             },
         };
-        Decision::Allow(self.allowed(principal, &credential, request.path))
+        Decision::Allow(self.allowed(principal, &credential, request))
+    }
+
+    /// The headers the filter owns that the request carries: a client may not set them.
+    fn forged_headers(&self, request: &RequestFacts) -> Vec<String> {
+        let owned = &self.config.owned_headers;
+        owned.iter().filter(|name| request.header_values(name).next().is_some()).cloned().collect()
     }
 
     fn is_bypassed(&self, request: &RequestFacts) -> bool {
@@ -258,7 +266,7 @@ impl Authenticator {
         NotVerified::Deny(Rejection::invalid_credentials(self.schemes(), message, reason))
     }
 
-    fn allowed(&self, principal: Principal, credential: &Credential, path: &str) -> Allowed {
+    fn allowed(&self, principal: Principal, credential: &Credential, request: &RequestFacts) -> Allowed {
         let names = &self.config.principal_headers;
         let mut set_headers = vec![
             (names.principal.clone(), principal.id.clone()),
@@ -269,14 +277,14 @@ impl Authenticator {
         }
         set_headers.extend(principal.claim_headers.iter().cloned());
 
-        let mut remove_headers = Vec::new();
+        let mut remove_headers = self.forged_headers(request);
         let mut new_path = None;
         if !self.config.forward_credentials {
             match credential {
                 Credential::Basic { .. } | Credential::Bearer(_) => remove_headers.push("authorization".to_string()),
                 Credential::ApiKey { source: ApiKeySource::Header(name), .. } => remove_headers.push(name.clone()),
                 Credential::ApiKey { source: ApiKeySource::Query(param), .. } => {
-                    new_path = Some(credential::remove_query_param(path, param));
+                    new_path = Some(credential::remove_query_param(request.path, param));
                 }
             }
         }

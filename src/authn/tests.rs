@@ -194,8 +194,14 @@ fn forward_credentials_keeps_them() {
 #[test]
 fn bypass_rules() {
     let mut authn = authenticator(json!({}));
-    assert_eq!(decide_with(&mut authn, "GET", "/healthz/live", &[], &[], &PureRust), Decision::Bypass);
-    assert_eq!(decide_with(&mut authn, "OPTIONS", "/orders", &[], &[], &PureRust), Decision::Bypass);
+    assert_eq!(
+        decide_with(&mut authn, "GET", "/healthz/live", &[], &[], &PureRust),
+        Decision::Bypass { remove_headers: vec![] }
+    );
+    assert_eq!(
+        decide_with(&mut authn, "OPTIONS", "/orders", &[], &[], &PureRust),
+        Decision::Bypass { remove_headers: vec![] }
+    );
     assert!(matches!(decide_with(&mut authn, "GET", "/health", &[], &[], &PureRust), Decision::Deny(_)));
 }
 
@@ -297,4 +303,19 @@ fn remote_provider_without_keys_waits_then_unknown_kid_refetches() {
     let loaded = [RemoteKeyState::default(), RemoteKeyState { keys: Some(&rotated), refetch_allowed: false }];
     let a = allowed(decide_with(&mut authn, "GET", "/", &headers, &loaded, &PureRust));
     assert_eq!(header_value(&a, "x-auth-provider"), Some("remote"));
+}
+
+#[test]
+fn forged_principal_headers_are_removed_from_whatever_goes_upstream() {
+    let mut authn = authenticator(json!({}));
+    let forged = [("x-auth-principal", "root"), ("x-roles", "admin")];
+    let d = decide_with(&mut authn, "GET", "/healthz", &forged, &[], &PureRust);
+    assert_eq!(d, Decision::Bypass { remove_headers: vec!["x-auth-principal".into(), "x-roles".into()] });
+
+    let mut headers = forged.to_vec();
+    let credentials = basic("alice", "secret");
+    headers.push(("authorization", &credentials));
+    let a = allowed(decide_with(&mut authn, "GET", "/orders", &headers, &[], &PureRust));
+    assert_eq!(a.remove_headers, vec!["x-auth-principal", "x-roles", "authorization"]);
+    assert_eq!(header_value(&a, "x-auth-principal"), Some("alice"));
 }

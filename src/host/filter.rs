@@ -17,6 +17,8 @@ pub struct Filter {
     pub authn: Authenticator,
     /// One entry per JWT provider; `None` for providers with local keys only.
     pub remote: Vec<Option<RemoteProvider>>,
+    /// Whether any provider has remote keys (known at configuration).
+    pub has_remote: bool,
     /// Requests paused for remote keys, by HTTP context id.
     pub waiting: HashMap<u32, Waiting>,
     /// Outstanding fetches: call token -> (provider index, path asked for).
@@ -37,9 +39,10 @@ pub struct Waiting {
 
 impl Filter {
     pub fn new(config: Config, crypto: EnvoyCrypto) -> Filter {
-        let remote = config.jwt_providers.iter().map(RemoteProvider::new).collect();
+        let remote: Vec<Option<RemoteProvider>> = config.jwt_providers.iter().map(RemoteProvider::new).collect();
         Filter {
             authn: Authenticator::new(config),
+            has_remote: remote.iter().any(Option::is_some),
             remote,
             waiting: HashMap::new(),
             pending_calls: HashMap::new(),
@@ -51,10 +54,6 @@ impl Filter {
     /// Whether a request in this VM waits for a refetch of `provider`'s keys.
     pub fn refetch_wanted(&self, provider: usize) -> bool {
         self.waiting.values().any(|w| w.provider == provider && w.refetch)
-    }
-
-    pub fn has_remote(&self) -> bool {
-        self.remote.iter().any(Option::is_some)
     }
 
     /// Whether the root should tick fast: requests wait for keys, or keys are on their way.

@@ -79,22 +79,16 @@ pub fn decide_request(filter: &SharedFilter, context_id: u32, resumed: bool) -> 
             super::jwks::sync_all(f);
             decision = decide(f, &facts, now);
         }
-        // Forged principal headers go, whatever the decision (a header call only when present).
-        let forged = || -> Vec<String> {
-            let owned = &f.authn.config.owned_headers;
-            owned.iter().filter(|name| headers.iter().any(|(n, _)| n == *name)).cloned().collect()
-        };
         match decision {
-            Decision::Bypass => {
-                let changes = HeaderChanges { remove: forged(), ..HeaderChanges::default() };
+            Decision::Bypass { remove_headers } => {
+                let changes = HeaderChanges { remove: remove_headers, ..HeaderChanges::default() };
                 f.metrics.increment("bypassed");
                 f.waiting.remove(&context_id);
                 Effect::Continue(changes)
             }
             Decision::Allow(allowed) => {
-                let mut remove = forged();
-                remove.extend(allowed.remove_headers);
-                let changes = HeaderChanges { remove, set: allowed.set_headers, path: allowed.new_path };
+                let changes =
+                    HeaderChanges { remove: allowed.remove_headers, set: allowed.set_headers, path: allowed.new_path };
                 f.metrics.increment("allowed");
                 f.waiting.remove(&context_id);
                 Effect::Continue(changes)
@@ -172,7 +166,8 @@ fn request_headers() -> Option<Vec<(String, String)>> {
 }
 
 fn decide(f: &mut super::filter::Filter, facts: &RequestFacts, now_ms: u64) -> Decision {
-    let states = super::filter::remote_states(&f.remote, now_ms);
+    // Without remote providers there is no remote state to build, per request.
+    let states = if f.has_remote { super::filter::remote_states(&f.remote, now_ms) } else { Vec::new() };
     f.authn.decide(facts, &states, &f.crypto, now_ms / 1000)
 }
 

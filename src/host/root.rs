@@ -71,7 +71,7 @@ impl RootContext for AuthnRoot {
             filter.authn.config.jwt_providers.len(),
             if filter.crypto.available() { "Envoy's BoringSSL where it can" } else { "pure Rust" }
         );
-        if filter.has_remote() {
+        if filter.has_remote {
             tick_fast();
         }
         self.filter = Some(Rc::new(RefCell::new(filter)));
