@@ -7,7 +7,7 @@ use std::rc::Rc;
 use crate::authn::{Authenticator, RemoteKeyState};
 use crate::config::Config;
 
-use super::jwks::RemoteProvider;
+use super::jwks::{FetchStep, RemoteProvider};
 use super::metrics::Metrics;
 use super::signature::EnvoyCrypto;
 
@@ -21,8 +21,8 @@ pub struct Filter {
     pub has_remote: bool,
     /// Requests paused for remote keys, by HTTP context id.
     pub waiting: HashMap<u32, Waiting>,
-    /// Outstanding fetches: call token -> (provider index, path asked for).
-    pub pending_calls: HashMap<u32, (usize, String)>,
+    /// Outstanding fetches: call token -> (provider index, step).
+    pub pending_calls: HashMap<u32, (usize, FetchStep)>,
     pub metrics: Metrics,
     pub crypto: EnvoyCrypto,
 }

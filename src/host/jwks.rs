@@ -34,6 +34,13 @@ pub struct RemoteProvider {
     pub events: u64,
 }
 
+/// Which step of a fetch a call is: with discovery, the document first, then its JWKS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchStep {
+    Discovery,
+    Jwks,
+}
+
 /// What a finished call does next.
 enum Outcome {
     Keys { body: Vec<u8>, keys: KeySet },
@@ -148,15 +155,10 @@ impl RemoteProvider {
         let timeout = Duration::from_millis(self.source.policy.timeout_ms);
         hostcalls::dispatch_http_call(&self.source.cluster, headers, None, vec![], timeout).ok()
     }
-
-    fn is_discovery_path(&self, path: &str) -> bool {
-        self.source.discovery && path == self.source.path
-    }
 }
 
 /// Called on every tick: pick up keys other VMs fetched, start due fetches.
-/// Returns whether any provider's keys changed.
-pub fn tick(filter: &mut Filter, now_ms: u64) -> bool {
+pub fn tick(filter: &mut Filter, now_ms: u64) {
     let mut changed = false;
     for index in 0..filter.remote.len() {
         let fetching = filter.pending_calls.values().any(|(p, _)| *p == index);
@@ -165,34 +167,32 @@ pub fn tick(filter: &mut Filter, now_ms: u64) -> bool {
         changed |= provider.sync_keys();
         if !fetching && provider.try_lease(now_ms, refetch_wanted) {
             // With discovery, the document is read again at every fetch: its jwks_uri may change.
-            let path = provider.source.path.clone();
-            match provider.dispatch(&path) {
+            let step = if provider.source.discovery { FetchStep::Discovery } else { FetchStep::Jwks };
+            match provider.dispatch(&provider.source.path) {
                 Some(token) => {
-                    filter.pending_calls.insert(token, (index, path));
+                    filter.pending_calls.insert(token, (index, step));
                 }
-                None => fail(filter, index, now_ms, format!("cannot call cluster {}", cluster_of(filter, index))),
+                None => {
+                    let reason = format!("cannot call cluster {}", provider.source.cluster);
+                    fail(filter, index, now_ms, reason);
+                }
             }
         }
     }
     if changed {
         filter.authn.keys_changed();
     }
-    changed
-}
-
-fn cluster_of(filter: &Filter, index: usize) -> String {
-    filter.remote[index].as_ref().map(|p| p.source.cluster.clone()).unwrap_or_default()
 }
 
 /// A fetch answered (or failed: no `:status` means timeout or connection failure).
 pub fn on_response(filter: &mut Filter, token: u32, body_size: usize, now_ms: u64) {
-    let Some((index, path)) = filter.pending_calls.remove(&token) else { return };
+    let Some((index, step)) = filter.pending_calls.remove(&token) else { return };
     let Some(provider) = filter.remote[index].as_mut() else { return };
-    let outcome = read_response(provider, &path, body_size);
+    let outcome = read_response(provider, step, body_size);
     match outcome {
         Outcome::FetchJwks(jwks_path) => match provider.dispatch(&jwks_path) {
             Some(next) => {
-                filter.pending_calls.insert(next, (index, jwks_path));
+                filter.pending_calls.insert(next, (index, FetchStep::Jwks));
             }
             None => fail(filter, index, now_ms, "cannot call the JWKS cluster".into()),
         },
@@ -223,7 +223,7 @@ pub fn on_response(filter: &mut Filter, token: u32, body_size: usize, now_ms: u6
     }
 }
 
-fn read_response(provider: &RemoteProvider, path: &str, body_size: usize) -> Outcome {
+fn read_response(provider: &RemoteProvider, step: FetchStep, body_size: usize) -> Outcome {
     let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status").ok().flatten();
     let Some(status) = status else {
         return Outcome::Failed(format!(
@@ -247,7 +247,7 @@ fn read_response(provider: &RemoteProvider, path: &str, body_size: usize) -> Out
         ));
     }
     let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok().flatten().unwrap_or_default();
-    if provider.is_discovery_path(path) {
+    if step == FetchStep::Discovery {
         return match jwks_path_from_discovery(&body) {
             Ok(jwks_path) => Outcome::FetchJwks(jwks_path),
             Err(e) => Outcome::Failed(e),
