@@ -154,6 +154,17 @@ class Response(NamedTuple):
         return self.body.decode("utf-8", "replace")
 
 
+def http_get(port: int, path: str, timeout: float = 5) -> Response:
+    """One GET to 127.0.0.1:port on a fresh connection."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        r = conn.getresponse()
+        return Response(r.status, Headers(r.getheaders()), r.read())
+    finally:
+        conn.close()
+
+
 # --------------------------------------------------------------------------
 # Envoy
 
@@ -414,23 +425,12 @@ class EnvoyHarness:
         return self._log_cache or ""
 
     def _admin_get(self, path: str, timeout: float = 5) -> Tuple[int, bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=timeout)
-        try:
-            conn.request("GET", path)
-            resp = conn.getresponse()
-            return resp.status, resp.read()
-        finally:
-            conn.close()
+        r = http_get(self.admin_port, path, timeout)
+        return r.status, r.body
 
     def admin(self, path: str) -> Response:
         """GET on the admin interface, e.g. admin("/listeners?format=json")."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=5)
-        try:
-            conn.request("GET", path)
-            r = conn.getresponse()
-            return Response(r.status, Headers(r.getheaders()), r.read())
-        finally:
-            conn.close()
+        return http_get(self.admin_port, path)
 
     def stats(self, filter: Optional[str] = None) -> Dict[str, int]:
         """Counters and gauges from /stats as {name: value}. The filter's own metrics

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from harness import REPO_ROOT, JwksServer, demo_plugin_config, envoy_bin, load_envoy_yaml
+from harness import REPO_ROOT, JwksServer, demo_plugin_config, envoy_bin, http_get, load_envoy_yaml
 
 
 def test_bundled_config_is_valid_for_envoy(wasm_module, envoy_binary, tmp_path):
@@ -92,14 +92,9 @@ def test_request_helper_keeps_repeated_headers_and_no_redirects(envoy):
 
 # ---- the JWKS server the remote-JWKS tests drive -----------------------------
 
-def _get(port, path, timeout=5):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        c.request("GET", path)
-        r = c.getresponse()
-        return r.status, r.read()
-    finally:
-        c.close()
+def _get(port, path):
+    r = http_get(port, path)
+    return r.status, r.body
 
 
 def test_jwks_server_controls(jwks_server):
