@@ -4,7 +4,7 @@
 
 use crate::cache::{cache_key, VerifiedCache};
 use crate::config::Config;
-use crate::credential::{self, ApiKeySource, Credential, RequestFacts};
+use crate::credential::{self, Credential, RequestFacts};
 use crate::jwt::{self, JwtError, KeySet, SignatureBackend};
 use crate::password::sha256;
 use crate::reject::{Rejection, Schemes};
@@ -42,9 +42,11 @@ pub struct Principal {
 /// What the host does with the request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decision {
-    /// A bypass rule matched: pass without authentication, less any forged principal headers.
+    /// A bypass rule matched: pass without authentication, less any forged principal
+    /// headers and any credential (nothing was verified).
     Bypass {
         remove_headers: Vec<String>,
+        new_path: Option<String>,
     },
     Allow(Allowed),
     Deny(Rejection),
@@ -59,7 +61,12 @@ pub enum Decision {
 /// Why a credential did not verify.
 enum NotVerified {
     Deny(Rejection),
-    WaitForKeys { provider: usize, refetch: bool },
+    WaitForKeys {
+        provider: usize,
+        refetch: bool,
+    },
+    /// The keys that could verify it cannot be fetched now.
+    KeysUnavailable,
 }
 
 impl From<NotVerified> for Decision {
@@ -67,6 +74,7 @@ impl From<NotVerified> for Decision {
         match not_verified {
             NotVerified::Deny(rejection) => Decision::Deny(rejection),
             NotVerified::WaitForKeys { provider, refetch } => Decision::WaitForKeys { provider, refetch },
+            NotVerified::KeysUnavailable => Decision::Deny(Rejection::keys_unavailable(1)),
         }
     }
 }
@@ -87,6 +95,8 @@ pub struct RemoteKeyState<'a> {
     pub keys: Option<&'a KeySet>,
     /// Whether an unknown `kid` may trigger a refetch now (rate-limited by the host).
     pub refetch_allowed: bool,
+    /// The last fetch failed: an unknown `kid` may be a key the filter could not fetch.
+    pub fetch_failing: bool,
 }
 
 pub struct Authenticator {
@@ -106,7 +116,12 @@ impl Authenticator {
     }
 
     fn schemes(&self) -> Schemes<'_> {
-        Schemes { realm: &self.config.realm, basic: self.config.basic_enabled(), bearer: self.config.bearer_enabled() }
+        Schemes {
+            realm: &self.config.realm,
+            basic: self.config.basic_enabled(),
+            bearer: self.config.bearer_enabled(),
+            api_key_header: self.config.api_key_header_enabled(),
+        }
     }
 
     /// `remote[i]` is provider i's remote key state (length = number of providers).
@@ -118,7 +133,10 @@ impl Authenticator {
         now: u64,
     ) -> Decision {
         if self.is_bypassed(request) {
-            return Decision::Bypass { remove_headers: self.forged_headers(request) };
+            let mut remove_headers = self.forged_headers(request);
+            let removal = credential::credential_removal(request, &self.config.api_keys, None, false);
+            remove_headers.extend(removal.headers);
+            return Decision::Bypass { remove_headers, new_path: removal.path };
         }
         let credential = match credential::extract(request, &self.config.api_keys) {
             Ok(Some(credential)) => credential,
@@ -148,16 +166,36 @@ impl Authenticator {
         Decision::Allow(self.allowed(principal, &credential, request))
     }
 
-    /// The headers the filter owns that the request carries: a client may not set them.
+    /// The headers the filter owns that the request carries, under their own name or
+    /// with underscores for dashes (CGI, WSGI and PHP read `X_Auth_Principal` as
+    /// `x-auth-principal`): a client may not set them.
     fn forged_headers(&self, request: &RequestFacts) -> Vec<String> {
-        let owned = &self.config.owned_headers;
-        owned.iter().filter(|name| request.header_values(name).next().is_some()).cloned().collect()
+        let mut forged: Vec<String> = Vec::new();
+        for (name, _) in request.headers {
+            let owned = if name.contains('_') {
+                self.config.owned_headers.iter().any(|owned| is_spelling_of(name, owned))
+            } else {
+                self.config.owned_headers.iter().any(|owned| owned == name)
+            };
+            if owned && !forged.contains(name) {
+                forged.push(name.clone());
+            }
+        }
+        forged
     }
 
+    /// Bypass rules match the normalized path, at segment boundaries; an ambiguous
+    /// path (encoded slash, backslash) never skips authentication.
     fn is_bypassed(&self, request: &RequestFacts) -> bool {
-        let path = request.path.split('?').next().unwrap_or("");
+        if self.config.bypass_cors_preflight && is_cors_preflight(request) {
+            return true;
+        }
+        let path = crate::path::normalize(request.path);
+        if path.ambiguous {
+            return false;
+        }
         self.config.bypass.iter().any(|rule| {
-            rule.path_prefix.as_deref().is_none_or(|prefix| path.starts_with(prefix))
+            rule.path_prefix.as_deref().is_none_or(|prefix| crate::path::has_segment_prefix(&path.path, prefix))
                 && rule.method.as_deref().is_none_or(|method| request.method.eq_ignore_ascii_case(method))
         })
     }
@@ -258,6 +296,10 @@ impl Authenticator {
             {
                 Err(NotVerified::WaitForKeys { provider, refetch: true })
             }
+            // The token may be fine: its key could not be fetched. 503, not 401.
+            Err(JwtError::UnknownKey { provider }) if remote.get(provider).is_some_and(|state| state.fetch_failing) => {
+                Err(NotVerified::KeysUnavailable)
+            }
             Err(e) => Err(NotVerified::Deny(Rejection::invalid_token(self.schemes(), e.description(), e.reason()))),
         }
     }
@@ -278,18 +320,28 @@ impl Authenticator {
         set_headers.extend(principal.claim_headers.iter().cloned());
 
         let mut remove_headers = self.forged_headers(request);
-        let mut new_path = None;
-        if !self.config.forward_credentials {
-            match credential {
-                Credential::Basic { .. } | Credential::Bearer(_) => remove_headers.push("authorization".to_string()),
-                Credential::ApiKey { source: ApiKeySource::Header(name), .. } => remove_headers.push(name.clone()),
-                Credential::ApiKey { source: ApiKeySource::Query(param), .. } => {
-                    new_path = Some(credential::remove_query_param(request.path, param));
-                }
-            }
-        }
+        let removal = credential::credential_removal(
+            request,
+            &self.config.api_keys,
+            Some(credential),
+            self.config.forward_credentials,
+        );
+        remove_headers.extend(removal.headers);
+        let new_path = removal.path;
         Allowed { principal, set_headers, remove_headers, new_path }
     }
+}
+
+/// A CORS preflight (Fetch standard): OPTIONS with `Origin` and `Access-Control-Request-Method`.
+fn is_cors_preflight(request: &RequestFacts) -> bool {
+    request.method == "OPTIONS"
+        && request.header_values("origin").next().is_some()
+        && request.header_values("access-control-request-method").next().is_some()
+}
+
+/// Whether header `name` (lowercase) reads as `owned` once underscores are dashes.
+fn is_spelling_of(name: &str, owned: &str) -> bool {
+    name.len() == owned.len() && name.bytes().zip(owned.bytes()).all(|(n, o)| n == o || (n == b'_' && o == b'-'))
 }
 
 #[cfg(test)]

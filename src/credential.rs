@@ -186,18 +186,80 @@ fn query_value(path: &str, param: &str) -> Result<Option<String>, CredentialErro
     Ok(found)
 }
 
-/// `path` without `param` in its query: the API key must not reach the upstream's logs.
-pub fn remove_query_param(path: &str, param: &str) -> String {
-    let Some((base, query)) = path.split_once('?') else {
-        return path.to_string();
-    };
-    let kept: Vec<&str> =
-        query.split('&').filter(|pair| pair.split_once('=').map_or(*pair, |(n, _)| n) != param).collect();
-    if kept.is_empty() {
-        base.to_string()
-    } else {
-        format!("{base}?{}", kept.join("&"))
+/// What must not reach the upstream: every credential the filter reads, except the
+/// verified one when `forward` is set (`forward_credentials`). A second credential
+/// next to the verified one was never checked, and an upstream reading it would
+/// revive a disabled key.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct CredentialRemoval {
+    pub headers: Vec<String>,
+    /// The new `:path` when the query string carried an API key.
+    pub path: Option<String>,
+}
+
+pub fn credential_removal(
+    request: &RequestFacts,
+    api_keys: &ApiKeys,
+    verified: Option<&Credential>,
+    forward: bool,
+) -> CredentialRemoval {
+    let kept = if forward { verified } else { None };
+    let mut removal = CredentialRemoval::default();
+    let authorization_kept = matches!(kept, Some(Credential::Basic { .. } | Credential::Bearer(_)));
+    if !authorization_kept && request.header_values("authorization").any(is_read_scheme) {
+        removal.headers.push("authorization".to_string());
     }
+    for header in &api_keys.headers {
+        let header_kept =
+            matches!(kept, Some(Credential::ApiKey { source: ApiKeySource::Header(h), .. }) if h == header);
+        if !header_kept && request.header_values(header).next().is_some() {
+            removal.headers.push(header.clone());
+        }
+    }
+    if let Some(param) = &api_keys.query_param {
+        let exact_kept = matches!(kept, Some(Credential::ApiKey { source: ApiKeySource::Query(_), .. }));
+        removal.path = remove_query_param_spellings(request.path, param, exact_kept);
+    }
+    removal
+}
+
+/// Whether an `Authorization` value uses a scheme this filter reads.
+fn is_read_scheme(value: &str) -> bool {
+    let scheme = value.trim_start().split(' ').next().unwrap_or("");
+    scheme.eq_ignore_ascii_case("basic") || scheme.eq_ignore_ascii_case("bearer")
+}
+
+/// `path` without any spelling of `param` that a lenient parser could read as it
+/// (percent-encoded, another case, PHP's `.`/space-for-`_` and `name[]`), keeping
+/// the exact name once when `keep_exact`. None when nothing changes.
+pub fn remove_query_param_spellings(path: &str, param: &str, keep_exact: bool) -> Option<String> {
+    let (base, query) = path.split_once('?')?;
+    let wanted = lenient_name(param);
+    let mut exact_kept = false;
+    let mut changed = false;
+    let mut kept: Vec<&str> = Vec::new();
+    for pair in query.split('&') {
+        let name = pair.split_once('=').map_or(pair, |(n, _)| n);
+        if lenient_name(name) != wanted {
+            kept.push(pair);
+        } else if keep_exact && !exact_kept && name == param {
+            exact_kept = true;
+            kept.push(pair);
+        } else {
+            changed = true;
+        }
+    }
+    if !changed {
+        return None;
+    }
+    Some(if kept.is_empty() { base.to_string() } else { format!("{base}?{}", kept.join("&")) })
+}
+
+/// A query parameter name as the most lenient parsers read it.
+fn lenient_name(name: &str) -> String {
+    let decoded = percent_decode(name).unwrap_or_else(|| name.to_string());
+    let base = decoded.split('[').next().unwrap_or("");
+    base.chars().map(|c| if c == '.' || c == ' ' { '_' } else { c.to_ascii_lowercase() }).collect()
 }
 
 fn percent_decode(value: &str) -> Option<String> {
@@ -319,8 +381,53 @@ mod tests {
 
     #[test]
     fn removes_only_the_key_param() {
-        assert_eq!(remove_query_param("/x?a=1&api_key=k&b=2", "api_key"), "/x?a=1&b=2");
-        assert_eq!(remove_query_param("/x?api_key=k", "api_key"), "/x");
-        assert_eq!(remove_query_param("/x", "api_key"), "/x");
+        let remove = |path| remove_query_param_spellings(path, "api_key", false);
+        assert_eq!(remove("/x?a=1&api_key=k&b=2").as_deref(), Some("/x?a=1&b=2"));
+        assert_eq!(remove("/x?api_key=k").as_deref(), Some("/x"));
+        assert_eq!(remove("/x?a=1"), None);
+        assert_eq!(remove("/x"), None);
+    }
+
+    #[test]
+    fn removes_every_spelling_a_lenient_parser_reads() {
+        let path = "/x?api_key=K&api%5Fkey=D&API_KEY=D&api.key=D&api+key=D&api_key[]=D&api_keys=ok&a=1";
+        let removed = remove_query_param_spellings(path, "api_key", false);
+        assert_eq!(removed.as_deref(), Some("/x?api_keys=ok&a=1"));
+        let kept = remove_query_param_spellings(path, "api_key", true);
+        assert_eq!(kept.as_deref(), Some("/x?api_key=K&api_keys=ok&a=1"));
+    }
+
+    fn removal(
+        headers: &[(&str, &str)],
+        path: &str,
+        verified: Option<&Credential>,
+        forward: bool,
+    ) -> CredentialRemoval {
+        let headers: Vec<(String, String)> = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+        credential_removal(
+            &RequestFacts { method: "GET", path, headers: &headers },
+            &keys(Some("api_key")),
+            verified,
+            forward,
+        )
+    }
+
+    #[test]
+    fn every_unverified_credential_is_removed() {
+        let bearer = Credential::Bearer("t".into());
+        let all = [("authorization", "Bearer t"), ("x-api-key", "D1"), ("x-cdata-authtoken", "D2")];
+        let r = removal(&all, "/x?api_key=D3", Some(&bearer), false);
+        assert_eq!(r.headers, vec!["authorization", "x-api-key", "x-cdata-authtoken"]);
+        assert_eq!(r.path.as_deref(), Some("/x"));
+        // Forwarding keeps the verified credential only.
+        let r = removal(&all, "/x?api_key=D3", Some(&bearer), true);
+        assert_eq!(r.headers, vec!["x-api-key", "x-cdata-authtoken"]);
+        let key = Credential::ApiKey { key: "K".into(), source: ApiKeySource::Header("x-api-key".into()) };
+        let r = removal(&all, "/x", Some(&key), true);
+        assert_eq!(r.headers, vec!["authorization", "x-cdata-authtoken"]);
+        assert_eq!(r.path, None);
+        // Schemes the filter does not read are the upstream's business.
+        let r = removal(&[("authorization", "Digest x=y")], "/", None, false);
+        assert!(r.headers.is_empty());
     }
 }

@@ -28,6 +28,8 @@ pub struct DiscoveryConfig {
     pub authority: String,
     #[serde(default = "default_discovery_path")]
     pub path: String,
+    /// The cluster for a `jwks_uri` on another host than `authority`.
+    pub jwks_cluster: Option<String>,
     #[serde(default = "default_refresh_seconds")]
     pub refresh_seconds: u64,
     #[serde(default = "default_timeout_ms")]
@@ -74,6 +76,8 @@ pub struct RemoteSource {
     /// The JWKS path, or the discovery document's path when `discovery` is set.
     pub path: String,
     pub discovery: bool,
+    /// With discovery: the cluster for a `jwks_uri` on another host than `authority`.
+    pub jwks_cluster: Option<String>,
     pub policy: FetchPolicy,
     pub max_response_bytes: usize,
 }
@@ -92,6 +96,7 @@ impl RemoteSource {
             authority: authority.to_string(),
             path: path.to_string(),
             discovery,
+            jwks_cluster: None,
             policy: FetchPolicy {
                 refresh_ms: refresh_seconds.saturating_mul(1000),
                 timeout_ms,
@@ -110,16 +115,19 @@ impl RemoteSource {
                 r.min_refetch_seconds,
                 r.max_response_bytes,
             )),
-            (None, Some(d)) => Some(source(
-                &d.cluster,
-                &d.authority,
-                &d.path,
-                true,
-                d.refresh_seconds,
-                d.timeout_ms,
-                d.min_refetch_seconds,
-                d.max_response_bytes,
-            )),
+            (None, Some(d)) => Some(RemoteSource {
+                jwks_cluster: d.jwks_cluster.clone(),
+                ..source(
+                    &d.cluster,
+                    &d.authority,
+                    &d.path,
+                    true,
+                    d.refresh_seconds,
+                    d.timeout_ms,
+                    d.min_refetch_seconds,
+                    d.max_response_bytes,
+                )
+            }),
             (None, None) => None,
         }
     }
@@ -131,6 +139,9 @@ impl RemoteSource {
         let field = |name: &str| format!("{at}.{object}.{name}");
         if self.cluster.is_empty() {
             return Err(ConfigError::new(field("cluster"), "must name an Envoy cluster"));
+        }
+        if self.jwks_cluster.as_deref().is_some_and(str::is_empty) {
+            return Err(ConfigError::new(field("jwks_cluster"), "must name an Envoy cluster"));
         }
         if self.authority.is_empty() || self.authority.contains(['/', ' ']) {
             return Err(ConfigError::new(field("authority"), "must be a host name (the :authority sent)"));
@@ -246,17 +257,35 @@ impl FetchRecord {
         FetchRecord { lease_until_ms: 0, last_success_ms: now_ms, failures: 0, next_attempt_ms: 0, ..*self }
     }
 
-    /// Back off exponentially from 1 s, capped at a minute (and at the refresh interval).
+    /// Back off exponentially from 1 s, capped at a minute (and at the refresh
+    /// interval). Without any key yet every request waits or fails, so retry each second.
     pub fn failed(&self, now_ms: u64, policy: &FetchPolicy) -> FetchRecord {
         let failures = self.failures.saturating_add(1);
-        let backoff = (1000u64 << (failures - 1).min(6)).min(MAX_BACKOFF_MS).min(policy.refresh_ms.max(1000));
+        let backoff = if self.last_success_ms == 0 {
+            1000
+        } else {
+            (1000u64 << (failures - 1).min(6)).min(MAX_BACKOFF_MS).min(policy.refresh_ms.max(1000))
+        };
         FetchRecord { lease_until_ms: 0, failures, next_attempt_ms: now_ms + backoff, ..*self }
+    }
+
+    /// Whether the last fetch attempt failed (keys may be stale, or missing).
+    pub fn failing(&self) -> bool {
+        self.failures > 0
     }
 }
 
-/// The path (and query) of the `jwks_uri` in an OpenID Connect discovery document;
-/// it is fetched through the provider's cluster.
-pub fn jwks_path_from_discovery(body: &[u8]) -> Result<String, String> {
+/// Where an OpenID Connect discovery document says the JWKS is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwksLocation {
+    /// The `jwks_uri` host (and port), lowercase.
+    pub authority: String,
+    /// Its path and query.
+    pub path: String,
+}
+
+/// The `jwks_uri` of an OpenID Connect discovery document.
+pub fn jwks_location_from_discovery(body: &[u8]) -> Result<JwksLocation, String> {
     let document: serde_json::Value =
         serde_json::from_slice(body).map_err(|_| "discovery document is not JSON".to_string())?;
     let uri = document
@@ -267,15 +296,15 @@ pub fn jwks_path_from_discovery(body: &[u8]) -> Result<String, String> {
         .strip_prefix("https://")
         .or_else(|| uri.strip_prefix("http://"))
         .ok_or_else(|| "jwks_uri is not an http(s) URL".to_string())?;
-    let path = match rest.find('/') {
-        Some(i) => &rest[i..],
-        None => "/",
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
     };
     let path = path.split('#').next().unwrap_or("/");
-    if path.chars().any(|c| c.is_control() || c == ' ') {
-        return Err("jwks_uri has an invalid path".into());
+    if path.chars().any(|c| c.is_control() || c == ' ') || authority.is_empty() || authority.contains(['@', ' ']) {
+        return Err("jwks_uri is not a usable URL".into());
     }
-    Ok(path.to_string())
+    Ok(JwksLocation { authority: authority.to_ascii_lowercase(), path: path.to_string() })
 }
 
 #[cfg(test)]
@@ -345,13 +374,27 @@ mod tests {
     }
 
     #[test]
-    fn discovery_gives_the_jwks_path() {
-        let doc = br#"{"issuer":"https://id.example","jwks_uri":"https://id.example/keys/jwks.json?v=2"}"#;
-        assert_eq!(jwks_path_from_discovery(doc).unwrap(), "/keys/jwks.json?v=2");
-        assert_eq!(jwks_path_from_discovery(br#"{"jwks_uri":"http://h"}"#).unwrap(), "/");
-        assert!(jwks_path_from_discovery(b"not json").is_err());
-        assert!(jwks_path_from_discovery(br#"{"issuer":"x"}"#).is_err());
-        assert!(jwks_path_from_discovery(br#"{"jwks_uri":"ftp://h/x"}"#).is_err());
+    fn discovery_gives_the_jwks_location() {
+        let doc = br#"{"issuer":"https://id.example","jwks_uri":"https://ID.example:8443/keys/jwks.json?v=2"}"#;
+        let location = jwks_location_from_discovery(doc).unwrap();
+        assert_eq!(location.authority, "id.example:8443");
+        assert_eq!(location.path, "/keys/jwks.json?v=2");
+        assert_eq!(jwks_location_from_discovery(br#"{"jwks_uri":"http://h"}"#).unwrap().path, "/");
+        assert!(jwks_location_from_discovery(b"not json").is_err());
+        assert!(jwks_location_from_discovery(br#"{"issuer":"x"}"#).is_err());
+        assert!(jwks_location_from_discovery(br#"{"jwks_uri":"ftp://h/x"}"#).is_err());
+        assert!(jwks_location_from_discovery(br#"{"jwks_uri":"https:///x"}"#).is_err());
+    }
+
+    #[test]
+    fn without_keys_a_failed_fetch_is_retried_each_second() {
+        let mut r = FetchRecord::default();
+        for _ in 0..5 {
+            r = r.failed(10_000, &POLICY);
+            assert_eq!(r.next_attempt_ms, 11_000);
+            assert!(r.failing());
+        }
+        assert!(!r.succeeded(12_000).failing());
     }
 
     #[test]

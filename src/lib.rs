@@ -8,9 +8,11 @@ pub mod cache;
 pub mod config;
 pub mod credential;
 pub mod envoy_verify;
+pub mod header_map;
 pub mod jwks_remote;
 pub mod jwt;
 pub mod password;
+pub mod path;
 pub mod reject;
 
 #[cfg(target_arch = "wasm32")]

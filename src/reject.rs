@@ -27,6 +27,8 @@ pub struct Schemes<'a> {
     pub realm: &'a str,
     pub basic: bool,
     pub bearer: bool,
+    /// The first API key header, when API keys are accepted in headers.
+    pub api_key_header: Option<&'a str>,
 }
 
 impl Schemes<'_> {
@@ -50,6 +52,10 @@ impl Schemes<'_> {
         }
         if self.bearer {
             challenges.push(self.bearer_challenge(None));
+        }
+        // No registered scheme for API keys; RFC 7235 still wants a challenge that names one.
+        if let Some(header) = self.api_key_header {
+            challenges.push(format!("ApiKey realm=\"{}\", header=\"{header}\"", self.realm));
         }
         challenges
     }
@@ -116,6 +122,18 @@ impl Rejection {
         }
     }
 
+    /// The host could not give the request's headers or the time: fail closed.
+    pub fn host_unavailable() -> Rejection {
+        Rejection {
+            status: 503,
+            error: "temporarily_unavailable",
+            message: "the proxy could not read the request".into(),
+            challenges: Vec::new(),
+            retry_after_seconds: Some(1),
+            reason: "host_error",
+        }
+    }
+
     /// The response headers besides the content type.
     pub fn headers(&self) -> Vec<(&'static str, String)> {
         let mut headers: Vec<(&'static str, String)> =
@@ -138,7 +156,7 @@ impl Rejection {
 mod tests {
     use super::*;
 
-    const BOTH: Schemes = Schemes { realm: "api", basic: true, bearer: true };
+    const BOTH: Schemes = Schemes { realm: "api", basic: true, bearer: true, api_key_header: None };
 
     #[test]
     fn missing_offers_every_enabled_scheme() {
@@ -147,6 +165,13 @@ mod tests {
         assert_eq!(r.challenges, vec!["Basic realm=\"api\", charset=\"UTF-8\"", "Bearer realm=\"api\""]);
         let only_bearer = Rejection::missing_credential(Schemes { basic: false, ..BOTH });
         assert_eq!(only_bearer.challenges, vec!["Bearer realm=\"api\""]);
+        let api_keys_only = Rejection::missing_credential(Schemes {
+            basic: false,
+            bearer: false,
+            api_key_header: Some("x-api-key"),
+            ..BOTH
+        });
+        assert_eq!(api_keys_only.challenges, vec!["ApiKey realm=\"api\", header=\"x-api-key\""]);
     }
 
     #[test]

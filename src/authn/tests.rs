@@ -138,15 +138,22 @@ fn wrong_password_and_unknown_user_look_the_same() {
     let unknown = denied(decide(&mut authn, &[("authorization", &basic("mallory", "secret"))]));
     assert_eq!(wrong.status, 401);
     assert_eq!(wrong.message, unknown.message);
-    assert_eq!(wrong.challenges, vec!["Basic realm=\"api\", charset=\"UTF-8\"", "Bearer realm=\"api\""]);
+    assert_eq!(
+        wrong.challenges,
+        vec![
+            "Basic realm=\"api\", charset=\"UTF-8\"",
+            "Bearer realm=\"api\"",
+            "ApiKey realm=\"api\", header=\"x-api-key\""
+        ]
+    );
 }
 
 #[test]
-fn missing_credential_offers_both_schemes() {
+fn missing_credential_offers_every_scheme() {
     let mut authn = authenticator(json!({}));
     let r = denied(decide(&mut authn, &[]));
     assert_eq!((r.status, r.reason), (401, "missing_credential"));
-    assert_eq!(r.challenges.len(), 2);
+    assert_eq!(r.challenges.len(), 3);
 }
 
 #[test]
@@ -196,11 +203,11 @@ fn bypass_rules() {
     let mut authn = authenticator(json!({}));
     assert_eq!(
         decide_with(&mut authn, "GET", "/healthz/live", &[], &[], &PureRust),
-        Decision::Bypass { remove_headers: vec![] }
+        Decision::Bypass { remove_headers: vec![], new_path: None }
     );
     assert_eq!(
         decide_with(&mut authn, "OPTIONS", "/orders", &[], &[], &PureRust),
-        Decision::Bypass { remove_headers: vec![] }
+        Decision::Bypass { remove_headers: vec![], new_path: None }
     );
     assert!(matches!(decide_with(&mut authn, "GET", "/health", &[], &[], &PureRust), Decision::Deny(_)));
 }
@@ -290,17 +297,28 @@ fn remote_provider_without_keys_waits_then_unknown_kid_refetches() {
     jwk["kid"] = json!("other");
     let body = json!({"keys": [jwk]}).to_string();
     let keys = KeySet::from_remote_jwks(body.as_bytes()).unwrap();
-    let may_refetch = [RemoteKeyState::default(), RemoteKeyState { keys: Some(&keys), refetch_allowed: true }];
+    let may_refetch =
+        [RemoteKeyState::default(), RemoteKeyState { keys: Some(&keys), refetch_allowed: true, fetch_failing: false }];
     let d = decide_with(&mut authn, "GET", "/", &headers, &may_refetch, &PureRust);
     assert_eq!(d, Decision::WaitForKeys { provider: 1, refetch: true });
 
-    let rate_limited = [RemoteKeyState::default(), RemoteKeyState { keys: Some(&keys), refetch_allowed: false }];
+    let rate_limited =
+        [RemoteKeyState::default(), RemoteKeyState { keys: Some(&keys), refetch_allowed: false, fetch_failing: false }];
     let r = denied(decide_with(&mut authn, "GET", "/", &headers, &rate_limited, &PureRust));
     assert_eq!((r.status, r.reason), (401, "jwt_unknown_key"));
 
+    // The endpoint is down: the token may be signed by a key not fetched yet.
+    let failing =
+        [RemoteKeyState::default(), RemoteKeyState { keys: Some(&keys), refetch_allowed: false, fetch_failing: true }];
+    let r = denied(decide_with(&mut authn, "GET", "/", &headers, &failing, &PureRust));
+    assert_eq!((r.status, r.reason, r.retry_after_seconds), (503, "jwks_unavailable", Some(1)));
+
     let body = json!({"keys": [rsa_public_jwk()]}).to_string();
     let rotated = KeySet::from_remote_jwks(body.as_bytes()).unwrap();
-    let loaded = [RemoteKeyState::default(), RemoteKeyState { keys: Some(&rotated), refetch_allowed: false }];
+    let loaded = [
+        RemoteKeyState::default(),
+        RemoteKeyState { keys: Some(&rotated), refetch_allowed: false, fetch_failing: false },
+    ];
     let a = allowed(decide_with(&mut authn, "GET", "/", &headers, &loaded, &PureRust));
     assert_eq!(header_value(&a, "x-auth-provider"), Some("remote"));
 }
@@ -310,7 +328,10 @@ fn forged_principal_headers_are_removed_from_whatever_goes_upstream() {
     let mut authn = authenticator(json!({}));
     let forged = [("x-auth-principal", "root"), ("x-roles", "admin")];
     let d = decide_with(&mut authn, "GET", "/healthz", &forged, &[], &PureRust);
-    assert_eq!(d, Decision::Bypass { remove_headers: vec!["x-auth-principal".into(), "x-roles".into()] });
+    assert_eq!(
+        d,
+        Decision::Bypass { remove_headers: vec!["x-auth-principal".into(), "x-roles".into()], new_path: None }
+    );
 
     let mut headers = forged.to_vec();
     let credentials = basic("alice", "secret");
@@ -318,4 +339,63 @@ fn forged_principal_headers_are_removed_from_whatever_goes_upstream() {
     let a = allowed(decide_with(&mut authn, "GET", "/orders", &headers, &[], &PureRust));
     assert_eq!(a.remove_headers, vec!["x-auth-principal", "x-roles", "authorization"]);
     assert_eq!(header_value(&a, "x-auth-principal"), Some("alice"));
+}
+
+#[test]
+fn a_second_credential_never_reaches_the_upstream() {
+    let mut authn = authenticator(json!({}));
+    let token = hs256(json!({"iss": "https://id.corp", "aud": "api", "sub": "u", "exp": NOW + 60}));
+    let bearer = format!("Bearer {token}");
+    let headers = [("authorization", bearer.as_str()), ("x-api-key", "foobar"), ("x-cdata-authtoken", "foobar")];
+    let a = allowed(decide_with(&mut authn, "GET", "/o?api_key=foobar&API_KEY=x", &headers, &[], &PureRust));
+    assert_eq!(a.principal.id, "u");
+    assert_eq!(a.remove_headers, vec!["authorization", "x-api-key", "x-cdata-authtoken"]);
+    assert_eq!(a.new_path.as_deref(), Some("/o"));
+
+    let d = decide_with(&mut authn, "GET", "/healthz?api%5Fkey=x", &[("x-api-key", "k")], &[], &PureRust);
+    assert_eq!(d, Decision::Bypass { remove_headers: vec!["x-api-key".into()], new_path: Some("/healthz".into()) });
+}
+
+#[test]
+fn bypass_matches_normalized_paths_at_segment_boundaries() {
+    let mut authn = authenticator(json!({}));
+    for escape in [
+        "/healthz/../orders",
+        "/healthz/%2e%2e/orders",
+        "/healthz/..%2forders",
+        "/healthz\\..\\orders",
+        "http://h/healthz/../orders",
+        "/healthzadmin",
+        "/healthz%2Fx",
+    ] {
+        let d = decide_with(&mut authn, "GET", escape, &[], &[], &PureRust);
+        assert_eq!(denied(d).reason, "missing_credential", "{escape}");
+    }
+    for fine in ["/healthz", "/healthz/", "//healthz/live", "/x/../healthz", "/%68ealthz"] {
+        let d = decide_with(&mut authn, "GET", fine, &[], &[], &PureRust);
+        assert!(matches!(d, Decision::Bypass { .. }), "{fine}: {d:?}");
+    }
+}
+
+#[test]
+fn cors_preflight_bypass_needs_origin_and_request_method() {
+    let mut authn = authenticator(json!({"bypass": [], "bypass_cors_preflight": true}));
+    let preflight = [("origin", "https://app.example"), ("access-control-request-method", "POST")];
+    let d = decide_with(&mut authn, "OPTIONS", "/orders", &preflight, &[], &PureRust);
+    assert!(matches!(d, Decision::Bypass { .. }), "{d:?}");
+    for headers in [&preflight[..1], &preflight[1..], &[]] {
+        let d = decide_with(&mut authn, "OPTIONS", "/orders", headers, &[], &PureRust);
+        assert_eq!(denied(d).reason, "missing_credential");
+    }
+    let not_options = decide_with(&mut authn, "POST", "/orders", &preflight, &[], &PureRust);
+    assert_eq!(denied(not_options).reason, "missing_credential");
+}
+
+#[test]
+fn underscore_spellings_of_owned_headers_are_removed() {
+    let mut authn = authenticator(json!({}));
+    let headers = [("x_auth_principal", "root"), ("x-auth_method", "basic"), ("x_roles", "admin"), ("x_other", "ok")];
+    let d = decide_with(&mut authn, "GET", "/healthz", &headers, &[], &PureRust);
+    let Decision::Bypass { remove_headers, .. } = d else { panic!("{d:?}") };
+    assert_eq!(remove_headers, vec!["x_auth_principal", "x-auth_method", "x_roles"]);
 }

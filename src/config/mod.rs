@@ -25,6 +25,8 @@ pub struct Config {
     pub principal_headers: PrincipalHeaders,
     pub forward_credentials: bool,
     pub bypass: Vec<BypassRule>,
+    /// CORS preflights (OPTIONS with `Origin` and `Access-Control-Request-Method`) skip authentication.
+    pub bypass_cors_preflight: bool,
     pub basic_users: HashMap<String, PasswordHash>,
     pub api_keys: ApiKeys,
     pub jwt_providers: Vec<Provider>,
@@ -77,6 +79,14 @@ pub struct CacheSettings {
 impl Config {
     pub fn basic_enabled(&self) -> bool {
         !self.basic_users.is_empty() || (self.api_keys.allow_basic && !self.api_keys.clients.is_empty())
+    }
+
+    /// The API key header a challenge names, when API keys are accepted in headers.
+    pub fn api_key_header_enabled(&self) -> Option<&str> {
+        if self.api_keys.clients.is_empty() {
+            return None;
+        }
+        self.api_keys.headers.first().map(String::as_str)
     }
 
     pub fn bearer_enabled(&self) -> bool {
@@ -137,6 +147,8 @@ struct RawConfig {
     forward_credentials: bool,
     #[serde(default)]
     bypass: Vec<Value>,
+    #[serde(default)]
+    bypass_cors_preflight: bool,
     #[serde(default)]
     basic: Option<Value>,
     #[serde(default)]
@@ -287,18 +299,20 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         if rule.path_prefix.is_none() && rule.method.is_none() {
             return Err(ConfigError::new(path, "needs path_prefix or method"));
         }
-        if let Some(prefix) = &rule.path_prefix {
-            if !prefix.starts_with('/') {
-                return Err(ConfigError::new(format!("{path}.path_prefix"), "must start with '/'"));
-            }
-        }
+        let path_prefix = match &rule.path_prefix {
+            Some(prefix) => Some(
+                crate::path::configured(prefix)
+                    .map_err(|message| ConfigError::new(format!("{path}.path_prefix"), message))?,
+            ),
+            None => None,
+        };
         let method = match rule.method {
             Some(m) if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic()) => {
                 return Err(ConfigError::new(format!("{path}.method"), "must be an HTTP method name"));
             }
             m => m.map(|m| m.to_ascii_uppercase()),
         };
-        bypass.push(BypassRule { path_prefix: rule.path_prefix, method });
+        bypass.push(BypassRule { path_prefix, method });
     }
 
     let basic_users = match raw.basic {
@@ -333,10 +347,25 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         ));
     }
 
-    let mut owned_headers =
-        vec![principal_headers.principal.clone(), principal_headers.method.clone(), principal_headers.provider.clone()];
-    for provider in &jwt_providers {
-        for mapping in &provider.claim_to_headers {
+    let principal_names = [&principal_headers.principal, &principal_headers.method, &principal_headers.provider];
+    if principal_names[0] == principal_names[1] || principal_names[0] == principal_names[2] {
+        return Err(ConfigError::new(
+            "principal_headers.principal",
+            "must differ from the method and provider headers",
+        ));
+    }
+    if principal_names[1] == principal_names[2] {
+        return Err(ConfigError::new("principal_headers.method", "must differ from the provider header"));
+    }
+    let mut owned_headers: Vec<String> = principal_names.iter().map(|name| name.to_string()).collect();
+    for (i, provider) in jwt_providers.iter().enumerate() {
+        for (j, mapping) in provider.claim_to_headers.iter().enumerate() {
+            if principal_names.contains(&&mapping.header) {
+                return Err(ConfigError::new(
+                    format!("jwt.providers[{i}].claim_to_headers[{j}].header"),
+                    "is one of principal_headers: a claim must not set the principal",
+                ));
+            }
             owned_headers.push(mapping.header.clone());
         }
     }
@@ -354,6 +383,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         principal_headers,
         forward_credentials: raw.forward_credentials,
         bypass,
+        bypass_cors_preflight: raw.bypass_cors_preflight,
         basic_users,
         api_keys,
         jwt_providers,
@@ -395,9 +425,10 @@ fn compile_basic(raw: RawBasic) -> Result<HashMap<String, PasswordHash>, ConfigE
 }
 
 fn check_user_name(name: &str, path: &str) -> Result<(), ConfigError> {
-    // RFC 7617: the user-id cannot contain a colon.
-    if name.is_empty() || name.contains(':') || name.chars().any(char::is_control) {
-        return Err(ConfigError::new(path, "must be non-empty, without ':' or control characters"));
+    // RFC 7617: the user-id cannot contain a colon. Surrounding spaces would make two
+    // spellings of one principal upstream.
+    if name.is_empty() || name.contains(':') || name.chars().any(char::is_control) || name.trim() != name {
+        return Err(ConfigError::new(path, "must be non-empty, without ':', control characters or surrounding spaces"));
     }
     Ok(())
 }

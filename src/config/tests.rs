@@ -120,6 +120,16 @@ fn errors_name_the_field() {
         (json!({"clock_skew_seconds": 100000}), "clock_skew_seconds:"),
         (json!({"clock_skew_seconds": "60"}), "invalid type"),
         (json!({}), "no credentials configured"),
+        (
+            json!({"principal_headers": {"method": "x-auth-principal"}, "api_keys": {"clients": [{"id": "c", "key_hash": SECRET_SHA256}]}}),
+            "principal_headers.principal:",
+        ),
+        (
+            json!({"principal_headers": {"method": "x-p", "provider": "X-P"}, "api_keys": {"clients": [{"id": "c", "key_hash": SECRET_SHA256}]}}),
+            "principal_headers.method:",
+        ),
+        (json!({"basic": {"users": [{"name": " alice", "password_hash": SECRET_SHA256}]}}), "basic.users[0].name:"),
+        (json!({"api_keys": {"clients": [{"id": "c ", "key_hash": SECRET_SHA256}]}}), "api_keys.clients[0].id:"),
     ];
     for (config, expected) in cases {
         let error = error_of(config.clone());
@@ -148,6 +158,14 @@ fn claim_headers_are_owned() {
     provider["claim_to_headers"] = json!([{"claim": "realm.roles", "header": "X-Roles"}]);
     let c = parse(json!({"jwt": {"providers": [provider]}})).unwrap();
     assert!(c.owned_headers.contains(&"x-roles".to_string()));
+}
+
+#[test]
+fn a_claim_cannot_set_a_principal_header() {
+    let mut provider = hs256_provider("corp", "https://id.corp");
+    provider["claim_to_headers"] = json!([{"claim": "nick", "header": "X-Auth-Principal"}]);
+    let error = error_of(json!({"jwt": {"providers": [provider]}}));
+    assert!(error.starts_with("jwt.providers[0].claim_to_headers[0].header:"), "{error}");
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::rc::Rc;
 use crate::authn::{Authenticator, RemoteKeyState};
 use crate::config::Config;
 
-use super::jwks::{FetchStep, RemoteProvider};
+use super::jwks::{PendingCall, RemoteProvider};
 use super::metrics::Metrics;
 use super::signature::EnvoyCrypto;
 
@@ -21,8 +21,8 @@ pub struct Filter {
     pub has_remote: bool,
     /// Requests paused for remote keys, by HTTP context id.
     pub waiting: HashMap<u32, Waiting>,
-    /// Outstanding fetches: call token -> (provider index, step).
-    pub pending_calls: HashMap<u32, (usize, FetchStep)>,
+    /// Outstanding fetches by call token.
+    pub pending_calls: HashMap<u32, PendingCall>,
     pub metrics: Metrics,
     pub crypto: EnvoyCrypto,
 }
@@ -67,7 +67,11 @@ pub fn remote_states(remote: &[Option<RemoteProvider>], now_ms: u64) -> Vec<Remo
     remote
         .iter()
         .map(|remote| match remote {
-            Some(p) => RemoteKeyState { keys: p.keys.as_ref(), refetch_allowed: p.refetch_allowed(now_ms) },
+            Some(p) => RemoteKeyState {
+                keys: p.keys.as_ref(),
+                refetch_allowed: p.refetch_allowed(now_ms),
+                fetch_failing: p.record.failing(),
+            },
             None => RemoteKeyState::default(),
         })
         .collect()

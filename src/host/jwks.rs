@@ -9,7 +9,7 @@ use log::{info, warn};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType};
 
-use crate::jwks_remote::{jwks_path_from_discovery, FetchReason, FetchRecord, RemoteSource};
+use crate::jwks_remote::{jwks_location_from_discovery, FetchReason, FetchRecord, JwksLocation, RemoteSource};
 use crate::jwt::{KeySet, Provider};
 use crate::password::sha256;
 
@@ -41,10 +41,31 @@ pub enum FetchStep {
     Jwks,
 }
 
+/// One call on its way: whose, which step, and where to (for the logs).
+pub struct PendingCall {
+    provider: usize,
+    step: FetchStep,
+    target: Target,
+}
+
+/// Where a call goes.
+#[derive(Debug, Clone)]
+struct Target {
+    cluster: String,
+    authority: String,
+    path: String,
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cluster {}, authority {}, path {}", self.cluster, self.authority, self.path)
+    }
+}
+
 /// What a finished call does next.
 enum Outcome {
     Keys { body: Vec<u8>, keys: KeySet },
-    FetchJwks(String),
+    FetchJwks(Target),
     Failed(String),
 }
 
@@ -145,15 +166,43 @@ impl RemoteProvider {
         }
     }
 
-    fn dispatch(&self, path: &str) -> Option<u32> {
+    /// Where the first call of a fetch goes: the JWKS, or the discovery document.
+    fn first_target(&self) -> Target {
+        Target {
+            cluster: self.source.cluster.clone(),
+            authority: self.source.authority.clone(),
+            path: self.source.path.clone(),
+        }
+    }
+
+    /// Where the JWKS named by a discovery document is fetched: through the discovery
+    /// cluster when it is on the same host, else through `jwks_cluster`.
+    fn jwks_target(&self, location: JwksLocation) -> Result<Target, String> {
+        if location.authority.eq_ignore_ascii_case(&self.source.authority) {
+            return Ok(Target {
+                cluster: self.source.cluster.clone(),
+                authority: location.authority,
+                path: location.path,
+            });
+        }
+        match &self.source.jwks_cluster {
+            Some(cluster) => Ok(Target { cluster: cluster.clone(), authority: location.authority, path: location.path }),
+            None => Err(format!(
+                "the discovery document's jwks_uri is on host {}, not on {}: set discovery.jwks_cluster to an Envoy cluster for {}",
+                location.authority, self.source.authority, location.authority
+            )),
+        }
+    }
+
+    fn dispatch(&self, target: &Target) -> Option<u32> {
         let headers = vec![
             (":method", "GET"),
-            (":path", path),
-            (":authority", self.source.authority.as_str()),
+            (":path", target.path.as_str()),
+            (":authority", target.authority.as_str()),
             ("accept", "application/json"),
         ];
         let timeout = Duration::from_millis(self.source.policy.timeout_ms);
-        hostcalls::dispatch_http_call(&self.source.cluster, headers, None, vec![], timeout).ok()
+        hostcalls::dispatch_http_call(&target.cluster, headers, None, vec![], timeout).ok()
     }
 }
 
@@ -161,21 +210,19 @@ impl RemoteProvider {
 pub fn tick(filter: &mut Filter, now_ms: u64) {
     let mut changed = false;
     for index in 0..filter.remote.len() {
-        let fetching = filter.pending_calls.values().any(|(p, _)| *p == index);
+        let fetching = filter.pending_calls.values().any(|call| call.provider == index);
         let refetch_wanted = filter.refetch_wanted(index);
         let Some(provider) = filter.remote[index].as_mut() else { continue };
         changed |= provider.sync_keys();
         if !fetching && provider.try_lease(now_ms, refetch_wanted) {
             // With discovery, the document is read again at every fetch: its jwks_uri may change.
             let step = if provider.source.discovery { FetchStep::Discovery } else { FetchStep::Jwks };
-            match provider.dispatch(&provider.source.path) {
+            let target = provider.first_target();
+            match provider.dispatch(&target) {
                 Some(token) => {
-                    filter.pending_calls.insert(token, (index, step));
+                    filter.pending_calls.insert(token, PendingCall { provider: index, step, target });
                 }
-                None => {
-                    let reason = format!("cannot call cluster {}", provider.source.cluster);
-                    fail(filter, index, now_ms, reason);
-                }
+                None => fail(filter, index, now_ms, &target, "the call could not be made (unknown cluster?)".into()),
             }
         }
     }
@@ -186,15 +233,16 @@ pub fn tick(filter: &mut Filter, now_ms: u64) {
 
 /// A fetch answered (or failed: no `:status` means timeout or connection failure).
 pub fn on_response(filter: &mut Filter, token: u32, body_size: usize, now_ms: u64) {
-    let Some((index, step)) = filter.pending_calls.remove(&token) else { return };
+    let Some(call) = filter.pending_calls.remove(&token) else { return };
+    let index = call.provider;
     let Some(provider) = filter.remote[index].as_mut() else { return };
-    let outcome = read_response(provider, step, body_size);
+    let outcome = read_response(provider, call.step, body_size);
     match outcome {
-        Outcome::FetchJwks(jwks_path) => match provider.dispatch(&jwks_path) {
+        Outcome::FetchJwks(target) => match provider.dispatch(&target) {
             Some(next) => {
-                filter.pending_calls.insert(next, (index, FetchStep::Jwks));
+                filter.pending_calls.insert(next, PendingCall { provider: index, step: FetchStep::Jwks, target });
             }
-            None => fail(filter, index, now_ms, "cannot call the JWKS cluster".into()),
+            None => fail(filter, index, now_ms, &target, "the call could not be made (unknown cluster?)".into()),
         },
         Outcome::Keys { body, keys } => {
             let count = keys.len();
@@ -216,20 +264,17 @@ pub fn on_response(filter: &mut Filter, token: u32, body_size: usize, now_ms: u6
             provider.events += 1;
             let metric = format!("jwks_fetch_success.{}", provider.metric_name);
             let what = if changed { "" } else { " (unchanged)" };
-            info!("wasm-authn: provider {}: fetched {count} signing keys{what}", provider.name);
+            info!("wasm-authn: provider {}: fetched {count} signing keys{what} ({})", provider.name, call.target);
             filter.metrics.increment(&metric);
         }
-        Outcome::Failed(reason) => fail(filter, index, now_ms, reason),
+        Outcome::Failed(reason) => fail(filter, index, now_ms, &call.target, reason),
     }
 }
 
 fn read_response(provider: &RemoteProvider, step: FetchStep, body_size: usize) -> Outcome {
     let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status").ok().flatten();
     let Some(status) = status else {
-        return Outcome::Failed(format!(
-            "no response from cluster {} (timeout or connection failure)",
-            provider.source.cluster
-        ));
+        return Outcome::Failed("no response (timeout or connection failure)".to_string());
     };
     if status != "200" {
         // Envoy answers a call it could not deliver with its own 503 (unreachable) or 504 (timeout).
@@ -248,8 +293,8 @@ fn read_response(provider: &RemoteProvider, step: FetchStep, body_size: usize) -
     }
     let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok().flatten().unwrap_or_default();
     if step == FetchStep::Discovery {
-        return match jwks_path_from_discovery(&body) {
-            Ok(jwks_path) => Outcome::FetchJwks(jwks_path),
+        return match jwks_location_from_discovery(&body).and_then(|location| provider.jwks_target(location)) {
+            Ok(target) => Outcome::FetchJwks(target),
             Err(e) => Outcome::Failed(e),
         };
     }
@@ -259,14 +304,17 @@ fn read_response(provider: &RemoteProvider, step: FetchStep, body_size: usize) -
     }
 }
 
-fn fail(filter: &mut Filter, index: usize, now_ms: u64, reason: String) {
+fn fail(filter: &mut Filter, index: usize, now_ms: u64, target: &Target, reason: String) {
     let Some(provider) = filter.remote[index].as_mut() else { return };
     let policy = provider.source.policy;
     provider.finish(|r| r.failed(now_ms, &policy));
     provider.events += 1;
     let retry_ms = provider.record.next_attempt_ms.saturating_sub(now_ms);
     let kept = if provider.keys.is_some() { "keeping the last good keys" } else { "no keys yet" };
-    warn!("wasm-authn: provider {}: JWKS fetch failed: {reason}; {kept}; retrying in {retry_ms} ms", provider.name);
+    warn!(
+        "wasm-authn: provider {}: JWKS fetch failed ({target}): {reason}; {kept}; retrying in {retry_ms} ms",
+        provider.name
+    );
     let metric = format!("jwks_fetch_failed.{}", provider.metric_name);
     filter.metrics.increment(&metric);
 }

@@ -3,6 +3,7 @@
 //! context runs the request path (`request`).
 
 mod filter;
+mod headers;
 mod jwks;
 mod metrics;
 mod request;
@@ -16,10 +17,9 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|context_id| Box::new(root::AuthnRoot::new(context_id)));
 }}
 
-/// Unix time in milliseconds from the host (never the VM's own clock).
-pub(crate) fn now_ms() -> u64 {
-    proxy_wasm::hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_millis() as u64)
+/// Unix time in milliseconds from the host (never the VM's own clock); None when
+/// the host cannot tell, and then nothing that depends on time may pass.
+pub(crate) fn now_ms() -> Option<u64> {
+    let since_epoch = proxy_wasm::hostcalls::get_current_time().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?;
+    u64::try_from(since_epoch.as_millis()).ok().filter(|ms| *ms > 0)
 }

@@ -58,10 +58,11 @@ struct HeaderChanges {
 /// Decide one request and carry the decision out. `resumed` is true when the
 /// request was paused for keys and is decided again from the root context.
 pub fn decide_request(filter: &SharedFilter, context_id: u32, resumed: bool) -> Action {
-    let Some(headers) = request_headers() else {
-        return Action::Pause; // fail closed: a request whose headers cannot be read never passes
+    // Fail closed: a request whose headers or time cannot be read never passes.
+    let (Some(headers), Some(now)) = (super::headers::request_headers(), now_ms()) else {
+        send_rejection(&Rejection::host_unavailable());
+        return Action::Pause;
     };
-    let now = now_ms();
     let effect = {
         let Ok(mut f) = filter.try_borrow_mut() else {
             // Never expected (the host calls one context at a time); fail closed.
@@ -80,8 +81,8 @@ pub fn decide_request(filter: &SharedFilter, context_id: u32, resumed: bool) -> 
             decision = decide(f, &facts, now);
         }
         match decision {
-            Decision::Bypass { remove_headers } => {
-                let changes = HeaderChanges { remove: remove_headers, ..HeaderChanges::default() };
+            Decision::Bypass { remove_headers, new_path } => {
+                let changes = HeaderChanges { remove: remove_headers, set: Vec::new(), path: new_path };
                 f.metrics.increment("bypassed");
                 f.waiting.remove(&context_id);
                 Effect::Continue(changes)
@@ -149,20 +150,6 @@ pub fn decide_request(filter: &SharedFilter, context_id: u32, resumed: bool) -> 
             Action::Pause
         }
     }
-}
-
-/// The request headers. Values are bytes (HTTP allows obs-text) and the SDK's `get_map`
-/// panics on one that is not UTF-8, so read bytes and decode lossily where needed.
-fn request_headers() -> Option<Vec<(String, String)>> {
-    let raw = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).ok()?;
-    let decoded = raw
-        .into_iter()
-        .map(|(name, value)| {
-            let value = String::from_utf8(value).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-            (name, value)
-        })
-        .collect();
-    Some(decoded)
 }
 
 fn decide(f: &mut super::filter::Filter, facts: &RequestFacts, now_ms: u64) -> Decision {

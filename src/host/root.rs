@@ -44,7 +44,9 @@ impl Context for AuthnRoot {
         // callback (the SDK holds its HTTP-context table borrowed while it runs).
         if let Some(filter) = &self.filter {
             if let Ok(mut f) = filter.try_borrow_mut() {
-                jwks::on_response(&mut f, token_id, body_size, now_ms());
+                if let Some(now) = now_ms() {
+                    jwks::on_response(&mut f, token_id, body_size, now);
+                }
             }
         }
         tick_fast();
@@ -79,8 +81,7 @@ impl RootContext for AuthnRoot {
     }
 
     fn on_tick(&mut self) {
-        let Some(filter) = self.filter.clone() else { return };
-        let now = now_ms();
+        let (Some(filter), Some(now)) = (self.filter.clone(), now_ms()) else { return };
         let ready = {
             let Ok(mut f) = filter.try_borrow_mut() else { return };
             // Fetch first, while the effective context is still this root (calls belong to it).

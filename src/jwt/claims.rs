@@ -57,13 +57,18 @@ pub(super) fn check_claims(
     Ok(expires_at)
 }
 
-/// RFC 7519 NumericDate: seconds, possibly fractional; anything else is malformed.
+/// 9999-12-31T23:59:59Z: a later time (`1e308`, `2^64`) is a way of saying "never", not a date.
+pub const MAX_NUMERIC_DATE: u64 = 253_402_300_799;
+
+/// RFC 7519 NumericDate: seconds, possibly fractional, up to MAX_NUMERIC_DATE; anything else is malformed.
 fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, JwtError> {
     let Some(value) = claims.get(name) else {
         return Ok(None);
     };
-    let seconds = value.as_u64().or_else(|| value.as_f64().filter(|s| s.is_finite() && *s >= 0.0).map(|s| s as u64));
-    seconds.map(Some).ok_or(JwtError::Malformed)
+    let seconds = value.as_u64().or_else(|| {
+        value.as_f64().filter(|s| s.is_finite() && *s >= 0.0 && *s <= MAX_NUMERIC_DATE as f64).map(|s| s as u64)
+    });
+    seconds.filter(|s| *s <= MAX_NUMERIC_DATE).map(Some).ok_or(JwtError::Malformed)
 }
 
 fn audience_allowed(aud: Option<&Value>, allowed: &[String]) -> bool {
@@ -83,10 +88,14 @@ pub(super) fn principal(claims: &Map<String, Value>, principal_claim: &str) -> R
         Some(Value::Number(number)) => number.to_string(),
         _ => return Err(JwtError::MissingPrincipal),
     };
-    if is_safe_header_value(&id) {
+    if id.is_empty() {
+        return Err(JwtError::MissingPrincipal);
+    }
+    // " admin" must not become `admin` upstream once a proxy trims the value.
+    if is_safe_header_value(&id) && id.trim() == id {
         Ok(id)
     } else {
-        Err(JwtError::MissingPrincipal)
+        Err(JwtError::InvalidPrincipal)
     }
 }
 

@@ -159,12 +159,19 @@ impl KeySet {
         Ok(KeySet { keys })
     }
 
-    /// One SubjectPublicKeyInfo PEM key (`BEGIN PUBLIC KEY`: RSA, EC P-256 or Ed25519),
-    /// bound to the RS*/PS* family, ES256 or EdDSA respectively. Errors are at `path`.
+    /// SubjectPublicKeyInfo PEM keys (`BEGIN PUBLIC KEY`: RSA, EC P-256 or Ed25519),
+    /// one or more blocks, each bound to the RS*/PS* family, ES256 or EdDSA
+    /// respectively. Errors are at `path` (`path[i]` for the i-th block of several).
     pub fn from_pem(pem: &str, kid: Option<String>, path: &str) -> Result<KeySet, ConfigError> {
-        let der = pem_to_der(pem).map_err(|message| ConfigError::new(path, message))?;
-        let (material, algorithms) = key_from_spki(&der).map_err(|message| ConfigError::new(path, message))?;
-        Ok(KeySet { keys: vec![Key { kid, algorithms, material }] })
+        let blocks = pem_blocks(pem).map_err(|message| ConfigError::new(path, message))?;
+        let several = blocks.len() > 1;
+        let mut keys = Vec::with_capacity(blocks.len());
+        for (i, der) in blocks.iter().enumerate() {
+            let at = if several { format!("{path}[{i}]") } else { path.to_string() };
+            let (material, algorithms) = key_from_spki(der).map_err(|message| ConfigError::new(at, message))?;
+            keys.push(Key { kid: kid.clone(), algorithms, material });
+        }
+        Ok(KeySet { keys })
     }
 
     pub fn len(&self) -> usize {
@@ -351,16 +358,38 @@ fn ed25519_key(bytes: &[u8]) -> Result<ed25519_compact::PublicKey, String> {
     if bytes.len() != ED25519_KEY_BYTES {
         return Err(format!("must be {ED25519_KEY_BYTES} bytes for Ed25519"));
     }
-    ed25519_compact::PublicKey::from_slice(bytes).map_err(|_| "not a valid Ed25519 public key".to_string())
+    let key =
+        ed25519_compact::PublicKey::from_slice(bytes).map_err(|_| "not a valid Ed25519 public key".to_string())?;
+    // A small-order key verifies forged signatures in lax implementations; refuse it outright.
+    key.validate().map_err(|err| match err {
+        ed25519_compact::Error::WeakPublicKey => "a small-order (weak) Ed25519 public key".to_string(),
+        _ => "not a valid Ed25519 public key".to_string(),
+    })?;
+    Ok(key)
 }
 
 const PEM_BEGIN: &str = "-----BEGIN PUBLIC KEY-----";
 const PEM_END: &str = "-----END PUBLIC KEY-----";
 
-/// The DER inside exactly one `BEGIN PUBLIC KEY` block.
-fn pem_to_der(pem: &str) -> Result<Vec<u8>, String> {
-    let pem = pem.trim();
-    let Some(body) = pem.strip_prefix(PEM_BEGIN).and_then(|rest| rest.strip_suffix(PEM_END)) else {
+/// Most PEM blocks in one `local_pem` (as many as a JWKS may hold).
+const MAX_PEM_BLOCKS: usize = MAX_JWKS_KEYS;
+
+/// The DER inside each `BEGIN PUBLIC KEY` block; text between blocks is ignored.
+fn pem_blocks(pem: &str) -> Result<Vec<Vec<u8>>, String> {
+    let mut blocks = Vec::new();
+    let mut rest = pem.trim();
+    while let Some(start) = rest.find(PEM_BEGIN) {
+        let after_begin = &rest[start + PEM_BEGIN.len()..];
+        let end = after_begin.find(PEM_END).ok_or_else(|| format!("PEM block {} has no END line", blocks.len()))?;
+        let base64_text: String = after_begin[..end].chars().filter(|c| !c.is_ascii_whitespace()).collect();
+        let der = STANDARD.decode(base64_text).map_err(|_| format!("invalid base64 in PEM block {}", blocks.len()))?;
+        blocks.push(der);
+        if blocks.len() > MAX_PEM_BLOCKS {
+            return Err(format!("at most {MAX_PEM_BLOCKS} PEM blocks"));
+        }
+        rest = &after_begin[end + PEM_END.len()..];
+    }
+    if blocks.is_empty() {
         return Err(if pem.contains("PRIVATE KEY") {
             "private keys must not be configured; use the public key (BEGIN PUBLIC KEY)".to_string()
         } else if pem.contains("BEGIN RSA PUBLIC KEY") {
@@ -368,11 +397,13 @@ fn pem_to_der(pem: &str) -> Result<Vec<u8>, String> {
         } else if pem.contains("BEGIN CERTIFICATE") {
             "certificates are not supported; use the public key (BEGIN PUBLIC KEY)".to_string()
         } else {
-            "must be one PEM block \"BEGIN PUBLIC KEY\"".to_string()
+            "must hold PEM blocks \"BEGIN PUBLIC KEY\"".to_string()
         });
-    };
-    let base64_text: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    STANDARD.decode(base64_text).map_err(|_| "invalid base64 in PEM body".to_string())
+    }
+    if pem.contains("PRIVATE KEY") {
+        return Err("private keys must not be configured; use the public key (BEGIN PUBLIC KEY)".to_string());
+    }
+    Ok(blocks)
 }
 
 fn key_from_spki(der: &[u8]) -> Result<(KeyMaterial, Vec<Algorithm>), String> {

@@ -13,7 +13,7 @@ pub use claims::claim_at;
 pub use der::ecdsa_jws_to_der;
 pub use keys::{Key, KeySet, MAX_JWKS_KEYS};
 pub use provider::{ClaimToHeader, Provider, ProviderConfig};
-pub use verify::{verify, MAX_PAYLOAD_BYTES, MAX_TOKEN_BYTES};
+pub use verify::{verify, MAX_PAYLOAD_BYTES, MAX_PURE_PUBLIC_KEY_CHECKS, MAX_SIGNATURE_CHECKS, MAX_TOKEN_BYTES};
 
 /// The JWS algorithms this filter verifies. Anything else (`none` first) is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +103,8 @@ pub enum JwtError {
     MissingExpiration,
     LifetimeTooLong,
     MissingPrincipal,
+    /// A principal claim that cannot be a header value, or has surrounding whitespace.
+    InvalidPrincipal,
 }
 
 impl JwtError {
@@ -122,6 +124,7 @@ impl JwtError {
             JwtError::MissingExpiration => "expiration required",
             JwtError::LifetimeTooLong => "token lifetime too long",
             JwtError::MissingPrincipal => "principal claim missing",
+            JwtError::InvalidPrincipal => "principal claim invalid",
         }
     }
 
@@ -141,6 +144,7 @@ impl JwtError {
             JwtError::MissingExpiration => "jwt_no_expiration",
             JwtError::LifetimeTooLong => "jwt_lifetime",
             JwtError::MissingPrincipal => "jwt_no_principal",
+            JwtError::InvalidPrincipal => "jwt_bad_principal",
         }
     }
 }

@@ -252,7 +252,11 @@ fn lifetime_is_bounded() {
 #[test]
 fn time_claims_must_be_numbers() {
     let providers = [provider(base_config())];
-    for bad in [json!({"exp": "soon"}), json!({"nbf": null}), json!({"iat": -5}), json!({"exp": [1]})] {
+    let absurd = [json!({"exp": 1e308}), json!({"exp": 18446744073709551615u64}), json!({"exp": 253402300800u64})];
+    for bad in [json!({"exp": "soon"}), json!({"nbf": null}), json!({"iat": -5}), json!({"exp": [1]})]
+        .into_iter()
+        .chain(absurd)
+    {
         assert_eq!(check(&rs256(&claims_with(bad.clone())), &providers), Err(JwtError::Malformed), "{bad}");
     }
     // NumericDate may be fractional.
@@ -499,8 +503,11 @@ fn claim_at_prefers_the_whole_name() {
 fn principal_must_be_a_usable_string_or_number() {
     let providers = [provider(base_config())];
     assert_eq!(check(&rs256(&claims_with(json!({"sub": 12345}))), &providers).unwrap().principal, "12345");
-    for bad in [json!(""), json!(null), json!(["alice"]), json!({"id": 1}), json!("a\nb")] {
+    for bad in [json!(""), json!(null), json!(["alice"]), json!({"id": 1})] {
         assert_eq!(check(&rs256(&claims_with(json!({"sub": bad}))), &providers), Err(JwtError::MissingPrincipal));
+    }
+    for bad in [json!("a\nb"), json!(" admin"), json!("admin "), json!("\tadmin")] {
+        assert_eq!(check(&rs256(&claims_with(json!({"sub": bad}))), &providers), Err(JwtError::InvalidPrincipal));
     }
     let mut no_sub = claims();
     no_sub.as_object_mut().unwrap().remove("sub");
@@ -559,6 +566,46 @@ impl SignatureBackend for FixedBackend {
         self.calls.borrow_mut().push((alg, spki_der.to_vec(), signature.to_vec()));
         self.answer
     }
+}
+
+/// Counts the calls that reach the host, answering like it.
+struct CountingBackend(RefCell<usize>, bool);
+
+impl SignatureBackend for CountingBackend {
+    fn verify(&self, _: Algorithm, _: &[u8], _: &[u8], _: &[u8]) -> Option<bool> {
+        *self.0.borrow_mut() += 1;
+        Some(self.1)
+    }
+}
+
+#[test]
+fn signature_work_per_token_is_bounded() {
+    // 64 RSA keys without `alg`: each may verify every RS* and PS*.
+    let keys: Vec<Value> = (0..MAX_JWKS_KEYS).map(|i| with_kid(fixture_jwk("rsa2048"), &format!("k{i}"))).collect();
+    let providers = [provider(merged(base_config(), json!({"local_jwks": {"keys": keys}})))];
+    let forged_rs256 = replace_signature(&mint(jsonwebtoken::Algorithm::RS256, None, &claims()), |sig| sig[7] ^= 1);
+    let host = CountingBackend(RefCell::new(0), false);
+    assert_eq!(check_with(&forged_rs256, &providers, &[None], &host), Err(JwtError::BadSignature));
+    assert_eq!(*host.0.borrow(), MAX_SIGNATURE_CHECKS, "host checks are bounded");
+
+    // PS256 is pure Rust: one key is tried, so a token signed by the second kid-less key fails.
+    let other = json!({"kty": "oct", "k": URL_SAFE_NO_PAD.encode([9u8; 32])});
+    let two_rsa =
+        json!({"keys": [{"kty": "RSA", "n": keys_rsa_n_flipped(), "e": "AQAB"}, fixture_jwk("rsa2048"), other]});
+    let providers = [provider(merged(base_config(), json!({"local_jwks": two_rsa})))];
+    let ps256 = mint(jsonwebtoken::Algorithm::PS256, None, &claims());
+    assert_eq!(check(&ps256, &providers), Err(JwtError::BadSignature));
+    // With the signing key alone it verifies.
+    assert!(check(&mint(jsonwebtoken::Algorithm::PS256, None, &claims()), &[provider(base_config())]).is_ok());
+}
+
+/// A valid 2048-bit modulus that is not the fixture key's (its last byte changed to another odd value).
+fn keys_rsa_n_flipped() -> String {
+    let n = fixture_jwk("rsa2048")["n"].as_str().unwrap().to_string();
+    let mut bytes = URL_SAFE_NO_PAD.decode(&n).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x02;
+    URL_SAFE_NO_PAD.encode(bytes)
 }
 
 #[test]
@@ -659,6 +706,22 @@ fn strict_jwks_errors_name_the_key_and_field() {
         config_error(merged(base_config(), json!({"local_jwks": [1]}))),
         format!("{p}: must be a JWKS object with a \"keys\" array")
     );
+}
+
+#[test]
+fn small_order_ed25519_keys_are_refused_at_load_and_fetch() {
+    let identity = [1u8].iter().chain([0u8; 31].iter()).copied().collect::<Vec<u8>>();
+    let order_8: [u8; 32] = [
+        0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4, 0x89, 0xf2, 0xef, 0x98, 0xf0, 0xd5, 0xdf,
+        0xac, 0x05, 0xd3, 0xc6, 0x33, 0x39, 0xb1, 0x38, 0x02, 0x88, 0x6d, 0x53, 0xfc, 0x05,
+    ];
+    for weak in [identity.as_slice(), &order_8, &[0u8; 32]] {
+        let jwk = json!({"kty": "OKP", "crv": "Ed25519", "kid": "weak", "x": URL_SAFE_NO_PAD.encode(weak)});
+        let error = jwks_error(json!([jwk.clone()]));
+        assert!(error.ends_with("keys[0].x: a small-order (weak) Ed25519 public key"), "{error}");
+        let remote = json!({"keys": [jwk, fixture_jwk("ed25519")]}).to_string();
+        assert_eq!(KeySet::from_remote_jwks(remote.as_bytes()).unwrap().len(), 1);
+    }
 }
 
 #[test]
@@ -765,15 +828,25 @@ fn pem_errors_explain_what_to_use_instead() {
     assert!(error(EC_P384_PUBLIC).ends_with("only P-256 is supported"));
     assert_eq!(
         error("-----BEGIN PUBLIC KEY-----\n!!!\n-----END PUBLIC KEY-----"),
-        "jwt.providers[0].local_pem: invalid base64 in PEM body"
+        "jwt.providers[0].local_pem: invalid base64 in PEM block 0"
     );
     assert_eq!(
         error("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----"),
         "jwt.providers[0].local_pem: not a valid SubjectPublicKeyInfo"
     );
-    assert_eq!(error(""), "jwt.providers[0].local_pem: must be one PEM block \"BEGIN PUBLIC KEY\"");
-    let two_blocks = format!("{RSA_PUBLIC}{EC_PUBLIC}");
-    assert!(error(&two_blocks).starts_with("jwt.providers[0].local_pem: "));
+    assert_eq!(error(""), "jwt.providers[0].local_pem: must hold PEM blocks \"BEGIN PUBLIC KEY\"");
+    let rsa_then_p384 = format!("{RSA_PUBLIC}{EC_P384_PUBLIC}");
+    assert!(error(&rsa_then_p384).starts_with("jwt.providers[0].local_pem[1]: "), "{}", error(&rsa_then_p384));
+    assert!(error(&format!("{RSA_PUBLIC}{RSA_PRIVATE}")).contains("private keys must not be configured"));
+}
+
+#[test]
+fn several_pem_blocks_are_several_keys() {
+    let set = KeySet::from_pem(&format!("{RSA_PUBLIC}\n{EC_PUBLIC}{ED_PUBLIC}"), None, "p").unwrap();
+    let algorithms: Vec<&[Algorithm]> = set.keys().iter().map(|k| k.algorithms()).collect();
+    assert_eq!(algorithms.len(), 3);
+    assert_eq!(algorithms[1], &[Algorithm::ES256]);
+    assert_eq!(algorithms[2], &[Algorithm::EdDSA]);
 }
 
 // ---- provider configuration ----

@@ -199,11 +199,24 @@ def _set_cluster_port(cfg: dict, name: str, port: int) -> None:
     raise KeyError(f"no cluster {name!r} in the Envoy config")
 
 
+def _hcm(cfg: dict) -> dict:
+    """The HTTP connection manager of the first listener."""
+    for flt in cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"]:
+        if flt["name"] == "envoy.filters.network.http_connection_manager":
+            return flt["typed_config"]
+    raise KeyError("no http_connection_manager in the Envoy config")
+
+
 def render_envoy_config(*, listener_port: int, admin_port: int, echo_port: int, jwks_port: int,
                         plugin_config: Union[None, Mapping, str] = None,
-                        wasm: Optional[str] = None, base: Optional[dict] = None) -> dict:
+                        wasm: Optional[str] = None, base: Optional[dict] = None,
+                        hcm_overrides: Optional[Mapping[str, Any]] = None,
+                        http_filters_before: Iterable[dict] = ()) -> dict:
     """envoy/envoy.yaml with the ports replaced and, if given, the plugin configuration
-    (a dict is serialized to JSON, a str is used verbatim) and the module path."""
+    (a dict is serialized to JSON, a str is used verbatim) and the module path.
+    hcm_overrides: fields of the HTTP connection manager to set (None removes one),
+    e.g. {"normalize_path": False}; http_filters_before: HTTP filters placed before
+    wasm-authn (e.g. a Lua filter that adds headers)."""
     cfg = copy.deepcopy(base if base is not None else load_envoy_yaml())
     cfg["admin"]["address"]["socket_address"]["port_value"] = admin_port
     listeners = cfg["static_resources"]["listeners"]
@@ -216,6 +229,15 @@ def render_envoy_config(*, listener_port: int, admin_port: int, echo_port: int, 
         wcfg["configuration"]["value"] = value
     if wasm is not None:
         wcfg["vm_config"]["code"]["local"]["filename"] = wasm
+    hcm = _hcm(cfg)
+    for key, value in (hcm_overrides or {}).items():
+        if value is None:
+            hcm.pop(key, None)
+        else:
+            hcm[key] = copy.deepcopy(value)
+    before = [copy.deepcopy(f) for f in http_filters_before]
+    if before:
+        hcm["http_filters"][0:0] = before
     return cfg
 
 
@@ -237,13 +259,16 @@ class EnvoyHarness:
                    envoy/jwks_server.py when demo_jwks is true, else a closed port.
     wasm:          module to load; default WASM_AUTHN_WASM or the release build.
     extra_args:    more Envoy command-line arguments.
+    hcm_overrides, http_filters_before: see render_envoy_config.
     """
 
     def __init__(self, plugin_config: Union[None, Mapping, str] = None, *,
                  concurrency: Optional[int] = None, jwks_port: Optional[int] = None,
                  demo_jwks: bool = False, wasm: Optional[str] = None,
                  extra_args: Iterable[str] = (), log_level: str = "info",
-                 start_timeout: float = START_TIMEOUT):
+                 start_timeout: float = START_TIMEOUT,
+                 hcm_overrides: Optional[Mapping[str, Any]] = None,
+                 http_filters_before: Iterable[dict] = ()):
         self.plugin_config = plugin_config
         self.concurrency = concurrency
         self.jwks_port = jwks_port
@@ -252,6 +277,8 @@ class EnvoyHarness:
         self.extra_args = list(extra_args)
         self.log_level = log_level
         self.start_timeout = start_timeout
+        self.hcm_overrides = dict(hcm_overrides or {})
+        self.http_filters_before = list(http_filters_before)
         self.tmpdir: Optional[str] = None
         self.listener_port = self.admin_port = self.echo_port = 0
         self.envoy: Optional[subprocess.Popen] = None
@@ -317,7 +344,8 @@ class EnvoyHarness:
         wasm = self.wasm if os.path.abspath(self.wasm) != os.path.abspath(DEFAULT_WASM) else None
         cfg = render_envoy_config(listener_port=self.listener_port, admin_port=self.admin_port,
                                   echo_port=self.echo_port, jwks_port=self.jwks_port,
-                                  plugin_config=self.plugin_config, wasm=wasm)
+                                  plugin_config=self.plugin_config, wasm=wasm,
+                                  hcm_overrides=self.hcm_overrides, http_filters_before=self.http_filters_before)
         path = os.path.join(self.tmpdir, "envoy.yaml")
         with open(path, "w") as f:
             yaml.safe_dump(cfg, f, sort_keys=False)

@@ -38,6 +38,8 @@ API_KEYS = {"reporting": "rk_live_7f3a9c2b1d", "old-batch": "ob_dead_0000aaaa"}
 
 BASIC_CHALLENGE = 'Basic realm="api", charset="UTF-8"'
 BEARER_CHALLENGE = 'Bearer realm="api"'
+API_KEY_CHALLENGE = 'ApiKey realm="api", header="x-api-key"'
+ALL_CHALLENGES = (BASIC_CHALLENGE, BEARER_CHALLENGE, API_KEY_CHALLENGE)
 MISSING_BODY = {"error": "unauthorized", "message": "credentials are required"}
 
 
@@ -244,7 +246,7 @@ def assert_invalid_token(r, desc, realm="api", secret=None):
 
 def assert_invalid_credentials(r, message):
     assert r.status == 401, (r.status, r.headers, r.body)
-    assert sorted(r.headers.get_all("www-authenticate")) == sorted([BASIC_CHALLENGE, BEARER_CHALLENGE]), r.headers
+    assert sorted(r.headers.get_all("www-authenticate")) == sorted(ALL_CHALLENGES), r.headers
     body = r.json()
     assert set(body) == {"error", "message"}, body
     assert body["error"] == "invalid_credentials", body
@@ -256,7 +258,7 @@ def assert_invalid_credentials(r, message):
         assert isinstance(body["message"], str) and body["message"], body
 
 
-def assert_missing(r, challenges=(BASIC_CHALLENGE, BEARER_CHALLENGE)):
+def assert_missing(r, challenges=ALL_CHALLENGES):
     assert r.status == 401, (r.status, r.headers, r.body)
     assert sorted(r.headers.get_all("www-authenticate")) == sorted(challenges), r.headers
     assert r.json() == MISSING_BODY

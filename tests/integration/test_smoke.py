@@ -183,5 +183,6 @@ def test_istio_example_plugin_config_is_accepted(envoy_factory):
     h = envoy_factory(plugin["spec"]["pluginConfig"])
     r = h.request("GET", "/orders", {})
     assert r.status == 401
-    assert r.headers.get_all("www-authenticate") == ['Basic realm="api", charset="UTF-8"', 'Bearer realm="api"']
+    assert r.headers.get_all("www-authenticate") == [
+        'Basic realm="api", charset="UTF-8"', 'Bearer realm="api"', 'ApiKey realm="api", header="x-api-key"']
     assert h.request("GET", "/healthz", {}).status == 200

@@ -1,0 +1,322 @@
+"""The security review's findings (issue 7), each tried in a real Envoy as an attacker would.
+
+LAX is an Envoy with every path and header protection of the bundled envoy.yaml
+turned off (no path normalization, slashes not merged, escaped slashes kept,
+underscores in header names allowed): the filter must be safe on its own. The
+bundled settings are tried separately. Tokens are minted with PyJWT.
+"""
+from __future__ import annotations
+
+import base64
+import time
+
+import jwt as pyjwt
+import pytest
+
+from harness import EnvoyHarness, JwksServer
+from tokens import b64u, basic_header, ed25519_key, jwk, mint, now, public_pem, p256_key, raw_token, rsa_key, sha256_hash
+
+ISS = "https://id.sec.example"
+SECRET = b"security-test-hmac-secret-of-32-bytes!!"
+PASSWORD = "alice-pass"
+GOOD_KEY, DISABLED_KEY = "k-good-0123456789", "k-disabled-0123456789"
+
+LAX_ENVOY = {
+    "normalize_path": False,
+    "merge_slashes": False,
+    "path_with_escaped_slashes_action": "KEEP_UNCHANGED",
+    "common_http_protocol_options": {"headers_with_underscores_action": "ALLOW"},
+}
+
+
+def provider(**over):
+    p = {"name": "sec", "issuer": ISS, "require_expiration": True,
+         "local_jwks": {"keys": [{"kty": "oct", "kid": "h1", "alg": "HS256", "k": b64u(SECRET)}]}}
+    p.update(over)
+    return p
+
+
+CONFIG = {
+    "bypass": [{"path_prefix": "/healthz"}, {"path_prefix": "/public/", "method": "GET"}],
+    "basic": {"users": [{"name": "alice", "password_hash": sha256_hash(PASSWORD)}]},
+    "api_keys": {
+        "headers": ["x-api-key", "x-cdata-authtoken"],
+        "query_param": "api_key",
+        "clients": [{"id": "good", "key_hash": sha256_hash(GOOD_KEY)},
+                    {"id": "old", "key_hash": sha256_hash(DISABLED_KEY), "disabled": True}],
+    },
+    "jwt": {"providers": [provider(claim_to_headers=[{"claim": "team", "header": "x-team"}])]},
+}
+
+
+def token(**claims):
+    t = now()
+    body = {"iss": ISS, "sub": "user-1", "iat": t, "exp": t + 300}
+    body.update(claims)
+    return pyjwt.encode({k: v for k, v in body.items() if v is not None}, SECRET, algorithm="HS256",
+                        headers={"kid": "h1"})
+
+
+def bearer(t=None):
+    return "Bearer " + (t or token())
+
+
+def echo(r):
+    assert r.status == 200, (r.status, r.headers, r.body[:300])
+    return EnvoyHarness.upstream_request(r)
+
+
+@pytest.fixture(scope="module")
+def lax(envoy_factory):
+    return envoy_factory(CONFIG, hcm_overrides=LAX_ENVOY)
+
+
+@pytest.fixture(scope="module")
+def bundled(envoy_factory):
+    return envoy_factory(CONFIG)
+
+
+# --------------------------------------------------------------------------
+# 3. Bypass prefixes match the normalized path, at segment boundaries
+
+
+ESCAPES = ["/healthz/../orders", "/healthz/%2e%2e/orders", "/healthz/%2E%2E/orders", "/healthz/..%2forders",
+           "/healthz/..%2Forders", "/healthz\\..\\orders", "/healthz/..\\orders", "/healthzadmin", "/healthz%2Forders",
+           "/public/../admin", "/public/%2e%2e/admin", "/public/..%2fadmin", "/healthz/%2e%2e%2forders"]
+
+
+@pytest.mark.parametrize("path", ESCAPES)
+def test_bypass_cannot_be_escaped_whatever_envoy_does(lax, path):
+    r = lax.request("GET", path)
+    assert r.status == 401, (path, r.status, r.body[:200])
+
+
+def test_absolute_form_cannot_escape_a_bypass(lax):
+    r = lax.request("GET", "http://h/healthz/../orders")
+    assert r.status in (400, 401), (r.status, r.body[:200])
+    assert r.status != 200
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/healthz/", "/healthz/live", "//healthz/live", "/%68ealthz",
+                                  "/x/../healthz", "/public/docs"])
+def test_bypass_still_matches_its_own_paths(lax, path):
+    seen = echo(lax.request("GET", path))
+    # The filter matches on a normal form, but forwards what Envoy has (Python's
+    # http.server, the echo upstream, folds a leading "//" itself).
+    assert seen["path"] == path or path.startswith("//")
+
+
+def test_bypass_method_rule_matches_the_normalized_path(lax):
+    assert lax.request("POST", "/public/docs").status == 401
+
+
+@pytest.mark.parametrize("path,status", [("/healthz/../orders", 401), ("/healthz/..%2forders", 400),
+                                         ("/healthz%5c..%5corders", 400)])
+def test_bundled_envoy_settings_normalize_or_refuse(bundled, path, status):
+    r = bundled.request("GET", path)
+    assert r.status == status, (path, r.status, r.body[:200])
+
+
+def test_bundled_envoy_refuses_underscore_headers(bundled):
+    r = bundled.request("GET", "/healthz", {"X_Auth_Principal": "root"})
+    assert r.status == 400, (r.status, r.body[:200])
+
+
+# --------------------------------------------------------------------------
+# 4. No unverified credential reaches the upstream
+
+
+def test_valid_bearer_with_disabled_api_keys(lax):
+    seen = echo(lax.request("GET", "/o", {"authorization": bearer(), "x-api-key": DISABLED_KEY,
+                                          "x-cdata-authtoken": DISABLED_KEY}))
+    assert seen["headers"]["x-auth-principal"] == "user-1"
+    for name in ("authorization", "x-api-key", "x-cdata-authtoken"):
+        assert name not in seen["headers"], seen
+
+
+def test_valid_api_key_with_a_disabled_second_header(lax):
+    seen = echo(lax.request("GET", "/o", {"x-api-key": GOOD_KEY, "x-cdata-authtoken": DISABLED_KEY}))
+    assert seen["headers"]["x-auth-principal"] == "good"
+    assert "x-cdata-authtoken" not in seen["headers"] and "x-api-key" not in seen["headers"], seen
+
+
+def test_valid_basic_with_a_disabled_query_key(lax):
+    seen = echo(lax.request("GET", f"/o?a=1&api_key={DISABLED_KEY}",
+                            {"authorization": basic_header("alice", PASSWORD)}))
+    assert seen["headers"]["x-auth-principal"] == "alice"
+    assert seen["path"] == "/o?a=1", seen
+
+
+def test_every_spelling_of_the_query_key_is_removed(lax):
+    path = f"/o?api_key={GOOD_KEY}&api%5Fkey={DISABLED_KEY}&API_KEY={DISABLED_KEY}&api.key={DISABLED_KEY}&keep=1"
+    seen = echo(lax.request("GET", path))
+    assert seen["headers"]["x-auth-principal"] == "good"
+    assert seen["path"] == "/o?keep=1", seen
+
+
+def test_credentials_never_reach_the_upstream_of_a_bypass(lax):
+    seen = echo(lax.request("GET", f"/healthz?api_key={DISABLED_KEY}", {"x-api-key": DISABLED_KEY,
+                                                                         "authorization": bearer()}))
+    assert seen["path"] == "/healthz"
+    assert "x-api-key" not in seen["headers"] and "authorization" not in seen["headers"], seen
+
+
+def test_forward_credentials_forwards_only_the_verified_one(envoy_factory):
+    h = envoy_factory({**CONFIG, "forward_credentials": True})
+    seen = echo(h.request("GET", f"/o?api_key={DISABLED_KEY}", {"authorization": bearer(),
+                                                                 "x-api-key": DISABLED_KEY}))
+    assert seen["headers"]["authorization"].startswith("Bearer ")
+    assert "x-api-key" not in seen["headers"] and seen["path"] == "/o", seen
+
+
+# --------------------------------------------------------------------------
+# 6-8. Principal headers: forged, shadowed, padded
+
+
+@pytest.mark.parametrize("name", ["X_Auth_Principal", "x_auth_method", "X-Auth_Provider", "x_team"])
+def test_underscore_spellings_of_owned_headers_never_reach_the_upstream(lax, name):
+    for path, headers in (("/healthz", {}), ("/o", {"x-api-key": GOOD_KEY})):
+        seen = echo(lax.request("GET", path, {name: "root", **headers}))
+        assert name.lower() not in seen["headers"], seen
+    seen = echo(lax.request("GET", "/o", {name: "root", "x-api-key": GOOD_KEY}))
+    assert seen["headers"]["x-auth-principal"] == "good"
+
+
+@pytest.mark.parametrize("sub", [" admin", "admin ", "\tadmin"])
+def test_a_principal_with_surrounding_whitespace_is_refused(lax, sub):
+    r = lax.request("GET", "/o", {"authorization": bearer(token(sub=sub))})
+    assert r.status == 401, (r.status, r.body)
+    assert r.json() == {"error": "invalid_token", "message": "principal claim invalid"}
+
+
+@pytest.mark.parametrize("exp", ["1e308", "18446744073709551616", "253402300800"])
+def test_absurd_expiry_times_are_malformed(lax, exp):
+    t = now()
+    payload = '{"iss":"%s","sub":"u","iat":%d,"exp":%s}' % (ISS, t, exp)
+    header = b64u('{"alg":"HS256","kid":"h1"}')
+    signing_input = f"{header}.{b64u(payload)}"
+    import hashlib
+    import hmac
+    sig = b64u(hmac.new(SECRET, signing_input.encode(), hashlib.sha256).digest())
+    r = lax.request("GET", "/o", {"authorization": f"Bearer {signing_input}.{sig}"})
+    assert r.status == 401 and r.json()["message"] == "malformed token", (exp, r.status, r.body)
+
+
+# --------------------------------------------------------------------------
+# Bad configurations refused at load, naming the field
+
+
+WEAK_ED25519 = {"kty": "OKP", "crv": "Ed25519", "kid": "weak", "x": b64u(b"\x01" + b"\x00" * 31)}
+REFUSED = {
+    "claim-sets-principal": (
+        {"jwt": {"providers": [provider(claim_to_headers=[{"claim": "nick", "header": "x-auth-principal"}])]}},
+        "jwt.providers[0].claim_to_headers[0].header:"),
+    "principal-headers-shared": (
+        {"principal_headers": {"method": "x-auth-principal"}, "jwt": {"providers": [provider()]}},
+        "principal_headers.principal:"),
+    "small-order-ed25519": (
+        {"jwt": {"providers": [provider(local_jwks={"keys": [WEAK_ED25519]})]}},
+        "jwt.providers[0].local_jwks.keys[0].x: a small-order (weak) Ed25519 public key"),
+    "non-normal-bypass": (
+        {"bypass": [{"path_prefix": "/a/../b"}], "jwt": {"providers": [provider()]}}, "bypass[0].path_prefix:"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_dangerous_configuration_is_refused(case):
+    config, fragment = REFUSED[case]
+    code, log = EnvoyHarness(config, concurrency=1).start_expect_failure(timeout=15)
+    assert code not in (None, 0), log[-2000:]
+    lines = [line for line in log.splitlines() if "wasm-authn: configuration refused:" in line]
+    assert lines and fragment in lines[0], (fragment, lines, log[-2000:])
+
+
+# --------------------------------------------------------------------------
+# Safe by construction
+
+
+LUA_BAD_HEADER_NAME = {"name": "envoy.filters.http.lua", "typed_config": {
+    "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+    "default_source_code": {"inline_string":
+                            'function envoy_on_request(h) h:headers():add("x-bad\\255name", "v\\255") end'}}}
+
+
+def test_a_non_utf8_header_name_from_another_filter_does_not_kill_the_vm(envoy_factory):
+    h = envoy_factory(CONFIG, concurrency=1, http_filters_before=[LUA_BAD_HEADER_NAME])
+    for _ in range(3):
+        r = h.request("GET", "/o", {"x-api-key": "wrong-key"})
+        assert r.status == 401, (r.status, r.body)
+    assert "panicked" not in h.log_text()
+
+
+def test_cors_preflight_bypass_needs_a_real_preflight(envoy_factory):
+    h = envoy_factory({**CONFIG, "bypass": [], "bypass_cors_preflight": True})
+    preflight = {"origin": "https://app.example", "access-control-request-method": "POST"}
+    assert echo(h.request("OPTIONS", "/o", preflight))["method"] == "OPTIONS"
+    assert h.request("OPTIONS", "/o").status == 401
+    assert h.request("OPTIONS", "/o", {"origin": "https://app.example"}).status == 401
+
+
+def test_api_key_only_configuration_sends_a_challenge(envoy_factory):
+    h = envoy_factory({"api_keys": {"allow_basic": False, "clients": CONFIG["api_keys"]["clients"]}})
+    r = h.request("GET", "/o")
+    assert r.status == 401
+    assert r.headers.get_all("www-authenticate") == ['ApiKey realm="api", header="x-api-key"']
+
+
+def test_several_pem_blocks_are_several_keys(envoy_factory):
+    rsa, ec = rsa_key(), p256_key()
+    pem = (public_pem(rsa) + public_pem(ec)).decode()
+    h = envoy_factory({"jwt": {"providers": [{"name": "pem", "issuer": ISS, "local_pem": pem}]}})
+    for key, alg in ((rsa, "RS256"), (ec, "ES256")):
+        t = now()
+        tok = mint(key, alg, {"iss": ISS, "sub": alg, "iat": t, "exp": t + 60})
+        assert echo(h.request("GET", "/o", {"authorization": "Bearer " + tok}))["headers"]["x-auth-principal"] == alg
+
+
+# --------------------------------------------------------------------------
+# Remote keys, as a new user meets them
+
+
+def test_unknown_kid_while_the_endpoint_is_down_is_a_503(envoy_factory):
+    signer = rsa_key()
+    with JwksServer() as srv:
+        srv.set_jwks({"keys": [jwk(signer, "k1", "RS256")]})
+        config = {"jwt": {"jwks_wait_ms": 1500, "providers": [{
+            "name": "remote", "issuer": ISS,
+            "remote_jwks": {"cluster": "jwks", "authority": "jwks.test", "path": "/jwks.json"}}]},
+            "cache": {"max_entries": 0}}
+        h = envoy_factory(config, jwks_port=srv.port, fresh=True)
+        t = now()
+        claims = {"iss": ISS, "sub": "u", "iat": t, "exp": t + 300}
+        assert echo(h.request("GET", "/o", {"authorization": "Bearer " + mint(signer, "RS256", claims, kid="k1")}))
+        srv.refuse()
+        r = h.request("GET", "/o", {"authorization": "Bearer " + mint(signer, "RS256", claims, kid="k2")})
+        assert r.status == 503, (r.status, r.body)
+        assert r.headers.get("retry-after", "").isdigit()
+        # A known key keeps working while the endpoint is down.
+        assert echo(h.request("GET", "/o", {"authorization": "Bearer " + mint(signer, "RS256", claims, kid="k1")}))
+
+
+def test_discovery_with_a_jwks_uri_on_another_host(envoy_factory):
+    signer = rsa_key()
+    with JwksServer() as srv:
+        srv.set_discovery(jwks_path="/keys.json", authority="keys.other.example")
+        srv.set_jwks({"keys": [jwk(signer, "k1", "RS256")]}, path="/keys.json")
+        discovery = {"cluster": "jwks", "authority": "jwks.test"}
+        config = {"jwt": {"jwks_wait_ms": 1000, "providers": [{"name": "oidc", "issuer": ISS,
+                                                               "discovery": discovery}]}}
+        h = envoy_factory(config, jwks_port=srv.port, fresh=True)
+        deadline = time.monotonic() + 5
+        while "discovery.jwks_cluster" not in h.log_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "jwks_uri is on host keys.other.example, not on jwks.test: set discovery.jwks_cluster" \
+            in h.log_text(), h.log_text()[-2000:]
+        assert srv.hits("/keys.json") == 0
+
+        config["jwt"]["providers"][0]["discovery"] = {**discovery, "jwks_cluster": "jwks"}
+        h = envoy_factory(config, jwks_port=srv.port, fresh=True)
+        t = now()
+        tok = mint(signer, "RS256", {"iss": ISS, "sub": "u", "iat": t, "exp": t + 60}, kid="k1")
+        assert echo(h.request("GET", "/o", {"authorization": "Bearer " + tok}))
+        assert srv.log[-1][2] == "/keys.json"
