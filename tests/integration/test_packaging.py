@@ -3,7 +3,9 @@ the way a registry client reads it (skopeo, from the Debian package scripts/setu
 installs), checked against what Istio's WasmPlugin image fetcher accepts (istio/istio
 pkg/wasm/imagefetcher.go, the "compat" variant): a manifest that is not Docker
 schema 2, one layer of media type application/vnd.oci.image.layer.v1.tar+gzip, a
-gzip tar in it holding `plugin.wasm`, the very bytes of the built module."""
+gzip tar in it holding `plugin.wasm`, the very bytes of the built module. Also the
+Istio example (envoy/istio-wasmplugin.yaml): its sha256 pin and its TLS route to the
+identity provider."""
 import hashlib
 import json
 import os
@@ -13,10 +15,12 @@ import subprocess
 import tarfile
 
 import pytest
+import yaml
 
 from harness import REPO_ROOT
 
 BUILD_OCI = os.path.join(REPO_ROOT, "scripts", "build-oci.sh")
+ISTIO_EXAMPLE = os.path.join(REPO_ROOT, "envoy", "istio-wasmplugin.yaml")
 TAG = "test"
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -143,3 +147,49 @@ def test_build_refuses_a_file_that_is_not_wasm(tmp_path):
     assert p.returncode != 0 and "not a wasm module" in p.stderr
     assert not (tmp_path / "out").exists()
 
+
+# ---- the Istio example ---------------------------------------------------------
+
+def _istio_docs():
+    with open(ISTIO_EXAMPLE) as f:
+        docs = {}
+        for d in yaml.safe_load_all(f):
+            assert d["kind"] not in docs, d["kind"]
+            docs[d["kind"]] = d
+    assert set(docs) == {"WasmPlugin", "ServiceEntry", "DestinationRule"}, sorted(docs)
+    return docs
+
+
+def test_istio_example_pins_the_image_it_documents():
+    """The example cannot hold a digest that stays valid across builds: its sha256 is a
+    placeholder that Istio's CRD refuses (so it is never applied unpinned), its comment
+    says to paste what `make oci` prints, and its URL carries the tag `make oci` uses."""
+    spec = _istio_docs()["WasmPlugin"]["spec"]
+    assert spec["url"].startswith("oci://")
+    assert not ISTIO_SHA256.match(spec["sha256"]) and "make-oci" in spec["sha256"]
+    with open(ISTIO_EXAMPLE) as f:
+        text = f.read()
+    assert "make oci" in text and '"WasmPlugin sha256:"' in text
+    with open(os.path.join(REPO_ROOT, "Cargo.toml")) as f:
+        version = re.search(r'^version\s*=\s*"([^"]+)"', f.read(), re.M).group(1)
+    assert spec["url"].endswith(":" + version), (spec["url"], version)
+
+
+def test_istio_example_reaches_the_idp_over_tls():
+    """remote_jwks.cluster is the outbound cluster Istio makes of the ServiceEntry, and
+    the DestinationRule originates TLS (SNI = the host) on that very port."""
+    docs = _istio_docs()
+    se, dr = docs["ServiceEntry"]["spec"], docs["DestinationRule"]["spec"]
+    providers = docs["WasmPlugin"]["spec"]["pluginConfig"]["jwt"]["providers"]
+    remote = [p["remote_jwks"] for p in providers if "remote_jwks" in p]
+    assert len(remote) == 1
+    (host,) = se["hosts"]
+    (port,) = se["ports"]
+    assert se["location"] == "MESH_EXTERNAL" and se["resolution"] == "DNS"
+    assert remote[0]["cluster"] == f"outbound|{port['number']}||{host}" == "outbound|443||idp.example.com"
+    assert remote[0]["authority"] == host
+    assert dr["host"] == host
+    (tls,) = [s["tls"] for s in dr["trafficPolicy"]["portLevelSettings"] if s["port"]["number"] == port["number"]]
+    assert tls["mode"] == "SIMPLE" and tls["sni"] == host
+    assert tls.get("caCertificates") or tls.get("credentialName")  # the server's certificate is checked
+    assert not tls.get("insecureSkipVerify")

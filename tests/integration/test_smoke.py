@@ -192,13 +192,16 @@ def test_demo_basic_user_is_accepted(envoy, demo_credentials):
 
 
 def test_istio_example_plugin_config_is_accepted(envoy_factory):
-    """envoy/istio-wasmplugin.yaml's pluginConfig is a configuration the filter accepts:
-    Envoy starts with it and the example's Basic user and local JWKS provider answer."""
+    """The pluginConfig of envoy/istio-wasmplugin.yaml (its WasmPlugin document) is a
+    configuration the filter accepts: Envoy starts with it and the example's Basic user
+    and local JWKS provider answer."""
     import yaml
 
     with open(os.path.join(REPO_ROOT, "envoy", "istio-wasmplugin.yaml")) as f:
-        plugin = yaml.safe_load(f)
-    assert plugin["kind"] == "WasmPlugin" and plugin["spec"]["phase"] == "AUTHN"
+        plugins = [d for d in yaml.safe_load_all(f) if d and d["kind"] == "WasmPlugin"]
+    assert len(plugins) == 1, plugins
+    plugin = plugins[0]
+    assert plugin["spec"]["phase"] == "AUTHN"
     h = envoy_factory(plugin["spec"]["pluginConfig"])
     r = h.request("GET", "/orders", {})
     assert r.status == 401
