@@ -12,11 +12,12 @@ WASM   := target/wasm32-wasip1/release/wasm_authn.wasm
 CARGO  ?= cargo
 PYTEST_ARGS ?=
 
-.PHONY: help setup wasm unit integration test demo bench clean
+.PHONY: help setup wasm oci unit integration test demo bench clean
 
 help:
 	@echo "make setup        install the toolchain, wrk and the .venv (idempotent)"
 	@echo "make wasm         build $(WASM)"
+	@echo "make oci          package it as an OCI image layout in target/oci (for Istio's WasmPlugin)"
 	@echo "make test         unit tests (cargo test) + integration tests in a real Envoy"
 	@echo "make demo         run the bundled Envoy config and show allowed/refused requests"
 	@echo "make bench        benchmarks (scripts/bench.sh)"
@@ -27,6 +28,11 @@ setup:
 
 wasm: setup
 	@scripts/build-wasm.sh
+
+# The module as an OCI image (Istio's "compat" Wasm image) in the OCI image layout
+# target/oci; prints the module's sha256 and the manifest digest to pin.
+oci: wasm
+	@scripts/build-oci.sh $(WASM) target/oci
 
 # The two halves of `make test`, without setup/build, for quick iterations.
 unit:

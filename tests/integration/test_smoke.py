@@ -133,11 +133,30 @@ def test_jwks_server_reached_through_envoy_cluster(jwks_server, envoy_factory):
 
 # ---- docker-compose uses the same files ---------------------------------------
 
-@pytest.mark.skipif(not shutil.which("docker-compose"), reason="docker-compose not installed")
 def test_docker_compose_file_is_valid():
-    p = subprocess.run(["docker-compose", "-f", "envoy/docker-compose.yaml", "config", "-q"],
+    """docker-compose (Debian's 1.29, installed by scripts/setup.sh; it needs no Docker
+    engine to parse and validate) accepts envoy/docker-compose.yaml, and the file runs
+    the very envoy/envoy.yaml these tests use, the echo upstream and the JWKS server."""
+    import yaml
+
+    tool = shutil.which("docker-compose")
+    assert tool, "docker-compose is missing: run scripts/setup.sh (make setup)"
+    p = subprocess.run([tool, "-f", "envoy/docker-compose.yaml", "config"],
                        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
+    services = yaml.safe_load(p.stdout)["services"]
+    assert set(services) == {"envoy", "echo", "jwks"}, sorted(services)
+    envoy = services["envoy"]
+    assert envoy["command"][:3] == ["envoy", "-c", "envoy/envoy.yaml"], envoy["command"]
+    assert envoy["image"] == "envoyproxy/envoy:v1.40.0"
+    for name, svc in services.items():
+        # the repository itself, mounted where each command runs: the same files as here
+        (volume,) = svc["volumes"]
+        src, dst, mode = volume.rsplit(":", 2)
+        assert (os.path.realpath(src), dst, mode) == (os.path.realpath(REPO_ROOT), "/work", "ro"), (name, volume)
+        assert svc["working_dir"] == "/work", name
+        assert svc["network_mode"] == "host", name
+        assert all(os.path.exists(os.path.join(REPO_ROOT, a)) for a in svc["command"] if a.startswith("envoy/")), svc
 
 
 # ---- the demo keys match the bundled configuration -----------------------------
@@ -173,13 +192,16 @@ def test_demo_basic_user_is_accepted(envoy, demo_credentials):
 
 
 def test_istio_example_plugin_config_is_accepted(envoy_factory):
-    """envoy/istio-wasmplugin.yaml's pluginConfig is a configuration the filter accepts:
-    Envoy starts with it and the example's Basic user and local JWKS provider answer."""
+    """The pluginConfig of envoy/istio-wasmplugin.yaml (its WasmPlugin document) is a
+    configuration the filter accepts: Envoy starts with it and the example's Basic user
+    and local JWKS provider answer."""
     import yaml
 
     with open(os.path.join(REPO_ROOT, "envoy", "istio-wasmplugin.yaml")) as f:
-        plugin = yaml.safe_load(f)
-    assert plugin["kind"] == "WasmPlugin" and plugin["spec"]["phase"] == "AUTHN"
+        plugins = [d for d in yaml.safe_load_all(f) if d and d["kind"] == "WasmPlugin"]
+    assert len(plugins) == 1, plugins
+    plugin = plugins[0]
+    assert plugin["spec"]["phase"] == "AUTHN"
     h = envoy_factory(plugin["spec"]["pluginConfig"])
     r = h.request("GET", "/orders", {})
     assert r.status == 401
