@@ -37,6 +37,7 @@ oci: wasm
 # The two halves of `make test`, without setup/build, for quick iterations.
 unit:
 	$(CARGO) test --locked
+	$(CARGO) clippy --locked --all-targets -- -D warnings
 
 integration:
 	$(PYTHON) -m pytest -q tests/integration $(PYTEST_ARGS)
@@ -44,8 +45,9 @@ integration:
 # Runs both suites even when the first fails, and fails if either did.
 test: wasm
 	@rc=0; \
-	echo "== unit tests (cargo test)"; \
+	echo "== unit tests (cargo test) and lints (cargo clippy, host adapter included)"; \
 	$(CARGO) test --locked || rc=1; \
+	$(CARGO) clippy --locked --all-targets -- -D warnings || rc=1; \
 	echo "== integration tests (Envoy 1.40 + $(WASM))"; \
 	$(PYTHON) -m pytest -q tests/integration $(PYTEST_ARGS) || rc=1; \
 	if [ $$rc != 0 ]; then echo "make test: FAILED" >&2; fi; \

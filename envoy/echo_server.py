@@ -14,6 +14,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class EchoHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "echo"
+    # One write per response, sent at once: headers and body written separately would
+    # meet Nagle's algorithm and the peer's delayed ACK (40 ms a response).
+    wbufsize = -1
+    disable_nagle_algorithm = True
 
     def _echo(self):
         length = int(self.headers.get("content-length") or 0)

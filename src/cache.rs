@@ -7,8 +7,20 @@ use std::collections::{HashMap, VecDeque};
 
 use sha2::{Digest, Sha256};
 
-use crate::config::CacheSettings;
-use crate::password::Sha256Digest;
+use crate::digest::Sha256Digest;
+
+/// The verified-credential cache's bounds (`cache` in the configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheSettings {
+    pub max_entries: usize,
+    pub ttl_seconds: u64,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings { max_entries: 4096, ttl_seconds: 300 }
+    }
+}
 
 pub struct VerifiedCache<T> {
     settings: CacheSettings,

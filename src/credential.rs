@@ -4,26 +4,13 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
-use crate::config::ApiKeys;
+use crate::api_key::ApiKeys;
+use crate::reason::Reason;
+use crate::request::RequestFacts;
 
 /// Bounds on what a client sends, checked before any decoding.
 pub const MAX_AUTHORIZATION_BYTES: usize = 16 * 1024;
 pub const MAX_API_KEY_BYTES: usize = 1024;
-
-/// The facts of one request the decision needs; header names are lowercase (as Envoy gives them).
-pub struct RequestFacts<'a> {
-    pub method: &'a str,
-    /// `:path`, query string included.
-    pub path: &'a str,
-    pub headers: &'a [(String, String)],
-}
-
-impl RequestFacts<'_> {
-    /// Every value of a header.
-    pub fn header_values<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s str> + 's {
-        self.headers.iter().filter(move |(n, _)| n == name).map(|(_, v)| v.as_str())
-    }
-}
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Credential {
@@ -74,16 +61,16 @@ impl CredentialError {
         }
     }
 
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            CredentialError::TooLarge => "credential_too_large",
-            CredentialError::BearerTooLarge => "jwt_too_large",
-            CredentialError::Ambiguous => "credential_ambiguous",
+            CredentialError::TooLarge => Reason::CredentialTooLarge,
+            CredentialError::BearerTooLarge => Reason::JwtTooLarge,
+            CredentialError::Ambiguous => Reason::CredentialAmbiguous,
             CredentialError::BasicNotBase64 | CredentialError::BasicNoColon | CredentialError::BasicNotUtf8 => {
-                "basic_malformed"
+                Reason::BasicMalformed
             }
-            CredentialError::EmptyBearer => "jwt_malformed",
-            CredentialError::EmptyApiKey => "api_key_malformed",
+            CredentialError::EmptyBearer => Reason::JwtMalformed,
+            CredentialError::EmptyApiKey => Reason::ApiKeyMalformed,
         }
     }
 

@@ -1,19 +1,37 @@
 //! wasm-authn: an authentication filter for Envoy and Istio (proxy-wasm).
 //!
-//! Everything outside `host` is a pure core, tested natively with `cargo test`;
-//! `host` is the thin proxy-wasm adapter, compiled for wasm32 only.
+//! Everything outside `host` is a pure core, tested natively with `cargo test`:
+//! `pipeline` is the decision for one request, stage by stage; `plugin` is one
+//! VM's state and the events it handles. `host` is the thin proxy-wasm adapter,
+//! compiled for wasm32 only.
 
-pub mod authn;
+pub mod api_key;
+pub mod authenticate;
+pub mod basic;
 pub mod cache;
 pub mod config;
 pub mod credential;
-pub mod envoy_verify;
+pub mod digest;
+pub mod envoy_crypto;
 pub mod header_map;
-pub mod jwks_remote;
+pub mod host_api;
 pub mod jwt;
 pub mod password;
 pub mod path;
-pub mod reject;
+pub mod pipeline;
+pub mod plugin;
+pub mod principal;
+pub mod reason;
+pub mod remote;
+pub mod reply;
+pub mod request;
+pub mod route;
+pub mod shape;
+pub mod shared_table;
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(test)]
+mod testing;
+
+// Type-checked natively by `cargo clippy` too (`cfg(clippy)`); it links only into the wasm module.
+#[cfg(any(target_arch = "wasm32", clippy))]
 mod host;

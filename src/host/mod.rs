@@ -1,14 +1,13 @@
-//! The proxy-wasm adapter: the only code that talks to Envoy. The root context
-//! configures the filter and keeps remote keys fresh (`jwks`); the HTTP
-//! context runs the request path (`request`).
+//! The proxy-wasm adapter: the only code that talks to Envoy. It implements the
+//! core's host traits on Envoy's hostcalls (`envoy`) and carries Envoy's events
+//! to the core's `Plugin`: configuration and ticks (`root`), request headers and
+//! stream ends (`http`).
 
-mod filter;
+mod envoy;
 mod headers;
-mod jwks;
-mod metrics;
-mod request;
+mod http;
 mod root;
-mod signature;
+mod vm;
 
 use proxy_wasm::types::LogLevel;
 
@@ -16,10 +15,3 @@ proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     proxy_wasm::set_root_context(|context_id| Box::new(root::AuthnRoot::new(context_id)));
 }}
-
-/// Unix time in milliseconds from the host (never the VM's own clock); None when
-/// the host cannot tell, and then nothing that depends on time may pass.
-pub(crate) fn now_ms() -> Option<u64> {
-    let since_epoch = proxy_wasm::hostcalls::get_current_time().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?;
-    u64::try_from(since_epoch.as_millis()).ok().filter(|ms| *ms > 0)
-}

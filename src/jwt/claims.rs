@@ -3,7 +3,8 @@
 
 use serde_json::{Map, Value};
 
-use super::{JwtError, Provider};
+use super::error::JwtError;
+use super::provider::Provider;
 
 /// Longest value taken from a claim into a header.
 pub const MAX_HEADER_VALUE_BYTES: usize = 4096;

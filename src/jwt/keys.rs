@@ -12,8 +12,8 @@ use rsa::traits::PublicKeyParts;
 use rsa::{BigUint, RsaPublicKey};
 use serde_json::{Map, Value};
 
-use super::Algorithm;
-use crate::config::ConfigError;
+use super::algorithm::Algorithm;
+use crate::config::error::ConfigError;
 
 /// Most keys read from one JWKS document.
 pub const MAX_JWKS_KEYS: usize = 64;
@@ -190,7 +190,7 @@ impl KeySet {
         &self.keys
     }
 
-    pub(super) fn extend(&mut self, other: KeySet) {
+    pub fn extend(&mut self, other: KeySet) {
         self.keys.extend(other.keys);
     }
 }

@@ -9,7 +9,9 @@ use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::{json, Value};
 
 use super::*;
-use crate::config::ConfigError;
+use crate::config::{Config, ConfigError};
+use crate::remote::Step;
+use crate::testing::{FakeResponse, FakeShared};
 
 const ISSUER: &str = "https://idp.example.com";
 const NOW: u64 = 1_700_000_000;
@@ -62,8 +64,8 @@ fn merged(mut config: Value, extra: Value) -> Value {
 }
 
 fn try_provider(config: Value) -> Result<Provider, ConfigError> {
-    let cfg: ProviderConfig = serde_json::from_value(config).unwrap();
-    Provider::from_config(cfg, "jwt.providers[0]")
+    let config = Config::from_json(json!({"jwt": {"providers": [config]}}).to_string().as_bytes())?;
+    Ok(config.jwt_providers.into_iter().next().unwrap())
 }
 
 fn provider(config: Value) -> Provider {
@@ -109,18 +111,12 @@ fn rs256(claims: &Value) -> String {
     mint(jsonwebtoken::Algorithm::RS256, Some("rsa-1"), claims)
 }
 
-fn check_with(
-    token: &str,
-    providers: &[Provider],
-    remote: &[Option<&KeySet>],
-    backend: &dyn SignatureBackend,
-) -> Result<VerifiedToken, JwtError> {
-    verify(token, providers, remote, backend, NOW, SKEW)
+fn check_with(token: &str, providers: &[Provider], backend: &dyn SignatureBackend) -> Result<VerifiedToken, JwtError> {
+    verify(token, providers, backend, NOW, SKEW)
 }
 
 fn check(token: &str, providers: &[Provider]) -> Result<VerifiedToken, JwtError> {
-    let remote = vec![None; providers.len()];
-    check_with(token, providers, &remote, &PureRust)
+    check_with(token, providers, &PureRust)
 }
 
 /// A token made of the given JSON parts and signature bytes, with no real signature.
@@ -164,7 +160,7 @@ fn every_algorithm_verifies() {
     ] {
         let verified = check(&mint(alg, Some(kid), &claims()), &providers).unwrap_or_else(|e| panic!("{alg:?}: {e:?}"));
         assert_eq!(verified.principal, "alice");
-        assert_eq!(verified.provider, 0);
+        assert_eq!(verified.provider, ProviderId(0));
         assert_eq!(verified.expires_at, Some(NOW + 600));
     }
 }
@@ -284,7 +280,7 @@ fn unknown_or_missing_issuer_is_refused() {
 fn provider_is_chosen_by_issuer() {
     let other = provider(merged(base_config(), json!({"name": "other", "issuer": "https://other.example.com"})));
     let providers = [other, provider(base_config())];
-    assert_eq!(check(&rs256(&claims()), &providers).unwrap().provider, 1);
+    assert_eq!(check(&rs256(&claims()), &providers).unwrap().provider, ProviderId(1));
 }
 
 #[test]
@@ -313,7 +309,7 @@ fn changed_payload_fails() {
 fn unknown_kid_is_unknown_key() {
     let providers = [provider(base_config())];
     let token = mint(jsonwebtoken::Algorithm::RS256, Some("rotated-away"), &claims());
-    assert_eq!(check(&token, &providers), Err(JwtError::UnknownKey { provider: 0 }));
+    assert_eq!(check(&token, &providers), Err(JwtError::UnknownKey { provider: ProviderId(0) }));
 }
 
 #[test]
@@ -524,27 +520,35 @@ fn remote_provider() -> Provider {
     }))
 }
 
+/// The provider after one fetch of its remote JWKS answered `jwks`.
+fn fetched(mut provider: Provider, jwks: Value) -> Provider {
+    let shared = FakeShared::default();
+    let remote = provider.remote.as_mut().unwrap();
+    assert!(remote.start(&shared, 1000, false).is_some());
+    let response = FakeResponse::ok(jwks.to_string());
+    assert!(matches!(
+        remote.on_response(&shared, Step::Document, &response, 1000),
+        crate::remote::Progress::Fetched { .. }
+    ));
+    provider
+}
+
 #[test]
 fn keys_not_loaded_until_the_remote_set_arrives() {
     let providers = [remote_provider()];
     let token = rs256(&claims());
-    assert_eq!(check_with(&token, &providers, &[None], &PureRust), Err(JwtError::KeysNotLoaded { provider: 0 }));
+    assert_eq!(check_with(&token, &providers, &PureRust), Err(JwtError::KeysNotLoaded { provider: ProviderId(0) }));
     let no_kid = mint(jsonwebtoken::Algorithm::RS256, None, &claims());
-    assert_eq!(check_with(&no_kid, &providers, &[None], &PureRust), Err(JwtError::KeysNotLoaded { provider: 0 }));
+    assert_eq!(check_with(&no_kid, &providers, &PureRust), Err(JwtError::KeysNotLoaded { provider: ProviderId(0) }));
 
-    let fetched =
-        KeySet::from_remote_jwks(json!({"keys": [with_kid(fixture_jwk("rsa2048"), "rsa-1")]}).to_string().as_bytes())
-            .unwrap();
-    assert!(check_with(&token, &providers, &[Some(&fetched)], &PureRust).is_ok());
-    assert!(check_with(&no_kid, &providers, &[Some(&fetched)], &PureRust).is_ok());
+    let providers = [fetched(remote_provider(), json!({"keys": [with_kid(fixture_jwk("rsa2048"), "rsa-1")]}))];
+    assert!(check(&token, &providers).is_ok());
+    assert!(check(&no_kid, &providers).is_ok());
 
     let rotated = mint(jsonwebtoken::Algorithm::RS256, Some("rsa-2"), &claims());
-    assert_eq!(
-        check_with(&rotated, &providers, &[Some(&fetched)], &PureRust),
-        Err(JwtError::UnknownKey { provider: 0 })
-    );
+    assert_eq!(check(&rotated, &providers), Err(JwtError::UnknownKey { provider: ProviderId(0) }));
     // A provider with only local keys never waits for anything.
-    assert_eq!(check(&rotated, &[provider(base_config())]), Err(JwtError::UnknownKey { provider: 0 }));
+    assert_eq!(check(&rotated, &[provider(base_config())]), Err(JwtError::UnknownKey { provider: ProviderId(0) }));
 }
 
 /// What the host was asked: algorithm, SPKI DER, signature.
@@ -585,7 +589,7 @@ fn signature_work_per_token_is_bounded() {
     let providers = [provider(merged(base_config(), json!({"local_jwks": {"keys": keys}})))];
     let forged_rs256 = replace_signature(&mint(jsonwebtoken::Algorithm::RS256, None, &claims()), |sig| sig[7] ^= 1);
     let host = CountingBackend(RefCell::new(0), false);
-    assert_eq!(check_with(&forged_rs256, &providers, &[None], &host), Err(JwtError::BadSignature));
+    assert_eq!(check_with(&forged_rs256, &providers, &host), Err(JwtError::BadSignature));
     assert_eq!(*host.0.borrow(), MAX_SIGNATURE_CHECKS, "host checks are bounded");
 
     // PS256 is pure Rust: one key is tried, so a token signed by the second kid-less key fails.
@@ -615,12 +619,12 @@ fn host_backend_answer_is_authoritative_for_rs256_and_es256() {
     let good_es256 = mint(jsonwebtoken::Algorithm::ES256, Some("ec-1"), &claims());
 
     let refusing = FixedBackend::new(Some(false));
-    assert_eq!(check_with(&good_rs256, &providers, &[None], &refusing), Err(JwtError::BadSignature));
-    assert_eq!(check_with(&good_es256, &providers, &[None], &refusing), Err(JwtError::BadSignature));
+    assert_eq!(check_with(&good_rs256, &providers, &refusing), Err(JwtError::BadSignature));
+    assert_eq!(check_with(&good_es256, &providers, &refusing), Err(JwtError::BadSignature));
 
     let accepting = FixedBackend::new(Some(true));
     let forged = replace_signature(&good_rs256, |sig| sig[0] ^= 0xff);
-    assert!(check_with(&forged, &providers, &[None], &accepting).is_ok());
+    assert!(check_with(&forged, &providers, &accepting).is_ok());
 
     let calls = accepting.calls.borrow();
     assert_eq!(calls.len(), 1);
@@ -634,7 +638,7 @@ fn host_backend_gets_der_ecdsa_and_is_not_asked_for_other_algorithms() {
     let providers = [provider(base_config())];
     let recording = FixedBackend::new(None);
     for (alg, kid) in [(A::ES256, "ec-1"), (A::PS256, "rsa-1"), (A::EdDSA, "ed-1"), (A::HS256, "hs-1")] {
-        assert!(check_with(&mint(alg, Some(kid), &claims()), &providers, &[None], &recording).is_ok(), "{alg:?}");
+        assert!(check_with(&mint(alg, Some(kid), &claims()), &providers, &recording).is_ok(), "{alg:?}");
     }
     let calls = recording.calls.borrow();
     assert_eq!(calls.len(), 1, "only ES256 goes to the host");
@@ -807,7 +811,7 @@ fn pem_keys_verify_and_match_any_kid() {
         assert!(check(&mint(alg, None, &claims()), &providers).is_ok(), "{alg:?}");
         let forged = replace_signature(&mint(alg, Some("some-kid"), &claims()), |sig| sig[5] ^= 1);
         // A kid-less key that fails a token naming another kid: that key is unknown here.
-        assert_eq!(check(&forged, &providers), Err(JwtError::UnknownKey { provider: 0 }), "{alg:?}");
+        assert_eq!(check(&forged, &providers), Err(JwtError::UnknownKey { provider: ProviderId(0) }), "{alg:?}");
     }
 }
 
@@ -905,10 +909,10 @@ fn provider_config_defaults_and_header_lowercasing() {
     assert_eq!(compiled.principal_claim, "sub");
     assert_eq!(compiled.claim_to_headers[0].header, "x-claim");
     assert_eq!(compiled.local_keys.len(), 4);
-    assert!(!compiled.fetches_remote_keys());
-    assert!(remote_provider().fetches_remote_keys());
+    assert!(compiled.remote.is_none());
+    assert!(remote_provider().awaits_remote_keys());
     let unknown_field = merged(base_config(), json!({"issuer_url": "x"}));
-    assert!(serde_json::from_value::<ProviderConfig>(unknown_field).is_err());
+    assert!(config_error(unknown_field).starts_with("jwt.providers[0].issuer_url: unknown field"));
 }
 
 #[test]
@@ -922,9 +926,9 @@ fn local_jwks_and_pem_together() {
 #[test]
 fn error_texts_are_fixed() {
     assert_eq!(JwtError::UnsupportedAlgorithm.description(), "algorithm not allowed");
-    assert_eq!(JwtError::KeysNotLoaded { provider: 3 }.description(), "signing keys not available yet");
-    assert_eq!(JwtError::UnknownKey { provider: 0 }.reason(), "jwt_unknown_key");
-    assert_eq!(JwtError::MissingExpiration.reason(), "jwt_no_expiration");
+    assert_eq!(JwtError::KeysNotLoaded { provider: ProviderId(3) }.description(), "signing keys not available yet");
+    assert_eq!(JwtError::UnknownKey { provider: ProviderId(0) }.reason().label(), "jwt_unknown_key");
+    assert_eq!(JwtError::MissingExpiration.reason().label(), "jwt_no_expiration");
     assert_eq!(JwtError::LifetimeTooLong.description(), "token lifetime too long");
     for name in ["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "EdDSA"] {
         assert_eq!(Algorithm::from_name(name).map(Algorithm::name), Some(name));

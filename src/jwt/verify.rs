@@ -9,10 +9,25 @@ use rsa::{Pkcs1v15Sign, Pss, RsaPublicKey};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
+use super::algorithm::Algorithm;
+use super::backend::SignatureBackend;
 use super::claims::{check_claims, claim_headers, principal};
 use super::der::ecdsa_jws_to_der;
+use super::error::JwtError;
 use super::keys::{Key, KeyMaterial, KeySet};
-use super::{Algorithm, JwtError, Provider, SignatureBackend, VerifiedToken};
+use super::provider::{Provider, ProviderId};
+
+/// What a valid token says about its bearer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedToken {
+    /// The provider that vouched for the token.
+    pub provider: ProviderId,
+    pub principal: String,
+    /// `claim_to_headers` results, in configuration order; claims that are missing or
+    /// unusable as header values are left out.
+    pub headers: Vec<(String, String)>,
+    pub expires_at: Option<u64>,
+}
 
 /// Longest token accepted, checked before any decoding.
 pub const MAX_TOKEN_BYTES: usize = 8192;
@@ -51,13 +66,12 @@ struct UntrustedJws<'t> {
     signature: Vec<u8>,
 }
 
-/// Verify a compact JWS against the providers. `remote_keys[i]` is provider i's
-/// fetched key set (None: not fetched yet); `now` is unix seconds from the host and
-/// `skew` the tolerance in seconds on `exp`, `nbf` and `iat`.
+/// Verify a compact JWS against the providers (each with its fetched keys, if any);
+/// `now` is unix seconds from the host and `skew` the tolerance in seconds on
+/// `exp`, `nbf` and `iat`.
 pub fn verify(
     token: &str,
     providers: &[Provider],
-    remote_keys: &[Option<&KeySet>],
     backend: &dyn SignatureBackend,
     now: u64,
     skew: u64,
@@ -84,7 +98,8 @@ pub fn verify(
     let issuer = jws.claims.get("iss").and_then(Value::as_str).ok_or(JwtError::UnknownIssuer)?;
     let (index, provider) =
         providers.iter().enumerate().find(|(_, provider)| provider.issuer == issuer).ok_or(JwtError::UnknownIssuer)?;
-    let remote = remote_keys.get(index).copied().flatten();
+    let index = ProviderId(index);
+    let remote = provider.remote_keys();
 
     let candidates = candidate_keys(provider, index, remote, kid, alg)?;
     let mut budget = SignatureBudget::default();
@@ -152,12 +167,12 @@ struct Candidates<'k> {
 /// bound to `alg` are ever tried.
 fn candidate_keys<'k>(
     provider: &'k Provider,
-    index: usize,
+    index: ProviderId,
     remote: Option<&'k KeySet>,
     kid: Option<&str>,
     alg: Algorithm,
 ) -> Result<Candidates<'k>, JwtError> {
-    let remote_pending = provider.fetches_remote_keys() && remote.is_none();
+    let remote_pending = provider.awaits_remote_keys();
     let not_found = if remote_pending {
         JwtError::KeysNotLoaded { provider: index }
     } else {

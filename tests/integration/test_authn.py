@@ -774,7 +774,7 @@ def _bad_configs():
         "short-hmac-secret": ({"jwt": {"providers": [short_oct]}}, ["jwt.providers[0].local_jwks.keys[0]"]),
         "key-alg-mismatch": ({"jwt": {"providers": [bad_alg]}}, ["jwt.providers[0].local_jwks.keys[0]"]),
         "unknown-top-level-field": ({"basic": good_users, "realms": "api"}, ["unknown field `realms`"]),
-        "unknown-nested-field": ({"basic": dict(good_users, user=[])}, ["basic: unknown field `user`"]),
+        "unknown-nested-field": ({"basic": dict(good_users, user=[])}, ["basic.user: unknown field `user`"]),
         "api-key-hash-not-sha256": ({"api_keys": {"clients": [{"id": "c", "key_hash": "plain-key"}]}},
                                     ["api_keys.clients[0].key_hash:"]),
         "clock-skew-too-large": ({"basic": good_users, "clock_skew_seconds": 601}, ["clock_skew_seconds:"]),

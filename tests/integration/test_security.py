@@ -320,3 +320,89 @@ def test_discovery_with_a_jwks_uri_on_another_host(envoy_factory):
         tok = mint(signer, "RS256", {"iss": ISS, "sub": "u", "iat": t, "exp": t + 60}, kid="k1")
         assert echo(h.request("GET", "/o", {"authorization": "Bearer " + tok}))
         assert srv.log[-1][2] == "/keys.json"
+
+
+# --------------------------------------------------------------------------
+# 1, 5. Password guessing costs the guesser, not the worker
+
+FLOOD = r"""
+import base64, http.client, os, sys, time
+port, seconds, per_second, known = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+deadline = time.monotonic() + seconds
+counts = {}
+i = 0
+while time.monotonic() < deadline:
+    i += 1
+    user = known if i % 2 else "nobody-" + os.urandom(6).hex()  # a known name and made-up ones
+    value = "Basic " + base64.b64encode(f"{user}:guess-{os.urandom(8).hex()}".encode()).decode()
+    try:
+        conn.request("GET", "/o", headers={"authorization": value})
+        r = conn.getresponse()
+        r.read()
+        counts[r.status] = counts.get(r.status, 0) + 1
+    except OSError:
+        conn.close()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    time.sleep(1 / per_second)
+print(counts)
+"""
+
+
+def _p50_of_valid_requests(h, n=100, interval=0.02):
+    """Median latency of valid API-key and JWT requests sent at a fixed rate (open loop:
+    each is timed from when it was due, so a stalled worker shows in every request that
+    arrives while it is stalled, not only in the one a closed-loop client would wait on)."""
+    from concurrent.futures import ThreadPoolExecutor
+    headers = [{"x-api-key": GOOD_KEY}, {"authorization": bearer()}]
+    start = time.perf_counter()
+
+    def one(i):
+        due = start + i * interval
+        time.sleep(max(0.0, due - time.perf_counter()))
+        r = h.request("GET", "/o", headers[i % 2])
+        assert r.status == 200, (r.status, r.body)
+        return time.perf_counter() - due
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        times = sorted(pool.map(one, range(n)))
+    return times[len(times) // 2]
+
+
+def test_a_wrong_password_flood_leaves_valid_traffic_its_latency(envoy_factory):
+    import subprocess
+    import sys
+    import bcrypt as pybcrypt
+    cost10 = pybcrypt.hashpw(b"bob-password", pybcrypt.gensalt(rounds=10)).decode()
+    config = {**CONFIG, "basic": {"users": [{"name": "bob", "password_hash": cost10}]}}
+    h = envoy_factory(config, concurrency=1, fresh=True)
+    # Warm up (the first bcrypt, the VM's caches), then the undisturbed figure.
+    assert h.request("GET", "/o", {"authorization": basic_header("bob", "bob-password")}).status == 200
+    undisturbed = _p50_of_valid_requests(h)
+
+    flooders = [subprocess.Popen([sys.executable, "-c", FLOOD, str(h.listener_port), "8", "25", "bob"],
+                                 stdout=subprocess.PIPE, text=True) for _ in range(4)]
+    try:
+        time.sleep(1)
+        flooded = _p50_of_valid_requests(h)
+    finally:
+        outputs = [f.communicate(timeout=30)[0] for f in flooders]
+    ratio = flooded / undisturbed
+    print(f"valid requests' p50: {undisturbed * 1000:.2f} ms alone, {flooded * 1000:.2f} ms under the flood")
+    assert ratio < 2, f"p50 {undisturbed * 1000:.2f} ms alone, {flooded * 1000:.2f} ms under the flood ({ratio:.1f}x)"
+
+    statuses = {}
+    for out in outputs:
+        for status, count in eval(out.strip()).items():  # noqa: S307 - our own child's dict literal
+            statuses[status] = statuses.get(status, 0) + count
+    assert 200 not in statuses, statuses
+    stats = h.wasm_stats()
+    throttled = stats.get("wasm_authn.denied.basic_throttled", 0)
+    busy = stats.get("wasm_authn.denied.password_checks_busy", 0)
+    # "bob" is throttled after 10 failures; made-up names meet the worker's budget for slow hashes.
+    assert statuses.get(429, 0) == throttled > 0, (statuses, stats)
+    assert statuses.get(503, 0) == busy > 0, (statuses, stats)
+    # bob's own login waits for the window to end, with the time to wait.
+    r = h.request("GET", "/o", {"authorization": basic_header("bob", "not-it")})
+    assert r.status == 429 and int(r.headers["retry-after"]) > 0, (r.status, r.headers)
+    assert r.json()["error"] == "rate_limited"

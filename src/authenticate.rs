@@ -1,0 +1,160 @@
+//! Who the caller is: a verification this VM remembers, else the credential's
+//! own check (a Basic user or API client, an API key, a Bearer JWT).
+
+use crate::basic::{self, PasswordGuard, PasswordHost, Refusal};
+use crate::cache::{cache_key, VerifiedCache};
+use crate::config::Config;
+use crate::credential::Credential;
+use crate::digest::Sha256Digest;
+use crate::jwt::{self, JwtError, ProviderId, SignatureBackend};
+use crate::principal::{AuthMethod, Principal};
+use crate::reason::Reason;
+
+/// One VM's memory of verifications, and its guards on password checks.
+pub struct Verifier {
+    successes: VerifiedCache<Principal>,
+    /// Basic credentials that failed: a repeated wrong password costs a lookup, not a hash.
+    failures: VerifiedCache<()>,
+    guard: PasswordGuard,
+}
+
+/// Why the credential did not verify.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotVerified {
+    /// 401. `bearer` selects RFC 6750's `invalid_token` answer.
+    Invalid { reason: Reason, message: &'static str, bearer: bool },
+    /// 429 or 503 with `Retry-After`: nothing was checked.
+    TryLater { reason: Reason, retry_after_seconds: u64 },
+    /// The token's provider needs its remote keys (first fetch, or a refetch for an
+    /// unknown `kid`): hold the request and decide again when they arrive.
+    WaitForKeys { provider: ProviderId, refetch: bool },
+    /// The keys that could verify it cannot be fetched now: the token may be fine.
+    KeysUnavailable,
+}
+
+/// What verification needs of the host: shared data and a clock (password
+/// guards), signature checks (JWT).
+pub trait VerifyHost: PasswordHost + SignatureBackend {}
+impl<T: PasswordHost + SignatureBackend + ?Sized> VerifyHost for T {}
+
+const INVALID_PASSWORD: &str = "invalid user name or password";
+const INVALID_API_KEY: &str = "invalid API key";
+
+impl Verifier {
+    pub fn new(config: &Config) -> Verifier {
+        Verifier {
+            successes: VerifiedCache::new(config.cache),
+            failures: VerifiedCache::new(config.cache),
+            guard: PasswordGuard::new(config.failure_limit, config.slow_hash_budget_ms_per_second),
+        }
+    }
+
+    /// Keys changed: forget every remembered verification.
+    pub fn keys_changed(&mut self) {
+        self.successes.clear();
+    }
+
+    pub fn authenticate(
+        &mut self,
+        config: &Config,
+        credential: &Credential,
+        host: &dyn VerifyHost,
+        now_ms: u64,
+    ) -> Result<Principal, NotVerified> {
+        let now_s = now_ms / 1000;
+        let key = digest_of(credential);
+        if let Some(principal) = self.successes.get(&key, now_s) {
+            return Ok(principal);
+        }
+        if self.failures.get(&key, now_s).is_some() {
+            return Err(invalid(Reason::BasicInvalid, INVALID_PASSWORD));
+        }
+        let verified = match credential {
+            Credential::Basic { user, password } => {
+                match basic::verify(&config.basic_users, &config.api_keys, &mut self.guard, host, user, password, now_s)
+                {
+                    Ok(principal) => Ok((principal, None)),
+                    Err(Refusal::Invalid(reason)) => {
+                        if reason == Reason::BasicInvalid {
+                            self.failures.insert(key, (), now_s, None);
+                        }
+                        Err(invalid(reason, message_of(reason)))
+                    }
+                    Err(Refusal::TryLater { reason, retry_after_seconds }) => {
+                        Err(NotVerified::TryLater { reason, retry_after_seconds })
+                    }
+                }
+            }
+            Credential::ApiKey { key, .. } => match config.api_keys.verify(key) {
+                Ok(principal) => Ok((principal, None)),
+                Err(reason) => Err(invalid(reason, INVALID_API_KEY)),
+            },
+            Credential::Bearer(token) => verify_bearer(config, token, host, now_ms),
+        };
+        let (principal, not_after) = verified?;
+        self.successes.insert(key, principal.clone(), now_s, not_after);
+        Ok(principal)
+    }
+}
+
+/// The digest a credential is remembered under; the scheme tag keeps schemes apart.
+fn digest_of(credential: &Credential) -> Sha256Digest {
+    match credential {
+        Credential::Basic { user, password } => cache_key("basic", &[user.as_bytes(), password.as_bytes()]),
+        Credential::Bearer(token) => cache_key("bearer", &[token.as_bytes()]),
+        Credential::ApiKey { key, .. } => cache_key("api-key", &[key.as_bytes()]),
+    }
+}
+
+fn invalid(reason: Reason, message: &'static str) -> NotVerified {
+    NotVerified::Invalid { reason, message, bearer: false }
+}
+
+fn message_of(reason: Reason) -> &'static str {
+    match reason {
+        Reason::ApiKeyInvalid | Reason::ApiKeyDisabled => INVALID_API_KEY,
+        _ => INVALID_PASSWORD,
+    }
+}
+
+/// A Bearer JWT from one of the providers; the principal, and when to forget it (`exp`).
+fn verify_bearer(
+    config: &Config,
+    token: &str,
+    host: &dyn VerifyHost,
+    now_ms: u64,
+) -> Result<(Principal, Option<u64>), NotVerified> {
+    let bearer_error = |reason: Reason, message: &'static str| NotVerified::Invalid { reason, message, bearer: true };
+    let providers = &config.jwt_providers;
+    if providers.is_empty() {
+        return Err(bearer_error(Reason::JwtNotConfigured, "bearer tokens are not accepted"));
+    }
+    match jwt::verify(token, providers, host, now_ms / 1000, config.clock_skew_seconds) {
+        Ok(verified) => {
+            let provider = providers.get(verified.provider.0).map(|p| p.name.clone());
+            let principal = Principal {
+                id: verified.principal,
+                method: AuthMethod::Jwt,
+                provider,
+                claim_headers: verified.headers,
+            };
+            Ok((principal, verified.expires_at))
+        }
+        Err(JwtError::KeysNotLoaded { provider }) => Err(NotVerified::WaitForKeys { provider, refetch: false }),
+        Err(JwtError::UnknownKey { provider }) => {
+            let remote = providers.get(provider.0).and_then(|p| p.remote.as_ref());
+            match remote {
+                Some(remote) if remote.refetch_allowed(now_ms) => {
+                    Err(NotVerified::WaitForKeys { provider, refetch: true })
+                }
+                // The token may be fine: its key could not be fetched. 503, not 401.
+                Some(remote) if remote.failing() => Err(NotVerified::KeysUnavailable),
+                _ => Err(bearer_error(Reason::JwtUnknownKey, JwtError::UnknownKey { provider }.description())),
+            }
+        }
+        Err(e) => Err(bearer_error(e.reason(), e.description())),
+    }
+}
+
+#[cfg(test)]
+mod tests;

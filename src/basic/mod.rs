@@ -1,0 +1,150 @@
+//! HTTP Basic users (RFC 7617) and the checks that keep password guessing cheap
+//! for the filter and slow for the guesser:
+//! - a repeated wrong password is answered from the failure cache (`authenticate`);
+//! - failures per user name are limited Envoy-wide (`throttle`): 429 past the limit;
+//! - each worker spends at most a share of its time on slow hashes (`budget`): 503 past it;
+//! - an unknown name costs what a known bcrypt user costs (a decoy hash is checked).
+
+mod budget;
+mod throttle;
+
+use std::collections::HashMap;
+
+pub use budget::SlowHashBudget;
+pub use throttle::{FailureLimit, FailureThrottle};
+
+use crate::api_key::ApiKeys;
+use crate::host_api::{Clock, SharedData};
+use crate::password::PasswordHash;
+use crate::principal::{AuthMethod, Principal};
+use crate::reason::Reason;
+
+/// The configured Basic users.
+#[derive(Debug, Default)]
+pub struct BasicUsers {
+    users: HashMap<String, PasswordHash>,
+    /// The costliest bcrypt hash configured: checked for unknown names, result ignored.
+    decoy: Option<PasswordHash>,
+}
+
+impl BasicUsers {
+    /// Add a user; false when the name is taken.
+    pub fn insert(&mut self, name: String, hash: PasswordHash) -> bool {
+        if self.users.contains_key(&name) {
+            return false;
+        }
+        let costlier = match (&self.decoy, hash.bcrypt_cost()) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(decoy), Some(cost)) => decoy.bcrypt_cost().is_none_or(|current| cost > current),
+        };
+        if costlier {
+            self.decoy = Some(hash.clone());
+        }
+        self.users.insert(name, hash);
+        true
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.users.len()
+    }
+}
+
+/// Why a Basic credential did not verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// 401: wrong password, unknown user, bad or disabled API key.
+    Invalid(Reason),
+    /// 429 (this name failed too often) or 503 (this worker is busy hashing): no check was made.
+    TryLater { reason: Reason, retry_after_seconds: u64 },
+}
+
+/// One VM's guards on password checks.
+pub struct PasswordGuard {
+    pub throttle: FailureThrottle,
+    pub budget: SlowHashBudget,
+}
+
+impl PasswordGuard {
+    pub fn new(limit: FailureLimit, slow_hash_ms_per_second: u64) -> PasswordGuard {
+        PasswordGuard { throttle: FailureThrottle::new(limit), budget: SlowHashBudget::new(slow_hash_ms_per_second) }
+    }
+}
+
+/// What a password check needs of the host.
+pub trait PasswordHost: SharedData + Clock {}
+impl<T: SharedData + Clock + ?Sized> PasswordHost for T {}
+
+/// Check `user:password`: a Basic user, else an API client's `id:key`, else an unknown name.
+pub fn verify(
+    users: &BasicUsers,
+    api_keys: &ApiKeys,
+    guard: &mut PasswordGuard,
+    host: &dyn PasswordHost,
+    user: &str,
+    password: &str,
+    now_s: u64,
+) -> Result<Principal, Refusal> {
+    if let Some(hash) = users.users.get(user) {
+        return check(guard, host, user, true, hash, password, now_s)
+            .map(|()| Principal::configured(user, AuthMethod::Basic));
+    }
+    if let Some(result) = api_keys.verify_as_basic(user, password) {
+        return result.map_err(Refusal::Invalid);
+    }
+    match &users.decoy {
+        Some(decoy) => {
+            check(guard, host, user, false, decoy, password, now_s).and(Err(Refusal::Invalid(Reason::BasicInvalid)))
+        }
+        None => {
+            if let Some(retry_after_seconds) = guard.throttle.over_limit(host, user, false, now_s) {
+                return Err(Refusal::TryLater { reason: Reason::BasicThrottled, retry_after_seconds });
+            }
+            guard.throttle.record_failure(host, user, false, now_s);
+            Err(Refusal::Invalid(Reason::BasicInvalid))
+        }
+    }
+}
+
+/// One password check under the guards; `known` says whether `user` exists (a decoy
+/// hash is checked for a name that does not, and never matches).
+fn check(
+    guard: &mut PasswordGuard,
+    host: &dyn PasswordHost,
+    user: &str,
+    known: bool,
+    hash: &PasswordHash,
+    password: &str,
+    now_s: u64,
+) -> Result<(), Refusal> {
+    if let Some(retry_after_seconds) = guard.throttle.over_limit(host, user, known, now_s) {
+        return Err(Refusal::TryLater { reason: Reason::BasicThrottled, retry_after_seconds });
+    }
+    let matches = if hash.is_slow() {
+        let Some(start) = host.now_ns() else {
+            return Err(Refusal::TryLater { reason: Reason::HostError, retry_after_seconds: 1 });
+        };
+        if !guard.budget.available(start) {
+            let retry_after_seconds = guard.budget.retry_after_seconds();
+            return Err(Refusal::TryLater { reason: Reason::PasswordChecksBusy, retry_after_seconds });
+        }
+        let matches = hash.verify(password.as_bytes());
+        let end = host.now_ns().unwrap_or(start);
+        guard.budget.spend(end.saturating_sub(start));
+        matches
+    } else {
+        hash.verify(password.as_bytes())
+    };
+    if matches && known {
+        return Ok(());
+    }
+    guard.throttle.record_failure(host, user, known, now_s);
+    Err(Refusal::Invalid(Reason::BasicInvalid))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,30 @@
+//! Names the configuration gives: HTTP header names, user names and client ids.
+
+use super::error::ConfigError;
+
+/// Validate an HTTP header name (RFC 9110 token) and return it lowercased.
+pub fn header_name(name: &str, path: &str) -> Result<String, ConfigError> {
+    let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !valid {
+        return Err(ConfigError::new(path, "is not a valid header name"));
+    }
+    Ok(name.to_ascii_lowercase())
+}
+
+/// A user name or client id: what goes upstream as the principal. RFC 7617: the
+/// user-id cannot contain a colon; surrounding spaces would make two spellings
+/// of one principal upstream.
+pub fn principal_name(name: &str, path: &str) -> Result<(), ConfigError> {
+    if name.is_empty() || name.contains(':') || name.chars().any(char::is_control) || name.trim() != name {
+        return Err(ConfigError::new(path, "must be non-empty, without ':', control characters or surrounding spaces"));
+    }
+    Ok(())
+}
+
+/// A value that must not be blank.
+pub fn non_empty(value: &str, path: &str) -> Result<(), ConfigError> {
+    if value.trim().is_empty() {
+        return Err(ConfigError::new(path, "must not be empty"));
+    }
+    Ok(())
+}

@@ -1,0 +1,9 @@
+//! SHA-256, for the digests the filter keeps instead of secrets.
+
+use sha2::{Digest, Sha256};
+
+pub type Sha256Digest = [u8; 32];
+
+pub fn sha256(data: &[u8]) -> Sha256Digest {
+    Sha256::digest(data).into()
+}

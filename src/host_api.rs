@@ -1,0 +1,65 @@
+//! What the core asks of its host, as small traits: shared data with
+//! compare-and-swap, outgoing HTTP calls, counters and a clock (signature checks
+//! are `jwt::SignatureBackend`).
+//! The proxy-wasm adapter (`host/`) implements them on Envoy's hostcalls; tests
+//! implement them with fakes, several VMs sharing one store.
+
+/// How a shared-data write is conditioned (proxy-wasm `set_shared_data`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cas {
+    /// Write whatever is there.
+    Any,
+    /// Write only over the version read. Envoy checks this only against an existing
+    /// entry: an absent key is written whatever the expectation.
+    Expect(u32),
+    /// Create only: refused if the key exists.
+    CreateOnly,
+}
+
+/// Data shared by every VM of one Envoy (one `vm_id`), versioned for compare-and-swap.
+pub trait SharedData {
+    /// The value and its version (never 0), or None when absent.
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)>;
+    /// False when the condition failed (another VM wrote first) or the host refused.
+    fn set(&self, key: &str, value: &[u8], cas: Cas) -> bool;
+}
+
+/// Where an outgoing call goes: an Envoy cluster, and the request's authority and path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub cluster: String,
+    pub authority: String,
+    pub path: String,
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cluster {}, authority {}, path {}", self.cluster, self.authority, self.path)
+    }
+}
+
+/// Outgoing HTTP GETs (proxy-wasm `dispatch_http_call`); answers come back later, by token.
+pub trait HttpCalls {
+    /// The call's token, or None when it could not be made (unknown cluster, say).
+    fn get(&mut self, target: &Target, timeout_ms: u64) -> Option<u32>;
+}
+
+/// The answer to an outgoing call, read during the host's callback.
+pub trait CallResponse {
+    /// `:status`; None when there was no response (timeout, connection failure).
+    fn status(&self) -> Option<u16>;
+    fn body_size(&self) -> usize;
+    /// The body; called only once its size is known to be acceptable.
+    fn body(&self) -> Vec<u8>;
+}
+
+/// Envoy counters and gauges (`wasmcustom.wasm_authn.<name>` on the stats page).
+pub trait Counters {
+    fn increment(&mut self, name: &str);
+}
+
+/// Time as the host tells it.
+pub trait Clock {
+    /// Nanoseconds since the Unix epoch; None when the host cannot tell.
+    fn now_ns(&self) -> Option<u64>;
+}

@@ -1,0 +1,72 @@
+//! Why a token was refused: one error kind, with its RFC 6750 description and counted reason.
+
+use super::provider::ProviderId;
+use crate::reason::Reason;
+
+/// Why a token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JwtError {
+    TooLarge,
+    Malformed,
+    /// `none`, an unknown `alg`, or an `alg` the selected key is not bound to.
+    UnsupportedAlgorithm,
+    UnknownIssuer,
+    UnknownKey {
+        provider: ProviderId,
+    },
+    /// The provider's remote key set has not been fetched yet: the token may be fine.
+    KeysNotLoaded {
+        provider: ProviderId,
+    },
+    BadSignature,
+    Expired,
+    NotYetValid,
+    WrongAudience,
+    MissingExpiration,
+    LifetimeTooLong,
+    MissingPrincipal,
+    /// A principal claim that cannot be a header value, or has surrounding whitespace.
+    InvalidPrincipal,
+}
+
+impl JwtError {
+    /// RFC 6750 `error_description`; never echoes the token.
+    pub fn description(&self) -> &'static str {
+        match self {
+            JwtError::TooLarge => "token too large",
+            JwtError::Malformed => "malformed token",
+            JwtError::UnsupportedAlgorithm => "algorithm not allowed",
+            JwtError::UnknownIssuer => "unknown issuer",
+            JwtError::UnknownKey { .. } => "unknown signing key",
+            JwtError::KeysNotLoaded { .. } => "signing keys not available yet",
+            JwtError::BadSignature => "signature verification failed",
+            JwtError::Expired => "token expired",
+            JwtError::NotYetValid => "token not yet valid",
+            JwtError::WrongAudience => "audience not allowed",
+            JwtError::MissingExpiration => "expiration required",
+            JwtError::LifetimeTooLong => "token lifetime too long",
+            JwtError::MissingPrincipal => "principal claim missing",
+            JwtError::InvalidPrincipal => "principal claim invalid",
+        }
+    }
+
+    /// The reason a refusal is counted under.
+    pub fn reason(&self) -> Reason {
+        match self {
+            JwtError::TooLarge => Reason::JwtTooLarge,
+            JwtError::Malformed => Reason::JwtMalformed,
+            JwtError::UnsupportedAlgorithm => Reason::JwtAlgorithm,
+            JwtError::UnknownIssuer => Reason::JwtUnknownIssuer,
+            JwtError::UnknownKey { .. } => Reason::JwtUnknownKey,
+            JwtError::KeysNotLoaded { .. } => Reason::JwksUnavailable,
+            JwtError::BadSignature => Reason::JwtBadSignature,
+            JwtError::Expired => Reason::JwtExpired,
+            JwtError::NotYetValid => Reason::JwtNotYetValid,
+            JwtError::WrongAudience => Reason::JwtAudience,
+            JwtError::MissingExpiration => Reason::JwtNoExpiration,
+            JwtError::LifetimeTooLong => Reason::JwtLifetime,
+            JwtError::MissingPrincipal => Reason::JwtNoPrincipal,
+            JwtError::InvalidPrincipal => Reason::JwtBadPrincipal,
+        }
+    }
+}

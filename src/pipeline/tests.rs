@@ -1,0 +1,460 @@
+//! The decision, end to end on the pure core. Tokens are minted with
+//! `jsonwebtoken`, not the code that verifies them.
+
+use std::cell::Cell;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use jsonwebtoken::{encode, EncodingKey, Header};
+use serde_json::{json, Value};
+
+use super::*;
+use crate::jwt::{Algorithm, ProviderId, SignatureBackend};
+use crate::principal::AuthMethod;
+use crate::reason::Reason;
+use crate::remote::{Progress, Step};
+use crate::testing::{FakeHost, FakeResponse, FakeShared};
+
+const SECRET_SHA256: &str = "sha256:2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b";
+const HMAC_SECRET: &[u8] = b"secret-secret-secret-secret-secret-";
+const NOW: u64 = 1_800_000_000;
+
+fn rsa_public_jwk() -> Value {
+    let all: Value = serde_json::from_str(include_str!("../../tests/keys/public_jwks.json")).unwrap();
+    let mut jwk = all["rsa2048"].clone();
+    jwk["kid"] = json!("rsa-1");
+    jwk
+}
+
+/// A configuration, one VM's verifier and its host.
+struct Vm {
+    config: Config,
+    verifier: Verifier,
+    host: FakeHost,
+}
+
+impl Vm {
+    fn keys_changed(&mut self) {
+        self.verifier.keys_changed();
+    }
+}
+
+fn authenticator(extra: Value) -> Vm {
+    let mut config = json!({
+        "basic": {
+            "users": [{"name": "alice", "password_hash": SECRET_SHA256}],
+            "htpasswd": format!("carol:{}\n", bcrypt::hash_with_salt("pw", 4, [1; 16]).unwrap().format_for_version(bcrypt::Version::TwoY))
+        },
+        "api_keys": {
+            "headers": ["x-api-key", "x-cdata-authtoken"],
+            "query_param": "api_key",
+            "clients": [
+                {"id": "reporting", "key_hash": SECRET_SHA256},
+                {"id": "retired", "key_hash": "sha256:c3ab8ff13720e8ad9047dd39466b3c8974e592c2fa383d4a3960714caef0c4f2", "disabled": true}
+            ]
+        },
+        "bypass": [{"path_prefix": "/healthz"}, {"method": "OPTIONS"}],
+        "jwt": {"providers": [
+            {
+                "name": "corp",
+                "issuer": "https://id.corp",
+                "audiences": ["api"],
+                "local_jwks": {"keys": [
+                    {"kty": "oct", "kid": "hmac-1", "k": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(HMAC_SECRET)},
+                    rsa_public_jwk()
+                ]},
+                "claim_to_headers": [{"claim": "realm.roles", "header": "x-roles"}]
+            },
+            {
+                "name": "remote",
+                "issuer": "https://remote.example",
+                "remote_jwks": {"cluster": "jwks", "authority": "jwks.local", "path": "/jwks.json"}
+            }
+        ]}
+    });
+    if let (Some(base), Some(extra)) = (config.as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            base.insert(k.clone(), v.clone());
+        }
+    }
+    let config = Config::from_json(config.to_string().as_bytes()).unwrap();
+    let host = FakeHost::new(&FakeShared::default());
+    Vm { verifier: Verifier::new(&config), config, host }
+}
+
+fn decide_at(
+    vm: &mut Vm,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    backend: Option<&dyn SignatureBackend>,
+    now: u64,
+) -> Decision {
+    let headers: Vec<(String, String)> = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+    let request = RequestFacts { method, path, headers: &headers };
+    match backend {
+        Some(backend) => {
+            let host = WithBackend { host: &vm.host, backend };
+            super::decide(&vm.config, &mut vm.verifier, &request, &host, now * 1000)
+        }
+        None => super::decide(&vm.config, &mut vm.verifier, &request, &vm.host, now * 1000),
+    }
+}
+
+fn decide_with(vm: &mut Vm, method: &str, path: &str, headers: &[(&str, &str)]) -> Decision {
+    decide_at(vm, method, path, headers, None, NOW)
+}
+
+fn decide(vm: &mut Vm, headers: &[(&str, &str)]) -> Decision {
+    decide_with(vm, "GET", "/orders", headers)
+}
+
+/// The fake host, with another signature backend.
+struct WithBackend<'a> {
+    host: &'a FakeHost,
+    backend: &'a dyn SignatureBackend,
+}
+
+impl crate::host_api::SharedData for WithBackend<'_> {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.host.get(key)
+    }
+    fn set(&self, key: &str, value: &[u8], cas: crate::host_api::Cas) -> bool {
+        self.host.set(key, value, cas)
+    }
+}
+
+impl crate::host_api::Clock for WithBackend<'_> {
+    fn now_ns(&self) -> Option<u64> {
+        self.host.now_ns()
+    }
+}
+
+impl SignatureBackend for WithBackend<'_> {
+    fn verify(&self, alg: Algorithm, spki_der: &[u8], input: &[u8], signature: &[u8]) -> Option<bool> {
+        self.backend.verify(alg, spki_der, input, signature)
+    }
+}
+
+fn basic(user: &str, password: &str) -> String {
+    format!("Basic {}", STANDARD.encode(format!("{user}:{password}")))
+}
+
+fn hs256(claims: Value) -> String {
+    let header = Header { kid: Some("hmac-1".into()), ..Header::new(jsonwebtoken::Algorithm::HS256) };
+    encode(&header, &claims, &EncodingKey::from_secret(HMAC_SECRET)).unwrap()
+}
+
+fn rs256(claims: Value, kid: &str) -> String {
+    let header = Header { kid: Some(kid.into()), ..Header::new(jsonwebtoken::Algorithm::RS256) };
+    let key = EncodingKey::from_rsa_pem(include_bytes!("../../tests/keys/rsa2048_private.pem")).unwrap();
+    encode(&header, &claims, &key).unwrap()
+}
+
+/// A request that passed: its principal and upstream changes.
+fn allowed(decision: Decision) -> (Principal, UpstreamChanges) {
+    match decision {
+        Decision::Allow { principal, changes } => (principal, changes),
+        other => panic!("expected Allow, got {other:?}"),
+    }
+}
+
+fn denied(decision: Decision) -> LocalReply {
+    match decision {
+        Decision::Reply(reply) => reply,
+        other => panic!("expected a reply, got {other:?}"),
+    }
+}
+
+fn header_value<'a>(changes: &'a UpstreamChanges, name: &str) -> Option<&'a str> {
+    changes.set.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+}
+
+fn challenges(reply: &LocalReply) -> Vec<&str> {
+    reply.headers.iter().filter(|(n, _)| *n == "www-authenticate").map(|(_, v)| v.as_str()).collect()
+}
+
+#[test]
+fn basic_user_is_allowed_with_principal_headers() {
+    let mut vm = authenticator(json!({}));
+    let (_, changes) = allowed(decide(&mut vm, &[("authorization", &basic("alice", "secret"))]));
+    assert_eq!(header_value(&changes, "x-auth-principal"), Some("alice"));
+    assert_eq!(header_value(&changes, "x-auth-method"), Some("basic"));
+    assert_eq!(header_value(&changes, "x-auth-provider"), None);
+    assert_eq!(changes.remove, vec!["authorization"]);
+}
+
+#[test]
+fn bcrypt_user_from_htpasswd() {
+    let mut vm = authenticator(json!({}));
+    let (principal, _) = allowed(decide(&mut vm, &[("authorization", &basic("carol", "pw"))]));
+    assert_eq!(principal.id, "carol");
+    let r = denied(decide(&mut vm, &[("authorization", &basic("carol", "pW"))]));
+    assert_eq!((r.status, r.reason), (401, Reason::BasicInvalid));
+}
+
+#[test]
+fn wrong_password_and_unknown_user_look_the_same() {
+    let mut vm = authenticator(json!({}));
+    let wrong = denied(decide(&mut vm, &[("authorization", &basic("alice", "nope"))]));
+    let unknown = denied(decide(&mut vm, &[("authorization", &basic("mallory", "secret"))]));
+    assert_eq!(wrong, LocalReply { reason: Reason::BasicInvalid, ..unknown });
+    assert_eq!(
+        challenges(&wrong),
+        vec![
+            "Basic realm=\"api\", charset=\"UTF-8\"",
+            "Bearer realm=\"api\"",
+            "ApiKey realm=\"api\", header=\"x-api-key\""
+        ]
+    );
+}
+
+#[test]
+fn missing_credential_offers_every_scheme() {
+    let mut vm = authenticator(json!({}));
+    let r = denied(decide(&mut vm, &[]));
+    assert_eq!((r.status, r.reason), (401, Reason::MissingCredential));
+    assert_eq!(challenges(&r).len(), 3);
+}
+
+#[test]
+fn malformed_basic_is_a_401_naming_the_problem() {
+    let mut vm = authenticator(json!({}));
+    let r = denied(decide(&mut vm, &[("authorization", "Basic !!!")]));
+    assert_eq!((r.status, r.reason), (401, Reason::BasicMalformed));
+    let r = denied(decide(&mut vm, &[("authorization", &format!("Basic {}", STANDARD.encode("nocolon")))]));
+    assert_eq!(r.message, "Basic credentials need user:password");
+}
+
+#[test]
+fn api_keys_in_headers_basic_and_query() {
+    let mut vm = authenticator(json!({}));
+    let (principal, changes) = allowed(decide(&mut vm, &[("x-cdata-authtoken", "secret")]));
+    assert_eq!((principal.id.as_str(), principal.method), ("reporting", AuthMethod::ApiKey));
+    assert_eq!(changes.remove, vec!["x-cdata-authtoken"]);
+
+    let (_, changes) = allowed(decide(&mut vm, &[("authorization", &basic("reporting", "secret"))]));
+    assert_eq!(header_value(&changes, "x-auth-method"), Some("api-key"));
+
+    let (_, changes) = allowed(decide_with(&mut vm, "GET", "/r?x=1&api_key=secret", &[]));
+    assert_eq!(changes.path.as_deref(), Some("/r?x=1"));
+}
+
+#[test]
+fn disabled_and_unknown_api_keys() {
+    let mut vm = authenticator(json!({}));
+    // sha256("foobar") is the retired client's key.
+    let r = denied(decide(&mut vm, &[("x-api-key", "foobar")]));
+    assert_eq!((r.status, r.reason, r.message.as_str()), (401, Reason::ApiKeyDisabled, "invalid API key"));
+    let r = denied(decide(&mut vm, &[("x-api-key", "guess")]));
+    assert_eq!((r.status, r.reason), (401, Reason::ApiKeyInvalid));
+    let r = denied(decide(&mut vm, &[("authorization", &basic("retired", "foobar"))]));
+    assert_eq!(r.reason, Reason::ApiKeyDisabled);
+}
+
+#[test]
+fn forward_credentials_keeps_them() {
+    let mut vm = authenticator(json!({"forward_credentials": true}));
+    let (_, changes) = allowed(decide(&mut vm, &[("x-api-key", "secret")]));
+    assert!(changes.remove.is_empty());
+}
+
+#[test]
+fn bypass_rules() {
+    let mut vm = authenticator(json!({}));
+    assert_eq!(decide_with(&mut vm, "GET", "/healthz/live", &[]), Decision::Bypass(UpstreamChanges::default()));
+    assert_eq!(decide_with(&mut vm, "OPTIONS", "/orders", &[]), Decision::Bypass(UpstreamChanges::default()));
+    assert_eq!(denied(decide_with(&mut vm, "GET", "/health", &[])).reason, Reason::MissingCredential);
+}
+
+#[test]
+fn bearer_token_with_claim_headers() {
+    let mut vm = authenticator(json!({}));
+    let token = hs256(
+        json!({"iss": "https://id.corp", "aud": "api", "sub": "u-42", "exp": NOW + 60, "realm": {"roles": ["a", "b"]}}),
+    );
+    let (_, changes) = allowed(decide(&mut vm, &[("authorization", &format!("Bearer {token}"))]));
+    assert_eq!(header_value(&changes, "x-auth-principal"), Some("u-42"));
+    assert_eq!(header_value(&changes, "x-auth-method"), Some("jwt"));
+    assert_eq!(header_value(&changes, "x-auth-provider"), Some("corp"));
+    assert_eq!(header_value(&changes, "x-roles"), Some("a,b"));
+}
+
+#[test]
+fn bad_tokens_get_rfc6750_challenges() {
+    let mut vm = authenticator(json!({}));
+    let expired = hs256(json!({"iss": "https://id.corp", "aud": "api", "sub": "u", "exp": NOW - 3600}));
+    let r = denied(decide(&mut vm, &[("authorization", &format!("Bearer {expired}"))]));
+    assert_eq!(
+        challenges(&r),
+        vec!["Bearer realm=\"api\", error=\"invalid_token\", error_description=\"token expired\""]
+    );
+    let r = denied(decide(&mut vm, &[("authorization", "Bearer not-a-token")]));
+    assert_eq!((r.status, r.reason), (401, Reason::JwtMalformed));
+}
+
+/// Counts the signature checks that reach the backend.
+struct Counting(Cell<u32>);
+
+impl SignatureBackend for Counting {
+    fn verify(&self, _: Algorithm, _: &[u8], _: &[u8], _: &[u8]) -> Option<bool> {
+        self.0.set(self.0.get() + 1);
+        None // and let the pure-Rust path decide
+    }
+}
+
+#[test]
+fn a_repeated_token_is_verified_once_until_keys_change() {
+    let mut vm = authenticator(json!({}));
+    let backend = Counting(Cell::new(0));
+    let token = rs256(json!({"iss": "https://id.corp", "aud": "api", "sub": "u", "exp": NOW + 60}), "rsa-1");
+    let bearer = format!("Bearer {token}");
+    for _ in 0..3 {
+        allowed(decide_at(&mut vm, "GET", "/", &[("authorization", &bearer)], Some(&backend), NOW));
+    }
+    assert_eq!(backend.0.get(), 1);
+    vm.keys_changed();
+    allowed(decide_at(&mut vm, "GET", "/", &[("authorization", &bearer)], Some(&backend), NOW));
+    assert_eq!(backend.0.get(), 2);
+}
+
+#[test]
+fn a_cached_token_still_expires() {
+    let mut vm = authenticator(json!({}));
+    let token = hs256(json!({"iss": "https://id.corp", "aud": "api", "sub": "u", "exp": NOW + 5}));
+    let bearer = format!("Bearer {token}");
+    allowed(decide(&mut vm, &[("authorization", &bearer)]));
+    let later = decide_at(&mut vm, "GET", "/", &[("authorization", &bearer)], None, NOW + 3600);
+    assert_eq!(denied(later).reason, Reason::JwtExpired);
+}
+
+#[test]
+fn a_failed_password_is_remembered_as_failed_only() {
+    let mut vm = authenticator(json!({}));
+    denied(decide(&mut vm, &[("authorization", &basic("alice", "wrong"))]));
+    allowed(decide(&mut vm, &[("authorization", &basic("alice", "secret"))]));
+    denied(decide(&mut vm, &[("authorization", &basic("alice", "wrong"))]));
+}
+
+/// The remote provider fetches its keys at `now_ms` (a refresh, or a refetch for an
+/// unknown kid when `refetch`), and the endpoint answers `jwks`.
+fn fetch(vm: &mut Vm, jwks: Value, now_ms: u64, refetch: bool) {
+    let remote = vm.config.jwt_providers[1].remote.as_mut().unwrap();
+    assert!(remote.start(&vm.host.shared, now_ms, refetch).is_some(), "the fetch is due");
+    let fetched = remote.on_response(&vm.host.shared, Step::Document, &FakeResponse::ok(jwks.to_string()), now_ms);
+    assert!(matches!(fetched, Progress::Fetched { .. }));
+}
+
+#[test]
+fn remote_provider_without_keys_waits_then_unknown_kid_refetches() {
+    let mut vm = authenticator(json!({}));
+    let token = rs256(json!({"iss": "https://remote.example", "sub": "u", "exp": NOW + 60}), "rsa-1");
+    let bearer = format!("Bearer {token}");
+    let headers = [("authorization", bearer.as_str())];
+
+    let d = decide(&mut vm, &headers);
+    assert_eq!(d, Decision::WaitForKeys { provider: ProviderId(1), refetch: false });
+
+    fetch(&mut vm, json!({"keys": [jwk_other()]}), NOW * 1000, false);
+    // An unknown kid may trigger a refetch (none happened yet).
+    let d = decide(&mut vm, &headers);
+    assert_eq!(d, Decision::WaitForKeys { provider: ProviderId(1), refetch: true });
+
+    // The refetch brought nothing new; within min_refetch_seconds the key is unknown.
+    fetch(&mut vm, json!({"keys": [jwk_other()]}), NOW * 1000 + 10, true);
+    let r = denied(decide_at(&mut vm, "GET", "/", &headers, None, NOW + 1));
+    assert_eq!((r.status, r.reason), (401, Reason::JwtUnknownKey));
+
+    // The endpoint fails: the token may be signed by a key not fetched yet.
+    let remote = vm.config.jwt_providers[1].remote.as_mut().unwrap();
+    remote.fail(&vm.host.shared, NOW * 1000 + 30);
+    let r = denied(decide_at(&mut vm, "GET", "/", &headers, None, NOW + 1));
+    assert_eq!((r.status, r.reason), (503, Reason::JwksUnavailable));
+    assert!(r.headers.contains(&("retry-after", "1".to_string())));
+
+    fetch(&mut vm, json!({"keys": [rsa_public_jwk()]}), NOW * 1000 + 40_000, true);
+    vm.keys_changed();
+    let (_, changes) = allowed(decide_at(&mut vm, "GET", "/", &headers, None, NOW + 40));
+    assert_eq!(header_value(&changes, "x-auth-provider"), Some("remote"));
+}
+
+fn jwk_other() -> Value {
+    let mut jwk = rsa_public_jwk();
+    jwk["kid"] = json!("other");
+    jwk
+}
+
+#[test]
+fn forged_principal_headers_are_removed_from_whatever_goes_upstream() {
+    let mut vm = authenticator(json!({}));
+    let forged = [("x-auth-principal", "root"), ("x-roles", "admin")];
+    let d = decide_with(&mut vm, "GET", "/healthz", &forged);
+    let expected = UpstreamChanges { remove: vec!["x-auth-principal".into(), "x-roles".into()], ..Default::default() };
+    assert_eq!(d, Decision::Bypass(expected));
+
+    let mut headers = forged.to_vec();
+    let credentials = basic("alice", "secret");
+    headers.push(("authorization", &credentials));
+    let (_, changes) = allowed(decide_with(&mut vm, "GET", "/orders", &headers));
+    assert_eq!(changes.remove, vec!["x-auth-principal", "x-roles", "authorization"]);
+    assert_eq!(header_value(&changes, "x-auth-principal"), Some("alice"));
+}
+
+#[test]
+fn a_second_credential_never_reaches_the_upstream() {
+    let mut vm = authenticator(json!({}));
+    let token = hs256(json!({"iss": "https://id.corp", "aud": "api", "sub": "u", "exp": NOW + 60}));
+    let bearer = format!("Bearer {token}");
+    let headers = [("authorization", bearer.as_str()), ("x-api-key", "foobar"), ("x-cdata-authtoken", "foobar")];
+    let (principal, changes) = allowed(decide_with(&mut vm, "GET", "/o?api_key=foobar&API_KEY=x", &headers));
+    assert_eq!(principal.id, "u");
+    assert_eq!(changes.remove, vec!["authorization", "x-api-key", "x-cdata-authtoken"]);
+    assert_eq!(changes.path.as_deref(), Some("/o"));
+
+    let d = decide_with(&mut vm, "GET", "/healthz?api%5Fkey=x", &[("x-api-key", "k")]);
+    let expected = UpstreamChanges { remove: vec!["x-api-key".into()], set: vec![], path: Some("/healthz".into()) };
+    assert_eq!(d, Decision::Bypass(expected));
+}
+
+#[test]
+fn bypass_matches_normalized_paths_at_segment_boundaries() {
+    let mut vm = authenticator(json!({}));
+    for escape in [
+        "/healthz/../orders",
+        "/healthz/%2e%2e/orders",
+        "/healthz/..%2forders",
+        "/healthz\\..\\orders",
+        "http://h/healthz/../orders",
+        "/healthzadmin",
+        "/healthz%2Fx",
+    ] {
+        let d = decide_with(&mut vm, "GET", escape, &[]);
+        assert_eq!(denied(d).reason, Reason::MissingCredential, "{escape}");
+    }
+    for fine in ["/healthz", "/healthz/", "//healthz/live", "/x/../healthz", "/%68ealthz"] {
+        let d = decide_with(&mut vm, "GET", fine, &[]);
+        assert!(matches!(d, Decision::Bypass(_)), "{fine}: {d:?}");
+    }
+}
+
+#[test]
+fn cors_preflight_bypass_needs_origin_and_request_method() {
+    let mut vm = authenticator(json!({"bypass": [], "bypass_cors_preflight": true}));
+    let preflight = [("origin", "https://app.example"), ("access-control-request-method", "POST")];
+    let d = decide_with(&mut vm, "OPTIONS", "/orders", &preflight);
+    assert!(matches!(d, Decision::Bypass(_)), "{d:?}");
+    for headers in [&preflight[..1], &preflight[1..], &[]] {
+        let d = decide_with(&mut vm, "OPTIONS", "/orders", headers);
+        assert_eq!(denied(d).reason, Reason::MissingCredential);
+    }
+    let not_options = decide_with(&mut vm, "POST", "/orders", &preflight);
+    assert_eq!(denied(not_options).reason, Reason::MissingCredential);
+}
+
+#[test]
+fn underscore_spellings_of_owned_headers_are_removed() {
+    let mut vm = authenticator(json!({}));
+    let headers = [("x_auth_principal", "root"), ("x-auth_method", "basic"), ("x_roles", "admin"), ("x_other", "ok")];
+    let Decision::Bypass(changes) = decide_with(&mut vm, "GET", "/healthz", &headers) else { panic!() };
+    assert_eq!(changes.remove, vec!["x_auth_principal", "x-auth_method", "x_roles"]);
+}

@@ -1,0 +1,244 @@
+//! One plugin instance: what a VM (one per Envoy worker) keeps for the
+//! configuration it runs, and the events the host brings it: a request's
+//! headers, a tick, the answer to a fetch, the end of a stream. The host
+//! adapter only carries these in and the verdicts out.
+
+use std::collections::HashMap;
+
+use log::{info, warn};
+
+use crate::authenticate::{Verifier, VerifyHost};
+use crate::config::Config;
+use crate::host_api::{CallResponse, Counters, HttpCalls, Target};
+use crate::jwt::ProviderId;
+use crate::pipeline::{self, Decision};
+use crate::reason::Reason;
+use crate::remote::{FetchReason, Progress, Step};
+use crate::reply::LocalReply;
+use crate::request::RequestFacts;
+use crate::shape::UpstreamChanges;
+
+/// Everything a plugin needs of its host.
+pub trait Host: VerifyHost + HttpCalls + Counters {}
+impl<T: VerifyHost + HttpCalls + Counters> Host for T {}
+
+/// What the host does with a request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Continue upstream after these changes.
+    Continue(UpstreamChanges),
+    /// Answer it.
+    Reply(LocalReply),
+    /// Hold it; `on_tick` says when to bring it back.
+    Pause,
+}
+
+/// A request held for a provider's keys.
+#[derive(Debug, Clone, Copy)]
+struct Waiting {
+    provider: ProviderId,
+    deadline_ms: u64,
+    /// The provider's key events when the request was last decided.
+    events_seen: u64,
+    /// It waits for a refetch (its `kid` is unknown), not for the first keys.
+    refetch: bool,
+}
+
+/// A fetch call on its way.
+struct PendingCall {
+    provider: ProviderId,
+    step: Step,
+    target: Target,
+}
+
+pub struct Plugin {
+    config: Config,
+    verifier: Verifier,
+    /// Requests held for keys, by HTTP context id.
+    waiting: HashMap<u32, Waiting>,
+    /// Outstanding fetch calls, by call token.
+    calls: HashMap<u32, PendingCall>,
+}
+
+impl Plugin {
+    pub fn new(config: Config) -> Plugin {
+        Plugin { verifier: Verifier::new(&config), config, waiting: HashMap::new(), calls: HashMap::new() }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Decide a request (again, when it was held for keys).
+    pub fn on_request(&mut self, host: &mut dyn Host, context_id: u32, request: &RequestFacts, now_ms: u64) -> Verdict {
+        let mut decision = pipeline::decide(&self.config, &mut self.verifier, request, &*host, now_ms);
+        // Another VM may have fetched the keys, or refetched already: look before waiting or refusing.
+        if needs_key_check(&decision) {
+            self.sync_keys(&*host);
+            decision = pipeline::decide(&self.config, &mut self.verifier, request, &*host, now_ms);
+        }
+        let verdict = match decision {
+            Decision::Bypass(changes) => {
+                host.increment("bypassed");
+                Verdict::Continue(changes)
+            }
+            Decision::Allow { changes, .. } => {
+                host.increment("allowed");
+                Verdict::Continue(changes)
+            }
+            Decision::Reply(reply) => Verdict::Reply(reply),
+            Decision::WaitForKeys { provider, refetch } => self.hold(context_id, provider, refetch, now_ms),
+        };
+        if !matches!(verdict, Verdict::Pause) {
+            self.waiting.remove(&context_id);
+        }
+        if let Verdict::Reply(reply) = &verdict {
+            host.increment(&reply.reason.metric());
+        }
+        verdict
+    }
+
+    /// Hold a request for keys, until they arrive or `jwks_wait_ms` runs out (then 503).
+    fn hold(&mut self, context_id: u32, provider: ProviderId, refetch: bool, now_ms: u64) -> Verdict {
+        let wait_ms = self.config.jwks_wait_ms;
+        let events = self.remote_events(provider);
+        let entry = self.waiting.entry(context_id).or_insert(Waiting {
+            provider,
+            deadline_ms: now_ms + wait_ms,
+            events_seen: events,
+            refetch,
+        });
+        entry.provider = provider;
+        entry.events_seen = events;
+        entry.refetch = refetch;
+        if now_ms >= entry.deadline_ms {
+            Verdict::Reply(LocalReply::keys_unavailable(wait_ms.div_ceil(1000)))
+        } else {
+            Verdict::Pause
+        }
+    }
+
+    fn remote_events(&self, provider: ProviderId) -> u64 {
+        let remote = self.config.jwt_providers.get(provider.0).and_then(|p| p.remote.as_ref());
+        remote.map_or(0, |remote| remote.events())
+    }
+
+    /// The stream ended (answered, reset, or gone while held).
+    pub fn on_stream_end(&mut self, context_id: u32) {
+        self.waiting.remove(&context_id);
+    }
+
+    /// Whether the host should tick fast: requests wait for keys, or keys are on their way.
+    pub fn busy(&self) -> bool {
+        !self.waiting.is_empty() || !self.calls.is_empty()
+    }
+
+    /// Keep remote keys fresh: pick up what other VMs fetched, start the fetches that
+    /// are due. Returns the held requests to decide again (keys changed, or out of time).
+    pub fn on_tick(&mut self, host: &mut dyn Host, now_ms: u64) -> Vec<u32> {
+        let mut changed = false;
+        for index in 0..self.config.jwt_providers.len() {
+            let id = ProviderId(index);
+            let fetching = self.calls.values().any(|call| call.provider == id);
+            let refetch_wanted = self.waiting.values().any(|w| w.provider == id && w.refetch);
+            let Some(provider) = self.config.jwt_providers.get_mut(index) else { continue };
+            let name = &provider.name;
+            let Some(remote) = provider.remote.as_mut() else { continue };
+            changed |= remote.sync(&*host);
+            if fetching {
+                continue;
+            }
+            let Some(reason) = remote.start(&*host, now_ms, refetch_wanted) else { continue };
+            if reason == FetchReason::UnknownKid {
+                info!("wasm-authn: provider {name}: unknown key id, fetching its JWKS again");
+            }
+            let target = remote.fetch.target.clone();
+            let step = remote.first_step();
+            match host.get(&target, remote.fetch.policy.timeout_ms) {
+                Some(token) => {
+                    self.calls.insert(token, PendingCall { provider: id, step, target });
+                }
+                None => self.fetch_failed(host, id, &target, "the call could not be made (unknown cluster?)", now_ms),
+            }
+        }
+        if changed {
+            self.verifier.keys_changed();
+        }
+        self.waiting
+            .iter()
+            .filter(|(_, w)| now_ms >= w.deadline_ms || self.remote_events(w.provider) != w.events_seen)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// A fetch call answered (or failed: no status means timeout or connection failure).
+    pub fn on_call_response(&mut self, host: &mut dyn Host, token: u32, response: &dyn CallResponse, now_ms: u64) {
+        let Some(call) = self.calls.remove(&token) else { return };
+        let Some(provider) = self.config.jwt_providers.get_mut(call.provider.0) else { return };
+        let Some(remote) = provider.remote.as_mut() else { return };
+        match remote.on_response(&*host, call.step, response, now_ms) {
+            Progress::Call(target) => match host.get(&target, remote.fetch.policy.timeout_ms) {
+                Some(next) => {
+                    self.calls.insert(next, PendingCall { provider: call.provider, step: Step::Document, target });
+                }
+                None => self.fetch_failed(
+                    host,
+                    call.provider,
+                    &target,
+                    "the call could not be made (unknown cluster?)",
+                    now_ms,
+                ),
+            },
+            Progress::Fetched { changed } => {
+                let count = remote.value().map_or(0, |keys| keys.len());
+                let what = if changed { "" } else { " (unchanged)" };
+                info!("wasm-authn: provider {}: fetched {count} signing keys{what} ({})", provider.name, call.target);
+                host.increment(&format!("jwks_fetch_success.{}", metric_safe(&provider.name)));
+                if changed {
+                    self.verifier.keys_changed();
+                }
+            }
+            Progress::Failed(reason) => self.fetch_failed(host, call.provider, &call.target, &reason, now_ms),
+        }
+    }
+
+    fn fetch_failed(&mut self, host: &mut dyn Host, id: ProviderId, target: &Target, reason: &str, now_ms: u64) {
+        let Some(provider) = self.config.jwt_providers.get_mut(id.0) else { return };
+        let Some(remote) = provider.remote.as_mut() else { return };
+        let retry_ms = remote.fail(&*host, now_ms);
+        let kept = if remote.value().is_some() { "keeping the last good keys" } else { "no keys yet" };
+        warn!(
+            "wasm-authn: provider {}: JWKS fetch failed ({target}): {reason}; {kept}; retrying in {retry_ms} ms",
+            provider.name
+        );
+        host.increment(&format!("jwks_fetch_failed.{}", metric_safe(&provider.name)));
+    }
+
+    /// Look at what other VMs fetched (the rare path of a token whose key this VM
+    /// does not know, or whose keys are not loaded yet).
+    fn sync_keys(&mut self, host: &dyn Host) {
+        let mut changed = false;
+        for remote in self.config.jwt_providers.iter_mut().filter_map(|p| p.remote.as_mut()) {
+            changed |= remote.sync(host);
+        }
+        if changed {
+            self.verifier.keys_changed();
+        }
+    }
+}
+
+fn needs_key_check(decision: &Decision) -> bool {
+    match decision {
+        Decision::WaitForKeys { .. } => true,
+        Decision::Reply(reply) => reply.reason == Reason::JwtUnknownKey,
+        _ => false,
+    }
+}
+
+/// Provider names go into metric names: keep them to characters stats sinks accept.
+pub fn metric_safe(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect()
+}
+
+#[cfg(test)]
+mod tests;

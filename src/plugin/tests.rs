@@ -1,0 +1,314 @@
+//! The fetch protocol across VMs: several plugins (one per fake worker) share one
+//! fake Envoy's shared data, tick, race, wait and fail, as Envoy's workers do.
+
+use jsonwebtoken::{encode, EncodingKey, Header};
+use serde_json::{json, Value};
+
+use super::*;
+use crate::testing::{FakeHost, FakeResponse, FakeShared};
+
+const ISSUER: &str = "https://remote.example";
+const T0: u64 = 1_800_000_000_000; // ms
+
+fn rsa_jwk(kid: &str) -> Value {
+    let all: Value = serde_json::from_str(include_str!("../../tests/keys/public_jwks.json")).unwrap();
+    let mut jwk = all["rsa2048"].clone();
+    jwk["kid"] = json!(kid);
+    jwk
+}
+
+fn jwks(kids: &[&str]) -> String {
+    json!({"keys": kids.iter().map(|kid| rsa_jwk(kid)).collect::<Vec<_>>()}).to_string()
+}
+
+fn token(kid: &str) -> String {
+    let header = Header { kid: Some(kid.into()), ..Header::new(jsonwebtoken::Algorithm::RS256) };
+    let key = EncodingKey::from_rsa_pem(include_bytes!("../../tests/keys/rsa2048_private.pem")).unwrap();
+    let claims = json!({"iss": ISSUER, "sub": format!("user-{kid}"), "exp": T0 / 1000 + 3600});
+    encode(&header, &claims, &key).unwrap()
+}
+
+fn config(fetch: Value) -> Config {
+    let mut remote = json!({"cluster": "jwks", "authority": "idp", "path": "/jwks.json"});
+    for (k, v) in fetch.as_object().unwrap() {
+        remote[k] = v.clone();
+    }
+    let key = if remote.get("discovery").is_some() { "discovery" } else { "remote_jwks" };
+    if let Some(obj) = remote.as_object_mut() {
+        obj.remove("discovery");
+    }
+    let config = json!({
+        "jwt": {"jwks_wait_ms": 2000, "providers": [{"name": "remote", "issuer": ISSUER, key: remote}]},
+        "cache": {"max_entries": 0}
+    });
+    Config::from_json(config.to_string().as_bytes()).unwrap()
+}
+
+/// One fake Envoy: its shared data and one plugin per worker.
+struct Envoy {
+    shared: FakeShared,
+    workers: Vec<(Plugin, FakeHost)>,
+}
+
+impl Envoy {
+    fn new(workers: usize, fetch: Value) -> Envoy {
+        let shared = FakeShared::default();
+        let workers = (0..workers).map(|_| (Plugin::new(config(fetch.clone())), FakeHost::new(&shared))).collect();
+        Envoy { shared, workers }
+    }
+
+    /// Every worker ticks; returns, per worker, the held requests to decide again.
+    fn tick(&mut self, now: u64) -> Vec<Vec<u32>> {
+        self.workers.iter_mut().map(|(plugin, host)| plugin.on_tick(host, now)).collect()
+    }
+
+    /// One worker ticks alone.
+    fn tick_one(&mut self, worker: usize, now: u64) -> Vec<u32> {
+        let (plugin, host) = &mut self.workers[worker];
+        plugin.on_tick(host, now)
+    }
+
+    /// Every call made so far, by worker.
+    fn calls(&mut self) -> Vec<(usize, u32, crate::host_api::Target)> {
+        let mut calls = Vec::new();
+        for (i, (_, host)) in self.workers.iter_mut().enumerate() {
+            calls.extend(host.take_calls().into_iter().map(|(token, target)| (i, token, target)));
+        }
+        calls
+    }
+
+    fn answer(&mut self, worker: usize, token: u32, response: FakeResponse, now: u64) {
+        let (plugin, host) = &mut self.workers[worker];
+        plugin.on_call_response(host, token, &response, now);
+    }
+
+    fn request(&mut self, worker: usize, context: u32, kid: &str, now: u64) -> Verdict {
+        let headers = vec![
+            (":method".to_string(), "GET".to_string()),
+            (":path".to_string(), "/orders".to_string()),
+            ("authorization".to_string(), format!("Bearer {}", token(kid))),
+        ];
+        let (plugin, host) = &mut self.workers[worker];
+        plugin.on_request(host, context, &RequestFacts::from_headers(&headers), now)
+    }
+
+    /// The one call made since the last look, answered with `response`.
+    fn answer_the_call(&mut self, response: FakeResponse, now: u64) {
+        let calls = self.calls();
+        assert_eq!(calls.len(), 1, "exactly one call for the whole Envoy: {calls:?}");
+        let (worker, token, _) = calls[0].clone();
+        self.answer(worker, token, response, now);
+    }
+}
+
+fn is_allowed(verdict: &Verdict) -> bool {
+    matches!(verdict, Verdict::Continue(changes) if changes.set.iter().any(|(n, _)| n == "x-auth-principal"))
+}
+
+fn reply_status(verdict: &Verdict) -> Option<u16> {
+    match verdict {
+        Verdict::Reply(reply) => Some(reply.status),
+        _ => None,
+    }
+}
+
+#[test]
+fn one_fetch_for_every_worker_and_every_worker_gets_the_keys() {
+    let mut envoy = Envoy::new(4, json!({}));
+    envoy.tick(T0);
+    let calls = envoy.calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].2.path, "/jwks.json");
+    envoy.tick(T0 + 20);
+    assert!(envoy.calls().is_empty(), "the lease holds while the fetch is on its way");
+    let (worker, token, _) = calls[0].clone();
+    envoy.answer(worker, token, FakeResponse::ok(jwks(&["a"])), T0 + 30);
+    envoy.tick(T0 + 40);
+    for w in 0..4 {
+        assert!(is_allowed(&envoy.request(w, 1, "a", T0 + 50)), "worker {w}");
+    }
+    assert!(envoy.calls().is_empty());
+    assert_eq!(envoy.workers[worker].1.counter("jwks_fetch_success.remote"), 1);
+}
+
+#[test]
+fn requests_held_before_the_first_keys_are_woken_on_every_worker() {
+    let mut envoy = Envoy::new(3, json!({}));
+    assert_eq!(envoy.request(1, 7, "a", T0), Verdict::Pause);
+    assert_eq!(envoy.request(2, 8, "a", T0), Verdict::Pause);
+    envoy.tick(T0);
+    envoy.answer_the_call(FakeResponse::ok(jwks(&["a"])), T0 + 10);
+    let ready = envoy.tick(T0 + 20);
+    assert_eq!(ready[1], vec![7]);
+    assert_eq!(ready[2], vec![8]);
+    assert!(is_allowed(&envoy.request(1, 7, "a", T0 + 20)));
+    assert!(is_allowed(&envoy.request(2, 8, "a", T0 + 20)));
+    assert!(envoy.tick(T0 + 40).iter().all(Vec::is_empty), "nothing is held any more");
+}
+
+#[test]
+fn a_held_request_gets_503_once_its_wait_is_over() {
+    let mut envoy = Envoy::new(2, json!({}));
+    assert_eq!(envoy.request(0, 5, "a", T0), Verdict::Pause);
+    envoy.tick(T0);
+    let _ = envoy.calls(); // never answered
+    assert!(envoy.tick(T0 + 1000)[0].is_empty());
+    assert_eq!(envoy.tick(T0 + 2000)[0], vec![5]);
+    let verdict = envoy.request(0, 5, "a", T0 + 2000);
+    let Verdict::Reply(reply) = verdict else { panic!("{verdict:?}") };
+    assert_eq!((reply.status, reply.reason), (503, Reason::JwksUnavailable));
+    assert!(reply.headers.contains(&("retry-after", "2".to_string())));
+    assert_eq!(envoy.workers[0].1.counter("denied.jwks_unavailable"), 1);
+}
+
+#[test]
+fn a_failed_first_fetch_is_retried_each_second_by_one_worker() {
+    let mut envoy = Envoy::new(3, json!({}));
+    envoy.tick(T0);
+    envoy.answer_the_call(FakeResponse::status(500), T0 + 5);
+    envoy.tick(T0 + 500);
+    assert!(envoy.calls().is_empty(), "backing off");
+    envoy.tick(T0 + 1010);
+    envoy.answer_the_call(FakeResponse::none(), T0 + 1020);
+    envoy.tick(T0 + 2030);
+    envoy.answer_the_call(FakeResponse::ok(jwks(&["a"])), T0 + 2040);
+    envoy.tick(T0 + 2050);
+    assert!(is_allowed(&envoy.request(2, 1, "a", T0 + 2050)));
+}
+
+#[test]
+fn refresh_failures_back_off_and_keep_the_last_good_keys() {
+    let mut envoy = Envoy::new(2, json!({"refresh_seconds": 10}));
+    envoy.tick(T0);
+    envoy.answer_the_call(FakeResponse::ok(jwks(&["a"])), T0);
+    let mut now = T0 + 10_000;
+    let mut attempts = Vec::new();
+    while now < T0 + 40_000 {
+        envoy.tick(now);
+        let calls = envoy.calls();
+        assert!(calls.len() <= 1);
+        if let Some((worker, token, _)) = calls.first().cloned() {
+            attempts.push(now - T0);
+            envoy.answer(worker, token, FakeResponse::ok(b"{not json".to_vec()), now);
+        }
+        assert!(is_allowed(&envoy.request(0, 1, "a", now)), "the last good keys at {now}");
+        now += 250;
+    }
+    // Refresh due at 10 s, then 1 s, 2 s, 4 s, 8 s (capped at the 10 s refresh) apart.
+    let gaps: Vec<u64> = attempts.windows(2).map(|w| w[1] - w[0]).collect();
+    assert_eq!(gaps[..4], [1000, 2000, 4000, 8000], "{attempts:?}");
+    assert!(envoy.workers.iter().map(|(_, h)| h.counter("jwks_fetch_failed.remote")).sum::<u64>() >= 5);
+}
+
+#[test]
+fn an_unknown_kid_refetches_once_for_the_whole_envoy() {
+    let mut envoy = Envoy::new(4, json!({}));
+    envoy.tick(T0);
+    envoy.answer_the_call(FakeResponse::ok(jwks(&["a"])), T0);
+    envoy.tick(T0 + 10);
+    // The key rotates at the endpoint; tokens signed with "b" reach every worker.
+    for w in 0..4 {
+        assert_eq!(envoy.request(w, 10 + w as u32, "b", T0 + 100), Verdict::Pause, "worker {w}");
+    }
+    envoy.tick(T0 + 120);
+    envoy.answer_the_call(FakeResponse::ok(jwks(&["a", "b"])), T0 + 130);
+    let ready = envoy.tick(T0 + 140);
+    for (w, held) in ready.iter().enumerate() {
+        assert_eq!(held, &vec![10 + w as u32]);
+        assert!(is_allowed(&envoy.request(w, 10 + w as u32, "b", T0 + 140)), "worker {w}");
+    }
+    envoy.tick(T0 + 5000);
+    assert!(envoy.calls().is_empty(), "no second refetch");
+    // Another unknown kid within min_refetch_seconds: refused at once, no fetch.
+    assert_eq!(reply_status(&envoy.request(0, 20, "c", T0 + 6000)), Some(401));
+    envoy.tick(T0 + 6010);
+    assert!(envoy.calls().is_empty());
+}
+
+#[test]
+fn an_unknown_kid_while_the_endpoint_fails_is_a_503() {
+    let mut envoy = Envoy::new(2, json!({}));
+    envoy.tick(T0);
+    envoy.answer_the_call(FakeResponse::ok(jwks(&["a"])), T0);
+    assert_eq!(envoy.request(1, 3, "b", T0 + 100), Verdict::Pause);
+    envoy.tick(T0 + 110);
+    envoy.answer_the_call(FakeResponse::status(503), T0 + 120);
+    assert_eq!(envoy.tick(T0 + 130)[1], vec![3]);
+    assert_eq!(reply_status(&envoy.request(1, 3, "b", T0 + 130)), Some(503));
+    assert!(is_allowed(&envoy.request(1, 4, "a", T0 + 130)), "known keys still work");
+}
+
+#[test]
+fn a_worker_that_never_answers_loses_its_lease() {
+    let mut envoy = Envoy::new(2, json!({"timeout_ms": 1000}));
+    envoy.tick_one(0, T0);
+    let first = envoy.calls();
+    assert_eq!(first[0].0, 0);
+    // Worker 0 is gone; its lease (two timeouts and a second) runs out, worker 1 fetches.
+    envoy.tick_one(1, T0 + 2500);
+    assert!(envoy.calls().is_empty());
+    envoy.tick_one(1, T0 + 3001);
+    let second = envoy.calls();
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].0, 1);
+}
+
+#[test]
+fn racing_workers_take_the_lease_once() {
+    let mut envoy = Envoy::new(2, json!({}));
+    // Worker 1 leases between worker 0's read of the record and its write.
+    let shared = envoy.shared.clone();
+    let other = std::rc::Rc::new(move |s: &FakeShared| {
+        let mut plugin = Plugin::new(config(json!({})));
+        let mut host = FakeHost::new(s);
+        plugin.on_tick(&mut host, T0);
+        assert_eq!(host.take_calls().len(), 1, "the other worker won");
+    });
+    shared.interfere_before_next_sets(1, other);
+    envoy.tick(T0);
+    assert!(envoy.calls().is_empty(), "the loser does not fetch");
+}
+
+#[test]
+fn an_unchanged_document_is_not_stored_again() {
+    let mut envoy = Envoy::new(2, json!({"refresh_seconds": 1}));
+    envoy.tick(T0);
+    envoy.answer_the_call(FakeResponse::ok(jwks(&["a"])), T0);
+    let writes = envoy.shared.writes();
+    envoy.tick(T0 + 1500);
+    envoy.answer_the_call(FakeResponse::ok(jwks(&["a"])), T0 + 1500);
+    // The fetch record changes (lease, success), the document does not.
+    assert_eq!(envoy.shared.writes(), writes + 2);
+}
+
+#[test]
+fn discovery_reads_the_jwks_uri_each_fetch() {
+    let mut envoy = Envoy::new(1, json!({"discovery": true, "path": "/.well-known/openid-configuration"}));
+    envoy.tick(T0);
+    let calls = envoy.calls();
+    assert_eq!(calls[0].2.path, "/.well-known/openid-configuration");
+    let document = json!({"issuer": ISSUER, "jwks_uri": "https://idp/keys/v1"}).to_string();
+    envoy.answer(0, calls[0].1, FakeResponse::ok(document), T0);
+    let calls = envoy.calls();
+    assert_eq!((calls[0].2.cluster.as_str(), calls[0].2.path.as_str()), ("jwks", "/keys/v1"));
+    envoy.answer(0, calls[0].1, FakeResponse::ok(jwks(&["a"])), T0);
+    assert!(is_allowed(&envoy.request(0, 1, "a", T0 + 1)));
+
+    let elsewhere = json!({"jwks_uri": "https://keys.other/jwks"}).to_string();
+    envoy.tick(T0 + 300_001);
+    let calls = envoy.calls();
+    envoy.answer(0, calls[0].1, FakeResponse::ok(elsewhere), T0 + 300_001);
+    assert!(envoy.calls().is_empty(), "another host needs discovery.jwks_cluster");
+    assert_eq!(envoy.workers[0].1.counter("jwks_fetch_failed.remote"), 1);
+}
+
+#[test]
+fn oversized_and_keyless_documents_are_failures() {
+    let mut envoy = Envoy::new(1, json!({"max_response_bytes": 1024}));
+    envoy.tick(T0);
+    envoy.answer_the_call(FakeResponse::ok(jwks(&["a", "b", "c"])), T0);
+    envoy.tick(T0 + 1001);
+    envoy.answer_the_call(FakeResponse::ok(json!({"keys": []}).to_string()), T0 + 1001);
+    assert_eq!(envoy.workers[0].1.counter("jwks_fetch_failed.remote"), 2);
+    assert_eq!(envoy.request(0, 1, "a", T0 + 1002), Verdict::Pause, "still no keys");
+}

@@ -1,0 +1,266 @@
+//! Documents the filter fetches itself through an Envoy cluster: a provider's
+//! JWKS, directly or through OpenID Connect discovery. Envoy runs one VM per
+//! worker; they share one fetch. The fetched document and its fetch state
+//! (`FetchRecord`) live in shared data, and only the VM that wins the record's
+//! compare-and-swap fetches; the others pick the document up. A failed refresh
+//! keeps the last good document and backs off.
+
+mod discovery;
+mod record;
+
+pub use discovery::{jwks_location, JwksLocation};
+pub use record::{FetchPolicy, FetchReason, FetchRecord};
+
+use crate::digest::sha256;
+use crate::host_api::{CallResponse, Cas, SharedData, Target};
+
+/// Where a document comes from and when, as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchConfig {
+    /// The first call: the document itself, or the discovery document naming it.
+    pub target: Target,
+    /// Set when `target` is an OpenID Connect discovery document.
+    pub discovery: Option<Discovery>,
+    pub policy: FetchPolicy,
+    /// Larger responses are refused (and the last good document kept).
+    pub max_response_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovery {
+    /// The cluster for a `jwks_uri` on another host than the discovery document's.
+    pub jwks_cluster: Option<String>,
+}
+
+/// Which call of a fetch an answer belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Discovery,
+    Document,
+}
+
+/// What a fetch does after one of its calls answered.
+#[derive(Debug)]
+pub enum Progress {
+    /// Make this call next (the document named by a discovery document).
+    Call(Target),
+    /// The document was fetched and is in use here and in shared data.
+    Fetched { changed: bool },
+    /// The fetch failed; see `RemoteDocument::fail`.
+    Failed(String),
+}
+
+/// One remote document in one VM: its configuration, its parsed value, and what
+/// this VM last read of the shared fetch state.
+pub struct RemoteDocument<T> {
+    pub fetch: FetchConfig,
+    parse: fn(&[u8]) -> Result<T, String>,
+    body_key: String,
+    record_key: String,
+    value: Option<T>,
+    body_version: Option<u32>,
+    record: FetchRecord,
+    /// Counts changes of value and finished fetches, so that waiting requests look again.
+    events: u64,
+}
+
+impl<T> RemoteDocument<T> {
+    /// `identity` keeps the shared-data keys of different documents (and of two plugin
+    /// configurations in one VM id) apart.
+    pub fn new(fetch: FetchConfig, identity: &str, parse: fn(&[u8]) -> Result<T, String>) -> Self {
+        let digest = sha256(format!("{identity}\0{}\0{}", fetch.target.cluster, fetch.target.path).as_bytes());
+        let tag: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        RemoteDocument {
+            fetch,
+            parse,
+            body_key: format!("wasm_authn/{tag}/body"),
+            record_key: format!("wasm_authn/{tag}/fetch"),
+            value: None,
+            body_version: None,
+            record: FetchRecord::default(),
+            events: 0,
+        }
+    }
+
+    /// The last good document, None until the first fetch.
+    pub fn value(&self) -> Option<&T> {
+        self.value.as_ref()
+    }
+
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    pub fn record(&self) -> &FetchRecord {
+        &self.record
+    }
+
+    /// Whether a request with an unknown `kid` may wait for a refetch now.
+    pub fn refetch_allowed(&self, now_ms: u64) -> bool {
+        self.record.refetch_allowed(now_ms, &self.fetch.policy)
+    }
+
+    /// The last fetch failed: what the document would say now is not known.
+    pub fn failing(&self) -> bool {
+        self.record.failing()
+    }
+
+    /// Pick up what another VM stored, and the shared fetch state. True when the value changed.
+    pub fn sync(&mut self, shared: &dyn SharedData) -> bool {
+        self.sync_record(shared);
+        let Some((body, version)) = shared.get(&self.body_key) else {
+            return false;
+        };
+        if Some(version) == self.body_version {
+            return false;
+        }
+        match (self.parse)(&body) {
+            Ok(value) => {
+                self.value = Some(value);
+                self.body_version = Some(version);
+                self.events += 1;
+                true
+            }
+            // Only a VM that parsed it stores a body; a mismatch here means another configuration wrote it.
+            Err(_) => false,
+        }
+    }
+
+    /// Read the shared fetch state; returns its version (None when absent). A fetch
+    /// another VM finished counts as an event.
+    fn sync_record(&mut self, shared: &dyn SharedData) -> Option<u32> {
+        let previous = self.record;
+        let (record, version) = match shared.get(&self.record_key) {
+            Some((bytes, version)) => (FetchRecord::decode(&bytes).unwrap_or_default(), Some(version)),
+            None => (FetchRecord::default(), None),
+        };
+        self.record = record;
+        if record.last_success_ms != previous.last_success_ms || record.failures != previous.failures {
+            self.events += 1;
+        }
+        version
+    }
+
+    /// The step of the first call: with discovery, the document is read again at every
+    /// fetch (its `jwks_uri` may change).
+    pub fn first_step(&self) -> Step {
+        if self.fetch.discovery.is_some() {
+            Step::Discovery
+        } else {
+            Step::Document
+        }
+    }
+
+    /// Take the fetch if it is due and no other VM has it; the caller then calls `fetch.target`.
+    pub fn start(&mut self, shared: &dyn SharedData, now_ms: u64, refetch_wanted: bool) -> Option<FetchReason> {
+        let version = self.sync_record(shared);
+        let reason = self.record.due(now_ms, &self.fetch.policy, refetch_wanted)?;
+        let leased = self.record.leased(now_ms, &self.fetch.policy, reason);
+        let cas = version.map_or(Cas::CreateOnly, Cas::Expect);
+        if !shared.set(&self.record_key, &leased.encode(), cas) {
+            return None; // another VM took it first
+        }
+        self.record = leased;
+        Some(reason)
+    }
+
+    /// One call of this document's fetch answered.
+    pub fn on_response(
+        &mut self,
+        shared: &dyn SharedData,
+        step: Step,
+        response: &dyn CallResponse,
+        now_ms: u64,
+    ) -> Progress {
+        let body = match self.read(response) {
+            Ok(body) => body,
+            Err(reason) => return Progress::Failed(reason),
+        };
+        if step == Step::Discovery {
+            return match jwks_location(&body).and_then(|location| self.jwks_target(location)) {
+                Ok(target) => Progress::Call(target),
+                Err(reason) => Progress::Failed(reason),
+            };
+        }
+        let value = match (self.parse)(&body) {
+            Ok(value) => value,
+            Err(reason) => return Progress::Failed(reason),
+        };
+        // An unchanged document changes nothing: no VM parses it again or forgets its cache.
+        let stored = shared.get(&self.body_key);
+        let changed = stored.as_ref().map(|(stored_body, _)| stored_body.as_slice()) != Some(body.as_slice());
+        if changed {
+            // Store first, then record success: a VM that sees the record sees the document.
+            shared.set(&self.body_key, &body, Cas::Any);
+            self.body_version = shared.get(&self.body_key).map(|(_, version)| version);
+        } else {
+            self.body_version = stored.map(|(_, version)| version);
+        }
+        let changed_here = changed || self.value.is_none();
+        self.value = Some(value);
+        self.update_record(shared, |record| record.succeeded(now_ms));
+        self.events += 1;
+        Progress::Fetched { changed: changed_here }
+    }
+
+    /// The fetch failed (or a call could not be made): back off, keep the last good
+    /// document. Returns the milliseconds until the next attempt.
+    pub fn fail(&mut self, shared: &dyn SharedData, now_ms: u64) -> u64 {
+        let policy = self.fetch.policy;
+        self.update_record(shared, |record| record.failed(now_ms, &policy));
+        self.events += 1;
+        self.record.next_attempt_ms.saturating_sub(now_ms)
+    }
+
+    fn read(&self, response: &dyn CallResponse) -> Result<Vec<u8>, String> {
+        let Some(status) = response.status() else {
+            return Err("no response (timeout or connection failure)".to_string());
+        };
+        if status != 200 {
+            // Envoy answers a call it could not deliver with its own 503 (unreachable) or 504 (timeout).
+            let hint = match status {
+                503 => " (endpoint unavailable, or Envoy could not reach the cluster)",
+                504 => " (timed out)",
+                _ => "",
+            };
+            return Err(format!("HTTP status {status}{hint}"));
+        }
+        let limit = self.fetch.max_response_bytes;
+        let size = response.body_size();
+        if size > limit {
+            return Err(format!("response of {size} bytes is larger than {limit} bytes (max_response_bytes)"));
+        }
+        Ok(response.body())
+    }
+
+    /// Where the JWKS named by a discovery document is fetched: through the discovery
+    /// cluster when it is on the same host, else through `jwks_cluster`.
+    fn jwks_target(&self, location: JwksLocation) -> Result<Target, String> {
+        let first = &self.fetch.target;
+        if location.authority.eq_ignore_ascii_case(&first.authority) {
+            return Ok(Target { cluster: first.cluster.clone(), authority: location.authority, path: location.path });
+        }
+        match self.fetch.discovery.as_ref().and_then(|d| d.jwks_cluster.clone()) {
+            Some(cluster) => Ok(Target { cluster, authority: location.authority, path: location.path }),
+            None => Err(format!(
+                "the discovery document's jwks_uri is on host {}, not on {}: set discovery.jwks_cluster to an Envoy cluster for {}",
+                location.authority, first.authority, location.authority
+            )),
+        }
+    }
+
+    /// Update the shared fetch state with compare-and-swap, retrying on a race.
+    fn update_record(&mut self, shared: &dyn SharedData, update: impl Fn(&FetchRecord) -> FetchRecord) {
+        for _ in 0..8 {
+            let version = self.sync_record(shared);
+            let next = update(&self.record);
+            if shared.set(&self.record_key, &next.encode(), version.map_or(Cas::CreateOnly, Cas::Expect)) {
+                self.record = next;
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,103 @@
+//! What goes upstream: the headers the filter owns are removed from every
+//! request (under any spelling a backend reads as theirs), so is every
+//! credential that was not verified, and a verified principal is added.
+
+use crate::api_key::ApiKeys;
+use crate::credential::{credential_removal, Credential};
+use crate::principal::Principal;
+use crate::request::RequestFacts;
+
+/// The upstream header names of a principal (`principal_headers`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrincipalHeaders {
+    pub principal: String,
+    pub method: String,
+    pub provider: String,
+}
+
+/// How requests are shaped for the upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub principal_headers: PrincipalHeaders,
+    /// Every header name the filter sets: principal and claim headers.
+    pub owned_headers: Vec<String>,
+    /// Forward the verified credential (never another one).
+    pub forward_credentials: bool,
+}
+
+/// The changes to make to the request headers before it continues.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct UpstreamChanges {
+    pub remove: Vec<String>,
+    pub set: Vec<(String, String)>,
+    /// The new `:path` when a query parameter carried an API key.
+    pub path: Option<String>,
+}
+
+/// A request that passes without authentication: it loses what the filter owns and every credential.
+pub fn unauthenticated(upstream: &Upstream, api_keys: &ApiKeys, request: &RequestFacts) -> UpstreamChanges {
+    let removal = credential_removal(request, api_keys, None, false);
+    let mut remove = forged_headers(upstream, request);
+    remove.extend(removal.headers);
+    UpstreamChanges { remove, set: Vec::new(), path: removal.path }
+}
+
+/// A verified request: the principal's headers set, forged ones and unverified credentials removed.
+pub fn authenticated(
+    upstream: &Upstream,
+    api_keys: &ApiKeys,
+    request: &RequestFacts,
+    credential: &Credential,
+    principal: &Principal,
+) -> UpstreamChanges {
+    let names = &upstream.principal_headers;
+    let mut set = vec![
+        (names.principal.clone(), principal.id.clone()),
+        (names.method.clone(), principal.method.as_str().to_string()),
+    ];
+    if let Some(provider) = &principal.provider {
+        set.push((names.provider.clone(), provider.clone()));
+    }
+    set.extend(principal.claim_headers.iter().cloned());
+
+    let removal = credential_removal(request, api_keys, Some(credential), upstream.forward_credentials);
+    let mut remove = forged_headers(upstream, request);
+    remove.extend(removal.headers);
+    UpstreamChanges { remove, set, path: removal.path }
+}
+
+/// The headers the filter owns that the request carries, under their own name or
+/// with underscores for dashes (CGI, WSGI and PHP read `X_Auth_Principal` as
+/// `x-auth-principal`): a client may not set them.
+fn forged_headers(upstream: &Upstream, request: &RequestFacts) -> Vec<String> {
+    let mut forged: Vec<String> = Vec::new();
+    for (name, _) in request.headers {
+        let owned = if name.contains('_') {
+            upstream.owned_headers.iter().any(|owned| is_spelling_of(name, owned))
+        } else {
+            upstream.owned_headers.iter().any(|owned| owned == name)
+        };
+        if owned && !forged.contains(name) {
+            forged.push(name.clone());
+        }
+    }
+    forged
+}
+
+/// Whether header `name` (lowercase) reads as `owned` once underscores are dashes.
+fn is_spelling_of(name: &str, owned: &str) -> bool {
+    name.len() == owned.len() && name.bytes().zip(owned.bytes()).all(|(n, o)| n == o || (n == b'_' && o == b'-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn underscore_spellings_are_the_same_header() {
+        assert!(is_spelling_of("x_auth_principal", "x-auth-principal"));
+        assert!(is_spelling_of("x-auth_principal", "x-auth-principal"));
+        assert!(!is_spelling_of("x_auth_principals", "x-auth-principal"));
+        assert!(!is_spelling_of("x-auth-principal", "x_auth_principal"));
+    }
+}

@@ -1,0 +1,188 @@
+//! Fakes of the host for native tests: shared data with Envoy's compare-and-swap
+//! semantics (one store shared by several fake VMs), outgoing calls recorded and
+//! answered by the test, counters, a settable clock.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use crate::host_api::{CallResponse, Cas, Clock, Counters, HttpCalls, SharedData, Target};
+use crate::jwt::{Algorithm, SignatureBackend};
+
+/// Something another VM does just before one of this store's next writes.
+type Interference = Rc<dyn Fn(&FakeShared)>;
+
+#[derive(Default)]
+struct Store {
+    entries: RefCell<HashMap<String, (Vec<u8>, u32)>>,
+    version: Cell<u32>,
+    writes: Cell<usize>,
+    interference: RefCell<Vec<Interference>>,
+}
+
+/// Shared data as Envoy keeps it; clones share one store (one per Envoy).
+#[derive(Clone, Default)]
+pub struct FakeShared(Rc<Store>);
+
+impl FakeShared {
+    /// Before each of the next `n` writes, another VM does `interference` (a write of
+    /// its own), as if it won the race between this VM's read and its write.
+    pub fn interfere_before_next_sets(&self, n: usize, interference: Interference) {
+        self.0.interference.borrow_mut().extend(std::iter::repeat_n(interference, n));
+    }
+
+    /// Successful writes so far.
+    pub fn writes(&self) -> usize {
+        self.0.writes.get()
+    }
+
+    pub fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.0.entries.borrow().keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+}
+
+impl SharedData for FakeShared {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.0.entries.borrow().get(key).cloned()
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Cas) -> bool {
+        let interference = self.0.interference.borrow_mut().pop();
+        if let Some(interference) = interference {
+            interference(self);
+        }
+        let mut entries = self.0.entries.borrow_mut();
+        let current = entries.get(key).map(|(_, version)| *version);
+        let allowed = match (cas, current) {
+            (Cas::Any, _) => true,
+            // Envoy checks `cas` only against an existing entry.
+            (Cas::Expect(_), None) => true,
+            (Cas::Expect(expected), Some(version)) => expected == version,
+            (Cas::CreateOnly, current) => current.is_none(),
+        };
+        if allowed {
+            let version = self.0.version.get() + 1;
+            self.0.version.set(version);
+            entries.insert(key.to_string(), (value.to_vec(), version));
+            self.0.writes.set(self.0.writes.get() + 1);
+        }
+        allowed
+    }
+}
+
+/// One fake VM's host: the shared store of its Envoy, its own calls and counters.
+pub struct FakeHost {
+    pub shared: FakeShared,
+    /// Calls made and not answered yet: (token, target).
+    pub calls: Vec<(u32, Target)>,
+    next_token: u32,
+    /// Tokens of calls this host refuses to make (unknown cluster).
+    pub refuse_calls: bool,
+    pub counters: HashMap<String, u64>,
+    pub now_ns: Cell<u64>,
+    /// Nanoseconds the clock moves on each reading (a slow hash takes time).
+    pub tick_ns: u64,
+    /// Readings of the clock (a slow hash reads it before and after).
+    pub clock_reads: Cell<usize>,
+}
+
+impl FakeHost {
+    pub fn new(shared: &FakeShared) -> FakeHost {
+        FakeHost {
+            shared: shared.clone(),
+            calls: Vec::new(),
+            next_token: 1,
+            refuse_calls: false,
+            counters: HashMap::new(),
+            now_ns: Cell::new(1_800_000_000_000_000_000),
+            tick_ns: 0,
+            clock_reads: Cell::new(0),
+        }
+    }
+
+    pub fn counter(&self, name: &str) -> u64 {
+        self.counters.get(name).copied().unwrap_or(0)
+    }
+
+    /// Take the calls made so far.
+    pub fn take_calls(&mut self) -> Vec<(u32, Target)> {
+        std::mem::take(&mut self.calls)
+    }
+}
+
+impl SharedData for FakeHost {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.shared.get(key)
+    }
+    fn set(&self, key: &str, value: &[u8], cas: Cas) -> bool {
+        self.shared.set(key, value, cas)
+    }
+}
+
+impl HttpCalls for FakeHost {
+    fn get(&mut self, target: &Target, _timeout_ms: u64) -> Option<u32> {
+        if self.refuse_calls {
+            return None;
+        }
+        let token = self.next_token;
+        self.next_token += 1;
+        self.calls.push((token, target.clone()));
+        Some(token)
+    }
+}
+
+impl Counters for FakeHost {
+    fn increment(&mut self, name: &str) {
+        *self.counters.entry(name.to_string()).or_default() += 1;
+    }
+}
+
+impl Clock for FakeHost {
+    fn now_ns(&self) -> Option<u64> {
+        let now = self.now_ns.get();
+        self.now_ns.set(now + self.tick_ns);
+        self.clock_reads.set(self.clock_reads.get() + 1);
+        Some(now)
+    }
+}
+
+/// No host crypto: every signature is checked in Rust.
+impl SignatureBackend for FakeHost {
+    fn verify(&self, _: Algorithm, _: &[u8], _: &[u8], _: &[u8]) -> Option<bool> {
+        None
+    }
+}
+
+/// An answer to a fake call.
+pub struct FakeResponse {
+    pub status: Option<u16>,
+    pub body: Vec<u8>,
+}
+
+impl FakeResponse {
+    pub fn ok(body: impl Into<Vec<u8>>) -> FakeResponse {
+        FakeResponse { status: Some(200), body: body.into() }
+    }
+
+    pub fn status(status: u16) -> FakeResponse {
+        FakeResponse { status: Some(status), body: Vec::new() }
+    }
+
+    pub fn none() -> FakeResponse {
+        FakeResponse { status: None, body: Vec::new() }
+    }
+}
+
+impl CallResponse for FakeResponse {
+    fn status(&self) -> Option<u16> {
+        self.status
+    }
+    fn body_size(&self) -> usize {
+        self.body.len()
+    }
+    fn body(&self) -> Vec<u8> {
+        self.body.clone()
+    }
+}
