@@ -350,6 +350,22 @@ def scenarios(c: Credentials) -> List[Scenario]:
                           {"id": c.api_client, "key_hash": c.api_key_hash}]}})],
                       headers={"x-api-key": c.api_key}, principal=c.api_client,
                       counterpart="native-apikey", target="floor"))
+    # The same API key under five route rules and per-principal privileges (issue 9): what the
+    # policy stages cost over the row above.
+    s.append(Scenario("wasm-policy", "wasm-authn API key, 5 rules + privileges, repeated", "repeated",
+                      [authn_filter("authn-policy", {
+                          "api_keys": {"headers": ["x-api-key"], "clients": [
+                              {"id": c.api_client, "key_hash": c.api_key_hash, "methods": ["GET", "POST"],
+                               "paths": ["/"], "scopes": ["bench:read"]}]},
+                          "rules": [
+                              {"match": {"path_prefix": "/healthz"}, "require": "none"},
+                              {"match": {"path_prefix": "/admin"}, "require": ["basic"], "principals": ["root"]},
+                              {"match": {"path_prefix": "/orders", "methods": ["POST"]}, "scopes": ["orders:write"]},
+                              {"match": {"host": "*.internal.example"}, "require": ["jwt"]},
+                              {"match": {"path_prefix": "/"}, "require": ["api-key"], "scopes": ["bench:read"]},
+                          ]})],
+                      headers={"x-api-key": c.api_key}, principal=c.api_client,
+                      counterpart="native-apikey", target="floor"))
 
     # Distinct tokens: a fresh token per request from a pool larger than any cache.
     for name in ("rs256", "es256"):

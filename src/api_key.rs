@@ -1,10 +1,13 @@
 //! API keys: where they are read, who holds them, and their check. Keys are
 //! stored as SHA-256 digests and compared in constant time.
 
+use std::rc::Rc;
+
 use subtle::ConstantTimeEq;
 
 use crate::digest::{sha256, Sha256Digest};
 use crate::principal::{AuthMethod, Principal};
+use crate::privileges::Privileges;
 use crate::reason::Reason;
 
 #[derive(Debug, Default)]
@@ -22,6 +25,7 @@ pub struct ApiClient {
     pub id: String,
     pub key_digest: Sha256Digest,
     pub disabled: bool,
+    pub privileges: Rc<Privileges>,
 }
 
 impl ApiKeys {
@@ -35,7 +39,9 @@ impl ApiKeys {
             }
         }
         match found {
-            Some(client) if !client.disabled => Ok(Principal::configured(&client.id, AuthMethod::ApiKey)),
+            Some(client) if !client.disabled => {
+                Ok(Principal::configured(&client.id, AuthMethod::ApiKey, &client.privileges))
+            }
             Some(_) => Err(Reason::ApiKeyDisabled),
             None => Err(Reason::ApiKeyInvalid),
         }
@@ -49,7 +55,7 @@ impl ApiKeys {
         let client = self.clients.iter().find(|c| c.id == id)?;
         let matches: bool = sha256(key.as_bytes()).ct_eq(&client.key_digest).into();
         Some(match (matches, client.disabled) {
-            (true, false) => Ok(Principal::configured(id, AuthMethod::ApiKey)),
+            (true, false) => Ok(Principal::configured(id, AuthMethod::ApiKey, &client.privileges)),
             (true, true) => Err(Reason::ApiKeyDisabled),
             (false, _) => Err(Reason::ApiKeyInvalid),
         })
@@ -74,8 +80,13 @@ mod tests {
             query_param: None,
             allow_basic: true,
             clients: vec![
-                ApiClient { id: "live".into(), key_digest: sha256(b"k1"), disabled: false },
-                ApiClient { id: "retired".into(), key_digest: sha256(b"k2"), disabled: true },
+                ApiClient { id: "live".into(), key_digest: sha256(b"k1"), disabled: false, privileges: Rc::default() },
+                ApiClient {
+                    id: "retired".into(),
+                    key_digest: sha256(b"k2"),
+                    disabled: true,
+                    privileges: Rc::default(),
+                },
             ],
         }
     }

@@ -1,18 +1,20 @@
 //! Who the caller is: a verification this VM remembers, else the credential's
 //! own check (a Basic user or API client, an API key, a Bearer JWT).
 
+use std::rc::Rc;
+
 use crate::basic::{self, PasswordGuard, PasswordHost, Refusal};
 use crate::cache::{cache_key, VerifiedCache};
 use crate::config::Config;
 use crate::credential::Credential;
 use crate::digest::Sha256Digest;
 use crate::jwt::{self, JwtError, ProviderId, SignatureBackend};
-use crate::principal::{AuthMethod, Principal};
+use crate::principal::{AuthMethod, Principal, TokenFacts};
 use crate::reason::Reason;
 
 /// One VM's memory of verifications, and its guards on password checks.
 pub struct Verifier {
-    successes: VerifiedCache<Principal>,
+    successes: VerifiedCache<Rc<Principal>>,
     /// Basic credentials that failed: a repeated wrong password costs a lookup, not a hash.
     failures: VerifiedCache<()>,
     guard: PasswordGuard,
@@ -60,7 +62,7 @@ impl Verifier {
         credential: &Credential,
         host: &dyn VerifyHost,
         now_ms: u64,
-    ) -> Result<Principal, NotVerified> {
+    ) -> Result<Rc<Principal>, NotVerified> {
         let now_s = now_ms / 1000;
         let key = digest_of(credential);
         if let Some(principal) = self.successes.get(&key, now_s) {
@@ -92,7 +94,8 @@ impl Verifier {
             Credential::Bearer(token) => verify_bearer(config, token, host, now_ms),
         };
         let (principal, not_after) = verified?;
-        self.successes.insert(key, principal.clone(), now_s, not_after);
+        let principal = Rc::new(principal);
+        self.successes.insert(key, Rc::clone(&principal), now_s, not_after);
         Ok(principal)
     }
 }
@@ -131,12 +134,17 @@ fn verify_bearer(
     }
     match jwt::verify(token, providers, host, now_ms / 1000, config.clock_skew_seconds) {
         Ok(verified) => {
-            let provider = providers.get(verified.provider.0).map(|p| p.name.clone());
+            let Some(provider) = providers.get(verified.provider.0) else {
+                return Err(bearer_error(Reason::JwtUnknownIssuer, "unknown issuer"));
+            };
             let principal = Principal {
                 id: verified.principal,
                 method: AuthMethod::Jwt,
-                provider,
+                provider: Some(provider.name.clone()),
                 claim_headers: verified.headers,
+                scopes: verified.scopes,
+                token: Some(TokenFacts { jti: verified.jti, issued_at: verified.issued_at }),
+                privileges: Rc::clone(&provider.privileges),
             };
             Ok((principal, verified.expires_at))
         }

@@ -292,7 +292,7 @@ mod tests {
         query: Option<&str>,
     ) -> Result<Option<Credential>, CredentialError> {
         let headers: Vec<(String, String)> = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
-        extract(&RequestFacts { method: "GET", path, headers: &headers }, &keys(query))
+        extract(&RequestFacts::new("GET", path, &headers), &keys(query))
     }
 
     fn basic(user: &str, password: &str) -> Credential {
@@ -391,12 +391,7 @@ mod tests {
         forward: bool,
     ) -> CredentialRemoval {
         let headers: Vec<(String, String)> = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
-        credential_removal(
-            &RequestFacts { method: "GET", path, headers: &headers },
-            &keys(Some("api_key")),
-            verified,
-            forward,
-        )
+        credential_removal(&RequestFacts::new("GET", path, &headers), &keys(Some("api_key")), verified, forward)
     }
 
     #[test]

@@ -1,34 +1,50 @@
 //! The decision for one request, stage by stage; each stage is its own module.
 //!
 //! ```text
-//!   route         route.rs         bypass rules, CORS preflights     -> continue, no principal
+//!   route         route.rs         bypass, then rules: first match
+//!                                  (no match: any scheme)              -> require "none": continue, no principal
+//!   network       policy.rs        trusted_networks                    -> 403
 //!   extract       credential.rs    Authorization, API key headers,
-//!                                  the query parameter where set     -> 401 missing or unreadable
+//!                                  the query parameter where set       -> 401 missing or unreadable
+//!                                                                         (require "optional": continue, no principal)
 //!   authenticate  authenticate.rs  remembered, else Basic / API key
-//!                                  / JWT (basic/, api_key.rs, jwt/)  -> 401, 429, 503, wait for keys
+//!                                  / JWT (basic/, api_key.rs, jwt/);
+//!                                  of a kind the route accepts         -> 401, 429, 503, wait for keys
+//!   revocation    revocation.rs    revoked jti, tokens issued before   -> 401
+//!   authorize     policy.rs        the principal's methods, paths,
+//!                                  networks; the route's principals
+//!                                  and scopes                          -> 403
 //!   shape         shape.rs         principal headers set; forged
-//!                                  headers, other credentials gone   -> continue
+//!                                  headers, other credentials gone     -> continue
 //! ```
 //!
 //! A pure function of the configuration, the VM's verifier, the request, the host
 //! (shared data, clock, signatures) and the time.
 
+use std::cell::OnceCell;
+use std::rc::Rc;
+
 use crate::authenticate::{NotVerified, Verifier, VerifyHost};
 use crate::config::Config;
-use crate::credential;
+use crate::credential::{self, Credential};
 use crate::jwt::ProviderId;
+use crate::path::{normalize, MatchPath};
+use crate::policy::{self, Access, Forbidden};
 use crate::principal::Principal;
+use crate::reason::Reason;
 use crate::reply::LocalReply;
 use crate::request::RequestFacts;
-use crate::route;
+use crate::route::Require;
 use crate::shape::{self, UpstreamChanges};
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decision {
-    /// No authentication on this request: it continues without a principal.
+    /// No authentication on this route: it continues without a principal.
     Bypass(UpstreamChanges),
+    /// An optional route without a credential: it continues without a principal.
+    Anonymous(UpstreamChanges),
     Allow {
-        principal: Principal,
+        principal: Rc<Principal>,
         changes: UpstreamChanges,
     },
     /// The filter answers the request itself.
@@ -47,21 +63,40 @@ pub fn decide(
     host: &dyn VerifyHost,
     now_ms: u64,
 ) -> Decision {
+    // The normalized path, computed once, and only for what reads it.
+    let path = LazyPath { raw: request.path, normalized: OnceCell::new() };
+
     // route
-    if route::bypassed(&config.bypass, config.bypass_cors_preflight, request) {
+    let rule = if config.routes.rules.is_empty() && !config.routes.bypass_cors_preflight {
+        &crate::route::DEFAULT_RULE
+    } else {
+        config.routes.select(request, path.get())
+    };
+    if rule.require == Require::None {
         return Decision::Bypass(shape::unauthenticated(&config.upstream, &config.api_keys, request));
     }
 
+    // network
+    if !policy::network_trusted(config.trusted_networks.as_ref(), request.source) {
+        return Decision::Reply(LocalReply::forbidden("network not trusted", Reason::NetworkNotTrusted));
+    }
+
     // extract
-    let challenges = config.challenges();
+    let challenges = config.challenges(&rule.require);
     let credential = match credential::extract(request, &config.api_keys) {
         Ok(Some(credential)) => credential,
+        Ok(None) if rule.require == Require::Optional => {
+            return Decision::Anonymous(shape::unauthenticated(&config.upstream, &config.api_keys, request));
+        }
         Ok(None) => return Decision::Reply(LocalReply::missing_credential(challenges)),
         Err(e) if e.is_bearer() => {
             return Decision::Reply(LocalReply::invalid_token(challenges, e.description(), e.reason()))
         }
         Err(e) => return Decision::Reply(LocalReply::invalid_credentials(challenges, e.description(), e.reason())),
     };
+    if !rule.require.may_accept(&credential) {
+        return Decision::Reply(LocalReply::credential_not_accepted(challenges));
+    }
 
     // authenticate
     let principal = match verifier.authenticate(config, &credential, host, now_ms) {
@@ -78,10 +113,55 @@ pub fn decide(
         Err(NotVerified::WaitForKeys { provider, refetch }) => return Decision::WaitForKeys { provider, refetch },
         Err(NotVerified::KeysUnavailable) => return Decision::Reply(LocalReply::keys_unavailable(1)),
     };
+    if !rule.require.admits(&principal) {
+        return Decision::Reply(LocalReply::credential_not_accepted(challenges));
+    }
+
+    // revocation
+    if config.revocation.is_active() && config.revocation.revokes(&principal) {
+        return Decision::Reply(LocalReply::invalid_token(challenges, "token revoked", Reason::TokenRevoked));
+    }
+
+    // authorize
+    if needs_authorization(&principal, rule) {
+        let access = Access { method: request.method, path: path.get(), source: request.source };
+        match policy::authorize(&principal, rule, &access) {
+            Ok(()) => {}
+            Err(Forbidden::Refused { reason, message }) => {
+                return Decision::Reply(LocalReply::forbidden(message, reason));
+            }
+            Err(Forbidden::InsufficientScope { required }) => {
+                let bearer = matches!(credential, Credential::Bearer(_));
+                return Decision::Reply(LocalReply::insufficient_scope(challenges, &required, bearer));
+            }
+        }
+    }
 
     // shape
     let changes = shape::authenticated(&config.upstream, &config.api_keys, request, &credential, &principal);
     Decision::Allow { principal, changes }
+}
+
+/// Whether anything restricts this principal on this rule (the stage is skipped otherwise).
+fn needs_authorization(principal: &Principal, rule: &crate::route::Rule) -> bool {
+    let privileges = &principal.privileges;
+    privileges.methods.is_some()
+        || privileges.paths.is_some()
+        || privileges.trusted_networks.is_some()
+        || rule.principals.is_some()
+        || !rule.scopes.is_empty()
+}
+
+/// The request path normalized on first use.
+struct LazyPath<'a> {
+    raw: &'a str,
+    normalized: OnceCell<MatchPath>,
+}
+
+impl LazyPath<'_> {
+    fn get(&self) -> &MatchPath {
+        self.normalized.get_or_init(|| normalize(self.raw))
+    }
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use crate::host_api::{CallResponse, Counters, HttpCalls, Target};
 use crate::jwt::ProviderId;
 use crate::pipeline::{self, Decision};
 use crate::reason::Reason;
-use crate::remote::{FetchReason, Progress, Step};
+use crate::remote::{Fetch, FetchReason, Progress, Step};
 use crate::reply::LocalReply;
 use crate::request::RequestFacts;
 use crate::shape::UpstreamChanges;
@@ -44,11 +44,30 @@ struct Waiting {
     refetch: bool,
 }
 
+/// A document the plugin fetches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DocumentId {
+    Jwks(ProviderId),
+    Revocation,
+}
+
 /// A fetch call on its way.
 struct PendingCall {
-    provider: ProviderId,
+    document: DocumentId,
     step: Step,
     target: Target,
+}
+
+/// How a document is named in logs and counters.
+struct Label {
+    /// "provider corp", "revocation".
+    owner: String,
+    /// "provider corp: JWKS", "revocation list".
+    what: String,
+    /// What a failed refresh keeps: "keys" or "list".
+    noun: &'static str,
+    /// "jwks_fetch_{}.corp", "revocation_fetch_{}" ({} is success or failed).
+    metric: String,
 }
 
 pub struct Plugin {
@@ -58,19 +77,42 @@ pub struct Plugin {
     waiting: HashMap<u32, Waiting>,
     /// Outstanding fetch calls, by call token.
     calls: HashMap<u32, PendingCall>,
+    needs_route_name: bool,
+    needs_source_address: bool,
 }
 
 impl Plugin {
     pub fn new(config: Config) -> Plugin {
-        Plugin { verifier: Verifier::new(&config), config, waiting: HashMap::new(), calls: HashMap::new() }
+        Plugin {
+            verifier: Verifier::new(&config),
+            needs_route_name: config.routes.needs_route_name(),
+            needs_source_address: config.needs_source_address(),
+            config,
+            waiting: HashMap::new(),
+            calls: HashMap::new(),
+        }
     }
 
     pub fn config(&self) -> &Config {
         &self.config
     }
 
+    /// Whether a rule reads the Envoy route's name (a property the host reads per request).
+    pub fn needs_route_name(&self) -> bool {
+        self.needs_route_name
+    }
+
+    /// Whether networks are configured anywhere (the client address is then read per request).
+    pub fn needs_source_address(&self) -> bool {
+        self.needs_source_address
+    }
+
     /// Decide a request (again, when it was held for keys).
     pub fn on_request(&mut self, host: &mut dyn Host, context_id: u32, request: &RequestFacts, now_ms: u64) -> Verdict {
+        // A revocation fetched by another VM applies from the next request, not the next tick.
+        if let Some(remote) = self.config.revocation.remote.as_mut() {
+            remote.sync_if_fetched(&*host);
+        }
         let mut decision = pipeline::decide(&self.config, &mut self.verifier, request, &*host, now_ms);
         // Another VM may have fetched the keys, or refetched already: look before waiting or refusing.
         if needs_key_check(&decision) {
@@ -80,6 +122,10 @@ impl Plugin {
         let verdict = match decision {
             Decision::Bypass(changes) => {
                 host.increment("bypassed");
+                Verdict::Continue(changes)
+            }
+            Decision::Anonymous(changes) => {
+                host.increment("anonymous");
                 Verdict::Continue(changes)
             }
             Decision::Allow { changes, .. } => {
@@ -133,35 +179,66 @@ impl Plugin {
         !self.waiting.is_empty() || !self.calls.is_empty()
     }
 
-    /// Keep remote keys fresh: pick up what other VMs fetched, start the fetches that
-    /// are due. Returns the held requests to decide again (keys changed, or out of time).
+    /// Every document this plugin fetches.
+    fn documents(&self) -> Vec<DocumentId> {
+        let jwks = self.config.jwt_providers.iter().enumerate().filter(|(_, p)| p.remote.is_some());
+        let mut documents: Vec<DocumentId> = jwks.map(|(i, _)| DocumentId::Jwks(ProviderId(i))).collect();
+        if self.config.revocation.remote.is_some() {
+            documents.push(DocumentId::Revocation);
+        }
+        documents
+    }
+
+    fn document(&mut self, id: DocumentId) -> Option<(&mut dyn Fetch, Label)> {
+        match id {
+            DocumentId::Jwks(provider) => {
+                let provider = self.config.jwt_providers.get_mut(provider.0)?;
+                let label = Label {
+                    owner: format!("provider {}", provider.name),
+                    what: format!("provider {}: JWKS", provider.name),
+                    noun: "keys",
+                    metric: format!("jwks_fetch_{{}}.{}", metric_safe(&provider.name)),
+                };
+                Some((provider.remote.as_mut()? as &mut dyn Fetch, label))
+            }
+            DocumentId::Revocation => {
+                let label = Label {
+                    owner: "revocation".into(),
+                    what: "revocation list".into(),
+                    noun: "list",
+                    metric: "revocation_fetch_{}".into(),
+                };
+                Some((self.config.revocation.remote.as_mut()? as &mut dyn Fetch, label))
+            }
+        }
+    }
+
+    /// Keep fetched documents fresh: pick up what other VMs fetched, start the fetches
+    /// that are due. Returns the held requests to decide again (keys changed, or out of time).
     pub fn on_tick(&mut self, host: &mut dyn Host, now_ms: u64) -> Vec<u32> {
-        let mut changed = false;
-        for index in 0..self.config.jwt_providers.len() {
-            let id = ProviderId(index);
-            let fetching = self.calls.values().any(|call| call.provider == id);
-            let refetch_wanted = self.waiting.values().any(|w| w.provider == id && w.refetch);
-            let Some(provider) = self.config.jwt_providers.get_mut(index) else { continue };
-            let name = &provider.name;
-            let Some(remote) = provider.remote.as_mut() else { continue };
-            changed |= remote.sync(&*host);
+        let mut keys_changed = false;
+        for id in self.documents() {
+            let fetching = self.calls.values().any(|call| call.document == id);
+            let refetch_wanted = self.waiting.values().any(|w| DocumentId::Jwks(w.provider) == id && w.refetch);
+            let Some((document, label)) = self.document(id) else { continue };
+            keys_changed |= document.sync(&*host) && matches!(id, DocumentId::Jwks(_));
             if fetching {
                 continue;
             }
-            let Some(reason) = remote.start(&*host, now_ms, refetch_wanted) else { continue };
+            let Some(reason) = document.start(&*host, now_ms, refetch_wanted) else { continue };
             if reason == FetchReason::UnknownKid {
-                info!("wasm-authn: provider {name}: unknown key id, fetching its JWKS again");
+                info!("wasm-authn: {}: unknown key id, fetching its JWKS again", label.owner);
             }
-            let target = remote.fetch.target.clone();
-            let step = remote.first_step();
-            match host.get(&target, remote.fetch.policy.timeout_ms) {
+            let target = document.fetch_config().target.clone();
+            let step = document.first_step();
+            match host.get(&target, document.fetch_config().policy.timeout_ms) {
                 Some(token) => {
-                    self.calls.insert(token, PendingCall { provider: id, step, target });
+                    self.calls.insert(token, PendingCall { document: id, step, target });
                 }
-                None => self.fetch_failed(host, id, &target, "the call could not be made (unknown cluster?)", now_ms),
+                None => self.fetch_failed(host, id, &target, CALL_NOT_MADE, now_ms),
             }
         }
-        if changed {
+        if keys_changed {
             self.verifier.keys_changed();
         }
         self.waiting
@@ -174,44 +251,38 @@ impl Plugin {
     /// A fetch call answered (or failed: no status means timeout or connection failure).
     pub fn on_call_response(&mut self, host: &mut dyn Host, token: u32, response: &dyn CallResponse, now_ms: u64) {
         let Some(call) = self.calls.remove(&token) else { return };
-        let Some(provider) = self.config.jwt_providers.get_mut(call.provider.0) else { return };
-        let Some(remote) = provider.remote.as_mut() else { return };
-        match remote.on_response(&*host, call.step, response, now_ms) {
-            Progress::Call(target) => match host.get(&target, remote.fetch.policy.timeout_ms) {
+        let Some((document, label)) = self.document(call.document) else { return };
+        match document.on_response(&*host, call.step, response, now_ms) {
+            Progress::Call(target) => match host.get(&target, document.fetch_config().policy.timeout_ms) {
                 Some(next) => {
-                    self.calls.insert(next, PendingCall { provider: call.provider, step: Step::Document, target });
+                    self.calls.insert(next, PendingCall { document: call.document, step: Step::Document, target });
                 }
-                None => self.fetch_failed(
-                    host,
-                    call.provider,
-                    &target,
-                    "the call could not be made (unknown cluster?)",
-                    now_ms,
-                ),
+                None => self.fetch_failed(host, call.document, &target, CALL_NOT_MADE, now_ms),
             },
             Progress::Fetched { changed } => {
-                let count = remote.value().map_or(0, |keys| keys.len());
+                let summary = document.summary().unwrap_or_default();
                 let what = if changed { "" } else { " (unchanged)" };
-                info!("wasm-authn: provider {}: fetched {count} signing keys{what} ({})", provider.name, call.target);
-                host.increment(&format!("jwks_fetch_success.{}", metric_safe(&provider.name)));
-                if changed {
+                info!("wasm-authn: {}: fetched {summary}{what} ({})", label.what, call.target);
+                host.increment(&label.metric.replace("{}", "success"));
+                if changed && matches!(call.document, DocumentId::Jwks(_)) {
                     self.verifier.keys_changed();
                 }
             }
-            Progress::Failed(reason) => self.fetch_failed(host, call.provider, &call.target, &reason, now_ms),
+            Progress::Failed(reason) => self.fetch_failed(host, call.document, &call.target, &reason, now_ms),
         }
     }
 
-    fn fetch_failed(&mut self, host: &mut dyn Host, id: ProviderId, target: &Target, reason: &str, now_ms: u64) {
-        let Some(provider) = self.config.jwt_providers.get_mut(id.0) else { return };
-        let Some(remote) = provider.remote.as_mut() else { return };
-        let retry_ms = remote.fail(&*host, now_ms);
-        let kept = if remote.value().is_some() { "keeping the last good keys" } else { "no keys yet" };
-        warn!(
-            "wasm-authn: provider {}: JWKS fetch failed ({target}): {reason}; {kept}; retrying in {retry_ms} ms",
-            provider.name
-        );
-        host.increment(&format!("jwks_fetch_failed.{}", metric_safe(&provider.name)));
+    fn fetch_failed(&mut self, host: &mut dyn Host, id: DocumentId, target: &Target, reason: &str, now_ms: u64) {
+        let Some((document, label)) = self.document(id) else { return };
+        let retry_ms = document.fail(&*host, now_ms);
+        let noun = label.noun;
+        let kept = if document.summary().is_some() {
+            format!("keeping the last good {noun}")
+        } else {
+            format!("no {noun} yet")
+        };
+        warn!("wasm-authn: {} fetch failed ({target}): {reason}; {kept}; retrying in {retry_ms} ms", label.what);
+        host.increment(&label.metric.replace("{}", "failed"));
     }
 
     /// Look at what other VMs fetched (the rare path of a token whose key this VM
@@ -226,6 +297,8 @@ impl Plugin {
         }
     }
 }
+
+const CALL_NOT_MADE: &str = "the call could not be made (unknown cluster?)";
 
 fn needs_key_check(decision: &Decision) -> bool {
     match decision {

@@ -50,6 +50,15 @@ reasons! {
     JwtLifetime => "jwt_lifetime",
     JwtNoPrincipal => "jwt_no_principal",
     JwtBadPrincipal => "jwt_bad_principal",
+    /// A credential of a kind the route does not accept.
+    CredentialNotAccepted => "credential_not_accepted",
+    TokenRevoked => "token_revoked",
+    /// The client address is outside the trusted networks (the configuration's or the principal's).
+    NetworkNotTrusted => "network_not_trusted",
+    MethodNotAllowed => "method_not_allowed",
+    PathNotAllowed => "path_not_allowed",
+    PrincipalNotAllowed => "principal_not_allowed",
+    InsufficientScope => "insufficient_scope",
     /// Remote signing keys not fetched (yet), or not fetchable now.
     JwksUnavailable => "jwks_unavailable",
     NotConfigured => "not_configured",

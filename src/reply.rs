@@ -95,6 +95,40 @@ impl LocalReply {
         }
     }
 
+    /// A verified caller (or, for `network_not_trusted`, any caller) that may not do this.
+    pub fn forbidden(message: &str, reason: Reason) -> LocalReply {
+        LocalReply::new(403, "forbidden", message, reason)
+    }
+
+    /// RFC 6750 3.1: the route needs scopes the caller does not hold. A token's answer
+    /// carries the Bearer challenge naming them.
+    pub fn insufficient_scope(challenges: Challenges, required: &[String], bearer: bool) -> LocalReply {
+        let scope = required.join(" ");
+        let message = format!("the scopes {scope} are required");
+        let mut reply = LocalReply::new(403, "insufficient_scope", message, Reason::InsufficientScope);
+        if bearer {
+            let challenge = format!(
+                "Bearer realm=\"{}\", error=\"insufficient_scope\", error_description=\"insufficient scope\", scope=\"{scope}\"",
+                challenges.realm
+            );
+            reply.headers.push(("www-authenticate", challenge));
+        }
+        reply
+    }
+
+    /// A credential of a kind this route does not accept: the accepted schemes are offered.
+    pub fn credential_not_accepted(challenges: Challenges) -> LocalReply {
+        LocalReply {
+            headers: challenges.all(),
+            ..LocalReply::new(
+                401,
+                "unauthorized",
+                "this route does not accept this kind of credential",
+                Reason::CredentialNotAccepted,
+            )
+        }
+    }
+
     /// The signing keys are not available: the token may be fine, the filter cannot tell.
     pub fn keys_unavailable(retry_after_seconds: u64) -> LocalReply {
         LocalReply::new(503, "temporarily_unavailable", "signing keys not available yet", Reason::JwksUnavailable)

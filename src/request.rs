@@ -1,18 +1,38 @@
 //! The facts of one request that the decision reads.
 
+use std::net::IpAddr;
+
 /// Header names are lowercase, as Envoy gives them; values as read (lossily decoded).
 pub struct RequestFacts<'a> {
     pub method: &'a str,
     /// `:path`, query string included.
     pub path: &'a str,
+    /// `:authority` (the `Host`).
+    pub authority: &'a str,
     pub headers: &'a [(String, String)],
+    /// The Envoy route that matched (`xds.route_name`), read only when a rule needs it.
+    pub route_name: Option<&'a str>,
+    /// The client address (`source.address`), read only when networks are configured.
+    pub source: Option<IpAddr>,
 }
 
 impl<'a> RequestFacts<'a> {
-    /// The request as the headers give it (`:method`, `:path`).
+    /// The request as the headers give it (`:method`, `:path`, `:authority`).
     pub fn from_headers(headers: &'a [(String, String)]) -> RequestFacts<'a> {
         let pseudo = |name: &str| headers.iter().find(|(n, _)| n == name).map_or("", |(_, v)| v.as_str());
-        RequestFacts { method: pseudo(":method"), path: pseudo(":path"), headers }
+        RequestFacts {
+            method: pseudo(":method"),
+            path: pseudo(":path"),
+            authority: pseudo(":authority"),
+            headers,
+            route_name: None,
+            source: None,
+        }
+    }
+
+    /// A request with this method and path (and `:authority` from the headers, if there).
+    pub fn new(method: &'a str, path: &'a str, headers: &'a [(String, String)]) -> RequestFacts<'a> {
+        RequestFacts { method, path, ..RequestFacts::from_headers(headers) }
     }
 
     /// Every value of a header.

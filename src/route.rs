@@ -1,35 +1,183 @@
-//! Which requests skip authentication: `bypass` rules (path prefix and/or
-//! method, on the normalized path) and CORS preflights where configured.
+//! Which rule a request falls under: `bypass` rules, then `rules`, first match
+//! wins (no match: any configured scheme, no further requirement). A rule says
+//! what the route requires: nothing, an optional credential, any credential, or
+//! credentials of some kinds; and which scopes and principals it admits.
 
-use crate::path::{has_segment_prefix, normalize};
+use crate::credential::Credential;
+use crate::path::{has_segment_prefix, MatchPath};
+use crate::principal::{AuthMethod, Principal};
 use crate::request::RequestFacts;
 
-/// A bypass rule matches when every condition it sets matches.
+/// A kind of credential, spelled as the `x-auth-method` values (`jwt:<provider>` narrows `jwt`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BypassRule {
-    /// Normalized, matched at segment boundaries.
-    pub path_prefix: Option<String>,
-    /// Uppercase.
-    pub method: Option<String>,
+pub enum Kind {
+    Basic,
+    ApiKey,
+    Jwt { provider: Option<String> },
 }
 
-/// Whether `request` skips authentication. An ambiguous path (an encoded slash or
-/// a backslash) never does: upstreams disagree on what it names.
-pub fn bypassed(rules: &[BypassRule], cors_preflight: bool, request: &RequestFacts) -> bool {
-    if cors_preflight && is_cors_preflight(request) {
-        return true;
+impl Kind {
+    fn admits(&self, principal: &Principal) -> bool {
+        match self {
+            Kind::Basic => principal.method == AuthMethod::Basic,
+            Kind::ApiKey => principal.method == AuthMethod::ApiKey,
+            Kind::Jwt { provider: None } => principal.method == AuthMethod::Jwt,
+            Kind::Jwt { provider: Some(name) } => {
+                principal.method == AuthMethod::Jwt && principal.provider.as_deref() == Some(name)
+            }
+        }
     }
-    if rules.is_empty() {
-        return false;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Require {
+    /// A credential of any configured kind.
+    Any,
+    /// No authentication (what `bypass` does).
+    None,
+    /// Without a credential the request passes with no principal; with one it must verify.
+    Optional,
+    /// Only credentials of these kinds.
+    Kinds(Vec<Kind>),
+}
+
+impl Require {
+    /// Whether a verified principal's kind is accepted here.
+    pub fn admits(&self, principal: &Principal) -> bool {
+        match self {
+            Require::Kinds(kinds) => kinds.iter().any(|kind| kind.admits(principal)),
+            Require::Any | Require::Optional | Require::None => true,
+        }
     }
-    let path = normalize(request.path);
-    if path.ambiguous {
-        return false;
+
+    /// Whether this requirement lets a request through without a verified credential.
+    fn relaxed(&self) -> bool {
+        matches!(self, Require::None | Require::Optional)
     }
-    rules.iter().any(|rule| {
-        rule.path_prefix.as_deref().is_none_or(|prefix| has_segment_prefix(&path.path, prefix))
-            && rule.method.as_deref().is_none_or(|method| request.method.eq_ignore_ascii_case(method))
-    })
+
+    /// Whether a credential of this form could be accepted here (checked before verifying it).
+    pub fn may_accept(&self, credential: &Credential) -> bool {
+        let Require::Kinds(kinds) = self else { return true };
+        kinds.iter().any(|kind| match (kind, credential) {
+            (Kind::Jwt { .. }, Credential::Bearer(_)) => true,
+            // `user:password` may turn out to be a client's `id:key`.
+            (Kind::Basic | Kind::ApiKey, Credential::Basic { .. }) => true,
+            (Kind::ApiKey, Credential::ApiKey { .. }) => true,
+            _ => false,
+        })
+    }
+
+    /// Which schemes a 401 here offers: (Basic, Bearer, API key header).
+    pub fn schemes(&self) -> (bool, bool, bool) {
+        match self {
+            Require::Kinds(kinds) => (
+                kinds.iter().any(|k| matches!(k, Kind::Basic | Kind::ApiKey)),
+                kinds.iter().any(|k| matches!(k, Kind::Jwt { .. })),
+                kinds.iter().any(|k| matches!(k, Kind::ApiKey)),
+            ),
+            _ => (true, true, true),
+        }
+    }
+}
+
+/// `:authority` exact, or `*.suffix` for any subdomain (compared without case and port).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    Exact(String),
+    Suffix(String),
+}
+
+impl HostPattern {
+    fn matches(&self, authority: &str) -> bool {
+        let host = strip_port(authority);
+        match self {
+            HostPattern::Exact(name) => host.eq_ignore_ascii_case(name),
+            HostPattern::Suffix(suffix) => {
+                host.len() > suffix.len()
+                    && host.get(host.len() - suffix.len()..).is_some_and(|end| end.eq_ignore_ascii_case(suffix))
+            }
+        }
+    }
+}
+
+fn strip_port(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return authority.split_once(']').map_or(authority, |(host, _)| &host[1..]);
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    }
+}
+
+/// The conditions of a rule; all that are set must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteMatch {
+    pub path_prefix: Option<String>,
+    pub path: Option<String>,
+    /// Uppercase.
+    pub methods: Option<Vec<String>>,
+    pub host: Option<HostPattern>,
+    /// The name of the Envoy route that matched (`xds.route_name`).
+    pub route: Option<String>,
+}
+
+impl RouteMatch {
+    fn matches(&self, request: &RequestFacts, path: &MatchPath) -> bool {
+        self.path_prefix.as_deref().is_none_or(|prefix| has_segment_prefix(&path.path, prefix))
+            && self.path.as_deref().is_none_or(|exact| path.path == exact)
+            && self.methods.as_ref().is_none_or(|methods| methods.iter().any(|m| m == request.method))
+            && self.host.as_ref().is_none_or(|host| host.matches(request.authority))
+            && self.route.as_deref().is_none_or(|name| request.route_name == Some(name))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub matcher: RouteMatch,
+    pub require: Require,
+    /// Every one must be held.
+    pub scopes: Vec<String>,
+    /// When set, only these principal ids.
+    pub principals: Option<Vec<String>>,
+}
+
+/// The rule of a request no rule matches: today's behaviour.
+pub static DEFAULT_RULE: Rule =
+    Rule { matcher: ROUTE_MATCH_ANY, require: Require::Any, scopes: Vec::new(), principals: None };
+
+/// A CORS preflight where `bypass_cors_preflight` is set.
+static PREFLIGHT_RULE: Rule =
+    Rule { matcher: ROUTE_MATCH_ANY, require: Require::None, scopes: Vec::new(), principals: None };
+
+const ROUTE_MATCH_ANY: RouteMatch =
+    RouteMatch { path_prefix: None, path: None, methods: None, host: None, route: None };
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Routes {
+    /// `bypass` rules first (as `require: "none"`), then `rules`.
+    pub rules: Vec<Rule>,
+    pub bypass_cors_preflight: bool,
+}
+
+impl Routes {
+    /// Whether any rule reads the Envoy route name (read from the host only then).
+    pub fn needs_route_name(&self) -> bool {
+        self.rules.iter().any(|rule| rule.matcher.route.is_some())
+    }
+
+    /// The first rule that matches. An ambiguous path (an encoded slash or a backslash)
+    /// never matches a rule that relaxes authentication: upstreams disagree on what it names.
+    pub fn select(&self, request: &RequestFacts, path: &MatchPath) -> &Rule {
+        if self.bypass_cors_preflight && is_cors_preflight(request) {
+            return &PREFLIGHT_RULE;
+        }
+        self.rules
+            .iter()
+            .filter(|rule| !(path.ambiguous && rule.require.relaxed()))
+            .find(|rule| rule.matcher.matches(request, path))
+            .unwrap_or(&DEFAULT_RULE)
+    }
 }
 
 /// A CORS preflight (Fetch standard): OPTIONS with `Origin` and `Access-Control-Request-Method`.
@@ -40,34 +188,4 @@ fn is_cors_preflight(request: &RequestFacts) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rule(prefix: Option<&str>, method: Option<&str>) -> BypassRule {
-        BypassRule { path_prefix: prefix.map(String::from), method: method.map(String::from) }
-    }
-
-    fn bypass(rules: &[BypassRule], method: &str, path: &str, headers: &[(&str, &str)], cors: bool) -> bool {
-        let headers: Vec<(String, String)> = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
-        bypassed(rules, cors, &RequestFacts { method, path, headers: &headers })
-    }
-
-    #[test]
-    fn every_condition_of_a_rule_must_match() {
-        let rules = [rule(Some("/public/"), Some("GET")), rule(Some("/healthz"), None)];
-        assert!(bypass(&rules, "GET", "/public/a", &[], false));
-        assert!(!bypass(&rules, "POST", "/public/a", &[], false));
-        assert!(bypass(&rules, "POST", "/healthz?x", &[], false));
-        assert!(!bypass(&rules, "GET", "/healthzadmin", &[], false));
-        assert!(!bypass(&rules, "GET", "/healthz%2Fx", &[], false));
-    }
-
-    #[test]
-    fn cors_preflight_needs_origin_and_request_method() {
-        let preflight = [("origin", "https://app"), ("access-control-request-method", "PUT")];
-        assert!(bypass(&[], "OPTIONS", "/x", &preflight, true));
-        assert!(!bypass(&[], "OPTIONS", "/x", &preflight, false));
-        assert!(!bypass(&[], "OPTIONS", "/x", &preflight[..1], true));
-        assert!(!bypass(&[], "GET", "/x", &preflight, true));
-    }
-}
+mod tests;

@@ -9,6 +9,7 @@ mod budget;
 mod throttle;
 
 use std::collections::HashMap;
+use std::rc::Rc;
 
 pub use budget::SlowHashBudget;
 pub use throttle::{FailureLimit, FailureThrottle};
@@ -17,19 +18,26 @@ use crate::api_key::ApiKeys;
 use crate::host_api::{Clock, SharedData};
 use crate::password::PasswordHash;
 use crate::principal::{AuthMethod, Principal};
+use crate::privileges::Privileges;
 use crate::reason::Reason;
+
+#[derive(Debug)]
+struct BasicUser {
+    hash: PasswordHash,
+    privileges: Rc<Privileges>,
+}
 
 /// The configured Basic users.
 #[derive(Debug, Default)]
 pub struct BasicUsers {
-    users: HashMap<String, PasswordHash>,
+    users: HashMap<String, BasicUser>,
     /// The costliest bcrypt hash configured: checked for unknown names, result ignored.
     decoy: Option<PasswordHash>,
 }
 
 impl BasicUsers {
     /// Add a user; false when the name is taken.
-    pub fn insert(&mut self, name: String, hash: PasswordHash) -> bool {
+    pub fn insert(&mut self, name: String, hash: PasswordHash, privileges: Rc<Privileges>) -> bool {
         if self.users.contains_key(&name) {
             return false;
         }
@@ -41,7 +49,7 @@ impl BasicUsers {
         if costlier {
             self.decoy = Some(hash.clone());
         }
-        self.users.insert(name, hash);
+        self.users.insert(name, BasicUser { hash, privileges });
         true
     }
 
@@ -51,6 +59,11 @@ impl BasicUsers {
 
     pub fn len(&self) -> usize {
         self.users.len()
+    }
+
+    /// Whether any user is limited to networks.
+    pub fn any_trusted_networks(&self) -> bool {
+        self.users.values().any(|user| user.privileges.trusted_networks.is_some())
     }
 }
 
@@ -89,9 +102,9 @@ pub fn verify(
     password: &str,
     now_s: u64,
 ) -> Result<Principal, Refusal> {
-    if let Some(hash) = users.users.get(user) {
-        return check(guard, host, user, true, hash, password, now_s)
-            .map(|()| Principal::configured(user, AuthMethod::Basic));
+    if let Some(known) = users.users.get(user) {
+        return check(guard, host, user, true, &known.hash, password, now_s)
+            .map(|()| Principal::configured(user, AuthMethod::Basic, &known.privileges));
     }
     if let Some(result) = api_keys.verify_as_basic(user, password) {
         return result.map_err(Refusal::Invalid);

@@ -1,3 +1,5 @@
+use std::rc::Rc;
+
 use super::*;
 use crate::api_key::ApiClient;
 use crate::digest::sha256;
@@ -13,13 +15,14 @@ fn bcrypt_hash(password: &str) -> PasswordHash {
 
 fn users() -> BasicUsers {
     let mut users = BasicUsers::default();
-    users.insert("alice".into(), bcrypt_hash("alice-pw"));
-    users.insert("sam".into(), PasswordHash::Sha256(sha256(b"sam-pw")));
+    users.insert("alice".into(), bcrypt_hash("alice-pw"), Rc::default());
+    users.insert("sam".into(), PasswordHash::Sha256(sha256(b"sam-pw")), Rc::default());
     users
 }
 
 fn api_keys() -> ApiKeys {
-    let client = ApiClient { id: "client".into(), key_digest: sha256(b"key"), disabled: false };
+    let client =
+        ApiClient { id: "client".into(), key_digest: sha256(b"key"), disabled: false, privileges: Rc::default() };
     ApiKeys { allow_basic: true, clients: vec![client], ..ApiKeys::default() }
 }
 
@@ -102,9 +105,9 @@ fn the_decoy_is_the_costliest_bcrypt_hash() {
     let mut users = BasicUsers::default();
     let cheap = bcrypt_hash("a");
     let dear = PasswordHash::parse(&bcrypt::hash_with_salt("b", 6, [1; 16]).unwrap().to_string()).unwrap();
-    users.insert("a".into(), cheap);
-    users.insert("b".into(), dear);
-    users.insert("c".into(), PasswordHash::Sha256(sha256(b"c")));
+    users.insert("a".into(), cheap, Rc::default());
+    users.insert("b".into(), dear, Rc::default());
+    users.insert("c".into(), PasswordHash::Sha256(sha256(b"c")), Rc::default());
     assert_eq!(users.decoy.as_ref().and_then(PasswordHash::bcrypt_cost), Some(6));
-    assert!(!users.insert("a".into(), PasswordHash::Sha256(sha256(b"x"))), "names are unique");
+    assert!(!users.insert("a".into(), PasswordHash::Sha256(sha256(b"x")), Rc::default()), "names are unique");
 }

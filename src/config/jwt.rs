@@ -3,15 +3,17 @@
 
 use std::collections::HashSet;
 
+use std::rc::Rc;
+
 use super::error::ConfigError;
 use super::names::{header_name, non_empty};
-use super::schema::{default_discovery_path, default_jwks_wait_ms, RawJwt, RawProvider, RawRemote};
-use crate::host_api::Target;
+use super::policy::privileges;
+use super::remote::{fetch_config, Document};
+use super::schema::{default_jwks_wait_ms, RawJwt, RawProvider};
 use crate::jwt::{ClaimToHeader, KeySet, Provider};
-use crate::remote::{Discovery, FetchConfig, FetchPolicy, RemoteDocument};
+use crate::remote::RemoteDocument;
 
 const MAX_JWKS_WAIT_MS: u64 = 30_000;
-const MAX_RESPONSE_BYTES_LIMIT: usize = 1024 * 1024;
 
 /// Headers that frame or route the request: a claim must never set them.
 const RESERVED_HEADERS: &[&str] =
@@ -68,8 +70,8 @@ fn compile_provider(raw: RawProvider, path: &str) -> Result<Provider, ConfigErro
         (Some(_), Some(_)) => {
             return Err(ConfigError::new(format!("{path}.discovery"), "cannot be combined with remote_jwks"));
         }
-        (Some(remote), None) => Some(fetch_config(remote, &format!("{path}.remote_jwks"), false)?),
-        (None, Some(discovery)) => Some(fetch_config(discovery, &format!("{path}.discovery"), true)?),
+        (Some(remote), None) => Some(fetch_config(remote, &format!("{path}.remote_jwks"), Document::Jwks)?),
+        (None, Some(discovery)) => Some(fetch_config(discovery, &format!("{path}.discovery"), Document::Discovery)?),
         (None, None) => None,
     };
     let identity = format!("jwks\0{}\0{}", raw.name, raw.issuer);
@@ -90,6 +92,7 @@ fn compile_provider(raw: RawProvider, path: &str) -> Result<Provider, ConfigErro
         claim_to_headers.push(ClaimToHeader { claim: mapping.claim.clone(), header });
     }
 
+    let privileges = privileges(raw.methods, raw.paths, Vec::new(), raw.trusted_networks, path)?;
     Ok(Provider {
         name: raw.name,
         issuer: raw.issuer,
@@ -100,55 +103,6 @@ fn compile_provider(raw: RawProvider, path: &str) -> Result<Provider, ConfigErro
         max_lifetime_seconds: raw.max_lifetime_seconds,
         principal_claim: raw.principal_claim,
         claim_to_headers,
-    })
-}
-
-/// `remote_jwks` or `discovery`; `at` is its field path.
-fn fetch_config(raw: RawRemote, at: &str, discovery: bool) -> Result<FetchConfig, ConfigError> {
-    let field = |name: &str| format!("{at}.{name}");
-    if raw.cluster.is_empty() {
-        return Err(ConfigError::new(field("cluster"), "must name an Envoy cluster"));
-    }
-    if raw.authority.is_empty() || raw.authority.contains(['/', ' ']) {
-        return Err(ConfigError::new(field("authority"), "must be a host name (the :authority sent)"));
-    }
-    let path = match (raw.path, discovery) {
-        (Some(path), _) => path,
-        (None, true) => default_discovery_path(),
-        (None, false) => return Err(ConfigError::new(at, "missing field `path`")),
-    };
-    if !path.starts_with('/') || path.chars().any(|c| c.is_control() || c == ' ') {
-        return Err(ConfigError::new(field("path"), "must start with '/', without spaces or control characters"));
-    }
-    let jwks_cluster = match raw.jwks_cluster {
-        Some(_) if !discovery => {
-            return Err(ConfigError::new(field("jwks_cluster"), "only discovery fetches a second document"));
-        }
-        Some(cluster) if cluster.is_empty() => {
-            return Err(ConfigError::new(field("jwks_cluster"), "must name an Envoy cluster"));
-        }
-        other => other,
-    };
-    if !(1..=86_400).contains(&raw.refresh_seconds) {
-        return Err(ConfigError::new(field("refresh_seconds"), "must be between 1 and 86400"));
-    }
-    if !(100..=60_000).contains(&raw.timeout_ms) {
-        return Err(ConfigError::new(field("timeout_ms"), "must be between 100 and 60000"));
-    }
-    if !(1..=3_600).contains(&raw.min_refetch_seconds) {
-        return Err(ConfigError::new(field("min_refetch_seconds"), "must be between 1 and 3600"));
-    }
-    if !(1024..=MAX_RESPONSE_BYTES_LIMIT).contains(&raw.max_response_bytes) {
-        return Err(ConfigError::new(field("max_response_bytes"), "must be between 1024 and 1048576"));
-    }
-    Ok(FetchConfig {
-        target: Target { cluster: raw.cluster, authority: raw.authority, path },
-        discovery: discovery.then_some(Discovery { jwks_cluster }),
-        policy: FetchPolicy {
-            refresh_ms: raw.refresh_seconds * 1000,
-            timeout_ms: raw.timeout_ms,
-            min_refetch_ms: raw.min_refetch_seconds * 1000,
-        },
-        max_response_bytes: raw.max_response_bytes,
+        privileges: Rc::new(privileges),
     })
 }

@@ -6,9 +6,12 @@
 pub mod error;
 mod jwt;
 mod names;
+mod policy;
+mod remote;
 mod schema;
 
 use std::collections::HashSet;
+use std::rc::Rc;
 
 pub use error::ConfigError;
 
@@ -16,12 +19,15 @@ use crate::api_key::{ApiClient, ApiKeys};
 use crate::basic::{BasicUsers, FailureLimit};
 use crate::cache::CacheSettings;
 use crate::jwt::Provider;
+use crate::network::Networks;
 use crate::password::PasswordHash;
+use crate::privileges::Privileges;
 use crate::reply::Challenges;
-use crate::route::BypassRule;
+use crate::revocation::Revocation;
+use crate::route::{Require, Routes};
 use crate::shape::{PrincipalHeaders, Upstream};
 use names::{header_name, principal_name};
-use schema::{RawApiKeys, RawBasic, RawBypassRule, RawConfig};
+use schema::{RawApiKeys, RawBasic, RawConfig};
 
 /// The largest plugin configuration accepted (an inline JWKS or htpasswd can be large, not this large).
 pub const MAX_CONFIG_BYTES: usize = 1024 * 1024;
@@ -38,9 +44,11 @@ pub struct Config {
     pub clock_skew_seconds: u64,
     /// Principal headers, owned headers, credential forwarding.
     pub upstream: Upstream,
-    pub bypass: Vec<BypassRule>,
-    /// CORS preflights (OPTIONS with `Origin` and `Access-Control-Request-Method`) skip authentication.
-    pub bypass_cors_preflight: bool,
+    /// `bypass` and `rules`, and CORS preflights.
+    pub routes: Routes,
+    /// Outside these, 403 before any credential is checked (but on `require: "none"` routes).
+    pub trusted_networks: Option<Networks>,
+    pub revocation: Revocation,
     pub basic_users: BasicUsers,
     pub failure_limit: FailureLimit,
     pub slow_hash_budget_ms_per_second: u64,
@@ -65,19 +73,29 @@ impl Config {
         compile(raw)
     }
 
-    /// The challenges a 401 offers: one per enabled scheme.
-    pub fn challenges(&self) -> Challenges<'_> {
+    /// The challenges a 401 offers: one per enabled scheme (that the route accepts).
+    pub fn challenges(&self, require: &Require) -> Challenges<'_> {
+        let (basic, bearer, api_key) = require.schemes();
         Challenges {
             realm: &self.realm,
-            basic: !self.basic_users.is_empty() || (self.api_keys.allow_basic && !self.api_keys.clients.is_empty()),
-            bearer: !self.jwt_providers.is_empty(),
-            api_key_header: self.api_keys.challenge_header(),
+            basic: basic
+                && (!self.basic_users.is_empty() || (self.api_keys.allow_basic && !self.api_keys.clients.is_empty())),
+            bearer: bearer && !self.jwt_providers.is_empty(),
+            api_key_header: self.api_keys.challenge_header().filter(|_| api_key),
         }
     }
 
-    /// Whether any provider fetches its keys (known at configuration).
-    pub fn fetches_keys(&self) -> bool {
-        self.jwt_providers.iter().any(|provider| provider.remote.is_some())
+    /// Whether anything is fetched (known at configuration: the root then ticks fast).
+    pub fn fetches_documents(&self) -> bool {
+        self.jwt_providers.iter().any(|provider| provider.remote.is_some()) || self.revocation.remote.is_some()
+    }
+
+    /// Whether the client address is needed (networks configured anywhere).
+    pub fn needs_source_address(&self) -> bool {
+        self.trusted_networks.is_some()
+            || self.basic_users.any_trusted_networks()
+            || self.api_keys.clients.iter().any(|c| c.privileges.trusted_networks.is_some())
+            || self.jwt_providers.iter().any(|p| p.privileges.trusted_networks.is_some())
     }
 }
 
@@ -138,10 +156,20 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         method: header_name(&raw.principal_headers.method, "principal_headers.method")?,
         provider: header_name(&raw.principal_headers.provider, "principal_headers.provider")?,
     };
-    let bypass = raw.bypass.into_iter().enumerate().map(|(i, rule)| bypass_rule(rule, i)).collect::<Result<_, _>>()?;
     let (basic_users, failure_limit, slow_hash_budget_ms_per_second) = compile_basic(raw.basic)?;
     let api_keys = compile_api_keys(raw.api_keys)?;
     let (jwt_providers, jwks_wait_ms) = jwt::compile(raw.jwt)?;
+    let provider_names: Vec<&str> = jwt_providers.iter().map(|p| p.name.as_str()).collect();
+    let mut rules = Vec::with_capacity(raw.bypass.len() + raw.rules.len());
+    for (i, rule) in raw.bypass.into_iter().enumerate() {
+        rules.push(policy::bypass_rule(rule, i)?);
+    }
+    for (i, rule) in raw.rules.into_iter().enumerate() {
+        rules.push(policy::rule(rule, i, &provider_names)?);
+    }
+    let routes = Routes { rules, bypass_cors_preflight: raw.bypass_cors_preflight };
+    let trusted_networks = raw.trusted_networks.map(|n| policy::networks(n, "trusted_networks")).transpose()?;
+    let revocation = policy::revocation(raw.revocation)?;
     let cache = match raw.cache {
         Some(c) if c.max_entries > MAX_CACHE_ENTRIES => {
             return Err(ConfigError::new("cache.max_entries", format!("must be at most {MAX_CACHE_ENTRIES}")));
@@ -160,8 +188,9 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         realm: raw.realm,
         clock_skew_seconds: raw.clock_skew_seconds,
         upstream: Upstream { principal_headers, owned_headers, forward_credentials: raw.forward_credentials },
-        bypass,
-        bypass_cors_preflight: raw.bypass_cors_preflight,
+        routes,
+        trusted_networks,
+        revocation,
         basic_users,
         failure_limit,
         slow_hash_budget_ms_per_second,
@@ -171,27 +200,6 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         cache,
         envoy_crypto: raw.envoy_crypto,
     })
-}
-
-fn bypass_rule(rule: RawBypassRule, i: usize) -> Result<BypassRule, ConfigError> {
-    let path = format!("bypass[{i}]");
-    if rule.path_prefix.is_none() && rule.method.is_none() {
-        return Err(ConfigError::new(path, "needs path_prefix or method"));
-    }
-    let path_prefix = match &rule.path_prefix {
-        Some(prefix) => Some(
-            crate::path::configured(prefix)
-                .map_err(|message| ConfigError::new(format!("{path}.path_prefix"), message))?,
-        ),
-        None => None,
-    };
-    let method = match rule.method {
-        Some(m) if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic()) => {
-            return Err(ConfigError::new(format!("{path}.method"), "must be an HTTP method name"));
-        }
-        m => m.map(|m| m.to_ascii_uppercase()),
-    };
-    Ok(BypassRule { path_prefix, method })
 }
 
 /// Slow-hash budgets outside this are not a budget (0) or more than a worker has.
@@ -211,11 +219,14 @@ fn compile_basic(raw: Option<RawBasic>) -> Result<(BasicUsers, FailureLimit, u64
         principal_name(&user.name, &format!("{path}.name"))?;
         let hash = PasswordHash::parse(&user.password_hash)
             .map_err(|e| ConfigError::new(format!("{path}.password_hash"), e))?;
-        if !users.insert(user.name, hash) {
+        let privileges = policy::privileges(user.methods, user.paths, user.scopes, user.trusted_networks, &path)?;
+        if !users.insert(user.name, hash, Rc::new(privileges)) {
             return Err(ConfigError::new(format!("{path}.name"), "duplicate user name"));
         }
     }
     if let Some(text) = raw.htpasswd {
+        // htpasswd users take the defaults: no restriction.
+        let everything = Rc::new(Privileges::default());
         for (n, line) in text.lines().enumerate() {
             let path = format!("basic.htpasswd line {}", n + 1);
             let line = line.trim();
@@ -225,7 +236,7 @@ fn compile_basic(raw: Option<RawBasic>) -> Result<(BasicUsers, FailureLimit, u64
             let (name, hash) = line.split_once(':').ok_or_else(|| ConfigError::new(&path, "expected name:hash"))?;
             principal_name(name, &path)?;
             let hash = PasswordHash::parse(hash).map_err(|e| ConfigError::new(&path, e))?;
-            if !users.insert(name.to_string(), hash) {
+            if !users.insert(name.to_string(), hash, Rc::clone(&everything)) {
                 return Err(ConfigError::new(path, "duplicate user name"));
             }
         }
@@ -274,7 +285,14 @@ fn compile_api_keys(raw: Option<RawApiKeys>) -> Result<ApiKeys, ConfigError> {
             Ok(_) => return Err(ConfigError::new(format!("{path}.key_hash"), "API keys are hashed as sha256:<hex>")),
             Err(e) => return Err(ConfigError::new(format!("{path}.key_hash"), e)),
         };
-        clients.push(ApiClient { id: client.id, key_digest, disabled: client.disabled });
+        let privileges =
+            policy::privileges(client.methods, client.paths, client.scopes, client.trusted_networks, &path)?;
+        clients.push(ApiClient {
+            id: client.id,
+            key_digest,
+            disabled: client.disabled,
+            privileges: Rc::new(privileges),
+        });
     }
     Ok(ApiKeys { headers, query_param: raw.query_param, allow_basic: raw.allow_basic, clients })
 }

@@ -2,6 +2,8 @@
 //! their defaults. Unknown fields are errors everywhere. Nothing here is
 //! validated beyond types; `config` compiles these into the policy.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -20,6 +22,12 @@ pub struct RawConfig {
     pub bypass: Vec<RawBypassRule>,
     #[serde(default)]
     pub bypass_cors_preflight: bool,
+    /// First match wins; checked after `bypass`.
+    #[serde(default)]
+    pub rules: Vec<RawRule>,
+    /// Client networks (CIDR) allowed at all; outside them 403 before any credential is checked.
+    pub trusted_networks: Option<Vec<String>>,
+    pub revocation: Option<RawRevocation>,
     pub basic: Option<RawBasic>,
     pub api_keys: Option<RawApiKeys>,
     pub jwt: Option<RawJwt>,
@@ -58,6 +66,43 @@ pub struct RawBypassRule {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct RawRule {
+    #[serde(rename = "match", default)]
+    pub matcher: RawMatch,
+    /// `"any"` (default), `"none"`, `"optional"`, or a list of kinds
+    /// (`"basic"`, `"api-key"`, `"jwt"`, `"jwt:<provider>"`).
+    pub require: Option<Value>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    pub principals: Option<Vec<String>>,
+}
+
+/// All that a rule's `match` sets must match.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    pub path_prefix: Option<String>,
+    pub path: Option<String>,
+    pub methods: Option<Vec<String>>,
+    /// `:authority`, exact or `*.suffix`.
+    pub host: Option<String>,
+    /// The Envoy route's name (`xds.route_name`).
+    pub route: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRevocation {
+    #[serde(default)]
+    pub jti: Vec<String>,
+    /// Principal id -> Unix seconds.
+    #[serde(default)]
+    pub not_before: BTreeMap<String, u64>,
+    pub remote: Option<RawRemote>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RawBasic {
     #[serde(default)]
     pub users: Vec<RawUser>,
@@ -73,6 +118,11 @@ pub struct RawBasic {
 pub struct RawUser {
     pub name: String,
     pub password_hash: String,
+    pub methods: Option<Vec<String>>,
+    pub paths: Option<Vec<String>>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    pub trusted_networks: Option<Vec<String>>,
 }
 
 /// Failed password checks allowed per user name in a window, Envoy-wide.
@@ -110,6 +160,11 @@ pub struct RawApiClient {
     pub key_hash: String,
     #[serde(default)]
     pub disabled: bool,
+    pub methods: Option<Vec<String>>,
+    pub paths: Option<Vec<String>>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    pub trusted_networks: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -144,6 +199,10 @@ pub struct RawProvider {
     pub principal_claim: String,
     #[serde(default)]
     pub claim_to_headers: Vec<RawClaimToHeader>,
+    /// For every token of this provider.
+    pub methods: Option<Vec<String>>,
+    pub paths: Option<Vec<String>>,
+    pub trusted_networks: Option<Vec<String>>,
 }
 
 /// A document fetched through an Envoy cluster: `remote_jwks` (`path` required) or
@@ -159,8 +218,8 @@ pub struct RawRemote {
     pub refresh_seconds: u64,
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
-    #[serde(default = "default_min_refetch_seconds")]
-    pub min_refetch_seconds: u64,
+    /// JWKS only (default 30).
+    pub min_refetch_seconds: Option<u64>,
     #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: usize,
 }
@@ -220,7 +279,7 @@ fn default_refresh_seconds() -> u64 {
 fn default_timeout_ms() -> u64 {
     2000
 }
-fn default_min_refetch_seconds() -> u64 {
+pub fn default_min_refetch_seconds() -> u64 {
     30
 }
 fn default_max_response_bytes() -> usize {

@@ -38,8 +38,8 @@ fn defaults() {
     assert_eq!(c.api_keys.query_param, None);
     assert_eq!(c.jwks_wait_ms, 2000);
     assert!(c.envoy_crypto);
-    assert!(c.challenges().basic);
-    assert!(!c.challenges().bearer);
+    assert!(c.challenges(&crate::route::Require::Any).basic);
+    assert!(!c.challenges(&crate::route::Require::Any).bearer);
     assert_eq!(c.upstream.owned_headers, vec!["x-auth-method", "x-auth-principal", "x-auth-provider"]);
 }
 
@@ -67,8 +67,8 @@ fn full_example_compiles() {
     }))
     .unwrap();
     assert_eq!(c.upstream.principal_headers.principal, "x-user");
-    assert_eq!(c.bypass.len(), 3);
-    assert_eq!(c.bypass[1].method.as_deref(), Some("OPTIONS"));
+    assert_eq!(c.routes.rules.len(), 3);
+    assert_eq!(c.routes.rules[1].matcher.methods.as_deref(), Some(&["OPTIONS".to_string()][..]));
     assert_eq!(c.basic_users.len(), 2);
     assert_eq!(c.api_keys.headers, vec!["x-api-key", "x-cdata-authtoken"]);
     assert!(c.api_keys.clients[1].disabled);
@@ -120,6 +120,78 @@ fn errors_name_the_field() {
         (json!({"clock_skew_seconds": 100000}), "clock_skew_seconds:"),
         (json!({"clock_skew_seconds": "60"}), "invalid type"),
         (json!({}), "no credentials configured"),
+        (
+            json!({"rules": [{"require": "password"}], "basic": {"users": [{"name": "a", "password_hash": SECRET_SHA256}]}}),
+            "rules[0].require: unknown credential kind",
+        ),
+        (
+            json!({"rules": [{"require": ["basic", "jwt:nobody"]}], "basic": {"users": [{"name": "a", "password_hash": SECRET_SHA256}]}}),
+            "rules[0].require[1]: names no provider",
+        ),
+        (
+            json!({"rules": [{"require": 7}], "basic": {"users": [{"name": "a", "password_hash": SECRET_SHA256}]}}),
+            "rules[0].require: must be",
+        ),
+        (
+            json!({"rules": [{"match": {"route": ""}}], "basic": {"users": [{"name": "a", "password_hash": SECRET_SHA256}]}}),
+            "rules[0].match.route: must name an Envoy route",
+        ),
+        (
+            json!({"rules": [{"match": {"methods": ["GET", "FETCH"]}}], "basic": {"users": [{"name": "a", "password_hash": SECRET_SHA256}]}}),
+            "rules[0].match.methods[1]: unknown HTTP method",
+        ),
+        (
+            json!({"rules": [{"match": {"path_prefix": "/a/../b"}}], "basic": {"users": [{"name": "a", "password_hash": SECRET_SHA256}]}}),
+            "rules[0].match.path_prefix:",
+        ),
+        (
+            json!({"rules": [{"match": {"host": "a b"}}], "basic": {"users": [{"name": "a", "password_hash": SECRET_SHA256}]}}),
+            "rules[0].match.host:",
+        ),
+        (
+            json!({"rules": [{"require": "none", "scopes": ["x"]}], "basic": {"users": [{"name": "a", "password_hash": SECRET_SHA256}]}}),
+            "rules[0]: a rule that requires nothing",
+        ),
+        (
+            json!({"rules": [{"scopes": ["a b"]}], "basic": {"users": [{"name": "a", "password_hash": SECRET_SHA256}]}}),
+            "rules[0].scopes[0]:",
+        ),
+        (
+            json!({"trusted_networks": ["10.0.0.1/8"], "basic": {"users": [{"name": "a", "password_hash": SECRET_SHA256}]}}),
+            "trusted_networks[0]: has host bits set",
+        ),
+        (
+            json!({"trusted_networks": [], "basic": {"users": [{"name": "a", "password_hash": SECRET_SHA256}]}}),
+            "trusted_networks: must list at least one",
+        ),
+        (
+            json!({"basic": {"users": [{"name": "a", "password_hash": SECRET_SHA256, "trusted_networks": ["10.0.0.0/33"]}]}}),
+            "basic.users[0].trusted_networks[0]: prefix length",
+        ),
+        (
+            json!({"basic": {"users": [{"name": "a", "password_hash": SECRET_SHA256, "methods": ["get", "PUTT"]}]}}),
+            "basic.users[0].methods[1]: unknown HTTP method",
+        ),
+        (
+            json!({"api_keys": {"clients": [{"id": "c", "key_hash": SECRET_SHA256, "paths": ["reports"]}]}}),
+            "api_keys.clients[0].paths[0]: must start with '/'",
+        ),
+        (
+            json!({"jwt": {"providers": [{"name": "a", "issuer": "i", "local_jwks": {"keys": [{"kty": "oct", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldC0"}]}, "methods": ["BREW"]}]}}),
+            "jwt.providers[0].methods[0]:",
+        ),
+        (
+            json!({"revocation": {"remote": {"cluster": "c", "authority": "a"}}, "basic": {"users": [{"name": "a", "password_hash": SECRET_SHA256}]}}),
+            "revocation.remote: missing field `path`",
+        ),
+        (
+            json!({"revocation": {"remote": {"cluster": "c", "authority": "a", "path": "/r", "min_refetch_seconds": 5}}, "basic": {"users": [{"name": "a", "password_hash": SECRET_SHA256}]}}),
+            "revocation.remote.min_refetch_seconds:",
+        ),
+        (
+            json!({"revocation": {"not_before": {"a": -1}}, "basic": {"users": [{"name": "a", "password_hash": SECRET_SHA256}]}}),
+            "revocation.not_before.a: invalid value",
+        ),
         (
             json!({"principal_headers": {"method": "x-auth-principal"}, "api_keys": {"clients": [{"id": "c", "key_hash": SECRET_SHA256}]}}),
             "principal_headers.principal:",

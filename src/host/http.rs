@@ -9,6 +9,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
 
+use crate::network::parse_source_address;
 use crate::plugin::Verdict;
 use crate::reply::LocalReply;
 use crate::request::RequestFacts;
@@ -58,7 +59,14 @@ pub fn handle_request(vm: &Rc<RefCell<Vm>>, context_id: u32, resumed: bool) -> A
             return Action::Pause;
         };
         let Vm { plugin, host } = &mut *vm;
-        plugin.on_request(host, context_id, &RequestFacts::from_headers(&headers), now)
+        let mut request = RequestFacts::from_headers(&headers);
+        // Properties cost a host call each: read only what the configuration uses.
+        let route_name = plugin.needs_route_name().then(|| property(&["xds", "route_name"])).flatten();
+        request.route_name = route_name.as_deref();
+        if plugin.needs_source_address() {
+            request.source = property(&["source", "address"]).as_deref().and_then(parse_source_address);
+        }
+        plugin.on_request(host, context_id, &request, now)
     };
     match verdict {
         Verdict::Continue(changes) => {
@@ -87,6 +95,12 @@ pub fn handle_request(vm: &Rc<RefCell<Vm>>, context_id: u32, resumed: bool) -> A
             Action::Pause
         }
     }
+}
+
+/// A string property of the stream (`xds.route_name`, `source.address`).
+fn property(path: &[&str]) -> Option<String> {
+    let bytes = hostcalls::get_property(path.to_vec()).ok().flatten()?;
+    String::from_utf8(bytes).ok()
 }
 
 fn send(reply: &LocalReply) {

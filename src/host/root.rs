@@ -64,7 +64,7 @@ impl RootContext for AuthnRoot {
             config.jwt_providers.len(),
             if host.crypto_available() { "Envoy's BoringSSL where it can" } else { "pure Rust" }
         );
-        if config.fetches_keys() {
+        if config.fetches_documents() {
             tick_fast();
         }
         self.vm = Some(Rc::new(RefCell::new(Vm { plugin: Plugin::new(config), host })));

@@ -23,13 +23,20 @@ pub fn claim_at<'a>(claims: &'a Map<String, Value>, dotted: &str) -> Option<&'a 
     Some(value)
 }
 
-/// Time, audience and lifetime checks; returns `exp`.
+/// The token's times, once checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Times {
+    pub expires_at: Option<u64>,
+    pub issued_at: Option<u64>,
+}
+
+/// Time, audience and lifetime checks.
 pub(super) fn check_claims(
     claims: &Map<String, Value>,
     provider: &Provider,
     now: u64,
     skew: u64,
-) -> Result<Option<u64>, JwtError> {
+) -> Result<Times, JwtError> {
     let expires_at = numeric_date(claims, "exp")?;
     let not_before = numeric_date(claims, "nbf")?;
     let issued_at = numeric_date(claims, "iat")?;
@@ -55,7 +62,34 @@ pub(super) fn check_claims(
             return Err(JwtError::LifetimeTooLong);
         }
     }
-    Ok(expires_at)
+    Ok(Times { expires_at, issued_at })
+}
+
+/// Most scopes read from one token (a longer list is cut, not refused).
+const MAX_SCOPES: usize = 64;
+
+/// The scopes a token holds: `scope` (space-separated, RFC 8693 4.2) and `scp`
+/// (a string or an array of strings, as Azure AD and Okta write it).
+pub(super) fn scopes(claims: &Map<String, Value>) -> Vec<String> {
+    let mut scopes: Vec<String> = Vec::new();
+    let mut add = |scope: &str| {
+        if !scope.is_empty() && scopes.len() < MAX_SCOPES && !scopes.iter().any(|s| s == scope) {
+            scopes.push(scope.to_string());
+        }
+    };
+    for name in ["scope", "scp"] {
+        match claims.get(name) {
+            Some(Value::String(text)) => text.split(' ').for_each(&mut add),
+            Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).for_each(&mut add),
+            _ => {}
+        }
+    }
+    scopes
+}
+
+/// `jti`, when it is a string of usable length.
+pub(super) fn token_id(claims: &Map<String, Value>) -> Option<String> {
+    claims.get("jti").and_then(Value::as_str).filter(|jti| !jti.is_empty() && jti.len() <= 256).map(String::from)
 }
 
 /// 9999-12-31T23:59:59Z: a later time (`1e308`, `2^64`) is a way of saying "never", not a date.

@@ -195,6 +195,12 @@ impl KeySet {
     }
 }
 
+impl crate::remote::Summary for KeySet {
+    fn summary(&self) -> String {
+        format!("{} signing keys", self.keys.len())
+    }
+}
+
 fn jwks_entries(jwks: &Value) -> Option<&Vec<Value>> {
     jwks.as_object()?.get("keys")?.as_array()
 }

@@ -2,8 +2,10 @@
 //! and the key set it fetches (live: changed by the fetch protocol).
 
 use std::fmt;
+use std::rc::Rc;
 
 use super::keys::KeySet;
+use crate::privileges::Privileges;
 use crate::remote::RemoteDocument;
 
 /// A provider's place in the configuration (`jwt.providers[i]`), stable for the VM's life.
@@ -29,6 +31,8 @@ pub struct Provider {
     pub max_lifetime_seconds: Option<u64>,
     pub principal_claim: String,
     pub claim_to_headers: Vec<ClaimToHeader>,
+    /// What every principal of this provider may do (no scopes: a token's come from its claims).
+    pub privileges: Rc<Privileges>,
 }
 
 impl Provider {

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256, Sha384, Sha512};
 
 use super::algorithm::Algorithm;
 use super::backend::SignatureBackend;
-use super::claims::{check_claims, claim_headers, principal};
+use super::claims::{check_claims, claim_headers, principal, scopes, token_id};
 use super::der::ecdsa_jws_to_der;
 use super::error::JwtError;
 use super::keys::{Key, KeyMaterial, KeySet};
@@ -27,6 +27,10 @@ pub struct VerifiedToken {
     /// unusable as header values are left out.
     pub headers: Vec<(String, String)>,
     pub expires_at: Option<u64>,
+    pub issued_at: Option<u64>,
+    pub jti: Option<String>,
+    /// `scope` and `scp`.
+    pub scopes: Vec<String>,
 }
 
 /// Longest token accepted, checked before any decoding.
@@ -112,12 +116,15 @@ pub fn verify(
         return Err(candidates.failure);
     }
 
-    let expires_at = check_claims(&jws.claims, provider, now, skew)?;
+    let times = check_claims(&jws.claims, provider, now, skew)?;
     Ok(VerifiedToken {
         provider: index,
         principal: principal(&jws.claims, &provider.principal_claim)?,
         headers: claim_headers(&jws.claims, provider),
-        expires_at,
+        expires_at: times.expires_at,
+        issued_at: times.issued_at,
+        jti: token_id(&jws.claims),
+        scopes: scopes(&jws.claims),
     })
 }
 

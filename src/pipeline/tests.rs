@@ -2,6 +2,7 @@
 //! `jsonwebtoken`, not the code that verifies them.
 
 use std::cell::Cell;
+use std::rc::Rc;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -91,7 +92,7 @@ fn decide_at(
     now: u64,
 ) -> Decision {
     let headers: Vec<(String, String)> = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
-    let request = RequestFacts { method, path, headers: &headers };
+    let request = RequestFacts::new(method, path, &headers);
     match backend {
         Some(backend) => {
             let host = WithBackend { host: &vm.host, backend };
@@ -152,7 +153,7 @@ fn rs256(claims: Value, kid: &str) -> String {
 }
 
 /// A request that passed: its principal and upstream changes.
-fn allowed(decision: Decision) -> (Principal, UpstreamChanges) {
+fn allowed(decision: Decision) -> (Rc<Principal>, UpstreamChanges) {
     match decision {
         Decision::Allow { principal, changes } => (principal, changes),
         other => panic!("expected Allow, got {other:?}"),
@@ -457,4 +458,171 @@ fn underscore_spellings_of_owned_headers_are_removed() {
     let headers = [("x_auth_principal", "root"), ("x-auth_method", "basic"), ("x_roles", "admin"), ("x_other", "ok")];
     let Decision::Bypass(changes) = decide_with(&mut vm, "GET", "/healthz", &headers) else { panic!() };
     assert_eq!(changes.remove, vec!["x_auth_principal", "x-auth_method", "x_roles"]);
+}
+
+// ---- who may do what (issue 9) ----
+
+fn policy_vm(extra: Value) -> Vm {
+    let mut config = json!({
+        "basic": {"users": [
+            {"name": "reader", "password_hash": SECRET_SHA256, "methods": ["GET"], "scopes": ["orders:read"]},
+            {"name": "office", "password_hash": SECRET_SHA256, "trusted_networks": ["192.0.2.0/24"]}
+        ]},
+        "api_keys": {"clients": [{"id": "reporting", "key_hash": SECRET_SHA256, "paths": ["/reports"]}]},
+        "jwt": {"providers": [{
+            "name": "corp", "issuer": "https://id.corp",
+            "local_jwks": {"keys": [{"kty": "oct", "kid": "hmac-1", "k": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(HMAC_SECRET)}]}
+        }]},
+        "rules": [
+            {"match": {"path_prefix": "/public"}, "require": "none"},
+            {"match": {"path_prefix": "/maybe"}, "require": "optional"},
+            {"match": {"path_prefix": "/tokens-only"}, "require": ["jwt:corp"]},
+            {"match": {"path_prefix": "/keys-only"}, "require": "api-key"},
+            {"match": {"path_prefix": "/orders"}, "scopes": ["orders:read"]},
+            {"match": {"path": "/admin"}, "principals": ["root"]}
+        ]
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        config[k] = v.clone();
+    }
+    let config = Config::from_json(config.to_string().as_bytes()).unwrap();
+    let host = FakeHost::new(&FakeShared::default());
+    Vm { verifier: Verifier::new(&config), config, host }
+}
+
+fn token(claims: Value) -> String {
+    format!("Bearer {}", hs256(merge(json!({"iss": "https://id.corp", "sub": "u-1", "exp": NOW + 60}), claims)))
+}
+
+fn merge(mut base: Value, extra: Value) -> Value {
+    for (k, v) in extra.as_object().unwrap() {
+        base[k] = v.clone();
+    }
+    base
+}
+
+fn from(vm: &mut Vm, method: &str, path: &str, headers: &[(&str, &str)], source: Option<&str>) -> Decision {
+    let headers: Vec<(String, String)> = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+    let mut request = RequestFacts::new(method, path, &headers);
+    request.source = source.map(|s| s.parse().unwrap());
+    super::decide(&vm.config, &mut vm.verifier, &request, &vm.host, NOW * 1000)
+}
+
+#[test]
+fn optional_and_none_routes() {
+    let mut vm = policy_vm(json!({}));
+    assert!(matches!(decide_with(&mut vm, "GET", "/public/x", &[]), Decision::Bypass(_)));
+    let Decision::Anonymous(changes) = decide_with(&mut vm, "GET", "/maybe", &[("x-auth-principal", "root")]) else {
+        panic!()
+    };
+    assert_eq!(changes.remove, vec!["x-auth-principal"]);
+    let bad = basic("reader", "wrong");
+    assert_eq!(denied(decide_with(&mut vm, "GET", "/maybe", &[("authorization", &bad)])).reason, Reason::BasicInvalid);
+    let (principal, _) =
+        allowed(decide_with(&mut vm, "GET", "/maybe", &[("authorization", &basic("reader", "secret"))]));
+    assert_eq!(principal.id, "reader");
+}
+
+#[test]
+fn a_route_accepts_only_its_kinds_and_offers_only_their_challenges() {
+    let mut vm = policy_vm(json!({}));
+    let r = denied(decide_with(&mut vm, "GET", "/tokens-only", &[]));
+    assert_eq!((r.status, challenges(&r)), (401, vec!["Bearer realm=\"api\""]));
+    let r = denied(decide_with(&mut vm, "GET", "/tokens-only", &[("authorization", &basic("reader", "secret"))]));
+    assert_eq!((r.status, r.reason), (401, Reason::CredentialNotAccepted));
+    assert_eq!(challenges(&r), vec!["Bearer realm=\"api\""]);
+    allowed(decide_with(&mut vm, "GET", "/tokens-only", &[("authorization", &token(json!({})))]));
+
+    let r = denied(decide_with(&mut vm, "GET", "/keys-only", &[("authorization", &token(json!({})))]));
+    assert_eq!(r.reason, Reason::CredentialNotAccepted);
+    assert_eq!(
+        challenges(&r),
+        vec!["Basic realm=\"api\", charset=\"UTF-8\"", "ApiKey realm=\"api\", header=\"x-api-key\""]
+    );
+    // A Basic user is not an API key, even with the right password.
+    let r = denied(decide_with(&mut vm, "GET", "/keys-only", &[("authorization", &basic("reader", "secret"))]));
+    assert_eq!(r.reason, Reason::CredentialNotAccepted);
+    // A client's id:key is an API key: accepted here (then refused for its paths).
+    let r = denied(decide_with(&mut vm, "GET", "/keys-only", &[("authorization", &basic("reporting", "secret"))]));
+    assert_eq!(r.reason, Reason::PathNotAllowed);
+}
+
+#[test]
+fn privileges_and_route_requirements_answer_403() {
+    let mut vm = policy_vm(json!({}));
+    let reader = basic("reader", "secret");
+    let r = denied(decide_with(&mut vm, "POST", "/orders", &[("authorization", &reader)]));
+    assert_eq!((r.status, r.error, r.message.as_str()), (403, "forbidden", "method not allowed"));
+    allowed(decide_with(&mut vm, "GET", "/orders", &[("authorization", &reader)]));
+
+    let r = denied(decide_with(&mut vm, "GET", "/orders", &[("x-api-key", "secret")]));
+    assert_eq!((r.status, r.reason), (403, Reason::PathNotAllowed));
+    allowed(decide_with(&mut vm, "GET", "/reports/q1", &[("x-api-key", "secret")]));
+
+    let r = denied(decide_with(&mut vm, "GET", "/admin", &[("authorization", &reader)]));
+    assert_eq!((r.status, r.message.as_str()), (403, "principal not allowed"));
+}
+
+#[test]
+fn scopes_come_from_scope_or_scp_and_a_token_gets_rfc6750_insufficient_scope() {
+    let mut vm = policy_vm(json!({}));
+    allowed(decide_with(&mut vm, "GET", "/orders", &[("authorization", &token(json!({"scope": "a orders:read"})))]));
+    allowed(decide_with(&mut vm, "GET", "/orders", &[("authorization", &token(json!({"scp": ["orders:read"]})))]));
+    allowed(decide_with(&mut vm, "GET", "/orders", &[("authorization", &token(json!({"scp": "orders:read"})))]));
+    let r =
+        denied(decide_with(&mut vm, "GET", "/orders", &[("authorization", &token(json!({"scope": "orders:write"})))]));
+    assert_eq!((r.status, r.error), (403, "insufficient_scope"));
+    assert_eq!(
+        challenges(&r),
+        vec!["Bearer realm=\"api\", error=\"insufficient_scope\", error_description=\"insufficient scope\", scope=\"orders:read\""]
+    );
+    // A Basic user without the scope: 403 insufficient_scope, no Bearer challenge.
+    let office = basic("office", "secret");
+    let r = denied(from(&mut vm, "GET", "/orders", &[("authorization", &office)], Some("192.0.2.1")));
+    assert_eq!((r.status, r.error, challenges(&r).len()), (403, "insufficient_scope", 0));
+}
+
+#[test]
+fn trusted_networks_at_the_top_and_per_principal() {
+    let mut vm = policy_vm(json!({"trusted_networks": ["192.0.2.0/24", "2001:db8::/32"]}));
+    let office = basic("office", "secret");
+    let r = denied(from(&mut vm, "GET", "/x", &[], Some("198.51.100.7")));
+    assert_eq!((r.status, r.reason), (403, Reason::NetworkNotTrusted), "before any credential is checked");
+    assert!(matches!(from(&mut vm, "GET", "/public/x", &[], Some("198.51.100.7")), Decision::Bypass(_)));
+    allowed(from(&mut vm, "GET", "/x", &[("authorization", &office)], Some("192.0.2.9")));
+    let r = denied(from(&mut vm, "GET", "/x", &[("authorization", &office)], Some("2001:db8::1")));
+    assert_eq!((r.status, r.reason), (403, Reason::NetworkNotTrusted), "the principal's own list");
+    let r = denied(from(&mut vm, "GET", "/x", &[("authorization", &office)], None));
+    assert_eq!(r.reason, Reason::NetworkNotTrusted, "no address: fail closed");
+}
+
+#[test]
+fn revocation_by_jti_and_not_before_beats_the_cache() {
+    let mut vm = policy_vm(json!({"revocation": {"jti": ["leaked"], "not_before": {"u-2": NOW - 100}}}));
+    let leaked = token(json!({"jti": "leaked"}));
+    let r = denied(decide_with(&mut vm, "GET", "/x", &[("authorization", &leaked)]));
+    assert_eq!((r.status, r.reason, r.message.as_str()), (401, Reason::TokenRevoked, "token revoked"));
+    assert_eq!(
+        challenges(&r),
+        vec!["Bearer realm=\"api\", error=\"invalid_token\", error_description=\"token revoked\""]
+    );
+    let old = token(json!({"sub": "u-2", "iat": NOW - 200}));
+    assert_eq!(denied(decide_with(&mut vm, "GET", "/x", &[("authorization", &old)])).reason, Reason::TokenRevoked);
+    allowed(decide_with(&mut vm, "GET", "/x", &[("authorization", &token(json!({"sub": "u-2", "iat": NOW - 50})))]));
+    let no_iat = token(json!({"sub": "u-2"}));
+    assert_eq!(denied(decide_with(&mut vm, "GET", "/x", &[("authorization", &no_iat)])).reason, Reason::TokenRevoked);
+
+    // A remote list: a token verified and remembered is refused once the list names it.
+    let remote = json!({"revocation": {"remote": {"cluster": "rev", "authority": "rev", "path": "/revoked.json"}}});
+    let mut vm = policy_vm(remote);
+    let good = token(json!({"jti": "t-1"}));
+    allowed(decide_with(&mut vm, "GET", "/x", &[("authorization", &good)]));
+    let list = vm.config.revocation.remote.as_mut().unwrap();
+    list.start(&vm.host.shared, NOW * 1000, false);
+    let body = json!({"jti": ["t-1"]}).to_string();
+    assert!(matches!(
+        list.on_response(&vm.host.shared, Step::Document, &FakeResponse::ok(body), NOW * 1000),
+        Progress::Fetched { .. }
+    ));
+    assert_eq!(denied(decide_with(&mut vm, "GET", "/x", &[("authorization", &good)])).reason, Reason::TokenRevoked);
 }

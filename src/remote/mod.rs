@@ -50,8 +50,67 @@ pub enum Progress {
     Failed(String),
 }
 
+/// What a fetched document says of itself in the logs.
+pub trait Summary {
+    /// E.g. "3 signing keys".
+    fn summary(&self) -> String;
+}
+
+/// The fetch protocol of one document, whatever it holds (what the plugin's fetch loop drives).
+pub trait Fetch {
+    fn fetch_config(&self) -> &FetchConfig;
+    fn first_step(&self) -> Step;
+    fn sync(&mut self, shared: &dyn SharedData) -> bool;
+    fn start(&mut self, shared: &dyn SharedData, now_ms: u64, refetch_wanted: bool) -> Option<FetchReason>;
+    fn on_response(
+        &mut self,
+        shared: &dyn SharedData,
+        step: Step,
+        response: &dyn CallResponse,
+        now_ms: u64,
+    ) -> Progress;
+    fn fail(&mut self, shared: &dyn SharedData, now_ms: u64) -> u64;
+    /// The value's summary; None before the first fetch.
+    fn summary(&self) -> Option<String>;
+    fn events(&self) -> u64;
+}
+
+impl<T: Summary> Fetch for RemoteDocument<T> {
+    fn fetch_config(&self) -> &FetchConfig {
+        &self.fetch
+    }
+    fn first_step(&self) -> Step {
+        RemoteDocument::first_step(self)
+    }
+    fn sync(&mut self, shared: &dyn SharedData) -> bool {
+        RemoteDocument::sync(self, shared)
+    }
+    fn start(&mut self, shared: &dyn SharedData, now_ms: u64, refetch_wanted: bool) -> Option<FetchReason> {
+        RemoteDocument::start(self, shared, now_ms, refetch_wanted)
+    }
+    fn on_response(
+        &mut self,
+        shared: &dyn SharedData,
+        step: Step,
+        response: &dyn CallResponse,
+        now_ms: u64,
+    ) -> Progress {
+        RemoteDocument::on_response(self, shared, step, response, now_ms)
+    }
+    fn fail(&mut self, shared: &dyn SharedData, now_ms: u64) -> u64 {
+        RemoteDocument::fail(self, shared, now_ms)
+    }
+    fn summary(&self) -> Option<String> {
+        self.value.as_ref().map(Summary::summary)
+    }
+    fn events(&self) -> u64 {
+        self.events
+    }
+}
+
 /// One remote document in one VM: its configuration, its parsed value, and what
 /// this VM last read of the shared fetch state.
+#[derive(Debug)]
 pub struct RemoteDocument<T> {
     pub fetch: FetchConfig,
     parse: fn(&[u8]) -> Result<T, String>,
@@ -103,6 +162,14 @@ impl<T> RemoteDocument<T> {
     /// The last fetch failed: what the document would say now is not known.
     pub fn failing(&self) -> bool {
         self.record.failing()
+    }
+
+    /// Pick up a fetch another VM finished since this VM last looked: one small read
+    /// (the fetch record) when nothing changed. True when the value changed.
+    pub fn sync_if_fetched(&mut self, shared: &dyn SharedData) -> bool {
+        let last_success = self.record.last_success_ms;
+        self.sync_record(shared);
+        self.record.last_success_ms != last_success && self.sync(shared)
     }
 
     /// Pick up what another VM stored, and the shared fetch state. True when the value changed.

@@ -489,8 +489,9 @@ class EnvoyHarness:
         followed; headers are sent as given (a list of pairs may repeat a name)."""
         conn = http.client.HTTPConnection("127.0.0.1", self.listener_port, timeout=timeout)
         try:
-            conn.putrequest(method, path, skip_host=False, skip_accept_encoding=True)
-            pairs = headers.items() if isinstance(headers, Mapping) else (headers or [])
+            pairs = list(headers.items() if isinstance(headers, Mapping) else (headers or []))
+            own_host = any(k.lower() == "host" for k, _ in pairs)  # then it is the only Host header
+            conn.putrequest(method, path, skip_host=own_host, skip_accept_encoding=True)
             for k, v in pairs:
                 conn.putheader(k, v)
             if body is not None:

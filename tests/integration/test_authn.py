@@ -791,8 +791,8 @@ BAD_CONFIGS = _bad_configs()
 def refused(wasm_module, envoy_binary):
     """Every bad configuration started at once; {case: (exit code, log)}."""
     def run(cfg):
-        return EnvoyHarness(cfg, concurrency=1).start_expect_failure(timeout=15)
-    with ThreadPoolExecutor(max_workers=len(BAD_CONFIGS)) as pool:
+        return EnvoyHarness(cfg, concurrency=1).start_expect_failure(timeout=40)
+    with ThreadPoolExecutor(max_workers=6) as pool:
         futures = {name: pool.submit(run, cfg) for name, (cfg, _) in BAD_CONFIGS.items()}
         return {name: f.result() for name, f in futures.items()}
 

@@ -225,7 +225,7 @@ REFUSED = {
 @pytest.mark.parametrize("case", list(REFUSED))
 def test_dangerous_configuration_is_refused(case):
     config, fragment = REFUSED[case]
-    code, log = EnvoyHarness(config, concurrency=1).start_expect_failure(timeout=15)
+    code, log = EnvoyHarness(config, concurrency=1).start_expect_failure(timeout=40)
     assert code not in (None, 0), log[-2000:]
     lines = [line for line in log.splitlines() if "wasm-authn: configuration refused:" in line]
     assert lines and fragment in lines[0], (fragment, lines, log[-2000:])
@@ -307,7 +307,7 @@ def test_discovery_with_a_jwks_uri_on_another_host(envoy_factory):
         config = {"jwt": {"jwks_wait_ms": 1000, "providers": [{"name": "oidc", "issuer": ISS,
                                                                "discovery": discovery}]}}
         h = envoy_factory(config, jwks_port=srv.port, fresh=True)
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 15
         while "discovery.jwks_cluster" not in h.log_text() and time.monotonic() < deadline:
             time.sleep(0.1)
         assert "jwks_uri is on host keys.other.example, not on jwks.test: set discovery.jwks_cluster" \
@@ -396,13 +396,18 @@ def test_a_wrong_password_flood_leaves_valid_traffic_its_latency(envoy_factory):
         for status, count in eval(out.strip()).items():  # noqa: S307 - our own child's dict literal
             statuses[status] = statuses.get(status, 0) + count
     assert 200 not in statuses, statuses
-    stats = h.wasm_stats()
-    throttled = stats.get("wasm_authn.denied.basic_throttled", 0)
-    busy = stats.get("wasm_authn.denied.password_checks_busy", 0)
-    # "bob" is throttled after 10 failures; made-up names meet the worker's budget for slow hashes.
-    assert statuses.get(429, 0) == throttled > 0, (statuses, stats)
-    assert statuses.get(503, 0) == busy > 0, (statuses, stats)
-    # bob's own login waits for the window to end, with the time to wait.
-    r = h.request("GET", "/o", {"authorization": basic_header("bob", "not-it")})
+    busy = h.wasm_stats().get("wasm_authn.denied.password_checks_busy", 0)
+    # Made-up names and bob's guesses met the worker's budget for slow hashes.
+    assert statuses.get(503, 0) >= busy > 0, (statuses, busy)
+
+    # bob's guesses are limited too: within basic.failure_limit (10) more, 429 until the window ends.
+    for attempt in range(12):
+        time.sleep(0.35)  # the budget refills
+        r = h.request("GET", "/o", {"authorization": basic_header("bob", f"guess-{attempt}")})
+        if r.status == 429:
+            break
+        assert r.status == 401, (attempt, r.status, r.body)
     assert r.status == 429 and int(r.headers["retry-after"]) > 0, (r.status, r.headers)
     assert r.json()["error"] == "rate_limited"
+    # bob's own, remembered login still works: a lookup, not a check.
+    assert h.request("GET", "/o", {"authorization": basic_header("bob", "bob-password")}).status == 200

@@ -1,0 +1,248 @@
+//! Who may do what, as configured: route rules, trusted networks, privileges of
+//! users, clients and providers, and revocation.
+
+use super::error::ConfigError;
+use super::names::non_empty;
+use super::remote::{fetch_config, Document};
+use super::schema::{RawBypassRule, RawMatch, RawRevocation, RawRule};
+use crate::network::{Cidr, Networks};
+use crate::privileges::Privileges;
+use crate::remote::RemoteDocument;
+use crate::revocation::{Revocation, RevocationList};
+use crate::route::{HostPattern, Kind, Require, RouteMatch, Rule};
+
+/// Method names a rule or a privilege may list: RFC 9110's, PATCH, CData's MERGE,
+/// and WebDAV's. Anything else is a typo.
+const METHODS: &[&str] = &[
+    "GET",
+    "HEAD",
+    "POST",
+    "PUT",
+    "DELETE",
+    "CONNECT",
+    "OPTIONS",
+    "TRACE",
+    "PATCH",
+    "MERGE",
+    "PROPFIND",
+    "PROPPATCH",
+    "MKCOL",
+    "COPY",
+    "MOVE",
+    "LOCK",
+    "UNLOCK",
+    "SEARCH",
+    "REPORT",
+];
+
+/// Most entries in one list (networks, methods, paths, scopes, principals, revoked ids).
+const MAX_LIST: usize = 10_000;
+
+pub fn methods(raw: Vec<String>, path: &str) -> Result<Vec<String>, ConfigError> {
+    bounded(&raw, path)?;
+    let mut methods = Vec::with_capacity(raw.len());
+    for (i, method) in raw.iter().enumerate() {
+        let upper = method.to_ascii_uppercase();
+        if !METHODS.contains(&upper.as_str()) {
+            return Err(ConfigError::new(
+                format!("{path}[{i}]"),
+                format!("unknown HTTP method (one of {})", METHODS.join(", ")),
+            ));
+        }
+        if !methods.contains(&upper) {
+            methods.push(upper);
+        }
+    }
+    Ok(methods)
+}
+
+/// Normalized path prefixes (or exact paths).
+fn paths(raw: Vec<String>, path: &str) -> Result<Vec<String>, ConfigError> {
+    bounded(&raw, path)?;
+    raw.iter()
+        .enumerate()
+        .map(|(i, p)| crate::path::configured(p).map_err(|message| ConfigError::new(format!("{path}[{i}]"), message)))
+        .collect()
+}
+
+pub fn networks(raw: Vec<String>, path: &str) -> Result<Networks, ConfigError> {
+    bounded(&raw, path)?;
+    let cidrs = raw
+        .iter()
+        .enumerate()
+        .map(|(i, text)| Cidr::parse(text).map_err(|message| ConfigError::new(format!("{path}[{i}]"), message)))
+        .collect::<Result<Vec<_>, _>>()?;
+    if cidrs.is_empty() {
+        return Err(ConfigError::new(path, "must list at least one network (omit it to trust every network)"));
+    }
+    Ok(Networks(cidrs))
+}
+
+/// Scope names as RFC 6749 3.3 defines them: printable ASCII but space, `"` and `\`
+/// (the `scope` claim separates them by spaces; a challenge quotes them).
+fn scopes(raw: Vec<String>, path: &str) -> Result<Vec<String>, ConfigError> {
+    bounded(&raw, path)?;
+    for (i, scope) in raw.iter().enumerate() {
+        let token = !scope.is_empty() && scope.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\');
+        if !token {
+            return Err(ConfigError::new(
+                format!("{path}[{i}]"),
+                "must be a scope name (RFC 6749: no spaces, quotes or backslashes)",
+            ));
+        }
+    }
+    Ok(raw)
+}
+
+fn bounded(list: &[String], path: &str) -> Result<(), ConfigError> {
+    if list.len() > MAX_LIST {
+        return Err(ConfigError::new(path, format!("at most {MAX_LIST} entries")));
+    }
+    Ok(())
+}
+
+/// The privileges of one user, client or provider at `path`.
+pub fn privileges(
+    raw_methods: Option<Vec<String>>,
+    raw_paths: Option<Vec<String>>,
+    raw_scopes: Vec<String>,
+    raw_networks: Option<Vec<String>>,
+    path: &str,
+) -> Result<Privileges, ConfigError> {
+    Ok(Privileges {
+        methods: raw_methods.map(|m| methods(m, &format!("{path}.methods"))).transpose()?,
+        paths: raw_paths.map(|p| paths(p, &format!("{path}.paths"))).transpose()?,
+        scopes: scopes(raw_scopes, &format!("{path}.scopes"))?,
+        trusted_networks: raw_networks.map(|n| networks(n, &format!("{path}.trusted_networks"))).transpose()?,
+    })
+}
+
+/// `bypass` rules as `require: "none"` rules.
+pub fn bypass_rule(rule: RawBypassRule, i: usize) -> Result<Rule, ConfigError> {
+    let path = format!("bypass[{i}]");
+    if rule.path_prefix.is_none() && rule.method.is_none() {
+        return Err(ConfigError::new(path, "needs path_prefix or method"));
+    }
+    let path_prefix = match &rule.path_prefix {
+        Some(prefix) => Some(
+            crate::path::configured(prefix)
+                .map_err(|message| ConfigError::new(format!("{path}.path_prefix"), message))?,
+        ),
+        None => None,
+    };
+    let methods = rule.method.map(|m| methods(vec![m], &format!("{path}.method"))).transpose()?;
+    let matcher = RouteMatch { path_prefix, methods, ..RouteMatch::default() };
+    Ok(Rule { matcher, require: Require::None, scopes: Vec::new(), principals: None })
+}
+
+/// One of `rules`; `providers` are the JWT provider names (for `jwt:<name>`).
+pub fn rule(raw: RawRule, i: usize, providers: &[&str]) -> Result<Rule, ConfigError> {
+    let path = format!("rules[{i}]");
+    let matcher = route_match(raw.matcher, &format!("{path}.match"))?;
+    let require = require(raw.require, &format!("{path}.require"), providers)?;
+    let scopes = scopes(raw.scopes, &format!("{path}.scopes"))?;
+    let principals = match raw.principals {
+        Some(ids) => {
+            bounded(&ids, &format!("{path}.principals"))?;
+            for (j, id) in ids.iter().enumerate() {
+                non_empty(id, &format!("{path}.principals[{j}]"))?;
+            }
+            Some(ids)
+        }
+        None => None,
+    };
+    if require == Require::None && (!scopes.is_empty() || principals.is_some()) {
+        return Err(ConfigError::new(&path, "a rule that requires nothing cannot require scopes or principals"));
+    }
+    Ok(Rule { matcher, require, scopes, principals })
+}
+
+fn route_match(raw: RawMatch, path: &str) -> Result<RouteMatch, ConfigError> {
+    let configured = |p: Option<String>, field: &str| {
+        p.map(|p| crate::path::configured(&p).map_err(|message| ConfigError::new(format!("{path}.{field}"), message)))
+            .transpose()
+    };
+    let host = match raw.host {
+        None => None,
+        Some(host) => {
+            let name = host.strip_prefix("*.");
+            let text = name.unwrap_or(&host);
+            if text.is_empty() || !text.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b)) {
+                return Err(ConfigError::new(format!("{path}.host"), "must be a host name, or *.suffix"));
+            }
+            Some(match name {
+                Some(suffix) => HostPattern::Suffix(format!(".{suffix}")),
+                None => HostPattern::Exact(host),
+            })
+        }
+    };
+    if raw.route.as_deref().is_some_and(str::is_empty) {
+        return Err(ConfigError::new(format!("{path}.route"), "must name an Envoy route"));
+    }
+    Ok(RouteMatch {
+        path_prefix: configured(raw.path_prefix, "path_prefix")?,
+        path: configured(raw.path, "path")?,
+        methods: raw.methods.map(|m| methods(m, &format!("{path}.methods"))).transpose()?,
+        host,
+        route: raw.route,
+    })
+}
+
+fn require(raw: Option<serde_json::Value>, path: &str, providers: &[&str]) -> Result<Require, ConfigError> {
+    use serde_json::Value;
+    let (kinds, listed) = match raw {
+        None => return Ok(Require::Any),
+        Some(Value::String(word)) => match word.as_str() {
+            "any" => return Ok(Require::Any),
+            "none" => return Ok(Require::None),
+            "optional" => return Ok(Require::Optional),
+            _ => (vec![Value::String(word)], false),
+        },
+        Some(Value::Array(kinds)) if !kinds.is_empty() => (kinds, true),
+        Some(_) => {
+            return Err(ConfigError::new(path, "must be \"any\", \"none\", \"optional\" or a list of credential kinds"))
+        }
+    };
+    let mut parsed = Vec::with_capacity(kinds.len());
+    for (i, kind) in kinds.iter().enumerate() {
+        let at = if listed { format!("{path}[{i}]") } else { path.to_string() };
+        let Some(word) = kind.as_str() else {
+            return Err(ConfigError::new(at, "must be a credential kind"));
+        };
+        parsed.push(match word {
+            "basic" => Kind::Basic,
+            "api-key" => Kind::ApiKey,
+            "jwt" => Kind::Jwt { provider: None },
+            _ => match word.strip_prefix("jwt:") {
+                Some(name) if providers.contains(&name) => Kind::Jwt { provider: Some(name.to_string()) },
+                Some(_) => return Err(ConfigError::new(at, "names no provider in jwt.providers")),
+                None => {
+                    return Err(ConfigError::new(
+                        at,
+                        "unknown credential kind: use \"basic\", \"api-key\", \"jwt\" or \"jwt:<provider name>\"",
+                    ))
+                }
+            },
+        });
+    }
+    Ok(Require::Kinds(parsed))
+}
+
+pub fn revocation(raw: Option<RawRevocation>) -> Result<Revocation, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(Revocation { local: RevocationList::default(), remote: None });
+    };
+    bounded(&raw.jti, "revocation.jti")?;
+    if raw.not_before.len() > MAX_LIST {
+        return Err(ConfigError::new("revocation.not_before", format!("at most {MAX_LIST} entries")));
+    }
+    for (i, jti) in raw.jti.iter().enumerate() {
+        non_empty(jti, &format!("revocation.jti[{i}]"))?;
+    }
+    let remote = raw
+        .remote
+        .map(|remote| fetch_config(remote, "revocation.remote", Document::Revocation))
+        .transpose()?
+        .map(|fetch| RemoteDocument::new(fetch, "revocation", RevocationList::from_document));
+    Ok(Revocation { local: RevocationList::new(raw.jti, raw.not_before), remote })
+}

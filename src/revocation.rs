@@ -1,0 +1,122 @@
+//! Revoked tokens: by `jti`, and by principal with a time before which its
+//! tokens were issued ("log out everywhere"). From the configuration and from a
+//! document the filter fetches (`{"jti": [...], "not_before": {"id": 1800000000}}`),
+//! checked on every request, cached verification or not.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Deserialize;
+
+use crate::principal::Principal;
+use crate::remote::RemoteDocument;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RevocationList {
+    jti: HashSet<String>,
+    /// Principal id -> Unix seconds: tokens issued before (or without `iat`) are revoked.
+    not_before: HashMap<String, u64>,
+}
+
+/// The fetched document, as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawList {
+    #[serde(default)]
+    jti: Vec<String>,
+    #[serde(default)]
+    not_before: HashMap<String, u64>,
+}
+
+impl RevocationList {
+    pub fn new(jti: impl IntoIterator<Item = String>, not_before: impl IntoIterator<Item = (String, u64)>) -> Self {
+        RevocationList { jti: jti.into_iter().collect(), not_before: not_before.into_iter().collect() }
+    }
+
+    /// A fetched list; Err (and the last good list kept) when it is not one.
+    pub fn from_document(body: &[u8]) -> Result<RevocationList, String> {
+        let not_a_list =
+            |e: String| format!("not a revocation list ({{\"jti\": [...], \"not_before\": {{...}}}}): {e}");
+        let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| not_a_list(e.to_string()))?;
+        if !value.is_object() {
+            return Err(not_a_list("not a JSON object".into()));
+        }
+        let raw: RawList = serde_json::from_value(value).map_err(|e| not_a_list(e.to_string()))?;
+        Ok(RevocationList::new(raw.jti, raw.not_before))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.jti.is_empty() && self.not_before.is_empty()
+    }
+
+    fn revokes(&self, principal: &Principal) -> bool {
+        let Some(token) = &principal.token else { return false };
+        if token.jti.as_ref().is_some_and(|jti| self.jti.contains(jti)) {
+            return true;
+        }
+        self.not_before.get(&principal.id).is_some_and(|&cutoff| token.issued_at.is_none_or(|iat| iat < cutoff))
+    }
+}
+
+impl crate::remote::Summary for RevocationList {
+    fn summary(&self) -> String {
+        format!("a revocation list of {} token ids and {} principals", self.jti.len(), self.not_before.len())
+    }
+}
+
+/// The configured list and the fetched one.
+#[derive(Debug)]
+pub struct Revocation {
+    pub local: RevocationList,
+    pub remote: Option<RemoteDocument<RevocationList>>,
+}
+
+impl Revocation {
+    pub fn revokes(&self, principal: &Principal) -> bool {
+        self.local.revokes(principal)
+            || self.remote.as_ref().and_then(RemoteDocument::value).is_some_and(|list| list.revokes(principal))
+    }
+
+    /// Whether anything could be revoked (the stage is skipped otherwise).
+    pub fn is_active(&self) -> bool {
+        !self.local.is_empty() || self.remote.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::rc::Rc;
+
+    use super::*;
+    use crate::principal::{AuthMethod, TokenFacts};
+    use crate::privileges::Privileges;
+
+    fn token(id: &str, jti: Option<&str>, issued_at: Option<u64>) -> Principal {
+        Principal {
+            token: Some(TokenFacts { jti: jti.map(String::from), issued_at }),
+            method: AuthMethod::Jwt,
+            ..Principal::configured(id, AuthMethod::Jwt, &Rc::new(Privileges::default()))
+        }
+    }
+
+    #[test]
+    fn by_jti_and_by_issue_time() {
+        let list = RevocationList::new(vec!["leaked".to_string()], vec![("alice".to_string(), 1000)]);
+        assert!(list.revokes(&token("bob", Some("leaked"), Some(5000))));
+        assert!(!list.revokes(&token("bob", Some("fine"), Some(5000))));
+        assert!(list.revokes(&token("alice", None, Some(999))));
+        assert!(list.revokes(&token("alice", None, None)), "no iat counts as issued before");
+        assert!(!list.revokes(&token("alice", None, Some(1000))));
+        let basic = Principal::configured("alice", AuthMethod::Basic, &Rc::new(Privileges::default()));
+        assert!(!list.revokes(&basic), "only tokens are revoked");
+    }
+
+    #[test]
+    fn fetched_documents() {
+        let list = RevocationList::from_document(br#"{"jti": ["a"], "not_before": {"u": 5}}"#).unwrap();
+        assert!(list.revokes(&token("x", Some("a"), Some(1))));
+        assert!(RevocationList::from_document(b"{}").unwrap().is_empty());
+        for bad in [&b"[]"[..], b"{\"jti\": \"a\"}", b"{\"not_before\": {\"u\": -1}}", b"{\"other\": 1}", b"nope"] {
+            assert!(RevocationList::from_document(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+}

@@ -1,0 +1,121 @@
+use super::*;
+use crate::path::normalize;
+use crate::policy::authorize;
+use crate::privileges::Privileges;
+use std::rc::Rc;
+
+fn rule(matcher: RouteMatch, require: Require) -> Rule {
+    Rule { matcher, require, scopes: Vec::new(), principals: None }
+}
+
+fn prefix(p: &str) -> RouteMatch {
+    RouteMatch { path_prefix: Some(p.into()), ..RouteMatch::default() }
+}
+
+fn select<'r>(routes: &'r Routes, method: &str, path: &str, headers: &[(&str, &str)]) -> &'r Rule {
+    let headers: Vec<(String, String)> = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+    let mut request = RequestFacts::new(method, path, &headers);
+    request.route_name = Some("orders-route");
+    // The selected rule borrows `routes` only.
+    let chosen = routes.select(&request, &normalize(path));
+    chosen
+}
+
+#[test]
+fn first_match_wins_and_no_match_is_the_default() {
+    let routes = Routes {
+        rules: vec![
+            rule(prefix("/public"), Require::None),
+            rule(prefix("/admin"), Require::Kinds(vec![Kind::Jwt { provider: Some("corp".into()) }])),
+            rule(prefix("/"), Require::Optional),
+        ],
+        bypass_cors_preflight: false,
+    };
+    assert_eq!(select(&routes, "GET", "/public/x", &[]).require, Require::None);
+    assert!(matches!(select(&routes, "GET", "/admin", &[]).require, Require::Kinds(_)));
+    assert_eq!(select(&routes, "GET", "/other", &[]).require, Require::Optional);
+    let empty = Routes::default();
+    assert_eq!(select(&empty, "GET", "/x", &[]), &DEFAULT_RULE);
+}
+
+#[test]
+fn escapes_never_reach_a_relaxed_rule() {
+    let routes = Routes {
+        rules: vec![rule(prefix("/public"), Require::None), rule(prefix("/admin"), Require::Kinds(vec![Kind::Basic]))],
+        bypass_cors_preflight: false,
+    };
+    for escaped in ["/public/../admin", "//admin", "/%61dmin", "/public/%2e%2e/admin", "/public/..%2fadmin"] {
+        let chosen = select(&routes, "GET", escaped, &[]);
+        assert!(matches!(chosen.require, Require::Kinds(_)), "{escaped} fell under {chosen:?}");
+    }
+    // An ambiguous path never relaxes, even where it names the relaxed route.
+    assert_eq!(select(&routes, "GET", "/public%2Fdocs", &[]), &DEFAULT_RULE);
+    assert_eq!(select(&routes, "GET", "/adminX", &[]), &DEFAULT_RULE);
+    assert_eq!(select(&routes, "GET", "/PUBLIC/", &[]), &DEFAULT_RULE);
+}
+
+#[test]
+fn every_condition_must_match() {
+    let matcher = RouteMatch {
+        path_prefix: Some("/orders".into()),
+        path: None,
+        methods: Some(vec!["POST".into()]),
+        host: Some(HostPattern::Suffix(".example.com".into())),
+        route: Some("orders-route".into()),
+    };
+    let routes = Routes { rules: vec![rule(matcher, Require::Optional)], bypass_cors_preflight: false };
+    let host = |h: &'static str| [(":authority", h)];
+    assert_eq!(select(&routes, "POST", "/orders/1", &host("api.example.com:8443")).require, Require::Optional);
+    assert_eq!(select(&routes, "GET", "/orders/1", &host("api.example.com")), &DEFAULT_RULE);
+    assert_eq!(select(&routes, "POST", "/orders/1", &host("example.com")), &DEFAULT_RULE, "*.suffix needs a subdomain");
+    assert_eq!(select(&routes, "POST", "/orders/1", &host("evil-example.com")), &DEFAULT_RULE);
+    assert_eq!(select(&routes, "POST", "/other", &host("api.example.com")), &DEFAULT_RULE);
+
+    let exact = RouteMatch {
+        path: Some("/status".into()),
+        host: Some(HostPattern::Exact("API.example".into())),
+        ..RouteMatch::default()
+    };
+    let routes = Routes { rules: vec![rule(exact, Require::None)], bypass_cors_preflight: false };
+    assert_eq!(select(&routes, "GET", "/status?x=1", &[(":authority", "api.example")]).require, Require::None);
+    assert_eq!(select(&routes, "GET", "/status/x", &[(":authority", "api.example")]), &DEFAULT_RULE);
+    assert_eq!(select(&routes, "GET", "/status", &[(":authority", "[::1]:80")]), &DEFAULT_RULE);
+}
+
+#[test]
+fn route_names_come_from_envoy() {
+    let by_name = |name: &str| RouteMatch { route: Some(name.into()), ..RouteMatch::default() };
+    let routes = Routes {
+        rules: vec![rule(by_name("admin-route"), Require::None), rule(by_name("orders-route"), Require::Optional)],
+        bypass_cors_preflight: false,
+    };
+    assert!(routes.needs_route_name());
+    assert_eq!(select(&routes, "GET", "/", &[]).require, Require::Optional);
+}
+
+fn principal(method: AuthMethod, provider: Option<&str>) -> Principal {
+    Principal {
+        provider: provider.map(String::from),
+        ..Principal::configured("p", method, &Rc::new(Privileges::default()))
+    }
+}
+
+#[test]
+fn kinds_admit_their_principals() {
+    let jwt_corp = Require::Kinds(vec![Kind::Jwt { provider: Some("corp".into()) }]);
+    assert!(jwt_corp.admits(&principal(AuthMethod::Jwt, Some("corp"))));
+    assert!(!jwt_corp.admits(&principal(AuthMethod::Jwt, Some("partners"))));
+    assert!(!jwt_corp.admits(&principal(AuthMethod::ApiKey, None)));
+    let keys = Require::Kinds(vec![Kind::ApiKey]);
+    assert!(keys.admits(&principal(AuthMethod::ApiKey, None)));
+    assert!(!keys.admits(&principal(AuthMethod::Basic, None)));
+    let bearer = Credential::Bearer("t".into());
+    let basic = Credential::Basic { user: "u".into(), password: "p".into() };
+    assert!(!keys.may_accept(&bearer) && keys.may_accept(&basic));
+    assert!(jwt_corp.may_accept(&bearer) && !jwt_corp.may_accept(&basic));
+    assert_eq!(keys.schemes(), (true, false, true));
+    assert_eq!(Require::Any.schemes(), (true, true, true));
+    // authorize is covered in policy's tests; here only that a default rule restricts nothing.
+    let access = crate::policy::Access { method: "DELETE", path: &normalize("/x"), source: None };
+    assert_eq!(authorize(&principal(AuthMethod::Basic, None), &DEFAULT_RULE, &access), Ok(()));
+}
