@@ -366,6 +366,15 @@ def scenarios(c: Credentials) -> List[Scenario]:
                           ]})],
                       headers={"x-api-key": c.api_key}, principal=c.api_client,
                       counterpart="native-apikey", target="floor"))
+    # The same API key with both limits on (high enough never to refuse, issue 10): the shared-data
+    # calls the limits add (one compare-and-swap at the request, one at its end).
+    s.append(Scenario("wasm-limits", "wasm-authn API key, both limits on, repeated", "repeated",
+                      [authn_filter("authn-limits", {
+                          "limits": {"requests_per_hour": 1_000_000_000, "max_concurrent": 1_000_000},
+                          "api_keys": {"headers": ["x-api-key"], "clients": [
+                              {"id": c.api_client, "key_hash": c.api_key_hash}]}})],
+                      headers={"x-api-key": c.api_key}, principal=c.api_client,
+                      counterpart="native-apikey", target="floor"))
 
     # Distinct tokens: a fresh token per request from a pool larger than any cache.
     for name in ("rs256", "es256"):

@@ -3,11 +3,14 @@
 
 Answers every method and path with 200 and a JSON body describing the request as
 it reached the upstream: {"method": ..., "path": ..., "headers": {name: value}}
-(header names lower-cased; repeated headers joined with ", ").
+(header names lower-cased; repeated headers joined with ", "). A query parameter
+`echo_delay=S` (at most 30) makes it wait S seconds first: a slow upstream.
 """
 import argparse
 import json
+import re
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -23,6 +26,9 @@ class EchoHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("content-length") or 0)
         if length:
             self.rfile.read(length)
+        delay = re.search(r"[?&]echo_delay=([0-9.]+)", self.path)
+        if delay:
+            time.sleep(min(float(delay.group(1)), 30.0))
         headers = {}
         for name, value in self.headers.items():
             key = name.lower()

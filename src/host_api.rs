@@ -56,6 +56,8 @@ pub trait CallResponse {
 /// Envoy counters and gauges (`wasmcustom.wasm_authn.<name>` on the stats page).
 pub trait Counters {
     fn increment(&mut self, name: &str);
+    /// Move a gauge (shared by every VM, as counters are) by `delta`.
+    fn add_to_gauge(&mut self, name: &str, delta: i64);
 }
 
 /// Time as the host tells it.

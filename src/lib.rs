@@ -16,6 +16,7 @@ pub mod envoy_crypto;
 pub mod header_map;
 pub mod host_api;
 pub mod jwt;
+pub mod limits;
 pub mod network;
 pub mod password;
 pub mod path;

@@ -14,6 +14,7 @@
 //!   authorize     policy.rs        the principal's methods, paths,
 //!                                  networks; the route's principals
 //!                                  and scopes                          -> 403
+//!   limits        limits.rs        requests per hour, in flight        -> 429
 //!   shape         shape.rs         principal headers set; forged
 //!                                  headers, other credentials gone     -> continue
 //! ```
@@ -28,6 +29,7 @@ use crate::authenticate::{NotVerified, Verifier, VerifyHost};
 use crate::config::Config;
 use crate::credential::{self, Credential};
 use crate::jwt::ProviderId;
+use crate::limits::{Admission, LimitTable, Quota};
 use crate::path::{normalize, MatchPath};
 use crate::policy::{self, Access, Forbidden};
 use crate::principal::Principal;
@@ -46,14 +48,13 @@ pub enum Decision {
     Allow {
         principal: Rc<Principal>,
         changes: UpstreamChanges,
+        /// Set when the limits counted it.
+        limited: Option<Limited>,
     },
     /// The filter answers the request itself.
     Reply(LocalReply),
     /// Hold the request until the provider's keys arrive (first fetch, or a refetch for an unknown `kid`).
-    WaitForKeys {
-        provider: ProviderId,
-        refetch: bool,
-    },
+    WaitForKeys { provider: ProviderId, refetch: bool },
 }
 
 pub fn decide(
@@ -137,9 +138,38 @@ pub fn decide(
         }
     }
 
+    // limits
+    let limited = if principal.privileges.limits.is_unlimited() {
+        None
+    } else {
+        let key = LimitTable::key(principal.method.as_str(), principal.provider.as_deref(), &principal.id);
+        match config.limit_table.admit(host, key, &principal.privileges.limits, now_ms / 1000) {
+            Admission::Admitted { holds_slot, quota, new_principal } => {
+                Some(Limited { key, holds_slot, quota, new_principal })
+            }
+            Admission::RateLimited { retry_after_seconds, quota } => {
+                return Decision::Reply(LocalReply::rate_limited(&quota, retry_after_seconds))
+            }
+            Admission::ConcurrencyLimited => return Decision::Reply(LocalReply::concurrency_limited()),
+            Admission::Unavailable => {
+                return Decision::Reply(LocalReply::try_later(Reason::LimitsUnavailable, 1));
+            }
+        }
+    };
+
     // shape
     let changes = shape::authenticated(&config.upstream, &config.api_keys, request, &credential, &principal);
-    Decision::Allow { principal, changes }
+    Decision::Allow { principal, changes, limited }
+}
+
+/// A request the limits counted: what to give back when its stream ends, and its quota.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Limited {
+    pub key: u64,
+    pub holds_slot: bool,
+    pub quota: Option<Quota>,
+    /// The principal was not tracked before (the tracked-principals gauge grows).
+    pub new_principal: bool,
 }
 
 /// Whether anything restricts this principal on this rule (the stage is skipped otherwise).

@@ -11,10 +11,11 @@ use crate::authenticate::{Verifier, VerifyHost};
 use crate::config::Config;
 use crate::host_api::{CallResponse, Counters, HttpCalls, Target};
 use crate::jwt::ProviderId;
-use crate::pipeline::{self, Decision};
+use crate::limits::Quota;
+use crate::pipeline::{self, Decision, Limited};
 use crate::reason::Reason;
 use crate::remote::{Fetch, FetchReason, Progress, Step};
-use crate::reply::LocalReply;
+use crate::reply::{rate_limit_fields, LocalReply};
 use crate::request::RequestFacts;
 use crate::shape::UpstreamChanges;
 
@@ -37,6 +38,8 @@ pub enum Verdict {
 #[derive(Debug, Clone, Copy)]
 struct Waiting {
     provider: ProviderId,
+    /// When it was first held.
+    since_ms: u64,
     deadline_ms: u64,
     /// The provider's key events when the request was last decided.
     events_seen: u64,
@@ -79,6 +82,10 @@ pub struct Plugin {
     calls: HashMap<u32, PendingCall>,
     needs_route_name: bool,
     needs_source_address: bool,
+    /// Requests holding a slot in flight: the principal's limit key, by HTTP context id.
+    in_flight: HashMap<u32, u64>,
+    /// Quotas to show on responses (`limits.expose_headers`), by HTTP context id.
+    response_fields: HashMap<u32, Quota>,
 }
 
 impl Plugin {
@@ -90,6 +97,8 @@ impl Plugin {
             config,
             waiting: HashMap::new(),
             calls: HashMap::new(),
+            in_flight: HashMap::new(),
+            response_fields: HashMap::new(),
         }
     }
 
@@ -128,8 +137,11 @@ impl Plugin {
                 host.increment("anonymous");
                 Verdict::Continue(changes)
             }
-            Decision::Allow { changes, .. } => {
+            Decision::Allow { changes, limited, .. } => {
                 host.increment("allowed");
+                if let Some(limited) = limited {
+                    self.track(host, context_id, limited);
+                }
                 Verdict::Continue(changes)
             }
             Decision::Reply(reply) => Verdict::Reply(reply),
@@ -148,8 +160,20 @@ impl Plugin {
     fn hold(&mut self, context_id: u32, provider: ProviderId, refetch: bool, now_ms: u64) -> Verdict {
         let wait_ms = self.config.jwks_wait_ms;
         let events = self.remote_events(provider);
+        let remote = self.config.jwt_providers.get(provider.0).and_then(|p| p.remote.as_ref());
+        let fetched_at = remote.map_or(0, |remote| remote.record().last_success_ms);
+        if let Some(held) = self.waiting.get(&context_id) {
+            // A fetch finished since this request began to wait for its kid, and the kid
+            // is still unknown: the keys are as fresh as they get; no second refetch for it.
+            if refetch && held.refetch && fetched_at >= held.since_ms {
+                let challenges = self.config.challenges(&crate::route::Require::Any);
+                let unknown = crate::jwt::JwtError::UnknownKey { provider };
+                return Verdict::Reply(LocalReply::invalid_token(challenges, unknown.description(), unknown.reason()));
+            }
+        }
         let entry = self.waiting.entry(context_id).or_insert(Waiting {
             provider,
+            since_ms: now_ms,
             deadline_ms: now_ms + wait_ms,
             events_seen: events,
             refetch,
@@ -169,9 +193,33 @@ impl Plugin {
         remote.map_or(0, |remote| remote.events())
     }
 
-    /// The stream ended (answered, reset, or gone while held).
-    pub fn on_stream_end(&mut self, context_id: u32) {
+    /// Remember what a counted request gives back when its stream ends, and the
+    /// quota its response shows.
+    fn track(&mut self, host: &mut dyn Host, context_id: u32, limited: Limited) {
+        if limited.new_principal {
+            host.add_to_gauge("tracked_principals", 1);
+        }
+        if limited.holds_slot {
+            self.in_flight.insert(context_id, limited.key);
+        }
+        if let (true, Some(quota)) = (self.config.expose_limit_headers, limited.quota) {
+            self.response_fields.insert(context_id, quota);
+        }
+    }
+
+    /// Response headers to add to this request's response (the RateLimit fields, where exposed).
+    pub fn response_headers(&mut self, context_id: u32) -> Vec<(&'static str, String)> {
+        self.response_fields.remove(&context_id).map(|quota| rate_limit_fields(&quota).to_vec()).unwrap_or_default()
+    }
+
+    /// The stream ended, however (completed, reset, timed out, answered by a later
+    /// filter, or gone while held): its slot in flight is given back.
+    pub fn on_stream_end(&mut self, host: &mut dyn Host, context_id: u32, now_ms: u64) {
         self.waiting.remove(&context_id);
+        self.response_fields.remove(&context_id);
+        if let Some(key) = self.in_flight.remove(&context_id) {
+            self.config.limit_table.release(&*host, key, now_ms / 1000);
+        }
     }
 
     /// Whether the host should tick fast: requests wait for keys, or keys are on their way.
@@ -219,9 +267,17 @@ impl Plugin {
         let mut keys_changed = false;
         for id in self.documents() {
             let fetching = self.calls.values().any(|call| call.document == id);
-            let refetch_wanted = self.waiting.values().any(|w| DocumentId::Jwks(w.provider) == id && w.refetch);
+            // When held requests began to wait for a kid this document lacks.
+            let waiting_since: Vec<u64> = self
+                .waiting
+                .values()
+                .filter(|w| DocumentId::Jwks(w.provider) == id && w.refetch)
+                .map(|w| w.since_ms)
+                .collect();
             let Some((document, label)) = self.document(id) else { continue };
             keys_changed |= document.sync(&*host) && matches!(id, DocumentId::Jwks(_));
+            // Only a request that has not seen a fetch since it arrived wants another.
+            let refetch_wanted = waiting_since.iter().any(|since| *since > document.last_success_ms());
             if fetching {
                 continue;
             }

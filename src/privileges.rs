@@ -1,5 +1,6 @@
 //! What one user, API client or JWT provider (for all its tokens) may do.
 
+use crate::limits::Limits;
 use crate::network::Networks;
 
 /// `None`: no restriction.
@@ -12,4 +13,6 @@ pub struct Privileges {
     /// Scopes held (users and API clients; a token's come from its claims).
     pub scopes: Vec<String>,
     pub trusted_networks: Option<Networks>,
+    /// Requests per hour and in flight, the configuration's defaults applied.
+    pub limits: Limits,
 }

@@ -59,6 +59,12 @@ reasons! {
     PathNotAllowed => "path_not_allowed",
     PrincipalNotAllowed => "principal_not_allowed",
     InsufficientScope => "insufficient_scope",
+    /// Over the principal's requests per hour.
+    RateLimited => "rate_limited",
+    /// Over the principal's requests in flight.
+    ConcurrencyLimited => "concurrency_limited",
+    /// The shared counts could not be updated (other workers kept winning): fail closed.
+    LimitsUnavailable => "limits_unavailable",
     /// Remote signing keys not fetched (yet), or not fetchable now.
     JwksUnavailable => "jwks_unavailable",
     NotConfigured => "not_configured",

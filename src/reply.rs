@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 
+use crate::limits::Quota;
 use crate::reason::Reason;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,6 +130,20 @@ impl LocalReply {
         }
     }
 
+    /// Over the requests per hour: 429, when to retry, and the quota (RateLimit fields).
+    pub fn rate_limited(quota: &Quota, retry_after_seconds: u64) -> LocalReply {
+        let mut reply = LocalReply::new(429, "rate_limited", "requests per hour exceeded", Reason::RateLimited)
+            .with_retry_after(retry_after_seconds);
+        reply.headers.extend(rate_limit_fields(quota));
+        reply
+    }
+
+    /// Over the requests in flight.
+    pub fn concurrency_limited() -> LocalReply {
+        LocalReply::new(429, "rate_limited", "too many requests in flight", Reason::ConcurrencyLimited)
+            .with_retry_after(1)
+    }
+
     /// The signing keys are not available: the token may be fine, the filter cannot tell.
     pub fn keys_unavailable(retry_after_seconds: u64) -> LocalReply {
         LocalReply::new(503, "temporarily_unavailable", "signing keys not available yet", Reason::JwksUnavailable)
@@ -172,6 +187,15 @@ impl LocalReply {
         serde_json::to_string(&Body { error: self.error, message: &self.message })
             .unwrap_or_else(|_| String::from("{\"error\":\"server_error\"}"))
     }
+}
+
+/// The `RateLimit-Policy` and `RateLimit` fields (draft-ietf-httpapi-ratelimit-headers-10)
+/// of the hourly quota: `"hourly";q=1000;w=3600` and `"hourly";r=250;t=1800`.
+pub fn rate_limit_fields(quota: &Quota) -> [(&'static str, String); 2] {
+    [
+        ("ratelimit-policy", format!("\"hourly\";q={};w={}", quota.limit, crate::limits::WINDOW_SECONDS)),
+        ("ratelimit", format!("\"hourly\";r={};t={}", quota.remaining, quota.reset_seconds)),
+    ]
 }
 
 #[cfg(test)]

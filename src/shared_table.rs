@@ -24,6 +24,7 @@ pub struct Entry {
     pub values: [u64; VALUES],
 }
 
+#[derive(Debug)]
 pub struct SharedTable {
     prefix: String,
     slots: u64,

@@ -137,6 +137,11 @@ impl Counters for FakeHost {
     fn increment(&mut self, name: &str) {
         *self.counters.entry(name.to_string()).or_default() += 1;
     }
+
+    fn add_to_gauge(&mut self, name: &str, delta: i64) {
+        let gauge = self.counters.entry(name.to_string()).or_default();
+        *gauge = gauge.saturating_add_signed(delta);
+    }
 }
 
 impl Clock for FakeHost {

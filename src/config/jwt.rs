@@ -7,10 +7,11 @@ use std::rc::Rc;
 
 use super::error::ConfigError;
 use super::names::{header_name, non_empty};
-use super::policy::privileges;
+use super::policy::{privileges, PrivilegeFields};
 use super::remote::{fetch_config, Document};
 use super::schema::{default_jwks_wait_ms, RawJwt, RawProvider};
 use crate::jwt::{ClaimToHeader, KeySet, Provider};
+use crate::limits::Limits;
 use crate::remote::RemoteDocument;
 
 const MAX_JWKS_WAIT_MS: u64 = 30_000;
@@ -20,7 +21,7 @@ const RESERVED_HEADERS: &[&str] =
     &["host", "content-length", "transfer-encoding", "connection", "keep-alive", "te", "upgrade", "proxy-connection"];
 
 /// The providers and how long a request may wait for remote keys.
-pub fn compile(raw: Option<RawJwt>) -> Result<(Vec<Provider>, u64), ConfigError> {
+pub fn compile(raw: Option<RawJwt>, limits: &Limits) -> Result<(Vec<Provider>, u64), ConfigError> {
     let Some(raw) = raw else {
         return Ok((Vec::new(), default_jwks_wait_ms()));
     };
@@ -32,7 +33,7 @@ pub fn compile(raw: Option<RawJwt>) -> Result<(Vec<Provider>, u64), ConfigError>
     let mut issuers = HashSet::new();
     for (i, provider) in raw.providers.into_iter().enumerate() {
         let path = format!("jwt.providers[{i}]");
-        let provider = compile_provider(provider, &path)?;
+        let provider = compile_provider(provider, limits, &path)?;
         if !names.insert(provider.name.clone()) {
             return Err(ConfigError::new(format!("{path}.name"), "duplicate provider name"));
         }
@@ -44,7 +45,7 @@ pub fn compile(raw: Option<RawJwt>) -> Result<(Vec<Provider>, u64), ConfigError>
     Ok((providers, raw.jwks_wait_ms))
 }
 
-fn compile_provider(raw: RawProvider, path: &str) -> Result<Provider, ConfigError> {
+fn compile_provider(raw: RawProvider, limits: &Limits, path: &str) -> Result<Provider, ConfigError> {
     non_empty(&raw.name, &format!("{path}.name"))?;
     non_empty(&raw.issuer, &format!("{path}.issuer"))?;
     for (i, audience) in raw.audiences.iter().enumerate() {
@@ -92,7 +93,15 @@ fn compile_provider(raw: RawProvider, path: &str) -> Result<Provider, ConfigErro
         claim_to_headers.push(ClaimToHeader { claim: mapping.claim.clone(), header });
     }
 
-    let privileges = privileges(raw.methods, raw.paths, Vec::new(), raw.trusted_networks, path)?;
+    let fields = PrivilegeFields {
+        methods: raw.methods,
+        paths: raw.paths,
+        scopes: Vec::new(),
+        trusted_networks: raw.trusted_networks,
+        requests_per_hour: raw.requests_per_hour,
+        max_concurrent: raw.max_concurrent,
+    };
+    let privileges = privileges(fields, limits, path)?;
     Ok(Provider {
         name: raw.name,
         issuer: raw.issuer,

@@ -19,6 +19,7 @@ use crate::api_key::{ApiClient, ApiKeys};
 use crate::basic::{BasicUsers, FailureLimit};
 use crate::cache::CacheSettings;
 use crate::jwt::Provider;
+use crate::limits::{LimitTable, Limits};
 use crate::network::Networks;
 use crate::password::PasswordHash;
 use crate::privileges::Privileges;
@@ -49,6 +50,10 @@ pub struct Config {
     /// Outside these, 403 before any credential is checked (but on `require: "none"` routes).
     pub trusted_networks: Option<Networks>,
     pub revocation: Revocation,
+    /// The shared counts of limited principals.
+    pub limit_table: LimitTable,
+    /// Add the RateLimit fields to allowed responses.
+    pub expose_limit_headers: bool,
     pub basic_users: BasicUsers,
     pub failure_limit: FailureLimit,
     pub slow_hash_budget_ms_per_second: u64,
@@ -156,9 +161,10 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         method: header_name(&raw.principal_headers.method, "principal_headers.method")?,
         provider: header_name(&raw.principal_headers.provider, "principal_headers.provider")?,
     };
-    let (basic_users, failure_limit, slow_hash_budget_ms_per_second) = compile_basic(raw.basic)?;
-    let api_keys = compile_api_keys(raw.api_keys)?;
-    let (jwt_providers, jwks_wait_ms) = jwt::compile(raw.jwt)?;
+    let (limit_defaults, max_tracked_principals, expose_limit_headers) = policy::limits(raw.limits)?;
+    let (basic_users, failure_limit, slow_hash_budget_ms_per_second) = compile_basic(raw.basic, &limit_defaults)?;
+    let api_keys = compile_api_keys(raw.api_keys, &limit_defaults)?;
+    let (jwt_providers, jwks_wait_ms) = jwt::compile(raw.jwt, &limit_defaults)?;
     let provider_names: Vec<&str> = jwt_providers.iter().map(|p| p.name.as_str()).collect();
     let mut rules = Vec::with_capacity(raw.bypass.len() + raw.rules.len());
     for (i, rule) in raw.bypass.into_iter().enumerate() {
@@ -191,6 +197,8 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         routes,
         trusted_networks,
         revocation,
+        limit_table: LimitTable::new(max_tracked_principals),
+        expose_limit_headers,
         basic_users,
         failure_limit,
         slow_hash_budget_ms_per_second,
@@ -205,7 +213,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
 /// Slow-hash budgets outside this are not a budget (0) or more than a worker has.
 const SLOW_HASH_BUDGET_RANGE: std::ops::RangeInclusive<u64> = 1..=1000;
 
-fn compile_basic(raw: Option<RawBasic>) -> Result<(BasicUsers, FailureLimit, u64), ConfigError> {
+fn compile_basic(raw: Option<RawBasic>, limits: &Limits) -> Result<(BasicUsers, FailureLimit, u64), ConfigError> {
     let Some(raw) = raw else {
         let limit = FailureLimit {
             max_failures: schema::default_max_failures(),
@@ -219,14 +227,22 @@ fn compile_basic(raw: Option<RawBasic>) -> Result<(BasicUsers, FailureLimit, u64
         principal_name(&user.name, &format!("{path}.name"))?;
         let hash = PasswordHash::parse(&user.password_hash)
             .map_err(|e| ConfigError::new(format!("{path}.password_hash"), e))?;
-        let privileges = policy::privileges(user.methods, user.paths, user.scopes, user.trusted_networks, &path)?;
+        let fields = policy::PrivilegeFields {
+            methods: user.methods,
+            paths: user.paths,
+            scopes: user.scopes,
+            trusted_networks: user.trusted_networks,
+            requests_per_hour: user.requests_per_hour,
+            max_concurrent: user.max_concurrent,
+        };
+        let privileges = policy::privileges(fields, limits, &path)?;
         if !users.insert(user.name, hash, Rc::new(privileges)) {
             return Err(ConfigError::new(format!("{path}.name"), "duplicate user name"));
         }
     }
     if let Some(text) = raw.htpasswd {
-        // htpasswd users take the defaults: no restriction.
-        let everything = Rc::new(Privileges::default());
+        // htpasswd users take the defaults: no restriction but the default limits.
+        let everything = Rc::new(Privileges { limits: *limits, ..Privileges::default() });
         for (n, line) in text.lines().enumerate() {
             let path = format!("basic.htpasswd line {}", n + 1);
             let line = line.trim();
@@ -255,7 +271,7 @@ fn compile_basic(raw: Option<RawBasic>) -> Result<(BasicUsers, FailureLimit, u64
     Ok((users, limit, raw.slow_hash_budget_ms_per_second))
 }
 
-fn compile_api_keys(raw: Option<RawApiKeys>) -> Result<ApiKeys, ConfigError> {
+fn compile_api_keys(raw: Option<RawApiKeys>, limits: &Limits) -> Result<ApiKeys, ConfigError> {
     let Some(raw) = raw else {
         return Ok(ApiKeys { headers: schema::default_api_key_headers(), allow_basic: true, ..ApiKeys::default() });
     };
@@ -285,8 +301,15 @@ fn compile_api_keys(raw: Option<RawApiKeys>) -> Result<ApiKeys, ConfigError> {
             Ok(_) => return Err(ConfigError::new(format!("{path}.key_hash"), "API keys are hashed as sha256:<hex>")),
             Err(e) => return Err(ConfigError::new(format!("{path}.key_hash"), e)),
         };
-        let privileges =
-            policy::privileges(client.methods, client.paths, client.scopes, client.trusted_networks, &path)?;
+        let fields = policy::PrivilegeFields {
+            methods: client.methods,
+            paths: client.paths,
+            scopes: client.scopes,
+            trusted_networks: client.trusted_networks,
+            requests_per_hour: client.requests_per_hour,
+            max_concurrent: client.max_concurrent,
+        };
+        let privileges = policy::privileges(fields, limits, &path)?;
         clients.push(ApiClient {
             id: client.id,
             key_digest,

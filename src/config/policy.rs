@@ -4,7 +4,8 @@
 use super::error::ConfigError;
 use super::names::non_empty;
 use super::remote::{fetch_config, Document};
-use super::schema::{RawBypassRule, RawMatch, RawRevocation, RawRule};
+use super::schema::{RawBypassRule, RawLimits, RawMatch, RawRevocation, RawRule};
+use crate::limits::Limits;
 use crate::network::{Cidr, Networks};
 use crate::privileges::Privileges;
 use crate::remote::RemoteDocument;
@@ -101,20 +102,58 @@ fn bounded(list: &[String], path: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// The privileges of one user, client or provider at `path`.
-pub fn privileges(
-    raw_methods: Option<Vec<String>>,
-    raw_paths: Option<Vec<String>>,
-    raw_scopes: Vec<String>,
-    raw_networks: Option<Vec<String>>,
-    path: &str,
-) -> Result<Privileges, ConfigError> {
+/// The privilege fields users, clients and providers share, as written.
+pub struct PrivilegeFields {
+    pub methods: Option<Vec<String>>,
+    pub paths: Option<Vec<String>>,
+    pub scopes: Vec<String>,
+    pub trusted_networks: Option<Vec<String>>,
+    pub requests_per_hour: Option<u64>,
+    pub max_concurrent: Option<u64>,
+}
+
+/// The privileges of one user, client or provider at `path`; `defaults` are `limits`'.
+pub fn privileges(raw: PrivilegeFields, defaults: &Limits, path: &str) -> Result<Privileges, ConfigError> {
     Ok(Privileges {
-        methods: raw_methods.map(|m| methods(m, &format!("{path}.methods"))).transpose()?,
-        paths: raw_paths.map(|p| paths(p, &format!("{path}.paths"))).transpose()?,
-        scopes: scopes(raw_scopes, &format!("{path}.scopes"))?,
-        trusted_networks: raw_networks.map(|n| networks(n, &format!("{path}.trusted_networks"))).transpose()?,
+        methods: raw.methods.map(|m| methods(m, &format!("{path}.methods"))).transpose()?,
+        paths: raw.paths.map(|p| paths(p, &format!("{path}.paths"))).transpose()?,
+        scopes: scopes(raw.scopes, &format!("{path}.scopes"))?,
+        trusted_networks: raw.trusted_networks.map(|n| networks(n, &format!("{path}.trusted_networks"))).transpose()?,
+        limits: Limits {
+            requests_per_hour: limit(raw.requests_per_hour, defaults.requests_per_hour),
+            max_concurrent: limit(raw.max_concurrent, defaults.max_concurrent),
+        },
     })
+}
+
+/// A principal's own value overrides the default; absent takes it; 0 is unlimited.
+fn limit(own: Option<u64>, default: Option<u64>) -> Option<u64> {
+    match own {
+        Some(0) => None,
+        Some(value) => Some(value),
+        None => default,
+    }
+}
+
+/// Most principals tracked for limits, at most (each a few dozen bytes of shared data).
+const MAX_TRACKED_PRINCIPALS: usize = 1_000_000;
+
+/// `limits`: the defaults, and the table of counts.
+pub fn limits(raw: Option<RawLimits>) -> Result<(Limits, usize, bool), ConfigError> {
+    let Some(raw) = raw else {
+        return Ok((Limits::default(), 10_000, false));
+    };
+    if !(1..=MAX_TRACKED_PRINCIPALS).contains(&raw.max_tracked_principals) {
+        return Err(ConfigError::new(
+            "limits.max_tracked_principals",
+            format!("must be between 1 and {MAX_TRACKED_PRINCIPALS}"),
+        ));
+    }
+    let defaults = Limits {
+        requests_per_hour: limit(raw.requests_per_hour, None),
+        max_concurrent: limit(raw.max_concurrent, None),
+    };
+    Ok((defaults, raw.max_tracked_principals, raw.expose_headers))
 }
 
 /// `bypass` rules as `require: "none"` rules.

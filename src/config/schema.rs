@@ -28,6 +28,7 @@ pub struct RawConfig {
     /// Client networks (CIDR) allowed at all; outside them 403 before any credential is checked.
     pub trusted_networks: Option<Vec<String>>,
     pub revocation: Option<RawRevocation>,
+    pub limits: Option<RawLimits>,
     pub basic: Option<RawBasic>,
     pub api_keys: Option<RawApiKeys>,
     pub jwt: Option<RawJwt>,
@@ -90,6 +91,19 @@ pub struct RawMatch {
     pub route: Option<String>,
 }
 
+/// Server-wide defaults of the per-principal limits (0 or absent: unlimited).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub requests_per_hour: Option<u64>,
+    pub max_concurrent: Option<u64>,
+    #[serde(default = "default_max_tracked_principals")]
+    pub max_tracked_principals: usize,
+    /// Add the RateLimit-Policy and RateLimit fields to allowed responses too.
+    #[serde(default)]
+    pub expose_headers: bool,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRevocation {
@@ -123,6 +137,10 @@ pub struct RawUser {
     #[serde(default)]
     pub scopes: Vec<String>,
     pub trusted_networks: Option<Vec<String>>,
+    /// Overrides `limits.requests_per_hour` (0: unlimited).
+    pub requests_per_hour: Option<u64>,
+    /// Overrides `limits.max_concurrent` (0: unlimited).
+    pub max_concurrent: Option<u64>,
 }
 
 /// Failed password checks allowed per user name in a window, Envoy-wide.
@@ -165,6 +183,10 @@ pub struct RawApiClient {
     #[serde(default)]
     pub scopes: Vec<String>,
     pub trusted_networks: Option<Vec<String>>,
+    /// Overrides `limits.requests_per_hour` (0: unlimited).
+    pub requests_per_hour: Option<u64>,
+    /// Overrides `limits.max_concurrent` (0: unlimited).
+    pub max_concurrent: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -199,10 +221,12 @@ pub struct RawProvider {
     pub principal_claim: String,
     #[serde(default)]
     pub claim_to_headers: Vec<RawClaimToHeader>,
-    /// For every token of this provider.
+    /// For every token of this provider (limits: per token principal).
     pub methods: Option<Vec<String>>,
     pub paths: Option<Vec<String>>,
     pub trusted_networks: Option<Vec<String>>,
+    pub requests_per_hour: Option<u64>,
+    pub max_concurrent: Option<u64>,
 }
 
 /// A document fetched through an Envoy cluster: `remote_jwks` (`path` required) or
@@ -293,6 +317,9 @@ pub fn default_max_failures() -> u32 {
 }
 pub fn default_failure_window() -> u64 {
     60
+}
+fn default_max_tracked_principals() -> usize {
+    10_000
 }
 pub fn default_slow_hash_budget() -> u64 {
     250

@@ -18,6 +18,7 @@ const CREATE_ONLY_CAS: u32 = u32::MAX;
 pub struct EnvoyHost {
     /// Counter ids, defined on first use (Envoy shares a counter between VMs by name).
     metric_ids: HashMap<String, u32>,
+    gauge_ids: HashMap<String, u32>,
     /// Whether Envoy's `verify_signature` is there (and allowed by `envoy_crypto`).
     crypto: bool,
 }
@@ -27,7 +28,7 @@ impl EnvoyHost {
     pub fn new(envoy_crypto: bool) -> EnvoyHost {
         let crypto = envoy_crypto
             && !matches!(hostcalls::call_foreign_function(FUNCTION_NAME, Some(&[])), Err(Status::NotFound));
-        EnvoyHost { metric_ids: HashMap::new(), crypto }
+        EnvoyHost { metric_ids: HashMap::new(), gauge_ids: HashMap::new(), crypto }
     }
 
     pub fn crypto_available(&self) -> bool {
@@ -77,18 +78,26 @@ impl HttpCalls for EnvoyHost {
 
 impl Counters for EnvoyHost {
     fn increment(&mut self, name: &str) {
-        let id = match self.metric_ids.get(name) {
-            Some(id) => *id,
-            None => match hostcalls::define_metric(MetricType::Counter, &format!("wasm_authn.{name}")) {
-                Ok(id) => {
-                    self.metric_ids.insert(name.to_string(), id);
-                    id
-                }
-                Err(_) => return,
-            },
-        };
-        let _ = hostcalls::increment_metric(id, 1);
+        if let Some(id) = metric(&mut self.metric_ids, MetricType::Counter, name) {
+            let _ = hostcalls::increment_metric(id, 1);
+        }
     }
+
+    fn add_to_gauge(&mut self, name: &str, delta: i64) {
+        if let Some(id) = metric(&mut self.gauge_ids, MetricType::Gauge, name) {
+            let _ = hostcalls::increment_metric(id, delta);
+        }
+    }
+}
+
+/// A metric's id, defined on first use (Envoy shares a metric between VMs by name).
+fn metric(ids: &mut HashMap<String, u32>, kind: MetricType, name: &str) -> Option<u32> {
+    if let Some(id) = ids.get(name) {
+        return Some(*id);
+    }
+    let id = hostcalls::define_metric(kind, &format!("wasm_authn.{name}")).ok()?;
+    ids.insert(name.to_string(), id);
+    Some(id)
 }
 
 impl Clock for EnvoyHost {

@@ -37,9 +37,20 @@ impl HttpContext for AuthnRequest {
         }
     }
 
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if let Some(Ok(mut vm)) = self.vm.as_ref().map(|vm| vm.try_borrow_mut()) {
+            for (name, value) in vm.plugin.response_headers(self.context_id) {
+                let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(&value));
+            }
+        }
+        Action::Continue
+    }
+
+    /// Called once at the end of every stream, however it ended.
     fn on_log(&mut self) {
         if let Some(Ok(mut vm)) = self.vm.as_ref().map(|vm| vm.try_borrow_mut()) {
-            vm.plugin.on_stream_end(self.context_id);
+            let Vm { plugin, host } = &mut *vm;
+            plugin.on_stream_end(host, self.context_id, now_ms().unwrap_or(0));
         }
     }
 }

@@ -85,7 +85,8 @@ impl RootContext for AuthnRoot {
             if hostcalls::set_effective_context(context_id).is_ok() {
                 handle_request(&vm, context_id, true);
             } else if let Ok(mut vm) = vm.try_borrow_mut() {
-                vm.plugin.on_stream_end(context_id); // the request went away
+                let Vm { plugin, host } = &mut *vm;
+                plugin.on_stream_end(host, context_id, now); // the request went away
             }
         }
         let _ = hostcalls::set_effective_context(self.context_id);

@@ -155,7 +155,7 @@ fn rs256(claims: Value, kid: &str) -> String {
 /// A request that passed: its principal and upstream changes.
 fn allowed(decision: Decision) -> (Rc<Principal>, UpstreamChanges) {
     match decision {
-        Decision::Allow { principal, changes } => (principal, changes),
+        Decision::Allow { principal, changes, .. } => (principal, changes),
         other => panic!("expected Allow, got {other:?}"),
     }
 }

@@ -5,6 +5,7 @@ use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::{json, Value};
 
 use super::*;
+use crate::limits::LimitTable;
 use crate::testing::{FakeHost, FakeResponse, FakeShared};
 
 const ISSUER: &str = "https://remote.example";
@@ -311,4 +312,113 @@ fn oversized_and_keyless_documents_are_failures() {
     envoy.answer_the_call(FakeResponse::ok(json!({"keys": []}).to_string()), T0 + 1001);
     assert_eq!(envoy.workers[0].1.counter("jwks_fetch_failed.remote"), 2);
     assert_eq!(envoy.request(0, 1, "a", T0 + 1002), Verdict::Pause, "still no keys");
+}
+
+// ---- limits across workers ----
+
+fn limited_envoy(workers: usize, limits: Value) -> (FakeShared, Vec<(Plugin, FakeHost)>) {
+    let shared = FakeShared::default();
+    let config = json!({
+        "limits": limits,
+        "api_keys": {"clients": [
+            {"id": "a", "key_hash": format!("sha256:{}", hex(b"key-a"))},
+            {"id": "b", "key_hash": format!("sha256:{}", hex(b"key-b")), "requests_per_hour": 2}
+        ]}
+    });
+    let workers = (0..workers)
+        .map(|_| (Plugin::new(Config::from_json(config.to_string().as_bytes()).unwrap()), FakeHost::new(&shared)))
+        .collect();
+    (shared, workers)
+}
+
+fn hex(key: &[u8]) -> String {
+    crate::digest::sha256(key).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn key_request(plugin: &mut Plugin, host: &mut FakeHost, context: u32, key: &str, now: u64) -> Verdict {
+    let headers = vec![
+        (":method".to_string(), "GET".to_string()),
+        (":path".to_string(), "/".to_string()),
+        ("x-api-key".to_string(), key.to_string()),
+    ];
+    plugin.on_request(host, context, &RequestFacts::from_headers(&headers), now)
+}
+
+#[test]
+fn requests_per_hour_are_exact_across_workers_and_the_override_applies() {
+    let (_, mut workers) = limited_envoy(4, json!({"requests_per_hour": 10, "max_concurrent": 0}));
+    let mut allowed = 0;
+    for i in 0..20u32 {
+        let (plugin, host) = &mut workers[(i % 4) as usize];
+        match key_request(plugin, host, i, "key-a", T0 + u64::from(i)) {
+            Verdict::Continue(_) => allowed += 1,
+            Verdict::Reply(reply) => {
+                assert_eq!((reply.status, reply.reason), (429, Reason::RateLimited));
+                assert!(reply.headers.iter().any(|(n, v)| *n == "retry-after" && v.parse::<u64>().unwrap() > 0));
+                assert!(reply.headers.contains(&("ratelimit-policy", "\"hourly\";q=10;w=3600".to_string())));
+            }
+            Verdict::Pause => panic!(),
+        }
+    }
+    assert_eq!(allowed, 10);
+    // b's own limit (2) overrides the default.
+    let results: Vec<bool> = (0..4u32)
+        .map(|i| {
+            let (plugin, host) = &mut workers[(i % 4) as usize];
+            matches!(key_request(plugin, host, 100 + i, "key-b", T0 + 100), Verdict::Continue(_))
+        })
+        .collect();
+    assert_eq!(results, [true, true, false, false]);
+    let denied: u64 = workers.iter().map(|(_, h)| h.counter("denied.rate_limited")).sum();
+    assert_eq!(denied, 12);
+    let tracked: u64 = workers.iter().map(|(_, h)| h.counter("tracked_principals")).sum();
+    assert_eq!(tracked, 2, "a and b");
+}
+
+#[test]
+fn slots_in_flight_are_given_back_when_streams_end() {
+    let (shared, mut workers) = limited_envoy(2, json!({"max_concurrent": 2, "expose_headers": true}));
+    let (w0, w1) = workers.split_at_mut(1);
+    let (p0, h0) = &mut w0[0];
+    let (p1, h1) = &mut w1[0];
+    assert!(matches!(key_request(p0, h0, 1, "key-a", T0), Verdict::Continue(_)));
+    assert!(matches!(key_request(p1, h1, 2, "key-a", T0), Verdict::Continue(_)));
+    let Verdict::Reply(reply) = key_request(p0, h0, 3, "key-a", T0) else { panic!() };
+    assert_eq!((reply.status, reply.reason), (429, Reason::ConcurrencyLimited));
+    // Whatever ended the stream (a reset, a timeout, another filter's reply), the slot comes back.
+    p1.on_stream_end(h1, 2, T0 + 1);
+    assert!(matches!(key_request(p0, h0, 4, "key-a", T0 + 1), Verdict::Continue(_)));
+    for context in [1, 4, 3, 99] {
+        p0.on_stream_end(h0, context, T0 + 2);
+    }
+    let table = LimitTable::new(10_000);
+    assert_eq!(table.in_flight(&shared, LimitTable::key("api-key", None, "a")), 0);
+    // b (2 per hour, no concurrency limit from its own config: the default 2 applies) shows its quota.
+    assert!(matches!(key_request(p0, h0, 5, "key-b", T0 + 3), Verdict::Continue(_)));
+    assert_eq!(
+        p0.response_headers(5),
+        vec![
+            ("ratelimit-policy", "\"hourly\";q=2;w=3600".to_string()),
+            ("ratelimit", format!("\"hourly\";r=1;t={}", 3600 - (T0 + 3) / 1000 % 3600))
+        ]
+    );
+    assert!(p0.response_headers(5).is_empty(), "once");
+}
+
+#[test]
+fn a_request_held_through_a_fetch_that_missed_its_kid_gets_401_not_a_second_fetch() {
+    let mut envoy = Envoy::new(2, json!({"refresh_seconds": 10}));
+    envoy.tick(T0);
+    envoy.answer_the_call(FakeResponse::ok(jwks(&["a"])), T0);
+    // A refresh is on its way when a token with an unknown kid arrives: it waits for it.
+    envoy.tick(T0 + 10_000);
+    let refresh = envoy.calls();
+    assert_eq!(refresh.len(), 1);
+    assert_eq!(envoy.request(1, 9, "b", T0 + 10_010), Verdict::Pause);
+    let (worker, token, _) = refresh[0].clone();
+    envoy.answer(worker, token, FakeResponse::ok(jwks(&["a"])), T0 + 10_020);
+    assert_eq!(envoy.tick(T0 + 10_030)[1], vec![9]);
+    assert_eq!(reply_status(&envoy.request(1, 9, "b", T0 + 10_030)), Some(401));
+    envoy.tick(T0 + 10_050);
+    assert!(envoy.calls().is_empty(), "no refetch: the keys were fetched after it arrived");
 }

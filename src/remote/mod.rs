@@ -73,6 +73,8 @@ pub trait Fetch {
     /// The value's summary; None before the first fetch.
     fn summary(&self) -> Option<String>;
     fn events(&self) -> u64;
+    /// When a fetch last succeeded (Envoy-wide, as this VM last read it); 0: never.
+    fn last_success_ms(&self) -> u64;
 }
 
 impl<T: Summary> Fetch for RemoteDocument<T> {
@@ -105,6 +107,9 @@ impl<T: Summary> Fetch for RemoteDocument<T> {
     }
     fn events(&self) -> u64 {
         self.events
+    }
+    fn last_success_ms(&self) -> u64 {
+        self.record.last_success_ms
     }
 }
 

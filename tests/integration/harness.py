@@ -211,12 +211,14 @@ def render_envoy_config(*, listener_port: int, admin_port: int, echo_port: int, 
                         plugin_config: Union[None, Mapping, str] = None,
                         wasm: Optional[str] = None, base: Optional[dict] = None,
                         hcm_overrides: Optional[Mapping[str, Any]] = None,
-                        http_filters_before: Iterable[dict] = ()) -> dict:
+                        http_filters_before: Iterable[dict] = (),
+                        http_filters_after: Iterable[dict] = ()) -> dict:
     """envoy/envoy.yaml with the ports replaced and, if given, the plugin configuration
     (a dict is serialized to JSON, a str is used verbatim) and the module path.
     hcm_overrides: fields of the HTTP connection manager to set (None removes one),
-    e.g. {"normalize_path": False}; http_filters_before: HTTP filters placed before
-    wasm-authn (e.g. a Lua filter that adds headers)."""
+    e.g. {"normalize_path": False}; http_filters_before / http_filters_after: HTTP
+    filters placed before wasm-authn (e.g. a Lua filter that adds headers) or between
+    it and the router (e.g. local_ratelimit keyed on the principal it sets)."""
     cfg = copy.deepcopy(base if base is not None else load_envoy_yaml())
     cfg["admin"]["address"]["socket_address"]["port_value"] = admin_port
     listeners = cfg["static_resources"]["listeners"]
@@ -238,6 +240,10 @@ def render_envoy_config(*, listener_port: int, admin_port: int, echo_port: int, 
     before = [copy.deepcopy(f) for f in http_filters_before]
     if before:
         hcm["http_filters"][0:0] = before
+    after = [copy.deepcopy(f) for f in http_filters_after]
+    if after:
+        router = next(i for i, f in enumerate(hcm["http_filters"]) if f["name"] == "envoy.filters.http.router")
+        hcm["http_filters"][router:router] = after
     return cfg
 
 
@@ -259,7 +265,7 @@ class EnvoyHarness:
                    envoy/jwks_server.py when demo_jwks is true, else a closed port.
     wasm:          module to load; default WASM_AUTHN_WASM or the release build.
     extra_args:    more Envoy command-line arguments.
-    hcm_overrides, http_filters_before: see render_envoy_config.
+    hcm_overrides, http_filters_before, http_filters_after: see render_envoy_config.
     """
 
     def __init__(self, plugin_config: Union[None, Mapping, str] = None, *,
@@ -268,7 +274,8 @@ class EnvoyHarness:
                  extra_args: Iterable[str] = (), log_level: str = "info",
                  start_timeout: float = START_TIMEOUT,
                  hcm_overrides: Optional[Mapping[str, Any]] = None,
-                 http_filters_before: Iterable[dict] = ()):
+                 http_filters_before: Iterable[dict] = (),
+                 http_filters_after: Iterable[dict] = ()):
         self.plugin_config = plugin_config
         self.concurrency = concurrency
         self.jwks_port = jwks_port
@@ -279,6 +286,7 @@ class EnvoyHarness:
         self.start_timeout = start_timeout
         self.hcm_overrides = dict(hcm_overrides or {})
         self.http_filters_before = list(http_filters_before)
+        self.http_filters_after = list(http_filters_after)
         self.tmpdir: Optional[str] = None
         self.listener_port = self.admin_port = self.echo_port = 0
         self.envoy: Optional[subprocess.Popen] = None
@@ -345,7 +353,8 @@ class EnvoyHarness:
         cfg = render_envoy_config(listener_port=self.listener_port, admin_port=self.admin_port,
                                   echo_port=self.echo_port, jwks_port=self.jwks_port,
                                   plugin_config=self.plugin_config, wasm=wasm,
-                                  hcm_overrides=self.hcm_overrides, http_filters_before=self.http_filters_before)
+                                  hcm_overrides=self.hcm_overrides, http_filters_before=self.http_filters_before,
+                                  http_filters_after=self.http_filters_after)
         path = os.path.join(self.tmpdir, "envoy.yaml")
         with open(path, "w") as f:
             yaml.safe_dump(cfg, f, sort_keys=False)

@@ -144,8 +144,15 @@ def test_docker_compose_file_is_valid():
     p = subprocess.run([tool, "-f", "envoy/docker-compose.yaml", "config"],
                        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
-    services = yaml.safe_load(p.stdout)["services"]
-    assert set(services) == {"envoy", "echo", "jwks"}, sorted(services)
+    every = yaml.safe_load(p.stdout)["services"]
+    services = {name: svc for name, svc in every.items() if not svc.get("profiles")}
+    fleet = {name: svc for name, svc in every.items() if svc.get("profiles") == ["fleet"]}
+    assert set(services) == {"envoy", "echo", "jwks"}, sorted(every)
+    # The profile "fleet": the global rate limiting example (README, "Limits").
+    assert set(fleet) == {"envoy-fleet", "ratelimit", "redis"}, sorted(every)
+    assert fleet["envoy-fleet"]["command"][:3] == ["envoy", "-c", "envoy/envoy-fleet.yaml"]
+    (rules,) = fleet["ratelimit"]["volumes"]
+    assert os.path.realpath(rules.split(":")[0]) == os.path.join(REPO_ROOT, "envoy", "examples", "ratelimit-config.yaml")
     envoy = services["envoy"]
     assert envoy["command"][:3] == ["envoy", "-c", "envoy/envoy.yaml"], envoy["command"]
     assert envoy["image"] == "envoyproxy/envoy:v1.40.0"

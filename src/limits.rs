@@ -1,0 +1,190 @@
+//! Limits per principal, exact across every worker of one Envoy: requests per
+//! hour (a sliding hour, estimated from two fixed hourly windows) and requests
+//! in flight. The counts live in shared data (`shared_table.rs`), changed only
+//! by compare-and-swap; a refused request is not counted.
+//!
+//! The sliding hour: a request at `e` seconds into the current hour sees
+//! `previous * (3600 - e) / 3600 + current` requests before it, and passes while
+//! that (with itself) is at most the limit. The estimate is exact when the
+//! previous hour's requests were evenly spread. At worst (all of them in its last
+//! moment) an hour that ends `e` seconds into the current one holds up to
+//! `limit * (1 + e / 3600)` requests: a burst right after the edge is refused
+//! (`e` near 0: about `limit`), never twice the limit.
+
+use crate::host_api::SharedData;
+use crate::shared_table::{SharedTable, VALUES};
+
+pub const WINDOW_SECONDS: u64 = 3600;
+
+/// A principal's limits, defaults applied; None: unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub requests_per_hour: Option<u64>,
+    pub max_concurrent: Option<u64>,
+}
+
+impl Limits {
+    pub fn is_unlimited(&self) -> bool {
+        self.requests_per_hour.is_none() && self.max_concurrent.is_none()
+    }
+}
+
+// The entry's values.
+const WINDOW: usize = 0; // index of the current hour (unix seconds / 3600)
+const PREVIOUS: usize = 1; // requests in the hour before it
+const CURRENT: usize = 2; // requests in it
+const IN_FLIGHT: usize = 3;
+
+/// What the limits say of one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Counted. `release` when its stream ends, if it holds a slot in flight.
+    Admitted {
+        holds_slot: bool,
+        quota: Option<Quota>,
+        new_principal: bool,
+    },
+    RateLimited {
+        retry_after_seconds: u64,
+        quota: Quota,
+    },
+    ConcurrencyLimited,
+    /// Other workers kept winning the compare-and-swap: nothing was counted.
+    Unavailable,
+}
+
+/// The hourly quota as the RateLimit fields report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    pub limit: u64,
+    /// Requests left in the sliding hour (after this one, if admitted).
+    pub remaining: u64,
+    /// Seconds until the quota is restored (the end of the current hour; for a refusal, the retry).
+    pub reset_seconds: u64,
+}
+
+/// The shared counts of every limited principal.
+#[derive(Debug)]
+pub struct LimitTable {
+    table: SharedTable,
+}
+
+impl LimitTable {
+    pub fn new(max_tracked_principals: usize) -> LimitTable {
+        LimitTable { table: SharedTable::new("limits", max_tracked_principals) }
+    }
+
+    /// The key a principal is counted under (its kind, provider and id).
+    pub fn key(kind: &str, provider: Option<&str>, id: &str) -> u64 {
+        SharedTable::key(&format!("{kind}\0{}\0{id}", provider.unwrap_or("")))
+    }
+
+    /// Admit one request of `key` under `limits` at `now` (unix seconds), counting it.
+    pub fn admit(&self, shared: &dyn SharedData, key: u64, limits: &Limits, now: u64) -> Admission {
+        let mut outcome = Admission::Unavailable;
+        let written = self.table.update(shared, key, now, |current| {
+            let (previous, count, in_flight) = rolled(current, now);
+            if let Some(limit) = limits.max_concurrent {
+                if in_flight >= limit {
+                    outcome = Admission::ConcurrencyLimited;
+                    return None;
+                }
+            }
+            let mut quota = None;
+            if let Some(limit) = limits.requests_per_hour {
+                if !fits(previous, count + 1, limit, now) {
+                    let retry_after_seconds = retry_after(previous, count, limit, now);
+                    outcome = Admission::RateLimited {
+                        retry_after_seconds,
+                        quota: Quota { limit, remaining: 0, reset_seconds: retry_after_seconds },
+                    };
+                    return None;
+                }
+                let used = estimate_ceil(previous, count + 1, now);
+                let reset_seconds = WINDOW_SECONDS - now % WINDOW_SECONDS;
+                quota = Some(Quota { limit, remaining: limit.saturating_sub(used), reset_seconds });
+            }
+            let holds_slot = limits.max_concurrent.is_some();
+            outcome = Admission::Admitted { holds_slot, quota, new_principal: current.is_none() };
+            let mut next = [0u64; VALUES];
+            next[WINDOW] = now / WINDOW_SECONDS;
+            next[PREVIOUS] = previous;
+            next[CURRENT] = if limits.requests_per_hour.is_some() { count + 1 } else { count };
+            next[IN_FLIGHT] = if holds_slot { in_flight + 1 } else { in_flight };
+            Some(next)
+        });
+        match (written, outcome) {
+            // The update ran to the end but another VM kept winning: nothing was counted.
+            (None, Admission::Admitted { .. }) => Admission::Unavailable,
+            (_, outcome) => outcome,
+        }
+    }
+
+    /// A request that held a slot in flight ended.
+    pub fn release(&self, shared: &dyn SharedData, key: u64, now: u64) {
+        self.table.update(shared, key, now, |current| {
+            let mut next = *current?;
+            next[IN_FLIGHT] = next[IN_FLIGHT].saturating_sub(1);
+            Some(next)
+        });
+    }
+
+    /// Requests of `key` in flight now (for tests and the soak).
+    pub fn in_flight(&self, shared: &dyn SharedData, key: u64) -> u64 {
+        self.table.read(shared, key).map_or(0, |entry| entry.values[IN_FLIGHT])
+    }
+}
+
+/// The counts at `now`: the stored hour moved on to the current one.
+fn rolled(current: Option<&[u64; VALUES]>, now: u64) -> (u64, u64, u64) {
+    let Some(values) = current else { return (0, 0, 0) };
+    let window = now / WINDOW_SECONDS;
+    let in_flight = values[IN_FLIGHT];
+    match window.checked_sub(values[WINDOW]) {
+        Some(0) => (values[PREVIOUS], values[CURRENT], in_flight),
+        Some(1) => (values[CURRENT], 0, in_flight),
+        // Older (or a clock that went back): nothing of it counts now.
+        _ => (0, 0, in_flight),
+    }
+}
+
+/// Whether `previous * (W - e) / W + current <= limit`, in integers.
+fn fits(previous: u64, current: u64, limit: u64, now: u64) -> bool {
+    let elapsed = now % WINDOW_SECONDS;
+    let weighted = u128::from(previous) * u128::from(WINDOW_SECONDS - elapsed);
+    weighted + u128::from(current) * u128::from(WINDOW_SECONDS) <= u128::from(limit) * u128::from(WINDOW_SECONDS)
+}
+
+/// The estimate of requests in the sliding hour, rounded up.
+fn estimate_ceil(previous: u64, current: u64, now: u64) -> u64 {
+    let elapsed = now % WINDOW_SECONDS;
+    let weighted = (u128::from(previous) * u128::from(WINDOW_SECONDS - elapsed)).div_ceil(u128::from(WINDOW_SECONDS));
+    u64::try_from(weighted).unwrap_or(u64::MAX).saturating_add(current)
+}
+
+/// Whole seconds until one more request fits (at least 1, at most two hours).
+fn retry_after(previous: u64, current: u64, limit: u64, now: u64) -> u64 {
+    let window_start = now - now % WINDOW_SECONDS;
+    // Within this hour: the previous hour's weight must shrink enough.
+    if current < limit && previous > 0 {
+        let room = u128::from(limit - current - 1) * u128::from(WINDOW_SECONDS);
+        // previous * (W - e) <= room  <=>  e >= W - room / previous
+        let needed = u128::from(WINDOW_SECONDS).saturating_sub(room / u128::from(previous));
+        if needed < u128::from(WINDOW_SECONDS) {
+            let at = window_start + u64::try_from(needed).unwrap_or(WINDOW_SECONDS);
+            return at.saturating_sub(now).max(1);
+        }
+    }
+    // In the next hour this hour is the previous one.
+    let next_start = window_start + WINDOW_SECONDS;
+    if current == 0 {
+        return next_start.saturating_sub(now).max(1);
+    }
+    let room = u128::from(limit.saturating_sub(1)) * u128::from(WINDOW_SECONDS);
+    let needed = u128::from(WINDOW_SECONDS).saturating_sub(room / u128::from(current));
+    let at = next_start + u64::try_from(needed).unwrap_or(WINDOW_SECONDS);
+    at.saturating_sub(now).clamp(1, 2 * WINDOW_SECONDS)
+}
+
+#[cfg(test)]
+mod tests;
