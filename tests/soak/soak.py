@@ -925,18 +925,21 @@ def parse_envoy_time(line: str) -> Optional[float]:
 def fetch_analysis(hits: List[Hit], ep: Endpoint, envoy_log: str, t_end: float) -> dict:
     forced_log = [t for t in (parse_envoy_time(l) for l in envoy_log.splitlines()
                               if f"provider {PROVIDER}: unknown key id, fetching its JWKS again" in l) if t]
-    # The log line is written when the fetch is leased, just before the call: its hit is the
-    # first one at or after it (the log's time is truncated to the millisecond).
+    # The log line is written when the fetch is leased, just before the call, and a lease is
+    # only taken while no other fetch is in flight: its hit is the first one at or after the
+    # line (same clock; the log's time is the millisecond floor). A refresh that reached the
+    # endpoint a millisecond earlier is not it.
     used = set()
     for ft in forced_log:
         for i, hit in enumerate(hits):
-            if i not in used and ft - 0.0015 <= hit.t <= ft + 0.5:
+            if i not in used and ft - 0.0001 <= hit.t <= ft + 0.5:
                 hit.reason = "unknown-kid"
                 used.add(i)
                 break
     refresh_gaps, retry_gaps, problems = [], [], []
     last_ok: Optional[Hit] = None
     prev: Optional[Hit] = None
+    failures: Optional[int] = 0  # consecutive failed fetches seen; None: unknown (connection refused)
     for hit in hits:
         if hit.what.startswith("unexpected"):
             problems.append(f"{hit.t - START:.1f}s: {hit.what}")
@@ -949,8 +952,11 @@ def fetch_analysis(hits: List[Hit], ep: Endpoint, envoy_log: str, t_end: float) 
             hit.reason = "retry"
             gap = hit.t - prev.t
             retry_gaps.append(gap)
-            if gap < 1.0 - TOL_EARLY:
-                problems.append(f"{hit.t - START:.1f}s: retry {gap:.2f} s after a failed fetch (backoff is >= 1 s)")
+            # Backoff: 1 s doubling (capped at 60 s and at the refresh interval) after each failure.
+            backoff = 1.0 if refused_between or failures is None else min(2.0 ** (failures - 1), 60, REFRESH)
+            if gap < backoff - TOL_EARLY:
+                problems.append(f"{hit.t - START:.1f}s: retry {gap:.2f} s after failed fetch number {failures} "
+                                f"(backoff {backoff:g} s)")
         else:
             hit.reason = "refresh"
             gap = hit.t - prev.t
@@ -963,6 +969,11 @@ def fetch_analysis(hits: List[Hit], ep: Endpoint, envoy_log: str, t_end: float) 
                                 f"(interval {REFRESH} s)")
         if hit.ok:
             last_ok = hit
+            failures = 0
+        elif refused_between:
+            failures = None  # attempts that never reached the endpoint may lie between
+        elif failures is not None:
+            failures += 1
         prev = hit
     if last_ok is not None and prev is last_ok and t_end - last_ok.t > REFRESH + TOL_LATE:
         problems.append(f"no refresh in the last {t_end - last_ok.t:.1f} s of the run (interval {REFRESH} s)")
@@ -1176,8 +1187,26 @@ def analyse(m, ep, ctl, scenario, sampler, summary, envoy_log, envoy_exit, runni
                    f"{ni} requests; 200 {i200} ({fmt_counts(invalid)})"
                    + ("; first: " + "; ".join(first_bad["invalid"]) if first_bad["invalid"] else "")))
     lenient = total(LENIENT)
+    # How sharp the cutovers really were (the windows above are wider on purpose).
+    seen = []
+    for kid, changes in sorted(kw.changes.items()):
+        label = f"jwt.remote.{kid}"
+        for tc, held in changes:
+            if not held:
+                last200 = max((b for (l, b, st), n in counts.items() if l == label and st == "200"), default=None)
+                if last200 is not None:
+                    seen.append(f"last 200 for {kid} {last200 / 1000 + 0.1 - tc:+.1f} s from the fetch that dropped it")
+    if reload:
+        last_old = max((b for (l, b, st), n in counts.items() if l == "reload.apikey.retiring" and st == "200"),
+                       default=None)
+        first_new = min((b for (l, b, st), n in counts.items() if l == "reload.apikey.new" and st == "200"),
+                        default=None)
+        if last_old is not None and first_new is not None:
+            seen.append(f"reload: first 200 for soak-new {first_new / 1000 - reload['written']:+.1f} s, last 200 for "
+                        f"soak-retiring {last_old / 1000 + 0.1 - reload['written']:+.1f} s from the file replace")
     checks.append(("windows around rotation/removal/reload (either outcome accepted, counted)", True,
-                   f"{sum(lenient.values())} requests ({fmt_counts(lenient)})"))
+                   f"{sum(lenient.values())} requests ({fmt_counts(lenient)})"
+                   + ("; observed: " + "; ".join(seen) if seen else "")))
 
     # --- VMs
     bad_lines = [l for l in envoy_log.splitlines() if any(re.search(p, l) for p in CRASH_PATTERNS)
@@ -1251,7 +1280,7 @@ def analyse(m, ep, ctl, scenario, sampler, summary, envoy_log, envoy_exit, runni
     rg = fa["retry_gaps"]
     retry_problems = [p for p in fa["problems"] if "retry" in p]
     failed = stats_end.get(FAILED_STAT, 0)
-    checks.append(("JWKS: failed fetches back off (retries >= 1 s apart), last good keys kept",
+    checks.append(("JWKS: failed fetches back off (1 s, doubling), last good keys kept",
                    not retry_problems,
                    f"{failed} failed fetches (jwks_fetch_failed), {len(rg)} retries seen at the endpoint, "
                    f"{min(rg, default=0):.1f}-{max(rg, default=0):.1f} s after the failure they retried"
