@@ -41,6 +41,7 @@ Environment:
   SOAK_RSS_GROWTH_MIB (8)      allowed RSS growth after warm-up
   SOAK_CONCURRENCY (2)         Envoy worker threads
   SOAK_CONNECTIONS (8)         load connections (= wrk threads)
+  SOAK_POOL (1000)             tokens per large pool (RS256/ES256 classes); smaller ones are a fifth
   SOAK_LOAD (wrk | python)     load generator; default wrk when installed
   SOAK_OUTPUT_DIR (target/soak/last)  pools, raw counts, timeline, Envoy log, table
   ENVOY_BIN, WASM_AUTHN_WASM   as for the integration tests
@@ -687,10 +688,12 @@ class Scenario:
         self.cycles = 0
 
     def stat(self, name: str) -> int:
-        try:
-            return self.h.stats(filter="^" + re.escape(name) + "$").get(name, 0)
-        except Exception:  # noqa: BLE001 - Envoy busy; caller polls again
-            return -1
+        for attempt in range(5):
+            try:
+                return self.h.stats(filter="^" + re.escape(name) + "$").get(name, 0)
+            except Exception:  # noqa: BLE001 - admin busy: try again
+                time.sleep(0.2)
+        raise StepTimeout(f"Envoy's admin does not answer (reading {name})")
 
     def wait(self, what: str, cond: Callable[[], bool], timeout: float) -> float:
         t0 = time.time()
@@ -1171,6 +1174,7 @@ def analyse(m, ep, ctl, scenario, sampler, summary, envoy_log, envoy_exit, runni
                     out[s] = out.get(s, 0) + n
         return out
 
+    grand_total = sum(counts.values())
     valid = total(STRICT_VALID)
     nv = sum(valid.values())
     v5 = sum(n for s, n in valid.items() if s.startswith("5"))
@@ -1303,9 +1307,11 @@ def analyse(m, ep, ctl, scenario, sampler, summary, envoy_log, envoy_exit, runni
     else:
         checks.append(("plugin configuration reloaded without a restart", False, "the reload step did not run"))
     errs = {k: summary.get(k, 0) for k in ("connect", "read", "write", "timeout")}
-    checks.append(("load: no socket errors or timeouts", "error" not in summary and not any(errs.values()),
-                   summary.get("error") or f"{summary.get('requests', 0)} requests in {t_end - t_load:.0f} s "
-                   f"({summary.get('requests', 0) / max(t_end - t_load, 1):.0f}/s); errors {errs}"))
+    answered = summary.get("requests", 0)
+    checks.append(("load: no socket errors or timeouts, every response attributed to its request",
+                   "error" not in summary and not any(errs.values()) and answered == grand_total,
+                   summary.get("error") or f"{answered} responses in {t_end - t_load:.0f} s "
+                   f"({answered / max(t_end - t_load, 1):.0f}/s), {grand_total} of them attributed; errors {errs}"))
 
     # --- output
     lines = []
