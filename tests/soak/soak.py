@@ -19,7 +19,8 @@ Credentials (made here with PyJWT, cryptography and bcrypt, never with the
 filter's code): three JWT providers (remote JWKS fetched by the filter; local
 JWKS RS256 + HS256; local PEM Ed25519), Basic (sha256, bcrypt, htpasswd {SHA}),
 API keys (header and client-id:key as Basic); and bad ones: bad signatures,
-expired, unknown issuer, unknown kid, wrong passwords, unknown users, wrong and
+expired, unknown issuer, unknown kid, wrong audience, wrong passwords (for user
+names of their own, never those of the valid classes), unknown users, wrong and
 disabled API keys, no credential.
 
 The fault cycle, repeated while time remains (at least once):
@@ -182,11 +183,14 @@ class Material:
         self.local_hs = Signer("local-hs256", "HS256", self.hmac_secret, ISS_LOCAL)
         self.ed = ed25519.Ed25519PrivateKey.generate()
         self.pem = Signer(None, "EdDSA", self.ed, ISS_PEM)
-        self.passwords = {"alice": secrets.token_urlsafe(12), "bob": secrets.token_urlsafe(12),
-                          "carol": secrets.token_urlsafe(12)}
+        # alice, bob, carol and soak-client only ever send their right secret; the wrong
+        # passwords go to dave, erin and soak-target, so that a per-name failure limit
+        # (a lockout of guessed names) can never touch the valid classes.
+        self.passwords = {u: secrets.token_urlsafe(12) for u in ("alice", "bob", "carol", "dave", "erin")}
         self.api_keys = {c: secrets.token_urlsafe(24) for c in
-                         ("soak-client", "soak-disabled", "soak-retiring", "soak-new")}
+                         ("soak-client", "soak-target", "soak-disabled", "soak-retiring", "soak-new")}
         self.bob_hash = bcrypt.hashpw(self.passwords["bob"].encode(), bcrypt.gensalt(rounds=4)).decode()
+        self.erin_hash = bcrypt.hashpw(self.passwords["erin"].encode(), bcrypt.gensalt(rounds=4)).decode()
 
     def rot(self, n: int) -> Signer:
         if n not in self.rotating:
@@ -200,6 +204,7 @@ class Material:
         carol = "{SHA}" + base64.b64encode(hashlib.sha1(self.passwords["carol"].encode()).digest()).decode()
         clients = [
             {"id": "soak-client", "key_hash": sha256_hash(self.api_keys["soak-client"])},
+            {"id": "soak-target", "key_hash": sha256_hash(self.api_keys["soak-target"])},
             {"id": "soak-disabled", "key_hash": sha256_hash(self.api_keys["soak-disabled"]), "disabled": True},
             {"id": "soak-retiring", "key_hash": sha256_hash(self.api_keys["soak-retiring"]), "disabled": reloaded},
         ]
@@ -210,7 +215,9 @@ class Material:
         return {
             "realm": "soak",
             "basic": {"users": [{"name": "alice", "password_hash": sha256_hash(self.passwords["alice"])},
-                                {"name": "bob", "password_hash": self.bob_hash}],
+                                {"name": "bob", "password_hash": self.bob_hash},
+                                {"name": "dave", "password_hash": sha256_hash(self.passwords["dave"])},
+                                {"name": "erin", "password_hash": self.erin_hash}],
                       "htpasswd": f"# soak\ncarol:{carol}\n"},
             "api_keys": {"headers": ["x-api-key"], "allow_basic": True, "clients": clients},
             "jwt": {
@@ -339,8 +346,8 @@ def make_static_pools(m: Material, ctl: Control, pool_size: int) -> None:
         "invalid.jwt.wrong-audience": bearer_rows(
             [(m.stable.token(f"x{i}", life, aud="other-api"), None) for i in range(small)]),
         "invalid.basic.wrong-password": [
-            ("authorization", basic(u, m.passwords[u] + "x"), None) for u in ("alice", "bob", "carol")]
-        + [("authorization", basic("soak-client", "wrong-" + m.api_keys["soak-client"]), None)],
+            ("authorization", basic(u, m.passwords[u] + "x"), None) for u in ("dave", "erin")]
+        + [("authorization", basic("soak-target", "wrong-" + m.api_keys["soak-target"]), None)],
         "invalid.basic.unknown-user": [("authorization", basic("mallory", m.passwords["alice"]), None)],
         "invalid.apikey.wrong": [("x-api-key", secrets.token_urlsafe(24), None) for _ in range(20)],
         "invalid.apikey.disabled": [("x-api-key", m.api_keys["soak-disabled"], None),
