@@ -208,3 +208,16 @@ fn every_error_names_the_full_path_and_hides_numbers() {
         assert!(!error.contains("line"), "{error}");
     }
 }
+
+#[test]
+fn a_top_level_schema_reference_is_accepted_and_ignored() {
+    let users = json!({"users": [{"name": "alice", "password_hash": SECRET_SHA256}]});
+    let with = parse(json!({"$schema": "./wasm-authn.schema.json", "basic": users})).unwrap();
+    let without = parse(json!({"basic": users})).unwrap();
+    assert_eq!(format!("{with:?}"), format!("{without:?}"));
+    assert!(parse(json!({"$schema": null, "basic": users})).is_ok());
+    assert!(error_of(json!({"$schema": 1, "basic": users})).starts_with("$schema: invalid type: integer"));
+    // Only at the top: elsewhere it is an unknown field like any other.
+    let nested = json!({"users": [], "$schema": "x"});
+    assert!(error_of(json!({"basic": nested})).starts_with("basic.$schema: unknown field `$schema`"));
+}
