@@ -7,17 +7,20 @@ SHELL := /bin/bash
 VENV   := .venv
 PYTHON := $(VENV)/bin/python
 WASM   := target/wasm32-wasip1/release/wasm_authn.wasm
+SCHEMA := wasm-authn.schema.json
 # Native unit tests use rustup's cargo (the Debian toolchain only builds the wasm,
 # in target/debian; see scripts/build-wasm.sh).
 CARGO  ?= cargo
 PYTEST_ARGS ?=
 
-.PHONY: help setup wasm oci unit integration test demo bench soak clean
+.PHONY: help setup wasm oci cli schema unit integration test demo bench soak clean
 
 help:
 	@echo "make setup        install the toolchain, wrk and the .venv (idempotent)"
 	@echo "make wasm         build $(WASM)"
 	@echo "make oci          package it as an OCI image layout in target/oci (for Istio's WasmPlugin)"
+	@echo "make cli          build the wasm-authn command-line companion (target/release/wasm-authn)"
+	@echo "make schema       regenerate $(SCHEMA) from src/config/schema.rs"
 	@echo "make test         unit tests (cargo test) + integration tests in a real Envoy"
 	@echo "make demo         run the bundled Envoy config and show allowed/refused requests"
 	@echo "make bench        benchmarks (scripts/bench.sh)"
@@ -36,12 +39,24 @@ wasm: setup
 oci: wasm
 	@scripts/build-oci.sh $(WASM) target/oci
 
+# The command-line companion, a native program (`wasm-authn --help`).
+cli:
+	$(CARGO) build --locked --release --bin wasm-authn
+	@echo "built target/release/wasm-authn"
+
+# The JSON Schema of the configuration, written by the CLI (a cargo test checks it is current).
+schema:
+	$(CARGO) run --locked --quiet --bin wasm-authn -- schema > $(SCHEMA).tmp
+	mv $(SCHEMA).tmp $(SCHEMA)
+
 # The two halves of `make test`, without setup/build, for quick iterations.
 unit:
 	$(CARGO) test --locked
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
+# test_cli.py runs the debug CLI (target/debug/wasm-authn); cargo test has built it already.
 integration:
+	$(CARGO) build --locked --bin wasm-authn
 	$(PYTHON) -m pytest -q tests/integration $(PYTEST_ARGS)
 
 # Runs both suites even when the first fails, and fails if either did.
@@ -50,7 +65,8 @@ test: wasm
 	echo "== unit tests (cargo test) and lints (cargo clippy, host adapter included)"; \
 	$(CARGO) test --locked || rc=1; \
 	$(CARGO) clippy --locked --all-targets -- -D warnings || rc=1; \
-	echo "== integration tests (Envoy 1.40 + $(WASM))"; \
+	$(CARGO) build --locked --bin wasm-authn || rc=1; \
+	echo "== integration tests (Envoy 1.40 + $(WASM), the wasm-authn CLI)"; \
 	$(PYTHON) -m pytest -q tests/integration $(PYTEST_ARGS) || rc=1; \
 	if [ $$rc != 0 ]; then echo "make test: FAILED" >&2; fi; \
 	exit $$rc

@@ -17,7 +17,7 @@ pub const MAX_SECRET_BYTES: usize = 1024;
 /// blocks it: about 75 ms at cost 10 inside Envoy's V8, doubling with each step
 /// (README, "Security": the measured time of every cost).
 pub const MAX_BCRYPT_COST: u32 = 12;
-const MIN_BCRYPT_COST: u32 = 4;
+pub const MIN_BCRYPT_COST: u32 = 4;
 
 #[derive(Clone, PartialEq, Eq)]
 pub enum PasswordHash {

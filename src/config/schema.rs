@@ -8,18 +8,29 @@ use serde::Deserialize;
 use serde_json::Value;
 
 #[derive(Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, expecting = "the configuration object")]
 pub struct RawConfig {
+    /// The JSON Schema this configuration follows, for editors (`wasm-authn.schema.json`); the filter ignores it.
+    #[serde(rename = "$schema")]
+    #[allow(dead_code)] // accepted so that editors can find the schema, never read
+    pub schema: Option<String>,
+    /// The realm of every `WWW-Authenticate` challenge.
     #[serde(default = "default_realm")]
     pub realm: String,
+    /// Tolerance on `exp`, `nbf` and `iat`, in seconds (at most 600).
     #[serde(default = "default_clock_skew")]
     pub clock_skew_seconds: u64,
+    /// Names of the upstream headers that carry the verified principal.
     #[serde(default)]
     pub principal_headers: RawPrincipalHeaders,
+    /// Forward the verified credential upstream (false: it is removed); every other credential is removed either way.
     #[serde(default)]
     pub forward_credentials: bool,
+    /// Rules that skip authentication (forged principal headers and credentials are still removed).
     #[serde(default)]
     pub bypass: Vec<RawBypassRule>,
+    /// CORS preflights (OPTIONS with `Origin` and `Access-Control-Request-Method`) skip authentication.
     #[serde(default)]
     pub bypass_cors_preflight: bool,
     /// First match wins; checked after `bypass`.
@@ -27,23 +38,34 @@ pub struct RawConfig {
     pub rules: Vec<RawRule>,
     /// Client networks (CIDR) allowed at all; outside them 403 before any credential is checked.
     pub trusted_networks: Option<Vec<String>>,
+    /// Revoked token ids and principals, configured and fetched.
     pub revocation: Option<RawRevocation>,
+    /// Server-wide defaults of the per-principal limits.
     pub limits: Option<RawLimits>,
+    /// HTTP Basic users.
     pub basic: Option<RawBasic>,
+    /// API keys: where they are read and the clients that hold them.
     pub api_keys: Option<RawApiKeys>,
+    /// Bearer JWTs: the providers that issue them.
     pub jwt: Option<RawJwt>,
+    /// Verified credentials remembered per VM.
     pub cache: Option<RawCache>,
+    /// Check RS256/384/512 and ES256 signatures with Envoy's BoringSSL when the host has it.
     #[serde(default = "default_true")]
     pub envoy_crypto: bool,
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawPrincipalHeaders {
+    /// Upstream header with the principal: the user name, the API client id or the JWT's `principal_claim`.
     #[serde(default = "default_principal_header")]
     pub principal: String,
+    /// Upstream header saying how it was proven: `basic`, `api-key` or `jwt`.
     #[serde(default = "default_method_header")]
     pub method: String,
+    /// Upstream header with the JWT provider's `name` (JWTs only).
     #[serde(default = "default_provider_header")]
     pub provider: String,
 }
@@ -59,31 +81,42 @@ impl Default for RawPrincipalHeaders {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawBypassRule {
+    /// A normalized path, matched at segment boundaries on the normalized request path.
     pub path_prefix: Option<String>,
+    /// An HTTP method name; a rule matches when all it sets match.
     pub method: Option<String>,
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawRule {
+    /// The conditions; all it sets must match (none: every request).
     #[serde(rename = "match", default)]
     pub matcher: RawMatch,
     /// `"any"` (default), `"none"`, `"optional"`, or a list of kinds
     /// (`"basic"`, `"api-key"`, `"jwt"`, `"jwt:<provider>"`).
     pub require: Option<Value>,
+    /// Scopes the caller must all hold (403 `insufficient_scope` otherwise).
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// When set, only these principal ids (403 otherwise).
     pub principals: Option<Vec<String>>,
 }
 
 /// All that a rule's `match` sets must match.
 #[derive(Deserialize, Default)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawMatch {
+    /// A normalized path prefix, matched at segment boundaries.
     pub path_prefix: Option<String>,
+    /// A normalized path, matched exactly (without the query).
     pub path: Option<String>,
+    /// HTTP methods, by name.
     pub methods: Option<Vec<String>>,
     /// `:authority`, exact or `*.suffix`.
     pub host: Option<String>,
@@ -93,10 +126,14 @@ pub struct RawMatch {
 
 /// Server-wide defaults of the per-principal limits (0 or absent: unlimited).
 #[derive(Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
+    /// Requests each principal may make in a sliding hour (0 or absent: unlimited).
     pub requests_per_hour: Option<u64>,
+    /// Requests each principal may have in flight at once (0 or absent: unlimited).
     pub max_concurrent: Option<u64>,
+    /// A bound on the principals counted (idlest forgotten first).
     #[serde(default = "default_max_tracked_principals")]
     pub max_tracked_principals: usize,
     /// Add the RateLimit-Policy and RateLimit fields to allowed responses too.
@@ -105,37 +142,52 @@ pub struct RawLimits {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawRevocation {
+    /// Token ids (`jti`) refused.
     #[serde(default)]
     pub jti: Vec<String>,
     /// Principal id -> Unix seconds.
     #[serde(default)]
     pub not_before: BTreeMap<String, u64>,
+    /// The same document, fetched through an Envoy cluster.
     pub remote: Option<RawRemote>,
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawBasic {
+    /// Users with their stored password hashes.
     #[serde(default)]
     pub users: Vec<RawUser>,
+    /// The text of an htpasswd file (`name:hash` lines, `#` comments).
     pub htpasswd: Option<String>,
+    /// Failed password checks allowed per user name in a window; past it, 429.
     #[serde(default)]
     pub failure_limit: RawFailureLimit,
+    /// The share of each worker's time (ms per second, 1-1000) bcrypt checks may take; past it, 503.
     #[serde(default = "default_slow_hash_budget")]
     pub slow_hash_budget_ms_per_second: u64,
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawUser {
+    /// The user name (no `:`, no surrounding spaces).
     pub name: String,
+    /// `sha256:<hex>`, htpasswd `{SHA}<base64>` or bcrypt `$2a$`/`$2b$`/`$2y$` (cost 4-12); never clear text.
     pub password_hash: String,
+    /// Allowed HTTP methods, each by name (absent: all).
     pub methods: Option<Vec<String>>,
+    /// Allowed path prefixes (absent: all).
     pub paths: Option<Vec<String>>,
+    /// Scopes held.
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// Networks (CIDR) it may come from (absent: any).
     pub trusted_networks: Option<Vec<String>>,
     /// Overrides `limits.requests_per_hour` (0: unlimited).
     pub requests_per_hour: Option<u64>,
@@ -145,10 +197,13 @@ pub struct RawUser {
 
 /// Failed password checks allowed per user name in a window, Envoy-wide.
 #[derive(Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawFailureLimit {
+    /// Failures allowed per user name in one window (at least 1).
     #[serde(default = "default_max_failures")]
     pub max_failures: u32,
+    /// The window, in seconds (1-86400).
     #[serde(default = "default_failure_window")]
     pub window_seconds: u64,
 }
@@ -160,28 +215,41 @@ impl Default for RawFailureLimit {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawApiKeys {
+    /// Headers that carry an API key, in order of precedence.
     #[serde(default = "default_api_key_headers")]
     pub headers: Vec<String>,
+    /// A query parameter carrying an API key; off unless named (keys in URLs end up in logs).
     pub query_param: Option<String>,
+    /// Accept `client-id:api-key` as Basic credentials.
     #[serde(default = "default_true")]
     pub allow_basic: bool,
+    /// The API clients.
     #[serde(default)]
     pub clients: Vec<RawApiClient>,
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawApiClient {
+    /// The client id, its principal (no `:`, no surrounding spaces).
     pub id: String,
+    /// `sha256:<hex>` of the key (`wasm-authn new-api-key` makes both).
     pub key_hash: String,
+    /// A disabled key is refused.
     #[serde(default)]
     pub disabled: bool,
+    /// Allowed HTTP methods, each by name (absent: all).
     pub methods: Option<Vec<String>>,
+    /// Allowed path prefixes (absent: all).
     pub paths: Option<Vec<String>>,
+    /// Scopes held.
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// Networks (CIDR) it may come from (absent: any).
     pub trusted_networks: Option<Vec<String>>,
     /// Overrides `limits.requests_per_hour` (0: unlimited).
     pub requests_per_hour: Option<u64>,
@@ -190,28 +258,38 @@ pub struct RawApiClient {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawJwt {
+    /// The JWT providers; tokens are matched to one by `iss`.
     #[serde(default)]
     pub providers: Vec<RawProvider>,
+    /// How long a request may wait for a provider's remote keys before it gets 503 (at most 30000).
     #[serde(default = "default_jwks_wait_ms")]
     pub jwks_wait_ms: u64,
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawProvider {
+    /// The provider's name (the `x-auth-provider` value, metric names).
     pub name: String,
+    /// Tokens are matched to their provider by `iss`; one provider per issuer.
     pub issuer: String,
     /// Empty: any audience is accepted.
     #[serde(default)]
     pub audiences: Vec<String>,
     /// A JWKS object `{"keys": [...]}`, parsed (strictly) when compiled.
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(schema_with = "super::jwks_schema::jwks", default))]
     pub local_jwks: Option<Value>,
     /// SubjectPublicKeyInfo PEM blocks (`BEGIN PUBLIC KEY`); they match tokens with any `kid`.
     pub local_pem: Option<String>,
+    /// A JWKS the filter fetches itself through an Envoy cluster (`path` required).
     pub remote_jwks: Option<RawRemote>,
+    /// An OpenID Connect discovery document whose `jwks_uri` the filter fetches.
     pub discovery: Option<RawRemote>,
+    /// Refuse tokens without `exp`.
     #[serde(default = "default_true")]
     pub require_expiration: bool,
     /// Longest accepted `exp - iat` (or `exp - now` without `iat`).
@@ -219,47 +297,66 @@ pub struct RawProvider {
     /// Dotted path allowed ("realm.user").
     #[serde(default = "default_principal_claim")]
     pub principal_claim: String,
+    /// Claims copied to upstream headers.
     #[serde(default)]
     pub claim_to_headers: Vec<RawClaimToHeader>,
-    /// For every token of this provider (limits: per token principal).
+    /// Allowed HTTP methods for every token of this provider (absent: all).
     pub methods: Option<Vec<String>>,
+    /// Allowed path prefixes for every token (absent: all).
     pub paths: Option<Vec<String>>,
+    /// Networks (CIDR) its tokens may come from (absent: any).
     pub trusted_networks: Option<Vec<String>>,
+    /// Overrides `limits.requests_per_hour` for each principal of its tokens (0: unlimited).
     pub requests_per_hour: Option<u64>,
+    /// Overrides `limits.max_concurrent` for each principal of its tokens (0: unlimited).
     pub max_concurrent: Option<u64>,
 }
 
 /// A document fetched through an Envoy cluster: `remote_jwks` (`path` required) or
 /// `discovery` (`path` defaults to the well-known one; `jwks_cluster` only here).
 #[derive(Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawRemote {
+    /// The Envoy cluster to fetch through.
     pub cluster: String,
+    /// The `:authority` of the request.
     pub authority: String,
+    /// The path to fetch (discovery: `/.well-known/openid-configuration` by default).
     pub path: Option<String>,
+    /// Discovery only: an Envoy cluster for a `jwks_uri` on another host.
     pub jwks_cluster: Option<String>,
+    /// Refresh interval, in seconds (1-86400).
     #[serde(default = "default_refresh_seconds")]
     pub refresh_seconds: u64,
+    /// Timeout of one fetch, in milliseconds (100-60000).
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
-    /// JWKS only (default 30).
+    /// JWKS only: at most one refetch per interval for tokens with an unknown `kid` (1-3600; default 30).
     pub min_refetch_seconds: Option<u64>,
+    /// Larger responses are refused (1024-1048576).
     #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: usize,
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawClaimToHeader {
+    /// The claim (dotted paths reach nested values; an array becomes a comma-separated value).
     pub claim: String,
+    /// The upstream header; not one of `principal_headers`.
     pub header: String,
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawCache {
+    /// Verified credentials remembered per VM (0 turns the cache off).
     #[serde(default = "default_cache_entries")]
     pub max_entries: usize,
+    /// How long one is remembered, in seconds (never past a token's `exp`).
     #[serde(default = "default_cache_ttl")]
     pub ttl_seconds: u64,
 }

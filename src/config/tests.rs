@@ -280,3 +280,34 @@ fn every_error_names_the_full_path_and_hides_numbers() {
         assert!(!error.contains("line"), "{error}");
     }
 }
+
+#[test]
+fn a_top_level_schema_reference_is_accepted_and_ignored() {
+    let users = json!({"users": [{"name": "alice", "password_hash": SECRET_SHA256}]});
+    let with = parse(json!({"$schema": "./wasm-authn.schema.json", "basic": users})).unwrap();
+    let without = parse(json!({"basic": users})).unwrap();
+    assert_eq!(format!("{with:?}"), format!("{without:?}"));
+    assert!(parse(json!({"$schema": null, "basic": users})).is_ok());
+    assert!(error_of(json!({"$schema": 1, "basic": users})).starts_with("$schema: invalid type: integer"));
+    // Only at the top: elsewhere it is an unknown field like any other.
+    let nested = json!({"users": [], "$schema": "x"});
+    assert!(error_of(json!({"basic": nested})).starts_with("basic.$schema: unknown field `$schema`"));
+}
+
+/// The JSON block under "## Configuration" in README.md.
+fn readme_example() -> &'static str {
+    let readme = include_str!("../../README.md");
+    let section = &readme[readme.find("\n## Configuration").expect("README has a Configuration section")..];
+    let start = section.find("```json\n").expect("a JSON block") + "```json\n".len();
+    let end = start + section[start..].find("```").expect("the block ends");
+    &section[start..end]
+}
+
+#[test]
+fn the_readme_example_loads_as_it_stands() {
+    let config = Config::from_json(readme_example().as_bytes()).unwrap();
+    assert_eq!(config.basic_users.len(), 3);
+    assert_eq!(config.api_keys.clients.len(), 2);
+    assert_eq!(config.jwt_providers.len(), 3);
+    assert!(!readme_example().contains("\"...\""), "no placeholders");
+}

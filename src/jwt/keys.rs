@@ -431,3 +431,34 @@ fn key_from_spki(der: &[u8]) -> Result<(KeyMaterial, Vec<Algorithm>), String> {
         Err(format!("unsupported key algorithm {algorithm}"))
     }
 }
+
+// Native only, and last, so that the module's code (and its panic locations) is as without it.
+#[cfg(not(target_arch = "wasm32"))]
+impl Key {
+    /// The JWK members of a public key: `kty` and the key's own (`n`, `e`; `crv`, `x`,
+    /// `y`; `crv`, `x`), which are also the members of its RFC 7638 thumbprint; no
+    /// `kid` or `alg`. None for an HMAC secret. For `wasm-authn jwks`; native builds only.
+    pub fn public_jwk(&self) -> Option<Map<String, Value>> {
+        let members: Vec<(&str, String)> = match &self.material {
+            KeyMaterial::Rsa { key, .. } => vec![
+                ("kty", "RSA".into()),
+                ("n", JWK_BASE64.encode(key.n().to_bytes_be())),
+                ("e", JWK_BASE64.encode(key.e().to_bytes_be())),
+            ],
+            KeyMaterial::P256 { key, .. } => {
+                let point = key.to_encoded_point(false);
+                vec![
+                    ("kty", "EC".into()),
+                    ("crv", "P-256".into()),
+                    ("x", JWK_BASE64.encode(point.x()?)),
+                    ("y", JWK_BASE64.encode(point.y()?)),
+                ]
+            }
+            KeyMaterial::Ed25519(key) => {
+                vec![("kty", "OKP".into()), ("crv", "Ed25519".into()), ("x", JWK_BASE64.encode(key.as_ref()))]
+            }
+            KeyMaterial::Hmac(_) => return None,
+        };
+        Some(members.into_iter().map(|(name, value)| (name.to_string(), Value::String(value))).collect())
+    }
+}

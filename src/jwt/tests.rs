@@ -853,6 +853,16 @@ fn several_pem_blocks_are_several_keys() {
     assert_eq!(algorithms[2], &[Algorithm::EdDSA]);
 }
 
+#[test]
+fn public_jwk_of_pem_keys_is_their_jwk() {
+    let set = KeySet::from_pem(&format!("{RSA_PUBLIC}{EC_PUBLIC}{ED_PUBLIC}"), None, "p").unwrap();
+    for (key, fixture) in set.keys().iter().zip(["rsa2048", "ec_p256", "ed25519"]) {
+        assert_eq!(Value::Object(key.public_jwk().unwrap()), fixture_jwk(fixture), "{fixture}");
+    }
+    let hmac = KeySet::from_jwks(&json!({"keys": [hmac_jwk("h")]}), "p").unwrap();
+    assert!(hmac.keys()[0].public_jwk().is_none(), "a secret has no public JWK");
+}
+
 // ---- provider configuration ----
 
 #[test]

@@ -19,7 +19,7 @@ import os
 
 import pytest
 
-from harness import (DEMO_KEYS, LIVE, EnvoyHarness, JwksServer, demo_plugin_config, envoy_bin,
+from harness import (DEMO_KEYS, LIVE, EnvoyHarness, JwksServer, cli_path, demo_plugin_config, envoy_bin,
                      wasm_path)
 
 
@@ -35,6 +35,15 @@ def wasm_module() -> str:
 def envoy_binary() -> str:
     try:
         return envoy_bin()
+    except RuntimeError as e:
+        pytest.fail(str(e), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def cli() -> str:
+    """The wasm-authn CLI binary (harness.cli_run / cli_check run it)."""
+    try:
+        return cli_path()
     except RuntimeError as e:
         pytest.fail(str(e), pytrace=False)
 

@@ -18,9 +18,14 @@ docker-compose use, with only the ports, the plugin configuration and optionally
 the module path replaced. Envoy runs with the repository root as its working
 directory, like everywhere else. Everything listens on 127.0.0.1 only.
 
+The `wasm-authn` CLI (target/debug/wasm-authn, `cargo build --bin wasm-authn`):
+    code, stdout, stderr = cli_run(["check", "-"], stdin=b"...")
+    code, stderr = cli_check(plugin_config)   # what `wasm-authn check` says of a config
+
 Environment: ENVOY_BIN (else .venv/bin/envoy), WASM_AUTHN_WASM (module to load
-instead of target/wasm32-wasip1/release/wasm_authn.wasm), WASM_AUTHN_KEEP_TMP=1
-(keep the temp dirs with the generated config and logs).
+instead of target/wasm32-wasip1/release/wasm_authn.wasm), WASM_AUTHN_CLI (the CLI
+instead of target/debug/wasm-authn), WASM_AUTHN_KEEP_TMP=1 (keep the temp dirs with
+the generated config and logs).
 """
 from __future__ import annotations
 
@@ -49,6 +54,7 @@ ECHO_SERVER = os.path.join(REPO_ROOT, "envoy", "echo_server.py")
 JWKS_SERVER = os.path.join(REPO_ROOT, "envoy", "jwks_server.py")
 DEMO_KEYS = os.path.join(REPO_ROOT, "envoy", "demo-keys")
 DEFAULT_WASM = os.path.join(REPO_ROOT, "target", "wasm32-wasip1", "release", "wasm_authn.wasm")
+DEFAULT_CLI = os.path.join(REPO_ROOT, "target", "debug", "wasm-authn")
 WASM_FILTER = "envoy.filters.http.wasm"
 
 START_TIMEOUT = 20.0  # seconds until Envoy must be LIVE with its listener accepting
@@ -67,6 +73,36 @@ def envoy_bin() -> str:
 
 def wasm_path() -> str:
     return os.path.abspath(os.environ.get("WASM_AUTHN_WASM") or DEFAULT_WASM)
+
+
+def cli_path() -> str:
+    path = os.path.abspath(os.environ.get("WASM_AUTHN_CLI") or DEFAULT_CLI)
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        raise RuntimeError(f"no wasm-authn CLI at {path}: run `cargo build --bin wasm-authn` (make test does)")
+    return path
+
+
+def cli_run(args: List[str], stdin: bytes = b"", timeout: float = 30) -> Tuple[int, str, str]:
+    """Run the wasm-authn CLI: (exit code, stdout, stderr)."""
+    p = subprocess.run([cli_path(), *args], input=stdin, capture_output=True, timeout=timeout, cwd=REPO_ROOT)
+    return p.returncode, p.stdout.decode(), p.stderr.decode()
+
+
+def cli_check(plugin_config: Union[Mapping, str]) -> Tuple[int, str]:
+    """`wasm-authn check -` on a plugin configuration (dict: JSON-encoded as EnvoyHarness
+    does; str: verbatim): (exit code, stderr)."""
+    value = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
+    code, _, err = cli_run(["check", "-"], value.encode())
+    return code, err
+
+
+def refusal_of(log: str) -> Optional[str]:
+    """What follows "configuration refused: " in the first such line of a log or CLI output."""
+    marker = "wasm-authn: configuration refused: "
+    for line in log.splitlines():
+        if marker in line:
+            return line.split(marker, 1)[1]
+    return None
 
 
 def free_port() -> int:

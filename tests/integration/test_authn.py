@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from harness import EnvoyHarness
+from harness import EnvoyHarness, cli_check, refusal_of
 from tokens import (b64u, b64u_json, basic_header, bcrypt_hash, ed25519_key, flip_signature, hmac_token,
                     htpasswd_sha, jwk, mint, now, p256_key, public_pem, random_secret, raw_token, rsa_key,
                     sha256_hash)
@@ -781,6 +781,12 @@ def _bad_configs():
         "empty-issuer": ({"jwt": {"providers": [dict(provider, issuer="")]}}, ["jwt.providers[0].issuer: must not be empty"]),
         "no-credentials": ({"realm": "api"}, ["no credentials configured"]),
         "invalid-json": ('{"basic": {"users": [', ["not valid JSON"]),
+        "wrong-type-top-level": ({"basic": good_users, "clock_skew_seconds": "60"},
+                                 ["clock_skew_seconds: invalid type: string (value hidden), expected u64"]),
+        "wrong-type-nested": ({"basic": good_users, "api_keys": {"headers": "x-api-key"}},
+                              ["api_keys.headers: invalid type: string (value hidden)"]),
+        "local-jwks-not-a-jwks": ({"jwt": {"providers": [dict(provider, local_jwks=provider["local_jwks"]["keys"])]}},
+                                  ["jwt.providers[0].local_jwks: must be a JWKS object"]),
     }
 
 
@@ -798,7 +804,7 @@ def refused(wasm_module, envoy_binary):
 
 
 @pytest.mark.parametrize("case", list(BAD_CONFIGS))
-def test_bad_configuration_is_refused_at_load(refused, case):
+def test_bad_configuration_is_refused_at_load(refused, case, cli):
     code, log = refused[case]
     assert code is not None and code != 0, f"Envoy kept running or exited 0 ({code})\n{log[-2000:]}"
     lines = [l for l in log.splitlines() if "wasm-authn: configuration refused:" in l]
@@ -806,6 +812,9 @@ def test_bad_configuration_is_refused_at_load(refused, case):
     for fragment in BAD_CONFIGS[case][1]:
         assert fragment in lines[0], lines[0]
     assert "Unable to create Wasm plugin" in log or "failed to load" in log, log[-2000:]
+    # `wasm-authn check` refuses it with the very same message (test_cli.py: every other config).
+    cli_code, cli_err = cli_check(BAD_CONFIGS[case][0])
+    assert (cli_code, refusal_of(cli_err)) == (1, refusal_of(lines[0])), cli_err
 
 
 def test_bad_configuration_log_does_not_leak_secrets(refused):

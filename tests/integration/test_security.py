@@ -13,7 +13,7 @@ import time
 import jwt as pyjwt
 import pytest
 
-from harness import EnvoyHarness, JwksServer
+from harness import EnvoyHarness, JwksServer, cli_check, refusal_of
 from tokens import b64u, basic_header, ed25519_key, jwk, mint, now, public_pem, p256_key, raw_token, rsa_key, sha256_hash
 
 ISS = "https://id.sec.example"
@@ -223,12 +223,15 @@ REFUSED = {
 
 
 @pytest.mark.parametrize("case", list(REFUSED))
-def test_dangerous_configuration_is_refused(case):
+def test_dangerous_configuration_is_refused(case, cli):
     config, fragment = REFUSED[case]
     code, log = EnvoyHarness(config, concurrency=1).start_expect_failure(timeout=40)
     assert code not in (None, 0), log[-2000:]
     lines = [line for line in log.splitlines() if "wasm-authn: configuration refused:" in line]
     assert lines and fragment in lines[0], (fragment, lines, log[-2000:])
+    # `wasm-authn check` refuses it with the very same message.
+    cli_code, cli_err = cli_check(config)
+    assert (cli_code, refusal_of(cli_err)) == (1, refusal_of(lines[0])), cli_err
 
 
 # --------------------------------------------------------------------------

@@ -1,0 +1,295 @@
+//! The `wasm-authn` command-line companion, run as a program (the binary cargo builds
+//! for these tests), its outputs read back with the filter's own code.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde_json::{json, Value};
+use wasm_authn::config::Config;
+use wasm_authn::password::PasswordHash;
+
+const SCHEMA_FILE: &str = "wasm-authn.schema.json";
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn run(args: &[&str], stdin: &[u8]) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wasm-authn"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A command that refuses its arguments exits without reading: a broken pipe here is fine.
+    let _ = child.stdin.take().unwrap().write_all(stdin);
+    let out = child.wait_with_output().unwrap();
+    Run {
+        code: out.status.code().expect("exited"),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+fn repo_file(path: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap()
+}
+
+/// A configuration with one JWT provider whose keys are `jwks`.
+fn config_with_jwks(jwks: &Value) -> Vec<u8> {
+    json!({"jwt": {"providers": [{"name": "p", "issuer": "https://i", "local_jwks": jwks}]}}).to_string().into_bytes()
+}
+
+#[test]
+fn the_checked_in_schema_is_up_to_date() {
+    let r = run(&["schema"], b"");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let generated: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(generated["$schema"], "https://json-schema.org/draft/2020-12/schema");
+    assert_eq!(generated["properties"]["$schema"]["type"], json!(["string", "null"]));
+    assert!(
+        repo_file(SCHEMA_FILE) == r.stdout,
+        "{SCHEMA_FILE} is out of date with src/config/schema.rs: regenerate it with `make schema` \
+         (cargo run --bin wasm-authn -- schema > {SCHEMA_FILE}) and commit it"
+    );
+}
+
+// ---- check ----
+
+#[test]
+fn check_accepts_what_the_filter_accepts() {
+    let readme = repo_file("README.md");
+    let start = readme.find("\n## Configuration").unwrap();
+    let block = &readme[start..];
+    let block = &block[block.find("```json\n").unwrap() + 8..];
+    let example = &block[..block.find("```").unwrap()];
+    let r = run(&["check", "-"], example.as_bytes());
+    assert_eq!((r.code, r.stderr.as_str()), (0, ""));
+    assert!(r.stdout.starts_with("configuration accepted: 3 Basic users, 2 API clients (1 disabled)"), "{}", r.stdout);
+    let r = run(&["check", "tests/keys/../../README.md"], b"");
+    assert_eq!(r.code, 1, "a README is no configuration");
+}
+
+#[test]
+fn check_refuses_with_the_filters_message() {
+    for config in [
+        r#"{"basic": {"users": [{"name": "a", "password_hash": "hunter2"}]}}"#,
+        r#"{"realm": "api"}"#,
+        r#"{"realms": "api", "basic": {}}"#,
+        r#"{"basic": {"users": ["#,
+        "",
+    ] {
+        let r = run(&["check", "-"], config.as_bytes());
+        let expected = Config::from_json(config.as_bytes()).unwrap_err();
+        assert_eq!(r.code, 1, "{config}");
+        assert_eq!(r.stderr, format!("wasm-authn: configuration refused: {expected}\n"));
+        assert_eq!(r.stdout, "");
+        assert!(!r.stderr.contains("hunter2"));
+    }
+}
+
+#[test]
+fn check_usage_and_io_errors_exit_2_with_one_line() {
+    for args in [&["check"][..], &["check", "no/such/file.json"], &["check", "a", "b"], &["frobnicate"], &[]] {
+        let r = run(args, b"");
+        assert_eq!(r.code, 2, "{args:?}");
+        if !args.is_empty() {
+            assert_eq!(r.stderr.lines().count(), 1, "{args:?}: {}", r.stderr);
+            assert!(r.stderr.starts_with("wasm-authn: "), "{}", r.stderr);
+        }
+    }
+}
+
+#[test]
+fn every_command_has_help() {
+    for command in ["check", "hash-password", "new-api-key", "jwks", "schema"] {
+        let r = run(&[command, "--help"], b"");
+        assert_eq!(r.code, 0);
+        assert!(r.stdout.contains(&format!("Usage: wasm-authn {command}")), "{}", r.stdout);
+        assert!(r.stdout.contains("Example"), "{command} --help shows an example");
+    }
+    let r = run(&["--help"], b"");
+    assert!(r.stdout.contains("Exit status: 0 done, 1 refused"), "{}", r.stdout);
+}
+
+// ---- hash-password ----
+
+#[test]
+fn hash_password_sha256_reads_one_line() {
+    for input in [&b"secret\n"[..], b"secret", b"secret\r\n"] {
+        let r = run(&["hash-password", "--sha256"], input);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert_eq!(r.stdout, "sha256:2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b\n");
+    }
+}
+
+#[test]
+fn hash_password_bcrypt_is_what_the_filter_verifies() {
+    let r = run(&["hash-password", "--bcrypt", "--cost", "4"], b"bob:with:colons\n");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let hash = PasswordHash::parse(r.stdout.trim_end()).unwrap();
+    assert_eq!(hash.bcrypt_cost(), Some(4));
+    assert!(hash.verify(b"bob:with:colons"));
+    assert!(!hash.verify(b"bob:with:colons\n"));
+    // Salted: the same password hashes differently.
+    assert_ne!(
+        run(&["hash-password", "--cost", "4"], b"x").stdout,
+        run(&["hash-password", "--cost", "4"], b"x").stdout
+    );
+}
+
+#[test]
+fn hash_password_default_is_bcrypt_cost_10() {
+    let r = run(&["hash-password"], b"alice-S3cret!");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.starts_with("$2b$10$"), "{}", r.stdout);
+    let config = json!({"basic": {"users": [{"name": "alice", "password_hash": r.stdout.trim_end()}]}});
+    Config::from_json(config.to_string().as_bytes()).unwrap();
+}
+
+#[test]
+fn hash_password_refusals() {
+    let cost_13 = run(&["hash-password", "--cost", "13"], b"x");
+    assert_eq!(cost_13.code, 2);
+    assert!(cost_13.stderr.contains("between 4 and 12"), "{}", cost_13.stderr);
+    assert_eq!(run(&["hash-password", "--cost", "3"], b"x").code, 2);
+    assert_eq!(run(&["hash-password", "--sha256", "--bcrypt"], b"x").code, 2);
+    assert_eq!(run(&["hash-password", "--sha256", "--cost", "5"], b"x").code, 2);
+    assert_eq!(run(&["hash-password", "hunter2"], b"").code, 2, "never a password on the command line");
+    for input in [&b""[..], b"\n", b"two\nlines\n", &[b'a'; 1025]] {
+        let r = run(&["hash-password", "--sha256"], input);
+        assert_eq!(r.code, 1, "{input:?}");
+        assert_eq!(r.stdout, "");
+    }
+    let long = run(&["hash-password", "--cost", "4"], &[b'a'; 100]);
+    assert_eq!(long.code, 0);
+    assert!(long.stderr.contains("only the first 72 bytes"), "{}", long.stderr);
+}
+
+// ---- new-api-key ----
+
+#[test]
+fn new_api_key_prints_the_secret_and_its_entry() {
+    let r = run(&["new-api-key", "reporting"], b"");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{}", r.stdout);
+    assert!(lines[0].starts_with('#') && lines[0].contains("the secret"), "{}", lines[0]);
+    assert!(lines[2].starts_with('#') && lines[2].contains("api_keys.clients[]"), "{}", lines[2]);
+    let key = lines[1];
+    assert_eq!(URL_SAFE_NO_PAD.decode(key).unwrap().len(), 32);
+    let entry: Value = serde_json::from_str(lines[3]).unwrap();
+    assert_eq!(entry["id"], "reporting");
+    let config = json!({"api_keys": {"clients": [entry]}});
+    let config = Config::from_json(config.to_string().as_bytes()).unwrap();
+    let hash = PasswordHash::parse(entry["key_hash"].as_str().unwrap()).unwrap();
+    assert!(hash.verify(key.as_bytes()));
+    assert_eq!(config.api_keys.clients[0].id, "reporting");
+    let other = run(&["new-api-key", "reporting"], b"");
+    assert_ne!(other.stdout.lines().nth(1), Some(key), "random");
+}
+
+#[test]
+fn new_api_key_refuses_an_id_the_filter_refuses() {
+    for id in ["a:b", " padded", ""] {
+        let r = run(&["new-api-key", id], b"");
+        assert_eq!(r.code, 2, "{id:?}");
+        assert!(r.stderr.contains("CLIENT_ID refused: must be non-empty, without ':'"), "{}", r.stderr);
+        assert_eq!(r.stdout, "", "no key is printed");
+    }
+}
+
+// ---- jwks ----
+
+#[test]
+fn jwks_of_each_key_type_is_accepted_by_the_filter() {
+    let fixtures: Value = serde_json::from_str(&repo_file("tests/keys/public_jwks.json")).unwrap();
+    for (pem, fixture, alg) in [
+        ("rsa2048_public", "rsa2048", "RS256"),
+        ("ec_p256_public", "ec_p256", "ES256"),
+        ("ed25519_public", "ed25519", "EdDSA"),
+    ] {
+        let path = format!("tests/keys/{pem}.pem");
+        let r = run(&["jwks", &path], b"");
+        assert_eq!(r.code, 0, "{pem}: {}", r.stderr);
+        let jwks: Value = serde_json::from_str(&r.stdout).unwrap();
+        Config::from_json(&config_with_jwks(&jwks)).unwrap();
+        let jwk = &jwks["keys"][0];
+        assert_eq!(jwks["keys"].as_array().unwrap().len(), 1);
+        for (member, value) in fixtures[fixture].as_object().unwrap() {
+            assert_eq!(&jwk[member], value, "{pem}.{member}");
+        }
+        assert_eq!(jwk["use"], "sig");
+        assert_eq!(jwk["kid"].as_str().unwrap().len(), 43, "the RFC 7638 thumbprint");
+        assert!(jwk.get("alg").is_none());
+
+        let r = run(&["jwks", "-", "--kid", "k-1", "--alg", alg], repo_file(&path).as_bytes());
+        assert_eq!(r.code, 0, "{pem}: {}", r.stderr);
+        let jwks: Value = serde_json::from_str(&r.stdout).unwrap();
+        Config::from_json(&config_with_jwks(&jwks)).unwrap();
+        assert_eq!((&jwks["keys"][0]["kid"], &jwks["keys"][0]["alg"]), (&json!("k-1"), &json!(alg)));
+    }
+}
+
+#[test]
+fn jwks_thumbprint_is_rfc_7638() {
+    // RFC 7638 section 3.1's example key, as SubjectPublicKeyInfo PEM.
+    let pem = "-----BEGIN PUBLIC KEY-----
+MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA0vx7agoebGcQSuuPiLJX
+ZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tS
+oc/BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ/2W+5JsGY4Hc5n9yBXArwl93lqt
+7/RN5w6Cf0h4QyQ5v+65YGjQR0/FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0
+zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt+bFTWhAI4vMQFh6WeZu0f
+M4lFd2NcRwr3XPksINHaQ+G/xBniIqbw0Ls1jF44+csFCur+kEgU8awapJzKnqDK
+gwIDAQAB
+-----END PUBLIC KEY-----
+";
+    let r = run(&["jwks", "-"], pem.as_bytes());
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let jwks: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(jwks["keys"][0]["kid"], "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
+}
+
+#[test]
+fn jwks_refuses_private_keys_and_keys_the_filter_refuses() {
+    for private in ["rsa2048_private", "ec_p256_private", "ed25519_private"] {
+        let path = format!("tests/keys/{private}.pem");
+        let r = run(&["jwks", &path], b"");
+        assert_eq!(r.code, 1, "{private}");
+        assert_eq!(r.stdout, "");
+        assert!(r.stderr.contains("holds a private key") && r.stderr.contains("-pubout"), "{}", r.stderr);
+        let material = repo_file(&path).lines().nth(1).unwrap().to_string();
+        assert!(!r.stderr.contains(&material), "never echoes key material");
+    }
+    let r = run(&["jwks", "tests/keys/ec_p384_public.pem"], b"");
+    assert_eq!(
+        (r.code, r.stderr.as_str()),
+        (1, "wasm-authn: tests/keys/ec_p384_public.pem: unsupported EC curve: only P-256 is supported\n")
+    );
+    let certificate = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+    assert!(run(&["jwks", "-"], certificate.as_bytes()).stderr.contains("certificates are not supported"));
+    let r = run(&["jwks", "tests/keys/ec_p256_public.pem", "--alg", "RS256"], b"");
+    assert_eq!((r.code, r.stderr.as_str()), (2, "wasm-authn: --alg RS256 cannot be used with EC keys\n"));
+    assert_eq!(run(&["jwks", "tests/keys/ec_p256_public.pem", "--alg", "HS256"], b"").code, 2);
+    assert_eq!(run(&["jwks", "tests/keys/missing.pem"], b"").code, 2);
+}
+
+#[test]
+fn jwks_of_several_blocks_is_one_jwk_each() {
+    let pems = repo_file("tests/keys/rsa2048_public.pem") + &repo_file("tests/keys/ed25519_public.pem");
+    let r = run(&["jwks", "-"], pems.as_bytes());
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let jwks: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
+    Config::from_json(&config_with_jwks(&jwks)).unwrap();
+    assert_eq!(run(&["jwks", "-", "--kid", "one"], pems.as_bytes()).code, 2, "one kid for two keys");
+}

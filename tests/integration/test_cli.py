@@ -1,0 +1,192 @@
+"""The `wasm-authn` CLI agrees with the filter, and the JSON Schema with both.
+
+`wasm-authn check` runs on every configuration the integration tests load into
+Envoy: the good ones (the bundled envoy/envoy.yaml, test_authn's MAIN, QUERY and
+FORWARD, test_security's CONFIG, the README's example) exit 0; every refused one
+(test_authn.BAD_CONFIGS, test_security.REFUSED) exits 1 with the fragment the
+Envoy test expects in the filter's log. (test_authn and test_security also compare
+the CLI's message with Envoy's log line, word for word.)
+
+wasm-authn.schema.json, checked with Python's jsonschema (draft 2020-12), accepts
+every good configuration and refuses the bad ones that are shape errors (unknown
+fields, wrong types). The other bad configurations are value errors (a bad hash, a
+weak key, a range, a key that does not fit its algorithm, a provider without keys):
+those are the filter's job, and the schema accepts them; that is checked too, so
+that each new bad configuration gets classified here. Whatever the schema refuses,
+the filter refuses: SHAPE_ERRORS adds cases for that side.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+
+import jsonschema
+import pytest
+
+from harness import REPO_ROOT, cli_check, cli_run, demo_plugin_config
+from test_authn import BAD_CONFIGS, FORWARD, MAIN, QUERY
+from test_security import CONFIG as SECURITY_CONFIG
+from test_security import REFUSED
+
+SCHEMA_PATH = os.path.join(REPO_ROOT, "wasm-authn.schema.json")
+
+
+def readme_example() -> dict:
+    """The complete configuration example: the JSON block under "## Configuration" in README.md."""
+    with open(os.path.join(REPO_ROOT, "README.md")) as f:
+        readme = f.read()
+    section = readme[readme.index("\n## Configuration"):]
+    return json.loads(re.search(r"```json\n(.*?)```", section, re.S).group(1))
+
+
+GOOD = {
+    "bundled-envoy-yaml": demo_plugin_config(),
+    "authn-main": MAIN,
+    "authn-query": QUERY,
+    "authn-forward": FORWARD,
+    "security": SECURITY_CONFIG,
+    "readme-example": readme_example(),
+    "with-schema-reference": dict(FORWARD, **{"$schema": "./wasm-authn.schema.json"}),
+}
+
+# BAD_CONFIGS, by what refuses them.
+SCHEMA_REFUSES = {"unknown-top-level-field", "unknown-nested-field", "wrong-type-top-level", "wrong-type-nested",
+                  "local-jwks-not-a-jwks"}
+FILTER_ONLY = {  # value errors: the schema accepts them
+    "bad-hash", "clear-text-password", "provider-without-keys", "weak-rsa-key", "short-hmac-secret",
+    "key-alg-mismatch", "api-key-hash-not-sha256", "clock-skew-too-large", "empty-issuer", "no-credentials",
+}
+NOT_JSON = {"invalid-json"}
+# test_security.REFUSED are all value errors (header names, a weak key, a path).
+
+_ALICE = {"users": [{"name": "alice", "password_hash": "sha256:" + "0" * 64}]}
+_PROVIDER = FORWARD["jwt"]["providers"][0]
+_KEY = _PROVIDER["local_jwks"]["keys"][0]
+SHAPE_ERRORS = {  # more shape errors, each refused by the schema and by the filter (the fragment)
+    "negative-integer": ({"basic": _ALICE, "cache": {"ttl_seconds": -1}}, "cache.ttl_seconds: invalid value"),
+    "float-for-integer": ({"basic": _ALICE, "jwt": {"jwks_wait_ms": 1.5, "providers": []}}, "jwt.jwks_wait_ms:"),
+    "object-for-array": ({"basic": _ALICE, "bypass": {"path_prefix": "/x"}}, "bypass: invalid type: map"),
+    "string-for-bool": ({"basic": _ALICE, "forward_credentials": "yes"}, "forward_credentials: invalid type"),
+    "missing-required": ({"basic": {"users": [{"name": "alice"}]}}, "basic.users[0]: missing field `password_hash`"),
+    "unknown-bypass-field": ({"basic": _ALICE, "bypass": [{"path": "/x"}]}, "bypass[0].path: unknown field `path`"),
+    "number-schema-reference": ({"basic": _ALICE, "$schema": 1}, "$schema: invalid type: integer"),
+    "jwks-keys-not-array": ({"jwt": {"providers": [dict(_PROVIDER, local_jwks={"keys": _KEY})]}},
+                            "jwt.providers[0].local_jwks: must be a JWKS object"),
+    "jwk-unknown-kty": ({"jwt": {"providers": [dict(_PROVIDER, local_jwks={"keys": [dict(_KEY, kty="RSA2")]})]}},
+                        "jwt.providers[0].local_jwks.keys[0].kty: unsupported key type"),
+    "jwk-private-part": ({"jwt": {"providers": [dict(_PROVIDER, local_jwks={"keys": [dict(_KEY, d="AQAB")]})]}},
+                         "jwt.providers[0].local_jwks.keys[0].d: private key material"),
+    "jwk-missing-member": ({"jwt": {"providers": [dict(_PROVIDER, local_jwks={"keys": [
+        {k: v for k, v in _KEY.items() if k != "e"}]})]}}, "jwt.providers[0].local_jwks.keys[0].e: missing"),
+    "jwk-unknown-alg": ({"jwt": {"providers": [dict(_PROVIDER, local_jwks={"keys": [dict(_KEY, alg="none")]})]}},
+                        "jwt.providers[0].local_jwks.keys[0].alg: unsupported algorithm"),
+}
+
+
+@pytest.fixture(scope="module")
+def validator():
+    with open(SCHEMA_PATH) as f:
+        schema = json.load(f)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def schema_errors(validator, config) -> list[str]:
+    return [f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}" for e in validator.iter_errors(config)]
+
+
+# --------------------------------------------------------------------------
+# `wasm-authn check` and the filter
+
+
+@pytest.mark.parametrize("case", list(GOOD))
+def test_check_accepts_every_good_configuration(cli, case):
+    code, err = cli_check(GOOD[case])
+    assert (code, err) == (0, ""), err
+
+
+@pytest.mark.parametrize("case", list(BAD_CONFIGS))
+def test_check_refuses_every_bad_configuration_as_envoy_does(cli, case):
+    config, fragments = BAD_CONFIGS[case]
+    code, err = cli_check(config)
+    assert code == 1, err
+    assert len(err.splitlines()) == 1 and err.startswith("wasm-authn: configuration refused: "), err
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_check_refuses_every_dangerous_configuration_as_envoy_does(cli, case):
+    config, fragment = REFUSED[case]
+    code, err = cli_check(config)
+    assert code == 1 and err.startswith("wasm-authn: configuration refused: ") and fragment in err, err
+
+
+def test_check_reads_a_file_too(cli, tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(MAIN))
+    code, out, err = cli_run(["check", str(path)])
+    assert (code, err) == (0, ""), err
+    assert out.startswith("configuration accepted: 3 Basic users, 2 API clients (1 disabled), 2 JWT providers"), out
+    code, _, err = cli_run(["check", str(tmp_path / "missing.json")])
+    assert code == 2 and err.startswith("wasm-authn: cannot read "), err
+
+
+# --------------------------------------------------------------------------
+# The JSON Schema
+
+
+def test_every_bad_configuration_is_classified():
+    assert SCHEMA_REFUSES | FILTER_ONLY | NOT_JSON == set(BAD_CONFIGS), "classify the new case above"
+    assert not (SCHEMA_REFUSES & FILTER_ONLY)
+
+
+@pytest.mark.parametrize("case", list(GOOD))
+def test_schema_accepts_every_good_configuration(validator, case):
+    assert schema_errors(validator, GOOD[case]) == []
+
+
+@pytest.mark.parametrize("case", sorted(SCHEMA_REFUSES))
+def test_schema_refuses_the_shape_errors(validator, case):
+    assert schema_errors(validator, BAD_CONFIGS[case][0])
+
+
+@pytest.mark.parametrize("case", sorted(FILTER_ONLY) + [f"security:{c}" for c in REFUSED])
+def test_schema_leaves_value_errors_to_the_filter(validator, case):
+    config = REFUSED[case.split(":", 1)[1]][0] if case.startswith("security:") else BAD_CONFIGS[case][0]
+    assert schema_errors(validator, config) == []
+
+
+@pytest.mark.parametrize("case", list(SHAPE_ERRORS))
+def test_what_the_schema_refuses_the_filter_refuses(validator, cli, case):
+    config, fragment = SHAPE_ERRORS[case]
+    assert schema_errors(validator, config), "the schema accepts it"
+    code, err = cli_check(config)
+    assert code == 1 and fragment in err, err
+
+
+def test_schema_describes_every_field(validator):
+    """Editors show these descriptions: every property has one (the doc comments of src/config/schema.rs)."""
+    schema = validator.schema
+    missing = []
+    for name, definition in [("(root)", schema)] + list(schema["$defs"].items()):
+        for prop, sub in definition.get("properties", {}).items():
+            if not sub.get("description"):
+                missing.append(f"{name}.{prop}")
+    assert missing == []
+
+
+def test_readme_example_uses_the_schema_file():
+    example = readme_example()
+    assert example["$schema"] == "./wasm-authn.schema.json" and os.path.isfile(SCHEMA_PATH)
+    assert "..." not in json.dumps(example), "no placeholders: the example is copy-pastable"
+
+
+def test_a_copy_of_a_good_configuration_with_a_stray_field_is_refused_by_both(validator, cli):
+    config = copy.deepcopy(MAIN)
+    config["jwt"]["providers"][0]["audience"] = "orders-api"  # `audiences`, misspelt
+    assert any("audience" in e for e in schema_errors(validator, config))
+    code, err = cli_check(config)
+    assert code == 1 and "jwt.providers[0].audience: unknown field `audience`" in err, err
