@@ -79,5 +79,16 @@ case "$mode" in
 esac
 
 [ -f "$out_dir/$lib_name.wasm" ] || die "no $out_dir/$lib_name.wasm after the build"
+
+# Binaryen's optimizer: about 10% smaller and no slower (-O3 optimizes for speed).
+# The features are those rustc enables for wasm32-wasip1.
+command -v wasm-opt >/dev/null 2>&1 || die "wasm-opt missing: run scripts/setup.sh (make setup) for binaryen"
+wasm-opt -O3 --enable-bulk-memory --enable-sign-ext --enable-mutable-globals --enable-nontrapping-float-to-int \
+  --enable-reference-types --enable-multivalue "$out_dir/$lib_name.wasm" -o "$out_dir/.$lib_name.wasm.opt" \
+  || die "wasm-opt failed"
+mv -f "$out_dir/.$lib_name.wasm.opt" "$out_dir/$lib_name.wasm"
 size=$(wc -c <"$out_dir/$lib_name.wasm")
+# The product's size budget: a module over it fails the build (and so CI).
+max_size=$((1024 * 1024))
+[ "$size" -lt "$max_size" ] || die "$lib_name.wasm is $size bytes: over the 1 MiB budget ($max_size)"
 log "ok: ${out_dir#"$PWD"/}/$lib_name.wasm ($size bytes, $(( $(date +%s) - start )) s)"

@@ -100,6 +100,20 @@ expired = token(rs_key, J["rs256_kid"], J["local_issuer"], iat=now - 7200, exp=n
 remote = token(remote_key, J["remote_kid"], J["remote_issuer"], sub="svc-remote")
 alice, bob, carol = (creds["basic"][u] for u in ("alice", "bob", "carol"))
 
+# A client keypair, as thirdweb's clients sign: iss = the public key's PEM, 15 s to live.
+engine = creds["keypairs"]["demo-engine"]
+engine_key = open(os.path.join(KEYS, engine["private_key"])).read()
+engine_pem = open(os.path.join(KEYS, engine["public_key"])).read()
+keypair = jwt.encode({"iss": engine_pem, "iat": now, "exp": now + 15}, engine_key, algorithm="ES256")
+too_long = jwt.encode({"iss": engine_pem, "iat": now, "exp": now + 3600}, engine_key, algorithm="ES256")
+demo_key = creds["api_keys"]["demo-client"]
+json_type = {"content-type": "application/json"}
+
+def issued_token():
+    """The demo client exchanges its API key at the token endpoint (Synerise's form)."""
+    status, _, body = send("/auth/token", json_type, "POST", json.dumps({"apiKey": demo_key}).encode())
+    return json.loads(body)["access_token"] if status == 200 else "none"
+
 cases = [
     # (what, path, headers, expected status)
     ("/healthz (bypass)", "/healthz", {}, 200),
@@ -116,24 +130,33 @@ cases = [
     ("forged x-auth-principal, no credential", "/api/orders", {"x-auth-principal": "admin"}, 401),
     ("forged x-auth-principal + Basic alice", "/api/orders",
      {"x-auth-principal": "admin", "authorization": basic("alice", alice)}, 200),
+    ("Bearer keypair demo-engine (ES256, iss=PEM)", "/api/orders", {"authorization": "Bearer " + keypair}, 200),
+    ("Bearer keypair, lives an hour (max 60 s)", "/api/orders", {"authorization": "Bearer " + too_long}, 401),
+    ("POST /auth/token {apiKey: demo-client}", "/auth/token", json_type, 200,
+     "POST", json.dumps({"apiKey": demo_key}).encode()),
+    ("POST /auth/token client_credentials, wrong key", "/auth/token",
+     {"content-type": "application/x-www-form-urlencoded"}, 401,
+     "POST", b"grant_type=client_credentials&client_id=demo-client&client_secret=guess"),
+    ("Bearer token from /auth/token", "/api/orders", lambda: {"authorization": "Bearer " + issued_token()}, 200),
+    ("GET /.well-known/jwks.json (the endpoint's key)", "/.well-known/jwks.json", {}, 200),
 ]
 
-def send(path, headers):
+def send(path, headers, method="GET", body=None):
     c = http.client.HTTPConnection("127.0.0.1", 10000, timeout=10)
     try:
-        c.request("GET", path, headers=headers)
+        c.request(method, path, body=body, headers=headers)
         r = c.getresponse()
         return r.status, r.getheaders(), r.read()
     finally:
         c.close()
 
-W = 44
+W = 50
 print(f"{'#':>2}  {'request':<{W}} {'want':>4} {'got':>4}   why / what the upstream saw")
 print(f"{'-'*2}  {'-'*W} {'-'*4} {'-'*4}   {'-'*40}")
 bad = 0
-for i, (what, path, headers, want) in enumerate(cases, 1):
+for i, (what, path, headers, want, *request) in enumerate(cases, 1):
     try:
-        status, hdrs, body = send(path, headers)
+        status, hdrs, body = send(path, headers() if callable(headers) else headers, *request)
     except OSError as e:
         status, hdrs, body = 0, [], str(e).encode()
     mark = "  " if status == want else " !"
@@ -147,7 +170,7 @@ for i, (what, path, headers, want) in enumerate(cases, 1):
             if "authorization" in seen or "x-api-key" in seen:
                 detail.append("credential forwarded upstream")
         except (ValueError, KeyError):
-            detail.append(body[:80].decode("utf-8", "replace"))
+            detail.append(body[:80].decode("utf-8", "replace") + ("..." if len(body) > 80 else ""))
     else:
         chall = [v for k, v in hdrs if k.lower() == "www-authenticate"]
         detail += [f"WWW-Authenticate: {c}" for c in chall]

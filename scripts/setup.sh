@@ -33,7 +33,8 @@ rustup_has_wasm() {
 }
 
 # --- system packages --------------------------------------------------------
-pkgs=(wrk umoci skopeo docker-compose)
+# binaryen: wasm-opt, the build's last step (scripts/build-wasm.sh).
+pkgs=(wrk umoci skopeo docker-compose binaryen)
 if rustup_has_wasm; then
   log "rust: rustup has wasm32-wasip1"
 else

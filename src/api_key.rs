@@ -52,6 +52,12 @@ impl ApiKeys {
         if !self.allow_basic {
             return None;
         }
+        self.verify_pair(id, key)
+    }
+
+    /// A client's id and key, given apart (the token endpoint's `client_id` and
+    /// `client_secret`); None when `id` is no client's.
+    pub fn verify_pair(&self, id: &str, key: &str) -> Option<Result<Principal, Reason>> {
         let client = self.clients.iter().find(|c| c.id == id)?;
         let matches: bool = sha256(key.as_bytes()).ct_eq(&client.key_digest).into();
         Some(match (matches, client.disabled) {

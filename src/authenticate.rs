@@ -8,9 +8,10 @@ use crate::cache::{cache_key, VerifiedCache};
 use crate::config::Config;
 use crate::credential::Credential;
 use crate::digest::Sha256Digest;
-use crate::jwt::{self, JwtError, ProviderId, SignatureBackend};
+use crate::jwt::{self, Issuer, JwtError, ProviderId, SignatureBackend};
 use crate::principal::{AuthMethod, Principal, TokenFacts};
 use crate::reason::Reason;
+use crate::shared_table::{Once, SharedTable};
 
 /// One VM's memory of verifications, and its guards on password checks.
 pub struct Verifier {
@@ -72,10 +73,19 @@ impl Verifier {
             return Err(invalid(Reason::BasicInvalid, INVALID_PASSWORD));
         }
         let verified = match credential {
+            Credential::Bearer(token) => {
+                let verified = verify_bearer(config, token, host, now_ms)?;
+                let principal = Rc::new(verified.principal);
+                // A one-time token is never remembered: every use meets the replay check.
+                if verified.cacheable {
+                    self.successes.insert(key, Rc::clone(&principal), now_s, verified.expires_at);
+                }
+                return Ok(principal);
+            }
             Credential::Basic { user, password } => {
                 match basic::verify(&config.basic_users, &config.api_keys, &mut self.guard, host, user, password, now_s)
                 {
-                    Ok(principal) => Ok((principal, None)),
+                    Ok(principal) => Ok(principal),
                     Err(Refusal::Invalid(reason)) => {
                         if reason == Reason::BasicInvalid {
                             self.failures.insert(key, (), now_s, None);
@@ -88,14 +98,12 @@ impl Verifier {
                 }
             }
             Credential::ApiKey { key, .. } => match config.api_keys.verify(key) {
-                Ok(principal) => Ok((principal, None)),
+                Ok(principal) => Ok(principal),
                 Err(reason) => Err(invalid(reason, INVALID_API_KEY)),
             },
-            Credential::Bearer(token) => verify_bearer(config, token, host, now_ms),
         };
-        let (principal, not_after) = verified?;
-        let principal = Rc::new(principal);
-        self.successes.insert(key, Rc::clone(&principal), now_s, not_after);
+        let principal = Rc::new(verified?);
+        self.successes.insert(key, Rc::clone(&principal), now_s, None);
         Ok(principal)
     }
 }
@@ -120,47 +128,111 @@ fn message_of(reason: Reason) -> &'static str {
     }
 }
 
-/// A Bearer JWT from one of the providers; the principal, and when to forget it (`exp`).
+/// A verified token's principal, when to forget it (`exp`), and whether it may be remembered.
+struct VerifiedBearer {
+    principal: Principal,
+    expires_at: Option<u64>,
+    cacheable: bool,
+}
+
+/// A Bearer JWT from a provider, a client keypair or the token endpoint.
 fn verify_bearer(
     config: &Config,
     token: &str,
     host: &dyn VerifyHost,
     now_ms: u64,
-) -> Result<(Principal, Option<u64>), NotVerified> {
-    let bearer_error = |reason: Reason, message: &'static str| NotVerified::Invalid { reason, message, bearer: true };
+) -> Result<VerifiedBearer, NotVerified> {
     let providers = &config.jwt_providers;
     if providers.is_empty() {
         return Err(bearer_error(Reason::JwtNotConfigured, "bearer tokens are not accepted"));
     }
-    match jwt::verify(token, providers, host, now_ms / 1000, config.clock_skew_seconds) {
-        Ok(verified) => {
-            let Some(provider) = providers.get(verified.provider.0) else {
-                return Err(bearer_error(Reason::JwtUnknownIssuer, "unknown issuer"));
-            };
-            let principal = Principal {
-                id: verified.principal,
-                method: AuthMethod::Jwt,
-                provider: Some(provider.name.clone()),
-                claim_headers: verified.headers,
-                scopes: verified.scopes,
-                token: Some(TokenFacts { jti: verified.jti, issued_at: verified.issued_at }),
-                privileges: Rc::clone(&provider.privileges),
-            };
-            Ok((principal, verified.expires_at))
-        }
-        Err(JwtError::KeysNotLoaded { provider }) => Err(NotVerified::WaitForKeys { provider, refetch: false }),
+    let now = now_ms / 1000;
+    let verified = match jwt::verify(token, providers, host, now, config.clock_skew_seconds) {
+        Ok(verified) => verified,
+        Err(JwtError::KeysNotLoaded { provider }) => return Err(NotVerified::WaitForKeys { provider, refetch: false }),
         Err(JwtError::UnknownKey { provider }) => {
             let remote = providers.get(provider.0).and_then(|p| p.remote.as_ref());
-            match remote {
-                Some(remote) if remote.refetch_allowed(now_ms) => {
-                    Err(NotVerified::WaitForKeys { provider, refetch: true })
-                }
+            return Err(match remote {
+                Some(remote) if remote.refetch_allowed(now_ms) => NotVerified::WaitForKeys { provider, refetch: true },
                 // The token may be fine: its key could not be fetched. 503, not 401.
-                Some(remote) if remote.failing() => Err(NotVerified::KeysUnavailable),
-                _ => Err(bearer_error(Reason::JwtUnknownKey, JwtError::UnknownKey { provider }.description())),
+                Some(remote) if remote.failing() => NotVerified::KeysUnavailable,
+                _ => bearer_error(Reason::JwtUnknownKey, JwtError::UnknownKey { provider }.description()),
+            });
+        }
+        Err(e) => return Err(bearer_error(e.reason(), e.description())),
+    };
+    let Some(provider) = providers.get(verified.provider.0) else {
+        return Err(bearer_error(Reason::JwtUnknownIssuer, "unknown issuer"));
+    };
+    let token = Some(TokenFacts { jti: verified.jti.clone(), issued_at: verified.issued_at });
+    let expires_at = verified.expires_at;
+    let principal = match provider.kind {
+        Issuer::Provider => Principal {
+            id: verified.principal,
+            method: AuthMethod::Jwt,
+            provider: Some(provider.name.clone()),
+            claim_headers: verified.headers,
+            scopes: verified.scopes,
+            token,
+            privileges: Rc::clone(&provider.privileges),
+        },
+        // The client signed it: its claims grant nothing; its configuration does.
+        Issuer::Keypair { one_time } => {
+            if one_time {
+                first_use(config, &provider.name, verified.jti.as_deref(), expires_at, host, now)?;
+            }
+            let principal = Principal {
+                method: AuthMethod::Keypair,
+                token,
+                ..Principal::configured(&provider.name, AuthMethod::Keypair, &provider.privileges)
+            };
+            return Ok(VerifiedBearer { principal, expires_at, cacheable: !one_time });
+        }
+        // Issued here to an API client: what the client may do is what its token may do,
+        // and a client disabled since is refused.
+        Issuer::TokenEndpoint => {
+            let client = config.api_keys.clients.iter().find(|c| c.id == verified.principal && !c.disabled);
+            let Some(client) = client else {
+                return Err(bearer_error(Reason::TokenRevoked, "token revoked"));
+            };
+            // The scopes it was issued with, as far as the client still holds them.
+            let held = &client.privileges.scopes;
+            let scopes = verified.scopes.into_iter().filter(|scope| held.contains(scope)).collect();
+            Principal {
+                provider: Some(provider.name.clone()),
+                scopes,
+                token,
+                ..Principal::configured(&client.id, AuthMethod::Jwt, &client.privileges)
             }
         }
-        Err(e) => Err(bearer_error(e.reason(), e.description())),
+    };
+    Ok(VerifiedBearer { principal, expires_at, cacheable: true })
+}
+
+fn bearer_error(reason: Reason, message: &'static str) -> NotVerified {
+    NotVerified::Invalid { reason, message, bearer: true }
+}
+
+/// A one-time keypair token: refused when its `jti` was seen (on any worker) before it expired.
+fn first_use(
+    config: &Config,
+    keypair: &str,
+    jti: Option<&str>,
+    expires_at: Option<u64>,
+    host: &dyn VerifyHost,
+    now: u64,
+) -> Result<(), NotVerified> {
+    let Some(jti) = jti else {
+        return Err(bearer_error(Reason::JwtNoJti, "token id (jti) required"));
+    };
+    // Remembered while the token could still pass: until its `exp` and the clock skew.
+    let until = expires_at.unwrap_or(now).saturating_add(config.clock_skew_seconds).saturating_add(1);
+    let key = SharedTable::key(&format!("{keypair}\0{jti}"));
+    match config.replay_table.insert_once(host, key, until, now) {
+        Once::First => Ok(()),
+        Once::Again => Err(bearer_error(Reason::TokenReplayed, "token already used")),
+        Once::Full => Err(NotVerified::TryLater { reason: Reason::ReplayCacheFull, retry_after_seconds: 1 }),
+        Once::Unavailable => Err(NotVerified::TryLater { reason: Reason::LimitsUnavailable, retry_after_seconds: 1 }),
     }
 }
 

@@ -249,7 +249,8 @@ fn lenient_name(name: &str) -> String {
     base.chars().map(|c| if c == '.' || c == ' ' { '_' } else { c.to_ascii_lowercase() }).collect()
 }
 
-fn percent_decode(value: &str) -> Option<String> {
+/// `application/x-www-form-urlencoded` decoding (`+` is a space); None when not UTF-8 or badly escaped.
+pub fn percent_decode(value: &str) -> Option<String> {
     let bytes = value.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -33,6 +33,7 @@ pub mod revocation;
 pub mod route;
 pub mod shape;
 pub mod shared_table;
+pub mod token_endpoint;
 
 #[cfg(test)]
 mod testing;

@@ -1,6 +1,8 @@
 //! The decision for one request, stage by stage; each stage is its own module.
 //!
 //! ```text
+//!   endpoint      token_endpoint/  its token and JWKS paths, answered
+//!                                  here (never forwarded)              -> 200, 4xx, or read the body
 //!   route         route.rs         bypass, then rules: first match
 //!                                  (no match: any scheme)              -> require "none": continue, no principal
 //!   network       policy.rs        trusted_networks                    -> 403
@@ -38,6 +40,7 @@ use crate::reply::LocalReply;
 use crate::request::RequestFacts;
 use crate::route::Require;
 use crate::shape::{self, UpstreamChanges};
+use crate::token_endpoint::grant::Presented;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decision {
@@ -53,6 +56,8 @@ pub enum Decision {
     },
     /// The filter answers the request itself.
     Reply(LocalReply),
+    /// A token request: read its body, then `Plugin::on_token_request` answers it.
+    ReadBody(Presented),
     /// Hold the request until the provider's keys arrive (first fetch, or a refetch for an unknown `kid`).
     WaitForKeys { provider: ProviderId, refetch: bool },
 }
@@ -66,6 +71,19 @@ pub fn decide(
 ) -> Decision {
     // The normalized path, computed once, and only for what reads it.
     let path = LazyPath { raw: request.path, normalized: OnceCell::new() };
+
+    // endpoint
+    if let Some(endpoint) = &config.token_endpoint {
+        if let Some(served) = endpoint.serves(&path.get().path) {
+            if !policy::network_trusted(config.trusted_networks.as_ref(), request.source) {
+                return Decision::Reply(LocalReply::forbidden("network not trusted", Reason::NetworkNotTrusted));
+            }
+            return match endpoint.on_headers(served, request, &config.api_keys, &config.realm) {
+                Ok(presented) => Decision::ReadBody(presented),
+                Err(reply) => Decision::Reply(reply),
+            };
+        }
+    }
 
     // route
     let rule = if config.routes.rules.is_empty() && !config.routes.bypass_cors_preflight {

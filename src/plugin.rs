@@ -18,6 +18,7 @@ use crate::remote::{Fetch, FetchReason, Progress, Step};
 use crate::reply::{rate_limit_fields, LocalReply};
 use crate::request::RequestFacts;
 use crate::shape::UpstreamChanges;
+use crate::token_endpoint::grant::Presented;
 
 /// Everything a plugin needs of its host.
 pub trait Host: VerifyHost + HttpCalls + Counters {}
@@ -32,6 +33,8 @@ pub enum Verdict {
     Reply(LocalReply),
     /// Hold it; `on_tick` says when to bring it back.
     Pause,
+    /// A token request: bring its body (at most `token_endpoint::MAX_BODY_BYTES`) to `on_token_request`.
+    ReadBody(Presented),
 }
 
 /// A request held for a provider's keys.
@@ -86,7 +89,14 @@ pub struct Plugin {
     in_flight: HashMap<u32, u64>,
     /// Quotas to show on responses (`limits.expose_headers`), by HTTP context id.
     response_fields: HashMap<u32, Quota>,
+    /// Token requests whose body is awaited: when to give up, by HTTP context id.
+    reading: HashMap<u32, u64>,
+    /// A body never came: said once per VM (the likely cause is the host's configuration).
+    warned_no_body: bool,
 }
+
+/// How long a token request's body may take to arrive.
+const BODY_WAIT_MS: u64 = 10_000;
 
 impl Plugin {
     pub fn new(config: Config) -> Plugin {
@@ -99,6 +109,8 @@ impl Plugin {
             calls: HashMap::new(),
             in_flight: HashMap::new(),
             response_fields: HashMap::new(),
+            reading: HashMap::new(),
+            warned_no_body: false,
         }
     }
 
@@ -145,15 +157,61 @@ impl Plugin {
                 Verdict::Continue(changes)
             }
             Decision::Reply(reply) => Verdict::Reply(reply),
+            Decision::ReadBody(presented) => {
+                self.reading.insert(context_id, now_ms + BODY_WAIT_MS);
+                Verdict::ReadBody(presented)
+            }
             Decision::WaitForKeys { provider, refetch } => self.hold(context_id, provider, refetch, now_ms),
         };
         if !matches!(verdict, Verdict::Pause) {
             self.waiting.remove(&context_id);
         }
         if let Verdict::Reply(reply) = &verdict {
-            host.increment(&reply.reason.metric());
+            host.increment(&reply.metric());
         }
         verdict
+    }
+
+    /// A token request's body arrived (or its size passed the limit): the endpoint answers.
+    pub fn on_token_request(
+        &mut self,
+        host: &mut dyn Host,
+        context_id: u32,
+        presented: &Presented,
+        body: &[u8],
+        now_ms: u64,
+    ) -> LocalReply {
+        self.reading.remove(&context_id);
+        let reply = match &self.config.token_endpoint {
+            Some(endpoint) => {
+                endpoint.issue(&self.config.api_keys, presented, body, &self.config.realm, now_ms / 1000)
+            }
+            None => LocalReply::not_configured(),
+        };
+        host.increment(&reply.metric());
+        reply
+    }
+
+    /// Token requests whose body has not come in time, and their answer (408).
+    pub fn overdue_body_reads(&mut self, host: &mut dyn Host, now_ms: u64) -> Vec<(u32, LocalReply)> {
+        let overdue: Vec<u32> = self.reading.iter().filter(|(_, due)| now_ms >= **due).map(|(id, _)| *id).collect();
+        if !overdue.is_empty() && !self.warned_no_body {
+            self.warned_no_body = true;
+            warn!(
+                "wasm-authn: a token request's body did not arrive within {} s; if none ever does, set \
+                 allow_on_headers_stop_iteration: true in the wasm filter's config (Envoy >= 1.35)",
+                BODY_WAIT_MS / 1000
+            );
+        }
+        overdue
+            .into_iter()
+            .map(|id| {
+                self.reading.remove(&id);
+                let reply = crate::token_endpoint::body_timeout(BODY_WAIT_MS / 1000);
+                host.increment(&reply.metric());
+                (id, reply)
+            })
+            .collect()
     }
 
     /// Hold a request for keys, until they arrive or `jwks_wait_ms` runs out (then 503).
@@ -217,14 +275,15 @@ impl Plugin {
     pub fn on_stream_end(&mut self, host: &mut dyn Host, context_id: u32, now_ms: u64) {
         self.waiting.remove(&context_id);
         self.response_fields.remove(&context_id);
+        self.reading.remove(&context_id);
         if let Some(key) = self.in_flight.remove(&context_id) {
             self.config.limit_table.release(&*host, key, now_ms / 1000);
         }
     }
 
-    /// Whether the host should tick fast: requests wait for keys, or keys are on their way.
+    /// Whether the host should tick fast: requests wait for keys or bodies, or keys are on their way.
     pub fn busy(&self) -> bool {
-        !self.waiting.is_empty() || !self.calls.is_empty()
+        !self.waiting.is_empty() || !self.calls.is_empty() || !self.reading.is_empty()
     }
 
     /// Every document this plugin fetches.

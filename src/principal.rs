@@ -11,6 +11,8 @@ pub enum AuthMethod {
     Basic,
     ApiKey,
     Jwt,
+    /// A token the client signed with its registered key.
+    Keypair,
 }
 
 impl AuthMethod {
@@ -19,6 +21,7 @@ impl AuthMethod {
             AuthMethod::Basic => "basic",
             AuthMethod::ApiKey => "api-key",
             AuthMethod::Jwt => "jwt",
+            AuthMethod::Keypair => "keypair",
         }
     }
 }

@@ -4,7 +4,7 @@
 /// Declares the enum, its `ALL` list and its labels from one table, so they cannot drift apart.
 macro_rules! reasons {
     ($($(#[$doc:meta])* $variant:ident => $label:literal,)*) => {
-        /// Every reason a request is refused.
+        /// Every reason the filter answers a request itself (refusals, and the token endpoint's answers).
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum Reason {
             $($(#[$doc])* $variant,)*
@@ -50,6 +50,12 @@ reasons! {
     JwtLifetime => "jwt_lifetime",
     JwtNoPrincipal => "jwt_no_principal",
     JwtBadPrincipal => "jwt_bad_principal",
+    /// A one-time keypair token without `jti`.
+    JwtNoJti => "jwt_no_jti",
+    /// A one-time keypair token used again.
+    TokenReplayed => "token_replayed",
+    /// The record of one-time tokens is full of unexpired ones: none may be forgotten.
+    ReplayCacheFull => "replay_cache_full",
     /// A credential of a kind the route does not accept.
     CredentialNotAccepted => "credential_not_accepted",
     TokenRevoked => "token_revoked",
@@ -67,6 +73,24 @@ reasons! {
     LimitsUnavailable => "limits_unavailable",
     /// Remote signing keys not fetched (yet), or not fetchable now.
     JwksUnavailable => "jwks_unavailable",
+    /// The token endpoint issued a token (counted as `token_issued`, not denied).
+    TokenIssued => "token_issued",
+    /// The token endpoint's JWKS was served (counted as `jwks_served`).
+    JwksServed => "jwks_served",
+    /// The token endpoint takes POST, its JWKS GET.
+    TokenMethodNotAllowed => "token_method_not_allowed",
+    /// A token request body over 8192 bytes.
+    TokenBodyTooLarge => "token_body_too_large",
+    /// A token request body that did not arrive within 10 s.
+    TokenBodyTimeout => "token_body_timeout",
+    /// RFC 6749 `invalid_request`: a malformed token request.
+    TokenInvalidRequest => "token_invalid_request",
+    /// RFC 6749 `invalid_client`: no client, a wrong key, a disabled client.
+    TokenInvalidClient => "token_invalid_client",
+    TokenUnsupportedGrantType => "token_unsupported_grant_type",
+    /// A requested scope the client does not hold.
+    TokenInvalidScope => "token_invalid_scope",
+    TokenSigningFailed => "token_signing_failed",
     NotConfigured => "not_configured",
     /// The host could not give the request or the time.
     HostError => "host_error",

@@ -16,6 +16,8 @@ pub struct LocalReply {
     pub error: &'static str,
     pub message: String,
     pub reason: Reason,
+    /// A body of its own (the token endpoint's answers), instead of `{"error", "message"}`.
+    pub json: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -66,7 +68,7 @@ impl Challenges<'_> {
 
 impl LocalReply {
     fn new(status: u16, error: &'static str, message: impl Into<String>, reason: Reason) -> LocalReply {
-        LocalReply { status, headers: Vec::new(), error, message: message.into(), reason }
+        LocalReply { status, headers: Vec::new(), error, message: message.into(), reason, json: None }
     }
 
     fn with_retry_after(mut self, seconds: u64) -> LocalReply {
@@ -179,13 +181,33 @@ impl LocalReply {
     pub fn all_headers(&self) -> Vec<(&'static str, String)> {
         let mut headers = self.headers.clone();
         headers.push(("content-type", "application/json".into()));
-        headers.push(("cache-control", "no-store".into()));
+        // Never stored, but for what says otherwise (the token endpoint's JWKS).
+        if !self.headers.iter().any(|(name, _)| *name == "cache-control") {
+            headers.push(("cache-control", "no-store".into()));
+        }
         headers
     }
 
     pub fn body(&self) -> String {
+        if let Some(json) = &self.json {
+            return json.clone();
+        }
         serde_json::to_string(&Body { error: self.error, message: &self.message })
             .unwrap_or_else(|_| String::from("{\"error\":\"server_error\"}"))
+    }
+
+    /// A reply with a JSON body of its own (`error` and `message` then only name it in logs).
+    pub fn json(status: u16, json: String, reason: Reason) -> LocalReply {
+        LocalReply { json: Some(json), ..LocalReply::new(status, "", "", reason) }
+    }
+
+    /// The counter this reply increments: `denied.<reason>` for a refusal, `<reason>` otherwise.
+    pub fn metric(&self) -> String {
+        if self.status < 400 {
+            self.reason.label().to_string()
+        } else {
+            self.reason.metric()
+        }
     }
 }
 

@@ -14,6 +14,7 @@ pub enum Kind {
     Basic,
     ApiKey,
     Jwt { provider: Option<String> },
+    Keypair,
 }
 
 impl Kind {
@@ -25,6 +26,7 @@ impl Kind {
             Kind::Jwt { provider: Some(name) } => {
                 principal.method == AuthMethod::Jwt && principal.provider.as_deref() == Some(name)
             }
+            Kind::Keypair => principal.method == AuthMethod::Keypair,
         }
     }
 }
@@ -59,7 +61,7 @@ impl Require {
     pub fn may_accept(&self, credential: &Credential) -> bool {
         let Require::Kinds(kinds) = self else { return true };
         kinds.iter().any(|kind| match (kind, credential) {
-            (Kind::Jwt { .. }, Credential::Bearer(_)) => true,
+            (Kind::Jwt { .. } | Kind::Keypair, Credential::Bearer(_)) => true,
             // `user:password` may turn out to be a client's `id:key`.
             (Kind::Basic | Kind::ApiKey, Credential::Basic { .. }) => true,
             (Kind::ApiKey, Credential::ApiKey { .. }) => true,
@@ -72,7 +74,7 @@ impl Require {
         match self {
             Require::Kinds(kinds) => (
                 kinds.iter().any(|k| matches!(k, Kind::Basic | Kind::ApiKey)),
-                kinds.iter().any(|k| matches!(k, Kind::Jwt { .. })),
+                kinds.iter().any(|k| matches!(k, Kind::Jwt { .. } | Kind::Keypair)),
                 kinds.iter().any(|k| matches!(k, Kind::ApiKey)),
             ),
             _ => (true, true, true),

@@ -93,6 +93,47 @@ impl SharedTable {
     }
 }
 
+/// What `insert_once` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Once {
+    /// Not seen before (or only as an expired entry): recorded.
+    First,
+    /// Recorded before, and not expired.
+    Again,
+    /// The slot is full of entries that have not expired: nothing may be forgotten.
+    Full,
+    /// Other VMs kept winning the compare-and-swap.
+    Unavailable,
+}
+
+impl SharedTable {
+    /// Record `key` until `expires_at`, unless it is already recorded and unexpired.
+    /// Unlike `update`, a full slot forgets only an expired entry, never a live one:
+    /// what this remembers (a one-time token's id) must not be forgotten early.
+    pub fn insert_once(&self, shared: &dyn SharedData, key: u64, expires_at: u64, now: u64) -> Once {
+        let slot_key = self.slot_key(key);
+        for _ in 0..MAX_ATTEMPTS {
+            let (mut entries, cas) = match shared.get(&slot_key) {
+                Some((bytes, version)) => (decode(&bytes), Cas::Expect(version)),
+                None => (Vec::new(), Cas::CreateOnly),
+            };
+            // `touched` is when the entry expires.
+            if entries.iter().any(|entry| entry.key == key && entry.touched > now) {
+                return Once::Again;
+            }
+            entries.retain(|entry| entry.touched > now);
+            if entries.len() >= PER_SLOT {
+                return Once::Full;
+            }
+            entries.push(Entry { key, touched: expires_at, values: [0; VALUES] });
+            if shared.set(&slot_key, &encode(&entries), cas) {
+                return Once::First;
+            }
+        }
+        Once::Unavailable
+    }
+}
+
 fn encode(entries: &[Entry]) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + entries.len() * ENTRY_BYTES);
     out.push(FORMAT);
@@ -189,6 +230,21 @@ mod tests {
         let table = SharedTable::new("t", 8);
         assert_eq!(table.update(&shared, 7, 1, |_| None), None);
         assert_eq!(shared.writes(), 0);
+    }
+
+    #[test]
+    fn once_means_once_until_it_expires_and_live_entries_are_never_forgotten() {
+        let shared = FakeShared::default();
+        let table = SharedTable::new("t", 1); // one slot of PER_SLOT entries
+        assert_eq!(table.insert_once(&shared, 1, 100, 10), Once::First);
+        assert_eq!(table.insert_once(&shared, 1, 100, 50), Once::Again);
+        assert_eq!(table.insert_once(&shared, 1, 200, 100), Once::First, "expired: a new life");
+        for key in 2..=PER_SLOT as u64 {
+            assert_eq!(table.insert_once(&shared, key, 150, 100), Once::First);
+        }
+        assert_eq!(table.insert_once(&shared, 99, 150, 100), Once::Full, "every entry is live");
+        assert_eq!(table.insert_once(&shared, 1, 300, 120), Once::Again, "and still known");
+        assert_eq!(table.insert_once(&shared, 99, 300, 150), Once::First, "room once some expired");
     }
 
     #[test]

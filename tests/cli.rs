@@ -270,11 +270,14 @@ fn jwks_refuses_private_keys_and_keys_the_filter_refuses() {
         let material = repo_file(&path).lines().nth(1).unwrap().to_string();
         assert!(!r.stderr.contains(&material), "never echoes key material");
     }
-    let r = run(&["jwks", "tests/keys/ec_p384_public.pem"], b"");
+    let r = run(&["jwks", "tests/keys/ec_p521_public.pem"], b"");
     assert_eq!(
         (r.code, r.stderr.as_str()),
-        (1, "wasm-authn: tests/keys/ec_p384_public.pem: unsupported EC curve: only P-256 is supported\n")
+        (1, "wasm-authn: tests/keys/ec_p521_public.pem: unsupported EC curve: P-256 and P-384 are supported\n")
     );
+    let r = run(&["jwks", "tests/keys/ec_p384_public.pem"], b"");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("\"crv\": \"P-384\"") || r.stdout.contains("\"crv\":\"P-384\""), "{}", r.stdout);
     let certificate = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
     assert!(run(&["jwks", "-"], certificate.as_bytes()).stderr.contains("certificates are not supported"));
     let r = run(&["jwks", "tests/keys/ec_p256_public.pem", "--alg", "RS256"], b"");

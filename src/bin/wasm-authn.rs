@@ -360,7 +360,7 @@ fn jwks(name: &str, kid: Option<String>, alg: Option<&str>) -> Outcome {
             }
             jwk.insert("alg".into(), alg.name().into());
         }
-        let kid = kid.clone().unwrap_or_else(|| thumbprint(&jwk));
+        let kid = kid.clone().unwrap_or_else(|| wasm_authn::jwt::thumbprint(&jwk));
         jwk.insert("kid".into(), kid.into());
         jwk.insert("use".into(), "sig".into());
         lines.push(jwk_line(&jwk));
@@ -370,16 +370,6 @@ fn jwks(name: &str, kid: Option<String>, alg: Option<&str>) -> Outcome {
     let parsed: Value = serde_json::from_str(&output).map_err(|e| Failure::Usage(format!("internal error: {e}")))?;
     KeySet::from_jwks(&parsed, "local_jwks").map_err(|e| Failure::Usage(format!("internal error: {e}")))?;
     print(&output)
-}
-
-/// RFC 7638: base64url(SHA-256) of the key's required members, sorted, without whitespace.
-/// `public_jwk` holds exactly those members.
-fn thumbprint(members: &Map<String, Value>) -> String {
-    let mut pairs: Vec<(&String, &Value)> = members.iter().collect();
-    pairs.sort_by_key(|(name, _)| name.as_str());
-    let body: Vec<String> =
-        pairs.iter().map(|(name, value)| format!("{}:{value}", Value::from(name.as_str()))).collect();
-    URL_SAFE_NO_PAD.encode(sha256(format!("{{{}}}", body.join(",")).as_bytes()))
 }
 
 /// One JWK on one line, its members in the usual order.

@@ -10,7 +10,7 @@ use super::names::{header_name, non_empty};
 use super::policy::{privileges, PrivilegeFields};
 use super::remote::{fetch_config, Document};
 use super::schema::{default_jwks_wait_ms, RawJwt, RawProvider};
-use crate::jwt::{ClaimToHeader, KeySet, Provider};
+use crate::jwt::{ClaimToHeader, Issuer, KeySet, Provider};
 use crate::limits::Limits;
 use crate::remote::RemoteDocument;
 
@@ -105,6 +105,8 @@ fn compile_provider(raw: RawProvider, limits: &Limits, path: &str) -> Result<Pro
     Ok(Provider {
         name: raw.name,
         issuer: raw.issuer,
+        issuer_aliases: Vec::new(),
+        kind: Issuer::Provider,
         audiences: raw.audiences,
         local_keys,
         remote,

@@ -5,10 +5,12 @@
 
 pub mod error;
 mod jwt;
+mod keypairs;
 mod names;
 mod policy;
 mod remote;
 mod schema;
+mod token_endpoint;
 
 use std::collections::HashSet;
 use std::rc::Rc;
@@ -18,7 +20,7 @@ pub use error::ConfigError;
 use crate::api_key::{ApiClient, ApiKeys};
 use crate::basic::{BasicUsers, FailureLimit};
 use crate::cache::CacheSettings;
-use crate::jwt::Provider;
+use crate::jwt::{Issuer, Provider};
 use crate::limits::{LimitTable, Limits};
 use crate::network::Networks;
 use crate::password::PasswordHash;
@@ -27,11 +29,16 @@ use crate::reply::Challenges;
 use crate::revocation::Revocation;
 use crate::route::{Require, Routes};
 use crate::shape::{PrincipalHeaders, Upstream};
+use crate::shared_table::SharedTable;
+use crate::token_endpoint::TokenEndpoint;
 use names::{header_name, principal_name};
 use schema::{RawApiKeys, RawBasic, RawConfig};
 
 /// The largest plugin configuration accepted (an inline JWKS or htpasswd can be large, not this large).
 pub const MAX_CONFIG_BYTES: usize = 1024 * 1024;
+
+/// One-time keypair tokens remembered at once (past it, new ones wait for old ones to expire).
+const ONE_TIME_TOKENS: usize = 65_536;
 
 /// Clock skew beyond this is a misconfiguration, not tolerance.
 const MAX_CLOCK_SKEW_SECONDS: u64 = 600;
@@ -52,17 +59,23 @@ pub struct Config {
     pub revocation: Revocation,
     /// The shared counts of limited principals.
     pub limit_table: LimitTable,
+    /// The `jti` of one-time keypair tokens seen, until they expire (shared by every worker).
+    pub replay_table: SharedTable,
     /// Add the RateLimit fields to allowed responses.
     pub expose_limit_headers: bool,
     pub basic_users: BasicUsers,
     pub failure_limit: FailureLimit,
     pub slow_hash_budget_ms_per_second: u64,
     pub api_keys: ApiKeys,
+    /// Providers, then keypairs, then the token endpoint's own: looked up by issuer.
     pub jwt_providers: Vec<Provider>,
+    /// Issues tokens to API clients; its tokens verify through its entry in `jwt_providers`.
+    pub token_endpoint: Option<TokenEndpoint>,
     /// How long a request may wait for a provider's remote keys before it gets 503.
     pub jwks_wait_ms: u64,
     pub cache: CacheSettings,
-    /// Check RS256/ES256 signatures with Envoy's BoringSSL when the host offers it.
+    /// Check RS256/ES256 signatures with Envoy's BoringSSL when the host offers it
+    /// (ES384 always: the module has no P-384 of its own).
     pub envoy_crypto: bool,
 }
 
@@ -164,7 +177,27 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
     let (limit_defaults, max_tracked_principals, expose_limit_headers) = policy::limits(raw.limits)?;
     let (basic_users, failure_limit, slow_hash_budget_ms_per_second) = compile_basic(raw.basic, &limit_defaults)?;
     let api_keys = compile_api_keys(raw.api_keys, &limit_defaults)?;
-    let (jwt_providers, jwks_wait_ms) = jwt::compile(raw.jwt, &limit_defaults)?;
+    let (mut jwt_providers, jwks_wait_ms) = jwt::compile(raw.jwt, &limit_defaults)?;
+    // Keypairs verify like providers: one list, looked up by issuer.
+    jwt_providers.extend(keypairs::compile(raw.keypairs, &limit_defaults)?);
+    let token_endpoint = match raw.token_endpoint {
+        Some(raw) => {
+            if api_keys.clients.is_empty() {
+                return Err(ConfigError::new("token_endpoint", "issues tokens to api_keys.clients: configure some"));
+            }
+            let (endpoint, provider) = token_endpoint::compile(raw)?;
+            jwt_providers.push(provider);
+            Some(endpoint)
+        }
+        None => None,
+    };
+    issuers_are_unique(&jwt_providers)?;
+    if let (false, Some(provider)) =
+        (raw.envoy_crypto, jwt_providers.iter().find(|p| p.local_keys.needs_host_crypto()))
+    {
+        let message = format!("must be true: {} has a P-384 key, which only Envoy's BoringSSL checks", provider.name);
+        return Err(ConfigError::new("envoy_crypto", message));
+    }
     let provider_names: Vec<&str> = jwt_providers.iter().map(|p| p.name.as_str()).collect();
     let mut rules = Vec::with_capacity(raw.bypass.len() + raw.rules.len());
     for (i, rule) in raw.bypass.into_iter().enumerate() {
@@ -198,12 +231,14 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         trusted_networks,
         revocation,
         limit_table: LimitTable::new(max_tracked_principals),
+        replay_table: SharedTable::new("keypair_jti", ONE_TIME_TOKENS),
         expose_limit_headers,
         basic_users,
         failure_limit,
         slow_hash_budget_ms_per_second,
         api_keys,
         jwt_providers,
+        token_endpoint,
         jwks_wait_ms,
         cache,
         envoy_crypto: raw.envoy_crypto,
@@ -318,6 +353,42 @@ fn compile_api_keys(raw: Option<RawApiKeys>, limits: &Limits) -> Result<ApiKeys,
         });
     }
     Ok(ApiKeys { headers, query_param: raw.query_param, allow_basic: raw.allow_basic, clients })
+}
+
+/// A provider, a keypair and the token endpoint may never claim the same issuer (or
+/// name). Providers come first and are distinct among themselves (`jwt::compile`):
+/// a clash is named at the keypair or the endpoint.
+fn issuers_are_unique(providers: &[Provider]) -> Result<(), ConfigError> {
+    let mut issuers: HashSet<&str> = HashSet::new();
+    let mut names: HashSet<&str> = HashSet::new();
+    let mut keypairs = 0..;
+    for provider in providers {
+        // Where a clash is named: (the name's field, the issuer's, the alias's).
+        let (name_field, issuer_field, alias_field) = match provider.kind {
+            Issuer::Provider => (String::new(), String::new(), String::new()),
+            Issuer::Keypair { .. } => {
+                let at = format!("keypairs[{}]", keypairs.next().unwrap_or_default());
+                (format!("{at}.id"), format!("{at}.id"), format!("{at}.public_key"))
+            }
+            Issuer::TokenEndpoint => {
+                ("token_endpoint.name".into(), "token_endpoint.issuer".into(), "token_endpoint.issuer".into())
+            }
+        };
+        if !names.insert(provider.name.as_str()) {
+            return Err(ConfigError::new(name_field, "another provider, keypair or token endpoint has this name"));
+        }
+        for (issuer, field) in std::iter::once((&provider.issuer, &issuer_field))
+            .chain(provider.issuer_aliases.iter().map(|alias| (alias, &alias_field)))
+        {
+            if !issuers.insert(issuer.as_str()) {
+                return Err(ConfigError::new(
+                    field.as_str(),
+                    "another provider, keypair or token endpoint has this issuer",
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The headers the filter sets upstream (principal headers and claim headers): they

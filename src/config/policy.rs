@@ -252,13 +252,14 @@ fn require(raw: Option<serde_json::Value>, path: &str, providers: &[&str]) -> Re
             "basic" => Kind::Basic,
             "api-key" => Kind::ApiKey,
             "jwt" => Kind::Jwt { provider: None },
+            "keypair" => Kind::Keypair,
             _ => match word.strip_prefix("jwt:") {
                 Some(name) if providers.contains(&name) => Kind::Jwt { provider: Some(name.to_string()) },
                 Some(_) => return Err(ConfigError::new(at, "names no provider in jwt.providers")),
                 None => {
                     return Err(ConfigError::new(
                         at,
-                        "unknown credential kind: use \"basic\", \"api-key\", \"jwt\" or \"jwt:<provider name>\"",
+                        "unknown credential kind: use \"basic\", \"api-key\", \"jwt\", \"jwt:<provider name>\" or \"keypair\"",
                     ))
                 }
             },

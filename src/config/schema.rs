@@ -46,11 +46,16 @@ pub struct RawConfig {
     pub basic: Option<RawBasic>,
     /// API keys: where they are read and the clients that hold them.
     pub api_keys: Option<RawApiKeys>,
+    /// Clients that sign their own short-lived tokens with a registered key.
+    #[serde(default)]
+    pub keypairs: Vec<RawKeypair>,
     /// Bearer JWTs: the providers that issue them.
     pub jwt: Option<RawJwt>,
+    /// API clients exchange their key here for a JWT that expires (OAuth 2.0 client credentials).
+    pub token_endpoint: Option<RawTokenEndpoint>,
     /// Verified credentials remembered per VM.
     pub cache: Option<RawCache>,
-    /// Check RS256/384/512 and ES256 signatures with Envoy's BoringSSL when the host has it.
+    /// Check RS256/384/512 and ES256 signatures with Envoy's BoringSSL when the host has it (ES384 needs it).
     #[serde(default = "default_true")]
     pub envoy_crypto: bool,
 }
@@ -257,6 +262,64 @@ pub struct RawApiClient {
     pub max_concurrent: Option<u64>,
 }
 
+/// A client keypair: the client signs each token itself, with `iss` its PEM text or id.
+#[derive(Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RawKeypair {
+    /// The principal its tokens prove.
+    pub id: String,
+    /// The public key, PEM (`BEGIN PUBLIC KEY`: RSA, EC P-256 or P-384, Ed25519).
+    pub public_key: String,
+    /// Algorithms accepted (default: those that fit the key).
+    pub algorithms: Option<Vec<String>>,
+    /// Longest accepted `exp - iat` (default 60, at most 3600).
+    #[serde(default = "default_keypair_lifetime")]
+    pub max_lifetime_seconds: u64,
+    /// Each token (`jti` required) is accepted once, on every worker.
+    #[serde(default)]
+    pub one_time: bool,
+    /// Allowed HTTP methods, each by name (absent: all).
+    pub methods: Option<Vec<String>>,
+    /// Allowed path prefixes (absent: all).
+    pub paths: Option<Vec<String>>,
+    /// Scopes held.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Networks (CIDR) it may come from (absent: any).
+    pub trusted_networks: Option<Vec<String>>,
+    /// Overrides `limits.requests_per_hour` (0: unlimited).
+    pub requests_per_hour: Option<u64>,
+    /// Overrides `limits.max_concurrent` (0: unlimited).
+    pub max_concurrent: Option<u64>,
+}
+
+/// The token endpoint: it answers its two paths itself, and accepts the tokens it issues.
+#[derive(Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RawTokenEndpoint {
+    /// The `x-auth-provider` value of its tokens (default `token-endpoint`).
+    #[serde(default = "default_token_endpoint_name")]
+    pub name: String,
+    /// Where tokens are issued (POST), e.g. `/auth/token`.
+    pub path: String,
+    /// Where the public key is served as a JWKS (default `/.well-known/jwks.json`; none for an HS256 secret).
+    pub jwks_path: Option<String>,
+    /// The `iss` of its tokens.
+    pub issuer: String,
+    /// The `aud` of its tokens (and the audiences its tokens must carry).
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// How long its tokens live, in seconds (default 3600, at most 86400).
+    #[serde(default = "default_token_lifetime")]
+    pub lifetime_seconds: u64,
+    /// The private key: a JWK object (EC P-256, OKP Ed25519, RSA, or oct for HS256) or a PKCS#8 PEM string.
+    pub signing_key: Value,
+    /// The `kid` of its tokens (default: the key's RFC 7638 thumbprint).
+    pub kid: Option<String>,
+}
+
 #[derive(Deserialize)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
@@ -415,9 +478,20 @@ pub fn default_max_failures() -> u32 {
 pub fn default_failure_window() -> u64 {
     60
 }
+fn default_keypair_lifetime() -> u64 {
+    60
+}
 fn default_max_tracked_principals() -> usize {
     10_000
 }
 pub fn default_slow_hash_budget() -> u64 {
     250
+}
+
+fn default_token_endpoint_name() -> String {
+    "token-endpoint".into()
+}
+
+fn default_token_lifetime() -> u64 {
+    3600
 }

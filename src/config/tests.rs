@@ -308,6 +308,18 @@ fn the_readme_example_loads_as_it_stands() {
     let config = Config::from_json(readme_example().as_bytes()).unwrap();
     assert_eq!(config.basic_users.len(), 3);
     assert_eq!(config.api_keys.clients.len(), 2);
-    assert_eq!(config.jwt_providers.len(), 3);
+    // Three providers, one keypair, the token endpoint's own.
+    assert_eq!(config.jwt_providers.len(), 5);
+    assert!(config.token_endpoint.is_some());
     assert!(!readme_example().contains("\"...\""), "no placeholders");
+}
+
+#[test]
+fn a_p384_key_needs_envoy_crypto() {
+    let pem = include_str!("../../tests/keys/ec_p384_public.pem");
+    let config = json!({"envoy_crypto": false, "keypairs": [{"id": "signer", "public_key": pem}]});
+    let message = Config::from_json(config.to_string().as_bytes()).unwrap_err().to_string();
+    assert!(message.starts_with("envoy_crypto: must be true: signer has a P-384 key"), "{message}");
+    let config = json!({"keypairs": [{"id": "signer", "public_key": pem}]});
+    assert!(Config::from_json(config.to_string().as_bytes()).is_ok());
 }

@@ -113,7 +113,7 @@ impl SignatureBackend for EnvoyHost {
         }
         let hash = match alg {
             Algorithm::RS256 | Algorithm::ES256 => "sha256",
-            Algorithm::RS384 => "sha384",
+            Algorithm::RS384 | Algorithm::ES384 => "sha384",
             Algorithm::RS512 => "sha512",
             _ => return None,
         };

@@ -1,6 +1,7 @@
-//! One request's HTTP context: its headers to the core, the verdict back to
-//! Envoy. A request held for keys is decided again from the root context's tick
-//! (after `set_effective_context`), which is why this runs on a context id.
+//! One request's HTTP context: its headers (and a token request's body) to the
+//! core, the verdict back to Envoy. A request held for keys is decided again from
+//! the root context's tick (after `set_effective_context`), which is why this runs
+//! on a context id.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -13,28 +14,61 @@ use crate::network::parse_source_address;
 use crate::plugin::Verdict;
 use crate::reply::LocalReply;
 use crate::request::RequestFacts;
+use crate::token_endpoint::grant::Presented;
+use crate::token_endpoint::MAX_BODY_BYTES;
 
 use super::envoy::now_ms;
-use super::headers::request_headers;
+use super::headers::{request_body, request_headers};
 use super::vm::{tick_fast, Vm};
 
 pub struct AuthnRequest {
     pub context_id: u32,
     /// `None` only if the plugin has no configuration: every request is refused.
     pub vm: Option<Rc<RefCell<Vm>>>,
+    /// A token request whose body is being read.
+    pub token_request: Option<Presented>,
 }
 
 impl Context for AuthnRequest {}
 
 impl HttpContext for AuthnRequest {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        match &self.vm {
-            Some(vm) => handle_request(vm, self.context_id, false),
-            None => {
-                send(&LocalReply::not_configured());
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let Some(vm) = &self.vm else {
+            send(&LocalReply::not_configured());
+            return Action::Pause;
+        };
+        match handle_request(vm, self.context_id, false) {
+            Handled::Done(action) => action,
+            Handled::ReadBody(presented) if end_of_stream => {
+                answer_token_request(vm, self.context_id, &presented, &[]);
+                Action::Pause
+            }
+            Handled::ReadBody(presented) => {
+                tick_fast(); // the root answers it if its body does not come in time
+                self.token_request = Some(presented);
                 Action::Pause
             }
         }
+    }
+
+    /// Only token requests are read: every other body streams past.
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let (Some(vm), true) = (&self.vm, self.token_request.is_some()) else { return Action::Continue };
+        // Over the limit: no need to wait for the rest (the endpoint answers 413).
+        if body_size > MAX_BODY_BYTES || end_of_stream {
+            if let Some(presented) = self.token_request.take() {
+                finish_token_request(vm, self.context_id, &presented, body_size);
+            }
+        }
+        // Buffered until the end; answered, it goes nowhere.
+        Action::Pause
+    }
+
+    /// Trailers end a body whose last data frame did not say so (HTTP/2, gRPC-style clients).
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        let (Some(vm), Some(presented)) = (&self.vm, self.token_request.take()) else { return Action::Continue };
+        finish_token_request(vm, self.context_id, &presented, MAX_BODY_BYTES + 1);
+        Action::Pause
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
@@ -55,19 +89,46 @@ impl HttpContext for AuthnRequest {
     }
 }
 
+/// What became of a request's headers.
+pub enum Handled {
+    /// Carried out: continue, answered, or held.
+    Done(Action),
+    /// A token request: its body is to be read.
+    ReadBody(Presented),
+}
+
+/// Read what a token request's body holds (at most one byte past the limit: enough
+/// for the endpoint to see it is too large) and answer it.
+fn finish_token_request(vm: &Rc<RefCell<Vm>>, context_id: u32, presented: &Presented, body_size: usize) {
+    match request_body(body_size.min(MAX_BODY_BYTES + 1)) {
+        Some(body) => answer_token_request(vm, context_id, presented, &body),
+        None => send(&LocalReply::host_unavailable()),
+    }
+}
+
+fn answer_token_request(vm: &Rc<RefCell<Vm>>, context_id: u32, presented: &Presented, body: &[u8]) {
+    let (Some(now), Ok(mut vm)) = (now_ms(), vm.try_borrow_mut()) else {
+        send(&LocalReply::host_unavailable());
+        return;
+    };
+    let Vm { plugin, host } = &mut *vm;
+    let reply = plugin.on_token_request(host, context_id, presented, body, now);
+    send(&reply);
+}
+
 /// Decide one request and carry the verdict out. `resumed`: the request was held
 /// for keys and is decided again from the root context.
-pub fn handle_request(vm: &Rc<RefCell<Vm>>, context_id: u32, resumed: bool) -> Action {
+pub fn handle_request(vm: &Rc<RefCell<Vm>>, context_id: u32, resumed: bool) -> Handled {
     // Fail closed: a request whose headers or time cannot be read never passes.
     let (Some(headers), Some(now)) = (request_headers(), now_ms()) else {
         send(&LocalReply::host_unavailable());
-        return Action::Pause;
+        return Handled::Done(Action::Pause);
     };
     let verdict = {
         let Ok(mut vm) = vm.try_borrow_mut() else {
             // Never expected (the host calls one context at a time); fail closed.
             send(&LocalReply::host_unavailable());
-            return Action::Pause;
+            return Handled::Done(Action::Pause);
         };
         let Vm { plugin, host } = &mut *vm;
         let mut request = RequestFacts::from_headers(&headers);
@@ -79,7 +140,7 @@ pub fn handle_request(vm: &Rc<RefCell<Vm>>, context_id: u32, resumed: bool) -> A
         }
         plugin.on_request(host, context_id, &request, now)
     };
-    match verdict {
+    let action = match verdict {
         Verdict::Continue(changes) => {
             // One call per change: measured cheaper than writing the whole map back,
             // which makes Envoy remove and re-add every header.
@@ -105,7 +166,14 @@ pub fn handle_request(vm: &Rc<RefCell<Vm>>, context_id: u32, resumed: bool) -> A
             tick_fast();
             Action::Pause
         }
-    }
+        // Token requests are never held, so never resumed; fail closed if one were.
+        Verdict::ReadBody(_) if resumed => {
+            send(&LocalReply::host_unavailable());
+            Action::Pause
+        }
+        Verdict::ReadBody(presented) => return Handled::ReadBody(presented),
+    };
+    Handled::Done(action)
 }
 
 /// A string property of the stream (`xds.route_name`, `source.address`).
@@ -114,7 +182,7 @@ fn property(path: &[&str]) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
-fn send(reply: &LocalReply) {
+pub fn send(reply: &LocalReply) {
     let headers = reply.all_headers();
     let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
     let body = reply.body();

@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::plugin::Plugin;
 
 use super::envoy::{now_ms, EnvoyCallResponse, EnvoyHost};
-use super::http::{handle_request, AuthnRequest};
+use super::http::{handle_request, send, AuthnRequest};
 use super::vm::{tick_fast, Vm, FAST_TICK};
 
 /// Without requests waiting or keys on their way, a tick only picks up refreshes,
@@ -59,6 +59,12 @@ impl RootContext for AuthnRoot {
             }
         };
         let host = EnvoyHost::new(config.envoy_crypto);
+        if let (false, Some(provider)) =
+            (host.crypto_available(), config.jwt_providers.iter().find(|p| p.local_keys.needs_host_crypto()))
+        {
+            error!("wasm-authn: configuration refused: {}: a P-384 key needs Envoy's verify_signature, which this host lacks", provider.name);
+            return false;
+        }
         info!(
             "wasm-authn: configured ({} JWT providers, signatures via {})",
             config.jwt_providers.len(),
@@ -81,6 +87,18 @@ impl RootContext for AuthnRoot {
             }
             Err(_) => return,
         };
+        let overdue = match vm.try_borrow_mut() {
+            Ok(mut vm) => {
+                let Vm { plugin, host } = &mut *vm;
+                plugin.overdue_body_reads(host, now)
+            }
+            Err(_) => Vec::new(),
+        };
+        for (context_id, reply) in overdue {
+            if hostcalls::set_effective_context(context_id).is_ok() {
+                send(&reply);
+            }
+        }
         for context_id in ready {
             if hostcalls::set_effective_context(context_id).is_ok() {
                 handle_request(&vm, context_id, true);
@@ -95,7 +113,7 @@ impl RootContext for AuthnRoot {
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(AuthnRequest { context_id, vm: self.vm.clone() }))
+        Some(Box::new(AuthnRequest { context_id, vm: self.vm.clone(), token_request: None }))
     }
 
     fn get_type(&self) -> Option<ContextType> {

@@ -13,6 +13,7 @@ pub enum Algorithm {
     PS384,
     PS512,
     ES256,
+    ES384,
     EdDSA,
 }
 
@@ -31,6 +32,7 @@ impl Algorithm {
             "PS384" => PS384,
             "PS512" => PS512,
             "ES256" => ES256,
+            "ES384" => ES384,
             "EdDSA" => EdDSA,
             _ => return None,
         })
@@ -49,6 +51,7 @@ impl Algorithm {
             PS384 => "PS384",
             PS512 => "PS512",
             ES256 => "ES256",
+            ES384 => "ES384",
             EdDSA => "EdDSA",
         }
     }

@@ -20,6 +20,7 @@ pub const MAX_JWKS_KEYS: usize = 64;
 
 const MIN_RSA_MODULUS_BITS: usize = 2048;
 const P256_COORDINATE_BYTES: usize = 32;
+const P384_COORDINATE_BYTES: usize = 48;
 const ED25519_KEY_BYTES: usize = 32;
 
 const RSA_ALGORITHMS: &[Algorithm] =
@@ -28,6 +29,7 @@ const RSA_ALGORITHMS: &[Algorithm] =
 const OID_RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 const OID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
 const OID_P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
+const OID_P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
 const OID_ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
 
 /// JWK members are base64url without padding (RFC 7515 section 2); tolerate the
@@ -56,6 +58,12 @@ pub(super) enum KeyMaterial {
         key: p256::ecdsa::VerifyingKey,
         spki_der: Vec<u8>,
     },
+    /// Verified by the host's BoringSSL only (a pure-Rust P-384 would cost the module
+    /// 150 KB of its 1 MiB). `point` is the uncompressed SEC1 point, on the curve.
+    P384 {
+        point: Vec<u8>,
+        spki_der: Vec<u8>,
+    },
     Ed25519(ed25519_compact::PublicKey),
     Hmac(Vec<u8>),
 }
@@ -76,7 +84,9 @@ impl Key {
     /// SubjectPublicKeyInfo DER of an RSA or EC key (what the host path verifies with).
     pub fn spki_der(&self) -> Option<&[u8]> {
         match &self.material {
-            KeyMaterial::Rsa { spki_der, .. } | KeyMaterial::P256 { spki_der, .. } => Some(spki_der),
+            KeyMaterial::Rsa { spki_der, .. }
+            | KeyMaterial::P256 { spki_der, .. }
+            | KeyMaterial::P384 { spki_der, .. } => Some(spki_der),
             KeyMaterial::Ed25519(_) | KeyMaterial::Hmac(_) => None,
         }
     }
@@ -92,6 +102,7 @@ impl fmt::Debug for Key {
         let kind = match self.material {
             KeyMaterial::Rsa { .. } => "RSA",
             KeyMaterial::P256 { .. } => "EC P-256",
+            KeyMaterial::P384 { .. } => "EC P-384",
             KeyMaterial::Ed25519(_) => "Ed25519",
             KeyMaterial::Hmac(_) => "oct",
         };
@@ -182,12 +193,29 @@ impl KeySet {
         self.keys.is_empty()
     }
 
+    /// Whether a key here is checked by the host only (P-384: ES384).
+    pub fn needs_host_crypto(&self) -> bool {
+        self.keys.iter().any(|key| matches!(key.material, KeyMaterial::P384 { .. }))
+    }
+
     pub fn contains_kid(&self, kid: &str) -> bool {
         self.keys.iter().any(|key| key.kid() == Some(kid))
     }
 
     pub fn keys(&self) -> &[Key] {
         &self.keys
+    }
+
+    /// Bind every key to `allowed` only: each must already allow all of them
+    /// (Err names the first it does not).
+    pub fn restrict(&mut self, allowed: &[Algorithm]) -> Result<(), Algorithm> {
+        for key in &mut self.keys {
+            if let Some(missing) = allowed.iter().find(|alg| !key.algorithms.contains(alg)) {
+                return Err(*missing);
+            }
+            key.algorithms = allowed.to_vec();
+        }
+        Ok(())
     }
 
     pub fn extend(&mut self, other: KeySet) {
@@ -248,7 +276,7 @@ fn parse_jwk(entry: &Value, origin: Origin) -> Result<Option<Key>, JwkError> {
     }
     let (material, algorithms) = match kty {
         "RSA" => rsa_from_jwk(jwk, alg)?,
-        "EC" => p256_from_jwk(jwk, alg)?,
+        "EC" => ec_from_jwk(jwk, alg)?,
         "OKP" => ed25519_from_jwk(jwk, alg)?,
         "oct" if origin == Origin::Remote => return Err(jwk_error("kty", "secret keys are not read from remote JWKS")),
         "oct" => hmac_from_jwk(jwk, alg)?,
@@ -293,23 +321,31 @@ fn rsa_from_jwk(jwk: &Map<String, Value>, alg: Option<Algorithm>) -> Result<(Key
     Ok((rsa_material(key).map_err(|message| jwk_error("", message))?, algorithms))
 }
 
-fn p256_from_jwk(jwk: &Map<String, Value>, alg: Option<Algorithm>) -> Result<(KeyMaterial, Vec<Algorithm>), JwkError> {
+/// EC P-256 (ES256) or P-384 (ES384).
+fn ec_from_jwk(jwk: &Map<String, Value>, alg: Option<Algorithm>) -> Result<(KeyMaterial, Vec<Algorithm>), JwkError> {
     let curve = string_member(jwk, "crv")?;
-    if curve != "P-256" {
-        return Err(jwk_error("crv", format!("unsupported curve {curve:?}")));
-    }
+    let (size, name) = match curve {
+        "P-256" => (P256_COORDINATE_BYTES, "P-256"),
+        "P-384" => (P384_COORDINATE_BYTES, "P-384"),
+        _ => return Err(jwk_error("crv", format!("unsupported curve {curve:?}"))),
+    };
     let mut sec1_point = vec![0x04];
     for coordinate in ["x", "y"] {
         let bytes = base64_member(jwk, coordinate)?;
-        if bytes.len() != P256_COORDINATE_BYTES {
-            return Err(jwk_error(coordinate, format!("must be {P256_COORDINATE_BYTES} bytes for P-256")));
+        if bytes.len() != size {
+            return Err(jwk_error(coordinate, format!("must be {size} bytes for {name}")));
         }
         sec1_point.extend_from_slice(&bytes);
     }
-    let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1_point)
-        .map_err(|_| jwk_error("", "x and y are not a point on P-256"))?;
-    let algorithms = bind(alg, &[Algorithm::ES256], "P-256")?;
-    Ok((p256_material(key).map_err(|message| jwk_error("", message))?, algorithms))
+    let not_a_point = || jwk_error("", format!("x and y are not a point on {name}"));
+    if size == P256_COORDINATE_BYTES {
+        let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1_point).map_err(|_| not_a_point())?;
+        let algorithms = bind(alg, &[Algorithm::ES256], "P-256")?;
+        Ok((p256_material(key).map_err(|message| jwk_error("", message))?, algorithms))
+    } else {
+        let material = p384_material(&sec1_point).ok_or_else(not_a_point)?;
+        Ok((material, bind(alg, &[Algorithm::ES384], "P-384")?))
+    }
 }
 
 fn ed25519_from_jwk(
@@ -358,6 +394,39 @@ fn p256_material(key: p256::ecdsa::VerifyingKey) -> Result<KeyMaterial, String> 
         .map_err(|err| format!("cannot encode P-256 key: {err}"))?
         .into_vec();
     Ok(KeyMaterial::P256 { key, spki_der })
+}
+
+/// The DER of a P-384 SubjectPublicKeyInfo up to its point (RFC 5480: id-ecPublicKey,
+/// secp384r1, a BIT STRING of 98 bytes: no unused bits, then the 97-byte point).
+const P384_SPKI_PREFIX: [u8; 23] = [
+    0x30, 0x76, 0x30, 0x10, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x05, 0x2b, 0x81, 0x04, 0x00,
+    0x22, 0x03, 0x62, 0x00,
+];
+const P384_POINT_BYTES: usize = 1 + 2 * P384_COORDINATE_BYTES;
+/// secp384r1 (SEC 2, 2.5.1): y^2 = x^3 - 3x + b over the prime p.
+const P384_P: &[u8] = b"fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffeffffffff0000000000000000ffffffff";
+const P384_B: &[u8] = b"b3312fa7e23ee7e4988e056be3f82d19181d9c6efe8141120314088f5013875ac656398d8a2ed19d2a85c8edd3ec2aef";
+
+/// A P-384 key from its uncompressed SEC1 point; None when it is not a point on the curve.
+fn p384_material(point: &[u8]) -> Option<KeyMaterial> {
+    let coordinates = match point {
+        [0x04, coordinates @ ..] if point.len() == P384_POINT_BYTES => coordinates,
+        _ => return None,
+    };
+    let (x, y) = coordinates.split_at(P384_COORDINATE_BYTES);
+    let (x, y) = (BigUint::from_bytes_be(x), BigUint::from_bytes_be(y));
+    let p = BigUint::parse_bytes(P384_P, 16)?;
+    let b = BigUint::parse_bytes(P384_B, 16)?;
+    if x >= p || y >= p {
+        return None;
+    }
+    // x^3 - 3x + b, kept non-negative: x^3 + 3(p - x) + b.
+    let right = (&x * &x * &x + BigUint::from(3u8) * (&p - &x) + b) % &p;
+    if (&y * &y) % &p != right {
+        return None;
+    }
+    let spki_der = [&P384_SPKI_PREFIX[..], point].concat();
+    Some(KeyMaterial::P384 { point: point.to_vec(), spki_der })
 }
 
 fn ed25519_key(bytes: &[u8]) -> Result<ed25519_compact::PublicKey, String> {
@@ -419,11 +488,17 @@ fn key_from_spki(der: &[u8]) -> Result<(KeyMaterial, Vec<Algorithm>), String> {
         let key = RsaPublicKey::from_public_key_der(der).map_err(|err| format!("invalid RSA key: {err}"))?;
         Ok((rsa_material(key)?, RSA_ALGORITHMS.to_vec()))
     } else if algorithm == OID_EC_PUBLIC_KEY {
-        if info.algorithm.parameters_oid().ok() != Some(OID_P256) {
-            return Err("unsupported EC curve: only P-256 is supported".to_string());
+        let curve = info.algorithm.parameters_oid().ok();
+        if curve == Some(OID_P256) {
+            let key = p256::PublicKey::from_public_key_der(der).map_err(|_| "invalid P-256 key".to_string())?;
+            Ok((p256_material(key.into())?, vec![Algorithm::ES256]))
+        } else if curve == Some(OID_P384) {
+            let point = info.subject_public_key.as_bytes().unwrap_or_default();
+            let material = p384_material(point).ok_or("invalid P-384 key: an uncompressed point on the curve")?;
+            Ok((material, vec![Algorithm::ES384]))
+        } else {
+            Err("unsupported EC curve: P-256 and P-384 are supported".to_string())
         }
-        let key = p256::PublicKey::from_public_key_der(der).map_err(|_| "invalid P-256 key".to_string())?;
-        Ok((p256_material(key.into())?, vec![Algorithm::ES256]))
     } else if algorithm == OID_ED25519 {
         let bytes = info.subject_public_key.as_bytes().ok_or_else(|| "invalid Ed25519 key".to_string())?;
         Ok((KeyMaterial::Ed25519(ed25519_key(bytes)?), vec![Algorithm::EdDSA]))
@@ -432,12 +507,22 @@ fn key_from_spki(der: &[u8]) -> Result<(KeyMaterial, Vec<Algorithm>), String> {
     }
 }
 
-// Native only, and last, so that the module's code (and its panic locations) is as without it.
-#[cfg(not(target_arch = "wasm32"))]
+/// RFC 7638: base64url(SHA-256) of a public key's required members (what
+/// `Key::public_jwk` gives), sorted, without whitespace.
+pub fn thumbprint(members: &Map<String, Value>) -> String {
+    let mut pairs: Vec<(&String, &Value)> = members.iter().collect();
+    pairs.sort_by_key(|(name, _)| name.as_str());
+    let body: Vec<String> =
+        pairs.iter().map(|(name, value)| format!("{}:{value}", Value::from(name.as_str()))).collect();
+    let digest = crate::digest::sha256(format!("{{{}}}", body.join(",")).as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest)
+}
+
 impl Key {
     /// The JWK members of a public key: `kty` and the key's own (`n`, `e`; `crv`, `x`,
     /// `y`; `crv`, `x`), which are also the members of its RFC 7638 thumbprint; no
-    /// `kid` or `alg`. None for an HMAC secret. For `wasm-authn jwks`; native builds only.
+    /// `kid` or `alg`. None for an HMAC secret. For `wasm-authn jwks` and the token
+    /// endpoint's JWKS.
     pub fn public_jwk(&self) -> Option<Map<String, Value>> {
         let members: Vec<(&str, String)> = match &self.material {
             KeyMaterial::Rsa { key, .. } => vec![
@@ -453,6 +538,10 @@ impl Key {
                     ("x", JWK_BASE64.encode(point.x()?)),
                     ("y", JWK_BASE64.encode(point.y()?)),
                 ]
+            }
+            KeyMaterial::P384 { point, .. } => {
+                let (x, y) = point.get(1..)?.split_at(P384_COORDINATE_BYTES);
+                vec![("kty", "EC".into()), ("crv", "P-384".into()), ("x", JWK_BASE64.encode(x)), ("y", JWK_BASE64.encode(y))]
             }
             KeyMaterial::Ed25519(key) => {
                 vec![("kty", "OKP".into()), ("crv", "Ed25519".into()), ("x", JWK_BASE64.encode(key.as_ref()))]

@@ -17,8 +17,8 @@ pub use backend::{PureRust, SignatureBackend};
 pub use claims::claim_at;
 pub use der::ecdsa_jws_to_der;
 pub use error::JwtError;
-pub use keys::{Key, KeySet, MAX_JWKS_KEYS};
-pub use provider::{ClaimToHeader, Provider, ProviderId};
+pub use keys::{thumbprint, Key, KeySet, MAX_JWKS_KEYS};
+pub use provider::{normalized_pem, ClaimToHeader, Issuer, Provider, ProviderId};
 pub use verify::{
     verify, VerifiedToken, MAX_PAYLOAD_BYTES, MAX_PURE_PUBLIC_KEY_CHECKS, MAX_SIGNATURE_CHECKS, MAX_TOKEN_BYTES,
 };

@@ -19,9 +19,24 @@ pub struct ClaimToHeader {
     pub header: String,
 }
 
+/// Who issues a provider's tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Issuer {
+    /// An identity provider (`jwt.providers[]`): the principal is a claim.
+    Provider,
+    /// A client keypair (`keypairs[]`): the client signs its own short-lived tokens;
+    /// the principal is the keypair's id. `one_time`: each `jti` is accepted once.
+    Keypair { one_time: bool },
+    /// This filter's token endpoint: the principal is an API client (`sub`).
+    TokenEndpoint,
+}
+
 pub struct Provider {
     pub name: String,
     pub issuer: String,
+    /// Other `iss` values that name it (a keypair's PEM text, normalized).
+    pub issuer_aliases: Vec<String>,
+    pub kind: Issuer,
     /// Empty: any audience.
     pub audiences: Vec<String>,
     pub local_keys: KeySet,
@@ -36,6 +51,13 @@ pub struct Provider {
 }
 
 impl Provider {
+    /// Whether a token's `iss` names this provider: its issuer, or (a keypair) its PEM
+    /// text, compared as `normalized_pem` gives it (`pem_iss`: the token's `iss` so
+    /// normalized, when it is PEM text).
+    pub fn matches_issuer(&self, iss: &str, pem_iss: Option<&str>) -> bool {
+        self.issuer == iss || pem_iss.is_some_and(|pem| self.issuer_aliases.iter().any(|alias| alias == pem))
+    }
+
     /// The fetched key set: None when there is none yet (or none to fetch).
     pub fn remote_keys(&self) -> Option<&KeySet> {
         self.remote.as_ref().and_then(RemoteDocument::value)
@@ -52,4 +74,9 @@ impl fmt::Debug for Provider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Provider").field("name", &self.name).field("issuer", &self.issuer).finish_non_exhaustive()
     }
+}
+
+/// PEM text as keypair issuers compare it: CRLF as LF, each line and the whole trimmed.
+pub fn normalized_pem(text: &str) -> String {
+    text.trim().lines().map(str::trim).collect::<Vec<_>>().join("\n")
 }

@@ -22,7 +22,9 @@ const RSA_PRIVATE: &str = include_str!("../../tests/keys/rsa2048_private.pem");
 const RSA_PUBLIC: &str = include_str!("../../tests/keys/rsa2048_public.pem");
 const EC_PRIVATE: &str = include_str!("../../tests/keys/ec_p256_private.pem");
 const EC_PUBLIC: &str = include_str!("../../tests/keys/ec_p256_public.pem");
+const EC_P384_PRIVATE: &str = include_str!("../../tests/keys/ec_p384_private.pem");
 const EC_P384_PUBLIC: &str = include_str!("../../tests/keys/ec_p384_public.pem");
+const EC_P521_PUBLIC: &str = include_str!("../../tests/keys/ec_p521_public.pem");
 const ED_PRIVATE: &str = include_str!("../../tests/keys/ed25519_private.pem");
 const ED_PUBLIC: &str = include_str!("../../tests/keys/ed25519_public.pem");
 const PUBLIC_JWKS: &str = include_str!("../../tests/keys/public_jwks.json");
@@ -47,6 +49,7 @@ fn all_local_keys() -> Value {
     json!({"keys": [
         with_kid(fixture_jwk("rsa2048"), "rsa-1"),
         with_kid(fixture_jwk("ec_p256"), "ec-1"),
+        with_kid(fixture_jwk("ec_p384"), "ec384-1"),
         with_kid(fixture_jwk("ed25519"), "ed-1"),
         hmac_jwk("hs-1"),
     ]})
@@ -91,9 +94,9 @@ fn encoding_key(alg: jsonwebtoken::Algorithm) -> EncodingKey {
             EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).unwrap()
         }
         A::ES256 => EncodingKey::from_ec_pem(EC_PRIVATE.as_bytes()).unwrap(),
+        A::ES384 => EncodingKey::from_ec_pem(EC_P384_PRIVATE.as_bytes()).unwrap(),
         A::EdDSA => EncodingKey::from_ed_pem(ED_PRIVATE.as_bytes()).unwrap(),
         A::HS256 | A::HS384 | A::HS512 => EncodingKey::from_secret(HMAC_SECRET),
-        other => panic!("no test key for {other:?}"),
     }
 }
 
@@ -115,8 +118,9 @@ fn check_with(token: &str, providers: &[Provider], backend: &dyn SignatureBacken
     verify(token, providers, backend, NOW, SKEW)
 }
 
+/// Checked as in Envoy: the module's own code, and the host's for ES384.
 fn check(token: &str, providers: &[Provider]) -> Result<VerifiedToken, JwtError> {
-    check_with(token, providers, &PureRust)
+    check_with(token, providers, &crate::testing::HostP384)
 }
 
 /// A token made of the given JSON parts and signature bytes, with no real signature.
@@ -155,6 +159,7 @@ fn every_algorithm_verifies() {
         (A::PS384, "rsa-1"),
         (A::PS512, "rsa-1"),
         (A::ES256, "ec-1"),
+        (A::ES384, "ec384-1"),
         (A::EdDSA, "ed-1"),
         (A::HS256, "hs-1"),
     ] {
@@ -328,7 +333,7 @@ fn alg_none_and_unknown_algs_are_refused() {
     let unsigned =
         format!("{}.{}.", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims().to_string()));
     assert_eq!(check(&unsigned, &providers), Err(JwtError::Malformed), "empty signature part");
-    for alg in ["none", "None", "rs256", "ES384", "HS256 "] {
+    for alg in ["none", "None", "rs256", "ES512", "HS256 "] {
         let token = raw_token(&json!({"alg": alg}), &claims(), b"sig");
         assert_eq!(check(&token, &providers), Err(JwtError::UnsupportedAlgorithm), "{alg}");
     }
@@ -668,15 +673,36 @@ fn strict_jwks_errors_name_the_key_and_field() {
         jwks_error(json!([fixture_jwk("rsa1024")])),
         format!("{p}.keys[0].n: RSA modulus must be at least 2048 bits")
     );
-    let mut p384 = fixture_jwk("ec_p256");
-    p384["crv"] = json!("P-384");
-    assert_eq!(jwks_error(json!([p384])), format!("{p}.keys[0].crv: unsupported curve \"P-384\""));
+    let mut p521 = fixture_jwk("ec_p256");
+    p521["crv"] = json!("P-521");
+    assert_eq!(jwks_error(json!([p521])), format!("{p}.keys[0].crv: unsupported curve \"P-521\""));
+    let mut short_p384 = fixture_jwk("ec_p256");
+    short_p384["crv"] = json!("P-384");
+    assert_eq!(jwks_error(json!([short_p384])), format!("{p}.keys[0].x: must be 48 bytes for P-384"));
     let mut short_x = fixture_jwk("ec_p256");
     short_x["x"] = json!("AAAA");
     assert_eq!(jwks_error(json!([short_x])), format!("{p}.keys[0].x: must be 32 bytes for P-256"));
     let mut off_curve = fixture_jwk("ec_p256");
     off_curve["y"] = off_curve["x"].clone();
     assert_eq!(jwks_error(json!([off_curve])), format!("{p}.keys[0]: x and y are not a point on P-256"));
+    // P-384 points are checked here (the host verifies): off the curve, or a coordinate past p.
+    for coordinate in ["x", "y"] {
+        let mut off_curve = fixture_jwk("ec_p384");
+        let mut bytes = URL_SAFE_NO_PAD.decode(off_curve[coordinate].as_str().unwrap()).unwrap();
+        bytes[47] ^= 1;
+        off_curve[coordinate] = json!(URL_SAFE_NO_PAD.encode(&bytes));
+        assert_eq!(jwks_error(json!([off_curve])), format!("{p}.keys[0]: x and y are not a point on P-384"));
+        let mut past_p = fixture_jwk("ec_p384");
+        past_p[coordinate] = json!(URL_SAFE_NO_PAD.encode([0xff; 48]));
+        assert_eq!(jwks_error(json!([past_p])), format!("{p}.keys[0]: x and y are not a point on P-384"));
+    }
+    let p384 = KeySet::from_jwks(&json!({"keys": [fixture_jwk("ec_p384")]}), "p").unwrap();
+    assert!(p384.needs_host_crypto());
+    assert_eq!(
+        p384.keys()[0].spki_der(),
+        Some(pem_der(EC_P384_PUBLIC).as_slice()),
+        "the SPKI the host gets is the standard encoding"
+    );
     let mut wrong_alg = rsa.clone();
     wrong_alg["alg"] = json!("ES256");
     assert_eq!(jwks_error(json!([wrong_alg])), format!("{p}.keys[0].alg: ES256 cannot be used with a RSA key"));
@@ -749,6 +775,7 @@ fn key_algorithm_bindings() {
         vec![
             (Some("rsa-1"), &[RS256, RS384, RS512, PS256, PS384, PS512][..]),
             (Some("ec-1"), &[ES256][..]),
+            (Some("ec384-1"), &[ES384][..]),
             (Some("ed-1"), &[EdDSA][..]),
             (Some("hs-1"), &[HS256][..]),
         ]
@@ -769,7 +796,7 @@ fn lenient_remote_jwks_skips_what_it_cannot_use() {
     let mut enc = with_kid(fixture_jwk("rsa2048"), "enc");
     enc["use"] = json!("enc");
     let mut p384 = fixture_jwk("ec_p256");
-    p384["crv"] = json!("P-384");
+    p384["crv"] = json!("P-384"); // P-256 coordinates: not a P-384 key
     let mut ps_only = with_kid(fixture_jwk("rsa2048"), "ps");
     ps_only["alg"] = json!("PS256");
     let mut oaep = fixture_jwk("rsa2048");
@@ -805,7 +832,14 @@ fn lenient_remote_jwks_skips_what_it_cannot_use() {
 #[test]
 fn pem_keys_verify_and_match_any_kid() {
     use jsonwebtoken::Algorithm as A;
-    for (pem, alg) in [(RSA_PUBLIC, A::RS256), (RSA_PUBLIC, A::PS384), (EC_PUBLIC, A::ES256), (ED_PUBLIC, A::EdDSA)] {
+    let pems = [
+        (RSA_PUBLIC, A::RS256),
+        (RSA_PUBLIC, A::PS384),
+        (EC_PUBLIC, A::ES256),
+        (EC_P384_PUBLIC, A::ES384),
+        (ED_PUBLIC, A::EdDSA),
+    ];
+    for (pem, alg) in pems {
         let providers = [provider(json!({"name": "pem", "issuer": ISSUER, "local_pem": pem}))];
         assert!(check(&mint(alg, Some("some-kid"), &claims()), &providers).is_ok(), "{alg:?}");
         assert!(check(&mint(alg, None, &claims()), &providers).is_ok(), "{alg:?}");
@@ -829,7 +863,7 @@ fn pem_errors_explain_what_to_use_instead() {
     let pkcs1 = RSA_PUBLIC.replace("PUBLIC KEY", "RSA PUBLIC KEY");
     assert!(error(&pkcs1).contains("PKCS#1"));
     assert!(error("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----").contains("certificates"));
-    assert!(error(EC_P384_PUBLIC).ends_with("only P-256 is supported"));
+    assert!(error(EC_P521_PUBLIC).ends_with("P-256 and P-384 are supported"));
     assert_eq!(
         error("-----BEGIN PUBLIC KEY-----\n!!!\n-----END PUBLIC KEY-----"),
         "jwt.providers[0].local_pem: invalid base64 in PEM block 0"
@@ -839,8 +873,8 @@ fn pem_errors_explain_what_to_use_instead() {
         "jwt.providers[0].local_pem: not a valid SubjectPublicKeyInfo"
     );
     assert_eq!(error(""), "jwt.providers[0].local_pem: must hold PEM blocks \"BEGIN PUBLIC KEY\"");
-    let rsa_then_p384 = format!("{RSA_PUBLIC}{EC_P384_PUBLIC}");
-    assert!(error(&rsa_then_p384).starts_with("jwt.providers[0].local_pem[1]: "), "{}", error(&rsa_then_p384));
+    let rsa_then_p521 = format!("{RSA_PUBLIC}{EC_P521_PUBLIC}");
+    assert!(error(&rsa_then_p521).starts_with("jwt.providers[0].local_pem[1]: "), "{}", error(&rsa_then_p521));
     assert!(error(&format!("{RSA_PUBLIC}{RSA_PRIVATE}")).contains("private keys must not be configured"));
 }
 
@@ -918,7 +952,7 @@ fn provider_config_defaults_and_header_lowercasing() {
     assert!(compiled.require_expiration);
     assert_eq!(compiled.principal_claim, "sub");
     assert_eq!(compiled.claim_to_headers[0].header, "x-claim");
-    assert_eq!(compiled.local_keys.len(), 4);
+    assert_eq!(compiled.local_keys.len(), 5);
     assert!(compiled.remote.is_none());
     assert!(remote_provider().awaits_remote_keys());
     let unknown_field = merged(base_config(), json!({"issuer_url": "x"}));
@@ -928,7 +962,7 @@ fn provider_config_defaults_and_header_lowercasing() {
 #[test]
 fn local_jwks_and_pem_together() {
     let compiled = provider(merged(base_config(), json!({"local_pem": EC_PUBLIC})));
-    assert_eq!(compiled.local_keys.len(), 5);
+    assert_eq!(compiled.local_keys.len(), 6);
 }
 
 // ---- error texts ----

@@ -626,3 +626,26 @@ fn revocation_by_jti_and_not_before_beats_the_cache() {
     ));
     assert_eq!(denied(decide_with(&mut vm, "GET", "/x", &[("authorization", &good)])).reason, Reason::TokenRevoked);
 }
+
+#[test]
+fn the_token_endpoint_answers_its_paths_before_any_rule_and_never_forwards_them() {
+    let signing_key = include_str!("../../tests/keys/ec_p256_private.pem");
+    let endpoint = json!({"path": "/auth/token", "issuer": "https://auth.local", "signing_key": signing_key});
+    // A bypass rule over the whole tree does not open the endpoint's paths to the upstream.
+    let mut vm = authenticator(json!({"token_endpoint": endpoint, "bypass": [{"path_prefix": "/"}]}));
+    for path in ["/auth/token", "/auth//token?x=1", "/auth/./token", "/auth/%74oken"] {
+        match decide_with(&mut vm, "POST", path, &[("x-api-key", "secret")]) {
+            Decision::ReadBody(presented) => assert_eq!(presented.api_key_header.as_deref(), Some("secret"), "{path}"),
+            other => panic!("{path}: {other:?}"),
+        }
+    }
+    let reply = denied(decide_with(&mut vm, "GET", "/.well-known/jwks.json", &[]));
+    assert_eq!((reply.status, reply.reason), (200, Reason::JwksServed));
+    assert_eq!(denied(decide_with(&mut vm, "PUT", "/auth/token", &[])).status, 405);
+    assert!(matches!(decide_with(&mut vm, "POST", "/auth/token/more", &[]), Decision::Bypass(_)));
+
+    // Outside the trusted networks, the endpoint is closed too.
+    let mut vm = authenticator(json!({"token_endpoint": endpoint, "trusted_networks": ["10.0.0.0/8"]}));
+    let reply = denied(decide_with(&mut vm, "POST", "/auth/token", &[("x-api-key", "secret")]));
+    assert_eq!((reply.status, reply.reason), (403, Reason::NetworkNotTrusted));
+}

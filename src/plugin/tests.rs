@@ -357,7 +357,7 @@ fn requests_per_hour_are_exact_across_workers_and_the_override_applies() {
                 assert!(reply.headers.iter().any(|(n, v)| *n == "retry-after" && v.parse::<u64>().unwrap() > 0));
                 assert!(reply.headers.contains(&("ratelimit-policy", "\"hourly\";q=10;w=3600".to_string())));
             }
-            Verdict::Pause => panic!(),
+            other => panic!("{other:?}"),
         }
     }
     assert_eq!(allowed, 10);
@@ -421,4 +421,66 @@ fn a_request_held_through_a_fetch_that_missed_its_kid_gets_401_not_a_second_fetc
     assert_eq!(reply_status(&envoy.request(1, 9, "b", T0 + 10_030)), Some(401));
     envoy.tick(T0 + 10_050);
     assert!(envoy.calls().is_empty(), "no refetch: the keys were fetched after it arrived");
+}
+
+#[test]
+fn a_token_request_reads_its_body_and_is_counted() {
+    let clients = json!([{"id": "reports", "key_hash": format!("sha256:{}", hex(b"key-1"))}]);
+    let signing_key = include_str!("../../tests/keys/ed25519_private.pem");
+    let config = json!({
+        "api_keys": {"clients": clients},
+        "token_endpoint": {"path": "/token", "issuer": "https://auth.local", "signing_key": signing_key},
+    });
+    let mut plugin = Plugin::new(Config::from_json(config.to_string().as_bytes()).unwrap());
+    let mut host = FakeHost::new(&FakeShared::default());
+    let headers: Vec<(String, String)> =
+        [(":method", "POST"), (":path", "/token"), ("content-type", "application/json")]
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+    let Verdict::ReadBody(presented) = plugin.on_request(&mut host, 1, &RequestFacts::from_headers(&headers), T0)
+    else {
+        panic!("a token request reads its body");
+    };
+    let issued = plugin.on_token_request(&mut host, 1, &presented, br#"{"apiKey": "key-1"}"#, T0);
+    assert_eq!(issued.status, 200);
+    let refused = plugin.on_token_request(&mut host, 1, &presented, br#"{"apiKey": "key-2"}"#, T0);
+    assert_eq!(refused.status, 401);
+    assert_eq!((host.counter("token_issued"), host.counter("denied.token_invalid_client")), (1, 1));
+
+    // Its token opens the other routes.
+    let token = serde_json::from_str::<Value>(&issued.body()).unwrap()["access_token"].as_str().unwrap().to_string();
+    let bearer = format!("Bearer {token}");
+    let headers: Vec<(String, String)> = [(":method", "GET"), (":path", "/orders"), ("authorization", bearer.as_str())]
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+    let verdict = plugin.on_request(&mut host, 2, &RequestFacts::from_headers(&headers), T0 + 1000);
+    assert!(matches!(verdict, Verdict::Continue(_)), "{verdict:?}");
+}
+
+#[test]
+fn a_token_request_whose_body_never_comes_gets_408() {
+    let clients = json!([{"id": "reports", "key_hash": format!("sha256:{}", hex(b"key-1"))}]);
+    let signing_key = include_str!("../../tests/keys/ed25519_private.pem");
+    let config = json!({
+        "api_keys": {"clients": clients},
+        "token_endpoint": {"path": "/token", "issuer": "https://auth.local", "signing_key": signing_key},
+    });
+    let mut plugin = Plugin::new(Config::from_json(config.to_string().as_bytes()).unwrap());
+    let mut host = FakeHost::new(&FakeShared::default());
+    let headers: Vec<(String, String)> =
+        [(":method", "POST"), (":path", "/token")].iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+    for context in [1, 2] {
+        assert!(matches!(plugin.on_request(&mut host, context, &RequestFacts::from_headers(&headers), T0), Verdict::ReadBody(_)));
+    }
+    assert!(plugin.busy(), "ticks fast while bodies are awaited");
+    plugin.on_stream_end(&mut host, 2, T0 + 1);
+    assert!(plugin.overdue_body_reads(&mut host, T0 + 9_999).is_empty());
+    let overdue = plugin.overdue_body_reads(&mut host, T0 + 10_000);
+    assert_eq!(overdue.len(), 1);
+    assert_eq!((overdue[0].0, overdue[0].1.status, overdue[0].1.reason), (1, 408, Reason::TokenBodyTimeout));
+    assert!(plugin.overdue_body_reads(&mut host, T0 + 20_000).is_empty(), "answered once");
+    assert!(!plugin.busy());
+    assert_eq!(host.counter("denied.token_body_timeout"), 1);
 }
