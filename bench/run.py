@@ -304,6 +304,11 @@ def scenarios(c: Credentials) -> List[Scenario]:
         Scenario("trivial", "trivial wasm filter (floor)", "baseline",
                  [wasm_filter("trivial", "trivial_bench", WASM_TRIVIAL, "", None)],
                  headers=bearer["es256"], enforces=False),
+        # The floor plus exactly the host calls wasm-authn makes for an allowed API key
+        # (bench/trivial-filter): what those calls cost, apart from the filter's own work.
+        Scenario("trivial-calls", "trivial wasm filter + wasm-authn's host calls", "baseline",
+                 [wasm_filter("trivial-calls", "trivial_bench", WASM_TRIVIAL, "", "host-calls")],
+                 headers={"x-api-key": c.api_key}, enforces=False),
     ]
     for name in ("es256", "rs256"):
         up = name.upper()

@@ -191,6 +191,7 @@ if bad:
 sys.exit(1 if bad else 0)
 PYEOF
 
+sleep 1.2 # allowed, bypassed and anonymous reach Envoy on the filter's next tick
 echo "demo: the filter's counters (http://127.0.0.1:9901/stats?filter=wasmcustom):"
 curl -s --max-time 5 'http://127.0.0.1:9901/stats?filter=wasmcustom' | sed 's/^/  /'
 echo "demo: stopping"

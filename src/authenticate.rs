@@ -4,10 +4,9 @@
 use std::rc::Rc;
 
 use crate::basic::{self, PasswordGuard, PasswordHost, Refusal};
-use crate::cache::{cache_key, VerifiedCache};
+use crate::cache::{CacheKey, CacheKeys, VerifiedCache};
 use crate::config::Config;
 use crate::credential::Credential;
-use crate::digest::Sha256Digest;
 use crate::jwt::{self, Issuer, JwtError, ProviderId, SignatureBackend};
 use crate::principal::{AuthMethod, Principal, TokenFacts};
 use crate::reason::Reason;
@@ -15,6 +14,7 @@ use crate::shared_table::{Once, SharedTable};
 
 /// One VM's memory of verifications, and its guards on password checks.
 pub struct Verifier {
+    keys: CacheKeys,
     successes: VerifiedCache<Rc<Principal>>,
     /// Basic credentials that failed: a repeated wrong password costs a lookup, not a hash.
     failures: VerifiedCache<()>,
@@ -46,6 +46,7 @@ const INVALID_API_KEY: &str = "invalid API key";
 impl Verifier {
     pub fn new(config: &Config) -> Verifier {
         Verifier {
+            keys: CacheKeys::new(),
             successes: VerifiedCache::new(config.cache),
             failures: VerifiedCache::new(config.cache),
             guard: PasswordGuard::new(config.failure_limit, config.slow_hash_budget_ms_per_second),
@@ -65,7 +66,7 @@ impl Verifier {
         now_ms: u64,
     ) -> Result<Rc<Principal>, NotVerified> {
         let now_s = now_ms / 1000;
-        let key = digest_of(credential);
+        let key = key_of(&self.keys, credential);
         if let Some(principal) = self.successes.get(&key, now_s) {
             return Ok(principal);
         }
@@ -108,12 +109,12 @@ impl Verifier {
     }
 }
 
-/// The digest a credential is remembered under; the scheme tag keeps schemes apart.
-fn digest_of(credential: &Credential) -> Sha256Digest {
+/// The key a credential is remembered under; the scheme tag keeps schemes apart.
+fn key_of(keys: &CacheKeys, credential: &Credential) -> CacheKey {
     match credential {
-        Credential::Basic { user, password } => cache_key("basic", &[user.as_bytes(), password.as_bytes()]),
-        Credential::Bearer(token) => cache_key("bearer", &[token.as_bytes()]),
-        Credential::ApiKey { key, .. } => cache_key("api-key", &[key.as_bytes()]),
+        Credential::Basic { user, password } => keys.of("basic", &[user.as_bytes(), password.as_bytes()]),
+        Credential::Bearer(token) => keys.of("bearer", &[token.as_bytes()]),
+        Credential::ApiKey { key, .. } => keys.of("api-key", &[key.as_bytes()]),
     }
 }
 

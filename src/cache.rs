@@ -1,13 +1,16 @@
 //! The verified-credential cache: a credential that verified is remembered,
-//! keyed by a SHA-256 digest of it (never the credential itself), so that a
+//! keyed by a keyed 128-bit hash of it (never the credential itself), so that a
 //! caller repeating it costs a hash and a lookup, not a signature check or a bcrypt.
 //! One per VM; bounded in entries; no entry outlives its lifetime or the token's `exp`.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 
-use sha2::{Digest, Sha256};
+use rand_core::{OsRng, RngCore};
+use siphasher::sip128::{Hasher128, SipHasher13};
 
-use crate::digest::Sha256Digest;
+/// What a credential is remembered under.
+pub type CacheKey = u128;
 
 /// The verified-credential cache's bounds (`cache` in the configuration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,9 +27,66 @@ impl Default for CacheSettings {
 
 pub struct VerifiedCache<T> {
     settings: CacheSettings,
-    entries: HashMap<Sha256Digest, Entry<T>>,
+    entries: HashMap<CacheKey, Entry<T>, BuildHasherDefault<AlreadyHashed>>,
     /// Insertion order, for evicting the oldest when full.
-    order: VecDeque<Sha256Digest>,
+    order: VecDeque<CacheKey>,
+}
+
+/// Keys are outputs of a keyed PRF already: the map uses their low bits as they are
+/// (hashing them again would buy nothing against flooding and cost a SipHash).
+#[derive(Default)]
+pub struct AlreadyHashed(u64);
+
+impl Hasher for AlreadyHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u128` is used; anything else still spreads.
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+
+    fn write_u128(&mut self, key: u128) {
+        self.0 = key as u64;
+    }
+}
+
+/// Turns credentials into cache keys: SipHash-1-3, 128-bit output, with a key drawn
+/// from the host's randomness once per VM, so outsiders can neither predict keys nor
+/// make two credentials share one.
+pub struct CacheKeys {
+    key: [u8; 16],
+}
+
+impl CacheKeys {
+    pub fn new() -> CacheKeys {
+        let mut key = [0u8; 16];
+        // Without randomness the key is fixed: still collision-free for honest input, and
+        // the cache never decides who a caller is on a key alone (a miss verifies).
+        let _ = OsRng.try_fill_bytes(&mut key);
+        CacheKeys { key }
+    }
+
+    /// The key of a credential: its scheme tag and parts, each length-prefixed, so
+    /// ("ab", "c") and ("a", "bc") differ and schemes never meet.
+    pub fn of(&self, scheme: &str, parts: &[&[u8]]) -> CacheKey {
+        let mut hasher = SipHasher13::new_with_key(&self.key);
+        hasher.write(scheme.as_bytes());
+        for part in parts {
+            hasher.write(&(part.len() as u64).to_be_bytes());
+            hasher.write(part);
+        }
+        hasher.finish128().as_u128()
+    }
+}
+
+impl Default for CacheKeys {
+    fn default() -> Self {
+        CacheKeys::new()
+    }
 }
 
 struct Entry<T> {
@@ -34,24 +94,12 @@ struct Entry<T> {
     expires_at: u64,
 }
 
-/// The digest a credential is cached under; the scheme tag keeps schemes apart.
-pub fn cache_key(scheme: &str, parts: &[&[u8]]) -> Sha256Digest {
-    let mut hasher = Sha256::new();
-    hasher.update(scheme.as_bytes());
-    for part in parts {
-        // Length-prefixed, so ("ab","c") and ("a","bc") differ.
-        hasher.update((part.len() as u64).to_be_bytes());
-        hasher.update(part);
-    }
-    hasher.finalize().into()
-}
-
 impl<T: Clone> VerifiedCache<T> {
     pub fn new(settings: CacheSettings) -> Self {
-        VerifiedCache { settings, entries: HashMap::new(), order: VecDeque::new() }
+        VerifiedCache { settings, entries: HashMap::default(), order: VecDeque::new() }
     }
 
-    pub fn get(&mut self, key: &Sha256Digest, now: u64) -> Option<T> {
+    pub fn get(&mut self, key: &CacheKey, now: u64) -> Option<T> {
         match self.entries.get(key) {
             Some(entry) if now < entry.expires_at => Some(entry.value.clone()),
             Some(_) => {
@@ -63,7 +111,7 @@ impl<T: Clone> VerifiedCache<T> {
     }
 
     /// Remember a verified credential until `not_after` (a token's `exp`) or the configured lifetime, whichever is first.
-    pub fn insert(&mut self, key: Sha256Digest, value: T, now: u64, not_after: Option<u64>) {
+    pub fn insert(&mut self, key: CacheKey, value: T, now: u64, not_after: Option<u64>) {
         if self.settings.max_entries == 0 || self.settings.ttl_seconds == 0 {
             return;
         }
@@ -83,7 +131,7 @@ impl<T: Clone> VerifiedCache<T> {
         if self.entries.insert(key, Entry { value, expires_at }).is_none() {
             self.order.push_back(key);
         }
-        // `order` may hold digests already dropped on expiry; keep it bounded too.
+        // `order` may hold keys already dropped on expiry; keep it bounded too.
         if self.order.len() > self.settings.max_entries * 2 {
             let entries = &self.entries;
             self.order.retain(|k| entries.contains_key(k));
@@ -111,6 +159,11 @@ mod tests {
 
     fn cache(max_entries: usize, ttl_seconds: u64) -> VerifiedCache<&'static str> {
         VerifiedCache::new(CacheSettings { max_entries, ttl_seconds })
+    }
+
+    fn cache_key(scheme: &str, parts: &[&[u8]]) -> CacheKey {
+        thread_local!(static KEYS: CacheKeys = CacheKeys::new());
+        KEYS.with(|keys| keys.of(scheme, parts))
     }
 
     #[test]
@@ -150,6 +203,13 @@ mod tests {
     fn keys_are_length_prefixed() {
         assert_ne!(cache_key("basic", &[b"ab", b"c"]), cache_key("basic", &[b"a", b"bc"]));
         assert_ne!(cache_key("basic", &[b"x"]), cache_key("apikey", &[b"x"]));
+    }
+
+    #[test]
+    fn keys_are_secret_per_vm() {
+        let (a, b) = (CacheKeys::new(), CacheKeys::new());
+        assert_eq!(a.of("bearer", &[b"t"]), a.of("bearer", &[b"t"]));
+        assert_ne!(a.of("bearer", &[b"t"]), b.of("bearer", &[b"t"]), "another VM, another key");
     }
 
     #[test]

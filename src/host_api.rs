@@ -56,8 +56,32 @@ pub trait CallResponse {
 /// Envoy counters and gauges (`wasmcustom.wasm_authn.<name>` on the stats page).
 pub trait Counters {
     fn increment(&mut self, name: &str);
+    /// Count what most requests end in. The host may add these up and hand them to
+    /// Envoy on its next tick (within a second): a host call saved per request.
+    fn count_soon(&mut self, outcome: Outcome);
     /// Move a gauge (shared by every VM, as counters are) by `delta`.
     fn add_to_gauge(&mut self, name: &str, delta: i64);
+}
+
+/// What most requests end in: the counters `count_soon` takes (`ALL` is in declaration order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Allowed,
+    Bypassed,
+    Anonymous,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 3] = [Outcome::Allowed, Outcome::Bypassed, Outcome::Anonymous];
+
+    /// The counter's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Allowed => "allowed",
+            Outcome::Bypassed => "bypassed",
+            Outcome::Anonymous => "anonymous",
+        }
+    }
 }
 
 /// Time as the host tells it.

@@ -9,7 +9,7 @@ use log::{info, warn};
 
 use crate::authenticate::{Verifier, VerifyHost};
 use crate::config::Config;
-use crate::host_api::{CallResponse, Counters, HttpCalls, Target};
+use crate::host_api::{CallResponse, Counters, HttpCalls, Outcome, Target};
 use crate::jwt::ProviderId;
 use crate::limits::Quota;
 use crate::pipeline::{self, Decision, Limited};
@@ -142,15 +142,15 @@ impl Plugin {
         }
         let verdict = match decision {
             Decision::Bypass(changes) => {
-                host.increment("bypassed");
+                host.count_soon(Outcome::Bypassed);
                 Verdict::Continue(changes)
             }
             Decision::Anonymous(changes) => {
-                host.increment("anonymous");
+                host.count_soon(Outcome::Anonymous);
                 Verdict::Continue(changes)
             }
             Decision::Allow { changes, limited, .. } => {
-                host.increment("allowed");
+                host.count_soon(Outcome::Allowed);
                 if let Some(limited) = limited {
                     self.track(host, context_id, limited);
                 }
@@ -272,12 +272,14 @@ impl Plugin {
 
     /// The stream ended, however (completed, reset, timed out, answered by a later
     /// filter, or gone while held): its slot in flight is given back.
-    pub fn on_stream_end(&mut self, host: &mut dyn Host, context_id: u32, now_ms: u64) {
+    /// The clock is read only then: most streams end with nothing to give back.
+    pub fn on_stream_end(&mut self, host: &mut dyn Host, context_id: u32) {
         self.waiting.remove(&context_id);
         self.response_fields.remove(&context_id);
         self.reading.remove(&context_id);
         if let Some(key) = self.in_flight.remove(&context_id) {
-            self.config.limit_table.release(&*host, key, now_ms / 1000);
+            let now_s = host.now_ns().map_or(0, |ns| ns / 1_000_000_000);
+            self.config.limit_table.release(&*host, key, now_s);
         }
     }
 

@@ -6,7 +6,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use crate::host_api::{CallResponse, Cas, Clock, Counters, HttpCalls, SharedData, Target};
+use crate::host_api::{CallResponse, Cas, Clock, Counters, HttpCalls, Outcome, SharedData, Target};
 use crate::jwt::{Algorithm, SignatureBackend};
 
 /// Something another VM does just before one of this store's next writes.
@@ -136,6 +136,10 @@ impl HttpCalls for FakeHost {
 impl Counters for FakeHost {
     fn increment(&mut self, name: &str) {
         *self.counters.entry(name.to_string()).or_default() += 1;
+    }
+
+    fn count_soon(&mut self, outcome: Outcome) {
+        self.increment(outcome.name());
     }
 
     fn add_to_gauge(&mut self, name: &str, delta: i64) {

@@ -8,7 +8,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
 
 use crate::envoy_crypto::{decode_result, encode_arguments, FUNCTION_NAME};
-use crate::host_api::{CallResponse, Cas, Clock, Counters, HttpCalls, SharedData, Target};
+use crate::host_api::{CallResponse, Cas, Clock, Counters, HttpCalls, Outcome, SharedData, Target};
 use crate::jwt::{Algorithm, SignatureBackend};
 
 /// A `cas` no entry ever has. Envoy checks `cas` only against an existing entry, so a
@@ -21,6 +21,8 @@ pub struct EnvoyHost {
     gauge_ids: HashMap<String, u32>,
     /// Whether Envoy's `verify_signature` is there (and allowed by `envoy_crypto`).
     crypto: bool,
+    /// `count_soon` counts not yet handed to Envoy, by `Outcome::ALL` order.
+    pending: [u64; Outcome::ALL.len()],
 }
 
 impl EnvoyHost {
@@ -28,11 +30,25 @@ impl EnvoyHost {
     pub fn new(envoy_crypto: bool) -> EnvoyHost {
         let crypto = envoy_crypto
             && !matches!(hostcalls::call_foreign_function(FUNCTION_NAME, Some(&[])), Err(Status::NotFound));
-        EnvoyHost { metric_ids: HashMap::new(), gauge_ids: HashMap::new(), crypto }
+        EnvoyHost { metric_ids: HashMap::new(), gauge_ids: HashMap::new(), crypto, pending: [0; Outcome::ALL.len()] }
     }
 
     pub fn crypto_available(&self) -> bool {
         self.crypto
+    }
+
+    /// Hand Envoy what `count_soon` added up (the root calls it on every tick).
+    pub fn flush_counters(&mut self) {
+        for (outcome, pending) in Outcome::ALL.iter().zip(self.pending.iter_mut()) {
+            if *pending == 0 {
+                continue;
+            }
+            if let Some(id) = metric(&mut self.metric_ids, MetricType::Counter, outcome.name()) {
+                if hostcalls::increment_metric(id, i64::try_from(*pending).unwrap_or(i64::MAX)).is_ok() {
+                    *pending = 0;
+                }
+            }
+        }
     }
 }
 
@@ -80,6 +96,12 @@ impl Counters for EnvoyHost {
     fn increment(&mut self, name: &str) {
         if let Some(id) = metric(&mut self.metric_ids, MetricType::Counter, name) {
             let _ = hostcalls::increment_metric(id, 1);
+        }
+    }
+
+    fn count_soon(&mut self, outcome: Outcome) {
+        if let Some(pending) = self.pending.get_mut(outcome as usize) {
+            *pending += 1;
         }
     }
 

@@ -84,7 +84,7 @@ impl HttpContext for AuthnRequest {
     fn on_log(&mut self) {
         if let Some(Ok(mut vm)) = self.vm.as_ref().map(|vm| vm.try_borrow_mut()) {
             let Vm { plugin, host } = &mut *vm;
-            plugin.on_stream_end(host, self.context_id, now_ms().unwrap_or(0));
+            plugin.on_stream_end(host, self.context_id);
         }
     }
 }

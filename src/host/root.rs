@@ -72,6 +72,9 @@ impl RootContext for AuthnRoot {
         );
         if config.fetches_documents() {
             tick_fast();
+        } else {
+            // The tick also hands Envoy the counts `count_soon` added up.
+            let _ = hostcalls::set_tick_period(SLOW_TICK);
         }
         self.vm = Some(Rc::new(RefCell::new(Vm { plugin: Plugin::new(config), host })));
         true
@@ -104,10 +107,13 @@ impl RootContext for AuthnRoot {
                 handle_request(&vm, context_id, true);
             } else if let Ok(mut vm) = vm.try_borrow_mut() {
                 let Vm { plugin, host } = &mut *vm;
-                plugin.on_stream_end(host, context_id, now); // the request went away
+                plugin.on_stream_end(host, context_id); // the request went away
             }
         }
         let _ = hostcalls::set_effective_context(self.context_id);
+        if let Ok(mut vm) = vm.try_borrow_mut() {
+            vm.host.flush_counters();
+        }
         let busy = vm.try_borrow().is_ok_and(|vm| vm.plugin.busy());
         let _ = hostcalls::set_tick_period(if busy { FAST_TICK } else { SLOW_TICK });
     }

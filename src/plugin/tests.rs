@@ -386,10 +386,12 @@ fn slots_in_flight_are_given_back_when_streams_end() {
     let Verdict::Reply(reply) = key_request(p0, h0, 3, "key-a", T0) else { panic!() };
     assert_eq!((reply.status, reply.reason), (429, Reason::ConcurrencyLimited));
     // Whatever ended the stream (a reset, a timeout, another filter's reply), the slot comes back.
-    p1.on_stream_end(h1, 2, T0 + 1);
+    h1.now_ns.set((T0 + 1) * 1_000_000);
+    p1.on_stream_end(h1, 2);
     assert!(matches!(key_request(p0, h0, 4, "key-a", T0 + 1), Verdict::Continue(_)));
     for context in [1, 4, 3, 99] {
-        p0.on_stream_end(h0, context, T0 + 2);
+        h0.now_ns.set((T0 + 2) * 1_000_000);
+        p0.on_stream_end(h0, context);
     }
     let table = LimitTable::new(10_000);
     assert_eq!(table.in_flight(&shared, LimitTable::key("api-key", None, "a")), 0);
@@ -475,7 +477,7 @@ fn a_token_request_whose_body_never_comes_gets_408() {
         assert!(matches!(plugin.on_request(&mut host, context, &RequestFacts::from_headers(&headers), T0), Verdict::ReadBody(_)));
     }
     assert!(plugin.busy(), "ticks fast while bodies are awaited");
-    plugin.on_stream_end(&mut host, 2, T0 + 1);
+    plugin.on_stream_end(&mut host, 2);
     assert!(plugin.overdue_body_reads(&mut host, T0 + 9_999).is_empty());
     let overdue = plugin.overdue_body_reads(&mut host, T0 + 10_000);
     assert_eq!(overdue.len(), 1);

@@ -354,6 +354,7 @@ class EnvoyHarness:
         self.jwks: Optional[subprocess.Popen] = None
         self.exit_code: Optional[int] = None
         self._log_cache: Optional[str] = None
+        self.last_request_at = 0.0  # time.monotonic() of the last request()
 
     # ---- lifecycle -------------------------------------------------------
 
@@ -620,6 +621,7 @@ class EnvoyHarness:
                 body: Optional[bytes] = None, timeout: float = 10) -> Response:
         """One request through the listener on a fresh connection; redirects are not
         followed; headers are sent as given (a list of pairs may repeat a name)."""
+        self.last_request_at = time.monotonic()
         conn = http.client.HTTPConnection("127.0.0.1", self.listener_port, timeout=timeout)
         try:
             pairs = list(headers.items() if isinstance(headers, Mapping) else (headers or []))

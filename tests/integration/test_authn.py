@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -196,6 +197,9 @@ class Counters:
 
     def __init__(self, h: EnvoyHarness):
         self.h = h
+        # allowed, bypassed and anonymous reach Envoy on the filter's next tick (each
+        # second): let the counts of earlier requests land before taking the baseline.
+        time.sleep(max(0.0, h.last_request_at + 1.1 - time.monotonic()))
         self.before = h.wasm_stats()
 
     def delta(self, name: str) -> int:
@@ -203,8 +207,13 @@ class Counters:
         return after.get("wasm_authn." + name, 0) - self.before.get("wasm_authn." + name, 0)
 
     def expect(self, **deltas):
-        after = self.h.wasm_stats()
-        got = {n: after.get("wasm_authn." + n, 0) - self.before.get("wasm_authn." + n, 0) for n in deltas}
+        deadline = time.monotonic() + 3
+        while True:
+            after = self.h.wasm_stats()
+            got = {n: after.get("wasm_authn." + n, 0) - self.before.get("wasm_authn." + n, 0) for n in deltas}
+            if got == deltas or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         assert got == deltas, (got, sorted(after))
 
 

@@ -256,7 +256,8 @@ def test_one_fetch_for_all_workers(jwks_server, envoy_factory, signers):
     assert jwks_server.hits(JWKS_PATH) == 1, jwks_server.log
     assert stat(h, SUCCESS) == 1
     assert stat(h, FAILED) == 0
-    assert stat(h, "wasm_authn.allowed") == 40
+    # Counted per request, handed to Envoy on the next tick.
+    wait_until(lambda: stat(h, "wasm_authn.allowed") == 40, 3, "allowed == 40", h)
 
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,187 @@
+//! Where wasm-authn's time goes on one request, stage by stage, measured in V8
+//! (Node's WASI runs this module; Envoy runs the filter in V8 too). The host
+//! calls are not here: bench/run.py counts them in Envoy and times them with the
+//! trivial filter. Prints one JSON object per scheme: nanoseconds per call of each
+//! stage, the median of several timed batches.
+
+use std::time::Instant;
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde_json::json;
+use sha2::Sha256;
+
+use wasm_authn::authenticate::Verifier;
+use wasm_authn::cache::CacheKeys;
+use wasm_authn::config::Config;
+use wasm_authn::credential;
+use wasm_authn::host_api::{Cas, Clock, Counters, HttpCalls, SharedData, Target};
+use wasm_authn::jwt::{Algorithm, SignatureBackend};
+use wasm_authn::plugin::{Plugin, Verdict};
+use wasm_authn::request::RequestFacts;
+use wasm_authn::{header_map, shape};
+
+const SECRET: &[u8] = b"stages-bench-secret-0123456789abcdef";
+const API_KEY: &str = "stages-bench-api-key-0123456789";
+const PASSWORD: &str = "stages-bench-password";
+
+/// A host with nothing behind it: shared data in a map, a fixed clock, no BoringSSL.
+#[derive(Default)]
+struct Host {
+    shared: std::cell::RefCell<std::collections::HashMap<String, (Vec<u8>, u32)>>,
+}
+
+impl SharedData for Host {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.shared.borrow().get(key).cloned()
+    }
+    fn set(&self, key: &str, value: &[u8], _cas: Cas) -> bool {
+        let mut shared = self.shared.borrow_mut();
+        let version = shared.get(key).map_or(1, |(_, v)| v + 1);
+        shared.insert(key.to_string(), (value.to_vec(), version));
+        true
+    }
+}
+impl Clock for Host {
+    fn now_ns(&self) -> Option<u64> {
+        Some(NOW_MS * 1_000_000)
+    }
+}
+impl SignatureBackend for Host {
+    fn verify(&self, _: Algorithm, _: &[u8], _: &[u8], _: &[u8]) -> Option<bool> {
+        None
+    }
+}
+impl HttpCalls for Host {
+    fn get(&mut self, _: &Target, _: u64) -> Option<u32> {
+        None
+    }
+}
+impl Counters for Host {
+    fn increment(&mut self, _: &str) {}
+    fn count_soon(&mut self, _: wasm_authn::host_api::Outcome) {}
+    fn add_to_gauge(&mut self, _: &str, _: i64) {}
+}
+
+const NOW_MS: u64 = 1_800_000_000_000;
+
+fn hs256(claims: serde_json::Value) -> String {
+    let header = URL_SAFE_NO_PAD.encode(json!({"alg": "HS256", "typ": "JWT", "kid": "k1"}).to_string());
+    let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+    let input = format!("{header}.{payload}");
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(SECRET).unwrap();
+    mac.update(input.as_bytes());
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The headers Envoy hands the filter for a typical request, serialized as the ABI does.
+fn serialized(credential: (&str, &str)) -> Vec<u8> {
+    let pairs = [
+        (":authority", "api.example.com"),
+        (":path", "/orders/12345?expand=items"),
+        (":method", "GET"),
+        (":scheme", "http"),
+        ("user-agent", "wrk"),
+        ("accept", "*/*"),
+        ("x-forwarded-proto", "http"),
+        ("x-request-id", "6f1c0a4e-2b1d-4c55-9d6e-1a2b3c4d5e6f"),
+        credential,
+    ];
+    let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
+    for (n, v) in pairs {
+        out.extend((n.len() as u32).to_le_bytes());
+        out.extend((v.len() as u32).to_le_bytes());
+    }
+    for (n, v) in pairs {
+        out.extend(n.as_bytes());
+        out.push(0);
+        out.extend(v.as_bytes());
+        out.push(0);
+    }
+    out
+}
+
+/// Nanoseconds per call of `f`: the median of 15 batches.
+fn time<T>(mut f: impl FnMut() -> T) -> f64 {
+    let batch = 2000;
+    for _ in 0..batch {
+        std::hint::black_box(f());
+    }
+    let mut samples: Vec<f64> = (0..15)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..batch {
+                std::hint::black_box(f());
+            }
+            start.elapsed().as_nanos() as f64 / batch as f64
+        })
+        .collect();
+    samples.sort_by(|a, b| a.total_cmp(b));
+    samples[samples.len() / 2]
+}
+
+fn main() {
+    let token = hs256(json!({
+        "iss": "https://issuer.bench", "sub": "user-42", "aud": "bench-api", "iat": NOW_MS / 1000 - 10,
+        "exp": NOW_MS / 1000 + 3600, "scope": "orders:read reports:read", "jti": "2b1d4c559d6e1a2b",
+    }));
+    let basic = format!("Basic {}", STANDARD.encode(format!("alice:{PASSWORD}")));
+    let bearer = format!("Bearer {token}");
+    let config_text = json!({
+        "basic": {"users": [{"name": "alice", "password_hash": format!("sha256:{}", sha256_hex(PASSWORD))}]},
+        "api_keys": {"headers": ["x-api-key"], "clients": [{"id": "client-1", "key_hash": format!("sha256:{}", sha256_hex(API_KEY))}]},
+        "jwt": {"providers": [{"name": "bench", "issuer": "https://issuer.bench", "audiences": ["bench-api"],
+                "local_jwks": {"keys": [{"kty": "oct", "kid": "k1", "alg": "HS256", "k": URL_SAFE_NO_PAD.encode(SECRET)}]}}]},
+    })
+    .to_string();
+    let schemes = [("api-key", ("x-api-key", API_KEY)), ("basic-sha256", ("authorization", basic.as_str())), ("bearer-hs256", ("authorization", bearer.as_str()))];
+    for (scheme, credential_header) in schemes {
+        let config = Config::from_json(config_text.as_bytes()).unwrap();
+        let bytes = serialized(credential_header);
+        let headers = header_map::decode(&bytes).unwrap();
+        let request = RequestFacts::from_headers(&headers);
+        let mut host = Host::default();
+        let mut verifier = Verifier::new(&config);
+        let credential = credential::extract(&request, &config.api_keys).unwrap().unwrap();
+        verifier.authenticate(&config, &credential, &host, NOW_MS).unwrap();
+        let principal = verifier.authenticate(&config, &credential, &host, NOW_MS).unwrap();
+
+        let decode = time(|| header_map::decode(&bytes));
+        let facts = time(|| RequestFacts::from_headers(&headers).path.len());
+        let extract = time(|| credential::extract(&request, &config.api_keys));
+        let keys = CacheKeys::new();
+        let key = match &credential {
+            credential::Credential::Bearer(token) => time(|| keys.of("bearer", &[token.as_bytes()])),
+            credential::Credential::Basic { user, password } => time(|| keys.of("basic", &[user.as_bytes(), password.as_bytes()])),
+            credential::Credential::ApiKey { key, .. } => time(|| keys.of("api-key", &[key.as_bytes()])),
+        };
+        let remembered = time(|| verifier.authenticate(&config, &credential, &host, NOW_MS));
+        let shaped = time(|| shape::authenticated(&config.upstream, &config.api_keys, &request, &credential, &principal));
+        let mut plugin = Plugin::new(Config::from_json(config_text.as_bytes()).unwrap());
+        let mut context = 0u32;
+        let whole = time(|| {
+            context = context.wrapping_add(1);
+            let headers = header_map::decode(&bytes).unwrap();
+            let request = RequestFacts::from_headers(&headers);
+            let verdict = plugin.on_request(&mut host, context, &request, NOW_MS);
+            plugin.on_stream_end(&mut host, context);
+            matches!(verdict, Verdict::Continue(_))
+        });
+        // Unremembered: what a distinct credential costs in the VM (HS256: the signature itself is cheap).
+        let fresh = time(|| Verifier::new(&config).authenticate(&config, &credential, &host, NOW_MS));
+        println!(
+            "{}",
+            json!({"scheme": scheme, "ns": {
+                "decode_headers": decode, "request_facts": facts, "extract_credential": extract,
+                "cache_key": key, "authenticate_remembered": remembered, "shape_upstream": shaped,
+                "whole_request_in_vm": whole, "authenticate_unremembered": fresh,
+            }})
+        );
+    }
+}
