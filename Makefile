@@ -11,8 +11,11 @@ WASM   := target/wasm32-wasip1/release/wasm_authn.wasm
 # in target/debian; see scripts/build-wasm.sh).
 CARGO  ?= cargo
 PYTEST_ARGS ?=
+# make fuzz: seconds per fuzz target, and which targets (all when empty).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
 
-.PHONY: help setup wasm oci unit integration test demo bench clean
+.PHONY: help setup wasm oci unit integration test demo bench fuzz clean
 
 help:
 	@echo "make setup        install the toolchain, wrk and the .venv (idempotent)"
@@ -21,6 +24,7 @@ help:
 	@echo "make test         unit tests (cargo test) + integration tests in a real Envoy"
 	@echo "make demo         run the bundled Envoy config and show allowed/refused requests"
 	@echo "make bench        benchmarks (scripts/bench.sh)"
+	@echo "make fuzz         every libFuzzer target for FUZZ_SECONDS (60) each; FUZZ_TARGETS=\"jwks config\" picks some"
 	@echo "make clean        remove build outputs"
 
 setup:
@@ -59,6 +63,10 @@ demo: wasm
 bench: wasm
 	@scripts/bench.sh
 
+# Not part of `make test`: each target runs for FUZZ_SECONDS (scripts/fuzz.sh installs what it needs).
+fuzz:
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh $(FUZZ_TARGETS)
+
 clean:
-	rm -rf target .pytest_cache
+	rm -rf target fuzz/target fuzz/artifacts .pytest_cache
 	find tests envoy scripts -name __pycache__ -type d -prune -exec rm -rf {} +
