@@ -384,3 +384,58 @@ fn wycheproof_hmac_full_length_tags() {
         tally.finish(&format!("{name:?}"));
     }
 }
+
+/// Wycheproof vectors whose signature is invalid whatever the message (r or s out of
+/// range, a wrong length, an RSA signature of 0, 1, n-1 or >= n), put on a real JWS
+/// signing input: refused as a bad signature (an empty one as a malformed token).
+/// tests/integration/test_vectors.py sends the same tokens through Envoy's BoringSSL.
+#[test]
+fn wycheproof_message_independent_signatures_on_tokens() {
+    let vectors: Value = serde_json::from_str(include_str!("vectors/wycheproof_message_independent.json")).unwrap();
+    let mut keys = Vec::new();
+    let mut tokens = Vec::new();
+    for (family, alg) in [("ecdsa", "ES256"), ("rsa", "RS256")] {
+        for group in vectors[family].as_array().unwrap() {
+            let kid = format!("w-{family}-{}", group["group"]);
+            let mut jwk = group["jwk"].clone();
+            jwk["kid"] = json!(kid);
+            keys.push(jwk);
+            let header = b64(json!({"alg": alg, "kid": kid}).to_string().as_bytes());
+            let payload = b64(json!({"iss": "joe", "exp": RFC7515_EXP}).to_string().as_bytes());
+            for test in group["tests"].as_array().unwrap() {
+                let token = format!("{header}.{payload}.{}", test["sig"].as_str().unwrap());
+                tokens.push((token, test["sig"].as_str().unwrap().is_empty(), test["tcId"].clone()));
+            }
+        }
+    }
+    let config = Config::from_json(
+        json!({"jwt": {"providers": [{"name": "w", "issuer": "joe", "principal_claim": "iss", "local_jwks": {"keys": keys}}]}})
+            .to_string()
+            .as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(tokens.len(), 80);
+    for (token, empty, id) in tokens {
+        let expected = if empty { JwtError::Malformed } else { JwtError::BadSignature };
+        assert_eq!(
+            jwt::verify(&token, &config.jwt_providers, &PureRust, RFC7515_EXP - 10, 60),
+            Err(expected),
+            "tc {id}"
+        );
+    }
+}
+
+/// `(r, n - s)` is as valid an ECDSA signature as `(r, s)`: JWS (RFC 7518 3.4) does
+/// not ask for low `s`, BoringSSL does not either, and neither does the pure path.
+#[test]
+fn an_ecdsa_signature_with_high_s_verifies() {
+    use p256::elliptic_curve::PrimeField;
+    let example = &examples()["rfc7515_a3_es256"];
+    let token = example["compact"].as_str().unwrap();
+    let (input, mut signature) = split_compact(token);
+    let s = p256::Scalar::from_repr(<[u8; 32]>::try_from(&signature[32..]).unwrap().into()).unwrap();
+    signature[32..].copy_from_slice(&(-s).to_repr());
+    let high_s = format!("{input}.{}", b64(&signature));
+    let config = config_with(&example["jwk"]);
+    assert_eq!(jwt::verify(&high_s, &config.jwt_providers, &PureRust, RFC7515_EXP + 61, 60), Err(JwtError::Expired));
+}
