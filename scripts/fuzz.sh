@@ -76,7 +76,9 @@ unset RUSTC_WRAPPER CARGO_BUILD_TARGET || true
 
 log "building ${targets[*]} ($("$RUSTC_BIN" --version))"
 bin_args=(); for t in "${targets[@]}"; do bin_args+=(--bin "$t"); done
-PATH="$(dirname "$CARGO_BIN"):$PATH" "$CARGO_BIN" build --manifest-path "$FUZZ/Cargo.toml" --locked --release \
+# Not --locked: fuzz/Cargo.lock follows the project's own lock, and when the project
+# gains a dependency cargo adds it here rather than refusing to build.
+PATH="$(dirname "$CARGO_BIN"):$PATH" "$CARGO_BIN" build --manifest-path "$FUZZ/Cargo.toml" --release \
   --target "$TRIPLE" "${bin_args[@]}"
 BIN_DIR="$FUZZ/target/$TRIPLE/release"
 
