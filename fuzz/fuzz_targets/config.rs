@@ -20,13 +20,10 @@ const MARKER: &str = "SECRET";
 /// Fields whose value an error may name: it is a name, not a secret.
 const ECHOED_FIELDS: &[&str] = &["path_prefix", "kty", "alg", "crv"];
 
-/// The message without the field names it may quote (`unknown field `x``, `missing
-/// field`, `duplicate field`): only values are looked for.
-fn without_field_names(message: &str) -> String {
-    if !["unknown field", "missing field", "duplicate field"].iter().any(|p| message.starts_with(p)) {
-        return message.to_string();
-    }
-    message.split('`').step_by(2).collect::<Vec<_>>().join("")
+/// Whether the message is about a field name (`unknown field `x``, `missing field`,
+/// `duplicate field`): serde quotes nothing else there, and a name may hold a '`'.
+fn names_a_field(message: &str) -> bool {
+    ["unknown field", "missing field", "duplicate field"].iter().any(|p| message.starts_with(p))
 }
 
 /// Whether some marker in the raw input is inside the string value of an echoed
@@ -51,7 +48,7 @@ fuzz_target!(|data: &[u8]| {
         Ok(config) => config,
         Err(error) => {
             // The path names fields only; the message may name the value.
-            if without_field_names(&error.message).contains(MARKER) {
+            if !names_a_field(&error.message) && error.message.contains(MARKER) {
                 let input = String::from_utf8_lossy(data);
                 // Written with escapes (`\u0053ECRET`): where it came from is not known here.
                 if input.contains(MARKER) {
