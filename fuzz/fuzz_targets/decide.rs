@@ -21,7 +21,7 @@
 use libfuzzer_sys::fuzz_target;
 use wasm_authn::authenticate::Verifier;
 use wasm_authn::credential::{extract, Credential};
-use wasm_authn::jwt::{self, PureRust, ProviderId};
+use wasm_authn::jwt::{self, ProviderId, PureRust};
 use wasm_authn::path::normalize;
 use wasm_authn::pipeline::{decide, Decision};
 use wasm_authn::principal::AuthMethod;
@@ -42,7 +42,8 @@ fn bypass_expected(request: &TextRequest) -> bool {
     }
     let path = normalize(&request.path);
     let under = |prefix: &str| path.path == prefix || path.path.starts_with(&format!("{prefix}/"));
-    !path.ambiguous && (under("/healthz") || (path.path.starts_with("/public/") && request.method.eq_ignore_ascii_case("GET")))
+    !path.ambiguous
+        && (under("/healthz") || (path.path.starts_with("/public/") && request.method.eq_ignore_ascii_case("GET")))
 }
 
 /// Whether a header name is read as one the filter owns (`x_auth_principal` is `x-auth-principal`).

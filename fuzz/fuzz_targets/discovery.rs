@@ -15,7 +15,10 @@ fuzz_target!(|data: &[u8]| {
     let authority = &location.authority;
     assert!(!authority.is_empty());
     assert_eq!(authority.to_ascii_lowercase(), *authority);
-    assert!(!authority.contains(['/', '?', '#', '@', ' ']) && !authority.chars().any(char::is_control), "{authority:?}");
+    assert!(
+        !authority.contains(['/', '?', '#', '@', ' ']) && !authority.chars().any(char::is_control),
+        "{authority:?}"
+    );
     let path = &location.path;
     assert!(path.starts_with('/'), "{path:?}");
     assert!(!path.contains([' ', '#']) && !path.chars().any(char::is_control), "{path:?}");
@@ -26,6 +29,7 @@ fuzz_target!(|data: &[u8]| {
     assert!(rest.to_ascii_lowercase().starts_with(authority.as_str()));
     // The path is all that follows the authority but the fragment ('/' put before a bare query).
     let after_authority = rest[authority.len()..].split('#').next().unwrap();
-    let expected = if after_authority.starts_with('/') { after_authority.to_string() } else { format!("/{after_authority}") };
+    let expected =
+        if after_authority.starts_with('/') { after_authority.to_string() } else { format!("/{after_authority}") };
     assert_eq!(*path, expected);
 });

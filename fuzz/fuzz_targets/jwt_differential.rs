@@ -93,18 +93,18 @@ fuzz_target!(|data: &[u8]| {
     let signing_input = &token[..token.len() - signature.len() - 1];
     let signature_bytes = URL_SAFE_NO_PAD.decode(signature).ok();
 
-    let ours = signature_bytes
-        .as_ref()
-        .is_some_and(|sig| check_signature(key, alg, signing_input.as_bytes(), sig, &PureRust));
+    let ours =
+        signature_bytes.as_ref().is_some_and(|sig| check_signature(key, alg, signing_input.as_bytes(), sig, &PureRust));
     let host = signature_bytes
         .as_ref()
         .is_some_and(|sig| check_signature(key, alg, signing_input.as_bytes(), sig, &RingBackend));
     let their_alg: jsonwebtoken::Algorithm = alg.name().parse().unwrap();
     // A key of another family than `alg` is refused by both (jsonwebtoken 9.3.1 even panics,
     // `unreachable!`, verifying HS* with an RSA key given as components): not asked.
-    let theirs = key.allows(alg) && their_key(key.kid().unwrap()).is_some_and(|their_key| {
-        jsonwebtoken::crypto::verify(signature, signing_input.as_bytes(), &their_key, their_alg).unwrap_or(false)
-    });
+    let theirs = key.allows(alg)
+        && their_key(key.kid().unwrap()).is_some_and(|their_key| {
+            jsonwebtoken::crypto::verify(signature, signing_input.as_bytes(), &their_key, their_alg).unwrap_or(false)
+        });
     assert_eq!(ours, theirs, "pure Rust says {ours}, jsonwebtoken says {theirs} ({alg:?}, kid {kid:?})");
     assert_eq!(ours, host, "pure Rust says {ours}, the host path says {host} ({alg:?})");
 

@@ -44,14 +44,17 @@ fn fields(bytes: &[u8]) -> Option<Vec<(u64, Result<u64, &[u8]>)>> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let expected = fields(data).map(|fields| {
-        fields.iter().filter(|(n, v)| *n == 1 && v.is_ok()).last().is_some_and(|(_, v)| *v != Ok(0))
-    });
+    let expected = fields(data)
+        .map(|fields| fields.iter().filter(|(n, v)| *n == 1 && v.is_ok()).last().is_some_and(|(_, v)| *v != Ok(0)));
     assert_eq!(decode_result(data), expected);
 
     let mut parts = data.splitn(4, |b| *b == 0xff);
-    let (hash, key, signature, text) =
-        (parts.next().unwrap_or(&[]), parts.next().unwrap_or(&[]), parts.next().unwrap_or(&[]), parts.next().unwrap_or(&[]));
+    let (hash, key, signature, text) = (
+        parts.next().unwrap_or(&[]),
+        parts.next().unwrap_or(&[]),
+        parts.next().unwrap_or(&[]),
+        parts.next().unwrap_or(&[]),
+    );
     let hash = String::from_utf8_lossy(hash);
     let encoded = encode_arguments(&hash, key, signature, text);
     let decoded = fields(&encoded).unwrap();

@@ -125,7 +125,13 @@ pub fn config_json(jwks: Value) -> Value {
 pub fn config() -> &'static Config {
     static CONFIG: OnceLock<Config> = OnceLock::new();
     CONFIG.get_or_init(|| {
-        let jwks = provider_jwks(public_jwk("rsa2048"), public_jwk("ec_p256"), public_jwk("ed25519"), HMAC_SECRET, HMAC_SECRET_NO_KID);
+        let jwks = provider_jwks(
+            public_jwk("rsa2048"),
+            public_jwk("ec_p256"),
+            public_jwk("ed25519"),
+            HMAC_SECRET,
+            HMAC_SECRET_NO_KID,
+        );
         Config::from_json(config_json(jwks).to_string().as_bytes()).unwrap()
     })
 }
@@ -293,7 +299,15 @@ impl TextRequest {
             .headers
             .iter()
             .filter(|(name, _)| !changes.remove.contains(name) && !changes.set.iter().any(|(set, _)| set == name))
-            .map(|(name, value)| if name == ":path" { (name.clone(), path.clone()) } else { (name.clone(), value.clone()) })
+            .map(
+                |(name, value)| {
+                    if name == ":path" {
+                        (name.clone(), path.clone())
+                    } else {
+                        (name.clone(), value.clone())
+                    }
+                },
+            )
             .collect();
         headers.extend(changes.set.iter().cloned());
         TextRequest { method: self.method.clone(), path, headers }
