@@ -12,8 +12,11 @@ SCHEMA := wasm-authn.schema.json
 # in target/debian; see scripts/build-wasm.sh).
 CARGO  ?= cargo
 PYTEST_ARGS ?=
+# make fuzz: seconds per fuzz target, and which targets (all when empty).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
 
-.PHONY: help setup wasm oci cli schema unit integration test demo bench soak clean
+.PHONY: help setup wasm oci cli schema unit integration test demo bench soak fuzz clean
 
 help:
 	@echo "make setup        install the toolchain, wrk and the .venv (idempotent)"
@@ -26,6 +29,7 @@ help:
 	@echo "make bench        benchmarks (scripts/bench.sh)"
 	@echo "make soak         soak test, ~5 min, not part of make test (scripts/soak.sh;"
 	@echo "                  SOAK_SECONDS=3600 make soak runs it longer)"
+	@echo "make fuzz         every libFuzzer target for FUZZ_SECONDS (60) each; FUZZ_TARGETS=\"jwks config\" picks some"
 	@echo "make clean        remove build outputs"
 
 setup:
@@ -80,7 +84,10 @@ bench: wasm
 # Not part of `make test`: minutes of load with faults (tests/soak/soak.py).
 soak: wasm
 	@scripts/soak.sh
+# Not part of `make test`: each target runs for FUZZ_SECONDS (scripts/fuzz.sh installs what it needs).
+fuzz:
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh $(FUZZ_TARGETS)
 
 clean:
-	rm -rf target .pytest_cache
+	rm -rf target fuzz/target fuzz/artifacts .pytest_cache
 	find tests envoy scripts -name __pycache__ -type d -prune -exec rm -rf {} +

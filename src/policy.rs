@@ -41,7 +41,7 @@ pub fn authorize(principal: &Principal, rule: &Rule, access: &Access) -> Result<
         }
     }
     if let Some(methods) = &privileges.methods {
-        if !methods.iter().any(|m| m == access.method) {
+        if !methods.iter().any(|m| m.eq_ignore_ascii_case(access.method)) {
             return Err(refused(Reason::MethodNotAllowed, "method not allowed"));
         }
     }

@@ -117,7 +117,8 @@ fn strip_port(authority: &str) -> &str {
 pub struct RouteMatch {
     pub path_prefix: Option<String>,
     pub path: Option<String>,
-    /// Uppercase.
+    /// Uppercase; matched without case, as the most lenient upstream reads a method
+    /// (`post` must not escape a rule for POST).
     pub methods: Option<Vec<String>>,
     pub host: Option<HostPattern>,
     /// The name of the Envoy route that matched (`xds.route_name`).
@@ -128,7 +129,7 @@ impl RouteMatch {
     fn matches(&self, request: &RequestFacts, path: &MatchPath) -> bool {
         self.path_prefix.as_deref().is_none_or(|prefix| has_segment_prefix(&path.path, prefix))
             && self.path.as_deref().is_none_or(|exact| path.path == exact)
-            && self.methods.as_ref().is_none_or(|methods| methods.iter().any(|m| m == request.method))
+            && self.methods.as_ref().is_none_or(|methods| methods.iter().any(|m| m.eq_ignore_ascii_case(request.method)))
             && self.host.as_ref().is_none_or(|host| host.matches(request.authority))
             && self.route.as_deref().is_none_or(|name| request.route_name == Some(name))
     }
@@ -184,7 +185,7 @@ impl Routes {
 
 /// A CORS preflight (Fetch standard): OPTIONS with `Origin` and `Access-Control-Request-Method`.
 fn is_cors_preflight(request: &RequestFacts) -> bool {
-    request.method == "OPTIONS"
+    request.method.eq_ignore_ascii_case("OPTIONS")
         && request.header_values("origin").next().is_some()
         && request.header_values("access-control-request-method").next().is_some()
 }

@@ -144,7 +144,7 @@ fn redact_values(message: &str) -> String {
         let quote = rest[start..].chars().next().unwrap_or('"');
         let hide = quote == '"' || hide_backquoted;
         redacted.push_str(&rest[..start]);
-        let Some(len) = rest[start + 1..].find(quote) else {
+        let Some(len) = closing_quote(&rest[start + 1..], quote) else {
             rest = "";
             break;
         };
@@ -160,6 +160,22 @@ fn redact_values(message: &str) -> String {
     }
     redacted.push_str(rest);
     redacted
+}
+
+/// Where a quoted value ends. serde quotes strings with `{:?}`, which writes a `"`
+/// inside the value as `\"`: that one does not end it.
+fn closing_quote(text: &str, quote: char) -> Option<usize> {
+    let mut escaped = false;
+    for (i, c) in text.char_indices() {
+        if escaped {
+            escaped = false;
+        } else if c == '\\' && quote == '"' {
+            escaped = true;
+        } else if c == quote {
+            return Some(i);
+        }
+    }
+    None
 }
 
 fn compile(raw: RawConfig) -> Result<Config, ConfigError> {

@@ -20,7 +20,8 @@ pub use error::JwtError;
 pub use keys::{thumbprint, Key, KeySet, MAX_JWKS_KEYS};
 pub use provider::{normalized_pem, ClaimToHeader, Issuer, Provider, ProviderId};
 pub use verify::{
-    verify, VerifiedToken, MAX_PAYLOAD_BYTES, MAX_PURE_PUBLIC_KEY_CHECKS, MAX_SIGNATURE_CHECKS, MAX_TOKEN_BYTES,
+    check_signature, verify, VerifiedToken, MAX_PAYLOAD_BYTES, MAX_PURE_PUBLIC_KEY_CHECKS, MAX_SIGNATURE_CHECKS,
+    MAX_TOKEN_BYTES,
 };
 
 #[cfg(test)]

@@ -226,6 +226,21 @@ fn candidate_keys<'k>(
     Ok(Candidates { keys, failure: not_found })
 }
 
+/// Check one raw signature with one key, exactly as `verify` checks each candidate
+/// key (RS* and ES256 through `backend` first, else in pure Rust), but without a
+/// token: no parsing, no `kid` selection, no claims. False when `key` is not bound
+/// to `alg`. For known-answer vectors (Wycheproof) and fuzzing, whose messages are
+/// not JWS signing inputs; the request path calls `verify`.
+pub fn check_signature(
+    key: &Key,
+    alg: Algorithm,
+    signing_input: &[u8],
+    signature: &[u8],
+    backend: &dyn SignatureBackend,
+) -> bool {
+    key.allows(alg) && signature_matches(key, alg, signing_input, signature, backend, &mut SignatureBudget::default())
+}
+
 /// Whether `key` (already known to allow `alg`) verifies the signature. RS* and
 /// ES256 go to the host first; it answers None when it cannot check them. A
 /// pure-Rust public-key check happens only while `budget` allows it.

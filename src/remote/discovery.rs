@@ -22,15 +22,19 @@ pub fn jwks_location(body: &[u8]) -> Result<JwksLocation, String> {
         .strip_prefix("https://")
         .or_else(|| uri.strip_prefix("http://"))
         .ok_or_else(|| "jwks_uri is not an http(s) URL".to_string())?;
-    let (authority, path) = match rest.find('/') {
+    // RFC 3986 3.2: the authority ends at the first '/', '?' or '#'.
+    let (authority, path) = match rest.find(['/', '?', '#']) {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let path = path.split('#').next().unwrap_or("/");
-    if path.chars().any(|c| c.is_control() || c == ' ') || authority.is_empty() || authority.contains(['@', ' ']) {
+    let path = path.split('#').next().unwrap_or("");
+    let path = if path.starts_with('/') { path.to_string() } else { format!("/{path}") };
+    let unusable = |c: char| c.is_control() || c == ' ';
+    if path.chars().any(unusable) || authority.is_empty() || authority.contains('@') || authority.chars().any(unusable)
+    {
         return Err("jwks_uri is not a usable URL".into());
     }
-    Ok(JwksLocation { authority: authority.to_ascii_lowercase(), path: path.to_string() })
+    Ok(JwksLocation { authority: authority.to_ascii_lowercase(), path })
 }
 
 #[cfg(test)]

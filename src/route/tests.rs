@@ -119,3 +119,18 @@ fn kinds_admit_their_principals() {
     let access = crate::policy::Access { method: "DELETE", path: &normalize("/x"), source: None };
     assert_eq!(authorize(&principal(AuthMethod::Basic, None), &DEFAULT_RULE, &access), Ok(()));
 }
+
+#[test]
+fn methods_match_without_case() {
+    // Some upstreams read `post` as POST: it must meet the POST rule, not the laxer one after it.
+    let post = RouteMatch { methods: Some(vec!["POST".into()]), ..prefix("/orders") };
+    let routes = Routes {
+        rules: vec![rule(post, Require::Any), rule(prefix("/orders"), Require::None)],
+        bypass_cors_preflight: true,
+    };
+    for method in ["POST", "post", "PoSt"] {
+        assert_eq!(select(&routes, method, "/orders", &[]).require, Require::Any, "{method}");
+    }
+    let preflight = [("origin", "https://a.example"), ("access-control-request-method", "POST")];
+    assert_eq!(select(&routes, "options", "/orders", &preflight).require, Require::None);
+}

@@ -1,0 +1,88 @@
+//! `credential::extract` (Authorization Basic/Bearer, API key headers, the query
+//! parameter) and `credential::credential_removal` on any header set.
+//!
+//! Properties: every credential found is within the bounds (Bearer and Basic below
+//! the Authorization bound, API keys below theirs, trimmed, non-empty; a Basic user
+//! has no ':'); Basic decoding round-trips; removal leaves no credential the filter
+//! reads; forwarding the verified credential keeps exactly that one.
+#![no_main]
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use libfuzzer_sys::fuzz_target;
+use wasm_authn::credential::{
+    credential_removal, extract, ApiKeySource, Credential, CredentialError, MAX_API_KEY_BYTES, MAX_AUTHORIZATION_BYTES,
+};
+use wasm_authn::request::RequestFacts;
+use wasm_authn::shape::UpstreamChanges;
+use wasm_authn_fuzz::{config, TextRequest};
+
+fn facts(request: &TextRequest) -> RequestFacts<'_> {
+    RequestFacts::new(&request.method, &request.path, &request.headers)
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&mode, rest)) = data.split_first() else { return };
+    let api_keys = &config().api_keys;
+    // Mode 1: the rest is what a Basic header's base64 carries (reaches past the base64 check).
+    let request = if mode & 1 == 1 {
+        let mut request = TextRequest::parse(b"GET\n/");
+        request.headers.push(("authorization".into(), format!("Basic {}", STANDARD.encode(rest))));
+        request
+    } else {
+        TextRequest::parse(rest)
+    };
+    let result = extract(&facts(&request), api_keys);
+
+    match &result {
+        Ok(Some(Credential::Bearer(token))) => {
+            assert!(!token.is_empty() && token.len() <= MAX_AUTHORIZATION_BYTES);
+            assert_eq!(token.trim(), token);
+        }
+        Ok(Some(Credential::Basic { user, password })) => {
+            assert!(!user.contains(':'));
+            assert!(user.len() + password.len() < MAX_AUTHORIZATION_BYTES);
+        }
+        Ok(Some(Credential::ApiKey { key, source })) => {
+            assert!(!key.is_empty() && key.len() <= MAX_API_KEY_BYTES);
+            assert_eq!(key.trim(), key);
+            match source {
+                ApiKeySource::Header(name) => assert!(api_keys.headers.contains(name)),
+                ApiKeySource::Query(name) => assert_eq!(Some(name), api_keys.query_param.as_ref()),
+            }
+        }
+        Ok(None) | Err(_) => {}
+    }
+
+    if mode & 1 == 1 {
+        let encoded_len = "Basic ".len() + STANDARD.encode(rest).len();
+        let expected = if encoded_len > MAX_AUTHORIZATION_BYTES {
+            Err(CredentialError::TooLarge)
+        } else {
+            match std::str::from_utf8(rest) {
+                Err(_) => Err(CredentialError::BasicNotUtf8),
+                Ok(text) => match text.split_once(':') {
+                    None => Err(CredentialError::BasicNoColon),
+                    Some((user, password)) => {
+                        Ok(Some(Credential::Basic { user: user.to_string(), password: password.to_string() }))
+                    }
+                },
+            }
+        };
+        assert_eq!(result, expected);
+    }
+
+    // Nothing the filter reads survives the removal of unverified credentials.
+    let removal = credential_removal(&facts(&request), api_keys, None, false);
+    let after = request.after(&UpstreamChanges { remove: removal.headers, set: vec![], path: removal.path });
+    let left = extract(&facts(&after), api_keys);
+    assert!(!matches!(left, Ok(Some(_))), "a credential survived its removal: {left:?}");
+
+    // Forwarding keeps the verified credential, and only it.
+    if let Ok(Some(credential)) = &result {
+        let removal = credential_removal(&facts(&request), api_keys, Some(credential), true);
+        let after = request.after(&UpstreamChanges { remove: removal.headers, set: vec![], path: removal.path });
+        let again = extract(&facts(&after), api_keys);
+        assert_eq!(again.as_ref().ok().and_then(Option::as_ref), Some(credential), "forwarded: {again:?}");
+    }
+});

@@ -1,0 +1,125 @@
+//! `pipeline::decide`: the whole decision for one request (route, extract,
+//! authenticate, shape) with the fixed configuration, a fresh `Verifier` and a
+//! fake host (shared data, clock, no host crypto), on a request in text form
+//! (method line, path line, `name: value` lines).
+//!
+//! Properties:
+//! - a request is let through without authentication only when a bypass rule or a
+//!   CORS preflight matched (checked against the rules' own reading of the path);
+//! - a request is allowed only with a credential that really verifies: one of the
+//!   configured user/password or client/key pairs (known to the harness), or a
+//!   token that `jwt::verify` accepts and no other keys would;
+//! - what goes upstream has no forged owned header (any spelling) and no
+//!   credential the filter reads (`forward_credentials` is off), and has the
+//!   principal headers of the principal allowed;
+//! - without a credential (and no bypass) the answer is a 401 naming none missing;
+//!   every answer is 401, 403, 429 or 503, a 401 with a challenge; a request waits
+//!   only for the provider that fetches keys;
+//! - asking again (the verification now remembered) gives the same decision.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use wasm_authn::authenticate::Verifier;
+use wasm_authn::credential::{extract, Credential};
+use wasm_authn::jwt::{self, ProviderId, PureRust};
+use wasm_authn::path::normalize;
+use wasm_authn::pipeline::{decide, Decision};
+use wasm_authn::principal::AuthMethod;
+use wasm_authn::reason::Reason;
+use wasm_authn::request::RequestFacts;
+use wasm_authn_fuzz::{config, wrong_keys_config, FakeHost, TextRequest, NOW, PASSWORD, SKEW};
+
+fn facts(request: &TextRequest) -> RequestFacts<'_> {
+    RequestFacts::new(&request.method, &request.path, &request.headers)
+}
+
+/// The configured bypass rules (`/healthz` any method, `/public/` for GET) and CORS
+/// preflights, as their documentation reads.
+fn bypass_expected(request: &TextRequest) -> bool {
+    let has = |name: &str| request.headers.iter().any(|(n, _)| n == name);
+    if request.method.eq_ignore_ascii_case("OPTIONS") && has("origin") && has("access-control-request-method") {
+        return true;
+    }
+    let path = normalize(&request.path);
+    let under = |prefix: &str| path.path == prefix || path.path.starts_with(&format!("{prefix}/"));
+    !path.ambiguous
+        && (under("/healthz") || (path.path.starts_with("/public/") && request.method.eq_ignore_ascii_case("GET")))
+}
+
+/// Whether a header name is read as one the filter owns (`x_auth_principal` is `x-auth-principal`).
+fn owned(name: &str) -> bool {
+    let name = name.replace('_', "-");
+    config().upstream.owned_headers.iter().any(|owned| *owned == name)
+}
+
+fuzz_target!(|data: &[u8]| {
+    let request = TextRequest::parse(data);
+    let config = config();
+    let mut verifier = Verifier::new(config);
+    let host = FakeHost::default();
+    let decision = decide(config, &mut verifier, &facts(&request), &host, NOW * 1000);
+    let credential = extract(&facts(&request), &config.api_keys);
+
+    match &decision {
+        Decision::Bypass(changes) => {
+            assert!(bypass_expected(&request), "bypassed without a matching rule");
+            assert!(changes.set.is_empty());
+            let after = request.after(changes);
+            assert!(!after.headers.iter().any(|(name, _)| owned(name)), "a forged header went upstream: {after:?}");
+            let left = extract(&facts(&after), &config.api_keys);
+            assert!(!matches!(left, Ok(Some(_))), "a credential went upstream: {left:?}");
+        }
+        Decision::Allow { principal, changes, .. } => {
+            assert!(!bypass_expected(&request));
+            let Ok(Some(credential)) = &credential else { panic!("allowed without a credential: {credential:?}") };
+            match credential {
+                Credential::Basic { user, password } => {
+                    assert_eq!(password, PASSWORD, "a wrong password was allowed");
+                    assert_eq!(&principal.id, user);
+                    let expected = if user == "reporting" { AuthMethod::ApiKey } else { AuthMethod::Basic };
+                    assert!(["alice", "carol", "reporting"].contains(&user.as_str()));
+                    assert_eq!(principal.method, expected);
+                }
+                Credential::ApiKey { key, .. } => {
+                    assert_eq!(key, PASSWORD, "a wrong API key was allowed");
+                    assert_eq!((principal.id.as_str(), principal.method), ("reporting", AuthMethod::ApiKey));
+                }
+                Credential::Bearer(token) => {
+                    assert_eq!(principal.method, AuthMethod::Jwt);
+                    let verified = jwt::verify(token, &config.jwt_providers, &PureRust, NOW, SKEW);
+                    assert_eq!(verified.map(|v| v.principal).as_ref(), Ok(&principal.id));
+                    assert!(jwt::verify(token, &wrong_keys_config().jwt_providers, &PureRust, NOW, SKEW).is_err());
+                }
+            }
+            let after = request.after(changes);
+            let names = &config.upstream.principal_headers;
+            let value = |name: &str| after.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+            assert_eq!(value(&names.principal), Some(principal.id.as_str()));
+            assert_eq!(value(&names.method), Some(principal.method.as_str()));
+            for (name, _) in after.headers.iter().filter(|(name, _)| owned(name)) {
+                assert!(changes.set.iter().any(|(set, _)| set == name), "a forged {name} went upstream");
+            }
+            let left = extract(&facts(&after), &config.api_keys);
+            assert!(!matches!(left, Ok(Some(_))), "a credential went upstream: {left:?}");
+        }
+        Decision::Reply(reply) => {
+            assert!([401, 403, 429, 503].contains(&reply.status), "{reply:?}");
+            if reply.status == 401 {
+                assert!(reply.headers.iter().any(|(name, _)| *name == "www-authenticate"), "{reply:?}");
+            }
+            if matches!(credential, Ok(None)) {
+                assert!(!bypass_expected(&request));
+                assert_eq!((reply.status, reply.reason), (401, Reason::MissingCredential));
+            }
+        }
+        Decision::WaitForKeys { provider, .. } => {
+            assert!(matches!(credential, Ok(Some(Credential::Bearer(_)))));
+            assert_eq!(*provider, ProviderId(2), "only the remote provider fetches keys");
+        }
+        // This configuration has no optional rule and no token endpoint.
+        Decision::Anonymous(_) | Decision::ReadBody(_) => panic!("impossible here: {decision:?}"),
+    }
+
+    let again = decide(config, &mut verifier, &facts(&request), &host, NOW * 1000);
+    assert_eq!(again, decision, "asked again, the decision changed");
+});
