@@ -944,3 +944,89 @@ fn error_texts_are_fixed() {
         assert_eq!(Algorithm::from_name(name).map(Algorithm::name), Some(name));
     }
 }
+
+// ---- signing (the token endpoint's) ----
+
+fn signing_key(pem: &str) -> SigningKey {
+    SigningKey::from_pkcs8_der(&pem_der(pem)).unwrap()
+}
+
+fn custom_claims() -> serde_json::Map<String, Value> {
+    json!({"iss": ISSUER, "sub": "svc-reports", "scope": "reports:read"}).as_object().unwrap().clone()
+}
+
+#[test]
+fn signed_tokens_verify_round_trip() {
+    let providers = [provider(base_config())];
+    for (key, alg, kid) in [
+        (signing_key(EC_PRIVATE), Algorithm::ES256, "ec-1"),
+        (signing_key(ED_PRIVATE), Algorithm::EdDSA, "ed-1"),
+        (signing_key(RSA_PRIVATE), Algorithm::RS256, "rsa-1"),
+        (SigningKey::hs256(HMAC_SECRET).unwrap(), Algorithm::HS256, "hs-1"),
+    ] {
+        assert_eq!(key.algorithm(), alg);
+        let token = sign(&key, Some(kid), custom_claims(), NOW, 300).unwrap();
+        let header: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(token.split('.').next().unwrap()).unwrap()).unwrap();
+        assert_eq!(header, json!({"alg": alg.name(), "kid": kid, "typ": "JWT"}));
+
+        let verified = check(&token, &providers).unwrap_or_else(|e| panic!("{alg:?}: {e:?}"));
+        assert_eq!(verified.principal, "svc-reports");
+        assert_eq!((verified.issued_at, verified.expires_at), (Some(NOW), Some(NOW + 300)));
+        assert_eq!(verified.scopes, ["reports:read"]);
+        // Through the host path too (RS256 and ES256 are asked; the fake host refuses).
+        let refusing = FixedBackend::new(Some(false));
+        let through_host = check_with(&token, &providers, &refusing);
+        if matches!(alg, Algorithm::RS256 | Algorithm::ES256) {
+            assert_eq!(through_host, Err(JwtError::BadSignature), "{alg:?}");
+        } else {
+            assert!(through_host.is_ok(), "{alg:?}");
+        }
+        // A signature of another key's never verifies.
+        let forged = replace_signature(&token, |sig| sig[5] ^= 0x10);
+        assert_eq!(check(&forged, &providers), Err(JwtError::BadSignature), "{alg:?}");
+        // Without a kid, the keys allowing the algorithm are tried.
+        assert!(check(&sign(&key, None, custom_claims(), NOW, 300).unwrap(), &providers).is_ok(), "{alg:?}");
+        // The times are the host's `now`: the token expires with it.
+        assert_eq!(verify(&token, &providers, &PureRust, NOW + 300 + SKEW + 1, SKEW), Err(JwtError::Expired));
+    }
+}
+
+#[test]
+fn signed_tokens_verify_with_an_independent_implementation() {
+    use jsonwebtoken::{decode, Algorithm as A, DecodingKey, Validation};
+    for (key, alg, decoding) in [
+        (signing_key(EC_PRIVATE), A::ES256, DecodingKey::from_ec_pem(EC_PUBLIC.as_bytes()).unwrap()),
+        (signing_key(ED_PRIVATE), A::EdDSA, DecodingKey::from_ed_pem(ED_PUBLIC.as_bytes()).unwrap()),
+        (signing_key(RSA_PRIVATE), A::RS256, DecodingKey::from_rsa_pem(RSA_PUBLIC.as_bytes()).unwrap()),
+        (SigningKey::hs256(HMAC_SECRET).unwrap(), A::HS256, DecodingKey::from_secret(HMAC_SECRET)),
+    ] {
+        // jsonwebtoken checks `exp` against the system clock: sign with it here (the test's own choice).
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let token = sign(&key, Some("k"), custom_claims(), now, 60).unwrap();
+        let mut validation = Validation::new(alg);
+        validation.set_issuer(&[ISSUER]);
+        let data = decode::<Value>(&token, &decoding, &validation).unwrap_or_else(|e| panic!("{alg:?}: {e}"));
+        assert_eq!(data.header.kid.as_deref(), Some("k"));
+        assert_eq!(data.claims["sub"], "svc-reports");
+        assert_eq!(data.claims["iat"], now);
+        assert_eq!(data.claims["exp"], now + 60);
+    }
+}
+
+#[test]
+fn signing_refuses_weak_keys_reserved_claims_and_impossible_lifetimes() {
+    assert_eq!(SigningKey::hs256(&HMAC_SECRET[..31]).unwrap_err(), SignError::WeakKey);
+    assert_eq!(SigningKey::from_pkcs8_der(&pem_der(RSA_PUBLIC)).unwrap_err(), SignError::UnsupportedKey);
+    assert_eq!(SigningKey::from_pkcs8_der(b"not DER").unwrap_err(), SignError::UnsupportedKey);
+    let key = SigningKey::hs256(HMAC_SECRET).unwrap();
+    for name in ["exp", "nbf", "iat"] {
+        let mut claims = custom_claims();
+        claims.insert(name.to_string(), json!(1));
+        assert_eq!(sign(&key, None, claims, NOW, 60), Err(SignError::ReservedClaim(name)));
+    }
+    for (now, lifetime) in [(NOW, 0), (NOW, u64::MAX), (claims::MAX_NUMERIC_DATE, 1), (u64::MAX, 1)] {
+        assert_eq!(sign(&key, None, custom_claims(), now, lifetime), Err(SignError::Lifetime), "{now} + {lifetime}");
+    }
+    assert!(format!("{key:?}").contains("HS256") && !format!("{key:?}").contains("0123"));
+}
