@@ -1,9 +1,6 @@
 //! Claim checks (RFC 7519 section 4.1) and what a valid token yields: principal,
-//! claim headers. Runs only after the signature is good (but `parse_times`, part of
-//! parsing).
+//! claim headers. Runs only after the signature is good.
 
-use chrono::{DateTime, TimeDelta, Utc};
-use jwt_compact::{Claims, TimeOptions};
 use serde_json::{Map, Value};
 
 use super::error::JwtError;
@@ -33,34 +30,31 @@ pub(super) struct Times {
     pub issued_at: Option<u64>,
 }
 
-/// Time (jwt-compact's checks, on the host's clock), audience and lifetime checks.
+/// Time, audience and lifetime checks.
 pub(super) fn check_claims(
-    claims: &Claims<Map<String, Value>>,
+    claims: &Map<String, Value>,
     provider: &Provider,
     now: u64,
     skew: u64,
 ) -> Result<Times, JwtError> {
-    let skew = skew.min(MAX_SKEW);
-    let expires_at = claims.expiration.map(seconds);
-    let issued_at = claims.issued_at.map(seconds);
-    // The filter never reads the VM's clock: jwt-compact's clock is the host's `now`.
-    let clock = at(now);
-    let options = TimeOptions::new(TimeDelta::try_seconds(skew as i64).unwrap_or_default(), move || clock);
+    let expires_at = numeric_date(claims, "exp")?;
+    let not_before = numeric_date(claims, "nbf")?;
+    let issued_at = numeric_date(claims, "iat")?;
 
     // A maximum lifetime means nothing for a token that never expires.
     if expires_at.is_none() && (provider.require_expiration || provider.max_lifetime_seconds.is_some()) {
         return Err(JwtError::MissingExpiration);
     }
-    if expires_at.is_some() && claims.validate_expiration(&options).is_err() {
+    if expires_at.is_some_and(|exp| now > exp.saturating_add(skew)) {
         return Err(JwtError::Expired);
     }
-    // jwt-compact checks `nbf`; a token issued in the future is not valid yet either.
-    if (claims.not_before.is_some() && claims.validate_maturity(&options).is_err())
-        || issued_at.is_some_and(|iat| iat > now.saturating_add(skew))
+    let latest_acceptable_start = now.saturating_add(skew);
+    if not_before.is_some_and(|nbf| nbf > latest_acceptable_start)
+        || issued_at.is_some_and(|iat| iat > latest_acceptable_start)
     {
         return Err(JwtError::NotYetValid);
     }
-    if !provider.audiences.is_empty() && !audience_allowed(claims.custom.get("aud"), &provider.audiences) {
+    if !provider.audiences.is_empty() && !audience_allowed(claims.get("aud"), &provider.audiences) {
         return Err(JwtError::WrongAudience);
     }
     if let (Some(max), Some(exp)) = (provider.max_lifetime_seconds, expires_at) {
@@ -69,37 +63,6 @@ pub(super) fn check_claims(
         }
     }
     Ok(Times { expires_at, issued_at })
-}
-
-/// Longer than any skew the configuration allows (600 s), short enough that no
-/// NumericDate minus it leaves chrono's range.
-const MAX_SKEW: u64 = 86_400;
-
-/// jwt-compact reads `exp`, `nbf` and `iat` as whole seconds (a fraction cut, as here),
-/// between chrono's bounds; RFC 7519 NumericDates are refused below 0 and above
-/// MAX_NUMERIC_DATE as malformed. They are put back among the other claims (as whole
-/// seconds), so `principal_claim` and `claim_to_headers` still find them.
-pub(super) fn parse_times(claims: &mut Claims<Map<String, Value>>) -> Result<(), JwtError> {
-    for (name, time) in [("exp", claims.expiration), ("nbf", claims.not_before), ("iat", claims.issued_at)] {
-        let Some(time) = time else { continue };
-        let seconds =
-            u64::try_from(time.timestamp()).ok().filter(|s| *s <= MAX_NUMERIC_DATE).ok_or(JwtError::Malformed)?;
-        claims.custom.insert(name.to_string(), Value::from(seconds));
-    }
-    Ok(())
-}
-
-/// A time already checked by `parse_times`.
-fn seconds(time: DateTime<Utc>) -> u64 {
-    u64::try_from(time.timestamp()).unwrap_or_default()
-}
-
-/// Unix seconds as chrono's time (the latest one for a `now` beyond its range).
-pub(super) fn at(unix_seconds: u64) -> DateTime<Utc> {
-    i64::try_from(unix_seconds)
-        .ok()
-        .and_then(|seconds| DateTime::from_timestamp(seconds, 0))
-        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// Most scopes read from one token (a longer list is cut, not refused).
@@ -131,6 +94,17 @@ pub(super) fn token_id(claims: &Map<String, Value>) -> Option<String> {
 
 /// 9999-12-31T23:59:59Z: a later time (`1e308`, `2^64`) is a way of saying "never", not a date.
 pub const MAX_NUMERIC_DATE: u64 = 253_402_300_799;
+
+/// RFC 7519 NumericDate: seconds, possibly fractional, up to MAX_NUMERIC_DATE; anything else is malformed.
+fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, JwtError> {
+    let Some(value) = claims.get(name) else {
+        return Ok(None);
+    };
+    let seconds = value.as_u64().or_else(|| {
+        value.as_f64().filter(|s| s.is_finite() && *s >= 0.0 && *s <= MAX_NUMERIC_DATE as f64).map(|s| s as u64)
+    });
+    seconds.filter(|s| *s <= MAX_NUMERIC_DATE).map(Some).ok_or(JwtError::Malformed)
+}
 
 fn audience_allowed(aud: Option<&Value>, allowed: &[String]) -> bool {
     match aud {

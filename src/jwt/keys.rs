@@ -47,25 +47,17 @@ pub struct Key {
 
 #[derive(Clone)]
 pub(super) enum KeyMaterial {
-    Rsa(RsaKey),
-    P256(P256Key),
+    /// `spki_der` is kept for the host's BoringSSL, which imports SubjectPublicKeyInfo only.
+    Rsa {
+        key: RsaPublicKey,
+        spki_der: Vec<u8>,
+    },
+    P256 {
+        key: p256::ecdsa::VerifyingKey,
+        spki_der: Vec<u8>,
+    },
     Ed25519(ed25519_compact::PublicKey),
     Hmac(Vec<u8>),
-}
-
-/// An RSA public key with its SubjectPublicKeyInfo DER, kept for the host's BoringSSL
-/// (which imports SPKI only).
-#[derive(Clone)]
-pub(super) struct RsaKey {
-    pub key: RsaPublicKey,
-    pub spki_der: Vec<u8>,
-}
-
-/// A P-256 public key with its SubjectPublicKeyInfo DER (see `RsaKey`).
-#[derive(Clone)]
-pub(super) struct P256Key {
-    pub key: p256::ecdsa::VerifyingKey,
-    pub spki_der: Vec<u8>,
 }
 
 impl Key {
@@ -84,7 +76,7 @@ impl Key {
     /// SubjectPublicKeyInfo DER of an RSA or EC key (what the host path verifies with).
     pub fn spki_der(&self) -> Option<&[u8]> {
         match &self.material {
-            KeyMaterial::Rsa(RsaKey { spki_der, .. }) | KeyMaterial::P256(P256Key { spki_der, .. }) => Some(spki_der),
+            KeyMaterial::Rsa { spki_der, .. } | KeyMaterial::P256 { spki_der, .. } => Some(spki_der),
             KeyMaterial::Ed25519(_) | KeyMaterial::Hmac(_) => None,
         }
     }
@@ -98,8 +90,8 @@ impl Key {
 impl fmt::Debug for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match self.material {
-            KeyMaterial::Rsa(_) => "RSA",
-            KeyMaterial::P256(_) => "EC P-256",
+            KeyMaterial::Rsa { .. } => "RSA",
+            KeyMaterial::P256 { .. } => "EC P-256",
             KeyMaterial::Ed25519(_) => "Ed25519",
             KeyMaterial::Hmac(_) => "oct",
         };
@@ -357,7 +349,7 @@ fn rsa_material(key: RsaPublicKey) -> Result<KeyMaterial, String> {
         return Err(format!("RSA modulus must be at least {MIN_RSA_MODULUS_BITS} bits"));
     }
     let spki_der = key.to_public_key_der().map_err(|err| format!("cannot encode RSA key: {err}"))?.into_vec();
-    Ok(KeyMaterial::Rsa(RsaKey { key, spki_der }))
+    Ok(KeyMaterial::Rsa { key, spki_der })
 }
 
 fn p256_material(key: p256::ecdsa::VerifyingKey) -> Result<KeyMaterial, String> {
@@ -365,7 +357,7 @@ fn p256_material(key: p256::ecdsa::VerifyingKey) -> Result<KeyMaterial, String> 
         .to_public_key_der()
         .map_err(|err| format!("cannot encode P-256 key: {err}"))?
         .into_vec();
-    Ok(KeyMaterial::P256(P256Key { key, spki_der }))
+    Ok(KeyMaterial::P256 { key, spki_der })
 }
 
 fn ed25519_key(bytes: &[u8]) -> Result<ed25519_compact::PublicKey, String> {
@@ -448,12 +440,12 @@ impl Key {
     /// `kid` or `alg`. None for an HMAC secret. For `wasm-authn jwks`; native builds only.
     pub fn public_jwk(&self) -> Option<Map<String, Value>> {
         let members: Vec<(&str, String)> = match &self.material {
-            KeyMaterial::Rsa(RsaKey { key, .. }) => vec![
+            KeyMaterial::Rsa { key, .. } => vec![
                 ("kty", "RSA".into()),
                 ("n", JWK_BASE64.encode(key.n().to_bytes_be())),
                 ("e", JWK_BASE64.encode(key.e().to_bytes_be())),
             ],
-            KeyMaterial::P256(P256Key { key, .. }) => {
+            KeyMaterial::P256 { key, .. } => {
                 let point = key.to_encoded_point(false);
                 vec![
                     ("kty", "EC".into()),
