@@ -26,10 +26,19 @@ Environment (for quick runs while developing; the defaults are the real run):
   BENCH_ONLY comma-separated substrings of scenario keys to run (plus the baselines)
   BENCH_OUTPUT markdown file to write (BENCHMARKS.md; "-" for none)
   ENVOY_BIN (.venv/bin/envoy)
+
+A/B comparison of two builds of the module, in the same Envoy and the same rounds:
+  BENCH_WASM_B another wasm_authn.wasm: every wasm-authn scenario gets a twin (key
+    suffix "-b") loading it in a VM of its own, run right after its A row in every
+    round; the A/B table (medians, per-round figures) goes to stdout and to
+    BENCH_COMPARE_OUTPUT (target/bench/compare.md)
+  BENCH_WASM_A the module A (default: the built target/wasm32-wasip1/release/wasm_authn.wasm)
+  BENCH_LABEL_A, BENCH_LABEL_B the two builds' names in that table ("A", "B")
 """
 from __future__ import annotations
 
 import base64
+import copy
 import ctypes
 import datetime
 import hashlib
@@ -59,7 +68,8 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 BENCH_DIR = os.path.join(ROOT, "bench")
-WASM_AUTHN = os.path.join(ROOT, "target", "wasm32-wasip1", "release", "wasm_authn.wasm")
+WASM_AUTHN = os.path.abspath(os.environ.get("BENCH_WASM_A", "").strip()
+                             or os.path.join(ROOT, "target", "wasm32-wasip1", "release", "wasm_authn.wasm"))
 WASM_TRIVIAL = os.path.join(BENCH_DIR, "trivial-filter", "target", "wasm32-wasip1", "release", "trivial_filter.wasm")
 HEADERS_LUA = os.path.join(BENCH_DIR, "wrk", "headers.lua")
 POOL_LUA = os.path.join(BENCH_DIR, "wrk", "pool.lua")
@@ -84,6 +94,10 @@ WARMUP = env_int("BENCH_WARMUP", 1)
 CONNECTIONS = env_int("BENCH_CONNECTIONS", 16)
 POOL_SIZE = env_int("BENCH_POOL", 12288)
 RETRY_BUDGET = env_int("BENCH_RETRY_BUDGET", 45)
+WASM_B = os.path.abspath(os.environ["BENCH_WASM_B"].strip()) if os.environ.get("BENCH_WASM_B", "").strip() else ""
+LABEL_A = os.environ.get("BENCH_LABEL_A", "").strip() or "A"
+LABEL_B = os.environ.get("BENCH_LABEL_B", "").strip() or "B"
+COMPARE_OUTPUT = os.environ.get("BENCH_COMPARE_OUTPUT", os.path.join(OUT_DIR, "compare.md"))
 NOISY_PCT = 15.0
 
 
@@ -394,7 +408,31 @@ def scenarios(c: Credentials) -> List[Scenario]:
                               target="native" if crypto else None))
         s.append(Scenario(f"distinct-native-{name}", f"native jwt_authn {up} distinct tokens, no cache",
                           "distinct", [native_jwt(c.jwks(name), cache=False)], pool=name))
-    return s
+    return with_b_twins(s) if WASM_B else s
+
+
+def is_wasm_authn(sc: Scenario) -> bool:
+    return sc.key.startswith(("wasm-", "distinct-wasm"))
+
+
+def with_b_twins(s: List[Scenario]) -> List[Scenario]:
+    """Each wasm-authn scenario followed by its twin on module B (its own VM, plugin names and listener)."""
+    out: List[Scenario] = []
+    for sc in s:
+        out.append(sc)
+        if not is_wasm_authn(sc):
+            continue
+        twin = copy.deepcopy(sc)
+        twin.key += "-b"
+        twin.label += f" [{LABEL_B}]"
+        sc.label += f" [{LABEL_A}]"
+        for f in twin.filters:
+            config = f["typed_config"]["config"]
+            config["name"] += "-b"
+            config["vm_config"]["vm_id"] += "_b"
+            config["vm_config"]["code"]["local"]["filename"] = WASM_B
+        out.append(twin)
+    return out
 
 
 def envoy_config(selected: List[Scenario]) -> dict:
@@ -749,6 +787,37 @@ def targets(sel: List[Scenario], summ: Dict[str, dict], wasm_size: int) -> List[
     return lines
 
 
+def compare_markdown(sel: List[Scenario], summ: Dict[str, dict], size_a: int, size_b: int,
+                     mach: Dict[str, str], version: str) -> str:
+    """The A/B table: medians of both builds side by side, B's change, and every round's figures."""
+    by_key = {sc.key: sc for sc in sel}
+    mib = 1024 * 1024
+    out = [f"A/B run of {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}: "
+           f"**{LABEL_A}** ({size_a:,} bytes, {size_a / mib:.3f} MiB) and **{LABEL_B}** ({size_b:,} bytes, "
+           f"{size_b / mib:.3f} MiB, {size_b - size_a:+,} bytes), each in its own VM of one Envoy `{version}`; "
+           f"{ROUNDS} rounds of {DURATION} s, each B row right after its A row, order rotated each round; "
+           f"load average at start {mach['load']}. Δ is B against A: a positive Δ req/s or a negative "
+           f"Δ CPU is B faster.",
+           "",
+           f"| Scenario | req/s {LABEL_A} | req/s {LABEL_B} | Δ req/s | CPU µs/req {LABEL_A} | CPU µs/req {LABEL_B} "
+           f"| Δ CPU | req/s per round {LABEL_A} | req/s per round {LABEL_B} | others on CPU 0 {LABEL_A} / {LABEL_B} |",
+           "|---|---:|---:|---:|---:|---:|---:|---|---|---:|"]
+    for sc in sel:
+        twin = by_key.get(sc.key + "-b")
+        if twin is None:
+            continue
+        a, b = summ[sc.key], summ[twin.key]
+        if sc.failure or twin.failure or not a["rps"] or not a["cpu"]:
+            out.append(f"| {sc.label.rsplit(' [', 1)[0]} | FAILED: {sc.failure or twin.failure} |||||||||")
+            continue
+        rounds = lambda x: ", ".join(f"{r['rps']:,.0f}" for r in x.runs)
+        out.append(f"| {sc.label.rsplit(' [', 1)[0]} | {a['rps']:,.0f} | {b['rps']:,.0f} | "
+                   f"{(b['rps'] / a['rps'] - 1) * 100:+.1f}% | {a['cpu']:.1f} | {b['cpu']:.1f} | "
+                   f"{(b['cpu'] / a['cpu'] - 1) * 100:+.1f}% | {rounds(sc)} | {rounds(twin)} | "
+                   f"{a['others']:.0f}% / {b['others']:.0f}% |")
+    return "\n".join(out) + "\n"
+
+
 def machine() -> Dict[str, str]:
     model = "unknown"
     try:
@@ -776,6 +845,7 @@ def main() -> int:
     output = os.environ.get("BENCH_OUTPUT", os.path.join(ROOT, "BENCHMARKS.md"))
     only = [x.strip() for x in os.environ.get("BENCH_ONLY", "").split(",") if x.strip()]
     for path, what in ((binary, "Envoy"), (WASM_AUTHN, "wasm-authn module"), (WASM_TRIVIAL, "trivial filter"),
+                       (WASM_B or WASM_AUTHN, "module B (BENCH_WASM_B)"),
                        (shutil.which("wrk") or "/nonexistent", "wrk"), (shutil.which("taskset") or "/nonexistent", "taskset")):
         if not os.path.exists(path):
             log(f"error: {what} missing ({path})")
@@ -878,6 +948,13 @@ def main() -> int:
             log(f"warning: no RSS figure for an Envoy without wasm: {e}")
 
         summ = {sc.key: summarize(sc) for sc in sel}
+        if WASM_B:
+            compare = compare_markdown(sel, summ, wasm_size, os.path.getsize(WASM_B), mach, version)
+            with open(COMPARE_OUTPUT, "w") as f:
+                f.write(compare)
+            print()
+            print(compare)
+            log(f"wrote {os.path.relpath(COMPARE_OUTPUT, ROOT)}")
         rows = build_table(sel, summ)
         tgt = targets(sel, summ, wasm_size)
         elapsed = time.time() - started_at
