@@ -395,6 +395,13 @@ def scenarios(c: Credentials) -> List[Scenario]:
                       headers={"x-api-key": c.api_key}, principal=c.api_client,
                       counterpart="native-apikey", target="floor"))
 
+    # The same API key with the verdict also handed to Envoy as filter state (issue 13.1): its host calls.
+    s.append(Scenario("wasm-filter-state", "wasm-authn API key, filter_state on, repeated", "repeated",
+                      [authn_filter("authn-filter-state", {"filter_state": True, "api_keys": {
+                          "headers": ["x-api-key"], "clients": [{"id": c.api_client, "key_hash": c.api_key_hash}]}})],
+                      headers={"x-api-key": c.api_key}, principal=c.api_client,
+                      counterpart="native-apikey", target="floor"))
+
     # Distinct tokens: a fresh token per request from a pool larger than any cache.
     for name in ("rs256", "es256"):
         up = name.upper()

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use log::{info, warn};
+use log::{debug, info, warn};
 
 use crate::authenticate::{Verifier, VerifyHost};
 use crate::config::Config;
@@ -139,6 +139,9 @@ impl Plugin {
         if needs_key_check(&decision) {
             self.sync_keys(&*host);
             decision = pipeline::decide(&self.config, &mut self.verifier, request, &*host, now_ms);
+        }
+        if log::log_enabled!(log::Level::Debug) {
+            log_decision(request, &decision);
         }
         let verdict = match decision {
             Decision::Bypass(changes) => {
@@ -413,6 +416,25 @@ impl Plugin {
             self.verifier.keys_changed();
         }
     }
+}
+
+/// One line per decision for operators (Envoy's `wasm` logger at debug): the method,
+/// the path without its query (where an API key may be), what was decided, the
+/// principal's id and how it proved itself; never a credential.
+fn log_decision(request: &RequestFacts, decision: &Decision) {
+    let path = request.path.split(['?', '#']).next().unwrap_or("");
+    let outcome = match decision {
+        Decision::Allow { principal, .. } => {
+            let by = principal.provider.as_deref().map(|p| format!(", {p}")).unwrap_or_default();
+            format!("allowed: {} ({}{by})", principal.id, principal.method.as_str())
+        }
+        Decision::Bypass(_) => "bypassed".to_string(),
+        Decision::Anonymous(_) => "anonymous (optional route, no credential)".to_string(),
+        Decision::Reply(reply) => format!("answered {}: {}", reply.status, reply.reason.label()),
+        Decision::WaitForKeys { .. } => "held for signing keys".to_string(),
+        Decision::ReadBody(_) => "token request: reading its body".to_string(),
+    };
+    debug!("wasm-authn: {} {path}: {outcome}", request.method);
 }
 
 const CALL_NOT_MADE: &str = "the call could not be made (unknown cluster?)";

@@ -201,6 +201,11 @@ impl LocalReply {
         LocalReply { json: Some(json), ..LocalReply::new(status, "", "", reason) }
     }
 
+    /// Envoy's response code details (`%RESPONSE_CODE_DETAILS%`): `wasm_authn.<reason>`.
+    pub fn details(&self) -> String {
+        format!("wasm_authn.{}", self.reason.label())
+    }
+
     /// The counter this reply increments: `denied.<reason>` for a refusal, `<reason>` otherwise.
     pub fn metric(&self) -> String {
         if self.status < 400 {

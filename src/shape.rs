@@ -23,7 +23,17 @@ pub struct Upstream {
     pub owned_headers: Vec<String>,
     /// Forward the verified credential (never another one).
     pub forward_credentials: bool,
+    /// Also hand the principal to Envoy as filter state (`filter_state`).
+    pub filter_state: bool,
 }
+
+/// The filter state keys (properties; Envoy prefixes `wasm.`: RBAC and access logs
+/// read `wasm.wasm_authn.principal`).
+pub const STATE_PRINCIPAL: &str = "wasm_authn.principal";
+pub const STATE_METHOD: &str = "wasm_authn.method";
+pub const STATE_PROVIDER: &str = "wasm_authn.provider";
+/// Followed by a claim header's name: `wasm_authn.claim.x-roles`.
+pub const STATE_CLAIM_PREFIX: &str = "wasm_authn.claim.";
 
 /// The changes to make to the request headers before it continues.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -32,6 +42,8 @@ pub struct UpstreamChanges {
     pub set: Vec<(String, String)>,
     /// The new `:path` when a query parameter carried an API key.
     pub path: Option<String>,
+    /// Filter state to set (`filter_state`): key, value.
+    pub state: Vec<(String, String)>,
 }
 
 /// A request that passes without authentication: it loses what the filter owns and every credential.
@@ -39,7 +51,7 @@ pub fn unauthenticated(upstream: &Upstream, api_keys: &ApiKeys, request: &Reques
     let removal = credential_removal(request, api_keys, None, false);
     let mut remove = forged_headers(upstream, request);
     remove.extend(removal.headers);
-    UpstreamChanges { remove, set: Vec::new(), path: removal.path }
+    UpstreamChanges { remove, set: Vec::new(), path: removal.path, state: Vec::new() }
 }
 
 /// A verified request: the principal's headers set, forged ones and unverified credentials removed.
@@ -60,10 +72,26 @@ pub fn authenticated(
     }
     set.extend(principal.claim_headers.iter().cloned());
 
+    let state = if upstream.filter_state { filter_state(principal) } else { Vec::new() };
     let removal = credential_removal(request, api_keys, Some(credential), upstream.forward_credentials);
     let mut remove = forged_headers(upstream, request);
     remove.extend(removal.headers);
-    UpstreamChanges { remove, set, path: removal.path }
+    UpstreamChanges { remove, set, path: removal.path, state }
+}
+
+/// The principal as Envoy filter state: what RBAC and access logs can trust, whatever the headers say.
+fn filter_state(principal: &Principal) -> Vec<(String, String)> {
+    let mut state = vec![
+        (STATE_PRINCIPAL.to_string(), principal.id.clone()),
+        (STATE_METHOD.to_string(), principal.method.as_str().to_string()),
+    ];
+    if let Some(provider) = &principal.provider {
+        state.push((STATE_PROVIDER.to_string(), provider.clone()));
+    }
+    for (header, value) in &principal.claim_headers {
+        state.push((format!("{STATE_CLAIM_PREFIX}{header}"), value.clone()));
+    }
+    state
 }
 
 /// The headers the filter owns that the request carries, under their own name or

@@ -242,7 +242,12 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
     Ok(Config {
         realm: raw.realm,
         clock_skew_seconds: raw.clock_skew_seconds,
-        upstream: Upstream { principal_headers, owned_headers, forward_credentials: raw.forward_credentials },
+        upstream: Upstream {
+            principal_headers,
+            owned_headers,
+            forward_credentials: raw.forward_credentials,
+            filter_state: raw.filter_state,
+        },
         routes,
         trusted_networks,
         revocation,

@@ -27,6 +27,9 @@ pub struct RawConfig {
     /// Forward the verified credential upstream (false: it is removed); every other credential is removed either way.
     #[serde(default)]
     pub forward_credentials: bool,
+    /// Also hand the verified principal to Envoy as filter state (`wasm.wasm_authn.principal`, `.method`, `.provider`, `.claim.<header>`), for RBAC and access logs; one host call per value.
+    #[serde(default)]
+    pub filter_state: bool,
     /// Rules that skip authentication (forged principal headers and credentials are still removed).
     #[serde(default)]
     pub bypass: Vec<RawBypassRule>,

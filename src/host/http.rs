@@ -18,7 +18,7 @@ use crate::token_endpoint::grant::Presented;
 use crate::token_endpoint::MAX_BODY_BYTES;
 
 use super::envoy::now_ms;
-use super::headers::{request_body, request_headers};
+use super::abi::{request_body, request_headers, send_local_response, set_property};
 use super::vm::{tick_fast, Vm};
 
 pub struct AuthnRequest {
@@ -153,6 +153,9 @@ pub fn handle_request(vm: &Rc<RefCell<Vm>>, context_id: u32, resumed: bool) -> H
             if let Some(path) = &changes.path {
                 let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, ":path", Some(path));
             }
+            for (key, value) in &changes.state {
+                let _ = set_property(key, value);
+            }
             if resumed {
                 let _ = hostcalls::resume_http_request();
             }
@@ -182,9 +185,9 @@ fn property(path: &[&str]) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
+/// Answer the request, with `wasm_authn.<reason>` as Envoy's response code details.
 pub fn send(reply: &LocalReply) {
-    let headers = reply.all_headers();
-    let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let headers = crate::header_map::encode(&reply.all_headers());
     let body = reply.body();
-    let _ = hostcalls::send_http_response(u32::from(reply.status), headers, Some(body.as_bytes()));
+    let _ = send_local_response(reply.status, &reply.details(), &headers, body.as_bytes());
 }

@@ -4,7 +4,7 @@
 //! stream ends (`http`).
 
 mod envoy;
-mod headers;
+mod abi;
 mod http;
 mod root;
 mod vm;

@@ -49,6 +49,7 @@ impl Context for AuthnRoot {
 
 impl RootContext for AuthnRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        follow_host_log_level();
         let bytes =
             hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX).ok().flatten().unwrap_or_default();
         let config = match Config::from_json(&bytes) {
@@ -81,6 +82,7 @@ impl RootContext for AuthnRoot {
     }
 
     fn on_tick(&mut self) {
+        follow_host_log_level();
         let (Some(vm), Some(now)) = (self.vm.clone(), now_ms()) else { return };
         // Fetch first, while the effective context is still this root (calls belong to it).
         let ready = match vm.try_borrow_mut() {
@@ -124,5 +126,14 @@ impl RootContext for AuthnRoot {
 
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
+    }
+}
+
+/// Log what Envoy's `wasm` logger shows, no more (a message below its level would cost
+/// a host call for nothing) and no less (`debug` shows every decision). Followed on
+/// each tick: an operator may change it through the admin interface.
+fn follow_host_log_level() {
+    if let Some(level) = super::abi::log_level() {
+        log::set_max_level(level);
     }
 }

@@ -413,7 +413,11 @@ fn a_second_credential_never_reaches_the_upstream() {
     assert_eq!(changes.path.as_deref(), Some("/o"));
 
     let d = decide_with(&mut vm, "GET", "/healthz?api%5Fkey=x", &[("x-api-key", "k")]);
-    let expected = UpstreamChanges { remove: vec!["x-api-key".into()], set: vec![], path: Some("/healthz".into()) };
+    let expected = UpstreamChanges {
+        remove: vec!["x-api-key".into()],
+        path: Some("/healthz".into()),
+        ..UpstreamChanges::default()
+    };
     assert_eq!(d, Decision::Bypass(expected));
 }
 
@@ -648,4 +652,28 @@ fn the_token_endpoint_answers_its_paths_before_any_rule_and_never_forwards_them(
     let mut vm = authenticator(json!({"token_endpoint": endpoint, "trusted_networks": ["10.0.0.0/8"]}));
     let reply = denied(decide_with(&mut vm, "POST", "/auth/token", &[("x-api-key", "secret")]));
     assert_eq!((reply.status, reply.reason), (403, Reason::NetworkNotTrusted));
+}
+
+#[test]
+fn the_verdict_as_filter_state_when_asked_and_refusals_name_their_reason() {
+    let claims = json!({"iss": "https://id.corp", "sub": "svc-1", "aud": "api", "exp": NOW + 600,
+                        "realm": {"roles": ["admin", "ops"]}});
+    let bearer = format!("Bearer {}", hs256(claims));
+    let mut vm = authenticator(json!({"filter_state": true}));
+    let (_, changes) = allowed(decide(&mut vm, &[("authorization", &bearer)]));
+    let state: Vec<(&str, &str)> = changes.state.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(
+        state,
+        [
+            ("wasm_authn.principal", "svc-1"),
+            ("wasm_authn.method", "jwt"),
+            ("wasm_authn.provider", "corp"),
+            ("wasm_authn.claim.x-roles", "admin,ops"),
+        ]
+    );
+    // Off by default: no host calls for it.
+    let mut vm = authenticator(json!({}));
+    assert!(allowed(decide(&mut vm, &[("authorization", &bearer)])).1.state.is_empty());
+    let reply = denied(decide(&mut vm, &[]));
+    assert_eq!(reply.details(), "wasm_authn.missing_credential");
 }
