@@ -5,6 +5,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
 use crate::api_key::ApiKeys;
+use crate::query::{self, percent_decode};
 use crate::reason::Reason;
 use crate::request::RequestFacts;
 
@@ -153,24 +154,13 @@ fn parse_basic(encoded: &str) -> Result<Credential, CredentialError> {
 
 /// The percent-decoded value of `param` in the query of `path`, if present once.
 fn query_value(path: &str, param: &str) -> Result<Option<String>, CredentialError> {
-    let Some((_, query)) = path.split_once('?') else {
+    let Some(value) = query::raw_value(path, param).map_err(|_| CredentialError::Ambiguous)? else {
         return Ok(None);
     };
-    let query = query.split('#').next().unwrap_or("");
-    let mut found = None;
-    for pair in query.split('&') {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if name == param {
-            if found.is_some() {
-                return Err(CredentialError::Ambiguous);
-            }
-            if value.len() > MAX_API_KEY_BYTES * 3 {
-                return Err(CredentialError::TooLarge);
-            }
-            found = Some(percent_decode(value).ok_or(CredentialError::EmptyApiKey)?);
-        }
+    if value.len() > MAX_API_KEY_BYTES * 3 {
+        return Err(CredentialError::TooLarge);
     }
-    Ok(found)
+    percent_decode(value).map(Some).ok_or(CredentialError::EmptyApiKey)
 }
 
 /// What must not reach the upstream: every credential the filter reads, except the
@@ -205,7 +195,8 @@ pub fn credential_removal(
     }
     if let Some(param) = &api_keys.query_param {
         let exact_kept = matches!(kept, Some(Credential::ApiKey { source: ApiKeySource::Query(_), .. }));
-        removal.path = remove_query_param_spellings(request.path, param, exact_kept);
+        let keep: &[&str] = if exact_kept { &[param.as_str()] } else { &[] };
+        removal.path = query::without_params(request.path, &[param.as_str()], keep);
     }
     removal
 }
@@ -214,64 +205,6 @@ pub fn credential_removal(
 fn is_read_scheme(value: &str) -> bool {
     let scheme = value.trim_start().split(' ').next().unwrap_or("");
     scheme.eq_ignore_ascii_case("basic") || scheme.eq_ignore_ascii_case("bearer")
-}
-
-/// `path` without any spelling of `param` that a lenient parser could read as it
-/// (percent-encoded, another case, PHP's `.`/space-for-`_` and `name[]`), keeping
-/// the exact name once when `keep_exact`. None when nothing changes.
-pub fn remove_query_param_spellings(path: &str, param: &str, keep_exact: bool) -> Option<String> {
-    let (base, query) = path.split_once('?')?;
-    let wanted = lenient_name(param);
-    let mut exact_kept = false;
-    let mut changed = false;
-    let mut kept: Vec<&str> = Vec::new();
-    for pair in query.split('&') {
-        let name = pair.split_once('=').map_or(pair, |(n, _)| n);
-        if lenient_name(name) != wanted {
-            kept.push(pair);
-        } else if keep_exact && !exact_kept && name == param {
-            exact_kept = true;
-            kept.push(pair);
-        } else {
-            changed = true;
-        }
-    }
-    if !changed {
-        return None;
-    }
-    Some(if kept.is_empty() { base.to_string() } else { format!("{base}?{}", kept.join("&")) })
-}
-
-/// A query parameter name as the most lenient parsers read it.
-fn lenient_name(name: &str) -> String {
-    let decoded = percent_decode(name).unwrap_or_else(|| name.to_string());
-    let base = decoded.split('[').next().unwrap_or("");
-    base.chars().map(|c| if c == '.' || c == ' ' { '_' } else { c.to_ascii_lowercase() }).collect()
-}
-
-/// `application/x-www-form-urlencoded` decoding (`+` is a space); None when not UTF-8 or badly escaped.
-pub fn percent_decode(value: &str) -> Option<String> {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = value.get(i + 1..i + 3)?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
@@ -365,24 +298,6 @@ mod tests {
         assert_eq!(found, Credential::ApiKey { key: "k+1".into(), source: ApiKeySource::Query("api_key".into()) });
         assert_eq!(extract_from("/x?api_key=a&api_key=b", &[], Some("api_key")), Err(CredentialError::Ambiguous));
         assert_eq!(extract_from("/x?api_key=%zz", &[], Some("api_key")), Err(CredentialError::EmptyApiKey));
-    }
-
-    #[test]
-    fn removes_only_the_key_param() {
-        let remove = |path| remove_query_param_spellings(path, "api_key", false);
-        assert_eq!(remove("/x?a=1&api_key=k&b=2").as_deref(), Some("/x?a=1&b=2"));
-        assert_eq!(remove("/x?api_key=k").as_deref(), Some("/x"));
-        assert_eq!(remove("/x?a=1"), None);
-        assert_eq!(remove("/x"), None);
-    }
-
-    #[test]
-    fn removes_every_spelling_a_lenient_parser_reads() {
-        let path = "/x?api_key=K&api%5Fkey=D&API_KEY=D&api.key=D&api+key=D&api_key[]=D&api_keys=ok&a=1";
-        let removed = remove_query_param_spellings(path, "api_key", false);
-        assert_eq!(removed.as_deref(), Some("/x?api_keys=ok&a=1"));
-        let kept = remove_query_param_spellings(path, "api_key", true);
-        assert_eq!(kept.as_deref(), Some("/x?api_key=K&api_keys=ok&a=1"));
     }
 
     fn removal(

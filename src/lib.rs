@@ -25,6 +25,7 @@ pub mod plugin;
 pub mod policy;
 pub mod principal;
 pub mod privileges;
+pub mod query;
 pub mod reason;
 pub mod remote;
 pub mod reply;

@@ -10,7 +10,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde_json::Value;
 
-use crate::credential::percent_decode;
+use crate::query::percent_decode;
 
 /// What the request's headers bring, read when they arrive (the body comes later).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
