@@ -1,13 +1,15 @@
 //! Extraction and parsing of credentials from request headers (and, only where
-//! configured, a query parameter). Nothing here checks a secret.
+//! configured, a query parameter and cookies), and what of them must not go
+//! upstream. Nothing here checks a secret.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
 use crate::api_key::ApiKeys;
+use crate::cookie;
 use crate::query::{self, percent_decode};
 use crate::reason::Reason;
-use crate::request::RequestFacts;
+use crate::request::{is_underscore_spelling_of, RequestFacts};
 
 /// Bounds on what a client sends, checked before any decoding.
 pub const MAX_AUTHORIZATION_BYTES: usize = 16 * 1024;
@@ -20,7 +22,7 @@ pub enum Credential {
         password: String,
     },
     Bearer(String),
-    /// An API key, with where it came from (a header name, or `?param`).
+    /// An API key, with where it came from.
     ApiKey {
         key: String,
         source: ApiKeySource,
@@ -31,6 +33,7 @@ pub enum Credential {
 pub enum ApiKeySource {
     Header(String),
     Query(String),
+    Cookie(String),
 }
 
 /// A credential that is present but cannot be read.
@@ -39,7 +42,7 @@ pub enum CredentialError {
     TooLarge,
     /// A Bearer token longer than the Authorization bound: answered as a bad token (RFC 6750).
     BearerTooLarge,
-    /// More than one Authorization header, or one API key given twice: ambiguous.
+    /// More than one Authorization header, or one API key header, parameter or cookie given twice: ambiguous.
     Ambiguous,
     BasicNotBase64,
     BasicNoColon,
@@ -82,7 +85,8 @@ impl CredentialError {
 }
 
 /// Find the request's credential: the Authorization header (Basic or Bearer)
-/// first, then the configured API key headers, then the query parameter.
+/// first, then the configured API key headers, then the query parameter, then
+/// the cookies.
 /// `Ok(None)` means no credential of a kind this filter reads.
 pub fn extract(request: &RequestFacts, api_keys: &ApiKeys) -> Result<Option<Credential>, CredentialError> {
     let mut authorization = request.header_values("authorization");
@@ -106,6 +110,11 @@ pub fn extract(request: &RequestFacts, api_keys: &ApiKeys) -> Result<Option<Cred
     if let Some(param) = &api_keys.query_param {
         if let Some(key) = query_value(request.path, param)? {
             return api_key(&key, ApiKeySource::Query(param.clone())).map(Some);
+        }
+    }
+    for name in &api_keys.cookies {
+        if let Some(key) = cookie::value(request, name).map_err(|_| CredentialError::Ambiguous)? {
+            return api_key(key, ApiKeySource::Cookie(name.clone())).map(Some);
         }
     }
     Ok(None)
@@ -172,6 +181,8 @@ pub struct CredentialRemoval {
     pub headers: Vec<String>,
     /// The new `:path` when the query string carried an API key.
     pub path: Option<String>,
+    /// The new `Cookie` value when a cookie carried a credential (empty: no cookie left).
+    pub cookie: Option<String>,
 }
 
 pub fn credential_removal(
@@ -186,17 +197,37 @@ pub fn credential_removal(
     if !authorization_kept && request.header_values("authorization").any(is_read_scheme) {
         removal.headers.push("authorization".to_string());
     }
+    let kept_source = match kept {
+        Some(Credential::ApiKey { source, .. }) => Some(source),
+        _ => None,
+    };
     for header in &api_keys.headers {
-        let header_kept =
-            matches!(kept, Some(Credential::ApiKey { source: ApiKeySource::Header(h), .. }) if h == header);
+        let header_kept = matches!(kept_source, Some(ApiKeySource::Header(h)) if h == header);
         if !header_kept && request.header_values(header).next().is_some() {
             removal.headers.push(header.clone());
         }
     }
+    // A CGI, WSGI or PHP upstream reads `x_api_key` as `x-api-key`: never the verified one.
+    for (name, _) in request.headers {
+        let spelling = name.contains('_') && !api_keys.headers.contains(name) && !removal.headers.contains(name);
+        if spelling && api_keys.headers.iter().any(|header| is_underscore_spelling_of(name, header)) {
+            removal.headers.push(name.clone());
+        }
+    }
     if let Some(param) = &api_keys.query_param {
-        let exact_kept = matches!(kept, Some(Credential::ApiKey { source: ApiKeySource::Query(_), .. }));
-        let keep: &[&str] = if exact_kept { &[param.as_str()] } else { &[] };
+        let keep: &[&str] = match kept_source {
+            Some(ApiKeySource::Query(_)) => &[param.as_str()],
+            _ => &[],
+        };
         removal.path = query::without_params(request.path, &[param.as_str()], keep);
+    }
+    if !api_keys.cookies.is_empty() {
+        let names: Vec<&str> = api_keys.cookies.iter().map(String::as_str).collect();
+        let keep: Vec<&str> = match kept_source {
+            Some(ApiKeySource::Cookie(name)) => vec![name.as_str()],
+            _ => Vec::new(),
+        };
+        removal.cookie = cookie::without_cookies(request, &names, &keep);
     }
     removal
 }
@@ -215,6 +246,7 @@ mod tests {
         ApiKeys {
             headers: vec!["x-api-key".into(), "x-cdata-authtoken".into()],
             query_param: query.map(String::from),
+            cookies: vec!["apikey".into(), "legacy_key".into()],
             allow_basic: true,
             clients: vec![],
         }
@@ -300,6 +332,29 @@ mod tests {
         assert_eq!(extract_from("/x?api_key=%zz", &[], Some("api_key")), Err(CredentialError::EmptyApiKey));
     }
 
+    #[test]
+    fn api_key_cookies_after_headers_and_the_param() {
+        let cookie = |name: &str| Credential::ApiKey { key: "c1".into(), source: ApiKeySource::Cookie(name.into()) };
+        let found = extract_from("/", &[("cookie", "theme=dark; legacy_key=c1")], None);
+        assert_eq!(found, Ok(Some(cookie("legacy_key"))));
+        let both = [("cookie", "legacy_key=c2; apikey=c1")];
+        assert_eq!(extract_from("/", &both, None), Ok(Some(cookie("apikey"))));
+        let header_first = [("cookie", "apikey=c1"), ("x-api-key", "h1")];
+        let found = extract_from("/x?api_key=q1", &header_first, Some("api_key")).unwrap().unwrap();
+        assert!(matches!(found, Credential::ApiKey { source: ApiKeySource::Header(_), .. }));
+        let found = extract_from("/x?api_key=q1", &[("cookie", "apikey=c1")], Some("api_key")).unwrap().unwrap();
+        assert!(matches!(found, Credential::ApiKey { source: ApiKeySource::Query(_), .. }));
+    }
+
+    #[test]
+    fn an_api_key_cookie_sent_twice_is_ambiguous() {
+        let twice = [("cookie", "apikey=c1"), ("cookie", "apikey=c2")];
+        assert_eq!(extract_from("/", &twice, None), Err(CredentialError::Ambiguous));
+        assert_eq!(extract_from("/", &[("cookie", "apikey=")], None), Err(CredentialError::EmptyApiKey));
+        let huge = format!("apikey={}", "k".repeat(MAX_API_KEY_BYTES + 1));
+        assert_eq!(extract_from("/", &[("cookie", &huge)], None), Err(CredentialError::TooLarge));
+    }
+
     fn removal(
         headers: &[(&str, &str)],
         path: &str,
@@ -327,5 +382,18 @@ mod tests {
         // Schemes the filter does not read are the upstream's business.
         let r = removal(&[("authorization", "Digest x=y")], "/", None, false);
         assert!(r.headers.is_empty());
+    }
+
+    #[test]
+    fn credential_cookies_and_underscore_headers_are_removed() {
+        let headers = [("cookie", "a=1; apikey=K; ApiKey=D"), ("cookie", "legacy.key=D; b=2"), ("x_api_key", "D")];
+        let r = removal(&headers, "/", None, false);
+        assert_eq!(r.headers, vec!["x_api_key"]);
+        assert_eq!(r.cookie.as_deref(), Some("a=1; b=2"));
+        let key = Credential::ApiKey { key: "K".into(), source: ApiKeySource::Cookie("apikey".into()) };
+        let r = removal(&headers, "/", Some(&key), true);
+        assert_eq!(r.headers, vec!["x_api_key"]);
+        assert_eq!(r.cookie.as_deref(), Some("a=1; apikey=K; b=2"));
+        assert_eq!(removal(&[("cookie", "a=1")], "/", None, false).cookie, None);
     }
 }

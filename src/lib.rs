@@ -10,6 +10,7 @@ pub mod authenticate;
 pub mod basic;
 pub mod cache;
 pub mod config;
+pub mod cookie;
 pub mod credential;
 pub mod digest;
 pub mod envoy_crypto;

@@ -3,9 +3,9 @@
 //! credential that was not verified, and a verified principal is added.
 
 use crate::api_key::ApiKeys;
-use crate::credential::{credential_removal, Credential};
+use crate::credential::{credential_removal, Credential, CredentialRemoval};
 use crate::principal::Principal;
-use crate::request::RequestFacts;
+use crate::request::{is_underscore_spelling_of, RequestFacts};
 
 /// The upstream header names of a principal (`principal_headers`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,7 +25,9 @@ pub struct Upstream {
     pub forward_credentials: bool,
 }
 
-/// The changes to make to the request headers before it continues.
+/// The changes to make to the request headers before it continues: `remove` first,
+/// then `set` (a header in both ends with its one new value: the `Cookie` header
+/// without credential cookies, however many Cookie headers there were).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct UpstreamChanges {
     pub remove: Vec<String>,
@@ -37,9 +39,7 @@ pub struct UpstreamChanges {
 /// A request that passes without authentication: it loses what the filter owns and every credential.
 pub fn unauthenticated(upstream: &Upstream, api_keys: &ApiKeys, request: &RequestFacts) -> UpstreamChanges {
     let removal = credential_removal(request, api_keys, None, false);
-    let mut remove = forged_headers(upstream, request);
-    remove.extend(removal.headers);
-    UpstreamChanges { remove, set: Vec::new(), path: removal.path }
+    changes(upstream, request, removal, Vec::new())
 }
 
 /// A verified request: the principal's headers set, forged ones and unverified credentials removed.
@@ -61,8 +61,24 @@ pub fn authenticated(
     set.extend(principal.claim_headers.iter().cloned());
 
     let removal = credential_removal(request, api_keys, Some(credential), upstream.forward_credentials);
+    changes(upstream, request, removal, set)
+}
+
+/// Forged headers and the credentials to remove, and the headers to set.
+fn changes(
+    upstream: &Upstream,
+    request: &RequestFacts,
+    removal: CredentialRemoval,
+    mut set: Vec<(String, String)>,
+) -> UpstreamChanges {
     let mut remove = forged_headers(upstream, request);
     remove.extend(removal.headers);
+    if let Some(cookie) = removal.cookie {
+        remove.push("cookie".to_string());
+        if !cookie.is_empty() {
+            set.push(("cookie".to_string(), cookie));
+        }
+    }
     UpstreamChanges { remove, set, path: removal.path }
 }
 
@@ -73,7 +89,7 @@ fn forged_headers(upstream: &Upstream, request: &RequestFacts) -> Vec<String> {
     let mut forged: Vec<String> = Vec::new();
     for (name, _) in request.headers {
         let owned = if name.contains('_') {
-            upstream.owned_headers.iter().any(|owned| is_spelling_of(name, owned))
+            upstream.owned_headers.iter().any(|owned| is_underscore_spelling_of(name, owned))
         } else {
             upstream.owned_headers.iter().any(|owned| owned == name)
         };
@@ -82,22 +98,4 @@ fn forged_headers(upstream: &Upstream, request: &RequestFacts) -> Vec<String> {
         }
     }
     forged
-}
-
-/// Whether header `name` (lowercase) reads as `owned` once underscores are dashes.
-fn is_spelling_of(name: &str, owned: &str) -> bool {
-    name.len() == owned.len() && name.bytes().zip(owned.bytes()).all(|(n, o)| n == o || (n == b'_' && o == b'-'))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn underscore_spellings_are_the_same_header() {
-        assert!(is_spelling_of("x_auth_principal", "x-auth-principal"));
-        assert!(is_spelling_of("x-auth_principal", "x-auth-principal"));
-        assert!(!is_spelling_of("x_auth_principals", "x-auth-principal"));
-        assert!(!is_spelling_of("x-auth-principal", "x_auth_principal"));
-    }
 }

@@ -25,13 +25,14 @@ use crate::limits::{LimitTable, Limits};
 use crate::network::Networks;
 use crate::password::PasswordHash;
 use crate::privileges::Privileges;
+use crate::query::lenient_name;
 use crate::reply::Challenges;
 use crate::revocation::Revocation;
 use crate::route::{Require, Routes};
 use crate::shape::{PrincipalHeaders, Upstream};
 use crate::shared_table::SharedTable;
 use crate::token_endpoint::TokenEndpoint;
-use names::{header_name, principal_name};
+use names::{form_name, header_name, principal_name};
 use schema::{RawApiKeys, RawBasic, RawConfig};
 
 /// The largest plugin configuration accepted (an inline JWKS or htpasswd can be large, not this large).
@@ -319,8 +320,13 @@ fn compile_api_keys(raw: Option<RawApiKeys>, limits: &Limits) -> Result<ApiKeys,
         headers.push(name);
     }
     if let Some(q) = &raw.query_param {
-        if q.is_empty() || !q.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
-            return Err(ConfigError::new("api_keys.query_param", "must be a non-empty name of [A-Za-z0-9-_.]"));
+        form_name(q, "api_keys.query_param")?;
+    }
+    for (i, cookie) in raw.cookies.iter().enumerate() {
+        let path = format!("api_keys.cookies[{i}]");
+        form_name(cookie, &path)?;
+        if raw.cookies[..i].iter().any(|earlier| lenient_name(earlier) == lenient_name(cookie)) {
+            return Err(ConfigError::new(path, "is already listed (in some spelling)"));
         }
     }
     let mut clients = Vec::with_capacity(raw.clients.len());
@@ -352,7 +358,7 @@ fn compile_api_keys(raw: Option<RawApiKeys>, limits: &Limits) -> Result<ApiKeys,
             privileges: Rc::new(privileges),
         });
     }
-    Ok(ApiKeys { headers, query_param: raw.query_param, allow_basic: raw.allow_basic, clients })
+    Ok(ApiKeys { headers, query_param: raw.query_param, cookies: raw.cookies, allow_basic: raw.allow_basic, clients })
 }
 
 /// A provider, a keypair and the token endpoint may never claim the same issuer (or

@@ -228,6 +228,9 @@ pub struct RawApiKeys {
     pub headers: Vec<String>,
     /// A query parameter carrying an API key; off unless named (keys in URLs end up in logs).
     pub query_param: Option<String>,
+    /// Cookies that carry an API key, read after the headers and the query parameter, in order of precedence.
+    #[serde(default)]
+    pub cookies: Vec<String>,
     /// Accept `client-id:api-key` as Basic credentials.
     #[serde(default = "default_true")]
     pub allow_basic: bool,

@@ -323,3 +323,27 @@ fn a_p384_key_needs_envoy_crypto() {
     let config = json!({"keypairs": [{"id": "signer", "public_key": pem}]});
     assert!(Config::from_json(config.to_string().as_bytes()).is_ok());
 }
+
+fn api_keys_with(places: serde_json::Value) -> serde_json::Value {
+    let mut api_keys = json!({"clients": [{"id": "c", "key_hash": SECRET_SHA256}]});
+    for (k, v) in places.as_object().unwrap() {
+        api_keys[k] = v.clone();
+    }
+    json!({ "api_keys": api_keys })
+}
+
+#[test]
+fn api_key_cookies_are_plain_distinct_names() {
+    let c = parse(api_keys_with(json!({"cookies": ["api_key", "__Host-key"]}))).unwrap();
+    assert_eq!(c.api_keys.cookies, vec!["api_key", "__Host-key"]);
+    let cases = [
+        (json!({"cookies": ["a key"]}), "api_keys.cookies[0]: must be a non-empty name of [A-Za-z0-9-_.]"),
+        (json!({"cookies": [""]}), "api_keys.cookies[0]: must be"),
+        (json!({"cookies": ["api_key", "API.key"]}), "api_keys.cookies[1]: is already listed (in some spelling)"),
+        (json!({"query_param": "a=b"}), "api_keys.query_param: must be a non-empty name"),
+    ];
+    for (places, expected) in cases {
+        let error = error_of(api_keys_with(places));
+        assert!(error.starts_with(expected), "{error}");
+    }
+}
