@@ -36,6 +36,7 @@ pub mod route;
 pub mod shape;
 pub mod shared_table;
 pub mod token_endpoint;
+pub mod token_location;
 
 #[cfg(test)]
 mod testing;

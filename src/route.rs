@@ -61,7 +61,7 @@ impl Require {
     pub fn may_accept(&self, credential: &Credential) -> bool {
         let Require::Kinds(kinds) = self else { return true };
         kinds.iter().any(|kind| match (kind, credential) {
-            (Kind::Jwt { .. } | Kind::Keypair, Credential::Bearer(_)) => true,
+            (Kind::Jwt { .. } | Kind::Keypair, Credential::Bearer { .. }) => true,
             // `user:password` may turn out to be a client's `id:key`.
             (Kind::Basic | Kind::ApiKey, Credential::Basic { .. }) => true,
             (Kind::ApiKey, Credential::ApiKey { .. }) => true,

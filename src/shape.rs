@@ -6,6 +6,7 @@ use crate::api_key::ApiKeys;
 use crate::credential::{credential_removal, Credential, CredentialRemoval};
 use crate::principal::Principal;
 use crate::request::{is_underscore_spelling_of, RequestFacts};
+use crate::token_location::TokenLocations;
 
 /// The upstream header names of a principal (`principal_headers`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,8 +38,13 @@ pub struct UpstreamChanges {
 }
 
 /// A request that passes without authentication: it loses what the filter owns and every credential.
-pub fn unauthenticated(upstream: &Upstream, api_keys: &ApiKeys, request: &RequestFacts) -> UpstreamChanges {
-    let removal = credential_removal(request, api_keys, None, false);
+pub fn unauthenticated(
+    upstream: &Upstream,
+    api_keys: &ApiKeys,
+    tokens: &TokenLocations,
+    request: &RequestFacts,
+) -> UpstreamChanges {
+    let removal = credential_removal(request, api_keys, tokens, None, false);
     changes(upstream, request, removal, Vec::new())
 }
 
@@ -46,6 +52,7 @@ pub fn unauthenticated(upstream: &Upstream, api_keys: &ApiKeys, request: &Reques
 pub fn authenticated(
     upstream: &Upstream,
     api_keys: &ApiKeys,
+    tokens: &TokenLocations,
     request: &RequestFacts,
     credential: &Credential,
     principal: &Principal,
@@ -60,7 +67,7 @@ pub fn authenticated(
     }
     set.extend(principal.claim_headers.iter().cloned());
 
-    let removal = credential_removal(request, api_keys, Some(credential), upstream.forward_credentials);
+    let removal = credential_removal(request, api_keys, tokens, Some(credential), upstream.forward_credentials);
     changes(upstream, request, removal, set)
 }
 

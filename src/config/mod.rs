@@ -6,6 +6,7 @@
 pub mod error;
 mod jwt;
 mod keypairs;
+mod locations;
 mod names;
 mod policy;
 mod remote;
@@ -32,6 +33,7 @@ use crate::route::{Require, Routes};
 use crate::shape::{PrincipalHeaders, Upstream};
 use crate::shared_table::SharedTable;
 use crate::token_endpoint::TokenEndpoint;
+use crate::token_location::{TokenLocations, AUTHORIZATION};
 use names::{form_name, header_name, principal_name};
 use schema::{RawApiKeys, RawBasic, RawConfig};
 
@@ -70,6 +72,8 @@ pub struct Config {
     pub api_keys: ApiKeys,
     /// Providers, then keypairs, then the token endpoint's own: looked up by issuer.
     pub jwt_providers: Vec<Provider>,
+    /// Where tokens are read, and for which of `jwt_providers`.
+    pub token_locations: TokenLocations,
     /// Issues tokens to API clients; its tokens verify through its entry in `jwt_providers`.
     pub token_endpoint: Option<TokenEndpoint>,
     /// How long a request may wait for a provider's remote keys before it gets 503.
@@ -178,7 +182,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
     let (limit_defaults, max_tracked_principals, expose_limit_headers) = policy::limits(raw.limits)?;
     let (basic_users, failure_limit, slow_hash_budget_ms_per_second) = compile_basic(raw.basic, &limit_defaults)?;
     let api_keys = compile_api_keys(raw.api_keys, &limit_defaults)?;
-    let (mut jwt_providers, jwks_wait_ms) = jwt::compile(raw.jwt, &limit_defaults)?;
+    let (mut jwt_providers, token_places, jwks_wait_ms) = jwt::compile(raw.jwt, &limit_defaults)?;
     // Keypairs verify like providers: one list, looked up by issuer.
     jwt_providers.extend(keypairs::compile(raw.keypairs, &limit_defaults)?);
     let token_endpoint = match raw.token_endpoint {
@@ -193,6 +197,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         None => None,
     };
     issuers_are_unique(&jwt_providers)?;
+    let token_locations = locations::compile(token_places, jwt_providers.len(), &api_keys)?;
     if let (false, Some(provider)) =
         (raw.envoy_crypto, jwt_providers.iter().find(|p| p.local_keys.needs_host_crypto()))
     {
@@ -223,7 +228,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
             "no credentials configured: set basic.users, basic.htpasswd, api_keys.clients or jwt.providers",
         ));
     }
-    let owned_headers = owned_headers(&principal_headers, &jwt_providers, &api_keys)?;
+    let owned_headers = owned_headers(&principal_headers, &jwt_providers, &api_keys, &token_locations)?;
     Ok(Config {
         realm: raw.realm,
         clock_skew_seconds: raw.clock_skew_seconds,
@@ -239,6 +244,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         slow_hash_budget_ms_per_second,
         api_keys,
         jwt_providers,
+        token_locations,
         token_endpoint,
         jwks_wait_ms,
         cache,
@@ -398,11 +404,12 @@ fn issuers_are_unique(providers: &[Provider]) -> Result<(), ConfigError> {
 }
 
 /// The headers the filter sets upstream (principal headers and claim headers): they
-/// must be distinct, and none may be a credential header.
+/// must be distinct, and none may be a header credentials are read from.
 fn owned_headers(
     principal_headers: &PrincipalHeaders,
     providers: &[Provider],
     api_keys: &ApiKeys,
+    tokens: &TokenLocations,
 ) -> Result<Vec<String>, ConfigError> {
     let principal_names = [&principal_headers.principal, &principal_headers.method, &principal_headers.provider];
     if principal_names[0] == principal_names[1] || principal_names[0] == principal_names[2] {
@@ -428,7 +435,14 @@ fn owned_headers(
     }
     owned.sort();
     owned.dedup();
-    if owned.iter().any(|name| name == "authorization" || api_keys.headers.contains(name)) {
+    let reads_cookies = !api_keys.cookies.is_empty() || tokens.cookies().next().is_some();
+    let credential_header = |name: &String| {
+        name == AUTHORIZATION
+            || api_keys.headers.contains(name)
+            || tokens.headers().any(|(_, header, _)| header == name)
+            || (reads_cookies && name == "cookie")
+    };
+    if owned.iter().any(credential_header) {
         return Err(ConfigError::new("principal_headers", "a header the filter sets is also a credential header"));
     }
     Ok(owned)

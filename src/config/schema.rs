@@ -366,6 +366,17 @@ pub struct RawProvider {
     /// Claims copied to upstream headers.
     #[serde(default)]
     pub claim_to_headers: Vec<RawClaimToHeader>,
+    /// Headers that carry its tokens. With any `from_*` set, the provider reads its tokens
+    /// only there, not in `Authorization: Bearer`.
+    #[serde(default)]
+    pub from_headers: Vec<RawTokenHeader>,
+    /// Query parameters that carry its tokens (opt-in: URLs end up in logs); removed from
+    /// `:path` before the request goes upstream.
+    #[serde(default)]
+    pub from_params: Vec<String>,
+    /// Cookies that carry its tokens; removed from `Cookie` before the request goes upstream.
+    #[serde(default)]
+    pub from_cookies: Vec<String>,
     /// Allowed HTTP methods for every token of this provider (absent: all).
     pub methods: Option<Vec<String>>,
     /// Allowed path prefixes for every token (absent: all).
@@ -403,6 +414,18 @@ pub struct RawRemote {
     /// Larger responses are refused (1024-1048576).
     #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: usize,
+}
+
+/// A header that carries a provider's tokens (`from_headers`, as in Envoy's `jwt_authn`).
+#[derive(Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RawTokenHeader {
+    /// The header name, e.g. `x-goog-iap-jwt-assertion`.
+    pub name: String,
+    /// What the value starts with before the token, e.g. `"Bearer "` or `"Token "` (compared
+    /// without case); absent: the whole value is the token.
+    pub value_prefix: Option<String>,
 }
 
 #[derive(Deserialize)]

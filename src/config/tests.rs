@@ -347,3 +347,119 @@ fn api_key_cookies_are_plain_distinct_names() {
         assert!(error.starts_with(expected), "{error}");
     }
 }
+
+fn providers_with(places: &[serde_json::Value]) -> serde_json::Value {
+    let providers: Vec<serde_json::Value> = places
+        .iter()
+        .enumerate()
+        .map(|(i, place)| {
+            let mut provider = hs256_provider(&format!("p{i}"), &format!("https://issuer-{i}"));
+            for (k, v) in place.as_object().unwrap() {
+                provider[k] = v.clone();
+            }
+            provider
+        })
+        .collect();
+    json!({"jwt": {"providers": providers}, "api_keys": {"headers": ["x-api-key"], "query_param": "api_key",
+        "cookies": ["apikey"], "clients": [{"id": "c", "key_hash": SECRET_SHA256}]}})
+}
+
+#[test]
+fn token_places_are_shared_by_the_providers_that_name_them() {
+    use crate::jwt::ProviderId;
+    use crate::token_location::TokenPlace;
+    let c = parse(providers_with(&[
+        json!({}),
+        json!({"from_headers": [{"name": "X-Goog-IAP-JWT-Assertion"}, {"name": "authorization", "value_prefix": "Token "}],
+               "from_params": ["access_token"]}),
+        json!({"from_headers": [{"name": "x-goog-iap-jwt-assertion"}, {"name": "Authorization", "value_prefix": "Bearer "}],
+               "from_cookies": ["session"]}),
+    ]))
+    .unwrap();
+    let places: Vec<(&TokenPlace, &[ProviderId])> =
+        c.token_locations.locations.iter().map(|l| (&l.place, l.readers.as_slice())).collect();
+    let header = |name: &str, prefix: &str| TokenPlace::Header { name: name.into(), prefix: prefix.into() };
+    assert_eq!(
+        places,
+        vec![
+            (&header("authorization", "bearer "), &[ProviderId(0), ProviderId(2)][..]),
+            (&header("x-goog-iap-jwt-assertion", ""), &[ProviderId(1), ProviderId(2)][..]),
+            (&header("authorization", "token "), &[ProviderId(1)][..]),
+            (&TokenPlace::Param("access_token".into()), &[ProviderId(1)][..]),
+            (&TokenPlace::Cookie("session".into()), &[ProviderId(2)][..]),
+        ]
+    );
+}
+
+#[test]
+fn keypairs_and_the_token_endpoint_read_authorization_bearer() {
+    let mut config = providers_with(&[json!({"from_cookies": ["session"]})]);
+    config["token_endpoint"] = json!({"path": "/token", "issuer": "https://me",
+        "signing_key": {"kty": "oct", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldC0"}});
+    let c = parse(config).unwrap();
+    assert_eq!(c.token_locations.locations[0].readers, vec![crate::jwt::ProviderId(1)]);
+}
+
+#[test]
+fn token_places_that_could_be_read_as_another_are_refused() {
+    let cases = [
+        (
+            vec![json!({"from_headers": [{"name": "bad header"}]})],
+            "jwt.providers[0].from_headers[0].name: is not a valid header name",
+        ),
+        (vec![json!({"from_headers": [{"name": "host"}]})], "jwt.providers[0].from_headers[0].name: names a header"),
+        (vec![json!({"from_headers": [{"name": "cookie"}]})], "jwt.providers[0].from_headers[0].name: names a header"),
+        (
+            vec![json!({"from_headers": [{"name": "authorization"}]})],
+            "jwt.providers[0].from_headers[0].value_prefix: is required on authorization",
+        ),
+        (
+            vec![json!({"from_headers": [{"name": "authorization", "value_prefix": "basic "}]})],
+            "jwt.providers[0].from_headers[0].value_prefix: Authorization: Basic",
+        ),
+        (
+            vec![json!({"from_headers": [{"name": "x-t", "value_prefix": "T\u{e9} "}]})],
+            "jwt.providers[0].from_headers[0].value_prefix: must be printable ASCII",
+        ),
+        (
+            vec![json!({"from_headers": [{"name": "x-t", "value_prefix": " T"}]})],
+            "jwt.providers[0].from_headers[0].value_prefix: must be printable ASCII",
+        ),
+        (
+            vec![json!({"from_headers": [{"name": "authorization", "value_prefix": "Bear"}]})],
+            "jwt.providers[0].from_headers[0]: overlaps Authorization: Bearer (the default)",
+        ),
+        (
+            vec![json!({"from_headers": [{"name": "x-t"}, {"name": "x-t", "value_prefix": "JWT "}]})],
+            "jwt.providers[0].from_headers[1]: overlaps jwt.providers[0].from_headers[0]",
+        ),
+        (
+            vec![json!({"from_headers": [{"name": "x-t"}, {"name": "X-T"}]})],
+            "jwt.providers[0].from_headers[1]: is already listed",
+        ),
+        (
+            vec![json!({"from_headers": [{"name": "x-api-key"}]})],
+            "jwt.providers[0].from_headers[0]: is also an API key header",
+        ),
+        (vec![json!({"from_params": ["a b"]})], "jwt.providers[0].from_params[0]: must be a non-empty name"),
+        (vec![json!({"from_params": ["Api.Key"]})], "jwt.providers[0].from_params[0]: is also the API key parameter"),
+        (
+            vec![json!({"from_params": ["token"]}), json!({"from_params": ["TOKEN"]})],
+            "jwt.providers[1].from_params[0]: overlaps jwt.providers[0].from_params[0]",
+        ),
+        (vec![json!({"from_cookies": ["session", "session"]})], "jwt.providers[0].from_cookies[1]: is already listed"),
+        (vec![json!({"from_cookies": ["ApiKey"]})], "jwt.providers[0].from_cookies[0]: is also an API key cookie"),
+        (
+            vec![json!({"from_cookies": ["s"], "claim_to_headers": [{"claim": "c", "header": "cookie"}]})],
+            "principal_headers: a header the filter sets is also a credential header",
+        ),
+        (
+            vec![json!({"from_headers": [{"name": "x-t"}], "claim_to_headers": [{"claim": "c", "header": "x-t"}]})],
+            "principal_headers: a header the filter sets",
+        ),
+    ];
+    for (places, expected) in cases {
+        let error = error_of(providers_with(&places));
+        assert!(error.starts_with(expected), "{expected}\n{error}");
+    }
+}
