@@ -10,6 +10,7 @@ use super::names::{form_name, header_name, non_empty};
 use super::policy::{privileges, PrivilegeFields};
 use super::remote::{fetch_config, Document};
 use super::schema::{default_jwks_wait_ms, RawJwt, RawProvider};
+use super::secrets::{self, Env};
 use crate::jwt::{ClaimToHeader, Issuer, KeySet, Provider};
 use crate::limits::Limits;
 use crate::remote::RemoteDocument;
@@ -27,7 +28,11 @@ const RESERVED_HEADERS: &[&str] =
 pub type TokenPlaces = Vec<(TokenPlace, String)>;
 
 /// The providers, the places each reads tokens from, and how long a request may wait for remote keys.
-pub fn compile(raw: Option<RawJwt>, limits: &Limits) -> Result<(Vec<Provider>, Vec<TokenPlaces>, u64), ConfigError> {
+pub fn compile(
+    raw: Option<RawJwt>,
+    limits: &Limits,
+    env: Env,
+) -> Result<(Vec<Provider>, Vec<TokenPlaces>, u64), ConfigError> {
     let Some(raw) = raw else {
         return Ok((Vec::new(), Vec::new(), default_jwks_wait_ms()));
     };
@@ -41,7 +46,7 @@ pub fn compile(raw: Option<RawJwt>, limits: &Limits) -> Result<(Vec<Provider>, V
     for (i, provider) in raw.providers.into_iter().enumerate() {
         let path = format!("jwt.providers[{i}]");
         places.push(token_places(&provider, &path)?);
-        let provider = compile_provider(provider, limits, &path)?;
+        let provider = compile_provider(provider, limits, &path, env)?;
         if !names.insert(provider.name.clone()) {
             return Err(ConfigError::new(format!("{path}.name"), "duplicate provider name"));
         }
@@ -51,6 +56,17 @@ pub fn compile(raw: Option<RawJwt>, limits: &Limits) -> Result<(Vec<Provider>, V
         providers.push(provider);
     }
     Ok((providers, places, raw.jwks_wait_ms))
+}
+
+/// An inline JWKS, its `k_env` secrets read; an error about such a key's `k` names its `k_env`.
+fn local_jwks(jwks: &mut serde_json::Value, at: &str, env: Env) -> Result<KeySet, ConfigError> {
+    let from_env = secrets::jwks(jwks, at, env)?;
+    KeySet::from_jwks(jwks, at).map_err(|mut error| {
+        if from_env.iter().any(|key| error.path == format!("{key}.k")) {
+            error.path.push_str("_env");
+        }
+        error
+    })
 }
 
 /// `from_headers`, `from_params` and `from_cookies`, each name checked on its own
@@ -96,7 +112,7 @@ fn token_places(raw: &RawProvider, path: &str) -> Result<TokenPlaces, ConfigErro
     Ok(places)
 }
 
-fn compile_provider(raw: RawProvider, limits: &Limits, path: &str) -> Result<Provider, ConfigError> {
+fn compile_provider(mut raw: RawProvider, limits: &Limits, path: &str, env: Env) -> Result<Provider, ConfigError> {
     non_empty(&raw.name, &format!("{path}.name"))?;
     non_empty(&raw.issuer, &format!("{path}.issuer"))?;
     for (i, audience) in raw.audiences.iter().enumerate() {
@@ -111,8 +127,8 @@ fn compile_provider(raw: RawProvider, limits: &Limits, path: &str) -> Result<Pro
     non_empty(&raw.principal_claim, &format!("{path}.principal_claim"))?;
 
     let mut local_keys = KeySet::default();
-    if let Some(jwks) = &raw.local_jwks {
-        local_keys.extend(KeySet::from_jwks(jwks, &format!("{path}.local_jwks"))?);
+    if let Some(jwks) = &mut raw.local_jwks {
+        local_keys.extend(local_jwks(jwks, &format!("{path}.local_jwks"), env)?);
     }
     if let Some(pem) = &raw.local_pem {
         local_keys.extend(KeySet::from_pem(pem, None, &format!("{path}.local_pem"))?);

@@ -11,6 +11,7 @@ mod names;
 mod policy;
 mod remote;
 mod schema;
+mod secrets;
 mod token_endpoint;
 
 use std::collections::HashSet;
@@ -36,6 +37,7 @@ use crate::token_endpoint::TokenEndpoint;
 use crate::token_location::{TokenLocations, AUTHORIZATION};
 use names::{form_name, header_name, principal_name};
 use schema::{RawApiKeys, RawBasic, RawConfig};
+pub use secrets::Env;
 
 /// The largest plugin configuration accepted (an inline JWKS or htpasswd can be large, not this large).
 pub const MAX_CONFIG_BYTES: usize = 1024 * 1024;
@@ -85,15 +87,21 @@ pub struct Config {
 }
 
 impl Config {
-    /// Parse and compile the plugin configuration.
+    /// Parse and compile the plugin configuration; `X_env` fields read this process's
+    /// environment (in Envoy: `vm_config.environment_variables`).
     pub fn from_json(bytes: &[u8]) -> Result<Config, ConfigError> {
+        Config::from_json_with_env(bytes, &|name| std::env::var(name).ok())
+    }
+
+    /// As `from_json`, with the environment variables `env` gives.
+    pub fn from_json_with_env(bytes: &[u8], env: Env) -> Result<Config, ConfigError> {
         if bytes.len() > MAX_CONFIG_BYTES {
             return Err(ConfigError::new("", format!("configuration larger than {MAX_CONFIG_BYTES} bytes")));
         }
         let mut deserializer = serde_json::Deserializer::from_slice(bytes);
         let raw: RawConfig = serde_path_to_error::deserialize(&mut deserializer).map_err(schema_error)?;
         deserializer.end().map_err(|e| ConfigError::new("", format!("not valid JSON: {e}")))?;
-        compile(raw)
+        compile(raw, env)
     }
 
     /// The challenges a 401 offers: one per enabled scheme (that the route accepts).
@@ -167,7 +175,7 @@ fn redact_values(message: &str) -> String {
     redacted
 }
 
-fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
+fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
     if raw.realm.is_empty() || raw.realm.chars().any(|c| c == '"' || c == '\\' || c.is_control()) {
         return Err(ConfigError::new("realm", "must be non-empty, without quotes, backslashes or control characters"));
     }
@@ -180,9 +188,9 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         provider: header_name(&raw.principal_headers.provider, "principal_headers.provider")?,
     };
     let (limit_defaults, max_tracked_principals, expose_limit_headers) = policy::limits(raw.limits)?;
-    let (basic_users, failure_limit, slow_hash_budget_ms_per_second) = compile_basic(raw.basic, &limit_defaults)?;
-    let api_keys = compile_api_keys(raw.api_keys, &limit_defaults)?;
-    let (mut jwt_providers, token_places, jwks_wait_ms) = jwt::compile(raw.jwt, &limit_defaults)?;
+    let (basic_users, failure_limit, slow_hash_budget_ms_per_second) = compile_basic(raw.basic, &limit_defaults, env)?;
+    let api_keys = compile_api_keys(raw.api_keys, &limit_defaults, env)?;
+    let (mut jwt_providers, token_places, jwks_wait_ms) = jwt::compile(raw.jwt, &limit_defaults, env)?;
     // Keypairs verify like providers: one list, looked up by issuer.
     jwt_providers.extend(keypairs::compile(raw.keypairs, &limit_defaults)?);
     let token_endpoint = match raw.token_endpoint {
@@ -190,7 +198,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
             if api_keys.clients.is_empty() {
                 return Err(ConfigError::new("token_endpoint", "issues tokens to api_keys.clients: configure some"));
             }
-            let (endpoint, provider) = token_endpoint::compile(raw)?;
+            let (endpoint, provider) = token_endpoint::compile(raw, env)?;
             jwt_providers.push(provider);
             Some(endpoint)
         }
@@ -255,7 +263,11 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
 /// Slow-hash budgets outside this are not a budget (0) or more than a worker has.
 const SLOW_HASH_BUDGET_RANGE: std::ops::RangeInclusive<u64> = 1..=1000;
 
-fn compile_basic(raw: Option<RawBasic>, limits: &Limits) -> Result<(BasicUsers, FailureLimit, u64), ConfigError> {
+fn compile_basic(
+    raw: Option<RawBasic>,
+    limits: &Limits,
+    env: Env,
+) -> Result<(BasicUsers, FailureLimit, u64), ConfigError> {
     let Some(raw) = raw else {
         let limit = FailureLimit {
             max_failures: schema::default_max_failures(),
@@ -267,8 +279,9 @@ fn compile_basic(raw: Option<RawBasic>, limits: &Limits) -> Result<(BasicUsers, 
     for (i, user) in raw.users.into_iter().enumerate() {
         let path = format!("basic.users[{i}]");
         principal_name(&user.name, &format!("{path}.name"))?;
-        let hash = PasswordHash::parse(&user.password_hash)
-            .map_err(|e| ConfigError::new(format!("{path}.password_hash"), e))?;
+        let stored =
+            secrets::required(user.password_hash, user.password_hash_env.as_deref(), &path, "password_hash", env)?;
+        let hash = PasswordHash::parse(&stored.value).map_err(|e| ConfigError::new(stored.field, e))?;
         let fields = policy::PrivilegeFields {
             methods: user.methods,
             paths: user.paths,
@@ -282,11 +295,11 @@ fn compile_basic(raw: Option<RawBasic>, limits: &Limits) -> Result<(BasicUsers, 
             return Err(ConfigError::new(format!("{path}.name"), "duplicate user name"));
         }
     }
-    if let Some(text) = raw.htpasswd {
+    if let Some(htpasswd) = secrets::secret(raw.htpasswd, raw.htpasswd_env.as_deref(), "basic", "htpasswd", env)? {
         // htpasswd users take the defaults: no restriction but the default limits.
         let everything = Rc::new(Privileges { limits: *limits, ..Privileges::default() });
-        for (n, line) in text.lines().enumerate() {
-            let path = format!("basic.htpasswd line {}", n + 1);
+        for (n, line) in htpasswd.value.lines().enumerate() {
+            let path = format!("{} line {}", htpasswd.field, n + 1);
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
@@ -313,7 +326,7 @@ fn compile_basic(raw: Option<RawBasic>, limits: &Limits) -> Result<(BasicUsers, 
     Ok((users, limit, raw.slow_hash_budget_ms_per_second))
 }
 
-fn compile_api_keys(raw: Option<RawApiKeys>, limits: &Limits) -> Result<ApiKeys, ConfigError> {
+fn compile_api_keys(raw: Option<RawApiKeys>, limits: &Limits, env: Env) -> Result<ApiKeys, ConfigError> {
     let Some(raw) = raw else {
         return Ok(ApiKeys { headers: schema::default_api_key_headers(), allow_basic: true, ..ApiKeys::default() });
     };
@@ -343,10 +356,11 @@ fn compile_api_keys(raw: Option<RawApiKeys>, limits: &Limits) -> Result<ApiKeys,
         if !ids.insert(client.id.clone()) {
             return Err(ConfigError::new(format!("{path}.id"), "duplicate client id"));
         }
-        let key_digest = match PasswordHash::parse(&client.key_hash) {
+        let stored = secrets::required(client.key_hash, client.key_hash_env.as_deref(), &path, "key_hash", env)?;
+        let key_digest = match PasswordHash::parse(&stored.value) {
             Ok(PasswordHash::Sha256(digest)) => digest,
-            Ok(_) => return Err(ConfigError::new(format!("{path}.key_hash"), "API keys are hashed as sha256:<hex>")),
-            Err(e) => return Err(ConfigError::new(format!("{path}.key_hash"), e)),
+            Ok(_) => return Err(ConfigError::new(stored.field, "API keys are hashed as sha256:<hex>")),
+            Err(e) => return Err(ConfigError::new(stored.field, e)),
         };
         let fields = policy::PrivilegeFields {
             methods: client.methods,

@@ -162,6 +162,7 @@ pub struct RawRevocation {
 
 #[derive(Deserialize)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
+#[cfg_attr(not(target_arch = "wasm32"), schemars(extend("not" = {"required": ["htpasswd", "htpasswd_env"]})))]
 #[serde(deny_unknown_fields)]
 pub struct RawBasic {
     /// Users with their stored password hashes.
@@ -169,6 +170,8 @@ pub struct RawBasic {
     pub users: Vec<RawUser>,
     /// The text of an htpasswd file (`name:hash` lines, `#` comments).
     pub htpasswd: Option<String>,
+    /// Instead of `htpasswd`: the environment variable of the Envoy process that holds it.
+    pub htpasswd_env: Option<String>,
     /// Failed password checks allowed per user name in a window; past it, 429.
     #[serde(default)]
     pub failure_limit: RawFailureLimit,
@@ -179,12 +182,15 @@ pub struct RawBasic {
 
 #[derive(Deserialize)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
+#[cfg_attr(not(target_arch = "wasm32"), schemars(extend("oneOf" = one_of("password_hash"))))]
 #[serde(deny_unknown_fields)]
 pub struct RawUser {
     /// The user name (no `:`, no surrounding spaces).
     pub name: String,
     /// `sha256:<hex>`, htpasswd `{SHA}<base64>` or bcrypt `$2a$`/`$2b$`/`$2y$` (cost 4-12); never clear text.
-    pub password_hash: String,
+    pub password_hash: Option<String>,
+    /// Instead of `password_hash`: the environment variable of the Envoy process that holds it.
+    pub password_hash_env: Option<String>,
     /// Allowed HTTP methods, each by name (absent: all).
     pub methods: Option<Vec<String>>,
     /// Allowed path prefixes (absent: all).
@@ -241,12 +247,15 @@ pub struct RawApiKeys {
 
 #[derive(Deserialize)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
+#[cfg_attr(not(target_arch = "wasm32"), schemars(extend("oneOf" = one_of("key_hash"))))]
 #[serde(deny_unknown_fields)]
 pub struct RawApiClient {
     /// The client id, its principal (no `:`, no surrounding spaces).
     pub id: String,
     /// `sha256:<hex>` of the key (`wasm-authn new-api-key` makes both).
-    pub key_hash: String,
+    pub key_hash: Option<String>,
+    /// Instead of `key_hash`: the environment variable of the Envoy process that holds it.
+    pub key_hash_env: Option<String>,
     /// A disabled key is refused.
     #[serde(default)]
     pub disabled: bool,
@@ -300,6 +309,7 @@ pub struct RawKeypair {
 /// The token endpoint: it answers its two paths itself, and accepts the tokens it issues.
 #[derive(Deserialize)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
+#[cfg_attr(not(target_arch = "wasm32"), schemars(extend("oneOf" = one_of("signing_key"))))]
 #[serde(deny_unknown_fields)]
 pub struct RawTokenEndpoint {
     /// The `x-auth-provider` value of its tokens (default `token-endpoint`).
@@ -318,7 +328,10 @@ pub struct RawTokenEndpoint {
     #[serde(default = "default_token_lifetime")]
     pub lifetime_seconds: u64,
     /// The private key: a JWK object (EC P-256, OKP Ed25519, RSA, or oct for HS256) or a PKCS#8 PEM string.
-    pub signing_key: Value,
+    pub signing_key: Option<Value>,
+    /// Instead of `signing_key`: the environment variable of the Envoy process that holds it
+    /// (the JWK as JSON text, or the PEM text).
+    pub signing_key_env: Option<String>,
     /// The `kid` of its tokens (default: the key's RFC 7638 thumbprint).
     pub kid: Option<String>,
 }
@@ -520,4 +533,10 @@ fn default_token_endpoint_name() -> String {
 
 fn default_token_lifetime() -> u64 {
     3600
+}
+
+/// A secret field is given inline or as `<field>_env`, exactly one of them (the schema's `oneOf`).
+#[cfg(not(target_arch = "wasm32"))]
+fn one_of(field: &str) -> Value {
+    serde_json::json!([{"required": [field]}, {"required": [format!("{field}_env")]}])
 }

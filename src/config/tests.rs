@@ -463,3 +463,91 @@ fn token_places_that_could_be_read_as_another_are_refused() {
         assert!(error.starts_with(expected), "{expected}\n{error}");
     }
 }
+
+const HMAC_K: &str = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldC0";
+const ED25519_PRIVATE: &str = include_str!("../../tests/keys/ed25519_private.pem");
+
+/// Every secret-bearing field given as `X_env`.
+fn secrets_from_env() -> serde_json::Value {
+    json!({
+        "basic": {"users": [{"name": "alice", "password_hash_env": "ALICE_HASH"}], "htpasswd_env": "HTPASSWD"},
+        "api_keys": {"clients": [{"id": "reporting", "key_hash_env": "REPORTING_KEY_HASH"}]},
+        "jwt": {"providers": [{"name": "corp", "issuer": "https://id.corp",
+            "local_jwks": {"keys": [{"kty": "oct", "kid": "h1", "k_env": "CORP_HMAC"}]}}]},
+        "token_endpoint": {"path": "/token", "issuer": "https://me", "signing_key_env": "TOKEN_KEY"}
+    })
+}
+
+fn environment(overrides: &[(&str, Option<&str>)]) -> impl Fn(&str) -> Option<String> {
+    let mut vars: std::collections::HashMap<String, Option<String>> = [
+        ("ALICE_HASH", SECRET_SHA256),
+        ("HTPASSWD", "# from a secret\ncarol:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=\n"),
+        ("REPORTING_KEY_HASH", SECRET_SHA256),
+        ("CORP_HMAC", HMAC_K),
+        ("TOKEN_KEY", ED25519_PRIVATE),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), Some(v.to_string())))
+    .collect();
+    for (name, value) in overrides {
+        vars.insert(name.to_string(), value.map(String::from));
+    }
+    move |name| vars.get(name).cloned().flatten()
+}
+
+fn parse_with_env(value: serde_json::Value, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, String> {
+    Config::from_json_with_env(value.to_string().as_bytes(), env).map_err(|e| e.to_string())
+}
+
+#[test]
+fn every_secret_may_come_from_the_environment() {
+    let c = parse_with_env(secrets_from_env(), &environment(&[])).unwrap();
+    assert_eq!(c.basic_users.len(), 2);
+    assert_eq!(c.api_keys.verify("secret").map(|p| p.id), Ok("reporting".to_string()));
+    assert!(c.token_endpoint.is_some());
+    // A JWK given as JSON text, with a mounted file's newline.
+    let jwk = r#"{"kty": "oct", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldC0"}"#.to_string() + "\n";
+    assert!(parse_with_env(secrets_from_env(), &environment(&[("TOKEN_KEY", Some(&jwk))])).is_ok());
+}
+
+#[test]
+fn a_missing_variable_names_the_field_and_a_value_is_never_echoed() {
+    let cases = [
+        ("TOKEN_KEY", None, "token_endpoint.signing_key_env: environment variable TOKEN_KEY is not set"),
+        ("ALICE_HASH", None, "basic.users[0].password_hash_env: environment variable ALICE_HASH is not set"),
+        ("HTPASSWD", Some("\n"), "basic.htpasswd_env: environment variable HTPASSWD is empty"),
+        ("CORP_HMAC", None, "jwt.providers[0].local_jwks.keys[0].k_env: environment variable CORP_HMAC is not set"),
+        ("CORP_HMAC", Some("c2hvcnQ"), "jwt.providers[0].local_jwks.keys[0].k_env: "),
+        ("ALICE_HASH", Some("hunter2-clear"), "basic.users[0].password_hash_env: unsupported hash format"),
+        ("REPORTING_KEY_HASH", Some("{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ="), "api_keys.clients[0].key_hash_env: API keys"),
+        ("HTPASSWD", Some("carol"), "basic.htpasswd_env line 1: expected name:hash"),
+        ("TOKEN_KEY", Some("{not json-hunter2"), "token_endpoint.signing_key_env: holds neither a JWK"),
+        ("TOKEN_KEY", Some("hunter2-not-pem"), "token_endpoint.signing_key_env: "),
+    ];
+    for (name, value, expected) in cases {
+        let error = parse_with_env(secrets_from_env(), &environment(&[(name, value)])).unwrap_err();
+        assert!(error.starts_with(expected), "{expected}\n{error}");
+        assert!(!error.contains("hunter2") && !error.contains("c2hvcnQ"), "{error}");
+    }
+}
+
+#[test]
+fn a_secret_is_given_one_way_only() {
+    let mut both = secrets_from_env();
+    both["basic"]["users"][0]["password_hash"] = json!(SECRET_SHA256);
+    both["token_endpoint"]["signing_key"] = json!(ED25519_PRIVATE);
+    let error = parse_with_env(both, &environment(&[])).unwrap_err();
+    assert_eq!(error, "basic.users[0].password_hash_env: set password_hash or password_hash_env, not both");
+    let mut k_twice = secrets_from_env();
+    k_twice["jwt"]["providers"][0]["local_jwks"]["keys"][0]["k"] = json!(HMAC_K);
+    let error = parse_with_env(k_twice, &environment(&[])).unwrap_err();
+    assert_eq!(error, "jwt.providers[0].local_jwks.keys[0].k_env: set k or k_env, not both");
+    let mut rsa = secrets_from_env();
+    rsa["jwt"]["providers"][0]["local_jwks"]["keys"][0]["kty"] = json!("RSA");
+    let error = parse_with_env(rsa, &environment(&[])).unwrap_err();
+    assert_eq!(error, "jwt.providers[0].local_jwks.keys[0].k_env: only an oct key has a secret (k)");
+    let mut neither = secrets_from_env();
+    neither["token_endpoint"].as_object_mut().unwrap().remove("signing_key_env");
+    let error = parse_with_env(neither, &environment(&[])).unwrap_err();
+    assert_eq!(error, "token_endpoint: missing field `signing_key` (or `signing_key_env`)");
+}
