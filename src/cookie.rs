@@ -3,7 +3,7 @@
 //! it): one cookie's value, and the header without any spelling of credential
 //! cookies, every other cookie left as it was.
 
-use crate::query::{lenient_name, Repeated};
+use crate::query::{without_spellings, Repeated};
 use crate::request::RequestFacts;
 
 /// The value of cookie `name` (matched exactly: RFC 6265 names are case-sensitive),
@@ -27,22 +27,8 @@ pub fn value<'r>(request: &'r RequestFacts, name: &str) -> Result<Option<&'r str
 /// occurrence of each of `keep`; every Cookie header of the request joined into
 /// one. None when nothing changes; `Some("")` when no cookie is left.
 pub fn without_cookies(request: &RequestFacts, names: &[&str], keep: &[&str]) -> Option<String> {
-    let wanted: Vec<String> = names.iter().map(|name| lenient_name(name)).collect();
-    let mut kept_exact: Vec<&str> = Vec::new();
-    let mut changed = false;
-    let mut kept: Vec<&str> = Vec::new();
-    for pair in raw_pairs(request) {
-        let name = split(pair).0;
-        if !wanted.contains(&lenient_name(name)) {
-            kept.push(pair);
-        } else if keep.contains(&name) && !kept_exact.contains(&name) {
-            kept_exact.push(name);
-            kept.push(pair);
-        } else {
-            changed = true;
-        }
-    }
-    changed.then(|| kept.join("; "))
+    let pairs = raw_pairs(request).map(|pair| (split(pair).0, pair));
+    without_spellings(pairs, names, keep).map(|kept| kept.join("; "))
 }
 
 /// Every cookie pair of every Cookie header, trimmed, empty ones skipped.

@@ -30,25 +30,34 @@ pub fn raw_value<'p>(path: &'p str, name: &str) -> Result<Option<&'p str>, Repea
 /// the first exact occurrence of each of `keep`. None when nothing changes.
 pub fn without_params(path: &str, names: &[&str], keep: &[&str]) -> Option<String> {
     let (base, query) = path.split_once('?')?;
+    let pairs = query.split('&').map(|pair| (pair.split_once('=').map_or(pair, |(name, _)| name), pair));
+    let kept = without_spellings(pairs, names, keep)?;
+    Some(if kept.is_empty() { base.to_string() } else { format!("{base}?{}", kept.join("&")) })
+}
+
+/// Of `pieces` (a name, and the text it stands in), those that are no spelling of
+/// `names` (`lenient_name`), and the first exact occurrence of each of `keep`. None
+/// when none is dropped.
+pub fn without_spellings<'p>(
+    pieces: impl Iterator<Item = (&'p str, &'p str)>,
+    names: &[&str],
+    keep: &[&str],
+) -> Option<Vec<&'p str>> {
     let wanted: Vec<String> = names.iter().map(|name| lenient_name(name)).collect();
     let mut kept_exact: Vec<&str> = Vec::new();
-    let mut changed = false;
-    let mut kept: Vec<&str> = Vec::new();
-    for pair in query.split('&') {
-        let name = pair.split_once('=').map_or(pair, |(n, _)| n);
+    let mut dropped = false;
+    let mut kept = Vec::new();
+    for (name, piece) in pieces {
         if !wanted.contains(&lenient_name(name)) {
-            kept.push(pair);
+            kept.push(piece);
         } else if keep.contains(&name) && !kept_exact.contains(&name) {
             kept_exact.push(name);
-            kept.push(pair);
+            kept.push(piece);
         } else {
-            changed = true;
+            dropped = true;
         }
     }
-    if !changed {
-        return None;
-    }
-    Some(if kept.is_empty() { base.to_string() } else { format!("{base}?{}", kept.join("&")) })
+    dropped.then_some(kept)
 }
 
 /// A parameter (or cookie) name as the most lenient parsers read it: PHP
