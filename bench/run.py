@@ -401,6 +401,14 @@ def scenarios(c: Credentials) -> List[Scenario]:
                           "headers": ["x-api-key"], "clients": [{"id": c.api_client, "key_hash": c.api_key_hash}]}})],
                       headers={"x-api-key": c.api_key}, principal=c.api_client,
                       counterpart="native-apikey", target="floor"))
+    # The HS256 token in a cookie among others (issue 13.3): the Cookie header parsed to find it,
+    # and rewritten without it upstream (one more host call than removing a header).
+    cookie_provider = jwt_provider_config("p-cookie", c.jwks("hs256"))
+    cookie_provider["jwt"]["providers"][0]["from_cookies"] = ["session"]
+    s.append(Scenario("wasm-jwt-cookie", "wasm-authn HS256 in a cookie (from_cookies), repeated", "repeated",
+                      [authn_filter("authn-jwt-cookie", cookie_provider)],
+                      headers={"cookie": f"theme=dark; session={c.token['hs256']}; lang=en"},
+                      principal="user-hs256", target="floor"))
 
     # Distinct tokens: a fresh token per request from a pool larger than any cache.
     for name in ("rs256", "es256"):

@@ -15,6 +15,8 @@ pub struct ApiKeys {
     /// Lowercase header names carrying an API key, in order of precedence.
     pub headers: Vec<String>,
     pub query_param: Option<String>,
+    /// Cookies carrying an API key, after the headers and the query parameter, in order of precedence.
+    pub cookies: Vec<String>,
     /// `client-id:api-key` as Basic credentials.
     pub allow_basic: bool,
     pub clients: Vec<ApiClient>,
@@ -84,6 +86,7 @@ mod tests {
         ApiKeys {
             headers: vec!["x-api-key".into()],
             query_param: None,
+            cookies: vec![],
             allow_basic: true,
             clients: vec![
                 ApiClient { id: "live".into(), key_digest: sha256(b"k1"), disabled: false, privileges: Rc::default() },

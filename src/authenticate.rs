@@ -74,8 +74,8 @@ impl Verifier {
             return Err(invalid(Reason::BasicInvalid, INVALID_PASSWORD));
         }
         let verified = match credential {
-            Credential::Bearer(token) => {
-                let verified = verify_bearer(config, token, host, now_ms)?;
+            Credential::Bearer { token, found } => {
+                let verified = verify_bearer(config, token, found, host, now_ms)?;
                 let principal = Rc::new(verified.principal);
                 // A one-time token is never remembered: every use meets the replay check.
                 if verified.cacheable {
@@ -113,7 +113,11 @@ impl Verifier {
 fn key_of(keys: &CacheKeys, credential: &Credential) -> CacheKey {
     match credential {
         Credential::Basic { user, password } => keys.of("basic", &[user.as_bytes(), password.as_bytes()]),
-        Credential::Bearer(token) => keys.of("bearer", &[token.as_bytes()]),
+        // Where it was found is part of it: a token is remembered for the providers bound there only.
+        Credential::Bearer { token, found } => {
+            let places: Vec<u8> = found.iter().flat_map(|place| (*place as u64).to_be_bytes()).collect();
+            keys.of("bearer", &[token.as_bytes(), &places])
+        }
         Credential::ApiKey { key, .. } => keys.of("api-key", &[key.as_bytes()]),
     }
 }
@@ -136,10 +140,12 @@ struct VerifiedBearer {
     cacheable: bool,
 }
 
-/// A Bearer JWT from a provider, a client keypair or the token endpoint.
+/// A Bearer JWT from a provider, a client keypair or the token endpoint, bound to
+/// the places it was `found` at.
 fn verify_bearer(
     config: &Config,
     token: &str,
+    found: &[usize],
     host: &dyn VerifyHost,
     now_ms: u64,
 ) -> Result<VerifiedBearer, NotVerified> {
@@ -148,7 +154,8 @@ fn verify_bearer(
         return Err(bearer_error(Reason::JwtNotConfigured, "bearer tokens are not accepted"));
     }
     let now = now_ms / 1000;
-    let verified = match jwt::verify(token, providers, host, now, config.clock_skew_seconds) {
+    let bound_here = |provider| config.token_locations.binds(found, provider);
+    let verified = match jwt::verify(token, providers, &bound_here, host, now, config.clock_skew_seconds) {
         Ok(verified) => verified,
         Err(JwtError::KeysNotLoaded { provider }) => return Err(NotVerified::WaitForKeys { provider, refetch: false }),
         Err(JwtError::UnknownKey { provider }) => {

@@ -1,12 +1,16 @@
 //! Extraction and parsing of credentials from request headers (and, only where
-//! configured, a query parameter). Nothing here checks a secret.
+//! configured, query parameters and cookies), and what of them must not go
+//! upstream. Nothing here checks a secret.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
 use crate::api_key::ApiKeys;
+use crate::cookie;
+use crate::query::{self, percent_decode};
 use crate::reason::Reason;
-use crate::request::RequestFacts;
+use crate::request::{is_underscore_spelling_of, RequestFacts};
+use crate::token_location::{after_prefix, TokenLocations, TokenPlace, AUTHORIZATION};
 
 /// Bounds on what a client sends, checked before any decoding.
 pub const MAX_AUTHORIZATION_BYTES: usize = 16 * 1024;
@@ -18,18 +22,32 @@ pub enum Credential {
         user: String,
         password: String,
     },
-    Bearer(String),
-    /// An API key, with where it came from (a header name, or `?param`).
+    /// A token, and where it was found (indices in `TokenLocations::locations`):
+    /// only the providers bound to one of those places may verify it.
+    Bearer {
+        token: String,
+        found: Vec<usize>,
+    },
+    /// An API key, with where it came from.
     ApiKey {
         key: String,
         source: ApiKeySource,
     },
 }
 
+#[cfg(test)]
+impl Credential {
+    /// A token from `Authorization: Bearer` (always the first place).
+    pub fn bearer(token: impl Into<String>) -> Credential {
+        Credential::Bearer { token: token.into(), found: vec![0] }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApiKeySource {
     Header(String),
     Query(String),
+    Cookie(String),
 }
 
 /// A credential that is present but cannot be read.
@@ -38,12 +56,15 @@ pub enum CredentialError {
     TooLarge,
     /// A Bearer token longer than the Authorization bound: answered as a bad token (RFC 6750).
     BearerTooLarge,
-    /// More than one Authorization header, or one API key given twice: ambiguous.
+    /// More than one Authorization header, one API key header, parameter or cookie
+    /// given twice, or two different tokens: ambiguous.
     Ambiguous,
     BasicNotBase64,
     BasicNoColon,
     BasicNotUtf8,
     EmptyBearer,
+    /// A token in a query parameter that is not well percent-encoded.
+    MalformedBearer,
     EmptyApiKey,
 }
 
@@ -57,6 +78,7 @@ impl CredentialError {
             CredentialError::BasicNoColon => "Basic credentials need user:password",
             CredentialError::BasicNotUtf8 => "Basic credentials are not UTF-8",
             CredentialError::EmptyBearer => "empty bearer token",
+            CredentialError::MalformedBearer => "malformed token",
             CredentialError::EmptyApiKey => "empty API key",
         }
     }
@@ -69,36 +91,45 @@ impl CredentialError {
             CredentialError::BasicNotBase64 | CredentialError::BasicNoColon | CredentialError::BasicNotUtf8 => {
                 Reason::BasicMalformed
             }
-            CredentialError::EmptyBearer => Reason::JwtMalformed,
+            CredentialError::EmptyBearer | CredentialError::MalformedBearer => Reason::JwtMalformed,
             CredentialError::EmptyApiKey => Reason::ApiKeyMalformed,
         }
     }
 
     /// Whether the failed credential was meant as a Bearer token (its challenge then carries RFC 6750 `error=`).
     pub fn is_bearer(&self) -> bool {
-        matches!(self, CredentialError::EmptyBearer | CredentialError::BearerTooLarge)
+        matches!(
+            self,
+            CredentialError::EmptyBearer | CredentialError::MalformedBearer | CredentialError::BearerTooLarge
+        )
     }
 }
 
-/// Find the request's credential: the Authorization header (Basic or Bearer)
-/// first, then the configured API key headers, then the query parameter.
+/// Find the request's credential: Basic in the Authorization header first, then a
+/// token in any of `tokens` (all of them are read: two different tokens are
+/// ambiguous, one token found in several places is one credential), then the
+/// configured API key headers, the query parameter and the cookies, in that order.
 /// `Ok(None)` means no credential of a kind this filter reads.
-pub fn extract(request: &RequestFacts, api_keys: &ApiKeys) -> Result<Option<Credential>, CredentialError> {
-    let mut authorization = request.header_values("authorization");
-    if let Some(value) = authorization.next() {
-        if authorization.next().is_some() {
-            return Err(CredentialError::Ambiguous);
+pub fn extract(
+    request: &RequestFacts,
+    api_keys: &ApiKeys,
+    tokens: &TokenLocations,
+) -> Result<Option<Credential>, CredentialError> {
+    let authorization = single(request.header_values(AUTHORIZATION))?;
+    if let Some(value) = authorization.filter(|value| is_basic(value)) {
+        if value.len() > MAX_AUTHORIZATION_BYTES {
+            return Err(CredentialError::TooLarge);
         }
-        if let Some(credential) = parse_authorization(value)? {
-            return Ok(Some(credential));
-        }
+        return parse_basic(value).map(Some);
+    }
+    if let Some(token) = find_token(request, tokens)? {
+        return Ok(Some(token));
+    }
+    if authorization.is_some_and(|value| value.len() > MAX_AUTHORIZATION_BYTES) {
+        return Err(CredentialError::TooLarge);
     }
     for header in &api_keys.headers {
-        let mut values = request.header_values(header);
-        if let Some(key) = values.next() {
-            if values.next().is_some() {
-                return Err(CredentialError::Ambiguous);
-            }
+        if let Some(key) = single(request.header_values(header))? {
             return api_key(key, ApiKeySource::Header(header.clone())).map(Some);
         }
     }
@@ -107,7 +138,71 @@ pub fn extract(request: &RequestFacts, api_keys: &ApiKeys) -> Result<Option<Cred
             return api_key(&key, ApiKeySource::Query(param.clone())).map(Some);
         }
     }
+    for name in &api_keys.cookies {
+        if let Some(key) = cookie::value(request, name).map_err(|_| CredentialError::Ambiguous)? {
+            return api_key(key, ApiKeySource::Cookie(name.clone())).map(Some);
+        }
+    }
     Ok(None)
+}
+
+/// A header's one value; the same header twice is ambiguous.
+fn single<'r>(mut values: impl Iterator<Item = &'r str>) -> Result<Option<&'r str>, CredentialError> {
+    let first = values.next();
+    if first.is_some() && values.next().is_some() {
+        return Err(CredentialError::Ambiguous);
+    }
+    Ok(first)
+}
+
+/// The token of every place it was found at.
+fn find_token(request: &RequestFacts, tokens: &TokenLocations) -> Result<Option<Credential>, CredentialError> {
+    let mut found: Option<(String, Vec<usize>)> = None;
+    for (i, location) in tokens.locations.iter().enumerate() {
+        let Some(token) = read_token(request, &location.place)? else { continue };
+        match &mut found {
+            None => found = Some((token, vec![i])),
+            Some((first, places)) if *first == token => places.push(i),
+            Some(_) => return Err(CredentialError::Ambiguous),
+        }
+    }
+    Ok(found.map(|(token, found)| Credential::Bearer { token, found }))
+}
+
+fn read_token(request: &RequestFacts, place: &TokenPlace) -> Result<Option<String>, CredentialError> {
+    let too_large = |value: &str| value.len() > MAX_AUTHORIZATION_BYTES;
+    let token = match place {
+        TokenPlace::Header { name, prefix } => {
+            let Some(value) = single(request.header_values(name))? else { return Ok(None) };
+            let Some(token) = after_prefix(value, prefix) else { return Ok(None) };
+            if too_large(value) {
+                return Err(CredentialError::BearerTooLarge);
+            }
+            token.to_string()
+        }
+        TokenPlace::Param(name) => {
+            let Some(raw) = query::raw_value(request.path, name).map_err(|_| CredentialError::Ambiguous)? else {
+                return Ok(None);
+            };
+            if too_large(raw) {
+                return Err(CredentialError::BearerTooLarge);
+            }
+            percent_decode(raw).ok_or(CredentialError::MalformedBearer)?.trim().to_string()
+        }
+        TokenPlace::Cookie(name) => {
+            let Some(value) = cookie::value(request, name).map_err(|_| CredentialError::Ambiguous)? else {
+                return Ok(None);
+            };
+            if too_large(value) {
+                return Err(CredentialError::BearerTooLarge);
+            }
+            value.trim().to_string()
+        }
+    };
+    if token.is_empty() {
+        return Err(CredentialError::EmptyBearer);
+    }
+    Ok(Some(token))
 }
 
 fn api_key(key: &str, source: ApiKeySource) -> Result<Credential, CredentialError> {
@@ -121,29 +216,16 @@ fn api_key(key: &str, source: ApiKeySource) -> Result<Credential, CredentialErro
     Ok(Credential::ApiKey { key: key.to_string(), source })
 }
 
-/// Parse `Authorization`. A scheme this filter does not read gives `Ok(None)`.
-fn parse_authorization(value: &str) -> Result<Option<Credential>, CredentialError> {
-    let value = value.trim();
-    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
-    let rest = rest.trim_start();
-    if value.len() > MAX_AUTHORIZATION_BYTES {
-        let bearer = scheme.eq_ignore_ascii_case("bearer");
-        return Err(if bearer { CredentialError::BearerTooLarge } else { CredentialError::TooLarge });
-    }
-    // Schemes are case-insensitive (RFC 9110 11.1).
-    if scheme.eq_ignore_ascii_case("basic") {
-        parse_basic(rest).map(Some)
-    } else if scheme.eq_ignore_ascii_case("bearer") {
-        if rest.is_empty() {
-            return Err(CredentialError::EmptyBearer);
-        }
-        Ok(Some(Credential::Bearer(rest.to_string())))
-    } else {
-        Ok(None)
-    }
+/// Whether an `Authorization` value is Basic (schemes are case-insensitive, RFC 9110 11.1).
+fn is_basic(value: &str) -> bool {
+    let scheme = value.trim_start().split([' ', '\t']).next().unwrap_or("");
+    scheme.eq_ignore_ascii_case("basic")
 }
 
-fn parse_basic(encoded: &str) -> Result<Credential, CredentialError> {
+/// `Basic base64(user:password)`.
+fn parse_basic(value: &str) -> Result<Credential, CredentialError> {
+    let value = value.trim();
+    let encoded = value.split_once([' ', '\t']).map_or("", |(_, rest)| rest.trim_start());
     let decoded = STANDARD.decode(encoded).map_err(|_| CredentialError::BasicNotBase64)?;
     let text = String::from_utf8(decoded).map_err(|_| CredentialError::BasicNotUtf8)?;
     // RFC 7617: the user-id ends at the first colon; the password may contain colons.
@@ -153,135 +235,114 @@ fn parse_basic(encoded: &str) -> Result<Credential, CredentialError> {
 
 /// The percent-decoded value of `param` in the query of `path`, if present once.
 fn query_value(path: &str, param: &str) -> Result<Option<String>, CredentialError> {
-    let Some((_, query)) = path.split_once('?') else {
+    let Some(value) = query::raw_value(path, param).map_err(|_| CredentialError::Ambiguous)? else {
         return Ok(None);
     };
-    let query = query.split('#').next().unwrap_or("");
-    let mut found = None;
-    for pair in query.split('&') {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if name == param {
-            if found.is_some() {
-                return Err(CredentialError::Ambiguous);
-            }
-            if value.len() > MAX_API_KEY_BYTES * 3 {
-                return Err(CredentialError::TooLarge);
-            }
-            found = Some(percent_decode(value).ok_or(CredentialError::EmptyApiKey)?);
-        }
+    if value.len() > MAX_API_KEY_BYTES * 3 {
+        return Err(CredentialError::TooLarge);
     }
-    Ok(found)
+    percent_decode(value).map(Some).ok_or(CredentialError::EmptyApiKey)
 }
 
 /// What must not reach the upstream: every credential the filter reads, except the
 /// verified one when `forward` is set (`forward_credentials`). A second credential
 /// next to the verified one was never checked, and an upstream reading it would
-/// revive a disabled key.
+/// revive a disabled key or take a token no provider vouched for.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct CredentialRemoval {
     pub headers: Vec<String>,
-    /// The new `:path` when the query string carried an API key.
+    /// The new `:path` when the query string carried a credential.
     pub path: Option<String>,
+    /// The new `Cookie` value when a cookie carried a credential (empty: no cookie left).
+    pub cookie: Option<String>,
 }
 
 pub fn credential_removal(
     request: &RequestFacts,
     api_keys: &ApiKeys,
+    tokens: &TokenLocations,
     verified: Option<&Credential>,
     forward: bool,
 ) -> CredentialRemoval {
     let kept = if forward { verified } else { None };
+    let (kept_key, kept_token): (Option<&ApiKeySource>, &[usize]) = match kept {
+        Some(Credential::ApiKey { source, .. }) => (Some(source), &[]),
+        Some(Credential::Bearer { found, .. }) => (None, found),
+        _ => (None, &[]),
+    };
     let mut removal = CredentialRemoval::default();
-    let authorization_kept = matches!(kept, Some(Credential::Basic { .. } | Credential::Bearer(_)));
-    if !authorization_kept && request.header_values("authorization").any(is_read_scheme) {
-        removal.headers.push("authorization".to_string());
+
+    // Authorization when its scheme is one the filter reads; other schemes are the upstream's business.
+    let authorization_kept = matches!(kept, Some(Credential::Basic { .. }))
+        || tokens.headers().any(|(i, name, _)| name == AUTHORIZATION && kept_token.contains(&i));
+    let read_scheme = |value: &str| {
+        is_basic(value)
+            || tokens.headers().any(|(_, name, prefix)| name == AUTHORIZATION && after_prefix(value, prefix).is_some())
+    };
+    if !authorization_kept && request.header_values(AUTHORIZATION).any(read_scheme) {
+        removal.headers.push(AUTHORIZATION.to_string());
     }
-    for header in &api_keys.headers {
-        let header_kept =
-            matches!(kept, Some(Credential::ApiKey { source: ApiKeySource::Header(h), .. }) if h == header);
-        if !header_kept && request.header_values(header).next().is_some() {
-            removal.headers.push(header.clone());
+    // Every other credential header, whatever its value: (name, whether it carries the kept credential).
+    let mut headers: Vec<(&str, bool)> = api_keys
+        .headers
+        .iter()
+        .map(|h| (h.as_str(), matches!(kept_key, Some(ApiKeySource::Header(k)) if k == h)))
+        .collect();
+    for (i, name, _) in tokens.headers().filter(|(_, name, _)| *name != AUTHORIZATION) {
+        match headers.iter_mut().find(|(known, _)| *known == name) {
+            Some((_, header_kept)) => *header_kept |= kept_token.contains(&i),
+            None => headers.push((name, kept_token.contains(&i))),
         }
     }
+    for (name, header_kept) in &headers {
+        if !header_kept && request.header_values(name).next().is_some() {
+            removal.headers.push(name.to_string());
+        }
+    }
+    // A CGI, WSGI or PHP upstream reads `x_api_key` as `x-api-key`: never the verified one.
+    for (name, _) in request.headers {
+        let spelling = name.contains('_') && !headers.iter().any(|(h, _)| h == name) && !removal.headers.contains(name);
+        if spelling && headers.iter().any(|(header, _)| is_underscore_spelling_of(name, header)) {
+            removal.headers.push(name.clone());
+        }
+    }
+
+    let mut params: Vec<&str> = tokens.params().map(|(_, name)| name).collect();
+    let mut kept_params: Vec<&str> = tokens.params().filter(|(i, _)| kept_token.contains(i)).map(|(_, n)| n).collect();
     if let Some(param) = &api_keys.query_param {
-        let exact_kept = matches!(kept, Some(Credential::ApiKey { source: ApiKeySource::Query(_), .. }));
-        removal.path = remove_query_param_spellings(request.path, param, exact_kept);
+        params.push(param);
+        if matches!(kept_key, Some(ApiKeySource::Query(_))) {
+            kept_params.push(param);
+        }
+    }
+    if !params.is_empty() {
+        removal.path = query::without_params(request.path, &params, &kept_params);
+    }
+
+    let mut cookies: Vec<&str> = tokens.cookies().map(|(_, name)| name).collect();
+    let mut kept_cookies: Vec<&str> =
+        tokens.cookies().filter(|(i, _)| kept_token.contains(i)).map(|(_, n)| n).collect();
+    cookies.extend(api_keys.cookies.iter().map(String::as_str));
+    if let Some(ApiKeySource::Cookie(name)) = kept_key {
+        kept_cookies.push(name);
+    }
+    if !cookies.is_empty() {
+        removal.cookie = cookie::without_cookies(request, &cookies, &kept_cookies);
     }
     removal
-}
-
-/// Whether an `Authorization` value uses a scheme this filter reads.
-fn is_read_scheme(value: &str) -> bool {
-    let scheme = value.trim_start().split(' ').next().unwrap_or("");
-    scheme.eq_ignore_ascii_case("basic") || scheme.eq_ignore_ascii_case("bearer")
-}
-
-/// `path` without any spelling of `param` that a lenient parser could read as it
-/// (percent-encoded, another case, PHP's `.`/space-for-`_` and `name[]`), keeping
-/// the exact name once when `keep_exact`. None when nothing changes.
-pub fn remove_query_param_spellings(path: &str, param: &str, keep_exact: bool) -> Option<String> {
-    let (base, query) = path.split_once('?')?;
-    let wanted = lenient_name(param);
-    let mut exact_kept = false;
-    let mut changed = false;
-    let mut kept: Vec<&str> = Vec::new();
-    for pair in query.split('&') {
-        let name = pair.split_once('=').map_or(pair, |(n, _)| n);
-        if lenient_name(name) != wanted {
-            kept.push(pair);
-        } else if keep_exact && !exact_kept && name == param {
-            exact_kept = true;
-            kept.push(pair);
-        } else {
-            changed = true;
-        }
-    }
-    if !changed {
-        return None;
-    }
-    Some(if kept.is_empty() { base.to_string() } else { format!("{base}?{}", kept.join("&")) })
-}
-
-/// A query parameter name as the most lenient parsers read it.
-fn lenient_name(name: &str) -> String {
-    let decoded = percent_decode(name).unwrap_or_else(|| name.to_string());
-    let base = decoded.split('[').next().unwrap_or("");
-    base.chars().map(|c| if c == '.' || c == ' ' { '_' } else { c.to_ascii_lowercase() }).collect()
-}
-
-/// `application/x-www-form-urlencoded` decoding (`+` is a space); None when not UTF-8 or badly escaped.
-pub fn percent_decode(value: &str) -> Option<String> {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = value.get(i + 1..i + 3)?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jwt::ProviderId;
+    use crate::token_location::TokenLocation;
 
     fn keys(query: Option<&str>) -> ApiKeys {
         ApiKeys {
             headers: vec!["x-api-key".into(), "x-cdata-authtoken".into()],
             query_param: query.map(String::from),
+            cookies: vec!["apikey".into(), "legacy_key".into()],
             allow_basic: true,
             clients: vec![],
         }
@@ -293,7 +354,31 @@ mod tests {
         query: Option<&str>,
     ) -> Result<Option<Credential>, CredentialError> {
         let headers: Vec<(String, String)> = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
-        extract(&RequestFacts::new("GET", path, &headers), &keys(query))
+        extract(&RequestFacts::new("GET", path, &headers), &keys(query), &TokenLocations::bearer(vec![ProviderId(0)]))
+    }
+
+    /// Authorization: Bearer for provider 0, and provider 1's and 2's own places.
+    fn places() -> TokenLocations {
+        let header = |name: &str, prefix: &str| TokenPlace::Header { name: name.into(), prefix: prefix.into() };
+        let mut tokens = TokenLocations::bearer(vec![ProviderId(0)]);
+        for (place, provider) in [
+            (header("x-goog-iap-jwt-assertion", ""), 1),
+            (header("authorization", "token "), 2),
+            (TokenPlace::Param("access_token".into()), 1),
+            (TokenPlace::Cookie("session".into()), 2),
+        ] {
+            tokens.locations.push(TokenLocation { place, readers: vec![ProviderId(provider)] });
+        }
+        tokens
+    }
+
+    fn extract_at(path: &str, headers: &[(&str, &str)]) -> Result<Option<Credential>, CredentialError> {
+        let headers: Vec<(String, String)> = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+        extract(&RequestFacts::new("GET", path, &headers), &keys(None), &places())
+    }
+
+    fn token_at(token: &str, found: &[usize]) -> Result<Option<Credential>, CredentialError> {
+        Ok(Some(Credential::Bearer { token: token.into(), found: found.to_vec() }))
     }
 
     fn basic(user: &str, password: &str) -> Credential {
@@ -321,7 +406,7 @@ mod tests {
     fn bearer() {
         assert_eq!(
             extract_from("/", &[("authorization", "Bearer a.b.c")], None),
-            Ok(Some(Credential::Bearer("a.b.c".into())))
+            Ok(Some(Credential::bearer("a.b.c")))
         );
         assert_eq!(extract_from("/", &[("authorization", "Bearer ")], None), Err(CredentialError::EmptyBearer));
         assert_eq!(extract_from("/", &[("authorization", "bearer")], None), Err(CredentialError::EmptyBearer));
@@ -368,21 +453,26 @@ mod tests {
     }
 
     #[test]
-    fn removes_only_the_key_param() {
-        let remove = |path| remove_query_param_spellings(path, "api_key", false);
-        assert_eq!(remove("/x?a=1&api_key=k&b=2").as_deref(), Some("/x?a=1&b=2"));
-        assert_eq!(remove("/x?api_key=k").as_deref(), Some("/x"));
-        assert_eq!(remove("/x?a=1"), None);
-        assert_eq!(remove("/x"), None);
+    fn api_key_cookies_after_headers_and_the_param() {
+        let cookie = |name: &str| Credential::ApiKey { key: "c1".into(), source: ApiKeySource::Cookie(name.into()) };
+        let found = extract_from("/", &[("cookie", "theme=dark; legacy_key=c1")], None);
+        assert_eq!(found, Ok(Some(cookie("legacy_key"))));
+        let both = [("cookie", "legacy_key=c2; apikey=c1")];
+        assert_eq!(extract_from("/", &both, None), Ok(Some(cookie("apikey"))));
+        let header_first = [("cookie", "apikey=c1"), ("x-api-key", "h1")];
+        let found = extract_from("/x?api_key=q1", &header_first, Some("api_key")).unwrap().unwrap();
+        assert!(matches!(found, Credential::ApiKey { source: ApiKeySource::Header(_), .. }));
+        let found = extract_from("/x?api_key=q1", &[("cookie", "apikey=c1")], Some("api_key")).unwrap().unwrap();
+        assert!(matches!(found, Credential::ApiKey { source: ApiKeySource::Query(_), .. }));
     }
 
     #[test]
-    fn removes_every_spelling_a_lenient_parser_reads() {
-        let path = "/x?api_key=K&api%5Fkey=D&API_KEY=D&api.key=D&api+key=D&api_key[]=D&api_keys=ok&a=1";
-        let removed = remove_query_param_spellings(path, "api_key", false);
-        assert_eq!(removed.as_deref(), Some("/x?api_keys=ok&a=1"));
-        let kept = remove_query_param_spellings(path, "api_key", true);
-        assert_eq!(kept.as_deref(), Some("/x?api_key=K&api_keys=ok&a=1"));
+    fn an_api_key_cookie_sent_twice_is_ambiguous() {
+        let twice = [("cookie", "apikey=c1"), ("cookie", "apikey=c2")];
+        assert_eq!(extract_from("/", &twice, None), Err(CredentialError::Ambiguous));
+        assert_eq!(extract_from("/", &[("cookie", "apikey=")], None), Err(CredentialError::EmptyApiKey));
+        let huge = format!("apikey={}", "k".repeat(MAX_API_KEY_BYTES + 1));
+        assert_eq!(extract_from("/", &[("cookie", &huge)], None), Err(CredentialError::TooLarge));
     }
 
     fn removal(
@@ -392,12 +482,13 @@ mod tests {
         forward: bool,
     ) -> CredentialRemoval {
         let headers: Vec<(String, String)> = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
-        credential_removal(&RequestFacts::new("GET", path, &headers), &keys(Some("api_key")), verified, forward)
+        let request = RequestFacts::new("GET", path, &headers);
+        credential_removal(&request, &keys(Some("api_key")), &places(), verified, forward)
     }
 
     #[test]
     fn every_unverified_credential_is_removed() {
-        let bearer = Credential::Bearer("t".into());
+        let bearer = Credential::bearer("t");
         let all = [("authorization", "Bearer t"), ("x-api-key", "D1"), ("x-cdata-authtoken", "D2")];
         let r = removal(&all, "/x?api_key=D3", Some(&bearer), false);
         assert_eq!(r.headers, vec!["authorization", "x-api-key", "x-cdata-authtoken"]);
@@ -412,5 +503,92 @@ mod tests {
         // Schemes the filter does not read are the upstream's business.
         let r = removal(&[("authorization", "Digest x=y")], "/", None, false);
         assert!(r.headers.is_empty());
+    }
+
+    #[test]
+    fn credential_cookies_and_underscore_headers_are_removed() {
+        let headers = [("cookie", "a=1; apikey=K; ApiKey=D"), ("cookie", "legacy.key=D; b=2"), ("x_api_key", "D")];
+        let r = removal(&headers, "/", None, false);
+        assert_eq!(r.headers, vec!["x_api_key"]);
+        assert_eq!(r.cookie.as_deref(), Some("a=1; b=2"));
+        let key = Credential::ApiKey { key: "K".into(), source: ApiKeySource::Cookie("apikey".into()) };
+        let r = removal(&headers, "/", Some(&key), true);
+        assert_eq!(r.headers, vec!["x_api_key"]);
+        assert_eq!(r.cookie.as_deref(), Some("a=1; apikey=K; b=2"));
+        assert_eq!(removal(&[("cookie", "a=1")], "/", None, false).cookie, None);
+    }
+
+    #[test]
+    fn tokens_from_every_place() {
+        assert_eq!(extract_at("/", &[("x-goog-iap-jwt-assertion", " a.b.c ")]), token_at("a.b.c", &[1]));
+        assert_eq!(extract_at("/", &[("authorization", "TOKEN a.b.c")]), token_at("a.b.c", &[2]));
+        assert_eq!(extract_at("/", &[("authorization", "Bearer a.b.c")]), token_at("a.b.c", &[0]));
+        assert_eq!(extract_at("/x?a=1&access_token=a.b%2Ec", &[]), token_at("a.b.c", &[3]));
+        assert_eq!(extract_at("/", &[("cookie", "theme=dark; session=a.b.c")]), token_at("a.b.c", &[4]));
+        // Other spellings are not read (they are removed: see below).
+        assert_eq!(extract_at("/x?Access_Token=a.b.c", &[("cookie", "SESSION=a.b.c")]), Ok(None));
+    }
+
+    #[test]
+    fn one_token_in_several_places_is_one_credential() {
+        let headers = [("x-goog-iap-jwt-assertion", "a.b.c"), ("cookie", "session=a.b.c")];
+        assert_eq!(extract_at("/x?access_token=a.b.c", &headers), token_at("a.b.c", &[1, 3, 4]));
+    }
+
+    #[test]
+    fn two_different_tokens_are_ambiguous() {
+        let ambiguous = Err(CredentialError::Ambiguous);
+        assert_eq!(extract_at("/x?access_token=d.e.f", &[("authorization", "Bearer a.b.c")]), ambiguous);
+        assert_eq!(extract_at("/", &[("authorization", "Token a.b.c"), ("cookie", "session=d.e.f")]), ambiguous);
+        assert_eq!(extract_at("/", &[("cookie", "session=a.b.c"), ("cookie", "session=a.b.c")]), ambiguous);
+        assert_eq!(extract_at("/x?access_token=a&access_token=a", &[]), ambiguous);
+        let twice = [("x-goog-iap-jwt-assertion", "a.b.c"), ("x-goog-iap-jwt-assertion", "a.b.c")];
+        assert_eq!(extract_at("/", &twice), ambiguous);
+    }
+
+    #[test]
+    fn unreadable_tokens_are_refused_as_tokens() {
+        assert_eq!(extract_at("/x?access_token=%zz", &[]), Err(CredentialError::MalformedBearer));
+        assert_eq!(extract_at("/x?access_token=", &[]), Err(CredentialError::EmptyBearer));
+        assert_eq!(extract_at("/", &[("cookie", "session=\"\"")]), Err(CredentialError::EmptyBearer));
+        let huge = "a".repeat(MAX_AUTHORIZATION_BYTES + 1);
+        assert_eq!(extract_at(&format!("/x?access_token={huge}"), &[]), Err(CredentialError::BearerTooLarge));
+        let cookie = format!("session={huge}");
+        assert_eq!(extract_at("/", &[("cookie", &cookie)]), Err(CredentialError::BearerTooLarge));
+        assert!(CredentialError::MalformedBearer.is_bearer());
+    }
+
+    #[test]
+    fn basic_comes_first_then_tokens_then_api_keys() {
+        let basic_header = format!("Basic {}", STANDARD.encode("alice:pw"));
+        let found = extract_at("/", &[("authorization", &basic_header), ("cookie", "session=a.b.c")]);
+        assert_eq!(found, Ok(Some(basic("alice", "pw"))));
+        assert_eq!(extract_at("/", &[("x-api-key", "k1"), ("cookie", "session=a.b.c")]), token_at("a.b.c", &[4]));
+        // A scheme no place reads is no token: the API key header is next.
+        let found = extract_at("/", &[("authorization", "Digest x=y"), ("x-api-key", "k1")]).unwrap().unwrap();
+        assert!(matches!(found, Credential::ApiKey { .. }));
+    }
+
+    #[test]
+    fn every_token_place_is_removed_but_the_forwarded_one() {
+        let all = [
+            ("authorization", "Token a.b.c"),
+            ("x-goog-iap-jwt-assertion", "d.e.f"),
+            ("x_goog_iap_jwt_assertion", "g.h.i"),
+            ("cookie", "theme=dark; session=a.b.c; Session=x.y.z"),
+        ];
+        let path = "/x?access_token=d.e.f&ACCESS.TOKEN=x&page=2";
+        let r = removal(&all, path, None, false);
+        assert_eq!(r.headers, vec!["authorization", "x-goog-iap-jwt-assertion", "x_goog_iap_jwt_assertion"]);
+        assert_eq!(r.path.as_deref(), Some("/x?page=2"));
+        assert_eq!(r.cookie.as_deref(), Some("theme=dark"));
+        // Forwarded: the verified token stays where it was found, every other place goes.
+        let verified = Credential::Bearer { token: "a.b.c".into(), found: vec![2, 4] };
+        let r = removal(&all, path, Some(&verified), true);
+        assert_eq!(r.headers, vec!["x-goog-iap-jwt-assertion", "x_goog_iap_jwt_assertion"]);
+        assert_eq!(r.path.as_deref(), Some("/x?page=2"));
+        assert_eq!(r.cookie.as_deref(), Some("theme=dark; session=a.b.c"));
+        let in_param = Credential::Bearer { token: "d.e.f".into(), found: vec![3] };
+        assert_eq!(removal(&all, path, Some(&in_param), true).path.as_deref(), Some("/x?access_token=d.e.f&page=2"));
     }
 }

@@ -10,6 +10,7 @@ pub mod authenticate;
 pub mod basic;
 pub mod cache;
 pub mod config;
+pub mod cookie;
 pub mod credential;
 pub mod digest;
 pub mod envoy_crypto;
@@ -25,6 +26,7 @@ pub mod plugin;
 pub mod policy;
 pub mod principal;
 pub mod privileges;
+pub mod query;
 pub mod reason;
 pub mod remote;
 pub mod reply;
@@ -34,6 +36,7 @@ pub mod route;
 pub mod shape;
 pub mod shared_table;
 pub mod token_endpoint;
+pub mod token_location;
 
 #[cfg(test)]
 mod testing;

@@ -92,7 +92,12 @@ pub fn decide(
         config.routes.select(request, path.get())
     };
     if rule.require == Require::None {
-        return Decision::Bypass(shape::unauthenticated(&config.upstream, &config.api_keys, request));
+        return Decision::Bypass(shape::unauthenticated(
+            &config.upstream,
+            &config.api_keys,
+            &config.token_locations,
+            request,
+        ));
     }
 
     // network
@@ -102,10 +107,11 @@ pub fn decide(
 
     // extract
     let challenges = config.challenges(&rule.require);
-    let credential = match credential::extract(request, &config.api_keys) {
+    let credential = match credential::extract(request, &config.api_keys, &config.token_locations) {
         Ok(Some(credential)) => credential,
         Ok(None) if rule.require == Require::Optional => {
-            return Decision::Anonymous(shape::unauthenticated(&config.upstream, &config.api_keys, request));
+            let changes = shape::unauthenticated(&config.upstream, &config.api_keys, &config.token_locations, request);
+            return Decision::Anonymous(changes);
         }
         Ok(None) => return Decision::Reply(LocalReply::missing_credential(challenges)),
         Err(e) if e.is_bearer() => {
@@ -150,7 +156,7 @@ pub fn decide(
                 return Decision::Reply(LocalReply::forbidden(message, reason));
             }
             Err(Forbidden::InsufficientScope { required }) => {
-                let bearer = matches!(credential, Credential::Bearer(_));
+                let bearer = matches!(credential, Credential::Bearer { .. });
                 return Decision::Reply(LocalReply::insufficient_scope(challenges, &required, bearer));
             }
         }
@@ -176,7 +182,14 @@ pub fn decide(
     };
 
     // shape
-    let changes = shape::authenticated(&config.upstream, &config.api_keys, request, &credential, &principal);
+    let changes = shape::authenticated(
+        &config.upstream,
+        &config.api_keys,
+        &config.token_locations,
+        request,
+        &credential,
+        &principal,
+    );
     Decision::Allow { principal, changes, limited }
 }
 

@@ -186,9 +186,7 @@ impl Plugin {
     ) -> LocalReply {
         self.reading.remove(&context_id);
         let reply = match &self.config.token_endpoint {
-            Some(endpoint) => {
-                endpoint.issue(&self.config.api_keys, presented, body, &self.config.realm, now_ms / 1000)
-            }
+            Some(endpoint) => endpoint.issue(&self.config.api_keys, presented, body, &self.config.realm, now_ms / 1000),
             None => LocalReply::not_configured(),
         };
         host.increment(&reply.metric());

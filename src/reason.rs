@@ -41,6 +41,8 @@ reasons! {
     JwtMalformed => "jwt_malformed",
     JwtAlgorithm => "jwt_algorithm",
     JwtUnknownIssuer => "jwt_unknown_issuer",
+    /// A provider's token sent where that provider does not read tokens (its `from_*`, or `Authorization: Bearer`).
+    JwtWrongLocation => "jwt_wrong_location",
     JwtUnknownKey => "jwt_unknown_key",
     JwtBadSignature => "jwt_bad_signature",
     JwtExpired => "jwt_expired",

@@ -40,3 +40,22 @@ impl<'a> RequestFacts<'a> {
         self.headers.iter().filter(move |(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 }
+
+/// Whether header `name` (lowercase) reads as `header` once underscores are dashes:
+/// CGI, WSGI and PHP read `X_Auth_Principal` as `x-auth-principal`.
+pub fn is_underscore_spelling_of(name: &str, header: &str) -> bool {
+    name.len() == header.len() && name.bytes().zip(header.bytes()).all(|(n, h)| n == h || (n == b'_' && h == b'-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn underscore_spellings_are_the_same_header() {
+        assert!(is_underscore_spelling_of("x_auth_principal", "x-auth-principal"));
+        assert!(is_underscore_spelling_of("x-auth_principal", "x-auth-principal"));
+        assert!(!is_underscore_spelling_of("x_auth_principals", "x-auth-principal"));
+        assert!(!is_underscore_spelling_of("x-auth-principal", "x_auth_principal"));
+    }
+}

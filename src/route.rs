@@ -61,7 +61,7 @@ impl Require {
     pub fn may_accept(&self, credential: &Credential) -> bool {
         let Require::Kinds(kinds) = self else { return true };
         kinds.iter().any(|kind| match (kind, credential) {
-            (Kind::Jwt { .. } | Kind::Keypair, Credential::Bearer(_)) => true,
+            (Kind::Jwt { .. } | Kind::Keypair, Credential::Bearer { .. }) => true,
             // `user:password` may turn out to be a client's `id:key`.
             (Kind::Basic | Kind::ApiKey, Credential::Basic { .. }) => true,
             (Kind::ApiKey, Credential::ApiKey { .. }) => true,
@@ -129,7 +129,10 @@ impl RouteMatch {
     fn matches(&self, request: &RequestFacts, path: &MatchPath) -> bool {
         self.path_prefix.as_deref().is_none_or(|prefix| has_segment_prefix(&path.path, prefix))
             && self.path.as_deref().is_none_or(|exact| path.path == exact)
-            && self.methods.as_ref().is_none_or(|methods| methods.iter().any(|m| m.eq_ignore_ascii_case(request.method)))
+            && self
+                .methods
+                .as_ref()
+                .is_none_or(|methods| methods.iter().any(|m| m.eq_ignore_ascii_case(request.method)))
             && self.host.as_ref().is_none_or(|host| host.matches(request.authority))
             && self.route.as_deref().is_none_or(|name| request.route_name == Some(name))
     }

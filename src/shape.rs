@@ -3,9 +3,10 @@
 //! credential that was not verified, and a verified principal is added.
 
 use crate::api_key::ApiKeys;
-use crate::credential::{credential_removal, Credential};
+use crate::credential::{credential_removal, Credential, CredentialRemoval};
 use crate::principal::Principal;
-use crate::request::RequestFacts;
+use crate::request::{is_underscore_spelling_of, RequestFacts};
+use crate::token_location::TokenLocations;
 
 /// The upstream header names of a principal (`principal_headers`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +36,9 @@ pub const STATE_PROVIDER: &str = "wasm_authn.provider";
 /// Followed by a claim header's name: `wasm_authn.claim.x-roles`.
 pub const STATE_CLAIM_PREFIX: &str = "wasm_authn.claim.";
 
-/// The changes to make to the request headers before it continues.
+/// The changes to make to the request headers before it continues: `remove` first,
+/// then `set` (a header in both ends with its one new value: the `Cookie` header
+/// without credential cookies, however many Cookie headers there were).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct UpstreamChanges {
     pub remove: Vec<String>,
@@ -47,17 +50,21 @@ pub struct UpstreamChanges {
 }
 
 /// A request that passes without authentication: it loses what the filter owns and every credential.
-pub fn unauthenticated(upstream: &Upstream, api_keys: &ApiKeys, request: &RequestFacts) -> UpstreamChanges {
-    let removal = credential_removal(request, api_keys, None, false);
-    let mut remove = forged_headers(upstream, request);
-    remove.extend(removal.headers);
-    UpstreamChanges { remove, set: Vec::new(), path: removal.path, state: Vec::new() }
+pub fn unauthenticated(
+    upstream: &Upstream,
+    api_keys: &ApiKeys,
+    tokens: &TokenLocations,
+    request: &RequestFacts,
+) -> UpstreamChanges {
+    let removal = credential_removal(request, api_keys, tokens, None, false);
+    changes(upstream, request, removal, Vec::new(), Vec::new())
 }
 
 /// A verified request: the principal's headers set, forged ones and unverified credentials removed.
 pub fn authenticated(
     upstream: &Upstream,
     api_keys: &ApiKeys,
+    tokens: &TokenLocations,
     request: &RequestFacts,
     credential: &Credential,
     principal: &Principal,
@@ -73,9 +80,26 @@ pub fn authenticated(
     set.extend(principal.claim_headers.iter().cloned());
 
     let state = if upstream.filter_state { filter_state(principal) } else { Vec::new() };
-    let removal = credential_removal(request, api_keys, Some(credential), upstream.forward_credentials);
+    let removal = credential_removal(request, api_keys, tokens, Some(credential), upstream.forward_credentials);
+    changes(upstream, request, removal, set, state)
+}
+
+/// Forged headers and the credentials to remove, the headers and filter state to set.
+fn changes(
+    upstream: &Upstream,
+    request: &RequestFacts,
+    removal: CredentialRemoval,
+    mut set: Vec<(String, String)>,
+    state: Vec<(String, String)>,
+) -> UpstreamChanges {
     let mut remove = forged_headers(upstream, request);
     remove.extend(removal.headers);
+    if let Some(cookie) = removal.cookie {
+        remove.push("cookie".to_string());
+        if !cookie.is_empty() {
+            set.push(("cookie".to_string(), cookie));
+        }
+    }
     UpstreamChanges { remove, set, path: removal.path, state }
 }
 
@@ -101,7 +125,7 @@ fn forged_headers(upstream: &Upstream, request: &RequestFacts) -> Vec<String> {
     let mut forged: Vec<String> = Vec::new();
     for (name, _) in request.headers {
         let owned = if name.contains('_') {
-            upstream.owned_headers.iter().any(|owned| is_spelling_of(name, owned))
+            upstream.owned_headers.iter().any(|owned| is_underscore_spelling_of(name, owned))
         } else {
             upstream.owned_headers.iter().any(|owned| owned == name)
         };
@@ -110,22 +134,4 @@ fn forged_headers(upstream: &Upstream, request: &RequestFacts) -> Vec<String> {
         }
     }
     forged
-}
-
-/// Whether header `name` (lowercase) reads as `owned` once underscores are dashes.
-fn is_spelling_of(name: &str, owned: &str) -> bool {
-    name.len() == owned.len() && name.bytes().zip(owned.bytes()).all(|(n, o)| n == o || (n == b'_' && o == b'-'))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn underscore_spellings_are_the_same_header() {
-        assert!(is_spelling_of("x_auth_principal", "x-auth-principal"));
-        assert!(is_spelling_of("x-auth_principal", "x-auth-principal"));
-        assert!(!is_spelling_of("x_auth_principals", "x-auth-principal"));
-        assert!(!is_spelling_of("x-auth-principal", "x_auth_principal"));
-    }
 }

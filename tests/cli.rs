@@ -22,8 +22,13 @@ struct Run {
 }
 
 fn run(args: &[&str], stdin: &[u8]) -> Run {
+    run_with_env(args, stdin, &[])
+}
+
+fn run_with_env(args: &[&str], stdin: &[u8], vars: &[(&str, &str)]) -> Run {
     let mut child = Command::new(env!("CARGO_BIN_EXE_wasm-authn"))
         .args(args)
+        .envs(vars.iter().copied())
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -95,6 +100,21 @@ fn check_refuses_with_the_filters_message() {
         assert_eq!(r.stdout, "");
         assert!(!r.stderr.contains("hunter2"));
     }
+}
+
+#[test]
+fn check_reads_env_secrets_from_its_own_environment() {
+    let config = br#"{"basic": {"users": [{"name": "a", "password_hash_env": "WASM_AUTHN_TEST_HASH"}]}}"#;
+    let hash = "sha256:2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b";
+    let r = run_with_env(&["check", "-"], config, &[("WASM_AUTHN_TEST_HASH", hash)]);
+    assert_eq!((r.code, r.stderr.as_str()), (0, ""));
+    let r = run(&["check", "-"], config);
+    let expected = "wasm-authn: configuration refused: basic.users[0].password_hash_env: \
+                    environment variable WASM_AUTHN_TEST_HASH is not set\n";
+    assert_eq!((r.code, r.stderr.as_str()), (1, expected));
+    let r = run_with_env(&["check", "-"], config, &[("WASM_AUTHN_TEST_HASH", "hunter2")]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("password_hash_env: unsupported hash format") && !r.stderr.contains("hunter2"));
 }
 
 #[test]

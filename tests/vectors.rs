@@ -55,17 +55,22 @@ fn rfc7515_appendix_a_tokens_verify_end_to_end() {
         let config = config_with(&example["jwk"]);
         let providers = &config.jwt_providers;
 
-        let verified = jwt::verify(token, providers, &PureRust, RFC7515_EXP - 3600, 60).unwrap_or_else(|e| {
-            panic!("{name}: {e:?}");
-        });
+        let verified =
+            jwt::verify(token, providers, &|_| true, &PureRust, RFC7515_EXP - 3600, 60).unwrap_or_else(|e| {
+                panic!("{name}: {e:?}");
+            });
         assert_eq!(verified.principal, "joe", "{name}");
         assert_eq!(verified.expires_at, Some(RFC7515_EXP), "{name}");
         // Claims are checked only once the signature is good: "expired" proves the signature.
-        assert_eq!(jwt::verify(token, providers, &PureRust, RFC7515_EXP + 61, 60), Err(JwtError::Expired), "{name}");
+        assert_eq!(
+            jwt::verify(token, providers, &|_| true, &PureRust, RFC7515_EXP + 61, 60),
+            Err(JwtError::Expired),
+            "{name}"
+        );
 
         let forged = flip_last_signature_char(token);
         assert_eq!(
-            jwt::verify(&forged, providers, &PureRust, RFC7515_EXP - 3600, 60),
+            jwt::verify(&forged, providers, &|_| true, &PureRust, RFC7515_EXP - 3600, 60),
             Err(JwtError::BadSignature),
             "{name}"
         );
@@ -81,13 +86,19 @@ fn rfc7515_unsupported_examples_are_refused() {
     let config = config_with(&examples["rfc7515_a1_hs256"]["jwk"]);
     let token = es512["compact"].as_str().unwrap();
     // Its payload is not a claims set either, which is refused first.
-    assert_eq!(jwt::verify(token, &config.jwt_providers, &PureRust, RFC7515_EXP, 60), Err(JwtError::Malformed));
+    assert_eq!(
+        jwt::verify(token, &config.jwt_providers, &|_| true, &PureRust, RFC7515_EXP, 60),
+        Err(JwtError::Malformed)
+    );
     // A.5: the unsecured JWS (`alg: none`, empty signature).
     let none = examples["rfc7515_a5_none"]["compact"].as_str().unwrap();
-    assert_eq!(jwt::verify(none, &config.jwt_providers, &PureRust, RFC7515_EXP - 3600, 60), Err(JwtError::Malformed));
+    assert_eq!(
+        jwt::verify(none, &config.jwt_providers, &|_| true, &PureRust, RFC7515_EXP - 3600, 60),
+        Err(JwtError::Malformed)
+    );
     let none_signed = format!("{none}AAAA");
     assert_eq!(
-        jwt::verify(&none_signed, &config.jwt_providers, &PureRust, RFC7515_EXP - 3600, 60),
+        jwt::verify(&none_signed, &config.jwt_providers, &|_| true, &PureRust, RFC7515_EXP - 3600, 60),
         Err(JwtError::UnsupportedAlgorithm)
     );
 }
@@ -123,7 +134,10 @@ fn rfc7520_and_rfc8037_signatures_verify() {
 
         // These payloads are prose, not a claims set: as a bearer token they are malformed.
         let config = config_with(&example["jwk"]);
-        assert_eq!(jwt::verify(token, &config.jwt_providers, &PureRust, RFC7515_EXP, 60), Err(JwtError::Malformed));
+        assert_eq!(
+            jwt::verify(token, &config.jwt_providers, &|_| true, &PureRust, RFC7515_EXP, 60),
+            Err(JwtError::Malformed)
+        );
     }
 }
 
@@ -418,7 +432,7 @@ fn wycheproof_message_independent_signatures_on_tokens() {
     for (token, empty, id) in tokens {
         let expected = if empty { JwtError::Malformed } else { JwtError::BadSignature };
         assert_eq!(
-            jwt::verify(&token, &config.jwt_providers, &PureRust, RFC7515_EXP - 10, 60),
+            jwt::verify(&token, &config.jwt_providers, &|_| true, &PureRust, RFC7515_EXP - 10, 60),
             Err(expected),
             "tc {id}"
         );
@@ -437,5 +451,8 @@ fn an_ecdsa_signature_with_high_s_verifies() {
     signature[32..].copy_from_slice(&(-s).to_repr());
     let high_s = format!("{input}.{}", b64(&signature));
     let config = config_with(&example["jwk"]);
-    assert_eq!(jwt::verify(&high_s, &config.jwt_providers, &PureRust, RFC7515_EXP + 61, 60), Err(JwtError::Expired));
+    assert_eq!(
+        jwt::verify(&high_s, &config.jwt_providers, &|_| true, &PureRust, RFC7515_EXP + 61, 60),
+        Err(JwtError::Expired)
+    );
 }

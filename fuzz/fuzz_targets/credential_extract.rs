@@ -1,5 +1,6 @@
 //! `credential::extract` (Authorization Basic/Bearer, API key headers, the query
-//! parameter) and `credential::credential_removal` on any header set.
+//! parameter and cookies, token places) and `credential::credential_removal` on any
+//! header set.
 //!
 //! Properties: every credential found is within the bounds (Bearer and Basic below
 //! the Authorization bound, API keys below theirs, trimmed, non-empty; a Basic user
@@ -11,7 +12,8 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use libfuzzer_sys::fuzz_target;
 use wasm_authn::credential::{
-    credential_removal, extract, ApiKeySource, Credential, CredentialError, MAX_API_KEY_BYTES, MAX_AUTHORIZATION_BYTES,
+    credential_removal, extract, ApiKeySource, Credential, CredentialError, CredentialRemoval, MAX_API_KEY_BYTES,
+    MAX_AUTHORIZATION_BYTES,
 };
 use wasm_authn::request::RequestFacts;
 use wasm_authn::shape::UpstreamChanges;
@@ -21,9 +23,21 @@ fn facts(request: &TextRequest) -> RequestFacts<'_> {
     RequestFacts::new(&request.method, &request.path, &request.headers)
 }
 
+/// The removal as the upstream changes `shape` makes of it (a rewritten `Cookie` replaces the old ones).
+fn changes_of(removal: CredentialRemoval) -> UpstreamChanges {
+    let mut changes = UpstreamChanges { remove: removal.headers, path: removal.path, ..UpstreamChanges::default() };
+    if let Some(cookie) = removal.cookie {
+        changes.remove.push("cookie".into());
+        if !cookie.is_empty() {
+            changes.set.push(("cookie".into(), cookie));
+        }
+    }
+    changes
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else { return };
-    let api_keys = &config().api_keys;
+    let (api_keys, tokens) = (&config().api_keys, &config().token_locations);
     // Mode 1: the rest is what a Basic header's base64 carries (reaches past the base64 check).
     let request = if mode & 1 == 1 {
         let mut request = TextRequest::parse(b"GET\n/");
@@ -32,12 +46,13 @@ fuzz_target!(|data: &[u8]| {
     } else {
         TextRequest::parse(rest)
     };
-    let result = extract(&facts(&request), api_keys);
+    let result = extract(&facts(&request), api_keys, tokens);
 
     match &result {
-        Ok(Some(Credential::Bearer(token))) => {
+        Ok(Some(Credential::Bearer { token, found })) => {
             assert!(!token.is_empty() && token.len() <= MAX_AUTHORIZATION_BYTES);
             assert_eq!(token.trim(), token);
+            assert!(!found.is_empty());
         }
         Ok(Some(Credential::Basic { user, password })) => {
             assert!(!user.contains(':'));
@@ -49,6 +64,7 @@ fuzz_target!(|data: &[u8]| {
             match source {
                 ApiKeySource::Header(name) => assert!(api_keys.headers.contains(name)),
                 ApiKeySource::Query(name) => assert_eq!(Some(name), api_keys.query_param.as_ref()),
+                ApiKeySource::Cookie(name) => assert!(api_keys.cookies.contains(name)),
             }
         }
         Ok(None) | Err(_) => {}
@@ -73,16 +89,16 @@ fuzz_target!(|data: &[u8]| {
     }
 
     // Nothing the filter reads survives the removal of unverified credentials.
-    let removal = credential_removal(&facts(&request), api_keys, None, false);
-    let after = request.after(&UpstreamChanges { remove: removal.headers, set: vec![], path: removal.path });
-    let left = extract(&facts(&after), api_keys);
+    let removal = credential_removal(&facts(&request), api_keys, tokens, None, false);
+    let after = request.after(&changes_of(removal));
+    let left = extract(&facts(&after), api_keys, tokens);
     assert!(!matches!(left, Ok(Some(_))), "a credential survived its removal: {left:?}");
 
     // Forwarding keeps the verified credential, and only it.
     if let Ok(Some(credential)) = &result {
-        let removal = credential_removal(&facts(&request), api_keys, Some(credential), true);
-        let after = request.after(&UpstreamChanges { remove: removal.headers, set: vec![], path: removal.path });
-        let again = extract(&facts(&after), api_keys);
+        let removal = credential_removal(&facts(&request), api_keys, tokens, Some(credential), true);
+        let after = request.after(&changes_of(removal));
+        let again = extract(&facts(&after), api_keys, tokens);
         assert_eq!(again.as_ref().ok().and_then(Option::as_ref), Some(credential), "forwarded: {again:?}");
     }
 });

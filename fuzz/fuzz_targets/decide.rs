@@ -58,7 +58,7 @@ fuzz_target!(|data: &[u8]| {
     let mut verifier = Verifier::new(config);
     let host = FakeHost::default();
     let decision = decide(config, &mut verifier, &facts(&request), &host, NOW * 1000);
-    let credential = extract(&facts(&request), &config.api_keys);
+    let credential = extract(&facts(&request), &config.api_keys, &config.token_locations);
 
     match &decision {
         Decision::Bypass(changes) => {
@@ -66,7 +66,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(changes.set.is_empty());
             let after = request.after(changes);
             assert!(!after.headers.iter().any(|(name, _)| owned(name)), "a forged header went upstream: {after:?}");
-            let left = extract(&facts(&after), &config.api_keys);
+            let left = extract(&facts(&after), &config.api_keys, &config.token_locations);
             assert!(!matches!(left, Ok(Some(_))), "a credential went upstream: {left:?}");
         }
         Decision::Allow { principal, changes, .. } => {
@@ -84,11 +84,13 @@ fuzz_target!(|data: &[u8]| {
                     assert_eq!(key, PASSWORD, "a wrong API key was allowed");
                     assert_eq!((principal.id.as_str(), principal.method), ("reporting", AuthMethod::ApiKey));
                 }
-                Credential::Bearer(token) => {
+                Credential::Bearer { token, found } => {
                     assert_eq!(principal.method, AuthMethod::Jwt);
-                    let verified = jwt::verify(token, &config.jwt_providers, &PureRust, NOW, SKEW);
+                    let bound_here = |provider| config.token_locations.binds(found, provider);
+                    let verified = jwt::verify(token, &config.jwt_providers, &bound_here, &PureRust, NOW, SKEW);
                     assert_eq!(verified.map(|v| v.principal).as_ref(), Ok(&principal.id));
-                    assert!(jwt::verify(token, &wrong_keys_config().jwt_providers, &PureRust, NOW, SKEW).is_err());
+                    let wrong_keys = &wrong_keys_config().jwt_providers;
+                    assert!(jwt::verify(token, wrong_keys, &|_| true, &PureRust, NOW, SKEW).is_err());
                 }
             }
             let after = request.after(changes);
@@ -99,7 +101,7 @@ fuzz_target!(|data: &[u8]| {
             for (name, _) in after.headers.iter().filter(|(name, _)| owned(name)) {
                 assert!(changes.set.iter().any(|(set, _)| set == name), "a forged {name} went upstream");
             }
-            let left = extract(&facts(&after), &config.api_keys);
+            let left = extract(&facts(&after), &config.api_keys, &config.token_locations);
             assert!(!matches!(left, Ok(Some(_))), "a credential went upstream: {left:?}");
         }
         Decision::Reply(reply) => {
@@ -113,7 +115,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         Decision::WaitForKeys { provider, .. } => {
-            assert!(matches!(credential, Ok(Some(Credential::Bearer(_)))));
+            assert!(matches!(credential, Ok(Some(Credential::Bearer { .. }))));
             assert_eq!(*provider, ProviderId(2), "only the remote provider fetches keys");
         }
         // This configuration has no optional rule and no token endpoint.

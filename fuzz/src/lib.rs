@@ -40,6 +40,7 @@ const RFC_EXAMPLES: &str = include_str!("../../tests/vectors/jose_examples.json"
 pub const ISSUER: &str = "https://id.fuzz.example";
 pub const STRICT_ISSUER: &str = "https://strict.fuzz.example";
 pub const REMOTE_ISSUER: &str = "https://remote.fuzz.example";
+pub const IAP_ISSUER: &str = "https://iap.fuzz.example";
 
 pub fn b64(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
@@ -91,6 +92,7 @@ pub fn config_json(jwks: Value) -> Value {
         "api_keys": {
             "headers": ["x-api-key", "x-cdata-authtoken"],
             "query_param": "api_key",
+            "cookies": ["api_key"],
             "clients": [
                 {"id": "reporting", "key_hash": format!("sha256:{}", sha256_hex(PASSWORD))},
                 {"id": "retired", "key_hash": format!("sha256:{}", sha256_hex(DISABLED_KEY)), "disabled": true}
@@ -116,6 +118,15 @@ pub fn config_json(jwks: Value) -> Value {
                 "name": "remote",
                 "issuer": REMOTE_ISSUER,
                 "remote_jwks": {"cluster": "jwks", "authority": "jwks.local", "path": "/jwks.json"}
+            },
+            {
+                // Its tokens are read in its own places only (and nowhere else).
+                "name": "iap",
+                "issuer": IAP_ISSUER,
+                "local_jwks": jwks.clone(),
+                "from_headers": [{"name": "x-goog-iap-jwt-assertion"}, {"name": "x-token", "value_prefix": "Token "}],
+                "from_params": ["access_token"],
+                "from_cookies": ["session"]
             }
         ]}
     })

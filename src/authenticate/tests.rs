@@ -86,7 +86,7 @@ mod keypairs {
     }
 
     fn check(config: &Config, token: String, host: &FakeHost) -> Result<Rc<Principal>, NotVerified> {
-        Verifier::new(config).authenticate(config, &Credential::Bearer(token), host, NOW_MS)
+        Verifier::new(config).authenticate(config, &Credential::bearer(token), host, NOW_MS)
     }
 
     fn refused(result: Result<Rc<Principal>, NotVerified>) -> Reason {
@@ -115,7 +115,10 @@ mod keypairs {
         forged.replace_range(forged.len() - 2..forged.len() - 1, last);
         assert_eq!(refused(check(&config, forged, &host)), Reason::JwtBadSignature);
         let mangled = EC_PUBLIC.replacen('A', "B", 1);
-        assert_eq!(refused(check(&config, sign(Algorithm::ES256, thirdweb(&mangled)), &host)), Reason::JwtUnknownIssuer);
+        assert_eq!(
+            refused(check(&config, sign(Algorithm::ES256, thirdweb(&mangled)), &host)),
+            Reason::JwtUnknownIssuer
+        );
         // RSA keys default to RS256 and PS256.
         for alg in [Algorithm::RS256, Algorithm::PS256] {
             let principal = check(&config, sign(alg, thirdweb(RSA_PUBLIC)), &host).unwrap();
@@ -160,15 +163,18 @@ mod keypairs {
         // Not even from the VM that accepted it: one-time tokens are never remembered as verified.
         let mut verifier = Verifier::new(&config);
         let fresh = sign(Algorithm::ES256, json!({"iss": "engine-1", "iat": NOW, "exp": NOW + 15, "jti": "a2"}));
-        assert!(verifier.authenticate(&config, &Credential::Bearer(fresh.clone()), &worker_1, NOW_MS).is_ok());
-        let again = verifier.authenticate(&config, &Credential::Bearer(fresh), &worker_1, NOW_MS);
+        assert!(verifier.authenticate(&config, &Credential::bearer(fresh.clone()), &worker_1, NOW_MS).is_ok());
+        let again = verifier.authenticate(&config, &Credential::bearer(fresh), &worker_1, NOW_MS);
         assert_eq!(refused(again), Reason::TokenReplayed);
         let no_jti = sign(Algorithm::ES256, json!({"iss": "engine-1", "iat": NOW, "exp": NOW + 15}));
         assert_eq!(refused(check(&config, no_jti, &worker_1)), Reason::JwtNoJti);
         // Its id is forgotten once it has expired (and the skew with it): the table stays bounded.
         let later = NOW_MS + (15 + config.clock_skew_seconds + 2) * 1000;
-        let reused = sign(Algorithm::ES256, json!({"iss": "engine-1", "iat": later / 1000, "exp": later / 1000 + 15, "jti": "a1"}));
-        assert!(Verifier::new(&config).authenticate(&config, &Credential::Bearer(reused), &worker_2, later).is_ok());
+        let reused = sign(
+            Algorithm::ES256,
+            json!({"iss": "engine-1", "iat": later / 1000, "exp": later / 1000 + 15, "jti": "a1"}),
+        );
+        assert!(Verifier::new(&config).authenticate(&config, &Credential::bearer(reused), &worker_2, later).is_ok());
     }
 
     #[test]

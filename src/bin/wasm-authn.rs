@@ -47,7 +47,8 @@ enum Command {
     /// Validate a configuration with the filter's own code, as it does at load
     #[command(after_help = "Prints what the configuration holds when it is accepted (exit 0). When it is \
                             refused, prints the line the filter logs,\n`wasm-authn: configuration refused: \
-                            <field path>: <what is wrong>`, on stderr (exit 1).\n\nExample:\n  \
+                            <field path>: <what is wrong>`, on stderr (exit 1).\n`X_env` fields are read \
+                            from this program's environment, as the filter reads Envoy's.\n\nExample:\n  \
                             wasm-authn check config.json\n  jq .config envoy-values.json | wasm-authn check -")]
     Check {
         /// The configuration (JSON, the plugin's `configuration` value), or `-` for standard input

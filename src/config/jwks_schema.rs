@@ -72,8 +72,23 @@ fn jwk() -> Value {
                     &["crv", "x"],
                     true,
                 ),
-                kind("oct", json!({"k": base64url("the HMAC secret")}), &["k"], false)
+                oct_key()
             ]
+        }
+    })
+}
+
+/// An `oct` key holds its secret as `k`, or names the environment variable of the
+/// Envoy process that does as `k_env`: exactly one of them.
+fn oct_key() -> Value {
+    json!({
+        "if": {"required": ["kty"], "properties": {"kty": {"const": "oct"}}},
+        "then": {
+            "properties": {
+                "k": {"type": "string", "description": "the HMAC secret, base64url"},
+                "k_env": {"type": "string", "description": "instead of `k`: the environment variable that holds it"}
+            },
+            "oneOf": [{"required": ["k"]}, {"required": ["k_env"]}]
         }
     })
 }

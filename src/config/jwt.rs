@@ -6,34 +6,47 @@ use std::collections::HashSet;
 use std::rc::Rc;
 
 use super::error::ConfigError;
-use super::names::{header_name, non_empty};
+use super::names::{form_name, header_name, non_empty};
 use super::policy::{privileges, PrivilegeFields};
 use super::remote::{fetch_config, Document};
 use super::schema::{default_jwks_wait_ms, RawJwt, RawProvider};
+use super::secrets::{self, Env};
 use crate::jwt::{ClaimToHeader, Issuer, KeySet, Provider};
 use crate::limits::Limits;
 use crate::remote::RemoteDocument;
+use crate::token_location::{TokenPlace, AUTHORIZATION};
 
 const MAX_JWKS_WAIT_MS: u64 = 30_000;
+const MAX_VALUE_PREFIX_BYTES: usize = 64;
 
 /// Headers that frame or route the request: a claim must never set them.
 const RESERVED_HEADERS: &[&str] =
     &["host", "content-length", "transfer-encoding", "connection", "keep-alive", "te", "upgrade", "proxy-connection"];
 
-/// The providers and how long a request may wait for remote keys.
-pub fn compile(raw: Option<RawJwt>, limits: &Limits) -> Result<(Vec<Provider>, u64), ConfigError> {
+/// The places one provider reads its tokens from (`from_*`), each with its field
+/// path; empty: `Authorization: Bearer`, as every provider without `from_*`.
+pub type TokenPlaces = Vec<(TokenPlace, String)>;
+
+/// The providers, the places each reads tokens from, and how long a request may wait for remote keys.
+pub fn compile(
+    raw: Option<RawJwt>,
+    limits: &Limits,
+    env: Env,
+) -> Result<(Vec<Provider>, Vec<TokenPlaces>, u64), ConfigError> {
     let Some(raw) = raw else {
-        return Ok((Vec::new(), default_jwks_wait_ms()));
+        return Ok((Vec::new(), Vec::new(), default_jwks_wait_ms()));
     };
     if raw.jwks_wait_ms > MAX_JWKS_WAIT_MS {
         return Err(ConfigError::new("jwt.jwks_wait_ms", format!("must be at most {MAX_JWKS_WAIT_MS}")));
     }
     let mut providers = Vec::with_capacity(raw.providers.len());
+    let mut places = Vec::with_capacity(raw.providers.len());
     let mut names = HashSet::new();
     let mut issuers = HashSet::new();
     for (i, provider) in raw.providers.into_iter().enumerate() {
         let path = format!("jwt.providers[{i}]");
-        let provider = compile_provider(provider, limits, &path)?;
+        places.push(token_places(&provider, &path)?);
+        let provider = compile_provider(provider, limits, &path, env)?;
         if !names.insert(provider.name.clone()) {
             return Err(ConfigError::new(format!("{path}.name"), "duplicate provider name"));
         }
@@ -42,10 +55,64 @@ pub fn compile(raw: Option<RawJwt>, limits: &Limits) -> Result<(Vec<Provider>, u
         }
         providers.push(provider);
     }
-    Ok((providers, raw.jwks_wait_ms))
+    Ok((providers, places, raw.jwks_wait_ms))
 }
 
-fn compile_provider(raw: RawProvider, limits: &Limits, path: &str) -> Result<Provider, ConfigError> {
+/// An inline JWKS, its `k_env` secrets read; an error about such a key's `k` names its `k_env`.
+fn local_jwks(jwks: &mut serde_json::Value, at: &str, env: Env) -> Result<KeySet, ConfigError> {
+    let from_env = secrets::jwks(jwks, at, env)?;
+    KeySet::from_jwks(jwks, at).map_err(|mut error| {
+        if from_env.iter().any(|key| error.path == format!("{key}.k")) {
+            error.path.push_str("_env");
+        }
+        error
+    })
+}
+
+/// `from_headers`, `from_params` and `from_cookies`, each name checked on its own
+/// (how they sit with other providers' and API keys' places: `config::locations`).
+fn token_places(raw: &RawProvider, path: &str) -> Result<TokenPlaces, ConfigError> {
+    let mut places = Vec::new();
+    for (i, header) in raw.from_headers.iter().enumerate() {
+        let at = format!("{path}.from_headers[{i}]");
+        let name = header_name(&header.name, &format!("{at}.name"))?;
+        if RESERVED_HEADERS.contains(&name.as_str()) || name == "cookie" {
+            let message = "names a header that frames or routes the request, or Cookie (use from_cookies)";
+            return Err(ConfigError::new(format!("{at}.name"), message));
+        }
+        let prefix = header.value_prefix.as_deref().unwrap_or("");
+        let prefix_path = format!("{at}.value_prefix");
+        if prefix.len() > MAX_VALUE_PREFIX_BYTES
+            || !prefix.bytes().all(|b| (0x20..0x7f).contains(&b))
+            || prefix.starts_with(' ')
+        {
+            let message =
+                format!("must be printable ASCII, without leading spaces, at most {MAX_VALUE_PREFIX_BYTES} bytes");
+            return Err(ConfigError::new(prefix_path, message));
+        }
+        let prefix = prefix.to_ascii_lowercase();
+        if name == AUTHORIZATION && prefix.trim_end().is_empty() {
+            return Err(ConfigError::new(prefix_path, "is required on authorization (e.g. \"Bearer \")"));
+        }
+        if name == AUTHORIZATION && prefix.starts_with("basic") {
+            return Err(ConfigError::new(prefix_path, "Authorization: Basic is read as HTTP Basic"));
+        }
+        places.push((TokenPlace::Header { name, prefix }, at));
+    }
+    for (i, param) in raw.from_params.iter().enumerate() {
+        let at = format!("{path}.from_params[{i}]");
+        form_name(param, &at)?;
+        places.push((TokenPlace::Param(param.clone()), at));
+    }
+    for (i, cookie) in raw.from_cookies.iter().enumerate() {
+        let at = format!("{path}.from_cookies[{i}]");
+        form_name(cookie, &at)?;
+        places.push((TokenPlace::Cookie(cookie.clone()), at));
+    }
+    Ok(places)
+}
+
+fn compile_provider(mut raw: RawProvider, limits: &Limits, path: &str, env: Env) -> Result<Provider, ConfigError> {
     non_empty(&raw.name, &format!("{path}.name"))?;
     non_empty(&raw.issuer, &format!("{path}.issuer"))?;
     for (i, audience) in raw.audiences.iter().enumerate() {
@@ -60,8 +127,8 @@ fn compile_provider(raw: RawProvider, limits: &Limits, path: &str) -> Result<Pro
     non_empty(&raw.principal_claim, &format!("{path}.principal_claim"))?;
 
     let mut local_keys = KeySet::default();
-    if let Some(jwks) = &raw.local_jwks {
-        local_keys.extend(KeySet::from_jwks(jwks, &format!("{path}.local_jwks"))?);
+    if let Some(jwks) = &mut raw.local_jwks {
+        local_keys.extend(local_jwks(jwks, &format!("{path}.local_jwks"), env)?);
     }
     if let Some(pem) = &raw.local_pem {
         local_keys.extend(KeySet::from_pem(pem, None, &format!("{path}.local_pem"))?);

@@ -14,7 +14,10 @@ use crate::limits::Limits;
 const MAX_KEYPAIR_LIFETIME_SECONDS: u64 = 3600;
 
 pub fn compile(raw: Vec<RawKeypair>, limits: &Limits) -> Result<Vec<Provider>, ConfigError> {
-    raw.into_iter().enumerate().map(|(i, keypair)| keypair_provider(keypair, &format!("keypairs[{i}]"), limits)).collect()
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, keypair)| keypair_provider(keypair, &format!("keypairs[{i}]"), limits))
+        .collect()
 }
 
 fn keypair_provider(raw: RawKeypair, path: &str, limits: &Limits) -> Result<Provider, ConfigError> {

@@ -6,10 +6,12 @@
 pub mod error;
 mod jwt;
 mod keypairs;
+mod locations;
 mod names;
 mod policy;
 mod remote;
 mod schema;
+mod secrets;
 mod token_endpoint;
 
 use std::collections::HashSet;
@@ -25,14 +27,17 @@ use crate::limits::{LimitTable, Limits};
 use crate::network::Networks;
 use crate::password::PasswordHash;
 use crate::privileges::Privileges;
+use crate::query::lenient_name;
 use crate::reply::Challenges;
 use crate::revocation::Revocation;
 use crate::route::{Require, Routes};
 use crate::shape::{PrincipalHeaders, Upstream};
 use crate::shared_table::SharedTable;
 use crate::token_endpoint::TokenEndpoint;
-use names::{header_name, principal_name};
+use crate::token_location::{TokenLocations, AUTHORIZATION};
+use names::{form_name, header_name, principal_name};
 use schema::{RawApiKeys, RawBasic, RawConfig};
+pub use secrets::Env;
 
 /// The largest plugin configuration accepted (an inline JWKS or htpasswd can be large, not this large).
 pub const MAX_CONFIG_BYTES: usize = 1024 * 1024;
@@ -69,6 +74,8 @@ pub struct Config {
     pub api_keys: ApiKeys,
     /// Providers, then keypairs, then the token endpoint's own: looked up by issuer.
     pub jwt_providers: Vec<Provider>,
+    /// Where tokens are read, and for which of `jwt_providers`.
+    pub token_locations: TokenLocations,
     /// Issues tokens to API clients; its tokens verify through its entry in `jwt_providers`.
     pub token_endpoint: Option<TokenEndpoint>,
     /// How long a request may wait for a provider's remote keys before it gets 503.
@@ -80,15 +87,21 @@ pub struct Config {
 }
 
 impl Config {
-    /// Parse and compile the plugin configuration.
+    /// Parse and compile the plugin configuration; `X_env` fields read this process's
+    /// environment (in Envoy: `vm_config.environment_variables`).
     pub fn from_json(bytes: &[u8]) -> Result<Config, ConfigError> {
+        Config::from_json_with_env(bytes, &|name| std::env::var(name).ok())
+    }
+
+    /// As `from_json`, with the environment variables `env` gives.
+    pub fn from_json_with_env(bytes: &[u8], env: Env) -> Result<Config, ConfigError> {
         if bytes.len() > MAX_CONFIG_BYTES {
             return Err(ConfigError::new("", format!("configuration larger than {MAX_CONFIG_BYTES} bytes")));
         }
         let mut deserializer = serde_json::Deserializer::from_slice(bytes);
         let raw: RawConfig = serde_path_to_error::deserialize(&mut deserializer).map_err(schema_error)?;
         deserializer.end().map_err(|e| ConfigError::new("", format!("not valid JSON: {e}")))?;
-        compile(raw)
+        compile(raw, env)
     }
 
     /// The challenges a 401 offers: one per enabled scheme (that the route accepts).
@@ -178,7 +191,7 @@ fn closing_quote(text: &str, quote: char) -> Option<usize> {
     None
 }
 
-fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
+fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
     if raw.realm.is_empty() || raw.realm.chars().any(|c| c == '"' || c == '\\' || c.is_control()) {
         return Err(ConfigError::new("realm", "must be non-empty, without quotes, backslashes or control characters"));
     }
@@ -191,9 +204,9 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         provider: header_name(&raw.principal_headers.provider, "principal_headers.provider")?,
     };
     let (limit_defaults, max_tracked_principals, expose_limit_headers) = policy::limits(raw.limits)?;
-    let (basic_users, failure_limit, slow_hash_budget_ms_per_second) = compile_basic(raw.basic, &limit_defaults)?;
-    let api_keys = compile_api_keys(raw.api_keys, &limit_defaults)?;
-    let (mut jwt_providers, jwks_wait_ms) = jwt::compile(raw.jwt, &limit_defaults)?;
+    let (basic_users, failure_limit, slow_hash_budget_ms_per_second) = compile_basic(raw.basic, &limit_defaults, env)?;
+    let api_keys = compile_api_keys(raw.api_keys, &limit_defaults, env)?;
+    let (mut jwt_providers, token_places, jwks_wait_ms) = jwt::compile(raw.jwt, &limit_defaults, env)?;
     // Keypairs verify like providers: one list, looked up by issuer.
     jwt_providers.extend(keypairs::compile(raw.keypairs, &limit_defaults)?);
     let token_endpoint = match raw.token_endpoint {
@@ -201,15 +214,15 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
             if api_keys.clients.is_empty() {
                 return Err(ConfigError::new("token_endpoint", "issues tokens to api_keys.clients: configure some"));
             }
-            let (endpoint, provider) = token_endpoint::compile(raw)?;
+            let (endpoint, provider) = token_endpoint::compile(raw, env)?;
             jwt_providers.push(provider);
             Some(endpoint)
         }
         None => None,
     };
     issuers_are_unique(&jwt_providers)?;
-    if let (false, Some(provider)) =
-        (raw.envoy_crypto, jwt_providers.iter().find(|p| p.local_keys.needs_host_crypto()))
+    let token_locations = locations::compile(token_places, jwt_providers.len(), &api_keys)?;
+    if let (false, Some(provider)) = (raw.envoy_crypto, jwt_providers.iter().find(|p| p.local_keys.needs_host_crypto()))
     {
         let message = format!("must be true: {} has a P-384 key, which only Envoy's BoringSSL checks", provider.name);
         return Err(ConfigError::new("envoy_crypto", message));
@@ -238,7 +251,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
             "no credentials configured: set basic.users, basic.htpasswd, api_keys.clients or jwt.providers",
         ));
     }
-    let owned_headers = owned_headers(&principal_headers, &jwt_providers, &api_keys)?;
+    let owned_headers = owned_headers(&principal_headers, &jwt_providers, &api_keys, &token_locations)?;
     Ok(Config {
         realm: raw.realm,
         clock_skew_seconds: raw.clock_skew_seconds,
@@ -259,6 +272,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         slow_hash_budget_ms_per_second,
         api_keys,
         jwt_providers,
+        token_locations,
         token_endpoint,
         jwks_wait_ms,
         cache,
@@ -269,7 +283,11 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
 /// Slow-hash budgets outside this are not a budget (0) or more than a worker has.
 const SLOW_HASH_BUDGET_RANGE: std::ops::RangeInclusive<u64> = 1..=1000;
 
-fn compile_basic(raw: Option<RawBasic>, limits: &Limits) -> Result<(BasicUsers, FailureLimit, u64), ConfigError> {
+fn compile_basic(
+    raw: Option<RawBasic>,
+    limits: &Limits,
+    env: Env,
+) -> Result<(BasicUsers, FailureLimit, u64), ConfigError> {
     let Some(raw) = raw else {
         let limit = FailureLimit {
             max_failures: schema::default_max_failures(),
@@ -281,8 +299,9 @@ fn compile_basic(raw: Option<RawBasic>, limits: &Limits) -> Result<(BasicUsers, 
     for (i, user) in raw.users.into_iter().enumerate() {
         let path = format!("basic.users[{i}]");
         principal_name(&user.name, &format!("{path}.name"))?;
-        let hash = PasswordHash::parse(&user.password_hash)
-            .map_err(|e| ConfigError::new(format!("{path}.password_hash"), e))?;
+        let stored =
+            secrets::required(user.password_hash, user.password_hash_env.as_deref(), &path, "password_hash", env)?;
+        let hash = PasswordHash::parse(&stored.value).map_err(|e| ConfigError::new(stored.field, e))?;
         let fields = policy::PrivilegeFields {
             methods: user.methods,
             paths: user.paths,
@@ -296,11 +315,11 @@ fn compile_basic(raw: Option<RawBasic>, limits: &Limits) -> Result<(BasicUsers, 
             return Err(ConfigError::new(format!("{path}.name"), "duplicate user name"));
         }
     }
-    if let Some(text) = raw.htpasswd {
+    if let Some(htpasswd) = secrets::secret(raw.htpasswd, raw.htpasswd_env.as_deref(), "basic", "htpasswd", env)? {
         // htpasswd users take the defaults: no restriction but the default limits.
         let everything = Rc::new(Privileges { limits: *limits, ..Privileges::default() });
-        for (n, line) in text.lines().enumerate() {
-            let path = format!("basic.htpasswd line {}", n + 1);
+        for (n, line) in htpasswd.value.lines().enumerate() {
+            let path = format!("{} line {}", htpasswd.field, n + 1);
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
@@ -327,7 +346,7 @@ fn compile_basic(raw: Option<RawBasic>, limits: &Limits) -> Result<(BasicUsers, 
     Ok((users, limit, raw.slow_hash_budget_ms_per_second))
 }
 
-fn compile_api_keys(raw: Option<RawApiKeys>, limits: &Limits) -> Result<ApiKeys, ConfigError> {
+fn compile_api_keys(raw: Option<RawApiKeys>, limits: &Limits, env: Env) -> Result<ApiKeys, ConfigError> {
     let Some(raw) = raw else {
         return Ok(ApiKeys { headers: schema::default_api_key_headers(), allow_basic: true, ..ApiKeys::default() });
     };
@@ -340,8 +359,13 @@ fn compile_api_keys(raw: Option<RawApiKeys>, limits: &Limits) -> Result<ApiKeys,
         headers.push(name);
     }
     if let Some(q) = &raw.query_param {
-        if q.is_empty() || !q.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
-            return Err(ConfigError::new("api_keys.query_param", "must be a non-empty name of [A-Za-z0-9-_.]"));
+        form_name(q, "api_keys.query_param")?;
+    }
+    for (i, cookie) in raw.cookies.iter().enumerate() {
+        let path = format!("api_keys.cookies[{i}]");
+        form_name(cookie, &path)?;
+        if raw.cookies[..i].iter().any(|earlier| lenient_name(earlier) == lenient_name(cookie)) {
+            return Err(ConfigError::new(path, "is already listed (in some spelling)"));
         }
     }
     let mut clients = Vec::with_capacity(raw.clients.len());
@@ -352,10 +376,11 @@ fn compile_api_keys(raw: Option<RawApiKeys>, limits: &Limits) -> Result<ApiKeys,
         if !ids.insert(client.id.clone()) {
             return Err(ConfigError::new(format!("{path}.id"), "duplicate client id"));
         }
-        let key_digest = match PasswordHash::parse(&client.key_hash) {
+        let stored = secrets::required(client.key_hash, client.key_hash_env.as_deref(), &path, "key_hash", env)?;
+        let key_digest = match PasswordHash::parse(&stored.value) {
             Ok(PasswordHash::Sha256(digest)) => digest,
-            Ok(_) => return Err(ConfigError::new(format!("{path}.key_hash"), "API keys are hashed as sha256:<hex>")),
-            Err(e) => return Err(ConfigError::new(format!("{path}.key_hash"), e)),
+            Ok(_) => return Err(ConfigError::new(stored.field, "API keys are hashed as sha256:<hex>")),
+            Err(e) => return Err(ConfigError::new(stored.field, e)),
         };
         let fields = policy::PrivilegeFields {
             methods: client.methods,
@@ -373,7 +398,7 @@ fn compile_api_keys(raw: Option<RawApiKeys>, limits: &Limits) -> Result<ApiKeys,
             privileges: Rc::new(privileges),
         });
     }
-    Ok(ApiKeys { headers, query_param: raw.query_param, allow_basic: raw.allow_basic, clients })
+    Ok(ApiKeys { headers, query_param: raw.query_param, cookies: raw.cookies, allow_basic: raw.allow_basic, clients })
 }
 
 /// A provider, a keypair and the token endpoint may never claim the same issuer (or
@@ -413,11 +438,12 @@ fn issuers_are_unique(providers: &[Provider]) -> Result<(), ConfigError> {
 }
 
 /// The headers the filter sets upstream (principal headers and claim headers): they
-/// must be distinct, and none may be a credential header.
+/// must be distinct, and none may be a header credentials are read from.
 fn owned_headers(
     principal_headers: &PrincipalHeaders,
     providers: &[Provider],
     api_keys: &ApiKeys,
+    tokens: &TokenLocations,
 ) -> Result<Vec<String>, ConfigError> {
     let principal_names = [&principal_headers.principal, &principal_headers.method, &principal_headers.provider];
     if principal_names[0] == principal_names[1] || principal_names[0] == principal_names[2] {
@@ -443,7 +469,14 @@ fn owned_headers(
     }
     owned.sort();
     owned.dedup();
-    if owned.iter().any(|name| name == "authorization" || api_keys.headers.contains(name)) {
+    let reads_cookies = !api_keys.cookies.is_empty() || tokens.cookies().next().is_some();
+    let credential_header = |name: &String| {
+        name == AUTHORIZATION
+            || api_keys.headers.contains(name)
+            || tokens.headers().any(|(_, header, _)| header == name)
+            || (reads_cookies && name == "cookie")
+    };
+    if owned.iter().any(credential_header) {
         return Err(ConfigError::new("principal_headers", "a header the filter sets is also a credential header"));
     }
     Ok(owned)

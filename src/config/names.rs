@@ -1,4 +1,5 @@
-//! Names the configuration gives: HTTP header names, user names and client ids.
+//! Names the configuration gives: HTTP header names, parameter and cookie names,
+//! user names and client ids.
 
 use super::error::ConfigError;
 
@@ -9,6 +10,15 @@ pub fn header_name(name: &str, path: &str) -> Result<String, ConfigError> {
         return Err(ConfigError::new(path, "is not a valid header name"));
     }
     Ok(name.to_ascii_lowercase())
+}
+
+/// A query parameter or cookie name that carries a credential: a plain name, so
+/// that its every spelling (`query::lenient_name`) is known.
+pub fn form_name(name: &str, path: &str) -> Result<(), ConfigError> {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+        return Err(ConfigError::new(path, "must be a non-empty name of [A-Za-z0-9-_.]"));
+    }
+    Ok(())
 }
 
 /// A user name or client id: what goes upstream as the principal. RFC 7617: the

@@ -165,6 +165,7 @@ pub struct RawRevocation {
 
 #[derive(Deserialize)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
+#[cfg_attr(not(target_arch = "wasm32"), schemars(extend("not" = {"required": ["htpasswd", "htpasswd_env"]})))]
 #[serde(deny_unknown_fields)]
 pub struct RawBasic {
     /// Users with their stored password hashes.
@@ -172,6 +173,8 @@ pub struct RawBasic {
     pub users: Vec<RawUser>,
     /// The text of an htpasswd file (`name:hash` lines, `#` comments).
     pub htpasswd: Option<String>,
+    /// Instead of `htpasswd`: the environment variable of the Envoy process that holds it.
+    pub htpasswd_env: Option<String>,
     /// Failed password checks allowed per user name in a window; past it, 429.
     #[serde(default)]
     pub failure_limit: RawFailureLimit,
@@ -182,12 +185,15 @@ pub struct RawBasic {
 
 #[derive(Deserialize)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
+#[cfg_attr(not(target_arch = "wasm32"), schemars(extend("oneOf" = one_of("password_hash"))))]
 #[serde(deny_unknown_fields)]
 pub struct RawUser {
     /// The user name (no `:`, no surrounding spaces).
     pub name: String,
     /// `sha256:<hex>`, htpasswd `{SHA}<base64>` or bcrypt `$2a$`/`$2b$`/`$2y$` (cost 4-12); never clear text.
-    pub password_hash: String,
+    pub password_hash: Option<String>,
+    /// Instead of `password_hash`: the environment variable of the Envoy process that holds it.
+    pub password_hash_env: Option<String>,
     /// Allowed HTTP methods, each by name (absent: all).
     pub methods: Option<Vec<String>>,
     /// Allowed path prefixes (absent: all).
@@ -231,6 +237,9 @@ pub struct RawApiKeys {
     pub headers: Vec<String>,
     /// A query parameter carrying an API key; off unless named (keys in URLs end up in logs).
     pub query_param: Option<String>,
+    /// Cookies that carry an API key, read after the headers and the query parameter, in order of precedence.
+    #[serde(default)]
+    pub cookies: Vec<String>,
     /// Accept `client-id:api-key` as Basic credentials.
     #[serde(default = "default_true")]
     pub allow_basic: bool,
@@ -241,12 +250,15 @@ pub struct RawApiKeys {
 
 #[derive(Deserialize)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
+#[cfg_attr(not(target_arch = "wasm32"), schemars(extend("oneOf" = one_of("key_hash"))))]
 #[serde(deny_unknown_fields)]
 pub struct RawApiClient {
     /// The client id, its principal (no `:`, no surrounding spaces).
     pub id: String,
     /// `sha256:<hex>` of the key (`wasm-authn new-api-key` makes both).
-    pub key_hash: String,
+    pub key_hash: Option<String>,
+    /// Instead of `key_hash`: the environment variable of the Envoy process that holds it.
+    pub key_hash_env: Option<String>,
     /// A disabled key is refused.
     #[serde(default)]
     pub disabled: bool,
@@ -300,6 +312,7 @@ pub struct RawKeypair {
 /// The token endpoint: it answers its two paths itself, and accepts the tokens it issues.
 #[derive(Deserialize)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
+#[cfg_attr(not(target_arch = "wasm32"), schemars(extend("oneOf" = one_of("signing_key"))))]
 #[serde(deny_unknown_fields)]
 pub struct RawTokenEndpoint {
     /// The `x-auth-provider` value of its tokens (default `token-endpoint`).
@@ -318,7 +331,10 @@ pub struct RawTokenEndpoint {
     #[serde(default = "default_token_lifetime")]
     pub lifetime_seconds: u64,
     /// The private key: a JWK object (EC P-256, OKP Ed25519, RSA, or oct for HS256) or a PKCS#8 PEM string.
-    pub signing_key: Value,
+    pub signing_key: Option<Value>,
+    /// Instead of `signing_key`: the environment variable of the Envoy process that holds it
+    /// (the JWK as JSON text, or the PEM text).
+    pub signing_key_env: Option<String>,
     /// The `kid` of its tokens (default: the key's RFC 7638 thumbprint).
     pub kid: Option<String>,
 }
@@ -366,6 +382,17 @@ pub struct RawProvider {
     /// Claims copied to upstream headers.
     #[serde(default)]
     pub claim_to_headers: Vec<RawClaimToHeader>,
+    /// Headers that carry its tokens. With any `from_*` set, the provider reads its tokens
+    /// only there, not in `Authorization: Bearer`.
+    #[serde(default)]
+    pub from_headers: Vec<RawTokenHeader>,
+    /// Query parameters that carry its tokens (opt-in: URLs end up in logs); removed from
+    /// `:path` before the request goes upstream.
+    #[serde(default)]
+    pub from_params: Vec<String>,
+    /// Cookies that carry its tokens; removed from `Cookie` before the request goes upstream.
+    #[serde(default)]
+    pub from_cookies: Vec<String>,
     /// Allowed HTTP methods for every token of this provider (absent: all).
     pub methods: Option<Vec<String>>,
     /// Allowed path prefixes for every token (absent: all).
@@ -403,6 +430,18 @@ pub struct RawRemote {
     /// Larger responses are refused (1024-1048576).
     #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: usize,
+}
+
+/// A header that carries a provider's tokens (`from_headers`, as in Envoy's `jwt_authn`).
+#[derive(Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RawTokenHeader {
+    /// The header name, e.g. `x-goog-iap-jwt-assertion`.
+    pub name: String,
+    /// What the value starts with before the token, e.g. `"Bearer "` or `"Token "` (compared
+    /// without case); absent: the whole value is the token.
+    pub value_prefix: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -497,4 +536,10 @@ fn default_token_endpoint_name() -> String {
 
 fn default_token_lifetime() -> u64 {
     3600
+}
+
+/// A secret field is given inline or as `<field>_env`, exactly one of them (the schema's `oneOf`).
+#[cfg(not(target_arch = "wasm32"))]
+fn one_of(field: &str) -> Value {
+    serde_json::json!([{"required": [field]}, {"required": [format!("{field}_env")]}])
 }

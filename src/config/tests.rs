@@ -323,3 +323,231 @@ fn a_p384_key_needs_envoy_crypto() {
     let config = json!({"keypairs": [{"id": "signer", "public_key": pem}]});
     assert!(Config::from_json(config.to_string().as_bytes()).is_ok());
 }
+
+fn api_keys_with(places: serde_json::Value) -> serde_json::Value {
+    let mut api_keys = json!({"clients": [{"id": "c", "key_hash": SECRET_SHA256}]});
+    for (k, v) in places.as_object().unwrap() {
+        api_keys[k] = v.clone();
+    }
+    json!({ "api_keys": api_keys })
+}
+
+#[test]
+fn api_key_cookies_are_plain_distinct_names() {
+    let c = parse(api_keys_with(json!({"cookies": ["api_key", "__Host-key"]}))).unwrap();
+    assert_eq!(c.api_keys.cookies, vec!["api_key", "__Host-key"]);
+    let cases = [
+        (json!({"cookies": ["a key"]}), "api_keys.cookies[0]: must be a non-empty name of [A-Za-z0-9-_.]"),
+        (json!({"cookies": [""]}), "api_keys.cookies[0]: must be"),
+        (json!({"cookies": ["api_key", "API.key"]}), "api_keys.cookies[1]: is already listed (in some spelling)"),
+        (json!({"query_param": "a=b"}), "api_keys.query_param: must be a non-empty name"),
+    ];
+    for (places, expected) in cases {
+        let error = error_of(api_keys_with(places));
+        assert!(error.starts_with(expected), "{error}");
+    }
+}
+
+fn providers_with(places: &[serde_json::Value]) -> serde_json::Value {
+    let providers: Vec<serde_json::Value> = places
+        .iter()
+        .enumerate()
+        .map(|(i, place)| {
+            let mut provider = hs256_provider(&format!("p{i}"), &format!("https://issuer-{i}"));
+            for (k, v) in place.as_object().unwrap() {
+                provider[k] = v.clone();
+            }
+            provider
+        })
+        .collect();
+    json!({"jwt": {"providers": providers}, "api_keys": {"headers": ["x-api-key"], "query_param": "api_key",
+        "cookies": ["apikey"], "clients": [{"id": "c", "key_hash": SECRET_SHA256}]}})
+}
+
+#[test]
+fn token_places_are_shared_by_the_providers_that_name_them() {
+    use crate::jwt::ProviderId;
+    use crate::token_location::TokenPlace;
+    let c = parse(providers_with(&[
+        json!({}),
+        json!({"from_headers": [{"name": "X-Goog-IAP-JWT-Assertion"}, {"name": "authorization", "value_prefix": "Token "}],
+               "from_params": ["access_token"]}),
+        json!({"from_headers": [{"name": "x-goog-iap-jwt-assertion"}, {"name": "Authorization", "value_prefix": "Bearer "}],
+               "from_cookies": ["session"]}),
+    ]))
+    .unwrap();
+    let places: Vec<(&TokenPlace, &[ProviderId])> =
+        c.token_locations.locations.iter().map(|l| (&l.place, l.readers.as_slice())).collect();
+    let header = |name: &str, prefix: &str| TokenPlace::Header { name: name.into(), prefix: prefix.into() };
+    assert_eq!(
+        places,
+        vec![
+            (&header("authorization", "bearer "), &[ProviderId(0), ProviderId(2)][..]),
+            (&header("x-goog-iap-jwt-assertion", ""), &[ProviderId(1), ProviderId(2)][..]),
+            (&header("authorization", "token "), &[ProviderId(1)][..]),
+            (&TokenPlace::Param("access_token".into()), &[ProviderId(1)][..]),
+            (&TokenPlace::Cookie("session".into()), &[ProviderId(2)][..]),
+        ]
+    );
+}
+
+#[test]
+fn keypairs_and_the_token_endpoint_read_authorization_bearer() {
+    let mut config = providers_with(&[json!({"from_cookies": ["session"]})]);
+    config["token_endpoint"] = json!({"path": "/token", "issuer": "https://me",
+        "signing_key": {"kty": "oct", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldC0"}});
+    let c = parse(config).unwrap();
+    assert_eq!(c.token_locations.locations[0].readers, vec![crate::jwt::ProviderId(1)]);
+}
+
+#[test]
+fn token_places_that_could_be_read_as_another_are_refused() {
+    let cases = [
+        (
+            vec![json!({"from_headers": [{"name": "bad header"}]})],
+            "jwt.providers[0].from_headers[0].name: is not a valid header name",
+        ),
+        (vec![json!({"from_headers": [{"name": "host"}]})], "jwt.providers[0].from_headers[0].name: names a header"),
+        (vec![json!({"from_headers": [{"name": "cookie"}]})], "jwt.providers[0].from_headers[0].name: names a header"),
+        (
+            vec![json!({"from_headers": [{"name": "authorization"}]})],
+            "jwt.providers[0].from_headers[0].value_prefix: is required on authorization",
+        ),
+        (
+            vec![json!({"from_headers": [{"name": "authorization", "value_prefix": "basic "}]})],
+            "jwt.providers[0].from_headers[0].value_prefix: Authorization: Basic",
+        ),
+        (
+            vec![json!({"from_headers": [{"name": "x-t", "value_prefix": "T\u{e9} "}]})],
+            "jwt.providers[0].from_headers[0].value_prefix: must be printable ASCII",
+        ),
+        (
+            vec![json!({"from_headers": [{"name": "x-t", "value_prefix": " T"}]})],
+            "jwt.providers[0].from_headers[0].value_prefix: must be printable ASCII",
+        ),
+        (
+            vec![json!({"from_headers": [{"name": "authorization", "value_prefix": "Bear"}]})],
+            "jwt.providers[0].from_headers[0]: overlaps Authorization: Bearer (the default)",
+        ),
+        (
+            vec![json!({"from_headers": [{"name": "x-t"}, {"name": "x-t", "value_prefix": "JWT "}]})],
+            "jwt.providers[0].from_headers[1]: overlaps jwt.providers[0].from_headers[0]",
+        ),
+        (
+            vec![json!({"from_headers": [{"name": "x-t"}, {"name": "X-T"}]})],
+            "jwt.providers[0].from_headers[1]: is already listed",
+        ),
+        (
+            vec![json!({"from_headers": [{"name": "x-api-key"}]})],
+            "jwt.providers[0].from_headers[0]: is also an API key header",
+        ),
+        (vec![json!({"from_params": ["a b"]})], "jwt.providers[0].from_params[0]: must be a non-empty name"),
+        (vec![json!({"from_params": ["Api.Key"]})], "jwt.providers[0].from_params[0]: is also the API key parameter"),
+        (
+            vec![json!({"from_params": ["token"]}), json!({"from_params": ["TOKEN"]})],
+            "jwt.providers[1].from_params[0]: overlaps jwt.providers[0].from_params[0]",
+        ),
+        (vec![json!({"from_cookies": ["session", "session"]})], "jwt.providers[0].from_cookies[1]: is already listed"),
+        (vec![json!({"from_cookies": ["ApiKey"]})], "jwt.providers[0].from_cookies[0]: is also an API key cookie"),
+        (
+            vec![json!({"from_cookies": ["s"], "claim_to_headers": [{"claim": "c", "header": "cookie"}]})],
+            "principal_headers: a header the filter sets is also a credential header",
+        ),
+        (
+            vec![json!({"from_headers": [{"name": "x-t"}], "claim_to_headers": [{"claim": "c", "header": "x-t"}]})],
+            "principal_headers: a header the filter sets",
+        ),
+    ];
+    for (places, expected) in cases {
+        let error = error_of(providers_with(&places));
+        assert!(error.starts_with(expected), "{expected}\n{error}");
+    }
+}
+
+const HMAC_K: &str = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldC0";
+const ED25519_PRIVATE: &str = include_str!("../../tests/keys/ed25519_private.pem");
+
+/// Every secret-bearing field given as `X_env`.
+fn secrets_from_env() -> serde_json::Value {
+    json!({
+        "basic": {"users": [{"name": "alice", "password_hash_env": "ALICE_HASH"}], "htpasswd_env": "HTPASSWD"},
+        "api_keys": {"clients": [{"id": "reporting", "key_hash_env": "REPORTING_KEY_HASH"}]},
+        "jwt": {"providers": [{"name": "corp", "issuer": "https://id.corp",
+            "local_jwks": {"keys": [{"kty": "oct", "kid": "h1", "k_env": "CORP_HMAC"}]}}]},
+        "token_endpoint": {"path": "/token", "issuer": "https://me", "signing_key_env": "TOKEN_KEY"}
+    })
+}
+
+fn environment(overrides: &[(&str, Option<&str>)]) -> impl Fn(&str) -> Option<String> {
+    let mut vars: std::collections::HashMap<String, Option<String>> = [
+        ("ALICE_HASH", SECRET_SHA256),
+        ("HTPASSWD", "# from a secret\ncarol:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=\n"),
+        ("REPORTING_KEY_HASH", SECRET_SHA256),
+        ("CORP_HMAC", HMAC_K),
+        ("TOKEN_KEY", ED25519_PRIVATE),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), Some(v.to_string())))
+    .collect();
+    for (name, value) in overrides {
+        vars.insert(name.to_string(), value.map(String::from));
+    }
+    move |name| vars.get(name).cloned().flatten()
+}
+
+fn parse_with_env(value: serde_json::Value, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, String> {
+    Config::from_json_with_env(value.to_string().as_bytes(), env).map_err(|e| e.to_string())
+}
+
+#[test]
+fn every_secret_may_come_from_the_environment() {
+    let c = parse_with_env(secrets_from_env(), &environment(&[])).unwrap();
+    assert_eq!(c.basic_users.len(), 2);
+    assert_eq!(c.api_keys.verify("secret").map(|p| p.id), Ok("reporting".to_string()));
+    assert!(c.token_endpoint.is_some());
+    // A JWK given as JSON text, with a mounted file's newline.
+    let jwk = r#"{"kty": "oct", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldC0"}"#.to_string() + "\n";
+    assert!(parse_with_env(secrets_from_env(), &environment(&[("TOKEN_KEY", Some(&jwk))])).is_ok());
+}
+
+#[test]
+fn a_missing_variable_names_the_field_and_a_value_is_never_echoed() {
+    let cases = [
+        ("TOKEN_KEY", None, "token_endpoint.signing_key_env: environment variable TOKEN_KEY is not set"),
+        ("ALICE_HASH", None, "basic.users[0].password_hash_env: environment variable ALICE_HASH is not set"),
+        ("HTPASSWD", Some("\n"), "basic.htpasswd_env: environment variable HTPASSWD is empty"),
+        ("CORP_HMAC", None, "jwt.providers[0].local_jwks.keys[0].k_env: environment variable CORP_HMAC is not set"),
+        ("CORP_HMAC", Some("c2hvcnQ"), "jwt.providers[0].local_jwks.keys[0].k_env: "),
+        ("ALICE_HASH", Some("hunter2-clear"), "basic.users[0].password_hash_env: unsupported hash format"),
+        ("REPORTING_KEY_HASH", Some("{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ="), "api_keys.clients[0].key_hash_env: API keys"),
+        ("HTPASSWD", Some("carol"), "basic.htpasswd_env line 1: expected name:hash"),
+        ("TOKEN_KEY", Some("{not json-hunter2"), "token_endpoint.signing_key_env: holds neither a JWK"),
+        ("TOKEN_KEY", Some("hunter2-not-pem"), "token_endpoint.signing_key_env: "),
+    ];
+    for (name, value, expected) in cases {
+        let error = parse_with_env(secrets_from_env(), &environment(&[(name, value)])).unwrap_err();
+        assert!(error.starts_with(expected), "{expected}\n{error}");
+        assert!(!error.contains("hunter2") && !error.contains("c2hvcnQ"), "{error}");
+    }
+}
+
+#[test]
+fn a_secret_is_given_one_way_only() {
+    let mut both = secrets_from_env();
+    both["basic"]["users"][0]["password_hash"] = json!(SECRET_SHA256);
+    both["token_endpoint"]["signing_key"] = json!(ED25519_PRIVATE);
+    let error = parse_with_env(both, &environment(&[])).unwrap_err();
+    assert_eq!(error, "basic.users[0].password_hash_env: set password_hash or password_hash_env, not both");
+    let mut k_twice = secrets_from_env();
+    k_twice["jwt"]["providers"][0]["local_jwks"]["keys"][0]["k"] = json!(HMAC_K);
+    let error = parse_with_env(k_twice, &environment(&[])).unwrap_err();
+    assert_eq!(error, "jwt.providers[0].local_jwks.keys[0].k_env: set k or k_env, not both");
+    let mut rsa = secrets_from_env();
+    rsa["jwt"]["providers"][0]["local_jwks"]["keys"][0]["kty"] = json!("RSA");
+    let error = parse_with_env(rsa, &environment(&[])).unwrap_err();
+    assert_eq!(error, "jwt.providers[0].local_jwks.keys[0].k_env: only an oct key has a secret (k)");
+    let mut neither = secrets_from_env();
+    neither["token_endpoint"].as_object_mut().unwrap().remove("signing_key_env");
+    let error = parse_with_env(neither, &environment(&[])).unwrap_err();
+    assert_eq!(error, "token_endpoint: missing field `signing_key` (or `signing_key_env`)");
+}

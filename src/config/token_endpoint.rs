@@ -6,6 +6,7 @@ use std::rc::Rc;
 use super::error::ConfigError;
 use super::names::{non_empty, principal_name};
 use super::schema::RawTokenEndpoint;
+use super::secrets::{self, Env};
 use crate::jwt::{thumbprint, Issuer, Provider};
 use crate::path;
 use crate::privileges::Privileges;
@@ -16,7 +17,7 @@ const DEFAULT_JWKS_PATH: &str = "/.well-known/jwks.json";
 /// A day: past that, a token outlives any reason to exchange keys for it.
 const MAX_TOKEN_LIFETIME_SECONDS: u64 = 86_400;
 
-pub fn compile(raw: RawTokenEndpoint) -> Result<(TokenEndpoint, Provider), ConfigError> {
+pub fn compile(raw: RawTokenEndpoint, env: Env) -> Result<(TokenEndpoint, Provider), ConfigError> {
     const AT: &str = "token_endpoint";
     let field = |name: &str| format!("{AT}.{name}");
     principal_name(&raw.name, &field("name"))?;
@@ -29,7 +30,8 @@ pub fn compile(raw: RawTokenEndpoint) -> Result<(TokenEndpoint, Provider), Confi
         return Err(ConfigError::new(field("lifetime_seconds"), "must be between 1 and 86400"));
     }
     // The key is never quoted: Signer's errors describe it, nothing more.
-    let signer = Signer::parse(&raw.signing_key).map_err(|e| ConfigError::new(field("signing_key"), e))?;
+    let (signing_key, key_field) = secrets::signing_key(raw.signing_key, raw.signing_key_env.as_deref(), env)?;
+    let signer = Signer::parse(&signing_key).map_err(|e| ConfigError::new(&key_field, e))?;
     let public = signer.public_jwk();
     let jwks_path = match (raw.jwks_path, &public) {
         (Some(_), None) => {
@@ -56,7 +58,7 @@ pub fn compile(raw: RawTokenEndpoint) -> Result<(TokenEndpoint, Provider), Confi
             None => "hs256".to_string(),
         },
     };
-    let local_keys = signer.verification_keys(&kid).map_err(|e| ConfigError::new(field("signing_key"), e))?;
+    let local_keys = signer.verification_keys(&kid).map_err(|e| ConfigError::new(key_field, e))?;
     let provider = Provider {
         name: raw.name.clone(),
         issuer: raw.issuer.clone(),

@@ -17,8 +17,8 @@ use crate::request::RequestFacts;
 use crate::token_endpoint::grant::Presented;
 use crate::token_endpoint::MAX_BODY_BYTES;
 
-use super::envoy::now_ms;
 use super::abi::{request_body, request_headers, send_local_response, set_property};
+use super::envoy::now_ms;
 use super::vm::{tick_fast, Vm};
 
 pub struct AuthnRequest {

@@ -3,8 +3,8 @@
 //! to the core's `Plugin`: configuration and ticks (`root`), request headers and
 //! stream ends (`http`).
 
-mod envoy;
 mod abi;
+mod envoy;
 mod http;
 mod root;
 mod vm;

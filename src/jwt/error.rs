@@ -11,6 +11,8 @@ pub enum JwtError {
     /// `none`, an unknown `alg`, or an `alg` the selected key is not bound to.
     UnsupportedAlgorithm,
     UnknownIssuer,
+    /// A provider's token found where that provider does not read tokens.
+    WrongLocation,
     UnknownKey {
         provider: ProviderId,
     },
@@ -37,6 +39,7 @@ impl JwtError {
             JwtError::Malformed => "malformed token",
             JwtError::UnsupportedAlgorithm => "algorithm not allowed",
             JwtError::UnknownIssuer => "unknown issuer",
+            JwtError::WrongLocation => "token not accepted in this location",
             JwtError::UnknownKey { .. } => "unknown signing key",
             JwtError::KeysNotLoaded { .. } => "signing keys not available yet",
             JwtError::BadSignature => "signature verification failed",
@@ -57,6 +60,7 @@ impl JwtError {
             JwtError::Malformed => Reason::JwtMalformed,
             JwtError::UnsupportedAlgorithm => Reason::JwtAlgorithm,
             JwtError::UnknownIssuer => Reason::JwtUnknownIssuer,
+            JwtError::WrongLocation => Reason::JwtWrongLocation,
             JwtError::UnknownKey { .. } => Reason::JwtUnknownKey,
             JwtError::KeysNotLoaded { .. } => Reason::JwksUnavailable,
             JwtError::BadSignature => Reason::JwtBadSignature,

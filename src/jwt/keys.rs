@@ -404,8 +404,10 @@ const P384_SPKI_PREFIX: [u8; 23] = [
 ];
 const P384_POINT_BYTES: usize = 1 + 2 * P384_COORDINATE_BYTES;
 /// secp384r1 (SEC 2, 2.5.1): y^2 = x^3 - 3x + b over the prime p.
-const P384_P: &[u8] = b"fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffeffffffff0000000000000000ffffffff";
-const P384_B: &[u8] = b"b3312fa7e23ee7e4988e056be3f82d19181d9c6efe8141120314088f5013875ac656398d8a2ed19d2a85c8edd3ec2aef";
+const P384_P: &[u8] =
+    b"fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffeffffffff0000000000000000ffffffff";
+const P384_B: &[u8] =
+    b"b3312fa7e23ee7e4988e056be3f82d19181d9c6efe8141120314088f5013875ac656398d8a2ed19d2a85c8edd3ec2aef";
 
 /// A P-384 key from its uncompressed SEC1 point; None when it is not a point on the curve.
 fn p384_material(point: &[u8]) -> Option<KeyMaterial> {
@@ -541,7 +543,12 @@ impl Key {
             }
             KeyMaterial::P384 { point, .. } => {
                 let (x, y) = point.get(1..)?.split_at(P384_COORDINATE_BYTES);
-                vec![("kty", "EC".into()), ("crv", "P-384".into()), ("x", JWK_BASE64.encode(x)), ("y", JWK_BASE64.encode(y))]
+                vec![
+                    ("kty", "EC".into()),
+                    ("crv", "P-384".into()),
+                    ("x", JWK_BASE64.encode(x)),
+                    ("y", JWK_BASE64.encode(y)),
+                ]
             }
             KeyMaterial::Ed25519(key) => {
                 vec![("kty", "OKP".into()), ("crv", "Ed25519".into()), ("x", JWK_BASE64.encode(key.as_ref()))]

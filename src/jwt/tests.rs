@@ -115,7 +115,7 @@ fn rs256(claims: &Value) -> String {
 }
 
 fn check_with(token: &str, providers: &[Provider], backend: &dyn SignatureBackend) -> Result<VerifiedToken, JwtError> {
-    verify(token, providers, backend, NOW, SKEW)
+    verify(token, providers, &|_| true, backend, NOW, SKEW)
 }
 
 /// Checked as in Envoy: the module's own code, and the host's for ES384.
@@ -286,6 +286,18 @@ fn provider_is_chosen_by_issuer() {
     let other = provider(merged(base_config(), json!({"name": "other", "issuer": "https://other.example.com"})));
     let providers = [other, provider(base_config())];
     assert_eq!(check(&rs256(&claims()), &providers).unwrap().provider, ProviderId(1));
+}
+
+#[test]
+fn a_provider_not_bound_to_the_place_is_refused_before_any_signature_check() {
+    let other = provider(merged(base_config(), json!({"name": "other", "issuer": "https://other.example.com"})));
+    let providers = [other, provider(base_config())];
+    let forged = replace_signature(&rs256(&claims()), |sig| sig[10] ^= 0x01);
+    let only_other = |id: ProviderId| id == ProviderId(0);
+    // A host that would accept any signature is never asked.
+    let accepting = FixedBackend::new(Some(true));
+    assert_eq!(verify(&forged, &providers, &only_other, &accepting, NOW, SKEW), Err(JwtError::WrongLocation));
+    assert!(accepting.calls.borrow().is_empty());
 }
 
 #[test]

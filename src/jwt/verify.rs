@@ -71,11 +71,13 @@ struct UntrustedJws<'t> {
 }
 
 /// Verify a compact JWS against the providers (each with its fetched keys, if any);
-/// `now` is unix seconds from the host and `skew` the tolerance in seconds on
-/// `exp`, `nbf` and `iat`.
+/// `bound_here` says which providers read the place the token came from; `now` is
+/// unix seconds from the host and `skew` the tolerance in seconds on `exp`, `nbf`
+/// and `iat`.
 pub fn verify(
     token: &str,
     providers: &[Provider],
+    bound_here: &dyn Fn(ProviderId) -> bool,
     backend: &dyn SignatureBackend,
     now: u64,
     skew: u64,
@@ -108,6 +110,10 @@ pub fn verify(
         .find(|(_, provider)| provider.matches_issuer(issuer, pem_issuer.as_deref()))
         .ok_or(JwtError::UnknownIssuer)?;
     let index = ProviderId(index);
+    // Before any key is looked at: another provider's place cannot smuggle its tokens in.
+    if !bound_here(index) {
+        return Err(JwtError::WrongLocation);
+    }
     let remote = provider.remote_keys();
 
     let candidates = candidate_keys(provider, index, remote, kid, alg)?;

@@ -677,3 +677,98 @@ fn the_verdict_as_filter_state_when_asked_and_refusals_name_their_reason() {
     let reply = denied(decide(&mut vm, &[]));
     assert_eq!(reply.details(), "wasm_authn.missing_credential");
 }
+
+/// corp reads `Authorization: Bearer`; iap reads its tokens only in its own places.
+fn locations_vm(extra: Value) -> Vm {
+    let secret = json!({"keys": [{"kty": "oct", "kid": "hmac-1", "k": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(HMAC_SECRET)}]});
+    authenticator(merge(
+        json!({"jwt": {"providers": [
+            {"name": "corp", "issuer": "https://id.corp", "local_jwks": secret},
+            {"name": "iap", "issuer": "https://iap.example", "local_jwks": secret,
+             "from_headers": [{"name": "x-goog-iap-jwt-assertion"}],
+             "from_params": ["access_token"],
+             "from_cookies": ["session"]}
+        ]}}),
+        extra,
+    ))
+}
+
+fn token_of(issuer: &str) -> String {
+    hs256(json!({"iss": issuer, "sub": "u-1", "exp": NOW + 60}))
+}
+
+#[test]
+fn a_provider_reads_its_tokens_in_its_places_only() {
+    let mut vm = locations_vm(json!({}));
+    let iap = token_of("https://iap.example");
+    let cookie = format!("theme=dark; session={iap}; lang=en");
+    let (principal, changes) = allowed(decide(&mut vm, &[("cookie", &cookie)]));
+    assert_eq!(principal.provider.as_deref(), Some("iap"));
+    assert_eq!(changes.remove, vec!["cookie"]);
+    assert_eq!(header_value(&changes, "cookie"), Some("theme=dark; lang=en"));
+    let (_, changes) = allowed(decide_with(&mut vm, "GET", &format!("/o?access_token={iap}&page=2"), &[]));
+    assert_eq!(changes.path.as_deref(), Some("/o?page=2"));
+    allowed(decide(&mut vm, &[("x-goog-iap-jwt-assertion", &iap)]));
+
+    // iap's token in corp's place, corp's token in iap's place: another place cannot smuggle it in.
+    let r = denied(decide(&mut vm, &[("authorization", &format!("Bearer {iap}"))]));
+    assert_eq!(
+        (r.status, r.reason, r.message.as_str()),
+        (401, Reason::JwtWrongLocation, "token not accepted in this location")
+    );
+    let corp = token_of("https://id.corp");
+    let r = denied(decide(&mut vm, &[("cookie", &format!("session={corp}"))]));
+    assert_eq!(r.reason, Reason::JwtWrongLocation);
+}
+
+#[test]
+fn a_remembered_token_stays_bound_to_its_place() {
+    let mut vm = locations_vm(json!({}));
+    let corp = token_of("https://id.corp");
+    allowed(decide(&mut vm, &[("authorization", &format!("Bearer {corp}"))]));
+    let r = denied(decide(&mut vm, &[("x-goog-iap-jwt-assertion", &corp)]));
+    assert_eq!(r.reason, Reason::JwtWrongLocation);
+}
+
+#[test]
+fn two_tokens_in_two_places_are_ambiguous() {
+    let mut vm = locations_vm(json!({}));
+    let (corp, iap) = (token_of("https://id.corp"), token_of("https://iap.example"));
+    let headers = [("authorization", format!("Bearer {corp}")), ("cookie", format!("session={iap}"))];
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let r = denied(decide(&mut vm, &headers));
+    assert_eq!((r.status, r.reason), (401, Reason::CredentialAmbiguous));
+    // The same token twice is one credential.
+    let path = format!("/o?access_token={iap}");
+    let (_, changes) = allowed(decide_with(&mut vm, "GET", &path, &[("x-goog-iap-jwt-assertion", &iap)]));
+    assert_eq!(changes.remove, vec!["x-goog-iap-jwt-assertion"]);
+    assert_eq!(changes.path.as_deref(), Some("/o"));
+}
+
+#[test]
+fn a_bypassed_request_loses_every_token_place() {
+    let mut vm = locations_vm(json!({}));
+    let headers = [
+        ("cookie", "session=x; Session=y; keep=1"),
+        ("x-goog-iap-jwt-assertion", "z"),
+        ("x_goog_iap_jwt_assertion", "z"),
+    ];
+    match decide_with(&mut vm, "GET", "/healthz?access_token=x&ACCESS_TOKEN=y", &headers) {
+        Decision::Bypass(changes) => {
+            assert_eq!(changes.remove, vec!["x-goog-iap-jwt-assertion", "x_goog_iap_jwt_assertion", "cookie"]);
+            assert_eq!(header_value(&changes, "cookie"), Some("keep=1"));
+            assert_eq!(changes.path.as_deref(), Some("/healthz"));
+        }
+        other => panic!("expected Bypass, got {other:?}"),
+    }
+}
+
+#[test]
+fn forwarded_tokens_stay_where_they_were_found() {
+    let mut vm = locations_vm(json!({"forward_credentials": true}));
+    let iap = token_of("https://iap.example");
+    let cookie = format!("session={iap}; other=1");
+    let (_, changes) = allowed(decide(&mut vm, &[("cookie", &cookie), ("x-api-key", "not-checked")]));
+    assert_eq!(changes.remove, vec!["x-api-key"]);
+    assert_eq!(header_value(&changes, "cookie"), None);
+}

@@ -474,7 +474,10 @@ fn a_token_request_whose_body_never_comes_gets_408() {
     let headers: Vec<(String, String)> =
         [(":method", "POST"), (":path", "/token")].iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
     for context in [1, 2] {
-        assert!(matches!(plugin.on_request(&mut host, context, &RequestFacts::from_headers(&headers), T0), Verdict::ReadBody(_)));
+        assert!(matches!(
+            plugin.on_request(&mut host, context, &RequestFacts::from_headers(&headers), T0),
+            Verdict::ReadBody(_)
+        ));
     }
     assert!(plugin.busy(), "ticks fast while bodies are awaited");
     plugin.on_stream_end(&mut host, 2);

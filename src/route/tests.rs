@@ -109,7 +109,7 @@ fn kinds_admit_their_principals() {
     let keys = Require::Kinds(vec![Kind::ApiKey]);
     assert!(keys.admits(&principal(AuthMethod::ApiKey, None)));
     assert!(!keys.admits(&principal(AuthMethod::Basic, None)));
-    let bearer = Credential::Bearer("t".into());
+    let bearer = Credential::bearer("t");
     let basic = Credential::Basic { user: "u".into(), password: "p".into() };
     assert!(!keys.may_accept(&bearer) && keys.may_accept(&basic));
     assert!(jwt_corp.may_accept(&bearer) && !jwt_corp.may_accept(&basic));

@@ -10,7 +10,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde_json::Value;
 
-use crate::credential::percent_decode;
+use crate::query::percent_decode;
 
 /// What the request's headers bring, read when they arrive (the body comes later).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -192,13 +192,28 @@ mod tests {
     #[test]
     fn rfc_6749_errors() {
         let form = presented(FORM, None, None);
-        assert_eq!(read(&form, b"client_id=c&client_secret=s"), Err(GrantError::InvalidRequest("grant_type is required")));
+        assert_eq!(
+            read(&form, b"client_id=c&client_secret=s"),
+            Err(GrantError::InvalidRequest("grant_type is required"))
+        );
         assert_eq!(read(&form, b"grant_type=password&username=u"), Err(GrantError::UnsupportedGrantType));
-        assert_eq!(read(&form, b"grant_type=client_credentials"), Err(GrantError::InvalidClient("client authentication required")));
-        assert!(matches!(read(&form, b"grant_type=client_credentials&client_id=c"), Err(GrantError::InvalidRequest(_))));
-        assert!(matches!(read(&form, b"grant_type=client_credentials&grant_type=x"), Err(GrantError::InvalidRequest(_))));
+        assert_eq!(
+            read(&form, b"grant_type=client_credentials"),
+            Err(GrantError::InvalidClient("client authentication required"))
+        );
+        assert!(matches!(
+            read(&form, b"grant_type=client_credentials&client_id=c"),
+            Err(GrantError::InvalidRequest(_))
+        ));
+        assert!(matches!(
+            read(&form, b"grant_type=client_credentials&grant_type=x"),
+            Err(GrantError::InvalidRequest(_))
+        ));
         let two = presented(Some("application/json"), None, Some("k"));
-        assert_eq!(read(&two, br#"{"apiKey": "k"}"#), Err(GrantError::InvalidRequest("more than one client authentication")));
+        assert_eq!(
+            read(&two, br#"{"apiKey": "k"}"#),
+            Err(GrantError::InvalidRequest("more than one client authentication"))
+        );
         let basic_alone = presented(None, Some(("c", "s")), None);
         assert!(matches!(read(&basic_alone, b""), Err(GrantError::InvalidRequest(_))));
         let xml = presented(Some("text/xml"), None, None);
@@ -208,6 +223,9 @@ mod tests {
             assert!(matches!(read(&json, bad), Err(GrantError::InvalidRequest(_))), "{}", String::from_utf8_lossy(bad));
         }
         assert_eq!(read(&json, br#"{"apiKey": "k", "grant_type": "implicit"}"#), Err(GrantError::UnsupportedGrantType));
-        assert_eq!(read(&presented(None, None, None), b""), Err(GrantError::InvalidClient("client authentication required")));
+        assert_eq!(
+            read(&presented(None, None, None), b""),
+            Err(GrantError::InvalidClient("client authentication required"))
+        );
     }
 }

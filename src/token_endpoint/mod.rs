@@ -144,13 +144,20 @@ impl TokenEndpoint {
             None => held.clone(),
             Some(asked) if asked.iter().all(|s| held.contains(s)) => asked,
             Some(_) => {
-                return oauth_error(400, "invalid_scope", "a requested scope is not the client's", Reason::TokenInvalidScope)
+                return oauth_error(
+                    400,
+                    "invalid_scope",
+                    "a requested scope is not the client's",
+                    Reason::TokenInvalidScope,
+                )
             }
         };
         let scope = scopes.join(" ");
         let token = match self.sign(&client.id, &scope, now) {
             Ok(token) => token,
-            Err(_) => return oauth_error(500, "server_error", "the token could not be signed", Reason::TokenSigningFailed),
+            Err(_) => {
+                return oauth_error(500, "server_error", "the token could not be signed", Reason::TokenSigningFailed)
+            }
         };
         let response = json!({
             "access_token": token,
@@ -252,7 +259,9 @@ fn body_too_large() -> LocalReply {
 /// RFC 6749 5.2. `invalid_client` is 401 with a Basic challenge, whichever form was used.
 fn grant_error(error: GrantError, realm: &str) -> LocalReply {
     match error {
-        GrantError::InvalidRequest(message) => oauth_error(400, "invalid_request", message, Reason::TokenInvalidRequest),
+        GrantError::InvalidRequest(message) => {
+            oauth_error(400, "invalid_request", message, Reason::TokenInvalidRequest)
+        }
         GrantError::UnsupportedGrantType => oauth_error(
             400,
             "unsupported_grant_type",

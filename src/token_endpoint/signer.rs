@@ -137,7 +137,8 @@ fn from_jwk(jwk: &Map<String, Value>) -> Result<Signer, String> {
             if jwk.get("crv").and_then(Value::as_str) != Some("P-256") {
                 return Err("an EC signing key must be on P-256 (ES256)".into());
             }
-            let key = p256::ecdsa::SigningKey::from_slice(&member(jwk, "d")?).map_err(|_| "`d` is not a P-256 private key")?;
+            let key = p256::ecdsa::SigningKey::from_slice(&member(jwk, "d")?)
+                .map_err(|_| "`d` is not a P-256 private key")?;
             check_public(jwk, Signer::Es256(key))
         }
         "OKP" => {

@@ -116,8 +116,8 @@ fn every_key_signs_tokens_that_verify_independently_and_in_the_filter() {
     for (signing_key, alg, public) in cases {
         let config = config(signing_key);
         let token = issued_token(&config);
-        let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(token.split('.').next().unwrap()).unwrap())
-            .unwrap();
+        let header: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(token.split('.').next().unwrap()).unwrap()).unwrap();
         assert_eq!(header["alg"], alg);
         assert_eq!(header["kid"], endpoint(&config).kid.as_str());
         let claims = independently_verified(&token, &public);
@@ -131,8 +131,7 @@ fn every_key_signs_tokens_that_verify_independently_and_in_the_filter() {
         // The filter accepts its own token: the client, with its privileges.
         let mut verifier = Verifier::new(&config);
         let host = FakeHost::new(&FakeShared::default());
-        let principal =
-            verifier.authenticate(&config, &Credential::Bearer(token), &host, NOW * 1000 + 5_000).unwrap();
+        let principal = verifier.authenticate(&config, &Credential::bearer(token), &host, NOW * 1000 + 5_000).unwrap();
         assert_eq!(principal.id, "reports");
         assert_eq!(principal.method, AuthMethod::Jwt);
         assert_eq!(principal.provider.as_deref(), Some("token-endpoint"));
@@ -147,7 +146,8 @@ fn the_three_forms_and_a_narrower_scope() {
     let in_body = post(&config, &form, "grant_type=client_credentials&client_id=reports&client_secret=key-reports");
     assert_eq!(in_body.status, 200, "{}", in_body.body());
     let basic = format!("Basic {}", STANDARD.encode("reports:key-reports"));
-    let in_basic = post(&config, &[form[0], ("authorization", &basic)], "grant_type=client_credentials&scope=orders:read");
+    let in_basic =
+        post(&config, &[form[0], ("authorization", &basic)], "grant_type=client_credentials&scope=orders:read");
     assert_eq!(in_basic.status, 200, "{}", in_basic.body());
     assert_eq!(body(&in_basic)["scope"], "orders:read");
     let in_header = post(&config, &[("x-api-key", "key-reports")], "");
@@ -162,7 +162,8 @@ fn the_three_forms_and_a_narrower_scope() {
     // The narrower token holds only what it asked for.
     let token = body(&in_basic)["access_token"].as_str().unwrap().to_string();
     let host = FakeHost::new(&FakeShared::default());
-    let principal = Verifier::new(&config).authenticate(&config, &Credential::Bearer(token), &host, NOW * 1000).unwrap();
+    let principal =
+        Verifier::new(&config).authenticate(&config, &Credential::bearer(token), &host, NOW * 1000).unwrap();
     assert_eq!(principal.scopes, vec!["orders:read"]);
 }
 
@@ -189,8 +190,12 @@ fn errors_follow_rfc_6749_and_never_echo_the_key() {
     assert_eq!((bad.status, body(&bad)["error"].as_str()), (400, Some("invalid_request")));
     let bad = post(&config, &[("x-api-key", "key-reports"), ("x-api-key", "key-other")], "");
     assert_eq!((bad.status, bad.reason), (400, Reason::TokenInvalidRequest));
-    let scope = post(&config, &form, "grant_type=client_credentials&client_id=reports&client_secret=key-reports&scope=admin");
-    assert_eq!((scope.status, scope.reason, body(&scope)["error"].as_str()), (400, Reason::TokenInvalidScope, Some("invalid_scope")));
+    let scope =
+        post(&config, &form, "grant_type=client_credentials&client_id=reports&client_secret=key-reports&scope=admin");
+    assert_eq!(
+        (scope.status, scope.reason, body(&scope)["error"].as_str()),
+        (400, Reason::TokenInvalidScope, Some("invalid_scope"))
+    );
 
     // Size: declared, and actual.
     let declared = post(&config, &[json_type[0], ("content-length", "8193")], "");
@@ -235,7 +240,7 @@ fn a_disabled_client_loses_its_tokens_with_the_new_configuration() {
     let token = issued_token(&before);
     let host = FakeHost::new(&FakeShared::default());
     let mut verifier = Verifier::new(&before);
-    assert!(verifier.authenticate(&before, &Credential::Bearer(token.clone()), &host, NOW * 1000).is_ok());
+    assert!(verifier.authenticate(&before, &Credential::bearer(token.clone()), &host, NOW * 1000).is_ok());
 
     let disabled = json!({
         "api_keys": {"clients": [{"id": "reports", "key_hash": key_hash("key-reports"), "disabled": true}]},
@@ -243,7 +248,7 @@ fn a_disabled_client_loses_its_tokens_with_the_new_configuration() {
                            "lifetime_seconds": 600, "signing_key": ED_PRIVATE},
     });
     let after = Config::from_json(disabled.to_string().as_bytes()).unwrap();
-    let refused = Verifier::new(&after).authenticate(&after, &Credential::Bearer(token), &host, NOW * 1000);
+    let refused = Verifier::new(&after).authenticate(&after, &Credential::bearer(token), &host, NOW * 1000);
     assert!(matches!(refused, Err(NotVerified::Invalid { reason: Reason::TokenRevoked, bearer: true, .. })));
 }
 
@@ -265,7 +270,9 @@ fn configuration_errors_name_the_field_and_hide_the_key() {
     let message = error(endpoint(json!({"signing_key": secret})));
     assert!(message.contains("at least 32 bytes") && !message.contains("c2hvcnQ"), "{message}");
     let hs256 = json!({"kty": "oct", "k": URL_SAFE_NO_PAD.encode(SECRET)});
-    assert!(error(endpoint(json!({"signing_key": hs256, "jwks_path": "/jwks"}))).starts_with("token_endpoint.jwks_path:"));
+    assert!(
+        error(endpoint(json!({"signing_key": hs256, "jwks_path": "/jwks"}))).starts_with("token_endpoint.jwks_path:")
+    );
     assert!(error(endpoint(json!({"path": "/auth//token"}))).starts_with("token_endpoint.path:"));
     assert!(error(endpoint(json!({"jwks_path": "/auth/token"}))).starts_with("token_endpoint.jwks_path:"));
     assert!(error(endpoint(json!({"lifetime_seconds": 0}))).starts_with("token_endpoint.lifetime_seconds:"));

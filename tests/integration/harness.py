@@ -21,6 +21,10 @@ directory, like everywhere else. Everything listens on 127.0.0.1 only.
 The `wasm-authn` CLI (target/debug/wasm-authn, `cargo build --bin wasm-authn`):
     code, stdout, stderr = cli_run(["check", "-"], stdin=b"...")
     code, stderr = cli_check(plugin_config)   # what `wasm-authn check` says of a config
+    code, stderr = cli_check(plugin_config, env={"TOKEN_KEY": "..."})   # with these environment variables
+
+The VM's environment (what `X_env` fields read), in a config_hook:
+    EnvoyHarness(cfg, config_hook=vm_environment(key_values={"TOKEN_KEY": "..."}, host_env_keys=["HASH"]))
 
 Environment: ENVOY_BIN (else .venv/bin/envoy), WASM_AUTHN_WASM (module to load
 instead of target/wasm32-wasip1/release/wasm_authn.wasm), WASM_AUTHN_CLI (the CLI
@@ -82,18 +86,35 @@ def cli_path() -> str:
     return path
 
 
-def cli_run(args: List[str], stdin: bytes = b"", timeout: float = 30) -> Tuple[int, str, str]:
-    """Run the wasm-authn CLI: (exit code, stdout, stderr)."""
-    p = subprocess.run([cli_path(), *args], input=stdin, capture_output=True, timeout=timeout, cwd=REPO_ROOT)
+def cli_run(args: List[str], stdin: bytes = b"", timeout: float = 30,
+            env: Optional[Mapping[str, str]] = None) -> Tuple[int, str, str]:
+    """Run the wasm-authn CLI: (exit code, stdout, stderr); `env`: variables added to this process's."""
+    p = subprocess.run([cli_path(), *args], input=stdin, capture_output=True, timeout=timeout, cwd=REPO_ROOT,
+                       env={**os.environ, **(env or {})})
     return p.returncode, p.stdout.decode(), p.stderr.decode()
 
 
-def cli_check(plugin_config: Union[Mapping, str]) -> Tuple[int, str]:
+def cli_check(plugin_config: Union[Mapping, str], env: Optional[Mapping[str, str]] = None) -> Tuple[int, str]:
     """`wasm-authn check -` on a plugin configuration (dict: JSON-encoded as EnvoyHarness
-    does; str: verbatim): (exit code, stderr)."""
+    does; str: verbatim), with `env` added to its environment: (exit code, stderr)."""
     value = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
-    code, _, err = cli_run(["check", "-"], value.encode())
+    code, _, err = cli_run(["check", "-"], value.encode(), env=env)
     return code, err
+
+
+def vm_environment(key_values: Optional[Mapping[str, str]] = None,
+                   host_env_keys: Iterable[str] = ()) -> Callable[[dict], None]:
+    """A config_hook that gives the wasm VM these environment variables
+    (`vm_config.environment_variables`): `key_values` as given, `host_env_keys` read
+    from Envoy's own environment (which is the test process's)."""
+    def hook(cfg: dict) -> None:
+        variables: Dict[str, Any] = {}
+        if key_values:
+            variables["key_values"] = dict(key_values)
+        if host_env_keys:
+            variables["host_env_keys"] = list(host_env_keys)
+        _wasm_filter(cfg)["vm_config"]["environment_variables"] = variables
+    return hook
 
 
 def refusal_of(log: str) -> Optional[str]:

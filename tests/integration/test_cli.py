@@ -2,10 +2,11 @@
 
 `wasm-authn check` runs on every configuration the integration tests load into
 Envoy: the good ones (the bundled envoy/envoy.yaml, test_authn's MAIN, QUERY and
-FORWARD, test_security's CONFIG, the README's example) exit 0; every refused one
-(test_authn.BAD_CONFIGS, test_security.REFUSED) exits 1 with the fragment the
-Envoy test expects in the filter's log. (test_authn and test_security also compare
-the CLI's message with Envoy's log line, word for word.)
+FORWARD, test_security's CONFIG, test_token_locations' CONFIG, the README's
+example) exit 0; every refused one (test_authn.BAD_CONFIGS, test_security.REFUSED)
+exits 1 with the fragment the Envoy test expects in the filter's log. (test_authn,
+test_security, test_token_locations and test_secrets_env also compare the CLI's
+message with Envoy's log line, word for word.)
 
 wasm-authn.schema.json, checked with Python's jsonschema (draft 2020-12), accepts
 every good configuration and refuses the bad ones that are shape errors (unknown
@@ -29,6 +30,8 @@ from harness import REPO_ROOT, cli_check, cli_run, demo_plugin_config
 from test_authn import BAD_CONFIGS, FORWARD, MAIN, QUERY
 from test_security import CONFIG as SECURITY_CONFIG
 from test_security import REFUSED
+from test_token_locations import CONFIG as LOCATIONS_CONFIG
+from test_token_locations import REFUSED as LOCATIONS_REFUSED
 
 SCHEMA_PATH = os.path.join(REPO_ROOT, "wasm-authn.schema.json")
 
@@ -47,6 +50,7 @@ GOOD = {
     "authn-query": QUERY,
     "authn-forward": FORWARD,
     "security": SECURITY_CONFIG,
+    "token-locations": LOCATIONS_CONFIG,
     "readme-example": readme_example(),
     "with-schema-reference": dict(FORWARD, **{"$schema": "./wasm-authn.schema.json"}),
 }
@@ -59,7 +63,8 @@ FILTER_ONLY = {  # value errors: the schema accepts them
     "key-alg-mismatch", "api-key-hash-not-sha256", "clock-skew-too-large", "empty-issuer", "no-credentials",
 }
 NOT_JSON = {"invalid-json"}
-# test_security.REFUSED are all value errors (header names, a weak key, a path).
+# test_security.REFUSED and test_token_locations.REFUSED are all value errors (header names, a weak
+# key, a path, places that overlap).
 
 _ALICE = {"users": [{"name": "alice", "password_hash": "sha256:" + "0" * 64}]}
 _PROVIDER = FORWARD["jwt"]["providers"][0]
@@ -153,10 +158,14 @@ def test_schema_refuses_the_shape_errors(validator, case):
     assert schema_errors(validator, BAD_CONFIGS[case][0])
 
 
-@pytest.mark.parametrize("case", sorted(FILTER_ONLY) + [f"security:{c}" for c in REFUSED])
+VALUE_ERRORS = {**{case: BAD_CONFIGS[case][0] for case in FILTER_ONLY},
+                **{f"security:{case}": config for case, (config, _) in REFUSED.items()},
+                **{f"locations:{case}": config for case, (config, _) in LOCATIONS_REFUSED.items()}}
+
+
+@pytest.mark.parametrize("case", sorted(VALUE_ERRORS))
 def test_schema_leaves_value_errors_to_the_filter(validator, case):
-    config = REFUSED[case.split(":", 1)[1]][0] if case.startswith("security:") else BAD_CONFIGS[case][0]
-    assert schema_errors(validator, config) == []
+    assert schema_errors(validator, VALUE_ERRORS[case]) == []
 
 
 @pytest.mark.parametrize("case", list(SHAPE_ERRORS))

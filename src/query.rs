@@ -1,0 +1,142 @@
+//! The query string of `:path` as a place credentials are read from: one
+//! parameter's value, and the path without any spelling of credential parameters.
+
+/// A credential name given more than once: which one counts would be a guess.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repeated;
+
+/// The raw (still percent-encoded) value of parameter `name` in the query of `path`,
+/// if present; `Err` when present more than once.
+pub fn raw_value<'p>(path: &'p str, name: &str) -> Result<Option<&'p str>, Repeated> {
+    let Some((_, query)) = path.split_once('?') else {
+        return Ok(None);
+    };
+    let query = query.split('#').next().unwrap_or("");
+    let mut found = None;
+    for pair in query.split('&') {
+        let (pair_name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if pair_name == name {
+            if found.is_some() {
+                return Err(Repeated);
+            }
+            found = Some(value);
+        }
+    }
+    Ok(found)
+}
+
+/// `path` without any spelling of `names` that a lenient parser could read as one of
+/// them (percent-encoded, another case, PHP's `.`/space-for-`_` and `name[]`), keeping
+/// the first exact occurrence of each of `keep`. None when nothing changes.
+pub fn without_params(path: &str, names: &[&str], keep: &[&str]) -> Option<String> {
+    let (base, query) = path.split_once('?')?;
+    let pairs = query.split('&').map(|pair| (pair.split_once('=').map_or(pair, |(name, _)| name), pair));
+    let kept = without_spellings(pairs, names, keep)?;
+    Some(if kept.is_empty() { base.to_string() } else { format!("{base}?{}", kept.join("&")) })
+}
+
+/// Of `pieces` (a name, and the text it stands in), those that are no spelling of
+/// `names` (`lenient_name`), and the first exact occurrence of each of `keep`. None
+/// when none is dropped.
+pub fn without_spellings<'p>(
+    pieces: impl Iterator<Item = (&'p str, &'p str)>,
+    names: &[&str],
+    keep: &[&str],
+) -> Option<Vec<&'p str>> {
+    let wanted: Vec<String> = names.iter().map(|name| lenient_name(name)).collect();
+    let mut kept_exact: Vec<&str> = Vec::new();
+    let mut dropped = false;
+    let mut kept = Vec::new();
+    for (name, piece) in pieces {
+        if !wanted.contains(&lenient_name(name)) {
+            kept.push(piece);
+        } else if keep.contains(&name) && !kept_exact.contains(&name) {
+            kept_exact.push(name);
+            kept.push(piece);
+        } else {
+            dropped = true;
+        }
+    }
+    dropped.then_some(kept)
+}
+
+/// A parameter (or cookie) name as the most lenient parsers read it: PHP
+/// percent-decodes names, reads `.` and space as `_`, and `name[...]` as `name`;
+/// others ignore case.
+pub fn lenient_name(name: &str) -> String {
+    let decoded = percent_decode(name).unwrap_or_else(|| name.to_string());
+    let base = decoded.split('[').next().unwrap_or("");
+    base.chars().map(|c| if c == '.' || c == ' ' { '_' } else { c.to_ascii_lowercase() }).collect()
+}
+
+/// `application/x-www-form-urlencoded` decoding (`+` is a space); None when not UTF-8 or badly escaped.
+pub fn percent_decode(value: &str) -> Option<String> {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = value.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_value_raw() {
+        assert_eq!(raw_value("/x?a=1&api_key=k%2B1&b=2", "api_key"), Ok(Some("k%2B1")));
+        assert_eq!(raw_value("/x?api_key", "api_key"), Ok(Some("")));
+        assert_eq!(raw_value("/x?API_KEY=k", "api_key"), Ok(None));
+        assert_eq!(raw_value("/x", "api_key"), Ok(None));
+        assert_eq!(raw_value("/x?api_key=a&api_key=b", "api_key"), Err(Repeated));
+    }
+
+    #[test]
+    fn removes_only_the_key_param() {
+        let remove = |path| without_params(path, &["api_key"], &[]);
+        assert_eq!(remove("/x?a=1&api_key=k&b=2").as_deref(), Some("/x?a=1&b=2"));
+        assert_eq!(remove("/x?api_key=k").as_deref(), Some("/x"));
+        assert_eq!(remove("/x?a=1"), None);
+        assert_eq!(remove("/x"), None);
+    }
+
+    #[test]
+    fn removes_every_spelling_a_lenient_parser_reads() {
+        let path = "/x?api_key=K&api%5Fkey=D&API_KEY=D&api.key=D&api+key=D&api_key[]=D&api_keys=ok&a=1";
+        let removed = without_params(path, &["api_key"], &[]);
+        assert_eq!(removed.as_deref(), Some("/x?api_keys=ok&a=1"));
+        let kept = without_params(path, &["api_key"], &["api_key"]);
+        assert_eq!(kept.as_deref(), Some("/x?api_key=K&api_keys=ok&a=1"));
+    }
+
+    #[test]
+    fn removes_several_names_at_once() {
+        let path = "/x?token=T&Token=D&api_key=K&api_key=D2&keep=1";
+        let removed = without_params(path, &["api_key", "token"], &["token"]);
+        assert_eq!(removed.as_deref(), Some("/x?token=T&keep=1"));
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%2Bb+c").as_deref(), Some("a+b c"));
+        assert_eq!(percent_decode("%zz"), None);
+        assert_eq!(percent_decode("%ff"), None);
+        assert_eq!(percent_decode("%"), None);
+    }
+}
