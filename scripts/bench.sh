@@ -7,7 +7,8 @@
 # missing, wasm-authn; then bench/run.py makes the keys and tokens, renders one
 # Envoy config with a listener per scenario (127.0.0.1 only), runs Envoy pinned
 # to CPU 0 and wrk pinned to CPU 1, prints the table and writes BENCHMARKS.md.
-# Then bench/signing_costs.py appends the token endpoint's signing times.
+# Then bench/signing_costs.py appends the token endpoint's signing times, and
+# bench/stages (the core's stages timed one by one in V8, through Node) its table.
 # About 6 minutes on a 2-core machine; bounded by BENCH_TIMEOUT (default 540 s)
 # for the measuring part. Everything started here is stopped on exit, failure
 # or interrupt. Knobs for quick runs: see bench/run.py (BENCH_ROUNDS,
@@ -29,6 +30,7 @@ die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
 [ -x "$ENVOY" ] || die "no Envoy at $ENVOY: run make setup (or set ENVOY_BIN)"
 command -v wrk >/dev/null 2>&1 || die "wrk missing: run make setup"
 command -v taskset >/dev/null 2>&1 || die "taskset missing (util-linux)"
+command -v node >/dev/null 2>&1 || die "node missing: run make setup"
 [ "$(nproc)" -ge 2 ] || log "warning: $(nproc) CPU: Envoy and wrk will share it, figures are not comparable"
 
 # Python packages the bench needs (all in tests/requirements.txt; bcrypt added if an older .venv lacks it).
@@ -78,3 +80,24 @@ if [ "$output" = - ]; then
 else
   timeout -k 5 120 "$PY" bench/signing_costs.py --append "$output"
 fi
+
+# Each stage of the core in V8 (about 20 s): where the filter's own microseconds go.
+STAGES=bench/stages/target/wasm32-wasip1/release/stages.wasm
+if [ "${BENCH_NO_BUILD:-0}" != 1 ] || [ ! -f "$STAGES" ]; then
+  WASM_BIN=stages scripts/build-wasm.sh bench/stages
+fi
+log "the core's stages in V8 (bench/stages)"
+stages="$(taskset -c 0 timeout -k 5 120 node --no-warnings bench/stages/run.mjs "$STAGES")" || die "bench/stages failed"
+stages_section() {
+  cat <<EOF
+
+## Where the time goes inside the VM
+
+Each stage of the pure core on one request, timed in V8: Node $(node --version) runs bench/stages, a
+WASI build of the same crate with the filter's profile (Envoy runs the filter in V8 too).
+Host calls are not in it: the \`trivial-calls\` row above prices them.
+
+$stages
+EOF
+}
+if [ "$output" = - ]; then stages_section; else stages_section >> "$output"; fi

@@ -33,8 +33,9 @@ rustup_has_wasm() {
 }
 
 # --- system packages --------------------------------------------------------
-# binaryen: wasm-opt, the build's last step (scripts/build-wasm.sh).
-pkgs=(wrk umoci skopeo docker-compose binaryen)
+# binaryen: wasm-opt, the build's last step (scripts/build-wasm.sh); nodejs: runs
+# bench/stages' WASI module in V8 (make bench).
+pkgs=(wrk umoci skopeo docker-compose binaryen nodejs)
 if rustup_has_wasm; then
   log "rust: rustup has wasm32-wasip1"
 else

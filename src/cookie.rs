@@ -59,9 +59,10 @@ fn unquoted(value: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::request::Header;
 
-    fn request_with(cookies: &[&str]) -> Vec<(String, String)> {
-        cookies.iter().map(|c| ("cookie".to_string(), c.to_string())).collect()
+    fn request_with<'a>(cookies: &[&'a str]) -> Vec<Header<'a>> {
+        cookies.iter().map(|&c| ("cookie".into(), c.into())).collect()
     }
 
     fn read(cookies: &[&str], name: &str) -> Result<Option<String>, Repeated> {

@@ -301,9 +301,12 @@ pub fn credential_removal(
     }
     // A CGI, WSGI or PHP upstream reads `x_api_key` as `x-api-key`: never the verified one.
     for (name, _) in request.headers {
-        let spelling = name.contains('_') && !headers.iter().any(|(h, _)| h == name) && !removal.headers.contains(name);
+        let name = name.as_ref();
+        let spelling = name.contains('_')
+            && !headers.iter().any(|(h, _)| *h == name)
+            && !removal.headers.iter().any(|r| r == name);
         if spelling && headers.iter().any(|(header, _)| is_underscore_spelling_of(name, header)) {
-            removal.headers.push(name.clone());
+            removal.headers.push(name.to_string());
         }
     }
 
@@ -336,6 +339,7 @@ pub fn credential_removal(
 mod tests {
     use super::*;
     use crate::jwt::ProviderId;
+    use crate::request::Header;
     use crate::token_location::TokenLocation;
 
     fn keys(query: Option<&str>) -> ApiKeys {
@@ -353,7 +357,7 @@ mod tests {
         headers: &[(&str, &str)],
         query: Option<&str>,
     ) -> Result<Option<Credential>, CredentialError> {
-        let headers: Vec<(String, String)> = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+        let headers: Vec<Header> = headers.iter().map(|&(n, v)| (n.into(), v.into())).collect();
         extract(&RequestFacts::new("GET", path, &headers), &keys(query), &TokenLocations::bearer(vec![ProviderId(0)]))
     }
 
@@ -373,7 +377,7 @@ mod tests {
     }
 
     fn extract_at(path: &str, headers: &[(&str, &str)]) -> Result<Option<Credential>, CredentialError> {
-        let headers: Vec<(String, String)> = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+        let headers: Vec<Header> = headers.iter().map(|&(n, v)| (n.into(), v.into())).collect();
         extract(&RequestFacts::new("GET", path, &headers), &keys(None), &places())
     }
 
@@ -481,7 +485,7 @@ mod tests {
         verified: Option<&Credential>,
         forward: bool,
     ) -> CredentialRemoval {
-        let headers: Vec<(String, String)> = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+        let headers: Vec<Header> = headers.iter().map(|&(n, v)| (n.into(), v.into())).collect();
         let request = RequestFacts::new("GET", path, &headers);
         credential_removal(&request, &keys(Some("api_key")), &places(), verified, forward)
     }

@@ -5,10 +5,14 @@
 //! Layout (little-endian): `u32 count`, then `count` pairs of `u32 name_len,
 //! u32 value_len`, then for each pair `name \0 value \0`.
 
-/// Decode a serialized header map. Names and values that are not UTF-8 are read
-/// lossily (U+FFFD): such a name can never equal one the filter owns or reads.
-/// None when the buffer is not a well-formed map.
-pub fn decode(bytes: &[u8]) -> Option<Vec<(String, String)>> {
+use std::borrow::Cow;
+
+use crate::request::Header;
+
+/// Decode a serialized header map, borrowing from it. Names and values that are
+/// not UTF-8 are read lossily (U+FFFD): such a name can never equal one the filter
+/// owns or reads. None when the buffer is not a well-formed map.
+pub fn decode(bytes: &[u8]) -> Option<Vec<Header<'_>>> {
     if bytes.is_empty() {
         return Some(Vec::new());
     }
@@ -45,11 +49,8 @@ fn take<'b>(bytes: &'b [u8], at: &mut usize, len: usize) -> Option<&'b [u8]> {
     Some(field)
 }
 
-fn text(bytes: &[u8]) -> String {
-    match std::str::from_utf8(bytes) {
-        Ok(text) => text.to_string(),
-        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
-    }
+fn text(bytes: &[u8]) -> Cow<'_, str> {
+    String::from_utf8_lossy(bytes)
 }
 
 /// Serialize a header map (a local reply's headers). Sizes past `u32` cannot occur:
@@ -85,7 +86,8 @@ mod tests {
 
     #[test]
     fn non_utf8_names_and_values_are_read_lossily() {
-        let map = decode(&encode(&[(b"x-auth-principal\xff", b"caf\xe9")])).unwrap();
+        let bytes = encode(&[(b"x-auth-principal\xff", b"caf\xe9")]);
+        let map = decode(&bytes).unwrap();
         assert_eq!(map[0].0, "x-auth-principal\u{fffd}");
         assert_eq!(map[0].1, "caf\u{fffd}");
     }

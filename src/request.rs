@@ -1,6 +1,11 @@
 //! The facts of one request that the decision reads.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
+
+/// A request header, name and value, borrowed from the host's buffer when it is
+/// UTF-8 (it nearly always is; decoding allocates nothing then), lossily decoded otherwise.
+pub type Header<'a> = (Cow<'a, str>, Cow<'a, str>);
 
 /// Header names are lowercase, as Envoy gives them; values as read (lossily decoded).
 pub struct RequestFacts<'a> {
@@ -9,7 +14,7 @@ pub struct RequestFacts<'a> {
     pub path: &'a str,
     /// `:authority` (the `Host`).
     pub authority: &'a str,
-    pub headers: &'a [(String, String)],
+    pub headers: &'a [Header<'a>],
     /// The Envoy route that matched (`xds.route_name`), read only when a rule needs it.
     pub route_name: Option<&'a str>,
     /// The client address (`source.address`), read only when networks are configured.
@@ -18,8 +23,8 @@ pub struct RequestFacts<'a> {
 
 impl<'a> RequestFacts<'a> {
     /// The request as the headers give it (`:method`, `:path`, `:authority`).
-    pub fn from_headers(headers: &'a [(String, String)]) -> RequestFacts<'a> {
-        let pseudo = |name: &str| headers.iter().find(|(n, _)| n == name).map_or("", |(_, v)| v.as_str());
+    pub fn from_headers(headers: &'a [Header<'a>]) -> RequestFacts<'a> {
+        let pseudo = |name: &str| headers.iter().find(|(n, _)| n == name).map_or("", |(_, v)| v.as_ref());
         RequestFacts {
             method: pseudo(":method"),
             path: pseudo(":path"),
@@ -31,13 +36,13 @@ impl<'a> RequestFacts<'a> {
     }
 
     /// A request with this method and path (and `:authority` from the headers, if there).
-    pub fn new(method: &'a str, path: &'a str, headers: &'a [(String, String)]) -> RequestFacts<'a> {
+    pub fn new(method: &'a str, path: &'a str, headers: &'a [Header<'a>]) -> RequestFacts<'a> {
         RequestFacts { method, path, ..RequestFacts::from_headers(headers) }
     }
 
     /// Every value of a header.
     pub fn header_values<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s str> + 's {
-        self.headers.iter().filter(move |(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers.iter().filter(move |(n, _)| n == name).map(|(_, v)| v.as_ref())
     }
 }
 

@@ -124,13 +124,14 @@ fn filter_state(principal: &Principal) -> Vec<(String, String)> {
 fn forged_headers(upstream: &Upstream, request: &RequestFacts) -> Vec<String> {
     let mut forged: Vec<String> = Vec::new();
     for (name, _) in request.headers {
+        let name = name.as_ref();
         let owned = if name.contains('_') {
             upstream.owned_headers.iter().any(|owned| is_underscore_spelling_of(name, owned))
         } else {
             upstream.owned_headers.iter().any(|owned| owned == name)
         };
-        if owned && !forged.contains(name) {
-            forged.push(name.clone());
+        if owned && !forged.iter().any(|f| f == name) {
+            forged.push(name.to_string());
         }
     }
     forged

@@ -13,7 +13,7 @@ use wasm_authn::authenticate::Verifier;
 use wasm_authn::config::Config;
 use wasm_authn::pipeline::{decide, Decision};
 use wasm_authn::reason::Reason;
-use wasm_authn::request::RequestFacts;
+use wasm_authn::request::{Header, RequestFacts};
 use wasm_authn_fuzz::{FakeHost, NOW};
 
 const MARKER: &str = "SECRET";
@@ -61,7 +61,7 @@ fuzz_target!(|data: &[u8]| {
     let mut verifier = Verifier::new(&config);
     let host = FakeHost::default();
     for (method, path) in [("GET", "/"), ("OPTIONS", "/x"), ("POST", "/healthz/../admin?x=1")] {
-        let headers = vec![(":method".to_string(), method.to_string()), (":path".to_string(), path.to_string())];
+        let headers: Vec<Header> = vec![(":method".into(), method.into()), (":path".into(), path.into())];
         let request = RequestFacts::new(method, path, &headers);
         match decide(&config, &mut verifier, &request, &host, NOW * 1000) {
             // A `none` or `optional` rule, or the token endpoint's path.

@@ -41,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
     // Mode 1: the rest is what a Basic header's base64 carries (reaches past the base64 check).
     let request = if mode & 1 == 1 {
         let mut request = TextRequest::parse(b"GET\n/");
-        request.headers.push(("authorization".into(), format!("Basic {}", STANDARD.encode(rest))));
+        request.headers.push(("authorization".into(), format!("Basic {}", STANDARD.encode(rest)).into()));
         request
     } else {
         TextRequest::parse(rest)
@@ -51,7 +51,8 @@ fuzz_target!(|data: &[u8]| {
     match &result {
         Ok(Some(Credential::Bearer { token, found })) => {
             assert!(!token.is_empty() && token.len() <= MAX_AUTHORIZATION_BYTES);
-            assert_eq!(token.trim(), token);
+            // A header's value is trimmed of HTTP's blanks (a token with others fails to parse later).
+            assert_eq!(token.trim_matches([' ', '\t']), token);
             assert!(!found.is_empty());
         }
         Ok(Some(Credential::Basic { user, password })) => {

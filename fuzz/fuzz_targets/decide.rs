@@ -63,7 +63,8 @@ fuzz_target!(|data: &[u8]| {
     match &decision {
         Decision::Bypass(changes) => {
             assert!(bypass_expected(&request), "bypassed without a matching rule");
-            assert!(changes.set.is_empty());
+            // Nothing is set but a Cookie header rewritten without its credential cookies.
+            assert!(changes.set.iter().all(|(name, _)| name == "cookie"), "{changes:?}");
             let after = request.after(changes);
             assert!(!after.headers.iter().any(|(name, _)| owned(name)), "a forged header went upstream: {after:?}");
             let left = extract(&facts(&after), &config.api_keys, &config.token_locations);
@@ -95,7 +96,7 @@ fuzz_target!(|data: &[u8]| {
             }
             let after = request.after(changes);
             let names = &config.upstream.principal_headers;
-            let value = |name: &str| after.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+            let value = |name: &str| after.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_ref());
             assert_eq!(value(&names.principal), Some(principal.id.as_str()));
             assert_eq!(value(&names.method), Some(principal.method.as_str()));
             for (name, _) in after.headers.iter().filter(|(name, _)| owned(name)) {

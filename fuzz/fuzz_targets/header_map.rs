@@ -9,10 +9,10 @@
 
 use libfuzzer_sys::fuzz_target;
 use wasm_authn::header_map::decode;
-use wasm_authn::request::RequestFacts;
+use wasm_authn::request::{Header, RequestFacts};
 use wasm_authn_fuzz::config;
 
-fn encode(pairs: &[(String, String)]) -> Vec<u8> {
+fn encode(pairs: &[Header]) -> Vec<u8> {
     let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
     for (name, value) in pairs {
         out.extend((name.len() as u32).to_le_bytes());

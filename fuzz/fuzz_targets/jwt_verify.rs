@@ -89,7 +89,8 @@ fuzz_target!(|data: &[u8]| {
     let providers = &config().jwt_providers;
     let pure = jwt::verify(&token, providers, &|_| true, &PureRust, NOW, SKEW);
     let host = FakeHost::default();
-    let with_host = jwt::verify(&token, providers, &|_| true, &WithBackend { host: &host, backend: RingBackend }, NOW, SKEW);
+    let with_host =
+        jwt::verify(&token, providers, &|_| true, &WithBackend { host: &host, backend: RingBackend }, NOW, SKEW);
     assert_eq!(pure, with_host, "pure Rust and the host path disagree");
 
     if let Ok(verified) = &pure {

@@ -16,6 +16,7 @@ use wasm_authn::config::Config;
 use wasm_authn::host_api::{Cas, Clock, SharedData};
 use wasm_authn::jwt::{Algorithm, SignatureBackend};
 use wasm_authn::pipeline::Decision;
+use wasm_authn::request::Header;
 use wasm_authn::shape::UpstreamChanges;
 
 /// The time every target runs at (unix seconds), and the configured clock skew.
@@ -284,7 +285,7 @@ impl<B: SignatureBackend> SignatureBackend for WithBackend<'_, B> {
 pub struct TextRequest {
     pub method: String,
     pub path: String,
-    pub headers: Vec<(String, String)>,
+    pub headers: Vec<Header<'static>>,
 }
 
 impl TextRequest {
@@ -293,13 +294,14 @@ impl TextRequest {
         let mut lines = text.split('\n').map(|line| line.strip_suffix('\r').unwrap_or(line));
         let method = lines.next().unwrap_or("").to_string();
         let path = lines.next().unwrap_or("").to_string();
-        let mut headers = vec![(":method".to_string(), method.clone()), (":path".to_string(), path.clone())];
+        let mut headers: Vec<Header> =
+            vec![(":method".into(), method.clone().into()), (":path".into(), path.clone().into())];
         for line in lines {
             let Some((name, value)) = line.split_once(':') else { continue };
             if name.is_empty() || name.starts_with(':') {
                 continue;
             }
-            headers.push((name.to_ascii_lowercase(), value.trim_matches([' ', '\t']).to_string()));
+            headers.push((name.to_ascii_lowercase().into(), value.trim_matches([' ', '\t']).to_string().into()));
         }
         TextRequest { method, path, headers }
     }
@@ -307,21 +309,23 @@ impl TextRequest {
     /// The request as the upstream gets it after `changes`.
     pub fn after(&self, changes: &UpstreamChanges) -> TextRequest {
         let path = changes.path.clone().unwrap_or_else(|| self.path.clone());
-        let mut headers: Vec<(String, String)> = self
+        let mut headers: Vec<Header> = self
             .headers
             .iter()
-            .filter(|(name, _)| !changes.remove.contains(name) && !changes.set.iter().any(|(set, _)| set == name))
+            .filter(|(name, _)| {
+                !changes.remove.iter().any(|removed| removed == name) && !changes.set.iter().any(|(set, _)| set == name)
+            })
             .map(
                 |(name, value)| {
                     if name == ":path" {
-                        (name.clone(), path.clone())
+                        (name.clone(), path.clone().into())
                     } else {
                         (name.clone(), value.clone())
                     }
                 },
             )
             .collect();
-        headers.extend(changes.set.iter().cloned());
+        headers.extend(changes.set.iter().map(|(name, value)| (name.clone().into(), value.clone().into())));
         TextRequest { method: self.method.clone(), path, headers }
     }
 }

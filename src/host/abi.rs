@@ -35,8 +35,9 @@ extern "C" {
     fn proxy_get_log_level(return_level: *mut u32) -> Status;
 }
 
-/// The request headers, or None when the host cannot give them (fail closed).
-pub fn request_headers() -> Option<Vec<(String, String)>> {
+/// The request headers serialized (`header_map::decode` reads them), or None when
+/// the host cannot give them (fail closed).
+pub fn request_headers() -> Option<Vec<u8>> {
     let mut data: *mut u8 = std::ptr::null_mut();
     let mut size: usize = 0;
     // SAFETY: the host writes a pointer to `size` bytes it allocated through the
@@ -50,8 +51,7 @@ pub fn request_headers() -> Option<Vec<(String, String)>> {
         return Some(Vec::new());
     }
     // SAFETY: see above; the buffer is reclaimed exactly once, here.
-    let serialized = unsafe { Vec::from_raw_parts(data, size, size) };
-    crate::header_map::decode(&serialized)
+    Some(unsafe { Vec::from_raw_parts(data, size, size) })
 }
 
 /// The first `max_size` bytes of the buffered request body, or None when the host cannot give them.

@@ -10,6 +10,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
 
+use crate::header_map;
 use crate::network::parse_source_address;
 use crate::plugin::Verdict;
 use crate::reply::LocalReply;
@@ -120,7 +121,9 @@ fn answer_token_request(vm: &Rc<RefCell<Vm>>, context_id: u32, presented: &Prese
 /// for keys and is decided again from the root context.
 pub fn handle_request(vm: &Rc<RefCell<Vm>>, context_id: u32, resumed: bool) -> Handled {
     // Fail closed: a request whose headers or time cannot be read never passes.
-    let (Some(headers), Some(now)) = (request_headers(), now_ms()) else {
+    let serialized = request_headers();
+    let headers = serialized.as_deref().and_then(header_map::decode);
+    let (Some(headers), Some(now)) = (headers, now_ms()) else {
         send(&LocalReply::host_unavailable());
         return Handled::Done(Action::Pause);
     };

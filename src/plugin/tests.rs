@@ -84,10 +84,10 @@ impl Envoy {
     }
 
     fn request(&mut self, worker: usize, context: u32, kid: &str, now: u64) -> Verdict {
-        let headers = vec![
-            (":method".to_string(), "GET".to_string()),
-            (":path".to_string(), "/orders".to_string()),
-            ("authorization".to_string(), format!("Bearer {}", token(kid))),
+        let headers: Vec<crate::request::Header> = vec![
+            (":method".into(), "GET".into()),
+            (":path".into(), "/orders".into()),
+            ("authorization".into(), format!("Bearer {}", token(kid)).into()),
         ];
         let (plugin, host) = &mut self.workers[worker];
         plugin.on_request(host, context, &RequestFacts::from_headers(&headers), now)
@@ -336,11 +336,8 @@ fn hex(key: &[u8]) -> String {
 }
 
 fn key_request(plugin: &mut Plugin, host: &mut FakeHost, context: u32, key: &str, now: u64) -> Verdict {
-    let headers = vec![
-        (":method".to_string(), "GET".to_string()),
-        (":path".to_string(), "/".to_string()),
-        ("x-api-key".to_string(), key.to_string()),
-    ];
+    let headers: Vec<crate::request::Header> =
+        vec![(":method".into(), "GET".into()), (":path".into(), "/".into()), ("x-api-key".into(), key.into())];
     plugin.on_request(host, context, &RequestFacts::from_headers(&headers), now)
 }
 
@@ -435,11 +432,10 @@ fn a_token_request_reads_its_body_and_is_counted() {
     });
     let mut plugin = Plugin::new(Config::from_json(config.to_string().as_bytes()).unwrap());
     let mut host = FakeHost::new(&FakeShared::default());
-    let headers: Vec<(String, String)> =
+    let headers: Vec<crate::request::Header> =
         [(":method", "POST"), (":path", "/token"), ("content-type", "application/json")]
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect();
+            .map(|(n, v)| (n.into(), v.into()))
+            .into();
     let Verdict::ReadBody(presented) = plugin.on_request(&mut host, 1, &RequestFacts::from_headers(&headers), T0)
     else {
         panic!("a token request reads its body");
@@ -453,10 +449,10 @@ fn a_token_request_reads_its_body_and_is_counted() {
     // Its token opens the other routes.
     let token = serde_json::from_str::<Value>(&issued.body()).unwrap()["access_token"].as_str().unwrap().to_string();
     let bearer = format!("Bearer {token}");
-    let headers: Vec<(String, String)> = [(":method", "GET"), (":path", "/orders"), ("authorization", bearer.as_str())]
-        .iter()
-        .map(|(n, v)| (n.to_string(), v.to_string()))
-        .collect();
+    let headers: Vec<crate::request::Header> =
+        [(":method", "GET"), (":path", "/orders"), ("authorization", bearer.as_str())]
+            .map(|(n, v)| (n.into(), v.into()))
+            .into();
     let verdict = plugin.on_request(&mut host, 2, &RequestFacts::from_headers(&headers), T0 + 1000);
     assert!(matches!(verdict, Verdict::Continue(_)), "{verdict:?}");
 }
@@ -471,8 +467,8 @@ fn a_token_request_whose_body_never_comes_gets_408() {
     });
     let mut plugin = Plugin::new(Config::from_json(config.to_string().as_bytes()).unwrap());
     let mut host = FakeHost::new(&FakeShared::default());
-    let headers: Vec<(String, String)> =
-        [(":method", "POST"), (":path", "/token")].iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+    let headers: Vec<crate::request::Header> =
+        [(":method", "POST"), (":path", "/token")].map(|(n, v)| (n.into(), v.into())).into();
     for context in [1, 2] {
         assert!(matches!(
             plugin.on_request(&mut host, context, &RequestFacts::from_headers(&headers), T0),

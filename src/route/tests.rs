@@ -2,6 +2,7 @@ use super::*;
 use crate::path::normalize;
 use crate::policy::authorize;
 use crate::privileges::Privileges;
+use crate::request::Header;
 use std::rc::Rc;
 
 fn rule(matcher: RouteMatch, require: Require) -> Rule {
@@ -13,7 +14,7 @@ fn prefix(p: &str) -> RouteMatch {
 }
 
 fn select<'r>(routes: &'r Routes, method: &str, path: &str, headers: &[(&str, &str)]) -> &'r Rule {
-    let headers: Vec<(String, String)> = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+    let headers: Vec<Header> = headers.iter().map(|&(n, v)| (n.into(), v.into())).collect();
     let mut request = RequestFacts::new(method, path, &headers);
     request.route_name = Some("orders-route");
     // The selected rule borrows `routes` only.

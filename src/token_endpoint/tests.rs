@@ -7,6 +7,7 @@ use crate::authenticate::{NotVerified, Verifier};
 use crate::config::Config;
 use crate::credential::Credential;
 use crate::principal::AuthMethod;
+use crate::request::Header;
 use crate::testing::{FakeHost, FakeShared};
 
 const NOW: u64 = 1_800_000_000;
@@ -53,8 +54,8 @@ fn endpoint(config: &Config) -> &TokenEndpoint {
     config.token_endpoint.as_ref().unwrap()
 }
 
-fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
+fn headers<'a>(pairs: &[(&'a str, &'a str)]) -> Vec<Header<'a>> {
+    pairs.iter().map(|&(n, v)| (n.into(), v.into())).collect()
 }
 
 /// The endpoint's answer to a POST with these headers and body.

@@ -1,8 +1,9 @@
 //! Where wasm-authn's time goes on one request, stage by stage, measured in V8
 //! (Node's WASI runs this module; Envoy runs the filter in V8 too). The host
 //! calls are not here: bench/run.py counts them in Envoy and times them with the
-//! trivial filter. Prints one JSON object per scheme: nanoseconds per call of each
-//! stage, the median of several timed batches.
+//! trivial filter. Prints a Markdown table: nanoseconds per call of each stage and
+//! scheme, the median of several timed batches. Run by scripts/bench.sh with
+//! Node (`node run.mjs stages.wasm`).
 
 use std::time::Instant;
 
@@ -140,7 +141,12 @@ fn main() {
                 "local_jwks": {"keys": [{"kty": "oct", "kid": "k1", "alg": "HS256", "k": URL_SAFE_NO_PAD.encode(SECRET)}]}}]},
     })
     .to_string();
-    let schemes = [("api-key", ("x-api-key", API_KEY)), ("basic-sha256", ("authorization", basic.as_str())), ("bearer-hs256", ("authorization", bearer.as_str()))];
+    let schemes = [
+        ("api-key", ("x-api-key", API_KEY)),
+        ("basic-sha256", ("authorization", basic.as_str())),
+        ("bearer-hs256", ("authorization", bearer.as_str())),
+    ];
+    let mut results = Vec::new();
     for (scheme, credential_header) in schemes {
         let config = Config::from_json(config_text.as_bytes()).unwrap();
         let bytes = serialized(credential_header);
@@ -148,21 +154,35 @@ fn main() {
         let request = RequestFacts::from_headers(&headers);
         let mut host = Host::default();
         let mut verifier = Verifier::new(&config);
-        let credential = credential::extract(&request, &config.api_keys).unwrap().unwrap();
+        let credential = credential::extract(&request, &config.api_keys, &config.token_locations).unwrap().unwrap();
         verifier.authenticate(&config, &credential, &host, NOW_MS).unwrap();
         let principal = verifier.authenticate(&config, &credential, &host, NOW_MS).unwrap();
 
         let decode = time(|| header_map::decode(&bytes));
         let facts = time(|| RequestFacts::from_headers(&headers).path.len());
-        let extract = time(|| credential::extract(&request, &config.api_keys));
+        let extract = time(|| credential::extract(&request, &config.api_keys, &config.token_locations));
         let keys = CacheKeys::new();
         let key = match &credential {
-            credential::Credential::Bearer(token) => time(|| keys.of("bearer", &[token.as_bytes()])),
-            credential::Credential::Basic { user, password } => time(|| keys.of("basic", &[user.as_bytes(), password.as_bytes()])),
+            credential::Credential::Bearer { token, found } => time(|| {
+                let places: Vec<u8> = found.iter().flat_map(|place| (*place as u64).to_be_bytes()).collect();
+                keys.of("bearer", &[token.as_bytes(), &places])
+            }),
+            credential::Credential::Basic { user, password } => {
+                time(|| keys.of("basic", &[user.as_bytes(), password.as_bytes()]))
+            }
             credential::Credential::ApiKey { key, .. } => time(|| keys.of("api-key", &[key.as_bytes()])),
         };
         let remembered = time(|| verifier.authenticate(&config, &credential, &host, NOW_MS));
-        let shaped = time(|| shape::authenticated(&config.upstream, &config.api_keys, &request, &credential, &principal));
+        let shaped = time(|| {
+            shape::authenticated(
+                &config.upstream,
+                &config.api_keys,
+                &config.token_locations,
+                &request,
+                &credential,
+                &principal,
+            )
+        });
         let mut plugin = Plugin::new(Config::from_json(config_text.as_bytes()).unwrap());
         let mut context = 0u32;
         let whole = time(|| {
@@ -175,13 +195,32 @@ fn main() {
         });
         // Unremembered: what a distinct credential costs in the VM (HS256: the signature itself is cheap).
         let fresh = time(|| Verifier::new(&config).authenticate(&config, &credential, &host, NOW_MS));
-        println!(
-            "{}",
-            json!({"scheme": scheme, "ns": {
-                "decode_headers": decode, "request_facts": facts, "extract_credential": extract,
-                "cache_key": key, "authenticate_remembered": remembered, "shape_upstream": shaped,
-                "whole_request_in_vm": whole, "authenticate_unremembered": fresh,
-            }})
-        );
+        results.push((
+            scheme,
+            [
+                ("decode the header map", decode),
+                ("request facts", facts),
+                ("find the credential", extract),
+                ("cache key (SipHash-1-3, 128 bits)", key),
+                ("authenticate, remembered", remembered),
+                ("shape the upstream changes", shaped),
+                ("the whole request: decode to shaped, with policy (on_request, on_stream_end)", whole),
+                ("authenticate, not remembered (a distinct credential)", fresh),
+            ],
+        ));
+    }
+    print_table(&results);
+}
+
+/// A Markdown table: a row per stage, a column per scheme, nanoseconds.
+fn print_table(results: &[(&str, [(&str, f64); 8])]) {
+    println!(
+        "| stage (ns per call, median of 15 batches) | {} |",
+        results.iter().map(|(s, _)| *s).collect::<Vec<_>>().join(" | ")
+    );
+    println!("|---|{}", "---:|".repeat(results.len()));
+    for row in 0..8 {
+        let cells: Vec<String> = results.iter().map(|(_, stages)| format!("{:.0}", stages[row].1)).collect();
+        println!("| {} | {} |", results[0].1[row].0, cells.join(" | "));
     }
 }
