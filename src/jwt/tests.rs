@@ -443,6 +443,27 @@ fn crit_header_is_refused() {
 }
 
 #[test]
+fn only_an_object_with_each_member_once_is_a_header() {
+    let providers = [provider(base_config())];
+    let with_header = |header: &str| {
+        format!("{}.{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(claims().to_string()), "c2ln")
+    };
+    for header in [
+        r#"["RS256", "rsa-1"]"#,
+        r#"{"alg": "RS256", "alg": "none", "kid": "rsa-1"}"#,
+        r#"{"alg": "RS256", "kid": "rsa-1", "crit": null}"#,
+        r#"{"alg": "RS256", "kid": null}"#,
+        r#"{"kid": "rsa-1"}"#,
+        r#"{"alg": "RS256", "kid": "rsa-1"} x"#,
+    ] {
+        assert_eq!(check(&with_header(header), &providers), Err(JwtError::Malformed), "{header}");
+    }
+    // Other members are ignored; an escaped `kid` is the same `kid` (the key is found: its signature fails).
+    let header = r#" {"typ": "JWT", "x5t": ["a"], "alg": "RS256", "kid": "rsa\u002d1"}"#;
+    assert_eq!(check(&with_header(header), &providers), Err(JwtError::BadSignature));
+}
+
+#[test]
 fn no_input_panics() {
     let providers = [provider(base_config())];
     let good = mint(jsonwebtoken::Algorithm::ES256, Some("ec-1"), &claims());

@@ -6,6 +6,8 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use p256::ecdsa::signature::Verifier;
 use rsa::{Pkcs1v15Sign, Pss, RsaPublicKey};
+use serde::de::{Deserializer, IgnoredAny};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
@@ -63,7 +65,7 @@ impl SignatureBudget {
 
 /// A compact JWS split and decoded; nothing in it is trusted yet.
 struct UntrustedJws<'t> {
-    header: Map<String, Value>,
+    header: JoseHeader,
     claims: Map<String, Value>,
     /// `header.payload` as sent: what the signature covers.
     signing_input: &'t str,
@@ -87,18 +89,11 @@ pub fn verify(
     }
     let jws = parse_compact(token)?;
     // We implement no JWS extensions, so any `crit` must be refused (RFC 7515 section 4.1.11).
-    if jws.header.contains_key("crit") {
+    if jws.header.crit {
         return Err(JwtError::Malformed);
     }
-    let alg = match jws.header.get("alg") {
-        Some(Value::String(name)) => Algorithm::from_name(name).ok_or(JwtError::UnsupportedAlgorithm)?,
-        _ => return Err(JwtError::Malformed),
-    };
-    let kid = match jws.header.get("kid") {
-        None => None,
-        Some(Value::String(kid)) => Some(kid.as_str()),
-        Some(_) => return Err(JwtError::Malformed),
-    };
+    let alg = Algorithm::from_name(&jws.header.alg).ok_or(JwtError::UnsupportedAlgorithm)?;
+    let kid = jws.header.kid.as_deref();
 
     // `iss` is read before the signature is checked only to choose whose keys check it.
     let issuer = jws.claims.get("iss").and_then(Value::as_str).ok_or(JwtError::UnknownIssuer)?;
@@ -156,11 +151,41 @@ fn parse_compact(token: &str) -> Result<UntrustedJws<'_>, JwtError> {
         return Err(JwtError::Malformed);
     }
     Ok(UntrustedJws {
-        header: json_object(&decode_part(header)?)?,
+        header: jose_header(&decode_part(header)?)?,
         claims: json_object(&payload_bytes)?,
         signing_input: &token[..header.len() + 1 + payload.len()],
         signature: decode_part(signature)?,
     })
+}
+
+/// The JOSE header members the filter reads, parsed into a struct rather than a
+/// map (a third of the time); every other member is ignored, a repeated one is
+/// malformed, as is a `kid` that is not a string.
+#[derive(Deserialize)]
+struct JoseHeader {
+    alg: String,
+    #[serde(default, deserialize_with = "string_if_present")]
+    kid: Option<String>,
+    /// Any `crit`, even `null`.
+    #[serde(default, deserialize_with = "present")]
+    crit: bool,
+}
+
+/// A struct also deserializes from a JSON array (`["HS256"]`): only an object is a header.
+fn jose_header(bytes: &[u8]) -> Result<JoseHeader, JwtError> {
+    let opening = bytes.iter().find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    if opening != Some(&b'{') {
+        return Err(JwtError::Malformed);
+    }
+    serde_json::from_slice(bytes).map_err(|_| JwtError::Malformed)
+}
+
+fn string_if_present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(deserializer).map(Some)
+}
+
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    IgnoredAny::deserialize(deserializer).map(|_| true)
 }
 
 /// base64url without padding, canonical (no stray trailing bits).
