@@ -1,5 +1,7 @@
 // Runs bench/stages' WASI module in Node's V8 (the engine Envoy runs the filter in):
-//   node --no-warnings bench/stages/run.mjs bench/stages/target/wasm32-wasip1/release/stages.wasm
+//   node --no-warnings --no-liftoff bench/stages/run.mjs bench/stages/target/wasm32-wasip1/release/stages.wasm
+// --no-liftoff: optimized code from the start, as proxy-wasm-cpp-host sets V8 up in Envoy (with
+// Liftoff, timings depend on when the optimizing tier catches up on a single pinned CPU).
 import { readFile } from 'node:fs/promises';
 import { WASI } from 'node:wasi';
 import { argv } from 'node:process';
