@@ -5,8 +5,6 @@
 //! Layout (little-endian): `u32 count`, then `count` pairs of `u32 name_len,
 //! u32 value_len`, then for each pair `name \0 value \0`.
 
-use std::borrow::Cow;
-
 use crate::request::Header;
 
 /// Decode a serialized header map, borrowing from it. Names and values that are
@@ -28,7 +26,7 @@ pub fn decode(bytes: &[u8]) -> Option<Vec<Header<'_>>> {
         let value_len = usize::try_from(read_u32(bytes, 8 + i * 8)?).ok()?;
         let name = take(bytes, &mut data, name_len)?;
         let value = take(bytes, &mut data, value_len)?;
-        pairs.push((text(name), text(value)));
+        pairs.push((String::from_utf8_lossy(name), String::from_utf8_lossy(value)));
     }
     Some(pairs)
 }
@@ -47,10 +45,6 @@ fn take<'b>(bytes: &'b [u8], at: &mut usize, len: usize) -> Option<&'b [u8]> {
     }
     *at = end + 1;
     Some(field)
-}
-
-fn text(bytes: &[u8]) -> Cow<'_, str> {
-    String::from_utf8_lossy(bytes)
 }
 
 /// Serialize a header map (a local reply's headers). Sizes past `u32` cannot occur:
