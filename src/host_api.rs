@@ -16,6 +16,18 @@ pub enum Cas {
     CreateOnly,
 }
 
+impl Cas {
+    /// Whether Envoy takes the write over an entry at `current` (its version; None: absent).
+    /// The fake hosts of the tests and fuzz targets answer by it.
+    pub fn allows(self, current: Option<u32>) -> bool {
+        match (self, current) {
+            (Cas::Any, _) | (Cas::Expect(_), None) => true,
+            (Cas::Expect(expected), Some(version)) => expected == version,
+            (Cas::CreateOnly, current) => current.is_none(),
+        }
+    }
+}
+
 /// Data shared by every VM of one Envoy (one `vm_id`), versioned for compare-and-swap.
 pub trait SharedData {
     /// The value and its version (never 0), or None when absent.

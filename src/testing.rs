@@ -55,13 +55,7 @@ impl SharedData for FakeShared {
         }
         let mut entries = self.0.entries.borrow_mut();
         let current = entries.get(key).map(|(_, version)| *version);
-        let allowed = match (cas, current) {
-            (Cas::Any, _) => true,
-            // Envoy checks `cas` only against an existing entry.
-            (Cas::Expect(_), None) => true,
-            (Cas::Expect(expected), Some(version)) => expected == version,
-            (Cas::CreateOnly, current) => current.is_none(),
-        };
+        let allowed = cas.allows(current);
         if allowed {
             let version = self.0.version.get() + 1;
             self.0.version.set(version);

@@ -50,11 +50,7 @@ impl SharedData for Store<'_> {
 
     fn set(&self, key: &str, value: &[u8], cas: Cas) -> bool {
         let current = self.get(key).map(|(_, version)| version);
-        let allowed = match (cas, current) {
-            (Cas::Any, _) | (Cas::Expect(_), None) => true,
-            (Cas::Expect(expected), Some(version)) => expected == version,
-            (Cas::CreateOnly, current) => current.is_none(),
-        };
+        let allowed = cas.allows(current);
         if allowed {
             self.version.set(self.version.get() + 1);
             self.written.borrow_mut().insert(key.to_string(), (value.to_vec(), self.version.get()));

@@ -97,18 +97,7 @@ fn serialized(credential: (&str, &str)) -> Vec<u8> {
         ("x-request-id", "6f1c0a4e-2b1d-4c55-9d6e-1a2b3c4d5e6f"),
         credential,
     ];
-    let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
-    for (n, v) in pairs {
-        out.extend((n.len() as u32).to_le_bytes());
-        out.extend((v.len() as u32).to_le_bytes());
-    }
-    for (n, v) in pairs {
-        out.extend(n.as_bytes());
-        out.push(0);
-        out.extend(v.as_bytes());
-        out.push(0);
-    }
-    out
+    header_map::encode(&pairs)
 }
 
 /// Nanoseconds per call of `f`: the median of 15 batches.
