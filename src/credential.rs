@@ -339,7 +339,6 @@ pub fn credential_removal(
 mod tests {
     use super::*;
     use crate::jwt::ProviderId;
-    use crate::request::Header;
     use crate::token_location::TokenLocation;
 
     fn keys(query: Option<&str>) -> ApiKeys {
@@ -357,7 +356,7 @@ mod tests {
         headers: &[(&str, &str)],
         query: Option<&str>,
     ) -> Result<Option<Credential>, CredentialError> {
-        let headers: Vec<Header> = headers.iter().map(|&(n, v)| (n.into(), v.into())).collect();
+        let headers = crate::testing::headers(headers);
         extract(&RequestFacts::new("GET", path, &headers), &keys(query), &TokenLocations::bearer(vec![ProviderId(0)]))
     }
 
@@ -377,7 +376,7 @@ mod tests {
     }
 
     fn extract_at(path: &str, headers: &[(&str, &str)]) -> Result<Option<Credential>, CredentialError> {
-        let headers: Vec<Header> = headers.iter().map(|&(n, v)| (n.into(), v.into())).collect();
+        let headers = crate::testing::headers(headers);
         extract(&RequestFacts::new("GET", path, &headers), &keys(None), &places())
     }
 
@@ -485,7 +484,7 @@ mod tests {
         verified: Option<&Credential>,
         forward: bool,
     ) -> CredentialRemoval {
-        let headers: Vec<Header> = headers.iter().map(|&(n, v)| (n.into(), v.into())).collect();
+        let headers = crate::testing::headers(headers);
         let request = RequestFacts::new("GET", path, &headers);
         credential_removal(&request, &keys(Some("api_key")), &places(), verified, forward)
     }

@@ -8,6 +8,12 @@ use std::rc::Rc;
 
 use crate::host_api::{CallResponse, Cas, Clock, Counters, HttpCalls, Outcome, SharedData, Target};
 use crate::jwt::{Algorithm, SignatureBackend};
+use crate::request::Header;
+
+/// Request headers as the host's decoder gives them, from name-value pairs.
+pub fn headers<'a>(pairs: &[(&'a str, &'a str)]) -> Vec<Header<'a>> {
+    pairs.iter().map(|&(name, value)| (name.into(), value.into())).collect()
+}
 
 /// Something another VM does just before one of this store's next writes.
 type Interference = Rc<dyn Fn(&FakeShared)>;

@@ -91,7 +91,7 @@ fn decide_at(
     backend: Option<&dyn SignatureBackend>,
     now: u64,
 ) -> Decision {
-    let headers: Vec<crate::request::Header> = headers.iter().map(|&(n, v)| (n.into(), v.into())).collect();
+    let headers = crate::testing::headers(headers);
     let request = RequestFacts::new(method, path, &headers);
     match backend {
         Some(backend) => {
@@ -506,7 +506,7 @@ fn merge(mut base: Value, extra: Value) -> Value {
 }
 
 fn from(vm: &mut Vm, method: &str, path: &str, headers: &[(&str, &str)], source: Option<&str>) -> Decision {
-    let headers: Vec<crate::request::Header> = headers.iter().map(|&(n, v)| (n.into(), v.into())).collect();
+    let headers = crate::testing::headers(headers);
     let mut request = RequestFacts::new(method, path, &headers);
     request.source = source.map(|s| s.parse().unwrap());
     super::decide(&vm.config, &mut vm.verifier, &request, &vm.host, NOW * 1000)

@@ -84,11 +84,8 @@ impl Envoy {
     }
 
     fn request(&mut self, worker: usize, context: u32, kid: &str, now: u64) -> Verdict {
-        let headers: Vec<crate::request::Header> = vec![
-            (":method".into(), "GET".into()),
-            (":path".into(), "/orders".into()),
-            ("authorization".into(), format!("Bearer {}", token(kid)).into()),
-        ];
+        let bearer = format!("Bearer {}", token(kid));
+        let headers = crate::testing::headers(&[(":method", "GET"), (":path", "/orders"), ("authorization", &bearer)]);
         let (plugin, host) = &mut self.workers[worker];
         plugin.on_request(host, context, &RequestFacts::from_headers(&headers), now)
     }
@@ -336,8 +333,7 @@ fn hex(key: &[u8]) -> String {
 }
 
 fn key_request(plugin: &mut Plugin, host: &mut FakeHost, context: u32, key: &str, now: u64) -> Verdict {
-    let headers: Vec<crate::request::Header> =
-        vec![(":method".into(), "GET".into()), (":path".into(), "/".into()), ("x-api-key".into(), key.into())];
+    let headers = crate::testing::headers(&[(":method", "GET"), (":path", "/"), ("x-api-key", key)]);
     plugin.on_request(host, context, &RequestFacts::from_headers(&headers), now)
 }
 
@@ -432,10 +428,8 @@ fn a_token_request_reads_its_body_and_is_counted() {
     });
     let mut plugin = Plugin::new(Config::from_json(config.to_string().as_bytes()).unwrap());
     let mut host = FakeHost::new(&FakeShared::default());
-    let headers: Vec<crate::request::Header> =
-        [(":method", "POST"), (":path", "/token"), ("content-type", "application/json")]
-            .map(|(n, v)| (n.into(), v.into()))
-            .into();
+    let headers =
+        crate::testing::headers(&[(":method", "POST"), (":path", "/token"), ("content-type", "application/json")]);
     let Verdict::ReadBody(presented) = plugin.on_request(&mut host, 1, &RequestFacts::from_headers(&headers), T0)
     else {
         panic!("a token request reads its body");
@@ -449,10 +443,7 @@ fn a_token_request_reads_its_body_and_is_counted() {
     // Its token opens the other routes.
     let token = serde_json::from_str::<Value>(&issued.body()).unwrap()["access_token"].as_str().unwrap().to_string();
     let bearer = format!("Bearer {token}");
-    let headers: Vec<crate::request::Header> =
-        [(":method", "GET"), (":path", "/orders"), ("authorization", bearer.as_str())]
-            .map(|(n, v)| (n.into(), v.into()))
-            .into();
+    let headers = crate::testing::headers(&[(":method", "GET"), (":path", "/orders"), ("authorization", &bearer)]);
     let verdict = plugin.on_request(&mut host, 2, &RequestFacts::from_headers(&headers), T0 + 1000);
     assert!(matches!(verdict, Verdict::Continue(_)), "{verdict:?}");
 }
@@ -467,8 +458,7 @@ fn a_token_request_whose_body_never_comes_gets_408() {
     });
     let mut plugin = Plugin::new(Config::from_json(config.to_string().as_bytes()).unwrap());
     let mut host = FakeHost::new(&FakeShared::default());
-    let headers: Vec<crate::request::Header> =
-        [(":method", "POST"), (":path", "/token")].map(|(n, v)| (n.into(), v.into())).into();
+    let headers = crate::testing::headers(&[(":method", "POST"), (":path", "/token")]);
     for context in [1, 2] {
         assert!(matches!(
             plugin.on_request(&mut host, context, &RequestFacts::from_headers(&headers), T0),

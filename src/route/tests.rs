@@ -2,7 +2,6 @@ use super::*;
 use crate::path::normalize;
 use crate::policy::authorize;
 use crate::privileges::Privileges;
-use crate::request::Header;
 use std::rc::Rc;
 
 fn rule(matcher: RouteMatch, require: Require) -> Rule {
@@ -14,7 +13,7 @@ fn prefix(p: &str) -> RouteMatch {
 }
 
 fn select<'r>(routes: &'r Routes, method: &str, path: &str, headers: &[(&str, &str)]) -> &'r Rule {
-    let headers: Vec<Header> = headers.iter().map(|&(n, v)| (n.into(), v.into())).collect();
+    let headers = crate::testing::headers(headers);
     let mut request = RequestFacts::new(method, path, &headers);
     request.route_name = Some("orders-route");
     // The selected rule borrows `routes` only.

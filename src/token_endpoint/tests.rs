@@ -7,7 +7,7 @@ use crate::authenticate::{NotVerified, Verifier};
 use crate::config::Config;
 use crate::credential::Credential;
 use crate::principal::AuthMethod;
-use crate::request::Header;
+use crate::testing::headers;
 use crate::testing::{FakeHost, FakeShared};
 
 const NOW: u64 = 1_800_000_000;
@@ -52,10 +52,6 @@ fn config(signing_key: Value) -> Config {
 
 fn endpoint(config: &Config) -> &TokenEndpoint {
     config.token_endpoint.as_ref().unwrap()
-}
-
-fn headers<'a>(pairs: &[(&'a str, &'a str)]) -> Vec<Header<'a>> {
-    pairs.iter().map(|&(n, v)| (n.into(), v.into())).collect()
 }
 
 /// The endpoint's answer to a POST with these headers and body.
