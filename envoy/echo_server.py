@@ -2,11 +2,13 @@
 """Echo upstream for the demo and the tests (stdlib only).
 
 Answers every method and path with 200 and a JSON body describing the request as
-it reached the upstream: {"method": ..., "path": ..., "headers": {name: value}}
-(header names lower-cased; repeated headers joined with ", "). A query parameter
+it reached the upstream: {"method": ..., "path": ..., "headers": {name: value},
+"body_length": n, "body_sha256": hex} (header names lower-cased; repeated headers
+joined with ", "; the body read by Content-Length or chunked). A query parameter
 `echo_delay=S` (at most 30) makes it wait S seconds first: a slow upstream.
 """
 import argparse
+import hashlib
 import json
 import re
 import sys
@@ -22,10 +24,22 @@ class EchoHandler(BaseHTTPRequestHandler):
     wbufsize = -1
     disable_nagle_algorithm = True
 
-    def _echo(self):
+    def _read_body(self) -> bytes:
+        if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
         length = int(self.headers.get("content-length") or 0)
-        if length:
-            self.rfile.read(length)
+        return self.rfile.read(length) if length else b""
+
+    def _echo(self):
+        received = self._read_body()
         delay = re.search(r"[?&]echo_delay=([0-9.]+)", self.path)
         if delay:
             time.sleep(min(float(delay.group(1)), 30.0))
@@ -33,7 +47,9 @@ class EchoHandler(BaseHTTPRequestHandler):
         for name, value in self.headers.items():
             key = name.lower()
             headers[key] = f"{headers[key]}, {value}" if key in headers else value
-        body = json.dumps({"method": self.command, "path": self.path, "headers": headers}).encode()
+        body = json.dumps({"method": self.command, "path": self.path, "headers": headers,
+                           "body_length": len(received),
+                           "body_sha256": hashlib.sha256(received).hexdigest()}).encode()
         self.send_response(200)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(body)))

@@ -65,6 +65,12 @@ pub trait CallResponse {
     fn body(&self) -> Vec<u8>;
 }
 
+/// The request body the host has buffered (read once a body that decides is complete).
+pub trait RequestBody {
+    /// Its first `max_size` bytes, or None when the host cannot give them.
+    fn read(&self, max_size: usize) -> Option<Vec<u8>>;
+}
+
 /// Envoy counters and gauges (`wasmcustom.wasm_authn.<name>` on the stats page).
 pub trait Counters {
     fn increment(&mut self, name: &str);

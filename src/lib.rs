@@ -35,6 +35,7 @@ pub mod revocation;
 pub mod route;
 pub mod shape;
 pub mod shared_table;
+pub mod stream;
 pub mod token_endpoint;
 pub mod token_location;
 

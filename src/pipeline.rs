@@ -30,7 +30,6 @@ use std::rc::Rc;
 use crate::authenticate::{NotVerified, Verifier, VerifyHost};
 use crate::config::Config;
 use crate::credential::{self, Credential};
-use crate::jwt::ProviderId;
 use crate::limits::{Admission, LimitTable, Quota};
 use crate::path::{normalize, MatchPath};
 use crate::policy::{self, Access, Forbidden};
@@ -38,8 +37,10 @@ use crate::principal::Principal;
 use crate::reason::Reason;
 use crate::reply::LocalReply;
 use crate::request::RequestFacts;
+use crate::revocation::Revoked;
 use crate::route::Require;
 use crate::shape::{self, UpstreamChanges};
+use crate::stream::Awaited;
 use crate::token_endpoint::grant::Presented;
 
 #[derive(Debug, PartialEq, Eq)]
@@ -58,8 +59,9 @@ pub enum Decision {
     Reply(LocalReply),
     /// A token request: read its body, then `Plugin::on_token_request` answers it.
     ReadBody(Presented),
-    /// Hold the request until the provider's keys arrive (first fetch, or a refetch for an unknown `kid`).
-    WaitForKeys { provider: ProviderId, refetch: bool },
+    /// Hold the request until what it needs arrives: a provider's keys (first fetch,
+    /// or a refetch for an unknown `kid`), or the revocation list's first fetch.
+    Wait(Awaited),
 }
 
 pub fn decide(
@@ -135,7 +137,9 @@ pub fn decide(
         Err(NotVerified::TryLater { reason, retry_after_seconds }) => {
             return Decision::Reply(LocalReply::try_later(reason, retry_after_seconds))
         }
-        Err(NotVerified::WaitForKeys { provider, refetch }) => return Decision::WaitForKeys { provider, refetch },
+        Err(NotVerified::WaitForKeys { provider, refetch }) => {
+            return Decision::Wait(Awaited::Keys { provider, refetch })
+        }
         Err(NotVerified::KeysUnavailable) => return Decision::Reply(LocalReply::keys_unavailable(1)),
     };
     if !rule.require.admits(&principal) {
@@ -143,8 +147,14 @@ pub fn decide(
     }
 
     // revocation
-    if config.revocation.is_active() && config.revocation.revokes(&principal) {
-        return Decision::Reply(LocalReply::invalid_token(challenges, "token revoked", Reason::TokenRevoked));
+    if config.revocation.is_active() {
+        match config.revocation.check(&principal) {
+            Revoked::No => {}
+            Revoked::Yes => {
+                return Decision::Reply(LocalReply::invalid_token(challenges, "token revoked", Reason::TokenRevoked))
+            }
+            Revoked::NotKnownYet => return Decision::Wait(Awaited::RevocationList),
+        }
     }
 
     // authorize

@@ -1,7 +1,9 @@
 //! One plugin instance: what a VM (one per Envoy worker) keeps for the
-//! configuration it runs, and the events the host brings it: a request's
-//! headers, a tick, the answer to a fetch, the end of a stream. The host
-//! adapter only carries these in and the verdicts out.
+//! configuration it runs, and the events the host brings it: a stream's
+//! request headers, body and trailers, a tick, the answer to a fetch, the end of
+//! a stream. Each stream's fate is kept by `stream::Streams`: every request
+//! event returns the `Step` it allows, and only a decision continues a stream.
+//! The host adapter only carries the events in and the steps out.
 
 use std::collections::HashMap;
 
@@ -9,46 +11,19 @@ use log::{debug, info, warn};
 
 use crate::authenticate::{Verifier, VerifyHost};
 use crate::config::Config;
-use crate::host_api::{CallResponse, Counters, HttpCalls, Outcome, Target};
+use crate::host_api::{CallResponse, Counters, HttpCalls, Outcome, RequestBody, Target};
 use crate::jwt::ProviderId;
-use crate::limits::Quota;
 use crate::pipeline::{self, Decision, Limited};
 use crate::reason::Reason;
-use crate::remote::{Fetch, FetchReason, Progress, Step};
+use crate::remote::{Fetch, FetchReason, Progress};
 use crate::reply::{rate_limit_fields, LocalReply};
 use crate::request::RequestFacts;
-use crate::shape::UpstreamChanges;
-use crate::token_endpoint::grant::Presented;
+use crate::stream::{Awaited, BodyEvent, BodyPurpose, Step, Streams, Waiting};
+use crate::token_endpoint::MAX_BODY_BYTES;
 
 /// Everything a plugin needs of its host.
 pub trait Host: VerifyHost + HttpCalls + Counters {}
 impl<T: VerifyHost + HttpCalls + Counters> Host for T {}
-
-/// What the host does with a request.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// Continue upstream after these changes.
-    Continue(UpstreamChanges),
-    /// Answer it.
-    Reply(LocalReply),
-    /// Hold it; `on_tick` says when to bring it back.
-    Pause,
-    /// A token request: bring its body (at most `token_endpoint::MAX_BODY_BYTES`) to `on_token_request`.
-    ReadBody(Presented),
-}
-
-/// A request held for a provider's keys.
-#[derive(Debug, Clone, Copy)]
-struct Waiting {
-    provider: ProviderId,
-    /// When it was first held.
-    since_ms: u64,
-    deadline_ms: u64,
-    /// The provider's key events when the request was last decided.
-    events_seen: u64,
-    /// It waits for a refetch (its `kid` is unknown), not for the first keys.
-    refetch: bool,
-}
 
 /// A document the plugin fetches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +35,7 @@ enum DocumentId {
 /// A fetch call on its way.
 struct PendingCall {
     document: DocumentId,
-    step: Step,
+    step: crate::remote::Step,
     target: Target,
 }
 
@@ -79,18 +54,12 @@ struct Label {
 pub struct Plugin {
     config: Config,
     verifier: Verifier,
-    /// Requests held for keys, by HTTP context id.
-    waiting: HashMap<u32, Waiting>,
+    /// Every open stream's fate, by HTTP context id.
+    streams: Streams,
     /// Outstanding fetch calls, by call token.
     calls: HashMap<u32, PendingCall>,
     needs_route_name: bool,
     needs_source_address: bool,
-    /// Requests holding a slot in flight: the principal's limit key, by HTTP context id.
-    in_flight: HashMap<u32, u64>,
-    /// Quotas to show on responses (`limits.expose_headers`), by HTTP context id.
-    response_fields: HashMap<u32, Quota>,
-    /// Token requests whose body is awaited: when to give up, by HTTP context id.
-    reading: HashMap<u32, u64>,
     /// A body never came: said once per VM (the likely cause is the host's configuration).
     warned_no_body: bool,
 }
@@ -105,17 +74,10 @@ impl Plugin {
             needs_route_name: config.routes.needs_route_name(),
             needs_source_address: config.needs_source_address(),
             config,
-            waiting: HashMap::new(),
+            streams: Streams::default(),
             calls: HashMap::new(),
-            in_flight: HashMap::new(),
-            response_fields: HashMap::new(),
-            reading: HashMap::new(),
             warned_no_body: false,
         }
-    }
-
-    pub fn config(&self) -> &Config {
-        &self.config
     }
 
     /// Whether a rule reads the Envoy route's name (a property the host reads per request).
@@ -128,128 +90,214 @@ impl Plugin {
         self.needs_source_address
     }
 
-    /// Decide a request (again, when it was held for keys).
-    pub fn on_request(&mut self, host: &mut dyn Host, context_id: u32, request: &RequestFacts, now_ms: u64) -> Verdict {
+    /// A stream's request headers: it is undecided until the pipeline decides.
+    pub fn on_request_headers(
+        &mut self,
+        host: &mut dyn Host,
+        context_id: u32,
+        request: &RequestFacts,
+        now_ms: u64,
+    ) -> Step {
+        self.streams.begin(context_id);
+        self.decide(host, context_id, request, now_ms)
+    }
+
+    /// A held stream, brought back by the tick (what it waits for changed, or its
+    /// time is up): decided again, or answered.
+    pub fn revisit(&mut self, host: &mut dyn Host, context_id: u32, request: &RequestFacts, now_ms: u64) -> Step {
+        if let Some(deadline_ms) = self.streams.body_deadline(context_id) {
+            if now_ms < deadline_ms {
+                return Step::Hold;
+            }
+            if !self.warned_no_body {
+                self.warned_no_body = true;
+                warn!(
+                    "wasm-authn: a request body did not arrive within {} s; if none ever does, set \
+                     allow_on_headers_stop_iteration: true in the wasm filter's config (Envoy >= 1.35)",
+                    BODY_WAIT_MS / 1000
+                );
+            }
+            host.increment("held_timeout");
+            let reply = crate::token_endpoint::body_timeout(BODY_WAIT_MS / 1000);
+            return self.answer(host, context_id, Some(request), reply);
+        }
+        if self.streams.waiting(context_id).is_none() {
+            return Step::Hold; // decided meanwhile, or gone: nothing to do
+        }
+        self.decide(host, context_id, request, now_ms)
+    }
+
+    /// A body chunk (`body_size`: what is buffered so far) or its end.
+    pub fn on_request_body(
+        &mut self,
+        host: &mut dyn Host,
+        context_id: u32,
+        body: &dyn RequestBody,
+        body_size: usize,
+        end_of_stream: bool,
+        now_ms: u64,
+    ) -> Step {
+        match self.streams.on_body(context_id, body_size, end_of_stream, MAX_BODY_BYTES) {
+            BodyEvent::Step(step) => step,
+            BodyEvent::Complete(purpose) => self.body_read(host, context_id, purpose, body, body_size, now_ms),
+        }
+    }
+
+    /// The request's trailers: they end a body that is being read.
+    pub fn on_request_trailers(
+        &mut self,
+        host: &mut dyn Host,
+        context_id: u32,
+        body: &dyn RequestBody,
+        now_ms: u64,
+    ) -> Step {
+        match self.streams.on_trailers(context_id) {
+            BodyEvent::Step(step) => step,
+            // The body's size is not known here: read one byte past the bound (enough to see it is over).
+            BodyEvent::Complete(purpose) => self.body_read(host, context_id, purpose, body, MAX_BODY_BYTES + 1, now_ms),
+        }
+    }
+
+    /// A body read before the decision is complete (or over its bound): decide with it.
+    fn body_read(
+        &mut self,
+        host: &mut dyn Host,
+        context_id: u32,
+        purpose: BodyPurpose,
+        body: &dyn RequestBody,
+        body_size: usize,
+        now_ms: u64,
+    ) -> Step {
+        // At most one byte past the limit: enough for the endpoint to see it is too large.
+        let Some(body) = body.read(body_size.min(MAX_BODY_BYTES + 1)) else {
+            return self.answer(host, context_id, None, LocalReply::host_unavailable());
+        };
+        let reply = match (purpose, &self.config.token_endpoint) {
+            (BodyPurpose::TokenRequest(presented), Some(endpoint)) => {
+                endpoint.issue(&self.config.api_keys, &presented, &body, &self.config.realm, now_ms / 1000)
+            }
+            (BodyPurpose::TokenRequest(_), None) => LocalReply::not_configured(),
+        };
+        self.answer(host, context_id, None, reply)
+    }
+
+    /// Decide a stream from its headers (again, when it was held).
+    fn decide(&mut self, host: &mut dyn Host, context_id: u32, request: &RequestFacts, now_ms: u64) -> Step {
         // A revocation fetched by another VM applies from the next request, not the next tick.
         if let Some(remote) = self.config.revocation.remote.as_mut() {
             remote.sync_if_fetched(&*host);
         }
         let mut decision = pipeline::decide(&self.config, &mut self.verifier, request, &*host, now_ms);
-        // Another VM may have fetched the keys, or refetched already: look before waiting or refusing.
-        if needs_key_check(&decision) {
-            self.sync_keys(&*host);
+        // Another VM may have fetched what is missing, or refetched already: look before waiting or refusing.
+        if needs_sync(&decision) {
+            self.sync_documents(&*host);
             decision = pipeline::decide(&self.config, &mut self.verifier, request, &*host, now_ms);
         }
-        if log::log_enabled!(log::Level::Debug) {
-            log_decision(request, &decision);
-        }
-        let verdict = match decision {
+        match decision {
             Decision::Bypass(changes) => {
+                self.log_decision(context_id, Some(request), "bypassed", now_ms);
                 host.count_soon(Outcome::Bypassed);
-                Verdict::Continue(changes)
+                self.streams.allow(context_id, changes)
             }
             Decision::Anonymous(changes) => {
+                self.log_decision(context_id, Some(request), "anonymous (optional route, no credential)", now_ms);
                 host.count_soon(Outcome::Anonymous);
-                Verdict::Continue(changes)
+                self.streams.allow(context_id, changes)
             }
-            Decision::Allow { changes, limited, .. } => {
+            Decision::Allow { principal, changes, limited } => {
+                if log::log_enabled!(log::Level::Debug) {
+                    let by = principal.provider.as_deref().map(|p| format!(", {p}")).unwrap_or_default();
+                    let outcome = format!("allowed: {} ({}{by})", principal.id, principal.method.as_str());
+                    self.log_decision(context_id, Some(request), &outcome, now_ms);
+                }
                 host.count_soon(Outcome::Allowed);
                 if let Some(limited) = limited {
                     self.track(host, context_id, limited);
                 }
-                Verdict::Continue(changes)
+                self.streams.allow(context_id, changes)
             }
-            Decision::Reply(reply) => Verdict::Reply(reply),
+            Decision::Reply(reply) => self.answer(host, context_id, Some(request), reply),
             Decision::ReadBody(presented) => {
-                self.reading.insert(context_id, now_ms + BODY_WAIT_MS);
-                Verdict::ReadBody(presented)
+                self.log_decision(context_id, Some(request), "token request: reading its body", now_ms);
+                self.count_held(host, context_id);
+                let purpose = BodyPurpose::TokenRequest(presented);
+                self.streams.read_body(context_id, purpose, now_ms, now_ms + BODY_WAIT_MS)
             }
-            Decision::WaitForKeys { provider, refetch } => self.hold(context_id, provider, refetch, now_ms),
-        };
-        if !matches!(verdict, Verdict::Pause) {
-            self.waiting.remove(&context_id);
+            Decision::Wait(awaited) => self.hold(host, context_id, request, awaited, now_ms),
         }
-        if let Verdict::Reply(reply) = &verdict {
-            host.increment(&reply.metric());
-        }
-        verdict
     }
 
-    /// A token request's body arrived (or its size passed the limit): the endpoint answers.
-    pub fn on_token_request(
+    /// Answer a stream: counted, logged, and the stream is answered for good.
+    fn answer(
         &mut self,
         host: &mut dyn Host,
         context_id: u32,
-        presented: &Presented,
-        body: &[u8],
-        now_ms: u64,
-    ) -> LocalReply {
-        self.reading.remove(&context_id);
-        let reply = match &self.config.token_endpoint {
-            Some(endpoint) => endpoint.issue(&self.config.api_keys, presented, body, &self.config.realm, now_ms / 1000),
-            None => LocalReply::not_configured(),
-        };
-        host.increment(&reply.metric());
-        reply
-    }
-
-    /// Token requests whose body has not come in time, and their answer (408).
-    pub fn overdue_body_reads(&mut self, host: &mut dyn Host, now_ms: u64) -> Vec<(u32, LocalReply)> {
-        let overdue: Vec<u32> = self.reading.iter().filter(|(_, due)| now_ms >= **due).map(|(id, _)| *id).collect();
-        if !overdue.is_empty() && !self.warned_no_body {
-            self.warned_no_body = true;
-            warn!(
-                "wasm-authn: a token request's body did not arrive within {} s; if none ever does, set \
-                 allow_on_headers_stop_iteration: true in the wasm filter's config (Envoy >= 1.35)",
-                BODY_WAIT_MS / 1000
-            );
+        request: Option<&RequestFacts>,
+        reply: LocalReply,
+    ) -> Step {
+        if log::log_enabled!(log::Level::Debug) {
+            let outcome = format!("answered {}: {}", reply.status, reply.reason.label());
+            let now_ms = host.now_ns().map_or(0, |ns| ns / 1_000_000);
+            self.log_decision(context_id, request, &outcome, now_ms);
         }
-        overdue
-            .into_iter()
-            .map(|id| {
-                self.reading.remove(&id);
-                let reply = crate::token_endpoint::body_timeout(BODY_WAIT_MS / 1000);
-                host.increment(&reply.metric());
-                (id, reply)
-            })
-            .collect()
+        host.increment(&reply.metric());
+        self.streams.answer(context_id, reply)
     }
 
-    /// Hold a request for keys, until they arrive or `jwks_wait_ms` runs out (then 503).
-    fn hold(&mut self, context_id: u32, provider: ProviderId, refetch: bool, now_ms: u64) -> Verdict {
-        let wait_ms = self.config.jwks_wait_ms;
-        let events = self.remote_events(provider);
-        let remote = self.config.jwt_providers.get(provider.0).and_then(|p| p.remote.as_ref());
-        let fetched_at = remote.map_or(0, |remote| remote.record().last_success_ms);
-        if let Some(held) = self.waiting.get(&context_id) {
+    /// Hold a stream for what it waits for, until that arrives or the wait is over (then 503).
+    fn hold(
+        &mut self,
+        host: &mut dyn Host,
+        context_id: u32,
+        request: &RequestFacts,
+        awaited: Awaited,
+        now_ms: u64,
+    ) -> Step {
+        let events = self.events(awaited);
+        let (wait_ms, fetched_at) = match awaited {
+            Awaited::Keys { provider, .. } => {
+                let remote = self.config.jwt_providers.get(provider.0).and_then(|p| p.remote.as_ref());
+                (self.config.jwks_wait_ms, remote.map_or(0, |r| r.record().last_success_ms))
+            }
+            Awaited::RevocationList => (self.config.revocation.wait_ms, 0),
+        };
+        let earlier = self.streams.waiting(context_id);
+        if let (Awaited::Keys { provider, refetch: true }, Some(earlier)) = (awaited, earlier) {
             // A fetch finished since this request began to wait for its kid, and the kid
             // is still unknown: the keys are as fresh as they get; no second refetch for it.
-            if refetch && held.refetch && fetched_at >= held.since_ms {
+            if matches!(earlier.awaited, Awaited::Keys { refetch: true, .. }) && fetched_at >= earlier.since_ms {
                 let challenges = self.config.challenges(&crate::route::Require::Any);
                 let unknown = crate::jwt::JwtError::UnknownKey { provider };
-                return Verdict::Reply(LocalReply::invalid_token(challenges, unknown.description(), unknown.reason()));
+                let reply = LocalReply::invalid_token(challenges, unknown.description(), unknown.reason());
+                return self.answer(host, context_id, Some(request), reply);
             }
         }
-        let entry = self.waiting.entry(context_id).or_insert(Waiting {
-            provider,
-            since_ms: now_ms,
-            deadline_ms: now_ms + wait_ms,
-            events_seen: events,
-            refetch,
-        });
-        entry.provider = provider;
-        entry.events_seen = events;
-        entry.refetch = refetch;
-        if now_ms >= entry.deadline_ms {
-            Verdict::Reply(LocalReply::keys_unavailable(wait_ms.div_ceil(1000)))
-        } else {
-            Verdict::Pause
+        let since_ms = earlier.map_or(now_ms, |earlier| earlier.since_ms);
+        let deadline_ms = earlier.map_or(now_ms + wait_ms, |earlier| earlier.deadline_ms);
+        if now_ms >= deadline_ms {
+            host.increment("held_timeout");
+            let reply = match awaited {
+                Awaited::Keys { .. } => LocalReply::keys_unavailable(wait_ms.div_ceil(1000)),
+                Awaited::RevocationList => LocalReply::try_later(Reason::RevocationUnavailable, wait_ms.div_ceil(1000)),
+            };
+            return self.answer(host, context_id, Some(request), reply);
         }
+        if earlier.is_none() {
+            let what = match awaited {
+                Awaited::Keys { .. } => "held for signing keys",
+                Awaited::RevocationList => "held for the revocation list",
+            };
+            self.log_decision(context_id, Some(request), what, now_ms);
+            self.count_held(host, context_id);
+        }
+        self.streams.wait(context_id, Waiting { awaited, since_ms, deadline_ms, events_seen: events })
     }
 
-    fn remote_events(&self, provider: ProviderId) -> u64 {
-        let remote = self.config.jwt_providers.get(provider.0).and_then(|p| p.remote.as_ref());
-        remote.map_or(0, |remote| remote.events())
+    /// A stream is held for the first time.
+    fn count_held(&self, host: &mut dyn Host, context_id: u32) {
+        if self.streams.held_since(context_id).is_none() {
+            host.increment("held");
+        }
     }
 
     /// Remember what a counted request gives back when its stream ends, and the
@@ -258,35 +306,53 @@ impl Plugin {
         if limited.new_principal {
             host.add_to_gauge("tracked_principals", 1);
         }
-        if limited.holds_slot {
-            self.in_flight.insert(context_id, limited.key);
-        }
-        if let (true, Some(quota)) = (self.config.expose_limit_headers, limited.quota) {
-            self.response_fields.insert(context_id, quota);
-        }
+        let in_flight = limited.holds_slot.then_some(limited.key);
+        let quota = limited.quota.filter(|_| self.config.expose_limit_headers);
+        self.streams.track(context_id, in_flight, quota);
     }
 
     /// Response headers to add to this request's response (the RateLimit fields, where exposed).
     pub fn response_headers(&mut self, context_id: u32) -> Vec<(&'static str, String)> {
-        self.response_fields.remove(&context_id).map(|quota| rate_limit_fields(&quota).to_vec()).unwrap_or_default()
+        self.streams.take_quota(context_id).map(|quota| rate_limit_fields(&quota).to_vec()).unwrap_or_default()
     }
 
     /// The stream ended, however (completed, reset, timed out, answered by a later
     /// filter, or gone while held): its slot in flight is given back.
     /// The clock is read only then: most streams end with nothing to give back.
     pub fn on_stream_end(&mut self, host: &mut dyn Host, context_id: u32) {
-        self.waiting.remove(&context_id);
-        self.response_fields.remove(&context_id);
-        self.reading.remove(&context_id);
-        if let Some(key) = self.in_flight.remove(&context_id) {
+        let ended = self.streams.end(context_id);
+        if let Some(key) = ended.in_flight {
             let now_s = host.now_ns().map_or(0, |ns| ns / 1_000_000_000);
             self.config.limit_table.release(&*host, key, now_s);
+        }
+        if let (Some(since_ms), true) = (ended.abandoned_held_since, log::log_enabled!(log::Level::Debug)) {
+            let held_ms = host.now_ns().map_or(0, |ns| (ns / 1_000_000).saturating_sub(since_ms));
+            debug!("wasm-authn: stream {context_id} ended undecided after {held_ms} ms held (the client went away)");
         }
     }
 
     /// Whether the host should tick fast: requests wait for keys or bodies, or keys are on their way.
     pub fn busy(&self) -> bool {
-        !self.waiting.is_empty() || !self.calls.is_empty() || !self.reading.is_empty()
+        !self.calls.is_empty() || self.streams.any_held()
+    }
+
+    /// One line per decision for operators (Envoy's `wasm` logger at debug): the method,
+    /// the path without its query (where an API key may be), or the stream when a
+    /// body decided it; what was decided and, for a stream that was held, for how
+    /// long; never a credential.
+    fn log_decision(&self, context_id: u32, request: Option<&RequestFacts>, outcome: &str, now_ms: u64) {
+        if !log::log_enabled!(log::Level::Debug) {
+            return;
+        }
+        let subject = match request {
+            Some(request) => format!("{} {}", request.method, request.path.split(['?', '#']).next().unwrap_or("")),
+            None => format!("stream {context_id} (its body read)"),
+        };
+        let held = match self.streams.held_since(context_id) {
+            Some(since_ms) => format!(" (after {} ms held)", now_ms.saturating_sub(since_ms)),
+            None => String::new(),
+        };
+        debug!("wasm-authn: {subject}: {outcome}{held}");
     }
 
     /// Every document this plugin fetches.
@@ -331,10 +397,10 @@ impl Plugin {
             let fetching = self.calls.values().any(|call| call.document == id);
             // When held requests began to wait for a kid this document lacks.
             let waiting_since: Vec<u64> = self
-                .waiting
-                .values()
-                .filter(|w| DocumentId::Jwks(w.provider) == id && w.refetch)
-                .map(|w| w.since_ms)
+                .streams
+                .held()
+                .filter(|(_, w)| matches!(w.awaited, Awaited::Keys { provider, refetch: true } if DocumentId::Jwks(provider) == id))
+                .map(|(_, w)| w.since_ms)
                 .collect();
             let Some((document, label)) = self.document(id) else { continue };
             keys_changed |= document.sync(&*host) && matches!(id, DocumentId::Jwks(_));
@@ -359,11 +425,19 @@ impl Plugin {
         if keys_changed {
             self.verifier.keys_changed();
         }
-        self.waiting
-            .iter()
-            .filter(|(_, w)| now_ms >= w.deadline_ms || self.remote_events(w.provider) != w.events_seen)
-            .map(|(id, _)| *id)
-            .collect()
+        let held =
+            self.streams.held().filter(|(_, w)| now_ms >= w.deadline_ms || self.events(w.awaited) != w.events_seen);
+        let overdue_bodies = self.streams.reading().filter(|(_, deadline_ms)| now_ms >= *deadline_ms);
+        held.map(|(id, _)| id).chain(overdue_bodies.map(|(id, _)| id)).collect()
+    }
+
+    /// The events of what a held stream waits for (they change when it may be decided differently).
+    fn events(&self, awaited: Awaited) -> u64 {
+        let remote = match awaited {
+            Awaited::Keys { provider, .. } => self.config.jwt_providers.get(provider.0).and_then(|p| p.remote.as_ref()),
+            Awaited::RevocationList => return self.config.revocation.remote.as_ref().map_or(0, |r| r.events()),
+        };
+        remote.map_or(0, |remote| remote.events())
     }
 
     /// A fetch call answered (or failed: no status means timeout or connection failure).
@@ -373,7 +447,10 @@ impl Plugin {
         match document.on_response(&*host, call.step, response, now_ms) {
             Progress::Call(target) => match host.get(&target, document.fetch_config().policy.timeout_ms) {
                 Some(next) => {
-                    self.calls.insert(next, PendingCall { document: call.document, step: Step::Document, target });
+                    self.calls.insert(
+                        next,
+                        PendingCall { document: call.document, step: crate::remote::Step::Document, target },
+                    );
                 }
                 None => self.fetch_failed(host, call.document, &target, CALL_NOT_MADE, now_ms),
             },
@@ -404,8 +481,8 @@ impl Plugin {
     }
 
     /// Look at what other VMs fetched (the rare path of a token whose key this VM
-    /// does not know, or whose keys are not loaded yet).
-    fn sync_keys(&mut self, host: &dyn Host) {
+    /// does not know, or of a document not loaded yet).
+    fn sync_documents(&mut self, host: &dyn Host) {
         let mut changed = false;
         for remote in self.config.jwt_providers.iter_mut().filter_map(|p| p.remote.as_mut()) {
             changed |= remote.sync(host);
@@ -413,33 +490,18 @@ impl Plugin {
         if changed {
             self.verifier.keys_changed();
         }
-    }
-}
-
-/// One line per decision for operators (Envoy's `wasm` logger at debug): the method,
-/// the path without its query (where an API key may be), what was decided, the
-/// principal's id and how it proved itself; never a credential.
-fn log_decision(request: &RequestFacts, decision: &Decision) {
-    let path = request.path.split(['?', '#']).next().unwrap_or("");
-    let outcome = match decision {
-        Decision::Allow { principal, .. } => {
-            let by = principal.provider.as_deref().map(|p| format!(", {p}")).unwrap_or_default();
-            format!("allowed: {} ({}{by})", principal.id, principal.method.as_str())
+        if let Some(remote) = self.config.revocation.remote.as_mut() {
+            remote.sync(host);
         }
-        Decision::Bypass(_) => "bypassed".to_string(),
-        Decision::Anonymous(_) => "anonymous (optional route, no credential)".to_string(),
-        Decision::Reply(reply) => format!("answered {}: {}", reply.status, reply.reason.label()),
-        Decision::WaitForKeys { .. } => "held for signing keys".to_string(),
-        Decision::ReadBody(_) => "token request: reading its body".to_string(),
-    };
-    debug!("wasm-authn: {} {path}: {outcome}", request.method);
+    }
 }
 
 const CALL_NOT_MADE: &str = "the call could not be made (unknown cluster?)";
 
-fn needs_key_check(decision: &Decision) -> bool {
+/// Whether a decision could change with what other VMs fetched.
+fn needs_sync(decision: &Decision) -> bool {
     match decision {
-        Decision::WaitForKeys { .. } => true,
+        Decision::Wait(_) => true,
         Decision::Reply(reply) => reply.reason == Reason::JwtUnknownKey,
         _ => false,
     }

@@ -75,6 +75,8 @@ reasons! {
     LimitsUnavailable => "limits_unavailable",
     /// Remote signing keys not fetched (yet), or not fetchable now.
     JwksUnavailable => "jwks_unavailable",
+    /// The remote revocation list was never fetched: a token it may revoke waits, then 503.
+    RevocationUnavailable => "revocation_unavailable",
     /// The token endpoint issued a token (counted as `token_issued`, not denied).
     TokenIssued => "token_issued",
     /// The token endpoint's JWKS was served (counted as `jwks_served`).

@@ -68,12 +68,35 @@ impl crate::remote::Summary for RevocationList {
 pub struct Revocation {
     pub local: RevocationList,
     pub remote: Option<RemoteDocument<RevocationList>>,
+    /// Until the remote list's first fetch, tokens pass unchecked by it
+    /// (`allow_before_first_fetch`); otherwise they wait for it, then get 503.
+    pub allow_before_first_fetch: bool,
+    /// How long a token waits for the remote list's first fetch.
+    pub wait_ms: u64,
+}
+
+/// What the lists say of a principal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revoked {
+    No,
+    Yes,
+    /// The remote list was never fetched and could revoke it: not known yet.
+    NotKnownYet,
 }
 
 impl Revocation {
-    pub fn revokes(&self, principal: &Principal) -> bool {
-        self.local.revokes(principal)
-            || self.remote.as_ref().and_then(RemoteDocument::value).is_some_and(|list| list.revokes(principal))
+    pub fn check(&self, principal: &Principal) -> Revoked {
+        if self.local.revokes(principal) {
+            return Revoked::Yes;
+        }
+        let Some(remote) = &self.remote else { return Revoked::No };
+        match remote.value() {
+            Some(list) if list.revokes(principal) => Revoked::Yes,
+            Some(_) => Revoked::No,
+            // Only tokens are revoked: other credentials never wait for the list.
+            None if principal.token.is_none() || self.allow_before_first_fetch => Revoked::No,
+            None => Revoked::NotKnownYet,
+        }
     }
 
     /// Whether anything could be revoked (the stage is skipped otherwise).

@@ -27,6 +27,7 @@ use wasm_authn::pipeline::{decide, Decision};
 use wasm_authn::principal::AuthMethod;
 use wasm_authn::reason::Reason;
 use wasm_authn::request::RequestFacts;
+use wasm_authn::stream::Awaited;
 use wasm_authn_fuzz::{config, wrong_keys_config, FakeHost, TextRequest, NOW, PASSWORD, SKEW};
 
 fn facts(request: &TextRequest) -> RequestFacts<'_> {
@@ -115,10 +116,12 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!((reply.status, reply.reason), (401, Reason::MissingCredential));
             }
         }
-        Decision::WaitForKeys { provider, .. } => {
+        Decision::Wait(Awaited::Keys { provider, .. }) => {
             assert!(matches!(credential, Ok(Some(Credential::Bearer { .. }))));
             assert_eq!(*provider, ProviderId(2), "only the remote provider fetches keys");
         }
+        // This configuration fetches no revocation list.
+        Decision::Wait(Awaited::RevocationList) => panic!("impossible here: {decision:?}"),
         // This configuration has no optional rule and no token endpoint.
         Decision::Anonymous(_) | Decision::ReadBody(_) => panic!("impossible here: {decision:?}"),
     }

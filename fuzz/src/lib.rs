@@ -330,7 +330,7 @@ impl TextRequest {
 pub fn changes_of(decision: &Decision) -> Option<&UpstreamChanges> {
     match decision {
         Decision::Bypass(changes) | Decision::Anonymous(changes) | Decision::Allow { changes, .. } => Some(changes),
-        Decision::Reply(_) | Decision::ReadBody(_) | Decision::WaitForKeys { .. } => None,
+        Decision::Reply(_) | Decision::ReadBody(_) | Decision::Wait(_) => None,
     }
 }
 

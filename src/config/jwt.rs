@@ -9,14 +9,13 @@ use super::error::ConfigError;
 use super::names::{form_name, header_name, non_empty};
 use super::policy::{privileges, PrivilegeFields};
 use super::remote::{fetch_config, Document};
-use super::schema::{default_jwks_wait_ms, RawJwt, RawProvider};
+use super::schema::{default_wait_ms, RawJwt, RawProvider, MAX_WAIT_MS};
 use super::secrets::{self, Env};
 use crate::jwt::{ClaimToHeader, Issuer, KeySet, Provider};
 use crate::limits::Limits;
 use crate::remote::RemoteDocument;
 use crate::token_location::{TokenPlace, AUTHORIZATION};
 
-const MAX_JWKS_WAIT_MS: u64 = 30_000;
 const MAX_VALUE_PREFIX_BYTES: usize = 64;
 
 /// Headers that frame or route the request: a claim must never set them.
@@ -34,10 +33,10 @@ pub fn compile(
     env: Env,
 ) -> Result<(Vec<Provider>, Vec<TokenPlaces>, u64), ConfigError> {
     let Some(raw) = raw else {
-        return Ok((Vec::new(), Vec::new(), default_jwks_wait_ms()));
+        return Ok((Vec::new(), Vec::new(), default_wait_ms()));
     };
-    if raw.jwks_wait_ms > MAX_JWKS_WAIT_MS {
-        return Err(ConfigError::new("jwt.jwks_wait_ms", format!("must be at most {MAX_JWKS_WAIT_MS}")));
+    if raw.jwks_wait_ms > MAX_WAIT_MS {
+        return Err(ConfigError::new("jwt.jwks_wait_ms", format!("must be at most {MAX_WAIT_MS}")));
     }
     let mut providers = Vec::with_capacity(raw.providers.len());
     let mut places = Vec::with_capacity(raw.providers.len());

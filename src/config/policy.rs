@@ -4,7 +4,7 @@
 use super::error::ConfigError;
 use super::names::non_empty;
 use super::remote::{fetch_config, Document};
-use super::schema::{RawBypassRule, RawLimits, RawMatch, RawRevocation, RawRule};
+use super::schema::{default_wait_ms, RawBypassRule, RawLimits, RawMatch, RawRevocation, RawRule, MAX_WAIT_MS};
 use crate::limits::Limits;
 use crate::network::{Cidr, Networks};
 use crate::privileges::Privileges;
@@ -270,9 +270,17 @@ fn require(raw: Option<serde_json::Value>, path: &str, providers: &[&str]) -> Re
 
 pub fn revocation(raw: Option<RawRevocation>) -> Result<Revocation, ConfigError> {
     let Some(raw) = raw else {
-        return Ok(Revocation { local: RevocationList::default(), remote: None });
+        return Ok(Revocation {
+            local: RevocationList::default(),
+            remote: None,
+            allow_before_first_fetch: false,
+            wait_ms: default_wait_ms(),
+        });
     };
     bounded(&raw.jti, "revocation.jti")?;
+    if raw.wait_ms > MAX_WAIT_MS {
+        return Err(ConfigError::new("revocation.wait_ms", format!("must be at most {MAX_WAIT_MS}")));
+    }
     if raw.not_before.len() > MAX_LIST {
         return Err(ConfigError::new("revocation.not_before", format!("at most {MAX_LIST} entries")));
     }
@@ -284,5 +292,10 @@ pub fn revocation(raw: Option<RawRevocation>) -> Result<Revocation, ConfigError>
         .map(|remote| fetch_config(remote, "revocation.remote", Document::Revocation))
         .transpose()?
         .map(|fetch| RemoteDocument::new(fetch, "revocation", RevocationList::from_document));
-    Ok(Revocation { local: RevocationList::new(raw.jti, raw.not_before), remote })
+    Ok(Revocation {
+        local: RevocationList::new(raw.jti, raw.not_before),
+        remote,
+        allow_before_first_fetch: raw.allow_before_first_fetch,
+        wait_ms: raw.wait_ms,
+    })
 }

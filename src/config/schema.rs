@@ -159,8 +159,16 @@ pub struct RawRevocation {
     /// Principal id -> Unix seconds.
     #[serde(default)]
     pub not_before: BTreeMap<String, u64>,
-    /// The same document, fetched through an Envoy cluster.
+    /// The same document, fetched through an Envoy cluster. Until its first fetch, a
+    /// token waits for it (`wait_ms`), then gets 503, unless `allow_before_first_fetch`.
     pub remote: Option<RawRemote>,
+    /// How long a token may wait for the remote list's first fetch before it gets 503 (at most 30000).
+    #[serde(default = "default_wait_ms")]
+    pub wait_ms: u64,
+    /// Let tokens through unchecked by the remote list until its first fetch (after a
+    /// restart while the endpoint is down, remotely revoked tokens then pass).
+    #[serde(default)]
+    pub allow_before_first_fetch: bool,
 }
 
 #[derive(Deserialize)]
@@ -347,7 +355,7 @@ pub struct RawJwt {
     #[serde(default)]
     pub providers: Vec<RawProvider>,
     /// How long a request may wait for a provider's remote keys before it gets 503 (at most 30000).
-    #[serde(default = "default_jwks_wait_ms")]
+    #[serde(default = "default_wait_ms")]
     pub jwks_wait_ms: u64,
 }
 
@@ -487,9 +495,11 @@ pub fn default_api_key_headers() -> Vec<String> {
 fn default_true() -> bool {
     true
 }
-pub fn default_jwks_wait_ms() -> u64 {
+/// How long a request may be held for something fetched (keys, the revocation list), by default and at most.
+pub fn default_wait_ms() -> u64 {
     2000
 }
+pub const MAX_WAIT_MS: u64 = 30_000;
 pub fn default_cache_entries() -> usize {
     4096
 }

@@ -1,6 +1,6 @@
 //! The root context: configuration at load, then a tick that keeps remote keys
-//! fresh and brings back the requests that waited for them, and the answers to
-//! fetches.
+//! fresh and brings back the requests held for them (or for their body), and the
+//! answers to fetches.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::plugin::Plugin;
 
 use super::envoy::{now_ms, EnvoyCallResponse, EnvoyHost};
-use super::http::{handle_request, send, AuthnRequest};
+use super::http::{revisit, AuthnRequest};
 use super::vm::{tick_fast, Vm, FAST_TICK};
 
 /// Without requests waiting or keys on their way, a tick only picks up refreshes,
@@ -92,21 +92,9 @@ impl RootContext for AuthnRoot {
             }
             Err(_) => return,
         };
-        let overdue = match vm.try_borrow_mut() {
-            Ok(mut vm) => {
-                let Vm { plugin, host } = &mut *vm;
-                plugin.overdue_body_reads(host, now)
-            }
-            Err(_) => Vec::new(),
-        };
-        for (context_id, reply) in overdue {
-            if hostcalls::set_effective_context(context_id).is_ok() {
-                send(&reply);
-            }
-        }
         for context_id in ready {
             if hostcalls::set_effective_context(context_id).is_ok() {
-                handle_request(&vm, context_id, true);
+                revisit(&vm, context_id);
             } else if let Ok(mut vm) = vm.try_borrow_mut() {
                 let Vm { plugin, host } = &mut *vm;
                 plugin.on_stream_end(host, context_id); // the request went away
@@ -121,7 +109,7 @@ impl RootContext for AuthnRoot {
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(AuthnRequest { context_id, vm: self.vm.clone(), token_request: None }))
+        Some(Box::new(AuthnRequest { context_id, vm: self.vm.clone() }))
     }
 
     fn get_type(&self) -> Option<ContextType> {

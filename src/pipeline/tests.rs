@@ -14,6 +14,7 @@ use crate::jwt::{Algorithm, ProviderId, SignatureBackend};
 use crate::principal::AuthMethod;
 use crate::reason::Reason;
 use crate::remote::{Progress, Step};
+use crate::stream::Awaited;
 use crate::testing::{FakeHost, FakeResponse, FakeShared};
 
 const SECRET_SHA256: &str = "sha256:2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b";
@@ -354,12 +355,12 @@ fn remote_provider_without_keys_waits_then_unknown_kid_refetches() {
     let headers = [("authorization", bearer.as_str())];
 
     let d = decide(&mut vm, &headers);
-    assert_eq!(d, Decision::WaitForKeys { provider: ProviderId(1), refetch: false });
+    assert_eq!(d, Decision::Wait(Awaited::Keys { provider: ProviderId(1), refetch: false }));
 
     fetch(&mut vm, json!({"keys": [jwk_other()]}), NOW * 1000, false);
     // An unknown kid may trigger a refetch (none happened yet).
     let d = decide(&mut vm, &headers);
-    assert_eq!(d, Decision::WaitForKeys { provider: ProviderId(1), refetch: true });
+    assert_eq!(d, Decision::Wait(Awaited::Keys { provider: ProviderId(1), refetch: true }));
 
     // The refetch brought nothing new; within min_refetch_seconds the key is unknown.
     fetch(&mut vm, json!({"keys": [jwk_other()]}), NOW * 1000 + 10, true);
@@ -616,11 +617,12 @@ fn revocation_by_jti_and_not_before_beats_the_cache() {
     let no_iat = token(json!({"sub": "u-2"}));
     assert_eq!(denied(decide_with(&mut vm, "GET", "/x", &[("authorization", &no_iat)])).reason, Reason::TokenRevoked);
 
-    // A remote list: a token verified and remembered is refused once the list names it.
+    // A remote list: until its first fetch a token waits for it (the list could revoke
+    // it); then a token verified and remembered is refused once the list names it.
     let remote = json!({"revocation": {"remote": {"cluster": "rev", "authority": "rev", "path": "/revoked.json"}}});
     let mut vm = policy_vm(remote);
     let good = token(json!({"jti": "t-1"}));
-    allowed(decide_with(&mut vm, "GET", "/x", &[("authorization", &good)]));
+    assert_eq!(decide_with(&mut vm, "GET", "/x", &[("authorization", &good)]), Decision::Wait(Awaited::RevocationList));
     let list = vm.config.revocation.remote.as_mut().unwrap();
     list.start(&vm.host.shared, NOW * 1000, false);
     let body = json!({"jti": ["t-1"]}).to_string();
@@ -629,6 +631,17 @@ fn revocation_by_jti_and_not_before_beats_the_cache() {
         Progress::Fetched { .. }
     ));
     assert_eq!(denied(decide_with(&mut vm, "GET", "/x", &[("authorization", &good)])).reason, Reason::TokenRevoked);
+    allowed(decide_with(&mut vm, "GET", "/x", &[("authorization", &token(json!({"jti": "t-2"})))]));
+}
+
+#[test]
+fn before_the_remote_revocation_list_is_fetched_only_tokens_wait_unless_allowed() {
+    let remote = json!({"cluster": "rev", "authority": "rev", "path": "/revoked.json"});
+    let mut vm = policy_vm(json!({"revocation": {"remote": remote, "jti": ["leaked"]}}));
+    let leaked = token(json!({"jti": "leaked"}));
+    assert_eq!(denied(decide_with(&mut vm, "GET", "/x", &[("authorization", &leaked)])).reason, Reason::TokenRevoked);
+    let mut vm = policy_vm(json!({"revocation": {"remote": remote, "allow_before_first_fetch": true}}));
+    allowed(decide_with(&mut vm, "GET", "/x", &[("authorization", &token(json!({"jti": "t-1"})))]));
 }
 
 #[test]

@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use super::*;
 use crate::limits::LimitTable;
 use crate::testing::{FakeHost, FakeResponse, FakeShared};
+use crate::token_endpoint::MAX_BODY_BYTES;
 
 const ISSUER: &str = "https://remote.example";
 const T0: u64 = 1_800_000_000_000; // ms
@@ -83,11 +84,20 @@ impl Envoy {
         plugin.on_call_response(host, token, &response, now);
     }
 
-    fn request(&mut self, worker: usize, context: u32, kid: &str, now: u64) -> Verdict {
+    /// A new stream with a token signed by `kid`.
+    fn request(&mut self, worker: usize, context: u32, kid: &str, now: u64) -> Step {
         let bearer = format!("Bearer {}", token(kid));
         let headers = crate::testing::headers(&[(":method", "GET"), (":path", "/orders"), ("authorization", &bearer)]);
         let (plugin, host) = &mut self.workers[worker];
-        plugin.on_request(host, context, &RequestFacts::from_headers(&headers), now)
+        plugin.on_request_headers(host, context, &RequestFacts::from_headers(&headers), now)
+    }
+
+    /// A held stream brought back by the tick (its headers read again, as the host does).
+    fn revisit(&mut self, worker: usize, context: u32, kid: &str, now: u64) -> Step {
+        let bearer = format!("Bearer {}", token(kid));
+        let headers = crate::testing::headers(&[(":method", "GET"), (":path", "/orders"), ("authorization", &bearer)]);
+        let (plugin, host) = &mut self.workers[worker];
+        plugin.revisit(host, context, &RequestFacts::from_headers(&headers), now)
     }
 
     /// The one call made since the last look, answered with `response`.
@@ -99,13 +109,13 @@ impl Envoy {
     }
 }
 
-fn is_allowed(verdict: &Verdict) -> bool {
-    matches!(verdict, Verdict::Continue(changes) if changes.set.iter().any(|(n, _)| n == "x-auth-principal"))
+fn is_allowed(step: &Step) -> bool {
+    matches!(step, Step::Continue(go) if go.changes().is_some_and(|c| c.set.iter().any(|(n, _)| n == "x-auth-principal")))
 }
 
-fn reply_status(verdict: &Verdict) -> Option<u16> {
-    match verdict {
-        Verdict::Reply(reply) => Some(reply.status),
+fn reply_status(step: &Step) -> Option<u16> {
+    match step {
+        Step::Answer(reply) => Some(reply.status),
         _ => None,
     }
 }
@@ -132,28 +142,28 @@ fn one_fetch_for_every_worker_and_every_worker_gets_the_keys() {
 #[test]
 fn requests_held_before_the_first_keys_are_woken_on_every_worker() {
     let mut envoy = Envoy::new(3, json!({}));
-    assert_eq!(envoy.request(1, 7, "a", T0), Verdict::Pause);
-    assert_eq!(envoy.request(2, 8, "a", T0), Verdict::Pause);
+    assert_eq!(envoy.request(1, 7, "a", T0), Step::Hold);
+    assert_eq!(envoy.request(2, 8, "a", T0), Step::Hold);
     envoy.tick(T0);
     envoy.answer_the_call(FakeResponse::ok(jwks(&["a"])), T0 + 10);
     let ready = envoy.tick(T0 + 20);
     assert_eq!(ready[1], vec![7]);
     assert_eq!(ready[2], vec![8]);
-    assert!(is_allowed(&envoy.request(1, 7, "a", T0 + 20)));
-    assert!(is_allowed(&envoy.request(2, 8, "a", T0 + 20)));
+    assert!(is_allowed(&envoy.revisit(1, 7, "a", T0 + 20)));
+    assert!(is_allowed(&envoy.revisit(2, 8, "a", T0 + 20)));
     assert!(envoy.tick(T0 + 40).iter().all(Vec::is_empty), "nothing is held any more");
 }
 
 #[test]
 fn a_held_request_gets_503_once_its_wait_is_over() {
     let mut envoy = Envoy::new(2, json!({}));
-    assert_eq!(envoy.request(0, 5, "a", T0), Verdict::Pause);
+    assert_eq!(envoy.request(0, 5, "a", T0), Step::Hold);
     envoy.tick(T0);
     let _ = envoy.calls(); // never answered
     assert!(envoy.tick(T0 + 1000)[0].is_empty());
     assert_eq!(envoy.tick(T0 + 2000)[0], vec![5]);
-    let verdict = envoy.request(0, 5, "a", T0 + 2000);
-    let Verdict::Reply(reply) = verdict else { panic!("{verdict:?}") };
+    let step = envoy.revisit(0, 5, "a", T0 + 2000);
+    let Step::Answer(reply) = step else { panic!("{step:?}") };
     assert_eq!((reply.status, reply.reason), (503, Reason::JwksUnavailable));
     assert!(reply.headers.contains(&("retry-after", "2".to_string())));
     assert_eq!(envoy.workers[0].1.counter("denied.jwks_unavailable"), 1);
@@ -206,14 +216,14 @@ fn an_unknown_kid_refetches_once_for_the_whole_envoy() {
     envoy.tick(T0 + 10);
     // The key rotates at the endpoint; tokens signed with "b" reach every worker.
     for w in 0..4 {
-        assert_eq!(envoy.request(w, 10 + w as u32, "b", T0 + 100), Verdict::Pause, "worker {w}");
+        assert_eq!(envoy.request(w, 10 + w as u32, "b", T0 + 100), Step::Hold, "worker {w}");
     }
     envoy.tick(T0 + 120);
     envoy.answer_the_call(FakeResponse::ok(jwks(&["a", "b"])), T0 + 130);
     let ready = envoy.tick(T0 + 140);
     for (w, held) in ready.iter().enumerate() {
         assert_eq!(held, &vec![10 + w as u32]);
-        assert!(is_allowed(&envoy.request(w, 10 + w as u32, "b", T0 + 140)), "worker {w}");
+        assert!(is_allowed(&envoy.revisit(w, 10 + w as u32, "b", T0 + 140)), "worker {w}");
     }
     envoy.tick(T0 + 5000);
     assert!(envoy.calls().is_empty(), "no second refetch");
@@ -228,11 +238,11 @@ fn an_unknown_kid_while_the_endpoint_fails_is_a_503() {
     let mut envoy = Envoy::new(2, json!({}));
     envoy.tick(T0);
     envoy.answer_the_call(FakeResponse::ok(jwks(&["a"])), T0);
-    assert_eq!(envoy.request(1, 3, "b", T0 + 100), Verdict::Pause);
+    assert_eq!(envoy.request(1, 3, "b", T0 + 100), Step::Hold);
     envoy.tick(T0 + 110);
     envoy.answer_the_call(FakeResponse::status(503), T0 + 120);
     assert_eq!(envoy.tick(T0 + 130)[1], vec![3]);
-    assert_eq!(reply_status(&envoy.request(1, 3, "b", T0 + 130)), Some(503));
+    assert_eq!(reply_status(&envoy.revisit(1, 3, "b", T0 + 130)), Some(503));
     assert!(is_allowed(&envoy.request(1, 4, "a", T0 + 130)), "known keys still work");
 }
 
@@ -308,7 +318,7 @@ fn oversized_and_keyless_documents_are_failures() {
     envoy.tick(T0 + 1001);
     envoy.answer_the_call(FakeResponse::ok(json!({"keys": []}).to_string()), T0 + 1001);
     assert_eq!(envoy.workers[0].1.counter("jwks_fetch_failed.remote"), 2);
-    assert_eq!(envoy.request(0, 1, "a", T0 + 1002), Verdict::Pause, "still no keys");
+    assert_eq!(envoy.request(0, 1, "a", T0 + 1002), Step::Hold, "still no keys");
 }
 
 // ---- limits across workers ----
@@ -332,9 +342,9 @@ fn hex(key: &[u8]) -> String {
     crate::digest::sha256(key).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn key_request(plugin: &mut Plugin, host: &mut FakeHost, context: u32, key: &str, now: u64) -> Verdict {
+fn key_request(plugin: &mut Plugin, host: &mut FakeHost, context: u32, key: &str, now: u64) -> Step {
     let headers = crate::testing::headers(&[(":method", "GET"), (":path", "/"), ("x-api-key", key)]);
-    plugin.on_request(host, context, &RequestFacts::from_headers(&headers), now)
+    plugin.on_request_headers(host, context, &RequestFacts::from_headers(&headers), now)
 }
 
 #[test]
@@ -344,8 +354,8 @@ fn requests_per_hour_are_exact_across_workers_and_the_override_applies() {
     for i in 0..20u32 {
         let (plugin, host) = &mut workers[(i % 4) as usize];
         match key_request(plugin, host, i, "key-a", T0 + u64::from(i)) {
-            Verdict::Continue(_) => allowed += 1,
-            Verdict::Reply(reply) => {
+            Step::Continue(_) => allowed += 1,
+            Step::Answer(reply) => {
                 assert_eq!((reply.status, reply.reason), (429, Reason::RateLimited));
                 assert!(reply.headers.iter().any(|(n, v)| *n == "retry-after" && v.parse::<u64>().unwrap() > 0));
                 assert!(reply.headers.contains(&("ratelimit-policy", "\"hourly\";q=10;w=3600".to_string())));
@@ -358,7 +368,7 @@ fn requests_per_hour_are_exact_across_workers_and_the_override_applies() {
     let results: Vec<bool> = (0..4u32)
         .map(|i| {
             let (plugin, host) = &mut workers[(i % 4) as usize];
-            matches!(key_request(plugin, host, 100 + i, "key-b", T0 + 100), Verdict::Continue(_))
+            matches!(key_request(plugin, host, 100 + i, "key-b", T0 + 100), Step::Continue(_))
         })
         .collect();
     assert_eq!(results, [true, true, false, false]);
@@ -374,14 +384,14 @@ fn slots_in_flight_are_given_back_when_streams_end() {
     let (w0, w1) = workers.split_at_mut(1);
     let (p0, h0) = &mut w0[0];
     let (p1, h1) = &mut w1[0];
-    assert!(matches!(key_request(p0, h0, 1, "key-a", T0), Verdict::Continue(_)));
-    assert!(matches!(key_request(p1, h1, 2, "key-a", T0), Verdict::Continue(_)));
-    let Verdict::Reply(reply) = key_request(p0, h0, 3, "key-a", T0) else { panic!() };
+    assert!(matches!(key_request(p0, h0, 1, "key-a", T0), Step::Continue(_)));
+    assert!(matches!(key_request(p1, h1, 2, "key-a", T0), Step::Continue(_)));
+    let Step::Answer(reply) = key_request(p0, h0, 3, "key-a", T0) else { panic!() };
     assert_eq!((reply.status, reply.reason), (429, Reason::ConcurrencyLimited));
     // Whatever ended the stream (a reset, a timeout, another filter's reply), the slot comes back.
     h1.now_ns.set((T0 + 1) * 1_000_000);
     p1.on_stream_end(h1, 2);
-    assert!(matches!(key_request(p0, h0, 4, "key-a", T0 + 1), Verdict::Continue(_)));
+    assert!(matches!(key_request(p0, h0, 4, "key-a", T0 + 1), Step::Continue(_)));
     for context in [1, 4, 3, 99] {
         h0.now_ns.set((T0 + 2) * 1_000_000);
         p0.on_stream_end(h0, context);
@@ -389,7 +399,7 @@ fn slots_in_flight_are_given_back_when_streams_end() {
     let table = LimitTable::new(10_000);
     assert_eq!(table.in_flight(&shared, LimitTable::key("api-key", None, "a")), 0);
     // b (2 per hour, no concurrency limit from its own config: the default 2 applies) shows its quota.
-    assert!(matches!(key_request(p0, h0, 5, "key-b", T0 + 3), Verdict::Continue(_)));
+    assert!(matches!(key_request(p0, h0, 5, "key-b", T0 + 3), Step::Continue(_)));
     assert_eq!(
         p0.response_headers(5),
         vec![
@@ -409,69 +419,150 @@ fn a_request_held_through_a_fetch_that_missed_its_kid_gets_401_not_a_second_fetc
     envoy.tick(T0 + 10_000);
     let refresh = envoy.calls();
     assert_eq!(refresh.len(), 1);
-    assert_eq!(envoy.request(1, 9, "b", T0 + 10_010), Verdict::Pause);
+    assert_eq!(envoy.request(1, 9, "b", T0 + 10_010), Step::Hold);
     let (worker, token, _) = refresh[0].clone();
     envoy.answer(worker, token, FakeResponse::ok(jwks(&["a"])), T0 + 10_020);
     assert_eq!(envoy.tick(T0 + 10_030)[1], vec![9]);
-    assert_eq!(reply_status(&envoy.request(1, 9, "b", T0 + 10_030)), Some(401));
+    assert_eq!(reply_status(&envoy.revisit(1, 9, "b", T0 + 10_030)), Some(401));
     envoy.tick(T0 + 10_050);
     assert!(envoy.calls().is_empty(), "no refetch: the keys were fetched after it arrived");
 }
 
-#[test]
-fn a_token_request_reads_its_body_and_is_counted() {
+/// A body the fake host has buffered.
+struct FakeBody(Vec<u8>);
+
+impl crate::host_api::RequestBody for FakeBody {
+    fn read(&self, max_size: usize) -> Option<Vec<u8>> {
+        Some(self.0[..self.0.len().min(max_size)].to_vec())
+    }
+}
+
+fn token_endpoint_plugin() -> Plugin {
     let clients = json!([{"id": "reports", "key_hash": format!("sha256:{}", hex(b"key-1"))}]);
     let signing_key = include_str!("../../tests/keys/ed25519_private.pem");
     let config = json!({
         "api_keys": {"clients": clients},
         "token_endpoint": {"path": "/token", "issuer": "https://auth.local", "signing_key": signing_key},
     });
-    let mut plugin = Plugin::new(Config::from_json(config.to_string().as_bytes()).unwrap());
-    let mut host = FakeHost::new(&FakeShared::default());
+    Plugin::new(Config::from_json(config.to_string().as_bytes()).unwrap())
+}
+
+fn token_request(plugin: &mut Plugin, host: &mut FakeHost, context: u32, body: &[u8]) -> Step {
     let headers =
         crate::testing::headers(&[(":method", "POST"), (":path", "/token"), ("content-type", "application/json")]);
-    let Verdict::ReadBody(presented) = plugin.on_request(&mut host, 1, &RequestFacts::from_headers(&headers), T0)
-    else {
-        panic!("a token request reads its body");
-    };
-    let issued = plugin.on_token_request(&mut host, 1, &presented, br#"{"apiKey": "key-1"}"#, T0);
+    assert_eq!(plugin.on_request_headers(host, context, &RequestFacts::from_headers(&headers), T0), Step::Hold);
+    let half = body.len() / 2;
+    assert_eq!(plugin.on_request_body(host, context, &FakeBody(body[..half].to_vec()), half, false, T0), Step::Hold);
+    plugin.on_request_body(host, context, &FakeBody(body.to_vec()), body.len(), true, T0)
+}
+
+#[test]
+fn a_token_request_reads_its_body_and_is_counted() {
+    let mut plugin = token_endpoint_plugin();
+    let mut host = FakeHost::new(&FakeShared::default());
+    let Step::Answer(issued) = token_request(&mut plugin, &mut host, 1, br#"{"apiKey": "key-1"}"#) else { panic!() };
     assert_eq!(issued.status, 200);
-    let refused = plugin.on_token_request(&mut host, 1, &presented, br#"{"apiKey": "key-2"}"#, T0);
-    assert_eq!(refused.status, 401);
+    assert_eq!(reply_status(&token_request(&mut plugin, &mut host, 2, br#"{"apiKey": "key-2"}"#)), Some(401));
     assert_eq!((host.counter("token_issued"), host.counter("denied.token_invalid_client")), (1, 1));
+    assert_eq!(host.counter("held"), 2, "a body read holds the stream");
 
     // Its token opens the other routes.
     let token = serde_json::from_str::<Value>(&issued.body()).unwrap()["access_token"].as_str().unwrap().to_string();
     let bearer = format!("Bearer {token}");
     let headers = crate::testing::headers(&[(":method", "GET"), (":path", "/orders"), ("authorization", &bearer)]);
-    let verdict = plugin.on_request(&mut host, 2, &RequestFacts::from_headers(&headers), T0 + 1000);
-    assert!(matches!(verdict, Verdict::Continue(_)), "{verdict:?}");
+    let step = plugin.on_request_headers(&mut host, 3, &RequestFacts::from_headers(&headers), T0 + 1000);
+    assert!(is_allowed(&step), "{step:?}");
+}
+
+#[test]
+fn a_token_request_ends_with_its_trailers_or_its_bound() {
+    let mut plugin = token_endpoint_plugin();
+    let mut host = FakeHost::new(&FakeShared::default());
+    let headers =
+        crate::testing::headers(&[(":method", "POST"), (":path", "/token"), ("content-type", "application/json")]);
+    let body = FakeBody(br#"{"apiKey": "key-1"}"#.to_vec());
+    assert_eq!(plugin.on_request_headers(&mut host, 1, &RequestFacts::from_headers(&headers), T0), Step::Hold);
+    assert_eq!(plugin.on_request_body(&mut host, 1, &body, body.0.len(), false, T0), Step::Hold);
+    assert_eq!(reply_status(&plugin.on_request_trailers(&mut host, 1, &body, T0)), Some(200));
+    // Over its bound: answered 413 before the rest arrives, and the rest is never continued.
+    let large = FakeBody(vec![b' '; MAX_BODY_BYTES + 100]);
+    assert_eq!(plugin.on_request_headers(&mut host, 2, &RequestFacts::from_headers(&headers), T0), Step::Hold);
+    assert_eq!(reply_status(&plugin.on_request_body(&mut host, 2, &large, large.0.len(), false, T0)), Some(413));
+    assert_eq!(plugin.on_request_body(&mut host, 2, &large, large.0.len(), true, T0), Step::Hold);
+    assert_eq!(plugin.on_request_trailers(&mut host, 2, &large, T0), Step::Hold);
 }
 
 #[test]
 fn a_token_request_whose_body_never_comes_gets_408() {
-    let clients = json!([{"id": "reports", "key_hash": format!("sha256:{}", hex(b"key-1"))}]);
-    let signing_key = include_str!("../../tests/keys/ed25519_private.pem");
-    let config = json!({
-        "api_keys": {"clients": clients},
-        "token_endpoint": {"path": "/token", "issuer": "https://auth.local", "signing_key": signing_key},
-    });
-    let mut plugin = Plugin::new(Config::from_json(config.to_string().as_bytes()).unwrap());
+    let mut plugin = token_endpoint_plugin();
     let mut host = FakeHost::new(&FakeShared::default());
     let headers = crate::testing::headers(&[(":method", "POST"), (":path", "/token")]);
     for context in [1, 2] {
-        assert!(matches!(
-            plugin.on_request(&mut host, context, &RequestFacts::from_headers(&headers), T0),
-            Verdict::ReadBody(_)
-        ));
+        assert_eq!(
+            plugin.on_request_headers(&mut host, context, &RequestFacts::from_headers(&headers), T0),
+            Step::Hold
+        );
     }
     assert!(plugin.busy(), "ticks fast while bodies are awaited");
     plugin.on_stream_end(&mut host, 2);
-    assert!(plugin.overdue_body_reads(&mut host, T0 + 9_999).is_empty());
-    let overdue = plugin.overdue_body_reads(&mut host, T0 + 10_000);
-    assert_eq!(overdue.len(), 1);
-    assert_eq!((overdue[0].0, overdue[0].1.status, overdue[0].1.reason), (1, 408, Reason::TokenBodyTimeout));
-    assert!(plugin.overdue_body_reads(&mut host, T0 + 20_000).is_empty(), "answered once");
+    assert!(plugin.on_tick(&mut host, T0 + 9_999).is_empty());
+    assert_eq!(plugin.on_tick(&mut host, T0 + 10_000), vec![1]);
+    let request = RequestFacts::from_headers(&headers);
+    let Step::Answer(reply) = plugin.revisit(&mut host, 1, &request, T0 + 10_000) else { panic!() };
+    assert_eq!((reply.status, reply.reason), (408, Reason::TokenBodyTimeout));
+    assert!(plugin.on_tick(&mut host, T0 + 20_000).is_empty(), "answered once");
+    assert_eq!(plugin.revisit(&mut host, 1, &request, T0 + 20_000), Step::Hold, "never answered twice");
     assert!(!plugin.busy());
-    assert_eq!(host.counter("denied.token_body_timeout"), 1);
+    assert_eq!((host.counter("denied.token_body_timeout"), host.counter("held_timeout")), (1, 1));
+}
+
+// ---- the stream's fate: only a decision continues it ----
+
+/// A forged POST with a body while the keys are being fetched: the body and its
+/// trailers are held however they come; the stream goes on only once decided.
+#[test]
+fn a_held_stream_never_goes_on_with_its_body() {
+    let mut envoy = Envoy::new(1, json!({}));
+    assert_eq!(envoy.request(0, 1, "a", T0), Step::Hold, "no keys yet");
+    let (plugin, host) = &mut envoy.workers[0];
+    for (size, end) in [(10, false), (100_000, false), (100_010, true)] {
+        assert_eq!(plugin.on_request_body(host, 1, &FakeBody(vec![b'x'; size]), size, end, T0 + 1), Step::Hold);
+    }
+    assert_eq!(plugin.on_request_trailers(host, 1, &FakeBody(Vec::new()), T0 + 2), Step::Hold);
+    assert_eq!(host.counter("held"), 1);
+    // The wait runs out: 503, and whatever comes after is held (the reply is on its way).
+    assert_eq!(envoy.tick(T0 + 2000)[0], vec![1]);
+    assert_eq!(reply_status(&envoy.revisit(0, 1, "a", T0 + 2000)), Some(503));
+    let (plugin, host) = &mut envoy.workers[0];
+    assert_eq!(plugin.on_request_body(host, 1, &FakeBody(vec![b'x'; 5]), 5, true, T0 + 2001), Step::Hold);
+    assert_eq!(host.counter("held_timeout"), 1);
+}
+
+#[test]
+fn a_held_stream_decided_allowed_goes_on_with_its_body() {
+    let mut envoy = Envoy::new(1, json!({}));
+    assert_eq!(envoy.request(0, 1, "a", T0), Step::Hold);
+    let (plugin, host) = &mut envoy.workers[0];
+    assert_eq!(plugin.on_request_body(host, 1, &FakeBody(vec![b'x'; 10]), 10, true, T0 + 1), Step::Hold);
+    envoy.tick(T0 + 5);
+    envoy.answer_the_call(FakeResponse::ok(jwks(&["a"])), T0 + 10);
+    assert_eq!(envoy.tick(T0 + 20)[0], vec![1]);
+    assert!(is_allowed(&envoy.revisit(0, 1, "a", T0 + 20)));
+    // Chunks after the decision go on, with nothing more to change.
+    let (plugin, host) = &mut envoy.workers[0];
+    let Step::Continue(go) = plugin.on_request_body(host, 1, &FakeBody(vec![b'x'; 5]), 5, true, T0 + 21) else {
+        panic!()
+    };
+    assert!(go.changes().is_none());
+    assert!(matches!(plugin.on_request_trailers(host, 1, &FakeBody(Vec::new()), T0 + 21), Step::Continue(_)));
+}
+
+#[test]
+fn a_stream_the_filter_never_saw_is_never_continued() {
+    let mut envoy = Envoy::new(1, json!({}));
+    let (plugin, host) = &mut envoy.workers[0];
+    assert!(matches!(plugin.on_request_body(host, 7, &FakeBody(vec![1]), 1, true, T0), Step::Answer(_)));
+    assert!(matches!(plugin.on_request_trailers(host, 7, &FakeBody(vec![1]), T0), Step::Answer(_)));
+    let headers = crate::testing::headers(&[(":method", "GET"), (":path", "/orders")]);
+    assert_eq!(plugin.revisit(host, 7, &RequestFacts::from_headers(&headers), T0), Step::Hold, "nothing to revisit");
 }

@@ -20,7 +20,8 @@ use wasm_authn::config::Config;
 use wasm_authn::credential;
 use wasm_authn::host_api::{Cas, Clock, Counters, HttpCalls, SharedData, Target};
 use wasm_authn::jwt::{Algorithm, SignatureBackend};
-use wasm_authn::plugin::{Plugin, Verdict};
+use wasm_authn::plugin::Plugin;
+use wasm_authn::stream::Step;
 use wasm_authn::request::RequestFacts;
 use wasm_authn::{header_map, shape};
 
@@ -181,9 +182,9 @@ fn main() {
             context = context.wrapping_add(1);
             let headers = header_map::decode(&bytes).unwrap();
             let request = RequestFacts::from_headers(&headers);
-            let verdict = plugin.on_request(&mut host, context, &request, NOW_MS);
+            let step = plugin.on_request_headers(&mut host, context, &request, NOW_MS);
             plugin.on_stream_end(&mut host, context);
-            matches!(verdict, Verdict::Continue(_))
+            matches!(step, Step::Continue(_))
         });
         // Unremembered: what a distinct credential costs in the VM (HS256: the HMAC included), with
         // the cache off so that every call verifies.
@@ -201,7 +202,7 @@ fn main() {
                 ("cache key (SipHash-1-3, 128 bits)", key),
                 ("authenticate, remembered", remembered),
                 ("shape the upstream changes", shaped),
-                ("the whole request: decode to shaped, with policy (on_request, on_stream_end)", whole),
+                ("the whole request: decode to shaped, with policy (on_request_headers, on_stream_end)", whole),
                 ("authenticate, not remembered (the cache off; HS256: the HMAC included)", fresh),
             ],
         ));
