@@ -8,7 +8,7 @@ use crate::cache::{CacheKey, CacheKeys, VerifiedCache};
 use crate::config::Config;
 use crate::credential::Credential;
 use crate::jwt::{self, Issuer, JwtError, ProviderId, SignatureBackend};
-use crate::principal::{AuthMethod, Principal, TokenFacts};
+use crate::principal::{AuthMethod, Principal, QualifiedName, TokenFacts};
 use crate::reason::Reason;
 use crate::shared_table::{Once, SharedTable};
 
@@ -176,6 +176,7 @@ fn verify_bearer(
     let expires_at = verified.expires_at;
     let principal = match provider.kind {
         Issuer::Provider => Principal {
+            qualified: QualifiedName::of_provider(&provider.name, &verified.principal),
             id: verified.principal,
             method: AuthMethod::Jwt,
             provider: Some(provider.name.clone()),
@@ -206,11 +207,14 @@ fn verify_bearer(
             // The scopes it was issued with, as far as the client still holds them.
             let held = &client.privileges.scopes;
             let scopes = verified.scopes.into_iter().filter(|scope| held.contains(scope)).collect();
+            // Named as its client however it proves itself: one client, one name (rules,
+            // revocation, limits); `x-auth-method` still says it came with a token.
             Principal {
+                method: AuthMethod::Jwt,
                 provider: Some(provider.name.clone()),
                 scopes,
                 token,
-                ..Principal::configured(&client.id, AuthMethod::Jwt, &client.privileges)
+                ..Principal::configured(&client.id, AuthMethod::ApiKey, &client.privileges)
             }
         }
     };

@@ -202,6 +202,12 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
         principal: header_name(&raw.principal_headers.principal, "principal_headers.principal")?,
         method: header_name(&raw.principal_headers.method, "principal_headers.method")?,
         provider: header_name(&raw.principal_headers.provider, "principal_headers.provider")?,
+        qualified: raw
+            .principal_headers
+            .qualified
+            .as_deref()
+            .map(|name| header_name(name, "principal_headers.qualified"))
+            .transpose()?,
     };
     let (limit_defaults, max_tracked_principals, expose_limit_headers) = policy::limits(raw.limits)?;
     let (basic_users, failure_limit, slow_hash_budget_ms_per_second) = compile_basic(raw.basic, &limit_defaults, env)?;
@@ -227,17 +233,16 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
         let message = format!("must be true: {} has a P-384 key, which only Envoy's BoringSSL checks", provider.name);
         return Err(ConfigError::new("envoy_crypto", message));
     }
-    let provider_names: Vec<&str> = jwt_providers.iter().map(|p| p.name.as_str()).collect();
     let mut rules = Vec::with_capacity(raw.bypass.len() + raw.rules.len());
     for (i, rule) in raw.bypass.into_iter().enumerate() {
         rules.push(policy::bypass_rule(rule, i)?);
     }
     for (i, rule) in raw.rules.into_iter().enumerate() {
-        rules.push(policy::rule(rule, i, &provider_names)?);
+        rules.push(policy::rule(rule, i, &jwt_providers)?);
     }
     let routes = Routes { rules, bypass_cors_preflight: raw.bypass_cors_preflight };
     let trusted_networks = raw.trusted_networks.map(|n| policy::networks(n, "trusted_networks")).transpose()?;
-    let revocation = policy::revocation(raw.revocation)?;
+    let revocation = policy::revocation(raw.revocation, &jwt_providers)?;
     let cache = match raw.cache {
         Some(c) if c.max_entries > MAX_CACHE_ENTRIES => {
             return Err(ConfigError::new("cache.max_entries", format!("must be at most {MAX_CACHE_ENTRIES}")));
@@ -445,20 +450,23 @@ fn owned_headers(
     api_keys: &ApiKeys,
     tokens: &TokenLocations,
 ) -> Result<Vec<String>, ConfigError> {
-    let principal_names = [&principal_headers.principal, &principal_headers.method, &principal_headers.provider];
-    if principal_names[0] == principal_names[1] || principal_names[0] == principal_names[2] {
-        return Err(ConfigError::new(
-            "principal_headers.principal",
-            "must differ from the method and provider headers",
-        ));
+    let mut principal_names = vec![
+        ("principal_headers.principal", &principal_headers.principal),
+        ("principal_headers.method", &principal_headers.method),
+        ("principal_headers.provider", &principal_headers.provider),
+    ];
+    if let Some(qualified) = &principal_headers.qualified {
+        principal_names.push(("principal_headers.qualified", qualified));
     }
-    if principal_names[1] == principal_names[2] {
-        return Err(ConfigError::new("principal_headers.method", "must differ from the provider header"));
+    for (i, (field, name)) in principal_names.iter().enumerate() {
+        if principal_names[i + 1..].iter().any(|(_, other)| other == name) {
+            return Err(ConfigError::new(*field, "must differ from the other principal headers"));
+        }
     }
-    let mut owned: Vec<String> = principal_names.iter().map(|name| name.to_string()).collect();
+    let mut owned: Vec<String> = principal_names.iter().map(|(_, name)| name.to_string()).collect();
     for (i, provider) in providers.iter().enumerate() {
         for (j, mapping) in provider.claim_to_headers.iter().enumerate() {
-            if principal_names.contains(&&mapping.header) {
+            if principal_names.iter().any(|(_, name)| **name == mapping.header) {
                 return Err(ConfigError::new(
                     format!("jwt.providers[{i}].claim_to_headers[{j}].header"),
                     "is one of principal_headers: a claim must not set the principal",

@@ -67,15 +67,18 @@ pub struct RawConfig {
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawPrincipalHeaders {
-    /// Upstream header with the principal: the user name, the API client id or the JWT's `principal_claim`.
+    /// Upstream header with the principal's bare id: the user name, the API client id, the keypair id or the JWT's `principal_claim`.
     #[serde(default = "default_principal_header")]
     pub principal: String,
-    /// Upstream header saying how it was proven: `basic`, `api-key` or `jwt`.
+    /// Upstream header saying how it was proven: `basic`, `api-key`, `jwt` or `keypair`.
     #[serde(default = "default_method_header")]
     pub method: String,
     /// Upstream header with the JWT provider's `name` (JWTs only).
     #[serde(default = "default_provider_header")]
     pub provider: String,
+    /// Upstream header with the qualified principal (`basic:alice`, `api-key:reporting`,
+    /// `keypair:engine`, `jwt:corp:alice`); absent: not sent.
+    pub qualified: Option<String>,
 }
 
 impl Default for RawPrincipalHeaders {
@@ -84,6 +87,7 @@ impl Default for RawPrincipalHeaders {
             principal: default_principal_header(),
             method: default_method_header(),
             provider: default_provider_header(),
+            qualified: None,
         }
     }
 }
@@ -111,7 +115,8 @@ pub struct RawRule {
     /// Scopes the caller must all hold (403 `insufficient_scope` otherwise).
     #[serde(default)]
     pub scopes: Vec<String>,
-    /// When set, only these principal ids (403 otherwise).
+    /// When set, only these principals (403 otherwise), named by who vouches for them:
+    /// `basic:<user>`, `api-key:<client id>`, `keypair:<id>`, `jwt:<provider>:<principal claim>`.
     pub principals: Option<Vec<String>>,
 }
 
@@ -156,7 +161,8 @@ pub struct RawRevocation {
     /// Token ids (`jti`) refused.
     #[serde(default)]
     pub jti: Vec<String>,
-    /// Principal id -> Unix seconds.
+    /// Qualified principal (`jwt:<provider>:<subject>`, `api-key:<client id>`, `keypair:<id>`)
+    /// -> Unix seconds: its tokens issued before are refused.
     #[serde(default)]
     pub not_before: BTreeMap<String, u64>,
     /// The same document, fetched through an Envoy cluster.
