@@ -74,9 +74,9 @@ impl LimitTable {
         LimitTable { table: SharedTable::new("limits", max_tracked_principals) }
     }
 
-    /// The key a principal is counted under (its kind, provider and id).
-    pub fn key(kind: &str, provider: Option<&str>, id: &str) -> u64 {
-        SharedTable::key(&format!("{kind}\0{}\0{id}", provider.unwrap_or("")))
+    /// The key a principal is counted under: its qualified name (`principal::QualifiedName::limit_key`).
+    pub fn key(qualified: &str) -> u64 {
+        SharedTable::key(qualified)
     }
 
     /// Admit one request of `key` under `limits` at `now` (unix seconds), counting it.

@@ -31,7 +31,7 @@ use crate::authenticate::{NotVerified, Verifier, VerifyHost};
 use crate::config::Config;
 use crate::credential::{self, Credential};
 use crate::jwt::ProviderId;
-use crate::limits::{Admission, LimitTable, Quota};
+use crate::limits::{Admission, Quota};
 use crate::path::{normalize, MatchPath};
 use crate::policy::{self, Access, Forbidden};
 use crate::principal::Principal;
@@ -166,7 +166,8 @@ pub fn decide(
     let limited = if principal.privileges.limits.is_unlimited() {
         None
     } else {
-        let key = LimitTable::key(principal.method.as_str(), principal.provider.as_deref(), &principal.id);
+        // One budget per principal however it proved itself: a client's key and its tokens share one.
+        let key = principal.qualified.limit_key();
         match config.limit_table.admit(host, key, &principal.privileges.limits, now_ms / 1000) {
             Admission::Admitted { holds_slot, quota, new_principal } => {
                 Some(Limited { key, holds_slot, quota, new_principal })

@@ -8,9 +8,11 @@
 //! `principal_claim`). Rules, revocation and limits know principals only by this
 //! name, so another issuer's `sub=alice` is never the Basic user `alice`.
 
+use std::cell::OnceCell;
 use std::rc::Rc;
 
 use crate::jwt::{Issuer, Provider};
+use crate::limits::LimitTable;
 use crate::privileges::Privileges;
 
 /// How a principal proved itself (the `x-auth-method` value).
@@ -43,25 +45,46 @@ pub struct TokenFacts {
 
 /// A principal's name, qualified by who vouches for it: `basic:alice`,
 /// `api-key:reporting`, `keypair:engine-worker`, `jwt:corp:alice`. Built once when
-/// the principal is verified (and remembered with it).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QualifiedName(String);
+/// the principal is verified (and remembered with it), as is, on first use, the key
+/// its limits are counted under.
+#[derive(Debug, Clone)]
+pub struct QualifiedName {
+    name: String,
+    limit_key: OnceCell<u64>,
+}
 
 impl QualifiedName {
+    fn new(name: String) -> QualifiedName {
+        QualifiedName { name, limit_key: OnceCell::new() }
+    }
+
     /// A Basic user, an API client or a keypair: names without `:` (the configuration's).
     pub fn configured(vouched_by: AuthMethod, id: &str) -> QualifiedName {
-        QualifiedName(format!("{}:{id}", vouched_by.as_str()))
+        QualifiedName::new(format!("{}:{id}", vouched_by.as_str()))
     }
 
     /// A JWT provider's principal: provider names have no `:`, so the subject is all that follows the second.
     pub fn of_provider(provider: &str, subject: &str) -> QualifiedName {
-        QualifiedName(format!("jwt:{provider}:{subject}"))
+        QualifiedName::new(format!("jwt:{provider}:{subject}"))
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.name
+    }
+
+    /// The key of its limit counts: one per principal, whatever it proved itself with.
+    pub fn limit_key(&self) -> u64 {
+        *self.limit_key.get_or_init(|| LimitTable::key(&self.name))
     }
 }
+
+impl PartialEq for QualifiedName {
+    fn eq(&self, other: &QualifiedName) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for QualifiedName {}
 
 /// Why a configured principal name is refused (the configuration names the field).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,12 +153,12 @@ impl QualifiedName {
         if !is_plain_name(name) {
             return Err(NameError::Malformed);
         }
-        Ok(QualifiedName(text.to_string()))
+        Ok(QualifiedName::new(text.to_string()))
     }
 
     /// Whether it names a Basic user (who has no tokens to revoke).
     pub fn is_basic(&self) -> bool {
-        self.0.starts_with("basic:")
+        self.name.starts_with("basic:")
     }
 }
 

@@ -16,11 +16,11 @@ fn admitted(admission: Admission) -> bool {
 fn a_limit_of_n_admits_exactly_n() {
     let shared = FakeShared::default();
     let table = LimitTable::new(100);
-    let key = LimitTable::key("api-key", None, "c");
+    let key = LimitTable::key("api-key:c");
     let results: Vec<bool> = (0..12).map(|i| admitted(table.admit(&shared, key, &per_hour(10), T0 + i))).collect();
     assert_eq!(results.iter().filter(|a| **a).count(), 10);
     assert!(results[..10].iter().all(|a| *a) && !results[10] && !results[11]);
-    let other = LimitTable::key("api-key", None, "d");
+    let other = LimitTable::key("api-key:d");
     assert!(admitted(table.admit(&shared, other, &per_hour(10), T0 + 20)), "principals do not share a budget");
 }
 

@@ -818,3 +818,35 @@ fn another_kind_of_alice_is_never_the_basic_user_alice() {
     assert!(changes.remove.contains(&"x-auth-qualified".to_string()));
     assert_eq!(header_value(&changes, "x-auth-qualified"), Some("api-key:alice"));
 }
+
+/// Issue 17.8: an API client's key and its tokens from the token endpoint are one
+/// principal, with one budget of requests per hour and of requests in flight.
+#[test]
+fn a_client_and_its_tokens_share_one_budget() {
+    let mut vm = authenticator(json!({
+        "api_keys": {"clients": [{"id": "reporting", "key_hash": SECRET_SHA256, "requests_per_hour": 3}]},
+        "token_endpoint": {"path": "/token", "issuer": "https://me",
+            "signing_key": {"kty": "oct", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldC0"}},
+    }));
+    let token = format!("Bearer {}", vm.config.token_endpoint.as_ref().unwrap().sign("reporting", "", NOW).unwrap());
+    for _ in 0..3 {
+        allowed(decide(&mut vm, &[("x-api-key", "secret")]));
+    }
+    for credential in [("authorization", token.as_str()), ("x-api-key", "secret")] {
+        let refused = denied(decide(&mut vm, &[credential]));
+        assert_eq!((refused.status, refused.reason), (429, Reason::RateLimited), "{credential:?}");
+    }
+
+    let mut vm = authenticator(json!({
+        "api_keys": {"clients": [{"id": "reporting", "key_hash": SECRET_SHA256, "max_concurrent": 1}]},
+        "token_endpoint": {"path": "/token", "issuer": "https://me",
+            "signing_key": {"kty": "oct", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldC0"}},
+    }));
+    let token = format!("Bearer {}", vm.config.token_endpoint.as_ref().unwrap().sign("reporting", "", NOW).unwrap());
+    let Decision::Allow { limited: Some(limited), .. } = decide(&mut vm, &[("x-api-key", "secret")]) else { panic!() };
+    assert!(limited.holds_slot);
+    let refused = denied(decide(&mut vm, &[("authorization", &token)]));
+    assert_eq!((refused.status, refused.reason), (429, Reason::ConcurrencyLimited), "the key's request is in flight");
+    vm.config.limit_table.release(&vm.host, limited.key, NOW);
+    allowed(decide(&mut vm, &[("authorization", &token)]));
+}

@@ -284,3 +284,22 @@ def test_without_stop_iteration_the_header_form_works_and_a_body_gets_408(envoy_
     assert 9 <= time.monotonic() - started < 15
     assert "allow_on_headers_stop_iteration" in h.log_text()
     assert b'"headers"' not in r.body
+
+
+# --------------------------------------------------------------------------
+# Limits: one client, one budget (issue 17.8)
+
+
+def limited_config(**limits):
+    cfg = json.loads(json.dumps(CONFIG))
+    cfg["api_keys"]["clients"] = [dict(c, **limits) if c["id"] == "reports" else c for c in clients()]
+    return cfg
+
+
+def test_a_clients_key_and_its_tokens_share_one_budget(envoy_factory):
+    h = envoy_factory(limited_config(requests_per_hour=3), concurrency=4)
+    token = issued(post_json(h, {"apiKey": KEYS["reports"]}))["access_token"]
+    with_key = [h.request("GET", "/orders/1", {"x-api-key": KEYS["reports"]}).status for _ in range(3)]
+    assert with_key == [200] * 3, with_key
+    with_token = [h.request("GET", "/orders/1", {"authorization": f"Bearer {token}"}).status for _ in range(3)]
+    assert with_token == [429] * 3, with_token
