@@ -169,8 +169,8 @@ pub fn decide(
         // One budget per principal however it proved itself: a client's key and its tokens share one.
         let key = principal.qualified.limit_key();
         match config.limit_table.admit(host, key, &principal.privileges.limits, now_ms / 1000) {
-            Admission::Admitted { holds_slot, quota, new_principal } => {
-                Some(Limited { key, holds_slot, quota, new_principal })
+            Admission::Admitted { holds_slot, quota, tracked_change } => {
+                Some(Limited { key, holds_slot, quota, tracked_change })
             }
             Admission::RateLimited { retry_after_seconds, quota } => {
                 return Decision::Reply(LocalReply::rate_limited(&quota, retry_after_seconds))
@@ -200,8 +200,8 @@ pub struct Limited {
     pub key: u64,
     pub holds_slot: bool,
     pub quota: Option<Quota>,
-    /// The principal was not tracked before (the tracked-principals gauge grows).
-    pub new_principal: bool,
+    /// The change in the principals the limits keep records of (the tracked-principals gauge moves by it).
+    pub tracked_change: i64,
 }
 
 /// Whether anything restricts this principal on this rule (the stage is skipped otherwise).

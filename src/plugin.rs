@@ -255,8 +255,8 @@ impl Plugin {
     /// Remember what a counted request gives back when its stream ends, and the
     /// quota its response shows.
     fn track(&mut self, host: &mut dyn Host, context_id: u32, limited: Limited) {
-        if limited.new_principal {
-            host.add_to_gauge("tracked_principals", 1);
+        if limited.tracked_change != 0 {
+            host.add_to_gauge("tracked_principals", limited.tracked_change);
         }
         if limited.holds_slot {
             self.in_flight.insert(context_id, limited.key);

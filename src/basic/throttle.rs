@@ -5,7 +5,7 @@
 //! both kinds of name answer alike.
 
 use crate::host_api::SharedData;
-use crate::shared_table::SharedTable;
+use crate::shared_table::{Retention, SharedTable, VALUES};
 
 /// Names tracked per table.
 const CAPACITY: usize = 4096;
@@ -22,16 +22,19 @@ pub struct FailureThrottle {
     unknown: SharedTable,
 }
 
-// values[0]: the window's start (unix seconds); values[1]: failures in it.
-const START: usize = 0;
+// values[0]: when the window ends (unix seconds); values[1]: failures in it.
+const END: usize = 0;
 const FAILURES: usize = 1;
+
+/// A record is worth nothing once its window is over; any may go when the table is full.
+const RETENTION: Retention = Retention { expired: |entry, now| now >= entry.values[END], evictable: |_| true };
 
 impl FailureThrottle {
     pub fn new(limit: FailureLimit) -> FailureThrottle {
         FailureThrottle {
             limit,
-            known: SharedTable::new("basic_failures", CAPACITY),
-            unknown: SharedTable::new("basic_failures_unknown", CAPACITY),
+            known: SharedTable::new("basic_failures", CAPACITY, RETENTION),
+            unknown: SharedTable::new("basic_failures_unknown", CAPACITY, RETENTION),
         }
     }
 
@@ -46,7 +49,7 @@ impl FailureThrottle {
     /// Seconds until `user` may try again, when it is over the limit now.
     pub fn over_limit(&self, shared: &dyn SharedData, user: &str, known: bool, now_s: u64) -> Option<u64> {
         let entry = self.table(known).read(shared, SharedTable::key(user))?;
-        let window_end = entry.values[START].saturating_add(self.limit.window_seconds);
+        let window_end = entry.values[END];
         let failures = u32::try_from(entry.values[FAILURES]).unwrap_or(u32::MAX);
         (now_s < window_end && failures >= self.limit.max_failures).then(|| window_end - now_s)
     }
@@ -55,14 +58,15 @@ impl FailureThrottle {
     pub fn record_failure(&self, shared: &dyn SharedData, user: &str, known: bool, now_s: u64) {
         let window = self.limit.window_seconds;
         self.table(known).update(shared, SharedTable::key(user), now_s, |current| {
-            let mut next = [0; crate::shared_table::VALUES];
+            let mut next = [0; VALUES];
+            // An expired record reads as none: a new window starts at this failure.
             match current {
-                Some(values) if now_s < values[START].saturating_add(window) => {
-                    next[START] = values[START];
+                Some(values) => {
+                    next[END] = values[END];
                     next[FAILURES] = values[FAILURES].saturating_add(1);
                 }
-                _ => {
-                    next[START] = now_s;
+                None => {
+                    next[END] = now_s.saturating_add(window);
                     next[FAILURES] = 1;
                 }
             }

@@ -32,7 +32,7 @@ use crate::reply::Challenges;
 use crate::revocation::Revocation;
 use crate::route::{Require, Routes};
 use crate::shape::{PrincipalHeaders, Upstream};
-use crate::shared_table::SharedTable;
+use crate::shared_table::{SharedTable, ONE_TIME};
 use crate::token_endpoint::TokenEndpoint;
 use crate::token_location::{TokenLocations, AUTHORIZATION};
 use names::{form_name, header_name, principal_name};
@@ -270,7 +270,7 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
         trusted_networks,
         revocation,
         limit_table: LimitTable::new(max_tracked_principals),
-        replay_table: SharedTable::new("keypair_jti", ONE_TIME_TOKENS),
+        replay_table: SharedTable::new("keypair_jti", ONE_TIME_TOKENS, ONE_TIME),
         expose_limit_headers,
         basic_users,
         failure_limit,
