@@ -19,6 +19,9 @@ use crate::shared_table::{Retention, SharedTable, Updated, VALUES};
 
 pub const WINDOW_SECONDS: u64 = 3600;
 
+/// The gauge of the principals the limits keep records of (moved by `Admission::Admitted`'s change).
+pub const TRACKED_GAUGE: &str = "tracked_principals";
+
 /// A principal's limits, defaults applied; None: unlimited.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Limits {

@@ -19,10 +19,11 @@ use crate::reply::{rate_limit_fields, LocalReply};
 use crate::request::RequestFacts;
 use crate::shape::UpstreamChanges;
 use crate::token_endpoint::grant::Presented;
+use crate::token_endpoint::IssueHost;
 
 /// Everything a plugin needs of its host.
-pub trait Host: VerifyHost + HttpCalls + Counters {}
-impl<T: VerifyHost + HttpCalls + Counters> Host for T {}
+pub trait Host: VerifyHost + HttpCalls + Counters + IssueHost {}
+impl<T: VerifyHost + HttpCalls + Counters + IssueHost> Host for T {}
 
 /// What the host does with a request.
 #[derive(Debug, PartialEq, Eq)]
@@ -186,7 +187,9 @@ impl Plugin {
     ) -> LocalReply {
         self.reading.remove(&context_id);
         let reply = match &self.config.token_endpoint {
-            Some(endpoint) => endpoint.issue(&self.config.api_keys, presented, body, &self.config.realm, now_ms / 1000),
+            Some(endpoint) => {
+                endpoint.issue(&self.config.api_keys, &self.config.limit_table, host, presented, body, now_ms / 1000)
+            }
             None => LocalReply::not_configured(),
         };
         host.increment(&reply.metric());
@@ -256,7 +259,7 @@ impl Plugin {
     /// quota its response shows.
     fn track(&mut self, host: &mut dyn Host, context_id: u32, limited: Limited) {
         if limited.tracked_change != 0 {
-            host.add_to_gauge("tracked_principals", limited.tracked_change);
+            host.add_to_gauge(crate::limits::TRACKED_GAUGE, limited.tracked_change);
         }
         if limited.holds_slot {
             self.in_flight.insert(context_id, limited.key);

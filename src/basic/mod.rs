@@ -2,19 +2,18 @@
 //! for the filter and slow for the guesser:
 //! - a repeated wrong password is answered from the failure cache (`authenticate`);
 //! - failures per user name are limited Envoy-wide (`throttle`): 429 past the limit;
-//! - each worker spends at most a share of its time on slow hashes (`budget`): 503 past it;
+//! - each worker spends at most a share of its time on slow hashes (`crate::budget`): 503 past it;
 //! - an unknown name costs what a known bcrypt user costs (a decoy hash is checked).
 
-mod budget;
 mod throttle;
 
 use std::collections::HashMap;
 use std::rc::Rc;
 
-pub use budget::SlowHashBudget;
 pub use throttle::{FailureLimit, FailureThrottle};
 
 use crate::api_key::ApiKeys;
+use crate::budget::{NotRun, TimeBudget};
 use crate::host_api::{Clock, SharedData};
 use crate::password::PasswordHash;
 use crate::principal::{AuthMethod, Principal};
@@ -79,12 +78,13 @@ pub enum Refusal {
 /// One VM's guards on password checks.
 pub struct PasswordGuard {
     pub throttle: FailureThrottle,
-    pub budget: SlowHashBudget,
+    /// For slow hashes only.
+    pub budget: TimeBudget,
 }
 
 impl PasswordGuard {
     pub fn new(limit: FailureLimit, slow_hash_ms_per_second: u64) -> PasswordGuard {
-        PasswordGuard { throttle: FailureThrottle::new(limit), budget: SlowHashBudget::new(slow_hash_ms_per_second) }
+        PasswordGuard { throttle: FailureThrottle::new(limit), budget: TimeBudget::new(slow_hash_ms_per_second) }
     }
 }
 
@@ -138,17 +138,15 @@ fn check(
         return Err(Refusal::TryLater { reason: Reason::BasicThrottled, retry_after_seconds });
     }
     let matches = if hash.is_slow() {
-        let Some(start) = host.now_ns() else {
-            return Err(Refusal::TryLater { reason: Reason::HostError, retry_after_seconds: 1 });
-        };
-        if !guard.budget.available(start) {
-            let retry_after_seconds = guard.budget.retry_after_seconds();
-            return Err(Refusal::TryLater { reason: Reason::PasswordChecksBusy, retry_after_seconds });
+        match guard.budget.run(host, || hash.verify(password.as_bytes())) {
+            Ok(matches) => matches,
+            Err(NotRun::Busy { retry_after_seconds }) => {
+                return Err(Refusal::TryLater { reason: Reason::PasswordChecksBusy, retry_after_seconds })
+            }
+            Err(NotRun::NoClock) => {
+                return Err(Refusal::TryLater { reason: Reason::HostError, retry_after_seconds: 1 })
+            }
         }
-        let matches = hash.verify(password.as_bytes());
-        let end = host.now_ns().unwrap_or(start);
-        guard.budget.spend(end.saturating_sub(start));
-        matches
     } else {
         hash.verify(password.as_bytes())
     };

@@ -215,12 +215,13 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
     let (mut jwt_providers, token_places, jwks_wait_ms) = jwt::compile(raw.jwt, &limit_defaults, env)?;
     // Keypairs verify like providers: one list, looked up by issuer.
     jwt_providers.extend(keypairs::compile(raw.keypairs, &limit_defaults)?);
+    let raw_realm = raw.realm.clone();
     let token_endpoint = match raw.token_endpoint {
         Some(raw) => {
             if api_keys.clients.is_empty() {
                 return Err(ConfigError::new("token_endpoint", "issues tokens to api_keys.clients: configure some"));
             }
-            let (endpoint, provider) = token_endpoint::compile(raw, env)?;
+            let (endpoint, provider) = token_endpoint::compile(raw, &raw_realm, env)?;
             jwt_providers.push(provider);
             Some(endpoint)
         }
@@ -285,8 +286,8 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
     })
 }
 
-/// Slow-hash budgets outside this are not a budget (0) or more than a worker has.
-const SLOW_HASH_BUDGET_RANGE: std::ops::RangeInclusive<u64> = 1..=1000;
+/// Time budgets (ms per second) outside this are not a budget (0) or more than a worker has.
+pub(crate) const TIME_BUDGET_RANGE: std::ops::RangeInclusive<u64> = 1..=1000;
 
 fn compile_basic(
     raw: Option<RawBasic>,
@@ -298,7 +299,7 @@ fn compile_basic(
             max_failures: schema::default_max_failures(),
             window_seconds: schema::default_failure_window(),
         };
-        return Ok((BasicUsers::default(), limit, schema::default_slow_hash_budget()));
+        return Ok((BasicUsers::default(), limit, schema::default_time_budget()));
     };
     let mut users = BasicUsers::default();
     for (i, user) in raw.users.into_iter().enumerate() {
@@ -344,7 +345,7 @@ fn compile_basic(
     if !(1..=86_400).contains(&limit.window_seconds) {
         return Err(ConfigError::new("basic.failure_limit.window_seconds", "must be between 1 and 86400"));
     }
-    if !SLOW_HASH_BUDGET_RANGE.contains(&raw.slow_hash_budget_ms_per_second) {
+    if !TIME_BUDGET_RANGE.contains(&raw.slow_hash_budget_ms_per_second) {
         return Err(ConfigError::new("basic.slow_hash_budget_ms_per_second", "must be between 1 and 1000"));
     }
     let limit = FailureLimit { max_failures: limit.max_failures, window_seconds: limit.window_seconds };

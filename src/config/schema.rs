@@ -185,7 +185,7 @@ pub struct RawBasic {
     #[serde(default)]
     pub failure_limit: RawFailureLimit,
     /// The share of each worker's time (ms per second, 1-1000) bcrypt checks may take; past it, 503.
-    #[serde(default = "default_slow_hash_budget")]
+    #[serde(default = "default_time_budget")]
     pub slow_hash_budget_ms_per_second: u64,
 }
 
@@ -343,6 +343,9 @@ pub struct RawTokenEndpoint {
     pub signing_key_env: Option<String>,
     /// The `kid` of its tokens (default: the key's RFC 7638 thumbprint).
     pub kid: Option<String>,
+    /// The share of each worker's time (ms per second, 1-1000) signing tokens may take; past it, 503.
+    #[serde(default = "default_time_budget")]
+    pub signing_budget_ms_per_second: u64,
 }
 
 #[derive(Deserialize)]
@@ -532,7 +535,8 @@ fn default_keypair_lifetime() -> u64 {
 fn default_max_tracked_principals() -> usize {
     10_000
 }
-pub fn default_slow_hash_budget() -> u64 {
+/// The share of a worker's time (ms per second) blocking work (bcrypt, signing) may take.
+pub fn default_time_budget() -> u64 {
     250
 }
 

@@ -56,11 +56,16 @@ fn endpoint(config: &Config) -> &TokenEndpoint {
 
 /// The endpoint's answer to a POST with these headers and body.
 fn post(config: &Config, pairs: &[(&str, &str)], body: &str) -> LocalReply {
+    post_on(&mut FakeHost::new(&FakeShared::default()), config, pairs, body)
+}
+
+/// The same on a host of the test's.
+fn post_on(host: &mut FakeHost, config: &Config, pairs: &[(&str, &str)], body: &str) -> LocalReply {
     let headers = headers(pairs);
     let request = RequestFacts::new("POST", "/auth/token", &headers);
     let endpoint = endpoint(config);
     match endpoint.on_headers(Served::Token, &request, &config.api_keys, &config.realm) {
-        Ok(presented) => endpoint.issue(&config.api_keys, &presented, body.as_bytes(), &config.realm, NOW),
+        Ok(presented) => endpoint.issue(&config.api_keys, &config.limit_table, host, &presented, body.as_bytes(), NOW),
         Err(reply) => reply,
     }
 }
@@ -304,4 +309,55 @@ fn signing_keys_that_cannot_sign_are_refused() {
     assert!(parse(Value::Object(jwk)).contains("public half"));
     let debug = format!("{:?}", Signer::parse(&pem_string(RSA_PRIVATE)).unwrap());
     assert_eq!(debug, "Signer(RS256)");
+}
+
+fn limited_config(signing_key: Value, client: Value, endpoint: Value) -> Config {
+    let mut config = json!({
+        "api_keys": {"clients": [client]},
+        "token_endpoint": {"path": "/auth/token", "issuer": "https://auth.example.com", "signing_key": signing_key},
+    });
+    for (key, value) in endpoint.as_object().unwrap() {
+        config["token_endpoint"][key] = value.clone();
+    }
+    Config::from_json(config.to_string().as_bytes()).unwrap()
+}
+
+/// Issue 17.9: issuing is one of the client's requests per hour, with its key and its tokens.
+#[test]
+fn issuing_counts_against_the_clients_requests_per_hour() {
+    let client = json!({"id": "reports", "key_hash": key_hash("key-reports"), "requests_per_hour": 2});
+    let config = limited_config(json!(EC_PRIVATE), client, json!({}));
+    let mut host = FakeHost::new(&FakeShared::default());
+    let ask = |host: &mut FakeHost| post_on(host, &config, &[("x-api-key", "key-reports")], "");
+    assert_eq!(ask(&mut host).status, 200);
+    assert_eq!(host.counter("tracked_principals"), 1, "a new principal's record");
+    let key = crate::limits::LimitTable::key("api-key:reports");
+    let hourly = crate::limits::Limits { requests_per_hour: Some(2), max_concurrent: None };
+    assert!(matches!(config.limit_table.admit(&host, key, &hourly, NOW), Admission::Admitted { .. }));
+    let refused = ask(&mut host);
+    assert_eq!((refused.status, refused.reason), (429, Reason::RateLimited));
+    assert_eq!(body(&refused)["error"], "rate_limited");
+    assert!(header(&refused, "retry-after").unwrap().parse::<u64>().unwrap() > 0);
+    assert_eq!(header(&refused, "ratelimit-policy"), Some("\"hourly\";q=2;w=3600"));
+    assert!(!refused.body().contains("key-reports"));
+}
+
+/// Issue 17.9: signing takes at most its share of the worker; past it, 503 with Retry-After.
+#[test]
+fn signing_stays_within_the_workers_budget() {
+    let client = json!({"id": "reports", "key_hash": key_hash("key-reports")});
+    let config = limited_config(json!(RSA_PRIVATE), client, json!({"signing_budget_ms_per_second": 10}));
+    let mut host = FakeHost::new(&FakeShared::default());
+    host.tick_ns = 30_000_000; // each reading of the clock 30 ms later: a signature "takes" 30 ms
+    let answers: Vec<(u16, Reason)> = (0..3)
+        .map(|_| post_on(&mut host, &config, &[("x-api-key", "key-reports")], ""))
+        .map(|reply| (reply.status, reply.reason))
+        .collect();
+    assert_eq!(answers, [(200, Reason::TokenIssued), (503, Reason::TokenSigningBusy), (503, Reason::TokenSigningBusy)]);
+    let busy = post_on(&mut host, &config, &[("x-api-key", "key-reports")], "");
+    assert_eq!(body(&busy)["error"], "temporarily_unavailable");
+    assert!(header(&busy, "retry-after").unwrap().parse::<u64>().unwrap() >= 1);
+    // The budget is the worker's: a VM of its own signs at once.
+    let other = config_with(json!(RSA_PRIVATE), json!({"signing_budget_ms_per_second": 10}));
+    assert_eq!(post_on(&mut host, &other, &[("x-api-key", "key-reports")], "").status, 200);
 }
