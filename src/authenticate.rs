@@ -1,6 +1,7 @@
 //! Who the caller is: a verification this VM remembers, else the credential's
 //! own check (a Basic user or API client, an API key, a Bearer JWT).
 
+use std::net::IpAddr;
 use std::rc::Rc;
 
 use crate::basic::{self, PasswordGuard, PasswordHost, Refusal};
@@ -58,14 +59,26 @@ impl Verifier {
         self.successes.clear();
     }
 
+    /// Who presents `credential`, from `source` (Envoy's client address; None: unknown).
     pub fn authenticate(
         &mut self,
         config: &Config,
         credential: &Credential,
+        source: Option<IpAddr>,
         host: &dyn VerifyHost,
         now_ms: u64,
     ) -> Result<Rc<Principal>, NotVerified> {
         let now_s = now_ms / 1000;
+        // A throttled guesser gets 429 whatever it guessed: remembered verifications
+        // (its name's owner's, from elsewhere) never tell it which guess was right.
+        if let Credential::Basic { user, .. } = credential {
+            let attempt = basic::Attempt { user, source };
+            if let Some(Refusal::TryLater { reason, retry_after_seconds }) =
+                attempt.throttled(&config.basic_users, &self.guard, host, now_s)
+            {
+                return Err(NotVerified::TryLater { reason, retry_after_seconds });
+            }
+        }
         let key = key_of(&self.keys, credential);
         if let Some(principal) = self.successes.get(&key, now_s) {
             return Ok(principal);
@@ -84,8 +97,16 @@ impl Verifier {
                 return Ok(principal);
             }
             Credential::Basic { user, password } => {
-                match basic::verify(&config.basic_users, &config.api_keys, &mut self.guard, host, user, password, now_s)
-                {
+                let attempt = basic::Attempt { user, source };
+                match basic::verify(
+                    &config.basic_users,
+                    &config.api_keys,
+                    &mut self.guard,
+                    host,
+                    &attempt,
+                    password,
+                    now_s,
+                ) {
                     Ok(principal) => Ok(principal),
                     Err(Refusal::Invalid(reason)) => {
                         if reason == Reason::BasicInvalid {
@@ -239,7 +260,7 @@ fn first_use(
     };
     // Remembered while the token could still pass: until its `exp` and the clock skew.
     let until = expires_at.unwrap_or(now).saturating_add(config.clock_skew_seconds).saturating_add(1);
-    let key = SharedTable::key(&format!("{keypair}\0{jti}"));
+    let key = SharedTable::key(format!("{keypair}\0{jti}"));
     match config.replay_table.insert_once(host, key, until, now) {
         Once::First => Ok(()),
         Once::Again => Err(bearer_error(Reason::TokenReplayed, "token already used")),

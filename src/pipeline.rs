@@ -124,7 +124,7 @@ pub fn decide(
     }
 
     // authenticate
-    let principal = match verifier.authenticate(config, &credential, host, now_ms) {
+    let principal = match verifier.authenticate(config, &credential, request.source, host, now_ms) {
         Ok(principal) => principal,
         Err(NotVerified::Invalid { reason, message, bearer: true }) => {
             return Decision::Reply(LocalReply::invalid_token(challenges, message, reason))

@@ -39,6 +39,9 @@
 //!   exactly, in a table of up to `(SAMPLE + 1) * 8` (three slots). When nothing
 //!   there may go, up to `MAX_SWEEP` slots are looked at; then the name is refused
 //!   (`Updated::Full`), which its caller answers as it must (a 503, never a pass).
+//! - **Records read together live together**: `update_near` keeps a record in the
+//!   slot of another key (a user name's failures per source beside its failures
+//!   from everywhere), so `records_near` reads them all at once.
 //! - **A resize starts afresh**: the slot count is part of every key, so a table
 //!   of another size never reads the old one's records (they stay, unread).
 
@@ -132,8 +135,8 @@ impl SharedTable {
     }
 
     /// The digest a name is kept under (a collision would need 2^64 work against a chosen name).
-    pub fn key(name: &str) -> u64 {
-        let digest = sha256(name.as_bytes());
+    pub fn key(name: impl AsRef<[u8]>) -> u64 {
+        let digest = sha256(name.as_ref());
         u64::from_le_bytes([digest[0], digest[1], digest[2], digest[3], digest[4], digest[5], digest[6], digest[7]])
     }
 
@@ -147,7 +150,12 @@ impl SharedTable {
 
     /// The record of `key`, if any (expired or not: its values say).
     pub fn read(&self, shared: &dyn SharedData, key: u64) -> Option<Entry> {
-        read_slot(shared, &self.slot_key(key % self.slots)).0.into_iter().find(|entry| entry.key == key)
+        self.records_near(shared, key).into_iter().find(|entry| entry.key == key)
+    }
+
+    /// Every record of the slot of `near` (those `update_near` keeps there among them): one read.
+    pub fn records_near(&self, shared: &dyn SharedData, near: u64) -> Vec<Entry> {
+        read_slot(shared, &self.slot_key(near % self.slots)).0
     }
 
     /// Records the table holds (expired ones awaiting reuse included).
@@ -165,12 +173,31 @@ impl SharedTable {
         now: u64,
         mut update: impl FnMut(Option<&[u64; VALUES]>) -> Option<[u64; VALUES]>,
     ) -> (Updated, i64) {
-        self.update_dyn(shared, key, now, &mut update)
+        self.update_dyn(shared, key, key, now, &mut update)
+    }
+
+    /// `update` of a record kept in the slot of `near` (records read together are kept together).
+    pub fn update_near(
+        &self,
+        shared: &dyn SharedData,
+        near: u64,
+        key: u64,
+        now: u64,
+        mut update: impl FnMut(Option<&[u64; VALUES]>) -> Option<[u64; VALUES]>,
+    ) -> (Updated, i64) {
+        self.update_dyn(shared, near, key, now, &mut update)
     }
 
     /// `update`, compiled once for every caller.
-    fn update_dyn(&self, shared: &dyn SharedData, key: u64, now: u64, update: &mut Change) -> (Updated, i64) {
-        let home = key % self.slots;
+    fn update_dyn(
+        &self,
+        shared: &dyn SharedData,
+        near: u64,
+        key: u64,
+        now: u64,
+        update: &mut Change,
+    ) -> (Updated, i64) {
+        let home = near % self.slots;
         let slot_key = self.slot_key(home);
         let expired = self.retention.expired;
         // This call holds a place in the count for a new record of `key`.

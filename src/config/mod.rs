@@ -36,7 +36,7 @@ use crate::shared_table::{SharedTable, ONE_TIME};
 use crate::token_endpoint::TokenEndpoint;
 use crate::token_location::{TokenLocations, AUTHORIZATION};
 use names::{form_name, header_name, principal_name};
-use schema::{RawApiKeys, RawBasic, RawConfig};
+use schema::{RawApiKeys, RawBasic, RawConfig, RawFailureLimit};
 pub use secrets::Env;
 
 /// The largest plugin configuration accepted (an inline JWKS or htpasswd can be large, not this large).
@@ -121,9 +121,18 @@ impl Config {
         self.jwt_providers.iter().any(|provider| provider.remote.is_some()) || self.revocation.remote.is_some()
     }
 
-    /// Whether the client address is needed (networks configured anywhere).
+    /// Whether a request with a Basic credential needs the client address (its password
+    /// failures are counted per user name and source).
+    pub fn reads_source_for_basic(&self) -> bool {
+        !self.basic_users.is_empty() || (self.api_keys.allow_basic && !self.api_keys.clients.is_empty())
+    }
+
+    /// Whether the client address is needed: networks configured anywhere (for every
+    /// request), or Basic credentials accepted (their failures are counted per source;
+    /// only requests with one need it, see `reads_source_for_basic`).
     pub fn needs_source_address(&self) -> bool {
-        self.trusted_networks.is_some()
+        self.reads_source_for_basic()
+            || self.trusted_networks.is_some()
             || self.basic_users.any_trusted_networks()
             || self.api_keys.clients.iter().any(|c| c.privileges.trusted_networks.is_some())
             || self.jwt_providers.iter().any(|p| p.privileges.trusted_networks.is_some())
@@ -295,10 +304,7 @@ fn compile_basic(
     env: Env,
 ) -> Result<(BasicUsers, FailureLimit, u64), ConfigError> {
     let Some(raw) = raw else {
-        let limit = FailureLimit {
-            max_failures: schema::default_max_failures(),
-            window_seconds: schema::default_failure_window(),
-        };
+        let limit = failure_limit(RawFailureLimit::default())?;
         return Ok((BasicUsers::default(), limit, schema::default_time_budget()));
     };
     let mut users = BasicUsers::default();
@@ -338,18 +344,31 @@ fn compile_basic(
             }
         }
     }
-    let limit = raw.failure_limit;
-    if limit.max_failures == 0 {
-        return Err(ConfigError::new("basic.failure_limit.max_failures", "must be at least 1"));
-    }
-    if !(1..=86_400).contains(&limit.window_seconds) {
-        return Err(ConfigError::new("basic.failure_limit.window_seconds", "must be between 1 and 86400"));
-    }
+    let limit = failure_limit(raw.failure_limit)?;
     if !TIME_BUDGET_RANGE.contains(&raw.slow_hash_budget_ms_per_second) {
         return Err(ConfigError::new("basic.slow_hash_budget_ms_per_second", "must be between 1 and 1000"));
     }
-    let limit = FailureLimit { max_failures: limit.max_failures, window_seconds: limit.window_seconds };
     Ok((users, limit, raw.slow_hash_budget_ms_per_second))
+}
+
+fn failure_limit(raw: RawFailureLimit) -> Result<FailureLimit, ConfigError> {
+    if raw.max_failures == 0 {
+        return Err(ConfigError::new("basic.failure_limit.max_failures", "must be at least 1"));
+    }
+    if raw.max_failures_per_name < raw.max_failures {
+        return Err(ConfigError::new(
+            "basic.failure_limit.max_failures_per_name",
+            "must be at least max_failures (else one source alone locks a name out)",
+        ));
+    }
+    if !(1..=86_400).contains(&raw.window_seconds) {
+        return Err(ConfigError::new("basic.failure_limit.window_seconds", "must be between 1 and 86400"));
+    }
+    Ok(FailureLimit {
+        max_failures: raw.max_failures,
+        max_failures_per_name: raw.max_failures_per_name,
+        window_seconds: raw.window_seconds,
+    })
 }
 
 fn compile_api_keys(raw: Option<RawApiKeys>, limits: &Limits, env: Env) -> Result<ApiKeys, ConfigError> {

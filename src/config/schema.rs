@@ -181,7 +181,7 @@ pub struct RawBasic {
     pub htpasswd: Option<String>,
     /// Instead of `htpasswd`: the environment variable of the Envoy process that holds it.
     pub htpasswd_env: Option<String>,
-    /// Failed password checks allowed per user name in a window; past it, 429.
+    /// Failed password checks allowed in a window, per user name and source and per user name; past them, 429.
     #[serde(default)]
     pub failure_limit: RawFailureLimit,
     /// The share of each worker's time (ms per second, 1-1000) bcrypt checks may take; past it, 503.
@@ -215,14 +215,19 @@ pub struct RawUser {
     pub max_concurrent: Option<u64>,
 }
 
-/// Failed password checks allowed per user name in a window, Envoy-wide.
+/// Failed password checks allowed in a window, Envoy-wide: per user name and source
+/// address, and per user name from every source.
 #[derive(Deserialize)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawFailureLimit {
-    /// Failures allowed per user name in one window (at least 1).
+    /// Failures allowed per user name and source address in one window (at least 1); past it, that source gets 429.
     #[serde(default = "default_max_failures")]
     pub max_failures: u32,
+    /// Failures allowed per user name from every source in one window (at least `max_failures`);
+    /// past it, the name gets 429 from everywhere, its owner included, until the window ends.
+    #[serde(default = "default_max_failures_per_name")]
+    pub max_failures_per_name: u32,
     /// The window, in seconds (1-86400).
     #[serde(default = "default_failure_window")]
     pub window_seconds: u64,
@@ -230,7 +235,11 @@ pub struct RawFailureLimit {
 
 impl Default for RawFailureLimit {
     fn default() -> Self {
-        RawFailureLimit { max_failures: default_max_failures(), window_seconds: default_failure_window() }
+        RawFailureLimit {
+            max_failures: default_max_failures(),
+            max_failures_per_name: default_max_failures_per_name(),
+            window_seconds: default_failure_window(),
+        }
     }
 }
 
@@ -525,6 +534,9 @@ pub fn default_discovery_path() -> String {
 }
 pub fn default_max_failures() -> u32 {
     10
+}
+pub fn default_max_failures_per_name() -> u32 {
+    100
 }
 pub fn default_failure_window() -> u64 {
     60

@@ -619,3 +619,19 @@ fn the_qualified_principal_header_is_owned_when_set() {
     let bad = error_of(every_kind_of_alice(json!({"principal_headers": {"qualified": "x y"}})));
     assert!(bad.starts_with("principal_headers.qualified: is not a valid header name"), "{bad}");
 }
+
+#[test]
+fn password_failures_per_source_and_per_name() {
+    let user = json!([{"name": "alice", "password_hash": SECRET_SHA256}]);
+    let c = parse(json!({"basic": {"users": user}})).unwrap();
+    assert_eq!((c.failure_limit.max_failures, c.failure_limit.max_failures_per_name), (10, 100));
+    let set = json!({"basic": {"users": user, "failure_limit": {"max_failures": 5, "max_failures_per_name": 50}}});
+    assert_eq!(parse(set).unwrap().failure_limit.max_failures_per_name, 50);
+    let lower = json!({"basic": {"users": user, "failure_limit": {"max_failures": 5, "max_failures_per_name": 4}}});
+    assert!(error_of(lower).starts_with("basic.failure_limit.max_failures_per_name: must be at least max_failures"));
+    // Counted per source: Basic requests read the client address.
+    assert!(c.needs_source_address() && c.reads_source_for_basic());
+    let keys_only =
+        parse(json!({"api_keys": {"clients": [{"id": "c", "key_hash": SECRET_SHA256}], "allow_basic": false}}));
+    assert!(!keys_only.unwrap().needs_source_address());
+}

@@ -193,7 +193,7 @@ fn a_place_held_for_a_name_another_vm_added_goes_back() {
 fn a_large_table_keeps_every_name_until_full_then_forgets_only_idle_ones() {
     let shared = FakeShared::default();
     let table = SharedTable::new("t", 10_000, RULES);
-    let names: Vec<u64> = (0..10_000).map(|i| SharedTable::key(&format!("principal-{i}"))).collect();
+    let names: Vec<u64> = (0..10_000).map(|i| SharedTable::key(format!("principal-{i}"))).collect();
     for (t, key) in names.iter().enumerate() {
         table.update(&shared, *key, t as u64, add_one);
     }
@@ -201,7 +201,7 @@ fn a_large_table_keeps_every_name_until_full_then_forgets_only_idle_ones() {
     assert!(names.iter().all(|key| table.read(&shared, *key).is_some()), "none forgotten before it is full");
     // A thousand newcomers: each forgets the idlest of the records it looks at, never a recent one.
     for i in 0..1_000u64 {
-        let key = SharedTable::key(&format!("newcomer-{i}"));
+        let key = SharedTable::key(format!("newcomer-{i}"));
         assert_eq!(table.update(&shared, key, 20_000 + i, add_one), (Updated::Written([1, 0, 0, 0]), 0));
     }
     assert_eq!(table.len(&shared), 10_000);
