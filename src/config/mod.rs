@@ -121,10 +121,12 @@ impl Config {
         self.jwt_providers.iter().any(|provider| provider.remote.is_some()) || self.revocation.remote.is_some()
     }
 
-    /// Whether a request with a Basic credential needs the client address (its password
-    /// failures are counted per user name and source).
+    /// Whether a request with a Basic credential needs the client address: its password
+    /// failures are counted per user name and source, so that a guesser cannot lock a
+    /// user out. Without users there is nobody to lock out (made-up names are then
+    /// counted per name alone; an API client's `id:key` is never throttled).
     pub fn reads_source_for_basic(&self) -> bool {
-        !self.basic_users.is_empty() || (self.api_keys.allow_basic && !self.api_keys.clients.is_empty())
+        !self.basic_users.is_empty()
     }
 
     /// Whether the client address is needed: networks configured anywhere (for every
