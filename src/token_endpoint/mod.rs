@@ -196,18 +196,28 @@ impl TokenEndpoint {
             }
         };
         let scope = scopes.join(" ");
-        // Issuing is one of the client's requests: its key, its tokens and this share one budget.
-        if let Err(reply) = self.count(&client, limits, host, now) {
-            return reply;
-        }
+        // Within the worker's signing budget (a request refused for it is not counted), issuing
+        // is one of the client's requests: its key, its tokens and this share one budget.
         let mut budget = self.signing_budget.get();
-        let signed = budget.run(&*host, || self.sign(&client.id, &scope, now));
+        let done = budget.run(&*host, || {
+            let tracked_change = self.count(&client, limits, &*host, now)?;
+            Ok((tracked_change, self.sign(&client.id, &scope, now)))
+        });
         self.signing_budget.set(budget);
-        let token = match signed {
-            Ok(Ok(token)) => token,
-            Ok(Err(_)) => {
-                return oauth_error(500, "server_error", "the token could not be signed", Reason::TokenSigningFailed)
+        let token = match done {
+            Ok(Ok((tracked_change, signed))) => {
+                if tracked_change != 0 {
+                    host.add_to_gauge(TRACKED_GAUGE, tracked_change);
+                }
+                match signed {
+                    Ok(token) => token,
+                    Err(_) => {
+                        let message = "the token could not be signed";
+                        return oauth_error(500, "server_error", message, Reason::TokenSigningFailed);
+                    }
+                }
             }
+            Ok(Err(refused)) => return refused,
             Err(NotRun::Busy { retry_after_seconds }) => {
                 let reply = oauth_error(
                     503,
@@ -228,24 +238,20 @@ impl TokenEndpoint {
         with_header(LocalReply::json(200, response.to_string(), Reason::TokenIssued), "pragma", "no-cache")
     }
 
-    /// Count one request of `client` against its requests per hour (429 past them).
+    /// Count one request of `client` against its requests per hour (429 past them); the
+    /// change in the principals the limits keep records of.
     fn count(
         &self,
         client: &Principal,
         limits: &LimitTable,
-        host: &mut dyn IssueHost,
+        shared: &dyn SharedData,
         now: u64,
-    ) -> Result<(), LocalReply> {
-        let Some(per_hour) = client.privileges.limits.requests_per_hour else { return Ok(()) };
+    ) -> Result<i64, LocalReply> {
+        let Some(per_hour) = client.privileges.limits.requests_per_hour else { return Ok(0) };
         // No slot in flight: the request is answered here and now.
         let hourly = Limits { requests_per_hour: Some(per_hour), max_concurrent: None };
-        match limits.admit(&*host, client.qualified.limit_key(), &hourly, now) {
-            Admission::Admitted { tracked_change, .. } => {
-                if tracked_change != 0 {
-                    host.add_to_gauge(TRACKED_GAUGE, tracked_change);
-                }
-                Ok(())
-            }
+        match limits.admit(shared, client.qualified.limit_key(), &hourly, now) {
+            Admission::Admitted { tracked_change, .. } => Ok(tracked_change),
             Admission::RateLimited { retry_after_seconds, quota } => {
                 let reply = oauth_error(429, "rate_limited", "requests per hour exceeded", Reason::RateLimited);
                 let mut reply = with_header(reply, "retry-after", &retry_after_seconds.max(1).to_string());

@@ -362,3 +362,18 @@ fn signing_stays_within_the_workers_budget() {
     let other = config_with(json!(RSA_PRIVATE), json!({"signing_budget_ms_per_second": 10}));
     assert_eq!(post_on(&mut host, &other, &[("x-api-key", "key-reports")], "").status, 200);
 }
+
+#[test]
+fn a_request_refused_for_the_signing_budget_is_not_counted() {
+    let client = json!({"id": "reports", "key_hash": key_hash("key-reports"), "requests_per_hour": 2});
+    let config = limited_config(json!(RSA_PRIVATE), client, json!({"signing_budget_ms_per_second": 10}));
+    let mut host = FakeHost::new(&FakeShared::default());
+    host.tick_ns = 30_000_000;
+    let mut ask = || post_on(&mut host, &config, &[("x-api-key", "key-reports")], "").status;
+    assert_eq!([ask(), ask(), ask()], [200, 503, 503]);
+    host.now_ns.set(host.now_ns.get() + 10_000_000_000); // the budget refills
+    let mut ask = || post_on(&mut host, &config, &[("x-api-key", "key-reports")], "").status;
+    assert_eq!(ask(), 200, "the two 503s cost the client nothing");
+    host.now_ns.set(host.now_ns.get() + 10_000_000_000);
+    assert_eq!(post_on(&mut host, &config, &[("x-api-key", "key-reports")], "").status, 429);
+}
