@@ -239,3 +239,72 @@ fn garbage_reads_as_empty() {
     shared.set(&table.count_key(), b"garbage", Cas::Any);
     assert_eq!(table.len(&shared), 0);
 }
+
+/// Every record the table holds, slot by slot.
+fn all_records(table: &SharedTable, shared: &FakeShared) -> Vec<Entry> {
+    (0..table.slots).flat_map(|slot| read_slot(shared, &table.slot_key(slot)).0).collect()
+}
+
+/// Random updates from four VMs, each racing another VM's write into its read-then-write,
+/// with and without records that expire: the count stays exact, a name has one record,
+/// the table never holds more than its capacity, a pinned live record is never
+/// forgotten, and (nothing expiring) nothing is forgotten before the table is full.
+#[test]
+fn racing_vms_keep_every_invariant() {
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move |bound: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % bound
+    };
+    for (capacity, expiring) in [(8, false), (16, false), (24, false), (40, false), (16, true), (40, true)] {
+        let shared = FakeShared::default();
+        let vms: Vec<SharedTable> = (0..4).map(|_| SharedTable::new("race", capacity, RULES)).collect();
+        let mut seen = std::collections::HashSet::new();
+        for step in 0..3_000u64 {
+            let now = 1_000 + step;
+            // Keys from a range twice the capacity; a quarter of the writes pin their record.
+            let (key, pin) = (next(2 * capacity as u64), u64::from(next(4) == 0));
+            let expires = if expiring && next(2) == 0 { now + next(30) } else { 0 };
+            let other = (next(2 * capacity as u64), now);
+            let interfere = next(3) == 0;
+            if interfere {
+                seen.insert(other.0);
+                let other_vm = move |shared: &FakeShared| {
+                    SharedTable::new("race", capacity, RULES).update(shared, other.0, other.1, add_one);
+                };
+                shared.interfere_before_next_sets(1, Rc::new(other_vm));
+            }
+            let live = |e: &Entry| !(RULES.expired)(e, now);
+            let pinned_before: Vec<u64> =
+                all_records(&vms[0], &shared).iter().filter(|e| e.values[1] != 0 && live(e)).map(|e| e.key).collect();
+            let full_before = vms[0].len(&shared) >= capacity as u64;
+            let vm = &vms[(step % 4) as usize];
+            vm.update(&shared, key, now, |current| {
+                let mut values = current.copied().unwrap_or_default();
+                values[0] += 1;
+                values[1] = pin;
+                values[2] = expires;
+                Some(values)
+            });
+            seen.insert(key);
+            let records = all_records(&vms[0], &shared);
+            assert_eq!(records.len() as u64, vms[0].len(&shared), "capacity {capacity}, step {step}: the count");
+            assert!(records.len() <= capacity, "capacity {capacity}, step {step}: over capacity");
+            let mut keys: Vec<u64> = records.iter().map(|e| e.key).collect();
+            keys.sort_unstable();
+            keys.dedup();
+            assert_eq!(keys.len(), records.len(), "capacity {capacity}, step {step}: a name twice");
+            for pinned in pinned_before.iter().filter(|k| **k != key) {
+                assert!(
+                    keys.binary_search(pinned).is_ok(),
+                    "capacity {capacity}, step {step}: pinned {pinned} forgotten"
+                );
+            }
+            if !expiring && !full_before && seen.len() <= capacity {
+                assert_eq!(keys.len(), seen.len(), "capacity {capacity}, step {step}: forgotten before full");
+            }
+        }
+    }
+}
