@@ -33,7 +33,8 @@ def main() -> int:
     # A large budget and failure limit, so that every attempt is hashed.
     basic = {"users": users}
     if args.wasm is None:
-        basic.update({"slow_hash_budget_ms_per_second": 1000, "failure_limit": {"max_failures": 1000000}})
+        basic.update({"slow_hash_budget_ms_per_second": 1000,
+                      "failure_limit": {"max_failures": 1000000, "max_failures_per_name": 1000000}})
     config = {"basic": basic, "cache": {"max_entries": 0}}
     with EnvoyHarness(config, concurrency=1, wasm=args.wasm) as h:
         def timed(user: str, password: str) -> float:

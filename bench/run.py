@@ -412,7 +412,7 @@ def scenarios(c: Credentials) -> List[Scenario]:
                                "paths": ["/"], "scopes": ["bench:read"]}]},
                           "rules": [
                               {"match": {"path_prefix": "/healthz"}, "require": "none"},
-                              {"match": {"path_prefix": "/admin"}, "require": ["basic"], "principals": ["root"]},
+                              {"match": {"path_prefix": "/admin"}, "require": ["basic"], "principals": ["basic:root"]},
                               {"match": {"path_prefix": "/orders", "methods": ["POST"]}, "scopes": ["orders:write"]},
                               {"match": {"host": "*.internal.example"}, "require": ["jwt"]},
                               {"match": {"path_prefix": "/"}, "require": ["api-key"], "scopes": ["bench:read"]},

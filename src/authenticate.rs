@@ -1,6 +1,7 @@
 //! Who the caller is: a verification this VM remembers, else the credential's
 //! own check (a Basic user or API client, an API key, a Bearer JWT).
 
+use std::net::IpAddr;
 use std::rc::Rc;
 
 use crate::basic::{self, PasswordGuard, PasswordHost, Refusal};
@@ -8,7 +9,7 @@ use crate::cache::{CacheKey, CacheKeys, VerifiedCache};
 use crate::config::Config;
 use crate::credential::Credential;
 use crate::jwt::{self, Issuer, JwtError, ProviderId, SignatureBackend};
-use crate::principal::{AuthMethod, Principal, TokenFacts};
+use crate::principal::{AuthMethod, Principal, QualifiedName, TokenFacts};
 use crate::reason::Reason;
 use crate::shared_table::{Once, SharedTable};
 
@@ -58,14 +59,26 @@ impl Verifier {
         self.successes.clear();
     }
 
+    /// Who presents `credential`, from `source` (Envoy's client address; None: unknown).
     pub fn authenticate(
         &mut self,
         config: &Config,
         credential: &Credential,
+        source: Option<IpAddr>,
         host: &dyn VerifyHost,
         now_ms: u64,
     ) -> Result<Rc<Principal>, NotVerified> {
         let now_s = now_ms / 1000;
+        // A throttled guesser gets 429 whatever it guessed: remembered verifications
+        // (its name's owner's, from elsewhere) never tell it which guess was right.
+        if let Credential::Basic { user, .. } = credential {
+            let attempt = basic::Attempt { user, source };
+            if let Some(Refusal::TryLater { reason, retry_after_seconds }) =
+                attempt.throttled(&config.basic_users, &self.guard, host, now_s)
+            {
+                return Err(NotVerified::TryLater { reason, retry_after_seconds });
+            }
+        }
         let key = key_of(&self.keys, credential);
         if let Some(principal) = self.successes.get(&key, now_s) {
             return Ok(principal);
@@ -84,8 +97,16 @@ impl Verifier {
                 return Ok(principal);
             }
             Credential::Basic { user, password } => {
-                match basic::verify(&config.basic_users, &config.api_keys, &mut self.guard, host, user, password, now_s)
-                {
+                let attempt = basic::Attempt { user, source };
+                match basic::verify(
+                    &config.basic_users,
+                    &config.api_keys,
+                    &mut self.guard,
+                    host,
+                    &attempt,
+                    password,
+                    now_s,
+                ) {
                     Ok(principal) => Ok(principal),
                     Err(Refusal::Invalid(reason)) => {
                         if reason == Reason::BasicInvalid {
@@ -176,6 +197,7 @@ fn verify_bearer(
     let expires_at = verified.expires_at;
     let principal = match provider.kind {
         Issuer::Provider => Principal {
+            qualified: QualifiedName::of_provider(&provider.name, &verified.principal),
             id: verified.principal,
             method: AuthMethod::Jwt,
             provider: Some(provider.name.clone()),
@@ -206,11 +228,14 @@ fn verify_bearer(
             // The scopes it was issued with, as far as the client still holds them.
             let held = &client.privileges.scopes;
             let scopes = verified.scopes.into_iter().filter(|scope| held.contains(scope)).collect();
+            // Named as its client however it proves itself: one client, one name (rules,
+            // revocation, limits); `x-auth-method` still says it came with a token.
             Principal {
+                method: AuthMethod::Jwt,
                 provider: Some(provider.name.clone()),
                 scopes,
                 token,
-                ..Principal::configured(&client.id, AuthMethod::Jwt, &client.privileges)
+                ..Principal::configured(&client.id, AuthMethod::ApiKey, &client.privileges)
             }
         }
     };
@@ -235,7 +260,7 @@ fn first_use(
     };
     // Remembered while the token could still pass: until its `exp` and the clock skew.
     let until = expires_at.unwrap_or(now).saturating_add(config.clock_skew_seconds).saturating_add(1);
-    let key = SharedTable::key(&format!("{keypair}\0{jti}"));
+    let key = SharedTable::key(format!("{keypair}\0{jti}"));
     match config.replay_table.insert_once(host, key, until, now) {
         Once::First => Ok(()),
         Once::Again => Err(bearer_error(Reason::TokenReplayed, "token already used")),

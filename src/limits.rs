@@ -1,7 +1,10 @@
 //! Limits per principal, exact across every worker of one Envoy: requests per
 //! hour (a sliding hour, estimated from two fixed hourly windows) and requests
 //! in flight. The counts live in shared data (`shared_table.rs`), changed only
-//! by compare-and-swap; a refused request is not counted.
+//! by compare-and-swap; a refused request is not counted. A principal's record is
+//! forgotten only when the table is full (`max_tracked_principals`), the idlest
+//! first, never while it has requests in flight; once both its hours are past and
+//! nothing is in flight it holds nothing, and its place is free.
 //!
 //! The sliding hour: a request at `e` seconds into the current hour sees
 //! `previous * (3600 - e) / 3600 + current` requests before it, and passes while
@@ -12,9 +15,12 @@
 //! (`e` near 0: about `limit`), never twice the limit.
 
 use crate::host_api::SharedData;
-use crate::shared_table::{SharedTable, VALUES};
+use crate::shared_table::{Retention, SharedTable, Updated, VALUES};
 
 pub const WINDOW_SECONDS: u64 = 3600;
+
+/// The gauge of the principals the limits keep records of (moved by `Admission::Admitted`'s change).
+pub const TRACKED_GAUGE: &str = "tracked_principals";
 
 /// A principal's limits, defaults applied; None: unlimited.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -35,6 +41,13 @@ const PREVIOUS: usize = 1; // requests in the hour before it
 const CURRENT: usize = 2; // requests in it
 const IN_FLIGHT: usize = 3;
 
+/// Nothing of a record counts once both its hours are past and nothing is in flight;
+/// a record with requests in flight is never forgotten (its slots would come back to nobody).
+const RETENTION: Retention = Retention {
+    expired: |entry, now| entry.values[IN_FLIGHT] == 0 && now / WINDOW_SECONDS >= entry.values[WINDOW] + 2,
+    evictable: |entry| entry.values[IN_FLIGHT] == 0,
+};
+
 /// What the limits say of one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
@@ -42,14 +55,18 @@ pub enum Admission {
     Admitted {
         holds_slot: bool,
         quota: Option<Quota>,
-        new_principal: bool,
+        /// The change in the records the table holds (the tracked-principals gauge moves by
+        /// it). A refused request changes none, but after a rare race (a record removed
+        /// to make room for this principal, which another VM had added meanwhile).
+        tracked_change: i64,
     },
     RateLimited {
         retry_after_seconds: u64,
         quota: Quota,
     },
     ConcurrencyLimited,
-    /// Other workers kept winning the compare-and-swap: nothing was counted.
+    /// Other workers kept winning the compare-and-swap, or the table is full of
+    /// principals with requests in flight: nothing was counted.
     Unavailable,
 }
 
@@ -71,18 +88,18 @@ pub struct LimitTable {
 
 impl LimitTable {
     pub fn new(max_tracked_principals: usize) -> LimitTable {
-        LimitTable { table: SharedTable::new("limits", max_tracked_principals) }
+        LimitTable { table: SharedTable::new("limits", max_tracked_principals, RETENTION) }
     }
 
-    /// The key a principal is counted under (its kind, provider and id).
-    pub fn key(kind: &str, provider: Option<&str>, id: &str) -> u64 {
-        SharedTable::key(&format!("{kind}\0{}\0{id}", provider.unwrap_or("")))
+    /// The key a principal is counted under: its qualified name (`principal::QualifiedName::limit_key`).
+    pub fn key(qualified: &str) -> u64 {
+        SharedTable::key(qualified)
     }
 
     /// Admit one request of `key` under `limits` at `now` (unix seconds), counting it.
     pub fn admit(&self, shared: &dyn SharedData, key: u64, limits: &Limits, now: u64) -> Admission {
         let mut outcome = Admission::Unavailable;
-        let written = self.table.update(shared, key, now, |current| {
+        let (written, records) = self.table.update(shared, key, now, |current| {
             let (previous, count, in_flight) = rolled(current, now);
             if let Some(limit) = limits.max_concurrent {
                 if in_flight >= limit {
@@ -105,7 +122,7 @@ impl LimitTable {
                 quota = Some(Quota { limit, remaining: limit.saturating_sub(used), reset_seconds });
             }
             let holds_slot = limits.max_concurrent.is_some();
-            outcome = Admission::Admitted { holds_slot, quota, new_principal: current.is_none() };
+            outcome = Admission::Admitted { holds_slot, quota, tracked_change: 0 };
             let mut next = [0u64; VALUES];
             next[WINDOW] = now / WINDOW_SECONDS;
             next[PREVIOUS] = previous;
@@ -114,9 +131,12 @@ impl LimitTable {
             Some(next)
         });
         match (written, outcome) {
-            // The update ran to the end but another VM kept winning: nothing was counted.
-            (None, Admission::Admitted { .. }) => Admission::Unavailable,
-            (_, outcome) => outcome,
+            (Updated::Written(_), Admission::Admitted { holds_slot, quota, .. }) => {
+                Admission::Admitted { holds_slot, quota, tracked_change: records }
+            }
+            (Updated::Unchanged(_), refused) => refused,
+            // No room for it, or another VM kept winning: nothing was counted.
+            _ => Admission::Unavailable,
         }
     }
 
@@ -132,6 +152,11 @@ impl LimitTable {
     /// Requests of `key` in flight now (for tests and the soak).
     pub fn in_flight(&self, shared: &dyn SharedData, key: u64) -> u64 {
         self.table.read(shared, key).map_or(0, |entry| entry.values[IN_FLIGHT])
+    }
+
+    /// Principals with a record (what the `tracked_principals` gauge adds up).
+    pub fn tracked(&self, shared: &dyn SharedData) -> u64 {
+        self.table.len(shared)
     }
 }
 

@@ -30,7 +30,7 @@ use std::rc::Rc;
 use crate::authenticate::{NotVerified, Verifier, VerifyHost};
 use crate::config::Config;
 use crate::credential::{self, Credential};
-use crate::limits::{Admission, LimitTable, Quota};
+use crate::limits::{Admission, Quota};
 use crate::path::{normalize, MatchPath};
 use crate::policy::{self, Access, Forbidden};
 use crate::principal::Principal;
@@ -126,7 +126,7 @@ pub fn decide(
     }
 
     // authenticate
-    let principal = match verifier.authenticate(config, &credential, host, now_ms) {
+    let principal = match verifier.authenticate(config, &credential, request.source, host, now_ms) {
         Ok(principal) => principal,
         Err(NotVerified::Invalid { reason, message, bearer: true }) => {
             return Decision::Reply(LocalReply::invalid_token(challenges, message, reason))
@@ -176,10 +176,11 @@ pub fn decide(
     let limited = if principal.privileges.limits.is_unlimited() {
         None
     } else {
-        let key = LimitTable::key(principal.method.as_str(), principal.provider.as_deref(), &principal.id);
+        // One budget per principal however it proved itself: a client's key and its tokens share one.
+        let key = principal.qualified.limit_key();
         match config.limit_table.admit(host, key, &principal.privileges.limits, now_ms / 1000) {
-            Admission::Admitted { holds_slot, quota, new_principal } => {
-                Some(Limited { key, holds_slot, quota, new_principal })
+            Admission::Admitted { holds_slot, quota, tracked_change } => {
+                Some(Limited { key, holds_slot, quota, tracked_change })
             }
             Admission::RateLimited { retry_after_seconds, quota } => {
                 return Decision::Reply(LocalReply::rate_limited(&quota, retry_after_seconds))
@@ -209,8 +210,8 @@ pub struct Limited {
     pub key: u64,
     pub holds_slot: bool,
     pub quota: Option<Quota>,
-    /// The principal was not tracked before (the tracked-principals gauge grows).
-    pub new_principal: bool,
+    /// The change in the principals the limits keep records of (the tracked-principals gauge moves by it).
+    pub tracked_change: i64,
 }
 
 /// Whether anything restricts this principal on this rule (the stage is skipped otherwise).

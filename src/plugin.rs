@@ -19,11 +19,12 @@ use crate::remote::{Fetch, FetchReason, Progress};
 use crate::reply::{rate_limit_fields, LocalReply};
 use crate::request::RequestFacts;
 use crate::stream::{Awaited, BodyEvent, BodyPurpose, Step, Streams, Waiting};
+use crate::token_endpoint::IssueHost;
 use crate::token_endpoint::MAX_BODY_BYTES;
 
 /// Everything a plugin needs of its host.
-pub trait Host: VerifyHost + HttpCalls + Counters {}
-impl<T: VerifyHost + HttpCalls + Counters> Host for T {}
+pub trait Host: VerifyHost + HttpCalls + Counters + IssueHost {}
+impl<T: VerifyHost + HttpCalls + Counters + IssueHost> Host for T {}
 
 /// A document the plugin fetches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,7 +175,7 @@ impl Plugin {
         };
         let reply = match (purpose, &self.config.token_endpoint) {
             (BodyPurpose::TokenRequest(presented), Some(endpoint)) => {
-                endpoint.issue(&self.config.api_keys, &presented, &body, &self.config.realm, now_ms / 1000)
+                endpoint.issue(&self.config.api_keys, &self.config.limit_table, host, &presented, &body, now_ms / 1000)
             }
             (BodyPurpose::TokenRequest(_), None) => LocalReply::not_configured(),
         };
@@ -303,8 +304,8 @@ impl Plugin {
     /// Remember what a counted request gives back when its stream ends, and the
     /// quota its response shows.
     fn track(&mut self, host: &mut dyn Host, context_id: u32, limited: Limited) {
-        if limited.new_principal {
-            host.add_to_gauge("tracked_principals", 1);
+        if limited.tracked_change != 0 {
+            host.add_to_gauge(crate::limits::TRACKED_GAUGE, limited.tracked_change);
         }
         let in_flight = limited.holds_slot.then_some(limited.key);
         let quota = limited.quota.filter(|_| self.config.expose_limit_headers);

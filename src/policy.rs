@@ -51,7 +51,7 @@ pub fn authorize(principal: &Principal, rule: &Rule, access: &Access) -> Result<
         }
     }
     if let Some(principals) = &rule.principals {
-        if !principals.contains(&principal.id) {
+        if !principals.iter().any(|admitted| admitted == principal.qualified.as_str()) {
             return Err(refused(Reason::PrincipalNotAllowed, "principal not allowed"));
         }
     }

@@ -1,8 +1,18 @@
-//! A verified caller: who it is, how it proved it, who vouched for it, and what
+//! A verified caller: who it is, how it proved it, who vouches for it, and what
 //! it holds (scopes) and may do (privileges).
+//!
+//! A principal is named by who vouches for it (its `QualifiedName`):
+//! `basic:<user>` (`basic.users`, htpasswd), `api-key:<client id>` (an API client,
+//! however it proved itself: its key, Basic `id:key`, or a token the token endpoint
+//! issued to it), `keypair:<keypair id>`, `jwt:<provider>:<subject>` (a provider's
+//! `principal_claim`). Rules, revocation and limits know principals only by this
+//! name, so another issuer's `sub=alice` is never the Basic user `alice`.
 
+use std::cell::OnceCell;
 use std::rc::Rc;
 
+use crate::jwt::{Issuer, Provider};
+use crate::limits::LimitTable;
 use crate::privileges::Privileges;
 
 /// How a principal proved itself (the `x-auth-method` value).
@@ -33,10 +43,131 @@ pub struct TokenFacts {
     pub issued_at: Option<u64>,
 }
 
+/// A principal's name, qualified by who vouches for it: `basic:alice`,
+/// `api-key:reporting`, `keypair:engine-worker`, `jwt:corp:alice`. Built once when
+/// the principal is verified (and remembered with it), as is, on first use, the key
+/// its limits are counted under.
+#[derive(Debug, Clone)]
+pub struct QualifiedName {
+    name: String,
+    limit_key: OnceCell<u64>,
+}
+
+impl QualifiedName {
+    fn new(name: String) -> QualifiedName {
+        QualifiedName { name, limit_key: OnceCell::new() }
+    }
+
+    /// A Basic user, an API client or a keypair: names without `:` (the configuration's).
+    pub fn configured(vouched_by: AuthMethod, id: &str) -> QualifiedName {
+        QualifiedName::new(format!("{}:{id}", vouched_by.as_str()))
+    }
+
+    /// A JWT provider's principal: provider names have no `:`, so the subject is all that follows the second.
+    pub fn of_provider(provider: &str, subject: &str) -> QualifiedName {
+        QualifiedName::new(format!("jwt:{provider}:{subject}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.name
+    }
+
+    /// The key of its limit counts: one per principal, whatever it proved itself with.
+    pub fn limit_key(&self) -> u64 {
+        *self.limit_key.get_or_init(|| LimitTable::key(&self.name))
+    }
+}
+
+impl PartialEq for QualifiedName {
+    fn eq(&self, other: &QualifiedName) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for QualifiedName {}
+
+/// Why a configured principal name is refused (the configuration names the field).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NameError {
+    /// No kind: `alice` (the name is said, to show how to write it).
+    Bare(String),
+    /// `jwt:` without a provider and a subject.
+    NoProvider,
+    /// `jwt:<name>:` where `<name>` is no provider's (the token endpoint's or a keypair's, say so).
+    NotAProvider(&'static str),
+    /// The name after the kind is no user name, client id, keypair id or provider name, or the subject is empty.
+    Malformed,
+}
+
+impl std::fmt::Display for NameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NameError::Bare(name) => write!(
+                f,
+                "names no kind of principal: write \"basic:{name}\" (a Basic user), \"api-key:{name}\" (an API \
+                 client, by its key or its tokens from the token endpoint), \"keypair:{name}\" or \
+                 \"jwt:<provider>:{name}\" (a JWT provider's principal)"
+            ),
+            NameError::NoProvider => f.write_str("a JWT principal is written jwt:<provider>:<principal claim value>"),
+            NameError::NotAProvider(why) => write!(f, "names no JWT provider{why}"),
+            NameError::Malformed => f.write_str("is not a principal name"),
+        }
+    }
+}
+
+/// A user name, client id, keypair id or provider name: what may follow a kind. RFC
+/// 7617: a user-id has no colon; surrounding spaces would make two spellings of one
+/// principal upstream.
+pub fn is_plain_name(name: &str) -> bool {
+    !name.is_empty() && !name.contains(':') && !name.chars().any(char::is_control) && name.trim() == name
+}
+
+impl QualifiedName {
+    /// A principal as the configuration names it (rules, `not_before`), its `jwt:<name>:`
+    /// checked against the configured `providers` when given (a fetched list names any).
+    pub fn parse(text: &str, providers: Option<&[Provider]>) -> Result<QualifiedName, NameError> {
+        let bare = || NameError::Bare(text.to_string());
+        let (kind, rest) = text.split_once(':').ok_or_else(bare)?;
+        let name = match kind {
+            "basic" | "api-key" | "keypair" => rest,
+            "jwt" => {
+                let (provider, subject) = rest.split_once(':').ok_or(NameError::NoProvider)?;
+                let issuer = providers.map(|all| all.iter().find(|p| p.name == provider).map(|p| p.kind));
+                match issuer {
+                    None | Some(Some(Issuer::Provider)) => {}
+                    Some(Some(Issuer::TokenEndpoint)) => {
+                        return Err(NameError::NotAProvider(": the token endpoint's tokens are api-key:<client id>"))
+                    }
+                    Some(Some(Issuer::Keypair { .. })) => {
+                        return Err(NameError::NotAProvider(": a keypair's tokens are keypair:<keypair id>"))
+                    }
+                    Some(None) => return Err(NameError::NotAProvider(" in jwt.providers")),
+                }
+                if subject.is_empty() {
+                    return Err(NameError::Malformed);
+                }
+                provider
+            }
+            _ => return Err(bare()),
+        };
+        if !is_plain_name(name) {
+            return Err(NameError::Malformed);
+        }
+        Ok(QualifiedName::new(text.to_string()))
+    }
+
+    /// Whether it names a Basic user (who has no tokens to revoke).
+    pub fn is_basic(&self) -> bool {
+        self.name.starts_with("basic:")
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    /// The user name, the API client id, or the JWT's principal claim.
+    /// The user name, the API client id, or the JWT's principal claim (the `x-auth-principal` value).
     pub id: String,
+    /// `id` named by who vouches for it: what rules, revocation and limits know it by.
+    pub qualified: QualifiedName,
     pub method: AuthMethod,
     /// The JWT provider that vouched for it.
     pub provider: Option<String>,
@@ -51,16 +182,48 @@ pub struct Principal {
 }
 
 impl Principal {
-    /// A principal proven by a configured secret (Basic password or API key).
+    /// A principal of the configuration (a Basic user, an API client, a keypair), named by `method`.
     pub fn configured(id: &str, method: AuthMethod, privileges: &Rc<Privileges>) -> Principal {
         Principal {
             id: id.to_string(),
+            qualified: QualifiedName::configured(method, id),
             method,
             provider: None,
             claim_headers: Vec::new(),
             scopes: privileges.scopes.clone(),
             token: None,
             privileges: Rc::clone(privileges),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_is_named_by_who_vouches_for_it() {
+        let privileges = Rc::new(Privileges::default());
+        let named = |method| Principal::configured("alice", method, &privileges).qualified;
+        assert_eq!(named(AuthMethod::Basic).as_str(), "basic:alice");
+        assert_eq!(named(AuthMethod::ApiKey).as_str(), "api-key:alice");
+        assert_eq!(named(AuthMethod::Keypair).as_str(), "keypair:alice");
+        assert_eq!(QualifiedName::of_provider("partners", "urn:x:alice").as_str(), "jwt:partners:urn:x:alice");
+    }
+
+    /// Names as a fetched list gives them (no providers to check against; `config/tests.rs` checks those).
+    #[test]
+    fn names_must_say_their_kind() {
+        for good in ["basic:alice", "api-key:reporting", "keypair:engine", "jwt:corp:alice", "jwt:any:urn:x:1"] {
+            assert_eq!(QualifiedName::parse(good, None).map(|name| name.as_str().to_string()).as_deref(), Ok(good));
+        }
+        for bare in ["alice", "user:alice"] {
+            assert_eq!(QualifiedName::parse(bare, None), Err(NameError::Bare(bare.into())));
+        }
+        assert!(NameError::Bare("alice".into()).to_string().contains("\"basic:alice\""));
+        assert_eq!(QualifiedName::parse("jwt:alice", None), Err(NameError::NoProvider));
+        for bad in ["basic:", "basic:a:b", "api-key: x", "keypair:x\n", "jwt:corp:", "jwt::alice", "jwt: c:a"] {
+            assert_eq!(QualifiedName::parse(bad, None), Err(NameError::Malformed), "{bad:?}");
         }
     }
 }

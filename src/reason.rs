@@ -95,6 +95,8 @@ reasons! {
     /// A requested scope the client does not hold.
     TokenInvalidScope => "token_invalid_scope",
     TokenSigningFailed => "token_signing_failed",
+    /// This worker spent its budget for signing tokens.
+    TokenSigningBusy => "token_signing_busy",
     NotConfigured => "not_configured",
     /// The host could not give the request or the time.
     HostError => "host_error",

@@ -1,19 +1,20 @@
 //! Revoked tokens: by `jti`, and by principal with a time before which its
 //! tokens were issued ("log out everywhere"). From the configuration and from a
-//! document the filter fetches (`{"jti": [...], "not_before": {"id": 1800000000}}`),
-//! checked on every request, cached verification or not.
+//! document the filter fetches (`{"jti": [...], "not_before": {"jwt:corp:alice":
+//! 1800000000}}`), checked on every request, cached verification or not. Principals
+//! are named by who vouches for them (`principal.rs`): a bare name is refused.
 
 use std::collections::{HashMap, HashSet};
 
 use serde::Deserialize;
 
-use crate::principal::Principal;
+use crate::principal::{Principal, QualifiedName};
 use crate::remote::RemoteDocument;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RevocationList {
     jti: HashSet<String>,
-    /// Principal id -> Unix seconds: tokens issued before (or without `iat`) are revoked.
+    /// Qualified principal -> Unix seconds: tokens issued before (or without `iat`) are revoked.
     not_before: HashMap<String, u64>,
 }
 
@@ -41,6 +42,11 @@ impl RevocationList {
             return Err(not_a_list("not a JSON object".into()));
         }
         let raw: RawList = serde_json::from_value(value).map_err(|e| not_a_list(e.to_string()))?;
+        if let Some(bare) = raw.not_before.keys().find(|name| QualifiedName::parse(name, None).is_err()) {
+            return Err(not_a_list(format!(
+                "not_before: \"{bare}\" is not a qualified principal (jwt:<provider>:<subject>)"
+            )));
+        }
         Ok(RevocationList::new(raw.jti, raw.not_before))
     }
 
@@ -53,7 +59,9 @@ impl RevocationList {
         if token.jti.as_ref().is_some_and(|jti| self.jti.contains(jti)) {
             return true;
         }
-        self.not_before.get(&principal.id).is_some_and(|&cutoff| token.issued_at.is_none_or(|iat| iat < cutoff))
+        self.not_before
+            .get(principal.qualified.as_str())
+            .is_some_and(|&cutoff| token.issued_at.is_none_or(|iat| iat < cutoff))
     }
 }
 
@@ -113,17 +121,19 @@ mod tests {
     use crate::principal::{AuthMethod, TokenFacts};
     use crate::privileges::Privileges;
 
+    /// A token of provider `corp` for `id`.
     fn token(id: &str, jti: Option<&str>, issued_at: Option<u64>) -> Principal {
         Principal {
             token: Some(TokenFacts { jti: jti.map(String::from), issued_at }),
-            method: AuthMethod::Jwt,
+            qualified: QualifiedName::of_provider("corp", id),
+            provider: Some("corp".into()),
             ..Principal::configured(id, AuthMethod::Jwt, &Rc::new(Privileges::default()))
         }
     }
 
     #[test]
     fn by_jti_and_by_issue_time() {
-        let list = RevocationList::new(vec!["leaked".to_string()], vec![("alice".to_string(), 1000)]);
+        let list = RevocationList::new(vec!["leaked".to_string()], vec![("jwt:corp:alice".to_string(), 1000)]);
         assert!(list.revokes(&token("bob", Some("leaked"), Some(5000))));
         assert!(!list.revokes(&token("bob", Some("fine"), Some(5000))));
         assert!(list.revokes(&token("alice", None, Some(999))));
@@ -131,12 +141,26 @@ mod tests {
         assert!(!list.revokes(&token("alice", None, Some(1000))));
         let basic = Principal::configured("alice", AuthMethod::Basic, &Rc::new(Privileges::default()));
         assert!(!list.revokes(&basic), "only tokens are revoked");
+        // Another issuer's alice, and the API client alice's tokens, are someone else.
+        let other =
+            Principal { qualified: QualifiedName::of_provider("partners", "alice"), ..token("alice", None, None) };
+        assert!(!list.revokes(&other));
+        let client = Principal {
+            token: Some(TokenFacts::default()),
+            ..Principal::configured("alice", AuthMethod::ApiKey, &Rc::new(Privileges::default()))
+        };
+        assert!(!list.revokes(&client));
+        let by_client = RevocationList::new(vec![], vec![("api-key:alice".to_string(), 1000)]);
+        assert!(by_client.revokes(&client), "a client's tokens from the token endpoint, by its name");
     }
 
     #[test]
     fn fetched_documents() {
-        let list = RevocationList::from_document(br#"{"jti": ["a"], "not_before": {"u": 5}}"#).unwrap();
+        let list = RevocationList::from_document(br#"{"jti": ["a"], "not_before": {"jwt:corp:u": 5}}"#).unwrap();
         assert!(list.revokes(&token("x", Some("a"), Some(1))));
+        assert!(list.revokes(&token("u", None, Some(4))));
+        let bare = RevocationList::from_document(br#"{"not_before": {"jwt:corp:u": 5, "u": 5}}"#).unwrap_err();
+        assert!(bare.contains("\"u\" is not a qualified principal"), "{bare}");
         assert!(RevocationList::from_document(b"{}").unwrap().is_empty());
         for bad in [&b"[]"[..], b"{\"jti\": \"a\"}", b"{\"not_before\": {\"u\": -1}}", b"{\"other\": 1}", b"nope"] {
             assert!(RevocationList::from_document(bad).is_err(), "{}", String::from_utf8_lossy(bad));

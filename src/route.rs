@@ -144,7 +144,7 @@ pub struct Rule {
     pub require: Require,
     /// Every one must be held.
     pub scopes: Vec<String>,
-    /// When set, only these principal ids.
+    /// When set, only these principals, by qualified name (`basic:alice`, `jwt:corp:alice`).
     pub principals: Option<Vec<String>>,
 }
 

@@ -11,9 +11,12 @@ use crate::token_location::TokenLocations;
 /// The upstream header names of a principal (`principal_headers`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PrincipalHeaders {
+    /// The bare id (`alice`), what upstreams have always read.
     pub principal: String,
     pub method: String,
     pub provider: String,
+    /// The qualified name (`basic:alice`), when configured.
+    pub qualified: Option<String>,
 }
 
 /// How requests are shaped for the upstream.
@@ -29,7 +32,7 @@ pub struct Upstream {
 }
 
 /// The filter state keys (properties; Envoy prefixes `wasm.`: RBAC and access logs
-/// read `wasm.wasm_authn.principal`).
+/// read `wasm.wasm_authn.principal`, the qualified name: another issuer's `sub` never matches).
 pub const STATE_PRINCIPAL: &str = "wasm_authn.principal";
 pub const STATE_METHOD: &str = "wasm_authn.method";
 pub const STATE_PROVIDER: &str = "wasm_authn.provider";
@@ -77,6 +80,9 @@ pub fn authenticated(
     if let Some(provider) = &principal.provider {
         set.push((names.provider.clone(), provider.clone()));
     }
+    if let Some(qualified) = &names.qualified {
+        set.push((qualified.clone(), principal.qualified.as_str().to_string()));
+    }
     set.extend(principal.claim_headers.iter().cloned());
 
     let state = if upstream.filter_state { filter_state(principal) } else { Vec::new() };
@@ -106,7 +112,7 @@ fn changes(
 /// The principal as Envoy filter state: what RBAC and access logs can trust, whatever the headers say.
 fn filter_state(principal: &Principal) -> Vec<(String, String)> {
     let mut state = vec![
-        (STATE_PRINCIPAL.to_string(), principal.id.clone()),
+        (STATE_PRINCIPAL.to_string(), principal.qualified.as_str().to_string()),
         (STATE_METHOD.to_string(), principal.method.as_str().to_string()),
     ];
     if let Some(provider) = &principal.provider {

@@ -1,15 +1,65 @@
-//! Small per-name records shared by every VM of the Envoy: a fixed number of
-//! shared-data slots, each holding a few entries, changed only by
-//! compare-and-swap. Bounded in memory whatever names clients bring: a full
-//! slot forgets its least recently touched entry.
+//! Small per-name records shared by every VM of the Envoy (limit counts, password
+//! failures, one-time token ids), in proxy-wasm shared data changed only by
+//! compare-and-swap, and bounded in memory whatever names clients bring.
+//!
+//! How it is laid out, and why:
+//!
+//! - **A record never moves.** A name's record lives in the slot its key picks
+//!   (`key % slots`, about `capacity / 8` slots), a slot being one shared-data value
+//!   (`wasm_authn/<table>/<slots>/<slot>`) of up to `MAX_PER_SLOT` records, read and
+//!   written whole. A request for a name already there reads one slot and writes it
+//!   back with compare-and-swap: its change is atomic across VMs, and a request
+//!   touches O(1) shared entries whatever the table holds, never a scan.
+//! - **Full means full.** The records of the whole table are counted in one more
+//!   value (`.../count`), changed only when a record is added or removed, never on
+//!   the path of a name already there. A new name first reserves its place in that
+//!   count (compare-and-swap: racing VMs never take more than `capacity`), then
+//!   writes its slot; a place it no longer needs (another VM added the same name
+//!   meanwhile) is given back. (Given back after as many lost races as an update
+//!   allows, a place stays counted: the table then holds one record fewer; no
+//!   request is ever let through for it.) A slot is never "full" before the table is: it takes
+//!   up to `MAX_PER_SLOT` records, eight times the average of a full table
+//!   (a slot that reaches it forgets its idlest record, which random names make
+//!   vanishingly rare: names are SHA-256 digests).
+//! - **Expired records are free.** The caller's `Retention` says when a record
+//!   holds nothing any more (both hourly windows of a limit count past, no request
+//!   in flight; a failure window over; a one-time token past its expiry). A new name
+//!   takes an expired record's place in its own slot at once, table full or not,
+//!   without touching the count.
+//! - **Eviction only when full, idlest first, never a pinned record.** When the
+//!   count says full, the new name's slot and the next `SAMPLE` slots of a sweep
+//!   (a cursor per VM, moving on each time) are looked at, and the idlest record
+//!   that `Retention::evictable` allows (never one with requests in flight, never an
+//!   unexpired one-time token) gives its place; an expired one first. Found in
+//!   another slot, it is removed there (compare-and-swap, if it is still as seen)
+//!   and its place in the count passes to the new name. Exact least-recently-used
+//!   order across VMs would need every request to write one shared order of all
+//!   names; this keeps each request to its own slot, at the price of choosing the
+//!   idlest of about `(SAMPLE + 1) * 8` records rather than of all: every record,
+//!   exactly, in a table of up to `(SAMPLE + 1) * 8` (three slots). When nothing
+//!   there may go, up to `MAX_SWEEP` slots are looked at; then the name is refused
+//!   (`Updated::Full`), which its caller answers as it must (a 503, never a pass).
+//! - **Records read together live together**: `update_near` keeps a record in the
+//!   slot of another key (a user name's failures per source beside its failures
+//!   from everywhere), so `records_near` reads them all at once.
+//! - **A resize starts afresh**: the slot count is part of every key, so a table
+//!   of another size never reads the old one's records (they stay, unread).
+
+use std::cell::Cell;
 
 use crate::digest::sha256;
 use crate::host_api::{Cas, SharedData};
 
-/// Numbers one entry holds (their meaning is the caller's).
+/// Numbers one record holds (their meaning is the caller's).
 pub const VALUES: usize = 4;
-/// Entries per slot: a slot is one shared-data value, read and written whole.
+/// Records per slot on average when the table is full.
 const PER_SLOT: usize = 8;
+/// Records one slot may hold: a slot is never full before the table is, but for skew.
+const MAX_PER_SLOT: usize = 8 * PER_SLOT;
+/// Slots besides a new name's own looked at for the idlest record, when the table is full.
+const SAMPLE: u64 = 2;
+/// Slots looked at, at most, for a record that may go.
+const MAX_SWEEP: u64 = 8;
 const ENTRY_BYTES: usize = 8 * (2 + VALUES);
 const FORMAT: u8 = 1;
 /// Compare-and-swap attempts before giving up on an update (another VM keeps winning).
@@ -24,113 +74,315 @@ pub struct Entry {
     pub values: [u64; VALUES],
 }
 
+/// What a table may forget, and when: its caller's rules.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// The record holds nothing any more at `now`: its place may be taken at any time.
+    pub expired: fn(&Entry, u64) -> bool,
+    /// It may be forgotten to make room in a full table (the idlest first).
+    pub evictable: fn(&Entry) -> bool,
+}
+
+/// A change to a record: its values (None: absent or expired) to what to write (None: nothing).
+type Change<'a> = dyn FnMut(Option<&[u64; VALUES]>) -> Option<[u64; VALUES]> + 'a;
+
+/// What `update` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Updated {
+    /// Written: the record's values now.
+    Written([u64; VALUES]),
+    /// `update` left it as it was (None: there is no live record).
+    Unchanged(Option<[u64; VALUES]>),
+    /// The table is full and nothing it could forget may go.
+    Full,
+    /// Other VMs kept winning the compare-and-swap: nothing was written.
+    Unavailable,
+}
+
 #[derive(Debug)]
 pub struct SharedTable {
     prefix: String,
     slots: u64,
+    capacity: u64,
+    retention: Retention,
+    /// This VM's sweep position.
+    sweep: Cell<u64>,
+}
+
+/// Where a new record goes.
+enum Room {
+    /// Its place in the count is held: reserved (the count grew), or passed on by a record removed elsewhere.
+    Held {
+        reserved: bool,
+    },
+    /// In place of this record of its own slot.
+    Replace(usize),
+    Full,
+    Unavailable,
 }
 
 impl SharedTable {
-    /// A table for about `capacity` names, under shared-data keys `wasm_authn/<name>/<slot>`.
-    pub fn new(name: &str, capacity: usize) -> SharedTable {
+    /// A table of at most `capacity` names, under shared-data keys `wasm_authn/<name>/...`.
+    pub fn new(name: &str, capacity: usize, retention: Retention) -> SharedTable {
         let slots = capacity.div_ceil(PER_SLOT).max(1) as u64;
-        SharedTable { prefix: format!("wasm_authn/{name}/"), slots }
+        SharedTable {
+            prefix: format!("wasm_authn/{name}/{slots}/"),
+            slots,
+            capacity: capacity as u64,
+            retention,
+            sweep: Cell::new(0),
+        }
     }
 
     /// The digest a name is kept under (a collision would need 2^64 work against a chosen name).
-    pub fn key(name: &str) -> u64 {
-        let digest = sha256(name.as_bytes());
+    pub fn key(name: impl AsRef<[u8]>) -> u64 {
+        let digest = sha256(name.as_ref());
         u64::from_le_bytes([digest[0], digest[1], digest[2], digest[3], digest[4], digest[5], digest[6], digest[7]])
     }
 
-    fn slot_key(&self, key: u64) -> String {
-        format!("{}{}", self.prefix, key % self.slots)
+    fn slot_key(&self, slot: u64) -> String {
+        format!("{}{slot}", self.prefix)
     }
 
-    /// The entry of `key`, if any.
+    fn count_key(&self) -> String {
+        format!("{}count", self.prefix)
+    }
+
+    /// The record of `key`, if any (expired or not: its values say).
     pub fn read(&self, shared: &dyn SharedData, key: u64) -> Option<Entry> {
-        let (bytes, _) = shared.get(&self.slot_key(key))?;
-        decode(&bytes).into_iter().find(|entry| entry.key == key)
+        self.records_near(shared, key).into_iter().find(|entry| entry.key == key)
     }
 
-    /// Change the entry of `key` atomically. `update` sees the current values (None:
-    /// absent) and returns the values to write, or None to leave the entry as it is.
-    /// Returns the values the entry has afterwards, or None when another VM kept
-    /// winning the compare-and-swap.
+    /// Every record of the slot of `near` (those `update_near` keeps there among them): one read.
+    pub fn records_near(&self, shared: &dyn SharedData, near: u64) -> Vec<Entry> {
+        read_slot(shared, &self.slot_key(near % self.slots)).0
+    }
+
+    /// Records the table holds (expired ones awaiting reuse included).
+    pub fn len(&self, shared: &dyn SharedData) -> u64 {
+        read_count(shared, &self.count_key()).0
+    }
+
+    /// Change the record of `key` atomically. `update` sees its values (None: absent or
+    /// expired) and returns the values to write, or None to leave it as it is. Also
+    /// returns the change in the number of records the table holds (-1, 0 or 1).
     pub fn update(
         &self,
         shared: &dyn SharedData,
         key: u64,
         now: u64,
         mut update: impl FnMut(Option<&[u64; VALUES]>) -> Option<[u64; VALUES]>,
-    ) -> Option<[u64; VALUES]> {
-        let slot_key = self.slot_key(key);
+    ) -> (Updated, i64) {
+        self.update_dyn(shared, key, key, now, &mut update)
+    }
+
+    /// `update` of a record kept in the slot of `near` (records read together are kept together).
+    pub fn update_near(
+        &self,
+        shared: &dyn SharedData,
+        near: u64,
+        key: u64,
+        now: u64,
+        mut update: impl FnMut(Option<&[u64; VALUES]>) -> Option<[u64; VALUES]>,
+    ) -> (Updated, i64) {
+        self.update_dyn(shared, near, key, now, &mut update)
+    }
+
+    /// `update`, compiled once for every caller.
+    fn update_dyn(
+        &self,
+        shared: &dyn SharedData,
+        near: u64,
+        key: u64,
+        now: u64,
+        update: &mut Change,
+    ) -> (Updated, i64) {
+        let home = near % self.slots;
+        let slot_key = self.slot_key(home);
+        let expired = self.retention.expired;
+        // This call holds a place in the count for a new record of `key`.
+        let mut held = false;
+        let mut records = 0;
+        let mut outcome = Updated::Unavailable;
         for _ in 0..MAX_ATTEMPTS {
-            let (mut entries, cas) = match shared.get(&slot_key) {
-                Some((bytes, version)) => (decode(&bytes), Cas::Expect(version)),
-                None => (Vec::new(), Cas::CreateOnly),
-            };
-            let position = entries.iter().position(|entry| entry.key == key);
-            let current = position.and_then(|i| entries.get(i)).map(|entry| entry.values);
+            let (mut entries, cas) = read_slot(shared, &slot_key);
+            let own = entries.iter().position(|entry| entry.key == key);
+            let current = own.filter(|&i| !expired(&entries[i], now)).map(|i| entries[i].values);
             let Some(values) = update(current.as_ref()) else {
-                return current;
+                outcome = Updated::Unchanged(current);
+                break;
             };
             let entry = Entry { key, touched: now, values };
-            match position {
-                Some(i) => entries[i] = entry,
-                None if entries.len() < PER_SLOT => entries.push(entry),
-                None => {
-                    if let Some(idle) = entries.iter_mut().min_by_key(|entry| entry.touched) {
-                        *idle = entry;
+            // Its own record, else an expired one of its slot, else a new one.
+            let reuse = own.or_else(|| entries.iter().position(|entry| expired(entry, now)));
+            let added = match reuse {
+                Some(i) => {
+                    entries[i] = entry;
+                    false
+                }
+                None if held && entries.len() < MAX_PER_SLOT => {
+                    entries.push(entry);
+                    true
+                }
+                // The rare slot at its most: its idlest record goes, table full or not.
+                None if entries.len() >= MAX_PER_SLOT => match self.idlest(&entries, now) {
+                    Some(i) => {
+                        entries[i] = entry;
+                        false
+                    }
+                    None => {
+                        outcome = Updated::Full;
+                        break;
+                    }
+                },
+                None => match self.make_room(shared, home, &entries, now) {
+                    Room::Held { reserved } => {
+                        held = true;
+                        records += i64::from(reserved);
+                        continue; // read the slot again and take the place held
+                    }
+                    Room::Replace(i) => {
+                        entries[i] = entry;
+                        false
+                    }
+                    Room::Full => {
+                        outcome = Updated::Full;
+                        break;
+                    }
+                    Room::Unavailable => break,
+                },
+            };
+            if shared.set(&slot_key, &encode(&entries), cas) {
+                // A place held but not taken (the record was there after all) goes back.
+                held &= !added;
+                outcome = Updated::Written(values);
+                break;
+            }
+        }
+        if held {
+            self.give_back(shared);
+            records -= 1;
+        }
+        (outcome, records)
+    }
+
+    /// The idlest record of `entries` that may go: an expired one first.
+    fn idlest(&self, entries: &[Entry], now: u64) -> Option<usize> {
+        let Retention { expired, evictable } = self.retention;
+        (0..entries.len())
+            .filter(|&i| expired(&entries[i], now) || evictable(&entries[i]))
+            .min_by_key(|&i| (!expired(&entries[i], now), entries[i].touched))
+    }
+
+    /// Room for a new record in slot `home`, whose `entries` have none expired and room for one more.
+    fn make_room(&self, shared: &dyn SharedData, home: u64, entries: &[Entry], now: u64) -> Room {
+        let count_key = self.count_key();
+        let expired = self.retention.expired;
+        let idleness = |entry: &Entry| (!expired(entry, now), entry.touched);
+        for _ in 0..MAX_ATTEMPTS {
+            let (count, cas) = read_count(shared, &count_key);
+            if count < self.capacity {
+                if shared.set(&count_key, &count.saturating_add(1).to_le_bytes(), cas) {
+                    return Room::Held { reserved: true };
+                }
+                continue;
+            }
+            // Full: the idlest record that may go, of this slot or of the sweep's.
+            let here = self.idlest(entries, now);
+            let mut elsewhere: Option<(u64, Entry)> = None;
+            let others = self.slots - 1;
+            let start = self.sweep.get();
+            for step in 0..MAX_SWEEP.min(others) {
+                if step >= SAMPLE && (here.is_some() || elsewhere.is_some()) {
+                    break;
+                }
+                let slot = (home + 1 + (start + step) % others) % self.slots;
+                let (records, _) = read_slot(shared, &self.slot_key(slot));
+                if let Some(i) = self.idlest(&records, now) {
+                    let idler = |than: &Entry| idleness(&records[i]) < idleness(than);
+                    let best = elsewhere.map(|(_, e)| e).or(here.map(|h| entries[h]));
+                    if best.is_none_or(|best| idler(&best)) {
+                        elsewhere = Some((slot, records[i]));
                     }
                 }
             }
-            if shared.set(&slot_key, &encode(&entries), cas) {
-                return Some(values);
+            self.sweep.set(start.wrapping_add(SAMPLE));
+            return match (elsewhere, here) {
+                (Some((slot, victim)), _) => match self.remove(shared, slot, victim) {
+                    true => Room::Held { reserved: false },
+                    false => continue, // it changed meanwhile: look again
+                },
+                (None, Some(i)) => Room::Replace(i),
+                (None, None) => Room::Full,
+            };
+        }
+        Room::Unavailable
+    }
+
+    /// Remove `victim` from `slot`, if it is still there as it was seen.
+    fn remove(&self, shared: &dyn SharedData, slot: u64, victim: Entry) -> bool {
+        let slot_key = self.slot_key(slot);
+        let (mut entries, cas) = read_slot(shared, &slot_key);
+        let Some(i) = entries.iter().position(|entry| *entry == victim) else { return false };
+        entries.swap_remove(i);
+        shared.set(&slot_key, &encode(&entries), cas)
+    }
+
+    /// A place held in the count and not taken.
+    fn give_back(&self, shared: &dyn SharedData) {
+        let count_key = self.count_key();
+        for _ in 0..MAX_ATTEMPTS {
+            let (count, cas) = read_count(shared, &count_key);
+            if shared.set(&count_key, &count.saturating_sub(1).to_le_bytes(), cas) {
+                return;
             }
         }
-        None
     }
 }
 
 /// What `insert_once` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Once {
-    /// Not seen before (or only as an expired entry): recorded.
+    /// Not seen before (or only as an expired record): recorded.
     First,
     /// Recorded before, and not expired.
     Again,
-    /// The slot is full of entries that have not expired: nothing may be forgotten.
+    /// The table is full of records that have not expired: nothing may be forgotten.
     Full,
     /// Other VMs kept winning the compare-and-swap.
     Unavailable,
 }
 
+/// A table of `insert_once` records: forgotten once expired, never before.
+pub const ONE_TIME: Retention = Retention { expired: |entry, now| now >= entry.values[0], evictable: |_| false };
+
 impl SharedTable {
-    /// Record `key` until `expires_at`, unless it is already recorded and unexpired.
-    /// Unlike `update`, a full slot forgets only an expired entry, never a live one:
-    /// what this remembers (a one-time token's id) must not be forgotten early.
+    /// Record `key` until `expires_at`, unless it is already recorded and unexpired
+    /// (a table of `ONE_TIME` retention: what it remembers, a one-time token's id,
+    /// is never forgotten early).
     pub fn insert_once(&self, shared: &dyn SharedData, key: u64, expires_at: u64, now: u64) -> Once {
-        let slot_key = self.slot_key(key);
-        for _ in 0..MAX_ATTEMPTS {
-            let (mut entries, cas) = match shared.get(&slot_key) {
-                Some((bytes, version)) => (decode(&bytes), Cas::Expect(version)),
-                None => (Vec::new(), Cas::CreateOnly),
-            };
-            // `touched` is when the entry expires.
-            if entries.iter().any(|entry| entry.key == key && entry.touched > now) {
-                return Once::Again;
-            }
-            entries.retain(|entry| entry.touched > now);
-            if entries.len() >= PER_SLOT {
-                return Once::Full;
-            }
-            entries.push(Entry { key, touched: expires_at, values: [0; VALUES] });
-            if shared.set(&slot_key, &encode(&entries), cas) {
-                return Once::First;
-            }
+        match self.update(shared, key, now, |current| current.is_none().then_some([expires_at, 0, 0, 0])).0 {
+            Updated::Written(_) => Once::First,
+            Updated::Unchanged(_) => Once::Again,
+            Updated::Full => Once::Full,
+            Updated::Unavailable => Once::Unavailable,
         }
-        Once::Unavailable
+    }
+}
+
+/// A slot's records and how to write it back (a slot that does not decode reads as empty).
+fn read_slot(shared: &dyn SharedData, slot_key: &str) -> (Vec<Entry>, Cas) {
+    match shared.get(slot_key) {
+        Some((bytes, version)) => (decode(&bytes), Cas::Expect(version)),
+        None => (Vec::new(), Cas::CreateOnly),
+    }
+}
+
+/// The table's count of records and how to write it back (garbage reads as 0).
+fn read_count(shared: &dyn SharedData, count_key: &str) -> (u64, Cas) {
+    match shared.get(count_key) {
+        Some((bytes, version)) => (bytes.try_into().map_or(0, u64::from_le_bytes), Cas::Expect(version)),
+        None => (0, Cas::CreateOnly),
     }
 }
 
@@ -147,12 +399,11 @@ fn encode(entries: &[Entry]) -> Vec<u8> {
     out
 }
 
-/// A slot that does not decode is read as empty (the next write replaces it).
 fn decode(bytes: &[u8]) -> Vec<Entry> {
     let Some((&FORMAT, body)) = bytes.split_first() else {
         return Vec::new();
     };
-    if body.len() % ENTRY_BYTES != 0 || body.len() / ENTRY_BYTES > PER_SLOT {
+    if body.len() % ENTRY_BYTES != 0 || body.len() / ENTRY_BYTES > MAX_PER_SLOT {
         return Vec::new();
     }
     body.chunks_exact(ENTRY_BYTES)
@@ -172,87 +423,4 @@ fn decode(bytes: &[u8]) -> Vec<Entry> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::testing::FakeShared;
-
-    fn add_one(values: Option<&[u64; VALUES]>) -> Option<[u64; VALUES]> {
-        let mut next = values.copied().unwrap_or_default();
-        next[0] += 1;
-        Some(next)
-    }
-
-    #[test]
-    fn counts_per_name_and_reads_back() {
-        let shared = FakeShared::default();
-        let table = SharedTable::new("t", 64);
-        let (a, b) = (SharedTable::key("alice"), SharedTable::key("bob"));
-        for _ in 0..3 {
-            table.update(&shared, a, 1, add_one);
-        }
-        table.update(&shared, b, 2, add_one);
-        assert_eq!(table.read(&shared, a).map(|e| e.values[0]), Some(3));
-        assert_eq!(table.read(&shared, b).map(|e| (e.values[0], e.touched)), Some((1, 2)));
-        assert_eq!(table.read(&shared, SharedTable::key("carol")), None);
-    }
-
-    #[test]
-    fn a_full_slot_forgets_the_least_recently_touched() {
-        let shared = FakeShared::default();
-        let table = SharedTable::new("t", 1); // one slot of PER_SLOT entries
-        for i in 0..PER_SLOT as u64 {
-            table.update(&shared, i, 10 + i, add_one);
-        }
-        table.update(&shared, 0, 100, add_one); // entry 0 is now the freshest
-        table.update(&shared, 99, 101, add_one);
-        assert!(table.read(&shared, 1).is_none(), "the idlest entry went");
-        assert_eq!(table.read(&shared, 0).map(|e| e.values[0]), Some(2));
-        assert_eq!(table.read(&shared, 99).map(|e| e.values[0]), Some(1));
-    }
-
-    #[test]
-    fn updates_from_racing_vms_are_never_lost() {
-        let shared = FakeShared::default();
-        let table = SharedTable::new("t", 8);
-        let key = SharedTable::key("alice");
-        // Another VM writes between this VM's read and its write, three times.
-        let other_vm = move |shared: &FakeShared| {
-            SharedTable::new("t", 8).update(shared, key, 0, add_one);
-        };
-        shared.interfere_before_next_sets(3, std::rc::Rc::new(other_vm));
-        assert_eq!(table.update(&shared, key, 1, add_one).map(|v| v[0]), Some(1 + 3));
-        assert_eq!(table.read(&shared, key).map(|e| e.values[0]), Some(4));
-    }
-
-    #[test]
-    fn leaving_an_entry_unchanged_writes_nothing() {
-        let shared = FakeShared::default();
-        let table = SharedTable::new("t", 8);
-        assert_eq!(table.update(&shared, 7, 1, |_| None), None);
-        assert_eq!(shared.writes(), 0);
-    }
-
-    #[test]
-    fn once_means_once_until_it_expires_and_live_entries_are_never_forgotten() {
-        let shared = FakeShared::default();
-        let table = SharedTable::new("t", 1); // one slot of PER_SLOT entries
-        assert_eq!(table.insert_once(&shared, 1, 100, 10), Once::First);
-        assert_eq!(table.insert_once(&shared, 1, 100, 50), Once::Again);
-        assert_eq!(table.insert_once(&shared, 1, 200, 100), Once::First, "expired: a new life");
-        for key in 2..=PER_SLOT as u64 {
-            assert_eq!(table.insert_once(&shared, key, 150, 100), Once::First);
-        }
-        assert_eq!(table.insert_once(&shared, 99, 150, 100), Once::Full, "every entry is live");
-        assert_eq!(table.insert_once(&shared, 1, 300, 120), Once::Again, "and still known");
-        assert_eq!(table.insert_once(&shared, 99, 300, 150), Once::First, "room once some expired");
-    }
-
-    #[test]
-    fn garbage_reads_as_empty() {
-        assert!(decode(b"").is_empty());
-        assert!(decode(&[2, 0, 0]).is_empty());
-        assert!(decode(&[FORMAT, 1, 2, 3]).is_empty());
-        let many = encode(&[Entry::default(); PER_SLOT + 1]);
-        assert!(decode(&many).is_empty());
-    }
-}
+mod tests;

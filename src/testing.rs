@@ -22,6 +22,7 @@ type Interference = Rc<dyn Fn(&FakeShared)>;
 struct Store {
     entries: RefCell<HashMap<String, (Vec<u8>, u32)>>,
     version: Cell<u32>,
+    reads: Cell<usize>,
     writes: Cell<usize>,
     interference: RefCell<Vec<Interference>>,
 }
@@ -42,6 +43,11 @@ impl FakeShared {
         self.0.writes.get()
     }
 
+    /// Reads so far.
+    pub fn reads(&self) -> usize {
+        self.0.reads.get()
+    }
+
     pub fn keys(&self) -> Vec<String> {
         let mut keys: Vec<String> = self.0.entries.borrow().keys().cloned().collect();
         keys.sort();
@@ -51,6 +57,7 @@ impl FakeShared {
 
 impl SharedData for FakeShared {
     fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.0.reads.set(self.0.reads.get() + 1);
         self.0.entries.borrow().get(key).cloned()
     }
 

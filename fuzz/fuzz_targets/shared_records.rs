@@ -1,8 +1,8 @@
 //! What the filter reads back from proxy-wasm shared data, where every VM of the
 //! Envoy (and any other plugin sharing the VM id) writes: a remote document's fetch
 //! record (`remote::FetchRecord::decode`) and stored body, read through
-//! `RemoteDocument` (sync, start, a fetch's answer, a failure), and a slot of the
-//! failure-count table (`shared_table::SharedTable`).
+//! `RemoteDocument` (sync, start, a fetch's answer, a failure), and a slot (and the
+//! count) of a table of records (`shared_table::SharedTable`).
 //!
 //! Input: record, NUL, body, NUL, slot (a store that answers those for any key of
 //! their kind, as if another VM had written them), and the rest as numbers.
@@ -20,7 +20,7 @@ use libfuzzer_sys::fuzz_target;
 use wasm_authn::host_api::{CallResponse, Cas, SharedData, Target};
 use wasm_authn::jwt::KeySet;
 use wasm_authn::remote::{FetchConfig, FetchPolicy, FetchRecord, Progress, RemoteDocument, Step};
-use wasm_authn::shared_table::{SharedTable, VALUES};
+use wasm_authn::shared_table::{Retention, SharedTable, Updated, VALUES};
 use wasm_authn_fuzz::{split_nul, NOW};
 
 /// Shared data that already holds what other VMs wrote: `record` under every fetch
@@ -119,15 +119,18 @@ fuzz_target!(|data: &[u8]| {
     }
     assert!(document.fail(&store, now_ms) <= 60_000);
 
-    let table = SharedTable::new("fuzz", 8 * (1 + number(numbers, 2) as usize % 4));
+    let retention = Retention { expired: |entry, now| now >= entry.values[2], evictable: |entry| entry.values[3] == 0 };
+    let table = SharedTable::new("fuzz", 8 * (1 + number(numbers, 2) as usize % 4), retention);
     let key = number(numbers, 3);
     let _ = table.read(&store, key);
-    let values = [number(numbers, 4), number(numbers, 5), 7, 8];
-    let written = table.update(&store, key, now_ms, |current| {
+    let _ = table.len(&store);
+    let values = [number(numbers, 4), number(numbers, 5), now_ms + 1, number(numbers, 6) & 1];
+    let (written, records) = table.update(&store, key, now_ms, |current| {
         let _ = current.map(|v: &[u64; VALUES]| v[0]);
         Some(values)
     });
-    if written.is_some() {
+    assert!((-1..=1).contains(&records));
+    if let Updated::Written(_) = written {
         let entry = table.read(&store, key).expect("an entry just written");
         assert_eq!((entry.values, entry.touched), (values, now_ms));
     }

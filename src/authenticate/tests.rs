@@ -20,7 +20,7 @@ fn a_repeated_wrong_password_costs_a_lookup_not_a_hash() {
     let config = config();
     let mut verifier = Verifier::new(&config);
     let host = FakeHost::new(&FakeShared::default());
-    let refused = verifier.authenticate(&config, &basic("alice", "wrong"), &host, NOW_MS);
+    let refused = verifier.authenticate(&config, &basic("alice", "wrong"), None, &host, NOW_MS);
     assert_eq!(
         refused,
         Err(NotVerified::Invalid { reason: Reason::BasicInvalid, message: INVALID_PASSWORD, bearer: false })
@@ -28,12 +28,12 @@ fn a_repeated_wrong_password_costs_a_lookup_not_a_hash() {
     let hashed = host.clock_reads.get();
     assert_eq!(hashed, 2, "one timed bcrypt check");
     for _ in 0..5 {
-        assert_eq!(verifier.authenticate(&config, &basic("alice", "wrong"), &host, NOW_MS), refused);
+        assert_eq!(verifier.authenticate(&config, &basic("alice", "wrong"), None, &host, NOW_MS), refused);
     }
     assert_eq!(host.clock_reads.get(), hashed, "no hash for a repeat");
     // The right password is checked (and then remembered).
-    assert!(verifier.authenticate(&config, &basic("alice", "right"), &host, NOW_MS).is_ok());
-    assert!(verifier.authenticate(&config, &basic("alice", "right"), &host, NOW_MS).is_ok());
+    assert!(verifier.authenticate(&config, &basic("alice", "right"), None, &host, NOW_MS).is_ok());
+    assert!(verifier.authenticate(&config, &basic("alice", "right"), None, &host, NOW_MS).is_ok());
     assert_eq!(host.clock_reads.get(), hashed + 2);
 }
 
@@ -42,10 +42,40 @@ fn a_remembered_failure_is_forgotten_after_the_cache_lifetime() {
     let config = config();
     let mut verifier = Verifier::new(&config);
     let host = FakeHost::new(&FakeShared::default());
-    let _ = verifier.authenticate(&config, &basic("alice", "wrong"), &host, NOW_MS);
+    let _ = verifier.authenticate(&config, &basic("alice", "wrong"), None, &host, NOW_MS);
     let later = NOW_MS + (config.cache.ttl_seconds + 1) * 1000;
-    let _ = verifier.authenticate(&config, &basic("alice", "wrong"), &host, later);
+    let _ = verifier.authenticate(&config, &basic("alice", "wrong"), None, &host, later);
     assert_eq!(host.clock_reads.get(), 4, "checked again once forgotten");
+}
+
+/// Issue 17.11: one source's guessing throttles that source only, and a throttled source
+/// gets 429 for the right password too, remembered as verified or not.
+#[test]
+fn a_throttled_source_gets_429_even_for_a_remembered_right_password() {
+    let limited = json!({"basic": {
+        "users": [{"name": "alice", "password_hash": "sha256:2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"}],
+        "failure_limit": {"max_failures": 3, "max_failures_per_name": 6}
+    }});
+    let config = Config::from_json(limited.to_string().as_bytes()).unwrap();
+    let mut verifier = Verifier::new(&config);
+    let host = FakeHost::new(&FakeShared::default());
+    let (owner, guesser) = (Some("198.51.100.1".parse().unwrap()), Some("192.0.2.7".parse().unwrap()));
+    let mut attempt =
+        |password: &str, source| verifier.authenticate(&config, &basic("alice", password), source, &host, NOW_MS);
+    assert!(attempt("secret", owner).is_ok(), "verified, and remembered");
+    for guess in ["a", "b", "c"] {
+        assert!(matches!(attempt(guess, guesser), Err(NotVerified::Invalid { .. })));
+    }
+    let throttled = NotVerified::TryLater { reason: Reason::BasicThrottled, retry_after_seconds: 60 };
+    assert_eq!(attempt("secret", guesser), Err(throttled.clone()), "no oracle");
+    assert_eq!(attempt("d", guesser), Err(throttled.clone()));
+    assert!(attempt("secret", owner).is_ok(), "the owner elsewhere is not throttled");
+    // Three more sources guessing reach the name's ceiling: everyone waits, the owner too.
+    for (i, guess) in ["e", "f", "g"].iter().enumerate() {
+        let source = Some(format!("203.0.113.{i}").parse().unwrap());
+        assert!(matches!(attempt(guess, source), Err(NotVerified::Invalid { .. })));
+    }
+    assert_eq!(attempt("secret", owner), Err(throttled));
 }
 
 // ---- keypairs ----
@@ -86,7 +116,7 @@ mod keypairs {
     }
 
     fn check(config: &Config, token: String, host: &FakeHost) -> Result<Rc<Principal>, NotVerified> {
-        Verifier::new(config).authenticate(config, &Credential::bearer(token), host, NOW_MS)
+        Verifier::new(config).authenticate(config, &Credential::bearer(token), None, host, NOW_MS)
     }
 
     fn refused(result: Result<Rc<Principal>, NotVerified>) -> Reason {
@@ -165,8 +195,8 @@ mod keypairs {
         // Not even from the VM that accepted it: one-time tokens are never remembered as verified.
         let mut verifier = Verifier::new(&config);
         let fresh = sign(Algorithm::ES256, json!({"iss": "engine-1", "iat": NOW, "exp": NOW + 15, "jti": "a2"}));
-        assert!(verifier.authenticate(&config, &Credential::bearer(fresh.clone()), &worker_1, NOW_MS).is_ok());
-        let again = verifier.authenticate(&config, &Credential::bearer(fresh), &worker_1, NOW_MS);
+        assert!(verifier.authenticate(&config, &Credential::bearer(fresh.clone()), None, &worker_1, NOW_MS).is_ok());
+        let again = verifier.authenticate(&config, &Credential::bearer(fresh), None, &worker_1, NOW_MS);
         assert_eq!(refused(again), Reason::TokenReplayed);
         let no_jti = sign(Algorithm::ES256, json!({"iss": "engine-1", "iat": NOW, "exp": NOW + 15}));
         assert_eq!(refused(check(&config, no_jti, &worker_1)), Reason::JwtNoJti);
@@ -176,7 +206,9 @@ mod keypairs {
             Algorithm::ES256,
             json!({"iss": "engine-1", "iat": later / 1000, "exp": later / 1000 + 15, "jti": "a1"}),
         );
-        assert!(Verifier::new(&config).authenticate(&config, &Credential::bearer(reused), &worker_2, later).is_ok());
+        assert!(Verifier::new(&config)
+            .authenticate(&config, &Credential::bearer(reused), None, &worker_2, later)
+            .is_ok());
     }
 
     #[test]

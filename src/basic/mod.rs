@@ -1,20 +1,21 @@
 //! HTTP Basic users (RFC 7617) and the checks that keep password guessing cheap
 //! for the filter and slow for the guesser:
 //! - a repeated wrong password is answered from the failure cache (`authenticate`);
-//! - failures per user name are limited Envoy-wide (`throttle`): 429 past the limit;
-//! - each worker spends at most a share of its time on slow hashes (`budget`): 503 past it;
+//! - failures per user name and source, and per user name, are limited Envoy-wide
+//!   (`throttle`): 429 past the limit, checked before any remembered verification;
+//! - each worker spends at most a share of its time on slow hashes (`crate::budget`): 503 past it;
 //! - an unknown name costs what a known bcrypt user costs (a decoy hash is checked).
 
-mod budget;
 mod throttle;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::rc::Rc;
 
-pub use budget::SlowHashBudget;
 pub use throttle::{FailureLimit, FailureThrottle};
 
 use crate::api_key::ApiKeys;
+use crate::budget::{NotRun, TimeBudget};
 use crate::host_api::{Clock, SharedData};
 use crate::password::PasswordHash;
 use crate::principal::{AuthMethod, Principal};
@@ -79,12 +80,13 @@ pub enum Refusal {
 /// One VM's guards on password checks.
 pub struct PasswordGuard {
     pub throttle: FailureThrottle,
-    pub budget: SlowHashBudget,
+    /// For slow hashes only.
+    pub budget: TimeBudget,
 }
 
 impl PasswordGuard {
     pub fn new(limit: FailureLimit, slow_hash_ms_per_second: u64) -> PasswordGuard {
-        PasswordGuard { throttle: FailureThrottle::new(limit), budget: SlowHashBudget::new(slow_hash_ms_per_second) }
+        PasswordGuard { throttle: FailureThrottle::new(limit), budget: TimeBudget::new(slow_hash_ms_per_second) }
     }
 }
 
@@ -92,18 +94,43 @@ impl PasswordGuard {
 pub trait PasswordHost: SharedData + Clock {}
 impl<T: SharedData + Clock + ?Sized> PasswordHost for T {}
 
-/// Check `user:password`: a Basic user, else an API client's `id:key`, else an unknown name.
+/// A Basic attempt at `user` from `source`, and whether it is throttled (429) before
+/// anything is checked or remembered: an API client's `id:key` never is (keys are not
+/// guessed), any other name by its failures (a user's, or an unknown name's).
+pub struct Attempt<'a> {
+    pub user: &'a str,
+    pub source: Option<IpAddr>,
+}
+
+impl Attempt<'_> {
+    /// 429 when this source, or every source together, failed too often for this name.
+    pub fn throttled(
+        &self,
+        users: &BasicUsers,
+        guard: &PasswordGuard,
+        host: &dyn PasswordHost,
+        now_s: u64,
+    ) -> Option<Refusal> {
+        let known = users.users.contains_key(self.user);
+        let retry_after_seconds = guard.throttle.over_limit(host, self.user, self.source, known, now_s)?;
+        Some(Refusal::TryLater { reason: Reason::BasicThrottled, retry_after_seconds })
+    }
+}
+
+/// Check `user:password` (not throttled: `Attempt::throttled` said so): a Basic user,
+/// else an API client's `id:key`, else an unknown name.
 pub fn verify(
     users: &BasicUsers,
     api_keys: &ApiKeys,
     guard: &mut PasswordGuard,
     host: &dyn PasswordHost,
-    user: &str,
+    attempt: &Attempt,
     password: &str,
     now_s: u64,
 ) -> Result<Principal, Refusal> {
+    let user = attempt.user;
     if let Some(known) = users.users.get(user) {
-        return check(guard, host, user, true, &known.hash, password, now_s)
+        return check(guard, host, attempt, true, &known.hash, password, now_s)
             .map(|()| Principal::configured(user, AuthMethod::Basic, &known.privileges));
     }
     if let Some(result) = api_keys.verify_as_basic(user, password) {
@@ -111,51 +138,43 @@ pub fn verify(
     }
     match &users.decoy {
         Some(decoy) => {
-            check(guard, host, user, false, decoy, password, now_s).and(Err(Refusal::Invalid(Reason::BasicInvalid)))
+            check(guard, host, attempt, false, decoy, password, now_s).and(Err(Refusal::Invalid(Reason::BasicInvalid)))
         }
         None => {
-            if let Some(retry_after_seconds) = guard.throttle.over_limit(host, user, false, now_s) {
-                return Err(Refusal::TryLater { reason: Reason::BasicThrottled, retry_after_seconds });
-            }
-            guard.throttle.record_failure(host, user, false, now_s);
+            guard.throttle.record_failure(host, user, attempt.source, false, now_s);
             Err(Refusal::Invalid(Reason::BasicInvalid))
         }
     }
 }
 
-/// One password check under the guards; `known` says whether `user` exists (a decoy
+/// One password check under the budget; `known` says whether the user exists (a decoy
 /// hash is checked for a name that does not, and never matches).
 fn check(
     guard: &mut PasswordGuard,
     host: &dyn PasswordHost,
-    user: &str,
+    attempt: &Attempt,
     known: bool,
     hash: &PasswordHash,
     password: &str,
     now_s: u64,
 ) -> Result<(), Refusal> {
-    if let Some(retry_after_seconds) = guard.throttle.over_limit(host, user, known, now_s) {
-        return Err(Refusal::TryLater { reason: Reason::BasicThrottled, retry_after_seconds });
-    }
     let matches = if hash.is_slow() {
-        let Some(start) = host.now_ns() else {
-            return Err(Refusal::TryLater { reason: Reason::HostError, retry_after_seconds: 1 });
-        };
-        if !guard.budget.available(start) {
-            let retry_after_seconds = guard.budget.retry_after_seconds();
-            return Err(Refusal::TryLater { reason: Reason::PasswordChecksBusy, retry_after_seconds });
+        match guard.budget.run(host, || hash.verify(password.as_bytes())) {
+            Ok(matches) => matches,
+            Err(NotRun::Busy { retry_after_seconds }) => {
+                return Err(Refusal::TryLater { reason: Reason::PasswordChecksBusy, retry_after_seconds })
+            }
+            Err(NotRun::NoClock) => {
+                return Err(Refusal::TryLater { reason: Reason::HostError, retry_after_seconds: 1 })
+            }
         }
-        let matches = hash.verify(password.as_bytes());
-        let end = host.now_ns().unwrap_or(start);
-        guard.budget.spend(end.saturating_sub(start));
-        matches
     } else {
         hash.verify(password.as_bytes())
     };
     if matches && known {
         return Ok(());
     }
-    guard.throttle.record_failure(host, user, known, now_s);
+    guard.throttle.record_failure(host, attempt.user, attempt.source, known, now_s);
     Err(Refusal::Invalid(Reason::BasicInvalid))
 }
 

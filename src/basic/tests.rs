@@ -34,11 +34,17 @@ fn slow_host() -> FakeHost {
 }
 
 fn guard(max_failures: u32, budget_ms: u64) -> PasswordGuard {
-    PasswordGuard::new(FailureLimit { max_failures, window_seconds: 60 }, budget_ms)
+    let limit = FailureLimit { max_failures, max_failures_per_name: 10 * max_failures, window_seconds: 60 };
+    PasswordGuard::new(limit, budget_ms)
 }
 
+/// An attempt as `authenticate` makes it: throttled, else verified.
 fn check(guard: &mut PasswordGuard, host: &FakeHost, user: &str, password: &str) -> Result<Principal, Refusal> {
-    verify(&users(), &api_keys(), guard, host, user, password, NOW_S)
+    let attempt = Attempt { user, source: None };
+    if let Some(refusal) = attempt.throttled(&users(), guard, host, NOW_S) {
+        return Err(refusal);
+    }
+    verify(&users(), &api_keys(), guard, host, &attempt, password, NOW_S)
 }
 
 #[test]

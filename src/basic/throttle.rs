@@ -1,18 +1,35 @@
-//! Failed password checks per user name, counted across every VM of the Envoy:
-//! past `max_failures` in a window, the name is refused with 429 until the
-//! window ends, without a hash. Unknown names are counted in a table of their
-//! own, so a flood of made-up names cannot push real users' counts out, and
-//! both kinds of name answer alike.
+//! Failed password checks, counted across every VM of the Envoy per user name
+//! and source address, and per user name from every source:
+//! - past `max_failures` in a window from one source, that source's attempts for
+//!   the name are refused with 429 until the window ends, without a check: one
+//!   guesser throttles itself, not the name's owner elsewhere;
+//! - past `max_failures_per_name` from all sources together (a distributed guess:
+//!   at least `max_failures_per_name / max_failures` sources in one window), the
+//!   name is refused from everywhere until the window ends, its owner's right
+//!   password included (anything else would tell the guessers which guess was right).
+//!
+//! A refusal comes before any remembered verification: the verified-credential
+//! cache never answers for a throttled source. IPv6 sources count by their /64
+//! (one subscriber's prefix), IPv4 ones by address; a request whose source the
+//! host did not give counts as one unknown source. A name's records share its slot
+//! (`SharedTable::update_near`): one read checks both. Unknown names are counted
+//! in a table of their own, so a flood of made-up names cannot push real users'
+//! counts out, and both kinds of name answer alike.
+
+use std::net::IpAddr;
 
 use crate::host_api::SharedData;
-use crate::shared_table::SharedTable;
+use crate::shared_table::{Entry, Retention, SharedTable, VALUES};
 
-/// Names tracked per table.
+/// Names (and sources of a name) tracked per table.
 const CAPACITY: usize = 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FailureLimit {
+    /// Per user name and source.
     pub max_failures: u32,
+    /// Per user name, from every source.
+    pub max_failures_per_name: u32,
     pub window_seconds: u64,
 }
 
@@ -22,16 +39,45 @@ pub struct FailureThrottle {
     unknown: SharedTable,
 }
 
-// values[0]: the window's start (unix seconds); values[1]: failures in it.
-const START: usize = 0;
+// values[0]: when the window ends (unix seconds); values[1]: failures in it.
+const END: usize = 0;
 const FAILURES: usize = 1;
+
+/// A record is worth nothing once its window is over; any may go when the table is full.
+const RETENTION: Retention = Retention { expired: |entry, now| now >= entry.values[END], evictable: |_| true };
+
+/// The keys of a name's records: from everywhere, and from one source.
+struct Keys {
+    name: u64,
+    pair: u64,
+}
+
+impl Keys {
+    fn of(user: &str, source: Option<IpAddr>) -> Keys {
+        // A kind byte, the source's bytes (an IPv6 address's /64), then the name.
+        let mut pair = Vec::with_capacity(10 + user.len());
+        match source.map(|ip| ip.to_canonical()) {
+            Some(IpAddr::V4(v4)) => {
+                pair.push(4);
+                pair.extend_from_slice(&v4.octets());
+            }
+            Some(IpAddr::V6(v6)) => {
+                pair.push(6);
+                pair.extend_from_slice(&v6.octets()[..8]);
+            }
+            None => pair.push(0),
+        }
+        pair.extend_from_slice(user.as_bytes());
+        Keys { name: SharedTable::key(user), pair: SharedTable::key(pair) }
+    }
+}
 
 impl FailureThrottle {
     pub fn new(limit: FailureLimit) -> FailureThrottle {
         FailureThrottle {
             limit,
-            known: SharedTable::new("basic_failures", CAPACITY),
-            unknown: SharedTable::new("basic_failures_unknown", CAPACITY),
+            known: SharedTable::new("basic_failures", CAPACITY, RETENTION),
+            unknown: SharedTable::new("basic_failures_unknown", CAPACITY, RETENTION),
         }
     }
 
@@ -43,31 +89,39 @@ impl FailureThrottle {
         }
     }
 
-    /// Seconds until `user` may try again, when it is over the limit now.
-    pub fn over_limit(&self, shared: &dyn SharedData, user: &str, known: bool, now_s: u64) -> Option<u64> {
-        let entry = self.table(known).read(shared, SharedTable::key(user))?;
-        let window_end = entry.values[START].saturating_add(self.limit.window_seconds);
-        let failures = u32::try_from(entry.values[FAILURES]).unwrap_or(u32::MAX);
-        (now_s < window_end && failures >= self.limit.max_failures).then(|| window_end - now_s)
+    /// Seconds until `user` may try again from `source`, when it is over a limit now.
+    pub fn over_limit(
+        &self,
+        shared: &dyn SharedData,
+        user: &str,
+        source: Option<IpAddr>,
+        known: bool,
+        now_s: u64,
+    ) -> Option<u64> {
+        let keys = Keys::of(user, source);
+        let records = self.table(known).records_near(shared, keys.name);
+        let wait = |key: u64, max: u32| {
+            let record: &Entry = records.iter().find(|record| record.key == key)?;
+            let failures = u32::try_from(record.values[FAILURES]).unwrap_or(u32::MAX);
+            (now_s < record.values[END] && failures >= max).then(|| record.values[END] - now_s)
+        };
+        let from_source = wait(keys.pair, self.limit.max_failures);
+        let from_everywhere = wait(keys.name, self.limit.max_failures_per_name);
+        from_source.max(from_everywhere)
     }
 
-    /// Count one failed check of `user`.
-    pub fn record_failure(&self, shared: &dyn SharedData, user: &str, known: bool, now_s: u64) {
-        let window = self.limit.window_seconds;
-        self.table(known).update(shared, SharedTable::key(user), now_s, |current| {
-            let mut next = [0; crate::shared_table::VALUES];
-            match current {
-                Some(values) if now_s < values[START].saturating_add(window) => {
-                    next[START] = values[START];
-                    next[FAILURES] = values[FAILURES].saturating_add(1);
-                }
-                _ => {
-                    next[START] = now_s;
-                    next[FAILURES] = 1;
-                }
-            }
-            Some(next)
-        });
+    /// Count one failed check of `user` from `source`.
+    pub fn record_failure(&self, shared: &dyn SharedData, user: &str, source: Option<IpAddr>, known: bool, now_s: u64) {
+        let keys = Keys::of(user, source);
+        let end = now_s.saturating_add(self.limit.window_seconds);
+        // An expired record reads as none: a new window starts at this failure.
+        let count = |current: Option<&[u64; VALUES]>| match current {
+            Some(values) => Some([values[END], values[FAILURES].saturating_add(1), 0, 0]),
+            None => Some([end, 1, 0, 0]),
+        };
+        let table = self.table(known);
+        table.update_near(shared, keys.name, keys.pair, now_s, count);
+        table.update(shared, keys.name, now_s, count);
     }
 }
 
@@ -76,22 +130,63 @@ mod tests {
     use super::*;
     use crate::testing::FakeShared;
 
-    const LIMIT: FailureLimit = FailureLimit { max_failures: 3, window_seconds: 60 };
+    const LIMIT: FailureLimit = FailureLimit { max_failures: 3, max_failures_per_name: 7, window_seconds: 60 };
+
+    fn ip(text: &str) -> Option<IpAddr> {
+        Some(text.parse().unwrap())
+    }
 
     #[test]
-    fn a_name_is_refused_past_its_failures_until_the_window_ends() {
+    fn a_source_is_refused_past_its_failures_until_the_window_ends() {
         let shared = FakeShared::default();
         let throttle = FailureThrottle::new(LIMIT);
+        let (guesser, owner) = (ip("192.0.2.7"), ip("198.51.100.1"));
         for t in 0..3 {
-            assert_eq!(throttle.over_limit(&shared, "alice", true, 1000 + t), None);
-            throttle.record_failure(&shared, "alice", true, 1000 + t);
+            assert_eq!(throttle.over_limit(&shared, "alice", guesser, true, 1000 + t), None);
+            throttle.record_failure(&shared, "alice", guesser, true, 1000 + t);
         }
-        assert_eq!(throttle.over_limit(&shared, "alice", true, 1010), Some(50));
-        assert_eq!(throttle.over_limit(&shared, "bob", true, 1010), None);
-        assert_eq!(throttle.over_limit(&shared, "alice", false, 1010), None, "unknown names are apart");
-        assert_eq!(throttle.over_limit(&shared, "alice", true, 1060), None);
-        throttle.record_failure(&shared, "alice", true, 1060);
-        assert_eq!(throttle.over_limit(&shared, "alice", true, 1061), None, "a new window starts at one");
+        assert_eq!(throttle.over_limit(&shared, "alice", guesser, true, 1010), Some(50));
+        assert_eq!(throttle.over_limit(&shared, "alice", owner, true, 1010), None, "the owner elsewhere is not");
+        assert_eq!(throttle.over_limit(&shared, "bob", guesser, true, 1010), None);
+        assert_eq!(throttle.over_limit(&shared, "alice", guesser, false, 1010), None, "unknown names are apart");
+        assert_eq!(throttle.over_limit(&shared, "alice", guesser, true, 1060), None);
+        throttle.record_failure(&shared, "alice", guesser, true, 1060);
+        assert_eq!(throttle.over_limit(&shared, "alice", guesser, true, 1061), None, "a new window starts at one");
+    }
+
+    #[test]
+    fn many_sources_together_meet_the_ceiling_of_the_name() {
+        let shared = FakeShared::default();
+        let throttle = FailureThrottle::new(LIMIT);
+        // Seven failures from seven sources: none over its own limit, the name over its ceiling.
+        for i in 1..=7 {
+            let source = ip(&format!("203.0.113.{i}"));
+            assert_eq!(throttle.over_limit(&shared, "alice", source, true, 1000), None, "source {i}");
+            throttle.record_failure(&shared, "alice", source, true, 1000);
+        }
+        assert_eq!(throttle.over_limit(&shared, "alice", ip("198.51.100.1"), true, 1001), Some(59), "from anywhere");
+        assert_eq!(throttle.over_limit(&shared, "bob", ip("198.51.100.1"), true, 1001), None);
+    }
+
+    #[test]
+    fn an_ipv6_subscriber_counts_as_its_prefix_and_a_missing_source_as_one() {
+        let shared = FakeShared::default();
+        let throttle = FailureThrottle::new(LIMIT);
+        for host in 1..=3 {
+            throttle.record_failure(&shared, "alice", ip(&format!("2001:db8:1:2::{host}")), true, 1000);
+        }
+        assert!(throttle.over_limit(&shared, "alice", ip("2001:db8:1:2:ffff::9"), true, 1001).is_some());
+        assert_eq!(throttle.over_limit(&shared, "alice", ip("2001:db8:1:3::1"), true, 1001), None);
+        // An IPv4 address, however it is written, is one source.
+        for _ in 0..3 {
+            throttle.record_failure(&shared, "bob", ip("::ffff:192.0.2.9"), true, 1000);
+        }
+        assert!(throttle.over_limit(&shared, "bob", ip("192.0.2.9"), true, 1001).is_some());
+        for _ in 0..3 {
+            throttle.record_failure(&shared, "carol", None, true, 1000);
+        }
+        assert!(throttle.over_limit(&shared, "carol", None, true, 1001).is_some());
+        assert_eq!(throttle.over_limit(&shared, "carol", ip("192.0.2.9"), true, 1001), None);
     }
 
     #[test]
@@ -99,8 +194,8 @@ mod tests {
         let shared = FakeShared::default();
         let workers: Vec<FailureThrottle> = (0..4).map(|_| FailureThrottle::new(LIMIT)).collect();
         for (i, worker) in workers.iter().take(3).enumerate() {
-            worker.record_failure(&shared, "alice", true, 1000 + i as u64);
+            worker.record_failure(&shared, "alice", ip("192.0.2.7"), true, 1000 + i as u64);
         }
-        assert!(workers[3].over_limit(&shared, "alice", true, 1005).is_some());
+        assert!(workers[3].over_limit(&shared, "alice", ip("192.0.2.7"), true, 1005).is_some());
     }
 }

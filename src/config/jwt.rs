@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::rc::Rc;
 
 use super::error::ConfigError;
-use super::names::{form_name, header_name, non_empty};
+use super::names::{form_name, header_name, non_empty, principal_name};
 use super::policy::{privileges, PrivilegeFields};
 use super::remote::{fetch_config, Document};
 use super::schema::{default_wait_ms, RawJwt, RawProvider, MAX_WAIT_MS};
@@ -112,7 +112,8 @@ fn token_places(raw: &RawProvider, path: &str) -> Result<TokenPlaces, ConfigErro
 }
 
 fn compile_provider(mut raw: RawProvider, limits: &Limits, path: &str, env: Env) -> Result<Provider, ConfigError> {
-    non_empty(&raw.name, &format!("{path}.name"))?;
+    // Its principals are `jwt:<name>:<subject>`: a `:` in the name would make two of them one.
+    principal_name(&raw.name, &format!("{path}.name"))?;
     non_empty(&raw.issuer, &format!("{path}.issuer"))?;
     for (i, audience) in raw.audiences.iter().enumerate() {
         non_empty(audience, &format!("{path}.audiences[{i}]"))?;

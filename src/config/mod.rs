@@ -32,11 +32,11 @@ use crate::reply::Challenges;
 use crate::revocation::Revocation;
 use crate::route::{Require, Routes};
 use crate::shape::{PrincipalHeaders, Upstream};
-use crate::shared_table::SharedTable;
+use crate::shared_table::{SharedTable, ONE_TIME};
 use crate::token_endpoint::TokenEndpoint;
 use crate::token_location::{TokenLocations, AUTHORIZATION};
 use names::{form_name, header_name, principal_name};
-use schema::{RawApiKeys, RawBasic, RawConfig};
+use schema::{RawApiKeys, RawBasic, RawConfig, RawFailureLimit};
 pub use secrets::Env;
 
 /// The largest plugin configuration accepted (an inline JWKS or htpasswd can be large, not this large).
@@ -121,9 +121,20 @@ impl Config {
         self.jwt_providers.iter().any(|provider| provider.remote.is_some()) || self.revocation.remote.is_some()
     }
 
-    /// Whether the client address is needed (networks configured anywhere).
+    /// Whether a request with a Basic credential needs the client address: its password
+    /// failures are counted per user name and source, so that a guesser cannot lock a
+    /// user out. Without users there is nobody to lock out (made-up names are then
+    /// counted per name alone; an API client's `id:key` is never throttled).
+    pub fn reads_source_for_basic(&self) -> bool {
+        !self.basic_users.is_empty()
+    }
+
+    /// Whether the client address is needed: networks configured anywhere (for every
+    /// request), or Basic credentials accepted (their failures are counted per source;
+    /// only requests with one need it, see `reads_source_for_basic`).
     pub fn needs_source_address(&self) -> bool {
-        self.trusted_networks.is_some()
+        self.reads_source_for_basic()
+            || self.trusted_networks.is_some()
             || self.basic_users.any_trusted_networks()
             || self.api_keys.clients.iter().any(|c| c.privileges.trusted_networks.is_some())
             || self.jwt_providers.iter().any(|p| p.privileges.trusted_networks.is_some())
@@ -202,6 +213,12 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
         principal: header_name(&raw.principal_headers.principal, "principal_headers.principal")?,
         method: header_name(&raw.principal_headers.method, "principal_headers.method")?,
         provider: header_name(&raw.principal_headers.provider, "principal_headers.provider")?,
+        qualified: raw
+            .principal_headers
+            .qualified
+            .as_deref()
+            .map(|name| header_name(name, "principal_headers.qualified"))
+            .transpose()?,
     };
     let (limit_defaults, max_tracked_principals, expose_limit_headers) = policy::limits(raw.limits)?;
     let (basic_users, failure_limit, slow_hash_budget_ms_per_second) = compile_basic(raw.basic, &limit_defaults, env)?;
@@ -209,12 +226,13 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
     let (mut jwt_providers, token_places, jwks_wait_ms) = jwt::compile(raw.jwt, &limit_defaults, env)?;
     // Keypairs verify like providers: one list, looked up by issuer.
     jwt_providers.extend(keypairs::compile(raw.keypairs, &limit_defaults)?);
+    let raw_realm = raw.realm.clone();
     let token_endpoint = match raw.token_endpoint {
         Some(raw) => {
             if api_keys.clients.is_empty() {
                 return Err(ConfigError::new("token_endpoint", "issues tokens to api_keys.clients: configure some"));
             }
-            let (endpoint, provider) = token_endpoint::compile(raw, env)?;
+            let (endpoint, provider) = token_endpoint::compile(raw, &raw_realm, env)?;
             jwt_providers.push(provider);
             Some(endpoint)
         }
@@ -227,17 +245,16 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
         let message = format!("must be true: {} has a P-384 key, which only Envoy's BoringSSL checks", provider.name);
         return Err(ConfigError::new("envoy_crypto", message));
     }
-    let provider_names: Vec<&str> = jwt_providers.iter().map(|p| p.name.as_str()).collect();
     let mut rules = Vec::with_capacity(raw.bypass.len() + raw.rules.len());
     for (i, rule) in raw.bypass.into_iter().enumerate() {
         rules.push(policy::bypass_rule(rule, i)?);
     }
     for (i, rule) in raw.rules.into_iter().enumerate() {
-        rules.push(policy::rule(rule, i, &provider_names)?);
+        rules.push(policy::rule(rule, i, &jwt_providers)?);
     }
     let routes = Routes { rules, bypass_cors_preflight: raw.bypass_cors_preflight };
     let trusted_networks = raw.trusted_networks.map(|n| policy::networks(n, "trusted_networks")).transpose()?;
-    let revocation = policy::revocation(raw.revocation)?;
+    let revocation = policy::revocation(raw.revocation, &jwt_providers)?;
     let cache = match raw.cache {
         Some(c) if c.max_entries > MAX_CACHE_ENTRIES => {
             return Err(ConfigError::new("cache.max_entries", format!("must be at most {MAX_CACHE_ENTRIES}")));
@@ -265,7 +282,7 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
         trusted_networks,
         revocation,
         limit_table: LimitTable::new(max_tracked_principals),
-        replay_table: SharedTable::new("keypair_jti", ONE_TIME_TOKENS),
+        replay_table: SharedTable::new("keypair_jti", ONE_TIME_TOKENS, ONE_TIME),
         expose_limit_headers,
         basic_users,
         failure_limit,
@@ -280,8 +297,8 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
     })
 }
 
-/// Slow-hash budgets outside this are not a budget (0) or more than a worker has.
-const SLOW_HASH_BUDGET_RANGE: std::ops::RangeInclusive<u64> = 1..=1000;
+/// Time budgets (ms per second) outside this are not a budget (0) or more than a worker has.
+pub(crate) const TIME_BUDGET_RANGE: std::ops::RangeInclusive<u64> = 1..=1000;
 
 fn compile_basic(
     raw: Option<RawBasic>,
@@ -289,11 +306,8 @@ fn compile_basic(
     env: Env,
 ) -> Result<(BasicUsers, FailureLimit, u64), ConfigError> {
     let Some(raw) = raw else {
-        let limit = FailureLimit {
-            max_failures: schema::default_max_failures(),
-            window_seconds: schema::default_failure_window(),
-        };
-        return Ok((BasicUsers::default(), limit, schema::default_slow_hash_budget()));
+        let limit = failure_limit(RawFailureLimit::default())?;
+        return Ok((BasicUsers::default(), limit, schema::default_time_budget()));
     };
     let mut users = BasicUsers::default();
     for (i, user) in raw.users.into_iter().enumerate() {
@@ -332,18 +346,31 @@ fn compile_basic(
             }
         }
     }
-    let limit = raw.failure_limit;
-    if limit.max_failures == 0 {
-        return Err(ConfigError::new("basic.failure_limit.max_failures", "must be at least 1"));
-    }
-    if !(1..=86_400).contains(&limit.window_seconds) {
-        return Err(ConfigError::new("basic.failure_limit.window_seconds", "must be between 1 and 86400"));
-    }
-    if !SLOW_HASH_BUDGET_RANGE.contains(&raw.slow_hash_budget_ms_per_second) {
+    let limit = failure_limit(raw.failure_limit)?;
+    if !TIME_BUDGET_RANGE.contains(&raw.slow_hash_budget_ms_per_second) {
         return Err(ConfigError::new("basic.slow_hash_budget_ms_per_second", "must be between 1 and 1000"));
     }
-    let limit = FailureLimit { max_failures: limit.max_failures, window_seconds: limit.window_seconds };
     Ok((users, limit, raw.slow_hash_budget_ms_per_second))
+}
+
+fn failure_limit(raw: RawFailureLimit) -> Result<FailureLimit, ConfigError> {
+    if raw.max_failures == 0 {
+        return Err(ConfigError::new("basic.failure_limit.max_failures", "must be at least 1"));
+    }
+    if raw.max_failures_per_name < raw.max_failures {
+        return Err(ConfigError::new(
+            "basic.failure_limit.max_failures_per_name",
+            "must be at least max_failures (else one source alone locks a name out)",
+        ));
+    }
+    if !(1..=86_400).contains(&raw.window_seconds) {
+        return Err(ConfigError::new("basic.failure_limit.window_seconds", "must be between 1 and 86400"));
+    }
+    Ok(FailureLimit {
+        max_failures: raw.max_failures,
+        max_failures_per_name: raw.max_failures_per_name,
+        window_seconds: raw.window_seconds,
+    })
 }
 
 fn compile_api_keys(raw: Option<RawApiKeys>, limits: &Limits, env: Env) -> Result<ApiKeys, ConfigError> {
@@ -445,20 +472,23 @@ fn owned_headers(
     api_keys: &ApiKeys,
     tokens: &TokenLocations,
 ) -> Result<Vec<String>, ConfigError> {
-    let principal_names = [&principal_headers.principal, &principal_headers.method, &principal_headers.provider];
-    if principal_names[0] == principal_names[1] || principal_names[0] == principal_names[2] {
-        return Err(ConfigError::new(
-            "principal_headers.principal",
-            "must differ from the method and provider headers",
-        ));
+    let mut principal_names = vec![
+        ("principal_headers.principal", &principal_headers.principal),
+        ("principal_headers.method", &principal_headers.method),
+        ("principal_headers.provider", &principal_headers.provider),
+    ];
+    if let Some(qualified) = &principal_headers.qualified {
+        principal_names.push(("principal_headers.qualified", qualified));
     }
-    if principal_names[1] == principal_names[2] {
-        return Err(ConfigError::new("principal_headers.method", "must differ from the provider header"));
+    for (i, (field, name)) in principal_names.iter().enumerate() {
+        if principal_names[i + 1..].iter().any(|(_, other)| other == name) {
+            return Err(ConfigError::new(*field, "must differ from the other principal headers"));
+        }
     }
-    let mut owned: Vec<String> = principal_names.iter().map(|name| name.to_string()).collect();
+    let mut owned: Vec<String> = principal_names.iter().map(|(_, name)| name.to_string()).collect();
     for (i, provider) in providers.iter().enumerate() {
         for (j, mapping) in provider.claim_to_headers.iter().enumerate() {
-            if principal_names.contains(&&mapping.header) {
+            if principal_names.iter().any(|(_, name)| **name == mapping.header) {
                 return Err(ConfigError::new(
                     format!("jwt.providers[{i}].claim_to_headers[{j}].header"),
                     "is one of principal_headers: a claim must not set the principal",

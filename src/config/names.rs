@@ -2,6 +2,7 @@
 //! user names and client ids.
 
 use super::error::ConfigError;
+use crate::principal::is_plain_name;
 
 /// Validate an HTTP header name (RFC 9110 token) and return it lowercased.
 pub fn header_name(name: &str, path: &str) -> Result<String, ConfigError> {
@@ -21,11 +22,9 @@ pub fn form_name(name: &str, path: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// A user name or client id: what goes upstream as the principal. RFC 7617: the
-/// user-id cannot contain a colon; surrounding spaces would make two spellings
-/// of one principal upstream.
+/// A user name, client id, keypair id or provider name: what names a principal.
 pub fn principal_name(name: &str, path: &str) -> Result<(), ConfigError> {
-    if name.is_empty() || name.contains(':') || name.chars().any(char::is_control) || name.trim() != name {
+    if !is_plain_name(name) {
         return Err(ConfigError::new(path, "must be non-empty, without ':', control characters or surrounding spaces"));
     }
     Ok(())

@@ -5,8 +5,10 @@ use super::error::ConfigError;
 use super::names::non_empty;
 use super::remote::{fetch_config, Document};
 use super::schema::{default_wait_ms, RawBypassRule, RawLimits, RawMatch, RawRevocation, RawRule, MAX_WAIT_MS};
+use crate::jwt::Provider;
 use crate::limits::Limits;
 use crate::network::{Cidr, Networks};
+use crate::principal::QualifiedName;
 use crate::privileges::Privileges;
 use crate::remote::RemoteDocument;
 use crate::revocation::{Revocation, RevocationList};
@@ -174,8 +176,8 @@ pub fn bypass_rule(rule: RawBypassRule, i: usize) -> Result<Rule, ConfigError> {
     Ok(Rule { matcher, require: Require::None, scopes: Vec::new(), principals: None })
 }
 
-/// One of `rules`; `providers` are the JWT provider names (for `jwt:<name>`).
-pub fn rule(raw: RawRule, i: usize, providers: &[&str]) -> Result<Rule, ConfigError> {
+/// One of `rules`; `providers` are the JWT providers, keypairs and token endpoint (`jwt:<name>`).
+pub fn rule(raw: RawRule, i: usize, providers: &[Provider]) -> Result<Rule, ConfigError> {
     let path = format!("rules[{i}]");
     let matcher = route_match(raw.matcher, &format!("{path}.match"))?;
     let require = require(raw.require, &format!("{path}.require"), providers)?;
@@ -184,7 +186,8 @@ pub fn rule(raw: RawRule, i: usize, providers: &[&str]) -> Result<Rule, ConfigEr
         Some(ids) => {
             bounded(&ids, &format!("{path}.principals"))?;
             for (j, id) in ids.iter().enumerate() {
-                non_empty(id, &format!("{path}.principals[{j}]"))?;
+                QualifiedName::parse(id, Some(providers))
+                    .map_err(|e| ConfigError::new(format!("{path}.principals[{j}]"), e.to_string()))?;
             }
             Some(ids)
         }
@@ -227,7 +230,7 @@ fn route_match(raw: RawMatch, path: &str) -> Result<RouteMatch, ConfigError> {
     })
 }
 
-fn require(raw: Option<serde_json::Value>, path: &str, providers: &[&str]) -> Result<Require, ConfigError> {
+fn require(raw: Option<serde_json::Value>, path: &str, providers: &[Provider]) -> Result<Require, ConfigError> {
     use serde_json::Value;
     let (kinds, listed) = match raw {
         None => return Ok(Require::Any),
@@ -254,7 +257,9 @@ fn require(raw: Option<serde_json::Value>, path: &str, providers: &[&str]) -> Re
             "jwt" => Kind::Jwt { provider: None },
             "keypair" => Kind::Keypair,
             _ => match word.strip_prefix("jwt:") {
-                Some(name) if providers.contains(&name) => Kind::Jwt { provider: Some(name.to_string()) },
+                Some(name) if providers.iter().any(|p| p.name == name) => {
+                    Kind::Jwt { provider: Some(name.to_string()) }
+                }
                 Some(_) => return Err(ConfigError::new(at, "names no provider in jwt.providers")),
                 None => {
                     return Err(ConfigError::new(
@@ -268,7 +273,7 @@ fn require(raw: Option<serde_json::Value>, path: &str, providers: &[&str]) -> Re
     Ok(Require::Kinds(parsed))
 }
 
-pub fn revocation(raw: Option<RawRevocation>) -> Result<Revocation, ConfigError> {
+pub fn revocation(raw: Option<RawRevocation>, providers: &[Provider]) -> Result<Revocation, ConfigError> {
     let Some(raw) = raw else {
         return Ok(Revocation {
             local: RevocationList::default(),
@@ -286,6 +291,14 @@ pub fn revocation(raw: Option<RawRevocation>) -> Result<Revocation, ConfigError>
     }
     for (i, jti) in raw.jti.iter().enumerate() {
         non_empty(jti, &format!("revocation.jti[{i}]"))?;
+    }
+    for name in raw.not_before.keys() {
+        let refusal = match QualifiedName::parse(name, Some(providers)) {
+            Ok(named) if named.is_basic() => "Basic users have no tokens to revoke".to_string(),
+            Ok(_) => continue,
+            Err(e) => e.to_string(),
+        };
+        return Err(ConfigError::new(format!("revocation.not_before.{name}"), refusal));
     }
     let remote = raw
         .remote

@@ -67,15 +67,18 @@ pub struct RawConfig {
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawPrincipalHeaders {
-    /// Upstream header with the principal: the user name, the API client id or the JWT's `principal_claim`.
+    /// Upstream header with the principal's bare id: the user name, the API client id, the keypair id or the JWT's `principal_claim`.
     #[serde(default = "default_principal_header")]
     pub principal: String,
-    /// Upstream header saying how it was proven: `basic`, `api-key` or `jwt`.
+    /// Upstream header saying how it was proven: `basic`, `api-key`, `jwt` or `keypair`.
     #[serde(default = "default_method_header")]
     pub method: String,
     /// Upstream header with the JWT provider's `name` (JWTs only).
     #[serde(default = "default_provider_header")]
     pub provider: String,
+    /// Upstream header with the qualified principal (`basic:alice`, `api-key:reporting`,
+    /// `keypair:engine`, `jwt:corp:alice`); absent: not sent.
+    pub qualified: Option<String>,
 }
 
 impl Default for RawPrincipalHeaders {
@@ -84,6 +87,7 @@ impl Default for RawPrincipalHeaders {
             principal: default_principal_header(),
             method: default_method_header(),
             provider: default_provider_header(),
+            qualified: None,
         }
     }
 }
@@ -111,7 +115,8 @@ pub struct RawRule {
     /// Scopes the caller must all hold (403 `insufficient_scope` otherwise).
     #[serde(default)]
     pub scopes: Vec<String>,
-    /// When set, only these principal ids (403 otherwise).
+    /// When set, only these principals (403 otherwise), named by who vouches for them:
+    /// `basic:<user>`, `api-key:<client id>`, `keypair:<id>`, `jwt:<provider>:<principal claim>`.
     pub principals: Option<Vec<String>>,
 }
 
@@ -156,7 +161,8 @@ pub struct RawRevocation {
     /// Token ids (`jti`) refused.
     #[serde(default)]
     pub jti: Vec<String>,
-    /// Principal id -> Unix seconds.
+    /// Qualified principal (`jwt:<provider>:<subject>`, `api-key:<client id>`, `keypair:<id>`)
+    /// -> Unix seconds: its tokens issued before are refused.
     #[serde(default)]
     pub not_before: BTreeMap<String, u64>,
     /// The same document, fetched through an Envoy cluster. Until its first fetch, a
@@ -183,11 +189,11 @@ pub struct RawBasic {
     pub htpasswd: Option<String>,
     /// Instead of `htpasswd`: the environment variable of the Envoy process that holds it.
     pub htpasswd_env: Option<String>,
-    /// Failed password checks allowed per user name in a window; past it, 429.
+    /// Failed password checks allowed in a window, per user name and source and per user name; past them, 429.
     #[serde(default)]
     pub failure_limit: RawFailureLimit,
     /// The share of each worker's time (ms per second, 1-1000) bcrypt checks may take; past it, 503.
-    #[serde(default = "default_slow_hash_budget")]
+    #[serde(default = "default_time_budget")]
     pub slow_hash_budget_ms_per_second: u64,
 }
 
@@ -217,14 +223,19 @@ pub struct RawUser {
     pub max_concurrent: Option<u64>,
 }
 
-/// Failed password checks allowed per user name in a window, Envoy-wide.
+/// Failed password checks allowed in a window, Envoy-wide: per user name and source
+/// address, and per user name from every source.
 #[derive(Deserialize)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawFailureLimit {
-    /// Failures allowed per user name in one window (at least 1).
+    /// Failures allowed per user name and source address in one window (at least 1); past it, that source gets 429.
     #[serde(default = "default_max_failures")]
     pub max_failures: u32,
+    /// Failures allowed per user name from every source in one window (at least `max_failures`);
+    /// past it, the name gets 429 from everywhere, its owner included, until the window ends.
+    #[serde(default = "default_max_failures_per_name")]
+    pub max_failures_per_name: u32,
     /// The window, in seconds (1-86400).
     #[serde(default = "default_failure_window")]
     pub window_seconds: u64,
@@ -232,7 +243,11 @@ pub struct RawFailureLimit {
 
 impl Default for RawFailureLimit {
     fn default() -> Self {
-        RawFailureLimit { max_failures: default_max_failures(), window_seconds: default_failure_window() }
+        RawFailureLimit {
+            max_failures: default_max_failures(),
+            max_failures_per_name: default_max_failures_per_name(),
+            window_seconds: default_failure_window(),
+        }
     }
 }
 
@@ -345,6 +360,9 @@ pub struct RawTokenEndpoint {
     pub signing_key_env: Option<String>,
     /// The `kid` of its tokens (default: the key's RFC 7638 thumbprint).
     pub kid: Option<String>,
+    /// The share of each worker's time (ms per second, 1-1000) signing tokens may take; past it, 503.
+    #[serde(default = "default_time_budget")]
+    pub signing_budget_ms_per_second: u64,
 }
 
 #[derive(Deserialize)]
@@ -527,6 +545,9 @@ pub fn default_discovery_path() -> String {
 pub fn default_max_failures() -> u32 {
     10
 }
+pub fn default_max_failures_per_name() -> u32 {
+    100
+}
 pub fn default_failure_window() -> u64 {
     60
 }
@@ -536,7 +557,8 @@ fn default_keypair_lifetime() -> u64 {
 fn default_max_tracked_principals() -> usize {
     10_000
 }
-pub fn default_slow_hash_budget() -> u64 {
+/// The share of a worker's time (ms per second) blocking work (bcrypt, signing) may take.
+pub fn default_time_budget() -> u64 {
     250
 }
 

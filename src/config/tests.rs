@@ -29,7 +29,8 @@ fn defaults() {
         PrincipalHeaders {
             principal: "x-auth-principal".into(),
             method: "x-auth-method".into(),
-            provider: "x-auth-provider".into()
+            provider: "x-auth-provider".into(),
+            qualified: None,
         }
     );
     assert!(!c.upstream.forward_credentials);
@@ -550,4 +551,86 @@ fn a_secret_is_given_one_way_only() {
     neither["token_endpoint"].as_object_mut().unwrap().remove("signing_key_env");
     let error = parse_with_env(neither, &environment(&[])).unwrap_err();
     assert_eq!(error, "token_endpoint: missing field `signing_key` (or `signing_key_env`)");
+}
+
+/// A Basic user, an API client, a keypair and the token endpoint, all `alice`, and a provider `corp`.
+fn every_kind_of_alice(extra: serde_json::Value) -> serde_json::Value {
+    let pem = include_str!("../../tests/keys/ec_p256_public.pem");
+    let mut config = json!({
+        "basic": {"users": [{"name": "alice", "password_hash": SECRET_SHA256}]},
+        "api_keys": {"clients": [{"id": "alice", "key_hash": SECRET_SHA256}]},
+        "jwt": {"providers": [hs256_provider("corp", "https://id.corp")]},
+        "keypairs": [{"id": "signer", "public_key": pem}],
+        "token_endpoint": {"path": "/token", "issuer": "https://me",
+            "signing_key": {"kty": "oct", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldC0"}},
+    });
+    for (key, value) in extra.as_object().unwrap() {
+        config[key] = value.clone();
+    }
+    config
+}
+
+#[test]
+fn principals_are_named_by_who_vouches_for_them() {
+    let names = ["basic:alice", "api-key:alice", "keypair:signer", "jwt:corp:alice", "jwt:corp:urn:x:alice"];
+    let c = parse(every_kind_of_alice(json!({
+        "rules": [{"principals": names}],
+        "revocation": {"not_before": {"jwt:corp:alice": 1, "api-key:alice": 2, "keypair:signer": 3}},
+    })))
+    .unwrap();
+    assert_eq!(c.routes.rules[0].principals.as_deref(), Some(&names.map(String::from)[..]));
+
+    let refused = |extra: serde_json::Value| error_of(every_kind_of_alice(extra));
+    let bare = refused(json!({"rules": [{}, {"principals": ["basic:alice", "alice"]}]}));
+    assert!(bare.starts_with("rules[1].principals[1]: names no kind of principal: write \"basic:alice\""), "{bare}");
+    assert!(bare.contains("\"api-key:alice\"") && bare.contains("\"jwt:<provider>:alice\""), "{bare}");
+    let cases = [
+        (json!({"rules": [{"principals": ["jwt:alice"]}]}), "rules[0].principals[0]: a JWT principal is written"),
+        (json!({"rules": [{"principals": ["jwt:other:alice"]}]}), "rules[0].principals[0]: names no JWT provider in"),
+        (json!({"rules": [{"principals": ["jwt:token-endpoint:alice"]}]}), "tokens are api-key:<client id>"),
+        (json!({"rules": [{"principals": ["jwt:signer:x"]}]}), "tokens are keypair:<keypair id>"),
+        (json!({"rules": [{"principals": ["basic: alice"]}]}), "rules[0].principals[0]: is not a principal name"),
+        (json!({"rules": [{"principals": ["jwt:corp:"]}]}), "rules[0].principals[0]: is not a principal name"),
+        (json!({"revocation": {"not_before": {"alice": 1}}}), "revocation.not_before.alice: names no kind"),
+        (json!({"revocation": {"not_before": {"basic:alice": 1}}}), "revocation.not_before.basic:alice: Basic users"),
+        (
+            json!({"revocation": {"not_before": {"jwt:nope:alice": 1}}}),
+            "revocation.not_before.jwt:nope:alice: names no",
+        ),
+    ];
+    for (extra, expected) in cases {
+        let error = refused(extra.clone());
+        assert!(error.contains(expected), "{extra} gave {error:?}, expected {expected:?}");
+    }
+    // `jwt:<provider>:<subject>` is one name only if provider names have no `:`.
+    let colon = error_of(json!({"jwt": {"providers": [hs256_provider("a:b", "https://id")]}}));
+    assert!(colon.starts_with("jwt.providers[0].name: must be non-empty, without ':'"), "{colon}");
+}
+
+#[test]
+fn the_qualified_principal_header_is_owned_when_set() {
+    let c = parse(every_kind_of_alice(json!({"principal_headers": {"qualified": "X-Auth-Qualified"}}))).unwrap();
+    assert_eq!(c.upstream.principal_headers.qualified.as_deref(), Some("x-auth-qualified"));
+    assert!(c.upstream.owned_headers.contains(&"x-auth-qualified".to_string()));
+    let unset = parse(every_kind_of_alice(json!({}))).unwrap();
+    assert_eq!(unset.upstream.owned_headers, ["x-auth-method", "x-auth-principal", "x-auth-provider"]);
+    let clash = error_of(every_kind_of_alice(json!({"principal_headers": {"qualified": "x-auth-method"}})));
+    assert!(clash.starts_with("principal_headers.method: must differ"), "{clash}");
+    let bad = error_of(every_kind_of_alice(json!({"principal_headers": {"qualified": "x y"}})));
+    assert!(bad.starts_with("principal_headers.qualified: is not a valid header name"), "{bad}");
+}
+
+#[test]
+fn password_failures_per_source_and_per_name() {
+    let user = json!([{"name": "alice", "password_hash": SECRET_SHA256}]);
+    let c = parse(json!({"basic": {"users": user}})).unwrap();
+    assert_eq!((c.failure_limit.max_failures, c.failure_limit.max_failures_per_name), (10, 100));
+    let set = json!({"basic": {"users": user, "failure_limit": {"max_failures": 5, "max_failures_per_name": 50}}});
+    assert_eq!(parse(set).unwrap().failure_limit.max_failures_per_name, 50);
+    let lower = json!({"basic": {"users": user, "failure_limit": {"max_failures": 5, "max_failures_per_name": 4}}});
+    assert!(error_of(lower).starts_with("basic.failure_limit.max_failures_per_name: must be at least max_failures"));
+    // Counted per source: Basic requests read the client address.
+    assert!(c.needs_source_address() && c.reads_source_for_basic());
+    let keys_only = parse(json!({"api_keys": {"clients": [{"id": "c", "key_hash": SECRET_SHA256}]}}));
+    assert!(!keys_only.unwrap().needs_source_address(), "no user to lock out: no host call for it");
 }

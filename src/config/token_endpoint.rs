@@ -7,6 +7,7 @@ use super::error::ConfigError;
 use super::names::{non_empty, principal_name};
 use super::schema::RawTokenEndpoint;
 use super::secrets::{self, Env};
+use crate::budget::TimeBudget;
 use crate::jwt::{thumbprint, Issuer, Provider};
 use crate::path;
 use crate::privileges::Privileges;
@@ -17,7 +18,8 @@ const DEFAULT_JWKS_PATH: &str = "/.well-known/jwks.json";
 /// A day: past that, a token outlives any reason to exchange keys for it.
 const MAX_TOKEN_LIFETIME_SECONDS: u64 = 86_400;
 
-pub fn compile(raw: RawTokenEndpoint, env: Env) -> Result<(TokenEndpoint, Provider), ConfigError> {
+/// The endpoint, answering with `realm`'s challenge, and the provider of its tokens.
+pub fn compile(raw: RawTokenEndpoint, realm: &str, env: Env) -> Result<(TokenEndpoint, Provider), ConfigError> {
     const AT: &str = "token_endpoint";
     let field = |name: &str| format!("{AT}.{name}");
     principal_name(&raw.name, &field("name"))?;
@@ -28,6 +30,9 @@ pub fn compile(raw: RawTokenEndpoint, env: Env) -> Result<(TokenEndpoint, Provid
     let token_path = path::configured(&raw.path).map_err(|e| ConfigError::new(field("path"), e))?;
     if !(1..=MAX_TOKEN_LIFETIME_SECONDS).contains(&raw.lifetime_seconds) {
         return Err(ConfigError::new(field("lifetime_seconds"), "must be between 1 and 86400"));
+    }
+    if !super::TIME_BUDGET_RANGE.contains(&raw.signing_budget_ms_per_second) {
+        return Err(ConfigError::new(field("signing_budget_ms_per_second"), "must be between 1 and 1000"));
     }
     // The key is never quoted: Signer's errors describe it, nothing more.
     let (signing_key, key_field) = secrets::signing_key(raw.signing_key, raw.signing_key_env.as_deref(), env)?;
@@ -83,6 +88,8 @@ pub fn compile(raw: RawTokenEndpoint, env: Env) -> Result<(TokenEndpoint, Provid
         raw.lifetime_seconds,
         kid,
         signer,
+        realm.to_string(),
+        TimeBudget::new(raw.signing_budget_ms_per_second),
     );
     Ok((endpoint, provider))
 }

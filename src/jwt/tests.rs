@@ -936,7 +936,10 @@ fn public_jwk_of_pem_keys_is_their_jwk() {
 fn provider_config_errors_name_the_field() {
     let p = "jwt.providers[0]";
     assert_eq!(config_error(merged(base_config(), json!({"issuer": ""}))), format!("{p}.issuer: must not be empty"));
-    assert_eq!(config_error(merged(base_config(), json!({"name": " "}))), format!("{p}.name: must not be empty"));
+    assert_eq!(
+        config_error(merged(base_config(), json!({"name": " "}))),
+        format!("{p}.name: must be non-empty, without ':', control characters or surrounding spaces")
+    );
     assert_eq!(
         config_error(merged(base_config(), json!({"audiences": ["a", ""]}))),
         format!("{p}.audiences[1]: must not be empty")

@@ -484,7 +484,7 @@ fn policy_vm(extra: Value) -> Vm {
             {"match": {"path_prefix": "/tokens-only"}, "require": ["jwt:corp"]},
             {"match": {"path_prefix": "/keys-only"}, "require": "api-key"},
             {"match": {"path_prefix": "/orders"}, "scopes": ["orders:read"]},
-            {"match": {"path": "/admin"}, "principals": ["root"]}
+            {"match": {"path": "/admin"}, "principals": ["basic:root"]}
         ]
     });
     for (k, v) in extra.as_object().unwrap() {
@@ -603,7 +603,7 @@ fn trusted_networks_at_the_top_and_per_principal() {
 
 #[test]
 fn revocation_by_jti_and_not_before_beats_the_cache() {
-    let mut vm = policy_vm(json!({"revocation": {"jti": ["leaked"], "not_before": {"u-2": NOW - 100}}}));
+    let mut vm = policy_vm(json!({"revocation": {"jti": ["leaked"], "not_before": {"jwt:corp:u-2": NOW - 100}}}));
     let leaked = token(json!({"jti": "leaked"}));
     let r = denied(decide_with(&mut vm, "GET", "/x", &[("authorization", &leaked)]));
     assert_eq!((r.status, r.reason, r.message.as_str()), (401, Reason::TokenRevoked, "token revoked"));
@@ -678,7 +678,7 @@ fn the_verdict_as_filter_state_when_asked_and_refusals_name_their_reason() {
     assert_eq!(
         state,
         [
-            ("wasm_authn.principal", "svc-1"),
+            ("wasm_authn.principal", "jwt:corp:svc-1"),
             ("wasm_authn.method", "jwt"),
             ("wasm_authn.provider", "corp"),
             ("wasm_authn.claim.x-roles", "admin,ops"),
@@ -784,4 +784,82 @@ fn forwarded_tokens_stay_where_they_were_found() {
     let (_, changes) = allowed(decide(&mut vm, &[("cookie", &cookie), ("x-api-key", "not-checked")]));
     assert_eq!(changes.remove, vec!["x-api-key"]);
     assert_eq!(header_value(&changes, "cookie"), None);
+}
+
+/// Every kind of principal named `alice`: the Basic user (password `secret`), the API
+/// client (key `alice-key`) by its key and by a token of the token endpoint, and corp's
+/// `sub=alice`; `/admin` admits `basic:alice` only. (Basic `alice:alice-key` is the user's:
+/// users are looked up before clients.)
+#[test]
+fn another_kind_of_alice_is_never_the_basic_user_alice() {
+    let key_hash = format!(
+        "sha256:{}",
+        crate::digest::sha256(b"alice-key").iter().map(|b| format!("{b:02x}")).collect::<String>()
+    );
+    let mut vm = authenticator(json!({
+        "api_keys": {"clients": [{"id": "alice", "key_hash": key_hash}]},
+        "token_endpoint": {"path": "/token", "issuer": "https://me",
+            "signing_key": {"kty": "oct", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldC0"}},
+        "rules": [{"match": {"path_prefix": "/admin"}, "principals": ["basic:alice"]}],
+        "principal_headers": {"qualified": "x-auth-qualified"},
+        "filter_state": true,
+    }));
+    let (principal, changes) =
+        allowed(decide_with(&mut vm, "GET", "/admin", &[("authorization", &basic("alice", "secret"))]));
+    assert_eq!(principal.qualified.as_str(), "basic:alice");
+    assert_eq!(header_value(&changes, "x-auth-principal"), Some("alice"), "upstreams read the bare id as before");
+    assert_eq!(header_value(&changes, "x-auth-qualified"), Some("basic:alice"));
+    assert!(changes.state.contains(&("wasm_authn.principal".to_string(), "basic:alice".to_string())));
+
+    let endpoint_token = vm.config.token_endpoint.as_ref().unwrap().sign("alice", "", NOW).unwrap();
+    let corp_token = hs256(json!({"iss": "https://id.corp", "sub": "alice", "aud": "api", "exp": NOW + 60}));
+    let others = [
+        ("x-api-key", "alice-key".to_string(), "api-key:alice"),
+        ("authorization", format!("Bearer {endpoint_token}"), "api-key:alice"),
+        ("authorization", format!("Bearer {corp_token}"), "jwt:corp:alice"),
+    ];
+    for (header, value, qualified) in others {
+        let (principal, changes) = allowed(decide_with(&mut vm, "GET", "/orders", &[(header, &value)]));
+        assert_eq!((principal.id.as_str(), principal.qualified.as_str()), ("alice", qualified));
+        assert_eq!(header_value(&changes, "x-auth-qualified"), Some(qualified));
+        let refused = denied(decide_with(&mut vm, "GET", "/admin", &[(header, &value)]));
+        assert_eq!((refused.status, refused.reason), (403, Reason::PrincipalNotAllowed), "{qualified}");
+    }
+    // A client may not name itself: the qualified header is owned.
+    let forged = [("x-api-key", "alice-key"), ("x-auth-qualified", "basic:alice")];
+    let (_, changes) = allowed(decide_with(&mut vm, "GET", "/orders", &forged));
+    assert!(changes.remove.contains(&"x-auth-qualified".to_string()));
+    assert_eq!(header_value(&changes, "x-auth-qualified"), Some("api-key:alice"));
+}
+
+/// Issue 17.8: an API client's key and its tokens from the token endpoint are one
+/// principal, with one budget of requests per hour and of requests in flight.
+#[test]
+fn a_client_and_its_tokens_share_one_budget() {
+    let mut vm = authenticator(json!({
+        "api_keys": {"clients": [{"id": "reporting", "key_hash": SECRET_SHA256, "requests_per_hour": 3}]},
+        "token_endpoint": {"path": "/token", "issuer": "https://me",
+            "signing_key": {"kty": "oct", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldC0"}},
+    }));
+    let token = format!("Bearer {}", vm.config.token_endpoint.as_ref().unwrap().sign("reporting", "", NOW).unwrap());
+    for _ in 0..3 {
+        allowed(decide(&mut vm, &[("x-api-key", "secret")]));
+    }
+    for credential in [("authorization", token.as_str()), ("x-api-key", "secret")] {
+        let refused = denied(decide(&mut vm, &[credential]));
+        assert_eq!((refused.status, refused.reason), (429, Reason::RateLimited), "{credential:?}");
+    }
+
+    let mut vm = authenticator(json!({
+        "api_keys": {"clients": [{"id": "reporting", "key_hash": SECRET_SHA256, "max_concurrent": 1}]},
+        "token_endpoint": {"path": "/token", "issuer": "https://me",
+            "signing_key": {"kty": "oct", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldC0"}},
+    }));
+    let token = format!("Bearer {}", vm.config.token_endpoint.as_ref().unwrap().sign("reporting", "", NOW).unwrap());
+    let Decision::Allow { limited: Some(limited), .. } = decide(&mut vm, &[("x-api-key", "secret")]) else { panic!() };
+    assert!(limited.holds_slot);
+    let refused = denied(decide(&mut vm, &[("authorization", &token)]));
+    assert_eq!((refused.status, refused.reason), (429, Reason::ConcurrencyLimited), "the key's request is in flight");
+    vm.config.limit_table.release(&vm.host, limited.key, NOW);
+    allowed(decide(&mut vm, &[("authorization", &token)]));
 }

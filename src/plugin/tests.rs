@@ -397,7 +397,7 @@ fn slots_in_flight_are_given_back_when_streams_end() {
         p0.on_stream_end(h0, context);
     }
     let table = LimitTable::new(10_000);
-    assert_eq!(table.in_flight(&shared, LimitTable::key("api-key", None, "a")), 0);
+    assert_eq!(table.in_flight(&shared, LimitTable::key("api-key:a")), 0);
     // b (2 per hour, no concurrency limit from its own config: the default 2 applies) shows its quota.
     assert!(matches!(key_request(p0, h0, 5, "key-b", T0 + 3), Step::Continue(_)));
     assert_eq!(

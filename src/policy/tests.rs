@@ -73,8 +73,12 @@ fn networks_of_a_principal_fail_closed_without_an_address() {
 #[test]
 fn route_principals_and_scopes() {
     let p = principal(Privileges::default(), &["orders:read", "orders:write"]);
-    assert_eq!(check(&p, &rule(&["orders:read"], Some(&["alice", "bob"])), "GET", "/", None), Ok(()));
-    assert_eq!(reason(check(&p, &rule(&[], Some(&["bob"])), "GET", "/", None)), Reason::PrincipalNotAllowed);
+    assert_eq!(check(&p, &rule(&["orders:read"], Some(&["basic:alice", "basic:bob"])), "GET", "/", None), Ok(()));
+    assert_eq!(reason(check(&p, &rule(&[], Some(&["basic:bob"])), "GET", "/", None)), Reason::PrincipalNotAllowed);
+    // The same name vouched for by someone else is someone else.
+    for other in ["alice", "api-key:alice", "jwt:corp:alice", "keypair:alice"] {
+        assert_eq!(reason(check(&p, &rule(&[], Some(&[other])), "GET", "/", None)), Reason::PrincipalNotAllowed);
+    }
     let needs = rule(&["orders:read", "admin"], None);
     assert_eq!(
         check(&p, &needs, "GET", "/", None),

@@ -8,21 +8,32 @@
 //!   body      the grant (grant.rs)        -> 400 invalid_request, unsupported_grant_type
 //!   client    its API key, not disabled   -> 401 invalid_client (Basic challenge)
 //!   scope     what it asks for, it holds  -> 400 invalid_scope
+//!   limit     one request of the client's
+//!             requests_per_hour (shared
+//!             with its key and its tokens) -> 429 rate_limited
+//!   sign      within the worker's signing
+//!             budget (crate::budget)      -> 503 temporarily_unavailable
 //!   issue     claims, signed (signer.rs)  -> 200 {access_token, token_type, expires_in, scope}
 //! ```
 
 pub mod grant;
 pub mod signer;
 
+use std::cell::Cell;
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use rand_core::{OsRng, RngCore};
 use serde_json::{json, Map, Value};
 
-use crate::api_key::{ApiClient, ApiKeys};
+use crate::api_key::ApiKeys;
+use crate::budget::{NotRun, TimeBudget};
+use crate::host_api::{Clock, Counters, SharedData};
+use crate::limits::{Admission, LimitTable, Limits, TRACKED_GAUGE};
 use crate::policy::network_trusted;
+use crate::principal::Principal;
 use crate::reason::Reason;
-use crate::reply::LocalReply;
+use crate::reply::{rate_limit_fields, LocalReply};
 use crate::request::RequestFacts;
 use grant::{GrantError, Presented, Proof};
 use signer::Signer;
@@ -44,7 +55,16 @@ pub struct TokenEndpoint {
     pub signer: Signer,
     /// The JWKS document, rendered once.
     jwks: Option<String>,
+    /// The realm of its `invalid_client` challenge.
+    realm: String,
+    /// This VM's budget of time for signing (RSA keys take milliseconds a token).
+    signing_budget: Cell<TimeBudget>,
 }
+
+/// What issuing a token needs of the host: the clients' shared limit counts, a clock
+/// for the signing budget, the tracked-principals gauge.
+pub trait IssueHost: SharedData + Clock + Counters {}
+impl<T: SharedData + Clock + Counters + ?Sized> IssueHost for T {}
 
 /// One of the endpoint's two paths.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +90,8 @@ impl TokenEndpoint {
         lifetime_seconds: u64,
         kid: String,
         signer: Signer,
+        realm: String,
+        signing_budget: TimeBudget,
     ) -> TokenEndpoint {
         let jwks = jwks_path.as_ref().and_then(|_| signer.public_jwk()).map(|mut jwk| {
             jwk.insert("kid".into(), kid.clone().into());
@@ -77,7 +99,20 @@ impl TokenEndpoint {
             jwk.insert("use".into(), "sig".into());
             json!({ "keys": [Value::Object(jwk)] }).to_string()
         });
-        TokenEndpoint { name, path, jwks_path, issuer, audiences, lifetime_seconds, kid, signer, jwks }
+        let signing_budget = Cell::new(signing_budget);
+        TokenEndpoint {
+            name,
+            path,
+            jwks_path,
+            issuer,
+            audiences,
+            lifetime_seconds,
+            kid,
+            signer,
+            jwks,
+            realm,
+            signing_budget,
+        }
     }
 
     /// Which of its paths a (normalized) request path is.
@@ -123,18 +158,26 @@ impl TokenEndpoint {
         with_header(LocalReply::json(200, jwks, Reason::JwksServed), "cache-control", "public, max-age=300")
     }
 
-    /// The answer to a token request, its body read (at most `MAX_BODY_BYTES`).
-    pub fn issue(&self, api_keys: &ApiKeys, presented: &Presented, body: &[u8], realm: &str, now: u64) -> LocalReply {
+    /// The answer to a token request, its body read (at most `MAX_BODY_BYTES`), at `now` (Unix seconds).
+    pub fn issue(
+        &self,
+        api_keys: &ApiKeys,
+        limits: &LimitTable,
+        host: &mut dyn IssueHost,
+        presented: &Presented,
+        body: &[u8],
+        now: u64,
+    ) -> LocalReply {
         if body.len() > MAX_BODY_BYTES {
             return body_too_large();
         }
         let grant = match grant::read(presented, body) {
             Ok(grant) => grant,
-            Err(e) => return grant_error(e, realm),
+            Err(e) => return grant_error(e, &self.realm),
         };
         let client = match client(api_keys, &grant.proof) {
             Some(client) => client,
-            None => return grant_error(GrantError::InvalidClient("invalid client credentials"), realm),
+            None => return grant_error(GrantError::InvalidClient("invalid client credentials"), &self.realm),
         };
         if !network_trusted(client.privileges.trusted_networks.as_ref(), presented.source) {
             return oauth_error(403, "access_denied", "network not trusted", Reason::NetworkNotTrusted);
@@ -153,11 +196,38 @@ impl TokenEndpoint {
             }
         };
         let scope = scopes.join(" ");
-        let token = match self.sign(&client.id, &scope, now) {
-            Ok(token) => token,
-            Err(_) => {
-                return oauth_error(500, "server_error", "the token could not be signed", Reason::TokenSigningFailed)
+        // Within the worker's signing budget (a request refused for it is not counted), issuing
+        // is one of the client's requests: its key, its tokens and this share one budget.
+        let mut budget = self.signing_budget.get();
+        let done = budget.run(&*host, || {
+            let tracked_change = self.count(&client, limits, &*host, now)?;
+            Ok((tracked_change, self.sign(&client.id, &scope, now)))
+        });
+        self.signing_budget.set(budget);
+        let token = match done {
+            Ok(Ok((tracked_change, signed))) => {
+                if tracked_change != 0 {
+                    host.add_to_gauge(TRACKED_GAUGE, tracked_change);
+                }
+                match signed {
+                    Ok(token) => token,
+                    Err(_) => {
+                        let message = "the token could not be signed";
+                        return oauth_error(500, "server_error", message, Reason::TokenSigningFailed);
+                    }
+                }
             }
+            Ok(Err(refused)) => return refused,
+            Err(NotRun::Busy { retry_after_seconds }) => {
+                let reply = oauth_error(
+                    503,
+                    "temporarily_unavailable",
+                    "too many tokens being issued, try again later",
+                    Reason::TokenSigningBusy,
+                );
+                return with_header(reply, "retry-after", &retry_after_seconds.to_string());
+            }
+            Err(NotRun::NoClock) => return LocalReply::host_unavailable(),
         };
         let response = json!({
             "access_token": token,
@@ -166,6 +236,32 @@ impl TokenEndpoint {
             "scope": scope,
         });
         with_header(LocalReply::json(200, response.to_string(), Reason::TokenIssued), "pragma", "no-cache")
+    }
+
+    /// Count one request of `client` against its requests per hour (429 past them); the
+    /// change in the principals the limits keep records of.
+    fn count(
+        &self,
+        client: &Principal,
+        limits: &LimitTable,
+        shared: &dyn SharedData,
+        now: u64,
+    ) -> Result<i64, LocalReply> {
+        let Some(per_hour) = client.privileges.limits.requests_per_hour else { return Ok(0) };
+        // No slot in flight: the request is answered here and now.
+        let hourly = Limits { requests_per_hour: Some(per_hour), max_concurrent: None };
+        match limits.admit(shared, client.qualified.limit_key(), &hourly, now) {
+            Admission::Admitted { tracked_change, .. } => Ok(tracked_change),
+            Admission::RateLimited { retry_after_seconds, quota } => {
+                let reply = oauth_error(429, "rate_limited", "requests per hour exceeded", Reason::RateLimited);
+                let mut reply = with_header(reply, "retry-after", &retry_after_seconds.max(1).to_string());
+                reply.headers.extend(rate_limit_fields(&quota));
+                Err(reply)
+            }
+            Admission::ConcurrencyLimited | Admission::Unavailable => {
+                Err(LocalReply::try_later(Reason::LimitsUnavailable, 1))
+            }
+        }
     }
 
     /// A signed token for `subject`: `iss`, `sub`, `aud`, `iat`, `exp`, a random `jti`, `scope`.
@@ -207,12 +303,11 @@ fn token_id() -> Result<String, String> {
 }
 
 /// The client a proof names, when the key is its and it is not disabled.
-fn client<'a>(api_keys: &'a ApiKeys, proof: &Proof) -> Option<&'a ApiClient> {
-    let principal = match proof {
-        Proof::ApiKey(key) => api_keys.verify(key).ok()?,
-        Proof::ClientSecret { id, secret } => api_keys.verify_pair(id, secret)?.ok()?,
-    };
-    api_keys.clients.iter().find(|c| c.id == principal.id)
+fn client(api_keys: &ApiKeys, proof: &Proof) -> Option<Principal> {
+    match proof {
+        Proof::ApiKey(key) => api_keys.verify(key).ok(),
+        Proof::ClientSecret { id, secret } => api_keys.verify_pair(id, secret)?.ok(),
+    }
 }
 
 /// The grant's headers: one `Authorization`, one configured API key header at most.

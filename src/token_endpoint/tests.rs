@@ -56,11 +56,16 @@ fn endpoint(config: &Config) -> &TokenEndpoint {
 
 /// The endpoint's answer to a POST with these headers and body.
 fn post(config: &Config, pairs: &[(&str, &str)], body: &str) -> LocalReply {
+    post_on(&mut FakeHost::new(&FakeShared::default()), config, pairs, body)
+}
+
+/// The same on a host of the test's.
+fn post_on(host: &mut FakeHost, config: &Config, pairs: &[(&str, &str)], body: &str) -> LocalReply {
     let headers = headers(pairs);
     let request = RequestFacts::new("POST", "/auth/token", &headers);
     let endpoint = endpoint(config);
     match endpoint.on_headers(Served::Token, &request, &config.api_keys, &config.realm) {
-        Ok(presented) => endpoint.issue(&config.api_keys, &presented, body.as_bytes(), &config.realm, NOW),
+        Ok(presented) => endpoint.issue(&config.api_keys, &config.limit_table, host, &presented, body.as_bytes(), NOW),
         Err(reply) => reply,
     }
 }
@@ -128,7 +133,8 @@ fn every_key_signs_tokens_that_verify_independently_and_in_the_filter() {
         // The filter accepts its own token: the client, with its privileges.
         let mut verifier = Verifier::new(&config);
         let host = FakeHost::new(&FakeShared::default());
-        let principal = verifier.authenticate(&config, &Credential::bearer(token), &host, NOW * 1000 + 5_000).unwrap();
+        let principal =
+            verifier.authenticate(&config, &Credential::bearer(token), None, &host, NOW * 1000 + 5_000).unwrap();
         assert_eq!(principal.id, "reports");
         assert_eq!(principal.method, AuthMethod::Jwt);
         assert_eq!(principal.provider.as_deref(), Some("token-endpoint"));
@@ -160,7 +166,7 @@ fn the_three_forms_and_a_narrower_scope() {
     let token = body(&in_basic)["access_token"].as_str().unwrap().to_string();
     let host = FakeHost::new(&FakeShared::default());
     let principal =
-        Verifier::new(&config).authenticate(&config, &Credential::bearer(token), &host, NOW * 1000).unwrap();
+        Verifier::new(&config).authenticate(&config, &Credential::bearer(token), None, &host, NOW * 1000).unwrap();
     assert_eq!(principal.scopes, vec!["orders:read"]);
 }
 
@@ -237,7 +243,7 @@ fn a_disabled_client_loses_its_tokens_with_the_new_configuration() {
     let token = issued_token(&before);
     let host = FakeHost::new(&FakeShared::default());
     let mut verifier = Verifier::new(&before);
-    assert!(verifier.authenticate(&before, &Credential::bearer(token.clone()), &host, NOW * 1000).is_ok());
+    assert!(verifier.authenticate(&before, &Credential::bearer(token.clone()), None, &host, NOW * 1000).is_ok());
 
     let disabled = json!({
         "api_keys": {"clients": [{"id": "reports", "key_hash": key_hash("key-reports"), "disabled": true}]},
@@ -245,7 +251,7 @@ fn a_disabled_client_loses_its_tokens_with_the_new_configuration() {
                            "lifetime_seconds": 600, "signing_key": ED_PRIVATE},
     });
     let after = Config::from_json(disabled.to_string().as_bytes()).unwrap();
-    let refused = Verifier::new(&after).authenticate(&after, &Credential::bearer(token), &host, NOW * 1000);
+    let refused = Verifier::new(&after).authenticate(&after, &Credential::bearer(token), None, &host, NOW * 1000);
     assert!(matches!(refused, Err(NotVerified::Invalid { reason: Reason::TokenRevoked, bearer: true, .. })));
 }
 
@@ -304,4 +310,70 @@ fn signing_keys_that_cannot_sign_are_refused() {
     assert!(parse(Value::Object(jwk)).contains("public half"));
     let debug = format!("{:?}", Signer::parse(&pem_string(RSA_PRIVATE)).unwrap());
     assert_eq!(debug, "Signer(RS256)");
+}
+
+fn limited_config(signing_key: Value, client: Value, endpoint: Value) -> Config {
+    let mut config = json!({
+        "api_keys": {"clients": [client]},
+        "token_endpoint": {"path": "/auth/token", "issuer": "https://auth.example.com", "signing_key": signing_key},
+    });
+    for (key, value) in endpoint.as_object().unwrap() {
+        config["token_endpoint"][key] = value.clone();
+    }
+    Config::from_json(config.to_string().as_bytes()).unwrap()
+}
+
+/// Issue 17.9: issuing is one of the client's requests per hour, with its key and its tokens.
+#[test]
+fn issuing_counts_against_the_clients_requests_per_hour() {
+    let client = json!({"id": "reports", "key_hash": key_hash("key-reports"), "requests_per_hour": 2});
+    let config = limited_config(json!(EC_PRIVATE), client, json!({}));
+    let mut host = FakeHost::new(&FakeShared::default());
+    let ask = |host: &mut FakeHost| post_on(host, &config, &[("x-api-key", "key-reports")], "");
+    assert_eq!(ask(&mut host).status, 200);
+    assert_eq!(host.counter("tracked_principals"), 1, "a new principal's record");
+    let key = crate::limits::LimitTable::key("api-key:reports");
+    let hourly = crate::limits::Limits { requests_per_hour: Some(2), max_concurrent: None };
+    assert!(matches!(config.limit_table.admit(&host, key, &hourly, NOW), Admission::Admitted { .. }));
+    let refused = ask(&mut host);
+    assert_eq!((refused.status, refused.reason), (429, Reason::RateLimited));
+    assert_eq!(body(&refused)["error"], "rate_limited");
+    assert!(header(&refused, "retry-after").unwrap().parse::<u64>().unwrap() > 0);
+    assert_eq!(header(&refused, "ratelimit-policy"), Some("\"hourly\";q=2;w=3600"));
+    assert!(!refused.body().contains("key-reports"));
+}
+
+/// Issue 17.9: signing takes at most its share of the worker; past it, 503 with Retry-After.
+#[test]
+fn signing_stays_within_the_workers_budget() {
+    let client = json!({"id": "reports", "key_hash": key_hash("key-reports")});
+    let config = limited_config(json!(RSA_PRIVATE), client, json!({"signing_budget_ms_per_second": 10}));
+    let mut host = FakeHost::new(&FakeShared::default());
+    host.tick_ns = 30_000_000; // each reading of the clock 30 ms later: a signature "takes" 30 ms
+    let answers: Vec<(u16, Reason)> = (0..3)
+        .map(|_| post_on(&mut host, &config, &[("x-api-key", "key-reports")], ""))
+        .map(|reply| (reply.status, reply.reason))
+        .collect();
+    assert_eq!(answers, [(200, Reason::TokenIssued), (503, Reason::TokenSigningBusy), (503, Reason::TokenSigningBusy)]);
+    let busy = post_on(&mut host, &config, &[("x-api-key", "key-reports")], "");
+    assert_eq!(body(&busy)["error"], "temporarily_unavailable");
+    assert!(header(&busy, "retry-after").unwrap().parse::<u64>().unwrap() >= 1);
+    // The budget is the worker's: a VM of its own signs at once.
+    let other = config_with(json!(RSA_PRIVATE), json!({"signing_budget_ms_per_second": 10}));
+    assert_eq!(post_on(&mut host, &other, &[("x-api-key", "key-reports")], "").status, 200);
+}
+
+#[test]
+fn a_request_refused_for_the_signing_budget_is_not_counted() {
+    let client = json!({"id": "reports", "key_hash": key_hash("key-reports"), "requests_per_hour": 2});
+    let config = limited_config(json!(RSA_PRIVATE), client, json!({"signing_budget_ms_per_second": 10}));
+    let mut host = FakeHost::new(&FakeShared::default());
+    host.tick_ns = 30_000_000;
+    let mut ask = || post_on(&mut host, &config, &[("x-api-key", "key-reports")], "").status;
+    assert_eq!([ask(), ask(), ask()], [200, 503, 503]);
+    host.now_ns.set(host.now_ns.get() + 10_000_000_000); // the budget refills
+    let mut ask = || post_on(&mut host, &config, &[("x-api-key", "key-reports")], "").status;
+    assert_eq!(ask(), 200, "the two 503s cost the client nothing");
+    host.now_ns.set(host.now_ns.get() + 10_000_000_000);
+    assert_eq!(post_on(&mut host, &config, &[("x-api-key", "key-reports")], "").status, 429);
 }

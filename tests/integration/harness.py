@@ -639,11 +639,13 @@ class EnvoyHarness:
     # ---- traffic ---------------------------------------------------------
 
     def request(self, method: str = "GET", path: str = "/", headers: Union[None, Mapping[str, str], Iterable[Tuple[str, str]]] = None,
-                body: Optional[bytes] = None, timeout: float = 10) -> Response:
+                body: Optional[bytes] = None, timeout: float = 10, source: Optional[str] = None) -> Response:
         """One request through the listener on a fresh connection; redirects are not
-        followed; headers are sent as given (a list of pairs may repeat a name)."""
+        followed; headers are sent as given (a list of pairs may repeat a name).
+        `source`: the client's loopback address (127.0.0.2, ...: Envoy sees it as the peer)."""
         self.last_request_at = time.monotonic()
-        conn = http.client.HTTPConnection("127.0.0.1", self.listener_port, timeout=timeout)
+        conn = http.client.HTTPConnection("127.0.0.1", self.listener_port, timeout=timeout,
+                                          source_address=(source, 0) if source else None)
         try:
             pairs = list(headers.items() if isinstance(headers, Mapping) else (headers or []))
             own_host = any(k.lower() == "host" for k, _ in pairs)  # then it is the only Host header

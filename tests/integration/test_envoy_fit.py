@@ -25,14 +25,15 @@ CONFIG = {
     "bypass": [{"path_prefix": "/healthz"}],
 }
 
-# Envoy's RBAC after wasm-authn: /admin only for alice, by the filter state, never a header.
+# Envoy's RBAC after wasm-authn: /admin only for the Basic user alice, by the filter state
+# (the qualified principal: another issuer's sub=alice is jwt:corp:alice), never a header.
 RBAC = {"name": "envoy.filters.http.rbac", "typed_config": {
     "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
     "rules": {"action": "ALLOW", "policies": {
         "alice-on-admin": {
             "permissions": [{"url_path": {"path": {"prefix": "/admin"}}}],
             "principals": [{"filter_state": {"key": "wasm.wasm_authn.principal",
-                                             "string_match": {"exact": "alice"}}}]},
+                                             "string_match": {"exact": "basic:alice"}}}]},
         "anyone-elsewhere": {
             "permissions": [{"not_rule": {"url_path": {"path": {"prefix": "/admin"}}}}],
             "principals": [{"any": True}]},
@@ -82,6 +83,11 @@ def test_rbac_admits_only_the_verified_principal(envoy):
     # A forged header reaches nothing: the state is set by the filter only.
     forged = {**bob, "x-auth-principal": "alice"}
     assert envoy.request("GET", "/admin/users", forged).status == 403
+    # corp's sub=alice is not the Basic user alice.
+    t = now()
+    corp_alice = mint(KEY, "ES256", {"iss": ISSUER, "sub": "alice", "exp": t + 300})
+    r = envoy.request("GET", "/admin/users", {"authorization": f"Bearer {corp_alice}"})
+    assert r.status == 403 and b"RBAC" in r.body, (r.status, r.body)
     # Without authentication (a bypass) there is no state: RBAC refuses /admin.
     assert envoy.request("GET", "/healthz").status == 200
     assert envoy.request("GET", "/anything", bob).status == 200
@@ -92,7 +98,7 @@ def test_access_logs_print_the_principal_and_the_reason(envoy, access_log):
     token = mint(KEY, "ES256", {"iss": ISSUER, "sub": "svc-7", "team": "payments", "exp": t + 300})
     assert envoy.request("GET", "/logged/jwt", {"authorization": f"Bearer {token}"}).status == 200
     line = log_line(access_log, "/logged/jwt")
-    assert "principal=svc-7 method=jwt provider=corp team=payments" in line, line
+    assert "principal=jwt:corp:svc-7 method=jwt provider=corp team=payments" in line, line
     expired = mint(KEY, "ES256", {"iss": ISSUER, "sub": "svc-7", "iat": t - 900, "exp": t - 600})
     assert envoy.request("GET", "/logged/expired", {"authorization": f"Bearer {expired}"}).status == 401
     line = log_line(access_log, "/logged/expired")
@@ -101,7 +107,7 @@ def test_access_logs_print_the_principal_and_the_reason(envoy, access_log):
     assert " 401 wasm_authn.missing_credential " in log_line(access_log, "/logged/none")
     r = envoy.request("GET", "/logged/basic", {"authorization": basic_header("alice", PASSWORDS["alice"])})
     assert r.status == 200
-    assert "principal=alice method=basic provider=- team=-" in log_line(access_log, "/logged/basic")
+    assert "principal=basic:alice method=basic provider=- team=-" in log_line(access_log, "/logged/basic")
 
 
 def test_each_decision_is_a_debug_line_without_secrets(envoy):

@@ -205,3 +205,37 @@ def test_the_fleet_example_is_a_valid_envoy_configuration():
     rules = _example("ratelimit-config.yaml")
     assert rules["domain"] == hcm["http_filters"][1]["typed_config"]["domain"]
     assert rules["descriptors"][0]["key"] == "principal"
+
+
+# --------------------------------------------------------------------------
+# Records forgotten only when the table is full (issue 17.10)
+
+
+def _slot_of(qualified: str, slots: int) -> int:
+    """The shared-data slot a principal's record lives in (src/shared_table.rs: SHA-256, little end, mod slots)."""
+    import hashlib
+    return int.from_bytes(hashlib.sha256(qualified.encode()).digest()[:8], "little") % slots
+
+
+def test_records_are_forgotten_only_when_the_table_is_full(envoy_factory):
+    # Twelve clients whose records share one slot of a 16-principal table (two slots of eight on average).
+    ids = [f"c{i}" for i in range(200) if _slot_of(f"api-key:c{i}", 2) == 0][:12]
+    keys = {client: f"key-of-{client}-0123" for client in ids}
+    config = {"limits": {"requests_per_hour": 3, "max_tracked_principals": 16},
+              "api_keys": {"clients": [{"id": c, "key_hash": sha256_hash(k), "max_concurrent": 1 if c == ids[1] else 0}
+                                       for c, k in keys.items()]}}
+    h = envoy_factory(config, concurrency=2, fresh=True)
+    victim, busy, others = ids[0], ids[1], ids[2:]
+    assert [h.request("GET", "/x", {"x-api-key": keys[victim]}).status for _ in range(3)] == [200] * 3
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        slow = pool.submit(h.request, "GET", "/x?echo_delay=3", {"x-api-key": keys[busy]}, None, 15)
+        time.sleep(0.5)
+        for client in others:
+            assert h.request("GET", "/x", {"x-api-key": keys[client]}).status == 200, client
+        r = h.request("GET", "/x", {"x-api-key": keys[victim]})
+        assert r.status == 429, "its count was kept: the table is not full"
+        r = h.request("GET", "/x", {"x-api-key": keys[busy]})
+        assert r.status == 429 and r.json()["message"] == "too many requests in flight", (r.status, r.body)
+        assert slow.result().status == 200
+    gauge = h.stats(filter=r"^wasmcustom\.wasm_authn\.tracked_principals$")
+    assert gauge.get("wasmcustom.wasm_authn.tracked_principals") == 12, gauge

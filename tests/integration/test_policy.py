@@ -54,7 +54,7 @@ CONFIG = {
     "rules": [
         {"match": {"path_prefix": "/public"}, "require": "none"},
         {"match": {"path_prefix": "/maybe"}, "require": "optional"},
-        {"match": {"route": "admin-route"}, "require": ["basic"], "principals": ["root"]},
+        {"match": {"route": "admin-route"}, "require": ["basic"], "principals": ["basic:root"]},
         {"match": {"path_prefix": "/orders", "methods": ["POST"]}, "scopes": ["orders:write"]},
         {"match": {"path_prefix": "/orders"}, "scopes": ["orders:read"]},
         {"match": {"path_prefix": "/corp-only"}, "require": ["jwt:corp"]},
@@ -226,12 +226,14 @@ def test_the_filter_never_reads_x_forwarded_for_itself(envoy_factory):
 
 def test_local_revocation(envoy_factory):
     t = now()
-    config = dict(CONFIG, revocation={"jti": ["leaked-1"], "not_before": {"u-old": t - 100}})
+    config = dict(CONFIG, revocation={"jti": ["leaked-1"], "not_before": {"jwt:corp:u-old": t - 100}})
     h = envoy_factory(config)
     r = h.request("GET", "/x", {"authorization": token(jti="leaked-1")})
     assert r.status == 401 and r.json() == {"error": "invalid_token", "message": "token revoked"}
     assert h.request("GET", "/x", {"authorization": token(sub="u-old", iat=t - 200)}).status == 401
     assert echo(h.request("GET", "/x", {"authorization": token(sub="u-old", iat=t - 50)}))
+    # partners' u-old is another principal.
+    assert echo(h.request("GET", "/x", {"authorization": token(iss="https://partners.example", sub="u-old", iat=t - 200)}))
     assert h.wasm_stats().get("wasm_authn.denied.token_revoked") == 2
 
 
@@ -268,14 +270,25 @@ def test_a_fetched_revocation_beats_the_cache_on_every_worker():
 
 
 def test_a_failed_revocation_fetch_keeps_the_last_good_list():
+    t = now()
     with JwksServer() as srv:
-        srv.set_reply("/revoked.json", body={"jti": ["gone"]})
+        srv.set_reply("/revoked.json", body={"jti": ["gone"], "not_before": {"jwt:corp:old": t}})
         config = dict(CONFIG, revocation={"remote": {"cluster": "jwks", "authority": "rev.test",
                                                      "path": "/revoked.json", "refresh_seconds": 1}})
         with EnvoyHarness(config, concurrency=2, jwks_port=srv.port) as h:
             assert srv.wait_for_hits("/revoked.json", 1)
             time.sleep(0.3)
             assert h.request("GET", "/x", {"authorization": token(jti="gone")}).status == 401
+            old = token(sub="old", iat=t - 10)
+            assert h.request("GET", "/x", {"authorization": old}).status == 401
+            assert echo(h.request("GET", "/x", {"authorization": token(iss="https://partners.example", sub="old",
+                                                                       iat=t - 10)}))
+            # A list that names a principal without its kind is no list: the last good one stays.
+            srv.set_reply("/revoked.json", body={"jti": [], "not_before": {"old": t}})
+            hits = srv.hits("/revoked.json")
+            assert srv.wait_for_hits("/revoked.json", hits + 2, timeout=6)
+            assert '\"old\" is not a qualified principal' in h.log_text() or '"old" is not a qualified principal' in h.log_text()
+            assert h.request("GET", "/x", {"authorization": old}).status == 401
             srv.set_reply("/revoked.json", status=500, body="down")
             hits = srv.hits("/revoked.json")
             assert srv.wait_for_hits("/revoked.json", hits + 2, timeout=6)

@@ -403,7 +403,7 @@ def test_a_wrong_password_flood_leaves_valid_traffic_its_latency(envoy_factory):
     # Made-up names and bob's guesses met the worker's budget for slow hashes.
     assert statuses.get(503, 0) >= busy > 0, (statuses, busy)
 
-    # bob's guesses are limited too: within basic.failure_limit (10) more, 429 until the window ends.
+    # bob's guesses from here are limited too: within basic.failure_limit (10) more, 429 until the window ends.
     for attempt in range(12):
         time.sleep(0.35)  # the budget refills
         r = h.request("GET", "/o", {"authorization": basic_header("bob", f"guess-{attempt}")})
@@ -412,5 +412,61 @@ def test_a_wrong_password_flood_leaves_valid_traffic_its_latency(envoy_factory):
         assert r.status == 401, (attempt, r.status, r.body)
     assert r.status == 429 and int(r.headers["retry-after"]) > 0, (r.status, r.headers)
     assert r.json()["error"] == "rate_limited"
-    # bob's own, remembered login still works: a lookup, not a check.
-    assert h.request("GET", "/o", {"authorization": basic_header("bob", "bob-password")}).status == 200
+    # bob's own, remembered login from elsewhere still works: a lookup, not a check (from
+    # the guessing address it is refused like a guess: a remembered login is no oracle).
+    bob = {"authorization": basic_header("bob", "bob-password")}
+    assert h.request("GET", "/o", bob, source="127.0.0.2").status == 200
+    assert h.request("GET", "/o", bob).status == 429
+
+
+# --------------------------------------------------------------------------
+# 17.11: a guessing source throttles itself, not the user it guesses at
+
+GUESSED = {"basic": {"users": [{"name": "bob", "password_hash": sha256_hash("bob-password-0123")}],
+                     "failure_limit": {"max_failures": 10, "max_failures_per_name": 100, "window_seconds": 60}},
+           "jwt": {"providers": [provider()]}}
+BOB = {"authorization": basic_header("bob", "bob-password-0123")}
+
+
+def _guess(h, source, n, password="guess"):
+    return [h.request("GET", "/o", {"authorization": basic_header("bob", f"{password}-{i}")}, source=source).status
+            for i in range(n)]
+
+
+def test_a_wrong_password_flood_from_one_address_leaves_the_user_elsewhere_alone(envoy_factory):
+    # No remembered verifications: every valid request meets the throttle and a check.
+    h = envoy_factory({**GUESSED, "cache": {"max_entries": 0}}, concurrency=2, fresh=True)
+    valid = []
+    for _ in range(4):
+        _guess(h, "127.0.0.2", 10)
+        valid += [h.request("GET", "/o", BOB, source="127.0.0.1").status for _ in range(5)]
+    assert valid == [200] * 20, valid
+    r = h.request("GET", "/o", {"authorization": basic_header("bob", "another-guess")}, source="127.0.0.2")
+    assert r.status == 429 and 0 < int(r.headers["retry-after"]) <= 60, (r.status, r.headers)
+    assert r.json() == {"error": "rate_limited", "message": "too many failed attempts for this user name"}
+    # The guessing address gets 429 for the right password too; another address does not.
+    assert h.request("GET", "/o", BOB, source="127.0.0.2").status == 429
+    assert h.request("GET", "/o", BOB, source="127.0.0.3").status == 200
+
+
+def test_a_remembered_login_is_no_oracle_for_a_throttled_address(envoy_factory):
+    h = envoy_factory(GUESSED, concurrency=1, fresh=True)
+    assert h.request("GET", "/o", BOB, source="127.0.0.1").status == 200  # verified and remembered
+    assert _guess(h, "127.0.0.2", 11)[-1] == 429
+    assert h.request("GET", "/o", BOB, source="127.0.0.2").status == 429, "the cache answered a throttled guesser"
+    assert h.request("GET", "/o", BOB, source="127.0.0.1").status == 200
+
+
+def test_guessing_from_many_addresses_meets_the_ceiling_of_the_name(envoy_factory):
+    """The documented cost: a distributed guess (here 3 addresses x 2 failures) locks the name
+    out from everywhere until the window ends, its owner included; other names are not."""
+    config = {"basic": {"users": [{"name": "bob", "password_hash": sha256_hash("bob-password-0123")},
+                                  {"name": "ann", "password_hash": sha256_hash("ann-password-0123")}],
+                        "failure_limit": {"max_failures": 2, "max_failures_per_name": 6, "window_seconds": 60}},
+              "cache": {"max_entries": 0}}
+    h = envoy_factory(config, concurrency=2, fresh=True)
+    for source in ("127.0.0.3", "127.0.0.4", "127.0.0.5"):
+        assert _guess(h, source, 2) == [401, 401], source
+    assert h.request("GET", "/o", BOB, source="127.0.0.1").status == 429
+    ann = {"authorization": basic_header("ann", "ann-password-0123")}
+    assert h.request("GET", "/o", ann, source="127.0.0.1").status == 200

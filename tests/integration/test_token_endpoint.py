@@ -284,3 +284,102 @@ def test_without_stop_iteration_the_header_form_works_and_a_body_gets_408(envoy_
     assert 9 <= time.monotonic() - started < 15
     assert "allow_on_headers_stop_iteration" in h.log_text()
     assert b'"headers"' not in r.body
+
+
+# --------------------------------------------------------------------------
+# Limits: one client, one budget (issue 17.8)
+
+
+def limited_config(**limits):
+    cfg = json.loads(json.dumps(CONFIG))
+    cfg["api_keys"]["clients"] = [dict(c, **limits) if c["id"] == "reports" else c for c in clients()]
+    return cfg
+
+
+def test_a_clients_key_and_its_tokens_share_one_budget(envoy_factory):
+    h = envoy_factory(limited_config(requests_per_hour=4), concurrency=4)
+    token = issued(post_json(h, {"apiKey": KEYS["reports"]}))["access_token"]  # one of its four (17.9)
+    with_key = [h.request("GET", "/orders/1", {"x-api-key": KEYS["reports"]}).status for _ in range(3)]
+    assert with_key == [200] * 3, with_key
+    with_token = [h.request("GET", "/orders/1", {"authorization": f"Bearer {token}"}).status for _ in range(3)]
+    assert with_token == [429] * 3, with_token
+
+
+def test_issuing_a_token_is_one_of_the_clients_requests(envoy_factory):
+    h = envoy_factory(limited_config(requests_per_hour=3), concurrency=4)
+    token = issued(post_json(h, {"apiKey": KEYS["reports"]}))["access_token"]
+    assert h.request("GET", "/orders/1", {"authorization": f"Bearer {token}"}).status == 200
+    assert h.request("GET", "/orders/1", {"x-api-key": KEYS["reports"]}).status == 200
+    r = oauth_error(post_json(h, {"apiKey": KEYS["reports"]}), 429, "rate_limited")
+    assert int(r.headers["retry-after"]) > 0 and r.headers["ratelimit-policy"] == '"hourly";q=3;w=3600'
+    assert h.request("GET", "/orders/1", {"x-api-key": KEYS["reports"]}).status == 429
+    assert h.wasm_stats().get("wasm_authn.denied.rate_limited", 0) >= 2
+
+
+TOKEN_FLOOD = r"""
+import http.client, sys, time
+port, seconds, per_second, key = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+deadline = time.monotonic() + seconds
+counts = {}
+while time.monotonic() < deadline:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("POST", "/auth/token", headers={"x-api-key": key})
+        r = conn.getresponse()
+        r.read()
+        counts[r.status] = counts.get(r.status, 0) + 1
+    except OSError:
+        pass
+    finally:
+        conn.close()
+    time.sleep(1 / per_second)
+print(counts)
+"""
+
+
+def _p50_of_valid_requests(h, headers, n=100, interval=0.02):
+    """Median latency of valid requests sent at a fixed rate, each timed from when it was due
+    (open loop: a stalled worker shows in every request that arrives while it is stalled)."""
+    from concurrent.futures import ThreadPoolExecutor
+    start = time.perf_counter()
+
+    def one(i):
+        due = start + i * interval
+        time.sleep(max(0.0, due - time.perf_counter()))
+        r = h.request("GET", "/orders/1", headers[i % len(headers)])
+        assert r.status == 200, (r.status, r.body)
+        return time.perf_counter() - due
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        times = sorted(pool.map(one, range(n)))
+    return times[len(times) // 2]
+
+
+def test_a_signing_flood_leaves_valid_traffic_its_latency(envoy_factory):
+    """Issue 17.9: one client asks for RS256 tokens as fast as it can (160 a second: more than a
+    worker can sign); valid requests on that worker keep their p50 within 2x of their own p50
+    alone, measured in this test."""
+    import subprocess
+    import sys
+    cfg = config(pkcs8(rsa_key()))
+    cfg["api_keys"]["clients"].append({"id": "flooder", "key_hash": sha256_hash("flooder-key-0123")})
+    h = envoy_factory(cfg, concurrency=1, fresh=True)
+    valid_token = issued(post_json(h, {"apiKey": KEYS["reports"]}))["access_token"]
+    valid = [{"x-api-key": KEYS["reports"]}, {"authorization": f"Bearer {valid_token}"}]
+    undisturbed = _p50_of_valid_requests(h, valid)
+    flooders = [subprocess.Popen([sys.executable, "-c", TOKEN_FLOOD, str(h.listener_port), "8", "40",
+                                  "flooder-key-0123"], stdout=subprocess.PIPE, text=True) for _ in range(4)]
+    try:
+        time.sleep(1)
+        flooded = _p50_of_valid_requests(h, valid)
+    finally:
+        outputs = [f.communicate(timeout=30)[0] for f in flooders]
+    ratio = flooded / undisturbed
+    print(f"valid requests' p50: {undisturbed * 1000:.2f} ms alone, {flooded * 1000:.2f} ms under the flood")
+    assert ratio < 2, f"p50 {undisturbed * 1000:.2f} ms alone, {flooded * 1000:.2f} ms under the flood ({ratio:.1f}x)"
+    statuses = {}
+    for out in outputs:
+        for status, count in eval(out.strip()).items():  # noqa: S307 - our own child's dict literal
+            statuses[status] = statuses.get(status, 0) + count
+    busy = h.wasm_stats().get("wasm_authn.denied.token_signing_busy", 0)
+    assert statuses.get(200, 0) > 0 and statuses.get(503, 0) >= busy > 0, (statuses, busy)

@@ -1,26 +1,37 @@
-//! A worker's budget for slow password hashes (bcrypt): a token bucket of
-//! hashing time. A bcrypt check blocks the Envoy worker thread; past the
-//! budget, an attempt that would need one is answered at once instead, so
+//! A worker's budget of time for work that blocks it (bcrypt checks, signing
+//! tokens): a token bucket of time. Such work blocks the Envoy worker thread;
+//! past the budget, a request that would need it is answered at once instead, so
 //! valid traffic on that worker keeps its latency.
+
+use crate::host_api::Clock;
 
 const NS_PER_MS: u64 = 1_000_000;
 const NS_PER_S: u64 = 1_000_000_000;
 
-#[derive(Debug)]
-pub struct SlowHashBudget {
-    /// Hashing time granted per second of wall time.
+#[derive(Debug, Clone, Copy)]
+pub struct TimeBudget {
+    /// Time granted per second of wall time.
     per_second_ns: u64,
     /// At most this much saved up (one second's grant): a burst after idle time.
     capacity_ns: u64,
-    /// May go below zero: a hash is paid for after it ran.
+    /// May go below zero: work is paid for after it ran.
     balance_ns: i64,
     last_ns: u64,
 }
 
-impl SlowHashBudget {
-    pub fn new(ms_per_second: u64) -> SlowHashBudget {
+/// Why work did not run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotRun {
+    /// The budget is spent: try again after this long.
+    Busy { retry_after_seconds: u64 },
+    /// The host could not tell the time.
+    NoClock,
+}
+
+impl TimeBudget {
+    pub fn new(ms_per_second: u64) -> TimeBudget {
         let per_second_ns = ms_per_second.saturating_mul(NS_PER_MS);
-        SlowHashBudget {
+        TimeBudget {
             per_second_ns,
             capacity_ns: per_second_ns,
             balance_ns: i64::try_from(per_second_ns).unwrap_or(i64::MAX),
@@ -41,19 +52,30 @@ impl SlowHashBudget {
         }
     }
 
-    /// Whether a slow hash may run now.
-    pub fn available(&mut self, now_ns: u64) -> bool {
+    /// Whether work may run now.
+    fn available(&mut self, now_ns: u64) -> bool {
         self.refill(now_ns);
         self.balance_ns > 0
     }
 
-    /// Pay for a hash that took `ns`.
-    pub fn spend(&mut self, ns: u64) {
+    /// Pay for work that took `ns`.
+    fn spend(&mut self, ns: u64) {
         self.balance_ns = self.balance_ns.saturating_sub(i64::try_from(ns).unwrap_or(i64::MAX));
     }
 
-    /// Whole seconds until a hash may run again (at least 1).
-    pub fn retry_after_seconds(&self) -> u64 {
+    /// Run `work` if the budget allows it now, and pay for the time it took, by `clock`.
+    pub fn run<T>(&mut self, clock: &dyn Clock, work: impl FnOnce() -> T) -> Result<T, NotRun> {
+        let start = clock.now_ns().ok_or(NotRun::NoClock)?;
+        if !self.available(start) {
+            return Err(NotRun::Busy { retry_after_seconds: self.retry_after_seconds() });
+        }
+        let done = work();
+        self.spend(clock.now_ns().unwrap_or(start).saturating_sub(start));
+        Ok(done)
+    }
+
+    /// Whole seconds until work may run again (at least 1).
+    fn retry_after_seconds(&self) -> u64 {
         if self.balance_ns > 0 || self.per_second_ns == 0 {
             return 1;
         }
@@ -65,12 +87,13 @@ impl SlowHashBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{FakeHost, FakeShared};
 
     const MS: u64 = NS_PER_MS;
 
     #[test]
     fn a_quarter_of_each_second() {
-        let mut budget = SlowHashBudget::new(250);
+        let mut budget = TimeBudget::new(250);
         let start = 10 * NS_PER_S;
         // Saved up: one second's grant, i.e. three 75 ms hashes and a fourth that overdraws.
         for i in 0..4 {
@@ -86,7 +109,7 @@ mod tests {
 
     #[test]
     fn never_saves_more_than_a_second() {
-        let mut budget = SlowHashBudget::new(100);
+        let mut budget = TimeBudget::new(100);
         assert!(budget.available(NS_PER_S));
         assert!(budget.available(3600 * NS_PER_S));
         budget.spend(250 * MS);
@@ -95,8 +118,24 @@ mod tests {
     }
 
     #[test]
+    fn work_runs_within_the_budget_and_is_paid_for_by_the_clock() {
+        let mut host = FakeHost::new(&FakeShared::default());
+        host.tick_ns = 300 * MS; // each reading of the clock: 300 ms later
+        let mut budget = TimeBudget::new(250);
+        let runs: Vec<Result<u8, NotRun>> = (0..3).map(|_| budget.run(&host, || 7)).collect();
+        assert_eq!(runs, [Ok(7), Ok(7), Err(NotRun::Busy { retry_after_seconds: 1 })]);
+        struct Stopped;
+        impl Clock for Stopped {
+            fn now_ns(&self) -> Option<u64> {
+                None
+            }
+        }
+        assert_eq!(TimeBudget::new(250).run(&Stopped, || 7), Err(NotRun::NoClock));
+    }
+
+    #[test]
     fn clock_going_backwards_grants_nothing() {
-        let mut budget = SlowHashBudget::new(100);
+        let mut budget = TimeBudget::new(100);
         assert!(budget.available(5 * NS_PER_S));
         budget.spend(200 * MS);
         assert!(!budget.available(NS_PER_S));
