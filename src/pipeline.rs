@@ -5,6 +5,7 @@
 //!                                  here (never forwarded)              -> 200, 4xx, or read the body
 //!   route         route.rs         bypass, then rules: first match
 //!                                  (no match: any scheme)              -> require "none": continue, no principal
+//!                                                                         a `..;` path segment: 400
 //!   network       policy.rs        trusted_networks                    -> 403
 //!   extract       credential.rs    Authorization, API key headers,
 //!                                  the query parameter where set       -> 401 missing or unreadable
@@ -88,6 +89,9 @@ pub fn decide(
     // route
     let rule = if config.routes.rules.is_empty() && !config.routes.bypass_cors_preflight {
         &crate::route::DEFAULT_RULE
+    } else if path.get().hidden_dot_segment {
+        // No rule may relax it, and none can say what it names: refused whatever the rules.
+        return Decision::Reply(LocalReply::ambiguous_path());
     } else {
         config.routes.select(request, path.get())
     };
@@ -148,6 +152,9 @@ pub fn decide(
     }
 
     // authorize
+    if principal.privileges.paths.is_some() && path.get().hidden_dot_segment {
+        return Decision::Reply(LocalReply::ambiguous_path());
+    }
     if needs_authorization(&principal, rule) {
         let access = Access { method: request.method, path: path.get(), source: request.source };
         match policy::authorize(&principal, rule, &access) {

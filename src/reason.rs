@@ -63,6 +63,8 @@ reasons! {
     TokenRevoked => "token_revoked",
     /// The client address is outside the trusted networks (the configuration's or the principal's).
     NetworkNotTrusted => "network_not_trusted",
+    /// A path with a dot segment with parameters (`..;`), where a rule or a privilege reads paths.
+    AmbiguousPath => "ambiguous_path",
     MethodNotAllowed => "method_not_allowed",
     PathNotAllowed => "path_not_allowed",
     PrincipalNotAllowed => "principal_not_allowed",

@@ -443,6 +443,39 @@ fn bypass_matches_normalized_paths_at_segment_boundaries() {
 }
 
 #[test]
+fn path_parameters_are_removed_and_dot_segments_with_parameters_refused() {
+    let mut vm = policy_vm(json!({"bypass": [{"path_prefix": "/healthz"}]}));
+    // A servlet container reads each of these as /admin (or /orders/..): no bypass, no relaxed
+    // rule, and no restrictive one either: 400 before any credential is read.
+    let root = basic("reader", "secret");
+    for escape in ["/healthz/%2e%2e;/admin", "/healthz/..;/admin", "/public/.%2E;x=1/admin", "/maybe/%2e;/x"] {
+        for headers in [&[][..], &[("authorization", root.as_str())]] {
+            let r = denied(decide_with(&mut vm, "GET", escape, headers));
+            assert_eq!((r.status, r.reason, r.error), (400, Reason::AmbiguousPath, "bad_request"), "{escape}");
+        }
+    }
+    // Parameters are removed from every segment: `/admin;x=1` is /admin to the rules.
+    let r = denied(decide_with(&mut vm, "GET", "/admin;x=1", &[("authorization", &root)]));
+    assert_eq!(r.reason, Reason::PrincipalNotAllowed);
+    assert!(matches!(decide_with(&mut vm, "GET", "/healthz;jsessionid=1", &[]), Decision::Bypass(_)));
+    assert!(matches!(decide_with(&mut vm, "GET", "/public;v=2/x", &[]), Decision::Bypass(_)));
+}
+
+#[test]
+fn path_privileges_refuse_dot_segments_with_parameters_without_rules() {
+    let mut vm = authenticator(json!({"bypass": [], "api_keys": {"clients": [
+        {"id": "orders", "key_hash": SECRET_SHA256, "paths": ["/orders"]}
+    ]}}));
+    allowed(decide_with(&mut vm, "GET", "/orders;v=1/7", &[("x-api-key", "secret")]));
+    let r = denied(decide_with(&mut vm, "GET", "/orders;v=1/../billing", &[("x-api-key", "secret")]));
+    assert_eq!(r.reason, Reason::PathNotAllowed);
+    let r = denied(decide_with(&mut vm, "GET", "/orders/%2e%2e;/billing", &[("x-api-key", "secret")]));
+    assert_eq!((r.status, r.reason), (400, Reason::AmbiguousPath));
+    // Without rules or path privileges the filter reads no path: nothing to escape.
+    allowed(decide_with(&mut vm, "GET", "/x/%2e%2e;/y", &[("authorization", &basic("alice", "secret"))]));
+}
+
+#[test]
 fn cors_preflight_bypass_needs_origin_and_request_method() {
     let mut vm = authenticator(json!({"bypass": [], "bypass_cors_preflight": true}));
     let preflight = [("origin", "https://app.example"), ("access-control-request-method", "POST")];

@@ -44,12 +44,24 @@ fn escapes_never_reach_a_relaxed_rule() {
         rules: vec![rule(prefix("/public"), Require::None), rule(prefix("/admin"), Require::Kinds(vec![Kind::Basic]))],
         bypass_cors_preflight: false,
     };
-    for escaped in ["/public/../admin", "//admin", "/%61dmin", "/public/%2e%2e/admin", "/public/..%2fadmin"] {
+    for escaped in [
+        "/public/../admin",
+        "//admin",
+        "/%61dmin",
+        "/public/%2e%2e/admin",
+        "/public/..%2fadmin",
+        "/public/%2e%2e;/admin",
+        "/public/..;x=1/admin",
+        "/admin;x=1/a",
+        "/admin;/a",
+    ] {
         let chosen = select(&routes, "GET", escaped, &[]);
         assert!(matches!(chosen.require, Require::Kinds(_)), "{escaped} fell under {chosen:?}");
     }
     // An ambiguous path never relaxes, even where it names the relaxed route.
     assert_eq!(select(&routes, "GET", "/public%2Fdocs", &[]), &DEFAULT_RULE);
+    assert_eq!(select(&routes, "GET", "/public/x/.;/docs", &[]), &DEFAULT_RULE);
+    assert_eq!(select(&routes, "GET", "/public;v=1/docs", &[]).require, Require::None);
     assert_eq!(select(&routes, "GET", "/adminX", &[]), &DEFAULT_RULE);
     assert_eq!(select(&routes, "GET", "/PUBLIC/", &[]), &DEFAULT_RULE);
 }
