@@ -82,7 +82,8 @@ impl Require {
     }
 }
 
-/// `:authority` exact, or `*.suffix` for any subdomain (compared without case and port).
+/// `:authority` exact, or `*.suffix` for any subdomain (compared without case, port
+/// and one trailing dot: `admin.example.` is `admin.example` to DNS and to Envoy's routes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostPattern {
     Exact(String),
@@ -92,6 +93,7 @@ pub enum HostPattern {
 impl HostPattern {
     fn matches(&self, authority: &str) -> bool {
         let host = strip_port(authority);
+        let host = host.strip_suffix('.').unwrap_or(host);
         match self {
             HostPattern::Exact(name) => host.eq_ignore_ascii_case(name),
             HostPattern::Suffix(suffix) => {

@@ -206,8 +206,15 @@ fn route_match(raw: RawMatch, path: &str) -> Result<RouteMatch, ConfigError> {
         Some(host) => {
             let name = host.strip_prefix("*.");
             let text = name.unwrap_or(&host);
-            if text.is_empty() || !text.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b)) {
-                return Err(ConfigError::new(format!("{path}.host"), "must be a host name, or *.suffix"));
+            // Labels are never empty: `a..b`, `.a` and `a.` (requests are matched without
+            // their trailing dot) would never match.
+            let label =
+                |label: &str| !label.is_empty() && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+            if !text.split('.').all(label) {
+                return Err(ConfigError::new(
+                    format!("{path}.host"),
+                    "must be a host name, or *.suffix (without a trailing dot)",
+                ));
             }
             Some(match name {
                 Some(suffix) => HostPattern::Suffix(format!(".{suffix}")),

@@ -149,6 +149,14 @@ fn errors_name_the_field() {
             "rules[0].match.host:",
         ),
         (
+            json!({"rules": [{"match": {"host": "admin.example."}}], "basic": {"users": [{"name": "a", "password_hash": SECRET_SHA256}]}}),
+            "rules[0].match.host: must be a host name, or *.suffix (without a trailing dot)",
+        ),
+        (
+            json!({"rules": [{"match": {"host": "*.a..example"}}], "basic": {"users": [{"name": "a", "password_hash": SECRET_SHA256}]}}),
+            "rules[0].match.host:",
+        ),
+        (
             json!({"rules": [{"require": "none", "scopes": ["x"]}], "basic": {"users": [{"name": "a", "password_hash": SECRET_SHA256}]}}),
             "rules[0]: a rule that requires nothing",
         ),

@@ -81,6 +81,10 @@ fn every_condition_must_match() {
     assert_eq!(select(&routes, "GET", "/orders/1", &host("api.example.com")), &DEFAULT_RULE);
     assert_eq!(select(&routes, "POST", "/orders/1", &host("example.com")), &DEFAULT_RULE, "*.suffix needs a subdomain");
     assert_eq!(select(&routes, "POST", "/orders/1", &host("evil-example.com")), &DEFAULT_RULE);
+    for fqdn in ["x.api.example.com.", "x.api.example.com.:8443", "X.API.Example.COM."] {
+        assert_eq!(select(&routes, "POST", "/orders/1", &host(fqdn)).require, Require::Optional, "{fqdn}");
+    }
+    assert_eq!(select(&routes, "POST", "/orders/1", &host("x.example.com..")), &DEFAULT_RULE, "one dot only");
     assert_eq!(select(&routes, "POST", "/other", &host("api.example.com")), &DEFAULT_RULE);
 
     let exact = RouteMatch {
@@ -92,6 +96,9 @@ fn every_condition_must_match() {
     assert_eq!(select(&routes, "GET", "/status?x=1", &[(":authority", "api.example")]).require, Require::None);
     assert_eq!(select(&routes, "GET", "/status/x", &[(":authority", "api.example")]), &DEFAULT_RULE);
     assert_eq!(select(&routes, "GET", "/status", &[(":authority", "[::1]:80")]), &DEFAULT_RULE);
+    for fqdn in ["api.example.", "api.example.:8443"] {
+        assert_eq!(select(&routes, "GET", "/status", &[(":authority", fqdn)]).require, Require::None, "{fqdn}");
+    }
 }
 
 #[test]

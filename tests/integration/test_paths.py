@@ -96,3 +96,26 @@ def test_parameters_still_match_a_bypass(envoy_settings):
     seen = upstream(envoy_settings.request("GET", "/healthz;jsessionid=1"))
     assert seen["path"] == "/healthz;jsessionid=1"
     assert upstream(envoy_settings.request("GET", "/public;v=2/docs"))["path"] == "/public;v=2/docs"
+
+
+# --------------------------------------------------------------------------
+# Item 5: a trailing dot in Host
+
+
+@pytest.mark.parametrize("host", ["x.api.example.", "X.API.example.", "admin.example.", "admin.example.:8443",
+                                  "Admin.Example."])
+def test_a_trailing_dot_does_not_escape_a_host_rule(envoy_settings, host):
+    r = envoy_settings.request("GET", "/reports", {"host": host, "authorization": BOB})
+    assert r.status == 403, (host, r.status, r.body[:200])
+    seen = upstream(envoy_settings.request("GET", "/reports", {"host": host, "authorization": ALICE}))
+    # Bundled: Envoy strips the dot (strip_trailing_host_dot); lax: the upstream gets it as sent.
+    assert seen["headers"]["host"] in (host, host.replace(".:", ":").rstrip(".")), seen["headers"]["host"]
+
+
+def test_the_bundled_envoy_strips_the_trailing_dot(envoy_factory):
+    seen = upstream(envoy_factory(CONFIG).request("GET", "/healthz", {"host": "admin.example.:8443"}))
+    assert seen["headers"]["host"] == "admin.example:8443"
+
+
+def test_a_trailing_dot_still_matches_a_relaxed_host_rule(envoy_settings):
+    assert upstream(envoy_settings.request("GET", "/reports", {"host": "open.example."}))["path"] == "/reports"
