@@ -232,9 +232,11 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
     for (i, rule) in raw.bypass.into_iter().enumerate() {
         rules.push(policy::bypass_rule(rule, i)?);
     }
+    let bypass_count = rules.len();
     for (i, rule) in raw.rules.into_iter().enumerate() {
         rules.push(policy::rule(rule, i, &provider_names)?);
     }
+    policy::every_rule_is_reachable(&rules, bypass_count)?;
     let routes = Routes { rules, bypass_cors_preflight: raw.bypass_cors_preflight };
     let trusted_networks = raw.trusted_networks.map(|n| policy::networks(n, "trusted_networks")).transpose()?;
     let revocation = policy::revocation(raw.revocation)?;

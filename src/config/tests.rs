@@ -218,6 +218,92 @@ fn errors_name_the_field() {
 }
 
 #[test]
+fn a_rule_that_can_never_match_is_refused() {
+    let with = |bypass: serde_json::Value, rules: serde_json::Value| json!({"bypass": bypass, "rules": rules, "basic": {"users": [{"name": "a", "password_hash": SECRET_SHA256}]}});
+    let refused = [
+        (
+            with(json!([]), json!([{"match": {"path": "/a", "path_prefix": "/b"}}])),
+            "rules[0].match: path is not under path_prefix: the rule never matches",
+        ),
+        (
+            with(json!([]), json!([{"match": {"path": "/ab", "path_prefix": "/a"}}])),
+            "rules[0].match: path is not under",
+        ),
+        (
+            with(json!([]), json!([{"match": {"path_prefix": "/a", "methods": []}}])),
+            "rules[0].match.methods: must list a method",
+        ),
+        (
+            with(json!([]), json!([{}, {"match": {"path_prefix": "/x"}}])),
+            "rules[1]: never matches: rules[0] before it matches every request it would",
+        ),
+        (
+            with(
+                json!([{"path_prefix": "/healthz"}]),
+                json!([{"match": {"path_prefix": "/healthz/x"}, "require": "none"}]),
+            ),
+            "rules[0]: never matches: bypass[0]",
+        ),
+        (
+            with(json!([{"path_prefix": "/a"}, {"path_prefix": "/a/b", "method": "GET"}]), json!([])),
+            "bypass[1]: never matches: bypass[0]",
+        ),
+        (
+            with(
+                json!([]),
+                json!([{"match": {"path_prefix": "/a/"}}, {"match": {"path": "/a/b", "methods": ["GET"]}}]),
+            ),
+            "rules[1]: never matches: rules[0]",
+        ),
+        (
+            with(
+                json!([]),
+                json!([{"match": {"methods": ["GET", "POST"]}}, {"match": {"methods": ["post"], "route": "r"}}]),
+            ),
+            "rules[1]: never matches: rules[0]",
+        ),
+        (
+            with(json!([]), json!([{"match": {"host": "*.Example"}}, {"match": {"host": "a.example"}}])),
+            "rules[1]: never matches: rules[0]",
+        ),
+        (
+            with(json!([]), json!([{"match": {"host": "*.example"}}, {"match": {"host": "*.a.EXAMPLE"}}])),
+            "rules[1]: never matches: rules[0]",
+        ),
+        (
+            with(json!([]), json!([{"match": {"host": "a.example"}}, {"match": {"host": "A.example", "path": "/x"}}])),
+            "rules[1]: never matches: rules[0]",
+        ),
+        (
+            with(
+                json!([]),
+                json!([{"match": {"route": "r"}, "require": "optional"}, {"match": {"route": "r"}, "require": "none"}]),
+            ),
+            "rules[1]: never matches: rules[0]",
+        ),
+    ];
+    for (config, expected) in refused {
+        let error = error_of(config.clone());
+        assert!(error.starts_with(expected), "{config}: {error}");
+    }
+    let reachable = [
+        with(json!([]), json!([{"match": {"path": "/a/b", "path_prefix": "/a"}}])),
+        with(json!([]), json!([{"match": {"path": "/a", "path_prefix": "/a"}}])),
+        // A relaxed rule lets ambiguous paths (/public%2Fx) through to the restrictive one.
+        with(json!([{"path_prefix": "/public"}]), json!([{"match": {"path_prefix": "/public/x"}, "scopes": ["s"]}])),
+        with(json!([]), json!([{"match": {"path_prefix": "/a/"}}, {"match": {"path_prefix": "/a"}}])),
+        with(json!([]), json!([{"match": {"methods": ["GET"]}}, {"match": {"methods": ["GET", "POST"]}}])),
+        with(json!([]), json!([{"match": {"host": "a.example"}}, {"match": {"host": "*.example"}}])),
+        with(json!([]), json!([{"match": {"host": "*.a.example"}}, {"match": {"host": "*.example"}}])),
+        with(json!([]), json!([{"match": {"host": "*.example"}}, {"match": {"host": "example"}}])),
+        with(json!([]), json!([{"match": {"route": "r"}}, {"match": {"route": "s"}}, {}])),
+    ];
+    for config in reachable {
+        assert!(parse(config.clone()).is_ok(), "{config}: {:?}", parse(config.clone()).err());
+    }
+}
+
+#[test]
 fn not_json_and_too_large() {
     assert!(Config::from_json(b"{").unwrap_err().to_string().contains("not valid JSON"));
     assert!(Config::from_json(&vec![b' '; MAX_CONFIG_BYTES + 1]).unwrap_err().to_string().contains("larger"));

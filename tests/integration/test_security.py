@@ -219,6 +219,24 @@ REFUSED = {
         "jwt.providers[0].local_jwks.keys[0].x: a small-order (weak) Ed25519 public key"),
     "non-normal-bypass": (
         {"bypass": [{"path_prefix": "/a/../b"}], "jwt": {"providers": [provider()]}}, "bypass[0].path_prefix:"),
+    # Rules that can never match (issue 17.14), and a host no request carries (17.5).
+    "rule-path-outside-its-prefix": (
+        {"rules": [{"match": {"path": "/admin", "path_prefix": "/public"}}], "jwt": {"providers": [provider()]}},
+        "rules[0].match: path is not under path_prefix: the rule never matches"),
+    "rule-without-methods": (
+        {"rules": [{"match": {"path_prefix": "/admin", "methods": []}}], "jwt": {"providers": [provider()]}},
+        "rules[0].match.methods: must list a method"),
+    "rule-behind-a-bypass": (
+        {"bypass": [{"path_prefix": "/healthz"}], "rules": [{"match": {"path_prefix": "/healthz/x"}, "require": "optional"}],
+         "jwt": {"providers": [provider()]}},
+        "rules[0]: never matches: bypass[0] before it matches every request it would"),
+    "rule-behind-a-wider-rule": (
+        {"rules": [{"match": {"host": "*.example"}, "require": ["jwt"]},
+                   {"match": {"host": "admin.example", "path_prefix": "/x"}, "principals": ["root"]}],
+         "jwt": {"providers": [provider()]}},
+        "rules[1]: never matches: rules[0]"),
+    "host-with-a-trailing-dot": (
+        {"rules": [{"match": {"host": "admin.example."}}], "jwt": {"providers": [provider()]}}, "rules[0].match.host:"),
 }
 
 
