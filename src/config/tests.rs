@@ -304,6 +304,32 @@ fn a_rule_that_can_never_match_is_refused() {
 }
 
 #[test]
+fn a_provider_keypair_and_token_endpoint_never_claim_one_issuer() {
+    let pem = include_str!("../../tests/keys/ec_p256_public.pem");
+    let keypair = json!([{"id": "signer", "public_key": pem}]);
+    // The provider's issuer is the keypair's key: as written, in CRLF, indented, trimmed.
+    for issuer in [pem.to_string(), pem.replace('\n', "\r\n"), format!("  {pem}\n"), pem.trim().to_string()] {
+        let config = json!({"jwt": {"providers": [hs256_provider("corp", &issuer)]}, "keypairs": keypair});
+        assert_eq!(
+            error_of(config),
+            "keypairs[0].public_key: jwt.providers[0].issuer claims this issuer too: a token's iss would name both"
+        );
+    }
+    let config = json!({"jwt": {"providers": [hs256_provider("corp", "signer")]}, "keypairs": keypair});
+    assert!(error_of(config).starts_with("keypairs[0].id: jwt.providers[0].issuer claims this issuer too"));
+    let config = json!({"jwt": {"providers": [hs256_provider("signer", "https://x")]}, "keypairs": keypair});
+    assert_eq!(error_of(config), "keypairs[0].id: jwt.providers[0].name has this name too");
+    let two_keys = json!([{"id": "a", "public_key": pem}, {"id": "b", "public_key": pem.replace('\n', "\r\n")}]);
+    let config = json!({"keypairs": two_keys});
+    assert!(error_of(config).starts_with("keypairs[1].public_key: keypairs[0].public_key claims this issuer too"));
+    let mut endpoint = json!({"keypairs": keypair, "api_keys": {"clients": [{"id": "c", "key_hash": SECRET_SHA256}]},
+        "token_endpoint": {"path": "/token", "issuer": pem, "signing_key": ED25519_PRIVATE}});
+    assert!(error_of(endpoint.clone()).starts_with("token_endpoint.issuer: keypairs[0].public_key claims this issuer"));
+    endpoint["token_endpoint"]["issuer"] = json!("https://me");
+    assert!(parse(endpoint).is_ok());
+}
+
+#[test]
 fn not_json_and_too_large() {
     assert!(Config::from_json(b"{").unwrap_err().to_string().contains("not valid JSON"));
     assert!(Config::from_json(&vec![b' '; MAX_CONFIG_BYTES + 1]).unwrap_err().to_string().contains("larger"));

@@ -206,6 +206,7 @@ def test_absurd_expiry_times_are_malformed(lax, exp):
 # Bad configurations refused at load, naming the field
 
 
+KEYPAIR_PEM = public_pem(p256_key()).decode()
 WEAK_ED25519 = {"kty": "OKP", "crv": "Ed25519", "kid": "weak", "x": b64u(b"\x01" + b"\x00" * 31)}
 REFUSED = {
     "claim-sets-principal": (
@@ -235,6 +236,11 @@ REFUSED = {
                    {"match": {"host": "admin.example", "path_prefix": "/x"}, "principals": ["root"]}],
          "jwt": {"providers": [provider()]}},
         "rules[1]: never matches: rules[0]"),
+    # A provider whose issuer is a keypair's public key (as its tokens carry it; issue 17.15).
+    "provider-issuer-is-a-keypairs-key": (
+        {"jwt": {"providers": [provider(issuer=KEYPAIR_PEM.replace("\n", "\r\n"))]},
+         "keypairs": [{"id": "engine", "public_key": KEYPAIR_PEM}]},
+        "keypairs[0].public_key: jwt.providers[0].issuer claims this issuer too"),
     "host-with-a-trailing-dot": (
         {"rules": [{"match": {"host": "admin.example."}}], "jwt": {"providers": [provider()]}}, "rules[0].match.host:"),
 }
