@@ -36,7 +36,7 @@ use crate::shape::{PrincipalHeaders, Upstream};
 use crate::shared_table::SharedTable;
 use crate::token_endpoint::TokenEndpoint;
 use crate::token_location::{TokenLocations, AUTHORIZATION};
-use names::{form_name, header_name, principal_name};
+use names::{cookie_name, header_name, param_name, principal_name};
 use schema::{RawApiKeys, RawBasic, RawConfig};
 pub use secrets::Env;
 
@@ -362,11 +362,11 @@ fn compile_api_keys(raw: Option<RawApiKeys>, limits: &Limits, env: Env) -> Resul
         headers.push(name);
     }
     if let Some(q) = &raw.query_param {
-        form_name(q, "api_keys.query_param")?;
+        param_name(q, "api_keys.query_param")?;
     }
     for (i, cookie) in raw.cookies.iter().enumerate() {
         let path = format!("api_keys.cookies[{i}]");
-        form_name(cookie, &path)?;
+        cookie_name(cookie, &path)?;
         if raw.cookies[..i].iter().any(|earlier| lenient_name(earlier) == lenient_name(cookie)) {
             return Err(ConfigError::new(path, "is already listed (in some spelling)"));
         }

@@ -468,6 +468,28 @@ fn api_key_cookies_are_plain_distinct_names() {
     }
 }
 
+#[test]
+fn query_parameter_names_are_what_a_query_holds_unencoded() {
+    // CData Arc's `@authtoken`, and the other pchar a form parser gives no meaning.
+    for name in ["@authtoken", "api-key.v2", "key~1", "a:b", "x!$'()*,"] {
+        let c = parse(api_keys_with(json!({"query_param": name}))).unwrap();
+        assert_eq!(c.api_keys.query_param.as_deref(), Some(name));
+        let mut provider = hs256_provider("corp", "https://id.corp");
+        provider["from_params"] = json!([name]);
+        assert!(parse(json!({"jwt": {"providers": [provider]}})).is_ok(), "{name}");
+    }
+    for name in ["a&b", "a=b", "a;b", "a+b", "a%40b", "a[]", "a b", "a#b", "a?b", "a/b", "\u{e9}"] {
+        let error = error_of(api_keys_with(json!({"query_param": name})));
+        assert!(
+            error.starts_with("api_keys.query_param: must be a non-empty name of [A-Za-z0-9] and"),
+            "{name}: {error}"
+        );
+    }
+    // Not a cookie name (RFC 6265 tokens exclude '@').
+    let error = error_of(api_keys_with(json!({"cookies": ["@authtoken"]})));
+    assert!(error.starts_with("api_keys.cookies[0]: must be a non-empty name of [A-Za-z0-9-_.]"), "{error}");
+}
+
 fn providers_with(places: &[serde_json::Value]) -> serde_json::Value {
     let providers: Vec<serde_json::Value> = places
         .iter()

@@ -242,6 +242,25 @@ fn api_keys_in_headers_basic_and_query() {
 }
 
 #[test]
+fn cdata_arcs_authtoken_parameter_read_under_any_encoding_of_its_name() {
+    let mut vm = authenticator(json!({"api_keys": {"query_param": "@authtoken", "clients": [
+        {"id": "reporting", "key_hash": SECRET_SHA256}
+    ]}}));
+    for path in ["/r?x=1&@authtoken=secret", "/r?x=1&%40authtoken=secret", "/r?x=1&%40authtoken=secret&@AuthToken=d"] {
+        let (principal, changes) = allowed(decide_with(&mut vm, "GET", path, &[]));
+        assert_eq!((principal.id.as_str(), changes.path.as_deref()), ("reporting", Some("/r?x=1")), "{path}");
+    }
+    let r = denied(decide_with(&mut vm, "GET", "/r?@authtoken=secret&%40authtoken=other", &[]));
+    assert_eq!(r.reason, Reason::CredentialAmbiguous);
+    let mut vm =
+        authenticator(json!({"forward_credentials": true, "api_keys": {"query_param": "@authtoken", "clients": [
+            {"id": "reporting", "key_hash": SECRET_SHA256}
+        ]}}));
+    let (_, changes) = allowed(decide_with(&mut vm, "GET", "/r?@AUTHTOKEN=d&%40authtoken=secret", &[]));
+    assert_eq!(changes.path.as_deref(), Some("/r?%40authtoken=secret"), "the verified one is what is forwarded");
+}
+
+#[test]
 fn disabled_and_unknown_api_keys() {
     let mut vm = authenticator(json!({}));
     // sha256("foobar") is the retired client's key.
