@@ -65,6 +65,8 @@ reasons! {
     NetworkNotTrusted => "network_not_trusted",
     /// A path with a dot segment with parameters (`..;`), where a rule or a privilege reads paths.
     AmbiguousPath => "ambiguous_path",
+    /// A method override that falls under another rule than the request's own method, or too many (`method_overrides: "judge"`).
+    MethodOverrideRefused => "method_override_refused",
     MethodNotAllowed => "method_not_allowed",
     PathNotAllowed => "path_not_allowed",
     PrincipalNotAllowed => "principal_not_allowed",

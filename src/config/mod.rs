@@ -25,6 +25,7 @@ use crate::basic::{BasicUsers, FailureLimit};
 use crate::cache::CacheSettings;
 use crate::jwt::{normalized_pem, Issuer, Provider};
 use crate::limits::{LimitTable, Limits};
+use crate::method_override::MethodOverrides;
 use crate::network::Networks;
 use crate::password::PasswordHash;
 use crate::privileges::Privileges;
@@ -196,6 +197,8 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
     if raw.realm.is_empty() || raw.realm.chars().any(|c| c == '"' || c == '\\' || c.is_control()) {
         return Err(ConfigError::new("realm", "must be non-empty, without quotes, backslashes or control characters"));
     }
+    let method_overrides = MethodOverrides::from_name(&raw.method_overrides)
+        .ok_or_else(|| ConfigError::new("method_overrides", "must be \"remove\" or \"judge\""))?;
     if raw.clock_skew_seconds > MAX_CLOCK_SKEW_SECONDS {
         return Err(ConfigError::new("clock_skew_seconds", format!("must be at most {MAX_CLOCK_SKEW_SECONDS}")));
     }
@@ -263,6 +266,7 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
             owned_headers,
             forward_credentials: raw.forward_credentials,
             filter_state: raw.filter_state,
+            method_overrides,
         },
         routes,
         trusted_networks,

@@ -119,6 +119,7 @@ fn errors_name_the_field() {
         (json!({"unknown_field": 1}), "unknown field `unknown_field`"),
         (json!({"clock_skew_seconds": 100000}), "clock_skew_seconds:"),
         (json!({"clock_skew_seconds": "60"}), "invalid type"),
+        (json!({"method_overrides": "keep"}), "method_overrides: must be \"remove\" or \"judge\""),
         (json!({}), "no credentials configured"),
         (
             json!({"rules": [{"require": "password"}], "basic": {"users": [{"name": "a", "password_hash": SECRET_SHA256}]}}),

@@ -620,6 +620,55 @@ fn privileges_and_route_requirements_answer_403() {
 }
 
 #[test]
+fn method_overrides_are_removed_before_the_upstream_by_default() {
+    let mut vm = policy_vm(json!({}));
+    let reader = basic("reader", "secret");
+    let headers =
+        [("authorization", reader.as_str()), ("x-http-method-override", "DELETE"), ("x_http_method", "DELETE")];
+    let (_, changes) = allowed(decide_with(&mut vm, "GET", "/orders?_method=DELETE&%5FMETHOD=PUT&a=1", &headers));
+    assert!(changes.remove.contains(&"x-http-method-override".to_string()), "{changes:?}");
+    assert!(changes.remove.contains(&"x_http_method".to_string()), "{changes:?}");
+    assert_eq!(changes.path.as_deref(), Some("/orders?a=1"));
+    // Also where nothing is authenticated.
+    let Decision::Bypass(changes) = decide_with(&mut vm, "POST", "/public/x?_method=DELETE", &headers[1..]) else {
+        panic!()
+    };
+    assert_eq!((changes.remove.len(), changes.path.as_deref()), (2, Some("/public/x")));
+    let (_, changes) = allowed(decide_with(&mut vm, "GET", "/orders?method=x", &headers[..1]));
+    assert_eq!(changes.path, None);
+}
+
+#[test]
+fn judged_method_overrides_are_each_checked_and_stay_under_one_rule() {
+    let mut vm = policy_vm(json!({"method_overrides": "judge", "rules": [
+        {"match": {"path_prefix": "/catalog", "methods": ["GET"]}, "require": "optional"},
+        {"match": {"path_prefix": "/public"}, "require": "none"}
+    ]}));
+    let reader = basic("reader", "secret");
+    for (header, value) in [("x-http-method-override", "DELETE"), ("x_method_override", "get, delete")] {
+        let r = denied(decide_with(&mut vm, "GET", "/orders", &[("authorization", &reader), (header, value)]));
+        assert_eq!((r.status, r.reason), (403, Reason::MethodNotAllowed), "{header}");
+    }
+    let r = denied(decide_with(&mut vm, "GET", "/orders?_method=delete", &[("authorization", &reader)]));
+    assert_eq!(r.reason, Reason::MethodNotAllowed);
+    // Its own method again, or none: judged as usual, and forwarded.
+    let own = [("authorization", reader.as_str()), ("x-http-method-override", "get")];
+    let (_, changes) = allowed(decide_with(&mut vm, "GET", "/orders?_method=GET", &own));
+    assert!(!changes.remove.iter().any(|h| h.contains("method")) && changes.path.is_none(), "{changes:?}");
+    // Only the `_method` judged goes on: another spelling, which a lenient upstream may read, is removed.
+    let (_, changes) = allowed(decide_with(&mut vm, "GET", "/orders?_method=GET&_METHOD=DELETE", &own));
+    assert_eq!(changes.path.as_deref(), Some("/orders?_method=GET"));
+    let r = denied(decide_with(&mut vm, "GET", "/orders?_method=GET&%5Fmethod=GET", &own));
+    assert_eq!(r.reason, Reason::MethodOverrideRefused);
+    // GET /catalog is optional; as a DELETE it would be the default rule's: neither is chosen.
+    let r = denied(decide_with(&mut vm, "GET", "/catalog", &[("x-http-method", "DELETE")]));
+    assert_eq!((r.status, r.reason, r.error), (400, Reason::MethodOverrideRefused, "bad_request"));
+    assert!(matches!(decide_with(&mut vm, "POST", "/public?_method=DELETE", &[]), Decision::Bypass(_)));
+    let many = [("x-http-method", "A,B,C,D,E,F,G,H,I")];
+    assert_eq!(denied(decide_with(&mut vm, "GET", "/public", &many)).reason, Reason::MethodOverrideRefused);
+}
+
+#[test]
 fn scopes_come_from_scope_or_scp_and_a_token_gets_rfc6750_insufficient_scope() {
     let mut vm = policy_vm(json!({}));
     allowed(decide_with(&mut vm, "GET", "/orders", &[("authorization", &token(json!({"scope": "a orders:read"})))]));

@@ -173,6 +173,50 @@ def test_forward_credentials_forwards_only_the_verified_one(envoy_factory):
 
 
 # --------------------------------------------------------------------------
+# Method overrides (issue 17.7): privileges judge the method the upstream acts on
+
+
+OVERRIDES = {
+    "bypass": [{"path_prefix": "/healthz"}],
+    "rules": [{"match": {"path_prefix": "/catalog", "methods": ["GET"]}, "require": "optional"}],
+    "basic": {"users": [{"name": "reader", "password_hash": sha256_hash(PASSWORD), "methods": ["GET"]},
+                        {"name": "alice", "password_hash": sha256_hash(PASSWORD)}]},
+}
+READER, ALICE = basic_header("reader", PASSWORD), basic_header("alice", PASSWORD)
+OVERRIDE_HEADERS = {"X-HTTP-Method-Override": "DELETE", "X-HTTP-Method": "DELETE", "X-Method-Override": "PUT"}
+
+
+@pytest.mark.parametrize("settings", ["bundled", "lax"])
+def test_method_overrides_never_reach_the_upstream(envoy_factory, settings):
+    h = envoy_factory(OVERRIDES, hcm_overrides=LAX_ENVOY if settings == "lax" else {})
+    headers = dict(OVERRIDE_HEADERS, **({"X_HTTP_Method_Override": "DELETE"} if settings == "lax" else {}))
+    for path, auth in (("/o", {"authorization": READER}), ("/healthz", {}), ("/catalog", {})):
+        query = "?_method=DELETE&%5Fmethod=PUT&_METHOD=PATCH&_method[]=x&keep=1"
+        seen = echo(h.request("GET", path + query, {**headers, **auth}))
+        assert seen["path"] == path + "?keep=1", seen
+        assert not [name for name in seen["headers"] if "method" in name and name != "x-auth-method"], seen
+
+
+JUDGE = dict(OVERRIDES, method_overrides="judge")
+
+
+def test_judged_method_overrides_are_each_within_the_privileges(envoy_factory):
+    h = envoy_factory(JUDGE, hcm_overrides=LAX_ENVOY)
+    for headers, path in (({"X-HTTP-Method-Override": "DELETE"}, "/o"), ({"x_method_override": "get, put"}, "/o"),
+                          ({}, "/o?_method=delete")):
+        r = h.request("GET", path, {"authorization": READER, **headers})
+        assert (r.status, r.json()["message"]) == (403, "method not allowed"), (headers, path, r.body)
+    # Within them (or none but the request's own): forwarded as sent.
+    seen = echo(h.request("POST", "/o?_method=PUT", {"authorization": ALICE, "X-HTTP-Method-Override": "PUT"}))
+    assert seen["headers"]["x-http-method-override"] == "PUT" and seen["path"] == "/o?_method=PUT", seen
+    # An optional GET route that would be a protected DELETE: neither is chosen.
+    r = h.request("GET", "/catalog", {"X-HTTP-Method": "DELETE"})
+    assert (r.status, r.json()["error"]) == (400, "bad_request"), r.body
+    assert h.wasm_stats().get("wasm_authn.denied.method_override_refused") == 1
+    assert echo(h.request("GET", "/catalog", {"X-HTTP-Method": "GET"}))["path"] == "/catalog"
+
+
+# --------------------------------------------------------------------------
 # 6-8. Principal headers: forged, shadowed, padded
 
 
