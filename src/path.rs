@@ -117,7 +117,12 @@ fn remove_dot_segments(path: &str, has_parameters: bool, hidden_dot_segment: &mu
     let mut hidden = false;
     for segment in path.split('/') {
         trailing_slash = false;
-        let name = if has_parameters { segment.find(';').map_or(segment, |end| &segment[..end]) } else { segment };
+        let mut name = if has_parameters { segment.find(';').map_or(segment, |end| &segment[..end]) } else { segment };
+        if name.starts_with('.') {
+            // An encoded ';' separates nothing for Tomcat or Spring, but an upstream that
+            // decodes first reads a dot segment: it is one here too (and so hidden).
+            name = dots_before_encoded_semicolon(name).unwrap_or(name);
+        }
         match name {
             "" => trailing_slash = true,
             "." | ".." => {
@@ -127,12 +132,7 @@ fn remove_dot_segments(path: &str, has_parameters: bool, hidden_dot_segment: &mu
                 }
                 trailing_slash = true;
             }
-            other => {
-                // An encoded ';' separates nothing for Tomcat or Spring; an upstream that
-                // decodes first would read a dot segment there too.
-                hidden |= other.starts_with('.') && is_dot_with_encoded_parameters(other);
-                segments.push(other);
-            }
+            other => segments.push(other),
         }
     }
     *hidden_dot_segment = hidden;
@@ -147,8 +147,10 @@ fn remove_dot_segments(path: &str, has_parameters: bool, hidden_dot_segment: &mu
     out
 }
 
-fn is_dot_with_encoded_parameters(segment: &str) -> bool {
-    segment.starts_with("..%3B") || segment.starts_with(".%3B")
+/// `..` of `..%3Bx`, `.` of `.%3Bx`.
+fn dots_before_encoded_semicolon(segment: &str) -> Option<&str> {
+    let dots = segment.len() - segment.trim_start_matches('.').len();
+    segment.get(dots..).filter(|rest| rest.starts_with("%3B") && dots <= 2).and(segment.get(..dots))
 }
 
 /// Whether `path` (normalized) is under `prefix` (normalized): equal to it, or
@@ -245,14 +247,16 @@ mod tests {
             ("/a/.;/b", "/a/b"),
             ("/a/%2e;x/b", "/a/b"),
             ("/a/b/..;", "/a/"),
-            ("/a/..%3b/b", "/a/..%3B/b"),
-            ("/a/.%3B/b", "/a/.%3B/b"),
+            ("/a/..%3b/b", "/b"),
+            ("/a/.%3Bx/b", "/a/b"),
         ] {
             let m = normalize(raw);
             assert_eq!((m.path.as_str(), m.ambiguous, m.hidden_dot_segment), (servlet_reading, true, true), "{raw}");
         }
         assert!(!normalize("/a/..x;/b").hidden_dot_segment);
         assert!(!normalize("/a/x..;/b").hidden_dot_segment);
+        assert_eq!(normalize("/a/...%3b/b").path, "/a/...%3B/b");
+        assert!(!normalize("/a/...%3b/b").hidden_dot_segment);
     }
 
     #[test]
