@@ -3,6 +3,8 @@
 //! it): one cookie's value, and the header without any spelling of credential
 //! cookies, every other cookie left as it was.
 
+use std::borrow::Cow;
+
 use crate::query::{without_spellings, Repeated};
 use crate::request::RequestFacts;
 
@@ -27,7 +29,8 @@ pub fn value<'r>(request: &'r RequestFacts, name: &str) -> Result<Option<&'r str
 /// occurrence of each of `keep`; every Cookie header of the request joined into
 /// one. None when nothing changes; `Some("")` when no cookie is left.
 pub fn without_cookies(request: &RequestFacts, names: &[&str], keep: &[&str]) -> Option<String> {
-    let pairs = raw_pairs(request).map(|pair| (split(pair).0, pair));
+    // Cookie names are read as they are (RFC 6265), never decoded.
+    let pairs = raw_pairs(request).map(|pair| (Cow::Borrowed(split(pair).0), pair));
     without_spellings(pairs, names, keep).map(|kept| kept.join("; "))
 }
 

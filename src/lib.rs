@@ -19,6 +19,7 @@ pub mod header_map;
 pub mod host_api;
 pub mod jwt;
 pub mod limits;
+pub mod method_override;
 pub mod network;
 pub mod password;
 pub mod path;

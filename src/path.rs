@@ -1,7 +1,8 @@
 //! Request paths as rules see them. A rule must not be escapable, whatever
 //! Envoy's own path settings: rules match the path after RFC 3986 section 6.2.2
 //! normalization (dot segments resolved, percent-encoded unreserved characters
-//! decoded), with duplicate slashes merged, and prefixes end at a segment boundary.
+//! decoded), with duplicate slashes merged and `;` parameters removed from every
+//! segment (as servlet containers read paths), and prefixes end at a segment boundary.
 
 /// A request path, normalized for matching. Never sent upstream: Envoy forwards the path it has.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,6 +13,11 @@ pub struct MatchPath {
     /// backslash: upstreams disagree on where its segments end. It is matched as
     /// if each were a '/', and never matches a rule that relaxes authentication.
     pub ambiguous: bool,
+    /// A segment is `..` or `.` with parameters (`..;`, `.;x=1`, however encoded): a dot
+    /// segment to servlet containers (Tomcat, Jetty, Spring drop parameters, then resolve
+    /// dots), a plain name to Envoy and RFC 3986. Matched as the servlet reads it (the
+    /// dot segment resolved), ambiguous, and refused wherever a rule or privilege reads it.
+    pub hidden_dot_segment: bool,
 }
 
 /// Normalize a `:path` value (origin form, or absolute form `http://host/path`).
@@ -19,8 +25,11 @@ pub fn normalize(raw: &str) -> MatchPath {
     let path = strip_absolute_form(raw);
     let path = path.split(['?', '#']).next().unwrap_or("");
     let mut ambiguous = false;
-    let decoded = decode_for_matching(path, &mut ambiguous);
-    MatchPath { path: remove_dot_segments(&decoded), ambiguous }
+    let mut has_parameters = false;
+    let decoded = decode_for_matching(path, &mut ambiguous, &mut has_parameters);
+    let mut hidden_dot_segment = false;
+    let path = remove_dot_segments(&decoded, has_parameters, &mut hidden_dot_segment);
+    MatchPath { path, ambiguous: ambiguous || hidden_dot_segment, hidden_dot_segment }
 }
 
 /// `http://host/a/b` -> `/a/b`; `*` and anything without a leading '/' match as '/'.
@@ -42,8 +51,8 @@ fn strip_absolute_form(raw: &str) -> &str {
 
 /// Percent-decode the unreserved characters (RFC 3986 2.3) and read encoded or
 /// literal slashes and backslashes as '/'; every other escape stays encoded,
-/// uppercased, so equal paths compare equal.
-fn decode_for_matching(path: &str, ambiguous: &mut bool) -> String {
+/// uppercased, so equal paths compare equal. `has_parameters`: there is a ';'.
+fn decode_for_matching(path: &str, ambiguous: &mut bool, has_parameters: &mut bool) -> String {
     let bytes = path.as_bytes();
     let mut out = String::with_capacity(path.len() + 1);
     let mut i = 0;
@@ -76,9 +85,14 @@ fn decode_for_matching(path: &str, ambiguous: &mut bool) -> String {
             *ambiguous = true;
             out.push('/');
             i += 1;
+        } else if byte == b';' {
+            *has_parameters = true;
+            out.push(';');
+            i += 1;
         } else {
             // Copy the run up to the next byte of interest (keeps UTF-8 intact).
-            let run_end = bytes[i..].iter().position(|&b| b == b'%' || b == b'\\').map_or(bytes.len(), |n| i + n);
+            let run_end =
+                bytes[i..].iter().position(|&b| matches!(b, b'%' | b'\\' | b';')).map_or(bytes.len(), |n| i + n);
             out.push_str(&path[i..run_end]);
             i = run_end;
         }
@@ -94,23 +108,34 @@ fn is_unreserved(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~')
 }
 
-/// RFC 3986 5.2.4 on '/'-separated segments, with empty segments dropped (merged
-/// slashes). A trailing slash, or a final `.` / `..` segment, leaves a trailing '/'.
-fn remove_dot_segments(path: &str) -> String {
+/// RFC 3986 5.2.4 on '/'-separated segments without their `;` parameters, with
+/// empty segments dropped (merged slashes). A trailing slash, or a final `.` / `..`
+/// segment, leaves a trailing '/'. `hidden_dot_segment`: a dot segment had parameters.
+fn remove_dot_segments(path: &str, has_parameters: bool, hidden_dot_segment: &mut bool) -> String {
     let mut segments: Vec<&str> = Vec::new();
     let mut trailing_slash = false;
+    let mut hidden = false;
     for segment in path.split('/') {
         trailing_slash = false;
-        match segment {
+        let mut name = if has_parameters { segment.find(';').map_or(segment, |end| &segment[..end]) } else { segment };
+        if name.starts_with('.') {
+            // An encoded ';' separates nothing for Tomcat or Spring, but an upstream that
+            // decodes first reads a dot segment: it is one here too (and so hidden).
+            name = dots_before_encoded_semicolon(name).unwrap_or(name);
+        }
+        match name {
             "" => trailing_slash = true,
-            "." => trailing_slash = true,
-            ".." => {
-                segments.pop();
+            "." | ".." => {
+                hidden |= name.len() < segment.len();
+                if name == ".." {
+                    segments.pop();
+                }
                 trailing_slash = true;
             }
             other => segments.push(other),
         }
     }
+    *hidden_dot_segment = hidden;
     let mut out = String::with_capacity(path.len() + 1);
     for segment in &segments {
         out.push('/');
@@ -120,6 +145,12 @@ fn remove_dot_segments(path: &str) -> String {
         out.push('/');
     }
     out
+}
+
+/// `..` of `..%3Bx`, `.` of `.%3Bx`.
+fn dots_before_encoded_semicolon(segment: &str) -> Option<&str> {
+    let dots = segment.len() - segment.trim_start_matches('.').len();
+    segment.get(dots..).filter(|rest| rest.starts_with("%3B") && dots <= 2).and(segment.get(..dots))
 }
 
 /// Whether `path` (normalized) is under `prefix` (normalized): equal to it, or
@@ -139,8 +170,8 @@ pub fn configured(path: &str) -> Result<String, String> {
         return Err("must start with '/'".into());
     }
     let normalized = normalize(path);
-    if normalized.ambiguous || path.contains(['?', '#']) {
-        return Err("must not contain '?', '#', '\\', '%2F', '%5C' or a stray '%'".into());
+    if normalized.ambiguous || path.contains(['?', '#', ';']) {
+        return Err("must not contain '?', '#', ';', '\\', '%2F', '%5C' or a stray '%'".into());
     }
     if normalized.path != path {
         return Err(format!("must be a normalized path (\"{}\")", normalized.path));
@@ -192,6 +223,43 @@ mod tests {
     }
 
     #[test]
+    fn parameters_are_removed_from_every_segment() {
+        assert_eq!(norm("/mgmt;x=1/a"), ("/mgmt/a".into(), false));
+        assert_eq!(norm("/mgmt;/a"), ("/mgmt/a".into(), false));
+        assert_eq!(norm("/shop;jsessionid=AB12;v=2"), ("/shop".into(), false));
+        assert_eq!(norm("/;x/admin"), ("/admin".into(), false));
+        assert_eq!(norm("/a;x/../b"), ("/b".into(), false));
+        assert_eq!(norm("/a/...;/b"), ("/a/.../b".into(), false), "not a dot segment to anyone");
+        // An encoded ';' is part of the name (Tomcat and Spring split before decoding).
+        assert_eq!(norm("/mgmt%3bx/a"), ("/mgmt%3Bx/a".into(), false));
+    }
+
+    #[test]
+    fn dot_segments_with_parameters_are_resolved_ambiguous_and_hidden() {
+        for (raw, servlet_reading) in [
+            ("/healthz/%2e%2e;/mgmt/a", "/mgmt/a"),
+            ("/healthz/..;/mgmt/a", "/mgmt/a"),
+            ("/healthz/..;x=1/mgmt/a", "/mgmt/a"),
+            ("/healthz/%2E%2E;/mgmt/a", "/mgmt/a"),
+            ("/healthz/.%2e;/mgmt/a", "/mgmt/a"),
+            ("/healthz/%2e.;/mgmt/a", "/mgmt/a"),
+            ("/orders/%2e%2e;/billing", "/billing"),
+            ("/a/.;/b", "/a/b"),
+            ("/a/%2e;x/b", "/a/b"),
+            ("/a/b/..;", "/a/"),
+            ("/a/..%3b/b", "/b"),
+            ("/a/.%3Bx/b", "/a/b"),
+        ] {
+            let m = normalize(raw);
+            assert_eq!((m.path.as_str(), m.ambiguous, m.hidden_dot_segment), (servlet_reading, true, true), "{raw}");
+        }
+        assert!(!normalize("/a/..x;/b").hidden_dot_segment);
+        assert!(!normalize("/a/x..;/b").hidden_dot_segment);
+        assert_eq!(normalize("/a/...%3b/b").path, "/a/...%3B/b");
+        assert!(!normalize("/a/...%3b/b").hidden_dot_segment);
+    }
+
+    #[test]
     fn query_fragment_and_absolute_form() {
         assert_eq!(norm("/a/../b?x=/../c"), ("/b".into(), false));
         assert_eq!(norm("/a#frag"), ("/a".into(), false));
@@ -222,6 +290,8 @@ mod tests {
         assert!(configured("/%61").is_err());
         assert!(configured("/a%2fb").is_err());
         assert!(configured("/a?b").is_err());
+        assert!(configured("/a;b").is_err());
+        assert!(configured("/a/..;/b").is_err());
     }
 
     #[test]

@@ -3,8 +3,12 @@
 //! ```text
 //!   endpoint      token_endpoint/  its token and JWKS paths, answered
 //!                                  here (never forwarded)              -> 200, 4xx, or read the body
+//!   overrides     method_override  "judge": the methods named besides
+//!                  .rs             the request's own                   -> too many: 400
 //!   route         route.rs         bypass, then rules: first match
 //!                                  (no match: any scheme)              -> require "none": continue, no principal
+//!                                                                         a `..;` path segment: 400
+//!                                                                         an override under another rule: 400
 //!   network       policy.rs        trusted_networks                    -> 403
 //!   extract       credential.rs    Authorization, API key headers,
 //!                                  the query parameter where set       -> 401 missing or unreadable
@@ -13,12 +17,14 @@
 //!                                  / JWT (basic/, api_key.rs, jwt/);
 //!                                  of a kind the route accepts         -> 401, 429, 503, wait for keys
 //!   revocation    revocation.rs    revoked jti, tokens issued before   -> 401
-//!   authorize     policy.rs        the principal's methods, paths,
+//!   authorize     policy.rs        the principal's methods (each one
+//!                                  judged), paths,
 //!                                  networks; the route's principals
 //!                                  and scopes                          -> 403
 //!   limits        limits.rs        requests per hour, in flight        -> 429
 //!   shape         shape.rs         principal headers set; forged
-//!                                  headers, other credentials gone     -> continue
+//!                                  headers, other credentials (and
+//!                                  method overrides: "remove") gone    -> continue
 //! ```
 //!
 //! A pure function of the configuration, the VM's verifier, the request, the host
@@ -31,6 +37,7 @@ use crate::authenticate::{NotVerified, Verifier, VerifyHost};
 use crate::config::Config;
 use crate::credential::{self, Credential};
 use crate::limits::{Admission, Quota};
+use crate::method_override::{self, MethodOverrides};
 use crate::path::{normalize, MatchPath};
 use crate::policy::{self, Access, Forbidden};
 use crate::principal::Principal;
@@ -87,11 +94,32 @@ pub fn decide(
         }
     }
 
+    // The methods the request asks the upstream to act on instead of its own, when they reach it.
+    let overrides = match config.upstream.method_overrides {
+        MethodOverrides::Remove => Vec::new(),
+        MethodOverrides::Judge => match method_override::requested(request) {
+            Ok(methods) => methods,
+            Err(_) => return Decision::Reply(LocalReply::method_override_refused("too many method overrides")),
+        },
+    };
+
     // route
     let rule = if config.routes.rules.is_empty() && !config.routes.bypass_cors_preflight {
         &crate::route::DEFAULT_RULE
+    } else if path.get().hidden_dot_segment {
+        // No rule may relax it, and none can say what it names: refused whatever the rules.
+        return Decision::Reply(LocalReply::ambiguous_path());
     } else {
-        config.routes.select(request, path.get())
+        let rule = config.routes.select(request, path.get());
+        // Every method the upstream may act on falls under this one rule, or none is judged.
+        let elsewhere = |method: &String| {
+            let as_method = RequestFacts { method, ..*request };
+            !std::ptr::eq(config.routes.select(&as_method, path.get()), rule)
+        };
+        if overrides.iter().any(elsewhere) {
+            return Decision::Reply(LocalReply::method_override_refused("a method override falls under another rule"));
+        }
+        rule
     };
     if rule.require == Require::None {
         return Decision::Bypass(shape::unauthenticated(
@@ -158,16 +186,22 @@ pub fn decide(
     }
 
     // authorize
+    if principal.privileges.paths.is_some() && path.get().hidden_dot_segment {
+        return Decision::Reply(LocalReply::ambiguous_path());
+    }
     if needs_authorization(&principal, rule) {
-        let access = Access { method: request.method, path: path.get(), source: request.source };
-        match policy::authorize(&principal, rule, &access) {
-            Ok(()) => {}
-            Err(Forbidden::Refused { reason, message }) => {
-                return Decision::Reply(LocalReply::forbidden(message, reason));
-            }
-            Err(Forbidden::InsufficientScope { required }) => {
-                let bearer = matches!(credential, Credential::Bearer { .. });
-                return Decision::Reply(LocalReply::insufficient_scope(challenges, &required, bearer));
+        // As each method the upstream may act on.
+        for method in std::iter::once(request.method).chain(overrides.iter().map(String::as_str)) {
+            let access = Access { method, path: path.get(), source: request.source };
+            match policy::authorize(&principal, rule, &access) {
+                Ok(()) => {}
+                Err(Forbidden::Refused { reason, message }) => {
+                    return Decision::Reply(LocalReply::forbidden(message, reason));
+                }
+                Err(Forbidden::InsufficientScope { required }) => {
+                    let bearer = matches!(credential, Credential::Bearer { .. });
+                    return Decision::Reply(LocalReply::insufficient_scope(challenges, &required, bearer));
+                }
             }
         }
     }

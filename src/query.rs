@@ -1,12 +1,16 @@
 //! The query string of `:path` as a place credentials are read from: one
 //! parameter's value, and the path without any spelling of credential parameters.
+//! A parameter's name is read percent-decoded, as servers read it (`%40authtoken`
+//! is `@authtoken`).
+
+use std::borrow::Cow;
 
 /// A credential name given more than once: which one counts would be a guess.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Repeated;
 
 /// The raw (still percent-encoded) value of parameter `name` in the query of `path`,
-/// if present; `Err` when present more than once.
+/// if present under that name, encoded or not; `Err` when present more than once.
 pub fn raw_value<'p>(path: &'p str, name: &str) -> Result<Option<&'p str>, Repeated> {
     let Some((_, query)) = path.split_once('?') else {
         return Ok(None);
@@ -15,7 +19,7 @@ pub fn raw_value<'p>(path: &'p str, name: &str) -> Result<Option<&'p str>, Repea
     let mut found = None;
     for pair in query.split('&') {
         let (pair_name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if pair_name == name {
+        if param_name(pair_name) == name {
             if found.is_some() {
                 return Err(Repeated);
             }
@@ -30,27 +34,27 @@ pub fn raw_value<'p>(path: &'p str, name: &str) -> Result<Option<&'p str>, Repea
 /// the first exact occurrence of each of `keep`. None when nothing changes.
 pub fn without_params(path: &str, names: &[&str], keep: &[&str]) -> Option<String> {
     let (base, query) = path.split_once('?')?;
-    let pairs = query.split('&').map(|pair| (pair.split_once('=').map_or(pair, |(name, _)| name), pair));
+    let pairs = query.split('&').map(|pair| (param_name(pair.split_once('=').map_or(pair, |(name, _)| name)), pair));
     let kept = without_spellings(pairs, names, keep)?;
     Some(if kept.is_empty() { base.to_string() } else { format!("{base}?{}", kept.join("&")) })
 }
 
-/// Of `pieces` (a name, and the text it stands in), those that are no spelling of
-/// `names` (`lenient_name`), and the first exact occurrence of each of `keep`. None
-/// when none is dropped.
+/// Of `pieces` (a name as its reader reads it, and the text it stands in), those that
+/// are no spelling of `names` (`lenient_name`), and the first exact occurrence of each
+/// of `keep`. None when none is dropped.
 pub fn without_spellings<'p>(
-    pieces: impl Iterator<Item = (&'p str, &'p str)>,
+    pieces: impl Iterator<Item = (Cow<'p, str>, &'p str)>,
     names: &[&str],
     keep: &[&str],
 ) -> Option<Vec<&'p str>> {
     let wanted: Vec<String> = names.iter().map(|name| lenient_name(name)).collect();
-    let mut kept_exact: Vec<&str> = Vec::new();
+    let mut kept_exact: Vec<Cow<str>> = Vec::new();
     let mut dropped = false;
     let mut kept = Vec::new();
     for (name, piece) in pieces {
-        if !wanted.contains(&lenient_name(name)) {
+        if !wanted.contains(&lenient_name(&name)) {
             kept.push(piece);
-        } else if keep.contains(&name) && !kept_exact.contains(&name) {
+        } else if keep.contains(&name.as_ref()) && !kept_exact.contains(&name) {
             kept_exact.push(name);
             kept.push(piece);
         } else {
@@ -58,6 +62,15 @@ pub fn without_spellings<'p>(
         }
     }
     dropped.then_some(kept)
+}
+
+/// A parameter's name as servers read it: percent-decoded (left as it is when it is
+/// not well encoded, which no configured name is).
+fn param_name(raw: &str) -> Cow<'_, str> {
+    match raw.contains('%') {
+        true => percent_decode(raw).map_or(Cow::Borrowed(raw), Cow::Owned),
+        false => Cow::Borrowed(raw),
+    }
 }
 
 /// A parameter (or cookie) name as the most lenient parsers read it: PHP
@@ -105,6 +118,22 @@ mod tests {
         assert_eq!(raw_value("/x?API_KEY=k", "api_key"), Ok(None));
         assert_eq!(raw_value("/x", "api_key"), Ok(None));
         assert_eq!(raw_value("/x?api_key=a&api_key=b", "api_key"), Err(Repeated));
+    }
+
+    #[test]
+    fn names_are_read_percent_decoded() {
+        assert_eq!(raw_value("/x?%40authtoken=k%2B1", "@authtoken"), Ok(Some("k%2B1")));
+        assert_eq!(raw_value("/x?@authtoken=k", "@authtoken"), Ok(Some("k")));
+        assert_eq!(raw_value("/x?%40AUTHTOKEN=k", "@authtoken"), Ok(None));
+        assert_eq!(raw_value("/x?api%5Fkey=k", "api_key"), Ok(Some("k")));
+        assert_eq!(raw_value("/x?api_key=a&api%5fkey=b", "api_key"), Err(Repeated));
+        assert_eq!(raw_value("/x?@authtoken=a&%40authtoken=b", "@authtoken"), Err(Repeated));
+        assert_eq!(raw_value("/x?%zzkey=k", "api_key"), Ok(None));
+        let removed = without_params("/x?%40authtoken=K&@AuthToken=D&%40authtoken[]=D&a=1", &["@authtoken"], &[]);
+        assert_eq!(removed.as_deref(), Some("/x?a=1"));
+        // The occurrence kept is the one read, however it was encoded.
+        let kept = without_params("/x?@AUTHTOKEN=D&%40authtoken=K&a=1", &["@authtoken"], &["@authtoken"]);
+        assert_eq!(kept.as_deref(), Some("/x?%40authtoken=K&a=1"));
     }
 
     #[test]

@@ -63,6 +63,10 @@ reasons! {
     TokenRevoked => "token_revoked",
     /// The client address is outside the trusted networks (the configuration's or the principal's).
     NetworkNotTrusted => "network_not_trusted",
+    /// A path with a dot segment with parameters (`..;`), where a rule or a privilege reads paths.
+    AmbiguousPath => "ambiguous_path",
+    /// A method override that falls under another rule than the request's own method, or too many (`method_overrides: "judge"`).
+    MethodOverrideRefused => "method_override_refused",
     MethodNotAllowed => "method_not_allowed",
     PathNotAllowed => "path_not_allowed",
     PrincipalNotAllowed => "principal_not_allowed",

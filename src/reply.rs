@@ -98,6 +98,17 @@ impl LocalReply {
         }
     }
 
+    /// A path that names one resource to servlet containers and another to Envoy (a `..;`
+    /// segment): refused before any credential is read, as Jetty refuses it by default.
+    pub fn ambiguous_path() -> LocalReply {
+        LocalReply::new(400, "bad_request", "ambiguous path (a '..;' or '.;' segment)", Reason::AmbiguousPath)
+    }
+
+    /// A request whose method overrides the filter will not judge (`method_overrides: "judge"`).
+    pub fn method_override_refused(message: &str) -> LocalReply {
+        LocalReply::new(400, "bad_request", message, Reason::MethodOverrideRefused)
+    }
+
     /// A verified caller (or, for `network_not_trusted`, any caller) that may not do this.
     pub fn forbidden(message: &str, reason: Reason) -> LocalReply {
         LocalReply::new(403, "forbidden", message, reason)

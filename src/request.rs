@@ -8,6 +8,7 @@ use std::net::IpAddr;
 pub type Header<'a> = (Cow<'a, str>, Cow<'a, str>);
 
 /// Header names are lowercase, as Envoy gives them; values as read (lossily decoded).
+#[derive(Clone, Copy)]
 pub struct RequestFacts<'a> {
     pub method: &'a str,
     /// `:path`, query string included.

@@ -53,7 +53,7 @@ impl Require {
     }
 
     /// Whether this requirement lets a request through without a verified credential.
-    fn relaxed(&self) -> bool {
+    pub fn relaxed(&self) -> bool {
         matches!(self, Require::None | Require::Optional)
     }
 
@@ -82,7 +82,8 @@ impl Require {
     }
 }
 
-/// `:authority` exact, or `*.suffix` for any subdomain (compared without case and port).
+/// `:authority` exact, or `*.suffix` for any subdomain (compared without case, port
+/// and one trailing dot: `admin.example.` is `admin.example` to DNS and to Envoy's routes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostPattern {
     Exact(String),
@@ -90,8 +91,24 @@ pub enum HostPattern {
 }
 
 impl HostPattern {
+    /// Whether every host `other` matches, this matches too.
+    fn covers(&self, other: &HostPattern) -> bool {
+        match (self, other) {
+            (HostPattern::Exact(mine), HostPattern::Exact(theirs)) => mine.eq_ignore_ascii_case(theirs),
+            (HostPattern::Suffix(_), HostPattern::Exact(theirs)) => self.matches(theirs),
+            // Both start with '.': `.a.example` ends with `.example` at a label boundary.
+            (HostPattern::Suffix(mine), HostPattern::Suffix(theirs)) => theirs
+                .len()
+                .checked_sub(mine.len())
+                .and_then(|start| theirs.get(start..))
+                .is_some_and(|end| end.eq_ignore_ascii_case(mine)),
+            (HostPattern::Exact(_), HostPattern::Suffix(_)) => false,
+        }
+    }
+
     fn matches(&self, authority: &str) -> bool {
         let host = strip_port(authority);
+        let host = host.strip_suffix('.').unwrap_or(host);
         match self {
             HostPattern::Exact(name) => host.eq_ignore_ascii_case(name),
             HostPattern::Suffix(suffix) => {
@@ -126,6 +143,22 @@ pub struct RouteMatch {
 }
 
 impl RouteMatch {
+    /// Whether every request `other` matches, this matches too (configured values:
+    /// paths normalized, methods uppercase).
+    pub fn covers(&self, other: &RouteMatch) -> bool {
+        let under = |prefix: &str| {
+            [&other.path_prefix, &other.path].into_iter().flatten().any(|p| has_segment_prefix(p, prefix))
+        };
+        self.path_prefix.as_deref().is_none_or(under)
+            && self.path.as_deref().is_none_or(|exact| other.path.as_deref() == Some(exact))
+            && self
+                .methods
+                .as_ref()
+                .is_none_or(|mine| other.methods.as_ref().is_some_and(|theirs| theirs.iter().all(|m| mine.contains(m))))
+            && self.host.as_ref().is_none_or(|mine| other.host.as_ref().is_some_and(|theirs| mine.covers(theirs)))
+            && self.route.as_ref().is_none_or(|mine| other.route.as_ref() == Some(mine))
+    }
+
     fn matches(&self, request: &RequestFacts, path: &MatchPath) -> bool {
         self.path_prefix.as_deref().is_none_or(|prefix| has_segment_prefix(&path.path, prefix))
             && self.path.as_deref().is_none_or(|exact| path.path == exact)

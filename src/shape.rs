@@ -4,6 +4,7 @@
 
 use crate::api_key::ApiKeys;
 use crate::credential::{credential_removal, Credential, CredentialRemoval};
+use crate::method_override::{self, MethodOverrides};
 use crate::principal::Principal;
 use crate::request::{is_underscore_spelling_of, RequestFacts};
 use crate::token_location::TokenLocations;
@@ -29,6 +30,8 @@ pub struct Upstream {
     pub forward_credentials: bool,
     /// Also hand the principal to Envoy as filter state (`filter_state`).
     pub filter_state: bool,
+    /// Remove method overrides, or forward them (the decision judged each method they name).
+    pub method_overrides: MethodOverrides,
 }
 
 /// The filter state keys (properties; Envoy prefixes `wasm.`: RBAC and access logs
@@ -106,7 +109,13 @@ fn changes(
             set.push(("cookie".to_string(), cookie));
         }
     }
-    UpstreamChanges { remove, set, path: removal.path, state }
+    let mut path = removal.path;
+    if let Some(without) =
+        method_override::upstream_path(path.as_deref().unwrap_or(request.path), upstream.method_overrides)
+    {
+        path = Some(without);
+    }
+    UpstreamChanges { remove, set, path, state }
 }
 
 /// The principal as Envoy filter state: what RBAC and access logs can trust, whatever the headers say.
@@ -126,16 +135,17 @@ fn filter_state(principal: &Principal) -> Vec<(String, String)> {
 
 /// The headers the filter owns that the request carries, under their own name or
 /// with underscores for dashes (CGI, WSGI and PHP read `X_Auth_Principal` as
-/// `x-auth-principal`): a client may not set them.
+/// `x-auth-principal`): a client may not set them. Method override headers too, when removed.
 fn forged_headers(upstream: &Upstream, request: &RequestFacts) -> Vec<String> {
     let mut forged: Vec<String> = Vec::new();
+    let remove_overrides = upstream.method_overrides == MethodOverrides::Remove;
     for (name, _) in request.headers {
         let name = name.as_ref();
         let owned = if name.contains('_') {
             upstream.owned_headers.iter().any(|owned| is_underscore_spelling_of(name, owned))
         } else {
             upstream.owned_headers.iter().any(|owned| owned == name)
-        };
+        } || (remove_overrides && method_override::is_override_header(name));
         if owned && !forged.iter().any(|f| f == name) {
             forged.push(name.to_string());
         }

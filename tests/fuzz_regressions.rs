@@ -39,3 +39,14 @@ fn a_jwks_uri_authority_ends_at_a_query_or_a_fragment() {
     let location = jwks_location(br#"{"jwks_uri": "https://idp.example#/keys"}"#).unwrap();
     assert_eq!((location.authority.as_str(), location.path.as_str()), ("idp.example", "/"));
 }
+
+/// `path_normalize`: a dot segment before an encoded ';' (`..%3B`) was flagged as
+/// hidden but kept as a name, so its normal form was ambiguous again (not a fixpoint).
+#[test]
+fn a_dot_segment_before_an_encoded_semicolon_is_resolved_in_the_normal_form() {
+    let raw = String::from_utf8_lossy(b"/..%3B\x8dzadmiz");
+    let once = wasm_authn::path::normalize(&raw);
+    assert!(once.hidden_dot_segment && once.ambiguous);
+    let twice = wasm_authn::path::normalize(&once.path);
+    assert!(!twice.ambiguous && twice.path == once.path, "{once:?} then {twice:?}");
+}

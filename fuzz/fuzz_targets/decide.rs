@@ -12,8 +12,10 @@
 //! - what goes upstream has no forged owned header (any spelling) and no
 //!   credential the filter reads (`forward_credentials` is off), and has the
 //!   principal headers of the principal allowed;
-//! - without a credential (and no bypass) the answer is a 401 naming none missing;
-//!   every answer is 401, 403, 429 or 503, a 401 with a challenge; a request waits
+//! - a path with a dot segment with parameters (`..;`) is refused with 400, and
+//!   only it; otherwise, without a credential (and no bypass) the answer is a 401
+//!   naming none missing; every answer is 400, 401, 403, 429 or 503, a 401 with a
+//!   challenge; a request waits
 //!   only for the provider that fetches keys;
 //! - asking again (the verification now remembered) gives the same decision.
 #![no_main]
@@ -72,7 +74,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(!matches!(left, Ok(Some(_))), "a credential went upstream: {left:?}");
         }
         Decision::Allow { principal, changes, .. } => {
-            assert!(!bypass_expected(&request));
+            assert!(!bypass_expected(&request) && !normalize(&request.path).hidden_dot_segment);
             let Ok(Some(credential)) = &credential else { panic!("allowed without a credential: {credential:?}") };
             match credential {
                 Credential::Basic { user, password } => {
@@ -107,11 +109,15 @@ fuzz_target!(|data: &[u8]| {
             assert!(!matches!(left, Ok(Some(_))), "a credential went upstream: {left:?}");
         }
         Decision::Reply(reply) => {
-            assert!([401, 403, 429, 503].contains(&reply.status), "{reply:?}");
+            // The configuration has bypass rules: the filter reads every path.
+            let hidden_dots = normalize(&request.path).hidden_dot_segment;
+            assert_eq!(reply.status == 400, hidden_dots, "{reply:?}");
+            assert!(reply.status != 400 || reply.reason == Reason::AmbiguousPath, "{reply:?}");
+            assert!([400, 401, 403, 429, 503].contains(&reply.status), "{reply:?}");
             if reply.status == 401 {
                 assert!(reply.headers.iter().any(|(name, _)| *name == "www-authenticate"), "{reply:?}");
             }
-            if matches!(credential, Ok(None)) {
+            if matches!(credential, Ok(None)) && !hidden_dots {
                 assert!(!bypass_expected(&request));
                 assert_eq!((reply.status, reply.reason), (401, Reason::MissingCredential));
             }

@@ -3,11 +3,11 @@
 //! optionally followed by NUL and a configured prefix.
 //!
 //! Properties: the normal form starts with '/', is idempotent and never ambiguous;
-//! it has no empty, '.' or '..' segment inside, no backslash, and its escapes are
+//! it has no empty, '.' or '..' segment inside, no backslash or ';', and its escapes are
 //! uppercase and only of characters that are not unreserved, '/' or '\'; it is a
 //! valid configured path; a prefix matches exactly at segment boundaries (against a
 //! segment-by-segment reference); a bypass rule matches exactly when the path is
-//! unambiguous and under the prefix.
+//! unambiguous and under the prefix; a dot segment with parameters is ambiguous.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -48,7 +48,7 @@ fn check_normal_form(path: &str) {
                 assert!(!is_unreserved(decoded) && decoded != b'/' && decoded != b'\\', "{path:?}");
                 i += 3;
             }
-            b'\\' | b'?' | b'#' => panic!("{path:?}"),
+            b'\\' | b'?' | b'#' | b';' => panic!("{path:?}"),
             _ => i += 1,
         }
     }
@@ -70,7 +70,9 @@ fuzz_target!(|data: &[u8]| {
     let raw = String::from_utf8_lossy(raw);
     let normalized = normalize(&raw);
     check_normal_form(&normalized.path);
-    assert_eq!(normalize(&normalized.path), MatchPath { path: normalized.path.clone(), ambiguous: false });
+    let again = MatchPath { path: normalized.path.clone(), ambiguous: false, hidden_dot_segment: false };
+    assert_eq!(normalize(&normalized.path), again);
+    assert!(!normalized.hidden_dot_segment || normalized.ambiguous, "{raw:?}");
     assert_eq!(configured(&normalized.path), Ok(normalized.path.clone()));
 
     let Ok(prefix) = configured(&String::from_utf8_lossy(prefix)) else { return };

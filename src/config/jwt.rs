@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::rc::Rc;
 
 use super::error::ConfigError;
-use super::names::{form_name, header_name, non_empty, principal_name};
+use super::names::{cookie_name, header_name, non_empty, param_name, principal_name};
 use super::policy::{privileges, PrivilegeFields};
 use super::remote::{fetch_config, Document};
 use super::schema::{default_wait_ms, RawJwt, RawProvider, MAX_WAIT_MS};
@@ -100,12 +100,12 @@ fn token_places(raw: &RawProvider, path: &str) -> Result<TokenPlaces, ConfigErro
     }
     for (i, param) in raw.from_params.iter().enumerate() {
         let at = format!("{path}.from_params[{i}]");
-        form_name(param, &at)?;
+        param_name(param, &at)?;
         places.push((TokenPlace::Param(param.clone()), at));
     }
     for (i, cookie) in raw.from_cookies.iter().enumerate() {
         let at = format!("{path}.from_cookies[{i}]");
-        form_name(cookie, &at)?;
+        cookie_name(cookie, &at)?;
         places.push((TokenPlace::Cookie(cookie.clone()), at));
     }
     Ok(places)

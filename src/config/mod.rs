@@ -14,6 +14,7 @@ mod schema;
 mod secrets;
 mod token_endpoint;
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::rc::Rc;
 
@@ -22,8 +23,9 @@ pub use error::ConfigError;
 use crate::api_key::{ApiClient, ApiKeys};
 use crate::basic::{BasicUsers, FailureLimit};
 use crate::cache::CacheSettings;
-use crate::jwt::{Issuer, Provider};
+use crate::jwt::{normalized_pem, Issuer, Provider};
 use crate::limits::{LimitTable, Limits};
+use crate::method_override::MethodOverrides;
 use crate::network::Networks;
 use crate::password::PasswordHash;
 use crate::privileges::Privileges;
@@ -35,7 +37,7 @@ use crate::shape::{PrincipalHeaders, Upstream};
 use crate::shared_table::{SharedTable, ONE_TIME};
 use crate::token_endpoint::TokenEndpoint;
 use crate::token_location::{TokenLocations, AUTHORIZATION};
-use names::{form_name, header_name, principal_name};
+use names::{cookie_name, header_name, param_name, principal_name};
 use schema::{RawApiKeys, RawBasic, RawConfig, RawFailureLimit};
 pub use secrets::Env;
 
@@ -206,6 +208,8 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
     if raw.realm.is_empty() || raw.realm.chars().any(|c| c == '"' || c == '\\' || c.is_control()) {
         return Err(ConfigError::new("realm", "must be non-empty, without quotes, backslashes or control characters"));
     }
+    let method_overrides = MethodOverrides::from_name(&raw.method_overrides)
+        .ok_or_else(|| ConfigError::new("method_overrides", "must be \"remove\" or \"judge\""))?;
     if raw.clock_skew_seconds > MAX_CLOCK_SKEW_SECONDS {
         return Err(ConfigError::new("clock_skew_seconds", format!("must be at most {MAX_CLOCK_SKEW_SECONDS}")));
     }
@@ -249,9 +253,11 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
     for (i, rule) in raw.bypass.into_iter().enumerate() {
         rules.push(policy::bypass_rule(rule, i)?);
     }
+    let bypass_count = rules.len();
     for (i, rule) in raw.rules.into_iter().enumerate() {
         rules.push(policy::rule(rule, i, &jwt_providers)?);
     }
+    policy::every_rule_is_reachable(&rules, bypass_count)?;
     let routes = Routes { rules, bypass_cors_preflight: raw.bypass_cors_preflight };
     let trusted_networks = raw.trusted_networks.map(|n| policy::networks(n, "trusted_networks")).transpose()?;
     let revocation = policy::revocation(raw.revocation, &jwt_providers)?;
@@ -277,6 +283,7 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
             owned_headers,
             forward_credentials: raw.forward_credentials,
             filter_state: raw.filter_state,
+            method_overrides,
         },
         routes,
         trusted_networks,
@@ -386,11 +393,11 @@ fn compile_api_keys(raw: Option<RawApiKeys>, limits: &Limits, env: Env) -> Resul
         headers.push(name);
     }
     if let Some(q) = &raw.query_param {
-        form_name(q, "api_keys.query_param")?;
+        param_name(q, "api_keys.query_param")?;
     }
     for (i, cookie) in raw.cookies.iter().enumerate() {
         let path = format!("api_keys.cookies[{i}]");
-        form_name(cookie, &path)?;
+        cookie_name(cookie, &path)?;
         if raw.cookies[..i].iter().any(|earlier| lenient_name(earlier) == lenient_name(cookie)) {
             return Err(ConfigError::new(path, "is already listed (in some spelling)"));
         }
@@ -429,36 +436,47 @@ fn compile_api_keys(raw: Option<RawApiKeys>, limits: &Limits, env: Env) -> Resul
 }
 
 /// A provider, a keypair and the token endpoint may never claim the same issuer (or
-/// name). Providers come first and are distinct among themselves (`jwt::compile`):
-/// a clash is named at the keypair or the endpoint.
+/// name): a token's `iss` would name both. Issuers are compared as tokens select them:
+/// PEM text as `normalized_pem` gives it (a keypair's tokens may carry its public key,
+/// in any line endings, as `iss`), so a provider whose issuer is a keypair's key is
+/// caught too. A clash names both fields, at the later one.
 fn issuers_are_unique(providers: &[Provider]) -> Result<(), ConfigError> {
-    let mut issuers: HashSet<&str> = HashSet::new();
-    let mut names: HashSet<&str> = HashSet::new();
-    let mut keypairs = 0..;
+    // (issuer or name, its field): a few entries, searched in order.
+    let mut issuers: Vec<(Cow<str>, String)> = Vec::new();
+    let mut names: Vec<(&str, String)> = Vec::new();
+    let (mut provider_index, mut keypair_index) = (0.., 0..);
     for provider in providers {
         // Where a clash is named: (the name's field, the issuer's, the alias's).
         let (name_field, issuer_field, alias_field) = match provider.kind {
-            Issuer::Provider => (String::new(), String::new(), String::new()),
+            Issuer::Provider => {
+                let at = format!("jwt.providers[{}]", provider_index.next().unwrap_or_default());
+                (format!("{at}.name"), format!("{at}.issuer"), format!("{at}.issuer"))
+            }
             Issuer::Keypair { .. } => {
-                let at = format!("keypairs[{}]", keypairs.next().unwrap_or_default());
+                let at = format!("keypairs[{}]", keypair_index.next().unwrap_or_default());
                 (format!("{at}.id"), format!("{at}.id"), format!("{at}.public_key"))
             }
             Issuer::TokenEndpoint => {
                 ("token_endpoint.name".into(), "token_endpoint.issuer".into(), "token_endpoint.issuer".into())
             }
         };
-        if !names.insert(provider.name.as_str()) {
-            return Err(ConfigError::new(name_field, "another provider, keypair or token endpoint has this name"));
+        if let Some((_, other)) = names.iter().find(|(name, _)| *name == provider.name) {
+            return Err(ConfigError::new(name_field, format!("{other} has this name too")));
         }
+        names.push((&provider.name, name_field));
         for (issuer, field) in std::iter::once((&provider.issuer, &issuer_field))
             .chain(provider.issuer_aliases.iter().map(|alias| (alias, &alias_field)))
         {
-            if !issuers.insert(issuer.as_str()) {
-                return Err(ConfigError::new(
-                    field.as_str(),
-                    "another provider, keypair or token endpoint has this issuer",
-                ));
+            let compared = if issuer.trim_start().starts_with("-----BEGIN") {
+                Cow::Owned(normalized_pem(issuer))
+            } else {
+                Cow::Borrowed(issuer.as_str())
+            };
+            if let Some((_, other)) = issuers.iter().find(|(claimed, _)| *claimed == compared) {
+                let message = format!("{other} claims this issuer too: a token's iss would name both");
+                return Err(ConfigError::new(field.as_str(), message));
             }
+            issuers.push((compared, field.clone()));
         }
     }
     Ok(())

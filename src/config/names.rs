@@ -13,9 +13,21 @@ pub fn header_name(name: &str, path: &str) -> Result<String, ConfigError> {
     Ok(name.to_ascii_lowercase())
 }
 
-/// A query parameter or cookie name that carries a credential: a plain name, so
-/// that its every spelling (`query::lenient_name`) is known.
-pub fn form_name(name: &str, path: &str) -> Result<(), ConfigError> {
+/// A query parameter name that carries a credential: what a query may hold without
+/// percent-encoding (RFC 3986 `pchar`) but the bytes form parsers give a meaning (`&`,
+/// `=`, `;` separate, `+` is a space, `%` escapes, `[` starts a PHP array), so that
+/// its every spelling (`query::lenient_name`) is known: CData Arc's `@authtoken` is one.
+/// A client may still send it percent-encoded (`%40authtoken`): it is read as itself.
+pub fn param_name(name: &str, path: &str) -> Result<(), ConfigError> {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~!$'()*,:@".contains(&b)) {
+        return Err(ConfigError::new(path, "must be a non-empty name of [A-Za-z0-9] and -._~!$'()*,:@"));
+    }
+    Ok(())
+}
+
+/// A cookie name that carries a credential: a plain name (RFC 6265 tokens exclude
+/// `@`, `:` and parentheses; PHP percent-decodes names), so that its every spelling is known.
+pub fn cookie_name(name: &str, path: &str) -> Result<(), ConfigError> {
     if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
         return Err(ConfigError::new(path, "must be a non-empty name of [A-Za-z0-9-_.]"));
     }

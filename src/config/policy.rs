@@ -8,6 +8,7 @@ use super::schema::{default_wait_ms, RawBypassRule, RawLimits, RawMatch, RawRevo
 use crate::jwt::Provider;
 use crate::limits::Limits;
 use crate::network::{Cidr, Networks};
+use crate::path::has_segment_prefix;
 use crate::principal::QualifiedName;
 use crate::privileges::Privileges;
 use crate::remote::RemoteDocument;
@@ -209,8 +210,15 @@ fn route_match(raw: RawMatch, path: &str) -> Result<RouteMatch, ConfigError> {
         Some(host) => {
             let name = host.strip_prefix("*.");
             let text = name.unwrap_or(&host);
-            if text.is_empty() || !text.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b)) {
-                return Err(ConfigError::new(format!("{path}.host"), "must be a host name, or *.suffix"));
+            // Labels are never empty: `a..b`, `.a` and `a.` (requests are matched without
+            // their trailing dot) would never match.
+            let label =
+                |label: &str| !label.is_empty() && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+            if !text.split('.').all(label) {
+                return Err(ConfigError::new(
+                    format!("{path}.host"),
+                    "must be a host name, or *.suffix (without a trailing dot)",
+                ));
             }
             Some(match name {
                 Some(suffix) => HostPattern::Suffix(format!(".{suffix}")),
@@ -221,13 +229,42 @@ fn route_match(raw: RawMatch, path: &str) -> Result<RouteMatch, ConfigError> {
     if raw.route.as_deref().is_some_and(str::is_empty) {
         return Err(ConfigError::new(format!("{path}.route"), "must name an Envoy route"));
     }
-    Ok(RouteMatch {
+    let matcher = RouteMatch {
         path_prefix: configured(raw.path_prefix, "path_prefix")?,
         path: configured(raw.path, "path")?,
         methods: raw.methods.map(|m| methods(m, &format!("{path}.methods"))).transpose()?,
         host,
         route: raw.route,
-    })
+    };
+    if matcher.methods.as_ref().is_some_and(Vec::is_empty) {
+        return Err(ConfigError::new(format!("{path}.methods"), "must list a method: an empty list never matches"));
+    }
+    if let (Some(exact), Some(prefix)) = (&matcher.path, &matcher.path_prefix) {
+        if !has_segment_prefix(exact, prefix) {
+            return Err(ConfigError::new(path, "path is not under path_prefix: the rule never matches"));
+        }
+    }
+    Ok(matcher)
+}
+
+/// No rule may be unreachable: an earlier rule that matches every request a later one
+/// matches takes them all (but a relaxed rule lets ambiguous paths through to a later
+/// restrictive one). `bypass_count`: the first rules are `bypass[..]`.
+pub fn every_rule_is_reachable(rules: &[Rule], bypass_count: usize) -> Result<(), ConfigError> {
+    let name = |i: usize| match i.checked_sub(bypass_count) {
+        None => format!("bypass[{i}]"),
+        Some(j) => format!("rules[{j}]"),
+    };
+    for (j, later) in rules.iter().enumerate() {
+        let shadow = rules[..j].iter().position(|earlier| {
+            (!earlier.require.relaxed() || later.require.relaxed()) && earlier.matcher.covers(&later.matcher)
+        });
+        if let Some(i) = shadow {
+            let message = format!("never matches: {} before it matches every request it would", name(i));
+            return Err(ConfigError::new(name(j), message));
+        }
+    }
+    Ok(())
 }
 
 fn require(raw: Option<serde_json::Value>, path: &str, providers: &[Provider]) -> Result<Require, ConfigError> {

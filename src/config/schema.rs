@@ -27,6 +27,10 @@ pub struct RawConfig {
     /// Forward the verified credential upstream (false: it is removed); every other credential is removed either way.
     #[serde(default)]
     pub forward_credentials: bool,
+    /// Method overrides (`X-HTTP-Method-Override`, `X-HTTP-Method`, `X-Method-Override`, the `_method` query parameter): `"remove"` them before the upstream (default), or `"judge"` the request as every method it names. A `_method` in a form body is not seen.
+    #[serde(default = "default_method_overrides")]
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(with = "crate::method_override::MethodOverrides"))]
+    pub method_overrides: String,
     /// Also hand the verified principal to Envoy as filter state (`wasm.wasm_authn.principal`, `.method`, `.provider`, `.claim.<header>`), for RBAC and access logs; one host call per value.
     #[serde(default)]
     pub filter_state: bool,
@@ -494,6 +498,9 @@ pub struct RawCache {
 
 pub fn default_realm() -> String {
     "api".into()
+}
+fn default_method_overrides() -> String {
+    "remove".into()
 }
 fn default_clock_skew() -> u64 {
     60

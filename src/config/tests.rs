@@ -120,6 +120,7 @@ fn errors_name_the_field() {
         (json!({"unknown_field": 1}), "unknown field `unknown_field`"),
         (json!({"clock_skew_seconds": 100000}), "clock_skew_seconds:"),
         (json!({"clock_skew_seconds": "60"}), "invalid type"),
+        (json!({"method_overrides": "keep"}), "method_overrides: must be \"remove\" or \"judge\""),
         (json!({}), "no credentials configured"),
         (
             json!({"rules": [{"require": "password"}], "basic": {"users": [{"name": "a", "password_hash": SECRET_SHA256}]}}),
@@ -147,6 +148,14 @@ fn errors_name_the_field() {
         ),
         (
             json!({"rules": [{"match": {"host": "a b"}}], "basic": {"users": [{"name": "a", "password_hash": SECRET_SHA256}]}}),
+            "rules[0].match.host:",
+        ),
+        (
+            json!({"rules": [{"match": {"host": "admin.example."}}], "basic": {"users": [{"name": "a", "password_hash": SECRET_SHA256}]}}),
+            "rules[0].match.host: must be a host name, or *.suffix (without a trailing dot)",
+        ),
+        (
+            json!({"rules": [{"match": {"host": "*.a..example"}}], "basic": {"users": [{"name": "a", "password_hash": SECRET_SHA256}]}}),
             "rules[0].match.host:",
         ),
         (
@@ -208,6 +217,118 @@ fn errors_name_the_field() {
         let error = error_of(config.clone());
         assert!(error.contains(expected), "{config} gave {error:?}, expected it to contain {expected:?}");
     }
+}
+
+#[test]
+fn a_rule_that_can_never_match_is_refused() {
+    let with = |bypass: serde_json::Value, rules: serde_json::Value| json!({"bypass": bypass, "rules": rules, "basic": {"users": [{"name": "a", "password_hash": SECRET_SHA256}]}});
+    let refused = [
+        (
+            with(json!([]), json!([{"match": {"path": "/a", "path_prefix": "/b"}}])),
+            "rules[0].match: path is not under path_prefix: the rule never matches",
+        ),
+        (
+            with(json!([]), json!([{"match": {"path": "/ab", "path_prefix": "/a"}}])),
+            "rules[0].match: path is not under",
+        ),
+        (
+            with(json!([]), json!([{"match": {"path_prefix": "/a", "methods": []}}])),
+            "rules[0].match.methods: must list a method",
+        ),
+        (
+            with(json!([]), json!([{}, {"match": {"path_prefix": "/x"}}])),
+            "rules[1]: never matches: rules[0] before it matches every request it would",
+        ),
+        (
+            with(
+                json!([{"path_prefix": "/healthz"}]),
+                json!([{"match": {"path_prefix": "/healthz/x"}, "require": "none"}]),
+            ),
+            "rules[0]: never matches: bypass[0]",
+        ),
+        (
+            with(json!([{"path_prefix": "/a"}, {"path_prefix": "/a/b", "method": "GET"}]), json!([])),
+            "bypass[1]: never matches: bypass[0]",
+        ),
+        (
+            with(
+                json!([]),
+                json!([{"match": {"path_prefix": "/a/"}}, {"match": {"path": "/a/b", "methods": ["GET"]}}]),
+            ),
+            "rules[1]: never matches: rules[0]",
+        ),
+        (
+            with(
+                json!([]),
+                json!([{"match": {"methods": ["GET", "POST"]}}, {"match": {"methods": ["post"], "route": "r"}}]),
+            ),
+            "rules[1]: never matches: rules[0]",
+        ),
+        (
+            with(json!([]), json!([{"match": {"host": "*.Example"}}, {"match": {"host": "a.example"}}])),
+            "rules[1]: never matches: rules[0]",
+        ),
+        (
+            with(json!([]), json!([{"match": {"host": "*.example"}}, {"match": {"host": "*.a.EXAMPLE"}}])),
+            "rules[1]: never matches: rules[0]",
+        ),
+        (
+            with(json!([]), json!([{"match": {"host": "a.example"}}, {"match": {"host": "A.example", "path": "/x"}}])),
+            "rules[1]: never matches: rules[0]",
+        ),
+        (
+            with(
+                json!([]),
+                json!([{"match": {"route": "r"}, "require": "optional"}, {"match": {"route": "r"}, "require": "none"}]),
+            ),
+            "rules[1]: never matches: rules[0]",
+        ),
+    ];
+    for (config, expected) in refused {
+        let error = error_of(config.clone());
+        assert!(error.starts_with(expected), "{config}: {error}");
+    }
+    let reachable = [
+        with(json!([]), json!([{"match": {"path": "/a/b", "path_prefix": "/a"}}])),
+        with(json!([]), json!([{"match": {"path": "/a", "path_prefix": "/a"}}])),
+        // A relaxed rule lets ambiguous paths (/public%2Fx) through to the restrictive one.
+        with(json!([{"path_prefix": "/public"}]), json!([{"match": {"path_prefix": "/public/x"}, "scopes": ["s"]}])),
+        with(json!([]), json!([{"match": {"path_prefix": "/a/"}}, {"match": {"path_prefix": "/a"}}])),
+        with(json!([]), json!([{"match": {"methods": ["GET"]}}, {"match": {"methods": ["GET", "POST"]}}])),
+        with(json!([]), json!([{"match": {"host": "a.example"}}, {"match": {"host": "*.example"}}])),
+        with(json!([]), json!([{"match": {"host": "*.a.example"}}, {"match": {"host": "*.example"}}])),
+        with(json!([]), json!([{"match": {"host": "*.example"}}, {"match": {"host": "example"}}])),
+        with(json!([]), json!([{"match": {"route": "r"}}, {"match": {"route": "s"}}, {}])),
+    ];
+    for config in reachable {
+        assert!(parse(config.clone()).is_ok(), "{config}: {:?}", parse(config.clone()).err());
+    }
+}
+
+#[test]
+fn a_provider_keypair_and_token_endpoint_never_claim_one_issuer() {
+    let pem = include_str!("../../tests/keys/ec_p256_public.pem");
+    let keypair = json!([{"id": "signer", "public_key": pem}]);
+    // The provider's issuer is the keypair's key: as written, in CRLF, indented, trimmed.
+    for issuer in [pem.to_string(), pem.replace('\n', "\r\n"), format!("  {pem}\n"), pem.trim().to_string()] {
+        let config = json!({"jwt": {"providers": [hs256_provider("corp", &issuer)]}, "keypairs": keypair});
+        assert_eq!(
+            error_of(config),
+            "keypairs[0].public_key: jwt.providers[0].issuer claims this issuer too: a token's iss would name both"
+        );
+    }
+    let config = json!({"jwt": {"providers": [hs256_provider("corp", "signer")]}, "keypairs": keypair});
+    assert!(error_of(config).starts_with("keypairs[0].id: jwt.providers[0].issuer claims this issuer too"));
+    let config = json!({"jwt": {"providers": [hs256_provider("signer", "https://x")]}, "keypairs": keypair});
+    assert_eq!(error_of(config), "keypairs[0].id: jwt.providers[0].name has this name too");
+    let two_keys = json!([{"id": "a", "public_key": pem}, {"id": "b", "public_key": pem.replace('\n', "\r\n")}]);
+    let config = json!({"keypairs": two_keys});
+    assert!(error_of(config).starts_with("keypairs[1].public_key: keypairs[0].public_key claims this issuer too"));
+    let mut endpoint = json!({"keypairs": keypair, "api_keys": {"clients": [{"id": "c", "key_hash": SECRET_SHA256}]},
+        "token_endpoint": {"path": "/token", "issuer": pem, "signing_key": ED25519_PRIVATE}});
+    assert!(error_of(endpoint.clone()).starts_with("token_endpoint.issuer: keypairs[0].public_key claims this issuer"));
+    endpoint["token_endpoint"]["issuer"] = json!("https://me");
+    assert!(parse(endpoint).is_ok());
 }
 
 #[test]
@@ -347,6 +468,28 @@ fn api_key_cookies_are_plain_distinct_names() {
         let error = error_of(api_keys_with(places));
         assert!(error.starts_with(expected), "{error}");
     }
+}
+
+#[test]
+fn query_parameter_names_are_what_a_query_holds_unencoded() {
+    // CData Arc's `@authtoken`, and the other pchar a form parser gives no meaning.
+    for name in ["@authtoken", "api-key.v2", "key~1", "a:b", "x!$'()*,"] {
+        let c = parse(api_keys_with(json!({"query_param": name}))).unwrap();
+        assert_eq!(c.api_keys.query_param.as_deref(), Some(name));
+        let mut provider = hs256_provider("corp", "https://id.corp");
+        provider["from_params"] = json!([name]);
+        assert!(parse(json!({"jwt": {"providers": [provider]}})).is_ok(), "{name}");
+    }
+    for name in ["a&b", "a=b", "a;b", "a+b", "a%40b", "a[]", "a b", "a#b", "a?b", "a/b", "\u{e9}"] {
+        let error = error_of(api_keys_with(json!({"query_param": name})));
+        assert!(
+            error.starts_with("api_keys.query_param: must be a non-empty name of [A-Za-z0-9] and"),
+            "{name}: {error}"
+        );
+    }
+    // Not a cookie name (RFC 6265 tokens exclude '@').
+    let error = error_of(api_keys_with(json!({"cookies": ["@authtoken"]})));
+    assert!(error.starts_with("api_keys.cookies[0]: must be a non-empty name of [A-Za-z0-9-_.]"), "{error}");
 }
 
 fn providers_with(places: &[serde_json::Value]) -> serde_json::Value {

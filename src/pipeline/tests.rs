@@ -243,6 +243,25 @@ fn api_keys_in_headers_basic_and_query() {
 }
 
 #[test]
+fn cdata_arcs_authtoken_parameter_read_under_any_encoding_of_its_name() {
+    let mut vm = authenticator(json!({"api_keys": {"query_param": "@authtoken", "clients": [
+        {"id": "reporting", "key_hash": SECRET_SHA256}
+    ]}}));
+    for path in ["/r?x=1&@authtoken=secret", "/r?x=1&%40authtoken=secret", "/r?x=1&%40authtoken=secret&@AuthToken=d"] {
+        let (principal, changes) = allowed(decide_with(&mut vm, "GET", path, &[]));
+        assert_eq!((principal.id.as_str(), changes.path.as_deref()), ("reporting", Some("/r?x=1")), "{path}");
+    }
+    let r = denied(decide_with(&mut vm, "GET", "/r?@authtoken=secret&%40authtoken=other", &[]));
+    assert_eq!(r.reason, Reason::CredentialAmbiguous);
+    let mut vm =
+        authenticator(json!({"forward_credentials": true, "api_keys": {"query_param": "@authtoken", "clients": [
+            {"id": "reporting", "key_hash": SECRET_SHA256}
+        ]}}));
+    let (_, changes) = allowed(decide_with(&mut vm, "GET", "/r?@AUTHTOKEN=d&%40authtoken=secret", &[]));
+    assert_eq!(changes.path.as_deref(), Some("/r?%40authtoken=secret"), "the verified one is what is forwarded");
+}
+
+#[test]
 fn disabled_and_unknown_api_keys() {
     let mut vm = authenticator(json!({}));
     // sha256("foobar") is the retired client's key.
@@ -444,6 +463,39 @@ fn bypass_matches_normalized_paths_at_segment_boundaries() {
 }
 
 #[test]
+fn path_parameters_are_removed_and_dot_segments_with_parameters_refused() {
+    let mut vm = policy_vm(json!({"bypass": [{"path_prefix": "/healthz"}]}));
+    // A servlet container reads each of these as /admin (or /orders/..): no bypass, no relaxed
+    // rule, and no restrictive one either: 400 before any credential is read.
+    let root = basic("reader", "secret");
+    for escape in ["/healthz/%2e%2e;/admin", "/healthz/..;/admin", "/public/.%2E;x=1/admin", "/maybe/%2e;/x"] {
+        for headers in [&[][..], &[("authorization", root.as_str())]] {
+            let r = denied(decide_with(&mut vm, "GET", escape, headers));
+            assert_eq!((r.status, r.reason, r.error), (400, Reason::AmbiguousPath, "bad_request"), "{escape}");
+        }
+    }
+    // Parameters are removed from every segment: `/admin;x=1` is /admin to the rules.
+    let r = denied(decide_with(&mut vm, "GET", "/admin;x=1", &[("authorization", &root)]));
+    assert_eq!(r.reason, Reason::PrincipalNotAllowed);
+    assert!(matches!(decide_with(&mut vm, "GET", "/healthz;jsessionid=1", &[]), Decision::Bypass(_)));
+    assert!(matches!(decide_with(&mut vm, "GET", "/public;v=2/x", &[]), Decision::Bypass(_)));
+}
+
+#[test]
+fn path_privileges_refuse_dot_segments_with_parameters_without_rules() {
+    let mut vm = authenticator(json!({"bypass": [], "api_keys": {"clients": [
+        {"id": "orders", "key_hash": SECRET_SHA256, "paths": ["/orders"]}
+    ]}}));
+    allowed(decide_with(&mut vm, "GET", "/orders;v=1/7", &[("x-api-key", "secret")]));
+    let r = denied(decide_with(&mut vm, "GET", "/orders;v=1/../billing", &[("x-api-key", "secret")]));
+    assert_eq!(r.reason, Reason::PathNotAllowed);
+    let r = denied(decide_with(&mut vm, "GET", "/orders/%2e%2e;/billing", &[("x-api-key", "secret")]));
+    assert_eq!((r.status, r.reason), (400, Reason::AmbiguousPath));
+    // Without rules or path privileges the filter reads no path: nothing to escape.
+    allowed(decide_with(&mut vm, "GET", "/x/%2e%2e;/y", &[("authorization", &basic("alice", "secret"))]));
+}
+
+#[test]
 fn cors_preflight_bypass_needs_origin_and_request_method() {
     let mut vm = authenticator(json!({"bypass": [], "bypass_cors_preflight": true}));
     let preflight = [("origin", "https://app.example"), ("access-control-request-method", "POST")];
@@ -566,6 +618,55 @@ fn privileges_and_route_requirements_answer_403() {
 
     let r = denied(decide_with(&mut vm, "GET", "/admin", &[("authorization", &reader)]));
     assert_eq!((r.status, r.message.as_str()), (403, "principal not allowed"));
+}
+
+#[test]
+fn method_overrides_are_removed_before_the_upstream_by_default() {
+    let mut vm = policy_vm(json!({}));
+    let reader = basic("reader", "secret");
+    let headers =
+        [("authorization", reader.as_str()), ("x-http-method-override", "DELETE"), ("x_http_method", "DELETE")];
+    let (_, changes) = allowed(decide_with(&mut vm, "GET", "/orders?_method=DELETE&%5FMETHOD=PUT&a=1", &headers));
+    assert!(changes.remove.contains(&"x-http-method-override".to_string()), "{changes:?}");
+    assert!(changes.remove.contains(&"x_http_method".to_string()), "{changes:?}");
+    assert_eq!(changes.path.as_deref(), Some("/orders?a=1"));
+    // Also where nothing is authenticated.
+    let Decision::Bypass(changes) = decide_with(&mut vm, "POST", "/public/x?_method=DELETE", &headers[1..]) else {
+        panic!()
+    };
+    assert_eq!((changes.remove.len(), changes.path.as_deref()), (2, Some("/public/x")));
+    let (_, changes) = allowed(decide_with(&mut vm, "GET", "/orders?method=x", &headers[..1]));
+    assert_eq!(changes.path, None);
+}
+
+#[test]
+fn judged_method_overrides_are_each_checked_and_stay_under_one_rule() {
+    let mut vm = policy_vm(json!({"method_overrides": "judge", "rules": [
+        {"match": {"path_prefix": "/catalog", "methods": ["GET"]}, "require": "optional"},
+        {"match": {"path_prefix": "/public"}, "require": "none"}
+    ]}));
+    let reader = basic("reader", "secret");
+    for (header, value) in [("x-http-method-override", "DELETE"), ("x_method_override", "get, delete")] {
+        let r = denied(decide_with(&mut vm, "GET", "/orders", &[("authorization", &reader), (header, value)]));
+        assert_eq!((r.status, r.reason), (403, Reason::MethodNotAllowed), "{header}");
+    }
+    let r = denied(decide_with(&mut vm, "GET", "/orders?_method=delete", &[("authorization", &reader)]));
+    assert_eq!(r.reason, Reason::MethodNotAllowed);
+    // Its own method again, or none: judged as usual, and forwarded.
+    let own = [("authorization", reader.as_str()), ("x-http-method-override", "get")];
+    let (_, changes) = allowed(decide_with(&mut vm, "GET", "/orders?_method=GET", &own));
+    assert!(!changes.remove.iter().any(|h| h.contains("method")) && changes.path.is_none(), "{changes:?}");
+    // Only the `_method` judged goes on: another spelling, which a lenient upstream may read, is removed.
+    let (_, changes) = allowed(decide_with(&mut vm, "GET", "/orders?_method=GET&_METHOD=DELETE", &own));
+    assert_eq!(changes.path.as_deref(), Some("/orders?_method=GET"));
+    let r = denied(decide_with(&mut vm, "GET", "/orders?_method=GET&%5Fmethod=GET", &own));
+    assert_eq!(r.reason, Reason::MethodOverrideRefused);
+    // GET /catalog is optional; as a DELETE it would be the default rule's: neither is chosen.
+    let r = denied(decide_with(&mut vm, "GET", "/catalog", &[("x-http-method", "DELETE")]));
+    assert_eq!((r.status, r.reason, r.error), (400, Reason::MethodOverrideRefused, "bad_request"));
+    assert!(matches!(decide_with(&mut vm, "POST", "/public?_method=DELETE", &[]), Decision::Bypass(_)));
+    let many = [("x-http-method", "A,B,C,D,E,F,G,H,I")];
+    assert_eq!(denied(decide_with(&mut vm, "GET", "/public", &many)).reason, Reason::MethodOverrideRefused);
 }
 
 #[test]

@@ -44,12 +44,24 @@ fn escapes_never_reach_a_relaxed_rule() {
         rules: vec![rule(prefix("/public"), Require::None), rule(prefix("/admin"), Require::Kinds(vec![Kind::Basic]))],
         bypass_cors_preflight: false,
     };
-    for escaped in ["/public/../admin", "//admin", "/%61dmin", "/public/%2e%2e/admin", "/public/..%2fadmin"] {
+    for escaped in [
+        "/public/../admin",
+        "//admin",
+        "/%61dmin",
+        "/public/%2e%2e/admin",
+        "/public/..%2fadmin",
+        "/public/%2e%2e;/admin",
+        "/public/..;x=1/admin",
+        "/admin;x=1/a",
+        "/admin;/a",
+    ] {
         let chosen = select(&routes, "GET", escaped, &[]);
         assert!(matches!(chosen.require, Require::Kinds(_)), "{escaped} fell under {chosen:?}");
     }
     // An ambiguous path never relaxes, even where it names the relaxed route.
     assert_eq!(select(&routes, "GET", "/public%2Fdocs", &[]), &DEFAULT_RULE);
+    assert_eq!(select(&routes, "GET", "/public/x/.;/docs", &[]), &DEFAULT_RULE);
+    assert_eq!(select(&routes, "GET", "/public;v=1/docs", &[]).require, Require::None);
     assert_eq!(select(&routes, "GET", "/adminX", &[]), &DEFAULT_RULE);
     assert_eq!(select(&routes, "GET", "/PUBLIC/", &[]), &DEFAULT_RULE);
 }
@@ -69,6 +81,10 @@ fn every_condition_must_match() {
     assert_eq!(select(&routes, "GET", "/orders/1", &host("api.example.com")), &DEFAULT_RULE);
     assert_eq!(select(&routes, "POST", "/orders/1", &host("example.com")), &DEFAULT_RULE, "*.suffix needs a subdomain");
     assert_eq!(select(&routes, "POST", "/orders/1", &host("evil-example.com")), &DEFAULT_RULE);
+    for fqdn in ["x.api.example.com.", "x.api.example.com.:8443", "X.API.Example.COM."] {
+        assert_eq!(select(&routes, "POST", "/orders/1", &host(fqdn)).require, Require::Optional, "{fqdn}");
+    }
+    assert_eq!(select(&routes, "POST", "/orders/1", &host("x.example.com..")), &DEFAULT_RULE, "one dot only");
     assert_eq!(select(&routes, "POST", "/other", &host("api.example.com")), &DEFAULT_RULE);
 
     let exact = RouteMatch {
@@ -80,6 +96,9 @@ fn every_condition_must_match() {
     assert_eq!(select(&routes, "GET", "/status?x=1", &[(":authority", "api.example")]).require, Require::None);
     assert_eq!(select(&routes, "GET", "/status/x", &[(":authority", "api.example")]), &DEFAULT_RULE);
     assert_eq!(select(&routes, "GET", "/status", &[(":authority", "[::1]:80")]), &DEFAULT_RULE);
+    for fqdn in ["api.example.", "api.example.:8443"] {
+        assert_eq!(select(&routes, "GET", "/status", &[(":authority", fqdn)]).require, Require::None, "{fqdn}");
+    }
 }
 
 #[test]

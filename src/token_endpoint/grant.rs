@@ -4,11 +4,13 @@
 //! with `client_id`/`client_secret` in the form body or in Basic, 2.3.1), or
 //! the configured API key header. One form per request (RFC 6749 2.3).
 
+use std::fmt;
 use std::net::IpAddr;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use serde_json::Value;
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::{Map, Value};
 
 use crate::query::percent_decode;
 
@@ -89,9 +91,17 @@ pub fn read(presented: &Presented, body: &[u8]) -> Result<Grant, GrantError> {
     if !body.is_empty() {
         match presented.content_type.as_deref() {
             Some("application/json") => {
-                let value: Value =
-                    serde_json::from_slice(body).map_err(|_| GrantError::InvalidRequest("the body is not JSON"))?;
-                let object = value.as_object().ok_or(GrantError::InvalidRequest("the body is not a JSON object"))?;
+                let members: Members = serde_json::from_slice(body).map_err(|e| {
+                    GrantError::InvalidRequest(if e.is_data() {
+                        "the body is not a JSON object"
+                    } else {
+                        "the body is not JSON"
+                    })
+                })?;
+                if members.repeated {
+                    return Err(GrantError::InvalidRequest("a field is given twice"));
+                }
+                let object = &members.object;
                 match object.get("apiKey") {
                     Some(Value::String(key)) if !key.is_empty() => proofs.push(Proof::ApiKey(key.clone())),
                     Some(_) => return Err(GrantError::InvalidRequest("apiKey must be a non-empty string")),
@@ -137,6 +147,33 @@ pub fn read(presented: &Presented, body: &[u8]) -> Result<Grant, GrantError> {
         _ => return Err(GrantError::InvalidRequest("more than one client authentication")),
     };
     Ok(Grant { proof, scope })
+}
+
+/// A JSON object's members, and whether one was given twice (serde_json's `Value`
+/// silently keeps the last: `{"apiKey": "x", "apiKey": "<valid>"}` must not pass as one).
+struct Members {
+    object: Map<String, Value>,
+    repeated: bool,
+}
+
+impl<'de> Deserialize<'de> for Members {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Members, D::Error> {
+        struct Object;
+        impl<'de> Visitor<'de> for Object {
+            type Value = Members;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members, A::Error> {
+                let mut members = Members { object: Map::new(), repeated: false };
+                while let Some((name, value)) = map.next_entry::<String, Value>()? {
+                    members.repeated |= members.object.insert(name, value).is_some();
+                }
+                Ok(members)
+            }
+        }
+        deserializer.deserialize_map(Object)
+    }
 }
 
 fn scopes(text: &str) -> Vec<String> {
@@ -190,6 +227,31 @@ mod tests {
     }
 
     #[test]
+    fn a_field_given_twice_is_refused_in_json_and_in_a_form() {
+        let twice = Err(GrantError::InvalidRequest("a field is given twice"));
+        let json = presented(Some("application/json"), None, None);
+        for body in [
+            &br#"{"apiKey": "x", "apiKey": "k"}"#[..],
+            br#"{"apiKey": "k", "api\u004bey": "x"}"#,
+            br#"{"apiKey": "k", "scope": "a", "scope": "b"}"#,
+            br#"{"apiKey": "k", "grant_type": "client_credentials", "grant_type": "client_credentials"}"#,
+        ] {
+            assert_eq!(read(&json, body), twice, "{}", String::from_utf8_lossy(body));
+        }
+        // Members of nested values are not fields: only the top level counts.
+        assert!(read(&json, br#"{"apiKey": "k", "x": {"a": 1, "a": 2}}"#).is_ok());
+        let form = presented(FORM, None, None);
+        let base = "grant_type=client_credentials&client_id=c&client_secret=s";
+        for extra in ["&client_secret=t", "&client%5Fsecret=t", "&scope=a&scope=b", "&client_id=c"] {
+            assert_eq!(
+                read(&form, format!("{base}{extra}").as_bytes()),
+                Err(GrantError::InvalidRequest("a form field is given twice")),
+                "{extra}"
+            );
+        }
+    }
+
+    #[test]
     fn rfc_6749_errors() {
         let form = presented(FORM, None, None);
         assert_eq!(
@@ -223,6 +285,8 @@ mod tests {
             assert!(matches!(read(&json, bad), Err(GrantError::InvalidRequest(_))), "{}", String::from_utf8_lossy(bad));
         }
         assert_eq!(read(&json, br#"{"apiKey": "k", "grant_type": "implicit"}"#), Err(GrantError::UnsupportedGrantType));
+        assert_eq!(read(&json, b"{"), Err(GrantError::InvalidRequest("the body is not JSON")));
+        assert_eq!(read(&json, b"[1]"), Err(GrantError::InvalidRequest("the body is not a JSON object")));
         assert_eq!(
             read(&presented(None, None, None), b""),
             Err(GrantError::InvalidClient("client authentication required"))

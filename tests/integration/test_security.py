@@ -148,10 +148,13 @@ def test_valid_basic_with_a_disabled_query_key(lax):
 
 
 def test_every_spelling_of_the_query_key_is_removed(lax):
-    path = f"/o?api_key={GOOD_KEY}&api%5Fkey={DISABLED_KEY}&API_KEY={DISABLED_KEY}&api.key={DISABLED_KEY}&keep=1"
+    path = f"/o?api_key={GOOD_KEY}&api%5Fkey[]={DISABLED_KEY}&API_KEY={DISABLED_KEY}&api.key={DISABLED_KEY}&keep=1"
     seen = echo(lax.request("GET", path))
     assert seen["headers"]["x-auth-principal"] == "good"
     assert seen["path"] == "/o?keep=1", seen
+    # api%5Fkey is api_key itself, as servers decode names: a second one is ambiguous.
+    r = lax.request("GET", f"/o?api_key={GOOD_KEY}&api%5Fkey={DISABLED_KEY}")
+    assert r.status == 401 and r.json()["message"] == "more than one credential of a kind", r.body
 
 
 def test_credentials_never_reach_the_upstream_of_a_bypass(lax):
@@ -167,6 +170,50 @@ def test_forward_credentials_forwards_only_the_verified_one(envoy_factory):
                                                                  "x-api-key": DISABLED_KEY}))
     assert seen["headers"]["authorization"].startswith("Bearer ")
     assert "x-api-key" not in seen["headers"] and seen["path"] == "/o", seen
+
+
+# --------------------------------------------------------------------------
+# Method overrides (issue 17.7): privileges judge the method the upstream acts on
+
+
+OVERRIDES = {
+    "bypass": [{"path_prefix": "/healthz"}],
+    "rules": [{"match": {"path_prefix": "/catalog", "methods": ["GET"]}, "require": "optional"}],
+    "basic": {"users": [{"name": "reader", "password_hash": sha256_hash(PASSWORD), "methods": ["GET"]},
+                        {"name": "alice", "password_hash": sha256_hash(PASSWORD)}]},
+}
+READER, ALICE = basic_header("reader", PASSWORD), basic_header("alice", PASSWORD)
+OVERRIDE_HEADERS = {"X-HTTP-Method-Override": "DELETE", "X-HTTP-Method": "DELETE", "X-Method-Override": "PUT"}
+
+
+@pytest.mark.parametrize("settings", ["bundled", "lax"])
+def test_method_overrides_never_reach_the_upstream(envoy_factory, settings):
+    h = envoy_factory(OVERRIDES, hcm_overrides=LAX_ENVOY if settings == "lax" else {})
+    headers = dict(OVERRIDE_HEADERS, **({"X_HTTP_Method_Override": "DELETE"} if settings == "lax" else {}))
+    for path, auth in (("/o", {"authorization": READER}), ("/healthz", {}), ("/catalog", {})):
+        query = "?_method=DELETE&%5Fmethod=PUT&_METHOD=PATCH&_method[]=x&keep=1"
+        seen = echo(h.request("GET", path + query, {**headers, **auth}))
+        assert seen["path"] == path + "?keep=1", seen
+        assert not [name for name in seen["headers"] if "method" in name and name != "x-auth-method"], seen
+
+
+JUDGE = dict(OVERRIDES, method_overrides="judge")
+
+
+def test_judged_method_overrides_are_each_within_the_privileges(envoy_factory):
+    h = envoy_factory(JUDGE, hcm_overrides=LAX_ENVOY)
+    for headers, path in (({"X-HTTP-Method-Override": "DELETE"}, "/o"), ({"x_method_override": "get, put"}, "/o"),
+                          ({}, "/o?_method=delete")):
+        r = h.request("GET", path, {"authorization": READER, **headers})
+        assert (r.status, r.json()["message"]) == (403, "method not allowed"), (headers, path, r.body)
+    # Within them (or none but the request's own): forwarded as sent.
+    seen = echo(h.request("POST", "/o?_method=PUT", {"authorization": ALICE, "X-HTTP-Method-Override": "PUT"}))
+    assert seen["headers"]["x-http-method-override"] == "PUT" and seen["path"] == "/o?_method=PUT", seen
+    # An optional GET route that would be a protected DELETE: neither is chosen.
+    r = h.request("GET", "/catalog", {"X-HTTP-Method": "DELETE"})
+    assert (r.status, r.json()["error"]) == (400, "bad_request"), r.body
+    assert h.wasm_stats().get("wasm_authn.denied.method_override_refused") == 1
+    assert echo(h.request("GET", "/catalog", {"X-HTTP-Method": "GET"}))["path"] == "/catalog"
 
 
 # --------------------------------------------------------------------------
@@ -206,6 +253,7 @@ def test_absurd_expiry_times_are_malformed(lax, exp):
 # Bad configurations refused at load, naming the field
 
 
+KEYPAIR_PEM = public_pem(p256_key()).decode()
 WEAK_ED25519 = {"kty": "OKP", "crv": "Ed25519", "kid": "weak", "x": b64u(b"\x01" + b"\x00" * 31)}
 REFUSED = {
     "claim-sets-principal": (
@@ -219,6 +267,29 @@ REFUSED = {
         "jwt.providers[0].local_jwks.keys[0].x: a small-order (weak) Ed25519 public key"),
     "non-normal-bypass": (
         {"bypass": [{"path_prefix": "/a/../b"}], "jwt": {"providers": [provider()]}}, "bypass[0].path_prefix:"),
+    # Rules that can never match (issue 17.14), and a host no request carries (17.5).
+    "rule-path-outside-its-prefix": (
+        {"rules": [{"match": {"path": "/admin", "path_prefix": "/public"}}], "jwt": {"providers": [provider()]}},
+        "rules[0].match: path is not under path_prefix: the rule never matches"),
+    "rule-without-methods": (
+        {"rules": [{"match": {"path_prefix": "/admin", "methods": []}}], "jwt": {"providers": [provider()]}},
+        "rules[0].match.methods: must list a method"),
+    "rule-behind-a-bypass": (
+        {"bypass": [{"path_prefix": "/healthz"}], "rules": [{"match": {"path_prefix": "/healthz/x"}, "require": "optional"}],
+         "jwt": {"providers": [provider()]}},
+        "rules[0]: never matches: bypass[0] before it matches every request it would"),
+    "rule-behind-a-wider-rule": (
+        {"rules": [{"match": {"host": "*.example"}, "require": ["jwt"]},
+                   {"match": {"host": "admin.example", "path_prefix": "/x"}, "principals": ["root"]}],
+         "jwt": {"providers": [provider()]}},
+        "rules[1]: never matches: rules[0]"),
+    # A provider whose issuer is a keypair's public key (as its tokens carry it; issue 17.15).
+    "provider-issuer-is-a-keypairs-key": (
+        {"jwt": {"providers": [provider(issuer=KEYPAIR_PEM.replace("\n", "\r\n"))]},
+         "keypairs": [{"id": "engine", "public_key": KEYPAIR_PEM}]},
+        "keypairs[0].public_key: jwt.providers[0].issuer claims this issuer too"),
+    "host-with-a-trailing-dot": (
+        {"rules": [{"match": {"host": "admin.example."}}], "jwt": {"providers": [provider()]}}, "rules[0].match.host:"),
 }
 
 

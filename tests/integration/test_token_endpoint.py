@@ -176,6 +176,20 @@ def test_errors_follow_rfc_6749(envoy):
     assert stats.get("wasm_authn.token_issued", 0) >= 1 and stats.get("wasm_authn.jwks_served", 0) >= 1
 
 
+def test_a_field_given_twice_is_refused(envoy):
+    # serde_json keeps the last member: the first apiKey is never checked (issue 17.13).
+    good = KEYS["reports"]
+    for body in (f'{{"apiKey": "x", "apiKey": "{good}"}}', f'{{"apiKey": "{good}", "apiKey": "x"}}',
+                 f'{{"apiKey": "{good}", "api\\u004bey": "{good}"}}', f'{{"apiKey": "{good}", "scope": "", "scope": "admin"}}'):
+        r = oauth_error(post_json(envoy, body.encode()), 400, "invalid_request")
+        assert "twice" in r.json()["error_description"], (body, r.body)
+    for form in (f"grant_type=client_credentials&client_id=reports&client_secret=x&client_secret={good}",
+                 f"grant_type=client_credentials&client_id=reports&client_secret={good}&client%5Fsecret=x"):
+        r = envoy.request("POST", "/auth/token", {"content-type": "application/x-www-form-urlencoded"},
+                          body=form.encode())
+        assert "twice" in oauth_error(r, 400, "invalid_request").json()["error_description"], form
+
+
 def raw_exchange(envoy, request: bytes) -> bytes:
     with socket.create_connection(("127.0.0.1", envoy.listener_port), timeout=10) as s:
         s.sendall(request)

@@ -68,6 +68,30 @@ def refused(r, status, body):
 # Each place, and what reaches the upstream
 
 
+CDATA = {"bypass": [{"path_prefix": "/healthz"}],
+         "api_keys": {"query_param": "@authtoken", "clients": CONFIG["api_keys"]["clients"]}}
+
+
+@pytest.mark.parametrize("name", ["@authtoken", "%40authtoken"])
+def test_cdata_arcs_authtoken_parameter_under_any_encoding_of_its_name(envoy_factory, name):
+    # CData Arc: the auth token as the query parameter @authtoken; clients encode '@' as %40.
+    h = envoy_factory(CDATA, hcm_overrides=LAX_ENVOY)
+    seen = upstream(h.request("GET", f"/o?a=1&{name}={GOOD_KEY}&%40AuthToken={DISABLED_KEY}"))
+    assert seen["headers"]["x-auth-principal"] == "good"
+    assert seen["path"] == "/o?a=1", seen
+    r = h.request("GET", f"/o?@authtoken={GOOD_KEY}&%40authtoken={DISABLED_KEY}")
+    refused(r, 401, AMBIGUOUS)
+    assert upstream(h.request("GET", f"/healthz?%40authtoken={DISABLED_KEY}"))["path"] == "/healthz"
+
+
+def test_a_percent_encoded_name_is_the_name(lax):
+    # As servers read it: access%5Ftoken is access_token (read), and one next to it is a second token.
+    seen = upstream(lax.request("GET", f"/o?access%5Ftoken={token('legacy')}&keep=1"))
+    assert seen["headers"]["x-auth-provider"] == "legacy" and seen["path"] == "/o?keep=1"
+    r = lax.request("GET", f"/o?access_token={token('legacy')}&access%5Ftoken={token('legacy', sub='other')}")
+    refused(r, 401, AMBIGUOUS)
+
+
 def test_a_token_in_a_provider_header(lax):
     seen = upstream(lax.request("GET", "/o", {"x-goog-iap-jwt-assertion": token("iap")}))
     assert (seen["headers"]["x-auth-principal"], seen["headers"]["x-auth-provider"]) == ("iap-user", "iap")
@@ -176,7 +200,7 @@ def test_every_spelling_of_a_credential_place_is_removed(lax):
         "x_goog_iap_jwt_assertion": "forged",
         "x_api_key": DISABLED_KEY,
     }
-    path = "/o?ACCESS_TOKEN=forged&access.token=forged&access%5Ftoken=forged&access_token[]=forged&keep=1"
+    path = "/o?ACCESS_TOKEN=forged&access.token=forged&access%5Ftoken[]=forged&access_token[]=forged&keep=1"
     seen = upstream(lax.request("GET", path, headers))
     assert seen["headers"]["x-auth-provider"] == "web"
     assert seen["headers"]["cookie"] == "keep=1"
