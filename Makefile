@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?=
 
-.PHONY: help setup wasm oci cli schema unit integration test demo bench soak fuzz clean
+.PHONY: help setup wasm oci cli schema fleet-examples unit integration test test-fleet ratelimit-server demo bench soak fuzz clean
 
 help:
 	@echo "make setup        install the toolchain, wrk and the .venv (idempotent)"
@@ -24,7 +24,10 @@ help:
 	@echo "make oci          package it as an OCI image layout in target/oci (for Istio's WasmPlugin)"
 	@echo "make cli          build the wasm-authn command-line companion (target/release/wasm-authn)"
 	@echo "make schema       regenerate $(SCHEMA) from src/config/schema.rs"
-	@echo "make test         unit tests (cargo test) + integration tests in a real Envoy"
+	@echo "make fleet-examples  regenerate envoy/examples/{limitador-limits,ratelimit-config}.yaml from envoy/envoy-fleet.yaml"
+	@echo "make test         unit tests (cargo test) + integration tests in a real Envoy (the fleet's included)"
+	@echo "make test-fleet   only the fleet tests: two Envoys, one rate-limit engine (Limitador + Redis)"
+	@echo "make ratelimit-server  build that engine (tools/ratelimit-server)"
 	@echo "make demo         run the bundled Envoy config and show allowed/refused requests"
 	@echo "make bench        benchmarks (scripts/bench.sh)"
 	@echo "make soak         soak test, ~5 min, not part of make test (scripts/soak.sh;"
@@ -53,6 +56,21 @@ schema:
 	$(CARGO) run --locked --quiet --bin wasm-authn -- schema > $(SCHEMA).tmp
 	mv $(SCHEMA).tmp $(SCHEMA)
 
+# The fleet tests' rate-limit engine: Kuadrant's Limitador behind Envoy's RateLimitService.
+ratelimit-server: setup
+	@scripts/build-ratelimit-server.sh >/dev/null
+
+# Two Envoys sharing one budget through the engine (tests/integration/test_fleet.py).
+test-fleet: wasm ratelimit-server
+	$(CARGO) build --locked --bin wasm-authn
+	$(PYTHON) -m pytest -q tests/integration/test_fleet.py $(PYTEST_ARGS)
+
+# The engine's rules of envoy/envoy-fleet.yaml, as `wasm-authn ratelimit-config` prints them
+# (a test checks they are current).
+fleet-examples:
+	$(CARGO) build --locked --quiet --bin wasm-authn
+	@scripts/fleet-examples.sh
+
 # The two halves of `make test`, without setup/build, for quick iterations.
 unit:
 	$(CARGO) test --locked
@@ -64,7 +82,7 @@ integration:
 	$(PYTHON) -m pytest -q tests/integration $(PYTEST_ARGS)
 
 # Runs both suites even when the first fails, and fails if either did.
-test: wasm
+test: wasm ratelimit-server
 	@rc=0; \
 	echo "== unit tests (cargo test) and lints (cargo clippy, host adapter included)"; \
 	$(CARGO) test --locked || rc=1; \

@@ -295,6 +295,9 @@ class Scenario:
     counterpart: Optional[str] = None
     counterpart_note: str = ""
     target: Optional[str] = None    # floor | native
+    # Route to the upstream listener (not direct_response) with these route settings: Envoy's
+    # rate-limit filter reads only routes with an upstream. {} for none.
+    upstream: Optional[dict] = None
     # results
     port: int = 0
     failure: Optional[str] = None
@@ -429,6 +432,22 @@ def scenarios(c: Credentials) -> List[Scenario]:
                       headers={"x-api-key": c.api_key}, principal=c.api_client,
                       counterpart="native-apikey", target="floor"))
 
+    # The hour counted fleet-wide (issue 23): wasm-authn with limits.scope "fleet", then Envoy's
+    # rate-limit filter asking the engine (Limitador's library + Redis, on wrk's CPU) for every
+    # request, wired as `wasm-authn ratelimit-config` prints it; next to the same limits per Envoy.
+    # Both proxy to an upstream listener of the same Envoy (the rate-limit filter needs a route
+    # with an upstream), so the difference between the two rows is the fleet-wide check.
+    limits = {"requests_per_hour": 1_000_000_000, "max_concurrent": 1_000_000}
+    client = {"api_keys": {"headers": ["x-api-key"], "clients": [{"id": c.api_client, "key_hash": c.api_key_hash}]}}
+    s.append(Scenario("wasm-limits-upstream", "wasm-authn API key, both limits per Envoy, to an upstream", "repeated",
+                      [authn_filter("authn-limits-upstream", {"limits": limits, **client})],
+                      headers={"x-api-key": c.api_key}, principal=c.api_client, upstream={}))
+    fleet_config = {"limits": {**limits, "scope": "fleet"}, **client}
+    s.append(Scenario("wasm-limits-fleet", "wasm-authn API key, hour fleet-wide (rate-limit filter + engine), to an upstream",
+                      "repeated", [authn_filter("authn-limits-fleet", fleet_config), ENGINE.envoy_side["http_filter"]],
+                      headers={"x-api-key": c.api_key}, principal=c.api_client,
+                      upstream=ENGINE.envoy_side["route"], counterpart="wasm-limits-upstream"))
+
     # The same API key with the verdict also handed to Envoy as filter state (issue 13.1): its host calls.
     s.append(Scenario("wasm-filter-state", "wasm-authn API key, filter_state on, repeated", "repeated",
                       [authn_filter("authn-filter-state", {"filter_state": True, "api_keys": {
@@ -493,6 +512,10 @@ def envoy_config(selected: List[Scenario]) -> dict:
              "response_headers_to_add": [{"header": {"key": "x-bench-principal", "value": "%REQ(x-auth-principal)%"}}]},
             {"match": {"prefix": "/"}, "direct_response": {"status": 200}},
         ]
+        if sc.upstream is not None:
+            routes[1] = {"match": {"prefix": "/"}, "route": {"cluster": "bench_upstream", **{
+                k: v for k, v in sc.upstream.items() if k != "request_headers_to_remove"}},
+                "request_headers_to_remove": sc.upstream.get("request_headers_to_remove", [])}
         hcm = {
             "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
             "stat_prefix": sc.key.replace("-", "_"),
@@ -507,8 +530,90 @@ def envoy_config(selected: List[Scenario]) -> dict:
             "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
                                             "typed_config": hcm}]}],
         })
+    clusters = []
+    if any(sc.upstream is not None for sc in selected):
+        # The upstream: a listener of this Envoy that answers 200 itself.
+        listeners.append({"name": "bench-upstream", "address": {"socket_address": {
+            "address": "127.0.0.1", "port_value": ENGINE.upstream_port}}, "filter_chains": [{"filters": [{
+                "name": "envoy.filters.network.http_connection_manager", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                    "stat_prefix": "bench_upstream", "codec_type": "AUTO",
+                    "route_config": {"name": "upstream", "virtual_hosts": [{"name": "any", "domains": ["*"], "routes": [
+                        {"match": {"prefix": "/"}, "direct_response": {"status": 200}}]}]},
+                    "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}}]}]})
+        clusters.append(static_cluster("bench_upstream", ENGINE.upstream_port))
+    if ENGINE.port:
+        cluster = static_cluster(ENGINE.cluster, ENGINE.port)
+        cluster["typed_extension_protocol_options"] = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": {}}}}
+        clusters.append(cluster)
     return {"admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
-            "static_resources": {"listeners": listeners}}
+            "static_resources": {"listeners": listeners, "clusters": clusters}}
+
+
+def static_cluster(name: str, port: int) -> dict:
+    return {"name": name, "type": "STATIC", "connect_timeout": "1s", "load_assignment": {
+        "cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+            "address": "127.0.0.1", "port_value": port}}}}]}]}}
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Engine:
+    """The fleet rows' rate-limit engine (tools/ratelimit-server: Limitador's library behind
+    Envoy's RateLimitService) and its Redis, on wrk's CPU; their rules and Envoy's side from
+    `wasm-authn ratelimit-config`, for the fleet row's plugin configuration."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.upstream_port = free_port()
+        self.cluster = "ratelimit"
+        self.envoy_side: dict = {"http_filter": {}, "route": {}}
+
+    def prepare(self, plugin_config: dict) -> None:
+        cli = os.path.join(ROOT, "target", "debug", "wasm-authn")
+        out = {}
+        for fmt in ("envoy", "limitador"):
+            p = subprocess.run([cli, "ratelimit-config", "-", "--format", fmt, "--cluster", self.cluster],
+                               input=json.dumps(plugin_config), capture_output=True, text=True, timeout=30)
+            if p.returncode != 0:
+                raise RuntimeError(f"wasm-authn ratelimit-config: {p.stderr.strip()}")
+            out[fmt] = p.stdout
+        self.envoy_side = yaml.safe_load(out["envoy"])
+        # A failing engine must show as failed requests, not as requests let through.
+        self.envoy_side["http_filter"]["typed_config"]["failure_mode_deny"] = True
+        self.limits = out["limitador"]
+
+    def start(self, workdir: str) -> None:
+        server = subprocess.run([os.path.join(ROOT, "scripts", "build-ratelimit-server.sh")], cwd=ROOT,
+                                capture_output=True, text=True, timeout=1200)
+        if server.returncode != 0:
+            raise RuntimeError(f"scripts/build-ratelimit-server.sh failed:\n{server.stderr[-2000:]}")
+        limits_path = os.path.join(workdir, "limits.yaml")
+        with open(limits_path, "w") as f:
+            f.write(self.limits)
+        redis_port, self.port = free_port(), free_port()
+        for cmd in (["redis-server", "--bind", "127.0.0.1", "--port", str(redis_port), "--save", "", "--appendonly", "no"],
+                    [server.stdout.strip().splitlines()[-1], "--rls-ip", "127.0.0.1", "--rls-port", str(self.port),
+                     limits_path, "redis", f"redis://127.0.0.1:{redis_port}"]):
+            log_file = open(os.path.join(workdir, os.path.basename(cmd[0]) + ".log"), "w")
+            proc = subprocess.Popen(["taskset", "-c", WRK_CPU, *cmd], cwd=workdir, stdin=subprocess.DEVNULL,
+                                    stdout=log_file, stderr=subprocess.STDOUT, preexec_fn=_child_setup)
+            log_file.close()
+            STARTED.append(proc)
+            time.sleep(0.5)
+            if proc.poll() is not None:
+                raise RuntimeError(f"{cmd[0]} exited with {proc.returncode} (log in {workdir})")
+
+
+ENGINE = Engine()
 
 
 # --------------------------------------------------------------------------- Envoy
@@ -951,9 +1056,13 @@ def main() -> int:
     envoy = None
     try:
         creds = Credentials(workdir)
+        ENGINE.prepare({"limits": {"requests_per_hour": 1_000_000_000, "max_concurrent": 1_000_000, "scope": "fleet"},
+                        "api_keys": {"clients": [{"id": creds.api_client, "key_hash": creds.api_key_hash}]}})
         sel = scenarios(creds)
         if only:
             sel = [sc for sc in sel if sc.group == "baseline" or any(o in sc.key for o in only)]
+        if any(sc.upstream for sc in sel):
+            ENGINE.start(workdir)
         version = envoy_version(binary)
         wasm_size = os.path.getsize(WASM_AUTHN)
         trivial_size = os.path.getsize(WASM_TRIVIAL)

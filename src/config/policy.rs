@@ -4,7 +4,10 @@
 use super::error::ConfigError;
 use super::names::non_empty;
 use super::remote::{fetch_config, Document};
-use super::schema::{default_wait_ms, RawBypassRule, RawLimits, RawMatch, RawRevocation, RawRule, MAX_WAIT_MS};
+use super::schema::{
+    default_wait_ms, RawBypassRule, RawLimitScope, RawLimits, RawMatch, RawRevocation, RawRule, MAX_WAIT_MS,
+};
+use crate::fleet::LimitScope;
 use crate::jwt::Provider;
 use crate::limits::Limits;
 use crate::network::{Cidr, Networks};
@@ -141,10 +144,24 @@ fn limit(own: Option<u64>, default: Option<u64>) -> Option<u64> {
 /// Most principals tracked for limits, at most (each a few dozen bytes of shared data).
 const MAX_TRACKED_PRINCIPALS: usize = 1_000_000;
 
-/// `limits`: the defaults, and the table of counts.
-pub fn limits(raw: Option<RawLimits>) -> Result<(Limits, usize, bool), ConfigError> {
+/// `limits` compiled.
+pub struct LimitSettings {
+    pub defaults: Limits,
+    pub max_tracked_principals: usize,
+    pub expose_headers: bool,
+    pub scope: LimitScope,
+}
+
+/// `limits`: the defaults, the table of counts, and who counts the hourly limits.
+pub fn limits(raw: Option<RawLimits>) -> Result<LimitSettings, ConfigError> {
     let Some(raw) = raw else {
-        return Ok((Limits::default(), 10_000, false));
+        let defaults = Limits::default();
+        return Ok(LimitSettings {
+            defaults,
+            max_tracked_principals: 10_000,
+            expose_headers: false,
+            scope: LimitScope::Envoy,
+        });
     };
     if !(1..=MAX_TRACKED_PRINCIPALS).contains(&raw.max_tracked_principals) {
         return Err(ConfigError::new(
@@ -156,7 +173,24 @@ pub fn limits(raw: Option<RawLimits>) -> Result<(Limits, usize, bool), ConfigErr
         requests_per_hour: limit(raw.requests_per_hour, None),
         max_concurrent: limit(raw.max_concurrent, None),
     };
-    Ok((defaults, raw.max_tracked_principals, raw.expose_headers))
+    let scope = match raw.scope {
+        RawLimitScope::Envoy => LimitScope::Envoy,
+        RawLimitScope::Fleet => LimitScope::Fleet,
+    };
+    if scope == LimitScope::Fleet && raw.expose_headers {
+        // The engine holds the hourly counts: Envoy's rate-limit filter reports them
+        // (its enable_x_ratelimit_headers), this filter cannot.
+        return Err(ConfigError::new(
+            "limits.expose_headers",
+            "must be false with scope \"fleet\": the engine counts the hourly limits",
+        ));
+    }
+    Ok(LimitSettings {
+        defaults,
+        max_tracked_principals: raw.max_tracked_principals,
+        expose_headers: raw.expose_headers,
+        scope,
+    })
 }
 
 /// `bypass` rules as `require: "none"` rules.

@@ -156,6 +156,34 @@ pub struct RawLimits {
     /// Add the RateLimit-Policy and RateLimit fields to allowed responses too.
     #[serde(default)]
     pub expose_headers: bool,
+    /// Who counts the requests per hour: `"envoy"` (this Envoy, exact across its workers) or `"fleet"` (the rate-limit engine every Envoy asks through Envoy's rate-limit filter; `wasm-authn ratelimit-config` writes its rules). Requests in flight are counted per Envoy either way.
+    #[serde(default)]
+    pub scope: RawLimitScope,
+}
+
+/// `limits.scope`: `"envoy"` or `"fleet"`.
+// Read from a string: serde's enum machinery would be the module's only copy of it
+// (a few kilobytes).
+#[derive(Deserialize, Default)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
+#[cfg_attr(not(target_arch = "wasm32"), schemars(extend("enum" = ["envoy", "fleet"])))]
+#[serde(try_from = "String")]
+pub enum RawLimitScope {
+    #[default]
+    Envoy,
+    Fleet,
+}
+
+impl TryFrom<String> for RawLimitScope {
+    type Error = &'static str;
+
+    fn try_from(word: String) -> Result<Self, Self::Error> {
+        match word.as_str() {
+            "envoy" => Ok(RawLimitScope::Envoy),
+            "fleet" => Ok(RawLimitScope::Fleet),
+            _ => Err("must be `envoy` or `fleet`"),
+        }
+    }
 }
 
 #[derive(Deserialize)]

@@ -41,7 +41,10 @@ fn defaults() {
     assert!(c.envoy_crypto);
     assert!(c.challenges(&crate::route::Require::Any).basic);
     assert!(!c.challenges(&crate::route::Require::Any).bearer);
-    assert_eq!(c.upstream.owned_headers, vec!["x-auth-method", "x-auth-principal", "x-auth-provider"]);
+    assert_eq!(
+        c.upstream.owned_headers,
+        vec!["x-auth-method", "x-auth-principal", "x-auth-provider", "x-auth-ratelimit-principal"]
+    );
 }
 
 #[test]
@@ -756,7 +759,10 @@ fn the_qualified_principal_header_is_owned_when_set() {
     assert_eq!(c.upstream.principal_headers.qualified.as_deref(), Some("x-auth-qualified"));
     assert!(c.upstream.owned_headers.contains(&"x-auth-qualified".to_string()));
     let unset = parse(every_kind_of_alice(json!({}))).unwrap();
-    assert_eq!(unset.upstream.owned_headers, ["x-auth-method", "x-auth-principal", "x-auth-provider"]);
+    assert_eq!(
+        unset.upstream.owned_headers,
+        ["x-auth-method", "x-auth-principal", "x-auth-provider", "x-auth-ratelimit-principal"]
+    );
     let clash = error_of(every_kind_of_alice(json!({"principal_headers": {"qualified": "x-auth-method"}})));
     assert!(clash.starts_with("principal_headers.method: must differ"), "{clash}");
     let bad = error_of(every_kind_of_alice(json!({"principal_headers": {"qualified": "x y"}})));
@@ -776,4 +782,37 @@ fn password_failures_per_source_and_per_name() {
     assert!(c.needs_source_address() && c.reads_source_for_basic());
     let keys_only = parse(json!({"api_keys": {"clients": [{"id": "c", "key_hash": SECRET_SHA256}]}}));
     assert!(!keys_only.unwrap().needs_source_address(), "no user to lock out: no host call for it");
+}
+
+#[test]
+fn limits_scope_is_envoy_or_fleet() {
+    let user = json!({"users": [{"name": "alice", "password_hash": SECRET_SHA256}]});
+    let c = parse(json!({"basic": user})).unwrap();
+    assert_eq!(c.limit_scope, LimitScope::Envoy);
+    let c = parse(json!({"basic": user, "limits": {"requests_per_hour": 10, "scope": "fleet"}})).unwrap();
+    assert_eq!(c.limit_scope, LimitScope::Fleet);
+    assert_eq!(c.limit_defaults.requests_per_hour, Some(10));
+    let e = error_of(json!({"basic": user, "limits": {"scope": "cluster"}}));
+    assert_eq!(e, "limits.scope: must be `envoy` or `fleet`");
+    // The engine holds the hourly counts: this filter has none to expose.
+    let e = error_of(json!({"basic": user, "limits": {"scope": "fleet", "expose_headers": true}}));
+    assert!(e.starts_with("limits.expose_headers: must be false with scope \"fleet\""), "{e}");
+}
+
+#[test]
+fn the_ratelimit_header_is_the_filters_own() {
+    let user = json!({"users": [{"name": "alice", "password_hash": SECRET_SHA256}]});
+    let e = error_of(json!({"basic": user, "principal_headers": {"provider": "X-Auth-Ratelimit-Principal"}}));
+    assert!(
+        e.starts_with("principal_headers.provider: is the header the filter hands Envoy's rate-limit filter"),
+        "{e}"
+    );
+    let mut provider = hs256_provider("corp", "https://corp");
+    provider["claim_to_headers"] = json!([{"claim": "sub", "header": "x-auth-ratelimit-principal"}]);
+    let e = error_of(json!({"jwt": {"providers": [provider]}}));
+    assert!(e.starts_with("jwt.providers[0].claim_to_headers[0].header: is the header"), "{e}");
+    let e = error_of(
+        json!({"api_keys": {"headers": ["x-auth-ratelimit-principal"], "clients": [{"id": "a", "key_hash": SECRET_SHA256}]}}),
+    );
+    assert!(e.starts_with("principal_headers: a header the filter sets is also a credential header"), "{e}");
 }

@@ -964,3 +964,50 @@ fn a_client_and_its_tokens_share_one_budget() {
     vm.config.limit_table.release(&vm.host, limited.key, NOW);
     allowed(decide(&mut vm, &[("authorization", &token)]));
 }
+
+// ---- limits.scope "fleet": the engine counts the hours, this Envoy what is in flight ----
+
+#[test]
+fn with_scope_fleet_the_hour_is_the_engines_and_the_principal_is_handed_to_it() {
+    let limits = json!({"limits": {"requests_per_hour": 1, "max_concurrent": 1, "scope": "fleet"}});
+    let mut vm = authenticator(limits);
+    let credentials = basic("alice", "secret");
+    let forged = [("authorization", credentials.as_str()), ("x-auth-ratelimit-principal", "basic:bob")];
+    let first = decide(&mut vm, &forged);
+    let Decision::Allow { changes, limited, .. } = first else { panic!("expected Allow, got {first:?}") };
+    // The forged copy is removed, the verified principal set in its place.
+    assert!(changes.remove.iter().any(|name| name == "x-auth-ratelimit-principal"));
+    assert_eq!(header_value(&changes, "x-auth-ratelimit-principal"), Some("basic:alice"));
+    let limited = limited.expect("the request in flight is counted here");
+    assert!(limited.holds_slot);
+    assert_eq!(limited.quota, None, "no hourly quota is counted here");
+    // Over the hour's 1 (the engine's to refuse), but not over one in flight: the
+    // first still holds its slot, so the second is refused here, per Envoy.
+    assert_eq!(denied(decide(&mut vm, &forged)).reason, Reason::ConcurrencyLimited);
+    vm.config.limit_table.release(&vm.host, limited.key, NOW);
+    allowed(decide(&mut vm, &forged));
+}
+
+#[test]
+fn with_scope_envoy_no_principal_is_handed_to_an_engine() {
+    let mut vm = authenticator(json!({"limits": {"requests_per_hour": 1}}));
+    let credentials = basic("alice", "secret");
+    let headers = [("authorization", credentials.as_str()), ("x-auth-ratelimit-principal", "basic:alice")];
+    let (_, changes) = allowed(decide(&mut vm, &headers));
+    assert!(changes.remove.iter().any(|name| name == "x-auth-ratelimit-principal"));
+    assert_eq!(header_value(&changes, "x-auth-ratelimit-principal"), None);
+    assert_eq!(denied(decide(&mut vm, &headers)).reason, Reason::RateLimited);
+}
+
+#[test]
+fn with_scope_fleet_an_unlimited_principal_costs_no_engine_call() {
+    let limits = json!({"limits": {"max_concurrent": 10, "scope": "fleet"}});
+    let mut vm = authenticator(limits);
+    let credentials = basic("alice", "secret");
+    let (_, changes) = allowed(decide(&mut vm, &[("authorization", &credentials)]));
+    assert_eq!(header_value(&changes, "x-auth-ratelimit-principal"), None);
+    // A bypassed request carries none either, and loses a forged one.
+    let d = decide_with(&mut vm, "GET", "/healthz", &[("x-auth-ratelimit-principal", "basic:alice")]);
+    let expected = UpstreamChanges { remove: vec!["x-auth-ratelimit-principal".into()], ..Default::default() };
+    assert_eq!(d, Decision::Bypass(expected));
+}

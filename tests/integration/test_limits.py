@@ -9,9 +9,11 @@ compare-and-swap.
 """
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import yaml
 
-from harness import REPO_ROOT, EnvoyHarness, envoy_bin
+from harness import REPO_ROOT, EnvoyHarness, cli_path, cli_run, envoy_bin
 from tokens import sha256_hash
 
 KEYS = {"a": "key-a-0123456789", "b": "key-b-0123456789", "c": "key-c-0123456789", "slow": "key-slow-0123"}
@@ -190,8 +192,11 @@ def test_local_ratelimit_per_principal_after_wasm_authn(envoy_factory):
 
 
 def test_the_fleet_example_is_a_valid_envoy_configuration():
-    """envoy/envoy-fleet.yaml (wasm-authn, then the global ratelimit filter) as Envoy reads it;
-    the compose services around it are validated by test_smoke's docker-compose check."""
+    """envoy/envoy-fleet.yaml (wasm-authn, then the global rate-limit filter) as Envoy reads
+    it, wired as `wasm-authn ratelimit-config` prints it for its own plugin configuration,
+    and the engine's rules in envoy/examples/ written by that command (`make
+    fleet-examples`); the compose services around it are validated by test_smoke, the
+    composition itself runs in test_fleet."""
     result = subprocess.run([envoy_bin(), "--mode", "validate", "-c", "envoy/envoy-fleet.yaml"], cwd=REPO_ROOT,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "OK" in result.stdout + result.stderr, result.stdout[-2000:] + result.stderr[-2000:]
@@ -200,11 +205,18 @@ def test_the_fleet_example_is_a_valid_envoy_configuration():
     hcm = fleet["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     names = [f["name"] for f in hcm["http_filters"]]
     assert names == ["envoy.filters.http.wasm", "envoy.filters.http.ratelimit", "envoy.filters.http.router"]
-    actions = hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"]["rate_limits"][0]["actions"]
-    assert actions == [{"request_headers": {"header_name": "x-auth-principal", "descriptor_key": "principal"}}]
-    rules = _example("ratelimit-config.yaml")
-    assert rules["domain"] == hcm["http_filters"][1]["typed_config"]["domain"]
-    assert rules["descriptors"][0]["key"] == "principal"
+    plugin_config = hcm["http_filters"][0]["typed_config"]["config"]["configuration"]["value"]
+    assert json.loads(plugin_config)["limits"]["scope"] == "fleet"
+    code, out, err = cli_run(["ratelimit-config", "-", "--format", "envoy"], plugin_config.encode())
+    assert code == 0, err
+    printed = yaml.safe_load(out)
+    assert hcm["http_filters"][1] == printed["http_filter"]
+    route = hcm["route_config"]["virtual_hosts"][0]["routes"][0]
+    assert route["route"]["rate_limits"] == printed["route"]["rate_limits"]
+    assert route["request_headers_to_remove"] == printed["route"]["request_headers_to_remove"]
+    check = subprocess.run(["scripts/fleet-examples.sh", "--check"], cwd=REPO_ROOT, capture_output=True, text=True,
+                           timeout=60, env={**os.environ, "CLI": cli_path(), "PYTHON": sys.executable})
+    assert check.returncode == 0, check.stderr
 
 
 # --------------------------------------------------------------------------

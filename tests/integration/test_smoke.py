@@ -145,14 +145,8 @@ def test_docker_compose_file_is_valid():
                        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     every = yaml.safe_load(p.stdout)["services"]
-    services = {name: svc for name, svc in every.items() if not svc.get("profiles")}
-    fleet = {name: svc for name, svc in every.items() if svc.get("profiles") == ["fleet"]}
+    services = every
     assert set(services) == {"envoy", "echo", "jwks"}, sorted(every)
-    # The profile "fleet": the global rate limiting example (README, "Limits").
-    assert set(fleet) == {"envoy-fleet", "ratelimit", "redis"}, sorted(every)
-    assert fleet["envoy-fleet"]["command"][:3] == ["envoy", "-c", "envoy/envoy-fleet.yaml"]
-    (rules,) = fleet["ratelimit"]["volumes"]
-    assert os.path.realpath(rules.split(":")[0]) == os.path.join(REPO_ROOT, "envoy", "examples", "ratelimit-config.yaml")
     envoy = services["envoy"]
     assert envoy["command"][:3] == ["envoy", "-c", "envoy/envoy.yaml"], envoy["command"]
     assert envoy["image"] == "envoyproxy/envoy:v1.40.0"
@@ -164,6 +158,46 @@ def test_docker_compose_file_is_valid():
         assert svc["working_dir"] == "/work", name
         assert svc["network_mode"] == "host", name
         assert all(os.path.exists(os.path.join(REPO_ROOT, a)) for a in svc["command"] if a.startswith("envoy/")), svc
+
+
+def test_docker_compose_fleet_file_is_valid():
+    """envoy/docker-compose-fleet.yaml (README, "Operating a fleet"): two Envoys running
+    the very envoy/envoy-fleet.yaml, Kuadrant's Limitador with the rules that
+    `wasm-authn ratelimit-config` wrote for it (test_limits checks they are current),
+    Redis and the echo upstream, all on the compose network under the names that
+    envoy-fleet.yaml's clusters use."""
+    import yaml
+
+    tool = shutil.which("docker-compose")
+    assert tool, "docker-compose is missing: run scripts/setup.sh (make setup)"
+    p = subprocess.run([tool, "-f", "envoy/docker-compose-fleet.yaml", "config"],
+                       cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    services = yaml.safe_load(p.stdout)["services"]
+    assert set(services) == {"envoy-a", "envoy-b", "echo", "limitador", "redis"}, sorted(services)
+    for name in ("envoy-a", "envoy-b"):
+        envoy = services[name]
+        assert envoy["image"] == "envoyproxy/envoy:v1.40.0"
+        assert envoy["command"][:3] == ["envoy", "-c", "envoy/envoy-fleet.yaml"], envoy["command"]
+        (volume,) = envoy["volumes"]
+        assert os.path.realpath(volume.rsplit(":", 2)[0]) == os.path.realpath(REPO_ROOT) and envoy["working_dir"] == "/work"
+    # Each Envoy's listener (:10000 in envoy-fleet.yaml) on a loopback port of its own.
+    assert sorted(services[n]["ports"][0] for n in ("envoy-a", "envoy-b")) == \
+        ["127.0.0.1:10010:10000/tcp", "127.0.0.1:10011:10000/tcp"]
+    limitador = services["limitador"]
+    assert limitador["image"].startswith("quay.io/kuadrant/limitador:v")
+    (rules,) = limitador["volumes"]
+    src, dst, mode = rules.rsplit(":", 2)
+    assert os.path.realpath(src) == os.path.join(REPO_ROOT, "envoy", "examples", "limitador-limits.yaml") and mode == "ro"
+    # limitador-server's arguments: the mounted rules, Redis by its service name.
+    assert limitador["command"][-3:] == [dst, "redis", "redis://redis:6379"], limitador["command"]
+    assert limitador["command"][limitador["command"].index("--rls-port") + 1] == "8081"
+    fleet = load_envoy_yaml(os.path.join(REPO_ROOT, "envoy", "envoy-fleet.yaml"))
+    endpoints = {c["name"]: c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+                 for c in fleet["static_resources"]["clusters"]}
+    assert endpoints["ratelimit"] == {"address": "limitador", "port_value": 8081}
+    assert endpoints["echo"] == {"address": "echo", "port_value": 8081}
+    assert services["echo"]["command"][-4:] == ["--host", "0.0.0.0", "--port", "8081"]
 
 
 # ---- the demo keys match the bundled configuration -----------------------------
