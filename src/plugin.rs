@@ -65,6 +65,15 @@ pub struct Plugin {
     warned_no_body: bool,
 }
 
+/// The body of a request whose headers ended its stream.
+struct NoBody;
+
+impl RequestBody for NoBody {
+    fn read(&self, _max_size: usize) -> Option<Vec<u8>> {
+        Some(Vec::new())
+    }
+}
+
 /// How long a token request's body may take to arrive.
 const BODY_WAIT_MS: u64 = 10_000;
 
@@ -99,7 +108,7 @@ impl Plugin {
         request: &RequestFacts,
         now_ms: u64,
     ) -> Step {
-        self.streams.begin(context_id);
+        self.streams.begin(context_id, request.body_follows);
         self.decide(host, context_id, request, now_ms)
     }
 
@@ -222,7 +231,10 @@ impl Plugin {
                 self.log_decision(context_id, Some(request), "token request: reading its body", now_ms);
                 self.count_held(host, context_id);
                 let purpose = BodyPurpose::TokenRequest(presented);
-                self.streams.read_body(context_id, purpose, now_ms, now_ms + BODY_WAIT_MS)
+                match self.streams.read_body(context_id, purpose, now_ms, now_ms + BODY_WAIT_MS) {
+                    BodyEvent::Step(step) => step,
+                    BodyEvent::Complete(purpose) => self.body_read(host, context_id, purpose, &NoBody, 0, now_ms),
+                }
             }
             Decision::Wait(awaited) => self.hold(host, context_id, request, awaited, now_ms),
         }

@@ -20,6 +20,8 @@ pub struct RequestFacts<'a> {
     pub route_name: Option<&'a str>,
     /// The client address (`source.address`), read only when networks are configured.
     pub source: Option<IpAddr>,
+    /// Whether a body (or trailers) follows the headers: false when they end the stream.
+    pub body_follows: bool,
 }
 
 impl<'a> RequestFacts<'a> {
@@ -33,6 +35,7 @@ impl<'a> RequestFacts<'a> {
             headers,
             route_name: None,
             source: None,
+            body_follows: true,
         }
     }
 

@@ -111,6 +111,8 @@ struct Stream {
     in_flight: Option<u64>,
     /// The quota its response shows (`limits.expose_headers`).
     quota: Option<Quota>,
+    /// Whether a body may follow its headers (false: they ended the stream).
+    body_follows: bool,
 }
 
 /// What a body chunk or the trailers mean for a stream.
@@ -151,9 +153,14 @@ pub struct Streams {
 impl Streams {
     /// A stream's headers arrived: it is undecided. (Headers come once; a repeat
     /// starts it over, still undecided.)
-    pub fn begin(&mut self, context_id: u32) {
-        let stream =
-            Stream { fate: Fate::Undecided(Pending::Deciding), held_since_ms: None, in_flight: None, quota: None };
+    pub fn begin(&mut self, context_id: u32, body_follows: bool) {
+        let stream = Stream {
+            fate: Fate::Undecided(Pending::Deciding),
+            held_since_ms: None,
+            in_flight: None,
+            quota: None,
+            body_follows,
+        };
         self.streams.insert(context_id, stream);
     }
 
@@ -187,14 +194,18 @@ impl Streams {
         Step::Hold
     }
 
-    /// It reads its body before it is decided, until `deadline_ms` at the latest.
-    pub fn read_body(&mut self, context_id: u32, purpose: BodyPurpose, now_ms: u64, deadline_ms: u64) -> Step {
+    /// It reads its body before it is decided, until `deadline_ms` at the latest; a
+    /// stream whose headers ended it has its (empty) body complete at once.
+    pub fn read_body(&mut self, context_id: u32, purpose: BodyPurpose, now_ms: u64, deadline_ms: u64) -> BodyEvent {
         let Some(stream) = self.streams.get_mut(&context_id) else {
-            return Step::Answer(LocalReply::host_unavailable());
+            return BodyEvent::Step(Step::Answer(LocalReply::host_unavailable()));
         };
+        if !stream.body_follows {
+            return BodyEvent::Complete(purpose);
+        }
         stream.held_since_ms.get_or_insert(now_ms);
         stream.fate = Fate::Undecided(Pending::ReadingBody { purpose, deadline_ms });
-        Step::Hold
+        BodyEvent::Step(Step::Hold)
     }
 
     /// A body chunk (`body_size`: the whole body buffered so far) or, with
@@ -324,7 +335,7 @@ mod tests {
     #[test]
     fn an_undecided_stream_holds_its_body_and_trailers() {
         let mut streams = Streams::default();
-        streams.begin(1);
+        streams.begin(1, true);
         assert_eq!(streams.wait(1, waiting(10)), Step::Hold);
         for (size, end) in [(0, false), (100, false), (1 << 20, true)] {
             assert_eq!(streams.on_body(1, size, end, 8192), BodyEvent::Step(Step::Hold));
@@ -339,7 +350,7 @@ mod tests {
     #[test]
     fn an_answered_stream_never_goes_on() {
         let mut streams = Streams::default();
-        streams.begin(1);
+        streams.begin(1, true);
         let reply = LocalReply::try_later(Reason::JwksUnavailable, 1);
         assert!(matches!(streams.answer(1, reply), Step::Answer(_)));
         assert_eq!(streams.on_body(1, 5, true, 8192), BodyEvent::Step(Step::Hold));
@@ -361,8 +372,8 @@ mod tests {
         let purpose = BodyPurpose::TokenRequest(crate::token_endpoint::grant::Presented::default());
         for (size, end, trailers) in [(10, true, false), (8193, false, false), (10, false, true)] {
             let mut streams = Streams::default();
-            streams.begin(1);
-            assert_eq!(streams.read_body(1, purpose.clone(), 0, 10_000), Step::Hold);
+            streams.begin(1, true);
+            assert_eq!(streams.read_body(1, purpose.clone(), 0, 10_000), BodyEvent::Step(Step::Hold));
             assert_eq!(streams.on_body(1, 10, false, 8192), BodyEvent::Step(Step::Hold));
             let event = if trailers { streams.on_trailers(1) } else { streams.on_body(1, size, end, 8192) };
             assert_eq!(event, BodyEvent::Complete(purpose.clone()));
@@ -374,10 +385,10 @@ mod tests {
     #[test]
     fn an_ended_stream_gives_back_its_slot_and_says_if_it_was_abandoned() {
         let mut streams = Streams::default();
-        streams.begin(1);
+        streams.begin(1, true);
         streams.track(1, Some(42), None);
         assert_eq!(streams.end(1), Ended { in_flight: Some(42), abandoned_held_since: None });
-        streams.begin(2);
+        streams.begin(2, true);
         let _ = streams.wait(2, waiting(7));
         assert_eq!(streams.end(2), Ended { in_flight: None, abandoned_held_since: Some(7) });
         assert!(streams.is_empty());

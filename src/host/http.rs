@@ -32,9 +32,10 @@ pub struct AuthnRequest {
 impl Context for AuthnRequest {}
 
 impl HttpContext for AuthnRequest {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let step = with_request(self.vm.as_ref(), |plugin, host, request, now| {
-            plugin.on_request_headers(host, self.context_id, request, now)
+            let request = RequestFacts { body_follows: !end_of_stream, ..*request };
+            plugin.on_request_headers(host, self.context_id, &request, now)
         });
         request_action(step)
     }

@@ -493,6 +493,17 @@ fn a_token_request_ends_with_its_trailers_or_its_bound() {
 }
 
 #[test]
+fn a_token_request_whose_headers_end_the_stream_is_answered_at_once() {
+    let mut plugin = token_endpoint_plugin();
+    let mut host = FakeHost::new(&FakeShared::default());
+    let headers = crate::testing::headers(&[(":method", "POST"), (":path", "/token"), ("x-api-key", "key-1")]);
+    let request = RequestFacts { body_follows: false, ..RequestFacts::from_headers(&headers) };
+    // No body will come: waiting for one would hold it until the 408.
+    assert_eq!(reply_status(&plugin.on_request_headers(&mut host, 1, &request, T0)), Some(200));
+    assert!(!plugin.busy());
+}
+
+#[test]
 fn a_token_request_whose_body_never_comes_gets_408() {
     let mut plugin = token_endpoint_plugin();
     let mut host = FakeHost::new(&FakeShared::default());

@@ -28,9 +28,9 @@ CONFIG = {
     "rules": [
         {"match": {"path_prefix": "/public"}, "require": "none"},
         {"match": {"path_prefix": "/catalog"}, "require": "optional"},
-        {"match": {"path_prefix": "/mgmt"}, "require": ["basic"], "principals": ["alice"]},
-        {"match": {"host": "admin.example"}, "require": ["basic"], "principals": ["alice"]},
-        {"match": {"host": "*.api.example"}, "require": ["basic"], "principals": ["alice"]},
+        {"match": {"path_prefix": "/mgmt"}, "require": ["basic"], "principals": ["basic:alice"]},
+        {"match": {"host": "admin.example"}, "require": ["basic"], "principals": ["basic:alice"]},
+        {"match": {"host": "*.api.example"}, "require": ["basic"], "principals": ["basic:alice"]},
         {"match": {"host": "open.example"}, "require": "none"},
     ],
     "basic": {"users": [
