@@ -476,12 +476,19 @@ def test_a_wrong_password_flood_is_refused_and_valid_traffic_still_passes(envoy_
     assert statuses.get(503, 0) >= busy > 0, (statuses, busy)
 
     # bob's guesses from here are limited too: within basic.failure_limit (10) more, 429 until the window ends.
-    for attempt in range(12):
+    # (A guess that meets the budget still spent, on a slow or shared machine, is 503: not a
+    # check, so not a failure; it is tried again once the budget refills.)
+    wrong = 0
+    for attempt in range(60):
         time.sleep(0.35)  # the budget refills
         r = h.request("GET", "/o", {"authorization": basic_header("bob", f"guess-{attempt}")})
         if r.status == 429:
             break
+        if r.status == 503:
+            continue
         assert r.status == 401, (attempt, r.status, r.body)
+        wrong += 1
+    assert wrong <= 10, wrong
     assert r.status == 429 and int(r.headers["retry-after"]) > 0, (r.status, r.headers)
     assert r.json()["error"] == "rate_limited"
     # bob's own, remembered login from elsewhere still works: a lookup, not a check (from
