@@ -59,23 +59,23 @@ fn decode_for_matching(path: &str, ambiguous: &mut bool, has_parameters: &mut bo
     while i < bytes.len() {
         let byte = bytes[i];
         if byte == b'%' {
-            match (bytes.get(i + 1).and_then(hex_value), bytes.get(i + 2).and_then(hex_value)) {
-                (Some(high), Some(low)) => {
-                    let decoded = high << 4 | low;
+            match crate::query::escaped_byte(bytes, i) {
+                Some(decoded) => {
                     if is_unreserved(decoded) {
                         out.push(char::from(decoded));
                     } else if decoded == b'/' || decoded == b'\\' {
                         *ambiguous = true;
                         out.push('/');
                     } else {
+                        // Kept escaped, in upper case: one spelling per byte.
                         out.push('%');
-                        out.push(char::from(b"0123456789ABCDEF"[usize::from(high)]));
-                        out.push(char::from(b"0123456789ABCDEF"[usize::from(low)]));
+                        out.push(char::from(b"0123456789ABCDEF"[usize::from(decoded >> 4)]));
+                        out.push(char::from(b"0123456789ABCDEF"[usize::from(decoded & 0xf)]));
                     }
                     i += 3;
                 }
                 // A stray '%' is not an escape: upstreams disagree on it too.
-                _ => {
+                None => {
                     *ambiguous = true;
                     out.push_str("%25");
                     i += 1;
@@ -98,10 +98,6 @@ fn decode_for_matching(path: &str, ambiguous: &mut bool, has_parameters: &mut bo
         }
     }
     out
-}
-
-fn hex_value(byte: &u8) -> Option<u8> {
-    char::from(*byte).to_digit(16).and_then(|d| u8::try_from(d).ok())
 }
 
 fn is_unreserved(byte: u8) -> bool {

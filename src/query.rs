@@ -90,8 +90,7 @@ pub fn percent_decode(value: &str) -> Option<String> {
     while i < bytes.len() {
         match bytes[i] {
             b'%' => {
-                let hex = value.get(i + 1..i + 3)?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
+                out.push(escaped_byte(bytes, i)?);
                 i += 3;
             }
             b'+' => {
@@ -105,6 +104,15 @@ pub fn percent_decode(value: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
+}
+
+/// The byte of the escape `%XY` at `bytes[at]`: two hex digits exactly (no sign,
+/// no space: `u8::from_str_radix` would read `%+1` as 0x01). The one reader of
+/// escapes for queries, forms and paths.
+pub fn escaped_byte(bytes: &[u8], at: usize) -> Option<u8> {
+    let digit = |offset: usize| bytes.get(at + offset).and_then(|b| char::from(*b).to_digit(16));
+    let (high, low) = (digit(1)?, digit(2)?);
+    u8::try_from(high << 4 | low).ok()
 }
 
 #[cfg(test)]
@@ -167,5 +175,9 @@ mod tests {
         assert_eq!(percent_decode("%zz"), None);
         assert_eq!(percent_decode("%ff"), None);
         assert_eq!(percent_decode("%"), None);
+        // Two hex digits exactly: a sign is not one.
+        assert_eq!(percent_decode("%+1"), None);
+        assert_eq!(percent_decode("%-1"), None);
+        assert_eq!(percent_decode("%4"), None);
     }
 }
