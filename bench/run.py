@@ -495,6 +495,9 @@ def with_b_twins(s: List[Scenario]) -> List[Scenario]:
         twin.label += f" [{LABEL_B}]"
         sc.label += f" [{LABEL_A}]"
         for f in twin.filters:
+            # Only the wasm filters load module B (the fleet row has Envoy's rate-limit filter too).
+            if "config" not in f["typed_config"]:
+                continue
             config = f["typed_config"]["config"]
             config["name"] += "-b"
             config["vm_config"]["vm_id"] += "_b"
