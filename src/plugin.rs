@@ -237,7 +237,8 @@ impl Plugin {
         reply: LocalReply,
     ) -> Step {
         if log::log_enabled!(log::Level::Debug) {
-            let outcome = format!("answered {}: {}", reply.status, reply.reason.label());
+            let to = reply.principal.as_ref().map(|p| format!(" (to {})", p.qualified.as_str())).unwrap_or_default();
+            let outcome = format!("answered {}: {}{to}", reply.status, reply.reason.label());
             let now_ms = host.now_ns().map_or(0, |ns| ns / 1_000_000);
             self.log_decision(context_id, request, &outcome, now_ms);
         }
@@ -310,6 +311,13 @@ impl Plugin {
         let in_flight = limited.holds_slot.then_some(limited.key);
         let quota = limited.quota.filter(|_| self.config.expose_limit_headers);
         self.streams.track(context_id, in_flight, quota);
+    }
+
+    /// The filter state to set before answering with `reply` (with `filter_state`): the
+    /// principal it refuses or answers, under the keys an allowed request's are.
+    pub fn answer_state(&self, reply: &LocalReply) -> Vec<(String, String)> {
+        let principal = reply.principal.as_ref().filter(|_| self.config.upstream.filter_state);
+        principal.map(|principal| crate::shape::filter_state(principal)).unwrap_or_default()
     }
 
     /// Response headers to add to this request's response (the RateLimit fields, where exposed).

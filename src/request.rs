@@ -18,8 +18,27 @@ pub struct RequestFacts<'a> {
     pub headers: &'a [Header<'a>],
     /// The Envoy route that matched (`xds.route_name`), read only when a rule needs it.
     pub route_name: Option<&'a str>,
-    /// The client address (`source.address`), read only when networks are configured.
-    pub source: Option<IpAddr>,
+    /// The client address (`source.address`), read only when a decision needs it.
+    pub source: Source<'a>,
+}
+
+/// The client address: a host call, made only when a decision needs it (networks are
+/// configured, or Basic failures are counted per source).
+#[derive(Clone, Copy)]
+pub enum Source<'a> {
+    /// Known (None: the host did not give it, or no configuration needs it).
+    Known(Option<IpAddr>),
+    /// Read from the host when first asked (the reader remembers it).
+    Lazy(&'a dyn Fn() -> Option<IpAddr>),
+}
+
+impl Source<'_> {
+    pub fn get(self) -> Option<IpAddr> {
+        match self {
+            Source::Known(source) => source,
+            Source::Lazy(read) => read(),
+        }
+    }
 }
 
 impl<'a> RequestFacts<'a> {
@@ -32,7 +51,7 @@ impl<'a> RequestFacts<'a> {
             authority: pseudo(":authority"),
             headers,
             route_name: None,
-            source: None,
+            source: Source::Known(None),
         }
     }
 

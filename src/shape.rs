@@ -119,7 +119,7 @@ fn changes(
 }
 
 /// The principal as Envoy filter state: what RBAC and access logs can trust, whatever the headers say.
-fn filter_state(principal: &Principal) -> Vec<(String, String)> {
+pub fn filter_state(principal: &Principal) -> Vec<(String, String)> {
     let mut state = vec![
         (STATE_PRINCIPAL.to_string(), principal.qualified.as_str().to_string()),
         (STATE_METHOD.to_string(), principal.method.as_str().to_string()),

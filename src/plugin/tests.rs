@@ -8,6 +8,8 @@ use super::*;
 use crate::limits::LimitTable;
 use crate::testing::{FakeHost, FakeResponse, FakeShared};
 use crate::token_endpoint::MAX_BODY_BYTES;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
 
 const ISSUER: &str = "https://remote.example";
 const T0: u64 = 1_800_000_000_000; // ms
@@ -565,4 +567,91 @@ fn a_stream_the_filter_never_saw_is_never_continued() {
     assert!(matches!(plugin.on_request_trailers(host, 7, &FakeBody(vec![1]), T0), Step::Answer(_)));
     let headers = crate::testing::headers(&[(":method", "GET"), (":path", "/orders")]);
     assert_eq!(plugin.revisit(host, 7, &RequestFacts::from_headers(&headers), T0), Step::Hold, "nothing to revisit");
+}
+
+// ---- decisions name their principal ----
+
+#[test]
+fn refusals_after_authentication_and_issued_tokens_name_their_principal() {
+    let key_hash = format!("sha256:{}", hex(b"key-1"));
+    let config = json!({
+        "filter_state": true,
+        "api_keys": {"clients": [{"id": "reports", "key_hash": key_hash, "methods": ["GET"], "requests_per_hour": 1}]},
+        "token_endpoint": {"path": "/token", "issuer": "https://auth.local",
+                           "signing_key": include_str!("../../tests/keys/ed25519_private.pem")},
+    });
+    let mut plugin = Plugin::new(Config::from_json(config.to_string().as_bytes()).unwrap());
+    let mut host = FakeHost::new(&FakeShared::default());
+    let send = |plugin: &mut Plugin, host: &mut FakeHost, context: u32, method: &str, key: &str| {
+        let headers = crate::testing::headers(&[(":method", method), (":path", "/r"), ("x-api-key", key)]);
+        plugin.on_request_headers(host, context, &RequestFacts::from_headers(&headers), T0)
+    };
+    let state = |plugin: &Plugin, step: &Step| match step {
+        Step::Answer(reply) => {
+            let principal = reply.principal.as_ref().map(|p| p.qualified.as_str().to_string());
+            (reply.status, principal, plugin.answer_state(reply))
+        }
+        other => panic!("{other:?}"),
+    };
+    let named = |status| {
+        let state = [("wasm_authn.principal", "api-key:reports"), ("wasm_authn.method", "api-key")];
+        (status, Some("api-key:reports".to_string()), state.map(|(k, v)| (k.to_string(), v.to_string())).to_vec())
+    };
+    let forbidden = send(&mut plugin, &mut host, 1, "DELETE", "key-1");
+    assert_eq!(state(&plugin, &forbidden), named(403));
+    assert!(matches!(send(&mut plugin, &mut host, 2, "GET", "key-1"), Step::Continue(_)));
+    let limited = send(&mut plugin, &mut host, 3, "GET", "key-1");
+    assert_eq!(state(&plugin, &limited), named(429));
+    // Before authentication, nobody is named.
+    let unknown = send(&mut plugin, &mut host, 4, "GET", "key-2");
+    assert_eq!(state(&plugin, &unknown), (401, None, vec![]));
+    // The token endpoint names the client it answers.
+    let issued = token_request(&mut plugin, &mut host, 5, br#"{"apiKey": "key-1"}"#);
+    assert_eq!(state(&plugin, &issued).1.as_deref(), Some("api-key:reports"));
+    let refused = token_request(&mut plugin, &mut host, 6, br#"{"apiKey": "key-2"}"#);
+    assert_eq!(state(&plugin, &refused), (401, None, vec![]));
+}
+
+// ---- the client address is read only when a decision needs it ----
+
+/// Requests from `source`, counting how often the plugin reads it (a host property call).
+fn reads_of_source(config: Value, requests: &[(&str, &str)]) -> Vec<u32> {
+    let mut plugin = Plugin::new(Config::from_json(config.to_string().as_bytes()).unwrap());
+    assert!(plugin.needs_source_address());
+    let mut host = FakeHost::new(&FakeShared::default());
+    let reads = std::cell::Cell::new(0);
+    let mut counts = Vec::new();
+    for (context, (path, authorization)) in (1..).zip(requests) {
+        // As the host adapter reads it: once per request at most.
+        let source = std::cell::OnceCell::new();
+        let read = || {
+            *source.get_or_init(|| {
+                reads.set(reads.get() + 1);
+                Some("192.0.2.7".parse().unwrap())
+            })
+        };
+        let headers = crate::testing::headers(&[(":method", "GET"), (":path", path), ("authorization", authorization)]);
+        let mut request = RequestFacts::from_headers(&headers);
+        request.source = crate::request::Source::Lazy(&read);
+        reads.set(0);
+        let _ = plugin.on_request_headers(&mut host, context, &request, T0);
+        counts.push(reads.get());
+    }
+    counts
+}
+
+#[test]
+fn the_source_is_read_for_a_failed_basic_attempt_or_a_network_only() {
+    let basic = |user: &str, password: &str| format!("Basic {}", STANDARD.encode(format!("{user}:{password}")));
+    let right = basic("alice", "pw");
+    let wrong: Vec<String> = (0..2).map(|i| basic("alice", &format!("nope-{i}"))).collect();
+    let users = json!({"users": [{"name": "alice", "password_hash": format!("sha256:{}", hex(b"pw"))}],
+                       "failure_limit": {"max_failures": 2}});
+    let requests = [("/", right.as_str()), ("/", &wrong[0]), ("/", &right), ("/", &wrong[1]), ("/", &right)];
+    // Each failure is counted per source (one read); once this source's failures are at
+    // the limit, its requests read it to find them (429, whatever the password).
+    assert_eq!(reads_of_source(json!({"basic": users}), &requests), [0, 1, 0, 1, 1]);
+    // A network rule reads it on each request it applies to, once.
+    let networks = json!({"basic": users, "trusted_networks": ["192.0.2.0/24"], "bypass": [{"path_prefix": "/open"}]});
+    assert_eq!(reads_of_source(networks, &[("/", &right), ("/", &wrong[0]), ("/open", "")]), [1, 1, 0]);
 }
