@@ -145,16 +145,16 @@ def test_refusals_after_authentication_name_the_principal(envoy, access_log):
 
 
 def test_token_endpoint_outcomes_are_decision_lines_naming_the_client(envoy, access_log):
-    def post(body, headers=None):
-        return envoy.request("POST", "/auth/token", {"content-type": "application/json", **(headers or {})},
-                             body=body)
-    assert post(b'{"apiKey": "rk-0123456789abcdef"}').status == 200
-    line = log_line(access_log, "/auth/token")
+    def post(attempt, body):  # a query of its own, to find its access log line
+        return envoy.request("POST", f"/auth/token?{attempt}", {"content-type": "application/json"}, body=body)
+    assert post("issued", b'{"apiKey": "rk-0123456789abcdef"}').status == 200
+    line = log_line(access_log, "/auth/token?issued")
     assert " 200 wasm_authn.token_issued principal=api-key:reports method=api-key " in line, line
-    assert post(b'{"apiKey": "not-a-key"}').status == 401
-    assert " 401 wasm_authn.token_invalid_client principal=- " in log_line(access_log, "/auth/token")
-    assert post(b'{"apiKey": ').status == 400
-    assert post(b"x" * 20000).status == 413
+    assert post("unknown", b'{"apiKey": "not-a-key"}').status == 401
+    line = log_line(access_log, "/auth/token?unknown")
+    assert " 401 wasm_authn.token_invalid_client principal=- " in line, line
+    assert post("malformed", b'{"apiKey": ').status == 400
+    assert post("large", b"x" * 20000).status == 413
     deadline = time.monotonic() + 5
     while "POST /auth/token: answered 413" not in envoy.log_text() and time.monotonic() < deadline:
         time.sleep(0.05)
