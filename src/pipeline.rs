@@ -68,6 +68,8 @@ pub enum Decision {
     Reply(LocalReply),
     /// A token request: read its body, then `Plugin::on_token_request` answers it.
     ReadBody(Presented),
+    /// A form whose field may hold the API key: read the body, then decide again with it.
+    ReadForm,
     /// Hold the request until what it needs arrives: a provider's keys (first fetch,
     /// or a refetch for an unknown `kid`), or the revocation list's first fetch.
     Wait(Awaited),
@@ -141,6 +143,10 @@ pub fn decide(
     let challenges = config.challenges(&rule.require);
     let credential = match credential::extract(request, &config.api_keys, &config.token_locations) {
         Ok(Some(credential)) => credential,
+        // Its API key may be in its form body: read it, then decide again.
+        Ok(None) if rule.require.schemes().2 && credential::awaits_form(request, &config.api_keys) => {
+            return Decision::ReadForm
+        }
         Ok(None) if rule.require == Require::Optional => {
             let changes = shape::unauthenticated(&config.upstream, &config.api_keys, &config.token_locations, request);
             return Decision::Anonymous(changes);

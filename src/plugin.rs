@@ -17,10 +17,10 @@ use crate::pipeline::{self, Decision, Limited};
 use crate::reason::Reason;
 use crate::remote::{Fetch, FetchReason, Progress};
 use crate::reply::{rate_limit_fields, LocalReply};
+use crate::request::HeldRequest;
 use crate::request::RequestFacts;
-use crate::stream::{Awaited, BodyEvent, BodyPurpose, Step, Streams, Waiting};
+use crate::stream::{Awaited, BodyEvent, BodyPurpose, Step, Streams, Waiting, MAX_FORM_BYTES};
 use crate::token_endpoint::IssueHost;
-use crate::token_endpoint::MAX_BODY_BYTES;
 
 /// Everything a plugin needs of its host.
 pub trait Host: VerifyHost + HttpCalls + Counters + IssueHost {}
@@ -106,7 +106,7 @@ impl Plugin {
     /// A held stream, brought back by the tick (what it waits for changed, or its
     /// time is up): decided again, or answered.
     pub fn revisit(&mut self, host: &mut dyn Host, context_id: u32, request: &RequestFacts, now_ms: u64) -> Step {
-        if let Some(deadline_ms) = self.streams.body_deadline(context_id) {
+        if let Some((deadline_ms, form)) = self.streams.body_deadline(context_id) {
             if now_ms < deadline_ms {
                 return Step::Hold;
             }
@@ -119,7 +119,12 @@ impl Plugin {
                 );
             }
             host.increment("held_timeout");
-            let reply = crate::token_endpoint::body_timeout(BODY_WAIT_MS / 1000);
+            let reply = if form {
+                let message = format!("the form did not arrive within {} s", BODY_WAIT_MS / 1000);
+                LocalReply::form_unreadable(408, &message, Reason::FormTimeout)
+            } else {
+                crate::token_endpoint::body_timeout(BODY_WAIT_MS / 1000)
+            };
             return self.answer(host, context_id, Some(request), reply);
         }
         if self.streams.waiting(context_id).is_none() {
@@ -138,7 +143,7 @@ impl Plugin {
         end_of_stream: bool,
         now_ms: u64,
     ) -> Step {
-        match self.streams.on_body(context_id, body_size, end_of_stream, MAX_BODY_BYTES) {
+        match self.streams.on_body(context_id, body_size, end_of_stream) {
             BodyEvent::Step(step) => step,
             BodyEvent::Complete(purpose) => self.body_read(host, context_id, purpose, body, body_size, now_ms),
         }
@@ -155,7 +160,10 @@ impl Plugin {
         match self.streams.on_trailers(context_id) {
             BodyEvent::Step(step) => step,
             // The body's size is not known here: read one byte past the bound (enough to see it is over).
-            BodyEvent::Complete(purpose) => self.body_read(host, context_id, purpose, body, MAX_BODY_BYTES + 1, now_ms),
+            BodyEvent::Complete(purpose) => {
+                let size = purpose.bound() + 1;
+                self.body_read(host, context_id, purpose, body, size, now_ms)
+            }
         }
     }
 
@@ -169,8 +177,8 @@ impl Plugin {
         body_size: usize,
         now_ms: u64,
     ) -> Step {
-        // At most one byte past the limit: enough for the endpoint to see it is too large.
-        let Some(body) = body.read(body_size.min(MAX_BODY_BYTES + 1)) else {
+        // At most one byte past the bound: enough to see it is too large.
+        let Some(body) = body.read(body_size.min(purpose.bound() + 1)) else {
             return self.answer(host, context_id, None, LocalReply::host_unavailable());
         };
         let reply = match (purpose, &self.config.token_endpoint) {
@@ -178,6 +186,17 @@ impl Plugin {
                 endpoint.issue(&self.config.api_keys, &self.config.limit_table, host, &presented, &body, now_ms / 1000)
             }
             (BodyPurpose::TokenRequest(_), None) => LocalReply::not_configured(),
+            (BodyPurpose::FormKey(held), _) => {
+                let reply = if body.len() > MAX_FORM_BYTES {
+                    let message = format!("the form is larger than {MAX_FORM_BYTES} bytes");
+                    LocalReply::form_unreadable(413, &message, Reason::FormTooLarge)
+                } else if let Ok(form) = std::str::from_utf8(&body) {
+                    return self.decide(host, context_id, &held.with_form(form), now_ms);
+                } else {
+                    LocalReply::form_unreadable(400, "the form is not UTF-8", Reason::FormMalformed)
+                };
+                return self.answer(host, context_id, Some(&held.with_form("")), reply);
+            }
         };
         self.answer(host, context_id, None, reply)
     }
@@ -222,6 +241,12 @@ impl Plugin {
                 self.log_decision(context_id, Some(request), "token request: reading its body", now_ms);
                 self.count_held(host, context_id);
                 let purpose = BodyPurpose::TokenRequest(presented);
+                self.streams.read_body(context_id, purpose, now_ms, now_ms + BODY_WAIT_MS)
+            }
+            Decision::ReadForm => {
+                self.log_decision(context_id, Some(request), "reading its form for an API key", now_ms);
+                self.count_held(host, context_id);
+                let purpose = BodyPurpose::FormKey(Box::new(HeldRequest::of(request)));
                 self.streams.read_body(context_id, purpose, now_ms, now_ms + BODY_WAIT_MS)
             }
             Decision::Wait(awaited) => self.hold(host, context_id, request, awaited, now_ms),

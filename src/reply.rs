@@ -188,6 +188,11 @@ impl LocalReply {
         reply.with_retry_after(retry_after_seconds)
     }
 
+    /// A form body read for an API key that cannot be used: 413, 400 or 408 (`reason` says which).
+    pub fn form_unreadable(status: u16, message: &str, reason: Reason) -> LocalReply {
+        LocalReply::new(status, "invalid_request", message, reason)
+    }
+
     /// The plugin has no valid configuration (Envoy normally refuses such a plugin): fail closed.
     pub fn not_configured() -> LocalReply {
         LocalReply::new(500, "server_error", "authentication filter is not configured", Reason::NotConfigured)

@@ -20,6 +20,9 @@ pub struct RequestFacts<'a> {
     pub route_name: Option<&'a str>,
     /// The client address (`source.address`), read only when a decision needs it.
     pub source: Source<'a>,
+    /// The body, once read for an API key in a form field (`api_keys.form_field`;
+    /// empty when the headers ended the request).
+    pub form: Option<&'a str>,
 }
 
 /// The client address: a host call, made only when a decision needs it (networks are
@@ -52,6 +55,7 @@ impl<'a> RequestFacts<'a> {
             headers,
             route_name: None,
             source: Source::Known(None),
+            form: None,
         }
     }
 
@@ -63,6 +67,35 @@ impl<'a> RequestFacts<'a> {
     /// Every value of a header.
     pub fn header_values<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s str> + 's {
         self.headers.iter().filter(move |(n, _)| n == name).map(|(_, v)| v.as_ref())
+    }
+}
+
+/// A request held while its body is read: what it was decided on, owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldRequest {
+    headers: Vec<Header<'static>>,
+    route_name: Option<String>,
+    source: Option<IpAddr>,
+}
+
+impl HeldRequest {
+    /// A copy of the request (its source read now: the host's answer is not kept past this callback).
+    pub fn of(request: &RequestFacts) -> HeldRequest {
+        let owned = |text: &Cow<str>| Cow::Owned(text.to_string());
+        HeldRequest {
+            headers: request.headers.iter().map(|(name, value)| (owned(name), owned(value))).collect(),
+            route_name: request.route_name.map(String::from),
+            source: request.source.get(),
+        }
+    }
+
+    /// The request again, with the form its body holds.
+    pub fn with_form<'a>(&'a self, form: &'a str) -> RequestFacts<'a> {
+        let mut request = RequestFacts::from_headers(&self.headers);
+        request.route_name = self.route_name.as_deref();
+        request.source = Source::Known(self.source);
+        request.form = Some(form);
+        request
     }
 }
 

@@ -9,7 +9,7 @@ use std::rc::Rc;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, MapType};
+use proxy_wasm::types::{Action, BufferType, MapType};
 
 use crate::header_map;
 use crate::host_api::RequestBody;
@@ -32,9 +32,11 @@ pub struct AuthnRequest {
 impl Context for AuthnRequest {}
 
 impl HttpContext for AuthnRequest {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let step = with_request(self.vm.as_ref(), |plugin, host, request, now| {
-            plugin.on_request_headers(host, self.context_id, request, now)
+            // No body comes: a form read for an API key would be empty.
+            let request = RequestFacts { form: end_of_stream.then_some("").or(request.form), ..*request };
+            plugin.on_request_headers(host, self.context_id, &request, now)
         });
         request_action(step)
     }
@@ -103,6 +105,9 @@ fn request_action(step: Step) -> Action {
                 }
                 for (key, value) in &changes.state {
                     let _ = set_property(key, value);
+                }
+                if let Some(new) = &changes.body {
+                    let _ = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, new.replaces, new.body.as_bytes());
                 }
             }
             Action::Continue

@@ -655,3 +655,93 @@ fn the_source_is_read_for_a_failed_basic_attempt_or_a_network_only() {
     let networks = json!({"basic": users, "trusted_networks": ["192.0.2.0/24"], "bypass": [{"path_prefix": "/open"}]});
     assert_eq!(reads_of_source(networks, &[("/", &right), ("/", &wrong[0]), ("/open", "")]), [1, 1, 0]);
 }
+
+// ---- an API key in a form field ----
+
+fn form_plugin(forward: bool) -> Plugin {
+    let config = json!({
+        "forward_credentials": forward,
+        "api_keys": {"form_field": "@authtoken", "clients": [{"id": "arc", "key_hash": format!("sha256:{}", hex(b"k 1"))}]},
+    });
+    Plugin::new(Config::from_json(config.to_string().as_bytes()).unwrap())
+}
+
+/// A form POST whose body comes in two chunks; the step of the last one.
+fn form_post(plugin: &mut Plugin, host: &mut FakeHost, context: u32, content_type: &str, body: &[u8]) -> Step {
+    let length = body.len().to_string();
+    let headers = crate::testing::headers(&[
+        (":method", "POST"),
+        (":path", "/arc"),
+        ("content-type", content_type),
+        ("content-length", &length),
+    ]);
+    let first = plugin.on_request_headers(host, context, &RequestFacts::from_headers(&headers), T0);
+    if first != Step::Hold {
+        return first;
+    }
+    let half = body.len() / 2;
+    assert_eq!(plugin.on_request_body(host, context, &FakeBody(body[..half].to_vec()), half, false, T0), Step::Hold);
+    plugin.on_request_body(host, context, &FakeBody(body.to_vec()), body.len(), true, T0 + 5)
+}
+
+#[test]
+fn an_api_key_in_a_form_field_is_read_from_the_body_and_removed() {
+    let mut plugin = form_plugin(false);
+    let mut host = FakeHost::new(&FakeShared::default());
+    let form = "a=1&%40authtoken=k+1&b=%26";
+    let Step::Continue(go) =
+        form_post(&mut plugin, &mut host, 1, "application/x-www-form-urlencoded; charset=utf-8", form.as_bytes())
+    else {
+        panic!()
+    };
+    let changes = go.changes().unwrap();
+    assert!(changes.set.contains(&("x-auth-principal".into(), "arc".into())));
+    assert_eq!(changes.body, Some(crate::shape::NewBody { replaces: form.len(), body: "a=1&b=%26".into() }));
+    assert!(changes.set.contains(&("content-length".into(), "9".into())));
+    assert_eq!(host.counter("held"), 1);
+    // A wrong key, no key, or a key given twice: refused, never continued.
+    for (context, body) in [(2, "%40authtoken=nope"), (3, "a=1"), (4, "@authtoken=k+1&%40authtoken=k+1")] {
+        let step = form_post(&mut plugin, &mut host, context, "application/x-www-form-urlencoded", body.as_bytes());
+        assert_eq!(reply_status(&step), Some(401), "{body}: {step:?}");
+    }
+    // Not a form: the body is not read.
+    let step = form_post(&mut plugin, &mut host, 5, "text/plain", b"@authtoken=k+1");
+    assert_eq!(reply_status(&step), Some(401));
+    // Past the bound: 413 as soon as it is over.
+    let large = vec![b'a'; crate::stream::MAX_FORM_BYTES + 1];
+    let step = form_post(&mut plugin, &mut host, 6, "application/x-www-form-urlencoded", &large);
+    let Step::Answer(reply) = step else { panic!("{step:?}") };
+    assert_eq!((reply.status, reply.reason), (413, Reason::FormTooLarge));
+    // Forwarded as it came with forward_credentials.
+    let mut plugin = form_plugin(true);
+    let Step::Continue(go) = form_post(&mut plugin, &mut host, 7, "application/x-www-form-urlencoded", form.as_bytes())
+    else {
+        panic!()
+    };
+    assert_eq!(go.changes().unwrap().body, None);
+}
+
+#[test]
+fn a_form_read_for_its_key_ends_with_trailers_or_its_deadline() {
+    let mut plugin = form_plugin(false);
+    let mut host = FakeHost::new(&FakeShared::default());
+    let headers = crate::testing::headers(&[
+        (":method", "POST"),
+        (":path", "/arc"),
+        ("content-type", "application/x-www-form-urlencoded"),
+    ]);
+    let request = RequestFacts::from_headers(&headers);
+    assert_eq!(plugin.on_request_headers(&mut host, 1, &request, T0), Step::Hold);
+    let body = FakeBody(b"@authtoken=k%201".to_vec());
+    assert_eq!(plugin.on_request_body(&mut host, 1, &body, 16, false, T0), Step::Hold);
+    let Step::Continue(go) = plugin.on_request_trailers(&mut host, 1, &body, T0) else { panic!() };
+    assert_eq!(go.changes().unwrap().body.as_ref().unwrap().body, "");
+    // Its body never comes: 408 at the deadline, never continued.
+    assert_eq!(plugin.on_request_headers(&mut host, 2, &request, T0), Step::Hold);
+    assert_eq!(plugin.on_tick(&mut host, T0 + 10_000), vec![2]);
+    let Step::Answer(reply) = plugin.revisit(&mut host, 2, &request, T0 + 10_000) else { panic!() };
+    assert_eq!((reply.status, reply.reason), (408, Reason::FormTimeout));
+    // No body at all (the headers ended the request): decided at once.
+    let ended = RequestFacts { form: Some(""), ..request };
+    assert_eq!(reply_status(&plugin.on_request_headers(&mut host, 3, &ended, T0)), Some(401));
+}
