@@ -119,12 +119,10 @@ impl Plugin {
                 );
             }
             host.increment("held_timeout");
-            let reply = if form {
-                let message = format!("the form did not arrive within {} s", BODY_WAIT_MS / 1000);
-                LocalReply::form_unreadable(408, &message, Reason::FormTimeout)
-            } else {
-                crate::token_endpoint::body_timeout(BODY_WAIT_MS / 1000)
-            };
+            let mut reply = crate::token_endpoint::body_timeout(BODY_WAIT_MS / 1000);
+            if form {
+                reply.reason = Reason::FormTimeout;
+            }
             return self.answer(host, context_id, Some(request), reply);
         }
         if self.streams.waiting(context_id).is_none() {

@@ -219,14 +219,14 @@ impl Streams {
             return BodyEvent::Step(Step::Answer(LocalReply::host_unavailable()));
         };
         match &stream.fate {
-            Fate::Allowed => BodyEvent::Step(Step::Continue(Go { changes: None })),
-            Fate::Answered => BodyEvent::Step(Step::Hold),
-            Fate::Undecided(Pending::ReadingBody { purpose, .. }) if end_of_stream || body_size > purpose.bound() => {
-                let purpose = purpose.clone();
-                stream.fate = Fate::Undecided(Pending::Deciding);
-                BodyEvent::Complete(purpose)
-            }
-            Fate::Undecided(_) => BodyEvent::Step(Step::Hold),
+            Fate::Allowed => return BodyEvent::Step(Step::Continue(Go { changes: None })),
+            Fate::Undecided(Pending::ReadingBody { purpose, .. }) if end_of_stream || body_size > purpose.bound() => {}
+            Fate::Answered | Fate::Undecided(_) => return BodyEvent::Step(Step::Hold),
+        }
+        // Complete: it is being decided (later chunks are held, not read twice).
+        match std::mem::replace(&mut stream.fate, Fate::Undecided(Pending::Deciding)) {
+            Fate::Undecided(Pending::ReadingBody { purpose, .. }) => BodyEvent::Complete(purpose),
+            _ => BodyEvent::Step(Step::Hold),
         }
     }
 
