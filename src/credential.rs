@@ -145,7 +145,7 @@ pub fn extract(
             return api_key(key, ApiKeySource::Cookie(name.clone())).map(Some);
         }
     }
-    if let (Some(field), Some(form)) = (&api_keys.form_field, request.form) {
+    if let (Some(field), Some(form)) = (&api_keys.form_field, request.body) {
         if let Some(key) = query_value(&format!("?{form}"), field)? {
             return api_key(&key, ApiKeySource::Form(field.clone())).map(Some);
         }
@@ -159,7 +159,7 @@ pub fn awaits_form(request: &RequestFacts, api_keys: &ApiKeys) -> bool {
     let is_form = |value: &str| {
         value.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/x-www-form-urlencoded")
     };
-    api_keys.form_field.is_some() && request.form.is_none() && request.header_values("content-type").any(is_form)
+    api_keys.form_field.is_some() && request.body.is_none() && request.header_values("content-type").any(is_form)
 }
 
 /// A header's one value; the same header twice is ambiguous.
@@ -351,7 +351,7 @@ pub fn credential_removal(
         removal.cookie = cookie::without_cookies(request, &cookies, &kept_cookies);
     }
 
-    if let (Some(field), Some(form)) = (&api_keys.form_field, request.form) {
+    if let (Some(field), Some(form)) = (&api_keys.form_field, request.body) {
         let kept: &[&str] = if matches!(kept_key, Some(ApiKeySource::Form(_))) { &[field] } else { &[] };
         let rest = query::without_params(&format!("?{form}"), &[field], kept);
         removal.form = rest.map(|rest| rest.trim_start_matches('?').to_string());

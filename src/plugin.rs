@@ -189,11 +189,11 @@ impl Plugin {
                     let message = format!("the form is larger than {MAX_FORM_BYTES} bytes");
                     LocalReply::form_unreadable(413, &message, Reason::FormTooLarge)
                 } else if let Ok(form) = std::str::from_utf8(&body) {
-                    return self.decide(host, context_id, &held.with_form(form), now_ms);
+                    return self.decide(host, context_id, &held.with_body(form), now_ms);
                 } else {
                     LocalReply::form_unreadable(400, "the form is not UTF-8", Reason::FormMalformed)
                 };
-                return self.answer(host, context_id, Some(&held.with_form("")), reply);
+                return self.answer(host, context_id, Some(&held.with_body("")), reply);
             }
         };
         self.answer(host, context_id, None, reply)
@@ -236,9 +236,13 @@ impl Plugin {
             }
             Decision::Reply(reply) => self.answer(host, context_id, Some(request), reply),
             Decision::ReadBody(presented) => {
+                let purpose = BodyPurpose::TokenRequest(presented);
+                // The headers ended the request: there is no body to wait for.
+                if let Some(body) = request.body {
+                    return self.body_read(host, context_id, purpose, &body.as_bytes(), body.len(), now_ms);
+                }
                 self.log_decision(context_id, Some(request), "token request: reading its body", now_ms);
                 self.count_held(host, context_id);
-                let purpose = BodyPurpose::TokenRequest(presented);
                 self.streams.read_body(context_id, purpose, now_ms, now_ms + BODY_WAIT_MS)
             }
             Decision::ReadForm => {

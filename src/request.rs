@@ -20,9 +20,9 @@ pub struct RequestFacts<'a> {
     pub route_name: Option<&'a str>,
     /// The client address (`source.address`), read only when a decision needs it.
     pub source: Source<'a>,
-    /// The body, once read for an API key in a form field (`api_keys.form_field`;
-    /// empty when the headers ended the request).
-    pub form: Option<&'a str>,
+    /// The body, when it is known before the decision: empty when the headers ended
+    /// the request, or the form read for an API key (`api_keys.form_field`).
+    pub body: Option<&'a str>,
 }
 
 /// The client address: a host call, made only when a decision needs it (networks are
@@ -55,7 +55,7 @@ impl<'a> RequestFacts<'a> {
             headers,
             route_name: None,
             source: Source::Known(None),
-            form: None,
+            body: None,
         }
     }
 
@@ -90,11 +90,11 @@ impl HeldRequest {
     }
 
     /// The request again, with the form its body holds.
-    pub fn with_form<'a>(&'a self, form: &'a str) -> RequestFacts<'a> {
+    pub fn with_body<'a>(&'a self, form: &'a str) -> RequestFacts<'a> {
         let mut request = RequestFacts::from_headers(&self.headers);
         request.route_name = self.route_name.as_deref();
         request.source = Source::Known(self.source);
-        request.form = Some(form);
+        request.body = Some(form);
         request
     }
 }

@@ -128,7 +128,7 @@ fn changes(
         if request.header_values("content-length").next().is_some() {
             set.push(("content-length".to_string(), body.len().to_string()));
         }
-        NewBody { replaces: request.form.map_or(0, str::len), body }
+        NewBody { replaces: request.body.map_or(0, str::len), body }
     });
     UpstreamChanges { remove, set, path, state, body }
 }

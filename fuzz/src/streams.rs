@@ -334,7 +334,7 @@ pub fn run(ops: &[Op]) -> Vec<Kind> {
                 *s = Seen { kind: Some(kind), headers, sent, complete: end_of_stream, ..Seen::default() };
                 let mut facts = RequestFacts::from_headers(&s.headers);
                 if end_of_stream {
-                    facts.form = Some("");
+                    facts.body = Some("");
                 }
                 let step = plugin.on_request_headers(&mut host, stream, &facts, now);
                 if s.judge(&step, "headers") {

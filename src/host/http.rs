@@ -34,8 +34,8 @@ impl Context for AuthnRequest {}
 impl HttpContext for AuthnRequest {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let step = with_request(self.vm.as_ref(), |plugin, host, request, now| {
-            // No body comes: a form read for an API key would be empty.
-            let request = RequestFacts { form: end_of_stream.then_some("").or(request.form), ..*request };
+            // No body comes: it is known (empty).
+            let request = RequestFacts { body: end_of_stream.then_some("").or(request.body), ..*request };
             plugin.on_request_headers(host, self.context_id, &request, now)
         });
         request_action(step)

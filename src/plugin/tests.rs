@@ -742,6 +742,16 @@ fn a_form_read_for_its_key_ends_with_trailers_or_its_deadline() {
     let Step::Answer(reply) = plugin.revisit(&mut host, 2, &request, T0 + 10_000) else { panic!() };
     assert_eq!((reply.status, reply.reason), (408, Reason::FormTimeout));
     // No body at all (the headers ended the request): decided at once.
-    let ended = RequestFacts { form: Some(""), ..request };
+    let ended = RequestFacts { body: Some(""), ..request };
     assert_eq!(reply_status(&plugin.on_request_headers(&mut host, 3, &ended, T0)), Some(401));
+}
+
+#[test]
+fn a_token_request_the_headers_ended_is_answered_at_once() {
+    let mut plugin = token_endpoint_plugin();
+    let mut host = FakeHost::new(&FakeShared::default());
+    let headers = crate::testing::headers(&[(":method", "POST"), (":path", "/token"), ("x-api-key", "key-1")]);
+    let ended = RequestFacts { body: Some(""), ..RequestFacts::from_headers(&headers) };
+    assert_eq!(reply_status(&plugin.on_request_headers(&mut host, 1, &ended, T0)), Some(200));
+    assert_eq!(host.counter("held"), 0, "nothing to wait for");
 }
