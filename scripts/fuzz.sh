@@ -30,10 +30,10 @@ die() { printf 'fuzz: error: %s\n' "$*" >&2; exit 1; }
 
 TARGETS_ALL=(
   credential_extract header_map path_normalize jwt_verify jwt_differential
-  jwks discovery config verify_signature_reply shared_records decide
+  jwks discovery config verify_signature_reply shared_records decide stream_steps
 )
 # Longest input per target (libFuzzer's default is 4096 bytes).
-declare -A MAX_LEN=([jwks]=16384 [config]=16384 [jwt_verify]=9000 [jwt_differential]=9000 [decide]=9000)
+declare -A MAX_LEN=([jwks]=16384 [config]=16384 [jwt_verify]=9000 [jwt_differential]=9000 [decide]=9000 [stream_steps]=900)
 
 if [ "${1:-}" = "--list" ]; then printf '%s\n' "${TARGETS_ALL[@]}"; exit 0; fi
 [[ "$SECONDS_EACH" =~ ^[0-9]+$ ]] && [ "$SECONDS_EACH" -gt 0 ] || die "FUZZ_SECONDS must be a positive number of seconds"

@@ -17,6 +17,8 @@ pub struct ApiKeys {
     pub query_param: Option<String>,
     /// Cookies carrying an API key, after the headers and the query parameter, in order of precedence.
     pub cookies: Vec<String>,
+    /// A form body field carrying an API key, read last (the body is read for it).
+    pub form_field: Option<String>,
     /// `client-id:api-key` as Basic credentials.
     pub allow_basic: bool,
     pub clients: Vec<ApiClient>,
@@ -87,6 +89,7 @@ mod tests {
             headers: vec!["x-api-key".into()],
             query_param: None,
             cookies: vec![],
+            form_field: None,
             allow_basic: true,
             clients: vec![
                 ApiClient { id: "live".into(), key_digest: sha256(b"k1"), disabled: false, privileges: Rc::default() },

@@ -1,7 +1,7 @@
 //! Who the caller is: a verification this VM remembers, else the credential's
 //! own check (a Basic user or API client, an API key, a Bearer JWT).
 
-use std::net::IpAddr;
+use crate::request::Source;
 use std::rc::Rc;
 
 use crate::basic::{self, PasswordGuard, PasswordHost, Refusal};
@@ -64,7 +64,7 @@ impl Verifier {
         &mut self,
         config: &Config,
         credential: &Credential,
-        source: Option<IpAddr>,
+        source: Source,
         host: &dyn VerifyHost,
         now_ms: u64,
     ) -> Result<Rc<Principal>, NotVerified> {

@@ -48,6 +48,8 @@ pub enum ApiKeySource {
     Header(String),
     Query(String),
     Cookie(String),
+    /// A field of the form body (`api_keys.form_field`).
+    Form(String),
 }
 
 /// A credential that is present but cannot be read.
@@ -143,7 +145,21 @@ pub fn extract(
             return api_key(key, ApiKeySource::Cookie(name.clone())).map(Some);
         }
     }
+    if let (Some(field), Some(form)) = (&api_keys.form_field, request.body) {
+        if let Some(key) = query_value(&format!("?{form}"), field)? {
+            return api_key(&key, ApiKeySource::Form(field.clone())).map(Some);
+        }
+    }
     Ok(None)
+}
+
+/// Whether the request's body must be read for its API key: a form field is
+/// configured, the body is a form, and it has not been read.
+pub fn awaits_form(request: &RequestFacts, api_keys: &ApiKeys) -> bool {
+    let is_form = |value: &str| {
+        value.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/x-www-form-urlencoded")
+    };
+    api_keys.form_field.is_some() && request.body.is_none() && request.header_values("content-type").any(is_form)
 }
 
 /// A header's one value; the same header twice is ambiguous.
@@ -255,6 +271,8 @@ pub struct CredentialRemoval {
     pub path: Option<String>,
     /// The new `Cookie` value when a cookie carried a credential (empty: no cookie left).
     pub cookie: Option<String>,
+    /// The new form body when a form field carried a credential.
+    pub form: Option<String>,
 }
 
 pub fn credential_removal(
@@ -332,6 +350,12 @@ pub fn credential_removal(
     if !cookies.is_empty() {
         removal.cookie = cookie::without_cookies(request, &cookies, &kept_cookies);
     }
+
+    if let (Some(field), Some(form)) = (&api_keys.form_field, request.body) {
+        let kept: &[&str] = if matches!(kept_key, Some(ApiKeySource::Form(_))) { &[field] } else { &[] };
+        let rest = query::without_params(&format!("?{form}"), &[field], kept);
+        removal.form = rest.map(|rest| rest.trim_start_matches('?').to_string());
+    }
     removal
 }
 
@@ -346,6 +370,7 @@ mod tests {
             headers: vec!["x-api-key".into(), "x-cdata-authtoken".into()],
             query_param: query.map(String::from),
             cookies: vec!["apikey".into(), "legacy_key".into()],
+            form_field: None,
             allow_basic: true,
             clients: vec![],
         }

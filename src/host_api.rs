@@ -71,6 +71,13 @@ pub trait RequestBody {
     fn read(&self, max_size: usize) -> Option<Vec<u8>>;
 }
 
+/// A body already read.
+impl RequestBody for &[u8] {
+    fn read(&self, max_size: usize) -> Option<Vec<u8>> {
+        Some(self.iter().take(max_size).copied().collect())
+    }
+}
+
 /// Envoy counters and gauges (`wasmcustom.wasm_authn.<name>` on the stats page).
 pub trait Counters {
     fn increment(&mut self, name: &str);

@@ -68,6 +68,8 @@ pub enum Decision {
     Reply(LocalReply),
     /// A token request: read its body, then `Plugin::on_token_request` answers it.
     ReadBody(Presented),
+    /// A form whose field may hold the API key: read the body, then decide again with it.
+    ReadForm,
     /// Hold the request until what it needs arrives: a provider's keys (first fetch,
     /// or a refetch for an unknown `kid`), or the revocation list's first fetch.
     Wait(Awaited),
@@ -141,6 +143,10 @@ pub fn decide(
     let challenges = config.challenges(&rule.require);
     let credential = match credential::extract(request, &config.api_keys, &config.token_locations) {
         Ok(Some(credential)) => credential,
+        // Its API key may be in its form body: read it, then decide again.
+        Ok(None) if rule.require.schemes().2 && credential::awaits_form(request, &config.api_keys) => {
+            return Decision::ReadForm
+        }
         Ok(None) if rule.require == Require::Optional => {
             let changes = shape::unauthenticated(&config.upstream, &config.api_keys, &config.token_locations, request);
             return Decision::Anonymous(changes);
@@ -172,8 +178,10 @@ pub fn decide(
         }
         Err(NotVerified::KeysUnavailable) => return Decision::Reply(LocalReply::keys_unavailable(1)),
     };
+    // From here on every refusal names the principal it refuses.
+    let refuse = |reply: LocalReply| Decision::Reply(reply.to(&principal));
     if !rule.require.admits(&principal) {
-        return Decision::Reply(LocalReply::credential_not_accepted(challenges));
+        return refuse(LocalReply::credential_not_accepted(challenges));
     }
 
     // revocation
@@ -181,7 +189,7 @@ pub fn decide(
         match config.revocation.check(&principal) {
             Revoked::No => {}
             Revoked::Yes => {
-                return Decision::Reply(LocalReply::invalid_token(challenges, "token revoked", Reason::TokenRevoked))
+                return refuse(LocalReply::invalid_token(challenges, "token revoked", Reason::TokenRevoked))
             }
             Revoked::NotKnownYet => return Decision::Wait(Awaited::RevocationList),
         }
@@ -189,7 +197,7 @@ pub fn decide(
 
     // authorize
     if principal.privileges.paths.is_some() && path.get().hidden_dot_segment {
-        return Decision::Reply(LocalReply::ambiguous_path());
+        return refuse(LocalReply::ambiguous_path());
     }
     if needs_authorization(&principal, rule) {
         // As each method the upstream may act on.
@@ -198,11 +206,11 @@ pub fn decide(
             match policy::authorize(&principal, rule, &access) {
                 Ok(()) => {}
                 Err(Forbidden::Refused { reason, message }) => {
-                    return Decision::Reply(LocalReply::forbidden(message, reason));
+                    return refuse(LocalReply::forbidden(message, reason));
                 }
                 Err(Forbidden::InsufficientScope { required }) => {
                     let bearer = matches!(credential, Credential::Bearer { .. });
-                    return Decision::Reply(LocalReply::insufficient_scope(challenges, &required, bearer));
+                    return refuse(LocalReply::insufficient_scope(challenges, &required, bearer));
                 }
             }
         }
@@ -220,11 +228,11 @@ pub fn decide(
                 Some(Limited { key, holds_slot, quota, tracked_change })
             }
             Admission::RateLimited { retry_after_seconds, quota } => {
-                return Decision::Reply(LocalReply::rate_limited(&quota, retry_after_seconds))
+                return refuse(LocalReply::rate_limited(&quota, retry_after_seconds))
             }
-            Admission::ConcurrencyLimited => return Decision::Reply(LocalReply::concurrency_limited()),
+            Admission::ConcurrencyLimited => return refuse(LocalReply::concurrency_limited()),
             Admission::Unavailable => {
-                return Decision::Reply(LocalReply::try_later(Reason::LimitsUnavailable, 1));
+                return refuse(LocalReply::try_later(Reason::LimitsUnavailable, 1));
             }
         }
     };

@@ -17,10 +17,10 @@ use crate::pipeline::{self, Decision, Limited};
 use crate::reason::Reason;
 use crate::remote::{Fetch, FetchReason, Progress};
 use crate::reply::{rate_limit_fields, LocalReply};
+use crate::request::HeldRequest;
 use crate::request::RequestFacts;
-use crate::stream::{Awaited, BodyEvent, BodyPurpose, Step, Streams, Waiting};
+use crate::stream::{Awaited, BodyEvent, BodyPurpose, Step, Streams, Waiting, MAX_FORM_BYTES};
 use crate::token_endpoint::IssueHost;
-use crate::token_endpoint::MAX_BODY_BYTES;
 
 /// Everything a plugin needs of its host.
 pub trait Host: VerifyHost + HttpCalls + Counters + IssueHost {}
@@ -65,15 +65,6 @@ pub struct Plugin {
     warned_no_body: bool,
 }
 
-/// The body of a request whose headers ended its stream.
-struct NoBody;
-
-impl RequestBody for NoBody {
-    fn read(&self, _max_size: usize) -> Option<Vec<u8>> {
-        Some(Vec::new())
-    }
-}
-
 /// How long a token request's body may take to arrive.
 const BODY_WAIT_MS: u64 = 10_000;
 
@@ -108,14 +99,14 @@ impl Plugin {
         request: &RequestFacts,
         now_ms: u64,
     ) -> Step {
-        self.streams.begin(context_id, request.body_follows);
+        self.streams.begin(context_id);
         self.decide(host, context_id, request, now_ms)
     }
 
     /// A held stream, brought back by the tick (what it waits for changed, or its
     /// time is up): decided again, or answered.
     pub fn revisit(&mut self, host: &mut dyn Host, context_id: u32, request: &RequestFacts, now_ms: u64) -> Step {
-        if let Some(deadline_ms) = self.streams.body_deadline(context_id) {
+        if let Some((deadline_ms, form)) = self.streams.body_deadline(context_id) {
             if now_ms < deadline_ms {
                 return Step::Hold;
             }
@@ -128,7 +119,10 @@ impl Plugin {
                 );
             }
             host.increment("held_timeout");
-            let reply = crate::token_endpoint::body_timeout(BODY_WAIT_MS / 1000);
+            let mut reply = crate::token_endpoint::body_timeout(BODY_WAIT_MS / 1000);
+            if form {
+                reply.reason = Reason::FormTimeout;
+            }
             return self.answer(host, context_id, Some(request), reply);
         }
         if self.streams.waiting(context_id).is_none() {
@@ -147,7 +141,7 @@ impl Plugin {
         end_of_stream: bool,
         now_ms: u64,
     ) -> Step {
-        match self.streams.on_body(context_id, body_size, end_of_stream, MAX_BODY_BYTES) {
+        match self.streams.on_body(context_id, body_size, end_of_stream) {
             BodyEvent::Step(step) => step,
             BodyEvent::Complete(purpose) => self.body_read(host, context_id, purpose, body, body_size, now_ms),
         }
@@ -164,7 +158,10 @@ impl Plugin {
         match self.streams.on_trailers(context_id) {
             BodyEvent::Step(step) => step,
             // The body's size is not known here: read one byte past the bound (enough to see it is over).
-            BodyEvent::Complete(purpose) => self.body_read(host, context_id, purpose, body, MAX_BODY_BYTES + 1, now_ms),
+            BodyEvent::Complete(purpose) => {
+                let size = purpose.bound() + 1;
+                self.body_read(host, context_id, purpose, body, size, now_ms)
+            }
         }
     }
 
@@ -178,8 +175,8 @@ impl Plugin {
         body_size: usize,
         now_ms: u64,
     ) -> Step {
-        // At most one byte past the limit: enough for the endpoint to see it is too large.
-        let Some(body) = body.read(body_size.min(MAX_BODY_BYTES + 1)) else {
+        // At most one byte past the bound: enough to see it is too large.
+        let Some(body) = body.read(body_size.min(purpose.bound() + 1)) else {
             return self.answer(host, context_id, None, LocalReply::host_unavailable());
         };
         let reply = match (purpose, &self.config.token_endpoint) {
@@ -187,6 +184,17 @@ impl Plugin {
                 endpoint.issue(&self.config.api_keys, &self.config.limit_table, host, &presented, &body, now_ms / 1000)
             }
             (BodyPurpose::TokenRequest(_), None) => LocalReply::not_configured(),
+            (BodyPurpose::FormKey(held), _) => {
+                let reply = if body.len() > MAX_FORM_BYTES {
+                    let message = format!("the form is larger than {MAX_FORM_BYTES} bytes");
+                    LocalReply::form_unreadable(413, &message, Reason::FormTooLarge)
+                } else if let Ok(form) = std::str::from_utf8(&body) {
+                    return self.decide(host, context_id, &held.with_body(form), now_ms);
+                } else {
+                    LocalReply::form_unreadable(400, "the form is not UTF-8", Reason::FormMalformed)
+                };
+                return self.answer(host, context_id, Some(&held.with_body("")), reply);
+            }
         };
         self.answer(host, context_id, None, reply)
     }
@@ -228,13 +236,20 @@ impl Plugin {
             }
             Decision::Reply(reply) => self.answer(host, context_id, Some(request), reply),
             Decision::ReadBody(presented) => {
+                let purpose = BodyPurpose::TokenRequest(presented);
+                // The headers ended the request: there is no body to wait for.
+                if let Some(body) = request.body {
+                    return self.body_read(host, context_id, purpose, &body.as_bytes(), body.len(), now_ms);
+                }
                 self.log_decision(context_id, Some(request), "token request: reading its body", now_ms);
                 self.count_held(host, context_id);
-                let purpose = BodyPurpose::TokenRequest(presented);
-                match self.streams.read_body(context_id, purpose, now_ms, now_ms + BODY_WAIT_MS) {
-                    BodyEvent::Step(step) => step,
-                    BodyEvent::Complete(purpose) => self.body_read(host, context_id, purpose, &NoBody, 0, now_ms),
-                }
+                self.streams.read_body(context_id, purpose, now_ms, now_ms + BODY_WAIT_MS)
+            }
+            Decision::ReadForm => {
+                self.log_decision(context_id, Some(request), "reading its form for an API key", now_ms);
+                self.count_held(host, context_id);
+                let purpose = BodyPurpose::FormKey(Box::new(HeldRequest::of(request)));
+                self.streams.read_body(context_id, purpose, now_ms, now_ms + BODY_WAIT_MS)
             }
             Decision::Wait(awaited) => self.hold(host, context_id, request, awaited, now_ms),
         }
@@ -249,7 +264,8 @@ impl Plugin {
         reply: LocalReply,
     ) -> Step {
         if log::log_enabled!(log::Level::Debug) {
-            let outcome = format!("answered {}: {}", reply.status, reply.reason.label());
+            let to = reply.principal.as_ref().map(|p| format!(" (to {})", p.qualified.as_str())).unwrap_or_default();
+            let outcome = format!("answered {}: {}{to}", reply.status, reply.reason.label());
             let now_ms = host.now_ns().map_or(0, |ns| ns / 1_000_000);
             self.log_decision(context_id, request, &outcome, now_ms);
         }
@@ -322,6 +338,13 @@ impl Plugin {
         let in_flight = limited.holds_slot.then_some(limited.key);
         let quota = limited.quota.filter(|_| self.config.expose_limit_headers);
         self.streams.track(context_id, in_flight, quota);
+    }
+
+    /// The filter state to set before answering with `reply` (with `filter_state`): the
+    /// principal it refuses or answers, under the keys an allowed request's are.
+    pub fn answer_state(&self, reply: &LocalReply) -> Vec<(String, String)> {
+        let principal = reply.principal.as_ref().filter(|_| self.config.upstream.filter_state);
+        principal.map(|principal| crate::shape::filter_state(principal)).unwrap_or_default()
     }
 
     /// Response headers to add to this request's response (the RateLimit fields, where exposed).

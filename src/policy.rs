@@ -2,7 +2,7 @@
 //! privileges (methods, path prefixes, trusted networks) and its route's
 //! required scopes and principals.
 
-use std::net::IpAddr;
+use crate::request::Source;
 
 use crate::network::Networks;
 use crate::path::{has_segment_prefix, MatchPath};
@@ -27,8 +27,8 @@ pub enum Forbidden {
 pub struct Access<'a> {
     pub method: &'a str,
     pub path: &'a MatchPath,
-    /// Envoy's `source.address`; None when the host did not give it.
-    pub source: Option<IpAddr>,
+    /// Envoy's `source.address`, read if a network is to be checked.
+    pub source: Source<'a>,
 }
 
 /// Check a verified principal against its privileges and the route's rule.
@@ -36,7 +36,7 @@ pub fn authorize(principal: &Principal, rule: &Rule, access: &Access) -> Result<
     let privileges = &principal.privileges;
     if let Some(networks) = &privileges.trusted_networks {
         // Fail closed: without the client's address a restricted principal cannot be placed.
-        if !access.source.is_some_and(|source| networks.contains(source)) {
+        if !access.source.get().is_some_and(|source| networks.contains(source)) {
             return Err(refused(Reason::NetworkNotTrusted, "network not trusted"));
         }
     }
@@ -66,10 +66,10 @@ fn refused(reason: Reason, message: &'static str) -> Forbidden {
 }
 
 /// The client address is outside the configuration's `trusted_networks`.
-pub fn network_trusted(networks: Option<&Networks>, source: Option<IpAddr>) -> bool {
+pub fn network_trusted(networks: Option<&Networks>, source: Source) -> bool {
     match networks {
         None => true,
-        Some(networks) => source.is_some_and(|source| networks.contains(source)),
+        Some(networks) => source.get().is_some_and(|source| networks.contains(source)),
     }
 }
 

@@ -101,6 +101,11 @@ reasons! {
     TokenSigningFailed => "token_signing_failed",
     /// This worker spent its budget for signing tokens.
     TokenSigningBusy => "token_signing_busy",
+    /// A form body read for an API key (`api_keys.form_field`): over 64 KiB (413), not
+    /// UTF-8 (400), or not there within 10 s (408).
+    FormTooLarge => "form_too_large",
+    FormMalformed => "form_malformed",
+    FormTimeout => "form_timeout",
     NotConfigured => "not_configured",
     /// The host could not give the request or the time.
     HostError => "host_error",

@@ -2,9 +2,12 @@
 //! challenges per RFC 7235, 7617 and 6750, `Retry-After`), a small JSON body, and
 //! the reason it is counted under.
 
+use std::rc::Rc;
+
 use serde::Serialize;
 
 use crate::limits::Quota;
+use crate::principal::Principal;
 use crate::reason::Reason;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +21,9 @@ pub struct LocalReply {
     pub reason: Reason,
     /// A body of its own (the token endpoint's answers), instead of `{"error", "message"}`.
     pub json: Option<String>,
+    /// Whom it answers, when known (refused after authentication, a token endpoint's
+    /// client): named in the decision line and, with `filter_state`, in the filter state.
+    pub principal: Option<Rc<Principal>>,
 }
 
 #[derive(Serialize)]
@@ -68,7 +74,12 @@ impl Challenges<'_> {
 
 impl LocalReply {
     fn new(status: u16, error: &'static str, message: impl Into<String>, reason: Reason) -> LocalReply {
-        LocalReply { status, headers: Vec::new(), error, message: message.into(), reason, json: None }
+        LocalReply { status, headers: Vec::new(), error, message: message.into(), reason, json: None, principal: None }
+    }
+
+    /// The same answer, to this principal.
+    pub fn to(self, principal: &Rc<Principal>) -> LocalReply {
+        LocalReply { principal: Some(Rc::clone(principal)), ..self }
     }
 
     fn with_retry_after(mut self, seconds: u64) -> LocalReply {
@@ -175,6 +186,11 @@ impl LocalReply {
             _ => LocalReply::new(503, "temporarily_unavailable", "try again later", reason),
         };
         reply.with_retry_after(retry_after_seconds)
+    }
+
+    /// A form body read for an API key that cannot be used: 413, 400 or 408 (`reason` says which).
+    pub fn form_unreadable(status: u16, message: &str, reason: Reason) -> LocalReply {
+        LocalReply::new(status, "invalid_request", message, reason)
     }
 
     /// The plugin has no valid configuration (Envoy normally refuses such a plugin): fail closed.

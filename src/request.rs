@@ -18,10 +18,30 @@ pub struct RequestFacts<'a> {
     pub headers: &'a [Header<'a>],
     /// The Envoy route that matched (`xds.route_name`), read only when a rule needs it.
     pub route_name: Option<&'a str>,
-    /// The client address (`source.address`), read only when networks are configured.
-    pub source: Option<IpAddr>,
-    /// Whether a body (or trailers) follows the headers: false when they end the stream.
-    pub body_follows: bool,
+    /// The client address (`source.address`), read only when a decision needs it.
+    pub source: Source<'a>,
+    /// The body, when it is known before the decision: empty when the headers ended
+    /// the request, or the form read for an API key (`api_keys.form_field`).
+    pub body: Option<&'a str>,
+}
+
+/// The client address: a host call, made only when a decision needs it (networks are
+/// configured, or Basic failures are counted per source).
+#[derive(Clone, Copy)]
+pub enum Source<'a> {
+    /// Known (None: the host did not give it, or no configuration needs it).
+    Known(Option<IpAddr>),
+    /// Read from the host when first asked (the reader remembers it).
+    Lazy(&'a dyn Fn() -> Option<IpAddr>),
+}
+
+impl Source<'_> {
+    pub fn get(self) -> Option<IpAddr> {
+        match self {
+            Source::Known(source) => source,
+            Source::Lazy(read) => read(),
+        }
+    }
 }
 
 impl<'a> RequestFacts<'a> {
@@ -34,8 +54,8 @@ impl<'a> RequestFacts<'a> {
             authority: pseudo(":authority"),
             headers,
             route_name: None,
-            source: None,
-            body_follows: true,
+            source: Source::Known(None),
+            body: None,
         }
     }
 
@@ -47,6 +67,35 @@ impl<'a> RequestFacts<'a> {
     /// Every value of a header.
     pub fn header_values<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s str> + 's {
         self.headers.iter().filter(move |(n, _)| n == name).map(|(_, v)| v.as_ref())
+    }
+}
+
+/// A request held while its body is read: what it was decided on, owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldRequest {
+    headers: Vec<Header<'static>>,
+    route_name: Option<String>,
+    source: Option<IpAddr>,
+}
+
+impl HeldRequest {
+    /// A copy of the request (its source read now: the host's answer is not kept past this callback).
+    pub fn of(request: &RequestFacts) -> HeldRequest {
+        let owned = |text: &Cow<str>| Cow::Owned(text.to_string());
+        HeldRequest {
+            headers: request.headers.iter().map(|(name, value)| (owned(name), owned(value))).collect(),
+            route_name: request.route_name.map(String::from),
+            source: request.source.get(),
+        }
+    }
+
+    /// The request again, with the form its body holds.
+    pub fn with_body<'a>(&'a self, form: &'a str) -> RequestFacts<'a> {
+        let mut request = RequestFacts::from_headers(&self.headers);
+        request.route_name = self.route_name.as_deref();
+        request.source = Source::Known(self.source);
+        request.body = Some(form);
+        request
     }
 }
 

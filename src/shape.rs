@@ -53,6 +53,15 @@ pub struct UpstreamChanges {
     pub path: Option<String>,
     /// Filter state to set (`filter_state`): key, value.
     pub state: Vec<(String, String)>,
+    /// The new body when a form field carried an API key.
+    pub body: Option<NewBody>,
+}
+
+/// A request body in place of the first `replaces` bytes (all of it: the form that was read).
+#[derive(Debug, PartialEq, Eq)]
+pub struct NewBody {
+    pub replaces: usize,
+    pub body: String,
 }
 
 /// A request that passes without authentication: it loses what the filter owns and every credential.
@@ -115,11 +124,17 @@ fn changes(
     {
         path = Some(without);
     }
-    UpstreamChanges { remove, set, path, state }
+    let body = removal.form.map(|body| {
+        if request.header_values("content-length").next().is_some() {
+            set.push(("content-length".to_string(), body.len().to_string()));
+        }
+        NewBody { replaces: request.body.map_or(0, str::len), body }
+    });
+    UpstreamChanges { remove, set, path, state, body }
 }
 
 /// The principal as Envoy filter state: what RBAC and access logs can trust, whatever the headers say.
-fn filter_state(principal: &Principal) -> Vec<(String, String)> {
+pub fn filter_state(principal: &Principal) -> Vec<(String, String)> {
     let mut state = vec![
         (STATE_PRINCIPAL.to_string(), principal.qualified.as_str().to_string()),
         (STATE_METHOD.to_string(), principal.method.as_str().to_string()),

@@ -81,6 +81,21 @@ pub struct Waiting {
 pub enum BodyPurpose {
     /// A token request: the endpoint answers it.
     TokenRequest(crate::token_endpoint::grant::Presented),
+    /// A form whose field may hold the API key (`api_keys.form_field`): decided again with it.
+    FormKey(Box<crate::request::HeldRequest>),
+}
+
+/// The most of a form body read for an API key.
+pub const MAX_FORM_BYTES: usize = 64 * 1024;
+
+impl BodyPurpose {
+    /// The most of the body it reads: past it, the read is over (and answered 413).
+    pub fn bound(&self) -> usize {
+        match self {
+            BodyPurpose::TokenRequest(_) => crate::token_endpoint::MAX_BODY_BYTES,
+            BodyPurpose::FormKey(_) => MAX_FORM_BYTES,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -111,8 +126,6 @@ struct Stream {
     in_flight: Option<u64>,
     /// The quota its response shows (`limits.expose_headers`).
     quota: Option<Quota>,
-    /// Whether a body may follow its headers (false: they ended the stream).
-    body_follows: bool,
 }
 
 /// What a body chunk or the trailers mean for a stream.
@@ -153,14 +166,9 @@ pub struct Streams {
 impl Streams {
     /// A stream's headers arrived: it is undecided. (Headers come once; a repeat
     /// starts it over, still undecided.)
-    pub fn begin(&mut self, context_id: u32, body_follows: bool) {
-        let stream = Stream {
-            fate: Fate::Undecided(Pending::Deciding),
-            held_since_ms: None,
-            in_flight: None,
-            quota: None,
-            body_follows,
-        };
+    pub fn begin(&mut self, context_id: u32) {
+        let stream =
+            Stream { fate: Fate::Undecided(Pending::Deciding), held_since_ms: None, in_flight: None, quota: None };
         self.streams.insert(context_id, stream);
     }
 
@@ -194,41 +202,37 @@ impl Streams {
         Step::Hold
     }
 
-    /// It reads its body before it is decided, until `deadline_ms` at the latest; a
-    /// stream whose headers ended it has its (empty) body complete at once.
-    pub fn read_body(&mut self, context_id: u32, purpose: BodyPurpose, now_ms: u64, deadline_ms: u64) -> BodyEvent {
+    /// It reads its body before it is decided, until `deadline_ms` at the latest.
+    pub fn read_body(&mut self, context_id: u32, purpose: BodyPurpose, now_ms: u64, deadline_ms: u64) -> Step {
         let Some(stream) = self.streams.get_mut(&context_id) else {
-            return BodyEvent::Step(Step::Answer(LocalReply::host_unavailable()));
+            return Step::Answer(LocalReply::host_unavailable());
         };
-        if !stream.body_follows {
-            return BodyEvent::Complete(purpose);
-        }
         stream.held_since_ms.get_or_insert(now_ms);
         stream.fate = Fate::Undecided(Pending::ReadingBody { purpose, deadline_ms });
-        BodyEvent::Step(Step::Hold)
+        Step::Hold
     }
 
     /// A body chunk (`body_size`: the whole body buffered so far) or, with
-    /// `end_of_stream`, its end; `limit`: past it a body read is complete enough.
-    pub fn on_body(&mut self, context_id: u32, body_size: usize, end_of_stream: bool, limit: usize) -> BodyEvent {
+    /// `end_of_stream`, its end; past its purpose's bound a body read is complete enough.
+    pub fn on_body(&mut self, context_id: u32, body_size: usize, end_of_stream: bool) -> BodyEvent {
         let Some(stream) = self.streams.get_mut(&context_id) else {
             return BodyEvent::Step(Step::Answer(LocalReply::host_unavailable()));
         };
         match &stream.fate {
-            Fate::Allowed => BodyEvent::Step(Step::Continue(Go { changes: None })),
-            Fate::Answered => BodyEvent::Step(Step::Hold),
-            Fate::Undecided(Pending::ReadingBody { purpose, .. }) if end_of_stream || body_size > limit => {
-                let purpose = purpose.clone();
-                stream.fate = Fate::Undecided(Pending::Deciding);
-                BodyEvent::Complete(purpose)
-            }
-            Fate::Undecided(_) => BodyEvent::Step(Step::Hold),
+            Fate::Allowed => return BodyEvent::Step(Step::Continue(Go { changes: None })),
+            Fate::Undecided(Pending::ReadingBody { purpose, .. }) if end_of_stream || body_size > purpose.bound() => {}
+            Fate::Answered | Fate::Undecided(_) => return BodyEvent::Step(Step::Hold),
+        }
+        // Complete: it is being decided (later chunks are held, not read twice).
+        match std::mem::replace(&mut stream.fate, Fate::Undecided(Pending::Deciding)) {
+            Fate::Undecided(Pending::ReadingBody { purpose, .. }) => BodyEvent::Complete(purpose),
+            _ => BodyEvent::Step(Step::Hold),
         }
     }
 
     /// The trailers: they end a body being read (HTTP/2 and gRPC clients end with them).
     pub fn on_trailers(&mut self, context_id: u32) -> BodyEvent {
-        self.on_body(context_id, 0, true, usize::MAX)
+        self.on_body(context_id, 0, true)
     }
 
     /// Whether it is held for something on its way (not decided, not reading its body).
@@ -239,10 +243,12 @@ impl Streams {
         }
     }
 
-    /// Whether it reads its body; its deadline.
-    pub fn body_deadline(&self, context_id: u32) -> Option<u64> {
-        match self.streams.get(&context_id)?.fate {
-            Fate::Undecided(Pending::ReadingBody { deadline_ms, .. }) => Some(deadline_ms),
+    /// Whether it reads its body; its deadline, and whether the body is a form read for an API key.
+    pub fn body_deadline(&self, context_id: u32) -> Option<(u64, bool)> {
+        match &self.streams.get(&context_id)?.fate {
+            Fate::Undecided(Pending::ReadingBody { deadline_ms, purpose }) => {
+                Some((*deadline_ms, matches!(purpose, BodyPurpose::FormKey(_))))
+            }
             _ => None,
         }
     }
@@ -335,25 +341,25 @@ mod tests {
     #[test]
     fn an_undecided_stream_holds_its_body_and_trailers() {
         let mut streams = Streams::default();
-        streams.begin(1, true);
+        streams.begin(1);
         assert_eq!(streams.wait(1, waiting(10)), Step::Hold);
         for (size, end) in [(0, false), (100, false), (1 << 20, true)] {
-            assert_eq!(streams.on_body(1, size, end, 8192), BodyEvent::Step(Step::Hold));
+            assert_eq!(streams.on_body(1, size, end), BodyEvent::Step(Step::Hold));
         }
         assert_eq!(streams.on_trailers(1), BodyEvent::Step(Step::Hold));
         // Decided on a tick: then, and only then, it goes on.
         assert!(continues(&streams.allow(1, UpstreamChanges::default())));
-        let BodyEvent::Step(step) = streams.on_body(1, 10, true, 8192) else { panic!() };
+        let BodyEvent::Step(step) = streams.on_body(1, 10, true) else { panic!() };
         assert_eq!(step, Step::Continue(Go { changes: None }), "later chunks carry no changes");
     }
 
     #[test]
     fn an_answered_stream_never_goes_on() {
         let mut streams = Streams::default();
-        streams.begin(1, true);
+        streams.begin(1);
         let reply = LocalReply::try_later(Reason::JwksUnavailable, 1);
         assert!(matches!(streams.answer(1, reply), Step::Answer(_)));
-        assert_eq!(streams.on_body(1, 5, true, 8192), BodyEvent::Step(Step::Hold));
+        assert_eq!(streams.on_body(1, 5, true), BodyEvent::Step(Step::Hold));
         assert_eq!(streams.on_trailers(1), BodyEvent::Step(Step::Hold));
         assert!(!continues(&streams.allow(1, UpstreamChanges::default())), "no second decision");
     }
@@ -361,7 +367,7 @@ mod tests {
     #[test]
     fn a_stream_never_begun_is_never_continued() {
         let mut streams = Streams::default();
-        assert!(matches!(streams.on_body(9, 1, true, 8192), BodyEvent::Step(Step::Answer(_))));
+        assert!(matches!(streams.on_body(9, 1, true), BodyEvent::Step(Step::Answer(_))));
         assert!(matches!(streams.on_trailers(9), BodyEvent::Step(Step::Answer(_))));
         assert!(matches!(streams.allow(9, UpstreamChanges::default()), Step::Answer(_)));
         assert!(matches!(streams.wait(9, waiting(0)), Step::Answer(_)));
@@ -372,23 +378,23 @@ mod tests {
         let purpose = BodyPurpose::TokenRequest(crate::token_endpoint::grant::Presented::default());
         for (size, end, trailers) in [(10, true, false), (8193, false, false), (10, false, true)] {
             let mut streams = Streams::default();
-            streams.begin(1, true);
-            assert_eq!(streams.read_body(1, purpose.clone(), 0, 10_000), BodyEvent::Step(Step::Hold));
-            assert_eq!(streams.on_body(1, 10, false, 8192), BodyEvent::Step(Step::Hold));
-            let event = if trailers { streams.on_trailers(1) } else { streams.on_body(1, size, end, 8192) };
+            streams.begin(1);
+            assert_eq!(streams.read_body(1, purpose.clone(), 0, 10_000), Step::Hold);
+            assert_eq!(streams.on_body(1, 10, false), BodyEvent::Step(Step::Hold));
+            let event = if trailers { streams.on_trailers(1) } else { streams.on_body(1, size, end) };
             assert_eq!(event, BodyEvent::Complete(purpose.clone()));
             // Being decided: more chunks are held, not read twice.
-            assert_eq!(streams.on_body(1, size, true, 8192), BodyEvent::Step(Step::Hold));
+            assert_eq!(streams.on_body(1, size, true), BodyEvent::Step(Step::Hold));
         }
     }
 
     #[test]
     fn an_ended_stream_gives_back_its_slot_and_says_if_it_was_abandoned() {
         let mut streams = Streams::default();
-        streams.begin(1, true);
+        streams.begin(1);
         streams.track(1, Some(42), None);
         assert_eq!(streams.end(1), Ended { in_flight: Some(42), abandoned_held_since: None });
-        streams.begin(2, true);
+        streams.begin(2);
         let _ = streams.wait(2, waiting(7));
         assert_eq!(streams.end(2), Ended { in_flight: None, abandoned_held_since: Some(7) });
         assert!(streams.is_empty());

@@ -65,7 +65,7 @@ fuzz_target!(|data: &[u8]| {
         let request = RequestFacts::new(method, path, &headers);
         match decide(&config, &mut verifier, &request, &host, NOW * 1000) {
             // A `none` or `optional` rule, or the token endpoint's path.
-            Decision::Bypass(_) | Decision::Anonymous(_) | Decision::ReadBody(_) => {}
+            Decision::Bypass(_) | Decision::Anonymous(_) | Decision::ReadBody(_) | Decision::ReadForm => {}
             Decision::Reply(reply) if reply.status == 401 => {
                 assert_eq!(reply.reason, Reason::MissingCredential, "{reply:?}")
             }

@@ -129,7 +129,7 @@ fuzz_target!(|data: &[u8]| {
         // This configuration fetches no revocation list.
         Decision::Wait(Awaited::RevocationList) => panic!("impossible here: {decision:?}"),
         // This configuration has no optional rule and no token endpoint.
-        Decision::Anonymous(_) | Decision::ReadBody(_) => panic!("impossible here: {decision:?}"),
+        Decision::Anonymous(_) | Decision::ReadBody(_) | Decision::ReadForm => panic!("impossible here: {decision:?}"),
     }
 
     let again = decide(config, &mut verifier, &facts(&request), &host, NOW * 1000);

@@ -19,6 +19,8 @@ use wasm_authn::pipeline::Decision;
 use wasm_authn::request::Header;
 use wasm_authn::shape::UpstreamChanges;
 
+pub mod streams;
+
 /// The time every target runs at (unix seconds), and the configured clock skew.
 pub const NOW: u64 = 1_800_000_000;
 pub const SKEW: u64 = 60;
@@ -47,12 +49,12 @@ pub fn b64(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-fn sha256_hex(text: &str) -> String {
+pub(crate) fn sha256_hex(text: &str) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn with_kid(mut jwk: Value, kid: &str) -> Value {
+pub(crate) fn with_kid(mut jwk: Value, kid: &str) -> Value {
     jwk["kid"] = json!(kid);
     jwk
 }
@@ -330,7 +332,7 @@ impl TextRequest {
 pub fn changes_of(decision: &Decision) -> Option<&UpstreamChanges> {
     match decision {
         Decision::Bypass(changes) | Decision::Anonymous(changes) | Decision::Allow { changes, .. } => Some(changes),
-        Decision::Reply(_) | Decision::ReadBody(_) | Decision::Wait(_) => None,
+        Decision::Reply(_) | Decision::ReadBody(_) | Decision::ReadForm | Decision::Wait(_) => None,
     }
 }
 

@@ -1,6 +1,7 @@
 use serde_json::json;
 
 use super::*;
+use crate::request::Source;
 use crate::testing::{FakeHost, FakeShared};
 
 const NOW_MS: u64 = 1_800_000_000_000;
@@ -20,7 +21,7 @@ fn a_repeated_wrong_password_costs_a_lookup_not_a_hash() {
     let config = config();
     let mut verifier = Verifier::new(&config);
     let host = FakeHost::new(&FakeShared::default());
-    let refused = verifier.authenticate(&config, &basic("alice", "wrong"), None, &host, NOW_MS);
+    let refused = verifier.authenticate(&config, &basic("alice", "wrong"), Source::Known(None), &host, NOW_MS);
     assert_eq!(
         refused,
         Err(NotVerified::Invalid { reason: Reason::BasicInvalid, message: INVALID_PASSWORD, bearer: false })
@@ -28,12 +29,15 @@ fn a_repeated_wrong_password_costs_a_lookup_not_a_hash() {
     let hashed = host.clock_reads.get();
     assert_eq!(hashed, 2, "one timed bcrypt check");
     for _ in 0..5 {
-        assert_eq!(verifier.authenticate(&config, &basic("alice", "wrong"), None, &host, NOW_MS), refused);
+        assert_eq!(
+            verifier.authenticate(&config, &basic("alice", "wrong"), Source::Known(None), &host, NOW_MS),
+            refused
+        );
     }
     assert_eq!(host.clock_reads.get(), hashed, "no hash for a repeat");
     // The right password is checked (and then remembered).
-    assert!(verifier.authenticate(&config, &basic("alice", "right"), None, &host, NOW_MS).is_ok());
-    assert!(verifier.authenticate(&config, &basic("alice", "right"), None, &host, NOW_MS).is_ok());
+    assert!(verifier.authenticate(&config, &basic("alice", "right"), Source::Known(None), &host, NOW_MS).is_ok());
+    assert!(verifier.authenticate(&config, &basic("alice", "right"), Source::Known(None), &host, NOW_MS).is_ok());
     assert_eq!(host.clock_reads.get(), hashed + 2);
 }
 
@@ -42,9 +46,9 @@ fn a_remembered_failure_is_forgotten_after_the_cache_lifetime() {
     let config = config();
     let mut verifier = Verifier::new(&config);
     let host = FakeHost::new(&FakeShared::default());
-    let _ = verifier.authenticate(&config, &basic("alice", "wrong"), None, &host, NOW_MS);
+    let _ = verifier.authenticate(&config, &basic("alice", "wrong"), Source::Known(None), &host, NOW_MS);
     let later = NOW_MS + (config.cache.ttl_seconds + 1) * 1000;
-    let _ = verifier.authenticate(&config, &basic("alice", "wrong"), None, &host, later);
+    let _ = verifier.authenticate(&config, &basic("alice", "wrong"), Source::Known(None), &host, later);
     assert_eq!(host.clock_reads.get(), 4, "checked again once forgotten");
 }
 
@@ -60,8 +64,9 @@ fn a_throttled_source_gets_429_even_for_a_remembered_right_password() {
     let mut verifier = Verifier::new(&config);
     let host = FakeHost::new(&FakeShared::default());
     let (owner, guesser) = (Some("198.51.100.1".parse().unwrap()), Some("192.0.2.7".parse().unwrap()));
-    let mut attempt =
-        |password: &str, source| verifier.authenticate(&config, &basic("alice", password), source, &host, NOW_MS);
+    let mut attempt = |password: &str, source| {
+        verifier.authenticate(&config, &basic("alice", password), Source::Known(source), &host, NOW_MS)
+    };
     assert!(attempt("secret", owner).is_ok(), "verified, and remembered");
     for guess in ["a", "b", "c"] {
         assert!(matches!(attempt(guess, guesser), Err(NotVerified::Invalid { .. })));
@@ -116,7 +121,7 @@ mod keypairs {
     }
 
     fn check(config: &Config, token: String, host: &FakeHost) -> Result<Rc<Principal>, NotVerified> {
-        Verifier::new(config).authenticate(config, &Credential::bearer(token), None, host, NOW_MS)
+        Verifier::new(config).authenticate(config, &Credential::bearer(token), Source::Known(None), host, NOW_MS)
     }
 
     fn refused(result: Result<Rc<Principal>, NotVerified>) -> Reason {
@@ -195,8 +200,10 @@ mod keypairs {
         // Not even from the VM that accepted it: one-time tokens are never remembered as verified.
         let mut verifier = Verifier::new(&config);
         let fresh = sign(Algorithm::ES256, json!({"iss": "engine-1", "iat": NOW, "exp": NOW + 15, "jti": "a2"}));
-        assert!(verifier.authenticate(&config, &Credential::bearer(fresh.clone()), None, &worker_1, NOW_MS).is_ok());
-        let again = verifier.authenticate(&config, &Credential::bearer(fresh), None, &worker_1, NOW_MS);
+        assert!(verifier
+            .authenticate(&config, &Credential::bearer(fresh.clone()), Source::Known(None), &worker_1, NOW_MS)
+            .is_ok());
+        let again = verifier.authenticate(&config, &Credential::bearer(fresh), Source::Known(None), &worker_1, NOW_MS);
         assert_eq!(refused(again), Reason::TokenReplayed);
         let no_jti = sign(Algorithm::ES256, json!({"iss": "engine-1", "iat": NOW, "exp": NOW + 15}));
         assert_eq!(refused(check(&config, no_jti, &worker_1)), Reason::JwtNoJti);
@@ -207,7 +214,7 @@ mod keypairs {
             json!({"iss": "engine-1", "iat": later / 1000, "exp": later / 1000 + 15, "jti": "a1"}),
         );
         assert!(Verifier::new(&config)
-            .authenticate(&config, &Credential::bearer(reused), None, &worker_2, later)
+            .authenticate(&config, &Credential::bearer(reused), Source::Known(None), &worker_2, later)
             .is_ok());
     }
 

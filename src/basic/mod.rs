@@ -9,7 +9,6 @@
 mod throttle;
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::rc::Rc;
 
 pub use throttle::{FailureLimit, FailureThrottle};
@@ -21,6 +20,7 @@ use crate::password::PasswordHash;
 use crate::principal::{AuthMethod, Principal};
 use crate::privileges::Privileges;
 use crate::reason::Reason;
+use crate::request::Source;
 
 #[derive(Debug)]
 struct BasicUser {
@@ -107,7 +107,8 @@ impl<T: SharedData + Clock + ?Sized> PasswordHost for T {}
 /// guessed), any other name by its failures (a user's, or an unknown name's).
 pub struct Attempt<'a> {
     pub user: &'a str,
-    pub source: Option<IpAddr>,
+    /// Read only to count a failure, or to look for this source's when the name has some.
+    pub source: Source<'a>,
 }
 
 impl Attempt<'_> {
@@ -149,7 +150,7 @@ pub fn verify(
             check(guard, host, attempt, false, decoy, password, now_s).and(Err(Refusal::Invalid(Reason::BasicInvalid)))
         }
         None => {
-            guard.throttle.record_failure(host, user, attempt.source, false, now_s);
+            guard.throttle.record_failure(host, user, attempt.source.get(), false, now_s);
             Err(Refusal::Invalid(Reason::BasicInvalid))
         }
     }
@@ -182,7 +183,7 @@ fn check(
     if matches && known {
         return Ok(());
     }
-    guard.throttle.record_failure(host, attempt.user, attempt.source, known, now_s);
+    guard.throttle.record_failure(host, attempt.user, attempt.source.get(), known, now_s);
     Err(Refusal::Invalid(Reason::BasicInvalid))
 }
 

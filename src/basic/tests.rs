@@ -40,7 +40,7 @@ fn guard(max_failures: u32, budget_ms: u64) -> PasswordGuard {
 
 /// An attempt as `authenticate` makes it: throttled, else verified.
 fn check(guard: &mut PasswordGuard, host: &FakeHost, user: &str, password: &str) -> Result<Principal, Refusal> {
-    let attempt = Attempt { user, source: None };
+    let attempt = Attempt { user, source: crate::request::Source::Known(None) };
     if let Some(refusal) = attempt.throttled(&users(), guard, host, NOW_S) {
         return Err(refusal);
     }

@@ -19,6 +19,7 @@
 use std::net::IpAddr;
 
 use crate::host_api::SharedData;
+use crate::request::Source;
 use crate::shared_table::{Entry, Retention, SharedTable, VALUES};
 
 /// Names (and sources of a name) tracked per table.
@@ -47,13 +48,14 @@ const FAILURES: usize = 1;
 const RETENTION: Retention = Retention { expired: |entry, now| now >= entry.values[END], evictable: |_| true };
 
 /// The keys of a name's records: from everywhere, and from one source.
-struct Keys {
-    name: u64,
-    pair: u64,
-}
+struct Keys;
 
 impl Keys {
-    fn of(user: &str, source: Option<IpAddr>) -> Keys {
+    fn name(user: &str) -> u64 {
+        SharedTable::key(user)
+    }
+
+    fn pair(user: &str, source: Option<IpAddr>) -> u64 {
         // A kind byte, the source's bytes (an IPv6 address's /64), then the name.
         let mut pair = Vec::with_capacity(10 + user.len());
         match source.map(|ip| ip.to_canonical()) {
@@ -68,7 +70,7 @@ impl Keys {
             None => pair.push(0),
         }
         pair.extend_from_slice(user.as_bytes());
-        Keys { name: SharedTable::key(user), pair: SharedTable::key(pair) }
+        SharedTable::key(pair)
     }
 }
 
@@ -90,29 +92,33 @@ impl FailureThrottle {
     }
 
     /// Seconds until `user` may try again from `source`, when it is over a limit now.
+    /// The source (a host call) is read only when a record near the name's is over the
+    /// per-source limit: most requests have none.
     pub fn over_limit(
         &self,
         shared: &dyn SharedData,
         user: &str,
-        source: Option<IpAddr>,
+        source: Source,
         known: bool,
         now_s: u64,
     ) -> Option<u64> {
-        let keys = Keys::of(user, source);
-        let records = self.table(known).records_near(shared, keys.name);
-        let wait = |key: u64, max: u32| {
-            let record: &Entry = records.iter().find(|record| record.key == key)?;
+        let name = Keys::name(user);
+        let records = self.table(known).records_near(shared, name);
+        let wait = |record: &Entry, max: u32| {
             let failures = u32::try_from(record.values[FAILURES]).unwrap_or(u32::MAX);
             (now_s < record.values[END] && failures >= max).then(|| record.values[END] - now_s)
         };
-        let from_source = wait(keys.pair, self.limit.max_failures);
-        let from_everywhere = wait(keys.name, self.limit.max_failures_per_name);
-        from_source.max(from_everywhere)
+        let over = |key: u64, max: u32| wait(records.iter().find(|record| record.key == key)?, max);
+        let any_source_over =
+            records.iter().any(|record| record.key != name && wait(record, self.limit.max_failures).is_some());
+        let from_source = any_source_over.then(|| over(Keys::pair(user, source.get()), self.limit.max_failures));
+        let from_everywhere = over(name, self.limit.max_failures_per_name);
+        from_source.flatten().max(from_everywhere)
     }
 
     /// Count one failed check of `user` from `source`.
     pub fn record_failure(&self, shared: &dyn SharedData, user: &str, source: Option<IpAddr>, known: bool, now_s: u64) {
-        let keys = Keys::of(user, source);
+        let (name, pair) = (Keys::name(user), Keys::pair(user, source));
         let end = now_s.saturating_add(self.limit.window_seconds);
         // An expired record reads as none: a new window starts at this failure.
         let count = |current: Option<&[u64; VALUES]>| match current {
@@ -120,8 +126,8 @@ impl FailureThrottle {
             None => Some([end, 1, 0, 0]),
         };
         let table = self.table(known);
-        table.update_near(shared, keys.name, keys.pair, now_s, count);
-        table.update(shared, keys.name, now_s, count);
+        table.update_near(shared, name, pair, now_s, count);
+        table.update(shared, name, now_s, count);
     }
 }
 
@@ -142,16 +148,28 @@ mod tests {
         let throttle = FailureThrottle::new(LIMIT);
         let (guesser, owner) = (ip("192.0.2.7"), ip("198.51.100.1"));
         for t in 0..3 {
-            assert_eq!(throttle.over_limit(&shared, "alice", guesser, true, 1000 + t), None);
+            assert_eq!(throttle.over_limit(&shared, "alice", Source::Known(guesser), true, 1000 + t), None);
             throttle.record_failure(&shared, "alice", guesser, true, 1000 + t);
         }
-        assert_eq!(throttle.over_limit(&shared, "alice", guesser, true, 1010), Some(50));
-        assert_eq!(throttle.over_limit(&shared, "alice", owner, true, 1010), None, "the owner elsewhere is not");
-        assert_eq!(throttle.over_limit(&shared, "bob", guesser, true, 1010), None);
-        assert_eq!(throttle.over_limit(&shared, "alice", guesser, false, 1010), None, "unknown names are apart");
-        assert_eq!(throttle.over_limit(&shared, "alice", guesser, true, 1060), None);
+        assert_eq!(throttle.over_limit(&shared, "alice", Source::Known(guesser), true, 1010), Some(50));
+        assert_eq!(
+            throttle.over_limit(&shared, "alice", Source::Known(owner), true, 1010),
+            None,
+            "the owner elsewhere is not"
+        );
+        assert_eq!(throttle.over_limit(&shared, "bob", Source::Known(guesser), true, 1010), None);
+        assert_eq!(
+            throttle.over_limit(&shared, "alice", Source::Known(guesser), false, 1010),
+            None,
+            "unknown names are apart"
+        );
+        assert_eq!(throttle.over_limit(&shared, "alice", Source::Known(guesser), true, 1060), None);
         throttle.record_failure(&shared, "alice", guesser, true, 1060);
-        assert_eq!(throttle.over_limit(&shared, "alice", guesser, true, 1061), None, "a new window starts at one");
+        assert_eq!(
+            throttle.over_limit(&shared, "alice", Source::Known(guesser), true, 1061),
+            None,
+            "a new window starts at one"
+        );
     }
 
     #[test]
@@ -161,11 +179,15 @@ mod tests {
         // Seven failures from seven sources: none over its own limit, the name over its ceiling.
         for i in 1..=7 {
             let source = ip(&format!("203.0.113.{i}"));
-            assert_eq!(throttle.over_limit(&shared, "alice", source, true, 1000), None, "source {i}");
+            assert_eq!(throttle.over_limit(&shared, "alice", Source::Known(source), true, 1000), None, "source {i}");
             throttle.record_failure(&shared, "alice", source, true, 1000);
         }
-        assert_eq!(throttle.over_limit(&shared, "alice", ip("198.51.100.1"), true, 1001), Some(59), "from anywhere");
-        assert_eq!(throttle.over_limit(&shared, "bob", ip("198.51.100.1"), true, 1001), None);
+        assert_eq!(
+            throttle.over_limit(&shared, "alice", Source::Known(ip("198.51.100.1")), true, 1001),
+            Some(59),
+            "from anywhere"
+        );
+        assert_eq!(throttle.over_limit(&shared, "bob", Source::Known(ip("198.51.100.1")), true, 1001), None);
     }
 
     #[test]
@@ -175,18 +197,18 @@ mod tests {
         for host in 1..=3 {
             throttle.record_failure(&shared, "alice", ip(&format!("2001:db8:1:2::{host}")), true, 1000);
         }
-        assert!(throttle.over_limit(&shared, "alice", ip("2001:db8:1:2:ffff::9"), true, 1001).is_some());
-        assert_eq!(throttle.over_limit(&shared, "alice", ip("2001:db8:1:3::1"), true, 1001), None);
+        assert!(throttle.over_limit(&shared, "alice", Source::Known(ip("2001:db8:1:2:ffff::9")), true, 1001).is_some());
+        assert_eq!(throttle.over_limit(&shared, "alice", Source::Known(ip("2001:db8:1:3::1")), true, 1001), None);
         // An IPv4 address, however it is written, is one source.
         for _ in 0..3 {
             throttle.record_failure(&shared, "bob", ip("::ffff:192.0.2.9"), true, 1000);
         }
-        assert!(throttle.over_limit(&shared, "bob", ip("192.0.2.9"), true, 1001).is_some());
+        assert!(throttle.over_limit(&shared, "bob", Source::Known(ip("192.0.2.9")), true, 1001).is_some());
         for _ in 0..3 {
             throttle.record_failure(&shared, "carol", None, true, 1000);
         }
-        assert!(throttle.over_limit(&shared, "carol", None, true, 1001).is_some());
-        assert_eq!(throttle.over_limit(&shared, "carol", ip("192.0.2.9"), true, 1001), None);
+        assert!(throttle.over_limit(&shared, "carol", Source::Known(None), true, 1001).is_some());
+        assert_eq!(throttle.over_limit(&shared, "carol", Source::Known(ip("192.0.2.9")), true, 1001), None);
     }
 
     #[test]
@@ -196,6 +218,6 @@ mod tests {
         for (i, worker) in workers.iter().take(3).enumerate() {
             worker.record_failure(&shared, "alice", ip("192.0.2.7"), true, 1000 + i as u64);
         }
-        assert!(workers[3].over_limit(&shared, "alice", ip("192.0.2.7"), true, 1005).is_some());
+        assert!(workers[3].over_limit(&shared, "alice", Source::Known(ip("192.0.2.7")), true, 1005).is_some());
     }
 }

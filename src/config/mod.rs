@@ -403,6 +403,9 @@ fn compile_api_keys(raw: Option<RawApiKeys>, limits: &Limits, env: Env) -> Resul
     if let Some(q) = &raw.query_param {
         param_name(q, "api_keys.query_param")?;
     }
+    if let Some(field) = &raw.form_field {
+        param_name(field, "api_keys.form_field")?;
+    }
     for (i, cookie) in raw.cookies.iter().enumerate() {
         let path = format!("api_keys.cookies[{i}]");
         cookie_name(cookie, &path)?;
@@ -440,7 +443,14 @@ fn compile_api_keys(raw: Option<RawApiKeys>, limits: &Limits, env: Env) -> Resul
             privileges: Rc::new(privileges),
         });
     }
-    Ok(ApiKeys { headers, query_param: raw.query_param, cookies: raw.cookies, allow_basic: raw.allow_basic, clients })
+    Ok(ApiKeys {
+        headers,
+        query_param: raw.query_param,
+        cookies: raw.cookies,
+        form_field: raw.form_field,
+        allow_basic: raw.allow_basic,
+        clients,
+    })
 }
 
 /// A provider, a keypair and the token endpoint may never claim the same issuer (or

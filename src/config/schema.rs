@@ -292,6 +292,10 @@ pub struct RawApiKeys {
     pub headers: Vec<String>,
     /// A query parameter carrying an API key; off unless named (keys in URLs end up in logs).
     pub query_param: Option<String>,
+    /// A field of an `application/x-www-form-urlencoded` body carrying an API key (CData
+    /// Arc's `@authtoken`), read last; off unless named. The request is held until its body
+    /// is read (at most 64 KiB); needs Envoy's `allow_on_headers_stop_iteration`.
+    pub form_field: Option<String>,
     /// Cookies that carry an API key, read after the headers and the query parameter, in order of precedence.
     #[serde(default)]
     pub cookies: Vec<String>,

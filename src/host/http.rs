@@ -4,19 +4,19 @@
 //! context's tick (after `set_effective_context`), which is why this runs on a
 //! context id.
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::rc::Rc;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, MapType};
+use proxy_wasm::types::{Action, BufferType, MapType};
 
 use crate::header_map;
 use crate::host_api::RequestBody;
 use crate::network::parse_source_address;
 use crate::plugin::Plugin;
 use crate::reply::LocalReply;
-use crate::request::RequestFacts;
+use crate::request::{RequestFacts, Source};
 use crate::stream::Step;
 
 use super::abi::{request_body, request_headers, send_local_response, set_property};
@@ -34,7 +34,8 @@ impl Context for AuthnRequest {}
 impl HttpContext for AuthnRequest {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let step = with_request(self.vm.as_ref(), |plugin, host, request, now| {
-            let request = RequestFacts { body_follows: !end_of_stream, ..*request };
+            // No body comes: it is known (empty).
+            let request = RequestFacts { body: end_of_stream.then_some("").or(request.body), ..*request };
             plugin.on_request_headers(host, self.context_id, &request, now)
         });
         request_action(step)
@@ -105,6 +106,9 @@ fn request_action(step: Step) -> Action {
                 for (key, value) in &changes.state {
                     let _ = set_property(key, value);
                 }
+                if let Some(new) = &changes.body {
+                    let _ = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, new.replaces, new.body.as_bytes());
+                }
             }
             Action::Continue
         }
@@ -135,13 +139,17 @@ fn with_request(
     let Some(headers) = serialized.as_deref().and_then(header_map::decode) else {
         return Step::Answer(LocalReply::host_unavailable());
     };
+    // Properties cost a host call each: read only what the configuration uses, the
+    // client address only when a decision asks for it (and once).
+    let source = OnceCell::new();
+    let read_source =
+        || *source.get_or_init(|| property(&["source", "address"]).as_deref().and_then(parse_source_address));
     with_plugin(Some(vm), |plugin, host, now| {
         let mut request = RequestFacts::from_headers(&headers);
-        // Properties cost a host call each: read only what the configuration uses.
         let route_name = plugin.needs_route_name().then(|| property(&["xds", "route_name"])).flatten();
         request.route_name = route_name.as_deref();
         if plugin.needs_source_address() {
-            request.source = property(&["source", "address"]).as_deref().and_then(parse_source_address);
+            request.source = Source::Lazy(&read_source);
         }
         event(plugin, host, &request, now)
     })
@@ -155,7 +163,14 @@ fn with_plugin(vm: Option<&Rc<RefCell<Vm>>>, event: impl FnOnce(&mut Plugin, &mu
         return Step::Answer(LocalReply::host_unavailable());
     };
     let Vm { plugin, host } = &mut *vm;
-    event(plugin, host, now)
+    let step = event(plugin, host, now);
+    // An answer leaves the principal it names for the access log, as an allowed request does.
+    if let Step::Answer(reply) = &step {
+        for (key, value) in plugin.answer_state(reply) {
+            let _ = set_property(&key, &value);
+        }
+    }
+    step
 }
 
 /// The request body Envoy has buffered for this stream.

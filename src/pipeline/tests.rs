@@ -561,7 +561,7 @@ fn merge(mut base: Value, extra: Value) -> Value {
 fn from(vm: &mut Vm, method: &str, path: &str, headers: &[(&str, &str)], source: Option<&str>) -> Decision {
     let headers = crate::testing::headers(headers);
     let mut request = RequestFacts::new(method, path, &headers);
-    request.source = source.map(|s| s.parse().unwrap());
+    request.source = crate::request::Source::Known(source.map(|s| s.parse().unwrap()));
     super::decide(&vm.config, &mut vm.verifier, &request, &vm.host, NOW * 1000)
 }
 

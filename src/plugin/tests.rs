@@ -8,6 +8,8 @@ use super::*;
 use crate::limits::LimitTable;
 use crate::testing::{FakeHost, FakeResponse, FakeShared};
 use crate::token_endpoint::MAX_BODY_BYTES;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
 
 const ISSUER: &str = "https://remote.example";
 const T0: u64 = 1_800_000_000_000; // ms
@@ -493,17 +495,6 @@ fn a_token_request_ends_with_its_trailers_or_its_bound() {
 }
 
 #[test]
-fn a_token_request_whose_headers_end_the_stream_is_answered_at_once() {
-    let mut plugin = token_endpoint_plugin();
-    let mut host = FakeHost::new(&FakeShared::default());
-    let headers = crate::testing::headers(&[(":method", "POST"), (":path", "/token"), ("x-api-key", "key-1")]);
-    let request = RequestFacts { body_follows: false, ..RequestFacts::from_headers(&headers) };
-    // No body will come: waiting for one would hold it until the 408.
-    assert_eq!(reply_status(&plugin.on_request_headers(&mut host, 1, &request, T0)), Some(200));
-    assert!(!plugin.busy());
-}
-
-#[test]
 fn a_token_request_whose_body_never_comes_gets_408() {
     let mut plugin = token_endpoint_plugin();
     let mut host = FakeHost::new(&FakeShared::default());
@@ -576,4 +567,191 @@ fn a_stream_the_filter_never_saw_is_never_continued() {
     assert!(matches!(plugin.on_request_trailers(host, 7, &FakeBody(vec![1]), T0), Step::Answer(_)));
     let headers = crate::testing::headers(&[(":method", "GET"), (":path", "/orders")]);
     assert_eq!(plugin.revisit(host, 7, &RequestFacts::from_headers(&headers), T0), Step::Hold, "nothing to revisit");
+}
+
+// ---- decisions name their principal ----
+
+#[test]
+fn refusals_after_authentication_and_issued_tokens_name_their_principal() {
+    let key_hash = format!("sha256:{}", hex(b"key-1"));
+    let config = json!({
+        "filter_state": true,
+        "api_keys": {"clients": [{"id": "reports", "key_hash": key_hash, "methods": ["GET"], "requests_per_hour": 1}]},
+        "token_endpoint": {"path": "/token", "issuer": "https://auth.local",
+                           "signing_key": include_str!("../../tests/keys/ed25519_private.pem")},
+    });
+    let mut plugin = Plugin::new(Config::from_json(config.to_string().as_bytes()).unwrap());
+    let mut host = FakeHost::new(&FakeShared::default());
+    let send = |plugin: &mut Plugin, host: &mut FakeHost, context: u32, method: &str, key: &str| {
+        let headers = crate::testing::headers(&[(":method", method), (":path", "/r"), ("x-api-key", key)]);
+        plugin.on_request_headers(host, context, &RequestFacts::from_headers(&headers), T0)
+    };
+    let state = |plugin: &Plugin, step: &Step| match step {
+        Step::Answer(reply) => {
+            let principal = reply.principal.as_ref().map(|p| p.qualified.as_str().to_string());
+            (reply.status, principal, plugin.answer_state(reply))
+        }
+        other => panic!("{other:?}"),
+    };
+    let named = |status| {
+        let state = [("wasm_authn.principal", "api-key:reports"), ("wasm_authn.method", "api-key")];
+        (status, Some("api-key:reports".to_string()), state.map(|(k, v)| (k.to_string(), v.to_string())).to_vec())
+    };
+    let forbidden = send(&mut plugin, &mut host, 1, "DELETE", "key-1");
+    assert_eq!(state(&plugin, &forbidden), named(403));
+    assert!(matches!(send(&mut plugin, &mut host, 2, "GET", "key-1"), Step::Continue(_)));
+    let limited = send(&mut plugin, &mut host, 3, "GET", "key-1");
+    assert_eq!(state(&plugin, &limited), named(429));
+    // Before authentication, nobody is named.
+    let unknown = send(&mut plugin, &mut host, 4, "GET", "key-2");
+    assert_eq!(state(&plugin, &unknown), (401, None, vec![]));
+    // The token endpoint names the client it answers.
+    let issued = token_request(&mut plugin, &mut host, 5, br#"{"apiKey": "key-1"}"#);
+    assert_eq!(state(&plugin, &issued).1.as_deref(), Some("api-key:reports"));
+    let refused = token_request(&mut plugin, &mut host, 6, br#"{"apiKey": "key-2"}"#);
+    assert_eq!(state(&plugin, &refused), (401, None, vec![]));
+}
+
+// ---- the client address is read only when a decision needs it ----
+
+/// Requests from `source`, counting how often the plugin reads it (a host property call).
+fn reads_of_source(config: Value, requests: &[(&str, &str)]) -> Vec<u32> {
+    let mut plugin = Plugin::new(Config::from_json(config.to_string().as_bytes()).unwrap());
+    assert!(plugin.needs_source_address());
+    let mut host = FakeHost::new(&FakeShared::default());
+    let reads = std::cell::Cell::new(0);
+    let mut counts = Vec::new();
+    for (context, (path, authorization)) in (1..).zip(requests) {
+        // As the host adapter reads it: once per request at most.
+        let source = std::cell::OnceCell::new();
+        let read = || {
+            *source.get_or_init(|| {
+                reads.set(reads.get() + 1);
+                Some("192.0.2.7".parse().unwrap())
+            })
+        };
+        let headers = crate::testing::headers(&[(":method", "GET"), (":path", path), ("authorization", authorization)]);
+        let mut request = RequestFacts::from_headers(&headers);
+        request.source = crate::request::Source::Lazy(&read);
+        reads.set(0);
+        let _ = plugin.on_request_headers(&mut host, context, &request, T0);
+        counts.push(reads.get());
+    }
+    counts
+}
+
+#[test]
+fn the_source_is_read_for_a_failed_basic_attempt_or_a_network_only() {
+    let basic = |user: &str, password: &str| format!("Basic {}", STANDARD.encode(format!("{user}:{password}")));
+    let right = basic("alice", "pw");
+    let wrong: Vec<String> = (0..2).map(|i| basic("alice", &format!("nope-{i}"))).collect();
+    let users = json!({"users": [{"name": "alice", "password_hash": format!("sha256:{}", hex(b"pw"))}],
+                       "failure_limit": {"max_failures": 2}});
+    let requests = [("/", right.as_str()), ("/", &wrong[0]), ("/", &right), ("/", &wrong[1]), ("/", &right)];
+    // Each failure is counted per source (one read); once this source's failures are at
+    // the limit, its requests read it to find them (429, whatever the password).
+    assert_eq!(reads_of_source(json!({"basic": users}), &requests), [0, 1, 0, 1, 1]);
+    // A network rule reads it on each request it applies to, once.
+    let networks = json!({"basic": users, "trusted_networks": ["192.0.2.0/24"], "bypass": [{"path_prefix": "/open"}]});
+    assert_eq!(reads_of_source(networks, &[("/", &right), ("/", &wrong[0]), ("/open", "")]), [1, 1, 0]);
+}
+
+// ---- an API key in a form field ----
+
+fn form_plugin(forward: bool) -> Plugin {
+    let config = json!({
+        "forward_credentials": forward,
+        "api_keys": {"form_field": "@authtoken", "clients": [{"id": "arc", "key_hash": format!("sha256:{}", hex(b"k 1"))}]},
+    });
+    Plugin::new(Config::from_json(config.to_string().as_bytes()).unwrap())
+}
+
+/// A form POST whose body comes in two chunks; the step of the last one.
+fn form_post(plugin: &mut Plugin, host: &mut FakeHost, context: u32, content_type: &str, body: &[u8]) -> Step {
+    let length = body.len().to_string();
+    let headers = crate::testing::headers(&[
+        (":method", "POST"),
+        (":path", "/arc"),
+        ("content-type", content_type),
+        ("content-length", &length),
+    ]);
+    let first = plugin.on_request_headers(host, context, &RequestFacts::from_headers(&headers), T0);
+    if first != Step::Hold {
+        return first;
+    }
+    let half = body.len() / 2;
+    assert_eq!(plugin.on_request_body(host, context, &FakeBody(body[..half].to_vec()), half, false, T0), Step::Hold);
+    plugin.on_request_body(host, context, &FakeBody(body.to_vec()), body.len(), true, T0 + 5)
+}
+
+#[test]
+fn an_api_key_in_a_form_field_is_read_from_the_body_and_removed() {
+    let mut plugin = form_plugin(false);
+    let mut host = FakeHost::new(&FakeShared::default());
+    let form = "a=1&%40authtoken=k+1&b=%26";
+    let Step::Continue(go) =
+        form_post(&mut plugin, &mut host, 1, "application/x-www-form-urlencoded; charset=utf-8", form.as_bytes())
+    else {
+        panic!()
+    };
+    let changes = go.changes().unwrap();
+    assert!(changes.set.contains(&("x-auth-principal".into(), "arc".into())));
+    assert_eq!(changes.body, Some(crate::shape::NewBody { replaces: form.len(), body: "a=1&b=%26".into() }));
+    assert!(changes.set.contains(&("content-length".into(), "9".into())));
+    assert_eq!(host.counter("held"), 1);
+    // A wrong key, no key, or a key given twice: refused, never continued.
+    for (context, body) in [(2, "%40authtoken=nope"), (3, "a=1"), (4, "@authtoken=k+1&%40authtoken=k+1")] {
+        let step = form_post(&mut plugin, &mut host, context, "application/x-www-form-urlencoded", body.as_bytes());
+        assert_eq!(reply_status(&step), Some(401), "{body}: {step:?}");
+    }
+    // Not a form: the body is not read.
+    let step = form_post(&mut plugin, &mut host, 5, "text/plain", b"@authtoken=k+1");
+    assert_eq!(reply_status(&step), Some(401));
+    // Past the bound: 413 as soon as it is over.
+    let large = vec![b'a'; crate::stream::MAX_FORM_BYTES + 1];
+    let step = form_post(&mut plugin, &mut host, 6, "application/x-www-form-urlencoded", &large);
+    let Step::Answer(reply) = step else { panic!("{step:?}") };
+    assert_eq!((reply.status, reply.reason), (413, Reason::FormTooLarge));
+    // Forwarded as it came with forward_credentials.
+    let mut plugin = form_plugin(true);
+    let Step::Continue(go) = form_post(&mut plugin, &mut host, 7, "application/x-www-form-urlencoded", form.as_bytes())
+    else {
+        panic!()
+    };
+    assert_eq!(go.changes().unwrap().body, None);
+}
+
+#[test]
+fn a_form_read_for_its_key_ends_with_trailers_or_its_deadline() {
+    let mut plugin = form_plugin(false);
+    let mut host = FakeHost::new(&FakeShared::default());
+    let headers = crate::testing::headers(&[
+        (":method", "POST"),
+        (":path", "/arc"),
+        ("content-type", "application/x-www-form-urlencoded"),
+    ]);
+    let request = RequestFacts::from_headers(&headers);
+    assert_eq!(plugin.on_request_headers(&mut host, 1, &request, T0), Step::Hold);
+    let body = FakeBody(b"@authtoken=k%201".to_vec());
+    assert_eq!(plugin.on_request_body(&mut host, 1, &body, 16, false, T0), Step::Hold);
+    let Step::Continue(go) = plugin.on_request_trailers(&mut host, 1, &body, T0) else { panic!() };
+    assert_eq!(go.changes().unwrap().body.as_ref().unwrap().body, "");
+    // Its body never comes: 408 at the deadline, never continued.
+    assert_eq!(plugin.on_request_headers(&mut host, 2, &request, T0), Step::Hold);
+    assert_eq!(plugin.on_tick(&mut host, T0 + 10_000), vec![2]);
+    let Step::Answer(reply) = plugin.revisit(&mut host, 2, &request, T0 + 10_000) else { panic!() };
+    assert_eq!((reply.status, reply.reason), (408, Reason::FormTimeout));
+    // No body at all (the headers ended the request): decided at once.
+    let ended = RequestFacts { body: Some(""), ..request };
+    assert_eq!(reply_status(&plugin.on_request_headers(&mut host, 3, &ended, T0)), Some(401));
+}
+
+#[test]
+fn a_token_request_the_headers_ended_is_answered_at_once() {
+    let mut plugin = token_endpoint_plugin();
+    let mut host = FakeHost::new(&FakeShared::default());
+    let headers = crate::testing::headers(&[(":method", "POST"), (":path", "/token"), ("x-api-key", "key-1")]);
+    let ended = RequestFacts { body: Some(""), ..RequestFacts::from_headers(&headers) };
+    assert_eq!(reply_status(&plugin.on_request_headers(&mut host, 1, &ended, T0)), Some(200));
+    assert_eq!(host.counter("held"), 0, "nothing to wait for");
 }

@@ -5,6 +5,7 @@ use crate::network::Cidr;
 use crate::path::normalize;
 use crate::principal::AuthMethod;
 use crate::privileges::Privileges;
+use crate::request::Source;
 use crate::route::{Require, RouteMatch};
 
 fn principal(privileges: Privileges, scopes: &[&str]) -> Principal {
@@ -25,7 +26,7 @@ fn rule(scopes: &[&str], principals: Option<&[&str]>) -> Rule {
 
 fn check(principal: &Principal, rule: &Rule, method: &str, path: &str, source: Option<&str>) -> Result<(), Forbidden> {
     let path = normalize(path);
-    let access = Access { method, path: &path, source: source.map(|s| s.parse().unwrap()) };
+    let access = Access { method, path: &path, source: Source::Known(source.map(|s| s.parse().unwrap())) };
     authorize(principal, rule, &access)
 }
 
@@ -89,8 +90,8 @@ fn route_principals_and_scopes() {
 #[test]
 fn top_level_networks() {
     let lan = Networks(vec![Cidr::parse("10.0.0.0/8").unwrap()]);
-    assert!(network_trusted(None, None));
-    assert!(network_trusted(Some(&lan), Some("10.1.1.1".parse().unwrap())));
-    assert!(!network_trusted(Some(&lan), Some("11.1.1.1".parse().unwrap())));
-    assert!(!network_trusted(Some(&lan), None));
+    assert!(network_trusted(None, Source::Known(None)));
+    assert!(network_trusted(Some(&lan), Source::Known(Some("10.1.1.1".parse().unwrap()))));
+    assert!(!network_trusted(Some(&lan), Source::Known(Some("11.1.1.1".parse().unwrap()))));
+    assert!(!network_trusted(Some(&lan), Source::Known(None)));
 }

@@ -135,7 +135,8 @@ fn kinds_admit_their_principals() {
     assert_eq!(keys.schemes(), (true, false, true));
     assert_eq!(Require::Any.schemes(), (true, true, true));
     // authorize is covered in policy's tests; here only that a default rule restricts nothing.
-    let access = crate::policy::Access { method: "DELETE", path: &normalize("/x"), source: None };
+    let access =
+        crate::policy::Access { method: "DELETE", path: &normalize("/x"), source: crate::request::Source::Known(None) };
     assert_eq!(authorize(&principal(AuthMethod::Basic, None), &DEFAULT_RULE, &access), Ok(()));
 }
 

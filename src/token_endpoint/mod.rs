@@ -20,6 +20,7 @@ pub mod grant;
 pub mod signer;
 
 use std::cell::Cell;
+use std::rc::Rc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -34,7 +35,7 @@ use crate::policy::network_trusted;
 use crate::principal::Principal;
 use crate::reason::Reason;
 use crate::reply::{rate_limit_fields, LocalReply};
-use crate::request::RequestFacts;
+use crate::request::{RequestFacts, Source};
 use grant::{GrantError, Presented, Proof};
 use signer::Signer;
 
@@ -176,14 +177,28 @@ impl TokenEndpoint {
             Err(e) => return grant_error(e, &self.realm),
         };
         let client = match client(api_keys, &grant.proof) {
-            Some(client) => client,
+            Some(client) => Rc::new(client),
             None => return grant_error(GrantError::InvalidClient("invalid client credentials"), &self.realm),
         };
-        if !network_trusted(client.privileges.trusted_networks.as_ref(), presented.source) {
+        // The client is known: every answer names it.
+        self.issue_to(&client, limits, host, presented, grant.scope, now).to(&client)
+    }
+
+    /// The answer to a known client's token request.
+    fn issue_to(
+        &self,
+        client: &Principal,
+        limits: &LimitTable,
+        host: &mut dyn IssueHost,
+        presented: &Presented,
+        asked: Option<Vec<String>>,
+        now: u64,
+    ) -> LocalReply {
+        if !network_trusted(client.privileges.trusted_networks.as_ref(), Source::Known(presented.source)) {
             return oauth_error(403, "access_denied", "network not trusted", Reason::NetworkNotTrusted);
         }
         let held = &client.privileges.scopes;
-        let scopes: Vec<String> = match grant.scope {
+        let scopes: Vec<String> = match asked {
             None => held.clone(),
             Some(asked) if asked.iter().all(|s| held.contains(s)) => asked,
             Some(_) => {
@@ -200,7 +215,7 @@ impl TokenEndpoint {
         // is one of the client's requests: its key, its tokens and this share one budget.
         let mut budget = self.signing_budget.get();
         let done = budget.run(&*host, || {
-            let tracked_change = self.count(&client, limits, &*host, now)?;
+            let tracked_change = self.count(client, limits, &*host, now)?;
             Ok((tracked_change, self.sign(&client.id, &scope, now)))
         });
         self.signing_budget.set(budget);
@@ -322,7 +337,10 @@ fn presented(request: &RequestFacts, api_keys: &ApiKeys) -> Result<Presented, Gr
     }
     let content_type = single(request, "content-type")?;
     let mut presented = Presented::from_headers(content_type, single(request, "authorization")?, api_key);
-    presented.source = request.source;
+    // Read only when a client's networks may need it (checked once its body names the client).
+    if api_keys.clients.iter().any(|client| client.privileges.trusted_networks.is_some()) {
+        presented.source = request.source.get();
+    }
     Ok(presented)
 }
 

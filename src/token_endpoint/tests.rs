@@ -1,3 +1,4 @@
+use crate::request::Source;
 use base64::engine::general_purpose::STANDARD;
 use jsonwebtoken::{decode, decode_header, DecodingKey, Validation};
 use serde_json::{json, Value};
@@ -133,8 +134,9 @@ fn every_key_signs_tokens_that_verify_independently_and_in_the_filter() {
         // The filter accepts its own token: the client, with its privileges.
         let mut verifier = Verifier::new(&config);
         let host = FakeHost::new(&FakeShared::default());
-        let principal =
-            verifier.authenticate(&config, &Credential::bearer(token), None, &host, NOW * 1000 + 5_000).unwrap();
+        let principal = verifier
+            .authenticate(&config, &Credential::bearer(token), Source::Known(None), &host, NOW * 1000 + 5_000)
+            .unwrap();
         assert_eq!(principal.id, "reports");
         assert_eq!(principal.method, AuthMethod::Jwt);
         assert_eq!(principal.provider.as_deref(), Some("token-endpoint"));
@@ -165,8 +167,9 @@ fn the_three_forms_and_a_narrower_scope() {
     // The narrower token holds only what it asked for.
     let token = body(&in_basic)["access_token"].as_str().unwrap().to_string();
     let host = FakeHost::new(&FakeShared::default());
-    let principal =
-        Verifier::new(&config).authenticate(&config, &Credential::bearer(token), None, &host, NOW * 1000).unwrap();
+    let principal = Verifier::new(&config)
+        .authenticate(&config, &Credential::bearer(token), Source::Known(None), &host, NOW * 1000)
+        .unwrap();
     assert_eq!(principal.scopes, vec!["orders:read"]);
 }
 
@@ -243,7 +246,9 @@ fn a_disabled_client_loses_its_tokens_with_the_new_configuration() {
     let token = issued_token(&before);
     let host = FakeHost::new(&FakeShared::default());
     let mut verifier = Verifier::new(&before);
-    assert!(verifier.authenticate(&before, &Credential::bearer(token.clone()), None, &host, NOW * 1000).is_ok());
+    assert!(verifier
+        .authenticate(&before, &Credential::bearer(token.clone()), Source::Known(None), &host, NOW * 1000)
+        .is_ok());
 
     let disabled = json!({
         "api_keys": {"clients": [{"id": "reports", "key_hash": key_hash("key-reports"), "disabled": true}]},
@@ -251,7 +256,8 @@ fn a_disabled_client_loses_its_tokens_with_the_new_configuration() {
                            "lifetime_seconds": 600, "signing_key": ED_PRIVATE},
     });
     let after = Config::from_json(disabled.to_string().as_bytes()).unwrap();
-    let refused = Verifier::new(&after).authenticate(&after, &Credential::bearer(token), None, &host, NOW * 1000);
+    let refused =
+        Verifier::new(&after).authenticate(&after, &Credential::bearer(token), Source::Known(None), &host, NOW * 1000);
     assert!(matches!(refused, Err(NotVerified::Invalid { reason: Reason::TokenRevoked, bearer: true, .. })));
 }
 

@@ -11,18 +11,28 @@ import time
 
 import pytest
 
+from cryptography.hazmat.primitives import serialization
+
 from tokens import basic_header, mint, now, p256_key, public_pem, sha256_hash
 
-PASSWORDS = {"alice": "alice-pw-0123", "bob": "bob-pw-0123"}
+PASSWORDS = {"alice": "alice-pw-0123", "bob": "bob-pw-0123", "carol": "carol-pw-0123"}
 KEY = p256_key()
 ISSUER = "https://idp.example"
 
 CONFIG = {
     "filter_state": True,
-    "basic": {"users": [{"name": n, "password_hash": sha256_hash(p)} for n, p in PASSWORDS.items()]},
+    "basic": {"users": [{"name": n, "password_hash": sha256_hash(p)} for n, p in PASSWORDS.items()
+                        if n != "carol"]
+              # carol may only GET, once an hour: her refusals name her (issue 17.16).
+              + [{"name": "carol", "password_hash": sha256_hash(PASSWORDS["carol"]), "methods": ["GET"],
+                  "requests_per_hour": 1}]},
     "jwt": {"providers": [{"name": "corp", "issuer": ISSUER, "local_pem": public_pem(KEY).decode(),
                            "claim_to_headers": [{"claim": "team", "header": "x-team"}]}]},
     "bypass": [{"path_prefix": "/healthz"}],
+    "api_keys": {"clients": [{"id": "reports", "key_hash": sha256_hash("rk-0123456789abcdef")}]},
+    "token_endpoint": {"path": "/auth/token", "issuer": "https://auth.example", "signing_key": p256_key()
+                       .private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()).decode()},
 }
 
 # Envoy's RBAC after wasm-authn: /admin only for the Basic user alice, by the filter state
@@ -108,6 +118,53 @@ def test_access_logs_print_the_principal_and_the_reason(envoy, access_log):
     r = envoy.request("GET", "/logged/basic", {"authorization": basic_header("alice", PASSWORDS["alice"])})
     assert r.status == 200
     assert "principal=basic:alice method=basic provider=- team=-" in log_line(access_log, "/logged/basic")
+
+
+def test_refusals_after_authentication_name_the_principal(envoy, access_log):
+    """403 and 429 refusals of a verified caller name it in the access log (the filter
+    state) and the debug line; a refusal before authentication names nobody."""
+    carol = {"authorization": basic_header("carol", PASSWORDS["carol"])}
+    r = envoy.request("DELETE", "/named/forbidden", carol)
+    assert r.status == 403, (r.status, r.body)
+    line = log_line(access_log, "/named/forbidden")
+    assert " 403 wasm_authn.method_not_allowed principal=basic:carol method=basic provider=- " in line, line
+    assert envoy.request("GET", "/named/allowed", carol).status == 200
+    r = envoy.request("GET", "/named/limited", carol)
+    assert r.status == 429, (r.status, r.body)
+    line = log_line(access_log, "/named/limited")
+    assert " 429 wasm_authn.rate_limited principal=basic:carol method=basic " in line, line
+    wrong = {"authorization": basic_header("carol", "wrong-pw")}
+    assert envoy.request("GET", "/named/wrong", wrong).status in (401, 429)
+    assert " principal=- " in log_line(access_log, "/named/wrong")
+    deadline = time.monotonic() + 5
+    while "GET /named/limited: answered 429" not in envoy.log_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log = envoy.log_text()
+    assert "wasm-authn: DELETE /named/forbidden: answered 403: method_not_allowed (to basic:carol)" in log
+    assert "wasm-authn: GET /named/limited: answered 429: rate_limited (to basic:carol)" in log
+
+
+def test_token_endpoint_outcomes_are_decision_lines_naming_the_client(envoy, access_log):
+    def post(attempt, body):  # a query of its own, to find its access log line
+        return envoy.request("POST", f"/auth/token?{attempt}", {"content-type": "application/json"}, body=body)
+    assert post("issued", b'{"apiKey": "rk-0123456789abcdef"}').status == 200
+    line = log_line(access_log, "/auth/token?issued")
+    assert " 200 wasm_authn.token_issued principal=api-key:reports method=api-key " in line, line
+    assert post("unknown", b'{"apiKey": "not-a-key"}').status == 401
+    line = log_line(access_log, "/auth/token?unknown")
+    assert " 401 wasm_authn.token_invalid_client principal=- " in line, line
+    assert post("malformed", b'{"apiKey": ').status == 400
+    assert post("large", b"x" * 20000).status == 413
+    deadline = time.monotonic() + 5
+    while "POST /auth/token: answered 413" not in envoy.log_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log = envoy.log_text()
+    assert re.search(r"wasm-authn: stream \d+ \(its body read\): answered 200: token_issued \(to api-key:reports\)"
+                     r" \(after \d+ ms held\)", log), log[-3000:]
+    assert re.search(r"wasm-authn: stream \d+ \(its body read\): answered 401: token_invalid_client \(after", log)
+    assert re.search(r"wasm-authn: stream \d+ \(its body read\): answered 400: token_invalid_request \(after", log)
+    assert "wasm-authn: POST /auth/token: answered 413: token_body_too_large" in log
+    assert "rk-0123456789abcdef" not in log and "not-a-key" not in log
 
 
 def test_each_decision_is_a_debug_line_without_secrets(envoy):

@@ -278,3 +278,72 @@ def test_token_request_reading_its_body(flag: bool) -> None:
                 else:
                     assert r.status == 408, f"{name}: {r.status} {r.body[:200]!r}"
         assert upstream_requests(h) == before, "a token request went upstream"
+
+
+# ---- an API key in a form field (issue 17.17) ---------------------------------------------
+
+def form_config() -> dict:
+    client = {"id": "form-client", "key_hash": "sha256:" + hashlib.sha256(KEY).hexdigest()}
+    return {"api_keys": {"form_field": "@authtoken", "clients": [client]}}
+
+
+def without_key(form: bytes) -> bytes:
+    return b"&".join(p for p in form.split(b"&") if not p.startswith((b"%40authtoken=", b"@authtoken=")))
+
+
+@pytest.mark.parametrize("flag", FLAGS)
+def test_api_key_in_a_form_field(flag: bool) -> None:
+    """CData Arc's `@authtoken` as form-post data: the request is held until its body
+    is read, whatever way it comes; the right key reaches the upstream without the
+    field (the rest of the body intact), a wrong one gets 401, a form over 64 KiB
+    413, and none of them is forwarded undecided. Without allow_on_headers_stop_iteration
+    Envoy never brings the body: 408 after 10 s."""
+    good = b"a=1&%40authtoken=" + KEY + b"&b=x%26y+z"
+    wrong = b"a=1&@authtoken=not-the-key"
+    pad = b"p=" + b"x" * 20_000
+    large_good = pad + b"&@authtoken=" + KEY + b"&" + pad
+    ways = [
+        ("one piece", "h1", [good], [wrong], []),
+        ("larger than one read", "h1", [large_good[:15_000], large_good[15_000:30_000], large_good[30_000:]],
+         [wrong], []),
+        ("chunked with trailers", "h1-chunked", [good[:9], good[9:]], [wrong[:9], wrong[9:]], [("x-a", "1")]),
+        ("HTTP/2 frames", "h2", [good[:7], good[7:20], good[20:]], [wrong[:7], wrong[7:]], []),
+        ("HTTP/2 trailers", "h2", [good], [wrong], [("grpc-status", "0")]),
+    ]
+    headers = [("content-type", "application/x-www-form-urlencoded")]
+    with start(form_config(), flag) as h:
+        before = upstream_requests(h)
+        with ThreadPoolExecutor(len(ways) * 2 + 1) as pool:
+            futures = []
+            for name, protocol, good_parts, wrong_parts, trailers in ways:
+                for parts, expected in ((good_parts, 200), (wrong_parts, 401)):
+                    body = Body(parts, trailers=trailers)
+                    futures.append((name, expected, body, pool.submit(
+                        send, h.listener_port, "POST", "/arc", headers, body, protocol, 20.0)))
+            over = Body([b"a=" + b"y" * 40_000, b"&@authtoken=" + KEY + b"&b=" + b"z" * 40_000])
+            futures.append(("over 64 KiB", 413, over, pool.submit(
+                send, h.listener_port, "POST", "/arc", headers, over, "h1", 20.0)))
+            reached = 0
+            for name, expected, body, future in futures:
+                r = future.result()
+                label = f"{name}: {r.status} {r.body[:200]!r}"
+                if not flag:
+                    assert r.status == 408, label
+                    continue
+                assert r.status == expected, label
+                if expected == 200:
+                    seen = EnvoyHarness.upstream_request(r)
+                    forwarded = without_key(body.data)
+                    assert seen["body_length"] == len(forwarded), label
+                    assert seen["body_sha256"] == hashlib.sha256(forwarded).hexdigest(), label
+                    assert seen["headers"].get("x-auth-principal") == "form-client", label
+                    reached += 1
+        deadline = time.monotonic() + 2
+        while upstream_requests(h) - before < reached and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert upstream_requests(h) - before == reached, "a form request reached the upstream undecided"
+        if flag:
+            assert "reading its form for an API key" in h.log_text()
+            # Not a form: never held for its body; no key anywhere is a 401 at once.
+            r = h.request("POST", "/arc", {"content-type": "text/plain"}, body=b"@authtoken=" + KEY)
+            assert r.status == 401, r
