@@ -62,6 +62,9 @@ impl HttpCalls for Host {
     fn get(&mut self, _: &Target, _: u64) -> Option<u32> {
         None
     }
+    fn post_form(&mut self, _: &Target, _: Option<&str>, _: &[u8], _: u64) -> Option<u32> {
+        None
+    }
 }
 impl Counters for Host {
     fn increment(&mut self, _: &str) {}
