@@ -41,11 +41,13 @@ struct PendingCall {
     target: Target,
 }
 
-/// An introspection call on its way: whose, about which stored key, since when.
+/// An introspection call on its way: whose, about which stored key, since when, and
+/// until when it is waited for (Envoy cancels a call whose request went away: no answer comes).
 struct IntrospectionCall {
     provider: ProviderId,
     key: u128,
     started_ms: u64,
+    given_up_ms: u64,
 }
 
 /// How a document is named in logs and counters.
@@ -276,7 +278,8 @@ impl Plugin {
         // The token is never logged: its stored key's first bytes tell calls apart.
         debug!("wasm-authn: provider {}: introspecting token {:08x} ({target})", named.name, key >> 96);
         if let Some(call) = host.post_form(target, authorization, &body, introspection.timeout_ms) {
-            self.introspections.insert(call, IntrospectionCall { provider, key, started_ms: now_ms });
+            let given_up_ms = now_ms + introspection.wait_ms();
+            self.introspections.insert(call, IntrospectionCall { provider, key, started_ms: now_ms, given_up_ms });
             return true;
         }
         warn!("wasm-authn: provider {}: introspection failed ({target}): {CALL_NOT_MADE}", named.name);
@@ -546,6 +549,7 @@ impl Plugin {
         if keys_changed {
             self.verifier.keys_changed();
         }
+        self.introspections.retain(|_, call| now_ms < call.given_up_ms);
         let held = self.streams.held().filter(|(_, w)| {
             now_ms >= w.deadline_ms
                 || self.events(w.awaited) != w.events_seen

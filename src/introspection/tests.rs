@@ -334,6 +334,10 @@ fn inactive_is_401_and_remembered_failures_are_503_and_never_401() {
     assert!(envoy.tick(0, T0 + 2_000).is_empty());
     assert_eq!(envoy.tick(0, T0 + 3_000), vec![1]);
     assert_eq!(status_of(&envoy.revisit(0, 1, "slow", T0 + 3_000)), Some(503));
+    // Its lease was over too: that decision asked again (for the requests to come).
+    assert_eq!(envoy.posts().len(), 2);
+    assert!(envoy.tick(0, T0 + 6_000).is_empty());
+    assert!(!envoy.workers[0].0.busy(), "a call never answered is given up");
 }
 
 #[test]
