@@ -69,8 +69,8 @@ pub struct Plugin {
     streams: Streams,
     /// Outstanding fetch calls, by call token.
     calls: HashMap<u32, PendingCall>,
-    /// Outstanding introspection calls, by call token.
-    introspections: HashMap<u32, IntrospectionCall>,
+    /// Outstanding introspection calls, with their call token (a few: a list is smaller code than a map).
+    introspections: Vec<(u32, IntrospectionCall)>,
     needs_route_name: bool,
     needs_source_address: bool,
     /// A body never came: said once per VM (the likely cause is the host's configuration).
@@ -89,7 +89,7 @@ impl Plugin {
             config,
             streams: Streams::default(),
             calls: HashMap::new(),
-            introspections: HashMap::new(),
+            introspections: Vec::new(),
             warned_no_body: false,
         }
     }
@@ -276,10 +276,10 @@ impl Plugin {
         host.increment(&format!("introspection_calls.{metric}"));
         let target = &introspection.target;
         // The token is never logged: its stored key's first bytes tell calls apart.
-        debug!("wasm-authn: provider {}: introspecting token {:08x} ({target})", named.name, key >> 96);
+        debug!("wasm-authn: provider {}: introspecting token {:08x} ({target})", named.name, (key >> 96) as u32);
         if let Some(call) = host.post_form(target, authorization, &body, introspection.timeout_ms) {
             let given_up_ms = now_ms + introspection.wait_ms();
-            self.introspections.insert(call, IntrospectionCall { provider, key, started_ms: now_ms, given_up_ms });
+            self.introspections.push((call, IntrospectionCall { provider, key, started_ms: now_ms, given_up_ms }));
             return true;
         }
         warn!("wasm-authn: provider {}: introspection failed ({target}): {CALL_NOT_MADE}", named.name);
@@ -304,7 +304,7 @@ impl Plugin {
             return;
         };
         let took_ms = now_ms.saturating_sub(call.started_ms);
-        let token = call.key >> 96;
+        let token = (call.key >> 96) as u32;
         let skew = self.config.clock_skew_seconds;
         let (verdict, until_ms) = match introspection.judge_response(provider, response, now_ms, skew) {
             Ok((verdict, until_ms)) => {
@@ -549,7 +549,7 @@ impl Plugin {
         if keys_changed {
             self.verifier.keys_changed();
         }
-        self.introspections.retain(|_, call| now_ms < call.given_up_ms);
+        self.introspections.retain(|(_, call)| now_ms < call.given_up_ms);
         let held = self.streams.held().filter(|(_, w)| {
             now_ms >= w.deadline_ms
                 || self.events(w.awaited) != w.events_seen
@@ -572,7 +572,8 @@ impl Plugin {
 
     /// A fetch call answered (or failed: no status means timeout or connection failure).
     pub fn on_call_response(&mut self, host: &mut dyn Host, token: u32, response: &dyn CallResponse, now_ms: u64) {
-        if let Some(call) = self.introspections.remove(&token) {
+        if let Some(i) = self.introspections.iter().position(|(call, _)| *call == token) {
+            let (_, call) = self.introspections.swap_remove(i);
             return self.introspection_answered(host, call, response, now_ms);
         }
         let Some(call) = self.calls.remove(&token) else { return };

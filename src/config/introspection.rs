@@ -2,10 +2,10 @@
 //! opaque tokens (RFC 7662), compiled.
 
 use super::error::ConfigError;
-use super::schema::RawIntrospection;
+use super::remote::{fetch_config, Document};
+use super::schema::{RawIntrospection, RawRemote};
 use super::secrets::{self, Env};
 use crate::digest::sha256;
-use crate::host_api::Target;
 use crate::introspection::{AnswerStore, ClientAuth, Introspection};
 
 /// `identity`: what tells this provider's shared answers from another's (its name and checks).
@@ -17,21 +17,18 @@ pub fn compile(
     env: Env,
 ) -> Result<Introspection, ConfigError> {
     let field = |name: &str| format!("{at}.{name}");
-    if raw.cluster.is_empty() {
-        return Err(ConfigError::new(field("cluster"), "must name an Envoy cluster"));
-    }
-    if raw.authority.is_empty() || raw.authority.contains(['/', ' ']) {
-        return Err(ConfigError::new(field("authority"), "must be a host name (the :authority sent)"));
-    }
-    if !raw.path.starts_with('/') || raw.path.chars().any(|c| c.is_control() || c == ' ') {
-        return Err(ConfigError::new(field("path"), "must start with '/', without spaces or control characters"));
-    }
-    if !(100..=60_000).contains(&raw.timeout_ms) {
-        return Err(ConfigError::new(field("timeout_ms"), "must be between 100 and 60000"));
-    }
-    if !(1024..=1024 * 1024).contains(&raw.max_response_bytes) {
-        return Err(ConfigError::new(field("max_response_bytes"), "must be between 1024 and 1048576"));
-    }
+    // Where it is, how long a call may take and how large its answer may be: checked as a fetched document's.
+    let endpoint = RawRemote {
+        cluster: raw.cluster,
+        authority: raw.authority,
+        path: Some(raw.path),
+        jwks_cluster: None,
+        refresh_seconds: 1, // nothing is refreshed
+        timeout_ms: raw.timeout_ms,
+        min_refetch_seconds: None,
+        max_response_bytes: raw.max_response_bytes,
+    };
+    let endpoint = fetch_config(endpoint, at, Document::Revocation)?;
     for (name, value) in
         [("cache_ttl_seconds", raw.cache_ttl_seconds), ("negative_cache_seconds", raw.negative_cache_seconds)]
     {
@@ -60,14 +57,15 @@ pub fn compile(
     }
     let auth = ClientAuth::new(&raw.auth, &client_id, &secret.value)
         .ok_or_else(|| ConfigError::new(field("auth"), "must be \"basic\", \"post\" or \"bearer\""))?;
-    let digest = sha256(format!("{identity}\0{}\0{}\0{}", raw.cluster, raw.authority, raw.path).as_bytes());
+    let target = endpoint.target;
+    let digest = sha256(format!("{identity}\0{}\0{}\0{}", target.cluster, target.authority, target.path).as_bytes());
     let tag: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
     Ok(Introspection {
-        target: Target { cluster: raw.cluster, authority: raw.authority, path: raw.path },
-        timeout_ms: raw.timeout_ms,
+        target,
+        timeout_ms: endpoint.policy.timeout_ms,
         auth,
         token_type_hint: raw.token_type_hint,
-        max_response_bytes: raw.max_response_bytes,
+        max_response_bytes: endpoint.max_response_bytes,
         cache_ttl_seconds: raw.cache_ttl_seconds,
         negative_cache_seconds: raw.negative_cache_seconds,
         all_tokens,
