@@ -8,6 +8,7 @@ use crate::basic::{self, PasswordGuard, PasswordHost, Refusal};
 use crate::cache::{CacheKey, CacheKeys, VerifiedCache};
 use crate::config::Config;
 use crate::credential::Credential;
+use crate::introspection::{refusal_message, Claim, Verdict};
 use crate::jwt::{self, Issuer, JwtError, ProviderId, SignatureBackend};
 use crate::principal::{AuthMethod, Principal, QualifiedName, TokenFacts};
 use crate::reason::Reason;
@@ -20,6 +21,9 @@ pub struct Verifier {
     /// Basic credentials that failed: a repeated wrong password costs a lookup, not a hash.
     failures: VerifiedCache<()>,
     guard: PasswordGuard,
+    /// Introspection answers found stored (another worker's call, or an earlier one), by
+    /// provider, since the plugin last counted them.
+    pub introspection_hits: Vec<ProviderId>,
 }
 
 /// Why the credential did not verify.
@@ -34,6 +38,10 @@ pub enum NotVerified {
     WaitForKeys { provider: ProviderId, refetch: bool },
     /// The keys that could verify it cannot be fetched now: the token may be fine.
     KeysUnavailable,
+    /// The provider's introspection endpoint has not answered about this token yet (its
+    /// answers are stored under `key`): hold the request. `call`: the token, when this
+    /// worker is the one to ask.
+    Introspect { provider: ProviderId, key: u128, call: Option<String> },
 }
 
 /// What verification needs of the host: shared data and a clock (password
@@ -51,6 +59,7 @@ impl Verifier {
             successes: VerifiedCache::new(config.cache),
             failures: VerifiedCache::new(config.cache),
             guard: PasswordGuard::new(config.failure_limit, config.slow_hash_budget_ms_per_second),
+            introspection_hits: Vec::new(),
         }
     }
 
@@ -88,7 +97,7 @@ impl Verifier {
         }
         let verified = match credential {
             Credential::Bearer { token, found } => {
-                let verified = verify_bearer(config, token, found, host, now_ms)?;
+                let verified = verify_bearer(config, token, found, host, now_ms, &mut self.introspection_hits)?;
                 let principal = Rc::new(verified.principal);
                 // A one-time token is never remembered: every use meets the replay check.
                 if verified.cacheable {
@@ -169,6 +178,7 @@ fn verify_bearer(
     found: &[usize],
     host: &dyn VerifyHost,
     now_ms: u64,
+    introspection_hits: &mut Vec<ProviderId>,
 ) -> Result<VerifiedBearer, NotVerified> {
     let providers = &config.jwt_providers;
     if providers.is_empty() {
@@ -176,8 +186,25 @@ fn verify_bearer(
     }
     let now = now_ms / 1000;
     let bound_here = |provider| config.token_locations.binds(found, provider);
+    // An introspection provider reading this place takes what no key can verify: a token
+    // that is not a JWS; with `tokens: "all"`, also a JWS whose `iss` names no provider with keys.
+    let introspector = providers
+        .iter()
+        .enumerate()
+        .find(|(i, provider)| provider.introspection.is_some() && bound_here(ProviderId(*i)))
+        .map(|(i, provider)| (ProviderId(i), provider.introspection.as_ref().is_some_and(|i| i.all_tokens)));
+    let jws = jwt::looks_like_jws(token);
+    if let (Some((provider, _)), false) = (introspector, jws) {
+        return introspect(config, provider, token, host, now_ms, introspection_hits);
+    }
     let verified = match jwt::verify(token, providers, &bound_here, host, now, config.clock_skew_seconds) {
         Ok(verified) => verified,
+        Err(JwtError::UnknownIssuer | JwtError::Malformed | JwtError::UnsupportedAlgorithm)
+            if introspector.is_some_and(|(_, all)| all) =>
+        {
+            let provider = introspector.map_or(ProviderId(0), |(provider, _)| provider);
+            return introspect(config, provider, token, host, now_ms, introspection_hits);
+        }
         Err(JwtError::KeysNotLoaded { provider }) => return Err(NotVerified::WaitForKeys { provider, refetch: false }),
         Err(JwtError::UnknownKey { provider }) => {
             let remote = providers.get(provider.0).and_then(|p| p.remote.as_ref());
@@ -240,6 +267,56 @@ fn verify_bearer(
         }
     };
     Ok(VerifiedBearer { principal, expires_at, cacheable: true })
+}
+
+/// An opaque token, as its provider's introspection endpoint answers about it: the
+/// answer stored for every worker, else a call (this worker's, or one on its way).
+fn introspect(
+    config: &Config,
+    id: ProviderId,
+    token: &str,
+    host: &dyn VerifyHost,
+    now_ms: u64,
+    hits: &mut Vec<ProviderId>,
+) -> Result<VerifiedBearer, NotVerified> {
+    let Some((provider, introspection)) =
+        config.jwt_providers.get(id.0).and_then(|p| Some((p, p.introspection.as_ref()?)))
+    else {
+        return Err(bearer_error(Reason::JwtUnknownIssuer, "unknown issuer"));
+    };
+    let store = &introspection.answers;
+    let key = store.key(host, token);
+    let (verdict, until_ms) = match store.claim(host, key, now_ms, now_ms + introspection.wait_ms()) {
+        Claim::Stored(verdict, until_ms) => {
+            hits.push(id);
+            (verdict, until_ms)
+        }
+        Claim::Call => return Err(NotVerified::Introspect { provider: id, key, call: Some(token.to_string()) }),
+        Claim::Pending => return Err(NotVerified::Introspect { provider: id, key, call: None }),
+        Claim::Unavailable => {
+            return Err(NotVerified::TryLater { reason: Reason::IntrospectionFailed, retry_after_seconds: 1 })
+        }
+    };
+    let answer = match verdict {
+        Verdict::Active(answer) => answer,
+        Verdict::Inactive => return Err(bearer_error(Reason::IntrospectionInactive, "token not active")),
+        Verdict::Refused(reason) => return Err(bearer_error(reason, refusal_message(reason))),
+        Verdict::Failed => {
+            return Err(NotVerified::TryLater { reason: Reason::IntrospectionFailed, retry_after_seconds: 1 })
+        }
+    };
+    let principal = Principal {
+        qualified: QualifiedName::of_provider(&provider.name, &answer.principal),
+        id: answer.principal,
+        method: AuthMethod::Jwt,
+        provider: Some(provider.name.clone()),
+        claim_headers: answer.headers,
+        scopes: answer.scopes,
+        token: Some(TokenFacts { jti: answer.jti, issued_at: answer.issued_at }),
+        privileges: Rc::clone(&provider.privileges),
+    };
+    // This worker remembers it no longer than every worker may reuse it.
+    Ok(VerifiedBearer { principal, expires_at: Some(until_ms / 1000), cacheable: true })
 }
 
 fn bearer_error(reason: Reason, message: &'static str) -> NotVerified {

@@ -50,10 +50,12 @@ impl std::fmt::Display for Target {
     }
 }
 
-/// Outgoing HTTP GETs (proxy-wasm `dispatch_http_call`); answers come back later, by token.
+/// Outgoing HTTP calls (proxy-wasm `dispatch_http_call`); answers come back later, by token.
 pub trait HttpCalls {
-    /// The call's token, or None when it could not be made (unknown cluster, say).
+    /// A GET; the call's token, or None when it could not be made (unknown cluster, say).
     fn get(&mut self, target: &Target, timeout_ms: u64) -> Option<u32>;
+    /// A form POST (`application/x-www-form-urlencoded`) with an optional `Authorization`.
+    fn post_form(&mut self, target: &Target, authorization: Option<&str>, body: &[u8], timeout_ms: u64) -> Option<u32>;
 }
 
 /// The answer to an outgoing call, read during the host's callback.

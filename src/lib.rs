@@ -18,6 +18,7 @@ pub mod envoy_crypto;
 pub mod fleet;
 pub mod header_map;
 pub mod host_api;
+pub mod introspection;
 pub mod jwt;
 pub mod limits;
 pub mod method_override;

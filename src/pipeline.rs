@@ -14,8 +14,10 @@
 //!                                  the query parameter where set       -> 401 missing or unreadable
 //!                                                                         (require "optional": continue, no principal)
 //!   authenticate  authenticate.rs  remembered, else Basic / API key
-//!                                  / JWT (basic/, api_key.rs, jwt/);
+//!                                  / JWT (basic/, api_key.rs, jwt/)
+//!                                  / an opaque token (introspection/);
 //!                                  of a kind the route accepts         -> 401, 429, 503, wait for keys
+//!                                                                         or an introspection answer
 //!   revocation    revocation.rs    revoked jti, tokens issued before   -> 401
 //!   authorize     policy.rs        the principal's methods (each one
 //!                                  judged), paths,
@@ -73,6 +75,8 @@ pub enum Decision {
     /// Hold the request until what it needs arrives: a provider's keys (first fetch,
     /// or a refetch for an unknown `kid`), or the revocation list's first fetch.
     Wait(Awaited),
+    /// Hold the request for an introspection answer; `call`: the token, when this worker asks.
+    Introspect { awaited: Awaited, call: Option<String> },
 }
 
 pub fn decide(
@@ -177,6 +181,9 @@ pub fn decide(
             return Decision::Wait(Awaited::Keys { provider, refetch })
         }
         Err(NotVerified::KeysUnavailable) => return Decision::Reply(LocalReply::keys_unavailable(1)),
+        Err(NotVerified::Introspect { provider, key, call }) => {
+            return Decision::Introspect { awaited: Awaited::Introspection { provider, key }, call }
+        }
     };
     // From here on every refusal names the principal it refuses.
     let refuse = |reply: LocalReply| Decision::Reply(reply.to(&principal));

@@ -12,6 +12,7 @@ use log::{debug, info, warn};
 use crate::authenticate::{Verifier, VerifyHost};
 use crate::config::Config;
 use crate::host_api::{CallResponse, Counters, HttpCalls, Outcome, RequestBody, Target};
+use crate::introspection::Verdict;
 use crate::jwt::ProviderId;
 use crate::pipeline::{self, Decision, Limited};
 use crate::reason::Reason;
@@ -40,6 +41,15 @@ struct PendingCall {
     target: Target,
 }
 
+/// An introspection call on its way: whose, about which stored key, since when, and
+/// until when it is waited for (Envoy cancels a call whose request went away: no answer comes).
+struct IntrospectionCall {
+    provider: ProviderId,
+    key: u128,
+    started_ms: u64,
+    given_up_ms: u64,
+}
+
 /// How a document is named in logs and counters.
 struct Label {
     /// "provider corp", "revocation".
@@ -59,6 +69,8 @@ pub struct Plugin {
     streams: Streams,
     /// Outstanding fetch calls, by call token.
     calls: HashMap<u32, PendingCall>,
+    /// Outstanding introspection calls, with their call token (a few: a list is smaller code than a map).
+    introspections: Vec<(u32, IntrospectionCall)>,
     needs_route_name: bool,
     needs_source_address: bool,
     /// A body never came: said once per VM (the likely cause is the host's configuration).
@@ -77,6 +89,7 @@ impl Plugin {
             config,
             streams: Streams::default(),
             calls: HashMap::new(),
+            introspections: Vec::new(),
             warned_no_body: false,
         }
     }
@@ -211,6 +224,11 @@ impl Plugin {
             self.sync_documents(&*host);
             decision = pipeline::decide(&self.config, &mut self.verifier, request, &*host, now_ms);
         }
+        for provider in std::mem::take(&mut self.verifier.introspection_hits) {
+            if let Some(provider) = self.config.jwt_providers.get(provider.0) {
+                host.increment(&format!("introspection_cache_hits.{}", metric_safe(&provider.name)));
+            }
+        }
         match decision {
             Decision::Bypass(changes) => {
                 self.log_decision(context_id, Some(request), "bypassed", now_ms);
@@ -252,7 +270,106 @@ impl Plugin {
                 self.streams.read_body(context_id, purpose, now_ms, now_ms + BODY_WAIT_MS)
             }
             Decision::Wait(awaited) => self.hold(host, context_id, request, awaited, now_ms),
+            Decision::Introspect { awaited, call } => {
+                if let (Some(token), Awaited::Introspection { provider, key }) = (call, awaited) {
+                    if !self.call_introspection(host, provider, key, &token, now_ms) {
+                        let reply = LocalReply::try_later(Reason::IntrospectionFailed, 1);
+                        return self.answer(host, context_id, Some(request), reply);
+                    }
+                }
+                self.hold(host, context_id, request, awaited, now_ms)
+            }
         }
+    }
+
+    /// Ask `provider`'s introspection endpoint about `token` (this worker holds the
+    /// call's lease). False when the call could not be made: its failure is stored for
+    /// every request waiting for it.
+    fn call_introspection(
+        &mut self,
+        host: &mut dyn Host,
+        provider: ProviderId,
+        key: u128,
+        token: &str,
+        now_ms: u64,
+    ) -> bool {
+        let Some((named, introspection)) =
+            self.config.jwt_providers.get(provider.0).and_then(|p| Some((p, p.introspection.as_ref()?)))
+        else {
+            return false;
+        };
+        let (authorization, body) = introspection.request(token);
+        let metric = metric_safe(&named.name);
+        host.increment(&format!("introspection_calls.{metric}"));
+        let target = &introspection.target;
+        // The token is never logged: its stored key's first bytes tell calls apart.
+        debug!("wasm-authn: provider {}: introspecting token {:08x} ({target})", named.name, (key >> 96) as u32);
+        if let Some(call) = host.post_form(target, authorization, &body, introspection.timeout_ms) {
+            let given_up_ms = now_ms + introspection.wait_ms();
+            self.introspections.push((call, IntrospectionCall { provider, key, started_ms: now_ms, given_up_ms }));
+            return true;
+        }
+        warn!("wasm-authn: provider {}: introspection failed ({target}): {CALL_NOT_MADE}", named.name);
+        host.increment(&format!("introspection_failures.{metric}"));
+        let until_ms = now_ms + crate::introspection::FAILURE_HOLD_MS;
+        introspection.answers.store(&*host, key, Verdict::Failed, until_ms, now_ms);
+        false
+    }
+
+    /// An introspection call answered (or failed): its verdict is stored for every worker;
+    /// the requests waiting for it are decided again on the next tick.
+    fn introspection_answered(
+        &mut self,
+        host: &mut dyn Host,
+        call: IntrospectionCall,
+        response: &dyn CallResponse,
+        now_ms: u64,
+    ) {
+        let Some((provider, introspection)) =
+            self.config.jwt_providers.get(call.provider.0).and_then(|p| Some((p, p.introspection.as_ref()?)))
+        else {
+            return;
+        };
+        let took_ms = now_ms.saturating_sub(call.started_ms);
+        let token = (call.key >> 96) as u32;
+        let skew = self.config.clock_skew_seconds;
+        let (verdict, until_ms) = match introspection.judge_response(provider, response, now_ms, skew) {
+            Ok((verdict, until_ms)) => {
+                if log::log_enabled!(log::Level::Debug) {
+                    let said = match &verdict {
+                        Verdict::Active(answer) => format!("active, principal {}", answer.principal),
+                        Verdict::Inactive => "inactive".to_string(),
+                        Verdict::Refused(reason) => {
+                            format!("active but refused here: {}", crate::introspection::refusal_message(*reason))
+                        }
+                        Verdict::Failed => "failed".to_string(),
+                    };
+                    let reuse = until_ms.saturating_sub(now_ms) / 1000;
+                    debug!(
+                        "wasm-authn: provider {}: token {token:08x}: {said} ({took_ms} ms; reused for {reuse} s)",
+                        provider.name
+                    );
+                }
+                (verdict, until_ms)
+            }
+            Err(reason) => {
+                let target = &introspection.target;
+                warn!(
+                    "wasm-authn: provider {}: introspection failed ({target}) after {took_ms} ms: {reason}",
+                    provider.name
+                );
+                host.increment(&format!("introspection_failures.{}", metric_safe(&provider.name)));
+                (Verdict::Failed, now_ms + crate::introspection::FAILURE_HOLD_MS)
+            }
+        };
+        introspection.answers.store(&*host, call.key, verdict, until_ms, now_ms);
+    }
+
+    /// Whether a stream held for an introspection answer may be decided again (the call is over, on whichever worker).
+    fn introspection_over(&self, host: &dyn Host, awaited: Awaited, now_ms: u64) -> bool {
+        let Awaited::Introspection { provider, key } = awaited else { return false };
+        let introspection = self.config.jwt_providers.get(provider.0).and_then(|p| p.introspection.as_ref());
+        introspection.is_none_or(|introspection| !introspection.answers.pending(host, key, now_ms))
     }
 
     /// Answer a stream: counted, logged, and the stream is answered for good.
@@ -289,6 +406,10 @@ impl Plugin {
                 (self.config.jwks_wait_ms, remote.map_or(0, |r| r.record().last_success_ms))
             }
             Awaited::RevocationList => (self.config.revocation.wait_ms, 0),
+            Awaited::Introspection { provider, .. } => {
+                let introspection = self.config.jwt_providers.get(provider.0).and_then(|p| p.introspection.as_ref());
+                (introspection.map_or(0, |introspection| introspection.wait_ms()), 0)
+            }
         };
         let earlier = self.streams.waiting(context_id);
         if let (Awaited::Keys { provider, refetch: true }, Some(earlier)) = (awaited, earlier) {
@@ -308,6 +429,7 @@ impl Plugin {
             let reply = match awaited {
                 Awaited::Keys { .. } => LocalReply::keys_unavailable(wait_ms.div_ceil(1000)),
                 Awaited::RevocationList => LocalReply::try_later(Reason::RevocationUnavailable, wait_ms.div_ceil(1000)),
+                Awaited::Introspection { .. } => LocalReply::try_later(Reason::IntrospectionFailed, 1),
             };
             return self.answer(host, context_id, Some(request), reply);
         }
@@ -315,6 +437,7 @@ impl Plugin {
             let what = match awaited {
                 Awaited::Keys { .. } => "held for signing keys",
                 Awaited::RevocationList => "held for the revocation list",
+                Awaited::Introspection { .. } => "held for an introspection answer",
             };
             self.log_decision(context_id, Some(request), what, now_ms);
             self.count_held(host, context_id);
@@ -369,7 +492,7 @@ impl Plugin {
 
     /// Whether the host should tick fast: requests wait for keys or bodies, or keys are on their way.
     pub fn busy(&self) -> bool {
-        !self.calls.is_empty() || self.streams.any_held()
+        !self.calls.is_empty() || !self.introspections.is_empty() || self.streams.any_held()
     }
 
     /// One line per decision for operators (Envoy's `wasm` logger at debug): the method,
@@ -461,8 +584,12 @@ impl Plugin {
         if keys_changed {
             self.verifier.keys_changed();
         }
-        let held =
-            self.streams.held().filter(|(_, w)| now_ms >= w.deadline_ms || self.events(w.awaited) != w.events_seen);
+        self.introspections.retain(|(_, call)| now_ms < call.given_up_ms);
+        let held = self.streams.held().filter(|(_, w)| {
+            now_ms >= w.deadline_ms
+                || self.events(w.awaited) != w.events_seen
+                || self.introspection_over(&*host, w.awaited, now_ms)
+        });
         let overdue_bodies = self.streams.reading().filter(|(_, deadline_ms)| now_ms >= *deadline_ms);
         held.map(|(id, _)| id).chain(overdue_bodies.map(|(id, _)| id)).collect()
     }
@@ -472,12 +599,18 @@ impl Plugin {
         let remote = match awaited {
             Awaited::Keys { provider, .. } => self.config.jwt_providers.get(provider.0).and_then(|p| p.remote.as_ref()),
             Awaited::RevocationList => return self.config.revocation.remote.as_ref().map_or(0, |r| r.events()),
+            // Stored in shared data: the tick looks there (`introspection_over`).
+            Awaited::Introspection { .. } => return 0,
         };
         remote.map_or(0, |remote| remote.events())
     }
 
     /// A fetch call answered (or failed: no status means timeout or connection failure).
     pub fn on_call_response(&mut self, host: &mut dyn Host, token: u32, response: &dyn CallResponse, now_ms: u64) {
+        if let Some(i) = self.introspections.iter().position(|(call, _)| *call == token) {
+            let (_, call) = self.introspections.swap_remove(i);
+            return self.introspection_answered(host, call, response, now_ms);
+        }
         let Some(call) = self.calls.remove(&token) else { return };
         let Some((document, label)) = self.document(call.document) else { return };
         match document.on_response(&*host, call.step, response, now_ms) {

@@ -81,6 +81,10 @@ reasons! {
     JwksUnavailable => "jwks_unavailable",
     /// The remote revocation list was never fetched: a token it may revoke waits, then 503.
     RevocationUnavailable => "revocation_unavailable",
+    /// The introspection endpoint says the opaque token is not active (or did not say it is).
+    IntrospectionInactive => "introspection_inactive",
+    /// The introspection endpoint could not be asked, or did not answer usably (the token may be fine).
+    IntrospectionFailed => "introspection_failed",
     /// The token endpoint issued a token (counted as `token_issued`, not denied).
     TokenIssued => "token_issued",
     /// The token endpoint's JWKS was served (counted as `jwks_served`).

@@ -61,6 +61,8 @@ pub enum Awaited {
     Keys { provider: ProviderId, refetch: bool },
     /// The remote revocation list's first fetch.
     RevocationList,
+    /// An introspection endpoint's answer about a token (stored under `key`, for every worker).
+    Introspection { provider: ProviderId, key: u128 },
 }
 
 /// A request held for something on its way.

@@ -87,6 +87,8 @@ pub struct FakeHost {
     next_token: u32,
     /// Tokens of calls this host refuses to make (unknown cluster).
     pub refuse_calls: bool,
+    /// Form POSTs made: (token, target, authorization, body).
+    pub posts: Vec<(u32, Target, Option<String>, Vec<u8>)>,
     pub counters: HashMap<String, u64>,
     pub now_ns: Cell<u64>,
     /// Nanoseconds the clock moves on each reading (a slow hash takes time).
@@ -102,6 +104,7 @@ impl FakeHost {
             calls: Vec::new(),
             next_token: 1,
             refuse_calls: false,
+            posts: Vec::new(),
             counters: HashMap::new(),
             now_ns: Cell::new(1_800_000_000_000_000_000),
             tick_ns: 0,
@@ -136,6 +139,16 @@ impl HttpCalls for FakeHost {
         let token = self.next_token;
         self.next_token += 1;
         self.calls.push((token, target.clone()));
+        Some(token)
+    }
+
+    fn post_form(&mut self, target: &Target, authorization: Option<&str>, body: &[u8], _: u64) -> Option<u32> {
+        if self.refuse_calls {
+            return None;
+        }
+        let token = self.next_token;
+        self.next_token += 1;
+        self.posts.push((token, target.clone(), authorization.map(String::from), body.to_vec()));
         Some(token)
     }
 }

@@ -49,7 +49,8 @@ pub fn compile(
         if !names.insert(provider.name.clone()) {
             return Err(ConfigError::new(format!("{path}.name"), "duplicate provider name"));
         }
-        if !issuers.insert(provider.issuer.clone()) {
+        // An introspection provider may name no issuer.
+        if !provider.issuer.is_empty() && !issuers.insert(provider.issuer.clone()) {
             return Err(ConfigError::new(format!("{path}.issuer"), "another provider has this issuer"));
         }
         providers.push(provider);
@@ -114,12 +115,23 @@ fn token_places(raw: &RawProvider, path: &str) -> Result<TokenPlaces, ConfigErro
 fn compile_provider(mut raw: RawProvider, limits: &Limits, path: &str, env: Env) -> Result<Provider, ConfigError> {
     // Its principals are `jwt:<name>:<subject>`: a `:` in the name would make two of them one.
     principal_name(&raw.name, &format!("{path}.name"))?;
-    non_empty(&raw.issuer, &format!("{path}.issuer"))?;
+    let has_keys =
+        raw.local_jwks.is_some() || raw.local_pem.is_some() || raw.remote_jwks.is_some() || raw.discovery.is_some();
+    if let Some(issuer) = &raw.issuer {
+        non_empty(issuer, &format!("{path}.issuer"))?;
+    }
     for (i, audience) in raw.audiences.iter().enumerate() {
         non_empty(audience, &format!("{path}.audiences[{i}]"))?;
     }
-    if raw.local_jwks.is_none() && raw.local_pem.is_none() && raw.remote_jwks.is_none() && raw.discovery.is_none() {
-        return Err(ConfigError::new(path, "needs local_jwks, local_pem, remote_jwks or discovery"));
+    if raw.introspection.is_some() && has_keys {
+        let message = "verifies tokens with keys or through introspection, not both";
+        return Err(ConfigError::new(format!("{path}.introspection"), message));
+    }
+    if raw.introspection.is_none() && !has_keys {
+        return Err(ConfigError::new(path, "needs local_jwks, local_pem, remote_jwks, discovery or introspection"));
+    }
+    if raw.introspection.is_none() && raw.issuer.is_none() {
+        return Err(ConfigError::new(path, "missing field `issuer`"));
     }
     if raw.max_lifetime_seconds == Some(0) {
         return Err(ConfigError::new(format!("{path}.max_lifetime_seconds"), "must be greater than 0"));
@@ -142,7 +154,8 @@ fn compile_provider(mut raw: RawProvider, limits: &Limits, path: &str, env: Env)
         (None, Some(discovery)) => Some(fetch_config(discovery, &format!("{path}.discovery"), Document::Discovery)?),
         (None, None) => None,
     };
-    let identity = format!("jwks\0{}\0{}", raw.name, raw.issuer);
+    let issuer = raw.issuer.clone().unwrap_or_default();
+    let identity = format!("jwks\0{}\0{}", raw.name, issuer);
     let remote = fetch.map(|fetch| RemoteDocument::new(fetch, &identity, KeySet::from_remote_jwks));
 
     let mut claim_to_headers: Vec<ClaimToHeader> = Vec::with_capacity(raw.claim_to_headers.len());
@@ -169,18 +182,38 @@ fn compile_provider(mut raw: RawProvider, limits: &Limits, path: &str, env: Env)
         max_concurrent: raw.max_concurrent,
     };
     let privileges = privileges(fields, limits, path)?;
+    let introspection = match raw.introspection {
+        Some(introspection) => {
+            // What its answers are judged by is part of whose answers they are (two configurations in one Envoy).
+            let mappings: Vec<String> = claim_to_headers.iter().map(|m| format!("{}={}", m.claim, m.header)).collect();
+            let identity = format!(
+                "{}\0{issuer}\0{}\0{}\0{}\0{:?}",
+                raw.name,
+                raw.audiences.join(" "),
+                raw.principal_claim,
+                mappings.join(" "),
+                raw.max_lifetime_seconds
+            );
+            let at = format!("{path}.introspection");
+            Some(super::introspection::compile(introspection, &at, raw.issuer.clone(), &identity, env)?)
+        }
+        None => None,
+    };
+    // Introspection answers need not say when the token expires (RFC 7662 2.2).
+    let require_expiration = raw.require_expiration.unwrap_or(introspection.is_none());
     Ok(Provider {
         name: raw.name,
-        issuer: raw.issuer,
+        issuer,
         issuer_aliases: Vec::new(),
         kind: Issuer::Provider,
         audiences: raw.audiences,
         local_keys,
         remote,
-        require_expiration: raw.require_expiration,
+        require_expiration,
         max_lifetime_seconds: raw.max_lifetime_seconds,
         principal_claim: raw.principal_claim,
         claim_to_headers,
         privileges: Rc::new(privileges),
+        introspection,
     })
 }

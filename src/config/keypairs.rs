@@ -72,6 +72,7 @@ fn keypair_provider(raw: RawKeypair, path: &str, limits: &Limits) -> Result<Prov
         principal_claim: "sub".to_string(),
         claim_to_headers: Vec::new(),
         privileges: Rc::new(privileges),
+        introspection: None,
     })
 }
 

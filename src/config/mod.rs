@@ -4,6 +4,7 @@
 //! never echoes a value.
 
 pub mod error;
+mod introspection;
 mod jwt;
 mod keypairs;
 mod locations;
@@ -250,6 +251,7 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
     };
     issuers_are_unique(&jwt_providers)?;
     let token_locations = locations::compile(token_places, jwt_providers.len(), &api_keys)?;
+    one_introspection_provider_per_place(&jwt_providers, &token_locations)?;
     if let (false, Some(provider)) = (raw.envoy_crypto, jwt_providers.iter().find(|p| p.local_keys.needs_host_crypto()))
     {
         let message = format!("must be true: {} has a P-384 key, which only Envoy's BoringSSL checks", provider.name);
@@ -482,7 +484,10 @@ fn issuers_are_unique(providers: &[Provider]) -> Result<(), ConfigError> {
             return Err(ConfigError::new(name_field, format!("{other} has this name too")));
         }
         names.push((&provider.name, name_field));
-        for (issuer, field) in std::iter::once((&provider.issuer, &issuer_field))
+        let named = Some(&provider.issuer).filter(|issuer| !issuer.is_empty());
+        for (issuer, field) in named
+            .into_iter()
+            .map(|issuer| (issuer, &issuer_field))
             .chain(provider.issuer_aliases.iter().map(|alias| (alias, &alias_field)))
         {
             let compared = if issuer.trim_start().starts_with("-----BEGIN") {
@@ -495,6 +500,27 @@ fn issuers_are_unique(providers: &[Provider]) -> Result<(), ConfigError> {
                 return Err(ConfigError::new(field.as_str(), message));
             }
             issuers.push((compared, field.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// A token no key verifies goes to the introspection provider that reads its place:
+/// one at most per place (`jwt.providers[i]` is `ProviderId(i)`).
+fn one_introspection_provider_per_place(providers: &[Provider], tokens: &TokenLocations) -> Result<(), ConfigError> {
+    for location in &tokens.locations {
+        let mut introspecting = location
+            .readers
+            .iter()
+            .filter(|id| providers.get(id.0).is_some_and(|provider| provider.introspection.is_some()));
+        if let (Some(first), Some(second)) = (introspecting.next(), introspecting.next()) {
+            return Err(ConfigError::new(
+                format!("jwt.providers[{}].introspection", second.0),
+                format!(
+                    "reads tokens where jwt.providers[{}] does: one introspection provider per place (from_*)",
+                    first.0
+                ),
+            ));
         }
     }
     Ok(())

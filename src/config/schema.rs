@@ -419,8 +419,9 @@ pub struct RawJwt {
 pub struct RawProvider {
     /// The provider's name (the `x-auth-provider` value, metric names).
     pub name: String,
-    /// Tokens are matched to their provider by `iss`; one provider per issuer.
-    pub issuer: String,
+    /// Tokens are matched to their provider by `iss`; one provider per issuer. Required
+    /// but with `introspection`, whose answers must then carry it as `iss`.
+    pub issuer: Option<String>,
     /// Empty: any audience is accepted.
     #[serde(default)]
     pub audiences: Vec<String>,
@@ -433,9 +434,11 @@ pub struct RawProvider {
     pub remote_jwks: Option<RawRemote>,
     /// An OpenID Connect discovery document whose `jwks_uri` the filter fetches.
     pub discovery: Option<RawRemote>,
-    /// Refuse tokens without `exp`.
-    #[serde(default = "default_true")]
-    pub require_expiration: bool,
+    /// Opaque tokens: an OAuth 2.0 token introspection endpoint (RFC 7662) vouches for
+    /// them, asked through an Envoy cluster (instead of keys).
+    pub introspection: Option<RawIntrospection>,
+    /// Refuse tokens without `exp` (default true; with `introspection`, false).
+    pub require_expiration: Option<bool>,
     /// Longest accepted `exp - iat` (or `exp - now` without `iat`).
     pub max_lifetime_seconds: Option<u64>,
     /// Dotted path allowed ("realm.user").
@@ -492,6 +495,55 @@ pub struct RawRemote {
     /// Larger responses are refused (1024-1048576).
     #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: usize,
+}
+
+/// A token introspection endpoint (RFC 7662), asked through an Envoy cluster.
+#[derive(Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
+#[cfg_attr(not(target_arch = "wasm32"), schemars(extend("not" = {"required": ["client_secret", "client_secret_env"]})))]
+#[serde(deny_unknown_fields)]
+pub struct RawIntrospection {
+    /// The Envoy cluster of the endpoint.
+    pub cluster: String,
+    /// The `:authority` of the call.
+    pub authority: String,
+    /// The endpoint's path, e.g. `/oauth2/introspect`.
+    pub path: String,
+    /// Timeout of one call, in milliseconds (100-60000); a request waits as long, then gets 503.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// How the filter authenticates to the endpoint: `basic` (default; RFC 6749 2.3.1), `post`
+    /// (`client_id` and `client_secret` in the form) or `bearer` (the secret as a bearer token).
+    #[serde(default = "default_introspection_auth")]
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("enum" = ["basic", "post", "bearer"])))]
+    pub auth: String,
+    /// The filter's client id at the endpoint (`basic` and `post`).
+    pub client_id: Option<String>,
+    /// Its secret (or, with `bearer`, the bearer token).
+    pub client_secret: Option<String>,
+    /// Instead of `client_secret`: the environment variable of the Envoy process that holds it.
+    pub client_secret_env: Option<String>,
+    /// `token_type_hint` sent with each token (default `access_token`; empty: none).
+    #[serde(default = "default_token_type_hint")]
+    pub token_type_hint: String,
+    /// Larger answers are a failure (1024-1048576; default 65536).
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: usize,
+    /// How long an active answer is reused, Envoy-wide (never past the token's `exp`): the
+    /// longest a token revoked at the endpoint still passes (1-86400; default 60).
+    #[serde(default = "default_introspection_ttl")]
+    pub cache_ttl_seconds: u64,
+    /// How long an inactive answer is reused (1-86400; default 10).
+    #[serde(default = "default_negative_cache_seconds")]
+    pub negative_cache_seconds: u64,
+    /// Answers remembered at most, Envoy-wide (16-1000000; default 10000).
+    #[serde(default = "default_introspection_entries")]
+    pub max_cached_tokens: usize,
+    /// Which tokens it asks about: `opaque` (default: those that are not a JWS) or `all` (every
+    /// token its places carry, but a JWS whose `iss` names a provider with keys).
+    #[serde(default = "default_introspected_tokens")]
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("enum" = ["opaque", "all"])))]
+    pub tokens: String,
 }
 
 /// A header that carries a provider's tokens (`from_headers`, as in Envoy's `jwt_authn`).
@@ -574,6 +626,24 @@ fn default_timeout_ms() -> u64 {
 }
 pub fn default_min_refetch_seconds() -> u64 {
     30
+}
+fn default_introspection_auth() -> String {
+    "basic".into()
+}
+fn default_token_type_hint() -> String {
+    "access_token".into()
+}
+fn default_introspection_ttl() -> u64 {
+    60
+}
+fn default_negative_cache_seconds() -> u64 {
+    10
+}
+fn default_introspection_entries() -> usize {
+    10_000
+}
+fn default_introspected_tokens() -> String {
+    "opaque".into()
 }
 fn default_max_response_bytes() -> usize {
     64 * 1024

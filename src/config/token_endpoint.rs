@@ -78,6 +78,7 @@ pub fn compile(raw: RawTokenEndpoint, realm: &str, env: Env) -> Result<(TokenEnd
         claim_to_headers: Vec::new(),
         // Unused: its principals take their API client's privileges.
         privileges: Rc::new(Privileges::default()),
+        introspection: None,
     };
     let endpoint = TokenEndpoint::new(
         raw.name,

@@ -90,6 +90,21 @@ impl HttpCalls for EnvoyHost {
         ];
         hostcalls::dispatch_http_call(&target.cluster, headers, None, vec![], Duration::from_millis(timeout_ms)).ok()
     }
+
+    fn post_form(&mut self, target: &Target, authorization: Option<&str>, body: &[u8], timeout_ms: u64) -> Option<u32> {
+        let mut headers = vec![
+            (":method", "POST"),
+            (":path", target.path.as_str()),
+            (":authority", target.authority.as_str()),
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("accept", "application/json"),
+        ];
+        if let Some(authorization) = authorization {
+            headers.push(("authorization", authorization));
+        }
+        let timeout = Duration::from_millis(timeout_ms);
+        hostcalls::dispatch_http_call(&target.cluster, headers, Some(body), vec![], timeout).ok()
+    }
 }
 
 impl Counters for EnvoyHost {

@@ -29,7 +29,14 @@ pub struct AuthnRequest {
     pub vm: Option<Rc<RefCell<Vm>>>,
 }
 
-impl Context for AuthnRequest {}
+impl Context for AuthnRequest {
+    /// An introspection call this request made (Envoy answers it here; should the
+    /// stream end first, Envoy cancels the call and the requests waiting for it ask
+    /// again once its lease is over).
+    fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
+        super::vm::call_answered(self.vm.as_ref(), token_id, body_size);
+    }
+}
 
 impl HttpContext for AuthnRequest {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {

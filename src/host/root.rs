@@ -14,7 +14,7 @@ use proxy_wasm::types::{BufferType, ContextType};
 use crate::config::Config;
 use crate::plugin::Plugin;
 
-use super::envoy::{now_ms, EnvoyCallResponse, EnvoyHost};
+use super::envoy::{now_ms, EnvoyHost};
 use super::http::{revisit, AuthnRequest};
 use super::vm::{tick_fast, Vm, FAST_TICK};
 
@@ -35,15 +35,7 @@ impl AuthnRoot {
 
 impl Context for AuthnRoot {
     fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
-        // Only record the result here: held requests are resumed from the tick, never from
-        // this callback (the SDK holds its HTTP-context table borrowed while it runs).
-        if let (Some(vm), Some(now)) = (&self.vm, now_ms()) {
-            if let Ok(mut vm) = vm.try_borrow_mut() {
-                let Vm { plugin, host } = &mut *vm;
-                plugin.on_call_response(host, token_id, &EnvoyCallResponse { body_size }, now);
-            }
-        }
-        tick_fast();
+        super::vm::call_answered(self.vm.as_ref(), token_id, body_size);
     }
 }
 

@@ -1,12 +1,14 @@
 //! One VM's plugin and its host, shared by the root context and its HTTP contexts.
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 
 use crate::plugin::Plugin;
 
-use super::envoy::EnvoyHost;
+use super::envoy::{now_ms, EnvoyCallResponse, EnvoyHost};
 
 /// While requests wait for keys or keys are on their way, tick often: held requests resume within one tick.
 pub const FAST_TICK: Duration = Duration::from_millis(20);
@@ -19,4 +21,18 @@ pub struct Vm {
 /// Ask for fast ticks (from an HTTP context, this sets its root's period).
 pub fn tick_fast() {
     let _ = hostcalls::set_tick_period(FAST_TICK);
+}
+
+/// A call answered (a fetch, made from the tick; or an introspection, made from the
+/// request that needed it: its answer comes to that request's context). Only the
+/// result is recorded here: held requests are resumed from the tick, never from this
+/// callback (the SDK holds its HTTP-context table borrowed while it runs).
+pub fn call_answered(vm: Option<&Rc<RefCell<Vm>>>, token_id: u32, body_size: usize) {
+    if let (Some(vm), Some(now)) = (vm, now_ms()) {
+        if let Ok(mut vm) = vm.try_borrow_mut() {
+            let Vm { plugin, host } = &mut *vm;
+            plugin.on_call_response(host, token_id, &EnvoyCallResponse { body_size }, now);
+        }
+    }
+    tick_fast();
 }

@@ -25,13 +25,13 @@ pub fn claim_at<'a>(claims: &'a Map<String, Value>, dotted: &str) -> Option<&'a 
 
 /// The token's times, once checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Times {
+pub(crate) struct Times {
     pub expires_at: Option<u64>,
     pub issued_at: Option<u64>,
 }
 
 /// Time, audience and lifetime checks.
-pub(super) fn check_claims(
+pub(crate) fn check_claims(
     claims: &Map<String, Value>,
     provider: &Provider,
     now: u64,
@@ -70,7 +70,7 @@ const MAX_SCOPES: usize = 64;
 
 /// The scopes a token holds: `scope` (space-separated, RFC 8693 4.2) and `scp`
 /// (a string or an array of strings, as Azure AD and Okta write it).
-pub(super) fn scopes(claims: &Map<String, Value>) -> Vec<String> {
+pub(crate) fn scopes(claims: &Map<String, Value>) -> Vec<String> {
     let mut scopes: Vec<String> = Vec::new();
     let mut add = |scope: &str| {
         if !scope.is_empty() && scopes.len() < MAX_SCOPES && !scopes.iter().any(|s| s == scope) {
@@ -88,7 +88,7 @@ pub(super) fn scopes(claims: &Map<String, Value>) -> Vec<String> {
 }
 
 /// `jti`, when it is a string of usable length.
-pub(super) fn token_id(claims: &Map<String, Value>) -> Option<String> {
+pub(crate) fn token_id(claims: &Map<String, Value>) -> Option<String> {
     claims.get("jti").and_then(Value::as_str).filter(|jti| !jti.is_empty() && jti.len() <= 256).map(String::from)
 }
 
@@ -117,7 +117,7 @@ fn audience_allowed(aud: Option<&Value>, allowed: &[String]) -> bool {
 }
 
 /// The principal claim: a non-empty string or a number, usable as a header value.
-pub(super) fn principal(claims: &Map<String, Value>, principal_claim: &str) -> Result<String, JwtError> {
+pub(crate) fn principal(claims: &Map<String, Value>, principal_claim: &str) -> Result<String, JwtError> {
     let id = match claim_at(claims, principal_claim) {
         Some(Value::String(text)) => text.clone(),
         Some(Value::Number(number)) => number.to_string(),
@@ -135,7 +135,7 @@ pub(super) fn principal(claims: &Map<String, Value>, principal_claim: &str) -> R
 }
 
 /// `(header, value)` per mapping whose claim is present and safe to forward.
-pub(super) fn claim_headers(claims: &Map<String, Value>, provider: &Provider) -> Vec<(String, String)> {
+pub(crate) fn claim_headers(claims: &Map<String, Value>, provider: &Provider) -> Vec<(String, String)> {
     provider
         .claim_to_headers
         .iter()

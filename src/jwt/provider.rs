@@ -5,6 +5,7 @@ use std::fmt;
 use std::rc::Rc;
 
 use super::keys::KeySet;
+use crate::introspection::endpoint::Introspection;
 use crate::privileges::Privileges;
 use crate::remote::RemoteDocument;
 
@@ -48,6 +49,8 @@ pub struct Provider {
     pub claim_to_headers: Vec<ClaimToHeader>,
     /// What every principal of this provider may do (no scopes: a token's come from its claims).
     pub privileges: Rc<Privileges>,
+    /// Set for a provider whose tokens its introspection endpoint vouches for (it has no keys).
+    pub introspection: Option<Introspection>,
 }
 
 impl Provider {
@@ -55,7 +58,9 @@ impl Provider {
     /// text, compared as `normalized_pem` gives it (`pem_iss`: the token's `iss` so
     /// normalized, when it is PEM text).
     pub fn matches_issuer(&self, iss: &str, pem_iss: Option<&str>) -> bool {
-        self.issuer == iss || pem_iss.is_some_and(|pem| self.issuer_aliases.iter().any(|alias| alias == pem))
+        // An introspection provider's issuer is checked in its answers; it verifies no JWS.
+        self.introspection.is_none() && self.issuer == iss
+            || pem_iss.is_some_and(|pem| self.issuer_aliases.iter().any(|alias| alias == pem))
     }
 
     /// The fetched key set: None when there is none yet (or none to fetch).

@@ -946,7 +946,7 @@ fn provider_config_errors_name_the_field() {
     );
     assert_eq!(
         config_error(json!({"name": "idp", "issuer": ISSUER})),
-        format!("{p}: needs local_jwks, local_pem, remote_jwks or discovery")
+        format!("{p}: needs local_jwks, local_pem, remote_jwks, discovery or introspection")
     );
     let both =
         merged(remote_provider_config(), json!({"discovery": {"cluster": "idp", "authority": "idp.example.com"}}));

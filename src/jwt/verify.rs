@@ -137,6 +137,18 @@ pub fn verify(
     })
 }
 
+/// Whether a token is shaped as a compact JWS (three parts, the first a JSON object in
+/// base64url): what an introspection provider leaves to the JWT providers unless it
+/// takes every token.
+pub fn looks_like_jws(token: &str) -> bool {
+    let mut parts = token.split('.');
+    let (Some(header), Some(_), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let decoded = URL_SAFE_NO_PAD.decode(header).unwrap_or_default();
+    decoded.iter().find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r')) == Some(&b'{')
+}
+
 fn parse_compact(token: &str) -> Result<UntrustedJws<'_>, JwtError> {
     let mut parts = token.split('.');
     let (Some(header), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())

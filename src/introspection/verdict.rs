@@ -1,0 +1,28 @@
+//! What an introspection answer says of a token, as every worker reuses it.
+
+use crate::reason::Reason;
+
+/// What an answer says of a token (what every worker reuses).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// `active: true` and its claims pass.
+    Active(Answer),
+    /// `active: false`, or missing.
+    Inactive,
+    /// Active, but its claims do not pass here (expired, audience, no principal, ...).
+    Refused(Reason),
+    /// The endpoint could not tell: every request waiting for it gets 503.
+    Failed,
+}
+
+/// What an active token's answer grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub principal: String,
+    pub scopes: Vec<String>,
+    /// `claim_to_headers` results.
+    pub headers: Vec<(String, String)>,
+    pub jti: Option<String>,
+    pub issued_at: Option<u64>,
+    pub expires_at: Option<u64>,
+}
