@@ -72,9 +72,9 @@ fn the_checked_in_schema_is_up_to_date() {
 
 #[test]
 fn check_accepts_what_the_filter_accepts() {
-    let readme = repo_file("README.md");
-    let start = readme.find("\n## Configuration").unwrap();
-    let block = &readme[start..];
+    let guide = repo_file("docs/configuration.md");
+    let start = guide.find("\n## Every field in one example").unwrap();
+    let block = &guide[start..];
     let block = &block[block.find("```json\n").unwrap() + 8..];
     let example = &block[..block.find("```").unwrap()];
     let r = run(&["check", "-"], example.as_bytes());
