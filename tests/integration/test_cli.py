@@ -257,3 +257,11 @@ def test_the_printed_filter_refuses_what_the_filter_refuses(cli):
     code, out, err = cli_run(["envoy", "-"], b'{"basic": {"users": [{"name": "bob", "password_hash": "hunter2"}]}}')
     assert code == 1 and out == ""
     assert err.startswith("wasm-authn: configuration refused: basic.users[0].password_hash: unsupported hash format"), err
+
+
+def test_the_istio_example_quotes_what_yaml_1_1_reads_as_booleans():
+    """Kubernetes reads YAML 1.1: a plain `n:` (a JWK's modulus) would reach Istio as the key "false"."""
+    with open(os.path.join(REPO_ROOT, "envoy", "istio-wasmplugin.yaml")) as f:
+        text = f.read()
+    plain = re.findall(r"(?m)^[ \t]*(?:- )?(y|Y|n|N|yes|Yes|no|No|on|On|off|Off)[ \t]*:", text)
+    assert plain == [], f"quote these keys: {plain}"
