@@ -107,7 +107,7 @@ Try, from another terminal:
   curl -i http://127.0.0.1:10000/api/orders
   curl -i -u alice:{b['alice']} http://127.0.0.1:10000/api/orders
   curl -i -H 'x-api-key: {k['demo-client']}' http://127.0.0.1:10000/api/orders
-  curl -s -X POST -H 'x-api-key: {k['demo-client']}' http://127.0.0.1:10000/auth/token
+  curl -s -H 'content-type: application/json' -d '{{"apiKey": "{k['demo-client']}"}}' http://127.0.0.1:10000/auth/token
   curl -s -X POST 'http://127.0.0.1:9901/logging?wasm=debug'   # one log line per decision
 More: docs/getting-started.md. Ctrl-C stops Envoy and the servers.
 """)
