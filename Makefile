@@ -8,6 +8,7 @@ VENV   := .venv
 PYTHON := $(VENV)/bin/python
 WASM   := target/wasm32-wasip1/release/wasm_authn.wasm
 SCHEMA := wasm-authn.schema.json
+REFERENCE := docs/configuration-reference.md
 # Native unit tests use rustup's cargo (the Debian toolchain only builds the wasm,
 # in target/debian; see scripts/build-wasm.sh).
 CARGO  ?= cargo
@@ -16,19 +17,21 @@ PYTEST_ARGS ?=
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?=
 
-.PHONY: help setup wasm oci cli schema fleet-examples unit integration test test-fleet ratelimit-server demo bench soak fuzz clean
+.PHONY: help setup wasm oci cli schema fleet-examples unit integration test test-fleet ratelimit-server demo run bench soak fuzz clean
 
 help:
 	@echo "make setup        install the toolchain, wrk and the .venv (idempotent)"
 	@echo "make wasm         build $(WASM)"
 	@echo "make oci          package it as an OCI image layout in target/oci (for Istio's WasmPlugin)"
 	@echo "make cli          build the wasm-authn command-line companion (target/release/wasm-authn)"
-	@echo "make schema       regenerate $(SCHEMA) from src/config/schema.rs"
+	@echo "make schema       regenerate $(SCHEMA) and $(REFERENCE) from src/config/schema.rs"
 	@echo "make fleet-examples  regenerate envoy/examples/{limitador-limits,ratelimit-config}.yaml from envoy/envoy-fleet.yaml"
 	@echo "make test         unit tests (cargo test) + integration tests in a real Envoy (the fleet's included)"
 	@echo "make test-fleet   only the fleet tests: two Envoys, one rate-limit engine (Limitador + Redis)"
 	@echo "make ratelimit-server  build that engine (tools/ratelimit-server)"
-	@echo "make demo         run the bundled Envoy config and show allowed/refused requests"
+	@echo "make run          start Envoy with the bundled config, the echo upstream and the JWKS server;"
+	@echo "                  prints the ports and demo credentials, stays in the foreground (Ctrl-C stops it)"
+	@echo "make demo         run the bundled Envoy config and show allowed/refused requests (builds the CLI too)"
 	@echo "make bench        benchmarks (scripts/bench.sh)"
 	@echo "make soak         soak test, ~5 min, not part of make test (scripts/soak.sh;"
 	@echo "                  SOAK_SECONDS=3600 make soak runs it longer)"
@@ -51,10 +54,13 @@ cli:
 	$(CARGO) build --locked --release --bin wasm-authn
 	@echo "built target/release/wasm-authn"
 
-# The JSON Schema of the configuration, written by the CLI (a cargo test checks it is current).
+# The JSON Schema of the configuration and its reference, written by the CLI from the
+# same types (cargo tests check both are current).
 schema:
 	$(CARGO) run --locked --quiet --bin wasm-authn -- schema > $(SCHEMA).tmp
 	mv $(SCHEMA).tmp $(SCHEMA)
+	$(CARGO) run --locked --quiet --bin wasm-authn -- schema --markdown > $(REFERENCE).tmp
+	mv $(REFERENCE).tmp $(REFERENCE)
 
 # The fleet tests' rate-limit engine: Kuadrant's Limitador behind Envoy's RateLimitService.
 ratelimit-server: setup
@@ -93,8 +99,12 @@ test: wasm ratelimit-server
 	if [ $$rc != 0 ]; then echo "make test: FAILED" >&2; fi; \
 	exit $$rc
 
-demo: wasm
+demo: wasm cli
 	@scripts/demo.sh
+
+# The demo's Envoy, left running in the foreground (Ctrl-C stops it).
+run: wasm cli
+	@scripts/demo.sh --serve
 
 bench: wasm
 	@scripts/bench.sh

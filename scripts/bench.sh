@@ -101,7 +101,7 @@ Each stage of the pure core on one request, timed in V8: Node $(node --version) 
 WASI build of the same crate with the filter's profile, with optimized code only (\`--no-liftoff\`,
 as Envoy sets V8 up). Host calls are not in it: the \`trivial-calls\` row above prices them. A
 loop that runs one stage keeps it in the CPU's caches: inside Envoy, between network events, the
-same code takes about twice as long (README, Performance).
+same code takes about twice as long (docs/performance.md).
 
 $stages
 EOF

@@ -7,7 +7,7 @@
 # Defaults: target/wasm32-wasip1/release/wasm_authn.wasm, target/oci, the crate's
 # version. The image is Istio's "compat" Wasm image variant: one layer, of media
 # type application/vnd.oci.image.layer.v1.tar+gzip, holding the module as
-# plugin.wasm (see the README, "Istio"). umoci writes the layout; skopeo reads the
+# plugin.wasm (see docs/envoy-and-istio.md, "Istio"). umoci writes the layout; skopeo reads the
 # manifest digest back the way a registry client sees it.
 #
 # The image depends on the module's bytes alone (fixed timestamps, owner and

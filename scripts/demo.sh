@@ -5,8 +5,19 @@
 # are allowed and which are refused and why, prints the filter's counters, and
 # stops everything, whatever happens. Run it through `make demo` (which builds
 # the module first). Exits non-zero if a request does not get the expected status.
+#
+# --serve (`make run`): starts the same, prints the ports and the demo credentials,
+# then stays in the foreground with Envoy's log until Ctrl-C (or Envoy exits),
+# and stops everything.
 set -euo pipefail
 exec </dev/null
+
+SERVE=0
+case "${1:-}" in
+  --serve) SERVE=1 ;;
+  "") ;;
+  *) printf 'usage: %s [--serve]\n' "$0" >&2; exit 2 ;;
+esac
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -73,6 +84,43 @@ if [ "$ready" != 1 ]; then
 fi
 echo "demo: Envoy is ready"
 echo
+
+if [ "$SERVE" = 1 ]; then
+  "$PY" - <<'PYEOF'
+import json
+c = json.load(open("envoy/demo-keys/demo-credentials.json"))
+b, k = c["basic"], c["api_keys"]
+print(f"""wasm-authn is running (envoy/envoy.yaml, DEMO credentials: envoy/demo-keys/):
+  Envoy with the filter   http://127.0.0.1:10000   (routes everything to the echo upstream)
+  Envoy admin             http://127.0.0.1:9901    (/stats?filter=wasmcustom: the filter's counters)
+  echo upstream           127.0.0.1:8081           (envoy/echo_server.py: answers with the request it got, as JSON)
+  JWKS server             127.0.0.1:8082           (envoy/jwks_server.py: the keys of the provider remote-demo)
+
+  Basic users             alice:{b['alice']}  bob:{b['bob']} (bcrypt)  carol:{b['carol']}
+  API keys (x-api-key)    demo-client: {k['demo-client']}
+                          revoked-client (disabled): {k['revoked-client']}
+  JWT providers           demo-local (RS256/HS256, keys in envoy/demo-keys/), remote-demo (fetched keys)
+  token endpoint          POST /auth/token with demo-client's key
+
+Try, from another terminal:
+  curl -i http://127.0.0.1:10000/healthz
+  curl -i http://127.0.0.1:10000/api/orders
+  curl -i -u alice:{b['alice']} http://127.0.0.1:10000/api/orders
+  curl -i -H 'x-api-key: {k['demo-client']}' http://127.0.0.1:10000/api/orders
+  curl -s -H 'content-type: application/json' -d '{{"apiKey": "{k['demo-client']}"}}' http://127.0.0.1:10000/auth/token
+  curl -s -X POST 'http://127.0.0.1:9901/logging?wasm=debug'   # one log line per decision
+More: docs/getting-started.md. Ctrl-C stops Envoy and the servers.
+""")
+PYEOF
+  echo "demo: Envoy's log follows"
+  tail -n 0 -f "$TMP/envoy.log" & pids+=($!)
+  set +e
+  wait "$envoy_pid"
+  rc=$?
+  set -e
+  echo "demo: Envoy exited ($rc)" >&2
+  exit "$rc"
+fi
 
 rc=0
 "$PY" - <<'PYEOF' || rc=$?

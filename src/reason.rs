@@ -1,5 +1,5 @@
 //! Why the filter answered a request itself: one enum, the single list of the
-//! `denied.<reason>` counter labels (the README's metrics table lists them all).
+//! `denied.<reason>` counter labels (docs/operating.md, "Metrics", lists them all).
 
 /// Declares the enum, its `ALL` list and its labels from one table, so they cannot drift apart.
 macro_rules! reasons {
@@ -136,10 +136,12 @@ mod tests {
     }
 
     #[test]
-    fn the_readme_lists_every_reason() {
-        let readme = include_str!("../README.md");
+    fn the_operating_guide_lists_every_reason() {
+        let guide = include_str!("../docs/operating.md");
+        let metrics = &guide[guide.find("\n## Metrics").expect("a Metrics section")..];
         for reason in Reason::ALL {
-            assert!(readme.contains(&format!("`{}`", reason.label())), "README misses `{}`", reason.label());
+            let label = reason.label();
+            assert!(metrics.contains(&format!("`{label}`")), "docs/operating.md, Metrics, misses `{label}`");
         }
     }
 }

@@ -72,9 +72,9 @@ fn the_checked_in_schema_is_up_to_date() {
 
 #[test]
 fn check_accepts_what_the_filter_accepts() {
-    let readme = repo_file("README.md");
-    let start = readme.find("\n## Configuration").unwrap();
-    let block = &readme[start..];
+    let guide = repo_file("docs/configuration.md");
+    let start = guide.find("\n## Every field in one example").unwrap();
+    let block = &guide[start..];
     let block = &block[block.find("```json\n").unwrap() + 8..];
     let example = &block[..block.find("```").unwrap()];
     let r = run(&["check", "-"], example.as_bytes());
@@ -131,7 +131,7 @@ fn check_usage_and_io_errors_exit_2_with_one_line() {
 
 #[test]
 fn every_command_has_help() {
-    for command in ["check", "hash-password", "new-api-key", "jwks", "schema"] {
+    for command in ["check", "hash-password", "new-api-key", "jwks", "schema", "envoy", "ratelimit-config"] {
         let r = run(&[command, "--help"], b"");
         assert_eq!(r.code, 0);
         assert!(r.stdout.contains(&format!("Usage: wasm-authn {command}")), "{}", r.stdout);
@@ -315,4 +315,195 @@ fn jwks_of_several_blocks_is_one_jwk_each() {
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
     Config::from_json(&config_with_jwks(&jwks)).unwrap();
     assert_eq!(run(&["jwks", "-", "--kid", "one"], pems.as_bytes()).code, 2, "one kid for two keys");
+}
+
+// ---- schema --markdown: the configuration reference ----
+
+const REFERENCE_FILE: &str = "docs/configuration-reference.md";
+
+/// The reference's rows: (field path, type, default, description).
+fn reference_rows(markdown: &str) -> Vec<[String; 4]> {
+    markdown
+        .lines()
+        .filter(|line| line.starts_with("| `"))
+        .map(|line| {
+            let cells: Vec<String> = line.trim_matches('|').split(" | ").map(|cell| cell.trim().to_string()).collect();
+            assert_eq!(cells.len(), 4, "{line}");
+            [cells[0].clone(), cells[1].clone(), cells[2].clone(), cells[3].clone()]
+        })
+        .collect()
+}
+
+#[test]
+fn the_configuration_reference_is_up_to_date() {
+    let r = run(&["schema", "--markdown"], b"");
+    assert_eq!((r.code, r.stderr.as_str()), (0, ""));
+    assert!(
+        repo_file(REFERENCE_FILE) == r.stdout,
+        "{REFERENCE_FILE} is out of date with src/config/schema.rs: regenerate it with `make schema` \
+         (cargo run --bin wasm-authn -- schema --markdown > {REFERENCE_FILE}) and commit it"
+    );
+}
+
+#[test]
+fn the_configuration_reference_describes_every_field_of_the_schema() {
+    let rows = reference_rows(&run(&["schema", "--markdown"], b"").stdout);
+    for [path, kind, default, description] in &rows {
+        assert!(
+            !description.is_empty(),
+            "{path} has no description: give its field a doc comment in src/config/schema.rs"
+        );
+        assert!(!kind.is_empty() && !default.is_empty(), "{path}");
+    }
+    let paths: Vec<&str> = rows.iter().map(|row| row[0].trim_matches('`')).collect();
+    for expected in [
+        "realm",
+        "filter_state",
+        "basic.users[].password_hash",
+        "jwt.providers[].remote_jwks.refresh_seconds",
+        "limits.scope",
+        "token_endpoint.signing_key_env",
+        "revocation.remote.cluster",
+        "rules[].match.host",
+    ] {
+        assert!(paths.contains(&expected), "{expected} missing from the reference");
+    }
+    // Every field of every object type of the schema is a row (by its last name).
+    let schema: Value = serde_json::from_str(&repo_file(SCHEMA_FILE)).unwrap();
+    let mut objects = vec![&schema];
+    objects.extend(schema["$defs"].as_object().unwrap().values());
+    for object in objects {
+        for name in object.get("properties").and_then(Value::as_object).into_iter().flat_map(|p| p.keys()) {
+            assert!(
+                paths.iter().any(|path| path.rsplit('.').next() == Some(name.as_str())),
+                "the schema's field {name} is missing from the reference"
+            );
+        }
+    }
+    // Defaults come from the same types the filter reads.
+    let row = |path: &str| rows.iter().find(|row| row[0] == format!("`{path}`")).unwrap().clone();
+    assert_eq!(row("bypass_cors_preflight")[2], "`false`");
+    assert_eq!(row("filter_state")[2], "`false`");
+    assert_eq!(row("basic.users[].name")[2], "required");
+    assert_eq!(row("cache.max_entries")[2], "`4096`");
+}
+
+// ---- envoy ----
+
+/// The JSON under `value: |` in the printed filter block.
+fn embedded_json(yaml: &str) -> Value {
+    let start = yaml.find("        value: |\n").expect("a value block") + "        value: |\n".len();
+    let text: String = yaml[start..]
+        .lines()
+        .take_while(|line| line.starts_with("          "))
+        .map(|line| format!("{}\n", &line[10..]))
+        .collect();
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn envoy_embeds_the_configuration_it_checked() {
+    // Written in an order of its own, with what YAML and JSON must escape.
+    let config = r##"{
+      "$schema": "./wasm-authn.schema.json",
+      "realm": "d\u00e9mo",
+      "bypass": [{"path_prefix": "/healthz"}],
+      "basic": {"htpasswd": "# \"quoted\" \\ | é 😀 \t\ncarol:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=\n"}
+    }"##;
+    let r = run(&["envoy", "-", "--module", "/srv/wasm authn.wasm"], config.as_bytes());
+    assert_eq!((r.code, r.stderr.as_str()), (0, ""));
+    assert!(r.stdout.contains("- name: envoy.filters.http.wasm\n"), "{}", r.stdout);
+    assert!(r.stdout.contains("filename: \"/srv/wasm authn.wasm\"\n"), "{}", r.stdout);
+    assert!(r.stdout.contains("allow_on_headers_stop_iteration: true"));
+    assert!(!r.stdout.contains("environment_variables"), "no _env field, no variables");
+    assert!(r.stdout.is_ascii(), "everything else is escaped");
+    let mut expected: Value = serde_json::from_str(config).unwrap();
+    expected.as_object_mut().unwrap().remove("$schema");
+    assert_eq!(embedded_json(&r.stdout), expected);
+    // The members keep the order they were written in.
+    let realm = r.stdout.find("\"realm\"").unwrap();
+    assert!(realm < r.stdout.find("\"bypass\"").unwrap() && r.stdout.find("\"bypass\"") < r.stdout.find("\"basic\""));
+    // What Envoy hands the filter loads as the file did.
+    assert!(Config::from_json(embedded_json(&r.stdout).to_string().as_bytes()).is_ok());
+}
+
+#[test]
+fn envoy_passes_the_variables_env_fields_name() {
+    let hash = "sha256:2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b";
+    let config = json!({"basic": {"users": [{"name": "alice", "password_hash_env": "ALICE_HASH"}]}}).to_string();
+    let r = run_with_env(&["envoy", "-"], config.as_bytes(), &[("ALICE_HASH", hash)]);
+    assert_eq!((r.code, r.stderr.as_str()), (0, ""));
+    assert!(
+        r.stdout.contains("environment_variables:\n          host_env_keys:\n          - \"ALICE_HASH\"\n"),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains(hash), "the value stays in the environment");
+    let r = run_with_env(&["envoy", "-", "--istio"], config.as_bytes(), &[("ALICE_HASH", hash)]);
+    assert!(
+        r.stdout.contains("  vmConfig:\n    env:\n    - name: \"ALICE_HASH\"\n      valueFrom: HOST\n"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn envoy_refuses_an_invalid_configuration_naming_the_field() {
+    let config = r#"{"basic": {"users": [{"name": "bob", "password_hash": "hunter2"}]}}"#;
+    for args in [&["envoy", "-"][..], &["envoy", "-", "--istio"]] {
+        let r = run(args, config.as_bytes());
+        assert_eq!(r.code, 1);
+        assert_eq!(r.stdout, "");
+        assert!(
+            r.stderr.starts_with(
+                "wasm-authn: configuration refused: basic.users[0].password_hash: unsupported hash format"
+            ),
+            "{}",
+            r.stderr
+        );
+        assert!(!r.stderr.contains("hunter2"));
+    }
+    let r = run(
+        &["envoy", "-"],
+        br#"{"basic": {"users": [{"name": "alice", "password_hash_env": "UNSET_IN_THIS_TEST"}]}}"#,
+    );
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("basic.users[0].password_hash_env: environment variable UNSET_IN_THIS_TEST is not set"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn envoy_istio_prints_a_wasmplugin() {
+    let config = json!({
+        "realm": "api",
+        "jwt": {"providers": [{"name": "p", "issuer": "https://i", "local_jwks": {"keys": [{
+            "kty": "EC", "crv": "P-256",
+            "x": "S1girUZOIM7_kImgnEZIBoEVwe8GL6tspQuP1Gim26g", "y": "9lP4gV-78XxToEXjh4HmiNpkoKDf8GW81wWSMnFGodc"}]}}]},
+    });
+    let sha = "a".repeat(64);
+    let args =
+        ["envoy", "-", "--istio", "--url", "oci://r.example/wasm-authn:1", "--sha256", &sha, "--namespace", "shop"];
+    let r = run(&args, config.to_string().as_bytes());
+    assert_eq!((r.code, r.stderr.as_str()), (0, ""));
+    for line in [
+        "apiVersion: extensions.istio.io/v1alpha1\n",
+        "kind: WasmPlugin\n",
+        "  namespace: \"shop\"\n",
+        "  url: \"oci://r.example/wasm-authn:1\"\n",
+        &format!("  sha256: \"{sha}\"\n"),
+        "  phase: AUTHN\n",
+        "  pluginConfig:\n    jwt:\n      providers:\n      - issuer: \"https://i\"\n        local_jwks:\n",
+        "    realm: \"api\"\n",
+        // YAML 1.1 readers (Kubernetes') take a plain y for true.
+        "            \"y\": \"9lP4gV-78XxToEXjh4HmiNpkoKDf8GW81wWSMnFGodc\"\n",
+    ] {
+        assert!(r.stdout.contains(line), "{line:?} missing from\n{}", r.stdout);
+    }
+    let r = run(&["envoy", "-", "--istio", "--sha256", "sha256:abc"], config.to_string().as_bytes());
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let r = run(&["envoy", "-", "--url", "oci://x"], config.to_string().as_bytes());
+    assert_eq!(r.code, 2, "--url is Istio's");
 }

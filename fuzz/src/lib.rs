@@ -332,7 +332,11 @@ impl TextRequest {
 pub fn changes_of(decision: &Decision) -> Option<&UpstreamChanges> {
     match decision {
         Decision::Bypass(changes) | Decision::Anonymous(changes) | Decision::Allow { changes, .. } => Some(changes),
-        Decision::Reply(_) | Decision::ReadBody(_) | Decision::ReadForm | Decision::Wait(_) => None,
+        Decision::Reply(_)
+        | Decision::ReadBody(_)
+        | Decision::ReadForm
+        | Decision::Wait(_)
+        | Decision::Introspect { .. } => None,
     }
 }
 

@@ -230,6 +230,11 @@ impl HttpCalls for Host {
         self.calls.push((self.next_token, target.clone()));
         Some(self.next_token)
     }
+
+    // No provider of the driven configuration introspects: a call would be a fault of the pipeline.
+    fn post_form(&mut self, _: &Target, _: Option<&str>, _: &[u8], _: u64) -> Option<u32> {
+        None
+    }
 }
 
 impl Counters for Host {

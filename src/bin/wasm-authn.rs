@@ -1,6 +1,7 @@
 //! `wasm-authn`: the filter's command-line companion, a native program built from
 //! the same crate. It validates configurations with the filter's own code, makes the
-//! hashes, API keys and JWKS a configuration holds, and prints its JSON Schema.
+//! hashes, API keys and JWKS a configuration holds, prints its JSON Schema and its
+//! reference, and embeds it in Envoy's or Istio's YAML.
 //!
 //! Exit status: 0 done, 1 refused (what the filter would refuse: a configuration, a
 //! key file, a password), 2 usage or I/O error. Errors are one line on stderr.
@@ -19,6 +20,12 @@ use clap::{Parser, Subcommand};
 use serde_json::{json, Map, Value};
 
 use wasm_authn::config::{json_schema, Config, MAX_CONFIG_BYTES};
+
+// In a folder of their own: a file in src/bin/ would be a program of its own to cargo.
+#[path = "wasm-authn/envoy.rs"]
+mod envoy;
+#[path = "wasm-authn/reference.rs"]
+mod reference;
 use wasm_authn::digest::sha256;
 use wasm_authn::fleet::rules::Rules;
 use wasm_authn::jwt::{Algorithm, KeySet};
@@ -126,11 +133,52 @@ enum Command {
         #[arg(long)]
         alg: Option<String>,
     },
-    /// Print the JSON Schema of the configuration (wasm-authn.schema.json)
+    /// Print the JSON Schema of the configuration (wasm-authn.schema.json), or its reference
     #[command(after_help = "The schema checks shapes and types (unknown fields, wrong types), for editors \
-                            and CI; `wasm-authn check`\nruns everything the filter checks.\n\nExample:\n  \
-                            wasm-authn schema > wasm-authn.schema.json")]
-    Schema,
+                            and CI; `wasm-authn check`\nruns everything the filter checks. With --markdown, \
+                            the same schema as the configuration reference: every\nfield with its type, \
+                            default and description.\n\nExamples:\n  \
+                            wasm-authn schema > wasm-authn.schema.json\n  \
+                            wasm-authn schema --markdown > docs/configuration-reference.md")]
+    Schema {
+        /// The reference in Markdown (docs/configuration-reference.md) instead of the JSON Schema
+        #[arg(long)]
+        markdown: bool,
+    },
+    /// Print Envoy's HTTP filter (or, with --istio, a WasmPlugin) with this configuration embedded
+    #[command(after_help = "Checks the configuration as the filter does (refused: exit 1, naming the \
+                            field; `X_env` fields are read\nfrom this program's environment, as `check` \
+                            does), then prints it embedded, escaped for YAML:\n- Envoy: the \
+                            envoy.filters.http.wasm item of the HTTP connection manager's http_filters \
+                            (before the\n  router), the configuration as the JSON string Envoy hands the \
+                            filter;\n- --istio: an extensions.istio.io/v1alpha1 WasmPlugin, the \
+                            configuration as its pluginConfig.\nVariables named by `X_env` fields are \
+                            passed to the VM (host_env_keys; Istio: vmConfig.env from HOST).\n\n\
+                            Examples:\n  wasm-authn envoy config.json --module /etc/envoy/wasm_authn.wasm\n  \
+                            wasm-authn envoy config.json --istio --url oci://registry.example.com/wasm-authn:0.1.0 \
+                            --sha256 <make oci's WasmPlugin sha256>")]
+    Envoy {
+        /// The configuration (JSON, the plugin's `configuration` value), or `-` for standard input
+        config: String,
+        /// An Istio WasmPlugin instead of Envoy's filter
+        #[arg(long)]
+        istio: bool,
+        /// Envoy: the module's path where Envoy runs
+        #[arg(long, value_name = "PATH", default_value = "/etc/envoy/wasm_authn.wasm", conflicts_with = "istio")]
+        module: String,
+        /// Istio: where the proxy fetches the module (oci://, https:// or file://)
+        #[arg(long, default_value = "oci://registry.example.com/wasm-authn:0.1.0", requires = "istio")]
+        url: String,
+        /// Istio: the digest to pin (for oci://, the "WasmPlugin sha256" `make oci` prints)
+        #[arg(long, value_name = "HEX", requires = "istio")]
+        sha256: Option<String>,
+        /// Istio: the WasmPlugin's name
+        #[arg(long, default_value = "wasm-authn", requires = "istio")]
+        name: String,
+        /// Istio: the WasmPlugin's namespace
+        #[arg(long, requires = "istio")]
+        namespace: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -164,7 +212,17 @@ fn main() -> ExitCode {
         Command::HashPassword { bcrypt: _, cost, sha256 } => hash_password(cost, sha256),
         Command::NewApiKey { client_id } => new_api_key(&client_id),
         Command::Jwks { pem, kid, alg } => jwks(&pem, kid, alg.as_deref()),
-        Command::Schema => schema(),
+        Command::Schema { markdown } => schema(markdown),
+        Command::Envoy { config, istio, module, url, sha256, name, namespace } => {
+            let place = envoy::Placement {
+                module: &module,
+                url: &url,
+                sha256: sha256.as_deref(),
+                name: &name,
+                namespace: namespace.as_deref(),
+            };
+            envoy_yaml(&config, istio, &place)
+        }
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -447,7 +505,31 @@ fn jwk_line(jwk: &Map<String, Value>) -> String {
 
 // ---- schema ----
 
-fn schema() -> Outcome {
-    let text = serde_json::to_string_pretty(&json_schema()).map_err(|e| Failure::Usage(e.to_string()))?;
+fn schema(markdown: bool) -> Outcome {
+    let schema = json_schema();
+    if markdown {
+        return print(reference::markdown(&schema).trim_end());
+    }
+    let text = serde_json::to_string_pretty(&schema).map_err(|e| Failure::Usage(e.to_string()))?;
     print(&text)
+}
+
+// ---- envoy ----
+
+fn envoy_yaml(name: &str, istio: bool, place: &envoy::Placement) -> Outcome {
+    if let Some(sha256) = place.sha256 {
+        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Err(Failure::Usage("--sha256 must be 64 lowercase hex digits, without `sha256:`".into()));
+        }
+    }
+    let bytes = read_input(name, MAX_CONFIG_BYTES)?;
+    Config::from_json(&bytes).map_err(|e| Failure::Refused(format!("configuration refused: {e}")))?;
+    let mut config: envoy::Node =
+        serde_json::from_slice(&bytes).map_err(|e| Failure::Usage(format!("internal error: {e}")))?;
+    // An editor's schema reference means nothing inside Envoy's configuration.
+    if let envoy::Node::Object(members) = &mut config {
+        members.retain(|(field, _)| field != "$schema");
+    }
+    let text = if istio { envoy::istio_wasmplugin(&config, place) } else { envoy::envoy_filter(&config, place) };
+    print(text.trim_end())
 }

@@ -419,24 +419,25 @@ fn a_top_level_schema_reference_is_accepted_and_ignored() {
     assert!(error_of(json!({"basic": nested})).starts_with("basic.$schema: unknown field `$schema`"));
 }
 
-/// The JSON block under "## Configuration" in README.md.
-fn readme_example() -> &'static str {
-    let readme = include_str!("../../README.md");
-    let section = &readme[readme.find("\n## Configuration").expect("README has a Configuration section")..];
-    let start = section.find("```json\n").expect("a JSON block") + "```json\n".len();
+/// The JSON block under "## Every field in one example" in docs/configuration.md.
+fn complete_example() -> &'static str {
+    let guide = include_str!("../../docs/configuration.md");
+    let section = &guide[guide.find("\n## Every field in one example").expect("the complete example's section")..];
+    let start = section.find("<!-- config -->\n```json\n").expect("a JSON block marked as a configuration")
+        + "<!-- config -->\n```json\n".len();
     let end = start + section[start..].find("```").expect("the block ends");
     &section[start..end]
 }
 
 #[test]
-fn the_readme_example_loads_as_it_stands() {
-    let config = Config::from_json(readme_example().as_bytes()).unwrap();
+fn the_complete_example_loads_as_it_stands() {
+    let config = Config::from_json(complete_example().as_bytes()).unwrap();
     assert_eq!(config.basic_users.len(), 3);
     assert_eq!(config.api_keys.clients.len(), 2);
     // Three providers, one keypair, the token endpoint's own.
     assert_eq!(config.jwt_providers.len(), 5);
     assert!(config.token_endpoint.is_some());
-    assert!(!readme_example().contains("\"...\""), "no placeholders");
+    assert!(!complete_example().contains("\"...\""), "no placeholders");
 }
 
 #[test]

@@ -1,6 +1,6 @@
-"""Acceptance tests of wasm-authn in a real Envoy 1.40, against the README's contract.
+"""Acceptance tests of wasm-authn in a real Envoy 1.40, against the documented contract (docs/).
 
-Every configuration here is written from the README's documented fields, with keys
+Every configuration here is written from the documented fields (docs/configuration.md), with keys
 and secrets generated for this test session (RSA-2048, P-256, Ed25519, HMAC). Tokens
 are made with PyJWT, hostile ones by hand. A handful of Envoys serve the whole module:
 

@@ -2,7 +2,7 @@
 
 `wasm-authn check` runs on every configuration the integration tests load into
 Envoy: the good ones (the bundled envoy/envoy.yaml, test_authn's MAIN, QUERY and
-FORWARD, test_security's CONFIG, test_token_locations' CONFIG, the README's
+FORWARD, test_security's CONFIG, test_token_locations' CONFIG, docs/configuration.md's complete
 example) exit 0; every refused one (test_authn.BAD_CONFIGS, test_security.REFUSED)
 exits 1 with the fragment the Envoy test expects in the filter's log. (test_authn,
 test_security, test_token_locations and test_secrets_env also compare the CLI's
@@ -25,8 +25,9 @@ import re
 
 import jsonschema
 import pytest
+import yaml
 
-from harness import REPO_ROOT, cli_check, cli_run, demo_plugin_config
+from harness import REPO_ROOT, EnvoyHarness, _hcm, cli_check, cli_run, demo_plugin_config
 from test_authn import BAD_CONFIGS, FORWARD, MAIN, QUERY
 from test_security import CONFIG as SECURITY_CONFIG
 from test_security import REFUSED
@@ -36,11 +37,12 @@ from test_token_locations import REFUSED as LOCATIONS_REFUSED
 SCHEMA_PATH = os.path.join(REPO_ROOT, "wasm-authn.schema.json")
 
 
-def readme_example() -> dict:
-    """The complete configuration example: the JSON block under "## Configuration" in README.md."""
-    with open(os.path.join(REPO_ROOT, "README.md")) as f:
-        readme = f.read()
-    section = readme[readme.index("\n## Configuration"):]
+def complete_example() -> dict:
+    """The complete configuration example: the JSON block under "## Every field in one example"
+    in docs/configuration.md."""
+    with open(os.path.join(REPO_ROOT, "docs", "configuration.md")) as f:
+        guide = f.read()
+    section = guide[guide.index("\n## Every field in one example"):]
     return json.loads(re.search(r"```json\n(.*?)```", section, re.S).group(1))
 
 
@@ -51,7 +53,7 @@ GOOD = {
     "authn-forward": FORWARD,
     "security": SECURITY_CONFIG,
     "token-locations": LOCATIONS_CONFIG,
-    "readme-example": readme_example(),
+    "complete-example": complete_example(),
     "with-schema-reference": dict(FORWARD, **{"$schema": "./wasm-authn.schema.json"}),
 }
 
@@ -187,8 +189,8 @@ def test_schema_describes_every_field(validator):
     assert missing == []
 
 
-def test_readme_example_uses_the_schema_file():
-    example = readme_example()
+def test_complete_example_uses_the_schema_file():
+    example = complete_example()
     assert example["$schema"] == "./wasm-authn.schema.json" and os.path.isfile(SCHEMA_PATH)
     assert "..." not in json.dumps(example), "no placeholders: the example is copy-pastable"
 
@@ -199,3 +201,67 @@ def test_a_copy_of_a_good_configuration_with_a_stray_field_is_refused_by_both(va
     assert any("audience" in e for e in schema_errors(validator, config))
     code, err = cli_check(config)
     assert code == 1 and "jwt.providers[0].audience: unknown field `audience`" in err, err
+
+
+# ---- wasm-authn envoy: the printed filter block in a real Envoy ----
+
+DEMO_KEY = "demo-key-903fdf20394b7f47fbdf59f9"
+# Written with what YAML and JSON must escape: quotes, a backslash, non-ASCII, a JWK's `y`.
+EMBEDDED = {
+    "realm": "docs",
+    "bypass": [{"path_prefix": "/healthz"}],
+    "basic": {"htpasswd": "# \"quoted\" \\ | \u00e9 \U0001f600 \t: y\ncarol:{SHA}NxjbCIMb0ZKUzwlXBgGmHqGE3mw=\n"},
+    "api_keys": {"clients": [{"id": "demo-client",
+                              "key_hash": "sha256:5d60436179138c86dd8c184f3cb73736d66813526133e8262fdaa55ffcef3a72"}]},
+    "jwt": {"providers": [{"name": "p", "issuer": "https://i", "local_jwks": {"keys": [{
+        "kty": "EC", "crv": "P-256", "x": "S1girUZOIM7_kImgnEZIBoEVwe8GL6tspQuP1Gim26g",
+        "y": "9lP4gV-78XxToEXjh4HmiNpkoKDf8GW81wWSMnFGodc"}]}}]},
+}
+
+
+def test_the_printed_filter_block_runs_in_envoy(wasm_module, envoy_binary, cli):
+    """`wasm-authn envoy` prints the wasm filter; put in place of the bundled one, the
+    Envoy it configures answers as its configuration says."""
+    code, out, err = cli_run(["envoy", "-", "--module", wasm_module], json.dumps(EMBEDDED, ensure_ascii=False).encode())
+    assert (code, err) == (0, ""), err
+    block = yaml.safe_load(out)
+    assert isinstance(block, list) and len(block) == 1 and block[0]["name"] == "envoy.filters.http.wasm"
+    assert json.loads(block[0]["typed_config"]["config"]["configuration"]["value"]) == EMBEDDED
+
+    def with_printed_filter(cfg: dict) -> None:
+        filters = _hcm(cfg)["http_filters"]
+        at = next(i for i, f in enumerate(filters) if f["name"] == "envoy.filters.http.wasm")
+        filters[at] = block[0]
+
+    with EnvoyHarness(None, config_hook=with_printed_filter) as h:
+        r = h.request("GET", "/orders")
+        assert r.status == 401 and 'realm="docs"' in r.headers["www-authenticate"], r
+        r = h.request("GET", "/orders", {"x-api-key": DEMO_KEY})
+        assert r.status == 200 and h.upstream_headers(r)["x-auth-principal"] == "demo-client", r
+        r = h.request("GET", "/orders", {"authorization": "Basic Y2Fyb2w6Y2Fyb2wtZGVtby1wYXNzd29yZA=="})  # carol
+        assert r.status == 200 and h.upstream_headers(r)["x-auth-principal"] == "carol", r
+        assert h.request("GET", "/healthz").status == 200
+        assert h.request("GET", "/orders", {"x-api-key": "revoked-key-48066887a1dbfb830608c415"}).status == 401
+
+
+def test_the_printed_wasmplugin_holds_the_configuration(cli):
+    code, out, err = cli_run(["envoy", "-", "--istio"], json.dumps(EMBEDDED).encode())
+    assert (code, err) == (0, ""), err
+    plugin = yaml.safe_load(out)
+    assert (plugin["apiVersion"], plugin["kind"]) == ("extensions.istio.io/v1alpha1", "WasmPlugin")
+    assert plugin["spec"]["pluginConfig"] == EMBEDDED
+    assert plugin["spec"]["phase"] == "AUTHN" and plugin["spec"]["pluginName"] == "wasm_authn"
+
+
+def test_the_printed_filter_refuses_what_the_filter_refuses(cli):
+    code, out, err = cli_run(["envoy", "-"], b'{"basic": {"users": [{"name": "bob", "password_hash": "hunter2"}]}}')
+    assert code == 1 and out == ""
+    assert err.startswith("wasm-authn: configuration refused: basic.users[0].password_hash: unsupported hash format"), err
+
+
+def test_the_istio_example_quotes_what_yaml_1_1_reads_as_booleans():
+    """Kubernetes reads YAML 1.1: a plain `n:` (a JWK's modulus) would reach Istio as the key "false"."""
+    with open(os.path.join(REPO_ROOT, "envoy", "istio-wasmplugin.yaml")) as f:
+        text = f.read()
+    plain = re.findall(r"(?m)^[ \t]*(?:- )?(y|Y|n|N|yes|Yes|no|No|on|On|off|Off)[ \t]*:", text)
+    assert plain == [], f"quote these keys: {plain}"

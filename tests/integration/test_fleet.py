@@ -149,7 +149,7 @@ def test_a_forged_descriptor_header_neither_picks_a_bucket_nor_reaches_the_engin
 
 
 def test_concurrent_requests_meet_limitadors_documented_precision(fleet):
-    """Limitador's Redis storage reads the counts, then adds the hit (README, "Operating
+    """Limitador's Redis storage reads the counts, then adds the hit (docs/operating.md, "Operating
     a fleet"): requests racing for the last units may all pass, never fewer than the limit."""
     with ThreadPoolExecutor(8) as pool:
         codes = list(pool.map(lambda i: fleet[i % 2].request("GET", "/x", key("burst")).status, range(24)))

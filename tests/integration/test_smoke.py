@@ -161,7 +161,7 @@ def test_docker_compose_file_is_valid():
 
 
 def test_docker_compose_fleet_file_is_valid():
-    """envoy/docker-compose-fleet.yaml (README, "Operating a fleet"): two Envoys running
+    """envoy/docker-compose-fleet.yaml (docs/operating.md, "Operating a fleet"): two Envoys running
     the very envoy/envoy-fleet.yaml, Kuadrant's Limitador with the rules that
     `wasm-authn ratelimit-config` wrote for it (test_limits checks they are current),
     Redis and the echo upstream, all on the compose network under the names that
