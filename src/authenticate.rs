@@ -221,7 +221,7 @@ fn verify_bearer(
         // Issued here to an API client: what the client may do is what its token may do,
         // and a client disabled since is refused.
         Issuer::TokenEndpoint => {
-            let client = config.api_keys.clients.iter().find(|c| c.id == verified.principal && !c.disabled);
+            let client = config.api_keys.clients.by_id(&verified.principal).filter(|c| !c.disabled);
             let Some(client) = client else {
                 return Err(bearer_error(Reason::TokenRevoked, "token revoked"));
             };

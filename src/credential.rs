@@ -347,7 +347,7 @@ mod tests {
             query_param: query.map(String::from),
             cookies: vec!["apikey".into(), "legacy_key".into()],
             allow_basic: true,
-            clients: vec![],
+            clients: Vec::new().into(),
         }
     }
 

@@ -42,8 +42,11 @@ use names::{cookie_name, header_name, param_name, principal_name};
 use schema::{RawApiKeys, RawBasic, RawConfig, RawFailureLimit};
 pub use secrets::Env;
 
-/// The largest plugin configuration accepted (an inline JWKS or htpasswd can be large, not this large).
-pub const MAX_CONFIG_BYTES: usize = 1024 * 1024;
+/// The largest plugin configuration accepted: room for 100,000 API clients as
+/// `api_keys.clients[]` objects (about 10 MB) or 100,000 users and clients as
+/// lines (`basic.htpasswd`, `api_keys.clients_lines`: under 10 MB together); a
+/// bound on what every worker's VM parses and holds (README, "Limits").
+pub const MAX_CONFIG_BYTES: usize = 32 * 1024 * 1024;
 
 /// One-time keypair tokens remembered at once (past it, new ones wait for old ones to expire).
 const ONE_TIME_TOKENS: usize = 65_536;
@@ -348,16 +351,17 @@ fn compile_basic(
         // htpasswd users take the defaults: no restriction but the default limits.
         let everything = Rc::new(Privileges { limits: *limits, ..Privileges::default() });
         for (n, line) in htpasswd.value.lines().enumerate() {
-            let path = format!("{} line {}", htpasswd.field, n + 1);
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let (name, hash) = line.split_once(':').ok_or_else(|| ConfigError::new(&path, "expected name:hash"))?;
-            principal_name(name, &path)?;
-            let hash = PasswordHash::parse(hash).map_err(|e| ConfigError::new(&path, e))?;
+            // The path is made only for an error: 100,000 lines load in one pass.
+            let path = || format!("{} line {}", htpasswd.field, n + 1);
+            let (name, hash) = line.split_once(':').ok_or_else(|| ConfigError::new(path(), "expected name:hash"))?;
+            principal_name(name, "").map_err(|e| ConfigError::new(path(), e.message))?;
+            let hash = PasswordHash::parse(hash).map_err(|e| ConfigError::new(path(), e))?;
             if !users.insert(name.to_string(), hash, Rc::clone(&everything)) {
-                return Err(ConfigError::new(path, "duplicate user name"));
+                return Err(ConfigError::new(path(), "duplicate user name"));
             }
         }
     }
@@ -410,8 +414,9 @@ fn compile_api_keys(raw: Option<RawApiKeys>, limits: &Limits, env: Env) -> Resul
             return Err(ConfigError::new(path, "is already listed (in some spelling)"));
         }
     }
-    let mut clients = Vec::with_capacity(raw.clients.len());
-    let mut ids = HashSet::new();
+    let lines = secrets::secret(raw.clients_lines, raw.clients_lines_env.as_deref(), "api_keys", "clients_lines", env)?;
+    let mut clients = Vec::with_capacity(raw.clients.len() + lines.as_ref().map_or(0, |l| l.value.lines().count()));
+    let mut ids = HashSet::with_capacity(clients.capacity());
     for (i, client) in raw.clients.into_iter().enumerate() {
         let path = format!("api_keys.clients[{i}]");
         principal_name(&client.id, &format!("{path}.id"))?;
@@ -419,11 +424,7 @@ fn compile_api_keys(raw: Option<RawApiKeys>, limits: &Limits, env: Env) -> Resul
             return Err(ConfigError::new(format!("{path}.id"), "duplicate client id"));
         }
         let stored = secrets::required(client.key_hash, client.key_hash_env.as_deref(), &path, "key_hash", env)?;
-        let key_digest = match PasswordHash::parse(&stored.value) {
-            Ok(PasswordHash::Sha256(digest)) => digest,
-            Ok(_) => return Err(ConfigError::new(stored.field, "API keys are hashed as sha256:<hex>")),
-            Err(e) => return Err(ConfigError::new(stored.field, e)),
-        };
+        let key_digest = api_key_digest(&stored.value).map_err(|e| ConfigError::new(stored.field, e))?;
         let fields = policy::PrivilegeFields {
             methods: client.methods,
             paths: client.paths,
@@ -440,7 +441,46 @@ fn compile_api_keys(raw: Option<RawApiKeys>, limits: &Limits, env: Env) -> Resul
             privileges: Rc::new(privileges),
         });
     }
-    Ok(ApiKeys { headers, query_param: raw.query_param, cookies: raw.cookies, allow_basic: raw.allow_basic, clients })
+    if let Some(lines) = lines {
+        // Clients listed this way take the defaults, as htpasswd users do.
+        let everything = Rc::new(Privileges { limits: *limits, ..Privileges::default() });
+        for (n, line) in lines.value.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            // The path is made only for an error: 100,000 lines load in one pass.
+            let path = || format!("{} line {}", lines.field, n + 1);
+            let (id, hash) =
+                line.split_once(':').ok_or_else(|| ConfigError::new(path(), "expected id:sha256:<hex>"))?;
+            principal_name(id, "").map_err(|e| ConfigError::new(path(), e.message))?;
+            let key_digest = api_key_digest(hash).map_err(|e| ConfigError::new(path(), e))?;
+            if !ids.insert(id.to_string()) {
+                return Err(ConfigError::new(path(), "duplicate client id"));
+            }
+            clients.push(ApiClient {
+                id: id.to_string(),
+                key_digest,
+                disabled: false,
+                privileges: Rc::clone(&everything),
+            });
+        }
+    }
+    Ok(ApiKeys {
+        headers,
+        query_param: raw.query_param,
+        cookies: raw.cookies,
+        allow_basic: raw.allow_basic,
+        clients: clients.into(),
+    })
+}
+
+/// An API key's stored digest: `sha256:<hex>` only (a key is random, a slow hash buys nothing).
+fn api_key_digest(stored: &str) -> Result<crate::digest::Sha256Digest, String> {
+    match PasswordHash::parse(stored)? {
+        PasswordHash::Sha256(digest) => Ok(digest),
+        _ => Err("API keys are hashed as sha256:<hex>".into()),
+    }
 }
 
 /// A provider, a keypair and the token endpoint may never claim the same issuer (or
