@@ -3,6 +3,8 @@
 //! what the route requires: nothing, an optional credential, any credential, or
 //! credentials of some kinds; and which scopes and principals it admits.
 
+use std::collections::HashMap;
+
 use crate::credential::Credential;
 use crate::path::{has_segment_prefix, MatchPath};
 use crate::principal::{AuthMethod, Principal};
@@ -197,9 +199,23 @@ pub struct Routes {
     /// `bypass` rules first (as `require: "none"`), then `rules`.
     pub rules: Vec<Rule>,
     pub bypass_cors_preflight: bool,
+    /// `rules` by the path segments they require: what a request's path could match.
+    index: SegmentTrie,
 }
 
 impl Routes {
+    pub fn new(rules: Vec<Rule>, bypass_cors_preflight: bool) -> Routes {
+        let mut index = SegmentTrie::default();
+        for (position, rule) in rules.iter().enumerate() {
+            let mut node = &mut index;
+            for segment in required_segments(&rule.matcher) {
+                node = node.children.entry(segment.to_string()).or_default();
+            }
+            node.rules.push(position);
+        }
+        Routes { rules, bypass_cors_preflight, index }
+    }
+
     /// Whether any rule reads the Envoy route name (read from the host only then).
     pub fn needs_route_name(&self) -> bool {
         self.rules.iter().any(|rule| rule.matcher.route.is_some())
@@ -207,16 +223,58 @@ impl Routes {
 
     /// The first rule that matches. An ambiguous path (an encoded slash or a backslash)
     /// never matches a rule that relaxes authentication: upstreams disagree on what it names.
+    ///
+    /// Only the rules on the path's branch of the index are tried (those whose required
+    /// segments the path starts with, and those requiring none): no other rule can match,
+    /// so the first of them that matches is the first of all, whatever the number of rules.
     pub fn select(&self, request: &RequestFacts, path: &MatchPath) -> &Rule {
         if self.bypass_cors_preflight && is_cors_preflight(request) {
             return &PREFLIGHT_RULE;
         }
-        self.rules
-            .iter()
-            .filter(|rule| !(path.ambiguous && rule.require.relaxed()))
-            .find(|rule| rule.matcher.matches(request, path))
-            .unwrap_or(&DEFAULT_RULE)
+        let applies = |rule: &Rule| !(path.ambiguous && rule.require.relaxed()) && rule.matcher.matches(request, path);
+        let Some(segments) = path.path.strip_prefix('/') else {
+            return self.rules.iter().find(|rule| applies(rule)).unwrap_or(&DEFAULT_RULE);
+        };
+        // The first rule that applies, in configuration order, among the rules of each node
+        // on the branch (each list is in configuration order: stop at the best so far).
+        let mut first: Option<usize> = None;
+        let mut try_node = |node: &SegmentTrie| {
+            for &position in &node.rules {
+                if first.is_some_and(|best| position >= best) {
+                    break;
+                }
+                if self.rules.get(position).is_some_and(applies) {
+                    first = Some(position);
+                    break;
+                }
+            }
+        };
+        let mut node = &self.index;
+        try_node(node);
+        for segment in segments.split('/') {
+            let Some(child) = node.children.get(segment) else { break };
+            node = child;
+            try_node(node);
+        }
+        first.and_then(|position| self.rules.get(position)).unwrap_or(&DEFAULT_RULE)
     }
+}
+
+/// Rules by the whole path segments every path they match starts with: a node's rules
+/// require exactly the segments on the way to it (positions in `Routes::rules`, ascending).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct SegmentTrie {
+    rules: Vec<usize>,
+    children: HashMap<String, SegmentTrie>,
+}
+
+/// The segments every path a rule matches starts with: those of its exact path, else of
+/// its prefix (a prefix matches at segment boundaries, `has_segment_prefix`, so `/a/b`
+/// and `/a/b/` both require `a` then `b`); none for a rule on any path.
+fn required_segments(matcher: &RouteMatch) -> impl Iterator<Item = &str> {
+    let path = matcher.path.as_deref().or(matcher.path_prefix.as_deref()).and_then(|path| path.strip_prefix('/'));
+    let body = path.map(|body| body.strip_suffix('/').unwrap_or(body)).unwrap_or_default();
+    body.split('/').filter(move |_| !body.is_empty())
 }
 
 /// A CORS preflight (Fetch standard): OPTIONS with `Origin` and `Access-Control-Request-Method`.

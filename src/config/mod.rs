@@ -267,7 +267,7 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
         rules.push(policy::rule(rule, i, &jwt_providers)?);
     }
     policy::every_rule_is_reachable(&rules, bypass_count)?;
-    let routes = Routes { rules, bypass_cors_preflight: raw.bypass_cors_preflight };
+    let routes = Routes::new(rules, raw.bypass_cors_preflight);
     let trusted_networks = raw.trusted_networks.map(|n| policy::networks(n, "trusted_networks")).transpose()?;
     let revocation = policy::revocation(raw.revocation, &jwt_providers)?;
     let cache = match raw.cache {
