@@ -203,15 +203,60 @@ pub struct Routes {
     index: SegmentTrie,
 }
 
+/// Rules by the whole path segments every path they match starts with: node 0 is the
+/// root, and a node's rules require exactly the segments on the way to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SegmentTrie {
+    nodes: Vec<Node>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Node {
+    /// Positions in `Routes::rules`, ascending.
+    rules: Vec<usize>,
+    /// The node under each next segment, by its position in `nodes`.
+    children: HashMap<String, usize>,
+}
+
+impl Default for SegmentTrie {
+    fn default() -> Self {
+        SegmentTrie { nodes: vec![Node::default()] }
+    }
+}
+
+impl SegmentTrie {
+    fn insert<'s>(&mut self, segments: impl Iterator<Item = &'s str>, rule: usize) {
+        let mut at = 0;
+        for segment in segments {
+            let next = self.nodes.len();
+            let Some(node) = self.nodes.get_mut(at) else { return };
+            at = *node.children.entry(segment.to_string()).or_insert(next);
+            if at == next {
+                self.nodes.push(Node::default());
+            }
+        }
+        if let Some(node) = self.nodes.get_mut(at) {
+            node.rules.push(rule);
+        }
+    }
+
+    /// The nodes on a path's branch, from the root.
+    fn branch<'t>(&'t self, segments: &'t str) -> impl Iterator<Item = &'t Node> + 't {
+        let mut segments = segments.split('/');
+        let mut at = Some(0);
+        std::iter::from_fn(move || {
+            let node = self.nodes.get(at?)?;
+            at = segments.next().and_then(|segment| node.children.get(segment).copied());
+            Some(node)
+        })
+    }
+}
+
 impl Routes {
     pub fn new(rules: Vec<Rule>, bypass_cors_preflight: bool) -> Routes {
         let mut index = SegmentTrie::default();
         for (position, rule) in rules.iter().enumerate() {
-            let mut node = &mut index;
-            for segment in required_segments(&rule.matcher) {
-                node = node.children.entry(segment.to_string()).or_default();
-            }
-            node.rules.push(position);
+            index.insert(required_segments(&rule.matcher), position);
         }
         Routes { rules, bypass_cors_preflight, index }
     }
@@ -232,13 +277,12 @@ impl Routes {
             return &PREFLIGHT_RULE;
         }
         let applies = |rule: &Rule| !(path.ambiguous && rule.require.relaxed()) && rule.matcher.matches(request, path);
-        let Some(segments) = path.path.strip_prefix('/') else {
-            return self.rules.iter().find(|rule| applies(rule)).unwrap_or(&DEFAULT_RULE);
-        };
+        // A path without its leading '/' (never, normalized) matches only rules on any path: the root's.
+        let segments = path.path.strip_prefix('/').unwrap_or_default();
         // The first rule that applies, in configuration order, among the rules of each node
         // on the branch (each list is in configuration order: stop at the best so far).
         let mut first: Option<usize> = None;
-        let mut try_node = |node: &SegmentTrie| {
+        for node in self.index.branch(segments) {
             for &position in &node.rules {
                 if first.is_some_and(|best| position >= best) {
                     break;
@@ -248,24 +292,9 @@ impl Routes {
                     break;
                 }
             }
-        };
-        let mut node = &self.index;
-        try_node(node);
-        for segment in segments.split('/') {
-            let Some(child) = node.children.get(segment) else { break };
-            node = child;
-            try_node(node);
         }
         first.and_then(|position| self.rules.get(position)).unwrap_or(&DEFAULT_RULE)
     }
-}
-
-/// Rules by the whole path segments every path they match starts with: a node's rules
-/// require exactly the segments on the way to it (positions in `Routes::rules`, ascending).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct SegmentTrie {
-    rules: Vec<usize>,
-    children: HashMap<String, SegmentTrie>,
 }
 
 /// The segments every path a rule matches starts with: those of its exact path, else of

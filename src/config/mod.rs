@@ -350,20 +350,13 @@ fn compile_basic(
     if let Some(htpasswd) = secrets::secret(raw.htpasswd, raw.htpasswd_env.as_deref(), "basic", "htpasswd", env)? {
         // htpasswd users take the defaults: no restriction but the default limits.
         let everything = Rc::new(Privileges { limits: *limits, ..Privileges::default() });
-        for (n, line) in htpasswd.value.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            // The path is made only for an error: 100,000 lines load in one pass.
-            let path = || format!("{} line {}", htpasswd.field, n + 1);
-            let (name, hash) = line.split_once(':').ok_or_else(|| ConfigError::new(path(), "expected name:hash"))?;
-            principal_name(name, "").map_err(|e| ConfigError::new(path(), e.message))?;
-            let hash = PasswordHash::parse(hash).map_err(|e| ConfigError::new(path(), e))?;
+        name_lines(&htpasswd, "expected name:hash", &mut |name, hash| {
+            let hash = PasswordHash::parse(hash)?;
             if !users.insert(name.to_string(), hash, Rc::clone(&everything)) {
-                return Err(ConfigError::new(path(), "duplicate user name"));
+                return Err("duplicate user name".into());
             }
-        }
+            Ok(())
+        })?;
     }
     let limit = failure_limit(raw.failure_limit)?;
     if !TIME_BUDGET_RANGE.contains(&raw.slow_hash_budget_ms_per_second) {
@@ -444,19 +437,10 @@ fn compile_api_keys(raw: Option<RawApiKeys>, limits: &Limits, env: Env) -> Resul
     if let Some(lines) = lines {
         // Clients listed this way take the defaults, as htpasswd users do.
         let everything = Rc::new(Privileges { limits: *limits, ..Privileges::default() });
-        for (n, line) in lines.value.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            // The path is made only for an error: 100,000 lines load in one pass.
-            let path = || format!("{} line {}", lines.field, n + 1);
-            let (id, hash) =
-                line.split_once(':').ok_or_else(|| ConfigError::new(path(), "expected id:sha256:<hex>"))?;
-            principal_name(id, "").map_err(|e| ConfigError::new(path(), e.message))?;
-            let key_digest = api_key_digest(hash).map_err(|e| ConfigError::new(path(), e))?;
+        name_lines(&lines, "expected id:sha256:<hex>", &mut |id, hash| {
+            let key_digest = api_key_digest(hash)?;
             if !ids.insert(id.to_string()) {
-                return Err(ConfigError::new(path(), "duplicate client id"));
+                return Err("duplicate client id".into());
             }
             clients.push(ApiClient {
                 id: id.to_string(),
@@ -464,7 +448,8 @@ fn compile_api_keys(raw: Option<RawApiKeys>, limits: &Limits, env: Env) -> Resul
                 disabled: false,
                 privileges: Rc::clone(&everything),
             });
-        }
+            Ok(())
+        })?;
     }
     Ok(ApiKeys {
         headers,
@@ -473,6 +458,29 @@ fn compile_api_keys(raw: Option<RawApiKeys>, limits: &Limits, env: Env) -> Resul
         allow_basic: raw.allow_basic,
         clients: clients.into(),
     })
+}
+
+/// The `name:hash` lines of `basic.htpasswd` and `api_keys.clients_lines` (blank lines
+/// and `#` comments skipped), each name checked, then handed to `each`; an error names
+/// the line (`basic.htpasswd line 3: ...`).
+fn name_lines(
+    text: &secrets::Secret,
+    expected: &str,
+    each: &mut dyn FnMut(&str, &str) -> Result<(), String>,
+) -> Result<(), ConfigError> {
+    for (n, line) in text.value.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let checked = match line.split_once(':') {
+            None => Err(expected.to_string()),
+            Some((name, hash)) => principal_name(name, "").map_err(|e| e.message).and_then(|()| each(name, hash)),
+        };
+        // The path is made only for an error: 100,000 lines load in one pass.
+        checked.map_err(|message| ConfigError::new(format!("{} line {}", text.field, n + 1), message))?;
+    }
+    Ok(())
 }
 
 /// An API key's stored digest: `sha256:<hex>` only (a key is random, a slow hash buys nothing).
