@@ -6,6 +6,8 @@
 //! Node (`node --no-liftoff run.mjs stages.wasm`: optimized code only, as Envoy
 //! compiles a module).
 
+mod scale;
+
 use std::time::Instant;
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -21,8 +23,8 @@ use wasm_authn::credential;
 use wasm_authn::host_api::{Cas, Clock, Counters, HttpCalls, SharedData, Target};
 use wasm_authn::jwt::{Algorithm, SignatureBackend};
 use wasm_authn::plugin::Plugin;
-use wasm_authn::stream::Step;
 use wasm_authn::request::RequestFacts;
+use wasm_authn::stream::Step;
 use wasm_authn::{header_map, shape};
 
 const SECRET: &[u8] = b"stages-bench-secret-0123456789abcdef";
@@ -31,7 +33,7 @@ const PASSWORD: &str = "stages-bench-password";
 
 /// A host with nothing behind it: shared data in a map, a fixed clock, no BoringSSL.
 #[derive(Default)]
-struct Host {
+pub struct Host {
     shared: std::cell::RefCell<std::collections::HashMap<String, (Vec<u8>, u32)>>,
 }
 
@@ -69,7 +71,7 @@ impl Counters for Host {
     fn add_to_gauge(&mut self, _: &str, _: i64) {}
 }
 
-const NOW_MS: u64 = 1_800_000_000_000;
+pub const NOW_MS: u64 = 1_800_000_000_000;
 
 fn hs256(claims: serde_json::Value) -> String {
     let header = URL_SAFE_NO_PAD.encode(json!({"alg": "HS256", "typ": "JWT", "kid": "k1"}).to_string());
@@ -80,7 +82,7 @@ fn hs256(claims: serde_json::Value) -> String {
     format!("{input}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
 }
 
-fn sha256_hex(text: &str) -> String {
+pub fn sha256_hex(text: &str) -> String {
     use sha2::Digest;
     Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -148,8 +150,8 @@ fn main() {
         let mut host = Host::default();
         let mut verifier = Verifier::new(&config);
         let credential = credential::extract(&request, &config.api_keys, &config.token_locations).unwrap().unwrap();
-        verifier.authenticate(&config, &credential, &host, NOW_MS).unwrap();
-        let principal = verifier.authenticate(&config, &credential, &host, NOW_MS).unwrap();
+        verifier.authenticate(&config, &credential, None, &host, NOW_MS).unwrap();
+        let principal = verifier.authenticate(&config, &credential, None, &host, NOW_MS).unwrap();
 
         let decode = time(|| header_map::decode(&bytes));
         let facts = time(|| RequestFacts::from_headers(&headers).path.len());
@@ -165,7 +167,7 @@ fn main() {
             }
             credential::Credential::ApiKey { key, .. } => time(|| keys.of("api-key", &[key.as_bytes()])),
         };
-        let remembered = time(|| verifier.authenticate(&config, &credential, &host, NOW_MS));
+        let remembered = time(|| verifier.authenticate(&config, &credential, None, &host, NOW_MS));
         let shaped = time(|| {
             shape::authenticated(
                 &config.upstream,
@@ -192,7 +194,7 @@ fn main() {
         uncached_config["cache"] = json!({"max_entries": 0});
         let uncached_config = Config::from_json(uncached_config.to_string().as_bytes()).unwrap();
         let mut uncached = Verifier::new(&uncached_config);
-        let fresh = time(|| uncached.authenticate(&uncached_config, &credential, &host, NOW_MS));
+        let fresh = time(|| uncached.authenticate(&uncached_config, &credential, None, &host, NOW_MS));
         results.push((
             scheme,
             [
@@ -209,6 +211,7 @@ fn main() {
     }
     print_table(&results);
     distinct_tokens();
+    scale::run();
 }
 
 /// A distinct RS256 token per request (the cache smaller than the pool, as in
@@ -247,13 +250,13 @@ fn distinct_tokens() {
         credential::Credential::Bearer { token, .. } => token.clone(),
         _ => String::new(),
     };
-    assert!(verifier.authenticate(&config, pick(), &host, NOW_MS).is_ok());
+    assert!(verifier.authenticate(&config, pick(), None, &host, NOW_MS).is_ok());
     let verify = time(|| {
         let token = token_of(pick());
         wasm_authn::jwt::verify(&token, &config.jwt_providers, &|_| true, &host, NOW_MS / 1000, 60).is_ok()
     });
     let copy = time(|| token_of(pick()).len());
-    let authenticate = time(|| verifier.authenticate(&config, pick(), &host, NOW_MS).is_ok());
+    let authenticate = time(|| verifier.authenticate(&config, pick(), None, &host, NOW_MS).is_ok());
     let der = [0u8; 294];
     let text = [b'a'; 420];
     let arguments = time(|| wasm_authn::envoy_crypto::encode_arguments("sha256", &der, &[7u8; 256], &text).len());
