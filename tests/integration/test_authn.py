@@ -589,7 +589,8 @@ def test_a_hundred_thousand_clients_and_users(envoy_factory):
     assert_allowed(h, h.request("GET", "/api", {"authorization": basic_header("user-77777", keys[77_777])}),
                    "user-77777", "basic")
     for r, message in ((h.request("GET", "/api", {"x-api-key": secrets.token_hex(12)}), "invalid API key"),
-                       (h.request("GET", "/api", {"authorization": basic_header("line-5", keys[6])}), "invalid API key"),
+                       (h.request("GET", "/api", {"authorization": basic_header("line-5", keys[6])}),
+                        "invalid user name or password"),
                        (h.request("GET", "/api", {"authorization": basic_header("user-5", keys[6])}),
                         "invalid user name or password")):
         assert (r.status, r.json()) == (401, {"error": "invalid_credentials", "message": message}), (r.status, r.body)
