@@ -9,7 +9,8 @@
 # to CPU 0 and wrk pinned to CPU 1, prints the table and writes BENCHMARKS.md.
 # The fleet row also starts Redis and tools/ratelimit-server (pinned to wrk's CPU).
 # Then bench/signing_costs.py appends the token endpoint's signing times, and
-# bench/stages (the core's stages timed one by one in V8, through Node) its table.
+# bench/stages (the core's stages timed one by one in V8, through Node) its table, and
+# bench/scale.py its cost against the configuration's size (N clients and users, 1,000 rules).
 # About 6 minutes on a 2-core machine; bounded by BENCH_TIMEOUT (default 540 s)
 # for the measuring part. Everything started here is stopped on exit, failure
 # or interrupt. Knobs for quick runs: see bench/run.py (BENCH_ROUNDS,
@@ -107,3 +108,15 @@ $stages
 EOF
 }
 if [ "$output" = - ]; then stages_section; else stages_section >> "$output"; fi
+
+# Cost against the configuration's size (issue 18, about 5 minutes): 10 to 100,000 API
+# clients and users, 1,000 rules, wasm-authn next to api_key_auth and basic_auth holding
+# the same N (bench/scale.py). BENCH_SCALE=0 skips it.
+if [ "${BENCH_SCALE:-1}" != 0 ]; then
+  log "cost against the configuration's size (bench/scale.py)"
+  if [ "$output" = - ]; then
+    timeout -k 15 "${BENCH_SCALE_TIMEOUT:-900}" "$PY" bench/scale.py
+  else
+    timeout -k 15 "${BENCH_SCALE_TIMEOUT:-900}" "$PY" bench/scale.py --append "$output"
+  fi
+fi

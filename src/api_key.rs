@@ -1,10 +1,22 @@
 //! API keys: where they are read, who holds them, and their check. Keys are
-//! stored as SHA-256 digests and compared in constant time.
+//! stored as SHA-256 digests; a presented key is found by its digest in a map, so
+//! an unknown key costs one hash and one lookup whatever the number of clients.
+//!
+//! Why a map lookup on a digest leaks nothing useful: the lookup's time depends on
+//! the presented key's SHA-256 (which bucket, how many leading bytes equal a stored
+//! digest's), never on the key's own bytes. Learning that SHA-256(guess) shares a
+//! prefix with a stored digest brings a guesser no closer to a key that hashes to it
+//! (SHA-256 is preimage-resistant, and keys are random: `wasm-authn new-api-key`),
+//! so the time says nothing a guess could build on. The digest found is still
+//! compared in constant time with the stored one before it is believed.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::rc::Rc;
 
 use subtle::ConstantTimeEq;
 
+use crate::cache::AlreadyHashed;
 use crate::digest::{sha256, Sha256Digest};
 use crate::principal::{AuthMethod, Principal};
 use crate::privileges::Privileges;
@@ -21,7 +33,7 @@ pub struct ApiKeys {
     pub form_field: Option<String>,
     /// `client-id:api-key` as Basic credentials.
     pub allow_basic: bool,
-    pub clients: Vec<ApiClient>,
+    pub clients: Clients,
 }
 
 #[derive(Debug)]
@@ -32,17 +44,74 @@ pub struct ApiClient {
     pub privileges: Rc<Privileges>,
 }
 
-impl ApiKeys {
-    /// The client a key belongs to. Every client is compared, in constant time, without stopping early.
-    pub fn verify(&self, key: &str) -> Result<Principal, Reason> {
-        let digest = sha256(key.as_bytes());
-        let mut found = None;
-        for client in &self.clients {
-            if bool::from(digest.ct_eq(&client.key_digest)) {
-                found = Some(client);
-            }
+/// The API clients in configuration order, found by key digest and by id in O(1).
+#[derive(Debug, Default)]
+pub struct Clients {
+    list: Vec<ApiClient>,
+    /// Where a key digest's client is in `list`; a digest two clients share names the later.
+    by_digest: HashMap<DigestKey, usize, BuildHasherDefault<AlreadyHashed>>,
+    /// Where an id's client is in `list`; an id two clients share names the earlier.
+    by_id: HashMap<String, usize>,
+}
+
+/// A SHA-256 digest as a map key: its bits are uniform already, and not chosen by a
+/// client (a preimage would be needed), so the map uses 16 of its bytes as the hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DigestKey(Sha256Digest);
+
+impl Hash for DigestKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let mut low = [0u8; 16];
+        low.copy_from_slice(&self.0[..16]);
+        state.write_u128(u128::from_le_bytes(low));
+    }
+}
+
+impl From<Vec<ApiClient>> for Clients {
+    fn from(list: Vec<ApiClient>) -> Clients {
+        let mut by_digest = HashMap::with_capacity_and_hasher(list.len(), BuildHasherDefault::default());
+        let mut by_id = HashMap::with_capacity(list.len());
+        for (index, client) in list.iter().enumerate() {
+            by_digest.insert(DigestKey(client.key_digest), index);
+            by_id.entry(client.id.clone()).or_insert(index);
         }
-        match found {
+        Clients { list, by_digest, by_id }
+    }
+}
+
+impl Clients {
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// In configuration order.
+    pub fn iter(&self) -> std::slice::Iter<'_, ApiClient> {
+        self.list.iter()
+    }
+
+    pub fn get(&self, index: usize) -> Option<&ApiClient> {
+        self.list.get(index)
+    }
+
+    pub fn by_id(&self, id: &str) -> Option<&ApiClient> {
+        self.by_id.get(id).and_then(|&index| self.list.get(index))
+    }
+
+    /// The client whose key has this digest (compared in constant time once found).
+    fn by_digest(&self, digest: &Sha256Digest) -> Option<&ApiClient> {
+        let client = self.by_digest.get(&DigestKey(*digest)).and_then(|&index| self.list.get(index))?;
+        bool::from(client.key_digest.ct_eq(digest)).then_some(client)
+    }
+}
+
+impl ApiKeys {
+    /// The client a key belongs to: one SHA-256 and one lookup, whatever the number of clients.
+    pub fn verify(&self, key: &str) -> Result<Principal, Reason> {
+        match self.clients.by_digest(&sha256(key.as_bytes())) {
             Some(client) if !client.disabled => {
                 Ok(Principal::configured(&client.id, AuthMethod::ApiKey, &client.privileges))
             }
@@ -62,7 +131,7 @@ impl ApiKeys {
     /// A client's id and key, given apart (the token endpoint's `client_id` and
     /// `client_secret`); None when `id` is no client's.
     pub fn verify_pair(&self, id: &str, key: &str) -> Option<Result<Principal, Reason>> {
-        let client = self.clients.iter().find(|c| c.id == id)?;
+        let client = self.clients.by_id(id)?;
         let matches: bool = sha256(key.as_bytes()).ct_eq(&client.key_digest).into();
         Some(match (matches, client.disabled) {
             (true, false) => Ok(Principal::configured(id, AuthMethod::ApiKey, &client.privileges)),
@@ -84,6 +153,10 @@ impl ApiKeys {
 mod tests {
     use super::*;
 
+    fn client(id: &str, key: &[u8], disabled: bool) -> ApiClient {
+        ApiClient { id: id.into(), key_digest: sha256(key), disabled, privileges: Rc::default() }
+    }
+
     fn keys() -> ApiKeys {
         ApiKeys {
             headers: vec!["x-api-key".into()],
@@ -91,15 +164,7 @@ mod tests {
             cookies: vec![],
             form_field: None,
             allow_basic: true,
-            clients: vec![
-                ApiClient { id: "live".into(), key_digest: sha256(b"k1"), disabled: false, privileges: Rc::default() },
-                ApiClient {
-                    id: "retired".into(),
-                    key_digest: sha256(b"k2"),
-                    disabled: true,
-                    privileges: Rc::default(),
-                },
-            ],
+            clients: vec![client("live", b"k1", false), client("retired", b"k2", true)].into(),
         }
     }
 
@@ -117,5 +182,73 @@ mod tests {
         assert_eq!(keys().verify_as_basic("retired", "k2"), Some(Err(Reason::ApiKeyDisabled)));
         assert_eq!(keys().verify_as_basic("nobody", "k1"), None);
         assert_eq!(ApiKeys { allow_basic: false, ..keys() }.verify_as_basic("live", "k1"), None);
+    }
+
+    /// What `verify` and `verify_pair` answered when they scanned every client: a key
+    /// names the last client holding it, an id the first.
+    fn scanned(clients: &[ApiClient], key: &str) -> Result<String, Reason> {
+        let digest = sha256(key.as_bytes());
+        match clients.iter().rev().find(|c| c.key_digest == digest) {
+            Some(c) if !c.disabled => Ok(c.id.clone()),
+            Some(_) => Err(Reason::ApiKeyDisabled),
+            None => Err(Reason::ApiKeyInvalid),
+        }
+    }
+
+    fn scanned_pair(clients: &[ApiClient], id: &str, key: &str) -> Option<Result<String, Reason>> {
+        let c = clients.iter().find(|c| c.id == id)?;
+        Some(match (c.key_digest == sha256(key.as_bytes()), c.disabled) {
+            (true, false) => Ok(id.to_string()),
+            (true, true) => Err(Reason::ApiKeyDisabled),
+            (false, _) => Err(Reason::ApiKeyInvalid),
+        })
+    }
+
+    #[test]
+    fn lookups_answer_as_a_scan_of_every_client_did() {
+        // A small xorshift: shared keys, repeated ids and disabled clients, in every mix.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |bound: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % bound
+        };
+        for _ in 0..200 {
+            let size = next(12);
+            let mut spec: Vec<(String, String, bool)> = Vec::new();
+            for _ in 0..size {
+                spec.push((format!("c{}", next(8)), format!("k{}", next(8)), next(3) == 0));
+            }
+            let make = || spec.iter().map(|(id, key, off)| client(id, key.as_bytes(), *off)).collect::<Vec<_>>();
+            let keys = ApiKeys { allow_basic: true, clients: make().into(), ..ApiKeys::default() };
+            let reference = make();
+            for probe in 0..10 {
+                let key = format!("k{probe}");
+                assert_eq!(keys.verify(&key).map(|p| p.id), scanned(&reference, &key), "{spec:?} {key}");
+                for id in 0..10 {
+                    let id = format!("c{id}");
+                    assert_eq!(
+                        keys.verify_pair(&id, &key).map(|r| r.map(|p| p.id)),
+                        scanned_pair(&reference, &id, &key),
+                        "{spec:?} {id} {key}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_hundred_thousand_clients() {
+        let clients: Vec<ApiClient> =
+            (0..100_000).map(|i| client(&format!("client-{i}"), format!("key-{i}").as_bytes(), i % 10 == 7)).collect();
+        let keys = ApiKeys { allow_basic: true, clients: clients.into(), ..ApiKeys::default() };
+        assert_eq!(keys.clients.len(), 100_000);
+        assert_eq!(keys.verify("key-99998").map(|p| p.id), Ok("client-99998".into()));
+        assert_eq!(keys.verify("key-99997"), Err(Reason::ApiKeyDisabled));
+        assert_eq!(keys.verify("key-100000"), Err(Reason::ApiKeyInvalid));
+        assert_eq!(keys.verify_pair("client-5", "key-5").map(|r| r.map(|p| p.id)), Some(Ok("client-5".into())));
+        assert_eq!(keys.verify_pair("client-5", "key-6"), Some(Err(Reason::ApiKeyInvalid)));
+        assert_eq!(keys.clients.by_id("client-77").map(|c| c.disabled), Some(true));
     }
 }

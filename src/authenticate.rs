@@ -88,6 +88,15 @@ impl Verifier {
                 return Err(NotVerified::TryLater { reason, retry_after_seconds });
             }
         }
+        // An API key is verified each time: one SHA-256 and one lookup cost less than a
+        // cache miss does (bench/stages), and a population cycling through more keys than
+        // the cache holds then churns nothing.
+        if let Credential::ApiKey { key, .. } = credential {
+            return match config.api_keys.verify(key) {
+                Ok(principal) => Ok(Rc::new(principal)),
+                Err(reason) => Err(invalid(reason, INVALID_API_KEY)),
+            };
+        }
         let key = key_of(&self.keys, credential);
         if let Some(principal) = self.successes.get(&key, now_s) {
             return Ok(principal);
@@ -116,6 +125,13 @@ impl Verifier {
                     password,
                     now_s,
                 ) {
+                    // Remembered while there is room only, when a check is cheap (not bcrypt):
+                    // evicting for it would cost more than checking it again.
+                    Ok(principal) if !config.basic_users.slow_hash(user) => {
+                        let principal = Rc::new(principal);
+                        self.successes.insert_if_room(key, Rc::clone(&principal), now_s);
+                        return Ok(principal);
+                    }
                     Ok(principal) => Ok(principal),
                     Err(Refusal::Invalid(reason)) => {
                         if reason == Reason::BasicInvalid {
@@ -128,10 +144,7 @@ impl Verifier {
                     }
                 }
             }
-            Credential::ApiKey { key, .. } => match config.api_keys.verify(key) {
-                Ok(principal) => Ok(principal),
-                Err(reason) => Err(invalid(reason, INVALID_API_KEY)),
-            },
+            Credential::ApiKey { .. } => return Err(invalid(Reason::ApiKeyInvalid, INVALID_API_KEY)),
         };
         let principal = Rc::new(verified?);
         self.successes.insert(key, Rc::clone(&principal), now_s, None);
@@ -148,6 +161,7 @@ fn key_of(keys: &CacheKeys, credential: &Credential) -> CacheKey {
             let places: Vec<u8> = found.iter().flat_map(|place| (*place as u64).to_be_bytes()).collect();
             keys.of("bearer", &[token.as_bytes(), &places])
         }
+        // Not remembered (`authenticate`); a tag of its own all the same.
         Credential::ApiKey { key, .. } => keys.of("api-key", &[key.as_bytes()]),
     }
 }
@@ -248,7 +262,7 @@ fn verify_bearer(
         // Issued here to an API client: what the client may do is what its token may do,
         // and a client disabled since is refused.
         Issuer::TokenEndpoint => {
-            let client = config.api_keys.clients.iter().find(|c| c.id == verified.principal && !c.disabled);
+            let client = config.api_keys.clients.by_id(&verified.principal).filter(|c| !c.disabled);
             let Some(client) = client else {
                 return Err(bearer_error(Reason::TokenRevoked, "token revoked"));
             };

@@ -138,6 +138,26 @@ impl<T: Clone> VerifiedCache<T> {
         }
     }
 
+    /// Remember a credential that is cheap to verify again, only while there is room
+    /// (expired entries make some): it never evicts another. A population cycling through
+    /// more such credentials than the cache holds then keeps hitting for those it holds,
+    /// and each miss costs its verification and a length check, not an eviction.
+    pub fn insert_if_room(&mut self, key: CacheKey, value: T, now: u64) {
+        while let Some(oldest) = self.order.front() {
+            match self.entries.get(oldest) {
+                Some(entry) if now < entry.expires_at => break,
+                Some(_) => {
+                    self.entries.remove(oldest);
+                }
+                None => {}
+            }
+            self.order.pop_front();
+        }
+        if self.entries.len() < self.settings.max_entries || self.entries.contains_key(&key) {
+            self.insert(key, value, now, None);
+        }
+    }
+
     /// Forget everything: keys changed, so what verified before may not now.
     pub fn clear(&mut self) {
         self.entries.clear();
@@ -218,5 +238,22 @@ mod tests {
         let k = cache_key("k", &[]);
         c.insert(k, "v", 0, None);
         assert_eq!(c.get(&k, 0), None);
+    }
+
+    #[test]
+    fn cheap_entries_take_room_but_never_evict() {
+        let mut c = cache(2, 60);
+        let keys: Vec<_> = (0u8..4).map(|i| cache_key("k", &[&[i]])).collect();
+        c.insert(keys[0], "slow", 0, None);
+        c.insert_if_room(keys[1], "cheap", 10);
+        c.insert_if_room(keys[2], "cheap", 10);
+        assert_eq!(
+            (c.get(&keys[0], 11), c.get(&keys[1], 11), c.get(&keys[2], 11)),
+            (Some("slow"), Some("cheap"), None)
+        );
+        // Once the oldest expires, its room is taken.
+        c.insert_if_room(keys[3], "cheap", 60);
+        assert_eq!((c.get(&keys[0], 61), c.get(&keys[3], 61)), (None, Some("cheap")));
+        assert_eq!(c.len(), 2);
     }
 }

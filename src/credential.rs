@@ -372,7 +372,7 @@ mod tests {
             cookies: vec!["apikey".into(), "legacy_key".into()],
             form_field: None,
             allow_basic: true,
-            clients: vec![],
+            clients: Vec::new().into(),
         }
     }
 

@@ -3,6 +3,8 @@
 //! what the route requires: nothing, an optional credential, any credential, or
 //! credentials of some kinds; and which scopes and principals it admits.
 
+use std::collections::HashMap;
+
 use crate::credential::Credential;
 use crate::path::{has_segment_prefix, MatchPath};
 use crate::principal::{AuthMethod, Principal};
@@ -197,9 +199,68 @@ pub struct Routes {
     /// `bypass` rules first (as `require: "none"`), then `rules`.
     pub rules: Vec<Rule>,
     pub bypass_cors_preflight: bool,
+    /// `rules` by the path segments they require: what a request's path could match.
+    index: SegmentTrie,
+}
+
+/// Rules by the whole path segments every path they match starts with: node 0 is the
+/// root, and a node's rules require exactly the segments on the way to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SegmentTrie {
+    nodes: Vec<Node>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Node {
+    /// Positions in `Routes::rules`, ascending.
+    rules: Vec<usize>,
+    /// The node under each next segment, by its position in `nodes`.
+    children: HashMap<String, usize>,
+}
+
+impl Default for SegmentTrie {
+    fn default() -> Self {
+        SegmentTrie { nodes: vec![Node::default()] }
+    }
+}
+
+impl SegmentTrie {
+    fn insert<'s>(&mut self, segments: impl Iterator<Item = &'s str>, rule: usize) {
+        let mut at = 0;
+        for segment in segments {
+            let next = self.nodes.len();
+            let Some(node) = self.nodes.get_mut(at) else { return };
+            at = *node.children.entry(segment.to_string()).or_insert(next);
+            if at == next {
+                self.nodes.push(Node::default());
+            }
+        }
+        if let Some(node) = self.nodes.get_mut(at) {
+            node.rules.push(rule);
+        }
+    }
+
+    /// The nodes on a path's branch, from the root.
+    fn branch<'t>(&'t self, segments: &'t str) -> impl Iterator<Item = &'t Node> + 't {
+        let mut segments = segments.split('/');
+        let mut at = Some(0);
+        std::iter::from_fn(move || {
+            let node = self.nodes.get(at?)?;
+            at = segments.next().and_then(|segment| node.children.get(segment).copied());
+            Some(node)
+        })
+    }
 }
 
 impl Routes {
+    pub fn new(rules: Vec<Rule>, bypass_cors_preflight: bool) -> Routes {
+        let mut index = SegmentTrie::default();
+        for (position, rule) in rules.iter().enumerate() {
+            index.insert(required_segments(&rule.matcher), position);
+        }
+        Routes { rules, bypass_cors_preflight, index }
+    }
+
     /// Whether any rule reads the Envoy route name (read from the host only then).
     pub fn needs_route_name(&self) -> bool {
         self.rules.iter().any(|rule| rule.matcher.route.is_some())
@@ -207,16 +268,42 @@ impl Routes {
 
     /// The first rule that matches. An ambiguous path (an encoded slash or a backslash)
     /// never matches a rule that relaxes authentication: upstreams disagree on what it names.
+    ///
+    /// Only the rules on the path's branch of the index are tried (those whose required
+    /// segments the path starts with, and those requiring none): no other rule can match,
+    /// so the first of them that matches is the first of all, whatever the number of rules.
     pub fn select(&self, request: &RequestFacts, path: &MatchPath) -> &Rule {
         if self.bypass_cors_preflight && is_cors_preflight(request) {
             return &PREFLIGHT_RULE;
         }
-        self.rules
-            .iter()
-            .filter(|rule| !(path.ambiguous && rule.require.relaxed()))
-            .find(|rule| rule.matcher.matches(request, path))
-            .unwrap_or(&DEFAULT_RULE)
+        let applies = |rule: &Rule| !(path.ambiguous && rule.require.relaxed()) && rule.matcher.matches(request, path);
+        // A path without its leading '/' (never, normalized) matches only rules on any path: the root's.
+        let segments = path.path.strip_prefix('/').unwrap_or_default();
+        // The first rule that applies, in configuration order, among the rules of each node
+        // on the branch (each list is in configuration order: stop at the best so far).
+        let mut first: Option<usize> = None;
+        for node in self.index.branch(segments) {
+            for &position in &node.rules {
+                if first.is_some_and(|best| position >= best) {
+                    break;
+                }
+                if self.rules.get(position).is_some_and(applies) {
+                    first = Some(position);
+                    break;
+                }
+            }
+        }
+        first.and_then(|position| self.rules.get(position)).unwrap_or(&DEFAULT_RULE)
     }
+}
+
+/// The segments every path a rule matches starts with: those of its exact path, else of
+/// its prefix (a prefix matches at segment boundaries, `has_segment_prefix`, so `/a/b`
+/// and `/a/b/` both require `a` then `b`); none for a rule on any path.
+fn required_segments(matcher: &RouteMatch) -> impl Iterator<Item = &str> {
+    let path = matcher.path.as_deref().or(matcher.path_prefix.as_deref()).and_then(|path| path.strip_prefix('/'));
+    let body = path.map(|body| body.strip_suffix('/').unwrap_or(body)).unwrap_or_default();
+    body.split('/').filter(move |_| !body.is_empty())
 }
 
 /// A CORS preflight (Fetch standard): OPTIONS with `Origin` and `Access-Control-Request-Method`.

@@ -213,7 +213,7 @@ fn new_api_key_prints_the_secret_and_its_entry() {
     let config = Config::from_json(config.to_string().as_bytes()).unwrap();
     let hash = PasswordHash::parse(entry["key_hash"].as_str().unwrap()).unwrap();
     assert!(hash.verify(key.as_bytes()));
-    assert_eq!(config.api_keys.clients[0].id, "reporting");
+    assert_eq!(config.api_keys.clients.get(0).unwrap().id, "reporting");
     let other = run(&["new-api-key", "reporting"], b"");
     assert_ne!(other.stdout.lines().nth(1), Some(key), "random");
 }

@@ -80,7 +80,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(under, reference_prefix(&normalized.path, &prefix), "{normalized:?} under {prefix:?}");
     let matcher = RouteMatch { path_prefix: Some(prefix), ..RouteMatch::default() };
     let bypass = Rule { matcher, require: Require::None, scopes: Vec::new(), principals: None };
-    let routes = Routes { rules: vec![bypass], bypass_cors_preflight: false };
+    let routes = Routes::new(vec![bypass], false);
     let headers = Vec::new();
     let request = RequestFacts::new("GET", &raw, &headers);
     let bypassed = routes.select(&request, &normalized).require == Require::None;

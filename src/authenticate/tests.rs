@@ -1,6 +1,7 @@
 use serde_json::json;
 
 use super::*;
+use crate::credential::ApiKeySource;
 use crate::request::Source;
 use crate::testing::{FakeHost, FakeShared};
 
@@ -50,6 +51,46 @@ fn a_remembered_failure_is_forgotten_after_the_cache_lifetime() {
     let later = NOW_MS + (config.cache.ttl_seconds + 1) * 1000;
     let _ = verifier.authenticate(&config, &basic("alice", "wrong"), Source::Known(None), &host, later);
     assert_eq!(host.clock_reads.get(), 4, "checked again once forgotten");
+}
+
+/// Issue 18: API keys are not remembered (a lookup verifies them), and cheap Basic checks
+/// are remembered only while there is room: a population of either, cycling through more
+/// credentials than the cache holds, never evicts a remembered bcrypt check.
+#[test]
+fn cycling_cheap_credentials_never_evict_a_slow_one() {
+    let hash = bcrypt::hash_with_salt("right", 4, [5; 16]).unwrap().format_for_version(bcrypt::Version::TwoB);
+    let sha = |i: usize| {
+        format!("sha256:{}", crate::digest::sha256(format!("key-{i}").as_bytes()).map(|b| format!("{b:02x}")).concat())
+    };
+    let users: String = (0..20).map(|i| format!("user-{i}:{}\n", sha(i))).collect();
+    let clients: String = (0..20).map(|i| format!("client-{i}:{}\n", sha(i))).collect();
+    let config = json!({"cache": {"max_entries": 3}, "basic": {"users": [{"name": "alice", "password_hash": hash}],
+        "htpasswd": users}, "api_keys": {"clients_lines": clients}});
+    let config = Config::from_json(config.to_string().as_bytes()).unwrap();
+    let mut verifier = Verifier::new(&config);
+    let host = FakeHost::new(&FakeShared::default());
+    assert!(verifier.authenticate(&config, &basic("alice", "right"), Source::Known(None), &host, NOW_MS).is_ok());
+    let hashed = host.clock_reads.get();
+    assert_eq!(hashed, 2, "one timed bcrypt check");
+    for round in 0..3 {
+        for i in 0..20 {
+            let key = Credential::ApiKey { key: format!("key-{i}"), source: ApiKeySource::Header("x-api-key".into()) };
+            let principal = verifier.authenticate(&config, &key, Source::Known(None), &host, NOW_MS).map(|p| p.id.clone());
+            assert_eq!(principal, Ok(format!("client-{i}")), "round {round}");
+            let user =
+                verifier.authenticate(&config, &basic(&format!("user-{i}"), &format!("key-{i}")), Source::Known(None), &host, NOW_MS);
+            assert_eq!(user.map(|p| p.id.clone()), Ok(format!("user-{i}")));
+            let pair = basic(&format!("client-{i}"), &format!("key-{i}"));
+            assert!(verifier.authenticate(&config, &pair, Source::Known(None), &host, NOW_MS).is_ok());
+        }
+        let unknown = Credential::ApiKey { key: "key-99".into(), source: ApiKeySource::Header("x-api-key".into()) };
+        assert!(matches!(
+            verifier.authenticate(&config, &unknown, Source::Known(None), &host, NOW_MS),
+            Err(NotVerified::Invalid { .. })
+        ));
+    }
+    assert!(verifier.authenticate(&config, &basic("alice", "right"), Source::Known(None), &host, NOW_MS).is_ok());
+    assert_eq!(host.clock_reads.get(), hashed, "still remembered: no second bcrypt check");
 }
 
 /// Issue 17.11: one source's guessing throttles that source only, and a throttled source

@@ -70,6 +70,11 @@ impl BasicUsers {
         users.into_iter()
     }
 
+    /// Whether `name` is a user whose hash is slow to check (bcrypt).
+    pub fn slow_hash(&self, name: &str) -> bool {
+        self.users.get(name).is_some_and(|user| user.hash.is_slow())
+    }
+
     /// Whether any user is limited to networks.
     pub fn any_trusted_networks(&self) -> bool {
         self.users.values().any(|user| user.privileges.trusted_networks.is_some())

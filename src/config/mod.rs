@@ -43,8 +43,11 @@ use names::{cookie_name, header_name, param_name, principal_name};
 use schema::{RawApiKeys, RawBasic, RawConfig, RawFailureLimit};
 pub use secrets::Env;
 
-/// The largest plugin configuration accepted (an inline JWKS or htpasswd can be large, not this large).
-pub const MAX_CONFIG_BYTES: usize = 1024 * 1024;
+/// The largest plugin configuration accepted: room for 100,000 API clients as
+/// `api_keys.clients[]` objects (about 10 MB) or 100,000 users and clients as
+/// lines (`basic.htpasswd`, `api_keys.clients_lines`: under 10 MB together); a
+/// bound on what every worker's VM parses and holds (README, "Limits").
+pub const MAX_CONFIG_BYTES: usize = 32 * 1024 * 1024;
 
 /// One-time keypair tokens remembered at once (past it, new ones wait for old ones to expire).
 const ONE_TIME_TOKENS: usize = 65_536;
@@ -266,7 +269,7 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
         rules.push(policy::rule(rule, i, &jwt_providers)?);
     }
     policy::every_rule_is_reachable(&rules, bypass_count)?;
-    let routes = Routes { rules, bypass_cors_preflight: raw.bypass_cors_preflight };
+    let routes = Routes::new(rules, raw.bypass_cors_preflight);
     let trusted_networks = raw.trusted_networks.map(|n| policy::networks(n, "trusted_networks")).transpose()?;
     let revocation = policy::revocation(raw.revocation, &jwt_providers)?;
     let cache = match raw.cache {
@@ -349,19 +352,13 @@ fn compile_basic(
     if let Some(htpasswd) = secrets::secret(raw.htpasswd, raw.htpasswd_env.as_deref(), "basic", "htpasswd", env)? {
         // htpasswd users take the defaults: no restriction but the default limits.
         let everything = Rc::new(Privileges { limits: *limits, ..Privileges::default() });
-        for (n, line) in htpasswd.value.lines().enumerate() {
-            let path = format!("{} line {}", htpasswd.field, n + 1);
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let (name, hash) = line.split_once(':').ok_or_else(|| ConfigError::new(&path, "expected name:hash"))?;
-            principal_name(name, &path)?;
-            let hash = PasswordHash::parse(hash).map_err(|e| ConfigError::new(&path, e))?;
+        name_lines(&htpasswd, "expected name:hash", &mut |name, hash| {
+            let hash = PasswordHash::parse(hash)?;
             if !users.insert(name.to_string(), hash, Rc::clone(&everything)) {
-                return Err(ConfigError::new(path, "duplicate user name"));
+                return Err("duplicate user name".into());
             }
-        }
+            Ok(())
+        })?;
     }
     let limit = failure_limit(raw.failure_limit)?;
     if !TIME_BUDGET_RANGE.contains(&raw.slow_hash_budget_ms_per_second) {
@@ -415,8 +412,9 @@ fn compile_api_keys(raw: Option<RawApiKeys>, limits: &Limits, env: Env) -> Resul
             return Err(ConfigError::new(path, "is already listed (in some spelling)"));
         }
     }
-    let mut clients = Vec::with_capacity(raw.clients.len());
-    let mut ids = HashSet::new();
+    let lines = secrets::secret(raw.clients_lines, raw.clients_lines_env.as_deref(), "api_keys", "clients_lines", env)?;
+    let mut clients = Vec::with_capacity(raw.clients.len() + lines.as_ref().map_or(0, |l| l.value.lines().count()));
+    let mut ids = HashSet::with_capacity(clients.capacity());
     for (i, client) in raw.clients.into_iter().enumerate() {
         let path = format!("api_keys.clients[{i}]");
         principal_name(&client.id, &format!("{path}.id"))?;
@@ -424,11 +422,7 @@ fn compile_api_keys(raw: Option<RawApiKeys>, limits: &Limits, env: Env) -> Resul
             return Err(ConfigError::new(format!("{path}.id"), "duplicate client id"));
         }
         let stored = secrets::required(client.key_hash, client.key_hash_env.as_deref(), &path, "key_hash", env)?;
-        let key_digest = match PasswordHash::parse(&stored.value) {
-            Ok(PasswordHash::Sha256(digest)) => digest,
-            Ok(_) => return Err(ConfigError::new(stored.field, "API keys are hashed as sha256:<hex>")),
-            Err(e) => return Err(ConfigError::new(stored.field, e)),
-        };
+        let key_digest = api_key_digest(&stored.value).map_err(|e| ConfigError::new(stored.field, e))?;
         let fields = policy::PrivilegeFields {
             methods: client.methods,
             paths: client.paths,
@@ -445,14 +439,62 @@ fn compile_api_keys(raw: Option<RawApiKeys>, limits: &Limits, env: Env) -> Resul
             privileges: Rc::new(privileges),
         });
     }
+    if let Some(lines) = lines {
+        // Clients listed this way take the defaults, as htpasswd users do.
+        let everything = Rc::new(Privileges { limits: *limits, ..Privileges::default() });
+        name_lines(&lines, "expected id:sha256:<hex>", &mut |id, hash| {
+            let key_digest = api_key_digest(hash)?;
+            if !ids.insert(id.to_string()) {
+                return Err("duplicate client id".into());
+            }
+            clients.push(ApiClient {
+                id: id.to_string(),
+                key_digest,
+                disabled: false,
+                privileges: Rc::clone(&everything),
+            });
+            Ok(())
+        })?;
+    }
     Ok(ApiKeys {
         headers,
         query_param: raw.query_param,
         cookies: raw.cookies,
         form_field: raw.form_field,
         allow_basic: raw.allow_basic,
-        clients,
+        clients: clients.into(),
     })
+}
+
+/// The `name:hash` lines of `basic.htpasswd` and `api_keys.clients_lines` (blank lines
+/// and `#` comments skipped), each name checked, then handed to `each`; an error names
+/// the line (`basic.htpasswd line 3: ...`).
+fn name_lines(
+    text: &secrets::Secret,
+    expected: &str,
+    each: &mut dyn FnMut(&str, &str) -> Result<(), String>,
+) -> Result<(), ConfigError> {
+    for (n, line) in text.value.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let checked = match line.split_once(':') {
+            None => Err(expected.to_string()),
+            Some((name, hash)) => principal_name(name, "").map_err(|e| e.message).and_then(|()| each(name, hash)),
+        };
+        // The path is made only for an error: 100,000 lines load in one pass.
+        checked.map_err(|message| ConfigError::new(format!("{} line {}", text.field, n + 1), message))?;
+    }
+    Ok(())
+}
+
+/// An API key's stored digest: `sha256:<hex>` only (a key is random, a slow hash buys nothing).
+fn api_key_digest(stored: &str) -> Result<crate::digest::Sha256Digest, String> {
+    match PasswordHash::parse(stored)? {
+        PasswordHash::Sha256(digest) => Ok(digest),
+        _ => Err("API keys are hashed as sha256:<hex>".into()),
+    }
 }
 
 /// A provider, a keypair and the token endpoint may never claim the same issuer (or

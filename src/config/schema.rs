@@ -285,6 +285,7 @@ impl Default for RawFailureLimit {
 
 #[derive(Deserialize)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
+#[cfg_attr(not(target_arch = "wasm32"), schemars(extend("not" = {"required": ["clients_lines", "clients_lines_env"]})))]
 #[serde(deny_unknown_fields)]
 pub struct RawApiKeys {
     /// Headers that carry an API key, in order of precedence.
@@ -305,6 +306,11 @@ pub struct RawApiKeys {
     /// The API clients.
     #[serde(default)]
     pub clients: Vec<RawApiClient>,
+    /// More clients, compactly: the text of `id:sha256:<hex>` lines (`#` comments), as
+    /// `basic.htpasswd` is for users; each takes the default privileges and limits.
+    pub clients_lines: Option<String>,
+    /// Instead of `clients_lines`: the environment variable of the Envoy process that holds it.
+    pub clients_lines_env: Option<String>,
 }
 
 #[derive(Deserialize)]

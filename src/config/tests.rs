@@ -75,7 +75,7 @@ fn full_example_compiles() {
     assert_eq!(c.routes.rules[1].matcher.methods.as_deref(), Some(&["OPTIONS".to_string()][..]));
     assert_eq!(c.basic_users.len(), 2);
     assert_eq!(c.api_keys.headers, vec!["x-api-key", "x-cdata-authtoken"]);
-    assert!(c.api_keys.clients[1].disabled);
+    assert!(c.api_keys.clients.get(1).is_some_and(|client| client.disabled));
     assert_eq!(c.jwt_providers.len(), 1);
     assert_eq!(c.jwks_wait_ms, 500);
     assert_eq!(c.cache, CacheSettings { max_entries: 10, ttl_seconds: 5 });
@@ -816,4 +816,64 @@ fn the_ratelimit_header_is_the_filters_own() {
         json!({"api_keys": {"headers": ["x-auth-ratelimit-principal"], "clients": [{"id": "a", "key_hash": SECRET_SHA256}]}}),
     );
     assert!(e.starts_with("principal_headers: a header the filter sets is also a credential header"), "{e}");
+}
+
+#[test]
+fn clients_as_lines() {
+    let lines = format!(
+        "# issued 2026-12\nreporting:{SECRET_SHA256}\n\n  billing:{}  \n",
+        SECRET_SHA256.to_uppercase().replace("SHA256", "sha256")
+    );
+    let c = parse(json!({"limits": {"requests_per_hour": 7}, "api_keys": {
+        "clients": [{"id": "admin", "key_hash": SECRET_SHA256, "scopes": ["admin"]}], "clients_lines": lines}}))
+    .unwrap();
+    let ids: Vec<&str> = c.api_keys.clients.iter().map(|client| client.id.as_str()).collect();
+    assert_eq!(ids, ["admin", "reporting", "billing"]);
+    let billing = c.api_keys.clients.by_id("billing").unwrap();
+    assert!(!billing.disabled && billing.privileges.scopes.is_empty());
+    assert_eq!(billing.privileges.limits.requests_per_hour, Some(7), "lines take the default limits");
+    assert_eq!(c.api_keys.verify_pair("billing", "secret").map(|r| r.map(|p| p.id)), Some(Ok("billing".into())));
+    for (lines, error) in [
+        ("reporting\n", "api_keys.clients_lines line 1: expected id:sha256:<hex>"),
+        (
+            "\nreporting:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=",
+            "api_keys.clients_lines line 2: API keys are hashed as sha256:<hex>",
+        ),
+        ("reporting:sha256:abc", "api_keys.clients_lines line 1: sha256: needs 64 hex digits"),
+        (" :sha256:00", "api_keys.clients_lines line 1: must be non-empty"),
+    ] {
+        let got = error_of(json!({"api_keys": {"clients_lines": lines}}));
+        assert!(got.starts_with(error), "{got}");
+    }
+    let twice = format!("a:{SECRET_SHA256}\nb:{SECRET_SHA256}\na:{SECRET_SHA256}\n");
+    assert_eq!(
+        error_of(json!({"api_keys": {"clients_lines": twice}})),
+        "api_keys.clients_lines line 3: duplicate client id"
+    );
+    let clash = json!({"api_keys": {"clients": [{"id": "a", "key_hash": SECRET_SHA256}], "clients_lines": format!("a:{SECRET_SHA256}")}});
+    assert_eq!(error_of(clash), "api_keys.clients_lines line 1: duplicate client id");
+    let both = json!({"api_keys": {"clients_lines": "", "clients_lines_env": "X"}});
+    assert!(error_of(both).starts_with("api_keys.clients_lines_env: set clients_lines or clients_lines_env, not both"));
+}
+
+/// 100,000 API clients (as objects, and as lines) and 100,000 users load: the configuration
+/// bound has room for them. (Load time is measured by bench/stages, not asserted here.)
+#[test]
+fn a_hundred_thousand_clients_and_users() {
+    let hex = |i: usize| crate::digest::sha256(format!("key-{i}").as_bytes()).map(|b| format!("{b:02x}")).concat();
+    let digests: Vec<String> = (0..100_000).map(hex).collect();
+    let objects: Vec<serde_json::Value> = (0..100_000)
+        .map(|i| json!({"id": format!("client-{i}"), "key_hash": format!("sha256:{}", digests[i])}))
+        .collect();
+    let text = json!({"api_keys": {"clients": objects}}).to_string();
+    assert!(text.len() > 1024 * 1024, "more than the old bound: {}", text.len());
+    let c = Config::from_json(text.as_bytes()).unwrap();
+    assert_eq!(c.api_keys.clients.len(), 100_000);
+    assert_eq!(c.api_keys.verify("key-99999").map(|p| p.id), Ok("client-99999".into()));
+
+    let lines: String = (0..100_000).map(|i| format!("client-{i}:sha256:{}\n", digests[i])).collect();
+    let htpasswd: String = (0..100_000).map(|i| format!("user-{i}:sha256:{}\n", digests[i])).collect();
+    let c = parse(json!({"api_keys": {"clients_lines": lines}, "basic": {"htpasswd": htpasswd}})).unwrap();
+    assert_eq!((c.api_keys.clients.len(), c.basic_users.len()), (100_000, 100_000));
+    assert_eq!(c.api_keys.verify("key-4242").map(|p| p.id), Ok("client-4242".into()));
 }

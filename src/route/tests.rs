@@ -23,14 +23,14 @@ fn select<'r>(routes: &'r Routes, method: &str, path: &str, headers: &[(&str, &s
 
 #[test]
 fn first_match_wins_and_no_match_is_the_default() {
-    let routes = Routes {
-        rules: vec![
+    let routes = Routes::new(
+        vec![
             rule(prefix("/public"), Require::None),
             rule(prefix("/admin"), Require::Kinds(vec![Kind::Jwt { provider: Some("corp".into()) }])),
             rule(prefix("/"), Require::Optional),
         ],
-        bypass_cors_preflight: false,
-    };
+        false,
+    );
     assert_eq!(select(&routes, "GET", "/public/x", &[]).require, Require::None);
     assert!(matches!(select(&routes, "GET", "/admin", &[]).require, Require::Kinds(_)));
     assert_eq!(select(&routes, "GET", "/other", &[]).require, Require::Optional);
@@ -40,10 +40,10 @@ fn first_match_wins_and_no_match_is_the_default() {
 
 #[test]
 fn escapes_never_reach_a_relaxed_rule() {
-    let routes = Routes {
-        rules: vec![rule(prefix("/public"), Require::None), rule(prefix("/admin"), Require::Kinds(vec![Kind::Basic]))],
-        bypass_cors_preflight: false,
-    };
+    let routes = Routes::new(
+        vec![rule(prefix("/public"), Require::None), rule(prefix("/admin"), Require::Kinds(vec![Kind::Basic]))],
+        false,
+    );
     for escaped in [
         "/public/../admin",
         "//admin",
@@ -75,7 +75,7 @@ fn every_condition_must_match() {
         host: Some(HostPattern::Suffix(".example.com".into())),
         route: Some("orders-route".into()),
     };
-    let routes = Routes { rules: vec![rule(matcher, Require::Optional)], bypass_cors_preflight: false };
+    let routes = Routes::new(vec![rule(matcher, Require::Optional)], false);
     let host = |h: &'static str| [(":authority", h)];
     assert_eq!(select(&routes, "POST", "/orders/1", &host("api.example.com:8443")).require, Require::Optional);
     assert_eq!(select(&routes, "GET", "/orders/1", &host("api.example.com")), &DEFAULT_RULE);
@@ -92,7 +92,7 @@ fn every_condition_must_match() {
         host: Some(HostPattern::Exact("API.example".into())),
         ..RouteMatch::default()
     };
-    let routes = Routes { rules: vec![rule(exact, Require::None)], bypass_cors_preflight: false };
+    let routes = Routes::new(vec![rule(exact, Require::None)], false);
     assert_eq!(select(&routes, "GET", "/status?x=1", &[(":authority", "api.example")]).require, Require::None);
     assert_eq!(select(&routes, "GET", "/status/x", &[(":authority", "api.example")]), &DEFAULT_RULE);
     assert_eq!(select(&routes, "GET", "/status", &[(":authority", "[::1]:80")]), &DEFAULT_RULE);
@@ -104,10 +104,10 @@ fn every_condition_must_match() {
 #[test]
 fn route_names_come_from_envoy() {
     let by_name = |name: &str| RouteMatch { route: Some(name.into()), ..RouteMatch::default() };
-    let routes = Routes {
-        rules: vec![rule(by_name("admin-route"), Require::None), rule(by_name("orders-route"), Require::Optional)],
-        bypass_cors_preflight: false,
-    };
+    let routes = Routes::new(
+        vec![rule(by_name("admin-route"), Require::None), rule(by_name("orders-route"), Require::Optional)],
+        false,
+    );
     assert!(routes.needs_route_name());
     assert_eq!(select(&routes, "GET", "/", &[]).require, Require::Optional);
 }
@@ -144,13 +144,84 @@ fn kinds_admit_their_principals() {
 fn methods_match_without_case() {
     // Some upstreams read `post` as POST: it must meet the POST rule, not the laxer one after it.
     let post = RouteMatch { methods: Some(vec!["POST".into()]), ..prefix("/orders") };
-    let routes = Routes {
-        rules: vec![rule(post, Require::Any), rule(prefix("/orders"), Require::None)],
-        bypass_cors_preflight: true,
-    };
+    let routes = Routes::new(vec![rule(post, Require::Any), rule(prefix("/orders"), Require::None)], true);
     for method in ["POST", "post", "PoSt"] {
         assert_eq!(select(&routes, method, "/orders", &[]).require, Require::Any, "{method}");
     }
     let preflight = [("origin", "https://a.example"), ("access-control-request-method", "POST")];
     assert_eq!(select(&routes, "options", "/orders", &preflight).require, Require::None);
+}
+
+/// What `select` answered when it tried every rule in order.
+fn select_by_scan<'r>(routes: &'r Routes, request: &RequestFacts, path: &MatchPath) -> &'r Rule {
+    routes
+        .rules
+        .iter()
+        .filter(|rule| !(path.ambiguous && rule.require.relaxed()))
+        .find(|rule| rule.matcher.matches(request, path))
+        .unwrap_or(&DEFAULT_RULE)
+}
+
+#[test]
+fn the_index_selects_what_a_scan_of_every_rule_selects() {
+    // A small xorshift: random rule sets over a few segments (prefixes with and without a
+    // trailing '/', exact paths, '/', rules on any path, methods, relaxed or not) against
+    // random paths, ambiguous or not.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = |bound: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % bound as u64) as usize
+    };
+    const SEGMENTS: [&str; 6] = ["a", "b", "ab", "", "a.b", "c"];
+    let random_path = |next: &mut dyn FnMut(usize) -> usize| {
+        let depth = next(4);
+        let mut path: String = (0..depth).map(|_| format!("/{}", SEGMENTS[next(SEGMENTS.len())])).collect();
+        if path.is_empty() || next(4) == 0 {
+            path.push('/');
+        }
+        path
+    };
+    for _ in 0..500 {
+        let rules: Vec<Rule> = (0..next(12))
+            .map(|_| {
+                let mut matcher = RouteMatch::default();
+                match next(4) {
+                    0 => matcher.path = Some(random_path(&mut next)),
+                    1 | 2 => matcher.path_prefix = Some(random_path(&mut next)),
+                    _ => {}
+                }
+                if next(4) == 0 {
+                    matcher.methods = Some(vec!["POST".into()]);
+                }
+                let require = [Require::Any, Require::None, Require::Optional][next(3)].clone();
+                rule(matcher, require)
+            })
+            .collect();
+        let routes = Routes::new(rules, false);
+        let headers = crate::testing::headers(&[]);
+        for _ in 0..40 {
+            let raw = random_path(&mut next);
+            let method = ["GET", "POST"][next(2)];
+            let request = RequestFacts::new(method, &raw, &headers);
+            let mut path = normalize(&raw);
+            path.ambiguous = next(3) == 0;
+            let (indexed, scanned) = (routes.select(&request, &path), select_by_scan(&routes, &request, &path));
+            assert!(std::ptr::eq(indexed, scanned), "{method} {raw}: {indexed:?} vs {scanned:?} in {:?}", routes.rules);
+        }
+    }
+}
+
+#[test]
+fn a_thousand_rules_select_as_one() {
+    let rules: Vec<Rule> = (0..1000)
+        .map(|i| rule(prefix(&format!("/service-{}/v{}", i % 250, i / 250)), Require::Kinds(vec![Kind::Basic])))
+        .chain([rule(prefix("/"), Require::Optional)])
+        .collect();
+    let routes = Routes::new(rules, false);
+    let chosen = select(&routes, "GET", "/service-249/v3/items", &[]);
+    assert_eq!(chosen.matcher.path_prefix.as_deref(), Some("/service-249/v3"));
+    assert_eq!(select(&routes, "GET", "/service-249/v4", &[]).require, Require::Optional);
+    assert_eq!(select(&routes, "GET", "/elsewhere", &[]).require, Require::Optional);
 }

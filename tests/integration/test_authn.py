@@ -571,6 +571,31 @@ def test_api_key_wrong(main, key):
     c.expect(**{denied("api_key_invalid"): 1, "allowed": 0})
 
 
+def test_a_hundred_thousand_clients_and_users(envoy_factory):
+    """Issue 18: 100,000 API clients (objects and `clients_lines`) and 100,000 htpasswd
+    users, more than the old 1 MiB configuration held, load into a real Envoy; a key is
+    found by its digest, a client by its id (Basic `id:key`), whatever their number."""
+    import secrets
+    keys = [secrets.token_hex(12) for _ in range(100_000)]
+    objects = [{"id": f"obj-{i}", "key_hash": sha256_hash(keys[i]), "scopes": ["s"]} for i in range(1000)]
+    lines = "".join(f"line-{i}:{sha256_hash(keys[i])}\n" for i in range(1000, 100_000))
+    htpasswd = "".join(f"user-{i}:{htpasswd_sha(keys[i])}\n" for i in range(100_000))
+    h = envoy_factory({"api_keys": {"headers": ["x-api-key"], "clients": objects, "clients_lines": lines},
+                       "basic": {"htpasswd": htpasswd}})
+    assert_allowed(h, h.request("GET", "/api", {"x-api-key": keys[999]}), "obj-999", "api-key")
+    assert_allowed(h, h.request("GET", "/api", {"x-api-key": keys[54_321]}), "line-54321", "api-key")
+    assert_allowed(h, h.request("GET", "/api", {"authorization": basic_header("line-99999", keys[99_999])}),
+                   "line-99999", "api-key")
+    assert_allowed(h, h.request("GET", "/api", {"authorization": basic_header("user-77777", keys[77_777])}),
+                   "user-77777", "basic")
+    for r, message in ((h.request("GET", "/api", {"x-api-key": secrets.token_hex(12)}), "invalid API key"),
+                       (h.request("GET", "/api", {"authorization": basic_header("line-5", keys[6])}),
+                        "invalid user name or password"),
+                       (h.request("GET", "/api", {"authorization": basic_header("user-5", keys[6])}),
+                        "invalid user name or password")):
+        assert (r.status, r.json()) == (401, {"error": "invalid_credentials", "message": message}), (r.status, r.body)
+
+
 def test_api_key_in_unconfigured_header_is_not_a_credential(main):
     r = main.request("GET", "/api", {"x-other-key": API_KEYS["reporting"]})
     assert_missing(r)

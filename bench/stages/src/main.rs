@@ -6,6 +6,8 @@
 //! Node (`node --no-liftoff run.mjs stages.wasm`: optimized code only, as Envoy
 //! compiles a module).
 
+mod scale;
+
 use std::time::Instant;
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -21,8 +23,8 @@ use wasm_authn::credential;
 use wasm_authn::host_api::{Cas, Clock, Counters, HttpCalls, SharedData, Target};
 use wasm_authn::jwt::{Algorithm, SignatureBackend};
 use wasm_authn::plugin::Plugin;
-use wasm_authn::stream::Step;
 use wasm_authn::request::RequestFacts;
+use wasm_authn::stream::Step;
 use wasm_authn::{header_map, shape};
 
 const SECRET: &[u8] = b"stages-bench-secret-0123456789abcdef";
@@ -31,7 +33,7 @@ const PASSWORD: &str = "stages-bench-password";
 
 /// A host with nothing behind it: shared data in a map, a fixed clock, no BoringSSL.
 #[derive(Default)]
-struct Host {
+pub struct Host {
     shared: std::cell::RefCell<std::collections::HashMap<String, (Vec<u8>, u32)>>,
 }
 
@@ -72,7 +74,7 @@ impl Counters for Host {
     fn add_to_gauge(&mut self, _: &str, _: i64) {}
 }
 
-const NOW_MS: u64 = 1_800_000_000_000;
+pub const NOW_MS: u64 = 1_800_000_000_000;
 
 fn hs256(claims: serde_json::Value) -> String {
     let header = URL_SAFE_NO_PAD.encode(json!({"alg": "HS256", "typ": "JWT", "kid": "k1"}).to_string());
@@ -83,7 +85,7 @@ fn hs256(claims: serde_json::Value) -> String {
     format!("{input}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
 }
 
-fn sha256_hex(text: &str) -> String {
+pub fn sha256_hex(text: &str) -> String {
     use sha2::Digest;
     Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -213,6 +215,7 @@ fn main() {
     print_table(&results);
     distinct_tokens();
     opaque_token();
+    scale::run();
 }
 
 /// An opaque token whose introspection answer another worker stored (the per-VM cache
