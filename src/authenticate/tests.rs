@@ -75,10 +75,16 @@ fn cycling_cheap_credentials_never_evict_a_slow_one() {
     for round in 0..3 {
         for i in 0..20 {
             let key = Credential::ApiKey { key: format!("key-{i}"), source: ApiKeySource::Header("x-api-key".into()) };
-            let principal = verifier.authenticate(&config, &key, Source::Known(None), &host, NOW_MS).map(|p| p.id.clone());
+            let principal =
+                verifier.authenticate(&config, &key, Source::Known(None), &host, NOW_MS).map(|p| p.id.clone());
             assert_eq!(principal, Ok(format!("client-{i}")), "round {round}");
-            let user =
-                verifier.authenticate(&config, &basic(&format!("user-{i}"), &format!("key-{i}")), Source::Known(None), &host, NOW_MS);
+            let user = verifier.authenticate(
+                &config,
+                &basic(&format!("user-{i}"), &format!("key-{i}")),
+                Source::Known(None),
+                &host,
+                NOW_MS,
+            );
             assert_eq!(user.map(|p| p.id.clone()), Ok(format!("user-{i}")));
             let pair = basic(&format!("client-{i}"), &format!("key-{i}"));
             assert!(verifier.authenticate(&config, &pair, Source::Known(None), &host, NOW_MS).is_ok());

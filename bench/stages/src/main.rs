@@ -234,7 +234,8 @@ fn opaque_token() {
     let stored = config_of(json!({"max_entries": 0}));
     let provider = &stored.jwt_providers[0];
     let introspection = provider.introspection.as_ref().unwrap();
-    let answer = json!({"active": true, "sub": "user-42", "scope": "orders:read reports:read", "exp": NOW_MS / 1000 + 3600});
+    let answer =
+        json!({"active": true, "sub": "user-42", "scope": "orders:read reports:read", "exp": NOW_MS / 1000 + 3600});
     let (verdict, until) = introspection.judge(provider, answer.as_object().unwrap(), NOW_MS, 60);
     let key = introspection.answers.key(&host, token);
     assert!(introspection.answers.store(&host, key, verdict, until, NOW_MS));
