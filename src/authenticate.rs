@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::credential::Credential;
 use crate::introspection::{refusal_message, Claim, Verdict};
 use crate::jwt::{self, Issuer, JwtError, ProviderId, SignatureBackend};
-use crate::principal::{AuthMethod, Principal, QualifiedName, TokenFacts};
+use crate::principal::{AuthMethod, Principal, TokenFacts};
 use crate::reason::Reason;
 use crate::shared_table::{Once, SharedTable};
 
@@ -234,19 +234,17 @@ fn verify_bearer(
     let Some(provider) = providers.get(verified.provider.0) else {
         return Err(bearer_error(Reason::JwtUnknownIssuer, "unknown issuer"));
     };
-    let token = Some(TokenFacts { jti: verified.jti.clone(), issued_at: verified.issued_at });
+    let token = TokenFacts { jti: verified.jti.clone(), issued_at: verified.issued_at };
     let expires_at = verified.expires_at;
     let principal = match provider.kind {
-        Issuer::Provider => Principal {
-            qualified: QualifiedName::of_provider(&provider.name, &verified.principal),
-            id: verified.principal,
-            method: AuthMethod::Jwt,
-            provider: Some(provider.name.clone()),
-            claim_headers: verified.headers,
-            scopes: verified.scopes,
+        Issuer::Provider => Principal::of_provider(
+            &provider.name,
+            verified.principal,
+            verified.headers,
+            verified.scopes,
             token,
-            privileges: Rc::clone(&provider.privileges),
-        },
+            &provider.privileges,
+        ),
         // The client signed it: its claims grant nothing; its configuration does.
         Issuer::Keypair { one_time } => {
             if one_time {
@@ -254,7 +252,7 @@ fn verify_bearer(
             }
             let principal = Principal {
                 method: AuthMethod::Keypair,
-                token,
+                token: Some(token),
                 ..Principal::configured(&provider.name, AuthMethod::Keypair, &provider.privileges)
             };
             return Ok(VerifiedBearer { principal, expires_at, cacheable: !one_time });
@@ -275,7 +273,7 @@ fn verify_bearer(
                 method: AuthMethod::Jwt,
                 provider: Some(provider.name.clone()),
                 scopes,
-                token,
+                token: Some(token),
                 ..Principal::configured(&client.id, AuthMethod::ApiKey, &client.privileges)
             }
         }
@@ -319,16 +317,15 @@ fn introspect(
             return Err(NotVerified::TryLater { reason: Reason::IntrospectionFailed, retry_after_seconds: 1 })
         }
     };
-    let principal = Principal {
-        qualified: QualifiedName::of_provider(&provider.name, &answer.principal),
-        id: answer.principal,
-        method: AuthMethod::Jwt,
-        provider: Some(provider.name.clone()),
-        claim_headers: answer.headers,
-        scopes: answer.scopes,
-        token: Some(TokenFacts { jti: answer.jti, issued_at: answer.issued_at }),
-        privileges: Rc::clone(&provider.privileges),
-    };
+    let token = TokenFacts { jti: answer.jti, issued_at: answer.issued_at };
+    let principal = Principal::of_provider(
+        &provider.name,
+        answer.principal,
+        answer.headers,
+        answer.scopes,
+        token,
+        &provider.privileges,
+    );
     // This worker remembers it no longer than every worker may reuse it.
     Ok(VerifiedBearer { principal, expires_at: Some(until_ms / 1000), cacheable: true })
 }

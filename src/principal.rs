@@ -195,6 +195,27 @@ impl Principal {
             privileges: Rc::clone(privileges),
         }
     }
+
+    /// A principal a JWT or introspection provider vouches for (`jwt:<provider>:<id>`).
+    pub fn of_provider(
+        provider: &str,
+        id: String,
+        claim_headers: Vec<(String, String)>,
+        scopes: Vec<String>,
+        token: TokenFacts,
+        privileges: &Rc<Privileges>,
+    ) -> Principal {
+        Principal {
+            qualified: QualifiedName::of_provider(provider, &id),
+            id,
+            method: AuthMethod::Jwt,
+            provider: Some(provider.to_string()),
+            claim_headers,
+            scopes,
+            token: Some(token),
+            privileges: Rc::clone(privileges),
+        }
+    }
 }
 
 #[cfg(test)]
