@@ -224,8 +224,11 @@ impl Plugin {
             self.sync_documents(&*host);
             decision = pipeline::decide(&self.config, &mut self.verifier, request, &*host, now_ms);
         }
+        // A hit is an answer found without waiting: not the one this stream was held for.
+        let waited =
+            self.streams.waiting(context_id).is_some_and(|w| matches!(w.awaited, Awaited::Introspection { .. }));
         for provider in std::mem::take(&mut self.verifier.introspection_hits) {
-            if let Some(provider) = self.config.jwt_providers.get(provider.0) {
+            if let Some(provider) = self.config.jwt_providers.get(provider.0).filter(|_| !waited) {
                 host.increment(&format!("introspection_cache_hits.{}", metric_safe(&provider.name)));
             }
         }
