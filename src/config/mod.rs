@@ -330,20 +330,13 @@ fn compile_basic(
         return Ok((BasicUsers::default(), limit, schema::default_time_budget()));
     };
     let mut users = BasicUsers::default();
-    for (i, user) in raw.users.into_iter().enumerate() {
+    for (i, mut user) in raw.users.into_iter().enumerate() {
+        let fields = user.privilege_fields();
         let path = format!("basic.users[{i}]");
         principal_name(&user.name, &format!("{path}.name"))?;
         let stored =
             secrets::required(user.password_hash, user.password_hash_env.as_deref(), &path, "password_hash", env)?;
         let hash = PasswordHash::parse(&stored.value).map_err(|e| ConfigError::new(stored.field, e))?;
-        let fields = policy::PrivilegeFields {
-            methods: user.methods,
-            paths: user.paths,
-            scopes: user.scopes,
-            trusted_networks: user.trusted_networks,
-            requests_per_hour: user.requests_per_hour,
-            max_concurrent: user.max_concurrent,
-        };
         let privileges = policy::privileges(fields, limits, &path)?;
         if !users.insert(user.name, hash, Rc::new(privileges)) {
             return Err(ConfigError::new(format!("{path}.name"), "duplicate user name"));
@@ -415,7 +408,8 @@ fn compile_api_keys(raw: Option<RawApiKeys>, limits: &Limits, env: Env) -> Resul
     let lines = secrets::secret(raw.clients_lines, raw.clients_lines_env.as_deref(), "api_keys", "clients_lines", env)?;
     let mut clients = Vec::with_capacity(raw.clients.len() + lines.as_ref().map_or(0, |l| l.value.lines().count()));
     let mut ids = HashSet::with_capacity(clients.capacity());
-    for (i, client) in raw.clients.into_iter().enumerate() {
+    for (i, mut client) in raw.clients.into_iter().enumerate() {
+        let fields = client.privilege_fields();
         let path = format!("api_keys.clients[{i}]");
         principal_name(&client.id, &format!("{path}.id"))?;
         if !ids.insert(client.id.clone()) {
@@ -423,14 +417,6 @@ fn compile_api_keys(raw: Option<RawApiKeys>, limits: &Limits, env: Env) -> Resul
         }
         let stored = secrets::required(client.key_hash, client.key_hash_env.as_deref(), &path, "key_hash", env)?;
         let key_digest = api_key_digest(&stored.value).map_err(|e| ConfigError::new(stored.field, e))?;
-        let fields = policy::PrivilegeFields {
-            methods: client.methods,
-            paths: client.paths,
-            scopes: client.scopes,
-            trusted_networks: client.trusted_networks,
-            requests_per_hour: client.requests_per_hour,
-            max_concurrent: client.max_concurrent,
-        };
         let privileges = policy::privileges(fields, limits, &path)?;
         clients.push(ApiClient {
             id: client.id,

@@ -5,7 +5,8 @@ use super::error::ConfigError;
 use super::names::non_empty;
 use super::remote::{fetch_config, Document};
 use super::schema::{
-    default_wait_ms, RawBypassRule, RawLimitScope, RawLimits, RawMatch, RawRevocation, RawRule, MAX_WAIT_MS,
+    default_wait_ms, PrivilegeFields, RawBypassRule, RawLimitScope, RawLimits, RawMatch, RawRevocation, RawRule,
+    MAX_WAIT_MS,
 };
 use crate::fleet::LimitScope;
 use crate::jwt::Provider;
@@ -106,16 +107,6 @@ fn bounded(list: &[String], path: &str) -> Result<(), ConfigError> {
         return Err(ConfigError::new(path, format!("at most {MAX_LIST} entries")));
     }
     Ok(())
-}
-
-/// The privilege fields users, clients and providers share, as written.
-pub struct PrivilegeFields {
-    pub methods: Option<Vec<String>>,
-    pub paths: Option<Vec<String>>,
-    pub scopes: Vec<String>,
-    pub trusted_networks: Option<Vec<String>>,
-    pub requests_per_hour: Option<u64>,
-    pub max_concurrent: Option<u64>,
 }
 
 /// The privileges of one user, client or provider at `path`; `defaults` are `limits`'.

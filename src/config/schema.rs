@@ -7,6 +7,60 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 
+/// A configuration struct with the privilege fields a user, API client or keypair
+/// (`+ scopes;`) or a JWT provider (`;`: its tokens' scopes are their claims) has,
+/// declared here once with their docs, after the struct's own fields; its
+/// `privilege_fields` takes them out for `config::policy::privileges`.
+macro_rules! privileged {
+    ($(+ $scopes:ident)?; $(#[$meta:meta])* pub struct $name:ident { $($fields:tt)* }) => {
+        $(#[$meta])*
+        pub struct $name {
+            $($fields)*
+            /// Allowed HTTP methods, each by name (absent: all).
+            pub methods: Option<Vec<String>>,
+            /// Allowed path prefixes (absent: all).
+            pub paths: Option<Vec<String>>,
+            $(
+                /// Scopes held.
+                #[serde(default)]
+                pub $scopes: Vec<String>,
+            )?
+            /// Networks (CIDR) it may come from (absent: any).
+            pub trusted_networks: Option<Vec<String>>,
+            /// Overrides `limits.requests_per_hour` (0: unlimited).
+            pub requests_per_hour: Option<u64>,
+            /// Overrides `limits.max_concurrent` (0: unlimited).
+            pub max_concurrent: Option<u64>,
+        }
+
+        impl $name {
+            /// The privilege fields, taken out (the struct's own fields stay).
+            pub fn privilege_fields(&mut self) -> PrivilegeFields {
+                PrivilegeFields {
+                    methods: self.methods.take(),
+                    paths: self.paths.take(),
+                    scopes: privileged!(@scopes self $($scopes)?),
+                    trusted_networks: self.trusted_networks.take(),
+                    requests_per_hour: self.requests_per_hour.take(),
+                    max_concurrent: self.max_concurrent.take(),
+                }
+            }
+        }
+    };
+    (@scopes $self:ident) => { Vec::new() };
+    (@scopes $self:ident $scopes:ident) => { std::mem::take(&mut $self.$scopes) };
+}
+
+/// The privilege fields users, clients, keypairs and providers share, as written.
+pub struct PrivilegeFields {
+    pub methods: Option<Vec<String>>,
+    pub paths: Option<Vec<String>>,
+    pub scopes: Vec<String>,
+    pub trusted_networks: Option<Vec<String>>,
+    pub requests_per_hour: Option<u64>,
+    pub max_concurrent: Option<u64>,
+}
+
 #[derive(Deserialize)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, expecting = "the configuration object")]
@@ -229,30 +283,20 @@ pub struct RawBasic {
     pub slow_hash_budget_ms_per_second: u64,
 }
 
-#[derive(Deserialize)]
-#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
-#[cfg_attr(not(target_arch = "wasm32"), schemars(extend("oneOf" = one_of("password_hash"))))]
-#[serde(deny_unknown_fields)]
-pub struct RawUser {
-    /// The user name (no `:`, no surrounding spaces).
-    pub name: String,
-    /// `sha256:<hex>`, htpasswd `{SHA}<base64>` or bcrypt `$2a$`/`$2b$`/`$2y$` (cost 4-12); never clear text.
-    pub password_hash: Option<String>,
-    /// Instead of `password_hash`: the environment variable of the Envoy process that holds it.
-    pub password_hash_env: Option<String>,
-    /// Allowed HTTP methods, each by name (absent: all).
-    pub methods: Option<Vec<String>>,
-    /// Allowed path prefixes (absent: all).
-    pub paths: Option<Vec<String>>,
-    /// Scopes held.
-    #[serde(default)]
-    pub scopes: Vec<String>,
-    /// Networks (CIDR) it may come from (absent: any).
-    pub trusted_networks: Option<Vec<String>>,
-    /// Overrides `limits.requests_per_hour` (0: unlimited).
-    pub requests_per_hour: Option<u64>,
-    /// Overrides `limits.max_concurrent` (0: unlimited).
-    pub max_concurrent: Option<u64>,
+privileged! {
+    + scopes;
+    #[derive(Deserialize)]
+    #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("oneOf" = one_of("password_hash"))))]
+    #[serde(deny_unknown_fields)]
+    pub struct RawUser {
+        /// The user name (no `:`, no surrounding spaces).
+        pub name: String,
+        /// `sha256:<hex>`, htpasswd `{SHA}<base64>` or bcrypt `$2a$`/`$2b$`/`$2y$` (cost 4-12); never clear text.
+        pub password_hash: Option<String>,
+        /// Instead of `password_hash`: the environment variable of the Envoy process that holds it.
+        pub password_hash_env: Option<String>,
+    }
 }
 
 /// Failed password checks allowed in a window, Envoy-wide: per user name and source
@@ -313,65 +357,45 @@ pub struct RawApiKeys {
     pub clients_lines_env: Option<String>,
 }
 
-#[derive(Deserialize)]
-#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
-#[cfg_attr(not(target_arch = "wasm32"), schemars(extend("oneOf" = one_of("key_hash"))))]
-#[serde(deny_unknown_fields)]
-pub struct RawApiClient {
-    /// The client id, its principal (no `:`, no surrounding spaces).
-    pub id: String,
-    /// `sha256:<hex>` of the key (`wasm-authn new-api-key` makes both).
-    pub key_hash: Option<String>,
-    /// Instead of `key_hash`: the environment variable of the Envoy process that holds it.
-    pub key_hash_env: Option<String>,
-    /// A disabled key is refused.
-    #[serde(default)]
-    pub disabled: bool,
-    /// Allowed HTTP methods, each by name (absent: all).
-    pub methods: Option<Vec<String>>,
-    /// Allowed path prefixes (absent: all).
-    pub paths: Option<Vec<String>>,
-    /// Scopes held.
-    #[serde(default)]
-    pub scopes: Vec<String>,
-    /// Networks (CIDR) it may come from (absent: any).
-    pub trusted_networks: Option<Vec<String>>,
-    /// Overrides `limits.requests_per_hour` (0: unlimited).
-    pub requests_per_hour: Option<u64>,
-    /// Overrides `limits.max_concurrent` (0: unlimited).
-    pub max_concurrent: Option<u64>,
+privileged! {
+    + scopes;
+    #[derive(Deserialize)]
+    #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("oneOf" = one_of("key_hash"))))]
+    #[serde(deny_unknown_fields)]
+    pub struct RawApiClient {
+        /// The client id, its principal (no `:`, no surrounding spaces).
+        pub id: String,
+        /// `sha256:<hex>` of the key (`wasm-authn new-api-key` makes both).
+        pub key_hash: Option<String>,
+        /// Instead of `key_hash`: the environment variable of the Envoy process that holds it.
+        pub key_hash_env: Option<String>,
+        /// A disabled key is refused.
+        #[serde(default)]
+        pub disabled: bool,
+    }
 }
 
-/// A client keypair: the client signs each token itself, with `iss` its PEM text or id.
-#[derive(Deserialize)]
-#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
-#[serde(deny_unknown_fields)]
-pub struct RawKeypair {
-    /// The principal its tokens prove.
-    pub id: String,
-    /// The public key, PEM (`BEGIN PUBLIC KEY`: RSA, EC P-256 or P-384, Ed25519).
-    pub public_key: String,
-    /// Algorithms accepted (default: those that fit the key).
-    pub algorithms: Option<Vec<String>>,
-    /// Longest accepted `exp - iat` (default 60, at most 3600).
-    #[serde(default = "default_keypair_lifetime")]
-    pub max_lifetime_seconds: u64,
-    /// Each token (`jti` required) is accepted once, on every worker.
-    #[serde(default)]
-    pub one_time: bool,
-    /// Allowed HTTP methods, each by name (absent: all).
-    pub methods: Option<Vec<String>>,
-    /// Allowed path prefixes (absent: all).
-    pub paths: Option<Vec<String>>,
-    /// Scopes held.
-    #[serde(default)]
-    pub scopes: Vec<String>,
-    /// Networks (CIDR) it may come from (absent: any).
-    pub trusted_networks: Option<Vec<String>>,
-    /// Overrides `limits.requests_per_hour` (0: unlimited).
-    pub requests_per_hour: Option<u64>,
-    /// Overrides `limits.max_concurrent` (0: unlimited).
-    pub max_concurrent: Option<u64>,
+privileged! {
+    + scopes;
+    /// A client keypair: the client signs each token itself, with `iss` its PEM text or id.
+    #[derive(Deserialize)]
+    #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
+    #[serde(deny_unknown_fields)]
+    pub struct RawKeypair {
+        /// The principal its tokens prove.
+        pub id: String,
+        /// The public key, PEM (`BEGIN PUBLIC KEY`: RSA, EC P-256 or P-384, Ed25519).
+        pub public_key: String,
+        /// Algorithms accepted (default: those that fit the key).
+        pub algorithms: Option<Vec<String>>,
+        /// Longest accepted `exp - iat` (default 60, at most 3600).
+        #[serde(default = "default_keypair_lifetime")]
+        pub max_lifetime_seconds: u64,
+        /// Each token (`jti` required) is accepted once, on every worker.
+        #[serde(default)]
+        pub one_time: bool,
+    }
 }
 
 /// The token endpoint: it answers its two paths itself, and accepts the tokens it issues.
@@ -419,61 +443,56 @@ pub struct RawJwt {
     pub jwks_wait_ms: u64,
 }
 
-#[derive(Deserialize)]
-#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
-#[serde(deny_unknown_fields)]
-pub struct RawProvider {
-    /// The provider's name (the `x-auth-provider` value, metric names).
-    pub name: String,
-    /// Tokens are matched to their provider by `iss`; one provider per issuer. Required
-    /// but with `introspection`, whose answers must then carry it as `iss`.
-    pub issuer: Option<String>,
-    /// Empty: any audience is accepted.
-    #[serde(default)]
-    pub audiences: Vec<String>,
-    /// A JWKS object `{"keys": [...]}`, parsed (strictly) when compiled.
-    #[cfg_attr(not(target_arch = "wasm32"), schemars(schema_with = "super::jwks_schema::jwks", default))]
-    pub local_jwks: Option<Value>,
-    /// SubjectPublicKeyInfo PEM blocks (`BEGIN PUBLIC KEY`); they match tokens with any `kid`.
-    pub local_pem: Option<String>,
-    /// A JWKS the filter fetches itself through an Envoy cluster (`path` required).
-    pub remote_jwks: Option<RawRemote>,
-    /// An OpenID Connect discovery document whose `jwks_uri` the filter fetches.
-    pub discovery: Option<RawRemote>,
-    /// Opaque tokens: an OAuth 2.0 token introspection endpoint (RFC 7662) vouches for
-    /// them, asked through an Envoy cluster (instead of keys).
-    pub introspection: Option<RawIntrospection>,
-    /// Refuse tokens without `exp` (default true; with `introspection`, false).
-    pub require_expiration: Option<bool>,
-    /// Longest accepted `exp - iat` (or `exp - now` without `iat`).
-    pub max_lifetime_seconds: Option<u64>,
-    /// Dotted path allowed ("realm.user").
-    #[serde(default = "default_principal_claim")]
-    pub principal_claim: String,
-    /// Claims copied to upstream headers.
-    #[serde(default)]
-    pub claim_to_headers: Vec<RawClaimToHeader>,
-    /// Headers that carry its tokens. With any `from_*` set, the provider reads its tokens
-    /// only there, not in `Authorization: Bearer`.
-    #[serde(default)]
-    pub from_headers: Vec<RawTokenHeader>,
-    /// Query parameters that carry its tokens (opt-in: URLs end up in logs); removed from
-    /// `:path` before the request goes upstream.
-    #[serde(default)]
-    pub from_params: Vec<String>,
-    /// Cookies that carry its tokens; removed from `Cookie` before the request goes upstream.
-    #[serde(default)]
-    pub from_cookies: Vec<String>,
-    /// Allowed HTTP methods for every token of this provider (absent: all).
-    pub methods: Option<Vec<String>>,
-    /// Allowed path prefixes for every token (absent: all).
-    pub paths: Option<Vec<String>>,
-    /// Networks (CIDR) its tokens may come from (absent: any).
-    pub trusted_networks: Option<Vec<String>>,
-    /// Overrides `limits.requests_per_hour` for each principal of its tokens (0: unlimited).
-    pub requests_per_hour: Option<u64>,
-    /// Overrides `limits.max_concurrent` for each principal of its tokens (0: unlimited).
-    pub max_concurrent: Option<u64>,
+privileged! {
+    ;
+    /// A JWT provider; its methods, paths, networks and limits apply to each of its tokens
+    /// (each principal of its tokens has its own limits).
+    #[derive(Deserialize)]
+    #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
+    #[serde(deny_unknown_fields)]
+    pub struct RawProvider {
+        /// The provider's name (the `x-auth-provider` value, metric names).
+        pub name: String,
+        /// Tokens are matched to their provider by `iss`; one provider per issuer. Required
+        /// but with `introspection`, whose answers must then carry it as `iss`.
+        pub issuer: Option<String>,
+        /// Empty: any audience is accepted.
+        #[serde(default)]
+        pub audiences: Vec<String>,
+        /// A JWKS object `{"keys": [...]}`, parsed (strictly) when compiled.
+        #[cfg_attr(not(target_arch = "wasm32"), schemars(schema_with = "super::jwks_schema::jwks", default))]
+        pub local_jwks: Option<Value>,
+        /// SubjectPublicKeyInfo PEM blocks (`BEGIN PUBLIC KEY`); they match tokens with any `kid`.
+        pub local_pem: Option<String>,
+        /// A JWKS the filter fetches itself through an Envoy cluster (`path` required).
+        pub remote_jwks: Option<RawRemote>,
+        /// An OpenID Connect discovery document whose `jwks_uri` the filter fetches.
+        pub discovery: Option<RawRemote>,
+        /// Opaque tokens: an OAuth 2.0 token introspection endpoint (RFC 7662) vouches for
+        /// them, asked through an Envoy cluster (instead of keys).
+        pub introspection: Option<RawIntrospection>,
+        /// Refuse tokens without `exp` (default true; with `introspection`, false).
+        pub require_expiration: Option<bool>,
+        /// Longest accepted `exp - iat` (or `exp - now` without `iat`).
+        pub max_lifetime_seconds: Option<u64>,
+        /// Dotted path allowed ("realm.user").
+        #[serde(default = "default_principal_claim")]
+        pub principal_claim: String,
+        /// Claims copied to upstream headers.
+        #[serde(default)]
+        pub claim_to_headers: Vec<RawClaimToHeader>,
+        /// Headers that carry its tokens. With any `from_*` set, the provider reads its tokens
+        /// only there, not in `Authorization: Bearer`.
+        #[serde(default)]
+        pub from_headers: Vec<RawTokenHeader>,
+        /// Query parameters that carry its tokens (opt-in: URLs end up in logs); removed from
+        /// `:path` before the request goes upstream.
+        #[serde(default)]
+        pub from_params: Vec<String>,
+        /// Cookies that carry its tokens; removed from `Cookie` before the request goes upstream.
+        #[serde(default)]
+        pub from_cookies: Vec<String>,
+    }
 }
 
 /// A document fetched through an Envoy cluster: `remote_jwks` (`path` required) or
