@@ -8,6 +8,7 @@
 pub mod api_key;
 pub mod authenticate;
 pub mod basic;
+pub mod basic_auth;
 pub mod budget;
 pub mod cache;
 pub mod config;
