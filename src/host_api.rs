@@ -36,6 +36,51 @@ pub trait SharedData {
     fn set(&self, key: &str, value: &[u8], cas: Cas) -> bool;
 }
 
+/// A value kept in shared data, read and written whole.
+pub trait SharedRecord: Sized {
+    /// The record of the stored bytes (None: absent); what does not decode reads as
+    /// the empty record, which the next write replaces.
+    fn decode(bytes: Option<&[u8]>) -> Self;
+    fn encode(&self) -> Vec<u8>;
+}
+
+/// What a change does with the record it read.
+pub enum Swap<R, T> {
+    /// Write this record; `compare_and_swap` returns `T` once it is written.
+    Write(R, T),
+    /// Write nothing and return `T`.
+    Stop(T),
+    /// Read the record again (what it depends on changed meanwhile); an attempt spent.
+    Again,
+}
+
+/// Change the record at `key` atomically across VMs: read it, let `change` decide,
+/// write by compare-and-swap; read again when another VM wrote first, `attempts`
+/// times at most. None: other VMs kept winning, nothing was written.
+pub fn compare_and_swap<R: SharedRecord, T>(
+    shared: &dyn SharedData,
+    key: &str,
+    attempts: usize,
+    mut change: impl FnMut(R) -> Swap<R, T>,
+) -> Option<T> {
+    for _ in 0..attempts {
+        let (record, cas) = match shared.get(key) {
+            Some((bytes, version)) => (R::decode(Some(&bytes)), Cas::Expect(version)),
+            None => (R::decode(None), Cas::CreateOnly),
+        };
+        match change(record) {
+            Swap::Write(next, result) => {
+                if shared.set(key, &next.encode(), cas) {
+                    return Some(result);
+                }
+            }
+            Swap::Stop(result) => return Some(result),
+            Swap::Again => {}
+        }
+    }
+    None
+}
+
 /// Where an outgoing call goes: an Envoy cluster, and the request's authority and path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
