@@ -46,7 +46,7 @@ pub use secrets::Env;
 /// The largest plugin configuration accepted: room for 100,000 API clients as
 /// `api_keys.clients[]` objects (about 10 MB) or 100,000 users and clients as
 /// lines (`basic.htpasswd`, `api_keys.clients_lines`: under 10 MB together); a
-/// bound on what every worker's VM parses and holds (README, "Limits").
+/// bound on what every worker's VM parses and holds (docs/configuration.md, "What is checked at load").
 pub const MAX_CONFIG_BYTES: usize = 32 * 1024 * 1024;
 
 /// One-time keypair tokens remembered at once (past it, new ones wait for old ones to expire).
@@ -272,13 +272,11 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
     let routes = Routes::new(rules, raw.bypass_cors_preflight);
     let trusted_networks = raw.trusted_networks.map(|n| policy::networks(n, "trusted_networks")).transpose()?;
     let revocation = policy::revocation(raw.revocation, &jwt_providers)?;
-    let cache = match raw.cache {
-        Some(c) if c.max_entries > MAX_CACHE_ENTRIES => {
-            return Err(ConfigError::new("cache.max_entries", format!("must be at most {MAX_CACHE_ENTRIES}")));
-        }
-        Some(c) => CacheSettings { max_entries: c.max_entries, ttl_seconds: c.ttl_seconds },
-        None => CacheSettings::default(),
-    };
+    let cache = raw.cache.unwrap_or_default();
+    if cache.max_entries > MAX_CACHE_ENTRIES {
+        return Err(ConfigError::new("cache.max_entries", format!("must be at most {MAX_CACHE_ENTRIES}")));
+    }
+    let cache = CacheSettings { max_entries: cache.max_entries, ttl_seconds: cache.ttl_seconds };
     if basic_users.is_empty() && api_keys.clients.is_empty() && jwt_providers.is_empty() {
         return Err(ConfigError::new(
             "",
@@ -381,9 +379,7 @@ fn failure_limit(raw: RawFailureLimit) -> Result<FailureLimit, ConfigError> {
 }
 
 fn compile_api_keys(raw: Option<RawApiKeys>, limits: &Limits, env: Env) -> Result<ApiKeys, ConfigError> {
-    let Some(raw) = raw else {
-        return Ok(ApiKeys { headers: schema::default_api_key_headers(), allow_basic: true, ..ApiKeys::default() });
-    };
+    let raw = raw.unwrap_or_default();
     let mut headers = Vec::with_capacity(raw.headers.len());
     for (i, h) in raw.headers.iter().enumerate() {
         let name = header_name(h, &format!("api_keys.headers[{i}]"))?;
