@@ -63,22 +63,44 @@ pub fn compare_and_swap<R: SharedRecord, T>(
     attempts: usize,
     mut change: impl FnMut(R) -> Swap<R, T>,
 ) -> Option<T> {
+    let mut result = None;
+    let done = swap_bytes(shared, key, attempts, &mut |bytes| match change(R::decode(bytes)) {
+        Swap::Write(next, value) => {
+            result = Some(value);
+            Swap::Write(next.encode(), ())
+        }
+        Swap::Stop(value) => {
+            result = Some(value);
+            Swap::Stop(())
+        }
+        Swap::Again => Swap::Again,
+    });
+    if done {
+        result
+    } else {
+        None
+    }
+}
+
+/// A change of the stored bytes (None: absent).
+type ByteChange<'a> = dyn FnMut(Option<&[u8]>) -> Swap<Vec<u8>, ()> + 'a;
+
+/// `compare_and_swap` on the bytes, compiled once: true once written or stopped.
+fn swap_bytes(shared: &dyn SharedData, key: &str, attempts: usize, change: &mut ByteChange) -> bool {
     for _ in 0..attempts {
-        let (record, cas) = match shared.get(key) {
-            Some((bytes, version)) => (R::decode(Some(&bytes)), Cas::Expect(version)),
-            None => (R::decode(None), Cas::CreateOnly),
-        };
-        match change(record) {
-            Swap::Write(next, result) => {
-                if shared.set(key, &next.encode(), cas) {
-                    return Some(result);
+        let current = shared.get(key);
+        let cas = current.as_ref().map_or(Cas::CreateOnly, |(_, version)| Cas::Expect(*version));
+        match change(current.as_ref().map(|(bytes, _)| bytes.as_slice())) {
+            Swap::Write(next, ()) => {
+                if shared.set(key, &next, cas) {
+                    return true;
                 }
             }
-            Swap::Stop(result) => return Some(result),
+            Swap::Stop(()) => return true,
             Swap::Again => {}
         }
     }
-    None
+    false
 }
 
 /// Where an outgoing call goes: an Envoy cluster, and the request's authority and path.

@@ -205,17 +205,8 @@ impl<T> RemoteDocument<T> {
     /// another VM finished counts as an event.
     fn sync_record(&mut self, shared: &dyn SharedData) -> Option<u32> {
         let (bytes, version) = shared.get(&self.record_key).unzip();
-        self.observe(FetchRecord::decode(bytes.as_deref()));
+        observe(&mut self.record, &mut self.events, FetchRecord::decode(bytes.as_deref()));
         version
-    }
-
-    /// The shared record as just read: a success or failure since the last read is an event.
-    fn observe(&mut self, record: FetchRecord) {
-        let previous = self.record;
-        self.record = record;
-        if record.last_success_ms != previous.last_success_ms || record.failures != previous.failures {
-            self.events += 1;
-        }
     }
 
     /// The step of the first call: with discovery, the document is read again at every
@@ -328,16 +319,35 @@ impl<T> RemoteDocument<T> {
 
     /// Update the shared fetch state with compare-and-swap, retrying on a race.
     fn update_record(&mut self, shared: &dyn SharedData, update: impl Fn(&FetchRecord) -> FetchRecord) {
-        let key = self.record_key.clone();
-        let written = compare_and_swap(shared, &key, MAX_RECORD_ATTEMPTS, |record: FetchRecord| {
-            self.observe(record);
-            let next = update(&record);
-            Swap::Write(next, next)
-        });
+        let written = swap_record(shared, &self.record_key, &mut self.record, &mut self.events, &update);
         if let Some(next) = written {
             self.record = next;
         }
     }
+}
+
+/// `RemoteDocument::update_record` of every kind of document, compiled once: each record
+/// read is observed (`record`, `events`) as `sync_record` does.
+fn swap_record(
+    shared: &dyn SharedData,
+    key: &str,
+    record: &mut FetchRecord,
+    events: &mut u64,
+    update: &dyn Fn(&FetchRecord) -> FetchRecord,
+) -> Option<FetchRecord> {
+    compare_and_swap(shared, key, MAX_RECORD_ATTEMPTS, |read: FetchRecord| {
+        observe(record, events, read);
+        let next = update(&read);
+        Swap::Write(next, next)
+    })
+}
+
+/// The shared record as just read: a success or failure since the last read is an event.
+fn observe(record: &mut FetchRecord, events: &mut u64, read: FetchRecord) {
+    if read.last_success_ms != record.last_success_ms || read.failures != record.failures {
+        *events += 1;
+    }
+    *record = read;
 }
 
 #[cfg(test)]
