@@ -42,7 +42,7 @@ enum Check<'a> {
 
 /// The restrictions on this principal under this rule: `authorize` judges each, and
 /// with none the stage is skipped, so a check added here is never skipped.
-fn checks<'a>(principal: &'a Principal, rule: &'a Rule) -> impl Iterator<Item = Check<'a>> {
+fn checks<'a>(principal: &'a Principal, rule: &'a Rule) -> [Option<Check<'a>>; 5] {
     let privileges = &principal.privileges;
     [
         privileges.trusted_networks.as_ref().map(Check::Networks),
@@ -51,18 +51,17 @@ fn checks<'a>(principal: &'a Principal, rule: &'a Rule) -> impl Iterator<Item = 
         rule.principals.as_deref().map(Check::Principals),
         (!rule.scopes.is_empty()).then_some(Check::Scopes(&rule.scopes)),
     ]
-    .into_iter()
-    .flatten()
 }
 
 /// Whether anything restricts this principal on this rule (`authorize` has nothing to refuse otherwise).
 pub fn restricted(principal: &Principal, rule: &Rule) -> bool {
-    checks(principal, rule).next().is_some()
+    checks(principal, rule).iter().any(Option::is_some)
 }
 
 /// Check a verified principal against its privileges and the route's rule.
 pub fn authorize(principal: &Principal, rule: &Rule, access: &Access) -> Result<(), Forbidden> {
     for check in checks(principal, rule) {
+        let Some(check) = check else { continue };
         match check {
             Check::Networks(networks) => {
                 // Fail closed: without the client's address a restricted principal cannot be placed.

@@ -38,31 +38,38 @@ pub enum PemError {
     NotOne,
 }
 
-/// The DER of each `label` block (`PUBLIC KEY`, `PRIVATE KEY`), in order; text
-/// between and around blocks is ignored, whitespace inside them too.
-pub fn pem_blocks(pem: &str, label: &str, max: usize) -> Result<Vec<Vec<u8>>, PemError> {
-    let begin = format!("-----BEGIN {label}-----");
-    let end_line = format!("-----END {label}-----");
+/// The BEGIN and END lines of a kind of PEM block.
+pub struct PemLabel {
+    pub begin: &'static str,
+    pub end: &'static str,
+}
+
+pub const PUBLIC_KEY: PemLabel = PemLabel { begin: "-----BEGIN PUBLIC KEY-----", end: "-----END PUBLIC KEY-----" };
+pub const PRIVATE_KEY: PemLabel = PemLabel { begin: "-----BEGIN PRIVATE KEY-----", end: "-----END PRIVATE KEY-----" };
+
+/// The DER of each `label` block, in order; text between and around blocks is
+/// ignored, whitespace inside them too.
+pub fn pem_blocks(pem: &str, label: &PemLabel, max: usize) -> Result<Vec<Vec<u8>>, PemError> {
     let mut blocks = Vec::new();
     let mut rest = pem;
-    while let Some(start) = rest.find(&begin) {
-        let after_begin = &rest[start + begin.len()..];
-        let end = after_begin.find(&end_line).ok_or(PemError::NoEnd(blocks.len()))?;
+    while let Some(start) = rest.find(label.begin) {
+        let after_begin = &rest[start + label.begin.len()..];
+        let end = after_begin.find(label.end).ok_or(PemError::NoEnd(blocks.len()))?;
         let base64_text: String = after_begin[..end].chars().filter(|c| !c.is_ascii_whitespace()).collect();
         let der = STANDARD.decode(base64_text).map_err(|_| PemError::Base64(blocks.len()))?;
         blocks.push(der);
         if blocks.len() > max {
             return Err(PemError::TooMany);
         }
-        rest = &after_begin[end + end_line.len()..];
+        rest = &after_begin[end + label.end.len()..];
     }
     Ok(blocks)
 }
 
 /// The DER of PEM text that is exactly one `label` block (surrounding whitespace aside).
-pub fn only_pem_block(pem: &str, label: &str) -> Result<Vec<u8>, PemError> {
+pub fn only_pem_block(pem: &str, label: &PemLabel) -> Result<Vec<u8>, PemError> {
     let pem = pem.trim();
-    if !pem.starts_with(&format!("-----BEGIN {label}-----")) || !pem.ends_with(&format!("-----END {label}-----")) {
+    if !pem.starts_with(label.begin) || !pem.ends_with(label.end) {
         return Err(PemError::NotOne);
     }
     match pem_blocks(pem, label, 1) {

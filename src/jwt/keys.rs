@@ -438,11 +438,14 @@ const MAX_PEM_BLOCKS: usize = MAX_JWKS_KEYS;
 
 /// The DER inside each `BEGIN PUBLIC KEY` block; text between blocks is ignored.
 fn pem_blocks(pem: &str) -> Result<Vec<Vec<u8>>, String> {
-    let blocks = super::encoding::pem_blocks(pem, "PUBLIC KEY", MAX_PEM_BLOCKS).map_err(|error| match error {
-        PemError::NoEnd(n) => format!("PEM block {n} has no END line"),
-        PemError::Base64(n) => format!("invalid base64 in PEM block {n}"),
-        PemError::TooMany | PemError::NotOne => format!("at most {MAX_PEM_BLOCKS} PEM blocks"),
-    })?;
+    let blocks =
+        super::encoding::pem_blocks(pem, &super::encoding::PUBLIC_KEY, MAX_PEM_BLOCKS).map_err(
+            |error| match error {
+                PemError::NoEnd(n) => format!("PEM block {n} has no END line"),
+                PemError::Base64(n) => format!("invalid base64 in PEM block {n}"),
+                PemError::TooMany | PemError::NotOne => format!("at most {MAX_PEM_BLOCKS} PEM blocks"),
+            },
+        )?;
     if blocks.is_empty() {
         return Err(if pem.contains("PRIVATE KEY") {
             "private keys must not be configured; use the public key (BEGIN PUBLIC KEY)".to_string()

@@ -20,6 +20,7 @@ pub(crate) use claims::{check_claims, claim_headers, principal, scopes, token_id
 pub use der::ecdsa_jws_to_der;
 pub use encoding::{
     jwk_bytes, only_pem_block, PemError, JWK_BASE64, OID_EC_PUBLIC_KEY, OID_ED25519, OID_P256, OID_RSA_ENCRYPTION,
+    PRIVATE_KEY,
 };
 pub use error::JwtError;
 pub use keys::{thumbprint, Key, KeySet, MAX_JWKS_KEYS};

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::jwt::{
     jwk_bytes, only_pem_block, Algorithm, KeySet, PemError, JWK_BASE64, OID_EC_PUBLIC_KEY, OID_ED25519, OID_P256,
-    OID_RSA_ENCRYPTION,
+    OID_RSA_ENCRYPTION, PRIVATE_KEY,
 };
 
 const MIN_RSA_BITS: usize = 2048;
@@ -186,7 +186,7 @@ fn rsa_signer(key: RsaPrivateKey) -> Result<Signer, String> {
 }
 
 fn from_pem(pem: &str) -> Result<Signer, String> {
-    let der = only_pem_block(pem, "PRIVATE KEY").map_err(|error| match error {
+    let der = only_pem_block(pem, &PRIVATE_KEY).map_err(|error| match error {
         PemError::Base64(_) => "invalid base64 in the PEM block",
         _ => "must be one PKCS#8 PEM block (BEGIN PRIVATE KEY)",
     })?;
