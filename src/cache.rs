@@ -19,12 +19,6 @@ pub struct CacheSettings {
     pub ttl_seconds: u64,
 }
 
-impl Default for CacheSettings {
-    fn default() -> Self {
-        CacheSettings { max_entries: 4096, ttl_seconds: 300 }
-    }
-}
-
 pub struct VerifiedCache<T> {
     settings: CacheSettings,
     entries: HashMap<CacheKey, Entry<T>, BuildHasherDefault<AlreadyHashed>>,

@@ -8,6 +8,7 @@
 pub mod api_key;
 pub mod authenticate;
 pub mod basic;
+pub mod basic_auth;
 pub mod budget;
 pub mod cache;
 pub mod config;
@@ -43,8 +44,8 @@ pub mod stream;
 pub mod token_endpoint;
 pub mod token_location;
 
-#[cfg(test)]
-mod testing;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 // Type-checked natively by `cargo clippy` too (`cfg(clippy)`); it links only into the wasm module.
 #[cfg(any(target_arch = "wasm32", clippy))]

@@ -1,35 +1,6 @@
 //! The decision for one request, stage by stage; each stage is its own module.
 //!
-//! ```text
-//!   endpoint      token_endpoint/  its token and JWKS paths, answered
-//!                                  here (never forwarded)              -> 200, 4xx, or read the body
-//!   overrides     method_override  "judge": the methods named besides
-//!                  .rs             the request's own                   -> too many: 400
-//!   route         route.rs         bypass, then rules: first match
-//!                                  (no match: any scheme)              -> require "none": continue, no principal
-//!                                                                         a `..;` path segment: 400
-//!                                                                         an override under another rule: 400
-//!   network       policy.rs        trusted_networks                    -> 403
-//!   extract       credential.rs    Authorization, API key headers,
-//!                                  the query parameter where set       -> 401 missing or unreadable
-//!                                                                         (require "optional": continue, no principal)
-//!   authenticate  authenticate.rs  remembered, else Basic / API key
-//!                                  / JWT (basic/, api_key.rs, jwt/)
-//!                                  / an opaque token (introspection/);
-//!                                  of a kind the route accepts         -> 401, 429, 503, wait for keys
-//!                                                                         or an introspection answer
-//!   revocation    revocation.rs    revoked jti, tokens issued before   -> 401
-//!   authorize     policy.rs        the principal's methods (each one
-//!                                  judged), paths,
-//!                                  networks; the route's principals
-//!                                  and scopes                          -> 403
-//!   limits        limits.rs        requests per hour, in flight        -> 429
-//!                                  (scope "fleet": in flight only)
-//!   shape         shape.rs         principal headers set; forged
-//!                                  headers, other credentials (and
-//!                                  method overrides: "remove") gone;
-//!                 fleet.rs         scope "fleet": the engine's header  -> continue
-//! ```
+//! The stages, in order, with what each answers: docs/design.md, "The stages, file by file".
 //!
 //! A pure function of the configuration, the VM's verifier, the request, the host
 //! (shared data, clock, signatures) and the time.
@@ -206,7 +177,7 @@ pub fn decide(
     if principal.privileges.paths.is_some() && path.get().hidden_dot_segment {
         return refuse(LocalReply::ambiguous_path());
     }
-    if needs_authorization(&principal, rule) {
+    if policy::restricted(&principal, rule) {
         // As each method the upstream may act on.
         for method in std::iter::once(request.method).chain(overrides.iter().map(String::as_str)) {
             let access = Access { method, path: path.get(), source: request.source };
@@ -265,16 +236,6 @@ pub struct Limited {
     pub quota: Option<Quota>,
     /// The change in the principals the limits keep records of (the tracked-principals gauge moves by it).
     pub tracked_change: i64,
-}
-
-/// Whether anything restricts this principal on this rule (the stage is skipped otherwise).
-fn needs_authorization(principal: &Principal, rule: &crate::route::Rule) -> bool {
-    let privileges = &principal.privileges;
-    privileges.methods.is_some()
-        || privileges.paths.is_some()
-        || privileges.trusted_networks.is_some()
-        || rule.principals.is_some()
-        || !rule.scopes.is_empty()
 }
 
 /// The request path normalized on first use.

@@ -66,6 +66,7 @@ fuzz_target!(|data: &[u8]| {
                 ApiKeySource::Header(name) => assert!(api_keys.headers.contains(name)),
                 ApiKeySource::Query(name) => assert_eq!(Some(name), api_keys.query_param.as_ref()),
                 ApiKeySource::Cookie(name) => assert!(api_keys.cookies.contains(name)),
+                ApiKeySource::Form(name) => assert_eq!(Some(name), api_keys.form_field.as_ref()),
             }
         }
         Ok(None) | Err(_) => {}

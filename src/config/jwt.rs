@@ -7,7 +7,7 @@ use std::rc::Rc;
 
 use super::error::ConfigError;
 use super::names::{cookie_name, header_name, non_empty, param_name, principal_name};
-use super::policy::{privileges, PrivilegeFields};
+use super::policy::privileges;
 use super::remote::{fetch_config, Document};
 use super::schema::{default_wait_ms, RawJwt, RawProvider, MAX_WAIT_MS};
 use super::secrets::{self, Env};
@@ -113,6 +113,7 @@ fn token_places(raw: &RawProvider, path: &str) -> Result<TokenPlaces, ConfigErro
 }
 
 fn compile_provider(mut raw: RawProvider, limits: &Limits, path: &str, env: Env) -> Result<Provider, ConfigError> {
+    let fields = raw.privilege_fields();
     // Its principals are `jwt:<name>:<subject>`: a `:` in the name would make two of them one.
     principal_name(&raw.name, &format!("{path}.name"))?;
     let has_keys =
@@ -173,14 +174,6 @@ fn compile_provider(mut raw: RawProvider, limits: &Limits, path: &str, env: Env)
         claim_to_headers.push(ClaimToHeader { claim: mapping.claim.clone(), header });
     }
 
-    let fields = PrivilegeFields {
-        methods: raw.methods,
-        paths: raw.paths,
-        scopes: Vec::new(),
-        trusted_networks: raw.trusted_networks,
-        requests_per_hour: raw.requests_per_hour,
-        max_concurrent: raw.max_concurrent,
-    };
     let privileges = privileges(fields, limits, path)?;
     let introspection = match raw.introspection {
         Some(introspection) => {

@@ -46,7 +46,7 @@ pub use secrets::Env;
 /// The largest plugin configuration accepted: room for 100,000 API clients as
 /// `api_keys.clients[]` objects (about 10 MB) or 100,000 users and clients as
 /// lines (`basic.htpasswd`, `api_keys.clients_lines`: under 10 MB together); a
-/// bound on what every worker's VM parses and holds (README, "Limits").
+/// bound on what every worker's VM parses and holds (docs/configuration.md, "What is checked at load").
 pub const MAX_CONFIG_BYTES: usize = 32 * 1024 * 1024;
 
 /// One-time keypair tokens remembered at once (past it, new ones wait for old ones to expire).
@@ -272,13 +272,11 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
     let routes = Routes::new(rules, raw.bypass_cors_preflight);
     let trusted_networks = raw.trusted_networks.map(|n| policy::networks(n, "trusted_networks")).transpose()?;
     let revocation = policy::revocation(raw.revocation, &jwt_providers)?;
-    let cache = match raw.cache {
-        Some(c) if c.max_entries > MAX_CACHE_ENTRIES => {
-            return Err(ConfigError::new("cache.max_entries", format!("must be at most {MAX_CACHE_ENTRIES}")));
-        }
-        Some(c) => CacheSettings { max_entries: c.max_entries, ttl_seconds: c.ttl_seconds },
-        None => CacheSettings::default(),
-    };
+    let cache = raw.cache.unwrap_or_default();
+    if cache.max_entries > MAX_CACHE_ENTRIES {
+        return Err(ConfigError::new("cache.max_entries", format!("must be at most {MAX_CACHE_ENTRIES}")));
+    }
+    let cache = CacheSettings { max_entries: cache.max_entries, ttl_seconds: cache.ttl_seconds };
     if basic_users.is_empty() && api_keys.clients.is_empty() && jwt_providers.is_empty() {
         return Err(ConfigError::new(
             "",
@@ -330,20 +328,13 @@ fn compile_basic(
         return Ok((BasicUsers::default(), limit, schema::default_time_budget()));
     };
     let mut users = BasicUsers::default();
-    for (i, user) in raw.users.into_iter().enumerate() {
+    for (i, mut user) in raw.users.into_iter().enumerate() {
+        let fields = user.privilege_fields();
         let path = format!("basic.users[{i}]");
         principal_name(&user.name, &format!("{path}.name"))?;
         let stored =
             secrets::required(user.password_hash, user.password_hash_env.as_deref(), &path, "password_hash", env)?;
         let hash = PasswordHash::parse(&stored.value).map_err(|e| ConfigError::new(stored.field, e))?;
-        let fields = policy::PrivilegeFields {
-            methods: user.methods,
-            paths: user.paths,
-            scopes: user.scopes,
-            trusted_networks: user.trusted_networks,
-            requests_per_hour: user.requests_per_hour,
-            max_concurrent: user.max_concurrent,
-        };
         let privileges = policy::privileges(fields, limits, &path)?;
         if !users.insert(user.name, hash, Rc::new(privileges)) {
             return Err(ConfigError::new(format!("{path}.name"), "duplicate user name"));
@@ -388,9 +379,7 @@ fn failure_limit(raw: RawFailureLimit) -> Result<FailureLimit, ConfigError> {
 }
 
 fn compile_api_keys(raw: Option<RawApiKeys>, limits: &Limits, env: Env) -> Result<ApiKeys, ConfigError> {
-    let Some(raw) = raw else {
-        return Ok(ApiKeys { headers: schema::default_api_key_headers(), allow_basic: true, ..ApiKeys::default() });
-    };
+    let raw = raw.unwrap_or_default();
     let mut headers = Vec::with_capacity(raw.headers.len());
     for (i, h) in raw.headers.iter().enumerate() {
         let name = header_name(h, &format!("api_keys.headers[{i}]"))?;
@@ -415,7 +404,8 @@ fn compile_api_keys(raw: Option<RawApiKeys>, limits: &Limits, env: Env) -> Resul
     let lines = secrets::secret(raw.clients_lines, raw.clients_lines_env.as_deref(), "api_keys", "clients_lines", env)?;
     let mut clients = Vec::with_capacity(raw.clients.len() + lines.as_ref().map_or(0, |l| l.value.lines().count()));
     let mut ids = HashSet::with_capacity(clients.capacity());
-    for (i, client) in raw.clients.into_iter().enumerate() {
+    for (i, mut client) in raw.clients.into_iter().enumerate() {
+        let fields = client.privilege_fields();
         let path = format!("api_keys.clients[{i}]");
         principal_name(&client.id, &format!("{path}.id"))?;
         if !ids.insert(client.id.clone()) {
@@ -423,14 +413,6 @@ fn compile_api_keys(raw: Option<RawApiKeys>, limits: &Limits, env: Env) -> Resul
         }
         let stored = secrets::required(client.key_hash, client.key_hash_env.as_deref(), &path, "key_hash", env)?;
         let key_digest = api_key_digest(&stored.value).map_err(|e| ConfigError::new(stored.field, e))?;
-        let fields = policy::PrivilegeFields {
-            methods: client.methods,
-            paths: client.paths,
-            scopes: client.scopes,
-            trusted_networks: client.trusted_networks,
-            requests_per_hour: client.requests_per_hour,
-            max_concurrent: client.max_concurrent,
-        };
         let privileges = policy::privileges(fields, limits, &path)?;
         clients.push(ApiClient {
             id: client.id,

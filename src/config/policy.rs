@@ -5,7 +5,8 @@ use super::error::ConfigError;
 use super::names::non_empty;
 use super::remote::{fetch_config, Document};
 use super::schema::{
-    default_wait_ms, RawBypassRule, RawLimitScope, RawLimits, RawMatch, RawRevocation, RawRule, MAX_WAIT_MS,
+    default_require, default_wait_ms, PrivilegeFields, RawBypassRule, RawLimitScope, RawLimits, RawMatch,
+    RawRevocation, RawRule, MAX_WAIT_MS,
 };
 use crate::fleet::LimitScope;
 use crate::jwt::Provider;
@@ -108,16 +109,6 @@ fn bounded(list: &[String], path: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// The privilege fields users, clients and providers share, as written.
-pub struct PrivilegeFields {
-    pub methods: Option<Vec<String>>,
-    pub paths: Option<Vec<String>>,
-    pub scopes: Vec<String>,
-    pub trusted_networks: Option<Vec<String>>,
-    pub requests_per_hour: Option<u64>,
-    pub max_concurrent: Option<u64>,
-}
-
 /// The privileges of one user, client or provider at `path`; `defaults` are `limits`'.
 pub fn privileges(raw: PrivilegeFields, defaults: &Limits, path: &str) -> Result<Privileges, ConfigError> {
     Ok(Privileges {
@@ -154,15 +145,7 @@ pub struct LimitSettings {
 
 /// `limits`: the defaults, the table of counts, and who counts the hourly limits.
 pub fn limits(raw: Option<RawLimits>) -> Result<LimitSettings, ConfigError> {
-    let Some(raw) = raw else {
-        let defaults = Limits::default();
-        return Ok(LimitSettings {
-            defaults,
-            max_tracked_principals: 10_000,
-            expose_headers: false,
-            scope: LimitScope::Envoy,
-        });
-    };
+    let raw = raw.unwrap_or_default();
     if !(1..=MAX_TRACKED_PRINCIPALS).contains(&raw.max_tracked_principals) {
         return Err(ConfigError::new(
             "limits.max_tracked_principals",
@@ -303,16 +286,15 @@ pub fn every_rule_is_reachable(rules: &[Rule], bypass_count: usize) -> Result<()
 
 fn require(raw: Option<serde_json::Value>, path: &str, providers: &[Provider]) -> Result<Require, ConfigError> {
     use serde_json::Value;
-    let (kinds, listed) = match raw {
-        None => return Ok(Require::Any),
-        Some(Value::String(word)) => match word.as_str() {
+    let (kinds, listed) = match raw.unwrap_or_else(default_require) {
+        Value::String(word) => match word.as_str() {
             "any" => return Ok(Require::Any),
             "none" => return Ok(Require::None),
             "optional" => return Ok(Require::Optional),
             _ => (vec![Value::String(word)], false),
         },
-        Some(Value::Array(kinds)) if !kinds.is_empty() => (kinds, true),
-        Some(_) => {
+        Value::Array(kinds) if !kinds.is_empty() => (kinds, true),
+        _ => {
             return Err(ConfigError::new(path, "must be \"any\", \"none\", \"optional\" or a list of credential kinds"))
         }
     };

@@ -24,7 +24,7 @@ use std::hash::Hasher;
 use siphasher::sip128::{Hasher128, SipHasher13};
 
 use super::verdict::{Answer, Verdict};
-use crate::host_api::{Cas, SharedData};
+use crate::host_api::{compare_and_swap, Cas, SharedData, SharedRecord, Swap};
 use crate::reason::Reason;
 
 /// The shared-data key of the hash key every worker uses.
@@ -92,41 +92,35 @@ impl AnswerStore {
 
     /// Whether a call about `key` is still on its way (a held request waits while it is).
     pub fn pending(&self, shared: &dyn SharedData, key: u128, now_ms: u64) -> bool {
-        let (records, _) = read_slot(shared, &self.slot_key(key));
+        let records = read_slot(shared, &self.slot_key(key));
         records.iter().any(|r| r.key == key && r.until_ms > now_ms && r.state == State::Pending)
     }
 
     /// The stored verdict about `key`, else the lease of its call (`lease_until_ms`) if nobody holds it.
     pub fn claim(&self, shared: &dyn SharedData, key: u128, now_ms: u64, lease_until_ms: u64) -> Claim {
         let slot_key = self.slot_key(key);
-        for _ in 0..MAX_ATTEMPTS {
-            let (mut records, cas) = read_slot(shared, &slot_key);
+        let claim = compare_and_swap(shared, &slot_key, MAX_ATTEMPTS, |Slot(mut records)| {
             if let Some(record) = records.iter().find(|r| r.key == key && r.until_ms > now_ms) {
-                return match &record.state {
+                return Swap::Stop(match &record.state {
                     State::Pending => Claim::Pending,
                     State::Done(verdict) => Claim::Stored(verdict.clone(), record.until_ms),
-                };
+                });
             }
             put(&mut records, Record { key, until_ms: lease_until_ms, state: State::Pending }, now_ms);
-            if shared.set(&slot_key, &encode(&records), cas) {
-                return Claim::Call;
-            }
-        }
-        Claim::Unavailable
+            Swap::Write(Slot(records), Claim::Call)
+        });
+        claim.unwrap_or(Claim::Unavailable)
     }
 
     /// Store a call's verdict about `key` until `until_ms`, in place of its lease.
     pub fn store(&self, shared: &dyn SharedData, key: u128, verdict: Verdict, until_ms: u64, now_ms: u64) -> bool {
         let slot_key = self.slot_key(key);
         let record = Record { key, until_ms, state: State::Done(verdict) };
-        for _ in 0..MAX_ATTEMPTS {
-            let (mut records, cas) = read_slot(shared, &slot_key);
+        let stored = compare_and_swap(shared, &slot_key, MAX_ATTEMPTS, |Slot(mut records)| {
             put(&mut records, record.clone(), now_ms);
-            if shared.set(&slot_key, &encode(&records), cas) {
-                return true;
-            }
-        }
-        false
+            Swap::Write(Slot(records), ())
+        });
+        stored.is_some()
     }
 }
 
@@ -161,11 +155,21 @@ fn put(records: &mut Vec<Record>, record: Record, now_ms: u64) {
     }
 }
 
-fn read_slot(shared: &dyn SharedData, slot_key: &str) -> (Vec<Record>, Cas) {
-    match shared.get(slot_key) {
-        Some((bytes, version)) => (decode(&bytes).unwrap_or_default(), Cas::Expect(version)),
-        None => (Vec::new(), Cas::CreateOnly),
+/// One slot's records, read and written whole.
+struct Slot(Vec<Record>);
+
+impl SharedRecord for Slot {
+    fn decode(bytes: Option<&[u8]>) -> Slot {
+        Slot(bytes.and_then(decode).unwrap_or_default())
     }
+
+    fn encode(&self) -> Vec<u8> {
+        encode(&self.0)
+    }
+}
+
+fn read_slot(shared: &dyn SharedData, slot_key: &str) -> Vec<Record> {
+    Slot::decode(shared.get(slot_key).as_ref().map(|(bytes, _)| bytes.as_slice())).0
 }
 
 fn encode(records: &[Record]) -> Vec<u8> {
@@ -325,7 +329,7 @@ mod tests {
         }
         assert!(store.store(&shared, 100, Verdict::Inactive, 50_000, 0));
         assert_eq!(store.claim(&shared, 0, 1, 2), Claim::Call, "the soonest to expire went");
-        let (records, _) = read_slot(&shared, &store.slot_key(0));
+        let records = read_slot(&shared, &store.slot_key(0));
         assert_eq!(records.len(), PER_SLOT);
     }
 }

@@ -7,6 +7,7 @@ mod algorithm;
 mod backend;
 mod claims;
 mod der;
+mod encoding;
 mod error;
 mod keys;
 mod provider;
@@ -17,6 +18,10 @@ pub use backend::{PureRust, SignatureBackend};
 pub use claims::claim_at;
 pub(crate) use claims::{check_claims, claim_headers, principal, scopes, token_id};
 pub use der::ecdsa_jws_to_der;
+pub use encoding::{
+    jwk_bytes, only_pem_block, PemError, JWK_BASE64, OID_EC_PUBLIC_KEY, OID_ED25519, OID_P256, OID_RSA_ENCRYPTION,
+    PRIVATE_KEY,
+};
 pub use error::JwtError;
 pub use keys::{thumbprint, Key, KeySet, MAX_JWKS_KEYS};
 pub use provider::{normalized_pem, ClaimToHeader, Issuer, Provider, ProviderId};
