@@ -55,6 +55,12 @@ pub fn authorize(principal: &Principal, rule: &Rule, access: &Access) -> Result<
             return Err(refused(Reason::PrincipalNotAllowed, "principal not allowed"));
         }
     }
+    if let Some(patterns) = &rule.request_principals {
+        let name = principal.token.as_ref().and_then(|token| token.request_principal.as_deref());
+        if !patterns.iter().any(|pattern| pattern.matches(name)) {
+            return Err(refused(Reason::PrincipalNotAllowed, "principal not allowed"));
+        }
+    }
     if !rule.scopes.iter().all(|scope| principal.scopes.contains(scope)) {
         return Err(Forbidden::InsufficientScope { required: rule.scopes.clone() });
     }
