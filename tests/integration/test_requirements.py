@@ -148,7 +148,7 @@ def test_shadow_mode_never_adds_or_forwards_a_principal_header(envoy):
         assert "x-jwt" not in EnvoyHarness.upstream_headers(r)
     after = envoy.wasm_stats()
     for name in ("shadow_denied.missing_credential", "shadow_denied.jwt_bad_signature", "shadow_allowed"):
-        assert after.get(name, 0) - before.get(name, 0) == 1, (name, after)
+        assert after.get(f"wasm_authn.{name}", 0) - before.get(f"wasm_authn.{name}", 0) == 1, (name, after)
     # The filter state says why (RBAC reads it): only a request that would be refused for it passes.
     assert envoy.request("GET", "/shadow/audited", FORGED).status == 200
     assert envoy.request("GET", "/shadow/audited", {"x-jwt": corp("bob")}).status == 403
@@ -163,7 +163,7 @@ def test_optional_or_failed(envoy):
         assert owned_headers_seen(r) == {}, headers
     after = envoy.wasm_stats()
     for name in ("optional_failed.jwt_expired", "optional_failed.jwt_malformed", "optional_failed.api_key_invalid"):
-        assert after.get(name, 0) - before.get(name, 0) == 1, (name, after)
+        assert after.get(f"wasm_authn.{name}", 0) - before.get(f"wasm_authn.{name}", 0) == 1, (name, after)
     r = envoy.request("GET", "/migrating/x", {"x-jwt": corp("bob"), **FORGED})
     assert r.status == 200
     assert owned_headers_seen(r)["x-auth-qualified"] == "jwt:corp:bob"
