@@ -69,8 +69,6 @@ impl Verifier {
     }
 
     /// Who presents `credential`, from `source` (Envoy's client address; None: unknown).
-    /// Not inlined: the pipeline calls it for one credential and for a tree's each (once in the module).
-    #[inline(never)]
     pub fn authenticate(
         &mut self,
         config: &Config,

@@ -154,7 +154,6 @@ pub fn extract_each(
 }
 
 /// The first API key: in the configured headers, the query parameter, the cookies, the form.
-#[inline(never)]
 fn find_api_key(request: &RequestFacts, api_keys: &ApiKeys) -> Result<Option<Credential>, CredentialError> {
     for header in &api_keys.headers {
         if let Some(key) = single(request.header_values(header))? {
@@ -198,7 +197,6 @@ fn single<'r>(mut values: impl Iterator<Item = &'r str>) -> Result<Option<&'r st
 }
 
 /// The token of every place it was found at.
-#[inline(never)]
 fn find_token(request: &RequestFacts, tokens: &TokenLocations) -> Result<Option<Credential>, CredentialError> {
     let mut found: Option<(String, Vec<usize>)> = None;
     for (i, location) in tokens.locations.iter().enumerate() {

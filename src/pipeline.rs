@@ -187,7 +187,7 @@ fn decide_rule(
     // extract, authenticate
     let challenges = config.challenges(&rule.require);
     let verified = match &rule.require {
-        Require::Tree(tree) => verify_tree(config, verifier, request, host, now_ms, tree),
+        Require::Tree(tree) => verify_tree(config, verifier, request, host, now_ms, rule, tree),
         _ => verify_one(config, verifier, request, host, now_ms, rule),
     };
     let Verified { principal, credentials, others } = match verified {
@@ -280,9 +280,7 @@ fn decide_rule(
         &principal,
     );
     changes.set.extend(config.limit_scope.descriptor(&principal));
-    let (also, also_state) = requirement::report_others(&others, config.upstream.filter_state);
-    changes.set.extend(also);
-    changes.state.extend(also_state);
+    requirement::report_others(&others, config.upstream.filter_state, &mut changes.set, &mut changes.state);
     Decision::Allow { principal, changes, limited }
 }
 
@@ -353,12 +351,10 @@ fn verify_tree(
     request: &RequestFacts,
     host: &dyn VerifyHost,
     now_ms: u64,
+    rule: &Rule,
     tree: &Tree,
 ) -> Result<Verified, Decision> {
-    let challenges = |kinds: Vec<Kind>| config.challenges(&Require::Kinds(kinds));
-    let mut all_kinds = Vec::new();
-    tree.root.kinds(&mut all_kinds);
-    let every_challenge = || challenges(all_kinds.iter().map(|kind| (*kind).clone()).collect());
+    let every_challenge = || config.challenges(&rule.require);
     let found = match credential::extract_each(request, &config.api_keys, &config.token_locations) {
         Ok(found) => found,
         Err(e) if e.is_bearer() => {
@@ -376,7 +372,7 @@ fn verify_tree(
         return Err(Decision::ReadForm);
     }
     // Credentials of kinds the tree has no use for are not verified (and not forwarded).
-    let credentials: Vec<Credential> = found.into_iter().filter(|c| tree.may_use(c)).collect();
+    let credentials: Vec<Credential> = found.into_iter().filter(|c| rule.require.may_accept(c)).collect();
     let mut principals = Vec::with_capacity(credentials.len());
     for credential in &credentials {
         match verifier.authenticate(config, credential, request.source, host, now_ms) {
@@ -389,7 +385,8 @@ fn verify_tree(
         let mut missing = Vec::new();
         tree.root.missing(&principals, &mut missing);
         let names: Vec<String> = missing.iter().map(|kind| kind.to_string()).collect();
-        let reply = LocalReply::missing_credential(challenges(missing.into_iter().cloned().collect()));
+        let reply =
+            LocalReply::missing_credential(config.challenges(&Require::Kinds(missing.into_iter().cloned().collect())));
         let message = format!("credentials are required: {}", names.join(", "));
         return Err(Decision::Reply(LocalReply { message, ..reply }));
     };

@@ -7,8 +7,7 @@
 
 use std::rc::Rc;
 
-use crate::credential::Credential;
-use crate::principal::{AuthMethod, Principal};
+use crate::principal::Principal;
 pub use crate::route::{Kind, Requirement, Tree};
 
 /// Deepest nesting of `all`/`any` (the root is depth 1).
@@ -76,13 +75,6 @@ impl Requirement {
 }
 
 impl Tree {
-    /// Whether a credential of this form could meet one of its kinds (checked before verifying it).
-    pub fn may_use(&self, credential: &Credential) -> bool {
-        let mut kinds = Vec::new();
-        self.root.kinds(&mut kinds);
-        kinds.into_iter().any(|kind| kind.may_accept(credential))
-    }
-
     /// The rule's principal among the verified ones: the first `principal_from` kind's.
     pub fn principal_of(&self, principals: &[Rc<Principal>]) -> Option<usize> {
         self.principal_from.iter().find_map(|kind| principals.iter().position(|p| kind.admits(p)))
@@ -108,20 +100,17 @@ pub fn is_also_header(name: &str) -> bool {
     })
 }
 
-/// The headers and filter state reporting the principals besides the rule's own (one per method:
-/// a request carries one credential in each place, and an `all` takes each from another place).
-pub fn report_others(others: &[Rc<Principal>], filter_state: bool) -> (Vec<Pair>, Vec<Pair>) {
-    let header = |method: AuthMethod| format!("{ALSO_HEADER_PREFIX}{}", method.as_str());
-    let headers = others.iter().map(|p| (header(p.method), p.qualified.as_str().to_string())).collect();
-    let state = if filter_state {
-        others
-            .iter()
-            .map(|p| (format!("{STATE_ALSO_PREFIX}{}", p.method.as_str()), p.qualified.as_str().to_string()))
-            .collect()
-    } else {
-        Vec::new()
-    };
-    (headers, state)
+/// The headers (into `set`) and filter state (into `state`, with `filter_state`) reporting the
+/// principals besides the rule's own: one per method, as a request carries one credential in
+/// each place and an `all` takes each from another place.
+pub fn report_others(others: &[Rc<Principal>], filter_state: bool, set: &mut Vec<Pair>, state: &mut Vec<Pair>) {
+    for other in others {
+        let (method, name) = (other.method.as_str(), other.qualified.as_str());
+        set.push((format!("{ALSO_HEADER_PREFIX}{method}"), name.to_string()));
+        if filter_state {
+            state.push((format!("{STATE_ALSO_PREFIX}{method}"), name.to_string()));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -71,6 +71,8 @@ pub enum Requirement {
 pub struct Tree {
     pub root: Requirement,
     pub principal_from: Vec<Kind>,
+    /// Its kinds, in the order written.
+    pub kinds: Vec<Kind>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,17 +93,18 @@ pub enum Require {
 }
 
 impl Require {
+    /// The kinds it accepts (a tree's, any of which may be among what it takes); None: any.
+    fn kinds(&self) -> Option<&[Kind]> {
+        match self {
+            Require::Kinds(kinds) => Some(kinds),
+            Require::Tree(tree) => Some(&tree.kinds),
+            Require::Any | Require::Optional | Require::OptionalOrFailed | Require::None => None,
+        }
+    }
+
     /// Whether a verified principal's kind is accepted here.
     pub fn admits(&self, principal: &Principal) -> bool {
-        match self {
-            Require::Kinds(kinds) => kinds.iter().any(|kind| kind.admits(principal)),
-            Require::Tree(tree) => {
-                let mut kinds = Vec::new();
-                tree.root.kinds(&mut kinds);
-                kinds.iter().any(|kind| kind.admits(principal))
-            }
-            Require::Any | Require::Optional | Require::OptionalOrFailed | Require::None => true,
-        }
+        self.kinds().is_none_or(|kinds| kinds.iter().any(|kind| kind.admits(principal)))
     }
 
     /// Whether this requirement lets a request through without a verified credential.
@@ -111,34 +114,20 @@ impl Require {
 
     /// Whether a credential of this form could be accepted here (checked before verifying it).
     pub fn may_accept(&self, credential: &Credential) -> bool {
-        match self {
-            Require::Kinds(kinds) => kinds.iter().any(|kind| kind.may_accept(credential)),
-            Require::Tree(tree) => tree.may_use(credential),
-            _ => true,
-        }
+        self.kinds().is_none_or(|kinds| kinds.iter().any(|kind| kind.may_accept(credential)))
     }
 
     /// Which schemes a 401 here offers: (Basic, Bearer, API key header).
     pub fn schemes(&self) -> (bool, bool, bool) {
-        match self {
-            Require::Kinds(kinds) => schemes_of(kinds.iter()),
-            Require::Tree(tree) => {
-                let mut kinds = Vec::new();
-                tree.root.kinds(&mut kinds);
-                schemes_of(kinds.into_iter())
-            }
-            _ => (true, true, true),
+        match self.kinds() {
+            Some(kinds) => (
+                kinds.iter().any(|k| matches!(k, Kind::Basic | Kind::ApiKey)),
+                kinds.iter().any(|k| matches!(k, Kind::Jwt { .. } | Kind::Keypair)),
+                kinds.iter().any(|k| matches!(k, Kind::ApiKey)),
+            ),
+            None => (true, true, true),
         }
     }
-}
-
-/// Which schemes a 401 offers for these kinds: (Basic, Bearer, API key header).
-pub fn schemes_of<'k>(kinds: impl Iterator<Item = &'k Kind> + Clone) -> (bool, bool, bool) {
-    (
-        kinds.clone().any(|k| matches!(k, Kind::Basic | Kind::ApiKey)),
-        kinds.clone().any(|k| matches!(k, Kind::Jwt { .. } | Kind::Keypair)),
-        { kinds }.any(|k| matches!(k, Kind::ApiKey)),
-    )
 }
 
 /// `:authority` exact, or `*.suffix` for any subdomain (compared without case, port

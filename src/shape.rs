@@ -65,7 +65,6 @@ pub struct NewBody {
 }
 
 /// A request that passes without authentication: it loses what the filter owns and every credential.
-#[inline(never)]
 pub fn unauthenticated(
     upstream: &Upstream,
     api_keys: &ApiKeys,

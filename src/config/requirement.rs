@@ -41,10 +41,11 @@ pub fn require(
                 Require::Kinds(kinds.into_iter().cloned().collect())
             } else {
                 let principal_from = match principal_from {
-                    None => kinds.into_iter().cloned().collect(),
+                    None => kinds.iter().copied().cloned().collect(),
                     Some(ref names) => from(names, &root, &format!("{}.principal_from", rule_of(path)), providers)?,
                 };
-                return Ok(Require::Tree(Box::new(Tree { root, principal_from })));
+                let kinds = kinds.into_iter().cloned().collect();
+                return Ok(Require::Tree(Box::new(Tree { root, principal_from, kinds })));
             }
         }
         Some(_) => {

@@ -2,6 +2,7 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::config::Config;
+use crate::principal::AuthMethod;
 use crate::privileges::Privileges;
 use crate::route::Require;
 
@@ -48,7 +49,7 @@ fn a_tree_is_met_by_the_kinds_of_the_verified_principals() {
 
 #[test]
 fn the_rules_principal_is_the_first_principal_from_kind_present() {
-    let tree = Tree { root: tree(), principal_from: vec![jwt("corp"), Kind::ApiKey, Kind::Basic] };
+    let tree = Tree { root: tree(), principal_from: vec![jwt("corp"), Kind::ApiKey, Kind::Basic], kinds: Vec::new() };
     let basic = principal(AuthMethod::Basic, None);
     let corp = principal(AuthMethod::Jwt, Some("corp"));
     let key = principal(AuthMethod::ApiKey, None);
@@ -66,13 +67,16 @@ fn also_headers_are_the_filters_under_any_spelling() {
         assert!(!is_also_header(name), "{name}");
     }
     let others = [principal(AuthMethod::Basic, None), principal(AuthMethod::Jwt, Some("corp"))];
-    let (headers, state) = report_others(&others, true);
+    let (mut headers, mut state) = (Vec::new(), Vec::new());
+    report_others(&others, true, &mut headers, &mut state);
     assert_eq!(
         headers,
         [("x-auth-also-basic".into(), "basic:alice".into()), ("x-auth-also-jwt".into(), "jwt:alice".into())]
     );
     assert_eq!(state[0], ("wasm_authn.also.basic".into(), "basic:alice".into()));
-    assert!(report_others(&others, false).1.is_empty());
+    let mut without = Vec::new();
+    report_others(&others, false, &mut headers, &mut without);
+    assert!(without.is_empty());
 }
 
 fn config(rule: Value) -> Result<Config, String> {
