@@ -372,11 +372,17 @@ fn verify_tree(
         return Err(Decision::ReadForm);
     }
     // Credentials of kinds the tree has no use for are not verified (and not forwarded).
-    let credentials: Vec<Credential> = found.into_iter().filter(|c| rule.require.may_accept(c)).collect();
-    let mut principals = Vec::with_capacity(credentials.len());
-    for credential in &credentials {
-        match verifier.authenticate(config, credential, request.source, host, now_ms) {
-            Ok(principal) => principals.push(principal),
+    let mut credentials = Vec::with_capacity(found.len());
+    let mut principals = Vec::with_capacity(found.len());
+    for credential in found.into_iter().filter(|c| rule.require.may_accept(c)) {
+        match verifier.authenticate(config, &credential, request.source, host, now_ms) {
+            // Verified as a kind the tree has no use for (a client's Basic `id:key` where only
+            // `basic` is): it meets nothing, is reported nowhere, and is not forwarded.
+            Ok(principal) if !rule.require.admits(&principal) => {}
+            Ok(principal) => {
+                credentials.push(credential);
+                principals.push(principal);
+            }
             Err(e) => return Err(not_verified(e, every_challenge())),
         }
     }

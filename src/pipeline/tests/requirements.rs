@@ -75,6 +75,18 @@ fn a_credential_that_fails_is_never_stepped_around() {
     // An API client's `id:key` as Basic is an API key, not a Basic user: `basic` is still missing.
     let headers = [("authorization", &*basic("reporting", KEY)), ("x-jwt", &*corp_token("bob"))];
     assert_eq!(denied(decide(&mut vm, &headers)).message, "credentials are required: basic");
+    // Where the tree has no `api-key`, a client's `id:key` is reported nowhere and not forwarded.
+    let rule = json!([{"require": {"all": ["basic", "jwt:corp"]}}]);
+    let mut vm = trees(rule, json!({"forward_credentials": true}));
+    let headers = [("authorization", &*basic("reporting", KEY)), ("x-jwt", &*corp_token("bob"))];
+    let reply = denied(decide(&mut vm, &headers));
+    assert_eq!(reply.message, "credentials are required: basic");
+    let headers = [("authorization", &*basic("alice", KEY)), ("x-jwt", &*corp_token("bob"))];
+    let (principal, changes) = allowed(decide(&mut vm, &headers));
+    assert_eq!(principal.qualified.as_str(), "basic:alice");
+    assert_eq!(header_value(&changes, "x-auth-also-jwt"), Some("jwt:corp:bob"));
+    // Forwarded: both verified credentials stay.
+    assert!(!changes.remove.iter().any(|h| h == "authorization" || h == "x-jwt"), "{:?}", changes.remove);
 }
 
 #[test]
