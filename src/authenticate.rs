@@ -211,7 +211,7 @@ fn verify_bearer(
     if let (Some((provider, _)), false) = (introspector, jws) {
         return introspect(config, provider, token, host, now_ms, introspection_hits);
     }
-    let verified = match jwt::verify(token, providers, &bound_here, host, now, config.clock_skew_seconds) {
+    let mut verified = match jwt::verify(token, providers, &bound_here, host, now, config.clock_skew_seconds) {
         Ok(verified) => verified,
         Err(JwtError::UnknownIssuer | JwtError::Malformed | JwtError::UnsupportedAlgorithm)
             if introspector.is_some_and(|(_, all)| all) =>
@@ -234,7 +234,11 @@ fn verify_bearer(
     let Some(provider) = providers.get(verified.provider.0) else {
         return Err(bearer_error(Reason::JwtUnknownIssuer, "unknown issuer"));
     };
-    let token = TokenFacts { jti: verified.jti.clone(), issued_at: verified.issued_at };
+    let token = TokenFacts {
+        jti: verified.jti.clone(),
+        issued_at: verified.issued_at,
+        request_principal: verified.request_principal.take().filter(|_| provider.kind == Issuer::Provider),
+    };
     let expires_at = verified.expires_at;
     let principal = match provider.kind {
         Issuer::Provider => Principal::of_provider(
@@ -317,7 +321,7 @@ fn introspect(
             return Err(NotVerified::TryLater { reason: Reason::IntrospectionFailed, retry_after_seconds: 1 })
         }
     };
-    let token = TokenFacts { jti: answer.jti, issued_at: answer.issued_at };
+    let token = TokenFacts { jti: answer.jti, issued_at: answer.issued_at, request_principal: None };
     let principal = Principal::of_provider(
         &provider.name,
         answer.principal,

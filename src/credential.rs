@@ -128,6 +128,31 @@ pub fn extract(
     if authorization.is_some_and(|value| value.len() > MAX_AUTHORIZATION_BYTES) {
         return Err(CredentialError::TooLarge);
     }
+    find_api_key(request, api_keys)
+}
+
+/// Every credential the request carries, one per place: Basic in the Authorization
+/// header, a token, an API key (what a requirement tree's `all` takes together).
+pub fn extract_each(
+    request: &RequestFacts,
+    api_keys: &ApiKeys,
+    tokens: &TokenLocations,
+) -> Result<Vec<Credential>, CredentialError> {
+    let mut each = Vec::new();
+    let authorization = single(request, AUTHORIZATION)?;
+    if authorization.is_some_and(|value| value.len() > MAX_AUTHORIZATION_BYTES) {
+        return Err(CredentialError::TooLarge);
+    }
+    if let Some(value) = authorization.filter(|value| is_basic(value)) {
+        each.push(parse_basic(value)?);
+    }
+    each.extend(find_token(request, tokens)?);
+    each.extend(find_api_key(request, api_keys)?);
+    Ok(each)
+}
+
+/// The first API key: in the configured headers, the query parameter, the cookies, the form.
+fn find_api_key(request: &RequestFacts, api_keys: &ApiKeys) -> Result<Option<Credential>, CredentialError> {
     for header in &api_keys.headers {
         if let Some(key) = single(request, header)? {
             return api_key(key, ApiKeySource::Header(header.clone())).map(Some);
@@ -266,19 +291,20 @@ pub fn credential_removal(
     request: &RequestFacts,
     api_keys: &ApiKeys,
     tokens: &TokenLocations,
-    verified: Option<&Credential>,
+    verified: &[&Credential],
     forward: bool,
 ) -> CredentialRemoval {
-    let kept = if forward { verified } else { None };
-    let (kept_key, kept_token): (Option<&ApiKeySource>, &[usize]) = match kept {
-        Some(Credential::ApiKey { source, .. }) => (Some(source), &[]),
-        Some(Credential::Bearer { found, .. }) => (None, found),
-        _ => (None, &[]),
-    };
+    let kept = if forward { verified } else { &[] };
+    let kept_key =
+        kept.iter().find_map(|c| if let Credential::ApiKey { source, .. } = c { Some(source) } else { None });
+    let kept_token: &[usize] = kept
+        .iter()
+        .find_map(|c| if let Credential::Bearer { found, .. } = c { Some(found) } else { None })
+        .map_or(&[], |f| f);
     let mut removal = CredentialRemoval::default();
 
     // Authorization when its scheme is one the filter reads; other schemes are the upstream's business.
-    let authorization_kept = matches!(kept, Some(Credential::Basic { .. }))
+    let authorization_kept = kept.iter().any(|c| matches!(c, Credential::Basic { .. }))
         || tokens.headers().any(|(i, name, _)| name == AUTHORIZATION && kept_token.contains(&i));
     let read_scheme = |value: &str| {
         is_basic(value)
@@ -500,7 +526,8 @@ mod tests {
     ) -> CredentialRemoval {
         let headers = crate::testing::headers(headers);
         let request = RequestFacts::new("GET", path, &headers);
-        credential_removal(&request, &keys(Some("api_key")), &places(), verified, forward)
+        let verified: Vec<&Credential> = verified.into_iter().collect();
+        credential_removal(&request, &keys(Some("api_key")), &places(), &verified, forward)
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub mod reason;
 pub mod remote;
 pub mod reply;
 pub mod request;
+pub mod request_principal;
+pub mod requirement;
 pub mod revocation;
 pub mod route;
 pub mod shape;

@@ -243,6 +243,29 @@ impl Plugin {
                 host.count_soon(Outcome::Anonymous);
                 self.streams.allow(context_id, changes)
             }
+            Decision::Failed { reason, changes } => {
+                let outcome = format!("no principal: the credential failed ({}), optional_or_failed", reason.label());
+                self.log_decision(context_id, Some(request), &outcome, now_ms);
+                host.increment(&format!("optional_failed.{}", reason.label()));
+                self.streams.allow(context_id, changes)
+            }
+            Decision::Shadow { refused, changes, limited } => {
+                let outcome = match refused {
+                    Some(reason) => {
+                        host.increment(&format!("shadow_denied.{}", reason.label()));
+                        format!("shadow: would be refused ({}); continues without a principal", reason.label())
+                    }
+                    None => {
+                        host.increment("shadow_allowed");
+                        "shadow: would be allowed; continues without a principal".to_string()
+                    }
+                };
+                self.log_decision(context_id, Some(request), &outcome, now_ms);
+                if let Some(limited) = limited {
+                    self.track(host, context_id, limited);
+                }
+                self.streams.allow(context_id, changes)
+            }
             Decision::Allow { principal, changes, limited } => {
                 if log::log_enabled!(log::Level::Debug) {
                     let by = principal.provider.as_deref().map(|p| format!(", {p}")).unwrap_or_default();

@@ -8,6 +8,7 @@ use crate::network::Networks;
 use crate::path::{has_segment_prefix, MatchPath};
 use crate::principal::Principal;
 use crate::reason::Reason;
+use crate::request_principal::RequestPrincipal;
 use crate::route::Rule;
 
 /// Why a verified request may not proceed (403).
@@ -37,18 +38,20 @@ enum Check<'a> {
     Methods(&'a [String]),
     Paths(&'a [String]),
     Principals(&'a [String]),
+    RequestPrincipals(&'a [RequestPrincipal]),
     Scopes(&'a [String]),
 }
 
 /// The restrictions on this principal under this rule: `authorize` judges each, and
 /// with none the stage is skipped, so a check added here is never skipped.
-fn checks<'a>(principal: &'a Principal, rule: &'a Rule) -> [Option<Check<'a>>; 5] {
+fn checks<'a>(principal: &'a Principal, rule: &'a Rule) -> [Option<Check<'a>>; 6] {
     let privileges = &principal.privileges;
     [
         privileges.trusted_networks.as_ref().map(Check::Networks),
         privileges.methods.as_deref().map(Check::Methods),
         privileges.paths.as_deref().map(Check::Paths),
         rule.principals.as_deref().map(Check::Principals),
+        rule.request_principals.as_deref().map(Check::RequestPrincipals),
         (!rule.scopes.is_empty()).then_some(Check::Scopes(&rule.scopes)),
     ]
 }
@@ -81,6 +84,12 @@ pub fn authorize(principal: &Principal, rule: &Rule, access: &Access) -> Result<
             }
             Check::Principals(principals) => {
                 if !principals.iter().any(|admitted| admitted == principal.qualified.as_str()) {
+                    return Err(refused(Reason::PrincipalNotAllowed, "principal not allowed"));
+                }
+            }
+            Check::RequestPrincipals(patterns) => {
+                let name = principal.token.as_ref().and_then(|token| token.request_principal.as_deref());
+                if !patterns.iter().any(|pattern| pattern.matches(name)) {
                     return Err(refused(Reason::PrincipalNotAllowed, "principal not allowed"));
                 }
             }

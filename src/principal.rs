@@ -41,6 +41,8 @@ impl AuthMethod {
 pub struct TokenFacts {
     pub jti: Option<String>,
     pub issued_at: Option<u64>,
+    /// `<iss>/<sub>` of a JWT provider's token: its Istio request principal.
+    pub request_principal: Option<String>,
 }
 
 /// A principal's name, qualified by who vouches for it: `basic:alice`,

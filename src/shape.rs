@@ -71,17 +71,18 @@ pub fn unauthenticated(
     tokens: &TokenLocations,
     request: &RequestFacts,
 ) -> UpstreamChanges {
-    let removal = credential_removal(request, api_keys, tokens, None, false);
+    let removal = credential_removal(request, api_keys, tokens, &[], false);
     changes(upstream, request, removal, Vec::new(), Vec::new())
 }
 
-/// A verified request: the principal's headers set, forged ones and unverified credentials removed.
+/// A verified request: the principal's headers set, forged ones and unverified credentials removed
+/// (`credentials`: the verified ones, forwarded with `forward_credentials`).
 pub fn authenticated(
     upstream: &Upstream,
     api_keys: &ApiKeys,
     tokens: &TokenLocations,
     request: &RequestFacts,
-    credential: &Credential,
+    credentials: &[&Credential],
     principal: &Principal,
 ) -> UpstreamChanges {
     let names = &upstream.principal_headers;
@@ -98,7 +99,7 @@ pub fn authenticated(
     set.extend(principal.claim_headers.iter().cloned());
 
     let state = if upstream.filter_state { filter_state(principal) } else { Vec::new() };
-    let removal = credential_removal(request, api_keys, tokens, Some(credential), upstream.forward_credentials);
+    let removal = credential_removal(request, api_keys, tokens, credentials, upstream.forward_credentials);
     changes(upstream, request, removal, set, state)
 }
 
@@ -160,7 +161,8 @@ fn forged_headers(upstream: &Upstream, request: &RequestFacts) -> Vec<String> {
             upstream.owned_headers.iter().any(|owned| is_underscore_spelling_of(name, owned))
         } else {
             upstream.owned_headers.iter().any(|owned| owned == name)
-        } || (remove_overrides && method_override::is_override_header(name));
+        } || (remove_overrides && method_override::is_override_header(name))
+            || crate::requirement::is_also_header(name);
         if owned && !forged.iter().any(|f| f == name) {
             forged.push(name.to_string());
         }

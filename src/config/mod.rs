@@ -11,6 +11,7 @@ mod locations;
 mod names;
 mod policy;
 mod remote;
+mod requirement;
 mod schema;
 mod secrets;
 mod token_endpoint;
@@ -66,6 +67,8 @@ pub struct Config {
     pub upstream: Upstream,
     /// `bypass` and `rules`, and CORS preflights.
     pub routes: Routes,
+    /// false: shadow mode, unless a rule says otherwise (`Rule::enforce`).
+    pub enforce: bool,
     /// Outside these, 403 before any credential is checked (but on `require: "none"` routes).
     pub trusted_networks: Option<Networks>,
     pub revocation: Revocation,
@@ -294,6 +297,7 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
             filter_state: raw.filter_state,
             method_overrides,
         },
+        enforce: raw.enforce,
         routes,
         trusted_networks,
         revocation,

@@ -5,8 +5,8 @@ use super::error::ConfigError;
 use super::names::non_empty;
 use super::remote::{fetch_config, Document};
 use super::schema::{
-    default_require, default_wait_ms, PrivilegeFields, RawBypassRule, RawLimitScope, RawLimits, RawMatch,
-    RawRevocation, RawRule, MAX_WAIT_MS,
+    default_wait_ms, PrivilegeFields, RawBypassRule, RawLimitScope, RawLimits, RawMatch, RawRevocation, RawRule,
+    MAX_WAIT_MS,
 };
 use crate::fleet::LimitScope;
 use crate::jwt::Provider;
@@ -16,8 +16,9 @@ use crate::path::has_segment_prefix;
 use crate::principal::QualifiedName;
 use crate::privileges::Privileges;
 use crate::remote::RemoteDocument;
+use crate::request_principal::RequestPrincipal;
 use crate::revocation::{Revocation, RevocationList};
-use crate::route::{HostPattern, Kind, Require, RouteMatch, Rule};
+use crate::route::{HostPattern, Require, RouteMatch, Rule};
 
 /// Method names a rule or a privilege may list: RFC 9110's, PATCH, CData's MERGE,
 /// and WebDAV's. Anything else is a typo.
@@ -191,14 +192,21 @@ pub fn bypass_rule(rule: RawBypassRule, i: usize) -> Result<Rule, ConfigError> {
     };
     let methods = rule.method.map(|m| methods(vec![m], &format!("{path}.method"))).transpose()?;
     let matcher = RouteMatch { path_prefix, methods, ..RouteMatch::default() };
-    Ok(Rule { matcher, require: Require::None, scopes: Vec::new(), principals: None })
+    Ok(Rule {
+        matcher,
+        require: Require::None,
+        scopes: Vec::new(),
+        principals: None,
+        request_principals: None,
+        enforce: None,
+    })
 }
 
 /// One of `rules`; `providers` are the JWT providers, keypairs and token endpoint (`jwt:<name>`).
 pub fn rule(raw: RawRule, i: usize, providers: &[Provider]) -> Result<Rule, ConfigError> {
     let path = format!("rules[{i}]");
     let matcher = route_match(raw.matcher, &format!("{path}.match"))?;
-    let require = require(raw.require, &format!("{path}.require"), providers)?;
+    let require = super::requirement::require(raw.require, raw.principal_from, &format!("{path}.require"), providers)?;
     let scopes = scopes(raw.scopes, &format!("{path}.scopes"))?;
     let principals = match raw.principals {
         Some(ids) => {
@@ -211,10 +219,21 @@ pub fn rule(raw: RawRule, i: usize, providers: &[Provider]) -> Result<Rule, Conf
         }
         None => None,
     };
-    if require == Require::None && (!scopes.is_empty() || principals.is_some()) {
+    let request_principals = match raw.request_principals {
+        Some(patterns) => {
+            bounded(&patterns, &format!("{path}.request_principals"))?;
+            let parsed = patterns.iter().enumerate().map(|(j, text)| {
+                RequestPrincipal::parse(text)
+                    .map_err(|message| ConfigError::new(format!("{path}.request_principals[{j}]"), message))
+            });
+            Some(parsed.collect::<Result<Vec<_>, _>>()?)
+        }
+        None => None,
+    };
+    if require == Require::None && (!scopes.is_empty() || principals.is_some() || request_principals.is_some()) {
         return Err(ConfigError::new(&path, "a rule that requires nothing cannot require scopes or principals"));
     }
-    Ok(Rule { matcher, require, scopes, principals })
+    Ok(Rule { matcher, require, scopes, principals, request_principals, enforce: raw.enforce })
 }
 
 fn route_match(raw: RawMatch, path: &str) -> Result<RouteMatch, ConfigError> {
@@ -282,48 +301,6 @@ pub fn every_rule_is_reachable(rules: &[Rule], bypass_count: usize) -> Result<()
         }
     }
     Ok(())
-}
-
-fn require(raw: Option<serde_json::Value>, path: &str, providers: &[Provider]) -> Result<Require, ConfigError> {
-    use serde_json::Value;
-    let (kinds, listed) = match raw.unwrap_or_else(default_require) {
-        Value::String(word) => match word.as_str() {
-            "any" => return Ok(Require::Any),
-            "none" => return Ok(Require::None),
-            "optional" => return Ok(Require::Optional),
-            _ => (vec![Value::String(word)], false),
-        },
-        Value::Array(kinds) if !kinds.is_empty() => (kinds, true),
-        _ => {
-            return Err(ConfigError::new(path, "must be \"any\", \"none\", \"optional\" or a list of credential kinds"))
-        }
-    };
-    let mut parsed = Vec::with_capacity(kinds.len());
-    for (i, kind) in kinds.iter().enumerate() {
-        let at = if listed { format!("{path}[{i}]") } else { path.to_string() };
-        let Some(word) = kind.as_str() else {
-            return Err(ConfigError::new(at, "must be a credential kind"));
-        };
-        parsed.push(match word {
-            "basic" => Kind::Basic,
-            "api-key" => Kind::ApiKey,
-            "jwt" => Kind::Jwt { provider: None },
-            "keypair" => Kind::Keypair,
-            _ => match word.strip_prefix("jwt:") {
-                Some(name) if providers.iter().any(|p| p.name == name) => {
-                    Kind::Jwt { provider: Some(name.to_string()) }
-                }
-                Some(_) => return Err(ConfigError::new(at, "names no provider in jwt.providers")),
-                None => {
-                    return Err(ConfigError::new(
-                        at,
-                        "unknown credential kind: use \"basic\", \"api-key\", \"jwt\", \"jwt:<provider name>\" or \"keypair\"",
-                    ))
-                }
-            },
-        });
-    }
-    Ok(Require::Kinds(parsed))
 }
 
 pub fn revocation(raw: Option<RawRevocation>, providers: &[Provider]) -> Result<Revocation, ConfigError> {

@@ -88,6 +88,11 @@ pub struct RawConfig {
     /// Also hand the verified principal to Envoy as filter state (`wasm.wasm_authn.principal`, `.method`, `.provider`, `.claim.<header>`), for RBAC and access logs; one host call per value.
     #[serde(default)]
     pub filter_state: bool,
+    /// false: shadow mode (Envoy RBAC's `shadow_rules`, Istio's `AUDIT`): every request is decided, a
+    /// refusal counted (`shadow_denied.<reason>`), logged and set in filter state
+    /// (`wasm.wasm_authn.shadow`), and the request continues without principal headers. A rule's own `enforce` overrides it.
+    #[serde(default = "default_true")]
+    pub enforce: bool,
     /// Rules that skip authentication (forged principal headers and credentials are still removed).
     #[serde(default)]
     pub bypass: Vec<RawBypassRule>,
@@ -167,10 +172,19 @@ pub struct RawRule {
     /// The conditions; all it sets must match (none: every request).
     #[serde(rename = "match", default)]
     pub matcher: RawMatch,
-    /// `"any"`, `"none"`, `"optional"`, or a list of kinds
-    /// (`"basic"`, `"api-key"`, `"jwt"`, `"jwt:<provider>"`, `"keypair"`).
+    /// `"any"`, `"none"`, `"optional"`, `"optional_or_failed"` (a credential that fails passes
+    /// too, with no principal), a list of kinds (any of them: `"basic"`, `"api-key"`, `"jwt"`,
+    /// `"jwt:<provider>"`, `"keypair"`), or a tree of them: `{"all": [...]}`, `{"any": [...]}`, nested.
     #[cfg_attr(not(target_arch = "wasm32"), schemars(default = "default_require"))]
     pub require: Option<Value>,
+    /// With a `require` tree: the kinds whose principal is the rule's, first present first (default: the
+    /// tree's kinds in the order written); the others are reported in `x-auth-also-<method>`.
+    pub principal_from: Option<Vec<String>>,
+    /// When set, only JWT provider tokens whose `<iss>/<sub>` matches one (Istio's `requestPrincipals`:
+    /// exact, `prefix*`, `*suffix`, or `*`), 403 otherwise.
+    pub request_principals: Option<Vec<String>>,
+    /// Overrides the configuration's `enforce` for this rule (false: shadow mode).
+    pub enforce: Option<bool>,
     /// Scopes the caller must all hold (403 `insufficient_scope` otherwise).
     #[serde(default)]
     pub scopes: Vec<String>,

@@ -33,6 +33,8 @@ pub struct VerifiedToken {
     pub jti: Option<String>,
     /// `scope` and `scp`.
     pub scopes: Vec<String>,
+    /// `<iss>/<sub>`, when both are strings (Istio's request principal).
+    pub request_principal: Option<String>,
 }
 
 /// Longest token accepted, checked before any decoding.
@@ -134,6 +136,7 @@ pub fn verify(
         issued_at: times.issued_at,
         jti: token_id(&jws.claims),
         scopes: scopes(&jws.claims),
+        request_principal: jws.claims.get("sub").and_then(Value::as_str).map(|sub| format!("{issuer}/{sub}")),
     })
 }
 

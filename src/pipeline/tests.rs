@@ -1011,3 +1011,5 @@ fn with_scope_fleet_an_unlimited_principal_costs_no_engine_call() {
     let expected = UpstreamChanges { remove: vec!["x-auth-ratelimit-principal".into()], ..Default::default() };
     assert_eq!(d, Decision::Bypass(expected));
 }
+
+mod requirements;

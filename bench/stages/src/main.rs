@@ -24,9 +24,12 @@ use wasm_authn::host_api::{Cas, Clock, Counters, HttpCalls, SharedData, Target};
 use wasm_authn::jwt::{Algorithm, SignatureBackend};
 use wasm_authn::plugin::Plugin;
 use wasm_authn::request::{RequestFacts, Source};
+
+/// No client address (no configuration here reads one).
+pub const NO_SOURCE: Source<'static> = Source::Known(None);
 use wasm_authn::stream::Step;
 use wasm_authn::testing::FakeShared;
-use wasm_authn::{header_map, shape};
+use wasm_authn::{header_map, pipeline, shape};
 
 const SECRET: &[u8] = b"stages-bench-secret-0123456789abcdef";
 const API_KEY: &str = "stages-bench-api-key-0123456789";
@@ -91,7 +94,12 @@ pub fn sha256_hex(text: &str) -> String {
 
 /// The headers Envoy hands the filter for a typical request, serialized as the ABI does.
 fn serialized(credential: (&str, &str)) -> Vec<u8> {
-    let pairs = [
+    serialized_all(&[credential])
+}
+
+/// The same with these credential headers.
+fn serialized_all(credentials: &[(&str, &str)]) -> Vec<u8> {
+    let mut pairs = vec![
         (":authority", "api.example.com"),
         (":path", "/orders/12345?expand=items"),
         (":method", "GET"),
@@ -100,8 +108,8 @@ fn serialized(credential: (&str, &str)) -> Vec<u8> {
         ("accept", "*/*"),
         ("x-forwarded-proto", "http"),
         ("x-request-id", "6f1c0a4e-2b1d-4c55-9d6e-1a2b3c4d5e6f"),
-        credential,
     ];
+    pairs.extend_from_slice(credentials);
     header_map::encode(&pairs)
 }
 
@@ -152,8 +160,8 @@ fn main() {
         let mut host = Host::default();
         let mut verifier = Verifier::new(&config);
         let credential = credential::extract(&request, &config.api_keys, &config.token_locations).unwrap().unwrap();
-        verifier.authenticate(&config, &credential, Source::Known(None), &host, NOW_MS).unwrap();
-        let principal = verifier.authenticate(&config, &credential, Source::Known(None), &host, NOW_MS).unwrap();
+        verifier.authenticate(&config, &credential, NO_SOURCE, &host, NOW_MS).unwrap();
+        let principal = verifier.authenticate(&config, &credential, NO_SOURCE, &host, NOW_MS).unwrap();
 
         let decode = time(|| header_map::decode(&bytes));
         let facts = time(|| RequestFacts::from_headers(&headers).path.len());
@@ -169,14 +177,14 @@ fn main() {
             }
             credential::Credential::ApiKey { key, .. } => time(|| keys.of("api-key", &[key.as_bytes()])),
         };
-        let remembered = time(|| verifier.authenticate(&config, &credential, Source::Known(None), &host, NOW_MS));
+        let remembered = time(|| verifier.authenticate(&config, &credential, NO_SOURCE, &host, NOW_MS));
         let shaped = time(|| {
             shape::authenticated(
                 &config.upstream,
                 &config.api_keys,
                 &config.token_locations,
                 &request,
-                &credential,
+                &[&credential],
                 &principal,
             )
         });
@@ -196,7 +204,7 @@ fn main() {
         uncached_config["cache"] = json!({"max_entries": 0});
         let uncached_config = Config::from_json(uncached_config.to_string().as_bytes()).unwrap();
         let mut uncached = Verifier::new(&uncached_config);
-        let fresh = time(|| uncached.authenticate(&uncached_config, &credential, Source::Known(None), &host, NOW_MS));
+        let fresh = time(|| uncached.authenticate(&uncached_config, &credential, NO_SOURCE, &host, NOW_MS));
         results.push((
             scheme,
             [
@@ -212,9 +220,48 @@ fn main() {
         ));
     }
     print_table(&results);
+    requirement_tree(&config_text, &basic);
     distinct_tokens();
     opaque_token();
     scale::run();
+}
+
+/// A two-credential `all` (Basic and an API key) against each credential alone, the whole
+/// decision each time (both remembered as they are in steady state): the tree should cost
+/// the sum of its verifications and nothing more.
+fn requirement_tree(config_text: &str, basic: &str) {
+    let with_rules = |rules: serde_json::Value| {
+        let mut config: serde_json::Value = serde_json::from_str(config_text).unwrap();
+        config["rules"] = rules;
+        Config::from_json(config.to_string().as_bytes()).unwrap()
+    };
+    let host = Host::default();
+    let decide = |config: &Config, pairs: &[(&str, &str)]| {
+        let bytes = serialized_all(pairs);
+        let mut verifier = Verifier::new(config);
+        time(|| {
+            let headers = header_map::decode(&bytes).unwrap();
+            let request = RequestFacts::from_headers(&headers);
+            matches!(
+                pipeline::decide(config, &mut verifier, &request, &host, NOW_MS),
+                pipeline::Decision::Allow { .. } | pipeline::Decision::Anonymous(_)
+            )
+        })
+    };
+    let key = ("x-api-key", API_KEY);
+    let authorization = ("authorization", basic);
+    let nothing = decide(&with_rules(json!([{"require": "optional"}])), &[]);
+    let alone_basic = decide(&with_rules(json!([{"require": ["basic"]}])), &[authorization]);
+    let alone_key = decide(&with_rules(json!([{"require": ["api-key"]}])), &[key]);
+    let tree = decide(&with_rules(json!([{"require": {"all": ["basic", "api-key"]}}])), &[authorization, key]);
+    println!();
+    println!("| a requirement tree, the whole decision (decode to shaped) | ns |");
+    println!("|---|---:|");
+    println!("| no credential (require \"optional\"): the decision's fixed cost | {nothing:.0} |");
+    println!("| require [\"basic\"], Basic (SHA-256, remembered) | {alone_basic:.0} |");
+    println!("| require [\"api-key\"], an API key | {alone_key:.0} |");
+    println!("| require {{\"all\": [\"basic\", \"api-key\"]}}, both | {tree:.0} |");
+    println!("| the tree beyond its two verifications: all - basic - api-key + fixed | {:.0} |", tree - alone_basic - alone_key + nothing);
 }
 
 /// An opaque token whose introspection answer another worker stored (the per-VM cache
@@ -239,14 +286,13 @@ fn opaque_token() {
     let key = introspection.answers.key(&host, token);
     assert!(introspection.answers.store(&host, key, verdict, until, NOW_MS));
     let mut verifier = Verifier::new(&stored);
-    let shared = time(|| verifier.authenticate(&stored, &credential, Source::Known(None), &host, NOW_MS).is_ok());
+    let shared = time(|| verifier.authenticate(&stored, &credential, NO_SOURCE, &host, NOW_MS).is_ok());
     let remembered_config = config_of(json!({}));
     let mut remembered = Verifier::new(&remembered_config);
-    let _ = remembered.authenticate(&remembered_config, &credential, Source::Known(None), &host, NOW_MS);
+    let _ = remembered.authenticate(&remembered_config, &credential, NO_SOURCE, &host, NOW_MS);
     let remembered_key = remembered_config.jwt_providers[0].introspection.as_ref().unwrap().answers.key(&host, token);
     assert_eq!(remembered_key, key, "one hash key per Envoy");
-    let cached =
-        time(|| remembered.authenticate(&remembered_config, &credential, Source::Known(None), &host, NOW_MS).is_ok());
+    let cached = time(|| remembered.authenticate(&remembered_config, &credential, NO_SOURCE, &host, NOW_MS).is_ok());
     println!();
     println!("| an opaque token (introspection), its answer stored | ns |");
     println!("|---|---:|");
@@ -290,13 +336,13 @@ fn distinct_tokens() {
         credential::Credential::Bearer { token, .. } => token.clone(),
         _ => String::new(),
     };
-    assert!(verifier.authenticate(&config, pick(), Source::Known(None), &host, NOW_MS).is_ok());
+    assert!(verifier.authenticate(&config, pick(), NO_SOURCE, &host, NOW_MS).is_ok());
     let verify = time(|| {
         let token = token_of(pick());
         wasm_authn::jwt::verify(&token, &config.jwt_providers, &|_| true, &host, NOW_MS / 1000, 60).is_ok()
     });
     let copy = time(|| token_of(pick()).len());
-    let authenticate = time(|| verifier.authenticate(&config, pick(), Source::Known(None), &host, NOW_MS).is_ok());
+    let authenticate = time(|| verifier.authenticate(&config, pick(), NO_SOURCE, &host, NOW_MS).is_ok());
     let der = [0u8; 294];
     let text = [b'a'; 420];
     let arguments = time(|| wasm_authn::envoy_crypto::encode_arguments("sha256", &der, &[7u8; 256], &text).len());
