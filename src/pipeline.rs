@@ -52,6 +52,7 @@ use crate::revocation::Revoked;
 use crate::route::Require;
 use crate::shape::{self, UpstreamChanges};
 use crate::stream::Awaited;
+use crate::token_claims;
 use crate::token_endpoint::grant::Presented;
 
 #[derive(Debug, PartialEq, Eq)]
@@ -221,6 +222,11 @@ pub fn decide(
                 }
             }
         }
+    }
+
+    // claim conditions (a principal without claims meets none)
+    if let Err(message) = token_claims::check(&rule.claims, &principal.extras.claims, request) {
+        return refuse(LocalReply::forbidden(message, Reason::ClaimConditionFailed));
     }
 
     // limits (with scope "fleet", requests per hour are the engine's)

@@ -9,6 +9,7 @@ use crate::credential::Credential;
 use crate::path::{has_segment_prefix, MatchPath};
 use crate::principal::{AuthMethod, Principal};
 use crate::request::RequestFacts;
+use crate::token_claims::ClaimCondition;
 
 /// A kind of credential, spelled as the `x-auth-method` values (`jwt:<provider>` narrows `jwt`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,15 +182,17 @@ pub struct Rule {
     pub scopes: Vec<String>,
     /// When set, only these principals, by qualified name (`basic:alice`, `jwt:corp:alice`).
     pub principals: Option<Vec<String>>,
+    /// Conditions on the token's claims, all to be met (`rules[].claims`).
+    pub claims: Vec<ClaimCondition>,
 }
 
 /// The rule of a request no rule matches: today's behaviour.
 pub static DEFAULT_RULE: Rule =
-    Rule { matcher: ROUTE_MATCH_ANY, require: Require::Any, scopes: Vec::new(), principals: None };
+    Rule { matcher: ROUTE_MATCH_ANY, require: Require::Any, scopes: Vec::new(), principals: None, claims: Vec::new() };
 
 /// A CORS preflight where `bypass_cors_preflight` is set.
 static PREFLIGHT_RULE: Rule =
-    Rule { matcher: ROUTE_MATCH_ANY, require: Require::None, scopes: Vec::new(), principals: None };
+    Rule { matcher: ROUTE_MATCH_ANY, require: Require::None, scopes: Vec::new(), principals: None, claims: Vec::new() };
 
 const ROUTE_MATCH_ANY: RouteMatch =
     RouteMatch { path_prefix: None, path: None, methods: None, host: None, route: None };

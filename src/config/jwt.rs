@@ -11,7 +11,7 @@ use super::policy::{privileges, PrivilegeFields};
 use super::remote::{fetch_config, Document};
 use super::schema::{default_wait_ms, RawJwt, RawProvider, MAX_WAIT_MS};
 use super::secrets::{self, Env};
-use crate::jwt::{ClaimToHeader, Issuer, KeySet, Provider};
+use crate::jwt::{ClaimToHeader, Issuer, KeySet, Provider, TokenOutput};
 use crate::limits::Limits;
 use crate::remote::RemoteDocument;
 use crate::token_location::{TokenPlace, AUTHORIZATION};
@@ -31,6 +31,7 @@ pub fn compile(
     raw: Option<RawJwt>,
     limits: &Limits,
     env: Env,
+    claim_table: &Rc<[String]>,
 ) -> Result<(Vec<Provider>, Vec<TokenPlaces>, u64), ConfigError> {
     let Some(raw) = raw else {
         return Ok((Vec::new(), Vec::new(), default_wait_ms()));
@@ -45,7 +46,7 @@ pub fn compile(
     for (i, provider) in raw.providers.into_iter().enumerate() {
         let path = format!("jwt.providers[{i}]");
         places.push(token_places(&provider, &path)?);
-        let provider = compile_provider(provider, limits, &path, env)?;
+        let provider = compile_provider(provider, limits, &path, env, claim_table)?;
         if !names.insert(provider.name.clone()) {
             return Err(ConfigError::new(format!("{path}.name"), "duplicate provider name"));
         }
@@ -112,7 +113,13 @@ fn token_places(raw: &RawProvider, path: &str) -> Result<TokenPlaces, ConfigErro
     Ok(places)
 }
 
-fn compile_provider(mut raw: RawProvider, limits: &Limits, path: &str, env: Env) -> Result<Provider, ConfigError> {
+fn compile_provider(
+    mut raw: RawProvider,
+    limits: &Limits,
+    path: &str,
+    env: Env,
+    claim_table: &Rc<[String]>,
+) -> Result<Provider, ConfigError> {
     // Its principals are `jwt:<name>:<subject>`: a `:` in the name would make two of them one.
     principal_name(&raw.name, &format!("{path}.name"))?;
     let has_keys =
@@ -137,6 +144,7 @@ fn compile_provider(mut raw: RawProvider, limits: &Limits, path: &str, env: Env)
         return Err(ConfigError::new(format!("{path}.max_lifetime_seconds"), "must be greater than 0"));
     }
     non_empty(&raw.principal_claim, &format!("{path}.principal_claim"))?;
+    let output = token_output(&raw, path)?;
 
     let mut local_keys = KeySet::default();
     if let Some(jwks) = &mut raw.local_jwks {
@@ -186,13 +194,15 @@ fn compile_provider(mut raw: RawProvider, limits: &Limits, path: &str, env: Env)
         Some(introspection) => {
             // What its answers are judged by is part of whose answers they are (two configurations in one Envoy).
             let mappings: Vec<String> = claim_to_headers.iter().map(|m| format!("{}={}", m.claim, m.header)).collect();
+            // The claims rules test are stored with each answer, by their place in the table.
             let identity = format!(
-                "{}\0{issuer}\0{}\0{}\0{}\0{:?}",
+                "{}\0{issuer}\0{}\0{}\0{}\0{:?}\0{}",
                 raw.name,
                 raw.audiences.join(" "),
                 raw.principal_claim,
                 mappings.join(" "),
-                raw.max_lifetime_seconds
+                raw.max_lifetime_seconds,
+                claim_table.join("\0")
             );
             let at = format!("{path}.introspection");
             Some(super::introspection::compile(introspection, &at, raw.issuer.clone(), &identity, env)?)
@@ -215,5 +225,36 @@ fn compile_provider(mut raw: RawProvider, limits: &Limits, path: &str, env: Env)
         claim_to_headers,
         privileges: Rc::new(privileges),
         introspection,
+        condition_claims: Rc::clone(claim_table),
+        output,
     })
+}
+
+/// `forward`, `forward_payload_header` and `payload_in_filter_state` (a payload only a JWS has).
+fn token_output(raw: &RawProvider, path: &str) -> Result<TokenOutput, ConfigError> {
+    let payload_header = match &raw.forward_payload_header {
+        Some(name) => {
+            let at = format!("{path}.forward_payload_header");
+            let header = header_name(name, &at)?;
+            if RESERVED_HEADERS.contains(&header.as_str()) {
+                return Err(ConfigError::new(at, "names a header that frames or routes the request"));
+            }
+            if raw.claim_to_headers.iter().any(|mapping| mapping.header.eq_ignore_ascii_case(&header)) {
+                return Err(ConfigError::new(at, "is also a claim_to_headers header"));
+            }
+            Some(header)
+        }
+        None => None,
+    };
+    if raw.introspection.is_some() {
+        let field = if payload_header.is_some() {
+            Some("forward_payload_header")
+        } else {
+            raw.payload_in_filter_state.then_some("payload_in_filter_state")
+        };
+        if let Some(field) = field {
+            return Err(ConfigError::new(format!("{path}.{field}"), "an introspected token has no payload to hand on"));
+        }
+    }
+    Ok(TokenOutput { forward: raw.forward, payload_header, payload_in_filter_state: raw.payload_in_filter_state })
 }

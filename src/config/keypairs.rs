@@ -73,6 +73,8 @@ fn keypair_provider(raw: RawKeypair, path: &str, limits: &Limits) -> Result<Prov
         claim_to_headers: Vec::new(),
         privileges: Rc::new(privileges),
         introspection: None,
+        condition_claims: Rc::default(),
+        output: Default::default(),
     })
 }
 

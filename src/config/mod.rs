@@ -3,6 +3,7 @@
 //! error names its field path (`jwt.providers[1].issuer: must not be empty`) and
 //! never echoes a value.
 
+mod claims;
 pub mod error;
 mod introspection;
 mod jwt;
@@ -237,7 +238,8 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
         policy::limits(raw.limits)?;
     let (basic_users, failure_limit, slow_hash_budget_ms_per_second) = compile_basic(raw.basic, &limit_defaults, env)?;
     let api_keys = compile_api_keys(raw.api_keys, &limit_defaults, env)?;
-    let (mut jwt_providers, token_places, jwks_wait_ms) = jwt::compile(raw.jwt, &limit_defaults, env)?;
+    let claim_table = claims::claim_table(&raw.rules);
+    let (mut jwt_providers, token_places, jwks_wait_ms) = jwt::compile(raw.jwt, &limit_defaults, env, &claim_table)?;
     // Keypairs verify like providers: one list, looked up by issuer.
     jwt_providers.extend(keypairs::compile(raw.keypairs, &limit_defaults)?);
     let raw_realm = raw.realm.clone();
@@ -265,8 +267,14 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
         rules.push(policy::bypass_rule(rule, i)?);
     }
     let bypass_count = rules.len();
-    for (i, rule) in raw.rules.into_iter().enumerate() {
-        rules.push(policy::rule(rule, i, &jwt_providers)?);
+    for (i, mut rule) in raw.rules.into_iter().enumerate() {
+        let conditions = std::mem::take(&mut rule.claims);
+        let mut rule = policy::rule(rule, i, &jwt_providers)?;
+        rule.claims = claims::conditions(conditions, &format!("rules[{i}].claims"), &claim_table)?;
+        if rule.require == Require::None && !rule.claims.is_empty() {
+            return Err(ConfigError::new(format!("rules[{i}]"), "a rule that requires nothing cannot test claims"));
+        }
+        rules.push(rule);
     }
     policy::every_rule_is_reachable(&rules, bypass_count)?;
     let routes = Routes::new(rules, raw.bypass_cors_preflight);
@@ -286,6 +294,7 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
         ));
     }
     let owned_headers = owned_headers(&principal_headers, &jwt_providers, &api_keys, &token_locations)?;
+    claims::headers_not_owned(&routes.rules[bypass_count..], &owned_headers)?;
     Ok(Config {
         realm: raw.realm,
         clock_skew_seconds: raw.clock_skew_seconds,
@@ -606,6 +615,13 @@ fn owned_headers(
                 return Err(ConfigError::new(at(), ratelimit_header));
             }
             owned.push(mapping.header.clone());
+        }
+        if let Some(header) = &provider.output.payload_header {
+            let at = || format!("jwt.providers[{i}].forward_payload_header");
+            if principal_names.iter().any(|(_, name)| *name == header) || header == RATELIMIT_HEADER {
+                return Err(ConfigError::new(at(), "is a principal header"));
+            }
+            owned.push(header.clone());
         }
     }
     owned.sort();

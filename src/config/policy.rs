@@ -208,7 +208,7 @@ pub fn bypass_rule(rule: RawBypassRule, i: usize) -> Result<Rule, ConfigError> {
     };
     let methods = rule.method.map(|m| methods(vec![m], &format!("{path}.method"))).transpose()?;
     let matcher = RouteMatch { path_prefix, methods, ..RouteMatch::default() };
-    Ok(Rule { matcher, require: Require::None, scopes: Vec::new(), principals: None })
+    Ok(Rule { matcher, require: Require::None, scopes: Vec::new(), principals: None, claims: Vec::new() })
 }
 
 /// One of `rules`; `providers` are the JWT providers, keypairs and token endpoint (`jwt:<name>`).
@@ -231,7 +231,7 @@ pub fn rule(raw: RawRule, i: usize, providers: &[Provider]) -> Result<Rule, Conf
     if require == Require::None && (!scopes.is_empty() || principals.is_some()) {
         return Err(ConfigError::new(&path, "a rule that requires nothing cannot require scopes or principals"));
     }
-    Ok(Rule { matcher, require, scopes, principals })
+    Ok(Rule { matcher, require, scopes, principals, claims: Vec::new() })
 }
 
 fn route_match(raw: RawMatch, path: &str) -> Result<RouteMatch, ConfigError> {

@@ -122,6 +122,28 @@ pub struct RawRule {
     /// When set, only these principals (403 otherwise), named by who vouches for them:
     /// `basic:<user>`, `api-key:<client id>`, `keypair:<id>`, `jwt:<provider>:<principal claim>`.
     pub principals: Option<Vec<String>>,
+    /// Conditions on the verified token's claims, all to be met (403 `claim_condition_failed`
+    /// otherwise). Only an identity provider's tokens have claims: a rule with conditions
+    /// refuses Basic users, API keys, keypairs and the token endpoint's tokens.
+    #[serde(default)]
+    pub claims: Vec<RawClaimCondition>,
+}
+
+/// One condition on a claim: exactly one of `any_of`, `all_of` and `equals_header`.
+#[derive(Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RawClaimCondition {
+    /// The claim, named as `claim_to_headers` names it (dotted names reach nested values).
+    /// Strings, booleans (`true`/`false`), numbers (`1.0` is `1`) and arrays of them compare.
+    pub claim: String,
+    /// One of the claim's values (an array's elements) is one of these.
+    pub any_of: Option<Vec<Value>>,
+    /// Every one of these is among the claim's values.
+    pub all_of: Option<Vec<Value>>,
+    /// A request header (e.g. `x-tenant`) that must be sent exactly once with one of the
+    /// claim's values; missing, repeated or also sent with underscores, the condition fails.
+    pub equals_header: Option<String>,
 }
 
 /// All that a rule's `match` sets must match.
@@ -453,6 +475,16 @@ pub struct RawProvider {
     /// Claims copied to upstream headers.
     #[serde(default)]
     pub claim_to_headers: Vec<RawClaimToHeader>,
+    /// Forward its verified tokens upstream (or not), whatever `forward_credentials` says.
+    pub forward: Option<bool>,
+    /// An upstream header that gets the verified token's payload, base64url as in the token
+    /// (`jwt_authn`'s `forward_payload_header`); the filter owns it: a client's copy is removed.
+    /// Not with `introspection`.
+    pub forward_payload_header: Option<String>,
+    /// The verified token's payload, as JSON, in Envoy filter state `wasm.wasm_authn.payload`
+    /// (for access logs and later filters). Not with `introspection`.
+    #[serde(default)]
+    pub payload_in_filter_state: bool,
     /// Headers that carry its tokens. With any `from_*` set, the provider reads its tokens
     /// only there, not in `Authorization: Bearer`.
     #[serde(default)]

@@ -26,13 +26,14 @@ use siphasher::sip128::{Hasher128, SipHasher13};
 use super::verdict::{Answer, Verdict};
 use crate::host_api::{Cas, SharedData};
 use crate::reason::Reason;
+use crate::token_claims::ClaimValues;
 
 /// The shared-data key of the hash key every worker uses.
 pub const INTROSPECTION_KEY: &str = "wasm_authn/introspection/key";
 
 /// Records per slot at most.
 const PER_SLOT: usize = 8;
-const FORMAT: u8 = 1;
+const FORMAT: u8 = 2;
 /// Compare-and-swap attempts before giving up (other workers keep winning).
 const MAX_ATTEMPTS: usize = 16;
 
@@ -189,6 +190,13 @@ fn encode(records: &[Record]) -> Vec<u8> {
                 for time in [answer.issued_at, answer.expires_at] {
                     out.extend_from_slice(&time.map_or(u64::MAX, |t| t).to_le_bytes());
                 }
+                // Each claim rules test: u32::MAX when the answer lacks it, else its values.
+                out.extend_from_slice(&(answer.claims.0.len() as u32).to_le_bytes());
+                for values in &answer.claims.0 {
+                    let count = values.as_ref().map_or(u32::MAX, |values| values.len() as u32);
+                    out.extend_from_slice(&count.to_le_bytes());
+                    values.iter().flatten().for_each(|value| text(&mut out, value));
+                }
             }
             State::Done(Verdict::Inactive) => out.push(2),
             State::Done(Verdict::Refused(error)) => {
@@ -227,7 +235,14 @@ fn decode(bytes: &[u8]) -> Option<Vec<Record>> {
                 let jti = Some(reader.text()?).filter(|jti| !jti.is_empty());
                 let mut time = || reader.u64().map(|t| (t != u64::MAX).then_some(t));
                 let (issued_at, expires_at) = (time()?, time()?);
-                State::Done(Verdict::Active(Answer { principal, scopes, headers, jti, issued_at, expires_at }))
+                let claims = (0..reader.u32()?)
+                    .map(|_| match reader.u32()? {
+                        u32::MAX => Some(None),
+                        count => (0..count).map(|_| reader.text()).collect::<Option<Vec<_>>>().map(Some),
+                    })
+                    .collect::<Option<Vec<_>>>()?;
+                let claims = ClaimValues(claims);
+                State::Done(Verdict::Active(Answer { principal, scopes, headers, jti, issued_at, expires_at, claims }))
             }
             [2] => State::Done(Verdict::Inactive),
             [3] => {
@@ -275,6 +290,7 @@ mod tests {
             jti: Some("j1".into()),
             issued_at: Some(5),
             expires_at: None,
+            claims: ClaimValues(vec![None, Some(vec![]), Some(vec!["admin".into(), "ops".into()])]),
         })
     }
 
@@ -292,7 +308,7 @@ mod tests {
         for cut in 1..encoded.len() {
             let _ = decode(&encoded[..cut]); // never panics
         }
-        assert_eq!(decode(b"\x02"), None);
+        assert_eq!(decode(b"\x01"), None, "the format before claims were stored");
         assert_eq!(decode(b""), None);
     }
 

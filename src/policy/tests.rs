@@ -21,6 +21,7 @@ fn rule(scopes: &[&str], principals: Option<&[&str]>) -> Rule {
         require: Require::Any,
         scopes: scopes.iter().map(|s| s.to_string()).collect(),
         principals: principals.map(|p| p.iter().map(|s| s.to_string()).collect()),
+        claims: Vec::new(),
     }
 }
 

@@ -5,7 +5,7 @@ use crate::privileges::Privileges;
 use std::rc::Rc;
 
 fn rule(matcher: RouteMatch, require: Require) -> Rule {
-    Rule { matcher, require, scopes: Vec::new(), principals: None }
+    Rule { matcher, require, scopes: Vec::new(), principals: None, claims: Vec::new() }
 }
 
 fn prefix(p: &str) -> RouteMatch {

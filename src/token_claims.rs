@@ -1,0 +1,115 @@
+//! What a verified token carries besides its principal: the claims `rules[].claims`
+//! test (Istio's `when: request.auth.claims[...]`), its payload when a provider
+//! forwards it, and the provider's `forward`.
+//!
+//! The claims the rules name are read once, when a token is verified (a JWT
+//! provider's, or an introspection answer's), into `ClaimValues` by their place in
+//! the configuration's claim table: a condition is then a lookup and a comparison.
+//! Only identity providers' claims are read: a keypair signs its own tokens and
+//! the token endpoint's carry no user claims, so they, Basic users and API keys
+//! have none, and a rule with conditions refuses them.
+
+use serde_json::Value;
+
+use crate::request::{is_underscore_spelling_of, RequestFacts};
+
+/// What one condition asks of its claim's values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Test {
+    /// One of the claim's values is one of these.
+    AnyOf(Vec<String>),
+    /// Every one of these is among the claim's values.
+    AllOf(Vec<String>),
+    /// The request carries this header exactly once (no other value, no underscore
+    /// spelling of it), and its value is one of the claim's values.
+    EqualsHeader(String),
+}
+
+/// `{"claim": "groups", "any_of": [...]}`, compiled: `claim` is the claim's place in the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimCondition {
+    pub claim: usize,
+    pub test: Test,
+}
+
+/// A verified token's values of the claims in the table, by place: `None` for a claim
+/// it lacks (or that is null or an object). Empty for principals without claims.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClaimValues(pub Vec<Option<Vec<String>>>);
+
+/// What a provider's verified token hands on besides its principal (empty for others).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenExtras {
+    pub claims: ClaimValues,
+    /// `forward_payload_header` and the payload as the token carries it (base64url).
+    pub payload_header: Option<(String, String)>,
+    /// The payload as JSON, for filter state (`payload_in_filter_state`).
+    pub payload_json: Option<String>,
+    /// The provider's `forward`, over `forward_credentials`.
+    pub forward: Option<bool>,
+}
+
+/// A claim as the texts conditions compare: a string is one value (never split), a
+/// boolean `true`/`false`, a number as `scalar_text` writes it, an array its scalar
+/// elements.
+pub fn texts(value: &Value) -> Option<Vec<String>> {
+    match value {
+        Value::Array(items) => Some(items.iter().filter_map(scalar_text).collect()),
+        other => scalar_text(other).map(|text| vec![text]),
+    }
+}
+
+/// A string as it is, a boolean as `true`/`false`, a number as JSON writes it, but a
+/// whole number without its fraction (`1.0` is `1`, as in the configuration).
+pub fn scalar_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(text) => Some(text.clone()),
+        Value::Bool(flag) => Some(flag.to_string()),
+        Value::Number(number) => Some(match number.as_f64() {
+            Some(f) if number.is_f64() && f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 => {
+                format!("{}", f as i64)
+            }
+            _ => number.to_string(),
+        }),
+        Value::Null | Value::Object(_) | Value::Array(_) => None,
+    }
+}
+
+/// Why a condition failed (the 403's message; the reason is `claim_condition_failed`).
+pub fn check(conditions: &[ClaimCondition], values: &ClaimValues, request: &RequestFacts) -> Result<(), &'static str> {
+    for condition in conditions {
+        let Some(Some(held)) = values.0.get(condition.claim) else {
+            return Err("a required claim is missing");
+        };
+        let holds = |wanted: &String| held.iter().any(|value| value == wanted);
+        let met = match &condition.test {
+            Test::AnyOf(wanted) => wanted.iter().any(holds),
+            Test::AllOf(wanted) => wanted.iter().all(holds),
+            Test::EqualsHeader(header) => match single_value(request, header) {
+                Some(sent) => held.iter().any(|value| value == sent),
+                None => return Err("the header a claim is compared with is missing or repeated"),
+            },
+        };
+        if !met {
+            return Err("a claim does not have the required value");
+        }
+    }
+    Ok(())
+}
+
+/// The header's one non-empty value: none when it is absent, sent more than once, or
+/// also sent under an underscore spelling (which CGI, WSGI and PHP read as this header).
+fn single_value<'r>(request: &'r RequestFacts, header: &str) -> Option<&'r str> {
+    let mut values = request.headers.iter().filter(|(name, _)| {
+        let name = name.as_ref();
+        name == header || (name.contains('_') && is_underscore_spelling_of(name, header))
+    });
+    let (_, value) = values.next()?;
+    if values.next().is_some() || value.is_empty() {
+        return None;
+    }
+    Some(value.as_ref())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,122 @@
+use std::borrow::Cow;
+
+use serde_json::json;
+
+use super::*;
+use crate::request::Header;
+
+fn values(claims: serde_json::Value, names: &[&str]) -> ClaimValues {
+    let claims = claims.as_object().cloned().unwrap_or_default();
+    let read = |name: &&str| crate::jwt::claim_at(&claims, name).and_then(texts);
+    ClaimValues(names.iter().map(read).collect())
+}
+
+fn headers(pairs: &[(&'static str, &'static str)]) -> Vec<Header<'static>> {
+    pairs.iter().map(|(n, v)| (Cow::Borrowed(*n), Cow::Borrowed(*v))).collect()
+}
+
+fn strings(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+fn condition(claim: usize, test: Test) -> ClaimCondition {
+    ClaimCondition { claim, test }
+}
+
+fn met(conditions: &[ClaimCondition], values: &ClaimValues, sent: &[(&'static str, &'static str)]) -> bool {
+    let headers = headers(sent);
+    check(conditions, values, &RequestFacts::new("GET", "/", &headers)).is_ok()
+}
+
+#[test]
+fn claims_read_as_texts_strings_whole_numbers_booleans_and_arrays() {
+    let token = json!({
+        "groups": ["admin", "ops", 7, true, null, {"x": 1}],
+        "realm": {"roles": ["reader"]},
+        "https://example.com/tenant": "acme",
+        "tenant": "acme corp",
+        "level": 3.0,
+        "ratio": 0.5,
+        "verified": false,
+        "nothing": null,
+        "object": {"a": 1},
+    });
+    let names = [
+        "groups",
+        "realm.roles",
+        "https://example.com/tenant",
+        "tenant",
+        "level",
+        "ratio",
+        "verified",
+        "nothing",
+        "object",
+        "absent",
+    ];
+    let read = values(token, &names);
+    assert_eq!(
+        read.0,
+        vec![
+            Some(strings(&["admin", "ops", "7", "true"])),
+            Some(strings(&["reader"])),
+            Some(strings(&["acme"])),
+            Some(strings(&["acme corp"])),
+            Some(strings(&["3"])),
+            Some(strings(&["0.5"])),
+            Some(strings(&["false"])),
+            None,
+            None,
+            None,
+        ]
+    );
+}
+
+#[test]
+fn any_of_and_all_of_compare_values_exactly() {
+    let read = values(json!({"groups": ["admin", "ops"], "tenant": "acme"}), &["groups", "tenant", "missing"]);
+    let any = |list: &[&str]| condition(0, Test::AnyOf(strings(list)));
+    let all = |list: &[&str]| condition(0, Test::AllOf(strings(list)));
+    assert!(met(&[any(&["admin"])], &read, &[]));
+    assert!(met(&[any(&["root", "ops"])], &read, &[]));
+    assert!(!met(&[any(&["Admin"])], &read, &[]), "case matters");
+    assert!(!met(&[any(&["adm"])], &read, &[]), "no prefixes");
+    assert!(met(&[all(&["ops", "admin"])], &read, &[]));
+    assert!(!met(&[all(&["ops", "root"])], &read, &[]));
+    // A string is one value, never split.
+    let spaced = values(json!({"groups": "admin ops"}), &["groups"]);
+    assert!(!met(&[any(&["admin"])], &spaced, &[]));
+    // Every condition must hold; a missing claim fails whatever the test.
+    assert!(!met(&[any(&["admin"]), condition(1, Test::AnyOf(strings(&["other"])))], &read, &[]));
+    assert_eq!(
+        check(&[condition(2, Test::AnyOf(strings(&["x"])))], &read, &RequestFacts::new("GET", "/", &[])),
+        Err("a required claim is missing")
+    );
+}
+
+#[test]
+fn principals_without_claims_meet_no_condition() {
+    let none = ClaimValues::default();
+    assert!(met(&[], &none, &[]));
+    assert!(!met(&[condition(0, Test::AllOf(strings(&["a"])))], &none, &[]));
+}
+
+#[test]
+fn equals_header_needs_exactly_one_value_among_the_claims() {
+    let read = values(json!({"tenant": "acme", "tenants": ["acme", "globex"]}), &["tenant", "tenants"]);
+    let tenant = [condition(0, Test::EqualsHeader("x-tenant".into()))];
+    assert!(met(&tenant, &read, &[("x-tenant", "acme")]));
+    assert!(!met(&tenant, &read, &[("x-tenant", "globex")]));
+    assert!(!met(&tenant, &read, &[("x-tenant", "ACME")]));
+    assert!(!met(&tenant, &read, &[]), "missing");
+    assert!(!met(&tenant, &read, &[("x-tenant", "")]), "empty");
+    assert!(!met(&tenant, &read, &[("x-tenant", "acme"), ("x-tenant", "acme")]), "repeated, even alike");
+    assert!(!met(&tenant, &read, &[("x-tenant", "acme"), ("x-tenant", "globex")]), "repeated");
+    assert!(!met(&tenant, &read, &[("x-tenant", "acme"), ("x_tenant", "globex")]), "an underscore spelling too");
+    assert!(!met(&tenant, &read, &[("x-tenant", "acme,globex")]), "one value, compared whole");
+    // Alone, an underscore spelling is what CGI reads as the header: compared like it.
+    assert!(met(&tenant, &read, &[("x_tenant", "acme")]));
+    // A claim with several values: the header names one of them.
+    let tenants = [condition(1, Test::EqualsHeader("x-tenant".into()))];
+    assert!(met(&tenants, &read, &[("x-tenant", "globex")]));
+    assert!(!met(&tenants, &read, &[("x-tenant", "initech")]));
+}
