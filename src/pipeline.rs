@@ -23,6 +23,8 @@
 //!                                  judged), paths,
 //!                                  networks; the route's principals
 //!                                  and scopes                          -> 403
+//!   claims        token_claims.rs  the rule's conditions on the token's
+//!                                  claims (none: Basic, API keys)      -> 403
 //!   limits        limits.rs        requests per hour, in flight        -> 429
 //!                                  (scope "fleet": in flight only)
 //!   shape         shape.rs         principal headers set; forged

@@ -21,7 +21,7 @@ pub enum Test {
     /// Every one of these is among the claim's values.
     AllOf(Vec<String>),
     /// The request carries this header exactly once (no other value, no underscore
-    /// spelling of it), and its value is one of the claim's values.
+    /// spelling of it), and its value is the text of one of the claim's values.
     EqualsHeader(String),
 }
 
@@ -33,7 +33,8 @@ pub struct ClaimCondition {
 }
 
 /// A verified token's values of the claims in the table, by place: `None` for a claim
-/// it lacks (or that is null or an object). Empty for principals without claims.
+/// it lacks (or that is null or an object). Empty for principals without claims. Each
+/// value is `scalar_text`'s: its JSON type's tag, then its text.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClaimValues(pub Vec<Option<Vec<String>>>);
 
@@ -49,9 +50,8 @@ pub struct TokenExtras {
     pub forward: Option<bool>,
 }
 
-/// A claim as the texts conditions compare: a string is one value (never split), a
-/// boolean `true`/`false`, a number as `scalar_text` writes it, an array its scalar
-/// elements.
+/// A claim as the values conditions compare: a string is one value (never split), an
+/// array its scalar elements.
 pub fn texts(value: &Value) -> Option<Vec<String>> {
     match value {
         Value::Array(items) => Some(items.iter().filter_map(scalar_text).collect()),
@@ -59,20 +59,27 @@ pub fn texts(value: &Value) -> Option<Vec<String>> {
     }
 }
 
-/// A string as it is, a boolean as `true`/`false`, a number as JSON writes it, but a
-/// whole number without its fraction (`1.0` is `1`, as in the configuration).
+/// A scalar as conditions compare it: its type's tag (`s`, `b`, `n`: the string `"true"`
+/// is not the boolean `true`), then its text: a string as it is, a boolean `true` or
+/// `false`, a number as JSON writes it, but a whole number without its fraction (`1.0`
+/// is `1`, in a token as in the configuration).
 pub fn scalar_text(value: &Value) -> Option<String> {
     match value {
-        Value::String(text) => Some(text.clone()),
-        Value::Bool(flag) => Some(flag.to_string()),
+        Value::String(text) => Some(format!("s{text}")),
+        Value::Bool(flag) => Some(format!("b{flag}")),
         Value::Number(number) => Some(match number.as_f64() {
             Some(f) if number.is_f64() && f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 => {
-                format!("{}", f as i64)
+                format!("n{}", f as i64)
             }
-            _ => number.to_string(),
+            _ => format!("n{number}"),
         }),
         Value::Null | Value::Object(_) | Value::Array(_) => None,
     }
+}
+
+/// A value's text without its type's tag (what a header is compared with).
+fn untagged(value: &str) -> &str {
+    value.get(1..).unwrap_or_default()
 }
 
 /// Why a condition failed (the 403's message; the reason is `claim_condition_failed`).
@@ -86,7 +93,7 @@ pub fn check(conditions: &[ClaimCondition], values: &ClaimValues, request: &Requ
             Test::AnyOf(wanted) => wanted.iter().any(holds),
             Test::AllOf(wanted) => wanted.iter().all(holds),
             Test::EqualsHeader(header) => match single_value(request, header) {
-                Some(sent) => held.iter().any(|value| value == sent),
+                Some(sent) => held.iter().any(|value| untagged(value) == sent),
                 None => return Err("the header a claim is compared with is missing or repeated"),
             },
         };

@@ -268,9 +268,9 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
     }
     let bypass_count = rules.len();
     for (i, mut rule) in raw.rules.into_iter().enumerate() {
-        let conditions = std::mem::take(&mut rule.claims);
+        let conditions = rule.claims.take();
         let mut rule = policy::rule(rule, i, &jwt_providers)?;
-        rule.claims = claims::conditions(conditions, &format!("rules[{i}].claims"), &claim_table)?;
+        rule.claims = claims::conditions(conditions.as_ref(), &format!("rules[{i}].claims"), &claim_table)?;
         if rule.require == Require::None && !rule.claims.is_empty() {
             return Err(ConfigError::new(format!("rules[{i}]"), "a rule that requires nothing cannot test claims"));
         }

@@ -125,17 +125,21 @@ pub struct RawRule {
     /// Conditions on the verified token's claims, all to be met (403 `claim_condition_failed`
     /// otherwise). Only an identity provider's tokens have claims: a rule with conditions
     /// refuses Basic users, API keys, keypairs and the token endpoint's tokens.
-    #[serde(default)]
-    pub claims: Vec<RawClaimCondition>,
+    /// (Read from JSON by `config::claims`: a serde type here would cost the module 10 KB.)
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(with = "Option<Vec<RawClaimCondition>>"))]
+    pub claims: Option<Value>,
 }
 
-/// One condition on a claim: exactly one of `any_of`, `all_of` and `equals_header`.
-#[derive(Deserialize)]
-#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
+/// One condition on a claim: exactly one of `any_of`, `all_of` and `equals_header`
+/// (the shape for the JSON Schema; `config::claims` reads it).
+#[cfg(not(target_arch = "wasm32"))]
+#[derive(schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[allow(dead_code)] // the schema's shape only
 pub struct RawClaimCondition {
     /// The claim, named as `claim_to_headers` names it (dotted names reach nested values).
-    /// Strings, booleans (`true`/`false`), numbers (`1.0` is `1`) and arrays of them compare.
+    /// Its strings, booleans and numbers (an array: each of its elements) compare with
+    /// values of the same JSON type (`1.0` is `1`; `"true"` is not `true`).
     pub claim: String,
     /// One of the claim's values (an array's elements) is one of these.
     pub any_of: Option<Vec<Value>>,

@@ -889,7 +889,11 @@ fn claim_conditions_and_payload_errors_name_the_field() {
             "rules[0].claims[0]: needs exactly one",
         ),
         (with_rule(json!({"claim": " ", "any_of": ["a"]})), "rules[0].claims[0].claim:"),
-        (with_rule(json!({"claim": "groups", "any_of": []})), "rules[0].claims[0].any_of: must list a value"),
+        (with_rule(json!({"claim": "groups", "any_of": []})), "rules[0].claims[0].any_of: must list 1 to"),
+        (with_rule(json!({"claim": "groups", "one_of": ["a"]})), "rules[0].claims[0].one_of: unknown field"),
+        (with_rule(json!({"any_of": ["a"]})), "rules[0].claims[0]: missing field `claim`"),
+        (with_rule(json!("groups")), "rules[0].claims[0]: must be an object"),
+        (json!({"basic": basic, "rules": [{"claims": {"claim": "g"}}]}), "rules[0].claims: must be a list"),
         (with_rule(json!({"claim": "groups", "all_of": ["a", {"b": 1}]})), "rules[0].claims[0].all_of[1]:"),
         (with_rule(json!({"claim": "t", "equals_header": "x tenant"})), "rules[0].claims[0].equals_header:"),
         (
@@ -941,12 +945,12 @@ fn claim_conditions_compile_against_one_table() {
     let claims: Vec<_> = config.routes.rules.iter().map(|rule| rule.claims.clone()).collect();
     use crate::token_claims::{ClaimCondition, Test};
     let strings = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
-    assert_eq!(claims[0], vec![ClaimCondition { claim: 0, test: Test::AnyOf(strings(&["admin", "7", "true"])) }]);
+    assert_eq!(claims[0], vec![ClaimCondition { claim: 0, test: Test::AnyOf(strings(&["sadmin", "n7", "btrue"])) }]);
     assert_eq!(
         claims[1],
         vec![
             ClaimCondition { claim: 1, test: Test::EqualsHeader("x-tenant".into()) },
-            ClaimCondition { claim: 0, test: Test::AllOf(strings(&["1"])) }
+            ClaimCondition { claim: 0, test: Test::AllOf(strings(&["n1"])) }
         ]
     );
 }

@@ -15,8 +15,14 @@ fn headers(pairs: &[(&'static str, &'static str)]) -> Vec<Header<'static>> {
     pairs.iter().map(|(n, v)| (Cow::Borrowed(*n), Cow::Borrowed(*v))).collect()
 }
 
+/// Configured values, as the configuration compiles them (strings here).
 fn strings(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| s.to_string()).collect()
+    list.iter().map(|s| format!("s{s}")).collect()
+}
+
+/// Values as a token's claim gives them: `s:` strings, `b:` booleans, `n:` numbers.
+fn tagged(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.replacen(':', "", 1)).collect()
 }
 
 fn condition(claim: usize, test: Test) -> ClaimCondition {
@@ -57,13 +63,13 @@ fn claims_read_as_texts_strings_whole_numbers_booleans_and_arrays() {
     assert_eq!(
         read.0,
         vec![
-            Some(strings(&["admin", "ops", "7", "true"])),
-            Some(strings(&["reader"])),
-            Some(strings(&["acme"])),
-            Some(strings(&["acme corp"])),
-            Some(strings(&["3"])),
-            Some(strings(&["0.5"])),
-            Some(strings(&["false"])),
+            Some(tagged(&["s:admin", "s:ops", "n:7", "b:true"])),
+            Some(tagged(&["s:reader"])),
+            Some(tagged(&["s:acme"])),
+            Some(tagged(&["s:acme corp"])),
+            Some(tagged(&["n:3"])),
+            Some(tagged(&["n:0.5"])),
+            Some(tagged(&["b:false"])),
             None,
             None,
             None,
@@ -91,6 +97,23 @@ fn any_of_and_all_of_compare_values_exactly() {
         check(&[condition(2, Test::AnyOf(strings(&["x"])))], &read, &RequestFacts::new("GET", "/", &[])),
         Err("a required claim is missing")
     );
+}
+
+#[test]
+fn values_compare_with_their_json_type() {
+    let read = values(json!({"mfa": true, "text": "true", "level": 3, "code": "3"}), &["mfa", "text", "level", "code"]);
+    let is = |claim, value: serde_json::Value| condition(claim, Test::AnyOf(vec![scalar_text(&value).unwrap()]));
+    assert!(met(&[is(0, json!(true))], &read, &[]));
+    assert!(!met(&[is(0, json!("true"))], &read, &[]), "a string is not a boolean");
+    assert!(!met(&[is(1, json!(true))], &read, &[]), "a boolean is not a string");
+    assert!(met(&[is(2, json!(3.0))], &read, &[]), "1.0 is 1");
+    assert!(!met(&[is(2, json!("3"))], &read, &[]));
+    assert!(!met(&[is(3, json!(3))], &read, &[]));
+    // A header is text: it equals a number's text as it equals a string.
+    let header = |claim| condition(claim, Test::EqualsHeader("x-level".into()));
+    assert!(met(&[header(2)], &read, &[("x-level", "3")]));
+    assert!(met(&[header(3)], &read, &[("x-level", "3")]));
+    assert!(!met(&[header(2)], &read, &[("x-level", "n3")]));
 }
 
 #[test]
