@@ -32,11 +32,27 @@ pub struct ClaimCondition {
     pub test: Test,
 }
 
-/// A verified token's values of the claims in the table, by place: `None` for a claim
-/// it lacks (or that is null or an object). Empty for principals without claims. Each
-/// value is `scalar_text`'s: its JSON type's tag, then its text.
+/// A verified token's values of the claims in the table: (the claim's place, a value
+/// as `scalar_text` writes it). A claim it lacks (or that is null, an object or an
+/// empty array) has none, and meets no condition. Empty for principals without claims.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ClaimValues(pub Vec<Option<Vec<String>>>);
+pub struct ClaimValues(pub Vec<(usize, String)>);
+
+impl ClaimValues {
+    /// Add the values of the claim at `place`: a string is one value (never split), an
+    /// array each of its scalar elements.
+    pub fn add(&mut self, place: usize, claim: &Value) {
+        let items = match claim {
+            Value::Array(items) => items.as_slice(),
+            scalar => std::slice::from_ref(scalar),
+        };
+        for item in items {
+            if let Some(text) = scalar_text(item) {
+                self.0.push((place, text));
+            }
+        }
+    }
+}
 
 /// What a provider's verified token hands on besides its principal (empty for others).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -50,31 +66,26 @@ pub struct TokenExtras {
     pub forward: Option<bool>,
 }
 
-/// A claim as the values conditions compare: a string is one value (never split), an
-/// array its scalar elements.
-pub fn texts(value: &Value) -> Option<Vec<String>> {
-    match value {
-        Value::Array(items) => Some(items.iter().filter_map(scalar_text).collect()),
-        other => scalar_text(other).map(|text| vec![text]),
-    }
-}
-
 /// A scalar as conditions compare it: its type's tag (`s`, `b`, `n`: the string `"true"`
 /// is not the boolean `true`), then its text: a string as it is, a boolean `true` or
 /// `false`, a number as JSON writes it, but a whole number without its fraction (`1.0`
 /// is `1`, in a token as in the configuration).
 pub fn scalar_text(value: &Value) -> Option<String> {
-    match value {
-        Value::String(text) => Some(format!("s{text}")),
-        Value::Bool(flag) => Some(format!("b{flag}")),
-        Value::Number(number) => Some(match number.as_f64() {
+    let (tag, text) = match value {
+        Value::String(text) => ('s', text.clone()),
+        Value::Bool(flag) => ('b', flag.to_string()),
+        Value::Number(number) => match number.as_f64() {
             Some(f) if number.is_f64() && f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 => {
-                format!("n{}", f as i64)
+                ('n', (f as i64).to_string())
             }
-            _ => format!("n{number}"),
-        }),
-        Value::Null | Value::Object(_) | Value::Array(_) => None,
-    }
+            _ => ('n', number.to_string()),
+        },
+        Value::Null | Value::Object(_) | Value::Array(_) => return None,
+    };
+    let mut tagged = String::with_capacity(text.len() + 1);
+    tagged.push(tag);
+    tagged.push_str(&text);
+    Some(tagged)
 }
 
 /// A value's text without its type's tag (what a header is compared with).
@@ -85,15 +96,13 @@ fn untagged(value: &str) -> &str {
 /// Why a condition failed (the 403's message; the reason is `claim_condition_failed`).
 pub fn check(conditions: &[ClaimCondition], values: &ClaimValues, request: &RequestFacts) -> Result<(), &'static str> {
     for condition in conditions {
-        let Some(Some(held)) = values.0.get(condition.claim) else {
-            return Err("a required claim is missing");
-        };
-        let holds = |wanted: &String| held.iter().any(|value| value == wanted);
+        let held = || values.0.iter().filter(|(place, _)| *place == condition.claim).map(|(_, value)| value);
+        let holds = |wanted: &String| held().any(|value| value == wanted);
         let met = match &condition.test {
             Test::AnyOf(wanted) => wanted.iter().any(holds),
             Test::AllOf(wanted) => wanted.iter().all(holds),
             Test::EqualsHeader(header) => match single_value(request, header) {
-                Some(sent) => held.iter().any(|value| untagged(value) == sent),
+                Some(sent) => held().any(|value| untagged(value) == sent),
                 None => return Err("the header a claim is compared with is missing or repeated"),
             },
         };

@@ -4,92 +4,96 @@
 
 use std::rc::Rc;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::error::ConfigError;
-use super::names::{header_name, non_empty};
+use super::names::header_name;
 use super::schema::RawRule;
 use crate::route::Rule;
 use crate::token_claims::{scalar_text, ClaimCondition, Test};
 
-/// Most conditions in one rule, and values in one list.
+/// Most conditions in one rule, and values in one list (each said in its refusal).
 const MAX_CONDITIONS: usize = 64;
+const TOO_MANY_CONDITIONS: &str = "must be a list of at most 64 conditions";
 const MAX_VALUES: usize = 1_000;
+const TOO_MANY_VALUES: &str = "must list 1 to 1000 values";
 
 /// Every claim the rules' conditions name, once, in the order first named.
-pub fn claim_table(rules: &[RawRule]) -> Rc<[String]> {
+pub fn claim_table(rules: &[RawRule]) -> Rc<Vec<String>> {
     let mut table: Vec<String> = Vec::new();
-    let conditions = rules.iter().filter_map(|rule| rule.claims.as_ref()?.as_array()).flatten();
-    for claim in conditions.filter_map(|condition| condition.get("claim")?.as_str()) {
-        if !table.iter().any(|name| name == claim) {
-            table.push(claim.to_string());
+    for rule in rules {
+        for condition in rule.claims.as_ref().and_then(Value::as_array).into_iter().flatten() {
+            if let Some(claim) = condition.get("claim").and_then(Value::as_str) {
+                if !table.iter().any(|name| name == claim) {
+                    table.push(claim.to_string());
+                }
+            }
         }
     }
-    table.into()
+    Rc::new(table)
 }
 
 /// One rule's conditions, at `path` (`rules[i].claims`).
 pub fn conditions(raw: Option<&Value>, path: &str, table: &[String]) -> Result<Vec<ClaimCondition>, ConfigError> {
-    let Some(raw) = raw else { return Ok(Vec::new()) };
-    let Some(items) = raw.as_array().filter(|items| items.len() <= MAX_CONDITIONS) else {
-        return Err(ConfigError::new(path, format!("must be a list of at most {MAX_CONDITIONS} conditions")));
+    let items = match raw {
+        None => return Ok(Vec::new()),
+        Some(Value::Array(items)) if items.len() <= MAX_CONDITIONS => items,
+        Some(_) => return Err(ConfigError::new(path, TOO_MANY_CONDITIONS)),
     };
     let mut conditions = Vec::with_capacity(items.len());
     for (j, item) in items.iter().enumerate() {
-        let at = format!("{path}[{j}]");
-        let Some(fields) = item.as_object() else {
-            return Err(ConfigError::new(
-                at,
-                "must be an object: {\"claim\": ..., and any_of, all_of or equals_header}",
-            ));
-        };
-        conditions.push(condition(fields, &at, table)?);
+        match condition(item, table) {
+            Ok(condition) => conditions.push(condition),
+            Err((field, message)) => return Err(ConfigError::new(format!("{path}[{j}]{field}"), message)),
+        }
     }
     Ok(conditions)
 }
 
-fn condition(fields: &Map<String, Value>, at: &str, table: &[String]) -> Result<ClaimCondition, ConfigError> {
+/// A condition, or where it is wrong (`.any_of[2]`, or "" for the whole) and why.
+fn condition(item: &Value, table: &[String]) -> Result<ClaimCondition, (String, &'static str)> {
+    const ONE_TEST: &str = "needs exactly one of any_of, all_of and equals_header";
+    let fields = item.as_object().ok_or((String::new(), "must be an object: a claim, and a test"))?;
     let mut claim = None;
     let mut test = None;
     for (key, value) in fields {
-        let field = format!("{at}.{key}");
+        let field = || format!(".{key}");
+        let text = || value.as_str().ok_or((field(), "must be a string"));
         let compiled = match key.as_str() {
             "claim" => {
-                let name = value.as_str().ok_or_else(|| ConfigError::new(&field, "must be a string"))?;
-                non_empty(name, &field)?;
+                let name = text()?;
+                if name.trim().is_empty() {
+                    return Err((field(), "must not be empty"));
+                }
                 claim = table.iter().position(|known| known == name);
                 continue;
             }
-            "any_of" => Test::AnyOf(values(value, &field)?),
-            "all_of" => Test::AllOf(values(value, &field)?),
+            "any_of" => Test::AnyOf(values(value).map_err(|(at, why)| (field() + &at, why))?),
+            "all_of" => Test::AllOf(values(value).map_err(|(at, why)| (field() + &at, why))?),
             "equals_header" => {
-                let name = value.as_str().ok_or_else(|| ConfigError::new(&field, "must be a string"))?;
-                Test::EqualsHeader(header_name(name, &field)?)
+                let name = header_name(text()?, "").map_err(|_| (field(), "is not a valid header name"))?;
+                Test::EqualsHeader(name)
             }
-            _ => return Err(ConfigError::new(field, "unknown field: expected claim, any_of, all_of or equals_header")),
+            _ => return Err((field(), "unknown field: expected claim, any_of, all_of or equals_header")),
         };
         if test.replace(compiled).is_some() {
-            return Err(ConfigError::new(at, "needs exactly one of any_of, all_of and equals_header"));
+            return Err((String::new(), ONE_TEST));
         }
     }
     match (claim, test) {
         (Some(claim), Some(test)) => Ok(ClaimCondition { claim, test }),
-        (None, _) => Err(ConfigError::new(at, "missing field `claim`")),
-        (_, None) => Err(ConfigError::new(at, "needs exactly one of any_of, all_of and equals_header")),
+        (None, _) => Err((String::new(), "missing field `claim`")),
+        (_, None) => Err((String::new(), ONE_TEST)),
     }
 }
 
 /// The values a claim is compared with: strings, booleans and numbers, as `scalar_text` writes them.
-fn values(raw: &Value, at: &str) -> Result<Vec<String>, ConfigError> {
-    let Some(items) = raw.as_array().filter(|items| (1..=MAX_VALUES).contains(&items.len())) else {
-        return Err(ConfigError::new(at, format!("must list 1 to {MAX_VALUES} values")));
-    };
+fn values(raw: &Value) -> Result<Vec<String>, (String, &'static str)> {
+    let items = raw.as_array().filter(|items| (1..=MAX_VALUES).contains(&items.len()));
+    let items = items.ok_or((String::new(), TOO_MANY_VALUES))?;
     let mut texts = Vec::with_capacity(items.len());
     for (k, item) in items.iter().enumerate() {
-        let text = scalar_text(item);
-        texts.push(
-            text.ok_or_else(|| ConfigError::new(format!("{at}[{k}]"), "must be a string, a number or a boolean"))?,
-        );
+        texts.push(scalar_text(item).ok_or_else(|| (format!("[{k}]"), "must be a string, a number or a boolean"))?);
     }
     Ok(texts)
 }

@@ -31,7 +31,7 @@ pub fn compile(
     raw: Option<RawJwt>,
     limits: &Limits,
     env: Env,
-    claim_table: &Rc<[String]>,
+    claim_table: &Rc<Vec<String>>,
 ) -> Result<(Vec<Provider>, Vec<TokenPlaces>, u64), ConfigError> {
     let Some(raw) = raw else {
         return Ok((Vec::new(), Vec::new(), default_wait_ms()));
@@ -118,7 +118,7 @@ fn compile_provider(
     limits: &Limits,
     path: &str,
     env: Env,
-    claim_table: &Rc<[String]>,
+    claim_table: &Rc<Vec<String>>,
 ) -> Result<Provider, ConfigError> {
     // Its principals are `jwt:<name>:<subject>`: a `:` in the name would make two of them one.
     principal_name(&raw.name, &format!("{path}.name"))?;

@@ -606,20 +606,18 @@ fn owned_headers(
     // Owned whatever limits.scope says: a client never sets it.
     owned.push(RATELIMIT_HEADER.to_string());
     for (i, provider) in providers.iter().enumerate() {
-        for (j, mapping) in provider.claim_to_headers.iter().enumerate() {
-            let at = || format!("jwt.providers[{i}].claim_to_headers[{j}].header");
-            if principal_names.iter().any(|(_, name)| **name == mapping.header) {
+        // Its claim headers, then its payload header.
+        let mappings = provider.claim_to_headers.iter().map(|mapping| &mapping.header);
+        for (j, header) in mappings.chain(&provider.output.payload_header).enumerate() {
+            let at = || match j < provider.claim_to_headers.len() {
+                true => format!("jwt.providers[{i}].claim_to_headers[{j}].header"),
+                false => format!("jwt.providers[{i}].forward_payload_header"),
+            };
+            if principal_names.iter().any(|(_, name)| *name == header) {
                 return Err(ConfigError::new(at(), "is one of principal_headers: a claim must not set the principal"));
             }
-            if mapping.header == RATELIMIT_HEADER {
+            if header == RATELIMIT_HEADER {
                 return Err(ConfigError::new(at(), ratelimit_header));
-            }
-            owned.push(mapping.header.clone());
-        }
-        if let Some(header) = &provider.output.payload_header {
-            let at = || format!("jwt.providers[{i}].forward_payload_header");
-            if principal_names.iter().any(|(_, name)| *name == header) || header == RATELIMIT_HEADER {
-                return Err(ConfigError::new(at(), "is a principal header"));
             }
             owned.push(header.clone());
         }

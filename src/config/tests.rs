@@ -906,7 +906,7 @@ fn claim_conditions_and_payload_errors_name_the_field() {
         ),
         (
             json!({"jwt": {"providers": [with_field("forward_payload_header", "x-auth-method")]}}),
-            "jwt.providers[0].forward_payload_header: is a principal header",
+            "jwt.providers[0].forward_payload_header: is one of principal_headers",
         ),
         (
             json!({"jwt": {"providers": [with_field("forward_payload_header", "host")]}}),
@@ -941,7 +941,7 @@ fn claim_conditions_compile_against_one_table() {
         ]
     }))
     .unwrap();
-    assert_eq!(&*config.jwt_providers[0].condition_claims, ["groups".to_string(), "tenant".to_string()]);
+    assert_eq!(*config.jwt_providers[0].condition_claims, ["groups".to_string(), "tenant".to_string()]);
     let claims: Vec<_> = config.routes.rules.iter().map(|rule| rule.claims.clone()).collect();
     use crate::token_claims::{ClaimCondition, Test};
     let strings = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();

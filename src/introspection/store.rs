@@ -190,12 +190,11 @@ fn encode(records: &[Record]) -> Vec<u8> {
                 for time in [answer.issued_at, answer.expires_at] {
                     out.extend_from_slice(&time.map_or(u64::MAX, |t| t).to_le_bytes());
                 }
-                // Each claim rules test: u32::MAX when the answer lacks it, else its values.
+                // The values of the claims rules test, each with its claim's place.
                 out.extend_from_slice(&(answer.claims.0.len() as u32).to_le_bytes());
-                for values in &answer.claims.0 {
-                    let count = values.as_ref().map_or(u32::MAX, |values| values.len() as u32);
-                    out.extend_from_slice(&count.to_le_bytes());
-                    values.iter().flatten().for_each(|value| text(&mut out, value));
+                for (place, value) in &answer.claims.0 {
+                    out.extend_from_slice(&(*place as u32).to_le_bytes());
+                    text(&mut out, value);
                 }
             }
             State::Done(Verdict::Inactive) => out.push(2),
@@ -235,13 +234,11 @@ fn decode(bytes: &[u8]) -> Option<Vec<Record>> {
                 let jti = Some(reader.text()?).filter(|jti| !jti.is_empty());
                 let mut time = || reader.u64().map(|t| (t != u64::MAX).then_some(t));
                 let (issued_at, expires_at) = (time()?, time()?);
-                let claims = (0..reader.u32()?)
-                    .map(|_| match reader.u32()? {
-                        u32::MAX => Some(None),
-                        count => (0..count).map(|_| reader.text()).collect::<Option<Vec<_>>>().map(Some),
-                    })
-                    .collect::<Option<Vec<_>>>()?;
-                let claims = ClaimValues(claims);
+                let mut claims = ClaimValues::default();
+                for _ in 0..reader.u32()? {
+                    let place = usize::try_from(reader.u32()?).ok()?;
+                    claims.0.push((place, reader.text()?));
+                }
                 State::Done(Verdict::Active(Answer { principal, scopes, headers, jti, issued_at, expires_at, claims }))
             }
             [2] => State::Done(Verdict::Inactive),
@@ -290,7 +287,7 @@ mod tests {
             jti: Some("j1".into()),
             issued_at: Some(5),
             expires_at: None,
-            claims: ClaimValues(vec![None, Some(vec![]), Some(vec!["admin".into(), "ops".into()])]),
+            claims: ClaimValues(vec![(0, "sadmin".into()), (0, "sops".into()), (2, "btrue".into())]),
         })
     }
 

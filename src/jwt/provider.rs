@@ -53,7 +53,7 @@ pub struct Provider {
     pub introspection: Option<Introspection>,
     /// The claims `rules[].claims` test: the configuration's claim table, in its order
     /// (read from an identity provider's tokens only).
-    pub condition_claims: Rc<[String]>,
+    pub condition_claims: Rc<Vec<String>>,
     /// What else goes upstream of its verified tokens.
     pub output: TokenOutput,
 }

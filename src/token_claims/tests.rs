@@ -7,8 +7,13 @@ use crate::request::Header;
 
 fn values(claims: serde_json::Value, names: &[&str]) -> ClaimValues {
     let claims = claims.as_object().cloned().unwrap_or_default();
-    let read = |name: &&str| crate::jwt::claim_at(&claims, name).and_then(texts);
-    ClaimValues(names.iter().map(read).collect())
+    let mut values = ClaimValues::default();
+    for (place, name) in names.iter().enumerate() {
+        if let Some(claim) = crate::jwt::claim_at(&claims, name) {
+            values.add(place, claim);
+        }
+    }
+    values
 }
 
 fn headers(pairs: &[(&'static str, &'static str)]) -> Vec<Header<'static>> {
@@ -20,9 +25,9 @@ fn strings(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| format!("s{s}")).collect()
 }
 
-/// Values as a token's claim gives them: `s:` strings, `b:` booleans, `n:` numbers.
-fn tagged(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| s.replacen(':', "", 1)).collect()
+/// Values as a token's claim gives them, by the claim's place: `s:` strings, `b:` booleans, `n:` numbers.
+fn tagged(list: &[(usize, &str)]) -> Vec<(usize, String)> {
+    list.iter().map(|(place, s)| (*place, s.replacen(':', "", 1))).collect()
 }
 
 fn condition(claim: usize, test: Test) -> ClaimCondition {
@@ -60,21 +65,20 @@ fn claims_read_as_texts_strings_whole_numbers_booleans_and_arrays() {
         "absent",
     ];
     let read = values(token, &names);
-    assert_eq!(
-        read.0,
-        vec![
-            Some(tagged(&["s:admin", "s:ops", "n:7", "b:true"])),
-            Some(tagged(&["s:reader"])),
-            Some(tagged(&["s:acme"])),
-            Some(tagged(&["s:acme corp"])),
-            Some(tagged(&["n:3"])),
-            Some(tagged(&["n:0.5"])),
-            Some(tagged(&["b:false"])),
-            None,
-            None,
-            None,
-        ]
-    );
+    let expected = [
+        (0, "s:admin"),
+        (0, "s:ops"),
+        (0, "n:7"),
+        (0, "b:true"),
+        (1, "s:reader"),
+        (2, "s:acme"),
+        (3, "s:acme corp"),
+        (4, "n:3"),
+        (5, "n:0.5"),
+        (6, "b:false"),
+    ];
+    // `nothing` (null), `object` and `absent` have none.
+    assert_eq!(read.0, tagged(&expected));
 }
 
 #[test]
@@ -95,8 +99,10 @@ fn any_of_and_all_of_compare_values_exactly() {
     assert!(!met(&[any(&["admin"]), condition(1, Test::AnyOf(strings(&["other"])))], &read, &[]));
     assert_eq!(
         check(&[condition(2, Test::AnyOf(strings(&["x"])))], &read, &RequestFacts::new("GET", "/", &[])),
-        Err("a required claim is missing")
+        Err("a claim does not have the required value")
     );
+    let empty = values(json!({"groups": []}), &["groups"]);
+    assert!(!met(&[all(&["admin"])], &empty, &[]));
 }
 
 #[test]
