@@ -71,20 +71,25 @@ pub struct TokenExtras {
 /// `false`, a number as JSON writes it, but a whole number without its fraction (`1.0`
 /// is `1`, in a token as in the configuration).
 pub fn scalar_text(value: &Value) -> Option<String> {
+    let number;
     let (tag, text) = match value {
-        Value::String(text) => ('s', text.clone()),
-        Value::Bool(flag) => ('b', flag.to_string()),
-        Value::Number(number) => match number.as_f64() {
-            Some(f) if number.is_f64() && f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 => {
-                ('n', (f as i64).to_string())
-            }
-            _ => ('n', number.to_string()),
-        },
+        Value::String(text) => ('s', text.as_str()),
+        Value::Bool(true) => ('b', "true"),
+        Value::Bool(false) => ('b', "false"),
+        Value::Number(written) => {
+            number = match written.as_f64() {
+                Some(f) if written.is_f64() && f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 => {
+                    serde_json::Number::from(f as i64).to_string()
+                }
+                _ => written.to_string(),
+            };
+            ('n', number.as_str())
+        }
         Value::Null | Value::Object(_) | Value::Array(_) => return None,
     };
     let mut tagged = String::with_capacity(text.len() + 1);
     tagged.push(tag);
-    tagged.push_str(&text);
+    tagged.push_str(text);
     Some(tagged)
 }
 

@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::error::ConfigError;
 use super::names::header_name;
 use super::schema::RawRule;
-use crate::route::Rule;
+use crate::route::{Require, Rule};
 use crate::token_claims::{scalar_text, ClaimCondition, Test};
 
 /// Most conditions in one rule, and values in one list (each said in its refusal).
@@ -33,21 +33,31 @@ pub fn claim_table(rules: &[RawRule]) -> Rc<Vec<String>> {
     Rc::new(table)
 }
 
-/// One rule's conditions, at `path` (`rules[i].claims`).
-pub fn conditions(raw: Option<&Value>, path: &str, table: &[String]) -> Result<Vec<ClaimCondition>, ConfigError> {
-    let items = match raw {
-        None => return Ok(Vec::new()),
-        Some(Value::Array(items)) if items.len() <= MAX_CONDITIONS => items,
-        Some(_) => return Err(ConfigError::new(path, TOO_MANY_CONDITIONS)),
-    };
-    let mut conditions = Vec::with_capacity(items.len());
-    for (j, item) in items.iter().enumerate() {
-        match condition(item, table) {
-            Ok(condition) => conditions.push(condition),
-            Err((field, message)) => return Err(ConfigError::new(format!("{path}[{j}]{field}"), message)),
+/// The conditions of `rules[i]`, which requires `require`.
+pub fn conditions(
+    raw: Option<&Value>,
+    i: usize,
+    require: &Require,
+    table: &[String],
+) -> Result<Vec<ClaimCondition>, ConfigError> {
+    let mut conditions = Vec::new();
+    let refused = match raw {
+        None => return Ok(conditions),
+        Some(_) if *require == Require::None => ("", "a rule that requires nothing cannot test claims".to_string()),
+        Some(Value::Array(items)) if items.len() <= MAX_CONDITIONS => {
+            for (j, item) in items.iter().enumerate() {
+                match condition(item, table) {
+                    Ok(condition) => conditions.push(condition),
+                    Err((field, message)) => {
+                        return Err(ConfigError::new(format!("rules[{i}].claims[{j}]{field}"), message))
+                    }
+                }
+            }
+            return Ok(conditions);
         }
-    }
-    Ok(conditions)
+        Some(_) => (".claims", TOO_MANY_CONDITIONS.to_string()),
+    };
+    Err(ConfigError::new(format!("rules[{i}]{}", refused.0), refused.1))
 }
 
 /// A condition, or where it is wrong (`.any_of[2]`, or "" for the whole) and why.

@@ -232,22 +232,20 @@ fn compile_provider(
 
 /// `forward`, `forward_payload_header` and `payload_in_filter_state` (a payload only a JWS has).
 fn token_output(raw: &RawProvider, path: &str) -> Result<TokenOutput, ConfigError> {
-    let payload_out = if raw.forward_payload_header.is_some() {
-        Some("forward_payload_header")
-    } else {
-        raw.payload_in_filter_state.then_some("payload_in_filter_state")
-    };
-    if let (Some(field), Some(_)) = (payload_out, &raw.introspection) {
-        return Err(ConfigError::new(format!("{path}.{field}"), "an introspected token has no payload to hand on"));
+    if raw.introspection.is_some() && (raw.forward_payload_header.is_some() || raw.payload_in_filter_state) {
+        let message = "has no payload to hand on: forward_payload_header and payload_in_filter_state are for JWTs";
+        return Err(ConfigError::new(format!("{path}.introspection"), message));
     }
-    let at = || format!("{path}.forward_payload_header");
-    let payload_header = raw.forward_payload_header.as_deref().map(|name| header_name(name, &at())).transpose()?;
-    if let Some(header) = &payload_header {
-        if RESERVED_HEADERS.contains(&header.as_str())
-            || raw.claim_to_headers.iter().any(|m| m.header.eq_ignore_ascii_case(header))
-        {
-            return Err(ConfigError::new(at(), "names a header that frames the request, or a claim_to_headers header"));
+    let payload_header = match &raw.forward_payload_header {
+        Some(name) => {
+            let at = format!("{path}.forward_payload_header");
+            let header = header_name(name, &at)?;
+            if RESERVED_HEADERS.contains(&header.as_str()) {
+                return Err(ConfigError::new(at, "names a header that frames or routes the request"));
+            }
+            Some(header)
         }
-    }
+        None => None,
+    };
     Ok(TokenOutput { forward: raw.forward, payload_header, payload_in_filter_state: raw.payload_in_filter_state })
 }

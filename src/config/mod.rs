@@ -270,10 +270,7 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
     for (i, mut rule) in raw.rules.into_iter().enumerate() {
         let conditions = rule.claims.take();
         let mut rule = policy::rule(rule, i, &jwt_providers)?;
-        rule.claims = claims::conditions(conditions.as_ref(), &format!("rules[{i}].claims"), &claim_table)?;
-        if rule.require == Require::None && !rule.claims.is_empty() {
-            return Err(ConfigError::new(format!("rules[{i}]"), "a rule that requires nothing cannot test claims"));
-        }
+        rule.claims = claims::conditions(conditions.as_ref(), i, &rule.require, &claim_table)?;
         rules.push(rule);
     }
     policy::every_rule_is_reachable(&rules, bypass_count)?;
@@ -608,6 +605,7 @@ fn owned_headers(
     for (i, provider) in providers.iter().enumerate() {
         // Its claim headers, then its payload header.
         let mappings = provider.claim_to_headers.iter().map(|mapping| &mapping.header);
+        let its_own = owned.len();
         for (j, header) in mappings.chain(&provider.output.payload_header).enumerate() {
             let at = || match j < provider.claim_to_headers.len() {
                 true => format!("jwt.providers[{i}].claim_to_headers[{j}].header"),
@@ -618,6 +616,9 @@ fn owned_headers(
             }
             if header == RATELIMIT_HEADER {
                 return Err(ConfigError::new(at(), ratelimit_header));
+            }
+            if owned.get(its_own..).is_some_and(|its| its.contains(header)) {
+                return Err(ConfigError::new(at(), "is also one of its claim_to_headers headers"));
             }
             owned.push(header.clone());
         }

@@ -913,15 +913,26 @@ fn claim_conditions_and_payload_errors_name_the_field() {
             "jwt.providers[0].forward_payload_header: names a header that frames",
         ),
         (
+            json!({"jwt": {"providers": [clashing_payload_header()]}}),
+            "jwt.providers[0].forward_payload_header: is also one of its claim_to_headers headers",
+        ),
+        (
             json!({"jwt": {"providers": [{"name": "o", "payload_in_filter_state": true,
                 "introspection": {"cluster": "c", "authority": "a", "path": "/i", "auth": "bearer", "client_secret": "s"}}]}}),
-            "jwt.providers[0].payload_in_filter_state: an introspected token has no payload",
+            "jwt.providers[0].introspection: has no payload to hand on",
         ),
     ];
     for (config, expected) in cases {
         let error = error_of(config);
         assert!(error.starts_with(expected), "{error:?} should start with {expected:?}");
     }
+}
+
+/// A provider whose payload header is also one of its claim headers.
+fn clashing_payload_header() -> serde_json::Value {
+    let mut provider = with_field("forward_payload_header", "x-t");
+    provider["claim_to_headers"] = json!([{"claim": "t", "header": "X-T"}]);
+    provider
 }
 
 /// `hs256_provider` with one more field.
