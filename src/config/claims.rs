@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::error::ConfigError;
 use super::names::header_name;
 use super::schema::RawRule;
-use crate::route::{Require, Rule};
+use crate::route::Require;
 use crate::token_claims::{scalar_text, ClaimCondition, Test};
 
 /// Most conditions in one rule, and values in one list (each said in its refusal).
@@ -33,12 +33,13 @@ pub fn claim_table(rules: &[RawRule]) -> Rc<Vec<String>> {
     Rc::new(table)
 }
 
-/// The conditions of `rules[i]`, which requires `require`.
+/// The conditions of `rules[i]`, which requires `require`; `owned`: the headers the filter sets.
 pub fn conditions(
     raw: Option<&Value>,
     i: usize,
     require: &Require,
     table: &[String],
+    owned: &[String],
 ) -> Result<Vec<ClaimCondition>, ConfigError> {
     let mut conditions = Vec::new();
     let refused = match raw {
@@ -46,7 +47,7 @@ pub fn conditions(
         Some(_) if *require == Require::None => ("", "a rule that requires nothing cannot test claims".to_string()),
         Some(Value::Array(items)) if items.len() <= MAX_CONDITIONS => {
             for (j, item) in items.iter().enumerate() {
-                match condition(item, table) {
+                match condition(item, table, owned) {
                     Ok(condition) => conditions.push(condition),
                     Err((field, message)) => {
                         return Err(ConfigError::new(format!("rules[{i}].claims[{j}]{field}"), message))
@@ -61,40 +62,41 @@ pub fn conditions(
 }
 
 /// A condition, or where it is wrong (`.any_of[2]`, or "" for the whole) and why.
-fn condition(item: &Value, table: &[String]) -> Result<ClaimCondition, (String, &'static str)> {
-    const ONE_TEST: &str = "needs exactly one of any_of, all_of and equals_header";
-    let fields = item.as_object().ok_or((String::new(), "must be an object: a claim, and a test"))?;
-    let mut claim = None;
-    let mut test = None;
-    for (key, value) in fields {
-        let field = || format!(".{key}");
-        let text = || value.as_str().ok_or((field(), "must be a string"));
-        let compiled = match key.as_str() {
-            "claim" => {
-                let name = text()?;
-                if name.trim().is_empty() {
-                    return Err((field(), "must not be empty"));
-                }
-                claim = table.iter().position(|known| known == name);
-                continue;
+fn condition(item: &Value, table: &[String], owned: &[String]) -> Result<ClaimCondition, (String, &'static str)> {
+    let refuse = |field: &str, message| Err((field.to_string(), message));
+    let Some(fields) = item.as_object() else {
+        return refuse("", "must be an object: a claim and a test");
+    };
+    let claim = match fields.get("claim") {
+        Some(Value::String(name)) if !name.trim().is_empty() => name,
+        Some(_) => return refuse(".claim", "must be a non-empty string"),
+        None => return refuse("", "missing field `claim`"),
+    };
+    let mut tests = ["any_of", "all_of", "equals_header"].into_iter().filter_map(|key| Some((key, fields.get(key)?)));
+    let (Some((key, value)), None, 2) = (tests.next(), tests.next(), fields.len()) else {
+        return refuse("", "needs a claim and exactly one of any_of, all_of and equals_header, nothing else");
+    };
+    let test = match (key, value) {
+        ("equals_header", Value::String(name)) => {
+            let Ok(name) = header_name(name, "") else { return refuse(".equals_header", "is not a valid header name") };
+            if owned.contains(&name) {
+                return refuse(".equals_header", "is a header the filter sets (principal, claim or payload header)");
             }
-            "any_of" => Test::AnyOf(values(value).map_err(|(at, why)| (field() + &at, why))?),
-            "all_of" => Test::AllOf(values(value).map_err(|(at, why)| (field() + &at, why))?),
-            "equals_header" => {
-                let name = header_name(text()?, "").map_err(|_| (field(), "is not a valid header name"))?;
-                Test::EqualsHeader(name)
-            }
-            _ => return Err((field(), "unknown field: expected claim, any_of, all_of or equals_header")),
-        };
-        if test.replace(compiled).is_some() {
-            return Err((String::new(), ONE_TEST));
+            Test::EqualsHeader(name)
         }
-    }
-    match (claim, test) {
-        (Some(claim), Some(test)) => Ok(ClaimCondition { claim, test }),
-        (None, _) => Err((String::new(), "missing field `claim`")),
-        (_, None) => Err((String::new(), ONE_TEST)),
-    }
+        ("equals_header", _) => return refuse(".equals_header", "must be a string"),
+        (_, value) => {
+            let values = values(value).map_err(|(at, why)| (format!(".{key}{at}"), why))?;
+            if key == "any_of" {
+                Test::AnyOf(values)
+            } else {
+                Test::AllOf(values)
+            }
+        }
+    };
+    // Every claim a condition names is in the table: it was made from these conditions.
+    let claim = table.iter().position(|known| known == claim).unwrap_or(usize::MAX);
+    Ok(ClaimCondition { claim, test })
 }
 
 /// The values a claim is compared with: strings, booleans and numbers, as `scalar_text` writes them.
@@ -106,18 +108,4 @@ fn values(raw: &Value) -> Result<Vec<String>, (String, &'static str)> {
         texts.push(scalar_text(item).ok_or_else(|| (format!("[{k}]"), "must be a string, a number or a boolean"))?);
     }
     Ok(texts)
-}
-
-/// An `equals_header` compares what the client sent: never a header the filter sets
-/// (it removes the client's copy), whose value would be the filter's own.
-pub fn headers_not_owned(rules: &[Rule], owned: &[String]) -> Result<(), ConfigError> {
-    for (i, rule) in rules.iter().enumerate() {
-        for (j, condition) in rule.claims.iter().enumerate() {
-            if matches!(&condition.test, Test::EqualsHeader(header) if owned.contains(header)) {
-                let message = "is a header the filter sets (principal, claim or payload header)";
-                return Err(ConfigError::new(format!("rules[{i}].claims[{j}].equals_header"), message));
-            }
-        }
-    }
-    Ok(())
 }

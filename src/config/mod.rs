@@ -262,6 +262,7 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
         let message = format!("must be true: {} has a P-384 key, which only Envoy's BoringSSL checks", provider.name);
         return Err(ConfigError::new("envoy_crypto", message));
     }
+    let owned_headers = owned_headers(&principal_headers, &jwt_providers, &api_keys, &token_locations)?;
     let mut rules = Vec::with_capacity(raw.bypass.len() + raw.rules.len());
     for (i, rule) in raw.bypass.into_iter().enumerate() {
         rules.push(policy::bypass_rule(rule, i)?);
@@ -270,7 +271,7 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
     for (i, mut rule) in raw.rules.into_iter().enumerate() {
         let conditions = rule.claims.take();
         let mut rule = policy::rule(rule, i, &jwt_providers)?;
-        rule.claims = claims::conditions(conditions.as_ref(), i, &rule.require, &claim_table)?;
+        rule.claims = claims::conditions(conditions.as_ref(), i, &rule.require, &claim_table, &owned_headers)?;
         rules.push(rule);
     }
     policy::every_rule_is_reachable(&rules, bypass_count)?;
@@ -290,8 +291,6 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
             "no credentials configured: set basic.users, basic.htpasswd, api_keys.clients or jwt.providers",
         ));
     }
-    let owned_headers = owned_headers(&principal_headers, &jwt_providers, &api_keys, &token_locations)?;
-    claims::headers_not_owned(&routes.rules[bypass_count..], &owned_headers)?;
     Ok(Config {
         realm: raw.realm,
         clock_skew_seconds: raw.clock_skew_seconds,

@@ -883,14 +883,18 @@ fn claim_conditions_and_payload_errors_name_the_field() {
     let basic = json!({"users": [{"name": "a", "password_hash": SECRET_SHA256}]});
     let with_rule = |condition: serde_json::Value| json!({"basic": basic, "rules": [{"claims": [condition]}]});
     let cases = [
-        (with_rule(json!({"claim": "groups"})), "rules[0].claims[0]: needs exactly one of"),
+        (with_rule(json!({"claim": "groups"})), "rules[0].claims[0]: needs a claim and exactly one of"),
         (
             with_rule(json!({"claim": "groups", "any_of": ["a"], "all_of": ["b"]})),
-            "rules[0].claims[0]: needs exactly one",
+            "rules[0].claims[0]: needs a claim and exactly one",
         ),
         (with_rule(json!({"claim": " ", "any_of": ["a"]})), "rules[0].claims[0].claim:"),
         (with_rule(json!({"claim": "groups", "any_of": []})), "rules[0].claims[0].any_of: must list 1 to"),
-        (with_rule(json!({"claim": "groups", "one_of": ["a"]})), "rules[0].claims[0].one_of: unknown field"),
+        (with_rule(json!({"claim": "groups", "one_of": ["a"]})), "rules[0].claims[0]: needs a claim and exactly one"),
+        (
+            with_rule(json!({"claim": "g", "any_of": ["a"], "note": 1})),
+            "rules[0].claims[0]: needs a claim and exactly one",
+        ),
         (with_rule(json!({"any_of": ["a"]})), "rules[0].claims[0]: missing field `claim`"),
         (with_rule(json!("groups")), "rules[0].claims[0]: must be an object"),
         (json!({"basic": basic, "rules": [{"claims": {"claim": "g"}}]}), "rules[0].claims: must be a list"),
