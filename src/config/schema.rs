@@ -125,7 +125,7 @@ pub struct RawRule {
     /// Conditions on the verified token's claims, all to be met (403 `claim_condition_failed`
     /// otherwise). Only an identity provider's tokens have claims: a rule with conditions
     /// refuses Basic users, API keys, keypairs and the token endpoint's tokens.
-    /// (Read from JSON by `config::claims`: a serde type here would cost the module 10 KB.)
+    // Read from the JSON value by `config::claims`: a serde type here cost the module 10 KB.
     #[cfg_attr(not(target_arch = "wasm32"), schemars(with = "Option<Vec<RawClaimCondition>>"))]
     pub claims: Option<Value>,
 }

@@ -49,13 +49,13 @@ CONFIG = {
 
 
 def routes_on_verified_headers(cfg: dict) -> None:
-    """Routes that match the filter's headers: a claim header and the principal."""
+    """Routes on /orders that match the filter's headers: a claim header and the principal."""
     for f in cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"]:
         if f["name"] == "envoy.filters.network.http_connection_manager":
             vhost = f["typed_config"]["route_config"]["virtual_hosts"][0]
 
     def direct(header: str, value: str, body: str) -> dict:
-        return {"match": {"prefix": "/", "headers": [{"name": header, "string_match": {"exact": value}}]},
+        return {"match": {"prefix": "/orders", "headers": [{"name": header, "string_match": {"exact": value}}]},
                 "direct_response": {"status": 200, "body": {"inline_string": body}}}
 
     vhost["routes"] = [direct("x-auth-tenant", "acme", "route:acme-tenant"),
