@@ -101,15 +101,17 @@ fn untagged(value: &str) -> &str {
 /// Why a condition failed (the 403's message; the reason is `claim_condition_failed`).
 pub fn check(conditions: &[ClaimCondition], values: &ClaimValues, request: &RequestFacts) -> Result<(), &'static str> {
     for condition in conditions {
-        let held = || values.0.iter().filter(|(place, _)| *place == condition.claim).map(|(_, value)| value);
-        let holds = |wanted: &String| held().any(|value| value == wanted);
+        // This claim's values, each compared in the test's own way.
+        let holds = |matches: &dyn Fn(&String) -> bool| {
+            values.0.iter().any(|(place, value)| *place == condition.claim && matches(value))
+        };
         let met = match &condition.test {
-            Test::AnyOf(wanted) => wanted.iter().any(holds),
-            Test::AllOf(wanted) => wanted.iter().all(holds),
-            Test::EqualsHeader(header) => match single_value(request, header) {
-                Some(sent) => held().any(|value| untagged(value) == sent),
-                None => return Err("the header a claim is compared with is missing or repeated"),
-            },
+            Test::AnyOf(wanted) => holds(&|value| wanted.contains(value)),
+            Test::AllOf(wanted) => wanted.iter().all(|one| holds(&|value| value == one)),
+            Test::EqualsHeader(header) => {
+                let sent = single_value(request, header).ok_or(MISSING_HEADER)?;
+                holds(&|value| untagged(value) == sent)
+            }
         };
         if !met {
             return Err("a claim does not have the required value");
@@ -117,6 +119,8 @@ pub fn check(conditions: &[ClaimCondition], values: &ClaimValues, request: &Requ
     }
     Ok(())
 }
+
+const MISSING_HEADER: &str = "the header a claim is compared with is missing or repeated";
 
 /// The header's one non-empty value: none when it is absent, sent more than once, or
 /// also sent under an underscore spelling (which CGI, WSGI and PHP read as this header).
