@@ -13,6 +13,7 @@ use crate::jwt::{self, Issuer, JwtError, ProviderId, SignatureBackend};
 use crate::principal::{AuthMethod, Principal, TokenFacts};
 use crate::reason::Reason;
 use crate::shared_table::{Once, SharedTable};
+use crate::token_claims::TokenExtras;
 
 /// One VM's memory of verifications, and its guards on password checks.
 pub struct Verifier {
@@ -248,6 +249,7 @@ fn verify_bearer(
             verified.scopes,
             token,
             &provider.privileges,
+            verified.extras,
         ),
         // The client signed it: its claims grant nothing; its configuration does.
         Issuer::Keypair { one_time } => {
@@ -329,6 +331,7 @@ fn introspect(
         answer.scopes,
         token,
         &provider.privileges,
+        TokenExtras { claims: answer.claims, forward: provider.output.forward, ..TokenExtras::default() },
     );
     // This worker remembers it no longer than every worker may reuse it.
     Ok(VerifiedBearer { principal, expires_at: Some(until_ms / 1000), cacheable: true })

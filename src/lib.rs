@@ -43,6 +43,7 @@ pub mod route;
 pub mod shape;
 pub mod shared_table;
 pub mod stream;
+pub mod token_claims;
 pub mod token_endpoint;
 pub mod token_location;
 

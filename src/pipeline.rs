@@ -24,6 +24,7 @@ use crate::revocation::Revoked;
 use crate::route::{Kind, Require, Rule};
 use crate::shape::{self, UpstreamChanges};
 use crate::stream::Awaited;
+use crate::token_claims;
 use crate::token_endpoint::grant::Presented;
 
 #[derive(Debug, PartialEq, Eq)]
@@ -218,6 +219,11 @@ fn decide_rule(
                 }
             }
         }
+    }
+
+    // claim conditions (a principal without claims meets none)
+    if let Err(message) = token_claims::check(&rule.claims, &principal.extras.claims, request) {
+        return refuse(LocalReply::forbidden(message, Reason::ClaimConditionFailed));
     }
 
     // limits (with scope "fleet", requests per hour are the engine's)

@@ -14,6 +14,7 @@ use std::rc::Rc;
 use crate::jwt::{Issuer, Provider};
 use crate::limits::LimitTable;
 use crate::privileges::Privileges;
+use crate::token_claims::TokenExtras;
 
 /// How a principal proved itself (the `x-auth-method` value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,6 +182,8 @@ pub struct Principal {
     pub token: Option<TokenFacts>,
     /// What it may do; shared by every principal of one user, client or provider.
     pub privileges: Rc<Privileges>,
+    /// An identity provider's token: the claims rules test, the payload handed on.
+    pub extras: TokenExtras,
 }
 
 impl Principal {
@@ -195,6 +198,7 @@ impl Principal {
             scopes: privileges.scopes.clone(),
             token: None,
             privileges: Rc::clone(privileges),
+            extras: TokenExtras::default(),
         }
     }
 
@@ -206,6 +210,7 @@ impl Principal {
         scopes: Vec<String>,
         token: TokenFacts,
         privileges: &Rc<Privileges>,
+        extras: TokenExtras,
     ) -> Principal {
         Principal {
             qualified: QualifiedName::of_provider(provider, &id),
@@ -216,6 +221,7 @@ impl Principal {
             scopes,
             token: Some(token),
             privileges: Rc::clone(privileges),
+            extras,
         }
     }
 }

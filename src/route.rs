@@ -10,6 +10,7 @@ use crate::path::{has_segment_prefix, MatchPath};
 use crate::principal::{AuthMethod, Principal};
 use crate::request::RequestFacts;
 use crate::request_principal::RequestPrincipal;
+use crate::token_claims::ClaimCondition;
 
 /// A kind of credential, spelled as the `x-auth-method` values (`jwt:<provider>` narrows `jwt`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,6 +232,8 @@ pub struct Rule {
     pub request_principals: Option<Vec<RequestPrincipal>>,
     /// `enforce` (None: the configuration's): false decides, reports, and lets the request through without a principal.
     pub enforce: Option<bool>,
+    /// Conditions on the token's claims, all to be met (`rules[].claims`).
+    pub claims: Vec<ClaimCondition>,
 }
 
 /// The rule of a request no rule matches: today's behaviour.
@@ -241,6 +244,7 @@ pub static DEFAULT_RULE: Rule = Rule {
     principals: None,
     request_principals: None,
     enforce: None,
+    claims: Vec::new(),
 };
 
 /// A CORS preflight where `bypass_cors_preflight` is set.
@@ -251,6 +255,7 @@ static PREFLIGHT_RULE: Rule = Rule {
     principals: None,
     request_principals: None,
     enforce: None,
+    claims: Vec::new(),
 };
 
 const ROUTE_MATCH_ANY: RouteMatch =

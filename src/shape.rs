@@ -39,6 +39,8 @@ pub struct Upstream {
 pub const STATE_PRINCIPAL: &str = "wasm_authn.principal";
 pub const STATE_METHOD: &str = "wasm_authn.method";
 pub const STATE_PROVIDER: &str = "wasm_authn.provider";
+/// The verified token's payload as JSON (a provider's `payload_in_filter_state`).
+pub const STATE_PAYLOAD: &str = "wasm_authn.payload";
 /// Followed by a claim header's name: `wasm_authn.claim.x-roles`.
 pub const STATE_CLAIM_PREFIX: &str = "wasm_authn.claim.";
 
@@ -97,9 +99,15 @@ pub fn authenticated(
         set.push((qualified.clone(), principal.qualified.as_str().to_string()));
     }
     set.extend(principal.claim_headers.iter().cloned());
+    let extras = &principal.extras;
+    set.extend(extras.payload_header.iter().cloned());
 
-    let state = if upstream.filter_state { filter_state(principal) } else { Vec::new() };
-    let removal = credential_removal(request, api_keys, tokens, credentials, upstream.forward_credentials);
+    let mut state = if upstream.filter_state { filter_state(principal) } else { Vec::new() };
+    if let Some(payload) = &extras.payload_json {
+        state.push((STATE_PAYLOAD.to_string(), payload.clone()));
+    }
+    let forward = extras.forward.unwrap_or(upstream.forward_credentials);
+    let removal = credential_removal(request, api_keys, tokens, credentials, forward);
     changes(upstream, request, removal, set, state)
 }
 

@@ -66,6 +66,8 @@ fn keypair_provider(mut raw: RawKeypair, path: &str, limits: &Limits) -> Result<
         claim_to_headers: Vec::new(),
         privileges: Rc::new(privileges),
         introspection: None,
+        condition_claims: Rc::default(),
+        output: Default::default(),
     })
 }
 

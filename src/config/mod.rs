@@ -3,6 +3,7 @@
 //! error names its field path (`jwt.providers[1].issuer: must not be empty`) and
 //! never echoes a value.
 
+mod claims;
 pub mod error;
 mod introspection;
 mod jwt;
@@ -240,7 +241,8 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
         policy::limits(raw.limits)?;
     let (basic_users, failure_limit, slow_hash_budget_ms_per_second) = compile_basic(raw.basic, &limit_defaults, env)?;
     let api_keys = compile_api_keys(raw.api_keys, &limit_defaults, env)?;
-    let (mut jwt_providers, token_places, jwks_wait_ms) = jwt::compile(raw.jwt, &limit_defaults, env)?;
+    let claim_table = claims::claim_table(&raw.rules);
+    let (mut jwt_providers, token_places, jwks_wait_ms) = jwt::compile(raw.jwt, &limit_defaults, env, &claim_table)?;
     // Keypairs verify like providers: one list, looked up by issuer.
     jwt_providers.extend(keypairs::compile(raw.keypairs, &limit_defaults)?);
     let raw_realm = raw.realm.clone();
@@ -263,13 +265,17 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
         let message = format!("must be true: {} has a P-384 key, which only Envoy's BoringSSL checks", provider.name);
         return Err(ConfigError::new("envoy_crypto", message));
     }
+    let owned_headers = owned_headers(&principal_headers, &jwt_providers, &api_keys, &token_locations)?;
     let mut rules = Vec::with_capacity(raw.bypass.len() + raw.rules.len());
     for (i, rule) in raw.bypass.into_iter().enumerate() {
         rules.push(policy::bypass_rule(rule, i)?);
     }
     let bypass_count = rules.len();
-    for (i, rule) in raw.rules.into_iter().enumerate() {
-        rules.push(policy::rule(rule, i, &jwt_providers)?);
+    for (i, mut rule) in raw.rules.into_iter().enumerate() {
+        let conditions = rule.claims.take();
+        let mut rule = policy::rule(rule, i, &jwt_providers)?;
+        rule.claims = claims::conditions(conditions.as_ref(), i, &rule.require, &claim_table, &owned_headers)?;
+        rules.push(rule);
     }
     policy::every_rule_is_reachable(&rules, bypass_count)?;
     let routes = Routes::new(rules, raw.bypass_cors_preflight);
@@ -286,7 +292,6 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
             "no credentials configured: set basic.users, basic.htpasswd, api_keys.clients or jwt.providers",
         ));
     }
-    let owned_headers = owned_headers(&principal_headers, &jwt_providers, &api_keys, &token_locations)?;
     Ok(Config {
         realm: raw.realm,
         clock_skew_seconds: raw.clock_skew_seconds,
@@ -583,15 +588,24 @@ fn owned_headers(
     // Owned whatever limits.scope says: a client never sets it.
     owned.push(RATELIMIT_HEADER.to_string());
     for (i, provider) in providers.iter().enumerate() {
-        for (j, mapping) in provider.claim_to_headers.iter().enumerate() {
-            let at = || format!("jwt.providers[{i}].claim_to_headers[{j}].header");
-            if principal_names.iter().any(|(_, name)| **name == mapping.header) {
+        // Its claim headers, then its payload header.
+        let mappings = provider.claim_to_headers.iter().map(|mapping| &mapping.header);
+        let its_own = owned.len();
+        for (j, header) in mappings.chain(&provider.output.payload_header).enumerate() {
+            let at = || match j < provider.claim_to_headers.len() {
+                true => format!("jwt.providers[{i}].claim_to_headers[{j}].header"),
+                false => format!("jwt.providers[{i}].forward_payload_header"),
+            };
+            if principal_names.iter().any(|(_, name)| *name == header) {
                 return Err(ConfigError::new(at(), "is one of principal_headers: a claim must not set the principal"));
             }
-            if mapping.header == RATELIMIT_HEADER {
+            if header == RATELIMIT_HEADER {
                 return Err(ConfigError::new(at(), ratelimit_header));
             }
-            owned.push(mapping.header.clone());
+            if owned.get(its_own..).is_some_and(|its| its.contains(header)) {
+                return Err(ConfigError::new(at(), "is also one of its claim_to_headers headers"));
+            }
+            owned.push(header.clone());
         }
     }
     owned.sort();

@@ -199,6 +199,7 @@ pub fn bypass_rule(rule: RawBypassRule, i: usize) -> Result<Rule, ConfigError> {
         principals: None,
         request_principals: None,
         enforce: None,
+        claims: Vec::new(),
     })
 }
 
@@ -233,7 +234,7 @@ pub fn rule(raw: RawRule, i: usize, providers: &[Provider]) -> Result<Rule, Conf
     if require == Require::None && (!scopes.is_empty() || principals.is_some() || request_principals.is_some()) {
         return Err(ConfigError::new(&path, "a rule that requires nothing cannot require scopes or principals"));
     }
-    Ok(Rule { matcher, require, scopes, principals, request_principals, enforce: raw.enforce })
+    Ok(Rule { matcher, require, scopes, principals, request_principals, enforce: raw.enforce, claims: Vec::new() })
 }
 
 fn route_match(raw: RawMatch, path: &str) -> Result<RouteMatch, ConfigError> {

@@ -191,6 +191,32 @@ pub struct RawRule {
     /// When set, only these principals (403 otherwise), named by who vouches for them:
     /// `basic:<user>`, `api-key:<client id>`, `keypair:<id>`, `jwt:<provider>:<principal claim>`.
     pub principals: Option<Vec<String>>,
+    /// Conditions on the verified token's claims, all to be met (403 `claim_condition_failed`
+    /// otherwise). Only an identity provider's tokens have claims: a rule with conditions
+    /// refuses Basic users, API keys, keypairs and the token endpoint's tokens.
+    // Read from the JSON value by `config::claims`: a serde type here cost the module 10 KB.
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(with = "Option<Vec<RawClaimCondition>>"))]
+    pub claims: Option<Value>,
+}
+
+/// One condition on a claim: exactly one of `any_of`, `all_of` and `equals_header`
+/// (the shape for the JSON Schema; `config::claims` reads it).
+#[cfg(not(target_arch = "wasm32"))]
+#[derive(schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // the schema's shape only
+pub struct RawClaimCondition {
+    /// The claim, named as `claim_to_headers` names it (dotted names reach nested values).
+    /// Its strings, booleans and numbers (an array: each of its elements) compare with
+    /// values of the same JSON type (`1.0` is `1`; `"true"` is not `true`).
+    pub claim: String,
+    /// One of the claim's values (an array's elements) is one of these.
+    pub any_of: Option<Vec<Value>>,
+    /// Every one of these is among the claim's values.
+    pub all_of: Option<Vec<Value>>,
+    /// A request header (e.g. `x-tenant`) that must be sent exactly once with one of the
+    /// claim's values; missing, repeated or also sent with underscores, the condition fails.
+    pub equals_header: Option<String>,
 }
 
 /// All that a rule's `match` sets must match.
@@ -525,6 +551,16 @@ privileged! {
         /// Claims copied to upstream headers.
         #[serde(default)]
         pub claim_to_headers: Vec<RawClaimToHeader>,
+        /// Forward its verified tokens upstream (or not), whatever `forward_credentials` says.
+        pub forward: Option<bool>,
+        /// An upstream header that gets the verified token's payload, base64url as in the token
+        /// (`jwt_authn`'s `forward_payload_header`); the filter owns it: a client's copy is removed.
+        /// Not with `introspection`.
+        pub forward_payload_header: Option<String>,
+        /// The verified token's payload, as JSON, in Envoy filter state `wasm.wasm_authn.payload`
+        /// (for access logs and later filters). Not with `introspection`.
+        #[serde(default)]
+        pub payload_in_filter_state: bool,
         /// Headers that carry its tokens. With any `from_*` set, the provider reads its tokens
         /// only there, not in `Authorization: Bearer`.
         #[serde(default)]

@@ -26,13 +26,14 @@ use siphasher::sip128::{Hasher128, SipHasher13};
 use super::verdict::{Answer, Verdict};
 use crate::host_api::{compare_and_swap, Cas, SharedData, SharedRecord, Swap};
 use crate::reason::Reason;
+use crate::token_claims::ClaimValues;
 
 /// The shared-data key of the hash key every worker uses.
 pub const INTROSPECTION_KEY: &str = "wasm_authn/introspection/key";
 
 /// Records per slot at most.
 const PER_SLOT: usize = 8;
-const FORMAT: u8 = 1;
+const FORMAT: u8 = 2;
 /// Compare-and-swap attempts before giving up (other workers keep winning).
 const MAX_ATTEMPTS: usize = 16;
 
@@ -193,6 +194,12 @@ fn encode(records: &[Record]) -> Vec<u8> {
                 for time in [answer.issued_at, answer.expires_at] {
                     out.extend_from_slice(&time.map_or(u64::MAX, |t| t).to_le_bytes());
                 }
+                // The values of the claims rules test, each with its claim's place.
+                out.extend_from_slice(&(answer.claims.0.len() as u32).to_le_bytes());
+                for (place, value) in &answer.claims.0 {
+                    out.extend_from_slice(&(*place as u32).to_le_bytes());
+                    text(&mut out, value);
+                }
             }
             State::Done(Verdict::Inactive) => out.push(2),
             State::Done(Verdict::Refused(error)) => {
@@ -231,7 +238,12 @@ fn decode(bytes: &[u8]) -> Option<Vec<Record>> {
                 let jti = Some(reader.text()?).filter(|jti| !jti.is_empty());
                 let mut time = || reader.u64().map(|t| (t != u64::MAX).then_some(t));
                 let (issued_at, expires_at) = (time()?, time()?);
-                State::Done(Verdict::Active(Answer { principal, scopes, headers, jti, issued_at, expires_at }))
+                let mut claims = ClaimValues::default();
+                for _ in 0..reader.u32()? {
+                    let place = usize::try_from(reader.u32()?).ok()?;
+                    claims.0.push((place, reader.text()?));
+                }
+                State::Done(Verdict::Active(Answer { principal, scopes, headers, jti, issued_at, expires_at, claims }))
             }
             [2] => State::Done(Verdict::Inactive),
             [3] => {
@@ -279,6 +291,7 @@ mod tests {
             jti: Some("j1".into()),
             issued_at: Some(5),
             expires_at: None,
+            claims: ClaimValues(vec![(0, "sadmin".into()), (0, "sops".into()), (2, "btrue".into())]),
         })
     }
 
@@ -296,7 +309,7 @@ mod tests {
         for cut in 1..encoded.len() {
             let _ = decode(&encoded[..cut]); // never panics
         }
-        assert_eq!(decode(b"\x02"), None);
+        assert_eq!(decode(b"\x01"), None, "the format before claims were stored");
         assert_eq!(decode(b""), None);
     }
 

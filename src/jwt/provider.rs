@@ -51,6 +51,19 @@ pub struct Provider {
     pub privileges: Rc<Privileges>,
     /// Set for a provider whose tokens its introspection endpoint vouches for (it has no keys).
     pub introspection: Option<Introspection>,
+    /// The claims `rules[].claims` test: the configuration's claim table, in its order
+    /// (read from an identity provider's tokens only).
+    pub condition_claims: Rc<Vec<String>>,
+    /// What else goes upstream of its verified tokens.
+    pub output: TokenOutput,
+}
+
+/// A provider's `forward`, `forward_payload_header` and `payload_in_filter_state`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenOutput {
+    pub forward: Option<bool>,
+    pub payload_header: Option<String>,
+    pub payload_in_filter_state: bool,
 }
 
 impl Provider {

@@ -23,6 +23,7 @@ fn rule(scopes: &[&str], principals: Option<&[&str]>) -> Rule {
         principals: principals.map(|p| p.iter().map(|s| s.to_string()).collect()),
         request_principals: None,
         enforce: None,
+        claims: Vec::new(),
     }
 }
 

@@ -29,7 +29,7 @@ use wasm_authn::request::{RequestFacts, Source};
 pub const NO_SOURCE: Source<'static> = Source::Known(None);
 use wasm_authn::stream::Step;
 use wasm_authn::testing::FakeShared;
-use wasm_authn::{header_map, pipeline, shape};
+use wasm_authn::{header_map, pipeline, shape, token_claims};
 
 const SECRET: &[u8] = b"stages-bench-secret-0123456789abcdef";
 const API_KEY: &str = "stages-bench-api-key-0123456789";
@@ -223,6 +223,7 @@ fn main() {
     requirement_tree(&config_text, &basic);
     distinct_tokens();
     opaque_token();
+    claim_conditions();
     scale::run();
 }
 
@@ -262,6 +263,47 @@ fn requirement_tree(config_text: &str, basic: &str) {
     println!("| require [\"api-key\"], an API key | {alone_key:.0} |");
     println!("| require {{\"all\": [\"basic\", \"api-key\"]}}, both | {tree:.0} |");
     println!("| the tree beyond its two verifications: all - basic - api-key + fixed | {:.0} |", tree - alone_basic - alone_key + nothing);
+}
+
+/// A rule with three claim conditions (any_of, all_of, equals_header) on a remembered
+/// token: what the conditions add to a request (issue 22: under 0.3 µs per condition).
+fn claim_conditions() {
+    let config = Config::from_json(
+        json!({
+            "jwt": {"providers": [{"name": "bench", "issuer": "https://issuer.bench",
+                    "local_jwks": {"keys": [{"kty": "oct", "kid": "k1", "alg": "HS256", "k": URL_SAFE_NO_PAD.encode(SECRET)}]}}]},
+            "rules": [{"match": {"path_prefix": "/"}, "claims": [
+                {"claim": "realm.roles", "any_of": ["admin", "root"]},
+                {"claim": "groups", "all_of": ["eng", "oncall"]},
+                {"claim": "tenant", "equals_header": "x-tenant"}]}],
+        })
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap();
+    let token = hs256(json!({
+        "iss": "https://issuer.bench", "sub": "user-42", "exp": NOW_MS / 1000 + 3600, "tenant": "acme",
+        "realm": {"roles": ["reader", "admin"]}, "groups": ["eng", "sre", "oncall", "payments"],
+    }));
+    let bearer = format!("Bearer {token}");
+    let bytes = header_map::encode(&[
+        (":method", "GET"), (":path", "/orders/1"), (":authority", "api.bench"), ("user-agent", "wrk"),
+        ("accept", "*/*"), ("x-request-id", "6f1c0a4e-2b1d-4c55-9d6e-1a2b3c4d5e6f"), ("x-tenant", "acme"),
+        ("authorization", bearer.as_str()),
+    ]);
+    let headers = header_map::decode(&bytes).unwrap();
+    let request = RequestFacts::from_headers(&headers);
+    let host = Host::default();
+    let mut verifier = Verifier::new(&config);
+    let credential = credential::extract(&request, &config.api_keys, &config.token_locations).unwrap().unwrap();
+    let principal = verifier.authenticate(&config, &credential, Source::Known(None), &host, NOW_MS).unwrap();
+    let rule = &config.routes.rules[0];
+    assert_eq!(token_claims::check(&rule.claims, &principal.extras.claims, &request), Ok(()));
+    let three = time(|| token_claims::check(&rule.claims, &principal.extras.claims, &request).is_ok());
+    println!();
+    println!("| a rule with three claim conditions, the token remembered | ns |");
+    println!("|---|---:|");
+    println!("| any_of, all_of and equals_header, all met (each: a third) | {three:.0} |");
 }
 
 /// An opaque token whose introspection answer another worker stored (the per-VM cache
