@@ -38,6 +38,7 @@ use std::cell::OnceCell;
 use std::rc::Rc;
 
 use crate::authenticate::{NotVerified, Verifier, VerifyHost};
+use crate::binding;
 use crate::config::Config;
 use crate::credential::{self, Credential};
 use crate::limits::{Admission, Quota};
@@ -145,7 +146,8 @@ pub fn decide(
 
     // extract
     let challenges = config.challenges(&rule.require);
-    let credential = match credential::extract(request, &config.api_keys, &config.token_locations) {
+    let extracted = credential::extract(request, &config.api_keys, &config.token_locations);
+    let credential = match crate::mtls::with_certificate(config.mtls.as_ref(), &rule.require, request.peer, extracted) {
         Ok(Some(credential)) => credential,
         // Its API key may be in its form body: read it, then decide again.
         Ok(None) if rule.require.schemes().2 && credential::awaits_form(request, &config.api_keys) => {
@@ -189,6 +191,12 @@ pub fn decide(
     let refuse = |reply: LocalReply| Decision::Reply(reply.to(&principal));
     if !rule.require.admits(&principal) {
         return refuse(LocalReply::credential_not_accepted(challenges));
+    }
+
+    // proof of possession: a bound token (a remembered one too) against this connection
+    let confirmation = principal.token.as_ref().and_then(|token| token.confirmation.as_ref());
+    if let Err(unbound) = binding::check_certificate(confirmation, request.peer) {
+        return refuse(LocalReply::invalid_token(challenges, unbound.message(), unbound.reason()));
     }
 
     // revocation

@@ -15,8 +15,12 @@ use crate::request::RequestFacts;
 pub enum Kind {
     Basic,
     ApiKey,
-    Jwt { provider: Option<String> },
+    Jwt {
+        provider: Option<String>,
+    },
     Keypair,
+    /// A client certificate (`mtls`).
+    Mtls,
 }
 
 impl Kind {
@@ -29,6 +33,7 @@ impl Kind {
                 principal.method == AuthMethod::Jwt && principal.provider.as_deref() == Some(name)
             }
             Kind::Keypair => principal.method == AuthMethod::Keypair,
+            Kind::Mtls => principal.method == AuthMethod::Mtls,
         }
     }
 }
@@ -67,6 +72,7 @@ impl Require {
             // `user:password` may turn out to be a client's `id:key`.
             (Kind::Basic | Kind::ApiKey, Credential::Basic { .. }) => true,
             (Kind::ApiKey, Credential::ApiKey { .. }) => true,
+            (Kind::Mtls, Credential::Mtls { .. }) => true,
             _ => false,
         })
     }

@@ -199,6 +199,10 @@ fn compile_provider(mut raw: RawProvider, limits: &Limits, path: &str, env: Env)
         }
         None => None,
     };
+    if raw.require_certificate_binding && introspection.is_some() {
+        let message = "is for JWTs: bound opaque tokens are refused (their binding is not checked yet)";
+        return Err(ConfigError::new(format!("{path}.require_certificate_binding"), message));
+    }
     // Introspection answers need not say when the token expires (RFC 7662 2.2).
     let require_expiration = raw.require_expiration.unwrap_or(introspection.is_none());
     Ok(Provider {
@@ -215,5 +219,6 @@ fn compile_provider(mut raw: RawProvider, limits: &Limits, path: &str, env: Env)
         claim_to_headers,
         privileges: Rc::new(privileges),
         introspection,
+        require_certificate_binding: raw.require_certificate_binding,
     })
 }

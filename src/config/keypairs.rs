@@ -73,6 +73,7 @@ fn keypair_provider(raw: RawKeypair, path: &str, limits: &Limits) -> Result<Prov
         claim_to_headers: Vec::new(),
         privileges: Rc::new(privileges),
         introspection: None,
+        require_certificate_binding: false,
     })
 }
 

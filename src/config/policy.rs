@@ -327,6 +327,7 @@ fn require(raw: Option<serde_json::Value>, path: &str, providers: &[Provider]) -
             "api-key" => Kind::ApiKey,
             "jwt" => Kind::Jwt { provider: None },
             "keypair" => Kind::Keypair,
+            "mtls" => Kind::Mtls,
             _ => match word.strip_prefix("jwt:") {
                 Some(name) if providers.iter().any(|p| p.name == name) => {
                     Kind::Jwt { provider: Some(name.to_string()) }
@@ -335,7 +336,7 @@ fn require(raw: Option<serde_json::Value>, path: &str, providers: &[Provider]) -
                 None => {
                     return Err(ConfigError::new(
                         at,
-                        "unknown credential kind: use \"basic\", \"api-key\", \"jwt\", \"jwt:<provider name>\" or \"keypair\"",
+                        "unknown credential kind: use \"basic\", \"api-key\", \"jwt\", \"jwt:<provider name>\", \"keypair\" or \"mtls\"",
                     ))
                 }
             },

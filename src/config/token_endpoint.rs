@@ -79,6 +79,7 @@ pub fn compile(raw: RawTokenEndpoint, realm: &str, env: Env) -> Result<(TokenEnd
         // Unused: its principals take their API client's privileges.
         privileges: Rc::new(Privileges::default()),
         introspection: None,
+        require_certificate_binding: false,
     };
     let endpoint = TokenEndpoint::new(
         raw.name,

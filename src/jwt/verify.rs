@@ -11,6 +11,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
+use crate::binding::{confirmation, Confirmation};
+
 use super::algorithm::Algorithm;
 use super::backend::SignatureBackend;
 use super::claims::{check_claims, claim_headers, principal, scopes, token_id};
@@ -33,6 +35,8 @@ pub struct VerifiedToken {
     pub jti: Option<String>,
     /// `scope` and `scp`.
     pub scopes: Vec<String>,
+    /// `cnf`: the certificate or key the token is bound to.
+    pub confirmation: Option<Confirmation>,
 }
 
 /// Longest token accepted, checked before any decoding.
@@ -134,6 +138,7 @@ pub fn verify(
         issued_at: times.issued_at,
         jti: token_id(&jws.claims),
         scopes: scopes(&jws.claims),
+        confirmation: confirmation(&jws.claims).map_err(|_| JwtError::UnknownConfirmation)?,
     })
 }
 

@@ -912,7 +912,7 @@ fn another_kind_of_alice_is_never_the_basic_user_alice() {
     assert_eq!(header_value(&changes, "x-auth-qualified"), Some("basic:alice"));
     assert!(changes.state.contains(&("wasm_authn.principal".to_string(), "basic:alice".to_string())));
 
-    let endpoint_token = vm.config.token_endpoint.as_ref().unwrap().sign("alice", "", NOW).unwrap();
+    let endpoint_token = vm.config.token_endpoint.as_ref().unwrap().sign("alice", "", None, NOW).unwrap();
     let corp_token = hs256(json!({"iss": "https://id.corp", "sub": "alice", "aud": "api", "exp": NOW + 60}));
     let others = [
         ("x-api-key", "alice-key".to_string(), "api-key:alice"),
@@ -942,7 +942,8 @@ fn a_client_and_its_tokens_share_one_budget() {
         "token_endpoint": {"path": "/token", "issuer": "https://me",
             "signing_key": {"kty": "oct", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldC0"}},
     }));
-    let token = format!("Bearer {}", vm.config.token_endpoint.as_ref().unwrap().sign("reporting", "", NOW).unwrap());
+    let token =
+        format!("Bearer {}", vm.config.token_endpoint.as_ref().unwrap().sign("reporting", "", None, NOW).unwrap());
     for _ in 0..3 {
         allowed(decide(&mut vm, &[("x-api-key", "secret")]));
     }
@@ -956,7 +957,8 @@ fn a_client_and_its_tokens_share_one_budget() {
         "token_endpoint": {"path": "/token", "issuer": "https://me",
             "signing_key": {"kty": "oct", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldC0"}},
     }));
-    let token = format!("Bearer {}", vm.config.token_endpoint.as_ref().unwrap().sign("reporting", "", NOW).unwrap());
+    let token =
+        format!("Bearer {}", vm.config.token_endpoint.as_ref().unwrap().sign("reporting", "", None, NOW).unwrap());
     let Decision::Allow { limited: Some(limited), .. } = decide(&mut vm, &[("x-api-key", "secret")]) else { panic!() };
     assert!(limited.holds_slot);
     let refused = denied(decide(&mut vm, &[("authorization", &token)]));
