@@ -1013,3 +1013,32 @@ fn with_scope_fleet_an_unlimited_principal_costs_no_engine_call() {
     let expected = UpstreamChanges { remove: vec!["x-auth-ratelimit-principal".into()], ..Default::default() };
     assert_eq!(d, Decision::Bypass(expected));
 }
+
+/// RFC 8705 3: a certificate-bound token is checked against the connection's certificate
+/// on every request; the remembered verification never serves another connection.
+#[test]
+fn a_remembered_bound_token_is_checked_against_each_connection() {
+    use crate::peer::{Peer, PeerCertificate};
+    let mut vm = authenticator(json!({}));
+    let certificate = |hex: &str| PeerCertificate::from_hex_digest(&hex.repeat(32)).unwrap();
+    let (mine, other) = (certificate("ab"), certificate("cd"));
+    let bound = format!(
+        "Bearer {}",
+        hs256(json!({"iss": "https://id.corp", "sub": "u-1", "aud": "api", "exp": NOW + 60,
+                     "cnf": {"x5t#S256": mine.thumbprint}}))
+    );
+    let headers = crate::testing::headers(&[(":method", "GET"), (":path", "/orders"), ("authorization", &bound)]);
+    let mut on = |peer: Option<&PeerCertificate>| {
+        let mut request = RequestFacts::from_headers(&headers);
+        request.peer = Peer::Known(peer);
+        super::decide(&vm.config, &mut vm.verifier, &request, &vm.host, NOW * 1000)
+    };
+    assert!(matches!(on(Some(&mine)), Decision::Allow { .. }));
+    for wrong in [Some(&other), None] {
+        match on(wrong) {
+            Decision::Reply(reply) => assert_eq!(reply.reason, Reason::TokenCertificateMismatch),
+            decision => panic!("a bound token served another connection: {decision:?}"),
+        }
+    }
+    assert!(matches!(on(Some(&mine)), Decision::Allow { .. }), "remembered, and still its own");
+}
