@@ -95,16 +95,17 @@ def pki() -> Pki:
     return Pki()
 
 
-def tls_listener(pki: Pki):
+def tls_listener(pki: Pki, require: bool = False):
     """A config_hook: the listener speaks TLS, and verifies a client certificate when
-    one is presented (required ones would leave no way to test a connection without)."""
+    one is presented (`require`: only connections with one; without, the tests can
+    also try a connection that has none)."""
     def hook(cfg: dict) -> None:
         listener = cfg["static_resources"]["listeners"][0]
         listener["filter_chains"][0]["transport_socket"] = {
             "name": "envoy.transport_sockets.tls",
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
-                "require_client_certificate": False,
+                "require_client_certificate": require,
                 "common_tls_context": {
                     "tls_certificates": [{"certificate_chain": {"filename": pki.path("server")},
                                           "private_key": {"filename": pki.key("server")}}],
@@ -220,6 +221,13 @@ def test_a_header_credential_goes_first_where_the_rule_takes_it(mtls_envoy, pki)
     assert upstream(tls_request(mtls_envoy, pki, "web", "GET", "/services/x", basic))["x-auth-principal"] == WEB
     # A Basic-only rule does not take a certificate.
     assert tls_request(mtls_envoy, pki, "web", "GET", "/people").status == 401
+
+
+def test_a_listener_requiring_client_certificates(pki):
+    with EnvoyHarness(MTLS, config_hook=tls_listener(pki, require=True)) as h:
+        assert upstream(tls_request(h, pki, "billing", "GET", "/services/x"))["x-auth-principal"] == BILLING
+        with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+            tls_request(h, pki, None, "GET", "/services/x")
 
 
 def test_a_common_name_is_the_principal(pki):
