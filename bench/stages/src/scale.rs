@@ -13,7 +13,7 @@ use wasm_authn::authenticate::Verifier;
 use wasm_authn::config::Config;
 use wasm_authn::credential::{self, Credential};
 use wasm_authn::path::normalize;
-use wasm_authn::request::RequestFacts;
+use wasm_authn::request::{RequestFacts, Source};
 use wasm_authn::{header_map, plugin::Plugin};
 
 use crate::{sha256_hex, Host, NOW_MS};
@@ -70,7 +70,9 @@ fn cycling(config: &Config, credentials: &[Credential]) -> f64 {
     let mut next = 0;
     time(|| {
         next = (next + 1) % credentials.len();
-        credentials.get(next).map(|credential| verifier.authenticate(config, credential, None, host, NOW_MS).is_ok())
+        credentials
+            .get(next)
+            .map(|credential| verifier.authenticate(config, credential, Source::Known(None), host, NOW_MS).is_ok())
     })
 }
 
