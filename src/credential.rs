@@ -31,6 +31,10 @@ pub enum Credential {
         key: String,
         source: ApiKeySource,
     },
+    /// The client certificate Envoy verified, by the name `mtls.principal_from` reads.
+    Mtls {
+        name: String,
+    },
 }
 
 #[cfg(test)]

@@ -95,7 +95,7 @@ impl PasswordHash {
     }
 }
 
-fn decode_hex<const N: usize>(hex: &str) -> Option<[u8; N]> {
+pub fn decode_hex<const N: usize>(hex: &str) -> Option<[u8; N]> {
     let bytes = hex.as_bytes();
     if bytes.len() != N * 2 {
         return None;

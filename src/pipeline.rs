@@ -9,6 +9,7 @@ use std::cell::OnceCell;
 use std::rc::Rc;
 
 use crate::authenticate::{NotVerified, Verifier, VerifyHost};
+use crate::binding;
 use crate::config::Config;
 use crate::credential::{self, Credential};
 use crate::limits::{Admission, Quota};
@@ -169,6 +170,17 @@ fn decide_rule(
     // From here on every refusal names the principal it refuses.
     let refuse = |reply: LocalReply| Decision::Reply(reply.to(&principal));
 
+    // proof of possession: each bound token (a remembered one too) against this connection
+    for each in std::iter::once(&principal).chain(&others) {
+        let confirmation = each.token.as_ref().and_then(|token| token.confirmation.as_ref());
+        if let Err(unbound) = binding::check_certificate(confirmation, request.peer) {
+            if rule.require == Require::OptionalOrFailed {
+                return failed(config, request, unbound.reason());
+            }
+            return refuse(LocalReply::invalid_token(challenges, unbound.message(), unbound.reason()));
+        }
+    }
+
     // revocation
     if config.revocation.is_active() {
         // Each credential verified: a revoked one meets no requirement.
@@ -282,7 +294,8 @@ fn verify_one(
 ) -> Result<Verified, Decision> {
     let challenges = config.challenges(&rule.require);
     let may_fail = rule.require == Require::OptionalOrFailed;
-    let credential = match credential::extract(request, &config.api_keys, &config.token_locations) {
+    let extracted = credential::extract(request, &config.api_keys, &config.token_locations);
+    let credential = match crate::mtls::with_certificate(config.mtls.as_ref(), &rule.require, request.peer, extracted) {
         Ok(Some(credential)) => credential,
         // Its API key may be in its form body: read it, then decide again.
         Ok(None) if rule.require.schemes().2 && credential::awaits_form(request, &config.api_keys) => {
@@ -333,7 +346,11 @@ fn verify_tree(
 ) -> Result<Verified, Decision> {
     let every_challenge = || config.challenges(&rule.require);
     let found = match credential::extract_each(request, &config.api_keys, &config.token_locations) {
-        Ok(found) => found,
+        // The client certificate is a credential of its own place.
+        Ok(mut found) => {
+            found.extend(crate::mtls::certificate_credential(config.mtls.as_ref(), request.peer));
+            found
+        }
         Err(e) if e.is_bearer() => {
             return Err(Decision::Reply(LocalReply::invalid_token(every_challenge(), e.description(), e.reason())))
         }

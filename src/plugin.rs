@@ -73,6 +73,7 @@ pub struct Plugin {
     introspections: Vec<(u32, IntrospectionCall)>,
     needs_route_name: bool,
     needs_source_address: bool,
+    needs_peer_names: bool,
     /// A body never came: said once per VM (the likely cause is the host's configuration).
     warned_no_body: bool,
 }
@@ -86,6 +87,7 @@ impl Plugin {
             verifier: Verifier::new(&config),
             needs_route_name: config.routes.needs_route_name(),
             needs_source_address: config.needs_source_address(),
+            needs_peer_names: config.mtls.is_some(),
             config,
             streams: Streams::default(),
             calls: HashMap::new(),
@@ -102,6 +104,11 @@ impl Plugin {
     /// Whether networks are configured anywhere (the client address is then read per request).
     pub fn needs_source_address(&self) -> bool {
         self.needs_source_address
+    }
+
+    /// Whether client certificates are principals (their names are then read with their digest).
+    pub fn needs_peer_names(&self) -> bool {
+        self.needs_peer_names
     }
 
     /// A stream's request headers: it is undecided until the pipeline decides.

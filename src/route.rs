@@ -17,8 +17,12 @@ use crate::token_claims::ClaimCondition;
 pub enum Kind {
     Basic,
     ApiKey,
-    Jwt { provider: Option<String> },
+    Jwt {
+        provider: Option<String>,
+    },
     Keypair,
+    /// A client certificate (`mtls`).
+    Mtls,
 }
 
 impl Kind {
@@ -31,6 +35,7 @@ impl Kind {
                 principal.method == AuthMethod::Jwt && principal.provider.as_deref() == Some(name)
             }
             Kind::Keypair => principal.method == AuthMethod::Keypair,
+            Kind::Mtls => principal.method == AuthMethod::Mtls,
         }
     }
 
@@ -41,12 +46,13 @@ impl Kind {
             // `user:password` may turn out to be a client's `id:key`.
             (Kind::Basic | Kind::ApiKey, Credential::Basic { .. }) => true,
             (Kind::ApiKey, Credential::ApiKey { .. }) => true,
+            (Kind::Mtls, Credential::Mtls { .. }) => true,
             _ => false,
         }
     }
 }
 
-/// As configured: `basic`, `api-key`, `jwt`, `jwt:<provider>`, `keypair`.
+/// As configured: `basic`, `api-key`, `jwt`, `jwt:<provider>`, `keypair`, `mtls`.
 impl std::fmt::Display for Kind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -55,6 +61,7 @@ impl std::fmt::Display for Kind {
             Kind::Jwt { provider: None } => f.write_str("jwt"),
             Kind::Jwt { provider: Some(name) } => write!(f, "jwt:{name}"),
             Kind::Keypair => f.write_str("keypair"),
+            Kind::Mtls => f.write_str("mtls"),
         }
     }
 }
@@ -95,7 +102,7 @@ pub enum Require {
 
 impl Require {
     /// The kinds it accepts (a tree's, any of which may be among what it takes); None: any.
-    fn kinds(&self) -> Option<&[Kind]> {
+    pub fn kinds(&self) -> Option<&[Kind]> {
         match self {
             Require::Kinds(kinds) => Some(kinds),
             Require::Tree(tree) => Some(&tree.kinds),

@@ -81,6 +81,7 @@ pub fn compile(raw: RawTokenEndpoint, realm: &str, env: Env) -> Result<(TokenEnd
         introspection: None,
         condition_claims: Rc::default(),
         output: Default::default(),
+        require_certificate_binding: false,
     };
     let endpoint = TokenEndpoint::new(
         raw.name,

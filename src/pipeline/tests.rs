@@ -912,7 +912,7 @@ fn another_kind_of_alice_is_never_the_basic_user_alice() {
     assert_eq!(header_value(&changes, "x-auth-qualified"), Some("basic:alice"));
     assert!(changes.state.contains(&("wasm_authn.principal".to_string(), "basic:alice".to_string())));
 
-    let endpoint_token = vm.config.token_endpoint.as_ref().unwrap().sign("alice", "", NOW).unwrap();
+    let endpoint_token = vm.config.token_endpoint.as_ref().unwrap().sign("alice", "", None, NOW).unwrap();
     let corp_token = hs256(json!({"iss": "https://id.corp", "sub": "alice", "aud": "api", "exp": NOW + 60}));
     let others = [
         ("x-api-key", "alice-key".to_string(), "api-key:alice"),
@@ -942,7 +942,8 @@ fn a_client_and_its_tokens_share_one_budget() {
         "token_endpoint": {"path": "/token", "issuer": "https://me",
             "signing_key": {"kty": "oct", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldC0"}},
     }));
-    let token = format!("Bearer {}", vm.config.token_endpoint.as_ref().unwrap().sign("reporting", "", NOW).unwrap());
+    let token =
+        format!("Bearer {}", vm.config.token_endpoint.as_ref().unwrap().sign("reporting", "", None, NOW).unwrap());
     for _ in 0..3 {
         allowed(decide(&mut vm, &[("x-api-key", "secret")]));
     }
@@ -956,7 +957,8 @@ fn a_client_and_its_tokens_share_one_budget() {
         "token_endpoint": {"path": "/token", "issuer": "https://me",
             "signing_key": {"kty": "oct", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldC0"}},
     }));
-    let token = format!("Bearer {}", vm.config.token_endpoint.as_ref().unwrap().sign("reporting", "", NOW).unwrap());
+    let token =
+        format!("Bearer {}", vm.config.token_endpoint.as_ref().unwrap().sign("reporting", "", None, NOW).unwrap());
     let Decision::Allow { limited: Some(limited), .. } = decide(&mut vm, &[("x-api-key", "secret")]) else { panic!() };
     assert!(limited.holds_slot);
     let refused = denied(decide(&mut vm, &[("authorization", &token)]));
@@ -1079,6 +1081,35 @@ fn a_provider_hands_on_its_payload_and_forwards_its_tokens() {
     assert!(changes.remove.iter().any(|name| name == "x-jwt-payload"));
     assert_eq!(header_value(&changes, "x-jwt-payload"), None);
     assert!(changes.state.is_empty());
+}
+
+/// RFC 8705 3: a certificate-bound token is checked against the connection's certificate
+/// on every request; the remembered verification never serves another connection.
+#[test]
+fn a_remembered_bound_token_is_checked_against_each_connection() {
+    use crate::peer::{Peer, PeerCertificate};
+    let mut vm = authenticator(json!({}));
+    let certificate = |hex: &str| PeerCertificate::from_hex_digest(&hex.repeat(32)).unwrap();
+    let (mine, other) = (certificate("ab"), certificate("cd"));
+    let bound = format!(
+        "Bearer {}",
+        hs256(json!({"iss": "https://id.corp", "sub": "u-1", "aud": "api", "exp": NOW + 60,
+                     "cnf": {"x5t#S256": mine.thumbprint}}))
+    );
+    let headers = crate::testing::headers(&[(":method", "GET"), (":path", "/orders"), ("authorization", &bound)]);
+    let mut on = |peer: Option<&PeerCertificate>| {
+        let mut request = RequestFacts::from_headers(&headers);
+        request.peer = Peer::Known(peer);
+        super::decide(&vm.config, &mut vm.verifier, &request, &vm.host, NOW * 1000)
+    };
+    assert!(matches!(on(Some(&mine)), Decision::Allow { .. }));
+    for wrong in [Some(&other), None] {
+        match on(wrong) {
+            Decision::Reply(reply) => assert_eq!(reply.reason, Reason::TokenCertificateMismatch),
+            decision => panic!("a bound token served another connection: {decision:?}"),
+        }
+    }
+    assert!(matches!(on(Some(&mine)), Decision::Allow { .. }), "remembered, and still its own");
 }
 
 mod requirements;

@@ -22,11 +22,15 @@ use wasm_authn::config::Config;
 use wasm_authn::credential;
 use wasm_authn::host_api::{Cas, Clock, Counters, HttpCalls, SharedData, Target};
 use wasm_authn::jwt::{Algorithm, SignatureBackend};
+use wasm_authn::peer::{Peer, PeerCertificate};
 use wasm_authn::plugin::Plugin;
 use wasm_authn::request::{RequestFacts, Source};
+<<<<<<< HEAD
 
 /// No client address (no configuration here reads one).
 pub const NO_SOURCE: Source<'static> = Source::Known(None);
+=======
+>>>>>>> wip-pop
 use wasm_authn::stream::Step;
 use wasm_authn::testing::FakeShared;
 use wasm_authn::{header_map, pipeline, shape, token_claims};
@@ -160,8 +164,13 @@ fn main() {
         let mut host = Host::default();
         let mut verifier = Verifier::new(&config);
         let credential = credential::extract(&request, &config.api_keys, &config.token_locations).unwrap().unwrap();
+<<<<<<< HEAD
         verifier.authenticate(&config, &credential, NO_SOURCE, &host, NOW_MS).unwrap();
         let principal = verifier.authenticate(&config, &credential, NO_SOURCE, &host, NOW_MS).unwrap();
+=======
+        verifier.authenticate(&config, &credential, Source::Known(None), &host, NOW_MS).unwrap();
+        let principal = verifier.authenticate(&config, &credential, Source::Known(None), &host, NOW_MS).unwrap();
+>>>>>>> wip-pop
 
         let decode = time(|| header_map::decode(&bytes));
         let facts = time(|| RequestFacts::from_headers(&headers).path.len());
@@ -176,8 +185,13 @@ fn main() {
                 time(|| keys.of("basic", &[user.as_bytes(), password.as_bytes()]))
             }
             credential::Credential::ApiKey { key, .. } => time(|| keys.of("api-key", &[key.as_bytes()])),
+            credential::Credential::Mtls { name } => time(|| keys.of("mtls", &[name.as_bytes()])),
         };
+<<<<<<< HEAD
         let remembered = time(|| verifier.authenticate(&config, &credential, NO_SOURCE, &host, NOW_MS));
+=======
+        let remembered = time(|| verifier.authenticate(&config, &credential, Source::Known(None), &host, NOW_MS));
+>>>>>>> wip-pop
         let shaped = time(|| {
             shape::authenticated(
                 &config.upstream,
@@ -204,7 +218,11 @@ fn main() {
         uncached_config["cache"] = json!({"max_entries": 0});
         let uncached_config = Config::from_json(uncached_config.to_string().as_bytes()).unwrap();
         let mut uncached = Verifier::new(&uncached_config);
+<<<<<<< HEAD
         let fresh = time(|| uncached.authenticate(&uncached_config, &credential, NO_SOURCE, &host, NOW_MS));
+=======
+        let fresh = time(|| uncached.authenticate(&uncached_config, &credential, Source::Known(None), &host, NOW_MS));
+>>>>>>> wip-pop
         results.push((
             scheme,
             [
@@ -223,6 +241,7 @@ fn main() {
     requirement_tree(&config_text, &basic);
     distinct_tokens();
     opaque_token();
+<<<<<<< HEAD
     claim_conditions();
     scale::run();
 }
@@ -304,6 +323,64 @@ fn claim_conditions() {
     println!("| a rule with three claim conditions, the token remembered | ns |");
     println!("|---|---:|");
     println!("| any_of, all_of and equals_header, all met (each: a third) | {three:.0} |");
+=======
+    proof_of_possession();
+    scale::run();
+}
+
+/// The whole request (`on_request_headers`, `on_stream_end`) for a remembered Bearer
+/// token, the same token bound to the connection's certificate (RFC 8705: its binding
+/// compared with the certificate on every request), and a client certificate as the
+/// principal. The certificate is given as the host's reader would (its host calls
+/// are Envoy's, counted by bench/run.py).
+fn proof_of_possession() {
+    let certificate = PeerCertificate::from_hex_digest(&sha256_hex("a client certificate")).map(|certificate| {
+        PeerCertificate { uri_san: Some("spiffe://example.org/ns/prod/sa/billing".into()), ..certificate }
+    });
+    let thumbprint = certificate.as_ref().map(|c| c.thumbprint.clone()).unwrap_or_default();
+    let claims = |cnf: Option<serde_json::Value>| {
+        let mut claims = json!({
+            "iss": "https://issuer.bench", "sub": "user-42", "aud": "bench-api", "iat": NOW_MS / 1000 - 10,
+            "exp": NOW_MS / 1000 + 3600, "scope": "orders:read reports:read", "jti": "2b1d4c559d6e1a2b",
+        });
+        if let Some(cnf) = cnf {
+            claims["cnf"] = cnf;
+        }
+        format!("Bearer {}", hs256(claims))
+    };
+    let config_text = json!({
+        "mtls": {"principal_from": "uri_san"},
+        "jwt": {"providers": [{"name": "bench", "issuer": "https://issuer.bench", "audiences": ["bench-api"],
+                "local_jwks": {"keys": [{"kty": "oct", "kid": "k1", "alg": "HS256", "k": URL_SAFE_NO_PAD.encode(SECRET)}]}}]},
+    })
+    .to_string();
+    let whole = |credential: Option<(&str, &str)>| {
+        let mut plugin = Plugin::new(Config::from_json(config_text.as_bytes()).unwrap());
+        let mut host = Host::default();
+        let bytes = serialized(credential.unwrap_or(("x-other", "none")));
+        let mut context = 0u32;
+        time(|| {
+            context = context.wrapping_add(1);
+            let headers = header_map::decode(&bytes).unwrap();
+            let mut request = RequestFacts::from_headers(&headers);
+            request.peer = Peer::Known(certificate.as_ref());
+            let step = plugin.on_request_headers(&mut host, context, &request, NOW_MS);
+            plugin.on_stream_end(&mut host, context);
+            assert!(matches!(step, Step::Continue(_)));
+        })
+    };
+    let bearer = claims(None);
+    let bound = claims(Some(json!({ "x5t#S256": thumbprint })));
+    let plain = whole(Some(("authorization", bearer.as_str())));
+    let bound = whole(Some(("authorization", bound.as_str())));
+    let mtls = whole(None);
+    println!();
+    println!("| the whole request, remembered credential (on_request_headers, on_stream_end) | ns |");
+    println!("|---|---:|");
+    println!("| a Bearer token (HS256) | {plain:.0} |");
+    println!("| the same token bound to the connection's certificate (cnf x5t#S256) | {bound:.0} |");
+    println!("| a client certificate as the principal (mtls, uri_san) | {mtls:.0} |");
+>>>>>>> wip-pop
 }
 
 /// An opaque token whose introspection answer another worker stored (the per-VM cache
@@ -328,6 +405,7 @@ fn opaque_token() {
     let key = introspection.answers.key(&host, token);
     assert!(introspection.answers.store(&host, key, verdict, until, NOW_MS));
     let mut verifier = Verifier::new(&stored);
+<<<<<<< HEAD
     let shared = time(|| verifier.authenticate(&stored, &credential, NO_SOURCE, &host, NOW_MS).is_ok());
     let remembered_config = config_of(json!({}));
     let mut remembered = Verifier::new(&remembered_config);
@@ -335,6 +413,16 @@ fn opaque_token() {
     let remembered_key = remembered_config.jwt_providers[0].introspection.as_ref().unwrap().answers.key(&host, token);
     assert_eq!(remembered_key, key, "one hash key per Envoy");
     let cached = time(|| remembered.authenticate(&remembered_config, &credential, NO_SOURCE, &host, NOW_MS).is_ok());
+=======
+    let shared = time(|| verifier.authenticate(&stored, &credential, Source::Known(None), &host, NOW_MS).is_ok());
+    let remembered_config = config_of(json!({}));
+    let mut remembered = Verifier::new(&remembered_config);
+    let _ = remembered.authenticate(&remembered_config, &credential, Source::Known(None), &host, NOW_MS);
+    let remembered_key = remembered_config.jwt_providers[0].introspection.as_ref().unwrap().answers.key(&host, token);
+    assert_eq!(remembered_key, key, "one hash key per Envoy");
+    let cached =
+        time(|| remembered.authenticate(&remembered_config, &credential, Source::Known(None), &host, NOW_MS).is_ok());
+>>>>>>> wip-pop
     println!();
     println!("| an opaque token (introspection), its answer stored | ns |");
     println!("|---|---:|");
@@ -378,13 +466,21 @@ fn distinct_tokens() {
         credential::Credential::Bearer { token, .. } => token.clone(),
         _ => String::new(),
     };
+<<<<<<< HEAD
     assert!(verifier.authenticate(&config, pick(), NO_SOURCE, &host, NOW_MS).is_ok());
+=======
+    assert!(verifier.authenticate(&config, pick(), Source::Known(None), &host, NOW_MS).is_ok());
+>>>>>>> wip-pop
     let verify = time(|| {
         let token = token_of(pick());
         wasm_authn::jwt::verify(&token, &config.jwt_providers, &|_| true, &host, NOW_MS / 1000, 60).is_ok()
     });
     let copy = time(|| token_of(pick()).len());
+<<<<<<< HEAD
     let authenticate = time(|| verifier.authenticate(&config, pick(), NO_SOURCE, &host, NOW_MS).is_ok());
+=======
+    let authenticate = time(|| verifier.authenticate(&config, pick(), Source::Known(None), &host, NOW_MS).is_ok());
+>>>>>>> wip-pop
     let der = [0u8; 294];
     let text = [b'a'; 420];
     let arguments = time(|| wasm_authn::envoy_crypto::encode_arguments("sha256", &der, &[7u8; 256], &text).len());

@@ -70,7 +70,13 @@ fn cycling(config: &Config, credentials: &[Credential]) -> f64 {
     let mut next = 0;
     time(|| {
         next = (next + 1) % credentials.len();
+<<<<<<< HEAD
         credentials.get(next).map(|credential| verifier.authenticate(config, credential, NO_SOURCE, host, NOW_MS).is_ok())
+=======
+        credentials
+            .get(next)
+            .map(|credential| verifier.authenticate(config, credential, Source::Known(None), host, NOW_MS).is_ok())
+>>>>>>> wip-pop
     })
 }
 
