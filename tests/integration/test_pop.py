@@ -330,3 +330,40 @@ def test_the_token_endpoint_binds_tokens_to_the_client_certificate(bound_envoy, 
     # Without a certificate, an unbound token.
     r = tls_request(bound_envoy, pki, None, "POST", "/auth/token", headers, body)
     assert "cnf" not in pyjwt.decode(json.loads(r.body)["access_token"], options={"verify_signature": False})
+
+
+# --------------------------------------------------------------------------
+# A client certificate inside a requirement tree (issue 22.1's example)
+
+TREE = {
+    "api_keys": {"clients": [{"id": "reports", "key_hash": sha256_hash(API_KEY)}], "allow_basic": False},
+    "jwt": {"providers": [{"name": "corp", "issuer": ISSUER, "local_jwks": {"keys": [jwk(SIGNER, "k1", "ES256")]}}]},
+    "mtls": {"principal_from": "uri_san", "allow_prefixes": [f"{SPIFFE}/prod/"]},
+    "rules": [{"match": {"path_prefix": "/"}, "require": {"all": ["mtls", {"any": ["jwt:corp", "api-key"]}]},
+               "principal_from": ["jwt:corp", "api-key"]}],
+}
+
+
+@pytest.fixture(scope="module")
+def tree_envoy(pki):
+    with EnvoyHarness(TREE, config_hook=tls_listener(pki)) as h:
+        yield h
+
+
+def test_a_certificate_and_one_of_two_credentials(tree_envoy, pki):
+    # Both: the token's principal, the certificate reported beside it.
+    seen = upstream(tls_request(tree_envoy, pki, "billing", "GET", "/x", bearer(token())))
+    assert seen["x-auth-principal"] == "alice"
+    assert seen["x-auth-also-mtls"] == f"mtls:{BILLING}"
+    seen = upstream(tls_request(tree_envoy, pki, "web", "GET", "/x", {"x-api-key": API_KEY}))
+    assert (seen["x-auth-principal"], seen["x-auth-also-mtls"]) == ("reports", f"mtls:{WEB}")
+    # A certificate alone, or a credential without a certificate (or with a forged
+    # x-auth-also-mtls header), is missing the other half.
+    for cert, headers in [("billing", {}), (None, bearer(token())),
+                          (None, {**bearer(token()), "x-auth-also-mtls": f"mtls:{BILLING}"}),
+                          ("dev", bearer(token()))]:  # a name the mtls section does not admit
+        r = tls_request(tree_envoy, pki, cert, "GET", "/x", headers)
+        assert r.status in (401, 403), (cert, headers, r.status, r.body)
+    # A bad token next to a good certificate is refused, never passed over.
+    r = tls_request(tree_envoy, pki, "billing", "GET", "/x", bearer(token()[:-4] + "AAAA"))
+    assert r.status == 401, r.body
