@@ -9,7 +9,7 @@ use crate::cache::{CacheKey, CacheKeys, VerifiedCache};
 use crate::config::Config;
 use crate::credential::Credential;
 use crate::introspection::{refusal_message, Claim, Verdict};
-use crate::jwt::{self, Issuer, JwtError, ProviderId, SignatureBackend};
+use crate::jwt::{self, FetchedKeys, Issuer, JwtError, ProviderId, SignatureBackend};
 use crate::principal::{AuthMethod, Principal, TokenFacts};
 use crate::reason::Reason;
 use crate::shared_table::{Once, SharedTable};
@@ -68,10 +68,12 @@ impl Verifier {
         self.successes.clear();
     }
 
-    /// Who presents `credential`, from `source` (Envoy's client address; None: unknown).
+    /// Who presents `credential`, from `source` (Envoy's client address; None: unknown);
+    /// tokens are checked with the keys `fetched` too.
     pub fn authenticate(
         &mut self,
         config: &Config,
+        fetched: &FetchedKeys,
         credential: &Credential,
         source: Source,
         host: &dyn VerifyHost,
@@ -106,7 +108,8 @@ impl Verifier {
         }
         let verified = match credential {
             Credential::Bearer { token, found } => {
-                let verified = verify_bearer(config, token, found, host, now_ms, &mut self.introspection_hits)?;
+                let verified =
+                    verify_bearer(config, fetched, token, found, host, now_ms, &mut self.introspection_hits)?;
                 let principal = Rc::new(verified.principal);
                 // A one-time token is never remembered: every use meets the replay check.
                 if verified.cacheable {
@@ -188,6 +191,7 @@ struct VerifiedBearer {
 /// the places it was `found` at.
 fn verify_bearer(
     config: &Config,
+    fetched: &FetchedKeys,
     token: &str,
     found: &[usize],
     host: &dyn VerifyHost,
@@ -211,7 +215,7 @@ fn verify_bearer(
     if let (Some((provider, _)), false) = (introspector, jws) {
         return introspect(config, provider, token, host, now_ms, introspection_hits);
     }
-    let verified = match jwt::verify(token, providers, &bound_here, host, now, config.clock_skew_seconds) {
+    let verified = match jwt::verify(token, providers, fetched, &bound_here, host, now, config.clock_skew_seconds) {
         Ok(verified) => verified,
         Err(JwtError::UnknownIssuer | JwtError::Malformed | JwtError::UnsupportedAlgorithm)
             if introspector.is_some_and(|(_, all)| all) =>
@@ -221,8 +225,7 @@ fn verify_bearer(
         }
         Err(JwtError::KeysNotLoaded { provider }) => return Err(NotVerified::WaitForKeys { provider, refetch: false }),
         Err(JwtError::UnknownKey { provider }) => {
-            let remote = providers.get(provider.0).and_then(|p| p.remote.as_ref());
-            return Err(match remote {
+            return Err(match fetched.get(provider) {
                 Some(remote) if remote.refetch_allowed(now_ms) => NotVerified::WaitForKeys { provider, refetch: true },
                 // The token may be fine: its key could not be fetched. 503, not 401.
                 Some(remote) if remote.failing() => NotVerified::KeysUnavailable,

@@ -15,6 +15,7 @@ pub mod cookie;
 pub mod credential;
 pub mod digest;
 pub mod envoy_crypto;
+pub mod fetched;
 pub mod fleet;
 pub mod header_map;
 pub mod host_api;

@@ -31,8 +31,9 @@
 //!                 fleet.rs         scope "fleet": the engine's header  -> continue
 //! ```
 //!
-//! A pure function of the configuration, the VM's verifier, the request, the host
-//! (shared data, clock, signatures) and the time.
+//! A pure function of the configuration, what the VM fetched (keys, the revocation
+//! list), the VM's verifier, the request, the host (shared data, clock, signatures)
+//! and the time.
 
 use std::cell::OnceCell;
 use std::rc::Rc;
@@ -40,6 +41,7 @@ use std::rc::Rc;
 use crate::authenticate::{NotVerified, Verifier, VerifyHost};
 use crate::config::Config;
 use crate::credential::{self, Credential};
+use crate::fetched::Fetched;
 use crate::limits::{Admission, Quota};
 use crate::method_override::{self, MethodOverrides};
 use crate::path::{normalize, MatchPath};
@@ -81,6 +83,7 @@ pub enum Decision {
 
 pub fn decide(
     config: &Config,
+    fetched: &Fetched,
     verifier: &mut Verifier,
     request: &RequestFacts,
     host: &dyn VerifyHost,
@@ -166,7 +169,7 @@ pub fn decide(
     }
 
     // authenticate
-    let principal = match verifier.authenticate(config, &credential, request.source, host, now_ms) {
+    let principal = match verifier.authenticate(config, &fetched.keys, &credential, request.source, host, now_ms) {
         Ok(principal) => principal,
         Err(NotVerified::Invalid { reason, message, bearer: true }) => {
             return Decision::Reply(LocalReply::invalid_token(challenges, message, reason))
@@ -193,7 +196,7 @@ pub fn decide(
 
     // revocation
     if config.revocation.is_active() {
-        match config.revocation.check(&principal) {
+        match config.revocation.check(fetched.revocation_list(), &principal) {
             Revoked::No => {}
             Revoked::Yes => {
                 return refuse(LocalReply::invalid_token(challenges, "token revoked", Reason::TokenRevoked))

@@ -6,11 +6,13 @@
 //! The host adapter only carries the events in and the steps out.
 
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use log::{debug, info, warn};
 
 use crate::authenticate::{Verifier, VerifyHost};
 use crate::config::Config;
+use crate::fetched::Fetched;
 use crate::host_api::{CallResponse, Counters, HttpCalls, Outcome, RequestBody, Target};
 use crate::introspection::Verdict;
 use crate::jwt::ProviderId;
@@ -63,7 +65,9 @@ struct Label {
 }
 
 pub struct Plugin {
-    config: Config,
+    config: Rc<Config>,
+    /// What this VM fetched (keys, the revocation list): the state the fetches change.
+    fetched: Fetched,
     verifier: Verifier,
     /// Every open stream's fate, by HTTP context id.
     streams: Streams,
@@ -86,7 +90,8 @@ impl Plugin {
             verifier: Verifier::new(&config),
             needs_route_name: config.routes.needs_route_name(),
             needs_source_address: config.needs_source_address(),
-            config,
+            fetched: Fetched::new(&config),
+            config: Rc::new(config),
             streams: Streams::default(),
             calls: HashMap::new(),
             introspections: Vec::new(),
@@ -215,14 +220,14 @@ impl Plugin {
     /// Decide a stream from its headers (again, when it was held).
     fn decide(&mut self, host: &mut dyn Host, context_id: u32, request: &RequestFacts, now_ms: u64) -> Step {
         // A revocation fetched by another VM applies from the next request, not the next tick.
-        if let Some(remote) = self.config.revocation.remote.as_mut() {
+        if let Some(remote) = self.fetched.revocation.as_mut() {
             remote.sync_if_fetched(&*host);
         }
-        let mut decision = pipeline::decide(&self.config, &mut self.verifier, request, &*host, now_ms);
+        let mut decision = pipeline::decide(&self.config, &self.fetched, &mut self.verifier, request, &*host, now_ms);
         // Another VM may have fetched what is missing, or refetched already: look before waiting or refusing.
         if needs_sync(&decision) {
             self.sync_documents(&*host);
-            decision = pipeline::decide(&self.config, &mut self.verifier, request, &*host, now_ms);
+            decision = pipeline::decide(&self.config, &self.fetched, &mut self.verifier, request, &*host, now_ms);
         }
         for provider in std::mem::take(&mut self.verifier.introspection_hits) {
             if let Some(provider) = self.config.jwt_providers.get(provider.0) {
@@ -402,7 +407,7 @@ impl Plugin {
         let events = self.events(awaited);
         let (wait_ms, fetched_at) = match awaited {
             Awaited::Keys { provider, .. } => {
-                let remote = self.config.jwt_providers.get(provider.0).and_then(|p| p.remote.as_ref());
+                let remote = self.fetched.keys.get(provider);
                 (self.config.jwks_wait_ms, remote.map_or(0, |r| r.record().last_success_ms))
             }
             Awaited::RevocationList => (self.config.revocation.wait_ms, 0),
@@ -516,9 +521,9 @@ impl Plugin {
 
     /// Every document this plugin fetches.
     fn documents(&self) -> Vec<DocumentId> {
-        let jwks = self.config.jwt_providers.iter().enumerate().filter(|(_, p)| p.remote.is_some());
+        let jwks = self.config.jwt_providers.iter().enumerate().filter(|(_, p)| p.fetch.is_some());
         let mut documents: Vec<DocumentId> = jwks.map(|(i, _)| DocumentId::Jwks(ProviderId(i))).collect();
-        if self.config.revocation.remote.is_some() {
+        if self.config.revocation.fetch.is_some() {
             documents.push(DocumentId::Revocation);
         }
         documents
@@ -526,15 +531,15 @@ impl Plugin {
 
     fn document(&mut self, id: DocumentId) -> Option<(&mut dyn Fetch, Label)> {
         match id {
-            DocumentId::Jwks(provider) => {
-                let provider = self.config.jwt_providers.get_mut(provider.0)?;
+            DocumentId::Jwks(id) => {
+                let provider = self.config.jwt_providers.get(id.0)?;
                 let label = Label {
                     owner: format!("provider {}", provider.name),
                     what: format!("provider {}: JWKS", provider.name),
                     noun: "keys",
                     metric: format!("jwks_fetch_{{}}.{}", metric_safe(&provider.name)),
                 };
-                Some((provider.remote.as_mut()? as &mut dyn Fetch, label))
+                Some((self.fetched.keys.get_mut(id)? as &mut dyn Fetch, label))
             }
             DocumentId::Revocation => {
                 let label = Label {
@@ -543,7 +548,7 @@ impl Plugin {
                     noun: "list",
                     metric: "revocation_fetch_{}".into(),
                 };
-                Some((self.config.revocation.remote.as_mut()? as &mut dyn Fetch, label))
+                Some((self.fetched.revocation.as_mut()? as &mut dyn Fetch, label))
             }
         }
     }
@@ -597,8 +602,8 @@ impl Plugin {
     /// The events of what a held stream waits for (they change when it may be decided differently).
     fn events(&self, awaited: Awaited) -> u64 {
         let remote = match awaited {
-            Awaited::Keys { provider, .. } => self.config.jwt_providers.get(provider.0).and_then(|p| p.remote.as_ref()),
-            Awaited::RevocationList => return self.config.revocation.remote.as_ref().map_or(0, |r| r.events()),
+            Awaited::Keys { provider, .. } => self.fetched.keys.get(provider),
+            Awaited::RevocationList => return self.fetched.revocation.as_ref().map_or(0, |r| r.events()),
             // Stored in shared data: the tick looks there (`introspection_over`).
             Awaited::Introspection { .. } => return 0,
         };
@@ -653,13 +658,13 @@ impl Plugin {
     /// does not know, or of a document not loaded yet).
     fn sync_documents(&mut self, host: &dyn Host) {
         let mut changed = false;
-        for remote in self.config.jwt_providers.iter_mut().filter_map(|p| p.remote.as_mut()) {
+        for remote in self.fetched.keys.iter_mut() {
             changed |= remote.sync(host);
         }
         if changed {
             self.verifier.keys_changed();
         }
-        if let Some(remote) = self.config.revocation.remote.as_mut() {
+        if let Some(remote) = self.fetched.revocation.as_mut() {
             remote.sync(host);
         }
     }

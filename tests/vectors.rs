@@ -56,21 +56,22 @@ fn rfc7515_appendix_a_tokens_verify_end_to_end() {
         let providers = &config.jwt_providers;
 
         let verified =
-            jwt::verify(token, providers, &|_| true, &PureRust, RFC7515_EXP - 3600, 60).unwrap_or_else(|e| {
-                panic!("{name}: {e:?}");
-            });
+            jwt::verify(token, providers, &jwt::FetchedKeys::default(), &|_| true, &PureRust, RFC7515_EXP - 3600, 60)
+                .unwrap_or_else(|e| {
+                    panic!("{name}: {e:?}");
+                });
         assert_eq!(verified.principal, "joe", "{name}");
         assert_eq!(verified.expires_at, Some(RFC7515_EXP), "{name}");
         // Claims are checked only once the signature is good: "expired" proves the signature.
         assert_eq!(
-            jwt::verify(token, providers, &|_| true, &PureRust, RFC7515_EXP + 61, 60),
+            jwt::verify(token, providers, &jwt::FetchedKeys::default(), &|_| true, &PureRust, RFC7515_EXP + 61, 60),
             Err(JwtError::Expired),
             "{name}"
         );
 
         let forged = flip_last_signature_char(token);
         assert_eq!(
-            jwt::verify(&forged, providers, &|_| true, &PureRust, RFC7515_EXP - 3600, 60),
+            jwt::verify(&forged, providers, &jwt::FetchedKeys::default(), &|_| true, &PureRust, RFC7515_EXP - 3600, 60),
             Err(JwtError::BadSignature),
             "{name}"
         );
@@ -87,18 +88,34 @@ fn rfc7515_unsupported_examples_are_refused() {
     let token = es512["compact"].as_str().unwrap();
     // Its payload is not a claims set either, which is refused first.
     assert_eq!(
-        jwt::verify(token, &config.jwt_providers, &|_| true, &PureRust, RFC7515_EXP, 60),
+        jwt::verify(token, &config.jwt_providers, &jwt::FetchedKeys::default(), &|_| true, &PureRust, RFC7515_EXP, 60),
         Err(JwtError::Malformed)
     );
     // A.5: the unsecured JWS (`alg: none`, empty signature).
     let none = examples["rfc7515_a5_none"]["compact"].as_str().unwrap();
     assert_eq!(
-        jwt::verify(none, &config.jwt_providers, &|_| true, &PureRust, RFC7515_EXP - 3600, 60),
+        jwt::verify(
+            none,
+            &config.jwt_providers,
+            &jwt::FetchedKeys::default(),
+            &|_| true,
+            &PureRust,
+            RFC7515_EXP - 3600,
+            60
+        ),
         Err(JwtError::Malformed)
     );
     let none_signed = format!("{none}AAAA");
     assert_eq!(
-        jwt::verify(&none_signed, &config.jwt_providers, &|_| true, &PureRust, RFC7515_EXP - 3600, 60),
+        jwt::verify(
+            &none_signed,
+            &config.jwt_providers,
+            &jwt::FetchedKeys::default(),
+            &|_| true,
+            &PureRust,
+            RFC7515_EXP - 3600,
+            60
+        ),
         Err(JwtError::UnsupportedAlgorithm)
     );
 }
@@ -135,7 +152,15 @@ fn rfc7520_and_rfc8037_signatures_verify() {
         // These payloads are prose, not a claims set: as a bearer token they are malformed.
         let config = config_with(&example["jwk"]);
         assert_eq!(
-            jwt::verify(token, &config.jwt_providers, &|_| true, &PureRust, RFC7515_EXP, 60),
+            jwt::verify(
+                token,
+                &config.jwt_providers,
+                &jwt::FetchedKeys::default(),
+                &|_| true,
+                &PureRust,
+                RFC7515_EXP,
+                60
+            ),
             Err(JwtError::Malformed)
         );
     }
@@ -432,7 +457,15 @@ fn wycheproof_message_independent_signatures_on_tokens() {
     for (token, empty, id) in tokens {
         let expected = if empty { JwtError::Malformed } else { JwtError::BadSignature };
         assert_eq!(
-            jwt::verify(&token, &config.jwt_providers, &|_| true, &PureRust, RFC7515_EXP - 10, 60),
+            jwt::verify(
+                &token,
+                &config.jwt_providers,
+                &jwt::FetchedKeys::default(),
+                &|_| true,
+                &PureRust,
+                RFC7515_EXP - 10,
+                60
+            ),
             Err(expected),
             "tc {id}"
         );
@@ -452,7 +485,15 @@ fn an_ecdsa_signature_with_high_s_verifies() {
     let high_s = format!("{input}.{}", b64(&signature));
     let config = config_with(&example["jwk"]);
     assert_eq!(
-        jwt::verify(&high_s, &config.jwt_providers, &|_| true, &PureRust, RFC7515_EXP + 61, 60),
+        jwt::verify(
+            &high_s,
+            &config.jwt_providers,
+            &jwt::FetchedKeys::default(),
+            &|_| true,
+            &PureRust,
+            RFC7515_EXP + 61,
+            60
+        ),
         Err(JwtError::Expired)
     );
 }

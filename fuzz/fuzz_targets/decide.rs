@@ -60,7 +60,7 @@ fuzz_target!(|data: &[u8]| {
     let config = config();
     let mut verifier = Verifier::new(config);
     let host = FakeHost::default();
-    let decision = decide(config, &mut verifier, &facts(&request), &host, NOW * 1000);
+    let decision = decide(config, &wasm_authn::fetched::Fetched::new(config), &mut verifier, &facts(&request), &host, NOW * 1000);
     let credential = extract(&facts(&request), &config.api_keys, &config.token_locations);
 
     match &decision {
@@ -91,10 +91,10 @@ fuzz_target!(|data: &[u8]| {
                 Credential::Bearer { token, found } => {
                     assert_eq!(principal.method, AuthMethod::Jwt);
                     let bound_here = |provider| config.token_locations.binds(found, provider);
-                    let verified = jwt::verify(token, &config.jwt_providers, &bound_here, &PureRust, NOW, SKEW);
+                    let verified = jwt::verify(token, &config.jwt_providers, &jwt::FetchedKeys::default(), &bound_here, &PureRust, NOW, SKEW);
                     assert_eq!(verified.map(|v| v.principal).as_ref(), Ok(&principal.id));
                     let wrong_keys = &wrong_keys_config().jwt_providers;
-                    assert!(jwt::verify(token, wrong_keys, &|_| true, &PureRust, NOW, SKEW).is_err());
+                    assert!(jwt::verify(token, wrong_keys, &jwt::FetchedKeys::default(), &|_| true, &PureRust, NOW, SKEW).is_err());
                 }
             }
             let after = request.after(changes);
@@ -132,6 +132,6 @@ fuzz_target!(|data: &[u8]| {
         Decision::Anonymous(_) | Decision::ReadBody(_) | Decision::ReadForm => panic!("impossible here: {decision:?}"),
     }
 
-    let again = decide(config, &mut verifier, &facts(&request), &host, NOW * 1000);
+    let again = decide(config, &wasm_authn::fetched::Fetched::new(config), &mut verifier, &facts(&request), &host, NOW * 1000);
     assert_eq!(again, decision, "asked again, the decision changed");
 });

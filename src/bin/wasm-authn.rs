@@ -290,7 +290,7 @@ fn check(name: &str) -> Outcome {
     let bytes = read_input(name, MAX_CONFIG_BYTES)?;
     let config = Config::from_json(&bytes).map_err(|e| Failure::Refused(format!("configuration refused: {e}")))?;
     let disabled = config.api_keys.clients.iter().filter(|client| client.disabled).count();
-    let remote = config.jwt_providers.iter().filter(|provider| provider.remote.is_some()).count();
+    let remote = config.jwt_providers.iter().filter(|provider| provider.fetch.is_some()).count();
     print(&format!(
         "configuration accepted: {} Basic users, {} API clients ({disabled} disabled), {} JWT providers \
          ({remote} with remote keys), {} route rules (bypass included)",

@@ -13,7 +13,6 @@ use super::schema::{default_wait_ms, RawJwt, RawProvider, MAX_WAIT_MS};
 use super::secrets::{self, Env};
 use crate::jwt::{ClaimToHeader, Issuer, KeySet, Provider};
 use crate::limits::Limits;
-use crate::remote::RemoteDocument;
 use crate::token_location::{TokenPlace, AUTHORIZATION};
 
 const MAX_VALUE_PREFIX_BYTES: usize = 64;
@@ -155,8 +154,6 @@ fn compile_provider(mut raw: RawProvider, limits: &Limits, path: &str, env: Env)
         (None, None) => None,
     };
     let issuer = raw.issuer.clone().unwrap_or_default();
-    let identity = format!("jwks\0{}\0{}", raw.name, issuer);
-    let remote = fetch.map(|fetch| RemoteDocument::new(fetch, &identity, KeySet::from_remote_jwks));
 
     let mut claim_to_headers: Vec<ClaimToHeader> = Vec::with_capacity(raw.claim_to_headers.len());
     for (i, mapping) in raw.claim_to_headers.iter().enumerate() {
@@ -208,7 +205,7 @@ fn compile_provider(mut raw: RawProvider, limits: &Limits, path: &str, env: Env)
         kind: Issuer::Provider,
         audiences: raw.audiences,
         local_keys,
-        remote,
+        fetch,
         require_expiration,
         max_lifetime_seconds: raw.max_lifetime_seconds,
         principal_claim: raw.principal_claim,

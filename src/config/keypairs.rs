@@ -66,7 +66,7 @@ fn keypair_provider(raw: RawKeypair, path: &str, limits: &Limits) -> Result<Prov
         kind: Issuer::Keypair { one_time: raw.one_time },
         audiences: Vec::new(),
         local_keys: keys,
-        remote: None,
+        fetch: None,
         require_expiration: true,
         max_lifetime_seconds: Some(raw.max_lifetime_seconds),
         principal_claim: "sub".to_string(),

@@ -56,8 +56,9 @@ const ONE_TIME_TOKENS: usize = 65_536;
 const MAX_CLOCK_SKEW_SECONDS: u64 = 600;
 const MAX_CACHE_ENTRIES: usize = 1_000_000;
 
-/// The compiled configuration of one plugin. Immutable but for the fetched key sets
-/// inside `jwt_providers`, which the fetch protocol keeps current.
+/// The compiled configuration of one plugin, immutable (a VM holds it behind an `Rc`).
+/// What it says to fetch (keys, the revocation list) is fetched into a VM's own
+/// state, `fetched::Fetched`, which the fetch protocol keeps current.
 #[derive(Debug)]
 pub struct Config {
     pub realm: String,
@@ -129,7 +130,7 @@ impl Config {
 
     /// Whether anything is fetched (known at configuration: the root then ticks fast).
     pub fn fetches_documents(&self) -> bool {
-        self.jwt_providers.iter().any(|provider| provider.remote.is_some()) || self.revocation.remote.is_some()
+        self.jwt_providers.iter().any(|provider| provider.fetch.is_some()) || self.revocation.fetch.is_some()
     }
 
     /// Whether a request with a Basic credential needs the client address: its password

@@ -14,7 +14,6 @@ use crate::network::{Cidr, Networks};
 use crate::path::has_segment_prefix;
 use crate::principal::QualifiedName;
 use crate::privileges::Privileges;
-use crate::remote::RemoteDocument;
 use crate::revocation::{Revocation, RevocationList};
 use crate::route::{HostPattern, Kind, Require, RouteMatch, Rule};
 
@@ -348,7 +347,7 @@ pub fn revocation(raw: Option<RawRevocation>, providers: &[Provider]) -> Result<
     let Some(raw) = raw else {
         return Ok(Revocation {
             local: RevocationList::default(),
-            remote: None,
+            fetch: None,
             allow_before_first_fetch: false,
             wait_ms: default_wait_ms(),
         });
@@ -371,14 +370,10 @@ pub fn revocation(raw: Option<RawRevocation>, providers: &[Provider]) -> Result<
         };
         return Err(ConfigError::new(format!("revocation.not_before.{name}"), refusal));
     }
-    let remote = raw
-        .remote
-        .map(|remote| fetch_config(remote, "revocation.remote", Document::Revocation))
-        .transpose()?
-        .map(|fetch| RemoteDocument::new(fetch, "revocation", RevocationList::from_document));
+    let fetch = raw.remote.map(|remote| fetch_config(remote, "revocation.remote", Document::Revocation)).transpose()?;
     Ok(Revocation {
         local: RevocationList::new(raw.jti, raw.not_before),
-        remote,
+        fetch,
         allow_before_first_fetch: raw.allow_before_first_fetch,
         wait_ms: raw.wait_ms,
     })

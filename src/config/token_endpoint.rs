@@ -71,7 +71,7 @@ pub fn compile(raw: RawTokenEndpoint, realm: &str, env: Env) -> Result<(TokenEnd
         kind: Issuer::TokenEndpoint,
         audiences: raw.audiences.clone(),
         local_keys,
-        remote: None,
+        fetch: None,
         require_expiration: true,
         max_lifetime_seconds: Some(raw.lifetime_seconds),
         principal_claim: "sub".to_string(),

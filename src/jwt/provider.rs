@@ -1,5 +1,6 @@
 //! A JWT provider (issuer), compiled: what its tokens must say, its own keys,
-//! and the key set it fetches (live: changed by the fetch protocol).
+//! and where it fetches more; the key sets fetched are a VM's state (`FetchedKeys`),
+//! apart from the configuration.
 
 use std::fmt;
 use std::rc::Rc;
@@ -7,7 +8,7 @@ use std::rc::Rc;
 use super::keys::KeySet;
 use crate::introspection::endpoint::Introspection;
 use crate::privileges::Privileges;
-use crate::remote::RemoteDocument;
+use crate::remote::{FetchConfig, RemoteDocument};
 
 /// A provider's place in the configuration (`jwt.providers[i]`), stable for the VM's life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -41,8 +42,8 @@ pub struct Provider {
     /// Empty: any audience.
     pub audiences: Vec<String>,
     pub local_keys: KeySet,
-    /// Keys fetched from `remote_jwks` or through `discovery`.
-    pub remote: Option<RemoteDocument<KeySet>>,
+    /// Where its keys are fetched from (`remote_jwks` or `discovery`), if anywhere.
+    pub fetch: Option<FetchConfig>,
     pub require_expiration: bool,
     pub max_lifetime_seconds: Option<u64>,
     pub principal_claim: String,
@@ -62,15 +63,47 @@ impl Provider {
         self.introspection.is_none() && self.issuer == iss
             || pem_iss.is_some_and(|pem| self.issuer_aliases.iter().any(|alias| alias == pem))
     }
+}
 
-    /// The fetched key set: None when there is none yet (or none to fetch).
-    pub fn remote_keys(&self) -> Option<&KeySet> {
-        self.remote.as_ref().and_then(RemoteDocument::value)
+/// The key sets one VM fetched, by provider (`ProviderId`): state the fetch protocol
+/// keeps current, apart from the immutable configuration.
+#[derive(Debug, Default)]
+pub struct FetchedKeys(Vec<Option<RemoteDocument<KeySet>>>);
+
+impl FetchedKeys {
+    /// Nothing fetched yet: one document for each provider that fetches keys.
+    pub fn new(providers: &[Provider]) -> FetchedKeys {
+        let document = |provider: &Provider| {
+            // Keeps the shared-data keys of providers (and of two configurations in one VM id) apart.
+            let identity = format!("jwks\0{}\0{}", provider.name, provider.issuer);
+            let fetch = provider.fetch.clone()?;
+            Some(RemoteDocument::new(fetch, &identity, KeySet::from_remote_jwks))
+        };
+        FetchedKeys(providers.iter().map(document).collect())
     }
 
-    /// Whether keys are still to come: the provider fetches keys and has none yet.
-    pub fn awaits_remote_keys(&self) -> bool {
-        self.remote.as_ref().is_some_and(|remote| remote.value().is_none())
+    /// The document of `provider`'s keys: None when it fetches none.
+    pub fn get(&self, provider: ProviderId) -> Option<&RemoteDocument<KeySet>> {
+        self.0.get(provider.0).and_then(Option::as_ref)
+    }
+
+    pub fn get_mut(&mut self, provider: ProviderId) -> Option<&mut RemoteDocument<KeySet>> {
+        self.0.get_mut(provider.0).and_then(Option::as_mut)
+    }
+
+    /// Every provider's document, for those that fetch keys.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut RemoteDocument<KeySet>> {
+        self.0.iter_mut().flatten()
+    }
+
+    /// `provider`'s fetched key set: None when there is none yet (or none to fetch).
+    pub fn keys(&self, provider: ProviderId) -> Option<&KeySet> {
+        self.get(provider).and_then(RemoteDocument::value)
+    }
+
+    /// Whether `provider`'s keys are still to come: it fetches keys and has none yet.
+    pub fn awaited(&self, provider: ProviderId) -> bool {
+        self.get(provider).is_some_and(|remote| remote.value().is_none())
     }
 }
 

@@ -115,7 +115,7 @@ fn rs256(claims: &Value) -> String {
 }
 
 fn check_with(token: &str, providers: &[Provider], backend: &dyn SignatureBackend) -> Result<VerifiedToken, JwtError> {
-    verify(token, providers, &|_| true, backend, NOW, SKEW)
+    verify(token, providers, &FetchedKeys::new(providers), &|_| true, backend, NOW, SKEW)
 }
 
 /// Checked as in Envoy: the module's own code, and the host's for ES384.
@@ -296,7 +296,10 @@ fn a_provider_not_bound_to_the_place_is_refused_before_any_signature_check() {
     let only_other = |id: ProviderId| id == ProviderId(0);
     // A host that would accept any signature is never asked.
     let accepting = FixedBackend::new(Some(true));
-    assert_eq!(verify(&forged, &providers, &only_other, &accepting, NOW, SKEW), Err(JwtError::WrongLocation));
+    assert_eq!(
+        verify(&forged, &providers, &FetchedKeys::default(), &only_other, &accepting, NOW, SKEW),
+        Err(JwtError::WrongLocation)
+    );
     assert!(accepting.calls.borrow().is_empty());
 }
 
@@ -558,17 +561,18 @@ fn remote_provider() -> Provider {
     }))
 }
 
-/// The provider after one fetch of its remote JWKS answered `jwks`.
-fn fetched(mut provider: Provider, jwks: Value) -> Provider {
+/// The providers' keys after one fetch of the first one's remote JWKS answered `jwks`.
+fn fetched(providers: &[Provider], jwks: Value) -> FetchedKeys {
     let shared = FakeShared::default();
-    let remote = provider.remote.as_mut().unwrap();
+    let mut fetched = FetchedKeys::new(providers);
+    let remote = fetched.get_mut(ProviderId(0)).unwrap();
     assert!(remote.start(&shared, 1000, false).is_some());
     let response = FakeResponse::ok(jwks.to_string());
     assert!(matches!(
         remote.on_response(&shared, Step::Document, &response, 1000),
         crate::remote::Progress::Fetched { .. }
     ));
-    provider
+    fetched
 }
 
 #[test]
@@ -579,12 +583,13 @@ fn keys_not_loaded_until_the_remote_set_arrives() {
     let no_kid = mint(jsonwebtoken::Algorithm::RS256, None, &claims());
     assert_eq!(check_with(&no_kid, &providers, &PureRust), Err(JwtError::KeysNotLoaded { provider: ProviderId(0) }));
 
-    let providers = [fetched(remote_provider(), json!({"keys": [with_kid(fixture_jwk("rsa2048"), "rsa-1")]}))];
-    assert!(check(&token, &providers).is_ok());
-    assert!(check(&no_kid, &providers).is_ok());
+    let keys = fetched(&providers, json!({"keys": [with_kid(fixture_jwk("rsa2048"), "rsa-1")]}));
+    let with_keys = |token: &str| verify(token, &providers, &keys, &|_| true, &PureRust, NOW, SKEW);
+    assert!(with_keys(&token).is_ok());
+    assert!(with_keys(&no_kid).is_ok());
 
     let rotated = mint(jsonwebtoken::Algorithm::RS256, Some("rsa-2"), &claims());
-    assert_eq!(check(&rotated, &providers), Err(JwtError::UnknownKey { provider: ProviderId(0) }));
+    assert_eq!(with_keys(&rotated), Err(JwtError::UnknownKey { provider: ProviderId(0) }));
     // A provider with only local keys never waits for anything.
     assert_eq!(check(&rotated, &[provider(base_config())]), Err(JwtError::UnknownKey { provider: ProviderId(0) }));
 }
@@ -989,8 +994,8 @@ fn provider_config_defaults_and_header_lowercasing() {
     assert_eq!(compiled.principal_claim, "sub");
     assert_eq!(compiled.claim_to_headers[0].header, "x-claim");
     assert_eq!(compiled.local_keys.len(), 5);
-    assert!(compiled.remote.is_none());
-    assert!(remote_provider().awaits_remote_keys());
+    assert!(compiled.fetch.is_none());
+    assert!(FetchedKeys::new(&[remote_provider()]).awaited(ProviderId(0)));
     let unknown_field = merged(base_config(), json!({"issuer_url": "x"}));
     assert!(config_error(unknown_field).starts_with("jwt.providers[0].issuer_url: unknown field"));
 }

@@ -17,7 +17,7 @@ use super::claims::{check_claims, claim_headers, principal, scopes, token_id};
 use super::der::ecdsa_jws_to_der;
 use super::error::JwtError;
 use super::keys::{Key, KeyMaterial, KeySet};
-use super::provider::{normalized_pem, Issuer, Provider, ProviderId};
+use super::provider::{normalized_pem, FetchedKeys, Issuer, Provider, ProviderId};
 
 /// What a valid token says about its bearer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,13 +72,14 @@ struct UntrustedJws<'t> {
     signature: Vec<u8>,
 }
 
-/// Verify a compact JWS against the providers (each with its fetched keys, if any);
+/// Verify a compact JWS against the providers (each with its keys `fetched`, if any);
 /// `bound_here` says which providers read the place the token came from; `now` is
 /// unix seconds from the host and `skew` the tolerance in seconds on `exp`, `nbf`
 /// and `iat`.
 pub fn verify(
     token: &str,
     providers: &[Provider],
+    fetched: &FetchedKeys,
     bound_here: &dyn Fn(ProviderId) -> bool,
     backend: &dyn SignatureBackend,
     now: u64,
@@ -109,9 +110,10 @@ pub fn verify(
     if !bound_here(index) {
         return Err(JwtError::WrongLocation);
     }
-    let remote = provider.remote_keys();
+    let remote = fetched.keys(index);
+    let remote_pending = fetched.awaited(index);
 
-    let candidates = candidate_keys(provider, index, remote, kid, alg)?;
+    let candidates = candidate_keys(provider, index, remote, remote_pending, kid, alg)?;
     let mut budget = SignatureBudget::default();
     let signed = candidates
         .keys
@@ -227,10 +229,10 @@ fn candidate_keys<'k>(
     provider: &'k Provider,
     index: ProviderId,
     remote: Option<&'k KeySet>,
+    remote_pending: bool,
     kid: Option<&str>,
     alg: Algorithm,
 ) -> Result<Candidates<'k>, JwtError> {
-    let remote_pending = provider.awaits_remote_keys();
     let not_found = if remote_pending {
         JwtError::KeysNotLoaded { provider: index }
     } else {
