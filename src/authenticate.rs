@@ -9,7 +9,7 @@ use crate::cache::{CacheKey, CacheKeys, VerifiedCache};
 use crate::config::Config;
 use crate::credential::Credential;
 use crate::introspection::{refusal_message, Claim, Verdict};
-use crate::jwt::{self, FetchedKeys, Issuer, JwtError, ProviderId, SignatureBackend};
+use crate::jwt::{self, FetchedKeys, JwtError, ProviderId, ProviderKind, SignatureBackend};
 use crate::principal::{AuthMethod, Principal, TokenFacts};
 use crate::reason::Reason;
 use crate::shared_table::{Once, SharedTable};
@@ -240,7 +240,7 @@ fn verify_bearer(
     let token = TokenFacts { jti: verified.jti.clone(), issued_at: verified.issued_at };
     let expires_at = verified.expires_at;
     let principal = match provider.kind {
-        Issuer::Provider => Principal::of_provider(
+        ProviderKind::IdentityProvider => Principal::of_provider(
             &provider.name,
             verified.principal,
             verified.headers,
@@ -249,7 +249,7 @@ fn verify_bearer(
             &provider.privileges,
         ),
         // The client signed it: its claims grant nothing; its configuration does.
-        Issuer::Keypair { one_time } => {
+        ProviderKind::Keypair { one_time } => {
             if one_time {
                 first_use(config, &provider.name, verified.jti.as_deref(), expires_at, host, now)?;
             }
@@ -262,7 +262,7 @@ fn verify_bearer(
         }
         // Issued here to an API client: what the client may do is what its token may do,
         // and a client disabled since is refused.
-        Issuer::TokenEndpoint => {
+        ProviderKind::TokenEndpoint => {
             let client = config.api_keys.clients.by_id(&verified.principal).filter(|c| !c.disabled);
             let Some(client) = client else {
                 return Err(bearer_error(Reason::TokenRevoked, "token revoked"));

@@ -56,6 +56,9 @@ use crate::shape::{self, UpstreamChanges};
 use crate::stream::Awaited;
 use crate::token_endpoint::grant::Presented;
 
+/// What the pipeline decided for a request: the one result the core hands on (the
+/// plugin carries it out through `stream::Streams`, which gives the adapter its `Step`).
+#[must_use]
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decision {
     /// No authentication on this route: it continues without a principal.
@@ -151,7 +154,7 @@ pub fn decide(
     let credential = match credential::extract(request, &config.api_keys, &config.token_locations) {
         Ok(Some(credential)) => credential,
         // Its API key may be in its form body: read it, then decide again.
-        Ok(None) if rule.require.schemes().2 && credential::awaits_form(request, &config.api_keys) => {
+        Ok(None) if rule.require.schemes().api_key && credential::awaits_form(request, &config.api_keys) => {
             return Decision::ReadForm
         }
         Ok(None) if rule.require == Require::Optional => {

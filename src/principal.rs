@@ -11,7 +11,7 @@
 use std::cell::OnceCell;
 use std::rc::Rc;
 
-use crate::jwt::{Issuer, Provider};
+use crate::jwt::{Provider, ProviderKind};
 use crate::limits::LimitTable;
 use crate::privileges::Privileges;
 
@@ -134,11 +134,11 @@ impl QualifiedName {
                 let (provider, subject) = rest.split_once(':').ok_or(NameError::NoProvider)?;
                 let issuer = providers.map(|all| all.iter().find(|p| p.name == provider).map(|p| p.kind));
                 match issuer {
-                    None | Some(Some(Issuer::Provider)) => {}
-                    Some(Some(Issuer::TokenEndpoint)) => {
+                    None | Some(Some(ProviderKind::IdentityProvider)) => {}
+                    Some(Some(ProviderKind::TokenEndpoint)) => {
                         return Err(NameError::NotAProvider(": the token endpoint's tokens are api-key:<client id>"))
                     }
-                    Some(Some(Issuer::Keypair { .. })) => {
+                    Some(Some(ProviderKind::Keypair { .. })) => {
                         return Err(NameError::NotAProvider(": a keypair's tokens are keypair:<keypair id>"))
                     }
                     Some(None) => return Err(NameError::NotAProvider(" in jwt.providers")),

@@ -71,17 +71,28 @@ impl Require {
         })
     }
 
-    /// Which schemes a 401 here offers: (Basic, Bearer, API key header).
-    pub fn schemes(&self) -> (bool, bool, bool) {
+    /// Which schemes a 401 here offers.
+    pub fn schemes(&self) -> Schemes {
         match self {
-            Require::Kinds(kinds) => (
-                kinds.iter().any(|k| matches!(k, Kind::Basic | Kind::ApiKey)),
-                kinds.iter().any(|k| matches!(k, Kind::Jwt { .. } | Kind::Keypair)),
-                kinds.iter().any(|k| matches!(k, Kind::ApiKey)),
-            ),
-            _ => (true, true, true),
+            Require::Kinds(kinds) => Schemes {
+                basic: kinds.iter().any(|k| matches!(k, Kind::Basic | Kind::ApiKey)),
+                bearer: kinds.iter().any(|k| matches!(k, Kind::Jwt { .. } | Kind::Keypair)),
+                api_key: kinds.iter().any(|k| matches!(k, Kind::ApiKey)),
+            },
+            _ => Schemes { basic: true, bearer: true, api_key: true },
         }
     }
+}
+
+/// The schemes a route accepts, as a 401 offers them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schemes {
+    /// `Authorization: Basic` (a user, or an API client's `id:key`).
+    pub basic: bool,
+    /// `Authorization: Bearer` (and the other places tokens are read).
+    pub bearer: bool,
+    /// An API key in its header, parameter or form field.
+    pub api_key: bool,
 }
 
 /// `:authority` exact, or `*.suffix` for any subdomain (compared without case, port

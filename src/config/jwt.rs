@@ -11,7 +11,7 @@ use super::policy::{privileges, PrivilegeFields};
 use super::remote::{fetch_config, Document};
 use super::schema::{default_wait_ms, RawJwt, RawProvider, MAX_WAIT_MS};
 use super::secrets::{self, Env};
-use crate::jwt::{ClaimToHeader, Issuer, KeySet, Provider};
+use crate::jwt::{ClaimToHeader, KeySet, Provider, ProviderKind};
 use crate::limits::Limits;
 use crate::token_location::{TokenPlace, AUTHORIZATION};
 
@@ -202,7 +202,7 @@ fn compile_provider(mut raw: RawProvider, limits: &Limits, path: &str, env: Env)
         name: raw.name,
         issuer,
         issuer_aliases: Vec::new(),
-        kind: Issuer::Provider,
+        kind: ProviderKind::IdentityProvider,
         audiences: raw.audiences,
         local_keys,
         fetch,

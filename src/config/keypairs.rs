@@ -7,7 +7,7 @@ use super::error::ConfigError;
 use super::names::principal_name;
 use super::policy::{privileges, PrivilegeFields};
 use super::schema::RawKeypair;
-use crate::jwt::{normalized_pem, Algorithm, Issuer, KeySet, Provider};
+use crate::jwt::{normalized_pem, Algorithm, KeySet, Provider, ProviderKind};
 use crate::limits::Limits;
 
 /// The longest lifetime a keypair's tokens may be given: they are meant to be short.
@@ -63,7 +63,7 @@ fn keypair_provider(raw: RawKeypair, path: &str, limits: &Limits) -> Result<Prov
         name: raw.id.clone(),
         issuer: raw.id,
         issuer_aliases: vec![normalized_pem(&raw.public_key)],
-        kind: Issuer::Keypair { one_time: raw.one_time },
+        kind: ProviderKind::Keypair { one_time: raw.one_time },
         audiences: Vec::new(),
         local_keys: keys,
         fetch: None,

@@ -25,7 +25,7 @@ use crate::api_key::{ApiClient, ApiKeys};
 use crate::basic::{BasicUsers, FailureLimit};
 use crate::cache::CacheSettings;
 use crate::fleet::{LimitScope, RATELIMIT_HEADER};
-use crate::jwt::{normalized_pem, Issuer, Provider};
+use crate::jwt::{normalized_pem, Provider, ProviderKind};
 use crate::limits::{LimitTable, Limits};
 use crate::method_override::MethodOverrides;
 use crate::network::Networks;
@@ -34,7 +34,7 @@ use crate::privileges::Privileges;
 use crate::query::lenient_name;
 use crate::reply::Challenges;
 use crate::revocation::Revocation;
-use crate::route::{Require, Routes};
+use crate::route::{Require, Routes, Schemes};
 use crate::shape::{PrincipalHeaders, Upstream};
 use crate::shared_table::{SharedTable, ONE_TIME};
 use crate::token_endpoint::TokenEndpoint;
@@ -118,7 +118,7 @@ impl Config {
 
     /// The challenges a 401 offers: one per enabled scheme (that the route accepts).
     pub fn challenges(&self, require: &Require) -> Challenges<'_> {
-        let (basic, bearer, api_key) = require.schemes();
+        let Schemes { basic, bearer, api_key } = require.schemes();
         Challenges {
             realm: &self.realm,
             basic: basic
@@ -511,15 +511,15 @@ fn issuers_are_unique(providers: &[Provider]) -> Result<(), ConfigError> {
     for provider in providers {
         // Where a clash is named: (the name's field, the issuer's, the alias's).
         let (name_field, issuer_field, alias_field) = match provider.kind {
-            Issuer::Provider => {
+            ProviderKind::IdentityProvider => {
                 let at = format!("jwt.providers[{}]", provider_index.next().unwrap_or_default());
                 (format!("{at}.name"), format!("{at}.issuer"), format!("{at}.issuer"))
             }
-            Issuer::Keypair { .. } => {
+            ProviderKind::Keypair { .. } => {
                 let at = format!("keypairs[{}]", keypair_index.next().unwrap_or_default());
                 (format!("{at}.id"), format!("{at}.id"), format!("{at}.public_key"))
             }
-            Issuer::TokenEndpoint => {
+            ProviderKind::TokenEndpoint => {
                 ("token_endpoint.name".into(), "token_endpoint.issuer".into(), "token_endpoint.issuer".into())
             }
         };

@@ -8,7 +8,7 @@ use super::names::{non_empty, principal_name};
 use super::schema::RawTokenEndpoint;
 use super::secrets::{self, Env};
 use crate::budget::TimeBudget;
-use crate::jwt::{thumbprint, Issuer, Provider};
+use crate::jwt::{thumbprint, Provider, ProviderKind};
 use crate::path;
 use crate::privileges::Privileges;
 use crate::token_endpoint::signer::Signer;
@@ -68,7 +68,7 @@ pub fn compile(raw: RawTokenEndpoint, realm: &str, env: Env) -> Result<(TokenEnd
         name: raw.name.clone(),
         issuer: raw.issuer.clone(),
         issuer_aliases: Vec::new(),
-        kind: Issuer::TokenEndpoint,
+        kind: ProviderKind::TokenEndpoint,
         audiences: raw.audiences.clone(),
         local_keys,
         fetch: None,

@@ -14,7 +14,7 @@ use std::fmt::Write;
 
 use super::{LimitScope, DESCRIPTOR_KEY, RATELIMIT_HEADER};
 use crate::config::Config;
-use crate::jwt::Issuer;
+use crate::jwt::ProviderKind;
 
 /// Which principals a rule covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,16 +104,16 @@ impl Rules {
         for provider in &config.jwt_providers {
             let limit = provider.privileges.limits.requests_per_hour;
             match provider.kind {
-                Issuer::Provider => {
+                ProviderKind::IdentityProvider => {
                     let field = format!("jwt.providers[{}].requests_per_hour", providers.next().unwrap_or_default());
                     differs(Selector::Prefix(format!("jwt:{}:", provider.name)), limit, field);
                 }
-                Issuer::Keypair { .. } => {
+                ProviderKind::Keypair { .. } => {
                     let field = format!("keypairs[{}].requests_per_hour", keypairs.next().unwrap_or_default());
                     differs(Selector::Exact(format!("keypair:{}", provider.name)), limit, field);
                 }
                 // Its tokens count as their API client (`api-key:<id>`), with the client's limit.
-                Issuer::TokenEndpoint => {}
+                ProviderKind::TokenEndpoint => {}
             }
         }
         if default.is_none() && overrides.iter().all(|rule| rule.requests_per_hour.is_none()) {

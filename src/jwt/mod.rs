@@ -19,7 +19,7 @@ pub(crate) use claims::{check_claims, claim_headers, principal, scopes, token_id
 pub use der::ecdsa_jws_to_der;
 pub use error::JwtError;
 pub use keys::{thumbprint, Key, KeySet, MAX_JWKS_KEYS};
-pub use provider::{normalized_pem, ClaimToHeader, FetchedKeys, Issuer, Provider, ProviderId};
+pub use provider::{normalized_pem, ClaimToHeader, FetchedKeys, Provider, ProviderId, ProviderKind};
 pub use verify::{
     check_signature, looks_like_jws, verify, VerifiedToken, MAX_PAYLOAD_BYTES, MAX_PURE_PUBLIC_KEY_CHECKS,
     MAX_SIGNATURE_CHECKS, MAX_TOKEN_BYTES,

@@ -21,11 +21,11 @@ pub struct ClaimToHeader {
     pub header: String,
 }
 
-/// Who issues a provider's tokens.
+/// What kind of issuer a provider is: who signs its tokens, and who their principal is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Issuer {
+pub enum ProviderKind {
     /// An identity provider (`jwt.providers[]`): the principal is a claim.
-    Provider,
+    IdentityProvider,
     /// A client keypair (`keypairs[]`): the client signs its own short-lived tokens;
     /// the principal is the keypair's id. `one_time`: each `jti` is accepted once.
     Keypair { one_time: bool },
@@ -38,7 +38,7 @@ pub struct Provider {
     pub issuer: String,
     /// Other `iss` values that name it (a keypair's PEM text, normalized).
     pub issuer_aliases: Vec<String>,
-    pub kind: Issuer,
+    pub kind: ProviderKind,
     /// Empty: any audience.
     pub audiences: Vec<String>,
     pub local_keys: KeySet,

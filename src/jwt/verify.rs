@@ -17,7 +17,7 @@ use super::claims::{check_claims, claim_headers, principal, scopes, token_id};
 use super::der::ecdsa_jws_to_der;
 use super::error::JwtError;
 use super::keys::{Key, KeyMaterial, KeySet};
-use super::provider::{normalized_pem, FetchedKeys, Issuer, Provider, ProviderId};
+use super::provider::{normalized_pem, FetchedKeys, Provider, ProviderId, ProviderKind};
 
 /// What a valid token says about its bearer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,8 +128,10 @@ pub fn verify(
     Ok(VerifiedToken {
         provider: index,
         principal: match provider.kind {
-            Issuer::Keypair { .. } => provider.name.clone(),
-            Issuer::Provider | Issuer::TokenEndpoint => principal(&jws.claims, &provider.principal_claim)?,
+            ProviderKind::Keypair { .. } => provider.name.clone(),
+            ProviderKind::IdentityProvider | ProviderKind::TokenEndpoint => {
+                principal(&jws.claims, &provider.principal_claim)?
+            }
         },
         headers: claim_headers(&jws.claims, provider),
         expires_at: times.expires_at,

@@ -132,8 +132,8 @@ fn kinds_admit_their_principals() {
     let basic = Credential::Basic { user: "u".into(), password: "p".into() };
     assert!(!keys.may_accept(&bearer) && keys.may_accept(&basic));
     assert!(jwt_corp.may_accept(&bearer) && !jwt_corp.may_accept(&basic));
-    assert_eq!(keys.schemes(), (true, false, true));
-    assert_eq!(Require::Any.schemes(), (true, true, true));
+    assert_eq!(keys.schemes(), Schemes { basic: true, bearer: false, api_key: true });
+    assert_eq!(Require::Any.schemes(), Schemes { basic: true, bearer: true, api_key: true });
     // authorize is covered in policy's tests; here only that a default rule restricts nothing.
     let access =
         crate::policy::Access { method: "DELETE", path: &normalize("/x"), source: crate::request::Source::Known(None) };
