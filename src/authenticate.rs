@@ -8,7 +8,7 @@ use crate::basic::{self, PasswordGuard, PasswordHost, Refusal};
 use crate::cache::{CacheKey, CacheKeys, VerifiedCache};
 use crate::config::Config;
 use crate::credential::Credential;
-use crate::introspection::{refusal_message, Claim, Verdict};
+use crate::jwt::introspection::{refusal_message, Claim, Verdict};
 use crate::jwt::{self, FetchedKeys, JwtError, ProviderId, ProviderKind, SignatureBackend};
 use crate::principal::{AuthMethod, Principal, TokenFacts};
 use crate::reason::Reason;

@@ -4,13 +4,10 @@
 //! filter hands that filter the verified, qualified principal in a header it owns
 //! (removed from every incoming request, so a client cannot pick its bucket), and
 //! counts only the requests in flight itself, which are per Envoy by nature.
-//! `rules` (native only) writes the engine's rules from the same configuration.
+//! `fleet_rules` (native only) writes the engine's rules from the same configuration.
 
 use crate::limits::Limits;
 use crate::principal::Principal;
-
-#[cfg(not(target_arch = "wasm32"))]
-pub mod rules;
 
 /// The header the filter sets for Envoy's rate-limit filter (`request_headers`
 /// action); removed from every incoming request, and by the route before the upstream.

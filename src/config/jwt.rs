@@ -11,7 +11,7 @@ use super::policy::{privileges, PrivilegeFields};
 use super::remote::{fetch_config, Document};
 use super::schema::{default_wait_ms, RawJwt, RawProvider, MAX_WAIT_MS};
 use super::secrets::{self, Env};
-use crate::jwt::{ClaimToHeader, KeySet, Provider, ProviderKind};
+use crate::jwt::{ClaimToHeader, KeyError, KeySet, Provider, ProviderKind};
 use crate::limits::Limits;
 use crate::token_location::{TokenPlace, AUTHORIZATION};
 
@@ -60,12 +60,18 @@ pub fn compile(
 /// An inline JWKS, its `k_env` secrets read; an error about such a key's `k` names its `k_env`.
 fn local_jwks(jwks: &mut serde_json::Value, at: &str, env: Env) -> Result<KeySet, ConfigError> {
     let from_env = secrets::jwks(jwks, at, env)?;
-    KeySet::from_jwks(jwks, at).map_err(|mut error| {
-        if from_env.iter().any(|key| error.path == format!("{key}.k")) {
-            error.path.push_str("_env");
+    KeySet::from_jwks(jwks).map_err(|error| {
+        let mut wrapped = key_error(at, error);
+        if from_env.iter().any(|key| wrapped.path == format!("{key}.k")) {
+            wrapped.path.push_str("_env");
         }
-        error
+        wrapped
     })
+}
+
+/// A key refused, at its field path under `path` (the field that held it).
+pub(super) fn key_error(path: &str, error: KeyError) -> ConfigError {
+    ConfigError::new(error.path_under(path), error.message)
 }
 
 /// `from_headers`, `from_params` and `from_cookies`, each name checked on its own
@@ -142,7 +148,8 @@ fn compile_provider(mut raw: RawProvider, limits: &Limits, path: &str, env: Env)
         local_keys.extend(local_jwks(jwks, &format!("{path}.local_jwks"), env)?);
     }
     if let Some(pem) = &raw.local_pem {
-        local_keys.extend(KeySet::from_pem(pem, None, &format!("{path}.local_pem"))?);
+        let at = format!("{path}.local_pem");
+        local_keys.extend(KeySet::from_pem(pem, None).map_err(|e| key_error(&at, e))?);
     }
 
     let fetch = match (raw.remote_jwks, raw.discovery) {

@@ -23,7 +23,7 @@ pub fn compile(raw: Vec<RawKeypair>, limits: &Limits) -> Result<Vec<Provider>, C
 fn keypair_provider(raw: RawKeypair, path: &str, limits: &Limits) -> Result<Provider, ConfigError> {
     principal_name(&raw.id, &format!("{path}.id"))?;
     let key_path = format!("{path}.public_key");
-    let mut keys = KeySet::from_pem(&raw.public_key, None, &key_path)?;
+    let mut keys = KeySet::from_pem(&raw.public_key, None).map_err(|e| super::jwt::key_error(&key_path, e))?;
     if keys.len() != 1 {
         return Err(ConfigError::new(key_path, "must be exactly one PEM block"));
     }

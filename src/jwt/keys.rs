@@ -13,7 +13,6 @@ use rsa::{BigUint, RsaPublicKey};
 use serde_json::{Map, Value};
 
 use super::algorithm::Algorithm;
-use crate::config::error::ConfigError;
 
 /// Most keys read from one JWKS document.
 pub const MAX_JWKS_KEYS: usize = 64;
@@ -114,6 +113,41 @@ impl fmt::Debug for Key {
     }
 }
 
+/// Why configured keys are refused: where inside what was parsed (`keys[2].n`, `[1]`
+/// for the second PEM block; empty: the whole), and what is wrong. The configuration
+/// puts its field path in front (`path_under`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyError {
+    pub at: String,
+    pub message: String,
+}
+
+impl KeyError {
+    fn new(at: impl Into<String>, message: impl Into<String>) -> KeyError {
+        KeyError { at: at.into(), message: message.into() }
+    }
+
+    /// Where it is under `path`, the field that held the keys
+    /// (`jwt.providers[0].local_jwks` and `keys[2].n`: `jwt.providers[0].local_jwks.keys[2].n`).
+    pub fn path_under(&self, path: &str) -> String {
+        match self.at.as_str() {
+            "" => path.to_string(),
+            at if at.starts_with('[') => format!("{path}{at}"),
+            at => format!("{path}.{at}"),
+        }
+    }
+}
+
+impl fmt::Display for KeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.at.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.at, self.message)
+        }
+    }
+}
+
 /// A set of verification keys.
 #[derive(Debug, Clone, Default)]
 pub struct KeySet {
@@ -122,14 +156,14 @@ pub struct KeySet {
 
 impl KeySet {
     /// Parse a JWKS from the configuration. Strict: any key that is not usable is an
-    /// error naming `{path}.keys[i].field`, except keys marked `"use": "enc"`, which
-    /// are skipped. A set without a usable key is an error.
-    pub fn from_jwks(jwks: &Value, path: &str) -> Result<KeySet, ConfigError> {
+    /// error at `keys[i].field`, except keys marked `"use": "enc"`, which are skipped.
+    /// A set without a usable key is an error.
+    pub fn from_jwks(jwks: &Value) -> Result<KeySet, KeyError> {
         let entries =
-            jwks_entries(jwks).ok_or_else(|| ConfigError::new(path, "must be a JWKS object with a \"keys\" array"))?;
-        let keys_path = format!("{path}.keys");
+            jwks_entries(jwks).ok_or_else(|| KeyError::new("", "must be a JWKS object with a \"keys\" array"))?;
+        let keys_path = "keys";
         if entries.len() > MAX_JWKS_KEYS {
-            return Err(ConfigError::new(keys_path, format!("at most {MAX_JWKS_KEYS} keys")));
+            return Err(KeyError::new(keys_path, format!("at most {MAX_JWKS_KEYS} keys")));
         }
         let mut keys = Vec::with_capacity(entries.len());
         for (i, entry) in entries.iter().enumerate() {
@@ -142,12 +176,12 @@ impl KeySet {
                     } else {
                         format!("{keys_path}[{i}].{field}")
                     };
-                    return Err(ConfigError::new(key_path, message));
+                    return Err(KeyError::new(key_path, message));
                 }
             }
         }
         if keys.is_empty() {
-            return Err(ConfigError::new(keys_path, "no usable signing key"));
+            return Err(KeyError::new(keys_path, "no usable signing key"));
         }
         Ok(KeySet { keys })
     }
@@ -172,14 +206,14 @@ impl KeySet {
 
     /// SubjectPublicKeyInfo PEM keys (`BEGIN PUBLIC KEY`: RSA, EC P-256 or Ed25519),
     /// one or more blocks, each bound to the RS*/PS* family, ES256 or EdDSA
-    /// respectively. Errors are at `path` (`path[i]` for the i-th block of several).
-    pub fn from_pem(pem: &str, kid: Option<String>, path: &str) -> Result<KeySet, ConfigError> {
-        let blocks = pem_blocks(pem).map_err(|message| ConfigError::new(path, message))?;
+    /// respectively. Errors are about the whole text, or at `[i]` for the i-th block of several.
+    pub fn from_pem(pem: &str, kid: Option<String>) -> Result<KeySet, KeyError> {
+        let blocks = pem_blocks(pem).map_err(|message| KeyError::new("", message))?;
         let several = blocks.len() > 1;
         let mut keys = Vec::with_capacity(blocks.len());
         for (i, der) in blocks.iter().enumerate() {
-            let at = if several { format!("{path}[{i}]") } else { path.to_string() };
-            let (material, algorithms) = key_from_spki(der).map_err(|message| ConfigError::new(at, message))?;
+            let at = if several { format!("[{i}]") } else { String::new() };
+            let (material, algorithms) = key_from_spki(der).map_err(|message| KeyError::new(at, message))?;
             keys.push(Key { kid: kid.clone(), algorithms, material });
         }
         Ok(KeySet { keys })

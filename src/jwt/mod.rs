@@ -8,6 +8,7 @@ mod backend;
 mod claims;
 mod der;
 mod error;
+pub mod introspection;
 mod keys;
 mod provider;
 mod verify;
@@ -18,7 +19,7 @@ pub use claims::claim_at;
 pub(crate) use claims::{check_claims, claim_headers, principal, scopes, token_id};
 pub use der::ecdsa_jws_to_der;
 pub use error::JwtError;
-pub use keys::{thumbprint, Key, KeySet, MAX_JWKS_KEYS};
+pub use keys::{thumbprint, Key, KeyError, KeySet, MAX_JWKS_KEYS};
 pub use provider::{normalized_pem, ClaimToHeader, FetchedKeys, Provider, ProviderId, ProviderKind};
 pub use verify::{
     check_signature, looks_like_jws, verify, VerifiedToken, MAX_PAYLOAD_BYTES, MAX_PURE_PUBLIC_KEY_CHECKS,

@@ -6,7 +6,7 @@ use std::fmt;
 use std::rc::Rc;
 
 use super::keys::KeySet;
-use crate::introspection::endpoint::Introspection;
+use crate::jwt::introspection::endpoint::Introspection;
 use crate::privileges::Privileges;
 use crate::remote::{FetchConfig, RemoteDocument};
 

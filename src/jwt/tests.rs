@@ -734,7 +734,7 @@ fn strict_jwks_errors_name_the_key_and_field() {
         past_p[coordinate] = json!(URL_SAFE_NO_PAD.encode([0xff; 48]));
         assert_eq!(jwks_error(json!([past_p])), format!("{p}.keys[0]: x and y are not a point on P-384"));
     }
-    let p384 = KeySet::from_jwks(&json!({"keys": [fixture_jwk("ec_p384")]}), "p").unwrap();
+    let p384 = KeySet::from_jwks(&json!({"keys": [fixture_jwk("ec_p384")]})).unwrap();
     assert!(p384.needs_host_crypto());
     assert_eq!(
         p384.keys()[0].spki_der(),
@@ -798,14 +798,14 @@ fn strict_jwks_accepts_padding_and_skips_encryption_keys() {
     padded["x"] = json!(format!("{}=", padded["x"].as_str().unwrap()));
     let mut enc = fixture_jwk("rsa2048");
     enc["use"] = json!("enc");
-    let set = KeySet::from_jwks(&json!({"keys": [padded, enc]}), "k").unwrap();
+    let set = KeySet::from_jwks(&json!({"keys": [padded, enc]})).unwrap();
     assert_eq!(set.len(), 1);
     assert_eq!(set.keys()[0].algorithms(), &[Algorithm::EdDSA]);
 }
 
 #[test]
 fn key_algorithm_bindings() {
-    let set = KeySet::from_jwks(&all_local_keys(), "k").unwrap();
+    let set = KeySet::from_jwks(&all_local_keys()).unwrap();
     let algs: Vec<(Option<&str>, &[Algorithm])> = set.keys().iter().map(|key| (key.kid(), key.algorithms())).collect();
     use Algorithm::*;
     assert_eq!(
@@ -819,7 +819,7 @@ fn key_algorithm_bindings() {
         ]
     );
     let long_secret =
-        KeySet::from_jwks(&json!({"keys": [{"kty": "oct", "k": URL_SAFE_NO_PAD.encode([1u8; 64])}]}), "k").unwrap();
+        KeySet::from_jwks(&json!({"keys": [{"kty": "oct", "k": URL_SAFE_NO_PAD.encode([1u8; 64])}]})).unwrap();
     assert_eq!(long_secret.keys()[0].algorithms(), &[HS256, HS384, HS512]);
     assert!(set.contains_kid("ec-1") && !set.contains_kid("nope"));
     assert_eq!(set.keys()[0].spki_der(), Some(pem_der(RSA_PUBLIC).as_slice()));
@@ -889,14 +889,17 @@ fn pem_keys_verify_and_match_any_kid() {
 
 #[test]
 fn pem_with_kid_and_spki() {
-    let set = KeySet::from_pem(EC_PUBLIC, Some("ec-pem".to_string()), "p").unwrap();
+    let set = KeySet::from_pem(EC_PUBLIC, Some("ec-pem".to_string())).unwrap();
     assert!(set.contains_kid("ec-pem"));
     assert_eq!(set.keys()[0].spki_der(), Some(pem_der(EC_PUBLIC).as_slice()));
 }
 
 #[test]
 fn pem_errors_explain_what_to_use_instead() {
-    let error = |pem: &str| KeySet::from_pem(pem, None, "jwt.providers[0].local_pem").unwrap_err().to_string();
+    let error = |pem: &str| {
+        let error = KeySet::from_pem(pem, None).unwrap_err();
+        format!("{}: {}", error.path_under("jwt.providers[0].local_pem"), error.message)
+    };
     assert!(error(RSA_PRIVATE).contains("private keys must not be configured"));
     let pkcs1 = RSA_PUBLIC.replace("PUBLIC KEY", "RSA PUBLIC KEY");
     assert!(error(&pkcs1).contains("PKCS#1"));
@@ -918,7 +921,7 @@ fn pem_errors_explain_what_to_use_instead() {
 
 #[test]
 fn several_pem_blocks_are_several_keys() {
-    let set = KeySet::from_pem(&format!("{RSA_PUBLIC}\n{EC_PUBLIC}{ED_PUBLIC}"), None, "p").unwrap();
+    let set = KeySet::from_pem(&format!("{RSA_PUBLIC}\n{EC_PUBLIC}{ED_PUBLIC}"), None).unwrap();
     let algorithms: Vec<&[Algorithm]> = set.keys().iter().map(|k| k.algorithms()).collect();
     assert_eq!(algorithms.len(), 3);
     assert_eq!(algorithms[1], &[Algorithm::ES256]);
@@ -927,11 +930,11 @@ fn several_pem_blocks_are_several_keys() {
 
 #[test]
 fn public_jwk_of_pem_keys_is_their_jwk() {
-    let set = KeySet::from_pem(&format!("{RSA_PUBLIC}{EC_PUBLIC}{ED_PUBLIC}"), None, "p").unwrap();
+    let set = KeySet::from_pem(&format!("{RSA_PUBLIC}{EC_PUBLIC}{ED_PUBLIC}"), None).unwrap();
     for (key, fixture) in set.keys().iter().zip(["rsa2048", "ec_p256", "ed25519"]) {
         assert_eq!(Value::Object(key.public_jwk().unwrap()), fixture_jwk(fixture), "{fixture}");
     }
-    let hmac = KeySet::from_jwks(&json!({"keys": [hmac_jwk("h")]}), "p").unwrap();
+    let hmac = KeySet::from_jwks(&json!({"keys": [hmac_jwk("h")]})).unwrap();
     assert!(hmac.keys()[0].public_jwk().is_none(), "a secret has no public JWK");
 }
 

@@ -178,6 +178,18 @@ fn challenges(reply: &LocalReply) -> Vec<&str> {
 }
 
 #[test]
+fn a_credential_is_offered_by_its_scheme() {
+    use crate::route::Kind;
+    let keys = Require::Kinds(vec![Kind::ApiKey]).schemes();
+    let jwt_corp = Require::Kinds(vec![Kind::Jwt { provider: Some("corp".into()) }]).schemes();
+    let bearer = Credential::bearer("t");
+    let basic = Credential::Basic { user: "u".into(), password: "p".into() };
+    assert!(!offered(keys, &bearer) && offered(keys, &basic), "user:password may be a client's id:key");
+    assert!(offered(jwt_corp, &bearer) && !offered(jwt_corp, &basic));
+    assert!(offered(Require::Any.schemes(), &bearer));
+}
+
+#[test]
 fn basic_user_is_allowed_with_principal_headers() {
     let mut vm = authenticator(json!({}));
     let (_, changes) = allowed(decide(&mut vm, &[("authorization", &basic("alice", "secret"))]));

@@ -98,7 +98,7 @@ impl Signer {
         jwk.insert("kid".into(), kid.into());
         jwk.insert("alg".into(), self.algorithm().name().into());
         let jwks = serde_json::json!({ "keys": [Value::Object(jwk)] });
-        KeySet::from_jwks(&jwks, "token_endpoint.signing_key").map_err(|e| e.message)
+        KeySet::from_jwks(&jwks).map_err(|e| e.message)
     }
 
     /// The JWS signature of `signing_input` (`header.payload`), base64url.

@@ -80,7 +80,7 @@ fn configuration_errors_name_their_field() {
     for (change, expected) in cases {
         assert_eq!(config_of(with(endpoint(), change.clone()), json!({})).err(), Some(expected), "{change}");
     }
-    let keys = json!({"local_pem": include_str!("../../tests/keys/rsa2048_public.pem")});
+    let keys = json!({"local_pem": include_str!("../../../tests/keys/rsa2048_public.pem")});
     let both = config_of(endpoint(), keys).err();
     assert_eq!(
         both.as_deref(),

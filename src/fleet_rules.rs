@@ -12,8 +12,8 @@
 
 use std::fmt::Write;
 
-use super::{LimitScope, DESCRIPTOR_KEY, RATELIMIT_HEADER};
 use crate::config::Config;
+use crate::fleet::{LimitScope, DESCRIPTOR_KEY, RATELIMIT_HEADER};
 use crate::jwt::ProviderKind;
 
 /// Which principals a rule covers.
