@@ -29,19 +29,42 @@ pub struct Verifier {
 /// Why the credential did not verify.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NotVerified {
-    /// 401. `bearer` selects RFC 6750's `invalid_token` answer.
-    Invalid { reason: Reason, message: &'static str, bearer: bool },
+    /// 401.
+    Invalid {
+        /// Counted under.
+        reason: Reason,
+        /// The `error_description`.
+        message: &'static str,
+        /// RFC 6750's `invalid_token` answer (a token), not Basic's.
+        bearer: bool,
+    },
     /// 429 or 503 with `Retry-After`: nothing was checked.
-    TryLater { reason: Reason, retry_after_seconds: u64 },
+    TryLater {
+        /// Counted under.
+        reason: Reason,
+        /// The `Retry-After`.
+        retry_after_seconds: u64,
+    },
     /// The token's provider needs its remote keys (first fetch, or a refetch for an
     /// unknown `kid`): hold the request and decide again when they arrive.
-    WaitForKeys { provider: ProviderId, refetch: bool },
+    WaitForKeys {
+        /// Whose keys.
+        provider: ProviderId,
+        /// A refetch for an unknown `kid` (not the first fetch).
+        refetch: bool,
+    },
     /// The keys that could verify it cannot be fetched now: the token may be fine.
     KeysUnavailable,
     /// The provider's introspection endpoint has not answered about this token yet (its
-    /// answers are stored under `key`): hold the request. `call`: the token, when this
-    /// worker is the one to ask.
-    Introspect { provider: ProviderId, key: u128, call: Option<String> },
+    /// answers are stored under `key`): hold the request.
+    Introspect {
+        /// Whose endpoint.
+        provider: ProviderId,
+        /// The token's key in the stored answers.
+        key: u128,
+        /// The token, when this worker is the one to ask.
+        call: Option<String>,
+    },
 }
 
 /// What verification needs of the host: shared data and a clock (password
@@ -53,6 +76,7 @@ const INVALID_PASSWORD: &str = "invalid user name or password";
 const INVALID_API_KEY: &str = "invalid API key";
 
 impl Verifier {
+    /// A verifier with empty caches, bounded as `config` says.
     pub fn new(config: &Config) -> Verifier {
         Verifier {
             keys: CacheKeys::new(),

@@ -9,6 +9,7 @@ use crate::remote::RemoteDocument;
 use crate::revocation::RevocationList;
 
 #[derive(Debug)]
+/// One VM's fetched documents.
 pub struct Fetched {
     /// By provider: the key sets of those that fetch keys.
     pub keys: FetchedKeys,

@@ -38,7 +38,9 @@ impl Selector {
 /// A principal's own hourly limit (None: unlimited), where it differs from the default.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Override {
+    /// Whom the rule counts: a principal, or a provider's subjects (a prefix).
     pub selector: Selector,
+    /// Their limit; None: unlimited.
     pub requests_per_hour: Option<u64>,
     /// The configuration field it comes from, for the rule's name and errors.
     pub field: String,
@@ -49,13 +51,16 @@ pub struct Override {
 pub struct Rules {
     /// `limits.requests_per_hour`: every principal without a rule of its own (None: unlimited).
     pub default: Option<u64>,
+    /// The principals whose limit differs from the default.
     pub overrides: Vec<Override>,
 }
 
 /// Why no rules can be written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
+    /// The configuration field that cannot be written as an engine rule.
     pub field: String,
+    /// Why.
     pub message: String,
 }
 

@@ -65,8 +65,11 @@ pub enum Decision {
     Bypass(UpstreamChanges),
     /// An optional route without a credential: it continues without a principal.
     Anonymous(UpstreamChanges),
+    /// Authenticated and authorized: it continues with a principal.
     Allow {
+        /// Who.
         principal: Rc<Principal>,
+        /// What to change in the request.
         changes: UpstreamChanges,
         /// Set when the limits counted it.
         limited: Option<Limited>,
@@ -80,10 +83,16 @@ pub enum Decision {
     /// Hold the request until what it needs arrives: a provider's keys (first fetch,
     /// or a refetch for an unknown `kid`), or the revocation list's first fetch.
     Wait(Awaited),
-    /// Hold the request for an introspection answer; `call`: the token, when this worker asks.
-    Introspect { awaited: Awaited, call: Option<String> },
+    /// Hold the request for an introspection answer.
+    Introspect {
+        /// The answer it waits for.
+        awaited: Awaited,
+        /// The token, when this worker asks.
+        call: Option<String>,
+    },
 }
 
+/// Decide one request: the stages in order (the module's table).
 pub fn decide(
     config: &Config,
     fetched: &Fetched,
@@ -266,8 +275,11 @@ pub fn decide(
 /// A request the limits counted: what to give back when its stream ends, and its quota.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Limited {
+    /// The principal's limit key.
     pub key: u64,
+    /// Whether it holds a slot in flight (given back when its stream ends).
     pub holds_slot: bool,
+    /// The quota its response shows.
     pub quota: Option<Quota>,
     /// The change in the principals the limits keep records of (the tracked-principals gauge moves by it).
     pub tracked_change: i64,

@@ -64,6 +64,7 @@ struct Label {
     metric: String,
 }
 
+/// One VM's plugin: its configuration, what it fetched, its verifier and its streams.
 pub struct Plugin {
     config: Rc<Config>,
     /// What this VM fetched (keys, the revocation list): the state the fetches change.
@@ -85,6 +86,7 @@ pub struct Plugin {
 const BODY_WAIT_MS: u64 = 10_000;
 
 impl Plugin {
+    /// A plugin for `config`, nothing fetched yet.
     pub fn new(config: Config) -> Plugin {
         Plugin {
             verifier: Verifier::new(&config),

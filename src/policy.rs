@@ -12,7 +12,7 @@ use crate::route::Rule;
 
 /// Why a verified request may not proceed (403).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Forbidden {
+pub(crate) enum Forbidden {
     Refused {
         reason: Reason,
         message: &'static str,
@@ -24,7 +24,7 @@ pub enum Forbidden {
 }
 
 /// The request as authorization sees it.
-pub struct Access<'a> {
+pub(crate) struct Access<'a> {
     pub method: &'a str,
     pub path: &'a MatchPath,
     /// Envoy's `source.address`, read if a network is to be checked.
@@ -32,7 +32,7 @@ pub struct Access<'a> {
 }
 
 /// Check a verified principal against its privileges and the route's rule.
-pub fn authorize(principal: &Principal, rule: &Rule, access: &Access) -> Result<(), Forbidden> {
+pub(crate) fn authorize(principal: &Principal, rule: &Rule, access: &Access) -> Result<(), Forbidden> {
     let privileges = &principal.privileges;
     if let Some(networks) = &privileges.trusted_networks {
         // Fail closed: without the client's address a restricted principal cannot be placed.
@@ -66,7 +66,7 @@ fn refused(reason: Reason, message: &'static str) -> Forbidden {
 }
 
 /// The client address is outside the configuration's `trusted_networks`.
-pub fn network_trusted(networks: Option<&Networks>, source: Source) -> bool {
+pub(crate) fn network_trusted(networks: Option<&Networks>, source: Source) -> bool {
     match networks {
         None => true,
         Some(networks) => source.get().is_some_and(|source| networks.contains(source)),

@@ -18,14 +18,18 @@ use crate::privileges::Privileges;
 /// How a principal proved itself (the `x-auth-method` value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMethod {
+    /// A Basic user.
     Basic,
+    /// An API client, by its key (or `id:key`).
     ApiKey,
+    /// A JWT's subject (or an introspected token's).
     Jwt,
     /// A token the client signed with its registered key.
     Keypair,
 }
 
 impl AuthMethod {
+    /// The `x-auth-method` value.
     pub fn as_str(&self) -> &'static str {
         match self {
             AuthMethod::Basic => "basic",
@@ -39,7 +43,9 @@ impl AuthMethod {
 /// What revocation looks at in a token.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TokenFacts {
+    /// `jti`.
     pub jti: Option<String>,
+    /// `iat`, Unix seconds.
     pub issued_at: Option<u64>,
 }
 
@@ -68,6 +74,7 @@ impl QualifiedName {
         QualifiedName::new(format!("jwt:{provider}:{subject}"))
     }
 
+    /// The qualified name (`jwt:corp:alice`).
     pub fn as_str(&self) -> &str {
         &self.name
     }
@@ -163,11 +170,13 @@ impl QualifiedName {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// Who a request is, once verified.
 pub struct Principal {
     /// The user name, the API client id, or the JWT's principal claim (the `x-auth-principal` value).
     pub id: String,
     /// `id` named by who vouches for it: what rules, revocation and limits know it by.
     pub qualified: QualifiedName,
+    /// How it proved itself.
     pub method: AuthMethod,
     /// The JWT provider that vouched for it.
     pub provider: Option<String>,

@@ -74,7 +74,7 @@ impl crate::remote::Summary for RevocationList {
 /// The configured list, and where a list is fetched from (the fetched one is a VM's
 /// state: `Fetched`).
 #[derive(Debug)]
-pub struct Revocation {
+pub(crate) struct Revocation {
     pub local: RevocationList,
     /// `revocation.remote`.
     pub fetch: Option<FetchConfig>,
@@ -87,7 +87,7 @@ pub struct Revocation {
 
 /// What the lists say of a principal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Revoked {
+pub(crate) enum Revoked {
     No,
     Yes,
     /// The remote list was never fetched and could revoke it: not known yet.
@@ -96,7 +96,7 @@ pub enum Revoked {
 
 impl Revocation {
     /// What the configured list and `fetched` (the remote list, None before its first fetch) say.
-    pub fn check(&self, fetched: Option<&RevocationList>, principal: &Principal) -> Revoked {
+    pub(crate) fn check(&self, fetched: Option<&RevocationList>, principal: &Principal) -> Revoked {
         if self.local.revokes(principal) {
             return Revoked::Yes;
         }
@@ -113,12 +113,12 @@ impl Revocation {
     }
 
     /// Whether anything could be revoked (the stage is skipped otherwise).
-    pub fn is_active(&self) -> bool {
+    pub(crate) fn is_active(&self) -> bool {
         !self.local.is_empty() || self.fetch.is_some()
     }
 
     /// The remote list's document, nothing fetched yet: None when none is configured.
-    pub fn remote_document(&self) -> Option<RemoteDocument<RevocationList>> {
+    pub(crate) fn remote_document(&self) -> Option<RemoteDocument<RevocationList>> {
         let fetch = self.fetch.clone()?;
         Some(RemoteDocument::new(fetch, "revocation", RevocationList::from_document))
     }

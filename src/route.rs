@@ -12,9 +12,16 @@ use crate::request::RequestFacts;
 /// A kind of credential, spelled as the `x-auth-method` values (`jwt:<provider>` narrows `jwt`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
+    /// Basic users.
     Basic,
+    /// API keys (and API clients' `id:key` as Basic).
     ApiKey,
-    Jwt { provider: Option<String> },
+    /// Tokens of any JWT provider, or of the one named.
+    Jwt {
+        /// `jwt:<provider>`: that provider's tokens only.
+        provider: Option<String>,
+    },
+    /// Client keypair tokens.
     Keypair,
 }
 
@@ -33,6 +40,7 @@ impl Kind {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// What a rule requires of a request.
 pub enum Require {
     /// A credential of any configured kind.
     Any,
@@ -87,7 +95,9 @@ pub struct Schemes {
 /// and one trailing dot: `admin.example.` is `admin.example` to DNS and to Envoy's routes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostPattern {
+    /// This host.
     Exact(String),
+    /// Any subdomain of this one.
     Suffix(String),
 }
 
@@ -133,11 +143,14 @@ fn strip_port(authority: &str) -> &str {
 /// The conditions of a rule; all that are set must match.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RouteMatch {
+    /// The path starts with it (by segment).
     pub path_prefix: Option<String>,
+    /// The path is exactly it.
     pub path: Option<String>,
     /// Uppercase; matched without case, as the most lenient upstream reads a method
     /// (`post` must not escape a rule for POST).
     pub methods: Option<Vec<String>>,
+    /// `:authority`.
     pub host: Option<HostPattern>,
     /// The name of the Envoy route that matched (`xds.route_name`).
     pub route: Option<String>,
@@ -173,8 +186,11 @@ impl RouteMatch {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// A rule: what it matches, and what it requires.
 pub struct Rule {
+    /// What it matches.
     pub matcher: RouteMatch,
+    /// What it requires.
     pub require: Require,
     /// Every one must be held.
     pub scopes: Vec<String>,
@@ -194,9 +210,11 @@ const ROUTE_MATCH_ANY: RouteMatch =
     RouteMatch { path_prefix: None, path: None, methods: None, host: None, route: None };
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The rules, in order, and the CORS preflight bypass.
 pub struct Routes {
     /// `bypass` rules first (as `require: "none"`), then `rules`.
     pub rules: Vec<Rule>,
+    /// Let CORS preflights through unauthenticated.
     pub bypass_cors_preflight: bool,
     /// `rules` by the path segments they require: what a request's path could match.
     index: SegmentTrie,
@@ -252,6 +270,7 @@ impl SegmentTrie {
 }
 
 impl Routes {
+    /// The rules, indexed for lookup.
     pub fn new(rules: Vec<Rule>, bypass_cors_preflight: bool) -> Routes {
         let mut index = SegmentTrie::default();
         for (position, rule) in rules.iter().enumerate() {

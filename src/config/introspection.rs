@@ -9,7 +9,7 @@ use crate::digest::sha256;
 use crate::jwt::introspection::{AnswerStore, ClientAuth, Introspection};
 
 /// `identity`: what tells this provider's shared answers from another's (its name and checks).
-pub fn compile(
+pub(super) fn compile(
     raw: RawIntrospection,
     at: &str,
     issuer: Option<String>,

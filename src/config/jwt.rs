@@ -23,10 +23,10 @@ const RESERVED_HEADERS: &[&str] =
 
 /// The places one provider reads its tokens from (`from_*`), each with its field
 /// path; empty: `Authorization: Bearer`, as every provider without `from_*`.
-pub type TokenPlaces = Vec<(TokenPlace, String)>;
+pub(super) type TokenPlaces = Vec<(TokenPlace, String)>;
 
 /// The providers, the places each reads tokens from, and how long a request may wait for remote keys.
-pub fn compile(
+pub(super) fn compile(
     raw: Option<RawJwt>,
     limits: &Limits,
     env: Env,

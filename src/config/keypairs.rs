@@ -13,7 +13,7 @@ use crate::limits::Limits;
 /// The longest lifetime a keypair's tokens may be given: they are meant to be short.
 const MAX_KEYPAIR_LIFETIME_SECONDS: u64 = 3600;
 
-pub fn compile(raw: Vec<RawKeypair>, limits: &Limits) -> Result<Vec<Provider>, ConfigError> {
+pub(super) fn compile(raw: Vec<RawKeypair>, limits: &Limits) -> Result<Vec<Provider>, ConfigError> {
     raw.into_iter()
         .enumerate()
         .map(|(i, keypair)| keypair_provider(keypair, &format!("keypairs[{i}]"), limits))

@@ -3,6 +3,7 @@
 //! error names its field path (`jwt.providers[1].issuer: must not be empty`) and
 //! never echoes a value.
 
+/// The configuration error: a field path and what is wrong there.
 pub mod error;
 mod introspection;
 mod jwt;
@@ -61,41 +62,45 @@ const MAX_CACHE_ENTRIES: usize = 1_000_000;
 /// state, `fetched::Fetched`, which the fetch protocol keeps current.
 #[derive(Debug)]
 pub struct Config {
-    pub realm: String,
-    pub clock_skew_seconds: u64,
+    pub(crate) realm: String,
+    pub(crate) clock_skew_seconds: u64,
     /// Principal headers, owned headers, credential forwarding.
     pub upstream: Upstream,
     /// `bypass` and `rules`, and CORS preflights.
     pub routes: Routes,
     /// Outside these, 403 before any credential is checked (but on `require: "none"` routes).
-    pub trusted_networks: Option<Networks>,
-    pub revocation: Revocation,
+    pub(crate) trusted_networks: Option<Networks>,
+    pub(crate) revocation: Revocation,
     /// The shared counts of limited principals.
-    pub limit_table: LimitTable,
+    pub(crate) limit_table: LimitTable,
     /// `limits`' own values (each principal's, overrides applied, are in its privileges).
-    pub limit_defaults: Limits,
+    pub(crate) limit_defaults: Limits,
     /// Who counts the requests per hour: this Envoy, or the fleet's rate-limit engine.
-    pub limit_scope: LimitScope,
+    pub(crate) limit_scope: LimitScope,
     /// The `jti` of one-time keypair tokens seen, until they expire (shared by every worker).
-    pub replay_table: SharedTable,
+    pub(crate) replay_table: SharedTable,
     /// Add the RateLimit fields to allowed responses.
-    pub expose_limit_headers: bool,
+    pub(crate) expose_limit_headers: bool,
+    /// `basic`: the users and their password hashes.
     pub basic_users: BasicUsers,
-    pub failure_limit: FailureLimit,
-    pub slow_hash_budget_ms_per_second: u64,
+    pub(crate) failure_limit: FailureLimit,
+    pub(crate) slow_hash_budget_ms_per_second: u64,
+    /// `api_keys`: the API clients, by key digest and by id.
     pub api_keys: ApiKeys,
     /// Providers, then keypairs, then the token endpoint's own: looked up by issuer.
     pub jwt_providers: Vec<Provider>,
     /// Where tokens are read, and for which of `jwt_providers`.
     pub token_locations: TokenLocations,
     /// Issues tokens to API clients; its tokens verify through its entry in `jwt_providers`.
-    pub token_endpoint: Option<TokenEndpoint>,
+    pub(crate) token_endpoint: Option<TokenEndpoint>,
     /// How long a request may wait for a provider's remote keys before it gets 503.
-    pub jwks_wait_ms: u64,
-    pub cache: CacheSettings,
+    pub(crate) jwks_wait_ms: u64,
+    pub(crate) cache: CacheSettings,
     /// Check RS256/ES256 signatures with Envoy's BoringSSL when the host offers it
     /// (ES384 always: the module has no P-384 of its own).
-    pub envoy_crypto: bool,
+    // Read by the host adapter only, which a native build (the CLI) does not compile.
+    #[cfg_attr(not(any(target_arch = "wasm32", clippy)), allow(dead_code))]
+    pub(crate) envoy_crypto: bool,
 }
 
 impl Config {

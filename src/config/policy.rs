@@ -44,7 +44,7 @@ const METHODS: &[&str] = &[
 /// Most entries in one list (networks, methods, paths, scopes, principals, revoked ids).
 const MAX_LIST: usize = 10_000;
 
-pub fn methods(raw: Vec<String>, path: &str) -> Result<Vec<String>, ConfigError> {
+pub(super) fn methods(raw: Vec<String>, path: &str) -> Result<Vec<String>, ConfigError> {
     bounded(&raw, path)?;
     let mut methods = Vec::with_capacity(raw.len());
     for (i, method) in raw.iter().enumerate() {
@@ -71,7 +71,7 @@ fn paths(raw: Vec<String>, path: &str) -> Result<Vec<String>, ConfigError> {
         .collect()
 }
 
-pub fn networks(raw: Vec<String>, path: &str) -> Result<Networks, ConfigError> {
+pub(super) fn networks(raw: Vec<String>, path: &str) -> Result<Networks, ConfigError> {
     bounded(&raw, path)?;
     let cidrs = raw
         .iter()
@@ -108,7 +108,7 @@ fn bounded(list: &[String], path: &str) -> Result<(), ConfigError> {
 }
 
 /// The privilege fields users, clients and providers share, as written.
-pub struct PrivilegeFields {
+pub(super) struct PrivilegeFields {
     pub methods: Option<Vec<String>>,
     pub paths: Option<Vec<String>>,
     pub scopes: Vec<String>,
@@ -118,7 +118,7 @@ pub struct PrivilegeFields {
 }
 
 /// The privileges of one user, client or provider at `path`; `defaults` are `limits`'.
-pub fn privileges(raw: PrivilegeFields, defaults: &Limits, path: &str) -> Result<Privileges, ConfigError> {
+pub(super) fn privileges(raw: PrivilegeFields, defaults: &Limits, path: &str) -> Result<Privileges, ConfigError> {
     Ok(Privileges {
         methods: raw.methods.map(|m| methods(m, &format!("{path}.methods"))).transpose()?,
         paths: raw.paths.map(|p| paths(p, &format!("{path}.paths"))).transpose()?,
@@ -144,7 +144,7 @@ fn limit(own: Option<u64>, default: Option<u64>) -> Option<u64> {
 const MAX_TRACKED_PRINCIPALS: usize = 1_000_000;
 
 /// `limits` compiled.
-pub struct LimitSettings {
+pub(super) struct LimitSettings {
     pub defaults: Limits,
     pub max_tracked_principals: usize,
     pub expose_headers: bool,
@@ -152,7 +152,7 @@ pub struct LimitSettings {
 }
 
 /// `limits`: the defaults, the table of counts, and who counts the hourly limits.
-pub fn limits(raw: Option<RawLimits>) -> Result<LimitSettings, ConfigError> {
+pub(super) fn limits(raw: Option<RawLimits>) -> Result<LimitSettings, ConfigError> {
     let Some(raw) = raw else {
         let defaults = Limits::default();
         return Ok(LimitSettings {
@@ -193,7 +193,7 @@ pub fn limits(raw: Option<RawLimits>) -> Result<LimitSettings, ConfigError> {
 }
 
 /// `bypass` rules as `require: "none"` rules.
-pub fn bypass_rule(rule: RawBypassRule, i: usize) -> Result<Rule, ConfigError> {
+pub(super) fn bypass_rule(rule: RawBypassRule, i: usize) -> Result<Rule, ConfigError> {
     let path = format!("bypass[{i}]");
     if rule.path_prefix.is_none() && rule.method.is_none() {
         return Err(ConfigError::new(path, "needs path_prefix or method"));
@@ -211,7 +211,7 @@ pub fn bypass_rule(rule: RawBypassRule, i: usize) -> Result<Rule, ConfigError> {
 }
 
 /// One of `rules`; `providers` are the JWT providers, keypairs and token endpoint (`jwt:<name>`).
-pub fn rule(raw: RawRule, i: usize, providers: &[Provider]) -> Result<Rule, ConfigError> {
+pub(super) fn rule(raw: RawRule, i: usize, providers: &[Provider]) -> Result<Rule, ConfigError> {
     let path = format!("rules[{i}]");
     let matcher = route_match(raw.matcher, &format!("{path}.match"))?;
     let require = require(raw.require, &format!("{path}.require"), providers)?;
@@ -283,7 +283,7 @@ fn route_match(raw: RawMatch, path: &str) -> Result<RouteMatch, ConfigError> {
 /// No rule may be unreachable: an earlier rule that matches every request a later one
 /// matches takes them all (but a relaxed rule lets ambiguous paths through to a later
 /// restrictive one). `bypass_count`: the first rules are `bypass[..]`.
-pub fn every_rule_is_reachable(rules: &[Rule], bypass_count: usize) -> Result<(), ConfigError> {
+pub(super) fn every_rule_is_reachable(rules: &[Rule], bypass_count: usize) -> Result<(), ConfigError> {
     let name = |i: usize| match i.checked_sub(bypass_count) {
         None => format!("bypass[{i}]"),
         Some(j) => format!("rules[{j}]"),
@@ -343,7 +343,7 @@ fn require(raw: Option<serde_json::Value>, path: &str, providers: &[Provider]) -
     Ok(Require::Kinds(parsed))
 }
 
-pub fn revocation(raw: Option<RawRevocation>, providers: &[Provider]) -> Result<Revocation, ConfigError> {
+pub(super) fn revocation(raw: Option<RawRevocation>, providers: &[Provider]) -> Result<Revocation, ConfigError> {
     let Some(raw) = raw else {
         return Ok(Revocation {
             local: RevocationList::default(),

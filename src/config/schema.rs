@@ -10,7 +10,7 @@ use serde_json::Value;
 #[derive(Deserialize)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, expecting = "the configuration object")]
-pub struct RawConfig {
+pub(super) struct RawConfig {
     /// The JSON Schema this configuration follows, for editors (`wasm-authn.schema.json`); the filter ignores it.
     #[serde(rename = "$schema")]
     #[allow(dead_code)] // accepted so that editors can find the schema, never read
@@ -70,7 +70,7 @@ pub struct RawConfig {
 #[derive(Deserialize)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
-pub struct RawPrincipalHeaders {
+pub(super) struct RawPrincipalHeaders {
     /// Upstream header with the principal's bare id: the user name, the API client id, the keypair id or the JWT's `principal_claim`.
     #[serde(default = "default_principal_header")]
     pub principal: String,
@@ -99,7 +99,7 @@ impl Default for RawPrincipalHeaders {
 #[derive(Deserialize)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
-pub struct RawBypassRule {
+pub(super) struct RawBypassRule {
     /// A normalized path, matched at segment boundaries on the normalized request path.
     pub path_prefix: Option<String>,
     /// An HTTP method name; a rule matches when all it sets match.
@@ -109,7 +109,7 @@ pub struct RawBypassRule {
 #[derive(Deserialize)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
-pub struct RawRule {
+pub(super) struct RawRule {
     /// The conditions; all it sets must match (none: every request).
     #[serde(rename = "match", default)]
     pub matcher: RawMatch,
@@ -128,7 +128,7 @@ pub struct RawRule {
 #[derive(Deserialize, Default)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
-pub struct RawMatch {
+pub(super) struct RawMatch {
     /// A normalized path prefix, matched at segment boundaries.
     pub path_prefix: Option<String>,
     /// A normalized path, matched exactly (without the query).
@@ -145,7 +145,7 @@ pub struct RawMatch {
 #[derive(Deserialize)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
-pub struct RawLimits {
+pub(super) struct RawLimits {
     /// Requests each principal may make in a sliding hour (0 or absent: unlimited).
     pub requests_per_hour: Option<u64>,
     /// Requests each principal may have in flight at once (0 or absent: unlimited).
@@ -168,7 +168,7 @@ pub struct RawLimits {
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("enum" = ["envoy", "fleet"])))]
 #[serde(try_from = "String")]
-pub enum RawLimitScope {
+pub(super) enum RawLimitScope {
     #[default]
     Envoy,
     Fleet,
@@ -189,7 +189,7 @@ impl TryFrom<String> for RawLimitScope {
 #[derive(Deserialize)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
-pub struct RawRevocation {
+pub(super) struct RawRevocation {
     /// Token ids (`jti`) refused.
     #[serde(default)]
     pub jti: Vec<String>,
@@ -213,7 +213,7 @@ pub struct RawRevocation {
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("not" = {"required": ["htpasswd", "htpasswd_env"]})))]
 #[serde(deny_unknown_fields)]
-pub struct RawBasic {
+pub(super) struct RawBasic {
     /// Users with their stored password hashes.
     #[serde(default)]
     pub users: Vec<RawUser>,
@@ -233,7 +233,7 @@ pub struct RawBasic {
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("oneOf" = one_of("password_hash"))))]
 #[serde(deny_unknown_fields)]
-pub struct RawUser {
+pub(super) struct RawUser {
     /// The user name (no `:`, no surrounding spaces).
     pub name: String,
     /// `sha256:<hex>`, htpasswd `{SHA}<base64>` or bcrypt `$2a$`/`$2b$`/`$2y$` (cost 4-12); never clear text.
@@ -260,7 +260,7 @@ pub struct RawUser {
 #[derive(Deserialize)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
-pub struct RawFailureLimit {
+pub(super) struct RawFailureLimit {
     /// Failures allowed per user name and source address in one window (at least 1); past it, that source gets 429.
     #[serde(default = "default_max_failures")]
     pub max_failures: u32,
@@ -287,7 +287,7 @@ impl Default for RawFailureLimit {
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("not" = {"required": ["clients_lines", "clients_lines_env"]})))]
 #[serde(deny_unknown_fields)]
-pub struct RawApiKeys {
+pub(super) struct RawApiKeys {
     /// Headers that carry an API key, in order of precedence.
     #[serde(default = "default_api_key_headers")]
     pub headers: Vec<String>,
@@ -317,7 +317,7 @@ pub struct RawApiKeys {
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("oneOf" = one_of("key_hash"))))]
 #[serde(deny_unknown_fields)]
-pub struct RawApiClient {
+pub(super) struct RawApiClient {
     /// The client id, its principal (no `:`, no surrounding spaces).
     pub id: String,
     /// `sha256:<hex>` of the key (`wasm-authn new-api-key` makes both).
@@ -346,7 +346,7 @@ pub struct RawApiClient {
 #[derive(Deserialize)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
-pub struct RawKeypair {
+pub(super) struct RawKeypair {
     /// The principal its tokens prove.
     pub id: String,
     /// The public key, PEM (`BEGIN PUBLIC KEY`: RSA, EC P-256 or P-384, Ed25519).
@@ -379,7 +379,7 @@ pub struct RawKeypair {
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("oneOf" = one_of("signing_key"))))]
 #[serde(deny_unknown_fields)]
-pub struct RawTokenEndpoint {
+pub(super) struct RawTokenEndpoint {
     /// The `x-auth-provider` value of its tokens (default `token-endpoint`).
     #[serde(default = "default_token_endpoint_name")]
     pub name: String,
@@ -410,7 +410,7 @@ pub struct RawTokenEndpoint {
 #[derive(Deserialize)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
-pub struct RawJwt {
+pub(super) struct RawJwt {
     /// The JWT providers; tokens are matched to one by `iss`.
     #[serde(default)]
     pub providers: Vec<RawProvider>,
@@ -422,7 +422,7 @@ pub struct RawJwt {
 #[derive(Deserialize)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
-pub struct RawProvider {
+pub(super) struct RawProvider {
     /// The provider's name (the `x-auth-provider` value, metric names).
     pub name: String,
     /// Tokens are matched to their provider by `iss`; one provider per issuer. Required
@@ -481,7 +481,7 @@ pub struct RawProvider {
 #[derive(Deserialize)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
-pub struct RawRemote {
+pub(super) struct RawRemote {
     /// The Envoy cluster to fetch through.
     pub cluster: String,
     /// The `:authority` of the request.
@@ -508,7 +508,7 @@ pub struct RawRemote {
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("not" = {"required": ["client_secret", "client_secret_env"]})))]
 #[serde(deny_unknown_fields)]
-pub struct RawIntrospection {
+pub(super) struct RawIntrospection {
     /// The Envoy cluster of the endpoint.
     pub cluster: String,
     /// The `:authority` of the call.
@@ -556,7 +556,7 @@ pub struct RawIntrospection {
 #[derive(Deserialize)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
-pub struct RawTokenHeader {
+pub(super) struct RawTokenHeader {
     /// The header name, e.g. `x-goog-iap-jwt-assertion`.
     pub name: String,
     /// What the value starts with before the token, e.g. `"Bearer "` or `"Token "` (compared
@@ -567,7 +567,7 @@ pub struct RawTokenHeader {
 #[derive(Deserialize)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
-pub struct RawClaimToHeader {
+pub(super) struct RawClaimToHeader {
     /// The claim (dotted paths reach nested values; an array becomes a comma-separated value).
     pub claim: String,
     /// The upstream header; not one of `principal_headers`.
@@ -577,7 +577,7 @@ pub struct RawClaimToHeader {
 #[derive(Deserialize)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
-pub struct RawCache {
+pub(super) struct RawCache {
     /// Verified credentials remembered per VM (0 turns the cache off).
     #[serde(default = "default_cache_entries")]
     pub max_entries: usize,
@@ -586,7 +586,7 @@ pub struct RawCache {
     pub ttl_seconds: u64,
 }
 
-pub fn default_realm() -> String {
+pub(super) fn default_realm() -> String {
     "api".into()
 }
 fn default_method_overrides() -> String {
@@ -604,21 +604,21 @@ fn default_method_header() -> String {
 fn default_provider_header() -> String {
     "x-auth-provider".into()
 }
-pub fn default_api_key_headers() -> Vec<String> {
+pub(super) fn default_api_key_headers() -> Vec<String> {
     vec!["x-api-key".into()]
 }
 fn default_true() -> bool {
     true
 }
 /// How long a request may be held for something fetched (keys, the revocation list), by default and at most.
-pub fn default_wait_ms() -> u64 {
+pub(super) fn default_wait_ms() -> u64 {
     2000
 }
-pub const MAX_WAIT_MS: u64 = 30_000;
-pub fn default_cache_entries() -> usize {
+pub(super) const MAX_WAIT_MS: u64 = 30_000;
+pub(super) fn default_cache_entries() -> usize {
     4096
 }
-pub fn default_cache_ttl() -> u64 {
+pub(super) fn default_cache_ttl() -> u64 {
     300
 }
 fn default_principal_claim() -> String {
@@ -630,7 +630,7 @@ fn default_refresh_seconds() -> u64 {
 fn default_timeout_ms() -> u64 {
     2000
 }
-pub fn default_min_refetch_seconds() -> u64 {
+pub(super) fn default_min_refetch_seconds() -> u64 {
     30
 }
 fn default_introspection_auth() -> String {
@@ -654,16 +654,16 @@ fn default_introspected_tokens() -> String {
 fn default_max_response_bytes() -> usize {
     64 * 1024
 }
-pub fn default_discovery_path() -> String {
+pub(super) fn default_discovery_path() -> String {
     "/.well-known/openid-configuration".to_string()
 }
-pub fn default_max_failures() -> u32 {
+pub(super) fn default_max_failures() -> u32 {
     10
 }
-pub fn default_max_failures_per_name() -> u32 {
+pub(super) fn default_max_failures_per_name() -> u32 {
     100
 }
-pub fn default_failure_window() -> u64 {
+pub(super) fn default_failure_window() -> u64 {
     60
 }
 fn default_keypair_lifetime() -> u64 {
@@ -673,7 +673,7 @@ fn default_max_tracked_principals() -> usize {
     10_000
 }
 /// The share of a worker's time (ms per second) blocking work (bcrypt, signing) may take.
-pub fn default_time_budget() -> u64 {
+pub(super) fn default_time_budget() -> u64 {
     250
 }
 

@@ -19,7 +19,7 @@ const DEFAULT_JWKS_PATH: &str = "/.well-known/jwks.json";
 const MAX_TOKEN_LIFETIME_SECONDS: u64 = 86_400;
 
 /// The endpoint, answering with `realm`'s challenge, and the provider of its tokens.
-pub fn compile(raw: RawTokenEndpoint, realm: &str, env: Env) -> Result<(TokenEndpoint, Provider), ConfigError> {
+pub(super) fn compile(raw: RawTokenEndpoint, realm: &str, env: Env) -> Result<(TokenEndpoint, Provider), ConfigError> {
     const AT: &str = "token_endpoint";
     let field = |name: &str| format!("{AT}.{name}");
     principal_name(&raw.name, &field("name"))?;
@@ -81,7 +81,6 @@ pub fn compile(raw: RawTokenEndpoint, realm: &str, env: Env) -> Result<(TokenEnd
         introspection: None,
     };
     let endpoint = TokenEndpoint::new(
-        raw.name,
         token_path,
         jwks_path,
         raw.issuer,

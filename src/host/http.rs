@@ -23,7 +23,7 @@ use super::abi::{request_body, request_headers, send_local_response, set_propert
 use super::envoy::{now_ms, EnvoyHost};
 use super::vm::{tick_fast, Vm};
 
-pub struct AuthnRequest {
+pub(super) struct AuthnRequest {
     pub context_id: u32,
     /// `None` only if the plugin has no configuration: every request is refused.
     pub vm: Option<Rc<RefCell<Vm>>>,
@@ -84,7 +84,7 @@ impl HttpContext for AuthnRequest {
 
 /// A held stream, brought back by the tick: decided again, and carried out. Not an
 /// Envoy callback: a stream allowed here is resumed, one answered is answered.
-pub fn revisit(vm: &Rc<RefCell<Vm>>, context_id: u32) {
+pub(super) fn revisit(vm: &Rc<RefCell<Vm>>, context_id: u32) {
     let step = with_request(Some(vm), |plugin, host, request, now| plugin.revisit(host, context_id, request, now));
     let allowed = matches!(step, Step::Continue(_));
     let _ = request_action(step);

@@ -68,14 +68,17 @@ pub(super) enum KeyMaterial {
 }
 
 impl Key {
+    /// The key's `kid`, if it has one.
     pub fn kid(&self) -> Option<&str> {
         self.kid.as_deref()
     }
 
+    /// The algorithms it may verify.
     pub fn algorithms(&self) -> &[Algorithm] {
         &self.algorithms
     }
 
+    /// Whether it may verify `alg`.
     pub fn allows(&self, alg: Algorithm) -> bool {
         self.algorithms.contains(&alg)
     }
@@ -118,7 +121,9 @@ impl fmt::Debug for Key {
 /// puts its field path in front (`path_under`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyError {
+    /// Where inside what was parsed; empty: the whole.
     pub at: String,
+    /// What is wrong there.
     pub message: String,
 }
 
@@ -219,10 +224,12 @@ impl KeySet {
         Ok(KeySet { keys })
     }
 
+    /// How many keys.
     pub fn len(&self) -> usize {
         self.keys.len()
     }
 
+    /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
@@ -232,10 +239,12 @@ impl KeySet {
         self.keys.iter().any(|key| matches!(key.material, KeyMaterial::P384 { .. }))
     }
 
+    /// Whether a key has this `kid`.
     pub fn contains_kid(&self, kid: &str) -> bool {
         self.keys.iter().any(|key| key.kid() == Some(kid))
     }
 
+    /// The keys, in order.
     pub fn keys(&self) -> &[Key] {
         &self.keys
     }
@@ -252,6 +261,7 @@ impl KeySet {
         Ok(())
     }
 
+    /// Add `other`'s keys after these.
     pub fn extend(&mut self, other: KeySet) {
         self.keys.extend(other.keys);
     }

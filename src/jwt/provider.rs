@@ -17,7 +17,9 @@ pub struct ProviderId(pub usize);
 /// `{"claim": "realm.roles", "header": "x-roles"}`: forward a claim upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimToHeader {
+    /// The claim's name (a dotted path into nested objects).
     pub claim: String,
+    /// The request header it is forwarded in.
     pub header: String,
 }
 
@@ -27,26 +29,38 @@ pub enum ProviderKind {
     /// An identity provider (`jwt.providers[]`): the principal is a claim.
     IdentityProvider,
     /// A client keypair (`keypairs[]`): the client signs its own short-lived tokens;
-    /// the principal is the keypair's id. `one_time`: each `jti` is accepted once.
-    Keypair { one_time: bool },
+    /// the principal is the keypair's id.
+    Keypair {
+        /// Each `jti` is accepted once.
+        one_time: bool,
+    },
     /// This filter's token endpoint: the principal is an API client (`sub`).
     TokenEndpoint,
 }
 
+/// A JWT provider as configured: an identity provider, a client keypair, or the token endpoint.
 pub struct Provider {
+    /// Its `name`: metrics, `x-auth-provider`, qualified principals.
     pub name: String,
+    /// The `iss` its tokens carry.
     pub issuer: String,
     /// Other `iss` values that name it (a keypair's PEM text, normalized).
     pub issuer_aliases: Vec<String>,
+    /// Who signs its tokens.
     pub kind: ProviderKind,
     /// Empty: any audience.
     pub audiences: Vec<String>,
+    /// Its keys from the configuration (`local_jwks`, `local_pem`).
     pub local_keys: KeySet,
     /// Where its keys are fetched from (`remote_jwks` or `discovery`), if anywhere.
     pub fetch: Option<FetchConfig>,
+    /// Tokens without `exp` are refused.
     pub require_expiration: bool,
+    /// The longest lifetime a token may claim.
     pub max_lifetime_seconds: Option<u64>,
+    /// The claim that names the principal.
     pub principal_claim: String,
+    /// Claims forwarded upstream as headers.
     pub claim_to_headers: Vec<ClaimToHeader>,
     /// What every principal of this provider may do (no scopes: a token's come from its claims).
     pub privileges: Rc<Privileges>,
@@ -87,6 +101,7 @@ impl FetchedKeys {
         self.0.get(provider.0).and_then(Option::as_ref)
     }
 
+    /// The document of `provider`'s keys, to fetch into.
     pub fn get_mut(&mut self, provider: ProviderId) -> Option<&mut RemoteDocument<KeySet>> {
         self.0.get_mut(provider.0).and_then(Option::as_mut)
     }

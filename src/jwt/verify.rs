@@ -24,12 +24,16 @@ use super::provider::{normalized_pem, FetchedKeys, Provider, ProviderId, Provide
 pub struct VerifiedToken {
     /// The provider that vouched for the token.
     pub provider: ProviderId,
+    /// Who the token names (its principal claim).
     pub principal: String,
     /// `claim_to_headers` results, in configuration order; claims that are missing or
     /// unusable as header values are left out.
     pub headers: Vec<(String, String)>,
+    /// `exp`, Unix seconds.
     pub expires_at: Option<u64>,
+    /// `iat`, Unix seconds.
     pub issued_at: Option<u64>,
+    /// `jti`.
     pub jti: Option<String>,
     /// `scope` and `scp`.
     pub scopes: Vec<String>,
