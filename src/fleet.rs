@@ -13,9 +13,6 @@ use crate::principal::Principal;
 /// action); removed from every incoming request, and by the route before the upstream.
 pub(crate) const RATELIMIT_HEADER: &str = "x-auth-ratelimit-principal";
 
-/// The descriptor key the engine's rules and Envoy's actions name.
-pub(crate) const DESCRIPTOR_KEY: &str = "principal";
-
 /// Who counts the requests per hour (`limits.scope`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) enum LimitScope {

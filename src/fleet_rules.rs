@@ -13,7 +13,10 @@
 use std::fmt::Write;
 
 use crate::config::Config;
-use crate::fleet::{LimitScope, DESCRIPTOR_KEY, RATELIMIT_HEADER};
+use crate::fleet::{LimitScope, RATELIMIT_HEADER};
+
+/// The descriptor key the engine's rules and Envoy's actions name.
+const DESCRIPTOR_KEY: &str = "principal";
 use crate::jwt::ProviderKind;
 
 /// Which principals a rule covers.

@@ -74,6 +74,8 @@ pub struct Config {
     /// The shared counts of limited principals.
     pub(crate) limit_table: LimitTable,
     /// `limits`' own values (each principal's, overrides applied, are in its privileges).
+    // Read by the engine's rules only (`fleet_rules`, native).
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     pub(crate) limit_defaults: Limits,
     /// Who counts the requests per hour: this Envoy, or the fleet's rate-limit engine.
     pub(crate) limit_scope: LimitScope,
