@@ -116,12 +116,12 @@ impl fmt::Debug for Key {
     }
 }
 
-/// Why configured keys are refused: where inside what was parsed (`keys[2].n`, `[1]`
-/// for the second PEM block; empty: the whole), and what is wrong. The configuration
-/// puts its field path in front (`path_under`).
+/// Why configured keys are refused: where inside what was parsed, and what is wrong.
+/// The configuration puts its field path in front (`path_under`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyError {
-    /// Where inside what was parsed; empty: the whole.
+    /// Where inside what was parsed, as a path's tail (`.keys[2].n`; `[1]`: the second
+    /// PEM block); empty: the whole.
     pub at: String,
     /// What is wrong there.
     pub message: String,
@@ -133,23 +133,9 @@ impl KeyError {
     }
 
     /// Where it is under `path`, the field that held the keys
-    /// (`jwt.providers[0].local_jwks` and `keys[2].n`: `jwt.providers[0].local_jwks.keys[2].n`).
+    /// (`jwt.providers[0].local_jwks` and `.keys[2].n`: `jwt.providers[0].local_jwks.keys[2].n`).
     pub fn path_under(&self, path: &str) -> String {
-        match self.at.as_str() {
-            "" => path.to_string(),
-            at if at.starts_with('[') => format!("{path}{at}"),
-            at => format!("{path}.{at}"),
-        }
-    }
-}
-
-impl fmt::Display for KeyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.at.is_empty() {
-            write!(f, "{}", self.message)
-        } else {
-            write!(f, "{}: {}", self.at, self.message)
-        }
+        format!("{path}{}", self.at)
     }
 }
 
@@ -166,7 +152,7 @@ impl KeySet {
     pub fn from_jwks(jwks: &Value) -> Result<KeySet, KeyError> {
         let entries =
             jwks_entries(jwks).ok_or_else(|| KeyError::new("", "must be a JWKS object with a \"keys\" array"))?;
-        let keys_path = "keys";
+        let keys_path = ".keys";
         if entries.len() > MAX_JWKS_KEYS {
             return Err(KeyError::new(keys_path, format!("at most {MAX_JWKS_KEYS} keys")));
         }
