@@ -77,10 +77,17 @@ fleet-examples:
 	$(CARGO) build --locked --quiet --bin wasm-authn
 	@scripts/fleet-examples.sh
 
+# fuzz/ and bench/stages are workspaces of their own on the library (feature `testing`):
+# type-checked with the unit tests so that they cannot rot (building them is scripts/fuzz.sh's
+# and scripts/bench.sh's).
+CHECK_SATELLITES := $(CARGO) check --locked --quiet --manifest-path fuzz/Cargo.toml --bins && \
+	$(CARGO) check --locked --quiet --manifest-path bench/stages/Cargo.toml
+
 # The two halves of `make test`, without setup/build, for quick iterations.
 unit:
 	$(CARGO) test --locked
 	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CHECK_SATELLITES)
 
 # test_cli.py runs the debug CLI (target/debug/wasm-authn); cargo test has built it already.
 integration:
@@ -93,6 +100,7 @@ test: wasm ratelimit-server
 	echo "== unit tests (cargo test) and lints (cargo clippy, host adapter included)"; \
 	$(CARGO) test --locked || rc=1; \
 	$(CARGO) clippy --locked --all-targets -- -D warnings || rc=1; \
+	$(CHECK_SATELLITES) || rc=1; \
 	$(CARGO) build --locked --bin wasm-authn || rc=1; \
 	echo "== integration tests (Envoy 1.40 + $(WASM), the wasm-authn CLI)"; \
 	$(PYTHON) -m pytest -q tests/integration $(PYTEST_ARGS) || rc=1; \

@@ -270,7 +270,14 @@ class Credentials:
                 f.write("\n".join(tokens) + "\n")
             self.pools[name] = path
             self.pool_sample[name] = [tokens[0], tokens[len(tokens) // 2], tokens[-1]]
-        log(f"credentials: keys, tokens and 2 pools of {POOL_SIZE} distinct tokens in {time.time() - t0:.1f} s")
+        # Opaque tokens (issue 20): random strings an introspection endpoint vouches for.
+        self.opaque_token = secrets.token_urlsafe(32)
+        opaque = [secrets.token_urlsafe(32) for _ in range(POOL_SIZE)]
+        self.pools["opaque"] = os.path.join(workdir, "pool-opaque.txt")
+        with open(self.pools["opaque"], "w") as f:
+            f.write("\n".join(opaque) + "\n")
+        self.pool_sample["opaque"] = [opaque[0], opaque[len(opaque) // 2], opaque[-1]]
+        log(f"credentials: keys, tokens and 3 pools of {POOL_SIZE} distinct tokens in {time.time() - t0:.1f} s")
 
     @staticmethod
     def basic(user: str, password: str) -> str:
@@ -298,6 +305,7 @@ class Scenario:
     # Route to the upstream listener (not direct_response) with these route settings: Envoy's
     # rate-limit filter reads only routes with an upstream. {} for none.
     upstream: Optional[dict] = None
+    introspection: bool = False     # asks the introspection endpoint listener (INTROSPECTION)
     # results
     port: int = 0
     failure: Optional[str] = None
@@ -476,6 +484,31 @@ def scenarios(c: Credentials) -> List[Scenario]:
                               target="native" if crypto else None))
         s.append(Scenario(f"distinct-native-{name}", f"native jwt_authn {up} distinct tokens, no cache",
                           "distinct", [native_jwt(c.jwks(name), cache=False)], pool=name))
+
+    # Opaque tokens (issue 20): wasm-authn's introspection provider and Envoy's ext_authz (HTTP)
+    # asking the same endpoint, a listener of this Envoy answering "active" itself, so both rows
+    # include the endpoint's cost and differ only in the filter. ext_authz has no cache: each
+    # request is a call; wasm-authn remembers a repeated token Envoy-wide, and with distinct
+    # tokens (answers kept 1 s, so none comes back while stored) makes one call per request too.
+    opaque = {"jwt": {"providers": [{"name": "opaque", "introspection": {
+        "cluster": INTROSPECTION.cluster, "authority": "introspection", "path": "/introspect",
+        "client_id": "bench", "client_secret": "bench-secret", "cache_ttl_seconds": 1}}]}}
+    ext_authz = {"name": "envoy.filters.http.ext_authz", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+        "transport_api_version": "V3", "failure_mode_allow": False,
+        "http_service": {"path_prefix": "/introspect", "server_uri": {
+            "uri": f"http://127.0.0.1:{INTROSPECTION.port}", "cluster": INTROSPECTION.cluster, "timeout": "2s"}}}}
+    opaque_bearer = {"authorization": "Bearer " + c.opaque_token}
+    s.append(Scenario("native-ext-authz", "native ext_authz (HTTP) asking the endpoint, every request", "native",
+                      [ext_authz], headers=opaque_bearer, introspection=True))
+    s.append(Scenario("wasm-opaque", "wasm-authn opaque token (introspection), repeated", "repeated",
+                      [authn_filter("authn-opaque", opaque)], headers=opaque_bearer, principal=INTROSPECTION.subject,
+                      counterpart="native-ext-authz", introspection=True))
+    s.append(Scenario("distinct-wasm-opaque", "wasm-authn distinct opaque tokens, one introspection call each",
+                      "distinct", [authn_filter("authn-distinct-opaque", opaque)], pool="opaque",
+                      principal=INTROSPECTION.subject, counterpart="distinct-native-ext-authz", introspection=True))
+    s.append(Scenario("distinct-native-ext-authz", "native ext_authz (HTTP) distinct opaque tokens", "distinct",
+                      [ext_authz], pool="opaque", introspection=True))
     return with_b_twins(s) if WASM_B else s
 
 
@@ -546,6 +579,9 @@ def envoy_config(selected: List[Scenario]) -> dict:
                     "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
                         "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}}]}]})
         clusters.append(static_cluster("bench_upstream", ENGINE.upstream_port))
+    if any(sc.introspection for sc in selected):
+        listeners.append(INTROSPECTION.listener())
+        clusters.append(static_cluster(INTROSPECTION.cluster, INTROSPECTION.port))
     if ENGINE.port:
         cluster = static_cluster(ENGINE.cluster, ENGINE.port)
         cluster["typed_extension_protocol_options"] = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
@@ -617,6 +653,42 @@ class Engine:
 
 
 ENGINE = Engine()
+
+
+class Introspection:
+    """The opaque-token rows' endpoint: a listener of the bench Envoy answering every request
+    that carries credentials (the filter's Basic client authentication, ext_authz's copy of the
+    caller's Authorization) with an RFC 7662 "active" answer, and any other with 401."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.cluster = "bench_introspection"
+        self.subject = "opaque-user"
+
+    def listener(self) -> dict:
+        answer = json.dumps({"active": True, "sub": self.subject, "scope": "bench:read",
+                             "exp": int(time.time()) + TOKEN_LIFETIME})
+        routes = [{"match": {"prefix": "/", "headers": [{"name": "authorization", "present_match": True}]},
+                   "direct_response": {"status": 200, "body": {"inline_string": answer}},
+                   "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"}}]},
+                  {"match": {"prefix": "/"}, "direct_response": {"status": 401}}]
+        return {"name": "bench-introspection", "address": {"socket_address": {
+            "address": "127.0.0.1", "port_value": self.port}}, "filter_chains": [{"filters": [{
+                "name": "envoy.filters.network.http_connection_manager", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                    "stat_prefix": "bench_introspection", "codec_type": "AUTO",
+                    "route_config": {"name": "introspection", "virtual_hosts": [
+                        {"name": "any", "domains": ["*"], "routes": routes}]},
+                    # The whole form read before the answer, as a real endpoint does: a reply
+                    # sent before the request's body ends closes the connection (a new one per call).
+                    "http_filters": [{"name": "envoy.filters.http.buffer", "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+                        "max_request_bytes": 65536}},
+                                     {"name": "envoy.filters.http.router", "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}}]}]}
+
+
+INTROSPECTION = Introspection()
 
 
 # --------------------------------------------------------------------------- Envoy

@@ -87,7 +87,7 @@ esac
 [ -f "$out_dir/$lib_name.wasm" ] || die "no $out_dir/$lib_name.wasm after the build"
 
 # Binaryen's optimizer, for size: -Oz is 15,725 bytes smaller than -O3 (V8 optimizes
-# the module again when it loads it; README, Performance). The features are those
+# the module again when it loads it; docs/performance.md). The features are those
 # rustc enables for wasm32-wasip1.
 command -v wasm-opt >/dev/null 2>&1 || die "wasm-opt missing: run scripts/setup.sh (make setup) for binaryen"
 wasm-opt -Oz --enable-bulk-memory --enable-sign-ext --enable-mutable-globals --enable-nontrapping-float-to-int \

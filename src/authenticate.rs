@@ -13,6 +13,7 @@ use crate::jwt::{self, FetchedKeys, JwtError, ProviderId, ProviderKind, Signatur
 use crate::principal::{AuthMethod, Principal, TokenFacts};
 use crate::reason::Reason;
 use crate::shared_table::{Once, SharedTable};
+use crate::token_claims::TokenExtras;
 
 /// One VM's memory of verifications, and its guards on password checks.
 pub struct Verifier {
@@ -239,7 +240,7 @@ fn verify_bearer(
     if let (Some((provider, _)), false) = (introspector, jws) {
         return introspect(config, provider, token, host, now_ms, introspection_hits);
     }
-    let verified = match jwt::verify(token, providers, fetched, &bound_here, host, now, config.clock_skew_seconds) {
+    let mut verified = match jwt::verify(token, providers, fetched, &bound_here, host, now, config.clock_skew_seconds) {
         Ok(verified) => verified,
         Err(JwtError::UnknownIssuer | JwtError::Malformed | JwtError::UnsupportedAlgorithm)
             if introspector.is_some_and(|(_, all)| all) =>
@@ -261,7 +262,14 @@ fn verify_bearer(
     let Some(provider) = providers.get(verified.provider.0) else {
         return Err(bearer_error(Reason::JwtUnknownIssuer, "unknown issuer"));
     };
-    let token = TokenFacts { jti: verified.jti.clone(), issued_at: verified.issued_at };
+    let token = TokenFacts {
+        jti: verified.jti.clone(),
+        issued_at: verified.issued_at,
+        request_principal: verified
+            .request_principal
+            .take()
+            .filter(|_| provider.kind == ProviderKind::IdentityProvider),
+    };
     let expires_at = verified.expires_at;
     let principal = match provider.kind {
         ProviderKind::IdentityProvider => Principal::of_provider(
@@ -271,6 +279,7 @@ fn verify_bearer(
             verified.scopes,
             token,
             &provider.privileges,
+            verified.extras,
         ),
         // The client signed it: its claims grant nothing; its configuration does.
         ProviderKind::Keypair { one_time } => {
@@ -344,7 +353,7 @@ fn introspect(
             return Err(NotVerified::TryLater { reason: Reason::IntrospectionFailed, retry_after_seconds: 1 })
         }
     };
-    let token = TokenFacts { jti: answer.jti, issued_at: answer.issued_at };
+    let token = TokenFacts { jti: answer.jti, issued_at: answer.issued_at, request_principal: None };
     let principal = Principal::of_provider(
         &provider.name,
         answer.principal,
@@ -352,6 +361,7 @@ fn introspect(
         answer.scopes,
         token,
         &provider.privileges,
+        TokenExtras { claims: answer.claims, forward: provider.output.forward, ..TokenExtras::default() },
     );
     // This worker remembers it no longer than every worker may reuse it.
     Ok(VerifiedBearer { principal, expires_at: Some(until_ms / 1000), cacheable: true })

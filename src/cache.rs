@@ -21,12 +21,6 @@ pub struct CacheSettings {
     pub ttl_seconds: u64,
 }
 
-impl Default for CacheSettings {
-    fn default() -> Self {
-        CacheSettings { max_entries: 4096, ttl_seconds: 300 }
-    }
-}
-
 /// Verifications one VM remembers, by credential digest: bounded, oldest out first.
 pub struct VerifiedCache<T> {
     settings: CacheSettings,

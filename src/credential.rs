@@ -2,10 +2,8 @@
 //! configured, query parameters and cookies), and what of them must not go
 //! upstream. Nothing here checks a secret.
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
-
 use crate::api_key::ApiKeys;
+use crate::basic_auth::{self, is_basic, BasicError};
 use crate::cookie;
 use crate::query::{self, percent_decode};
 use crate::reason::Reason;
@@ -138,7 +136,7 @@ pub fn extract(
     api_keys: &ApiKeys,
     tokens: &TokenLocations,
 ) -> Result<Option<Credential>, CredentialError> {
-    let authorization = single(request.header_values(AUTHORIZATION))?;
+    let authorization = single(request, AUTHORIZATION)?;
     if let Some(value) = authorization.filter(|value| is_basic(value)) {
         if value.len() > MAX_AUTHORIZATION_BYTES {
             return Err(CredentialError::TooLarge);
@@ -151,8 +149,33 @@ pub fn extract(
     if authorization.is_some_and(|value| value.len() > MAX_AUTHORIZATION_BYTES) {
         return Err(CredentialError::TooLarge);
     }
+    find_api_key(request, api_keys)
+}
+
+/// Every credential the request carries, one per place: Basic in the Authorization
+/// header, a token, an API key (what a requirement tree's `all` takes together).
+pub fn extract_each(
+    request: &RequestFacts,
+    api_keys: &ApiKeys,
+    tokens: &TokenLocations,
+) -> Result<Vec<Credential>, CredentialError> {
+    let mut each = Vec::new();
+    let authorization = single(request, AUTHORIZATION)?;
+    if authorization.is_some_and(|value| value.len() > MAX_AUTHORIZATION_BYTES) {
+        return Err(CredentialError::TooLarge);
+    }
+    if let Some(value) = authorization.filter(|value| is_basic(value)) {
+        each.push(parse_basic(value)?);
+    }
+    each.extend(find_token(request, tokens)?);
+    each.extend(find_api_key(request, api_keys)?);
+    Ok(each)
+}
+
+/// The first API key: in the configured headers, the query parameter, the cookies, the form.
+fn find_api_key(request: &RequestFacts, api_keys: &ApiKeys) -> Result<Option<Credential>, CredentialError> {
     for header in &api_keys.headers {
-        if let Some(key) = single(request.header_values(header))? {
+        if let Some(key) = single(request, header)? {
             return api_key(key, ApiKeySource::Header(header.clone())).map(Some);
         }
     }
@@ -184,12 +207,8 @@ pub fn awaits_form(request: &RequestFacts, api_keys: &ApiKeys) -> bool {
 }
 
 /// A header's one value; the same header twice is ambiguous.
-fn single<'r>(mut values: impl Iterator<Item = &'r str>) -> Result<Option<&'r str>, CredentialError> {
-    let first = values.next();
-    if first.is_some() && values.next().is_some() {
-        return Err(CredentialError::Ambiguous);
-    }
-    Ok(first)
+fn single<'r>(request: &'r RequestFacts, name: &'r str) -> Result<Option<&'r str>, CredentialError> {
+    request.single_header(name).map_err(|_| CredentialError::Ambiguous)
 }
 
 /// The token of every place it was found at.
@@ -210,7 +229,7 @@ fn read_token(request: &RequestFacts, place: &TokenPlace) -> Result<Option<Strin
     let too_large = |value: &str| value.len() > MAX_AUTHORIZATION_BYTES;
     let token = match place {
         TokenPlace::Header { name, prefix } => {
-            let Some(value) = single(request.header_values(name))? else { return Ok(None) };
+            let Some(value) = single(request, name)? else { return Ok(None) };
             let Some(token) = after_prefix(value, prefix) else { return Ok(None) };
             if too_large(value) {
                 return Err(CredentialError::BearerTooLarge);
@@ -253,21 +272,14 @@ fn api_key(key: &str, source: ApiKeySource) -> Result<Credential, CredentialErro
     Ok(Credential::ApiKey { key: key.to_string(), source })
 }
 
-/// Whether an `Authorization` value is Basic (schemes are case-insensitive, RFC 9110 11.1).
-fn is_basic(value: &str) -> bool {
-    let scheme = value.trim_start().split([' ', '\t']).next().unwrap_or("");
-    scheme.eq_ignore_ascii_case("basic")
-}
-
 /// `Basic base64(user:password)`.
 fn parse_basic(value: &str) -> Result<Credential, CredentialError> {
-    let value = value.trim();
-    let encoded = value.split_once([' ', '\t']).map_or("", |(_, rest)| rest.trim_start());
-    let decoded = STANDARD.decode(encoded).map_err(|_| CredentialError::BasicNotBase64)?;
-    let text = String::from_utf8(decoded).map_err(|_| CredentialError::BasicNotUtf8)?;
-    // RFC 7617: the user-id ends at the first colon; the password may contain colons.
-    let (user, password) = text.split_once(':').ok_or(CredentialError::BasicNoColon)?;
-    Ok(Credential::Basic { user: user.to_string(), password: password.to_string() })
+    let (user, password) = basic_auth::credentials(value).map_err(|error| match error {
+        BasicError::NotBase64 => CredentialError::BasicNotBase64,
+        BasicError::NotUtf8 => CredentialError::BasicNotUtf8,
+        BasicError::NoColon => CredentialError::BasicNoColon,
+    })?;
+    Ok(Credential::Basic { user, password })
 }
 
 /// The percent-decoded value of `param` in the query of `path`, if present once.
@@ -302,19 +314,20 @@ pub fn credential_removal(
     request: &RequestFacts,
     api_keys: &ApiKeys,
     tokens: &TokenLocations,
-    verified: Option<&Credential>,
+    verified: &[&Credential],
     forward: bool,
 ) -> CredentialRemoval {
-    let kept = if forward { verified } else { None };
-    let (kept_key, kept_token): (Option<&ApiKeySource>, &[usize]) = match kept {
-        Some(Credential::ApiKey { source, .. }) => (Some(source), &[]),
-        Some(Credential::Bearer { found, .. }) => (None, found),
-        _ => (None, &[]),
-    };
+    let kept = if forward { verified } else { &[] };
+    let kept_key =
+        kept.iter().find_map(|c| if let Credential::ApiKey { source, .. } = c { Some(source) } else { None });
+    let kept_token: &[usize] = kept
+        .iter()
+        .find_map(|c| if let Credential::Bearer { found, .. } = c { Some(found) } else { None })
+        .map_or(&[], |f| f);
     let mut removal = CredentialRemoval::default();
 
     // Authorization when its scheme is one the filter reads; other schemes are the upstream's business.
-    let authorization_kept = matches!(kept, Some(Credential::Basic { .. }))
+    let authorization_kept = kept.iter().any(|c| matches!(c, Credential::Basic { .. }))
         || tokens.headers().any(|(i, name, _)| name == AUTHORIZATION && kept_token.contains(&i));
     let read_scheme = |value: &str| {
         is_basic(value)
@@ -387,6 +400,8 @@ mod tests {
     use super::*;
     use crate::jwt::ProviderId;
     use crate::token_location::TokenLocation;
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
 
     fn keys(query: Option<&str>) -> ApiKeys {
         ApiKeys {
@@ -534,7 +549,8 @@ mod tests {
     ) -> CredentialRemoval {
         let headers = crate::testing::headers(headers);
         let request = RequestFacts::new("GET", path, &headers);
-        credential_removal(&request, &keys(Some("api_key")), &places(), verified, forward)
+        let verified: Vec<&Credential> = verified.into_iter().collect();
+        credential_removal(&request, &keys(Some("api_key")), &places(), &verified, forward)
     }
 
     #[test]

@@ -36,6 +36,74 @@ pub trait SharedData {
     fn set(&self, key: &str, value: &[u8], cas: Cas) -> bool;
 }
 
+/// A value kept in shared data, read and written whole.
+pub trait SharedRecord: Sized {
+    /// The record of the stored bytes (None: absent); what does not decode reads as
+    /// the empty record, which the next write replaces.
+    fn decode(bytes: Option<&[u8]>) -> Self;
+    /// The record as shared data holds it.
+    fn encode(&self) -> Vec<u8>;
+}
+
+/// What a change does with the record it read.
+pub enum Swap<R, T> {
+    /// Write this record; `compare_and_swap` returns `T` once it is written.
+    Write(R, T),
+    /// Write nothing and return `T`.
+    Stop(T),
+    /// Read the record again (what it depends on changed meanwhile); an attempt spent.
+    Again,
+}
+
+/// Change the record at `key` atomically across VMs: read it, let `change` decide,
+/// write by compare-and-swap; read again when another VM wrote first, `attempts`
+/// times at most. None: other VMs kept winning, nothing was written.
+pub fn compare_and_swap<R: SharedRecord, T>(
+    shared: &dyn SharedData,
+    key: &str,
+    attempts: usize,
+    mut change: impl FnMut(R) -> Swap<R, T>,
+) -> Option<T> {
+    let mut result = None;
+    let done = swap_bytes(shared, key, attempts, &mut |bytes| match change(R::decode(bytes)) {
+        Swap::Write(next, value) => {
+            result = Some(value);
+            Swap::Write(next.encode(), ())
+        }
+        Swap::Stop(value) => {
+            result = Some(value);
+            Swap::Stop(())
+        }
+        Swap::Again => Swap::Again,
+    });
+    if done {
+        result
+    } else {
+        None
+    }
+}
+
+/// A change of the stored bytes (None: absent).
+type ByteChange<'a> = dyn FnMut(Option<&[u8]>) -> Swap<Vec<u8>, ()> + 'a;
+
+/// `compare_and_swap` on the bytes, compiled once: true once written or stopped.
+fn swap_bytes(shared: &dyn SharedData, key: &str, attempts: usize, change: &mut ByteChange) -> bool {
+    for _ in 0..attempts {
+        let current = shared.get(key);
+        let cas = current.as_ref().map_or(Cas::CreateOnly, |(_, version)| Cas::Expect(*version));
+        match change(current.as_ref().map(|(bytes, _)| bytes.as_slice())) {
+            Swap::Write(next, ()) => {
+                if shared.set(key, &next, cas) {
+                    return true;
+                }
+            }
+            Swap::Stop(()) => return true,
+            Swap::Again => {}
+        }
+    }
+    false
+}
+
 /// Where an outgoing call goes: an Envoy cluster, and the request's authority and path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {

@@ -35,17 +35,37 @@ impl Limits {
     }
 }
 
-// The entry's values.
-const WINDOW: usize = 0; // index of the current hour (unix seconds / 3600)
-const PREVIOUS: usize = 1; // requests in the hour before it
-const CURRENT: usize = 2; // requests in it
-const IN_FLIGHT: usize = 3;
+/// A principal's counts, as its record in the table holds them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Counts {
+    /// The index of the current hour (unix seconds / 3600).
+    hour: u64,
+    /// Requests in the hour before it.
+    previous: u64,
+    /// Requests in it.
+    current: u64,
+    in_flight: u64,
+}
+
+impl Counts {
+    fn decode(values: &[u64; VALUES]) -> Counts {
+        let [hour, previous, current, in_flight] = *values;
+        Counts { hour, previous, current, in_flight }
+    }
+
+    fn encode(self) -> [u64; VALUES] {
+        [self.hour, self.previous, self.current, self.in_flight]
+    }
+}
 
 /// Nothing of a record counts once both its hours are past and nothing is in flight;
 /// a record with requests in flight is never forgotten (its slots would come back to nobody).
 const RETENTION: Retention = Retention {
-    expired: |entry, now| entry.values[IN_FLIGHT] == 0 && now / WINDOW_SECONDS >= entry.values[WINDOW] + 2,
-    evictable: |entry| entry.values[IN_FLIGHT] == 0,
+    expired: |entry, now| {
+        let counts = Counts::decode(&entry.values);
+        counts.in_flight == 0 && now / WINDOW_SECONDS >= counts.hour + 2
+    },
+    evictable: |entry| Counts::decode(&entry.values).in_flight == 0,
 };
 
 /// What the limits say of one request.
@@ -123,12 +143,13 @@ impl LimitTable {
             }
             let holds_slot = limits.max_concurrent.is_some();
             outcome = Admission::Admitted { holds_slot, quota, tracked_change: 0 };
-            let mut next = [0u64; VALUES];
-            next[WINDOW] = now / WINDOW_SECONDS;
-            next[PREVIOUS] = previous;
-            next[CURRENT] = if limits.requests_per_hour.is_some() { count + 1 } else { count };
-            next[IN_FLIGHT] = if holds_slot { in_flight + 1 } else { in_flight };
-            Some(next)
+            let next = Counts {
+                hour: now / WINDOW_SECONDS,
+                previous,
+                current: if limits.requests_per_hour.is_some() { count + 1 } else { count },
+                in_flight: if holds_slot { in_flight + 1 } else { in_flight },
+            };
+            Some(next.encode())
         });
         match (written, outcome) {
             (Updated::Written(_), Admission::Admitted { holds_slot, quota, .. }) => {
@@ -143,9 +164,9 @@ impl LimitTable {
     /// A request that held a slot in flight ended.
     pub(crate) fn release(&self, shared: &dyn SharedData, key: u64, now: u64) {
         self.table.update(shared, key, now, |current| {
-            let mut next = *current?;
-            next[IN_FLIGHT] = next[IN_FLIGHT].saturating_sub(1);
-            Some(next)
+            let mut next = Counts::decode(current?);
+            next.in_flight = next.in_flight.saturating_sub(1);
+            Some(next.encode())
         });
     }
 }
@@ -154,7 +175,7 @@ impl LimitTable {
 impl LimitTable {
     /// Requests of `key` in flight now.
     pub(crate) fn in_flight(&self, shared: &dyn SharedData, key: u64) -> u64 {
-        self.table.read(shared, key).map_or(0, |entry| entry.values[IN_FLIGHT])
+        self.table.read(shared, key).map_or(0, |entry| Counts::decode(&entry.values).in_flight)
     }
 
     /// Principals with a record (what the `tracked_principals` gauge adds up).
@@ -165,14 +186,13 @@ impl LimitTable {
 
 /// The counts at `now`: the stored hour moved on to the current one.
 fn rolled(current: Option<&[u64; VALUES]>, now: u64) -> (u64, u64, u64) {
-    let Some(values) = current else { return (0, 0, 0) };
-    let window = now / WINDOW_SECONDS;
-    let in_flight = values[IN_FLIGHT];
-    match window.checked_sub(values[WINDOW]) {
-        Some(0) => (values[PREVIOUS], values[CURRENT], in_flight),
-        Some(1) => (values[CURRENT], 0, in_flight),
+    let Some(counts) = current.map(Counts::decode) else { return (0, 0, 0) };
+    let hour = now / WINDOW_SECONDS;
+    match hour.checked_sub(counts.hour) {
+        Some(0) => (counts.previous, counts.current, counts.in_flight),
+        Some(1) => (counts.current, 0, counts.in_flight),
         // Older (or a clock that went back): nothing of it counts now.
-        _ => (0, 0, in_flight),
+        _ => (0, 0, counts.in_flight),
     }
 }
 

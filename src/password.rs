@@ -15,7 +15,7 @@ pub const MAX_SECRET_BYTES: usize = 1024;
 
 /// The costliest bcrypt accepted. One check runs on the Envoy worker thread and
 /// blocks it: about 75 ms at cost 10 inside Envoy's V8, doubling with each step
-/// (README, "Security": the measured time of every cost).
+/// (docs/security.md: the measured time of every cost).
 pub const MAX_BCRYPT_COST: u32 = 12;
 /// The cheapest bcrypt cost accepted.
 pub const MIN_BCRYPT_COST: u32 = 4;

@@ -1,35 +1,6 @@
 //! The decision for one request, stage by stage; each stage is its own module.
 //!
-//! ```text
-//!   endpoint      token_endpoint/  its token and JWKS paths, answered
-//!                                  here (never forwarded)              -> 200, 4xx, or read the body
-//!   overrides     method_override  "judge": the methods named besides
-//!                  .rs             the request's own                   -> too many: 400
-//!   route         route.rs         bypass, then rules: first match
-//!                                  (no match: any scheme)              -> require "none": continue, no principal
-//!                                                                         a `..;` path segment: 400
-//!                                                                         an override under another rule: 400
-//!   network       policy.rs        trusted_networks                    -> 403
-//!   extract       credential.rs    Authorization, API key headers,
-//!                                  the query parameter where set       -> 401 missing or unreadable
-//!                                                                         (require "optional": continue, no principal)
-//!   authenticate  authenticate.rs  remembered, else Basic / API key
-//!                                  / JWT (basic/, api_key.rs, jwt/)
-//!                                  / an opaque token (introspection/);
-//!                                  of a kind the route accepts         -> 401, 429, 503, wait for keys
-//!                                                                         or an introspection answer
-//!   revocation    revocation.rs    revoked jti, tokens issued before   -> 401
-//!   authorize     policy.rs        the principal's methods (each one
-//!                                  judged), paths,
-//!                                  networks; the route's principals
-//!                                  and scopes                          -> 403
-//!   limits        limits.rs        requests per hour, in flight        -> 429
-//!                                  (scope "fleet": in flight only)
-//!   shape         shape.rs         principal headers set; forged
-//!                                  headers, other credentials (and
-//!                                  method overrides: "remove") gone;
-//!                 fleet.rs         scope "fleet": the engine's header  -> continue
-//! ```
+//! The stages, in order, with what each answers: docs/design.md, "The stages, file by file".
 //!
 //! A pure function of the configuration, what the VM fetched (keys, the revocation
 //! list), the VM's verifier, the request, the host (shared data, clock, signatures)
@@ -50,10 +21,12 @@ use crate::principal::Principal;
 use crate::reason::Reason;
 use crate::reply::LocalReply;
 use crate::request::RequestFacts;
+use crate::requirement::{self, Tree};
 use crate::revocation::Revoked;
-use crate::route::{Require, Schemes};
+use crate::route::{Kind, Require, Rule, Schemes};
 use crate::shape::{self, UpstreamChanges};
 use crate::stream::Awaited;
+use crate::token_claims;
 use crate::token_endpoint::grant::Presented;
 
 /// What the pipeline decided for a request: the one result the core hands on (the
@@ -65,6 +38,25 @@ pub enum Decision {
     Bypass(UpstreamChanges),
     /// An optional route without a credential: it continues without a principal.
     Anonymous(UpstreamChanges),
+    /// `require: "optional_or_failed"` and a credential that failed: it continues without a
+    /// principal (`changes` set the filter state `wasm_authn.failed` to the reason).
+    Failed {
+        /// Why the credential failed.
+        reason: Reason,
+        /// What to change in the request.
+        changes: UpstreamChanges,
+    },
+    /// Shadow mode (`enforce: false`): decided, then continued without a principal.
+    /// `refused`: the reason it would have been refused for (`changes` set it as the
+    /// filter state `wasm_authn.shadow`); `limited`: what the limits counted, to give back.
+    Shadow {
+        /// The reason it would have been refused for.
+        refused: Option<Reason>,
+        /// What to change in the request.
+        changes: UpstreamChanges,
+        /// What the limits counted.
+        limited: Option<Limited>,
+    },
     /// Authenticated and authorized: it continues with a principal.
     Allow {
         /// Who.
@@ -100,6 +92,40 @@ pub fn decide(
     request: &RequestFacts,
     host: &dyn VerifyHost,
     now_ms: u64,
+) -> Decision {
+    let mut enforce = true;
+    let decision = decide_rule(config, fetched, verifier, request, host, now_ms, &mut enforce);
+    if enforce {
+        return decision;
+    }
+    let shadowed = |refused: Option<Reason>, limited| {
+        let mut changes = shape::unauthenticated(&config.upstream, &config.api_keys, &config.token_locations, request);
+        changes.state.extend(refused.map(|reason| (STATE_SHADOW.to_string(), reason.label().to_string())));
+        Decision::Shadow { refused, changes, limited }
+    };
+    match decision {
+        Decision::Allow { limited, .. } => shadowed(None, limited),
+        Decision::Reply(reply) => shadowed(Some(reply.reason), None),
+        decision => decision,
+    }
+}
+
+/// The filter state of a shadowed refusal (`wasm.wasm_authn.shadow`) and of a credential
+/// that failed where `optional_or_failed` let it through (`wasm.wasm_authn.failed`): the reason.
+pub const STATE_SHADOW: &str = "wasm_authn.shadow";
+/// The filter state of a credential that failed where `optional_or_failed` let it through.
+pub const STATE_FAILED: &str = "wasm_authn.failed";
+
+/// The decision as its rule says; `enforce` becomes the rule's once it is known (the
+/// token endpoint and malformed requests are answered whatever it says).
+fn decide_rule(
+    config: &Config,
+    fetched: &Fetched,
+    verifier: &mut Verifier,
+    request: &RequestFacts,
+    host: &dyn VerifyHost,
+    now_ms: u64,
+    enforce: &mut bool,
 ) -> Decision {
     // The normalized path, computed once, and only for what reads it.
     let path = LazyPath { raw: request.path, normalized: OnceCell::new() };
@@ -144,6 +170,7 @@ pub fn decide(
         }
         rule
     };
+    *enforce = rule.enforce.unwrap_or(config.enforce);
     if rule.require == Require::None {
         return Decision::Bypass(shape::unauthenticated(
             &config.upstream,
@@ -158,70 +185,55 @@ pub fn decide(
         return Decision::Reply(LocalReply::forbidden("network not trusted", Reason::NetworkNotTrusted));
     }
 
-    // extract
+    // extract, authenticate
     let challenges = config.challenges(&rule.require);
-    let credential = match credential::extract(request, &config.api_keys, &config.token_locations) {
-        Ok(Some(credential)) => credential,
-        // Its API key may be in its form body: read it, then decide again.
-        Ok(None) if rule.require.schemes().api_key && credential::awaits_form(request, &config.api_keys) => {
-            return Decision::ReadForm
-        }
-        Ok(None) if rule.require == Require::Optional => {
-            let changes = shape::unauthenticated(&config.upstream, &config.api_keys, &config.token_locations, request);
-            return Decision::Anonymous(changes);
-        }
-        Ok(None) => return Decision::Reply(LocalReply::missing_credential(challenges)),
-        Err(e) if e.is_bearer() => {
-            return Decision::Reply(LocalReply::invalid_token(challenges, e.description(), e.reason()))
-        }
-        Err(e) => return Decision::Reply(LocalReply::invalid_credentials(challenges, e.description(), e.reason())),
+    let verified = match &rule.require {
+        Require::Tree(tree) => verify_tree(config, fetched, verifier, request, host, now_ms, rule, tree),
+        _ => verify_one(config, fetched, verifier, request, host, now_ms, rule),
     };
-    if !offered(rule.require.schemes(), &credential) {
-        return Decision::Reply(LocalReply::credential_not_accepted(challenges));
-    }
-
-    // authenticate
-    let principal = match verifier.authenticate(config, &fetched.keys, &credential, request.source, host, now_ms) {
-        Ok(principal) => principal,
-        Err(NotVerified::Invalid { reason, message, bearer: true }) => {
-            return Decision::Reply(LocalReply::invalid_token(challenges, message, reason))
-        }
-        Err(NotVerified::Invalid { reason, message, bearer: false }) => {
-            return Decision::Reply(LocalReply::invalid_credentials(challenges, message, reason))
-        }
-        Err(NotVerified::TryLater { reason, retry_after_seconds }) => {
-            return Decision::Reply(LocalReply::try_later(reason, retry_after_seconds))
-        }
-        Err(NotVerified::WaitForKeys { provider, refetch }) => {
-            return Decision::Wait(Awaited::Keys { provider, refetch })
-        }
-        Err(NotVerified::KeysUnavailable) => return Decision::Reply(LocalReply::keys_unavailable(1)),
-        Err(NotVerified::Introspect { provider, key, call }) => {
-            return Decision::Introspect { awaited: Awaited::Introspection { provider, key }, call }
-        }
+    let Verified { principal, credentials, others } = match verified {
+        Ok(verified) => verified,
+        Err(decision) => return decision,
     };
     // From here on every refusal names the principal it refuses.
     let refuse = |reply: LocalReply| Decision::Reply(reply.to(&principal));
-    if !rule.require.admits(&principal) {
-        return refuse(LocalReply::credential_not_accepted(challenges));
-    }
 
     // revocation
     if config.revocation.is_active() {
-        match config.revocation.check(fetched.revocation_list(), &principal) {
-            Revoked::No => {}
-            Revoked::Yes => {
-                return refuse(LocalReply::invalid_token(challenges, "token revoked", Reason::TokenRevoked))
+        // Each credential verified: a revoked one meets no requirement.
+        for each in std::iter::once(&principal).chain(&others) {
+            match config.revocation.check(fetched.revocation_list(), each) {
+                Revoked::No => {}
+                Revoked::Yes if rule.require == Require::OptionalOrFailed => {
+                    return failed(config, request, Reason::TokenRevoked);
+                }
+                Revoked::Yes => {
+                    return refuse(LocalReply::invalid_token(challenges, "token revoked", Reason::TokenRevoked))
+                }
+                Revoked::NotKnownYet => return Decision::Wait(Awaited::RevocationList),
             }
-            Revoked::NotKnownYet => return Decision::Wait(Awaited::RevocationList),
         }
     }
 
     // authorize
-    if principal.privileges.paths.is_some() && path.get().hidden_dot_segment {
+    let restricted_path = |p: &Rc<Principal>| p.privileges.paths.is_some();
+    if (restricted_path(&principal) || others.iter().any(restricted_path)) && path.get().hidden_dot_segment {
         return refuse(LocalReply::ambiguous_path());
     }
-    if needs_authorization(&principal, rule) {
+    // The others' own privileges hold too: a restricted key is no wider for the company it keeps.
+    for other in &others {
+        if policy::restricted(other, &crate::route::DEFAULT_RULE) {
+            for method in std::iter::once(request.method).chain(overrides.iter().map(String::as_str)) {
+                let access = Access { method, path: path.get(), source: request.source };
+                if let Err(Forbidden::Refused { reason, message }) =
+                    policy::authorize(other, &crate::route::DEFAULT_RULE, &access)
+                {
+                    return refuse(LocalReply::forbidden(message, reason));
+                }
+            }
+        }
+    }
+    if policy::restricted(&principal, rule) {
         // As each method the upstream may act on.
         for method in std::iter::once(request.method).chain(overrides.iter().map(String::as_str)) {
             let access = Access { method, path: path.get(), source: request.source };
@@ -231,11 +243,16 @@ pub fn decide(
                     return refuse(LocalReply::forbidden(message, reason));
                 }
                 Err(Forbidden::InsufficientScope { required }) => {
-                    let bearer = matches!(credential, Credential::Bearer { .. });
+                    let bearer = credentials.iter().any(|c| matches!(c, Credential::Bearer { .. }));
                     return refuse(LocalReply::insufficient_scope(challenges, &required, bearer));
                 }
             }
         }
+    }
+
+    // claim conditions (a principal without claims meets none)
+    if let Err(message) = token_claims::check(&rule.claims, &principal.extras.claims, request) {
+        return refuse(LocalReply::forbidden(message, Reason::ClaimConditionFailed));
     }
 
     // limits (with scope "fleet", requests per hour are the engine's)
@@ -265,11 +282,158 @@ pub fn decide(
         &config.api_keys,
         &config.token_locations,
         request,
-        &credential,
+        &credentials.iter().collect::<Vec<_>>(),
         &principal,
     );
     changes.set.extend(config.limit_scope.descriptor(&principal));
+    requirement::report_others(&others, config.upstream.filter_state, &mut changes.set, &mut changes.state);
     Decision::Allow { principal, changes, limited }
+}
+
+/// What the extract and authenticate stages verified: the rule's principal, every
+/// credential verified, and the principals besides the rule's (a requirement tree's).
+struct Verified {
+    principal: Rc<Principal>,
+    credentials: Vec<Credential>,
+    others: Vec<Rc<Principal>>,
+}
+
+/// The request's one credential (the first found: Basic, a token, an API key), verified.
+// The error is the request's decision, moved out once per request: no boxing.
+#[allow(clippy::result_large_err)]
+fn verify_one(
+    config: &Config,
+    fetched: &Fetched,
+    verifier: &mut Verifier,
+    request: &RequestFacts,
+    host: &dyn VerifyHost,
+    now_ms: u64,
+    rule: &Rule,
+) -> Result<Verified, Decision> {
+    let challenges = config.challenges(&rule.require);
+    let may_fail = rule.require == Require::OptionalOrFailed;
+    let credential = match credential::extract(request, &config.api_keys, &config.token_locations) {
+        Ok(Some(credential)) => credential,
+        // Its API key may be in its form body: read it, then decide again.
+        Ok(None) if rule.require.schemes().api_key && credential::awaits_form(request, &config.api_keys) => {
+            return Err(Decision::ReadForm)
+        }
+        Ok(None) if matches!(rule.require, Require::Optional | Require::OptionalOrFailed) => {
+            let changes = shape::unauthenticated(&config.upstream, &config.api_keys, &config.token_locations, request);
+            return Err(Decision::Anonymous(changes));
+        }
+        Ok(None) => return Err(Decision::Reply(LocalReply::missing_credential(challenges))),
+        Err(e) if may_fail => return Err(failed(config, request, e.reason())),
+        Err(e) if e.is_bearer() => {
+            return Err(Decision::Reply(LocalReply::invalid_token(challenges, e.description(), e.reason())))
+        }
+        Err(e) => {
+            return Err(Decision::Reply(LocalReply::invalid_credentials(challenges, e.description(), e.reason())))
+        }
+    };
+    if !offered(rule.require.schemes(), &credential) {
+        return Err(Decision::Reply(LocalReply::credential_not_accepted(challenges)));
+    }
+    let principal = match verifier.authenticate(config, &fetched.keys, &credential, request.source, host, now_ms) {
+        Ok(principal) => principal,
+        Err(NotVerified::Invalid { reason, .. } | NotVerified::TryLater { reason, .. }) if may_fail => {
+            return Err(failed(config, request, reason))
+        }
+        Err(NotVerified::KeysUnavailable) if may_fail => return Err(failed(config, request, Reason::JwksUnavailable)),
+        Err(e) => return Err(not_verified(e, challenges)),
+    };
+    if !rule.require.admits(&principal) {
+        return Err(Decision::Reply(LocalReply::credential_not_accepted(challenges).to(&principal)));
+    }
+    Ok(Verified { principal, credentials: vec![credential], others: Vec::new() })
+}
+
+/// Every credential the request carries that the tree could use, each verified (one
+/// that fails is refused: a tree is never met around a bad credential); the tree met
+/// by their principals' kinds, or 401 with the challenges of the kinds missing.
+#[allow(clippy::result_large_err)]
+#[allow(clippy::too_many_arguments)] // verify_one's, and the tree
+fn verify_tree(
+    config: &Config,
+    fetched: &Fetched,
+    verifier: &mut Verifier,
+    request: &RequestFacts,
+    host: &dyn VerifyHost,
+    now_ms: u64,
+    rule: &Rule,
+    tree: &Tree,
+) -> Result<Verified, Decision> {
+    let every_challenge = || config.challenges(&rule.require);
+    let found = match credential::extract_each(request, &config.api_keys, &config.token_locations) {
+        Ok(found) => found,
+        Err(e) if e.is_bearer() => {
+            return Err(Decision::Reply(LocalReply::invalid_token(every_challenge(), e.description(), e.reason())))
+        }
+        Err(e) => {
+            let reply = LocalReply::invalid_credentials(every_challenge(), e.description(), e.reason());
+            return Err(Decision::Reply(reply));
+        }
+    };
+    if found.is_empty()
+        && tree.root.places() & requirement::place_of(&Kind::ApiKey) != 0
+        && credential::awaits_form(request, &config.api_keys)
+    {
+        return Err(Decision::ReadForm);
+    }
+    // Credentials of kinds the tree has no use for are not verified (and not forwarded).
+    let mut credentials = Vec::with_capacity(found.len());
+    let mut principals = Vec::with_capacity(found.len());
+    for credential in found.into_iter().filter(|c| offered(rule.require.schemes(), c)) {
+        match verifier.authenticate(config, &fetched.keys, &credential, request.source, host, now_ms) {
+            // Verified as a kind the tree has no use for (a client's Basic `id:key` where only
+            // `basic` is): it meets nothing, is reported nowhere, and is not forwarded.
+            Ok(principal) if !rule.require.admits(&principal) => {}
+            Ok(principal) => {
+                credentials.push(credential);
+                principals.push(principal);
+            }
+            Err(e) => return Err(not_verified(e, every_challenge())),
+        }
+    }
+    let main = tree.principal_of(&principals).filter(|_| tree.root.met_by(&principals));
+    let Some(main) = main else {
+        let mut missing = Vec::new();
+        tree.root.missing(&principals, &mut missing);
+        let names: Vec<String> = missing.iter().map(|kind| kind.to_string()).collect();
+        let reply =
+            LocalReply::missing_credential(config.challenges(&Require::Kinds(missing.into_iter().cloned().collect())));
+        let message = format!("credentials are required: {}", names.join(", "));
+        return Err(Decision::Reply(LocalReply { message, ..reply }));
+    };
+    let principal = principals.remove(main);
+    Ok(Verified { principal, credentials, others: principals })
+}
+
+/// A credential that did not verify, answered.
+fn not_verified(e: NotVerified, challenges: crate::reply::Challenges) -> Decision {
+    match e {
+        NotVerified::Invalid { reason, message, bearer: true } => {
+            Decision::Reply(LocalReply::invalid_token(challenges, message, reason))
+        }
+        NotVerified::Invalid { reason, message, bearer: false } => {
+            Decision::Reply(LocalReply::invalid_credentials(challenges, message, reason))
+        }
+        NotVerified::TryLater { reason, retry_after_seconds } => {
+            Decision::Reply(LocalReply::try_later(reason, retry_after_seconds))
+        }
+        NotVerified::WaitForKeys { provider, refetch } => Decision::Wait(Awaited::Keys { provider, refetch }),
+        NotVerified::KeysUnavailable => Decision::Reply(LocalReply::keys_unavailable(1)),
+        NotVerified::Introspect { provider, key, call } => {
+            Decision::Introspect { awaited: Awaited::Introspection { provider, key }, call }
+        }
+    }
+}
+
+/// `optional_or_failed`: the request continues without a principal, the reason in filter state.
+fn failed(config: &Config, request: &RequestFacts, reason: Reason) -> Decision {
+    let mut changes = shape::unauthenticated(&config.upstream, &config.api_keys, &config.token_locations, request);
+    changes.state.push((STATE_FAILED.to_string(), reason.label().to_string()));
+    Decision::Failed { reason, changes }
 }
 
 /// A request the limits counted: what to give back when its stream ends, and its quota.
@@ -293,16 +457,6 @@ fn offered(schemes: Schemes, credential: &Credential) -> bool {
         Credential::Bearer { .. } => schemes.bearer,
         Credential::ApiKey { .. } => schemes.api_key,
     }
-}
-
-/// Whether anything restricts this principal on this rule (the stage is skipped otherwise).
-fn needs_authorization(principal: &Principal, rule: &crate::route::Rule) -> bool {
-    let privileges = &principal.privileges;
-    privileges.methods.is_some()
-        || privileges.paths.is_some()
-        || privileges.trusted_networks.is_some()
-        || rule.principals.is_some()
-        || !rule.scopes.is_empty()
 }
 
 /// The request path normalized on first use.

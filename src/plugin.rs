@@ -231,8 +231,11 @@ impl Plugin {
             self.sync_documents(&*host);
             decision = pipeline::decide(&self.config, &self.fetched, &mut self.verifier, request, &*host, now_ms);
         }
+        // A hit is an answer found without waiting: not the one this stream was held for.
+        let waited =
+            self.streams.waiting(context_id).is_some_and(|w| matches!(w.awaited, Awaited::Introspection { .. }));
         for provider in std::mem::take(&mut self.verifier.introspection_hits) {
-            if let Some(provider) = self.config.jwt_providers.get(provider.0) {
+            if let Some(provider) = self.config.jwt_providers.get(provider.0).filter(|_| !waited) {
                 host.increment(&format!("introspection_cache_hits.{}", metric_safe(&provider.name)));
             }
         }
@@ -245,6 +248,29 @@ impl Plugin {
             Decision::Anonymous(changes) => {
                 self.log_decision(context_id, Some(request), "anonymous (optional route, no credential)", now_ms);
                 host.count_soon(Outcome::Anonymous);
+                self.streams.allow(context_id, changes)
+            }
+            Decision::Failed { reason, changes } => {
+                let outcome = format!("no principal: the credential failed ({}), optional_or_failed", reason.label());
+                self.log_decision(context_id, Some(request), &outcome, now_ms);
+                host.increment(&format!("optional_failed.{}", reason.label()));
+                self.streams.allow(context_id, changes)
+            }
+            Decision::Shadow { refused, changes, limited } => {
+                let outcome = match refused {
+                    Some(reason) => {
+                        host.increment(&format!("shadow_denied.{}", reason.label()));
+                        format!("shadow: would be refused ({}); continues without a principal", reason.label())
+                    }
+                    None => {
+                        host.increment("shadow_allowed");
+                        "shadow: would be allowed; continues without a principal".to_string()
+                    }
+                };
+                self.log_decision(context_id, Some(request), &outcome, now_ms);
+                if let Some(limited) = limited {
+                    self.track(host, context_id, limited);
+                }
                 self.streams.allow(context_id, changes)
             }
             Decision::Allow { principal, changes, limited } => {

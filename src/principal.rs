@@ -14,6 +14,7 @@ use std::rc::Rc;
 use crate::jwt::{Provider, ProviderKind};
 use crate::limits::LimitTable;
 use crate::privileges::Privileges;
+use crate::token_claims::TokenExtras;
 
 /// How a principal proved itself (the `x-auth-method` value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +48,8 @@ pub struct TokenFacts {
     pub jti: Option<String>,
     /// `iat`, Unix seconds.
     pub issued_at: Option<u64>,
+    /// `<iss>/<sub>` of a JWT provider's token: its Istio request principal.
+    pub request_principal: Option<String>,
 }
 
 /// A principal's name, qualified by who vouches for it: `basic:alice`,
@@ -188,6 +191,8 @@ pub struct Principal {
     pub token: Option<TokenFacts>,
     /// What it may do; shared by every principal of one user, client or provider.
     pub privileges: Rc<Privileges>,
+    /// An identity provider's token: the claims rules test, the payload handed on.
+    pub extras: TokenExtras,
 }
 
 impl Principal {
@@ -202,6 +207,7 @@ impl Principal {
             scopes: privileges.scopes.clone(),
             token: None,
             privileges: Rc::clone(privileges),
+            extras: TokenExtras::default(),
         }
     }
 
@@ -213,6 +219,7 @@ impl Principal {
         scopes: Vec<String>,
         token: TokenFacts,
         privileges: &Rc<Privileges>,
+        extras: TokenExtras,
     ) -> Principal {
         Principal {
             qualified: QualifiedName::of_provider(provider, &id),
@@ -223,6 +230,7 @@ impl Principal {
             scopes,
             token: Some(token),
             privileges: Rc::clone(privileges),
+            extras,
         }
     }
 }

@@ -72,6 +72,8 @@ reasons! {
     PathNotAllowed => "path_not_allowed",
     PrincipalNotAllowed => "principal_not_allowed",
     InsufficientScope => "insufficient_scope",
+    /// A condition of the rule's `claims` not met (or a principal without claims).
+    ClaimConditionFailed => "claim_condition_failed",
     /// Over the principal's requests per hour.
     RateLimited => "rate_limited",
     /// Over the principal's requests in flight.

@@ -44,7 +44,7 @@ pub struct Challenges<'a> {
 
 impl Challenges<'_> {
     fn basic(&self) -> String {
-        format!("Basic realm=\"{}\", charset=\"UTF-8\"", self.realm)
+        crate::basic_auth::challenge(self.realm)
     }
 
     fn bearer(&self, error: Option<(&str, &str)>) -> String {

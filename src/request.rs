@@ -71,7 +71,21 @@ impl<'a> RequestFacts<'a> {
     pub fn header_values<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s str> + 's {
         self.headers.iter().filter(move |(n, _)| n == name).map(|(_, v)| v.as_ref())
     }
+
+    /// A header's value when it is given once at most; `Err` when it is given more often.
+    pub fn single_header<'s>(&'s self, name: &'s str) -> Result<Option<&'s str>, RepeatedHeader> {
+        let mut values = self.header_values(name);
+        let first = values.next();
+        match values.next() {
+            Some(_) => Err(RepeatedHeader),
+            None => Ok(first),
+        }
+    }
 }
+
+/// A header the request gives more than once, where one value is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RepeatedHeader;
 
 /// A request held while its body is read: what it was decided on, owned.
 #[derive(Debug, Clone, PartialEq, Eq)]

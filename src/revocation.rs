@@ -135,7 +135,7 @@ mod tests {
     /// A token of provider `corp` for `id`.
     fn token(id: &str, jti: Option<&str>, issued_at: Option<u64>) -> Principal {
         Principal {
-            token: Some(TokenFacts { jti: jti.map(String::from), issued_at }),
+            token: Some(TokenFacts { jti: jti.map(String::from), issued_at, ..TokenFacts::default() }),
             qualified: QualifiedName::of_provider("corp", id),
             provider: Some("corp".into()),
             ..Principal::configured(id, AuthMethod::Jwt, &Rc::new(Privileges::default()))

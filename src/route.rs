@@ -8,6 +8,8 @@ use std::collections::HashMap;
 use crate::path::{has_segment_prefix, MatchPath};
 use crate::principal::{AuthMethod, Principal};
 use crate::request::RequestFacts;
+use crate::request_principal::RequestPrincipal;
+use crate::token_claims::ClaimCondition;
 
 /// A kind of credential, spelled as the `x-auth-method` values (`jwt:<provider>` narrows `jwt`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,7 +28,8 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn admits(&self, principal: &Principal) -> bool {
+    /// Whether a verified principal is of this kind.
+    pub fn admits(&self, principal: &Principal) -> bool {
         match self {
             Kind::Basic => principal.method == AuthMethod::Basic,
             Kind::ApiKey => principal.method == AuthMethod::ApiKey,
@@ -39,6 +42,41 @@ impl Kind {
     }
 }
 
+/// As configured: `basic`, `api-key`, `jwt`, `jwt:<provider>`, `keypair`.
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Kind::Basic => f.write_str("basic"),
+            Kind::ApiKey => f.write_str("api-key"),
+            Kind::Jwt { provider: None } => f.write_str("jwt"),
+            Kind::Jwt { provider: Some(name) } => write!(f, "jwt:{name}"),
+            Kind::Keypair => f.write_str("keypair"),
+        }
+    }
+}
+
+/// A requirement tree (`requirement.rs` evaluates it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requirement {
+    /// A credential of this kind.
+    Kind(Kind),
+    /// Every one of these.
+    All(Vec<Requirement>),
+    /// One of these.
+    Any(Vec<Requirement>),
+}
+
+/// A rule's tree and whose principal it names (in order of preference).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tree {
+    /// The tree.
+    pub root: Requirement,
+    /// Whose principal the request gets, in order of preference.
+    pub principal_from: Vec<Kind>,
+    /// Its kinds, in the order written.
+    pub kinds: Vec<Kind>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 /// What a rule requires of a request.
 pub enum Require {
@@ -48,34 +86,45 @@ pub enum Require {
     None,
     /// Without a credential the request passes with no principal; with one it must verify.
     Optional,
+    /// As `Optional`, and a credential that fails passes too, with no principal
+    /// (`jwt_authn`'s `allow_missing_or_failed`).
+    OptionalOrFailed,
     /// Only credentials of these kinds.
     Kinds(Vec<Kind>),
+    /// Credentials together (a tree with an `all`; one without is `Kinds`).
+    Tree(Box<Tree>),
 }
 
 impl Require {
+    /// The kinds it accepts (a tree's, any of which may be among what it takes); None: any.
+    fn kinds(&self) -> Option<&[Kind]> {
+        match self {
+            Require::Kinds(kinds) => Some(kinds),
+            Require::Tree(tree) => Some(&tree.kinds),
+            Require::Any | Require::Optional | Require::OptionalOrFailed | Require::None => None,
+        }
+    }
+
     /// Whether a verified principal's kind is accepted here.
     pub fn admits(&self, principal: &Principal) -> bool {
-        match self {
-            Require::Kinds(kinds) => kinds.iter().any(|kind| kind.admits(principal)),
-            Require::Any | Require::Optional | Require::None => true,
-        }
+        self.kinds().is_none_or(|kinds| kinds.iter().any(|kind| kind.admits(principal)))
     }
 
     /// Whether this requirement lets a request through without a verified credential.
     pub fn relaxed(&self) -> bool {
-        matches!(self, Require::None | Require::Optional)
+        matches!(self, Require::None | Require::Optional | Require::OptionalOrFailed)
     }
 
     /// Which schemes a 401 here offers, and the forms of credential it may accept
     /// (`user:password` may turn out to be an API client's `id:key`).
     pub fn schemes(&self) -> Schemes {
-        match self {
-            Require::Kinds(kinds) => Schemes {
+        match self.kinds() {
+            Some(kinds) => Schemes {
                 basic: kinds.iter().any(|k| matches!(k, Kind::Basic | Kind::ApiKey)),
                 bearer: kinds.iter().any(|k| matches!(k, Kind::Jwt { .. } | Kind::Keypair)),
                 api_key: kinds.iter().any(|k| matches!(k, Kind::ApiKey)),
             },
-            _ => Schemes { basic: true, bearer: true, api_key: true },
+            None => Schemes { basic: true, bearer: true, api_key: true },
         }
     }
 }
@@ -196,15 +245,35 @@ pub struct Rule {
     pub scopes: Vec<String>,
     /// When set, only these principals, by qualified name (`basic:alice`, `jwt:corp:alice`).
     pub principals: Option<Vec<String>>,
+    /// When set, only token principals whose `iss/sub` one of these matches (Istio's `requestPrincipals`).
+    pub request_principals: Option<Vec<RequestPrincipal>>,
+    /// `enforce` (None: the configuration's): false decides, reports, and lets the request through without a principal.
+    pub enforce: Option<bool>,
+    /// Conditions on the token's claims, all to be met (`rules[].claims`).
+    pub claims: Vec<ClaimCondition>,
 }
 
 /// The rule of a request no rule matches: today's behaviour.
-pub static DEFAULT_RULE: Rule =
-    Rule { matcher: ROUTE_MATCH_ANY, require: Require::Any, scopes: Vec::new(), principals: None };
+pub static DEFAULT_RULE: Rule = Rule {
+    matcher: ROUTE_MATCH_ANY,
+    require: Require::Any,
+    scopes: Vec::new(),
+    principals: None,
+    request_principals: None,
+    enforce: None,
+    claims: Vec::new(),
+};
 
 /// A CORS preflight where `bypass_cors_preflight` is set.
-static PREFLIGHT_RULE: Rule =
-    Rule { matcher: ROUTE_MATCH_ANY, require: Require::None, scopes: Vec::new(), principals: None };
+static PREFLIGHT_RULE: Rule = Rule {
+    matcher: ROUTE_MATCH_ANY,
+    require: Require::None,
+    scopes: Vec::new(),
+    principals: None,
+    request_principals: None,
+    enforce: None,
+    claims: Vec::new(),
+};
 
 const ROUTE_MATCH_ANY: RouteMatch =
     RouteMatch { path_prefix: None, path: None, methods: None, host: None, route: None };

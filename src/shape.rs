@@ -44,6 +44,8 @@ pub const STATE_PRINCIPAL: &str = "wasm_authn.principal";
 pub const STATE_METHOD: &str = "wasm_authn.method";
 /// The filter state key of the provider.
 pub const STATE_PROVIDER: &str = "wasm_authn.provider";
+/// The verified token's payload as JSON (a provider's `payload_in_filter_state`).
+pub const STATE_PAYLOAD: &str = "wasm_authn.payload";
 /// Followed by a claim header's name: `wasm_authn.claim.x-roles`.
 pub const STATE_CLAIM_PREFIX: &str = "wasm_authn.claim.";
 
@@ -80,17 +82,18 @@ pub fn unauthenticated(
     tokens: &TokenLocations,
     request: &RequestFacts,
 ) -> UpstreamChanges {
-    let removal = credential_removal(request, api_keys, tokens, None, false);
+    let removal = credential_removal(request, api_keys, tokens, &[], false);
     changes(upstream, request, removal, Vec::new(), Vec::new())
 }
 
-/// A verified request: the principal's headers set, forged ones and unverified credentials removed.
+/// A verified request: the principal's headers set, forged ones and unverified credentials removed
+/// (`credentials`: the verified ones, forwarded with `forward_credentials`).
 pub fn authenticated(
     upstream: &Upstream,
     api_keys: &ApiKeys,
     tokens: &TokenLocations,
     request: &RequestFacts,
-    credential: &Credential,
+    credentials: &[&Credential],
     principal: &Principal,
 ) -> UpstreamChanges {
     let names = &upstream.principal_headers;
@@ -105,9 +108,15 @@ pub fn authenticated(
         set.push((qualified.clone(), principal.qualified.as_str().to_string()));
     }
     set.extend(principal.claim_headers.iter().cloned());
+    let extras = &principal.extras;
+    set.extend(extras.payload_header.iter().cloned());
 
-    let state = if upstream.filter_state { filter_state(principal) } else { Vec::new() };
-    let removal = credential_removal(request, api_keys, tokens, Some(credential), upstream.forward_credentials);
+    let mut state = if upstream.filter_state { filter_state(principal) } else { Vec::new() };
+    if let Some(payload) = &extras.payload_json {
+        state.push((STATE_PAYLOAD.to_string(), payload.clone()));
+    }
+    let forward = extras.forward.unwrap_or(upstream.forward_credentials);
+    let removal = credential_removal(request, api_keys, tokens, credentials, forward);
     changes(upstream, request, removal, set, state)
 }
 
@@ -169,7 +178,8 @@ fn forged_headers(upstream: &Upstream, request: &RequestFacts) -> Vec<String> {
             upstream.owned_headers.iter().any(|owned| is_underscore_spelling_of(name, owned))
         } else {
             upstream.owned_headers.iter().any(|owned| owned == name)
-        } || (remove_overrides && method_override::is_override_header(name));
+        } || (remove_overrides && method_override::is_override_header(name))
+            || crate::requirement::is_also_header(name);
         if owned && !forged.iter().any(|f| f == name) {
             forged.push(name.to_string());
         }

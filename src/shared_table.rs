@@ -48,7 +48,7 @@
 use std::cell::Cell;
 
 use crate::digest::sha256;
-use crate::host_api::{Cas, SharedData};
+use crate::host_api::{compare_and_swap, Cas, SharedData, SharedRecord, Swap};
 
 /// Numbers one record holds (their meaning is the caller's).
 pub const VALUES: usize = 4;
@@ -158,12 +158,12 @@ impl SharedTable {
 
     /// Every record of the slot of `near` (those `update_near` keeps there among them): one read.
     pub fn records_near(&self, shared: &dyn SharedData, near: u64) -> Vec<Entry> {
-        read_slot(shared, &self.slot_key(near % self.slots)).0
+        read_slot(shared, &self.slot_key(near % self.slots)).0 .0
     }
 
     /// Records the table holds (expired ones awaiting reuse included).
     pub fn len(&self, shared: &dyn SharedData) -> u64 {
-        read_count(shared, &self.count_key()).0
+        read_count(shared, &self.count_key()).0 .0
     }
 
     /// Change the record of `key` atomically. `update` sees its values (None: absent or
@@ -206,14 +206,11 @@ impl SharedTable {
         // This call holds a place in the count for a new record of `key`.
         let mut held = false;
         let mut records = 0;
-        let mut outcome = Updated::Unavailable;
-        for _ in 0..MAX_ATTEMPTS {
-            let (mut entries, cas) = read_slot(shared, &slot_key);
+        let written = compare_and_swap(shared, &slot_key, MAX_ATTEMPTS, |Slot(mut entries)| {
             let own = entries.iter().position(|entry| entry.key == key);
             let current = own.filter(|&i| !expired(&entries[i], now)).map(|i| entries[i].values);
             let Some(values) = update(current.as_ref()) else {
-                outcome = Updated::Unchanged(current);
-                break;
+                return Swap::Stop((Updated::Unchanged(current), false));
             };
             let entry = Entry { key, touched: now, values };
             // Its own record, else an expired one of its slot, else a new one.
@@ -233,35 +230,27 @@ impl SharedTable {
                         entries[i] = entry;
                         false
                     }
-                    None => {
-                        outcome = Updated::Full;
-                        break;
-                    }
+                    None => return Swap::Stop((Updated::Full, false)),
                 },
                 None => match self.make_room(shared, home, &entries, now) {
                     Room::Held { reserved } => {
                         held = true;
                         records += i64::from(reserved);
-                        continue; // read the slot again and take the place held
+                        return Swap::Again; // read the slot again and take the place held
                     }
                     Room::Replace(i) => {
                         entries[i] = entry;
                         false
                     }
-                    Room::Full => {
-                        outcome = Updated::Full;
-                        break;
-                    }
-                    Room::Unavailable => break,
+                    Room::Full => return Swap::Stop((Updated::Full, false)),
+                    Room::Unavailable => return Swap::Stop((Updated::Unavailable, false)),
                 },
             };
-            if shared.set(&slot_key, &encode(&entries), cas) {
-                // A place held but not taken (the record was there after all) goes back.
-                held &= !added;
-                outcome = Updated::Written(values);
-                break;
-            }
-        }
+            Swap::Write(Slot(entries), (Updated::Written(values), added))
+        });
+        let (outcome, added) = written.unwrap_or((Updated::Unavailable, false));
+        // A place held but not taken (the record was there after all) goes back.
+        held &= !added;
         if held {
             self.give_back(shared);
             records -= 1;
@@ -282,13 +271,9 @@ impl SharedTable {
         let count_key = self.count_key();
         let expired = self.retention.expired;
         let idleness = |entry: &Entry| (!expired(entry, now), entry.touched);
-        for _ in 0..MAX_ATTEMPTS {
-            let (count, cas) = read_count(shared, &count_key);
+        let room = compare_and_swap(shared, &count_key, MAX_ATTEMPTS, |Count(count)| {
             if count < self.capacity {
-                if shared.set(&count_key, &count.saturating_add(1).to_le_bytes(), cas) {
-                    return Room::Held { reserved: true };
-                }
-                continue;
+                return Swap::Write(Count(count.saturating_add(1)), Room::Held { reserved: true });
             }
             // Full: the idlest record that may go, of this slot or of the sweep's.
             let here = self.idlest(entries, now);
@@ -300,7 +285,7 @@ impl SharedTable {
                     break;
                 }
                 let slot = (home + 1 + (start + step) % others) % self.slots;
-                let (records, _) = read_slot(shared, &self.slot_key(slot));
+                let (Slot(records), _) = read_slot(shared, &self.slot_key(slot));
                 if let Some(i) = self.idlest(&records, now) {
                     let idler = |than: &Entry| idleness(&records[i]) < idleness(than);
                     let best = elsewhere.map(|(_, e)| e).or(here.map(|h| entries[h]));
@@ -310,36 +295,32 @@ impl SharedTable {
                 }
             }
             self.sweep.set(start.wrapping_add(SAMPLE));
-            return match (elsewhere, here) {
+            match (elsewhere, here) {
                 (Some((slot, victim)), _) => match self.remove(shared, slot, victim) {
-                    true => Room::Held { reserved: false },
-                    false => continue, // it changed meanwhile: look again
+                    true => Swap::Stop(Room::Held { reserved: false }),
+                    false => Swap::Again, // it changed meanwhile: look again
                 },
-                (None, Some(i)) => Room::Replace(i),
-                (None, None) => Room::Full,
-            };
-        }
-        Room::Unavailable
+                (None, Some(i)) => Swap::Stop(Room::Replace(i)),
+                (None, None) => Swap::Stop(Room::Full),
+            }
+        });
+        room.unwrap_or(Room::Unavailable)
     }
 
     /// Remove `victim` from `slot`, if it is still there as it was seen.
     fn remove(&self, shared: &dyn SharedData, slot: u64, victim: Entry) -> bool {
         let slot_key = self.slot_key(slot);
-        let (mut entries, cas) = read_slot(shared, &slot_key);
+        let (Slot(mut entries), cas) = read_slot(shared, &slot_key);
         let Some(i) = entries.iter().position(|entry| *entry == victim) else { return false };
         entries.swap_remove(i);
-        shared.set(&slot_key, &encode(&entries), cas)
+        shared.set(&slot_key, &Slot(entries).encode(), cas)
     }
 
     /// A place held in the count and not taken.
     fn give_back(&self, shared: &dyn SharedData) {
-        let count_key = self.count_key();
-        for _ in 0..MAX_ATTEMPTS {
-            let (count, cas) = read_count(shared, &count_key);
-            if shared.set(&count_key, &count.saturating_sub(1).to_le_bytes(), cas) {
-                return;
-            }
-        }
+        compare_and_swap(shared, &self.count_key(), MAX_ATTEMPTS, |Count(count)| {
+            Swap::Write(Count(count.saturating_sub(1)), ())
+        });
     }
 }
 
@@ -373,33 +354,55 @@ impl SharedTable {
     }
 }
 
-/// A slot's records and how to write it back (a slot that does not decode reads as empty).
-fn read_slot(shared: &dyn SharedData, slot_key: &str) -> (Vec<Entry>, Cas) {
-    match shared.get(slot_key) {
-        Some((bytes, version)) => (decode(&bytes), Cas::Expect(version)),
-        None => (Vec::new(), Cas::CreateOnly),
-    }
-}
+/// A slot's records (a slot that does not decode reads as empty).
+struct Slot(Vec<Entry>);
 
-/// The table's count of records and how to write it back (garbage reads as 0).
-fn read_count(shared: &dyn SharedData, count_key: &str) -> (u64, Cas) {
-    match shared.get(count_key) {
-        Some((bytes, version)) => (bytes.try_into().map_or(0, u64::from_le_bytes), Cas::Expect(version)),
-        None => (0, Cas::CreateOnly),
-    }
-}
+/// The table's count of records (garbage reads as 0).
+struct Count(u64);
 
-fn encode(entries: &[Entry]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + entries.len() * ENTRY_BYTES);
-    out.push(FORMAT);
-    for entry in entries {
-        out.extend_from_slice(&entry.key.to_le_bytes());
-        out.extend_from_slice(&entry.touched.to_le_bytes());
-        for value in entry.values {
-            out.extend_from_slice(&value.to_le_bytes());
+impl SharedRecord for Slot {
+    fn decode(bytes: Option<&[u8]>) -> Slot {
+        Slot(bytes.map(decode).unwrap_or_default())
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1 + self.0.len() * ENTRY_BYTES);
+        out.push(FORMAT);
+        for entry in &self.0 {
+            out.extend_from_slice(&entry.key.to_le_bytes());
+            out.extend_from_slice(&entry.touched.to_le_bytes());
+            for value in entry.values {
+                out.extend_from_slice(&value.to_le_bytes());
+            }
         }
+        out
     }
-    out
+}
+
+impl SharedRecord for Count {
+    fn decode(bytes: Option<&[u8]>) -> Count {
+        Count(bytes.and_then(|bytes| bytes.try_into().ok()).map_or(0, u64::from_le_bytes))
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        self.0.to_le_bytes().to_vec()
+    }
+}
+
+/// A shared record and how to write it back.
+fn read<R: SharedRecord>(shared: &dyn SharedData, key: &str) -> (R, Cas) {
+    match shared.get(key) {
+        Some((bytes, version)) => (R::decode(Some(&bytes)), Cas::Expect(version)),
+        None => (R::decode(None), Cas::CreateOnly),
+    }
+}
+
+fn read_slot(shared: &dyn SharedData, slot_key: &str) -> (Slot, Cas) {
+    read(shared, slot_key)
+}
+
+fn read_count(shared: &dyn SharedData, count_key: &str) -> (Count, Cas) {
+    read(shared, count_key)
 }
 
 fn decode(bytes: &[u8]) -> Vec<Entry> {

@@ -1,6 +1,7 @@
 //! Fakes of the host for native tests: shared data with Envoy's compare-and-swap
 //! semantics (one store shared by several fake VMs), outgoing calls recorded and
-//! answered by the test, counters, a settable clock.
+//! answered by the test, counters, a settable clock. The unit tests, the fuzz
+//! targets and bench/stages all use these (feature `testing`; never in the module).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;

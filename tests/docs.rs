@@ -42,6 +42,7 @@ fn example_environment(name: &str) -> Option<String> {
             r#"{"kty": "OKP", "crv": "Ed25519", "d": "L5y2pOJZS_BlWreCsLnGsueSZ3F-iW5v7ksxwxl7oao", "x": "_afyMCp--JegtKBwloxX3M6lku2z4eUHoGxLwcBpWIg"}"#
                 .into(),
         ),
+        "KEYCLOAK_SECRET" => Some("a-client-secret".into()),
         _ => None,
     }
 }

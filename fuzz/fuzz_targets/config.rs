@@ -14,7 +14,7 @@ use wasm_authn::config::Config;
 use wasm_authn::pipeline::{decide, Decision};
 use wasm_authn::reason::Reason;
 use wasm_authn::request::{Header, RequestFacts};
-use wasm_authn_fuzz::{FakeHost, NOW};
+use wasm_authn_fuzz::{fake_host, NOW};
 
 const MARKER: &str = "SECRET";
 /// Fields whose value an error may name: it is a name, not a secret.
@@ -59,7 +59,7 @@ fuzz_target!(|data: &[u8]| {
         }
     };
     let mut verifier = Verifier::new(&config);
-    let host = FakeHost::default();
+    let host = fake_host();
     for (method, path) in [("GET", "/"), ("OPTIONS", "/x"), ("POST", "/healthz/../admin?x=1")] {
         let headers: Vec<Header> = vec![(":method".into(), method.into()), (":path".into(), path.into())];
         let request = RequestFacts::new(method, path, &headers);

@@ -66,6 +66,7 @@ fuzz_target!(|data: &[u8]| {
                 ApiKeySource::Header(name) => assert!(api_keys.headers.contains(name)),
                 ApiKeySource::Query(name) => assert_eq!(Some(name), api_keys.query_param.as_ref()),
                 ApiKeySource::Cookie(name) => assert!(api_keys.cookies.contains(name)),
+                ApiKeySource::Form(name) => assert_eq!(Some(name), api_keys.form_field.as_ref()),
             }
         }
         Ok(None) | Err(_) => {}
@@ -90,14 +91,14 @@ fuzz_target!(|data: &[u8]| {
     }
 
     // Nothing the filter reads survives the removal of unverified credentials.
-    let removal = credential_removal(&facts(&request), api_keys, tokens, None, false);
+    let removal = credential_removal(&facts(&request), api_keys, tokens, &[], false);
     let after = request.after(&changes_of(removal));
     let left = extract(&facts(&after), api_keys, tokens);
     assert!(!matches!(left, Ok(Some(_))), "a credential survived its removal: {left:?}");
 
     // Forwarding keeps the verified credential, and only it.
     if let Ok(Some(credential)) = &result {
-        let removal = credential_removal(&facts(&request), api_keys, tokens, Some(credential), true);
+        let removal = credential_removal(&facts(&request), api_keys, tokens, &[credential], true);
         let after = request.after(&changes_of(removal));
         let again = extract(&facts(&after), api_keys, tokens);
         assert_eq!(again.as_ref().ok().and_then(Option::as_ref), Some(credential), "forwarded: {again:?}");

@@ -30,7 +30,7 @@ use wasm_authn::principal::AuthMethod;
 use wasm_authn::reason::Reason;
 use wasm_authn::request::RequestFacts;
 use wasm_authn::stream::Awaited;
-use wasm_authn_fuzz::{config, wrong_keys_config, FakeHost, TextRequest, NOW, PASSWORD, SKEW};
+use wasm_authn_fuzz::{config, fake_host, wrong_keys_config, TextRequest, NOW, PASSWORD, SKEW};
 
 fn facts(request: &TextRequest) -> RequestFacts<'_> {
     RequestFacts::new(&request.method, &request.path, &request.headers)
@@ -59,7 +59,7 @@ fuzz_target!(|data: &[u8]| {
     let request = TextRequest::parse(data);
     let config = config();
     let mut verifier = Verifier::new(config);
-    let host = FakeHost::default();
+    let host = fake_host();
     let decision = decide(config, &wasm_authn::fetched::Fetched::new(config), &mut verifier, &facts(&request), &host, NOW * 1000);
     let credential = extract(&facts(&request), &config.api_keys, &config.token_locations);
 
@@ -127,9 +127,18 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(*provider, ProviderId(2), "only the remote provider fetches keys");
         }
         // This configuration fetches no revocation list.
-        Decision::Wait(Awaited::RevocationList) => panic!("impossible here: {decision:?}"),
-        // This configuration has no optional rule and no token endpoint.
-        Decision::Anonymous(_) | Decision::ReadBody(_) | Decision::ReadForm => panic!("impossible here: {decision:?}"),
+        Decision::Wait(Awaited::RevocationList | Awaited::Introspection { .. }) => {
+            panic!("impossible here: {decision:?}")
+        }
+        // This configuration has no optional rule, no shadow rule and no token endpoint.
+        Decision::Anonymous(_)
+        | Decision::Failed { .. }
+        | Decision::Shadow { .. }
+        | Decision::ReadBody(_)
+        | Decision::ReadForm
+        | Decision::Introspect { .. } => {
+            panic!("impossible here: {decision:?}")
+        }
     }
 
     let again = decide(config, &wasm_authn::fetched::Fetched::new(config), &mut verifier, &facts(&request), &host, NOW * 1000);

@@ -21,7 +21,7 @@ use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use wasm_authn::jwt::{self, PureRust, VerifiedToken, MAX_TOKEN_BYTES};
 use wasm_authn_fuzz::{
-    config, flip_signature_bit, signed_token, split_nul, wrong_keys_config, FakeHost, RingBackend, SignOptions,
+    config, fake_host, flip_signature_bit, signed_token, split_nul, wrong_keys_config, RingBackend, SignOptions,
     WithBackend, NOW, SKEW, STRICT_ISSUER,
 };
 
@@ -88,7 +88,7 @@ fuzz_target!(|data: &[u8]| {
 
     let providers = &config().jwt_providers;
     let pure = jwt::verify(&token, providers, &jwt::FetchedKeys::default(), &|_| true, &PureRust, NOW, SKEW);
-    let host = FakeHost::default();
+    let host = fake_host();
     let with_host =
         jwt::verify(&token, providers, &jwt::FetchedKeys::default(), &|_| true, &WithBackend { host: &host, backend: RingBackend }, NOW, SKEW);
     assert_eq!(pure, with_host, "pure Rust and the host path disagree");

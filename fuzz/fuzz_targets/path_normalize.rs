@@ -79,7 +79,15 @@ fuzz_target!(|data: &[u8]| {
     let under = has_segment_prefix(&normalized.path, &prefix);
     assert_eq!(under, reference_prefix(&normalized.path, &prefix), "{normalized:?} under {prefix:?}");
     let matcher = RouteMatch { path_prefix: Some(prefix), ..RouteMatch::default() };
-    let bypass = Rule { matcher, require: Require::None, scopes: Vec::new(), principals: None };
+    let bypass = Rule {
+        matcher,
+        require: Require::None,
+        scopes: Vec::new(),
+        principals: None,
+        request_principals: None,
+        enforce: None,
+        claims: Vec::new(),
+    };
     let routes = Routes::new(vec![bypass], false);
     let headers = Vec::new();
     let request = RequestFacts::new("GET", &raw, &headers);

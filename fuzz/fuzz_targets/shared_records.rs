@@ -1,6 +1,6 @@
 //! What the filter reads back from proxy-wasm shared data, where every VM of the
 //! Envoy (and any other plugin sharing the VM id) writes: a remote document's fetch
-//! record (`remote::FetchRecord::decode`) and stored body, read through
+//! record (`remote::FetchRecord::parse`) and stored body, read through
 //! `RemoteDocument` (sync, start, a fetch's answer, a failure), and a slot (and the
 //! count) of a table of records (`shared_table::SharedTable`).
 //!
@@ -17,7 +17,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
 use libfuzzer_sys::fuzz_target;
-use wasm_authn::host_api::{CallResponse, Cas, SharedData, Target};
+use wasm_authn::host_api::{CallResponse, Cas, SharedData, SharedRecord, Target};
 use wasm_authn::jwt::KeySet;
 use wasm_authn::remote::{FetchConfig, FetchPolicy, FetchRecord, Progress, RemoteDocument, Step};
 use wasm_authn::shared_table::{Retention, SharedTable, Updated, VALUES};
@@ -90,8 +90,8 @@ fuzz_target!(|data: &[u8]| {
     // Host time: milliseconds since the epoch, within a century of now.
     let now_ms = NOW * 1000 + number(numbers, 0) % (100 * 365 * 86_400_000);
 
-    if let Some(decoded) = FetchRecord::decode(record) {
-        assert_eq!(FetchRecord::decode(&decoded.encode()), Some(decoded));
+    if let Some(decoded) = FetchRecord::parse(record) {
+        assert_eq!(FetchRecord::parse(&decoded.encode()), Some(decoded));
         let _ = decoded.due(now_ms, &POLICY, true);
         let _ = decoded.refetch_allowed(now_ms, &POLICY);
         let failed = decoded.failed(now_ms, &POLICY);

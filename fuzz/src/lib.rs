@@ -3,8 +3,6 @@
 //! stand-in for Envoy's BoringSSL built on ring, and a readable text form of a
 //! request that the fuzzer mutates well.
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -169,53 +167,14 @@ pub fn wrong_keys_config() -> &'static Config {
 
 // --- the fake host ---------------------------------------------------------------------
 
-/// Shared data with Envoy's compare-and-swap semantics, a fixed clock, no host crypto.
-pub struct FakeHost {
-    entries: RefCell<HashMap<String, (Vec<u8>, u32)>>,
-    version: Cell<u32>,
-    pub now_ns: u64,
-}
+pub use wasm_authn::testing::{FakeHost, FakeShared};
 
-impl Default for FakeHost {
-    fn default() -> Self {
-        FakeHost { entries: RefCell::default(), version: Cell::new(0), now_ns: NOW * 1_000_000_000 }
-    }
-}
-
-impl FakeHost {
-    /// Store `value` under `key` as another VM would.
-    pub fn put(&self, key: &str, value: &[u8]) {
-        self.set(key, value, Cas::Any);
-    }
-}
-
-impl SharedData for FakeHost {
-    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-        self.entries.borrow().get(key).cloned()
-    }
-
-    fn set(&self, key: &str, value: &[u8], cas: Cas) -> bool {
-        let mut entries = self.entries.borrow_mut();
-        let current = entries.get(key).map(|(_, version)| *version);
-        let allowed = cas.allows(current);
-        if allowed {
-            self.version.set(self.version.get() + 1);
-            entries.insert(key.to_string(), (value.to_vec(), self.version.get()));
-        }
-        allowed
-    }
-}
-
-impl Clock for FakeHost {
-    fn now_ns(&self) -> Option<u64> {
-        Some(self.now_ns)
-    }
-}
-
-impl SignatureBackend for FakeHost {
-    fn verify(&self, _: Algorithm, _: &[u8], _: &[u8], _: &[u8]) -> Option<bool> {
-        None
-    }
+/// The fake host of the native tests (`wasm_authn::testing`): a VM of an Envoy of its
+/// own, its clock at `NOW`.
+pub fn fake_host() -> FakeHost {
+    let host = FakeHost::new(&FakeShared::default());
+    host.now_ns.set(NOW * 1_000_000_000);
+    host
 }
 
 /// Envoy's `verify_signature` as the filter uses it (RS256/384/512, and ES256 with
@@ -331,7 +290,11 @@ impl TextRequest {
 /// The upstream changes of a decision that lets the request through.
 pub fn changes_of(decision: &Decision) -> Option<&UpstreamChanges> {
     match decision {
-        Decision::Bypass(changes) | Decision::Anonymous(changes) | Decision::Allow { changes, .. } => Some(changes),
+        Decision::Bypass(changes)
+        | Decision::Anonymous(changes)
+        | Decision::Failed { changes, .. }
+        | Decision::Shadow { changes, .. }
+        | Decision::Allow { changes, .. } => Some(changes),
         Decision::Reply(_)
         | Decision::ReadBody(_)
         | Decision::ReadForm

@@ -14,7 +14,7 @@ use wasm_authn::request::{Header, RequestFacts};
 use wasm_authn::stream::Step;
 
 use crate::{
-    flip_signature_bit, public_jwk, sha256_hex, signed_token, with_kid, FakeHost, SignOptions, ED_PRIVATE_PEM, NOW,
+    flip_signature_bit, public_jwk, sha256_hex, signed_token, with_kid, FakeShared, SignOptions, ED_PRIVATE_PEM, NOW,
     PASSWORD, REMOTE_ISSUER,
 };
 
@@ -197,7 +197,7 @@ impl Op {
 
 /// The fuzz crate's shared data and clock, with the outgoing calls and counters the plugin needs.
 struct Host {
-    shared: FakeHost,
+    shared: FakeShared,
     now_ms: Cell<u64>,
     calls: Vec<(u32, Target)>,
     next_token: u32,
@@ -327,7 +327,7 @@ pub fn run(ops: &[Op]) -> Vec<Kind> {
     let mut passed = Vec::new();
     let mut plugin = Plugin::new(config());
     let mut host =
-        Host { shared: FakeHost::default(), now_ms: Cell::new(NOW * 1000), calls: Vec::new(), next_token: 0 };
+        Host { shared: FakeShared::default(), now_ms: Cell::new(NOW * 1000), calls: Vec::new(), next_token: 0 };
     let mut seen: Vec<Seen> = (0..=STREAMS).map(|_| Seen::default()).collect();
     for op in ops {
         let now = host.now_ms.get();

@@ -40,12 +40,29 @@ pub(crate) struct FailureThrottle {
     unknown: SharedTable,
 }
 
-// values[0]: when the window ends (unix seconds); values[1]: failures in it.
-const END: usize = 0;
-const FAILURES: usize = 1;
+/// A record's failures, as the table holds them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Failures {
+    /// When the window ends (unix seconds).
+    window_end: u64,
+    /// Failures in it.
+    count: u64,
+}
+
+impl Failures {
+    fn decode(values: &[u64; VALUES]) -> Failures {
+        let [window_end, count, ..] = *values;
+        Failures { window_end, count }
+    }
+
+    fn encode(self) -> [u64; VALUES] {
+        [self.window_end, self.count, 0, 0]
+    }
+}
 
 /// A record is worth nothing once its window is over; any may go when the table is full.
-const RETENTION: Retention = Retention { expired: |entry, now| now >= entry.values[END], evictable: |_| true };
+const RETENTION: Retention =
+    Retention { expired: |entry, now| now >= Failures::decode(&entry.values).window_end, evictable: |_| true };
 
 /// The keys of a name's records: from everywhere, and from one source.
 struct Keys;
@@ -105,8 +122,9 @@ impl FailureThrottle {
         let name = Keys::name(user);
         let records = self.table(known).records_near(shared, name);
         let wait = |record: &Entry, max: u32| {
-            let failures = u32::try_from(record.values[FAILURES]).unwrap_or(u32::MAX);
-            (now_s < record.values[END] && failures >= max).then(|| record.values[END] - now_s)
+            let Failures { window_end, count } = Failures::decode(&record.values);
+            let failures = u32::try_from(count).unwrap_or(u32::MAX);
+            (now_s < window_end && failures >= max).then(|| window_end - now_s)
         };
         let over = |key: u64, max: u32| wait(records.iter().find(|record| record.key == key)?, max);
         let any_source_over =
@@ -128,9 +146,12 @@ impl FailureThrottle {
         let (name, pair) = (Keys::name(user), Keys::pair(user, source));
         let end = now_s.saturating_add(self.limit.window_seconds);
         // An expired record reads as none: a new window starts at this failure.
-        let count = |current: Option<&[u64; VALUES]>| match current {
-            Some(values) => Some([values[END], values[FAILURES].saturating_add(1), 0, 0]),
-            None => Some([end, 1, 0, 0]),
+        let count = |current: Option<&[u64; VALUES]>| {
+            let next = match current.map(Failures::decode) {
+                Some(failures) => Failures { count: failures.count.saturating_add(1), ..failures },
+                None => Failures { window_end: end, count: 1 },
+            };
+            Some(next.encode())
         };
         let table = self.table(known);
         table.update_near(shared, name, pair, now_s, count);

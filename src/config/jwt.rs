@@ -7,11 +7,11 @@ use std::rc::Rc;
 
 use super::error::ConfigError;
 use super::names::{cookie_name, header_name, non_empty, param_name, principal_name};
-use super::policy::{privileges, PrivilegeFields};
+use super::policy::privileges;
 use super::remote::{fetch_config, Document};
 use super::schema::{default_wait_ms, RawJwt, RawProvider, MAX_WAIT_MS};
 use super::secrets::{self, Env};
-use crate::jwt::{ClaimToHeader, KeyError, KeySet, Provider, ProviderKind};
+use crate::jwt::{ClaimToHeader, KeyError, KeySet, Provider, ProviderKind, TokenOutput};
 use crate::limits::Limits;
 use crate::token_location::{TokenPlace, AUTHORIZATION};
 
@@ -30,6 +30,7 @@ pub(super) fn compile(
     raw: Option<RawJwt>,
     limits: &Limits,
     env: Env,
+    claim_table: &Rc<Vec<String>>,
 ) -> Result<(Vec<Provider>, Vec<TokenPlaces>, u64), ConfigError> {
     let Some(raw) = raw else {
         return Ok((Vec::new(), Vec::new(), default_wait_ms()));
@@ -44,7 +45,7 @@ pub(super) fn compile(
     for (i, provider) in raw.providers.into_iter().enumerate() {
         let path = format!("jwt.providers[{i}]");
         places.push(token_places(&provider, &path)?);
-        let provider = compile_provider(provider, limits, &path, env)?;
+        let provider = compile_provider(provider, limits, &path, env, claim_table)?;
         if !names.insert(provider.name.clone()) {
             return Err(ConfigError::new(format!("{path}.name"), "duplicate provider name"));
         }
@@ -117,7 +118,14 @@ fn token_places(raw: &RawProvider, path: &str) -> Result<TokenPlaces, ConfigErro
     Ok(places)
 }
 
-fn compile_provider(mut raw: RawProvider, limits: &Limits, path: &str, env: Env) -> Result<Provider, ConfigError> {
+fn compile_provider(
+    mut raw: RawProvider,
+    limits: &Limits,
+    path: &str,
+    env: Env,
+    claim_table: &Rc<Vec<String>>,
+) -> Result<Provider, ConfigError> {
+    let fields = raw.privilege_fields();
     // Its principals are `jwt:<name>:<subject>`: a `:` in the name would make two of them one.
     principal_name(&raw.name, &format!("{path}.name"))?;
     let has_keys =
@@ -142,6 +150,7 @@ fn compile_provider(mut raw: RawProvider, limits: &Limits, path: &str, env: Env)
         return Err(ConfigError::new(format!("{path}.max_lifetime_seconds"), "must be greater than 0"));
     }
     non_empty(&raw.principal_claim, &format!("{path}.principal_claim"))?;
+    let output = token_output(&raw, path)?;
 
     let mut local_keys = KeySet::default();
     if let Some(jwks) = &mut raw.local_jwks {
@@ -177,26 +186,20 @@ fn compile_provider(mut raw: RawProvider, limits: &Limits, path: &str, env: Env)
         claim_to_headers.push(ClaimToHeader { claim: mapping.claim.clone(), header });
     }
 
-    let fields = PrivilegeFields {
-        methods: raw.methods,
-        paths: raw.paths,
-        scopes: Vec::new(),
-        trusted_networks: raw.trusted_networks,
-        requests_per_hour: raw.requests_per_hour,
-        max_concurrent: raw.max_concurrent,
-    };
     let privileges = privileges(fields, limits, path)?;
     let introspection = match raw.introspection {
         Some(introspection) => {
             // What its answers are judged by is part of whose answers they are (two configurations in one Envoy).
             let mappings: Vec<String> = claim_to_headers.iter().map(|m| format!("{}={}", m.claim, m.header)).collect();
+            // The claims rules test are stored with each answer, by their place in the table.
             let identity = format!(
-                "{}\0{issuer}\0{}\0{}\0{}\0{:?}",
+                "{}\0{issuer}\0{}\0{}\0{}\0{:?}\0{}",
                 raw.name,
                 raw.audiences.join(" "),
                 raw.principal_claim,
                 mappings.join(" "),
-                raw.max_lifetime_seconds
+                raw.max_lifetime_seconds,
+                claim_table.join("\0")
             );
             let at = format!("{path}.introspection");
             Some(super::introspection::compile(introspection, &at, raw.issuer.clone(), &identity, env)?)
@@ -219,5 +222,27 @@ fn compile_provider(mut raw: RawProvider, limits: &Limits, path: &str, env: Env)
         claim_to_headers,
         privileges: Rc::new(privileges),
         introspection,
+        condition_claims: Rc::clone(claim_table),
+        output,
     })
+}
+
+/// `forward`, `forward_payload_header` and `payload_in_filter_state` (a payload only a JWS has).
+fn token_output(raw: &RawProvider, path: &str) -> Result<TokenOutput, ConfigError> {
+    if raw.introspection.is_some() && (raw.forward_payload_header.is_some() || raw.payload_in_filter_state) {
+        let message = "has no payload to hand on: forward_payload_header and payload_in_filter_state are for JWTs";
+        return Err(ConfigError::new(format!("{path}.introspection"), message));
+    }
+    let payload_header = match &raw.forward_payload_header {
+        Some(name) => {
+            let at = format!("{path}.forward_payload_header");
+            let header = header_name(name, &at)?;
+            if RESERVED_HEADERS.contains(&header.as_str()) {
+                return Err(ConfigError::new(at, "names a header that frames or routes the request"));
+            }
+            Some(header)
+        }
+        None => None,
+    };
+    Ok(TokenOutput { forward: raw.forward, payload_header, payload_in_filter_state: raw.payload_in_filter_state })
 }

@@ -5,7 +5,7 @@ use std::rc::Rc;
 
 use super::error::ConfigError;
 use super::names::principal_name;
-use super::policy::{privileges, PrivilegeFields};
+use super::policy::privileges;
 use super::schema::RawKeypair;
 use crate::jwt::{normalized_pem, Algorithm, KeySet, Provider, ProviderKind};
 use crate::limits::Limits;
@@ -20,7 +20,8 @@ pub(super) fn compile(raw: Vec<RawKeypair>, limits: &Limits) -> Result<Vec<Provi
         .collect()
 }
 
-fn keypair_provider(raw: RawKeypair, path: &str, limits: &Limits) -> Result<Provider, ConfigError> {
+fn keypair_provider(mut raw: RawKeypair, path: &str, limits: &Limits) -> Result<Provider, ConfigError> {
+    let fields = raw.privilege_fields();
     principal_name(&raw.id, &format!("{path}.id"))?;
     let key_path = format!("{path}.public_key");
     let mut keys = KeySet::from_pem(&raw.public_key, None).map_err(|e| super::jwt::key_error(&key_path, e))?;
@@ -50,14 +51,6 @@ fn keypair_provider(raw: RawKeypair, path: &str, limits: &Limits) -> Result<Prov
     if !(1..=MAX_KEYPAIR_LIFETIME_SECONDS).contains(&raw.max_lifetime_seconds) {
         return Err(ConfigError::new(format!("{path}.max_lifetime_seconds"), "must be between 1 and 3600"));
     }
-    let fields = PrivilegeFields {
-        methods: raw.methods,
-        paths: raw.paths,
-        scopes: raw.scopes,
-        trusted_networks: raw.trusted_networks,
-        requests_per_hour: raw.requests_per_hour,
-        max_concurrent: raw.max_concurrent,
-    };
     let privileges = privileges(fields, limits, path)?;
     Ok(Provider {
         name: raw.id.clone(),
@@ -73,6 +66,8 @@ fn keypair_provider(raw: RawKeypair, path: &str, limits: &Limits) -> Result<Prov
         claim_to_headers: Vec::new(),
         privileges: Rc::new(privileges),
         introspection: None,
+        condition_claims: Rc::default(),
+        output: Default::default(),
     })
 }
 

@@ -3,6 +3,7 @@
 //! error names its field path (`jwt.providers[1].issuer: must not be empty`) and
 //! never echoes a value.
 
+mod claims;
 /// The configuration error: a field path and what is wrong there.
 pub mod error;
 mod introspection;
@@ -12,6 +13,7 @@ mod locations;
 mod names;
 mod policy;
 mod remote;
+mod requirement;
 mod schema;
 mod secrets;
 mod token_endpoint;
@@ -47,7 +49,7 @@ pub use secrets::Env;
 /// The largest plugin configuration accepted: room for 100,000 API clients as
 /// `api_keys.clients[]` objects (about 10 MB) or 100,000 users and clients as
 /// lines (`basic.htpasswd`, `api_keys.clients_lines`: under 10 MB together); a
-/// bound on what every worker's VM parses and holds (README, "Limits").
+/// bound on what every worker's VM parses and holds (docs/configuration.md, "What is checked at load").
 pub const MAX_CONFIG_BYTES: usize = 32 * 1024 * 1024;
 
 /// One-time keypair tokens remembered at once (past it, new ones wait for old ones to expire).
@@ -68,6 +70,8 @@ pub struct Config {
     pub upstream: Upstream,
     /// `bypass` and `rules`, and CORS preflights.
     pub routes: Routes,
+    /// false: shadow mode, unless a rule says otherwise (`Rule::enforce`).
+    pub enforce: bool,
     /// Outside these, 403 before any credential is checked (but on `require: "none"` routes).
     pub(crate) trusted_networks: Option<Networks>,
     pub(crate) revocation: Revocation,
@@ -245,7 +249,8 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
         policy::limits(raw.limits)?;
     let (basic_users, failure_limit, slow_hash_budget_ms_per_second) = compile_basic(raw.basic, &limit_defaults, env)?;
     let api_keys = compile_api_keys(raw.api_keys, &limit_defaults, env)?;
-    let (mut jwt_providers, token_places, jwks_wait_ms) = jwt::compile(raw.jwt, &limit_defaults, env)?;
+    let claim_table = claims::claim_table(&raw.rules);
+    let (mut jwt_providers, token_places, jwks_wait_ms) = jwt::compile(raw.jwt, &limit_defaults, env, &claim_table)?;
     // Keypairs verify like providers: one list, looked up by issuer.
     jwt_providers.extend(keypairs::compile(raw.keypairs, &limit_defaults)?);
     let raw_realm = raw.realm.clone();
@@ -268,32 +273,33 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
         let message = format!("must be true: {} has a P-384 key, which only Envoy's BoringSSL checks", provider.name);
         return Err(ConfigError::new("envoy_crypto", message));
     }
+    let owned_headers = owned_headers(&principal_headers, &jwt_providers, &api_keys, &token_locations)?;
     let mut rules = Vec::with_capacity(raw.bypass.len() + raw.rules.len());
     for (i, rule) in raw.bypass.into_iter().enumerate() {
         rules.push(policy::bypass_rule(rule, i)?);
     }
     let bypass_count = rules.len();
-    for (i, rule) in raw.rules.into_iter().enumerate() {
-        rules.push(policy::rule(rule, i, &jwt_providers)?);
+    for (i, mut rule) in raw.rules.into_iter().enumerate() {
+        let conditions = rule.claims.take();
+        let mut rule = policy::rule(rule, i, &jwt_providers)?;
+        rule.claims = claims::conditions(conditions.as_ref(), i, &rule.require, &claim_table, &owned_headers)?;
+        rules.push(rule);
     }
     policy::every_rule_is_reachable(&rules, bypass_count)?;
     let routes = Routes::new(rules, raw.bypass_cors_preflight);
     let trusted_networks = raw.trusted_networks.map(|n| policy::networks(n, "trusted_networks")).transpose()?;
     let revocation = policy::revocation(raw.revocation, &jwt_providers)?;
-    let cache = match raw.cache {
-        Some(c) if c.max_entries > MAX_CACHE_ENTRIES => {
-            return Err(ConfigError::new("cache.max_entries", format!("must be at most {MAX_CACHE_ENTRIES}")));
-        }
-        Some(c) => CacheSettings { max_entries: c.max_entries, ttl_seconds: c.ttl_seconds },
-        None => CacheSettings::default(),
-    };
+    let cache = raw.cache.unwrap_or_default();
+    if cache.max_entries > MAX_CACHE_ENTRIES {
+        return Err(ConfigError::new("cache.max_entries", format!("must be at most {MAX_CACHE_ENTRIES}")));
+    }
+    let cache = CacheSettings { max_entries: cache.max_entries, ttl_seconds: cache.ttl_seconds };
     if basic_users.is_empty() && api_keys.clients.is_empty() && jwt_providers.is_empty() {
         return Err(ConfigError::new(
             "",
             "no credentials configured: set basic.users, basic.htpasswd, api_keys.clients or jwt.providers",
         ));
     }
-    let owned_headers = owned_headers(&principal_headers, &jwt_providers, &api_keys, &token_locations)?;
     Ok(Config {
         realm: raw.realm,
         clock_skew_seconds: raw.clock_skew_seconds,
@@ -304,6 +310,7 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
             filter_state: raw.filter_state,
             method_overrides,
         },
+        enforce: raw.enforce,
         routes,
         trusted_networks,
         revocation,
@@ -338,20 +345,13 @@ fn compile_basic(
         return Ok((BasicUsers::default(), limit, schema::default_time_budget()));
     };
     let mut users = BasicUsers::default();
-    for (i, user) in raw.users.into_iter().enumerate() {
+    for (i, mut user) in raw.users.into_iter().enumerate() {
+        let fields = user.privilege_fields();
         let path = format!("basic.users[{i}]");
         principal_name(&user.name, &format!("{path}.name"))?;
         let stored =
             secrets::required(user.password_hash, user.password_hash_env.as_deref(), &path, "password_hash", env)?;
         let hash = PasswordHash::parse(&stored.value).map_err(|e| ConfigError::new(stored.field, e))?;
-        let fields = policy::PrivilegeFields {
-            methods: user.methods,
-            paths: user.paths,
-            scopes: user.scopes,
-            trusted_networks: user.trusted_networks,
-            requests_per_hour: user.requests_per_hour,
-            max_concurrent: user.max_concurrent,
-        };
         let privileges = policy::privileges(fields, limits, &path)?;
         if !users.insert(user.name, hash, Rc::new(privileges)) {
             return Err(ConfigError::new(format!("{path}.name"), "duplicate user name"));
@@ -396,9 +396,7 @@ fn failure_limit(raw: RawFailureLimit) -> Result<FailureLimit, ConfigError> {
 }
 
 fn compile_api_keys(raw: Option<RawApiKeys>, limits: &Limits, env: Env) -> Result<ApiKeys, ConfigError> {
-    let Some(raw) = raw else {
-        return Ok(ApiKeys { headers: schema::default_api_key_headers(), allow_basic: true, ..ApiKeys::default() });
-    };
+    let raw = raw.unwrap_or_default();
     let mut headers = Vec::with_capacity(raw.headers.len());
     for (i, h) in raw.headers.iter().enumerate() {
         let name = header_name(h, &format!("api_keys.headers[{i}]"))?;
@@ -423,7 +421,8 @@ fn compile_api_keys(raw: Option<RawApiKeys>, limits: &Limits, env: Env) -> Resul
     let lines = secrets::secret(raw.clients_lines, raw.clients_lines_env.as_deref(), "api_keys", "clients_lines", env)?;
     let mut clients = Vec::with_capacity(raw.clients.len() + lines.as_ref().map_or(0, |l| l.value.lines().count()));
     let mut ids = HashSet::with_capacity(clients.capacity());
-    for (i, client) in raw.clients.into_iter().enumerate() {
+    for (i, mut client) in raw.clients.into_iter().enumerate() {
+        let fields = client.privilege_fields();
         let path = format!("api_keys.clients[{i}]");
         principal_name(&client.id, &format!("{path}.id"))?;
         if !ids.insert(client.id.clone()) {
@@ -431,14 +430,6 @@ fn compile_api_keys(raw: Option<RawApiKeys>, limits: &Limits, env: Env) -> Resul
         }
         let stored = secrets::required(client.key_hash, client.key_hash_env.as_deref(), &path, "key_hash", env)?;
         let key_digest = api_key_digest(&stored.value).map_err(|e| ConfigError::new(stored.field, e))?;
-        let fields = policy::PrivilegeFields {
-            methods: client.methods,
-            paths: client.paths,
-            scopes: client.scopes,
-            trusted_networks: client.trusted_networks,
-            requests_per_hour: client.requests_per_hour,
-            max_concurrent: client.max_concurrent,
-        };
         let privileges = policy::privileges(fields, limits, &path)?;
         clients.push(ApiClient {
             id: client.id,
@@ -605,15 +596,24 @@ fn owned_headers(
     // Owned whatever limits.scope says: a client never sets it.
     owned.push(RATELIMIT_HEADER.to_string());
     for (i, provider) in providers.iter().enumerate() {
-        for (j, mapping) in provider.claim_to_headers.iter().enumerate() {
-            let at = || format!("jwt.providers[{i}].claim_to_headers[{j}].header");
-            if principal_names.iter().any(|(_, name)| **name == mapping.header) {
+        // Its claim headers, then its payload header.
+        let mappings = provider.claim_to_headers.iter().map(|mapping| &mapping.header);
+        let its_own = owned.len();
+        for (j, header) in mappings.chain(&provider.output.payload_header).enumerate() {
+            let at = || match j < provider.claim_to_headers.len() {
+                true => format!("jwt.providers[{i}].claim_to_headers[{j}].header"),
+                false => format!("jwt.providers[{i}].forward_payload_header"),
+            };
+            if principal_names.iter().any(|(_, name)| *name == header) {
                 return Err(ConfigError::new(at(), "is one of principal_headers: a claim must not set the principal"));
             }
-            if mapping.header == RATELIMIT_HEADER {
+            if header == RATELIMIT_HEADER {
                 return Err(ConfigError::new(at(), ratelimit_header));
             }
-            owned.push(mapping.header.clone());
+            if owned.get(its_own..).is_some_and(|its| its.contains(header)) {
+                return Err(ConfigError::new(at(), "is also one of its claim_to_headers headers"));
+            }
+            owned.push(header.clone());
         }
     }
     owned.sort();

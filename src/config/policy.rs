@@ -5,7 +5,8 @@ use super::error::ConfigError;
 use super::names::non_empty;
 use super::remote::{fetch_config, Document};
 use super::schema::{
-    default_wait_ms, RawBypassRule, RawLimitScope, RawLimits, RawMatch, RawRevocation, RawRule, MAX_WAIT_MS,
+    default_wait_ms, PrivilegeFields, RawBypassRule, RawLimitScope, RawLimits, RawMatch, RawRevocation, RawRule,
+    MAX_WAIT_MS,
 };
 use crate::fleet::LimitScope;
 use crate::jwt::Provider;
@@ -14,8 +15,9 @@ use crate::network::{Cidr, Networks};
 use crate::path::has_segment_prefix;
 use crate::principal::QualifiedName;
 use crate::privileges::Privileges;
+use crate::request_principal::RequestPrincipal;
 use crate::revocation::{Revocation, RevocationList};
-use crate::route::{HostPattern, Kind, Require, RouteMatch, Rule};
+use crate::route::{HostPattern, Require, RouteMatch, Rule};
 
 /// Method names a rule or a privilege may list: RFC 9110's, PATCH, CData's MERGE,
 /// and WebDAV's. Anything else is a typo.
@@ -107,16 +109,6 @@ fn bounded(list: &[String], path: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// The privilege fields users, clients and providers share, as written.
-pub(super) struct PrivilegeFields {
-    pub methods: Option<Vec<String>>,
-    pub paths: Option<Vec<String>>,
-    pub scopes: Vec<String>,
-    pub trusted_networks: Option<Vec<String>>,
-    pub requests_per_hour: Option<u64>,
-    pub max_concurrent: Option<u64>,
-}
-
 /// The privileges of one user, client or provider at `path`; `defaults` are `limits`'.
 pub(super) fn privileges(raw: PrivilegeFields, defaults: &Limits, path: &str) -> Result<Privileges, ConfigError> {
     Ok(Privileges {
@@ -153,15 +145,7 @@ pub(super) struct LimitSettings {
 
 /// `limits`: the defaults, the table of counts, and who counts the hourly limits.
 pub(super) fn limits(raw: Option<RawLimits>) -> Result<LimitSettings, ConfigError> {
-    let Some(raw) = raw else {
-        let defaults = Limits::default();
-        return Ok(LimitSettings {
-            defaults,
-            max_tracked_principals: 10_000,
-            expose_headers: false,
-            scope: LimitScope::Envoy,
-        });
-    };
+    let raw = raw.unwrap_or_default();
     if !(1..=MAX_TRACKED_PRINCIPALS).contains(&raw.max_tracked_principals) {
         return Err(ConfigError::new(
             "limits.max_tracked_principals",
@@ -207,14 +191,22 @@ pub(super) fn bypass_rule(rule: RawBypassRule, i: usize) -> Result<Rule, ConfigE
     };
     let methods = rule.method.map(|m| methods(vec![m], &format!("{path}.method"))).transpose()?;
     let matcher = RouteMatch { path_prefix, methods, ..RouteMatch::default() };
-    Ok(Rule { matcher, require: Require::None, scopes: Vec::new(), principals: None })
+    Ok(Rule {
+        matcher,
+        require: Require::None,
+        scopes: Vec::new(),
+        principals: None,
+        request_principals: None,
+        enforce: None,
+        claims: Vec::new(),
+    })
 }
 
 /// One of `rules`; `providers` are the JWT providers, keypairs and token endpoint (`jwt:<name>`).
 pub(super) fn rule(raw: RawRule, i: usize, providers: &[Provider]) -> Result<Rule, ConfigError> {
     let path = format!("rules[{i}]");
     let matcher = route_match(raw.matcher, &format!("{path}.match"))?;
-    let require = require(raw.require, &format!("{path}.require"), providers)?;
+    let require = super::requirement::require(raw.require, raw.principal_from, &format!("{path}.require"), providers)?;
     let scopes = scopes(raw.scopes, &format!("{path}.scopes"))?;
     let principals = match raw.principals {
         Some(ids) => {
@@ -227,10 +219,21 @@ pub(super) fn rule(raw: RawRule, i: usize, providers: &[Provider]) -> Result<Rul
         }
         None => None,
     };
-    if require == Require::None && (!scopes.is_empty() || principals.is_some()) {
+    let request_principals = match raw.request_principals {
+        Some(patterns) => {
+            bounded(&patterns, &format!("{path}.request_principals"))?;
+            let parsed = patterns.iter().enumerate().map(|(j, text)| {
+                RequestPrincipal::parse(text)
+                    .map_err(|message| ConfigError::new(format!("{path}.request_principals[{j}]"), message))
+            });
+            Some(parsed.collect::<Result<Vec<_>, _>>()?)
+        }
+        None => None,
+    };
+    if require == Require::None && (!scopes.is_empty() || principals.is_some() || request_principals.is_some()) {
         return Err(ConfigError::new(&path, "a rule that requires nothing cannot require scopes or principals"));
     }
-    Ok(Rule { matcher, require, scopes, principals })
+    Ok(Rule { matcher, require, scopes, principals, request_principals, enforce: raw.enforce, claims: Vec::new() })
 }
 
 fn route_match(raw: RawMatch, path: &str) -> Result<RouteMatch, ConfigError> {
@@ -298,49 +301,6 @@ pub(super) fn every_rule_is_reachable(rules: &[Rule], bypass_count: usize) -> Re
         }
     }
     Ok(())
-}
-
-fn require(raw: Option<serde_json::Value>, path: &str, providers: &[Provider]) -> Result<Require, ConfigError> {
-    use serde_json::Value;
-    let (kinds, listed) = match raw {
-        None => return Ok(Require::Any),
-        Some(Value::String(word)) => match word.as_str() {
-            "any" => return Ok(Require::Any),
-            "none" => return Ok(Require::None),
-            "optional" => return Ok(Require::Optional),
-            _ => (vec![Value::String(word)], false),
-        },
-        Some(Value::Array(kinds)) if !kinds.is_empty() => (kinds, true),
-        Some(_) => {
-            return Err(ConfigError::new(path, "must be \"any\", \"none\", \"optional\" or a list of credential kinds"))
-        }
-    };
-    let mut parsed = Vec::with_capacity(kinds.len());
-    for (i, kind) in kinds.iter().enumerate() {
-        let at = if listed { format!("{path}[{i}]") } else { path.to_string() };
-        let Some(word) = kind.as_str() else {
-            return Err(ConfigError::new(at, "must be a credential kind"));
-        };
-        parsed.push(match word {
-            "basic" => Kind::Basic,
-            "api-key" => Kind::ApiKey,
-            "jwt" => Kind::Jwt { provider: None },
-            "keypair" => Kind::Keypair,
-            _ => match word.strip_prefix("jwt:") {
-                Some(name) if providers.iter().any(|p| p.name == name) => {
-                    Kind::Jwt { provider: Some(name.to_string()) }
-                }
-                Some(_) => return Err(ConfigError::new(at, "names no provider in jwt.providers")),
-                None => {
-                    return Err(ConfigError::new(
-                        at,
-                        "unknown credential kind: use \"basic\", \"api-key\", \"jwt\", \"jwt:<provider name>\" or \"keypair\"",
-                    ))
-                }
-            },
-        });
-    }
-    Ok(Require::Kinds(parsed))
 }
 
 pub(super) fn revocation(raw: Option<RawRevocation>, providers: &[Provider]) -> Result<Revocation, ConfigError> {

@@ -7,6 +7,60 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 
+/// A configuration struct with the privilege fields a user, API client or keypair
+/// (`+ scopes;`) or a JWT provider (`;`: its tokens' scopes are their claims) has,
+/// declared here once with their docs, after the struct's own fields; its
+/// `privilege_fields` takes them out for `config::policy::privileges`.
+macro_rules! privileged {
+    ($(+ $scopes:ident)?; $(#[$meta:meta])* pub struct $name:ident { $($fields:tt)* }) => {
+        $(#[$meta])*
+        pub(crate) struct $name {
+            $($fields)*
+            /// Allowed HTTP methods, each by name (absent: all).
+            pub methods: Option<Vec<String>>,
+            /// Allowed path prefixes (absent: all).
+            pub paths: Option<Vec<String>>,
+            $(
+                /// Scopes held.
+                #[serde(default)]
+                pub $scopes: Vec<String>,
+            )?
+            /// Networks (CIDR) it may come from (absent: any).
+            pub trusted_networks: Option<Vec<String>>,
+            /// Overrides `limits.requests_per_hour` (0: unlimited).
+            pub requests_per_hour: Option<u64>,
+            /// Overrides `limits.max_concurrent` (0: unlimited).
+            pub max_concurrent: Option<u64>,
+        }
+
+        impl $name {
+            /// The privilege fields, taken out (the struct's own fields stay).
+            pub(crate) fn privilege_fields(&mut self) -> PrivilegeFields {
+                PrivilegeFields {
+                    methods: self.methods.take(),
+                    paths: self.paths.take(),
+                    scopes: privileged!(@scopes self $($scopes)?),
+                    trusted_networks: self.trusted_networks.take(),
+                    requests_per_hour: self.requests_per_hour.take(),
+                    max_concurrent: self.max_concurrent.take(),
+                }
+            }
+        }
+    };
+    (@scopes $self:ident) => { Vec::new() };
+    (@scopes $self:ident $scopes:ident) => { std::mem::take(&mut $self.$scopes) };
+}
+
+/// The privilege fields users, clients, keypairs and providers share, as written.
+pub(super) struct PrivilegeFields {
+    pub methods: Option<Vec<String>>,
+    pub paths: Option<Vec<String>>,
+    pub scopes: Vec<String>,
+    pub trusted_networks: Option<Vec<String>>,
+    pub requests_per_hour: Option<u64>,
+    pub max_concurrent: Option<u64>,
+}
+
 #[derive(Deserialize)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, expecting = "the configuration object")]
@@ -27,13 +81,18 @@ pub(super) struct RawConfig {
     /// Forward the verified credential upstream (false: it is removed); every other credential is removed either way.
     #[serde(default)]
     pub forward_credentials: bool,
-    /// Method overrides (`X-HTTP-Method-Override`, `X-HTTP-Method`, `X-Method-Override`, the `_method` query parameter): `"remove"` them before the upstream (default), or `"judge"` the request as every method it names. A `_method` in a form body is not seen.
+    /// Method overrides (`X-HTTP-Method-Override`, `X-HTTP-Method`, `X-Method-Override`, the `_method` query parameter): `"remove"` them before the upstream, or `"judge"` the request as every method it names. A `_method` in a form body is not seen.
     #[serde(default = "default_method_overrides")]
     #[cfg_attr(not(target_arch = "wasm32"), schemars(with = "crate::method_override::MethodOverrides"))]
     pub method_overrides: String,
     /// Also hand the verified principal to Envoy as filter state (`wasm.wasm_authn.principal`, `.method`, `.provider`, `.claim.<header>`), for RBAC and access logs; one host call per value.
     #[serde(default)]
     pub filter_state: bool,
+    /// false: shadow mode (Envoy RBAC's `shadow_rules`, Istio's `AUDIT`): every request is decided, a
+    /// refusal counted (`shadow_denied.<reason>`), logged and set in filter state
+    /// (`wasm.wasm_authn.shadow`), and the request continues without principal headers. A rule's own `enforce` overrides it.
+    #[serde(default = "default_true")]
+    pub enforce: bool,
     /// Rules that skip authentication (forged principal headers and credentials are still removed).
     #[serde(default)]
     pub bypass: Vec<RawBypassRule>,
@@ -113,15 +172,51 @@ pub(super) struct RawRule {
     /// The conditions; all it sets must match (none: every request).
     #[serde(rename = "match", default)]
     pub matcher: RawMatch,
-    /// `"any"` (default), `"none"`, `"optional"`, or a list of kinds
-    /// (`"basic"`, `"api-key"`, `"jwt"`, `"jwt:<provider>"`).
+    /// `"any"`, `"none"`, `"optional"`, `"optional_or_failed"` (a credential that fails passes
+    /// too, with no principal), a list of kinds (any of them: `"basic"`, `"api-key"`, `"jwt"`,
+    /// `"jwt:<provider>"`, `"keypair"`), or a tree of them: `{"all": [...]}`, `{"any": [...]}`, nested.
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(default = "default_require"))]
     pub require: Option<Value>,
+    /// With a `require` tree: the kinds whose principal is the rule's, first present first (default: the
+    /// tree's kinds in the order written); the others are reported in `x-auth-also-<method>`.
+    pub principal_from: Option<Vec<String>>,
+    /// When set, only JWT provider tokens whose `<iss>/<sub>` matches one (Istio's `requestPrincipals`:
+    /// exact, `prefix*`, `*suffix`, or `*`), 403 otherwise.
+    pub request_principals: Option<Vec<String>>,
+    /// Overrides the configuration's `enforce` for this rule (false: shadow mode).
+    pub enforce: Option<bool>,
     /// Scopes the caller must all hold (403 `insufficient_scope` otherwise).
     #[serde(default)]
     pub scopes: Vec<String>,
     /// When set, only these principals (403 otherwise), named by who vouches for them:
     /// `basic:<user>`, `api-key:<client id>`, `keypair:<id>`, `jwt:<provider>:<principal claim>`.
     pub principals: Option<Vec<String>>,
+    /// Conditions on the verified token's claims, all to be met (403 `claim_condition_failed`
+    /// otherwise). Only an identity provider's tokens have claims: a rule with conditions
+    /// refuses Basic users, API keys, keypairs and the token endpoint's tokens.
+    // Read from the JSON value by `config::claims`: a serde type here cost the module 10 KB.
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(with = "Option<Vec<RawClaimCondition>>"))]
+    pub claims: Option<Value>,
+}
+
+/// One condition on a claim: exactly one of `any_of`, `all_of` and `equals_header`
+/// (the shape for the JSON Schema; `config::claims` reads it).
+#[cfg(not(target_arch = "wasm32"))]
+#[derive(schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // the schema's shape only
+pub(super) struct RawClaimCondition {
+    /// The claim, named as `claim_to_headers` names it (dotted names reach nested values).
+    /// Its strings, booleans and numbers (an array: each of its elements) compare with
+    /// values of the same JSON type (`1.0` is `1`; `"true"` is not `true`).
+    pub claim: String,
+    /// One of the claim's values (an array's elements) is one of these.
+    pub any_of: Option<Vec<Value>>,
+    /// Every one of these is among the claim's values.
+    pub all_of: Option<Vec<Value>>,
+    /// A request header (e.g. `x-tenant`) that must be sent exactly once with one of the
+    /// claim's values; missing, repeated or also sent with underscores, the condition fails.
+    pub equals_header: Option<String>,
 }
 
 /// All that a rule's `match` sets must match.
@@ -161,13 +256,27 @@ pub(super) struct RawLimits {
     pub scope: RawLimitScope,
 }
 
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            requests_per_hour: None,
+            max_concurrent: None,
+            max_tracked_principals: default_max_tracked_principals(),
+            expose_headers: false,
+            scope: RawLimitScope::default(),
+        }
+    }
+}
+
 /// `limits.scope`: `"envoy"` or `"fleet"`.
 // Read from a string: serde's enum machinery would be the module's only copy of it
 // (a few kilobytes).
+// Serialize (native only) shows the default in the JSON Schema.
 #[derive(Deserialize, Default)]
-#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema, serde::Serialize))]
 #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("enum" = ["envoy", "fleet"])))]
 #[serde(try_from = "String")]
+#[cfg_attr(not(target_arch = "wasm32"), serde(rename_all = "lowercase"))]
 pub(super) enum RawLimitScope {
     #[default]
     Envoy,
@@ -229,30 +338,20 @@ pub(super) struct RawBasic {
     pub slow_hash_budget_ms_per_second: u64,
 }
 
-#[derive(Deserialize)]
-#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
-#[cfg_attr(not(target_arch = "wasm32"), schemars(extend("oneOf" = one_of("password_hash"))))]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawUser {
-    /// The user name (no `:`, no surrounding spaces).
-    pub name: String,
-    /// `sha256:<hex>`, htpasswd `{SHA}<base64>` or bcrypt `$2a$`/`$2b$`/`$2y$` (cost 4-12); never clear text.
-    pub password_hash: Option<String>,
-    /// Instead of `password_hash`: the environment variable of the Envoy process that holds it.
-    pub password_hash_env: Option<String>,
-    /// Allowed HTTP methods, each by name (absent: all).
-    pub methods: Option<Vec<String>>,
-    /// Allowed path prefixes (absent: all).
-    pub paths: Option<Vec<String>>,
-    /// Scopes held.
-    #[serde(default)]
-    pub scopes: Vec<String>,
-    /// Networks (CIDR) it may come from (absent: any).
-    pub trusted_networks: Option<Vec<String>>,
-    /// Overrides `limits.requests_per_hour` (0: unlimited).
-    pub requests_per_hour: Option<u64>,
-    /// Overrides `limits.max_concurrent` (0: unlimited).
-    pub max_concurrent: Option<u64>,
+privileged! {
+    + scopes;
+    #[derive(Deserialize)]
+    #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("oneOf" = one_of("password_hash"))))]
+    #[serde(deny_unknown_fields)]
+    pub struct RawUser {
+        /// The user name (no `:`, no surrounding spaces).
+        pub name: String,
+        /// `sha256:<hex>`, htpasswd `{SHA}<base64>` or bcrypt `$2a$`/`$2b$`/`$2y$` (cost 4-12); never clear text.
+        pub password_hash: Option<String>,
+        /// Instead of `password_hash`: the environment variable of the Envoy process that holds it.
+        pub password_hash_env: Option<String>,
+    }
 }
 
 /// Failed password checks allowed in a window, Envoy-wide: per user name and source
@@ -313,65 +412,60 @@ pub(super) struct RawApiKeys {
     pub clients_lines_env: Option<String>,
 }
 
-#[derive(Deserialize)]
-#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
-#[cfg_attr(not(target_arch = "wasm32"), schemars(extend("oneOf" = one_of("key_hash"))))]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawApiClient {
-    /// The client id, its principal (no `:`, no surrounding spaces).
-    pub id: String,
-    /// `sha256:<hex>` of the key (`wasm-authn new-api-key` makes both).
-    pub key_hash: Option<String>,
-    /// Instead of `key_hash`: the environment variable of the Envoy process that holds it.
-    pub key_hash_env: Option<String>,
-    /// A disabled key is refused.
-    #[serde(default)]
-    pub disabled: bool,
-    /// Allowed HTTP methods, each by name (absent: all).
-    pub methods: Option<Vec<String>>,
-    /// Allowed path prefixes (absent: all).
-    pub paths: Option<Vec<String>>,
-    /// Scopes held.
-    #[serde(default)]
-    pub scopes: Vec<String>,
-    /// Networks (CIDR) it may come from (absent: any).
-    pub trusted_networks: Option<Vec<String>>,
-    /// Overrides `limits.requests_per_hour` (0: unlimited).
-    pub requests_per_hour: Option<u64>,
-    /// Overrides `limits.max_concurrent` (0: unlimited).
-    pub max_concurrent: Option<u64>,
+impl Default for RawApiKeys {
+    fn default() -> Self {
+        RawApiKeys {
+            headers: default_api_key_headers(),
+            query_param: None,
+            form_field: None,
+            cookies: Vec::new(),
+            allow_basic: default_true(),
+            clients: Vec::new(),
+            clients_lines: None,
+            clients_lines_env: None,
+        }
+    }
 }
 
-/// A client keypair: the client signs each token itself, with `iss` its PEM text or id.
-#[derive(Deserialize)]
-#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawKeypair {
-    /// The principal its tokens prove.
-    pub id: String,
-    /// The public key, PEM (`BEGIN PUBLIC KEY`: RSA, EC P-256 or P-384, Ed25519).
-    pub public_key: String,
-    /// Algorithms accepted (default: those that fit the key).
-    pub algorithms: Option<Vec<String>>,
-    /// Longest accepted `exp - iat` (default 60, at most 3600).
-    #[serde(default = "default_keypair_lifetime")]
-    pub max_lifetime_seconds: u64,
-    /// Each token (`jti` required) is accepted once, on every worker.
-    #[serde(default)]
-    pub one_time: bool,
-    /// Allowed HTTP methods, each by name (absent: all).
-    pub methods: Option<Vec<String>>,
-    /// Allowed path prefixes (absent: all).
-    pub paths: Option<Vec<String>>,
-    /// Scopes held.
-    #[serde(default)]
-    pub scopes: Vec<String>,
-    /// Networks (CIDR) it may come from (absent: any).
-    pub trusted_networks: Option<Vec<String>>,
-    /// Overrides `limits.requests_per_hour` (0: unlimited).
-    pub requests_per_hour: Option<u64>,
-    /// Overrides `limits.max_concurrent` (0: unlimited).
-    pub max_concurrent: Option<u64>,
+privileged! {
+    + scopes;
+    #[derive(Deserialize)]
+    #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("oneOf" = one_of("key_hash"))))]
+    #[serde(deny_unknown_fields)]
+    pub struct RawApiClient {
+        /// The client id, its principal (no `:`, no surrounding spaces).
+        pub id: String,
+        /// `sha256:<hex>` of the key (`wasm-authn new-api-key` makes both).
+        pub key_hash: Option<String>,
+        /// Instead of `key_hash`: the environment variable of the Envoy process that holds it.
+        pub key_hash_env: Option<String>,
+        /// A disabled key is refused.
+        #[serde(default)]
+        pub disabled: bool,
+    }
+}
+
+privileged! {
+    + scopes;
+    /// A client keypair: the client signs each token itself, with `iss` its PEM text or id.
+    #[derive(Deserialize)]
+    #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
+    #[serde(deny_unknown_fields)]
+    pub struct RawKeypair {
+        /// The principal its tokens prove.
+        pub id: String,
+        /// The public key, PEM (`BEGIN PUBLIC KEY`: RSA, EC P-256 or P-384, Ed25519).
+        pub public_key: String,
+        /// Algorithms accepted (default: those that fit the key).
+        pub algorithms: Option<Vec<String>>,
+        /// Longest accepted `exp - iat` (at most 3600).
+        #[serde(default = "default_keypair_lifetime")]
+        pub max_lifetime_seconds: u64,
+        /// Each token (`jti` required) is accepted once, on every worker.
+        #[serde(default)]
+        pub one_time: bool,
+    }
 }
 
 /// The token endpoint: it answers its two paths itself, and accepts the tokens it issues.
@@ -380,7 +474,7 @@ pub(super) struct RawKeypair {
 #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("oneOf" = one_of("signing_key"))))]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawTokenEndpoint {
-    /// The `x-auth-provider` value of its tokens (default `token-endpoint`).
+    /// The `x-auth-provider` value of its tokens.
     #[serde(default = "default_token_endpoint_name")]
     pub name: String,
     /// Where tokens are issued (POST), e.g. `/auth/token`.
@@ -392,7 +486,7 @@ pub(super) struct RawTokenEndpoint {
     /// The `aud` of its tokens (and the audiences its tokens must carry).
     #[serde(default)]
     pub audiences: Vec<String>,
-    /// How long its tokens live, in seconds (default 3600, at most 86400).
+    /// How long its tokens live, in seconds (at most 86400).
     #[serde(default = "default_token_lifetime")]
     pub lifetime_seconds: u64,
     /// The private key: a JWK object (EC P-256, OKP Ed25519, RSA, or oct for HS256) or a PKCS#8 PEM string.
@@ -419,61 +513,66 @@ pub(super) struct RawJwt {
     pub jwks_wait_ms: u64,
 }
 
-#[derive(Deserialize)]
-#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawProvider {
-    /// The provider's name (the `x-auth-provider` value, metric names).
-    pub name: String,
-    /// Tokens are matched to their provider by `iss`; one provider per issuer. Required
-    /// but with `introspection`, whose answers must then carry it as `iss`.
-    pub issuer: Option<String>,
-    /// Empty: any audience is accepted.
-    #[serde(default)]
-    pub audiences: Vec<String>,
-    /// A JWKS object `{"keys": [...]}`, parsed (strictly) when compiled.
-    #[cfg_attr(not(target_arch = "wasm32"), schemars(schema_with = "super::jwks_schema::jwks", default))]
-    pub local_jwks: Option<Value>,
-    /// SubjectPublicKeyInfo PEM blocks (`BEGIN PUBLIC KEY`); they match tokens with any `kid`.
-    pub local_pem: Option<String>,
-    /// A JWKS the filter fetches itself through an Envoy cluster (`path` required).
-    pub remote_jwks: Option<RawRemote>,
-    /// An OpenID Connect discovery document whose `jwks_uri` the filter fetches.
-    pub discovery: Option<RawRemote>,
-    /// Opaque tokens: an OAuth 2.0 token introspection endpoint (RFC 7662) vouches for
-    /// them, asked through an Envoy cluster (instead of keys).
-    pub introspection: Option<RawIntrospection>,
-    /// Refuse tokens without `exp` (default true; with `introspection`, false).
-    pub require_expiration: Option<bool>,
-    /// Longest accepted `exp - iat` (or `exp - now` without `iat`).
-    pub max_lifetime_seconds: Option<u64>,
-    /// Dotted path allowed ("realm.user").
-    #[serde(default = "default_principal_claim")]
-    pub principal_claim: String,
-    /// Claims copied to upstream headers.
-    #[serde(default)]
-    pub claim_to_headers: Vec<RawClaimToHeader>,
-    /// Headers that carry its tokens. With any `from_*` set, the provider reads its tokens
-    /// only there, not in `Authorization: Bearer`.
-    #[serde(default)]
-    pub from_headers: Vec<RawTokenHeader>,
-    /// Query parameters that carry its tokens (opt-in: URLs end up in logs); removed from
-    /// `:path` before the request goes upstream.
-    #[serde(default)]
-    pub from_params: Vec<String>,
-    /// Cookies that carry its tokens; removed from `Cookie` before the request goes upstream.
-    #[serde(default)]
-    pub from_cookies: Vec<String>,
-    /// Allowed HTTP methods for every token of this provider (absent: all).
-    pub methods: Option<Vec<String>>,
-    /// Allowed path prefixes for every token (absent: all).
-    pub paths: Option<Vec<String>>,
-    /// Networks (CIDR) its tokens may come from (absent: any).
-    pub trusted_networks: Option<Vec<String>>,
-    /// Overrides `limits.requests_per_hour` for each principal of its tokens (0: unlimited).
-    pub requests_per_hour: Option<u64>,
-    /// Overrides `limits.max_concurrent` for each principal of its tokens (0: unlimited).
-    pub max_concurrent: Option<u64>,
+privileged! {
+    ;
+    /// A JWT provider; its methods, paths, networks and limits apply to each of its tokens
+    /// (each principal of its tokens has its own limits).
+    #[derive(Deserialize)]
+    #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
+    #[serde(deny_unknown_fields)]
+    pub struct RawProvider {
+        /// The provider's name (the `x-auth-provider` value, metric names).
+        pub name: String,
+        /// Tokens are matched to their provider by `iss`; one provider per issuer. Required
+        /// but with `introspection`, whose answers must then carry it as `iss`.
+        pub issuer: Option<String>,
+        /// Empty: any audience is accepted.
+        #[serde(default)]
+        pub audiences: Vec<String>,
+        /// A JWKS object `{"keys": [...]}`, parsed (strictly) when compiled.
+        #[cfg_attr(not(target_arch = "wasm32"), schemars(schema_with = "super::jwks_schema::jwks", default))]
+        pub local_jwks: Option<Value>,
+        /// SubjectPublicKeyInfo PEM blocks (`BEGIN PUBLIC KEY`); they match tokens with any `kid`.
+        pub local_pem: Option<String>,
+        /// A JWKS the filter fetches itself through an Envoy cluster (`path` required).
+        pub remote_jwks: Option<RawRemote>,
+        /// An OpenID Connect discovery document whose `jwks_uri` the filter fetches.
+        pub discovery: Option<RawRemote>,
+        /// Opaque tokens: an OAuth 2.0 token introspection endpoint (RFC 7662) vouches for
+        /// them, asked through an Envoy cluster (instead of keys).
+        pub introspection: Option<RawIntrospection>,
+        /// Refuse tokens without `exp` (default true; with `introspection`, false).
+        pub require_expiration: Option<bool>,
+        /// Longest accepted `exp - iat` (or `exp - now` without `iat`).
+        pub max_lifetime_seconds: Option<u64>,
+        /// Dotted path allowed ("realm.user").
+        #[serde(default = "default_principal_claim")]
+        pub principal_claim: String,
+        /// Claims copied to upstream headers.
+        #[serde(default)]
+        pub claim_to_headers: Vec<RawClaimToHeader>,
+        /// Forward its verified tokens upstream (or not), whatever `forward_credentials` says.
+        pub forward: Option<bool>,
+        /// An upstream header that gets the verified token's payload, base64url as in the token
+        /// (`jwt_authn`'s `forward_payload_header`); the filter owns it: a client's copy is removed.
+        /// Not with `introspection`.
+        pub forward_payload_header: Option<String>,
+        /// The verified token's payload, as JSON, in Envoy filter state `wasm.wasm_authn.payload`
+        /// (for access logs and later filters). Not with `introspection`.
+        #[serde(default)]
+        pub payload_in_filter_state: bool,
+        /// Headers that carry its tokens. With any `from_*` set, the provider reads its tokens
+        /// only there, not in `Authorization: Bearer`.
+        #[serde(default)]
+        pub from_headers: Vec<RawTokenHeader>,
+        /// Query parameters that carry its tokens (opt-in: URLs end up in logs); removed from
+        /// `:path` before the request goes upstream.
+        #[serde(default)]
+        pub from_params: Vec<String>,
+        /// Cookies that carry its tokens; removed from `Cookie` before the request goes upstream.
+        #[serde(default)]
+        pub from_cookies: Vec<String>,
+    }
 }
 
 /// A document fetched through an Envoy cluster: `remote_jwks` (`path` required) or
@@ -496,7 +595,8 @@ pub(super) struct RawRemote {
     /// Timeout of one fetch, in milliseconds (100-60000).
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
-    /// JWKS only: at most one refetch per interval for tokens with an unknown `kid` (1-3600; default 30).
+    /// JWKS only: at most one refetch per interval for tokens with an unknown `kid` (1-3600).
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(default = "default_min_refetch_seconds"))]
     pub min_refetch_seconds: Option<u64>,
     /// Larger responses are refused (1024-1048576).
     #[serde(default = "default_max_response_bytes")]
@@ -518,7 +618,7 @@ pub(super) struct RawIntrospection {
     /// Timeout of one call, in milliseconds (100-60000); a request waits as long, then gets 503.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
-    /// How the filter authenticates to the endpoint: `basic` (default; RFC 6749 2.3.1), `post`
+    /// How the filter authenticates to the endpoint: `basic` (RFC 6749 2.3.1), `post`
     /// (`client_id` and `client_secret` in the form) or `bearer` (the secret as a bearer token).
     #[serde(default = "default_introspection_auth")]
     #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("enum" = ["basic", "post", "bearer"])))]
@@ -529,23 +629,23 @@ pub(super) struct RawIntrospection {
     pub client_secret: Option<String>,
     /// Instead of `client_secret`: the environment variable of the Envoy process that holds it.
     pub client_secret_env: Option<String>,
-    /// `token_type_hint` sent with each token (default `access_token`; empty: none).
+    /// `token_type_hint` sent with each token (empty: none).
     #[serde(default = "default_token_type_hint")]
     pub token_type_hint: String,
-    /// Larger answers are a failure (1024-1048576; default 65536).
+    /// Larger answers are a failure (1024-1048576).
     #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: usize,
     /// How long an active answer is reused, Envoy-wide (never past the token's `exp`): the
-    /// longest a token revoked at the endpoint still passes (1-86400; default 60).
+    /// longest a token revoked at the endpoint still passes (1-86400).
     #[serde(default = "default_introspection_ttl")]
     pub cache_ttl_seconds: u64,
-    /// How long an inactive answer is reused (1-86400; default 10).
+    /// How long an inactive answer is reused (1-86400).
     #[serde(default = "default_negative_cache_seconds")]
     pub negative_cache_seconds: u64,
-    /// Answers remembered at most, Envoy-wide (16-1000000; default 10000).
+    /// Answers remembered at most, Envoy-wide (16-1000000).
     #[serde(default = "default_introspection_entries")]
     pub max_cached_tokens: usize,
-    /// Which tokens it asks about: `opaque` (default: those that are not a JWS) or `all` (every
+    /// Which tokens it asks about: `opaque` (those that are not a JWS) or `all` (every
     /// token its places carry, but a JWS whose `iss` names a provider with keys).
     #[serde(default = "default_introspected_tokens")]
     #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("enum" = ["opaque", "all"])))]
@@ -586,6 +686,12 @@ pub(super) struct RawCache {
     pub ttl_seconds: u64,
 }
 
+impl Default for RawCache {
+    fn default() -> Self {
+        RawCache { max_entries: default_cache_entries(), ttl_seconds: default_cache_ttl() }
+    }
+}
+
 pub(super) fn default_realm() -> String {
     "api".into()
 }
@@ -604,7 +710,7 @@ fn default_method_header() -> String {
 fn default_provider_header() -> String {
     "x-auth-provider".into()
 }
-pub(super) fn default_api_key_headers() -> Vec<String> {
+fn default_api_key_headers() -> Vec<String> {
     vec!["x-api-key".into()]
 }
 fn default_true() -> bool {
@@ -615,11 +721,15 @@ pub(super) fn default_wait_ms() -> u64 {
     2000
 }
 pub(super) const MAX_WAIT_MS: u64 = 30_000;
-pub(super) fn default_cache_entries() -> usize {
+fn default_cache_entries() -> usize {
     4096
 }
-pub(super) fn default_cache_ttl() -> u64 {
+fn default_cache_ttl() -> u64 {
     300
+}
+/// A rule's `require` when absent.
+pub(super) fn default_require() -> Value {
+    Value::from("any")
 }
 fn default_principal_claim() -> String {
     "sub".to_string()

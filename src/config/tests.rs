@@ -877,3 +877,95 @@ fn a_hundred_thousand_clients_and_users() {
     assert_eq!((c.api_keys.clients.len(), c.basic_users.len()), (100_000, 100_000));
     assert_eq!(c.api_keys.verify("key-4242").map(|p| p.id), Ok("client-4242".into()));
 }
+
+#[test]
+fn claim_conditions_and_payload_errors_name_the_field() {
+    let basic = json!({"users": [{"name": "a", "password_hash": SECRET_SHA256}]});
+    let with_rule = |condition: serde_json::Value| json!({"basic": basic, "rules": [{"claims": [condition]}]});
+    let cases = [
+        (with_rule(json!({"claim": "groups"})), "rules[0].claims[0]: needs a claim and exactly one of"),
+        (
+            with_rule(json!({"claim": "groups", "any_of": ["a"], "all_of": ["b"]})),
+            "rules[0].claims[0]: needs a claim and exactly one",
+        ),
+        (with_rule(json!({"claim": " ", "any_of": ["a"]})), "rules[0].claims[0].claim:"),
+        (with_rule(json!({"claim": "groups", "any_of": []})), "rules[0].claims[0].any_of: must list 1 to"),
+        (with_rule(json!({"claim": "groups", "one_of": ["a"]})), "rules[0].claims[0]: needs a claim and exactly one"),
+        (
+            with_rule(json!({"claim": "g", "any_of": ["a"], "note": 1})),
+            "rules[0].claims[0]: needs a claim and exactly one",
+        ),
+        (with_rule(json!({"any_of": ["a"]})), "rules[0].claims[0]: missing field `claim`"),
+        (with_rule(json!("groups")), "rules[0].claims[0]: must be an object"),
+        (json!({"basic": basic, "rules": [{"claims": {"claim": "g"}}]}), "rules[0].claims: must be a list"),
+        (with_rule(json!({"claim": "groups", "all_of": ["a", {"b": 1}]})), "rules[0].claims[0].all_of[1]:"),
+        (with_rule(json!({"claim": "t", "equals_header": "x tenant"})), "rules[0].claims[0].equals_header:"),
+        (
+            with_rule(json!({"claim": "t", "equals_header": "X-Auth-Principal"})),
+            "rules[0].claims[0].equals_header: is a header the filter sets",
+        ),
+        (
+            json!({"basic": basic, "rules": [{"require": "none", "claims": [{"claim": "t", "any_of": ["a"]}]}]}),
+            "rules[0]: a rule that requires nothing cannot test claims",
+        ),
+        (
+            json!({"jwt": {"providers": [with_field("forward_payload_header", "x-auth-method")]}}),
+            "jwt.providers[0].forward_payload_header: is one of principal_headers",
+        ),
+        (
+            json!({"jwt": {"providers": [with_field("forward_payload_header", "host")]}}),
+            "jwt.providers[0].forward_payload_header: names a header that frames",
+        ),
+        (
+            json!({"jwt": {"providers": [clashing_payload_header()]}}),
+            "jwt.providers[0].forward_payload_header: is also one of its claim_to_headers headers",
+        ),
+        (
+            json!({"jwt": {"providers": [{"name": "o", "payload_in_filter_state": true,
+                "introspection": {"cluster": "c", "authority": "a", "path": "/i", "auth": "bearer", "client_secret": "s"}}]}}),
+            "jwt.providers[0].introspection: has no payload to hand on",
+        ),
+    ];
+    for (config, expected) in cases {
+        let error = error_of(config);
+        assert!(error.starts_with(expected), "{error:?} should start with {expected:?}");
+    }
+}
+
+/// A provider whose payload header is also one of its claim headers.
+fn clashing_payload_header() -> serde_json::Value {
+    let mut provider = with_field("forward_payload_header", "x-t");
+    provider["claim_to_headers"] = json!([{"claim": "t", "header": "X-T"}]);
+    provider
+}
+
+/// `hs256_provider` with one more field.
+fn with_field(field: &str, value: &str) -> serde_json::Value {
+    let mut provider = hs256_provider("corp", "https://id.corp");
+    provider[field] = json!(value);
+    provider
+}
+
+#[test]
+fn claim_conditions_compile_against_one_table() {
+    let config = parse(json!({
+        "jwt": {"providers": [hs256_provider("corp", "https://id.corp")]},
+        "rules": [
+            {"match": {"path_prefix": "/a"}, "claims": [{"claim": "groups", "any_of": ["admin", 7, true]}]},
+            {"match": {"path_prefix": "/b"}, "claims": [{"claim": "tenant", "equals_header": "X-Tenant"}, {"claim": "groups", "all_of": [1.0]}]}
+        ]
+    }))
+    .unwrap();
+    assert_eq!(*config.jwt_providers[0].condition_claims, ["groups".to_string(), "tenant".to_string()]);
+    let claims: Vec<_> = config.routes.rules.iter().map(|rule| rule.claims.clone()).collect();
+    use crate::token_claims::{ClaimCondition, Test};
+    let strings = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
+    assert_eq!(claims[0], vec![ClaimCondition { claim: 0, test: Test::AnyOf(strings(&["sadmin", "n7", "btrue"])) }]);
+    assert_eq!(
+        claims[1],
+        vec![
+            ClaimCondition { claim: 1, test: Test::EqualsHeader("x-tenant".into()) },
+            ClaimCondition { claim: 0, test: Test::AllOf(strings(&["n1"])) }
+        ]
+    );
+}

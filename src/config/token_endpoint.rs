@@ -79,6 +79,8 @@ pub(super) fn compile(raw: RawTokenEndpoint, realm: &str, env: Env) -> Result<(T
         // Unused: its principals take their API client's privileges.
         privileges: Rc::new(Privileges::default()),
         introspection: None,
+        condition_claims: Rc::default(),
+        output: Default::default(),
     };
     let endpoint = TokenEndpoint::new(
         token_path,

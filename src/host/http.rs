@@ -32,9 +32,14 @@ pub(super) struct AuthnRequest {
 impl Context for AuthnRequest {
     /// An introspection call this request made (Envoy answers it here; should the
     /// stream end first, Envoy cancels the call and the requests waiting for it ask
-    /// again once its lease is over).
+    /// again once its lease is over). The answer is stored for every worker, and this
+    /// request is decided at once (as the SDK's own examples resume from here); others
+    /// held for the same token are decided on the next tick.
     fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
         super::vm::call_answered(self.vm.as_ref(), token_id, body_size);
+        if let Some(vm) = self.vm.as_ref() {
+            revisit(vm, self.context_id);
+        }
     }
 }
 
@@ -82,8 +87,8 @@ impl HttpContext for AuthnRequest {
     }
 }
 
-/// A held stream, brought back by the tick: decided again, and carried out. Not an
-/// Envoy callback: a stream allowed here is resumed, one answered is answered.
+/// A held stream, brought back by the tick or by its own call's answer: decided again,
+/// and carried out. A stream allowed here is resumed, one answered is answered.
 pub(super) fn revisit(vm: &Rc<RefCell<Vm>>, context_id: u32) {
     let step = with_request(Some(vm), |plugin, host, request, now| plugin.revisit(host, context_id, request, now));
     let allowed = matches!(step, Step::Continue(_));

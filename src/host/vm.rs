@@ -25,8 +25,8 @@ pub(super) fn tick_fast() {
 
 /// A call answered (a fetch, made from the tick; or an introspection, made from the
 /// request that needed it: its answer comes to that request's context). Only the
-/// result is recorded here: held requests are resumed from the tick, never from this
-/// callback (the SDK holds its HTTP-context table borrowed while it runs).
+/// result is recorded here: other held requests are resumed from the tick, never from
+/// this callback (the SDK holds its HTTP-context table borrowed while it runs).
 pub(super) fn call_answered(vm: Option<&Rc<RefCell<Vm>>>, token_id: u32, body_size: usize) {
     if let (Some(vm), Some(now)) = (vm, now_ms()) {
         if let Ok(mut vm) = vm.try_borrow_mut() {

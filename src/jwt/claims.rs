@@ -5,6 +5,7 @@ use serde_json::{Map, Value};
 
 use super::error::JwtError;
 use super::provider::Provider;
+use crate::token_claims::ClaimValues;
 
 /// Longest value taken from a claim into a header.
 pub(super) const MAX_HEADER_VALUE_BYTES: usize = 4096;
@@ -21,6 +22,17 @@ pub fn claim_at<'a>(claims: &'a Map<String, Value>, dotted: &str) -> Option<&'a 
         value = value.as_object()?.get(segment)?;
     }
     Some(value)
+}
+
+/// The values of the claims `rules[].claims` test (`condition_claims`), read as `claim_to_headers` reads them.
+pub(crate) fn condition_values(claims: &Map<String, Value>, provider: &Provider) -> ClaimValues {
+    let mut values = ClaimValues::default();
+    for (place, name) in provider.condition_claims.iter().enumerate() {
+        if let Some(claim) = claim_at(claims, name) {
+            values.add(place, claim);
+        }
+    }
+    values
 }
 
 /// The token's times, once checked.

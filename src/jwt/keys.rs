@@ -4,15 +4,16 @@
 
 use std::fmt;
 
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
-use base64::engine::DecodePaddingMode;
-use base64::{alphabet, Engine};
-use rsa::pkcs8::{DecodePublicKey, EncodePublicKey, ObjectIdentifier, SubjectPublicKeyInfoRef};
+use base64::Engine;
+use rsa::pkcs8::{DecodePublicKey, EncodePublicKey, SubjectPublicKeyInfoRef};
 use rsa::traits::PublicKeyParts;
 use rsa::{BigUint, RsaPublicKey};
 use serde_json::{Map, Value};
 
 use super::algorithm::Algorithm;
+use super::encoding::{
+    jwk_bytes, PemError, JWK_BASE64, OID_EC_PUBLIC_KEY, OID_ED25519, OID_P256, OID_P384, OID_RSA_ENCRYPTION,
+};
 
 /// Most keys read from one JWKS document.
 pub const MAX_JWKS_KEYS: usize = 64;
@@ -24,19 +25,6 @@ const ED25519_KEY_BYTES: usize = 32;
 
 const RSA_ALGORITHMS: &[Algorithm] =
     &[Algorithm::RS256, Algorithm::RS384, Algorithm::RS512, Algorithm::PS256, Algorithm::PS384, Algorithm::PS512];
-
-const OID_RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
-const OID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
-const OID_P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
-const OID_P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
-const OID_ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
-
-/// JWK members are base64url without padding (RFC 7515 section 2); tolerate the
-/// padding some issuers add anyway.
-const JWK_BASE64: GeneralPurpose = GeneralPurpose::new(
-    &alphabet::URL_SAFE,
-    GeneralPurposeConfig::new().with_encode_padding(false).with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
 
 /// One verification key.
 #[derive(Clone)]
@@ -324,7 +312,7 @@ fn string_member<'a>(jwk: &'a Map<String, Value>, field: &'static str) -> Result
 }
 
 fn base64_member(jwk: &Map<String, Value>, field: &'static str) -> Result<Vec<u8>, JwkError> {
-    let bytes = JWK_BASE64.decode(string_member(jwk, field)?).map_err(|_| jwk_error(field, "invalid base64url"))?;
+    let bytes = jwk_bytes(string_member(jwk, field)?).ok_or_else(|| jwk_error(field, "invalid base64url"))?;
     if bytes.is_empty() {
         return Err(jwk_error(field, "must not be empty"));
     }
@@ -475,27 +463,19 @@ fn ed25519_key(bytes: &[u8]) -> Result<ed25519_compact::PublicKey, String> {
     Ok(key)
 }
 
-const PEM_BEGIN: &str = "-----BEGIN PUBLIC KEY-----";
-const PEM_END: &str = "-----END PUBLIC KEY-----";
-
 /// Most PEM blocks in one `local_pem` (as many as a JWKS may hold).
 const MAX_PEM_BLOCKS: usize = MAX_JWKS_KEYS;
 
 /// The DER inside each `BEGIN PUBLIC KEY` block; text between blocks is ignored.
 fn pem_blocks(pem: &str) -> Result<Vec<Vec<u8>>, String> {
-    let mut blocks = Vec::new();
-    let mut rest = pem.trim();
-    while let Some(start) = rest.find(PEM_BEGIN) {
-        let after_begin = &rest[start + PEM_BEGIN.len()..];
-        let end = after_begin.find(PEM_END).ok_or_else(|| format!("PEM block {} has no END line", blocks.len()))?;
-        let base64_text: String = after_begin[..end].chars().filter(|c| !c.is_ascii_whitespace()).collect();
-        let der = STANDARD.decode(base64_text).map_err(|_| format!("invalid base64 in PEM block {}", blocks.len()))?;
-        blocks.push(der);
-        if blocks.len() > MAX_PEM_BLOCKS {
-            return Err(format!("at most {MAX_PEM_BLOCKS} PEM blocks"));
-        }
-        rest = &after_begin[end + PEM_END.len()..];
-    }
+    let blocks =
+        super::encoding::pem_blocks(pem, &super::encoding::PUBLIC_KEY, MAX_PEM_BLOCKS).map_err(
+            |error| match error {
+                PemError::NoEnd(n) => format!("PEM block {n} has no END line"),
+                PemError::Base64(n) => format!("invalid base64 in PEM block {n}"),
+                PemError::TooMany | PemError::NotOne => format!("at most {MAX_PEM_BLOCKS} PEM blocks"),
+            },
+        )?;
     if blocks.is_empty() {
         return Err(if pem.contains("PRIVATE KEY") {
             "private keys must not be configured; use the public key (BEGIN PUBLIC KEY)".to_string()

@@ -66,6 +66,22 @@ pub struct Provider {
     pub privileges: Rc<Privileges>,
     /// Set for a provider whose tokens its introspection endpoint vouches for (it has no keys).
     pub introspection: Option<Introspection>,
+    /// The claims `rules[].claims` test: the configuration's claim table, in its order
+    /// (read from an identity provider's tokens only).
+    pub condition_claims: Rc<Vec<String>>,
+    /// What else goes upstream of its verified tokens.
+    pub output: TokenOutput,
+}
+
+/// A provider's `forward`, `forward_payload_header` and `payload_in_filter_state`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenOutput {
+    /// `forward`: the token goes upstream (None: `forward_credentials` decides).
+    pub forward: Option<bool>,
+    /// `forward_payload_header`: the header the payload goes upstream in.
+    pub payload_header: Option<String>,
+    /// `payload_in_filter_state`.
+    pub payload_in_filter_state: bool,
 }
 
 impl Provider {

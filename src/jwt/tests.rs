@@ -1022,3 +1022,37 @@ fn error_texts_are_fixed() {
         assert_eq!(Algorithm::from_name(name).map(Algorithm::name), Some(name));
     }
 }
+
+// Key encodings (src/jwt/encoding.rs): the one decoder of JWK members and PEM blocks,
+// for verification keys and the token endpoint's signing key alike.
+
+#[test]
+fn jwk_members_are_base64url_with_or_without_their_padding() {
+    use super::encoding::jwk_bytes;
+    assert_eq!(jwk_bytes("AQAB"), Some(vec![1, 0, 1]));
+    assert_eq!(jwk_bytes("AQ"), Some(vec![1]));
+    assert_eq!(jwk_bytes("AQ=="), Some(vec![1]));
+    assert_eq!(jwk_bytes("-_8"), Some(vec![0xfb, 0xff]));
+    // Not base64url: the standard alphabet, padding past a quantum.
+    assert_eq!(jwk_bytes("+/8"), None);
+    assert_eq!(jwk_bytes("AQ==="), None);
+}
+
+#[test]
+fn pem_blocks_are_read_by_label_whitespace_and_text_between_ignored() {
+    use super::encoding::{only_pem_block, pem_blocks, PemError, PRIVATE_KEY, PUBLIC_KEY};
+    let two = format!("comment\n{EC_PUBLIC}\nbetween\n{ED_PUBLIC}");
+    let blocks = pem_blocks(&two, &PUBLIC_KEY, 2).unwrap();
+    assert_eq!(blocks, vec![pem_der(EC_PUBLIC), pem_der(ED_PUBLIC)]);
+    assert_eq!(pem_blocks(&two, &PUBLIC_KEY, 1), Err(PemError::TooMany));
+    assert_eq!(pem_blocks(&two, &PRIVATE_KEY, 2), Ok(vec![]));
+    let unended = EC_PUBLIC.replace("-----END PUBLIC KEY-----", "");
+    assert_eq!(pem_blocks(&unended, &PUBLIC_KEY, 2), Err(PemError::NoEnd(0)));
+    let bad = EC_PUBLIC.replacen("MF", "M!", 1);
+    assert_eq!(pem_blocks(&bad, &PUBLIC_KEY, 2), Err(PemError::Base64(0)));
+
+    assert_eq!(only_pem_block(&format!("  {ED_PRIVATE}\n"), &PRIVATE_KEY), Ok(pem_der(ED_PRIVATE)));
+    assert_eq!(only_pem_block(&format!("x{ED_PRIVATE}"), &PRIVATE_KEY), Err(PemError::NotOne));
+    assert_eq!(only_pem_block(&format!("{ED_PRIVATE}{ED_PRIVATE}"), &PRIVATE_KEY), Err(PemError::NotOne));
+    assert_eq!(only_pem_block(ED_PUBLIC, &PRIVATE_KEY), Err(PemError::NotOne));
+}

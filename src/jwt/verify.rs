@@ -13,11 +13,12 @@ use sha2::{Digest, Sha256, Sha384, Sha512};
 
 use super::algorithm::Algorithm;
 use super::backend::SignatureBackend;
-use super::claims::{check_claims, claim_headers, principal, scopes, token_id};
+use super::claims::{check_claims, claim_headers, condition_values, principal, scopes, token_id};
 use super::der::ecdsa_jws_to_der;
 use super::error::JwtError;
 use super::keys::{Key, KeyMaterial, KeySet};
 use super::provider::{normalized_pem, FetchedKeys, Provider, ProviderId, ProviderKind};
+use crate::token_claims::TokenExtras;
 
 /// What a valid token says about its bearer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +38,10 @@ pub struct VerifiedToken {
     pub jti: Option<String>,
     /// `scope` and `scp`.
     pub scopes: Vec<String>,
+    /// `<iss>/<sub>`, when both are strings (Istio's request principal).
+    pub request_principal: Option<String>,
+    /// The claims rules test and the payload, as the provider hands them on (identity providers only).
+    pub extras: TokenExtras,
 }
 
 /// Longest token accepted, checked before any decoding.
@@ -73,6 +78,9 @@ struct UntrustedJws<'t> {
     claims: Map<String, Value>,
     /// `header.payload` as sent: what the signature covers.
     signing_input: &'t str,
+    /// The payload as sent (base64url) and decoded.
+    payload: &'t str,
+    payload_bytes: Vec<u8>,
     signature: Vec<u8>,
 }
 
@@ -142,7 +150,25 @@ pub fn verify(
         issued_at: times.issued_at,
         jti: token_id(&jws.claims),
         scopes: scopes(&jws.claims),
+        request_principal: jws.claims.get("sub").and_then(Value::as_str).map(|sub| format!("{issuer}/{sub}")),
+        extras: match provider.kind {
+            ProviderKind::IdentityProvider => extras(&jws, provider),
+            // A keypair signs its own tokens, the token endpoint's carry no user claims.
+            ProviderKind::Keypair { .. } | ProviderKind::TokenEndpoint => TokenExtras::default(),
+        },
     })
+}
+
+/// An identity provider's token: the claims rules test, and its payload where the provider hands it on.
+fn extras(jws: &UntrustedJws, provider: &Provider) -> TokenExtras {
+    let output = &provider.output;
+    TokenExtras {
+        claims: condition_values(&jws.claims, provider),
+        payload_header: output.payload_header.as_ref().map(|header| (header.clone(), jws.payload.to_string())),
+        // Valid UTF-8: it parsed as JSON.
+        payload_json: output.payload_in_filter_state.then(|| String::from_utf8_lossy(&jws.payload_bytes).into_owned()),
+        forward: output.forward,
+    }
 }
 
 /// Whether a token is shaped as a compact JWS (three parts, the first a JSON object in
@@ -174,6 +200,8 @@ fn parse_compact(token: &str) -> Result<UntrustedJws<'_>, JwtError> {
         header: jose_header(&decode_part(header)?)?,
         claims: json_object(&payload_bytes)?,
         signing_input: &token[..header.len() + 1 + payload.len()],
+        payload,
+        payload_bytes,
         signature: decode_part(signature)?,
     })
 }

@@ -1024,3 +1024,74 @@ fn with_scope_fleet_an_unlimited_principal_costs_no_engine_call() {
     let expected = UpstreamChanges { remove: vec!["x-auth-ratelimit-principal".into()], ..Default::default() };
     assert_eq!(d, Decision::Bypass(expected));
 }
+
+/// `rules[].claims` (issue 22.2): every condition met, else 403 `claim_condition_failed`;
+/// principals without claims (Basic, API keys) meet none.
+#[test]
+fn claim_conditions_decide_after_the_principal() {
+    let rules = json!({"rules": [{"match": {"path_prefix": "/admin"}, "claims": [
+        {"claim": "realm.roles", "any_of": ["admin"]},
+        {"claim": "mfa", "all_of": [true]},
+        {"claim": "tenant", "equals_header": "x-tenant"}
+    ]}]});
+    let mut vm = authenticator(rules);
+    let claims = |roles: Value| {
+        json!({"iss": "https://id.corp", "aud": "api", "sub": "u-1", "exp": NOW + 60, "realm": {"roles": roles},
+               "mfa": true, "tenant": "acme"})
+    };
+    let bearer = |claims: Value| format!("Bearer {}", hs256(claims));
+    let admin = bearer(claims(json!(["admin", "ops"])));
+    let at = |vm: &mut Vm, auth: &str, tenant: &[(&'static str, &'static str)]| {
+        let mut headers = vec![("authorization", auth)];
+        headers.extend_from_slice(tenant);
+        decide_with(vm, "GET", "/admin/users", &headers)
+    };
+    let (principal, changes) = allowed(at(&mut vm, &admin, &[("x-tenant", "acme")]));
+    assert_eq!(principal.qualified.as_str(), "jwt:corp:u-1");
+    assert!(!changes.remove.iter().any(|name| name == "x-tenant"), "the compared header goes on");
+    for tenant in [&[("x-tenant", "globex")][..], &[], &[("x-tenant", "acme"), ("x-tenant", "acme")]] {
+        let reply = denied(at(&mut vm, &admin, tenant));
+        assert_eq!((reply.status, reply.reason), (403, Reason::ClaimConditionFailed), "{tenant:?}");
+    }
+    let reader = bearer(claims(json!(["reader"])));
+    assert_eq!(denied(at(&mut vm, &reader, &[("x-tenant", "acme")])).reason, Reason::ClaimConditionFailed);
+    let no_mfa = bearer(json!({"iss": "https://id.corp", "aud": "api", "sub": "u-1", "exp": NOW + 60,
+                               "realm": {"roles": ["admin"]}, "tenant": "acme"}));
+    assert_eq!(denied(at(&mut vm, &no_mfa, &[("x-tenant", "acme")])).reason, Reason::ClaimConditionFailed);
+    // Basic users and API keys have no claims: refused by a rule with conditions, allowed elsewhere.
+    let alice = basic("alice", "secret");
+    assert_eq!(denied(at(&mut vm, &alice, &[("x-tenant", "acme")])).reason, Reason::ClaimConditionFailed);
+    let reply = denied(decide_with(&mut vm, "GET", "/admin", &[("x-api-key", "secret"), ("x-tenant", "acme")]));
+    assert_eq!(reply.reason, Reason::ClaimConditionFailed);
+    allowed(decide_with(&mut vm, "GET", "/orders", &[("authorization", &alice)]));
+}
+
+/// A provider's `forward`, `forward_payload_header` and `payload_in_filter_state` (issue 22.7, 22.8).
+#[test]
+fn a_provider_hands_on_its_payload_and_forwards_its_tokens() {
+    let mut vm = authenticator(json!({"forward_credentials": false, "jwt": {"providers": [{
+        "name": "corp", "issuer": "https://id.corp",
+        "local_jwks": {"keys": [{"kty": "oct", "kid": "hmac-1", "k": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(HMAC_SECRET)}]},
+        "forward": true, "forward_payload_header": "x-jwt-payload", "payload_in_filter_state": true
+    }]}}));
+    let token = hs256(json!({"iss": "https://id.corp", "sub": "u-1", "exp": NOW + 60, "team": "blue"}));
+    let payload = token.split('.').nth(1).unwrap();
+    let forged = [("authorization", format!("Bearer {token}")), ("x-jwt-payload", "eyJzdWIiOiJhZG1pbiJ9".into())];
+    let headers: Vec<(&str, &str)> = forged.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let (_, changes) = allowed(decide(&mut vm, &headers));
+    assert_eq!(header_value(&changes, "x-jwt-payload"), Some(payload));
+    assert!(changes.remove.iter().any(|name| name == "x-jwt-payload"), "the forged copy goes first");
+    assert!(!changes.remove.iter().any(|name| name == "authorization"), "forward: true over forward_credentials");
+    let json_text = changes.state.iter().find(|(key, _)| key == "wasm_authn.payload").map(|(_, v)| v.as_str());
+    let decoded: Value = serde_json::from_str(json_text.unwrap()).unwrap();
+    assert_eq!(decoded["team"], "blue");
+    // Another kind of credential follows forward_credentials, and a forged payload never passes.
+    let alice = basic("alice", "secret");
+    let (_, changes) = allowed(decide(&mut vm, &[("authorization", &alice), ("x-jwt-payload", "e30")]));
+    assert!(changes.remove.iter().any(|name| name == "authorization"));
+    assert!(changes.remove.iter().any(|name| name == "x-jwt-payload"));
+    assert_eq!(header_value(&changes, "x-jwt-payload"), None);
+    assert!(changes.state.is_empty());
+}
+
+mod requirements;

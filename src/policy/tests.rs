@@ -21,6 +21,9 @@ fn rule(scopes: &[&str], principals: Option<&[&str]>) -> Rule {
         require: Require::Any,
         scopes: scopes.iter().map(|s| s.to_string()).collect(),
         principals: principals.map(|p| p.iter().map(|s| s.to_string()).collect()),
+        request_principals: None,
+        enforce: None,
+        claims: Vec::new(),
     }
 }
 

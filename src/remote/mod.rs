@@ -12,7 +12,10 @@ pub use discovery::{jwks_location, JwksLocation};
 pub use record::{FetchPolicy, FetchReason, FetchRecord};
 
 use crate::digest::sha256;
-use crate::host_api::{CallResponse, Cas, SharedData, Target};
+use crate::host_api::{compare_and_swap, CallResponse, Cas, SharedData, SharedRecord, Swap, Target};
+
+/// Compare-and-swap attempts on a fetch record before giving up (other VMs keep winning).
+const MAX_RECORD_ATTEMPTS: usize = 8;
 
 /// Where a document comes from and when, as configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -213,15 +216,8 @@ impl<T> RemoteDocument<T> {
     /// Read the shared fetch state; returns its version (None when absent). A fetch
     /// another VM finished counts as an event.
     fn sync_record(&mut self, shared: &dyn SharedData) -> Option<u32> {
-        let previous = self.record;
-        let (record, version) = match shared.get(&self.record_key) {
-            Some((bytes, version)) => (FetchRecord::decode(&bytes).unwrap_or_default(), Some(version)),
-            None => (FetchRecord::default(), None),
-        };
-        self.record = record;
-        if record.last_success_ms != previous.last_success_ms || record.failures != previous.failures {
-            self.events += 1;
-        }
+        let (bytes, version) = shared.get(&self.record_key).unzip();
+        observe(&mut self.record, &mut self.events, FetchRecord::decode(bytes.as_deref()));
         version
     }
 
@@ -335,15 +331,35 @@ impl<T> RemoteDocument<T> {
 
     /// Update the shared fetch state with compare-and-swap, retrying on a race.
     fn update_record(&mut self, shared: &dyn SharedData, update: impl Fn(&FetchRecord) -> FetchRecord) {
-        for _ in 0..8 {
-            let version = self.sync_record(shared);
-            let next = update(&self.record);
-            if shared.set(&self.record_key, &next.encode(), version.map_or(Cas::CreateOnly, Cas::Expect)) {
-                self.record = next;
-                return;
-            }
+        let written = swap_record(shared, &self.record_key, &mut self.record, &mut self.events, &update);
+        if let Some(next) = written {
+            self.record = next;
         }
     }
+}
+
+/// `RemoteDocument::update_record` of every kind of document, compiled once: each record
+/// read is observed (`record`, `events`) as `sync_record` does.
+fn swap_record(
+    shared: &dyn SharedData,
+    key: &str,
+    record: &mut FetchRecord,
+    events: &mut u64,
+    update: &dyn Fn(&FetchRecord) -> FetchRecord,
+) -> Option<FetchRecord> {
+    compare_and_swap(shared, key, MAX_RECORD_ATTEMPTS, |read: FetchRecord| {
+        observe(record, events, read);
+        let next = update(&read);
+        Swap::Write(next, next)
+    })
+}
+
+/// The shared record as just read: a success or failure since the last read is an event.
+fn observe(record: &mut FetchRecord, events: &mut u64, read: FetchRecord) {
+    if read.last_success_ms != record.last_success_ms || read.failures != record.failures {
+        *events += 1;
+    }
+    *record = read;
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! The fetch state of one remote document, as every VM of the Envoy sees it in
 //! shared data: who fetches (a lease), when it last worked, and the backoff.
 
+use crate::host_api::SharedRecord;
+
 const MAX_BACKOFF_MS: u64 = 60_000;
 
 /// When to fetch, in milliseconds.
@@ -40,18 +42,24 @@ pub enum FetchReason {
     UnknownKid,
 }
 
-impl FetchRecord {
-    /// The record as shared data holds it.
-    pub fn encode(&self) -> Vec<u8> {
+impl SharedRecord for FetchRecord {
+    /// A record that does not decode is treated as absent (the next CAS replaces it).
+    fn decode(bytes: Option<&[u8]>) -> FetchRecord {
+        bytes.and_then(FetchRecord::parse).unwrap_or_default()
+    }
+
+    fn encode(&self) -> Vec<u8> {
         format!(
             "1 {} {} {} {} {}",
             self.lease_until_ms, self.last_success_ms, self.last_forced_ms, self.failures, self.next_attempt_ms
         )
         .into_bytes()
     }
+}
 
-    /// A record that does not decode is treated as absent (the next CAS replaces it).
-    pub fn decode(bytes: &[u8]) -> Option<FetchRecord> {
+impl FetchRecord {
+    /// The record of its text, None when it does not read as one.
+    pub fn parse(bytes: &[u8]) -> Option<FetchRecord> {
         let text = std::str::from_utf8(bytes).ok()?;
         let mut fields = text.split(' ');
         if fields.next()? != "1" {
@@ -140,9 +148,9 @@ mod tests {
     fn record_round_trips_and_rejects_garbage() {
         let r =
             FetchRecord { lease_until_ms: 5, last_success_ms: 6, last_forced_ms: 7, failures: 2, next_attempt_ms: 9 };
-        assert_eq!(FetchRecord::decode(&r.encode()), Some(r));
+        assert_eq!(FetchRecord::parse(&r.encode()), Some(r));
         for bad in [&b""[..], b"2 1 2 3 4 5", b"1 1 2 3", b"1 a b c d e", b"\xff"] {
-            assert_eq!(FetchRecord::decode(bad), None);
+            assert_eq!(FetchRecord::parse(bad), None);
         }
     }
 

@@ -5,7 +5,15 @@ use crate::privileges::Privileges;
 use std::rc::Rc;
 
 fn rule(matcher: RouteMatch, require: Require) -> Rule {
-    Rule { matcher, require, scopes: Vec::new(), principals: None }
+    Rule {
+        matcher,
+        require,
+        scopes: Vec::new(),
+        principals: None,
+        request_principals: None,
+        enforce: None,
+        claims: Vec::new(),
+    }
 }
 
 fn prefix(p: &str) -> RouteMatch {

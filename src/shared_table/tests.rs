@@ -232,7 +232,7 @@ fn garbage_reads_as_empty() {
     assert!(decode(b"").is_empty());
     assert!(decode(&[2, 0, 0]).is_empty());
     assert!(decode(&[FORMAT, 1, 2, 3]).is_empty());
-    let many = encode(&[Entry::default(); MAX_PER_SLOT + 1]);
+    let many = Slot(vec![Entry::default(); MAX_PER_SLOT + 1]).encode();
     assert!(decode(&many).is_empty());
     let shared = FakeShared::default();
     let table = SharedTable::new("t", 8, RULES);
@@ -242,7 +242,7 @@ fn garbage_reads_as_empty() {
 
 /// Every record the table holds, slot by slot.
 fn all_records(table: &SharedTable, shared: &FakeShared) -> Vec<Entry> {
-    (0..table.slots).flat_map(|slot| read_slot(shared, &table.slot_key(slot)).0).collect()
+    (0..table.slots).flat_map(|slot| read_slot(shared, &table.slot_key(slot)).0 .0).collect()
 }
 
 /// Random updates from four VMs, each racing another VM's write into its read-then-write,

@@ -7,11 +7,10 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
+use crate::basic_auth;
 use crate::query::percent_decode;
 
 /// What the request's headers bring, read when they arrive (the body comes later).
@@ -68,13 +67,11 @@ impl Presented {
 
 /// `Basic base64(urlencode(id):urlencode(secret))` (RFC 6749 2.3.1).
 fn basic_pair(authorization: &str) -> Option<(String, String)> {
-    let (scheme, encoded) = authorization.trim().split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
+    if !basic_auth::is_basic(authorization) {
         return None;
     }
-    let decoded = String::from_utf8(STANDARD.decode(encoded.trim()).ok()?).ok()?;
-    let (id, secret) = decoded.split_once(':')?;
-    Some((percent_decode(id)?, percent_decode(secret)?))
+    let (id, secret) = basic_auth::credentials(authorization).ok()?;
+    Some((percent_decode(&id)?, percent_decode(&secret)?))
 }
 
 /// The grant a request makes, from its headers and body.
@@ -199,6 +196,8 @@ fn form_fields(body: &[u8]) -> Result<Vec<(String, String)>, GrantError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
 
     fn presented(content_type: Option<&str>, basic: Option<(&str, &str)>, header: Option<&str>) -> Presented {
         let authorization = basic.map(|(id, secret)| format!("Basic {}", STANDARD.encode(format!("{id}:{secret}"))));

@@ -331,12 +331,7 @@ fn presented(request: &RequestFacts, api_keys: &ApiKeys) -> Result<Presented, Gr
 
 /// A header's value, when it is given once at most.
 fn single<'a>(request: &'a RequestFacts, name: &'a str) -> Result<Option<&'a str>, GrantError> {
-    let mut values = request.header_values(name);
-    let first = values.next();
-    match values.next() {
-        Some(_) => Err(GrantError::InvalidRequest("a header is given twice")),
-        None => Ok(first),
-    }
+    request.single_header(name).map_err(|_| GrantError::InvalidRequest("a header is given twice"))
 }
 
 fn declared_length(request: &RequestFacts) -> Option<usize> {
@@ -368,7 +363,7 @@ fn grant_error(error: GrantError, realm: &str) -> LocalReply {
         ),
         GrantError::InvalidClient(message) => {
             let reply = oauth_error(401, "invalid_client", message, Reason::TokenInvalidClient);
-            with_header(reply, "www-authenticate", &format!("Basic realm=\"{realm}\", charset=\"UTF-8\""))
+            with_header(reply, "www-authenticate", &crate::basic_auth::challenge(realm))
         }
     }
 }

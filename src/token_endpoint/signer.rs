@@ -5,23 +5,22 @@
 
 use std::fmt;
 
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use p256::ecdsa::signature::Signer as _;
 use rand_core::OsRng;
-use rsa::pkcs8::{DecodePrivateKey, ObjectIdentifier, PrivateKeyInfo};
+use rsa::pkcs8::{DecodePrivateKey, PrivateKeyInfo};
 use rsa::traits::PublicKeyParts;
 use rsa::{BigUint, Pkcs1v15Sign, RsaPrivateKey};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::jwt::{Algorithm, KeySet};
+use crate::jwt::{
+    jwk_bytes, only_pem_block, Algorithm, KeySet, PemError, JWK_BASE64, OID_EC_PUBLIC_KEY, OID_ED25519, OID_P256,
+    OID_RSA_ENCRYPTION, PRIVATE_KEY,
+};
 
-const OID_RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
-const OID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
-const OID_P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
-const OID_ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
 const MIN_RSA_BITS: usize = 2048;
 const MIN_HMAC_BYTES: usize = 32;
 
@@ -67,17 +66,17 @@ impl Signer {
                 vec![
                     ("kty", text("EC")),
                     ("crv", text("P-256")),
-                    ("x", text(&URL_SAFE_NO_PAD.encode(point.x()?))),
-                    ("y", text(&URL_SAFE_NO_PAD.encode(point.y()?))),
+                    ("x", text(&JWK_BASE64.encode(point.x()?))),
+                    ("y", text(&JWK_BASE64.encode(point.y()?))),
                 ]
             }
             Signer::EdDsa(pair) => {
-                vec![("kty", text("OKP")), ("crv", text("Ed25519")), ("x", text(&URL_SAFE_NO_PAD.encode(*pair.pk)))]
+                vec![("kty", text("OKP")), ("crv", text("Ed25519")), ("x", text(&JWK_BASE64.encode(*pair.pk)))]
             }
             Signer::Rs256(key) => vec![
                 ("kty", text("RSA")),
-                ("n", text(&URL_SAFE_NO_PAD.encode(key.n().to_bytes_be()))),
-                ("e", text(&URL_SAFE_NO_PAD.encode(key.e().to_bytes_be()))),
+                ("n", text(&JWK_BASE64.encode(key.n().to_bytes_be()))),
+                ("e", text(&JWK_BASE64.encode(key.e().to_bytes_be()))),
             ],
             Signer::Hs256(_) => return None,
         };
@@ -90,7 +89,7 @@ impl Signer {
             Signer::Hs256(secret) => {
                 let mut jwk = Map::new();
                 jwk.insert("kty".into(), "oct".into());
-                jwk.insert("k".into(), URL_SAFE_NO_PAD.encode(secret).into());
+                jwk.insert("k".into(), JWK_BASE64.encode(secret).into());
                 jwk
             }
             other => other.public_jwk().ok_or("the public key cannot be encoded")?,
@@ -126,8 +125,7 @@ impl Signer {
 
 fn member(jwk: &Map<String, Value>, name: &str) -> Result<Vec<u8>, String> {
     let text = jwk.get(name).and_then(Value::as_str).ok_or_else(|| format!("the JWK needs `{name}`"))?;
-    let padless = text.trim_end_matches('=');
-    URL_SAFE_NO_PAD.decode(padless).map_err(|_| format!("the JWK's `{name}` is not base64url"))
+    jwk_bytes(text).ok_or_else(|| format!("the JWK's `{name}` is not base64url"))
 }
 
 fn from_jwk(jwk: &Map<String, Value>) -> Result<Signer, String> {
@@ -187,17 +185,11 @@ fn rsa_signer(key: RsaPrivateKey) -> Result<Signer, String> {
     Ok(Signer::Rs256(Box::new(key)))
 }
 
-const PEM_BEGIN: &str = "-----BEGIN PRIVATE KEY-----";
-const PEM_END: &str = "-----END PRIVATE KEY-----";
-
 fn from_pem(pem: &str) -> Result<Signer, String> {
-    let pem = pem.trim();
-    let body = pem
-        .strip_prefix(PEM_BEGIN)
-        .and_then(|rest| rest.strip_suffix(PEM_END))
-        .ok_or("must be one PKCS#8 PEM block (BEGIN PRIVATE KEY)")?;
-    let text: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    let der = STANDARD.decode(text).map_err(|_| "invalid base64 in the PEM block")?;
+    let der = only_pem_block(pem, &PRIVATE_KEY).map_err(|error| match error {
+        PemError::Base64(_) => "invalid base64 in the PEM block",
+        _ => "must be one PKCS#8 PEM block (BEGIN PRIVATE KEY)",
+    })?;
     let info = PrivateKeyInfo::try_from(der.as_slice()).map_err(|_| "not a PKCS#8 private key")?;
     let algorithm = info.algorithm.oid;
     if algorithm == OID_RSA_ENCRYPTION {

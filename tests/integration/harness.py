@@ -835,6 +835,7 @@ class JwksServer:
         class Server(ThreadingHTTPServer):
             daemon_threads = True
             allow_reuse_address = True
+            request_queue_size = 128  # the default (5) drops connections when a test's requests come at once
 
             def handle_error(self, request, client_address):
                 # A client that went away (Envoy gave up on a slow reply, refuse() closed

@@ -203,7 +203,10 @@ class IntrospectionServer:
             def log_message(self, fmt, *args):
                 pass
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        # A backlog for every request of a test arriving at once (the default, 5, drops
+        # connections: Envoy then answers the filter's call 503 itself).
+        Backlogged = type("Backlogged", (ThreadingHTTPServer,), {"request_queue_size": 128})
+        server = Backlogged(("127.0.0.1", 0), Handler)
         server.daemon_threads = True
         return server
 

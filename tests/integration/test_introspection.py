@@ -224,6 +224,15 @@ def test_one_call_for_parallel_requests_on_every_worker_then_the_answer_for_all(
     assert stats.get(f"wasm_authn.introspection_cache_hits.{PROVIDER}", 0) >= 40, stats
 
 
+def test_a_request_that_waited_for_its_call_is_not_a_cache_hit(idp, envoy_factory):
+    h = envoy_factory(plugin_config(), jwks_port=idp.port, fresh=True)
+    token = idp.issue(**claims(sub="ivan"))
+    counts = lambda: tuple(h.wasm_stats().get(f"wasm_authn.introspection_{what}.{PROVIDER}", 0)  # noqa: E731
+                           for what in ("calls", "cache_hits"))
+    assert get(h, token).status == 200 and counts() == (1, 0)
+    assert get(h, token).status == 200 and counts() == (1, 1)
+
+
 def test_the_token_is_never_in_envoys_log(envoy, idp):
     tokens = [idp.issue(**claims(sub="heidi")), "op_unknown_" + "z" * 20]
     for token in tokens:

@@ -1,8 +1,8 @@
 """Only a decision continues a stream (issue 17.1-17.3), in a real Envoy.
 
 Every way the filter holds a request (keys never fetched, an unknown `kid`
-refetched, discovery pending, the revocation list pending, a token request
-reading its body) x every way a request carries a body (none, small, larger
+refetched, discovery pending, the revocation list pending, an introspection
+answer pending, a token request reading its body) x every way a request carries a body (none, small, larger
 than one read, chunked HTTP/1.1, HTTP/2 with several DATA frames, trailers,
 more than Envoy buffers) x both values of Envoy's
 `allow_on_headers_stop_iteration`: forged credentials never reach the upstream
@@ -27,6 +27,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
 from harness import EnvoyHarness, JwksServer, Response, _wasm_filter
+from introspection_server import ISSUER as INTROSPECTION_ISSUER
+from introspection_server import IntrospectionServer
 from wire import Body, send
 
 ISS = "https://issuer.test"
@@ -234,6 +236,25 @@ def test_revocation_list_down_is_503_unless_allowed(flag: bool) -> None:
     with start(allowed, flag) as h:
         r = h.request("GET", "/x", {"authorization": f"Bearer {token()}"})
         assert r.status == 200, r
+
+
+@pytest.mark.parametrize("flag", FLAGS)
+def test_introspection_pending(flag: bool) -> None:
+    """An opaque token's introspection answer comes late (issue 20): every request
+    waits for it, decided when its own call answers; an inactive token gets 401, an
+    active one reaches the upstream with its body."""
+    with IntrospectionServer({"filter": "secret"}) as idp:
+        introspection = {"cluster": "jwks", "authority": "idp.test", "path": "/introspect", "timeout_ms": 4000,
+                         "client_id": "filter", "client_secret": "secret"}
+        config = {"jwt": {"providers": [{"name": "idp", "issuer": INTROSPECTION_ISSUER,
+                                         "introspection": introspection}]}}
+        with start(config, flag, idp.port) as h:
+            idp.misbehave(delay=1.0)
+            before = upstream_requests(h)
+            cases = [Case(w, bearer(f"op_forged_{uuid.uuid4().hex}"), valid=False) for w in WAYS]
+            cases += [Case(w, bearer(idp.issue(iss=INTROSPECTION_ISSUER, sub="held-user")), valid=True) for w in WAYS]
+            check(h, run_cases(h, cases), 401, before)
+            assert "held for an introspection answer" in h.log_text()
 
 
 def token_endpoint_config() -> dict:

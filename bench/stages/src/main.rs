@@ -23,29 +23,31 @@ use wasm_authn::credential;
 use wasm_authn::host_api::{Cas, Clock, Counters, HttpCalls, SharedData, Target};
 use wasm_authn::jwt::{Algorithm, SignatureBackend};
 use wasm_authn::plugin::Plugin;
-use wasm_authn::request::RequestFacts;
+use wasm_authn::request::{RequestFacts, Source};
+
+/// No client address (no configuration here reads one).
+pub const NO_SOURCE: Source<'static> = Source::Known(None);
 use wasm_authn::stream::Step;
-use wasm_authn::{header_map, shape};
+use wasm_authn::testing::FakeShared;
+use wasm_authn::{header_map, pipeline, shape, token_claims};
 
 const SECRET: &[u8] = b"stages-bench-secret-0123456789abcdef";
 const API_KEY: &str = "stages-bench-api-key-0123456789";
 const PASSWORD: &str = "stages-bench-password";
 
-/// A host with nothing behind it: shared data in a map, a fixed clock, no BoringSSL.
+/// A host with nothing behind it: the native tests' shared data (`wasm_authn::testing`),
+/// a fixed clock, RS256 answered as if by BoringSSL.
 #[derive(Default)]
 pub struct Host {
-    shared: std::cell::RefCell<std::collections::HashMap<String, (Vec<u8>, u32)>>,
+    shared: FakeShared,
 }
 
 impl SharedData for Host {
     fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-        self.shared.borrow().get(key).cloned()
+        self.shared.get(key)
     }
-    fn set(&self, key: &str, value: &[u8], _cas: Cas) -> bool {
-        let mut shared = self.shared.borrow_mut();
-        let version = shared.get(key).map_or(1, |(_, v)| v + 1);
-        shared.insert(key.to_string(), (value.to_vec(), version));
-        true
+    fn set(&self, key: &str, value: &[u8], cas: Cas) -> bool {
+        self.shared.set(key, value, cas)
     }
 }
 impl Clock for Host {
@@ -92,7 +94,12 @@ pub fn sha256_hex(text: &str) -> String {
 
 /// The headers Envoy hands the filter for a typical request, serialized as the ABI does.
 fn serialized(credential: (&str, &str)) -> Vec<u8> {
-    let pairs = [
+    serialized_all(&[credential])
+}
+
+/// The same with these credential headers.
+fn serialized_all(credentials: &[(&str, &str)]) -> Vec<u8> {
+    let mut pairs = vec![
         (":authority", "api.example.com"),
         (":path", "/orders/12345?expand=items"),
         (":method", "GET"),
@@ -101,8 +108,8 @@ fn serialized(credential: (&str, &str)) -> Vec<u8> {
         ("accept", "*/*"),
         ("x-forwarded-proto", "http"),
         ("x-request-id", "6f1c0a4e-2b1d-4c55-9d6e-1a2b3c4d5e6f"),
-        credential,
     ];
+    pairs.extend_from_slice(credentials);
     header_map::encode(&pairs)
 }
 
@@ -153,8 +160,8 @@ fn main() {
         let mut host = Host::default();
         let mut verifier = Verifier::new(&config);
         let credential = credential::extract(&request, &config.api_keys, &config.token_locations).unwrap().unwrap();
-        verifier.authenticate(&config, &wasm_authn::jwt::FetchedKeys::default(), &credential, None, &host, NOW_MS).unwrap();
-        let principal = verifier.authenticate(&config, &wasm_authn::jwt::FetchedKeys::default(), &credential, None, &host, NOW_MS).unwrap();
+        verifier.authenticate(&config, &wasm_authn::jwt::FetchedKeys::default(), &credential, NO_SOURCE, &host, NOW_MS).unwrap();
+        let principal = verifier.authenticate(&config, &wasm_authn::jwt::FetchedKeys::default(), &credential, NO_SOURCE, &host, NOW_MS).unwrap();
 
         let decode = time(|| header_map::decode(&bytes));
         let facts = time(|| RequestFacts::from_headers(&headers).path.len());
@@ -170,14 +177,14 @@ fn main() {
             }
             credential::Credential::ApiKey { key, .. } => time(|| keys.of("api-key", &[key.as_bytes()])),
         };
-        let remembered = time(|| verifier.authenticate(&config, &wasm_authn::jwt::FetchedKeys::default(), &credential, None, &host, NOW_MS));
+        let remembered = time(|| verifier.authenticate(&config, &wasm_authn::jwt::FetchedKeys::default(), &credential, NO_SOURCE, &host, NOW_MS));
         let shaped = time(|| {
             shape::authenticated(
                 &config.upstream,
                 &config.api_keys,
                 &config.token_locations,
                 &request,
-                &credential,
+                &[&credential],
                 &principal,
             )
         });
@@ -197,7 +204,7 @@ fn main() {
         uncached_config["cache"] = json!({"max_entries": 0});
         let uncached_config = Config::from_json(uncached_config.to_string().as_bytes()).unwrap();
         let mut uncached = Verifier::new(&uncached_config);
-        let fresh = time(|| uncached.authenticate(&uncached_config, &wasm_authn::jwt::FetchedKeys::default(), &credential, None, &host, NOW_MS));
+        let fresh = time(|| uncached.authenticate(&uncached_config, &wasm_authn::jwt::FetchedKeys::default(), &credential, NO_SOURCE, &host, NOW_MS));
         results.push((
             scheme,
             [
@@ -213,9 +220,90 @@ fn main() {
         ));
     }
     print_table(&results);
+    requirement_tree(&config_text, &basic);
     distinct_tokens();
     opaque_token();
+    claim_conditions();
     scale::run();
+}
+
+/// A two-credential `all` (Basic and an API key) against each credential alone, the whole
+/// decision each time (both remembered as they are in steady state): the tree should cost
+/// the sum of its verifications and nothing more.
+fn requirement_tree(config_text: &str, basic: &str) {
+    let with_rules = |rules: serde_json::Value| {
+        let mut config: serde_json::Value = serde_json::from_str(config_text).unwrap();
+        config["rules"] = rules;
+        Config::from_json(config.to_string().as_bytes()).unwrap()
+    };
+    let host = Host::default();
+    let decide = |config: &Config, pairs: &[(&str, &str)]| {
+        let bytes = serialized_all(pairs);
+        let mut verifier = Verifier::new(config);
+        time(|| {
+            let headers = header_map::decode(&bytes).unwrap();
+            let request = RequestFacts::from_headers(&headers);
+            matches!(
+                pipeline::decide(config, &wasm_authn::fetched::Fetched::new(config), &mut verifier, &request, &host, NOW_MS),
+                pipeline::Decision::Allow { .. } | pipeline::Decision::Anonymous(_)
+            )
+        })
+    };
+    let key = ("x-api-key", API_KEY);
+    let authorization = ("authorization", basic);
+    let nothing = decide(&with_rules(json!([{"require": "optional"}])), &[]);
+    let alone_basic = decide(&with_rules(json!([{"require": ["basic"]}])), &[authorization]);
+    let alone_key = decide(&with_rules(json!([{"require": ["api-key"]}])), &[key]);
+    let tree = decide(&with_rules(json!([{"require": {"all": ["basic", "api-key"]}}])), &[authorization, key]);
+    println!();
+    println!("| a requirement tree, the whole decision (decode to shaped) | ns |");
+    println!("|---|---:|");
+    println!("| no credential (require \"optional\"): the decision's fixed cost | {nothing:.0} |");
+    println!("| require [\"basic\"], Basic (SHA-256, remembered) | {alone_basic:.0} |");
+    println!("| require [\"api-key\"], an API key | {alone_key:.0} |");
+    println!("| require {{\"all\": [\"basic\", \"api-key\"]}}, both | {tree:.0} |");
+    println!("| the tree beyond its two verifications: all - basic - api-key + fixed | {:.0} |", tree - alone_basic - alone_key + nothing);
+}
+
+/// A rule with three claim conditions (any_of, all_of, equals_header) on a remembered
+/// token: what the conditions add to a request (issue 22: under 0.3 µs per condition).
+fn claim_conditions() {
+    let config = Config::from_json(
+        json!({
+            "jwt": {"providers": [{"name": "bench", "issuer": "https://issuer.bench",
+                    "local_jwks": {"keys": [{"kty": "oct", "kid": "k1", "alg": "HS256", "k": URL_SAFE_NO_PAD.encode(SECRET)}]}}]},
+            "rules": [{"match": {"path_prefix": "/"}, "claims": [
+                {"claim": "realm.roles", "any_of": ["admin", "root"]},
+                {"claim": "groups", "all_of": ["eng", "oncall"]},
+                {"claim": "tenant", "equals_header": "x-tenant"}]}],
+        })
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap();
+    let token = hs256(json!({
+        "iss": "https://issuer.bench", "sub": "user-42", "exp": NOW_MS / 1000 + 3600, "tenant": "acme",
+        "realm": {"roles": ["reader", "admin"]}, "groups": ["eng", "sre", "oncall", "payments"],
+    }));
+    let bearer = format!("Bearer {token}");
+    let bytes = header_map::encode(&[
+        (":method", "GET"), (":path", "/orders/1"), (":authority", "api.bench"), ("user-agent", "wrk"),
+        ("accept", "*/*"), ("x-request-id", "6f1c0a4e-2b1d-4c55-9d6e-1a2b3c4d5e6f"), ("x-tenant", "acme"),
+        ("authorization", bearer.as_str()),
+    ]);
+    let headers = header_map::decode(&bytes).unwrap();
+    let request = RequestFacts::from_headers(&headers);
+    let host = Host::default();
+    let mut verifier = Verifier::new(&config);
+    let credential = credential::extract(&request, &config.api_keys, &config.token_locations).unwrap().unwrap();
+    let principal = verifier.authenticate(&config, &wasm_authn::jwt::FetchedKeys::default(), &credential, Source::Known(None), &host, NOW_MS).unwrap();
+    let rule = &config.routes.rules[0];
+    assert_eq!(token_claims::check(&rule.claims, &principal.extras.claims, &request), Ok(()));
+    let three = time(|| token_claims::check(&rule.claims, &principal.extras.claims, &request).is_ok());
+    println!();
+    println!("| a rule with three claim conditions, the token remembered | ns |");
+    println!("|---|---:|");
+    println!("| any_of, all_of and equals_header, all met (each: a third) | {three:.0} |");
 }
 
 /// An opaque token whose introspection answer another worker stored (the per-VM cache
@@ -240,13 +328,13 @@ fn opaque_token() {
     let key = introspection.answers.key(&host, token);
     assert!(introspection.answers.store(&host, key, verdict, until, NOW_MS));
     let mut verifier = Verifier::new(&stored);
-    let shared = time(|| verifier.authenticate(&stored, &wasm_authn::jwt::FetchedKeys::default(), &credential, None, &host, NOW_MS).is_ok());
+    let shared = time(|| verifier.authenticate(&stored, &wasm_authn::jwt::FetchedKeys::default(), &credential, NO_SOURCE, &host, NOW_MS).is_ok());
     let remembered_config = config_of(json!({}));
     let mut remembered = Verifier::new(&remembered_config);
-    let _ = remembered.authenticate(&remembered_config, &wasm_authn::jwt::FetchedKeys::default(), &credential, None, &host, NOW_MS);
+    let _ = remembered.authenticate(&remembered_config, &wasm_authn::jwt::FetchedKeys::default(), &credential, NO_SOURCE, &host, NOW_MS);
     let remembered_key = remembered_config.jwt_providers[0].introspection.as_ref().unwrap().answers.key(&host, token);
     assert_eq!(remembered_key, key, "one hash key per Envoy");
-    let cached = time(|| remembered.authenticate(&remembered_config, &wasm_authn::jwt::FetchedKeys::default(), &credential, None, &host, NOW_MS).is_ok());
+    let cached = time(|| remembered.authenticate(&remembered_config, &wasm_authn::jwt::FetchedKeys::default(), &credential, NO_SOURCE, &host, NOW_MS).is_ok());
     println!();
     println!("| an opaque token (introspection), its answer stored | ns |");
     println!("|---|---:|");
@@ -290,13 +378,13 @@ fn distinct_tokens() {
         credential::Credential::Bearer { token, .. } => token.clone(),
         _ => String::new(),
     };
-    assert!(verifier.authenticate(&config, &wasm_authn::jwt::FetchedKeys::default(), pick(), None, &host, NOW_MS).is_ok());
+    assert!(verifier.authenticate(&config, &wasm_authn::jwt::FetchedKeys::default(), pick(), NO_SOURCE, &host, NOW_MS).is_ok());
     let verify = time(|| {
         let token = token_of(pick());
         wasm_authn::jwt::verify(&token, &config.jwt_providers, &wasm_authn::jwt::FetchedKeys::default(), &|_| true, &host, NOW_MS / 1000, 60).is_ok()
     });
     let copy = time(|| token_of(pick()).len());
-    let authenticate = time(|| verifier.authenticate(&config, &wasm_authn::jwt::FetchedKeys::default(), pick(), None, &host, NOW_MS).is_ok());
+    let authenticate = time(|| verifier.authenticate(&config, &wasm_authn::jwt::FetchedKeys::default(), pick(), NO_SOURCE, &host, NOW_MS).is_ok());
     let der = [0u8; 294];
     let text = [b'a'; 420];
     let arguments = time(|| wasm_authn::envoy_crypto::encode_arguments("sha256", &der, &[7u8; 256], &text).len());

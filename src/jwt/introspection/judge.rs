@@ -97,6 +97,7 @@ impl Introspection {
             jti: jwt::token_id(claims),
             issued_at: times.issued_at,
             expires_at: times.expires_at,
+            claims: jwt::condition_values(claims, provider),
         })
     }
 }

@@ -24,15 +24,16 @@ use std::hash::Hasher;
 use siphasher::sip128::{Hasher128, SipHasher13};
 
 use super::verdict::{Answer, Verdict};
-use crate::host_api::{Cas, SharedData};
+use crate::host_api::{compare_and_swap, Cas, SharedData, SharedRecord, Swap};
 use crate::reason::Reason;
+use crate::token_claims::ClaimValues;
 
 /// The shared-data key of the hash key every worker uses.
 pub const INTROSPECTION_KEY: &str = "wasm_authn/introspection/key";
 
 /// Records per slot at most.
 const PER_SLOT: usize = 8;
-const FORMAT: u8 = 1;
+const FORMAT: u8 = 2;
 /// Compare-and-swap attempts before giving up (other workers keep winning).
 const MAX_ATTEMPTS: usize = 16;
 
@@ -93,41 +94,35 @@ impl AnswerStore {
 
     /// Whether a call about `key` is still on its way (a held request waits while it is).
     pub fn pending(&self, shared: &dyn SharedData, key: u128, now_ms: u64) -> bool {
-        let (records, _) = read_slot(shared, &self.slot_key(key));
+        let records = read_slot(shared, &self.slot_key(key));
         records.iter().any(|r| r.key == key && r.until_ms > now_ms && r.state == State::Pending)
     }
 
     /// The stored verdict about `key`, else the lease of its call (`lease_until_ms`) if nobody holds it.
     pub fn claim(&self, shared: &dyn SharedData, key: u128, now_ms: u64, lease_until_ms: u64) -> Claim {
         let slot_key = self.slot_key(key);
-        for _ in 0..MAX_ATTEMPTS {
-            let (mut records, cas) = read_slot(shared, &slot_key);
+        let claim = compare_and_swap(shared, &slot_key, MAX_ATTEMPTS, |Slot(mut records)| {
             if let Some(record) = records.iter().find(|r| r.key == key && r.until_ms > now_ms) {
-                return match &record.state {
+                return Swap::Stop(match &record.state {
                     State::Pending => Claim::Pending,
                     State::Done(verdict) => Claim::Stored(verdict.clone(), record.until_ms),
-                };
+                });
             }
             put(&mut records, Record { key, until_ms: lease_until_ms, state: State::Pending }, now_ms);
-            if shared.set(&slot_key, &encode(&records), cas) {
-                return Claim::Call;
-            }
-        }
-        Claim::Unavailable
+            Swap::Write(Slot(records), Claim::Call)
+        });
+        claim.unwrap_or(Claim::Unavailable)
     }
 
     /// Store a call's verdict about `key` until `until_ms`, in place of its lease.
     pub fn store(&self, shared: &dyn SharedData, key: u128, verdict: Verdict, until_ms: u64, now_ms: u64) -> bool {
         let slot_key = self.slot_key(key);
         let record = Record { key, until_ms, state: State::Done(verdict) };
-        for _ in 0..MAX_ATTEMPTS {
-            let (mut records, cas) = read_slot(shared, &slot_key);
+        let stored = compare_and_swap(shared, &slot_key, MAX_ATTEMPTS, |Slot(mut records)| {
             put(&mut records, record.clone(), now_ms);
-            if shared.set(&slot_key, &encode(&records), cas) {
-                return true;
-            }
-        }
-        false
+            Swap::Write(Slot(records), ())
+        });
+        stored.is_some()
     }
 }
 
@@ -162,11 +157,21 @@ fn put(records: &mut Vec<Record>, record: Record, now_ms: u64) {
     }
 }
 
-fn read_slot(shared: &dyn SharedData, slot_key: &str) -> (Vec<Record>, Cas) {
-    match shared.get(slot_key) {
-        Some((bytes, version)) => (decode(&bytes).unwrap_or_default(), Cas::Expect(version)),
-        None => (Vec::new(), Cas::CreateOnly),
+/// One slot's records, read and written whole.
+struct Slot(Vec<Record>);
+
+impl SharedRecord for Slot {
+    fn decode(bytes: Option<&[u8]>) -> Slot {
+        Slot(bytes.and_then(decode).unwrap_or_default())
     }
+
+    fn encode(&self) -> Vec<u8> {
+        encode(&self.0)
+    }
+}
+
+fn read_slot(shared: &dyn SharedData, slot_key: &str) -> Vec<Record> {
+    Slot::decode(shared.get(slot_key).as_ref().map(|(bytes, _)| bytes.as_slice())).0
 }
 
 fn encode(records: &[Record]) -> Vec<u8> {
@@ -189,6 +194,12 @@ fn encode(records: &[Record]) -> Vec<u8> {
                 text(&mut out, answer.jti.as_deref().unwrap_or(""));
                 for time in [answer.issued_at, answer.expires_at] {
                     out.extend_from_slice(&time.map_or(u64::MAX, |t| t).to_le_bytes());
+                }
+                // The values of the claims rules test, each with its claim's place.
+                out.extend_from_slice(&(answer.claims.0.len() as u32).to_le_bytes());
+                for (place, value) in &answer.claims.0 {
+                    out.extend_from_slice(&(*place as u32).to_le_bytes());
+                    text(&mut out, value);
                 }
             }
             State::Done(Verdict::Inactive) => out.push(2),
@@ -228,7 +239,12 @@ fn decode(bytes: &[u8]) -> Option<Vec<Record>> {
                 let jti = Some(reader.text()?).filter(|jti| !jti.is_empty());
                 let mut time = || reader.u64().map(|t| (t != u64::MAX).then_some(t));
                 let (issued_at, expires_at) = (time()?, time()?);
-                State::Done(Verdict::Active(Answer { principal, scopes, headers, jti, issued_at, expires_at }))
+                let mut claims = ClaimValues::default();
+                for _ in 0..reader.u32()? {
+                    let place = usize::try_from(reader.u32()?).ok()?;
+                    claims.0.push((place, reader.text()?));
+                }
+                State::Done(Verdict::Active(Answer { principal, scopes, headers, jti, issued_at, expires_at, claims }))
             }
             [2] => State::Done(Verdict::Inactive),
             [3] => {
@@ -276,6 +292,7 @@ mod tests {
             jti: Some("j1".into()),
             issued_at: Some(5),
             expires_at: None,
+            claims: ClaimValues(vec![(0, "sadmin".into()), (0, "sops".into()), (2, "btrue".into())]),
         })
     }
 
@@ -293,7 +310,7 @@ mod tests {
         for cut in 1..encoded.len() {
             let _ = decode(&encoded[..cut]); // never panics
         }
-        assert_eq!(decode(b"\x02"), None);
+        assert_eq!(decode(b"\x01"), None, "the format before claims were stored");
         assert_eq!(decode(b""), None);
     }
 
@@ -326,7 +343,7 @@ mod tests {
         }
         assert!(store.store(&shared, 100, Verdict::Inactive, 50_000, 0));
         assert_eq!(store.claim(&shared, 0, 1, 2), Claim::Call, "the soonest to expire went");
-        let (records, _) = read_slot(&shared, &store.slot_key(0));
+        let records = read_slot(&shared, &store.slot_key(0));
         assert_eq!(records.len(), PER_SLOT);
     }
 }

@@ -1,6 +1,7 @@
 //! What an introspection answer says of a token, as every worker reuses it.
 
 use crate::reason::Reason;
+use crate::token_claims::ClaimValues;
 
 /// What an answer says of a token (what every worker reuses).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,4 +31,6 @@ pub struct Answer {
     pub issued_at: Option<u64>,
     /// `exp`, Unix seconds.
     pub expires_at: Option<u64>,
+    /// The attributes `rules[].claims` test, read as a JWT's claims are.
+    pub claims: ClaimValues,
 }
