@@ -5,8 +5,8 @@
 
 use crate::config::Config;
 use crate::jwt::FetchedKeys;
+use crate::pipeline::revocation::RevocationList;
 use crate::remote::RemoteDocument;
-use crate::revocation::RevocationList;
 
 #[derive(Debug)]
 /// One VM's fetched documents.

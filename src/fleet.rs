@@ -6,7 +6,7 @@
 //! counts only the requests in flight itself, which are per Envoy by nature.
 //! `fleet_rules` (native only) writes the engine's rules from the same configuration.
 
-use crate::limits::Limits;
+use crate::pipeline::limits::Limits;
 use crate::principal::Principal;
 
 /// The header the filter sets for Envoy's rate-limit filter (`request_headers`

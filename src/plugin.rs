@@ -10,19 +10,19 @@ use std::rc::Rc;
 
 use log::{debug, info, warn};
 
-use crate::authenticate::{Verifier, VerifyHost};
 use crate::config::Config;
 use crate::fetched::Fetched;
 use crate::host_api::{CallResponse, Counters, HttpCalls, Outcome, RequestBody, Target};
 use crate::jwt::introspection::Verdict;
 use crate::jwt::ProviderId;
+use crate::pipeline::authenticate::{Verifier, VerifyHost};
+use crate::pipeline::stream::{Awaited, BodyEvent, BodyPurpose, Step, Streams, Waiting, MAX_FORM_BYTES};
 use crate::pipeline::{self, Decision, Limited};
 use crate::reason::Reason;
 use crate::remote::{Fetch, FetchReason, Progress};
 use crate::reply::{rate_limit_fields, LocalReply};
 use crate::request::HeldRequest;
 use crate::request::RequestFacts;
-use crate::stream::{Awaited, BodyEvent, BodyPurpose, Step, Streams, Waiting, MAX_FORM_BYTES};
 use crate::token_endpoint::IssueHost;
 
 /// Everything a plugin needs of its host.
@@ -449,7 +449,7 @@ impl Plugin {
             // A fetch finished since this request began to wait for its kid, and the kid
             // is still unknown: the keys are as fresh as they get; no second refetch for it.
             if matches!(earlier.awaited, Awaited::Keys { refetch: true, .. }) && fetched_at >= earlier.since_ms {
-                let challenges = self.config.challenges(&crate::route::Require::Any);
+                let challenges = self.config.challenges(&crate::pipeline::route::Require::Any);
                 let unknown = crate::jwt::JwtError::UnknownKey { provider };
                 let reply = LocalReply::invalid_token(challenges, unknown.description(), unknown.reason());
                 return self.answer(host, context_id, Some(request), reply);
@@ -489,7 +489,7 @@ impl Plugin {
     /// quota its response shows.
     fn track(&mut self, host: &mut dyn Host, context_id: u32, limited: Limited) {
         if limited.tracked_change != 0 {
-            host.add_to_gauge(crate::limits::TRACKED_GAUGE, limited.tracked_change);
+            host.add_to_gauge(crate::pipeline::limits::TRACKED_GAUGE, limited.tracked_change);
         }
         let in_flight = limited.holds_slot.then_some(limited.key);
         let quota = limited.quota.filter(|_| self.config.expose_limit_headers);
@@ -500,7 +500,7 @@ impl Plugin {
     /// principal it refuses or answers, under the keys an allowed request's are.
     pub fn answer_state(&self, reply: &LocalReply) -> Vec<(String, String)> {
         let principal = reply.principal.as_ref().filter(|_| self.config.upstream.filter_state);
-        principal.map(|principal| crate::shape::filter_state(principal)).unwrap_or_default()
+        principal.map(|principal| crate::pipeline::shape::filter_state(principal)).unwrap_or_default()
     }
 
     /// Response headers to add to this request's response (the RateLimit fields, where exposed).

@@ -12,7 +12,7 @@ use std::cell::OnceCell;
 use std::rc::Rc;
 
 use crate::jwt::{Provider, ProviderKind};
-use crate::limits::LimitTable;
+use crate::pipeline::limits::LimitTable;
 use crate::privileges::Privileges;
 use crate::token_claims::TokenExtras;
 

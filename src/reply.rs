@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use serde::Serialize;
 
-use crate::limits::Quota;
+use crate::pipeline::limits::Quota;
 use crate::principal::Principal;
 use crate::reason::Reason;
 
@@ -247,7 +247,7 @@ impl LocalReply {
 /// of the hourly quota: `"hourly";q=1000;w=3600` and `"hourly";r=250;t=1800`.
 pub(crate) fn rate_limit_fields(quota: &Quota) -> [(&'static str, String); 2] {
     [
-        ("ratelimit-policy", format!("\"hourly\";q={};w={}", quota.limit, crate::limits::WINDOW_SECONDS)),
+        ("ratelimit-policy", format!("\"hourly\";q={};w={}", quota.limit, crate::pipeline::limits::WINDOW_SECONDS)),
         ("ratelimit", format!("\"hourly\";r={};t={}", quota.remaining, quota.reset_seconds)),
     ]
 }

@@ -7,8 +7,8 @@
 
 use std::rc::Rc;
 
+pub(crate) use crate::pipeline::route::{Kind, Requirement, Tree};
 use crate::principal::Principal;
-pub(crate) use crate::route::{Kind, Requirement, Tree};
 
 /// Deepest nesting of `all`/`any` (the root is depth 1).
 pub(crate) const MAX_DEPTH: usize = 4;

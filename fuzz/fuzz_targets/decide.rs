@@ -21,15 +21,15 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wasm_authn::authenticate::Verifier;
-use wasm_authn::credential::{extract, Credential};
+use wasm_authn::pipeline::authenticate::Verifier;
+use wasm_authn::pipeline::credential::{extract, Credential};
 use wasm_authn::jwt::{self, ProviderId, PureRust};
 use wasm_authn::path::normalize;
 use wasm_authn::pipeline::{decide, Decision};
 use wasm_authn::principal::AuthMethod;
 use wasm_authn::reason::Reason;
 use wasm_authn::request::RequestFacts;
-use wasm_authn::stream::Awaited;
+use wasm_authn::pipeline::stream::Awaited;
 use wasm_authn_fuzz::{config, fake_host, wrong_keys_config, TextRequest, NOW, PASSWORD, SKEW};
 
 fn facts(request: &TextRequest) -> RequestFacts<'_> {

@@ -15,7 +15,7 @@ use wasm_authn::host_api::{Cas, Clock, SharedData};
 use wasm_authn::jwt::{Algorithm, SignatureBackend};
 use wasm_authn::pipeline::Decision;
 use wasm_authn::request::Header;
-use wasm_authn::shape::UpstreamChanges;
+use wasm_authn::pipeline::shape::UpstreamChanges;
 
 pub mod streams;
 

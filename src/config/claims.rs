@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::error::ConfigError;
 use super::names::header_name;
 use super::schema::RawRule;
-use crate::route::Require;
+use crate::pipeline::route::Require;
 use crate::token_claims::{scalar_text, ClaimCondition, Test};
 
 /// Most conditions in one rule, and values in one list (each said in its refusal).

@@ -12,7 +12,7 @@ use super::remote::{fetch_config, Document};
 use super::schema::{default_wait_ms, RawJwt, RawProvider, MAX_WAIT_MS};
 use super::secrets::{self, Env};
 use crate::jwt::{ClaimToHeader, KeyError, KeySet, Provider, ProviderKind, TokenOutput};
-use crate::limits::Limits;
+use crate::pipeline::limits::Limits;
 use crate::token_location::{TokenPlace, AUTHORIZATION};
 
 const MAX_VALUE_PREFIX_BYTES: usize = 64;

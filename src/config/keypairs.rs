@@ -8,7 +8,7 @@ use super::names::principal_name;
 use super::policy::privileges;
 use super::schema::RawKeypair;
 use crate::jwt::{normalized_pem, Algorithm, KeySet, Provider, ProviderKind};
-use crate::limits::Limits;
+use crate::pipeline::limits::Limits;
 
 /// The longest lifetime a keypair's tokens may be given: they are meant to be short.
 const MAX_KEYPAIR_LIFETIME_SECONDS: u64 = 3600;

@@ -10,14 +10,14 @@ use super::schema::{
 };
 use crate::fleet::LimitScope;
 use crate::jwt::Provider;
-use crate::limits::Limits;
 use crate::network::{Cidr, Networks};
 use crate::path::has_segment_prefix;
+use crate::pipeline::limits::Limits;
+use crate::pipeline::revocation::{Revocation, RevocationList};
+use crate::pipeline::route::{HostPattern, Require, RouteMatch, Rule};
 use crate::principal::QualifiedName;
 use crate::privileges::Privileges;
 use crate::request_principal::RequestPrincipal;
-use crate::revocation::{Revocation, RevocationList};
-use crate::route::{HostPattern, Require, RouteMatch, Rule};
 
 /// Method names a rule or a privilege may list: RFC 9110's, PATCH, CData's MERGE,
 /// and WebDAV's. Anything else is a typo.

@@ -5,8 +5,8 @@ use serde_json::Value;
 
 use super::error::ConfigError;
 use crate::jwt::Provider;
+use crate::pipeline::route::{Kind, Require};
 use crate::requirement::{covers, Requirement, Tree, MAX_DEPTH, MAX_WIDTH};
-use crate::route::{Kind, Require};
 
 pub(super) fn require(
     raw: Option<Value>,

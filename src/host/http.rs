@@ -14,10 +14,10 @@ use proxy_wasm::types::{Action, BufferType, MapType};
 use crate::header_map;
 use crate::host_api::RequestBody;
 use crate::network::parse_source_address;
+use crate::pipeline::stream::Step;
 use crate::plugin::Plugin;
 use crate::reply::LocalReply;
 use crate::request::{RequestFacts, Source};
-use crate::stream::Step;
 
 use super::abi::{request_body, request_headers, send_local_response, set_property};
 use super::envoy::{now_ms, EnvoyHost};

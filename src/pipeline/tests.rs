@@ -11,10 +11,10 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::jwt::{Algorithm, ProviderId, SignatureBackend};
+use crate::pipeline::stream::Awaited;
 use crate::principal::AuthMethod;
 use crate::reason::Reason;
 use crate::remote::{Progress, Step};
-use crate::stream::Awaited;
 use crate::testing::{FakeHost, FakeResponse, FakeShared};
 
 const SECRET_SHA256: &str = "sha256:2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b";
@@ -179,7 +179,7 @@ fn challenges(reply: &LocalReply) -> Vec<&str> {
 
 #[test]
 fn a_credential_is_offered_by_its_scheme() {
-    use crate::route::Kind;
+    use crate::pipeline::route::Kind;
     let keys = Require::Kinds(vec![Kind::ApiKey]).schemes();
     let jwt_corp = Require::Kinds(vec![Kind::Jwt { provider: Some("corp".into()) }]).schemes();
     let bearer = Credential::bearer("t");

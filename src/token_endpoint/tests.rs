@@ -4,10 +4,10 @@ use jsonwebtoken::{decode, decode_header, DecodingKey, Validation};
 use serde_json::{json, Value};
 
 use super::*;
-use crate::authenticate::{NotVerified, Verifier};
 use crate::config::Config;
-use crate::credential::Credential;
 use crate::jwt::FetchedKeys;
+use crate::pipeline::authenticate::{NotVerified, Verifier};
+use crate::pipeline::credential::Credential;
 use crate::principal::AuthMethod;
 use crate::testing::headers;
 use crate::testing::{FakeHost, FakeShared};
@@ -366,8 +366,8 @@ fn issuing_counts_against_the_clients_requests_per_hour() {
     let ask = |host: &mut FakeHost| post_on(host, &config, &[("x-api-key", "key-reports")], "");
     assert_eq!(ask(&mut host).status, 200);
     assert_eq!(host.counter("tracked_principals"), 1, "a new principal's record");
-    let key = crate::limits::LimitTable::key("api-key:reports");
-    let hourly = crate::limits::Limits { requests_per_hour: Some(2), max_concurrent: None };
+    let key = crate::pipeline::limits::LimitTable::key("api-key:reports");
+    let hourly = crate::pipeline::limits::Limits { requests_per_hour: Some(2), max_concurrent: None };
     assert!(matches!(config.limit_table.admit(&host, key, &hourly, NOW), Admission::Admitted { .. }));
     let refused = ask(&mut host);
     assert_eq!((refused.status, refused.reason), (429, Reason::RateLimited));

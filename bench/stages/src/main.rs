@@ -16,10 +16,10 @@ use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::Sha256;
 
-use wasm_authn::authenticate::Verifier;
+use wasm_authn::pipeline::authenticate::Verifier;
 use wasm_authn::cache::CacheKeys;
 use wasm_authn::config::Config;
-use wasm_authn::credential;
+use wasm_authn::pipeline::credential;
 use wasm_authn::host_api::{Cas, Clock, Counters, HttpCalls, SharedData, Target};
 use wasm_authn::jwt::{Algorithm, SignatureBackend};
 use wasm_authn::plugin::Plugin;
@@ -27,9 +27,9 @@ use wasm_authn::request::{RequestFacts, Source};
 
 /// No client address (no configuration here reads one).
 pub const NO_SOURCE: Source<'static> = Source::Known(None);
-use wasm_authn::stream::Step;
+use wasm_authn::pipeline::stream::Step;
 use wasm_authn::testing::FakeShared;
-use wasm_authn::{header_map, pipeline, shape, token_claims};
+use wasm_authn::{header_map, pipeline, token_claims, pipeline::shape};
 
 const SECRET: &[u8] = b"stages-bench-secret-0123456789abcdef";
 const API_KEY: &str = "stages-bench-api-key-0123456789";

@@ -9,9 +9,9 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use wasm_authn::authenticate::Verifier;
+use wasm_authn::pipeline::authenticate::Verifier;
 use wasm_authn::config::Config;
-use wasm_authn::credential::{self, Credential};
+use wasm_authn::pipeline::credential::{self, Credential};
 use wasm_authn::path::normalize;
 use wasm_authn::request::{RequestFacts, Source};
 use wasm_authn::{header_map, plugin::Plugin};
@@ -181,7 +181,7 @@ fn rules() {
             let request = RequestFacts::from_headers(&headers);
             let step = plugin.on_request_headers(&mut host, context, &request, NOW_MS);
             plugin.on_stream_end(&mut host, context);
-            matches!(step, wasm_authn::stream::Step::Continue(_))
+            matches!(step, wasm_authn::pipeline::stream::Step::Continue(_))
         });
         println!("| {label} | {select:.0} | {whole:.0} |");
     }

@@ -8,10 +8,10 @@ use base64::Engine;
 
 use super::*;
 use crate::config::Config;
+use crate::pipeline::stream::Step;
 use crate::plugin::Plugin;
 use crate::reason::Reason;
 use crate::request::RequestFacts;
-use crate::stream::Step;
 use crate::testing::{FakeHost, FakeResponse, FakeShared};
 
 const T0: u64 = 1_800_000_000_000; // ms

@@ -3,8 +3,8 @@
 //! credential that was not verified, and a verified principal is added.
 
 use crate::api_key::ApiKeys;
-use crate::credential::{credential_removal, Credential, CredentialRemoval};
 use crate::method_override::{self, MethodOverrides};
+use crate::pipeline::credential::{credential_removal, Credential, CredentialRemoval};
 use crate::principal::Principal;
 use crate::request::{is_underscore_spelling_of, RequestFacts};
 use crate::token_location::TokenLocations;

@@ -24,9 +24,9 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::jwt::ProviderId;
-use crate::limits::Quota;
+use crate::pipeline::limits::Quota;
+use crate::pipeline::shape::UpstreamChanges;
 use crate::reply::LocalReply;
-use crate::shape::UpstreamChanges;
 
 /// What the host does after a request callback.
 #[must_use]

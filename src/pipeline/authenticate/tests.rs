@@ -1,7 +1,7 @@
 use serde_json::json;
 
 use super::*;
-use crate::credential::ApiKeySource;
+use crate::pipeline::credential::ApiKeySource;
 use crate::request::Source;
 use crate::testing::{FakeHost, FakeShared};
 
@@ -186,10 +186,10 @@ mod keypairs {
     use super::*;
     use crate::principal::AuthMethod;
 
-    const EC_PRIVATE: &str = include_str!("../../tests/keys/ec_p256_private.pem");
-    const EC_PUBLIC: &str = include_str!("../../tests/keys/ec_p256_public.pem");
-    const RSA_PRIVATE: &str = include_str!("../../tests/keys/rsa2048_private.pem");
-    const RSA_PUBLIC: &str = include_str!("../../tests/keys/rsa2048_public.pem");
+    const EC_PRIVATE: &str = include_str!("../../../tests/keys/ec_p256_private.pem");
+    const EC_PUBLIC: &str = include_str!("../../../tests/keys/ec_p256_public.pem");
+    const RSA_PRIVATE: &str = include_str!("../../../tests/keys/rsa2048_private.pem");
+    const RSA_PUBLIC: &str = include_str!("../../../tests/keys/rsa2048_public.pem");
     const NOW: u64 = NOW_MS / 1000;
 
     fn config(one_time: bool) -> Config {

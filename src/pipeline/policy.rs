@@ -6,10 +6,10 @@ use crate::request::Source;
 
 use crate::network::Networks;
 use crate::path::{has_segment_prefix, MatchPath};
+use crate::pipeline::route::Rule;
 use crate::principal::Principal;
 use crate::reason::Reason;
 use crate::request_principal::RequestPrincipal;
-use crate::route::Rule;
 
 /// Why a verified request may not proceed (403).
 #[derive(Debug, Clone, PartialEq, Eq)]

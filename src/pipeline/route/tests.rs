@@ -1,6 +1,6 @@
 use super::*;
 use crate::path::normalize;
-use crate::policy::authorize;
+use crate::pipeline::policy::authorize;
 use crate::privileges::Privileges;
 use std::rc::Rc;
 
@@ -139,8 +139,11 @@ fn kinds_admit_their_principals() {
     assert_eq!(keys.schemes(), Schemes { basic: true, bearer: false, api_key: true });
     assert_eq!(Require::Any.schemes(), Schemes { basic: true, bearer: true, api_key: true });
     // authorize is covered in policy's tests; here only that a default rule restricts nothing.
-    let access =
-        crate::policy::Access { method: "DELETE", path: &normalize("/x"), source: crate::request::Source::Known(None) };
+    let access = crate::pipeline::policy::Access {
+        method: "DELETE",
+        path: &normalize("/x"),
+        source: crate::request::Source::Known(None),
+    };
     assert_eq!(authorize(&principal(AuthMethod::Basic, None), &DEFAULT_RULE, &access), Ok(()));
 }
 

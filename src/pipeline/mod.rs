@@ -6,26 +6,37 @@
 //! list), the VM's verifier, the request, the host (shared data, clock, signatures)
 //! and the time.
 
+// The stages, in the order a request meets them; `stream` is the state machine
+// that carries a decision out.
+pub mod authenticate;
+pub mod credential;
+pub(crate) mod limits;
+pub(crate) mod policy;
+pub(crate) mod revocation;
+pub mod route;
+pub mod shape;
+pub mod stream;
+
 use std::cell::OnceCell;
 use std::rc::Rc;
 
-use crate::authenticate::{NotVerified, Verifier, VerifyHost};
 use crate::config::Config;
-use crate::credential::{self, Credential};
 use crate::fetched::Fetched;
-use crate::limits::{Admission, Quota};
 use crate::method_override::{self, MethodOverrides};
 use crate::path::{normalize, MatchPath};
-use crate::policy::{self, Access, Forbidden};
+use crate::pipeline::authenticate::{NotVerified, Verifier, VerifyHost};
+use crate::pipeline::credential::Credential;
+use crate::pipeline::limits::{Admission, Quota};
+use crate::pipeline::policy::{Access, Forbidden};
+use crate::pipeline::revocation::Revoked;
+use crate::pipeline::route::{Kind, Require, Rule, Schemes};
+use crate::pipeline::shape::UpstreamChanges;
+use crate::pipeline::stream::Awaited;
 use crate::principal::Principal;
 use crate::reason::Reason;
 use crate::reply::LocalReply;
 use crate::request::RequestFacts;
 use crate::requirement::{self, Tree};
-use crate::revocation::Revoked;
-use crate::route::{Kind, Require, Rule, Schemes};
-use crate::shape::{self, UpstreamChanges};
-use crate::stream::Awaited;
 use crate::token_claims;
 use crate::token_endpoint::grant::Presented;
 
@@ -154,7 +165,7 @@ fn decide_rule(
 
     // route
     let rule = if config.routes.rules.is_empty() && !config.routes.bypass_cors_preflight {
-        &crate::route::DEFAULT_RULE
+        &crate::pipeline::route::DEFAULT_RULE
     } else if path.get().hidden_dot_segment {
         // No rule may relax it, and none can say what it names: refused whatever the rules.
         return Decision::Reply(LocalReply::ambiguous_path());
@@ -222,11 +233,11 @@ fn decide_rule(
     }
     // The others' own privileges hold too: a restricted key is no wider for the company it keeps.
     for other in &others {
-        if policy::restricted(other, &crate::route::DEFAULT_RULE) {
+        if policy::restricted(other, &crate::pipeline::route::DEFAULT_RULE) {
             for method in std::iter::once(request.method).chain(overrides.iter().map(String::as_str)) {
                 let access = Access { method, path: path.get(), source: request.source };
                 if let Err(Forbidden::Refused { reason, message }) =
-                    policy::authorize(other, &crate::route::DEFAULT_RULE, &access)
+                    policy::authorize(other, &crate::pipeline::route::DEFAULT_RULE, &access)
                 {
                     return refuse(LocalReply::forbidden(message, reason));
                 }
