@@ -103,7 +103,8 @@ impl PasswordHash {
     }
 }
 
-fn decode_hex<const N: usize>(hex: &str) -> Option<[u8; N]> {
+/// `N` bytes from their hex digits (either case); None unless exactly that.
+pub fn decode_hex<const N: usize>(hex: &str) -> Option<[u8; N]> {
     let bytes = hex.as_bytes();
     if bytes.len() != N * 2 {
         return None;

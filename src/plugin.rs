@@ -78,6 +78,7 @@ pub struct Plugin {
     introspections: Vec<(u32, IntrospectionCall)>,
     needs_route_name: bool,
     needs_source_address: bool,
+    needs_peer_names: bool,
     /// A body never came: said once per VM (the likely cause is the host's configuration).
     warned_no_body: bool,
 }
@@ -92,6 +93,7 @@ impl Plugin {
             verifier: Verifier::new(&config),
             needs_route_name: config.routes.needs_route_name(),
             needs_source_address: config.needs_source_address(),
+            needs_peer_names: config.mtls.is_some(),
             fetched: Fetched::new(&config),
             config: Rc::new(config),
             streams: Streams::default(),
@@ -109,6 +111,11 @@ impl Plugin {
     /// Whether networks are configured anywhere (the client address is then read per request).
     pub fn needs_source_address(&self) -> bool {
         self.needs_source_address
+    }
+
+    /// Whether client certificates are principals (their names are then read with their digest).
+    pub fn needs_peer_names(&self) -> bool {
+        self.needs_peer_names
     }
 
     /// A stream's request headers: it is undecided until the pipeline decides.

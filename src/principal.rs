@@ -11,6 +11,7 @@
 use std::cell::OnceCell;
 use std::rc::Rc;
 
+use crate::binding::Confirmation;
 use crate::jwt::{Provider, ProviderKind};
 use crate::pipeline::limits::LimitTable;
 use crate::privileges::Privileges;
@@ -27,6 +28,8 @@ pub enum AuthMethod {
     Jwt,
     /// A token the client signed with its registered key.
     Keypair,
+    /// The client certificate Envoy verified (`src/mtls.rs`).
+    Mtls,
 }
 
 impl AuthMethod {
@@ -37,6 +40,7 @@ impl AuthMethod {
             AuthMethod::ApiKey => "api-key",
             AuthMethod::Jwt => "jwt",
             AuthMethod::Keypair => "keypair",
+            AuthMethod::Mtls => "mtls",
         }
     }
 }
@@ -50,6 +54,8 @@ pub struct TokenFacts {
     pub issued_at: Option<u64>,
     /// `<iss>/<sub>` of a JWT provider's token: its Istio request principal.
     pub request_principal: Option<String>,
+    /// What the token is bound to (`cnf`): checked on every request, a remembered token's too.
+    pub confirmation: Option<Confirmation>,
 }
 
 /// A principal's name, qualified by who vouches for it: `basic:alice`,
@@ -157,6 +163,10 @@ impl QualifiedName {
                     return Err(NameError::Malformed);
                 }
                 provider
+            }
+            // A certificate's name (a SPIFFE id has colons): all that follows the kind.
+            "mtls" if !rest.is_empty() && !rest.chars().any(char::is_control) && rest.trim() == rest => {
+                return Ok(QualifiedName::new(text.to_string()))
             }
             _ => return Err(bare()),
         };

@@ -62,6 +62,16 @@ reasons! {
     /// A credential of a kind the route does not accept.
     CredentialNotAccepted => "credential_not_accepted",
     TokenRevoked => "token_revoked",
+    /// A token whose `cnf` binds it in a way the filter cannot check.
+    TokenBindingUnknown => "token_binding_unknown",
+    /// A certificate-bound token (`cnf["x5t#S256"]`) on a connection without that client certificate.
+    TokenCertificateMismatch => "token_certificate_mismatch",
+    /// A token not bound to a client certificate, from a provider with `require_certificate_binding`.
+    TokenNotBound => "token_not_bound",
+    /// A DPoP-bound token without a valid proof of its key.
+    DpopProofInvalid => "dpop_proof_invalid",
+    /// A verified client certificate whose name `mtls.principals` and `mtls.allow_prefixes` do not list.
+    MtlsNotAllowed => "mtls_not_allowed",
     /// The client address is outside the trusted networks (the configuration's or the principal's).
     NetworkNotTrusted => "network_not_trusted",
     /// A path with a dot segment with parameters (`..;`), where a rule or a privilege reads paths.

@@ -3,6 +3,8 @@
 use std::borrow::Cow;
 use std::net::IpAddr;
 
+use crate::peer::{Peer, PeerCertificate};
+
 /// A request header, name and value, borrowed from the host's buffer when it is
 /// UTF-8 (it nearly always is; decoding allocates nothing then), lossily decoded otherwise.
 pub type Header<'a> = (Cow<'a, str>, Cow<'a, str>);
@@ -22,6 +24,8 @@ pub struct RequestFacts<'a> {
     pub route_name: Option<&'a str>,
     /// The client address (`source.address`), read only when a decision needs it.
     pub source: Source<'a>,
+    /// The client certificate Envoy verified (`connection.*`), read only when a decision needs it.
+    pub peer: Peer<'a>,
     /// The body, when it is known before the decision: empty when the headers ended
     /// the request, or the form read for an API key (`api_keys.form_field`).
     pub body: Option<&'a str>,
@@ -58,6 +62,7 @@ impl<'a> RequestFacts<'a> {
             headers,
             route_name: None,
             source: Source::Known(None),
+            peer: Peer::Known(None),
             body: None,
         }
     }
@@ -93,6 +98,7 @@ pub struct HeldRequest {
     headers: Vec<Header<'static>>,
     route_name: Option<String>,
     source: Option<IpAddr>,
+    peer: Option<PeerCertificate>,
 }
 
 impl HeldRequest {
@@ -103,6 +109,7 @@ impl HeldRequest {
             headers: request.headers.iter().map(|(name, value)| (owned(name), owned(value))).collect(),
             route_name: request.route_name.map(String::from),
             source: request.source.get(),
+            peer: request.peer.get().cloned(),
         }
     }
 
@@ -111,6 +118,7 @@ impl HeldRequest {
         let mut request = RequestFacts::from_headers(&self.headers);
         request.route_name = self.route_name.as_deref();
         request.source = Source::Known(self.source);
+        request.peer = Peer::Known(self.peer.as_ref());
         request.body = Some(form);
         request
     }

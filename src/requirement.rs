@@ -23,6 +23,7 @@ pub(crate) fn place_of(kind: &Kind) -> u8 {
         Kind::Basic => 1,
         Kind::Jwt { .. } | Kind::Keypair => 2,
         Kind::ApiKey => 4,
+        Kind::Mtls => 8,
     }
 }
 

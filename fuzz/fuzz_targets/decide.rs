@@ -96,6 +96,8 @@ fuzz_target!(|data: &[u8]| {
                     let wrong_keys = &wrong_keys_config().jwt_providers;
                     assert!(jwt::verify(token, wrong_keys, &jwt::FetchedKeys::default(), &|_| true, &PureRust, NOW, SKEW).is_err());
                 }
+                // This configuration reads no client certificate.
+                Credential::Mtls { .. } => panic!("impossible here: {credential:?}"),
             }
             let after = request.after(changes);
             let names = &config.upstream.principal_headers;

@@ -206,6 +206,10 @@ fn compile_provider(
         }
         None => None,
     };
+    if raw.require_certificate_binding && introspection.is_some() {
+        let message = "is for JWTs: bound opaque tokens are refused (their binding is not checked yet)";
+        return Err(ConfigError::new(format!("{path}.require_certificate_binding"), message));
+    }
     // Introspection answers need not say when the token expires (RFC 7662 2.2).
     let require_expiration = raw.require_expiration.unwrap_or(introspection.is_none());
     Ok(Provider {
@@ -224,6 +228,7 @@ fn compile_provider(
         introspection,
         condition_claims: Rc::clone(claim_table),
         output,
+        require_certificate_binding: raw.require_certificate_binding,
     })
 }
 

@@ -68,6 +68,7 @@ fn keypair_provider(mut raw: RawKeypair, path: &str, limits: &Limits) -> Result<
         introspection: None,
         condition_claims: Rc::default(),
         output: Default::default(),
+        require_certificate_binding: false,
     })
 }
 

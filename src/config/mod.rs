@@ -10,6 +10,7 @@ mod introspection;
 mod jwt;
 mod keypairs;
 mod locations;
+pub(crate) mod mtls;
 mod names;
 mod policy;
 mod remote;
@@ -93,6 +94,8 @@ pub struct Config {
     pub(crate) slow_hash_budget_ms_per_second: u64,
     /// `api_keys`: the API clients, by key digest and by id.
     pub api_keys: ApiKeys,
+    /// Client certificates as principals.
+    pub mtls: Option<crate::mtls::Mtls>,
     /// Providers, then keypairs, then the token endpoint's own: looked up by issuer.
     pub jwt_providers: Vec<Provider>,
     /// Where tokens are read, and for which of `jwt_providers`.
@@ -129,7 +132,7 @@ impl Config {
 
     /// The challenges a 401 offers: one per enabled scheme (that the route accepts).
     pub fn challenges(&self, require: &Require) -> Challenges<'_> {
-        let Schemes { basic, bearer, api_key } = require.schemes();
+        let Schemes { basic, bearer, api_key, .. } = require.schemes();
         Challenges {
             realm: &self.realm,
             basic: basic
@@ -161,6 +164,7 @@ impl Config {
             || self.basic_users.any_trusted_networks()
             || self.api_keys.clients.iter().any(|c| c.privileges.trusted_networks.is_some())
             || self.jwt_providers.iter().any(|p| p.privileges.trusted_networks.is_some())
+            || self.mtls.as_ref().is_some_and(mtls::any_trusted_networks)
     }
 }
 
@@ -249,6 +253,7 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
         policy::limits(raw.limits)?;
     let (basic_users, failure_limit, slow_hash_budget_ms_per_second) = compile_basic(raw.basic, &limit_defaults, env)?;
     let api_keys = compile_api_keys(raw.api_keys, &limit_defaults, env)?;
+    let mtls = raw.mtls.as_ref().map(|raw| mtls::compile(raw, &limit_defaults)).transpose()?;
     let claim_table = claims::claim_table(&raw.rules);
     let (mut jwt_providers, token_places, jwks_wait_ms) = jwt::compile(raw.jwt, &limit_defaults, env, &claim_table)?;
     // Keypairs verify like providers: one list, looked up by issuer.
@@ -286,6 +291,7 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
         rules.push(rule);
     }
     policy::every_rule_is_reachable(&rules, bypass_count)?;
+    mtls::rules_need_it(&rules[bypass_count..], mtls.is_some())?;
     let routes = Routes::new(rules, raw.bypass_cors_preflight);
     let trusted_networks = raw.trusted_networks.map(|n| policy::networks(n, "trusted_networks")).transpose()?;
     let revocation = policy::revocation(raw.revocation, &jwt_providers)?;
@@ -294,10 +300,10 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
         return Err(ConfigError::new("cache.max_entries", format!("must be at most {MAX_CACHE_ENTRIES}")));
     }
     let cache = CacheSettings { max_entries: cache.max_entries, ttl_seconds: cache.ttl_seconds };
-    if basic_users.is_empty() && api_keys.clients.is_empty() && jwt_providers.is_empty() {
+    if basic_users.is_empty() && api_keys.clients.is_empty() && jwt_providers.is_empty() && mtls.is_none() {
         return Err(ConfigError::new(
             "",
-            "no credentials configured: set basic.users, basic.htpasswd, api_keys.clients or jwt.providers",
+            "no credentials configured: set basic.users, basic.htpasswd, api_keys.clients, jwt.providers or mtls",
         ));
     }
     Ok(Config {
@@ -323,6 +329,7 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
         failure_limit,
         slow_hash_budget_ms_per_second,
         api_keys,
+        mtls,
         jwt_providers,
         token_locations,
         token_endpoint,

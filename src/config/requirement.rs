@@ -150,12 +150,13 @@ pub(super) fn kind(word: &str, path: &str, providers: &[Provider]) -> Result<Kin
         "api-key" => Kind::ApiKey,
         "jwt" => Kind::Jwt { provider: None },
         "keypair" => Kind::Keypair,
+        "mtls" => Kind::Mtls,
         _ => match word.strip_prefix("jwt:") {
             Some(name) if providers.iter().any(|p| p.name == name) => Kind::Jwt { provider: Some(name.to_string()) },
             Some(_) => return Err(ConfigError::new(path, "names no provider in jwt.providers")),
             None => return Err(ConfigError::new(
                 path,
-                "unknown credential kind: use \"basic\", \"api-key\", \"jwt\", \"jwt:<provider name>\" or \"keypair\"",
+                "unknown credential kind: use \"basic\", \"api-key\", \"jwt\", \"jwt:<provider name>\", \"keypair\" or \"mtls\"",
             )),
         },
     })
@@ -166,7 +167,7 @@ pub(super) fn kind(word: &str, path: &str, providers: &[Provider]) -> Result<Kin
 #[test]
 fn every_kind_has_a_place() {
     use crate::requirement::place_of;
-    for kind in [Kind::Basic, Kind::ApiKey, Kind::Jwt { provider: None }, Kind::Keypair] {
+    for kind in [Kind::Basic, Kind::ApiKey, Kind::Jwt { provider: None }, Kind::Keypair, Kind::Mtls] {
         assert_ne!(place_of(&kind), 0);
     }
 }

@@ -117,6 +117,9 @@ pub(super) struct RawConfig {
     pub keypairs: Vec<RawKeypair>,
     /// Bearer JWTs: the providers that issue them.
     pub jwt: Option<RawJwt>,
+    /// Client certificates Envoy verified in the TLS handshake as principals (`mtls:<name>`).
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(with = "Option<RawMtls>"))]
+    pub mtls: Option<Value>,
     /// API clients exchange their key here for a JWT that expires (OAuth 2.0 client credentials).
     pub token_endpoint: Option<RawTokenEndpoint>,
     /// Verified credentials remembered per VM.
@@ -561,6 +564,9 @@ privileged! {
         /// (for access logs and later filters). Not with `introspection`.
         #[serde(default)]
         pub payload_in_filter_state: bool,
+        /// Refuse tokens not bound to a client certificate (`cnf["x5t#S256"]`, RFC 8705 3). A bound token is always checked against the connection's certificate, with or without this.
+        #[serde(default)]
+        pub require_certificate_binding: bool,
         /// Headers that carry its tokens. With any `from_*` set, the provider reads its tokens
         /// only there, not in `Authorization: Bearer`.
         #[serde(default)]
@@ -799,4 +805,48 @@ fn default_token_lifetime() -> u64 {
 #[cfg(not(target_arch = "wasm32"))]
 fn one_of(field: &str) -> Value {
     serde_json::json!([{"required": [field]}, {"required": [format!("{field}_env")]}])
+}
+
+/// The schema of the `mtls` section, which `config/mtls.rs` reads by hand (native only).
+#[cfg(not(target_arch = "wasm32"))]
+#[derive(schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // read as JSON by config/mtls.rs; this is its schema
+pub(super) struct RawMtls {
+    /// Where the principal's name is read in the certificate Envoy verified: `"uri_san"` (the first URI SAN, such as a SPIFFE id), `"dns_san"` (the first DNS SAN) or `"subject_cn"` (the subject's common name).
+    #[serde(default = "default_name_from")]
+    pub principal_from: String,
+    /// Certificate names admitted, each with its privileges (absent, as `allow_prefixes`: any certificate the listener verified).
+    #[serde(default)]
+    pub principals: Vec<RawMtlsPrincipal>,
+    /// Names starting with one of these are admitted too, with the default privileges (end a prefix with `/`: `spiffe://example.org/ns/prod/`).
+    #[serde(default)]
+    pub allow_prefixes: Vec<String>,
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn default_name_from() -> String {
+    "uri_san".into()
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+#[derive(schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // as RawMtls
+pub(super) struct RawMtlsPrincipal {
+    /// The certificate's name, as `principal_from` reads it (`spiffe://example.org/ns/prod/sa/billing`).
+    pub name: String,
+    /// Allowed HTTP methods, each by name (absent: all).
+    pub methods: Option<Vec<String>>,
+    /// Allowed path prefixes (absent: all).
+    pub paths: Option<Vec<String>>,
+    /// Scopes held.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Networks (CIDR) it may come from (absent: any).
+    pub trusted_networks: Option<Vec<String>>,
+    /// Overrides `limits.requests_per_hour` (0: unlimited).
+    pub requests_per_hour: Option<u64>,
+    /// Overrides `limits.max_concurrent` (0: unlimited).
+    pub max_concurrent: Option<u64>,
 }

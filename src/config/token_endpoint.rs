@@ -81,6 +81,7 @@ pub(super) fn compile(raw: RawTokenEndpoint, realm: &str, env: Env) -> Result<(T
         introspection: None,
         condition_claims: Rc::default(),
         output: Default::default(),
+        require_certificate_binding: false,
     };
     let endpoint = TokenEndpoint::new(
         token_path,

@@ -14,6 +14,7 @@ use proxy_wasm::types::{Action, BufferType, MapType};
 use crate::header_map;
 use crate::host_api::RequestBody;
 use crate::network::parse_source_address;
+use crate::peer::{Peer, PeerCertificate, ReadPeer};
 use crate::pipeline::stream::Step;
 use crate::plugin::Plugin;
 use crate::reply::LocalReply;
@@ -163,6 +164,9 @@ fn with_request(
         if plugin.needs_source_address() {
             request.source = Source::Lazy(&read_source);
         }
+        // No host call unless a decision asks: `mtls`, or a token bound to a certificate.
+        let peer = PeerReader { names: plugin.needs_peer_names(), read: OnceCell::new() };
+        request.peer = Peer::Lazy(&peer);
         event(plugin, host, &request, now)
     })
 }
@@ -198,6 +202,36 @@ impl RequestBody for BufferedBody {
 fn property(path: &[&str]) -> Option<String> {
     let bytes = hostcalls::get_property(path.to_vec()).ok().flatten()?;
     String::from_utf8(bytes).ok()
+}
+
+/// The connection's client certificate as Envoy verified it, read on first use: its
+/// digest, and its names only when `mtls` reads them.
+struct PeerReader {
+    names: bool,
+    read: OnceCell<Option<PeerCertificate>>,
+}
+
+impl ReadPeer for PeerReader {
+    fn read(&self) -> Option<&PeerCertificate> {
+        self.read
+            .get_or_init(|| {
+                // TLS with a client certificate (which the listener's validation_context verified).
+                let mtls = hostcalls::get_property(vec!["connection", "mtls"]).ok().flatten();
+                if mtls.as_deref() != Some(&[1]) {
+                    return None;
+                }
+                let digest = property(&["connection", "sha256_peer_certificate_digest"])?;
+                let mut peer = PeerCertificate::from_hex_digest(&digest)?;
+                if self.names {
+                    let non_empty = |name: &str| property(&["connection", name]).filter(|value| !value.is_empty());
+                    peer.uri_san = non_empty("uri_san_peer_certificate");
+                    peer.dns_san = non_empty("dns_san_peer_certificate");
+                    peer.subject = non_empty("subject_peer_certificate");
+                }
+                Some(peer)
+            })
+            .as_ref()
+    }
 }
 
 /// Answer the request, with `wasm_authn.<reason>` as Envoy's response code details.

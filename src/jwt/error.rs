@@ -42,6 +42,8 @@ pub enum JwtError {
     MissingPrincipal,
     /// A principal claim that cannot be a header value, or has surrounding whitespace.
     InvalidPrincipal,
+    /// A `cnf` claim binding the token in a way the filter cannot check.
+    UnknownConfirmation,
 }
 
 impl JwtError {
@@ -63,6 +65,7 @@ impl JwtError {
             JwtError::LifetimeTooLong => "token lifetime too long",
             JwtError::MissingPrincipal => "principal claim missing",
             JwtError::InvalidPrincipal => "principal claim invalid",
+            JwtError::UnknownConfirmation => "token bound to a key this filter cannot check",
         }
     }
 
@@ -84,6 +87,7 @@ impl JwtError {
             JwtError::LifetimeTooLong => Reason::JwtLifetime,
             JwtError::MissingPrincipal => Reason::JwtNoPrincipal,
             JwtError::InvalidPrincipal => Reason::JwtBadPrincipal,
+            JwtError::UnknownConfirmation => Reason::TokenBindingUnknown,
         }
     }
 }

@@ -66,6 +66,8 @@ pub struct Provider {
     pub privileges: Rc<Privileges>,
     /// Set for a provider whose tokens its introspection endpoint vouches for (it has no keys).
     pub introspection: Option<Introspection>,
+    /// Refuse tokens not bound to a client certificate (RFC 8705 3); a bound token is checked either way.
+    pub require_certificate_binding: bool,
     /// The claims `rules[].claims` test: the configuration's claim table, in its order
     /// (read from an identity provider's tokens only).
     pub condition_claims: Rc<Vec<String>>,

@@ -11,6 +11,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
+use crate::binding::{confirmation, Confirmation};
+
 use super::algorithm::Algorithm;
 use super::backend::SignatureBackend;
 use super::claims::{check_claims, claim_headers, condition_values, principal, scopes, token_id};
@@ -42,6 +44,8 @@ pub struct VerifiedToken {
     pub request_principal: Option<String>,
     /// The claims rules test and the payload, as the provider hands them on (identity providers only).
     pub extras: TokenExtras,
+    /// `cnf`: the certificate or key the token is bound to.
+    pub confirmation: Option<Confirmation>,
 }
 
 /// Longest token accepted, checked before any decoding.
@@ -156,6 +160,7 @@ pub fn verify(
             // A keypair signs its own tokens, the token endpoint's carry no user claims.
             ProviderKind::Keypair { .. } | ProviderKind::TokenEndpoint => TokenExtras::default(),
         },
+        confirmation: confirmation(&jws.claims).map_err(|_| JwtError::UnknownConfirmation)?,
     })
 }
 

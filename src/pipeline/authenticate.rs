@@ -5,6 +5,7 @@ use crate::request::Source;
 use std::rc::Rc;
 
 use crate::basic::{self, PasswordGuard, PasswordHost, Refusal};
+use crate::binding::Confirmation;
 use crate::cache::{CacheKey, CacheKeys, VerifiedCache};
 use crate::config::Config;
 use crate::jwt::introspection::{refusal_message, Claim, Verdict};
@@ -124,6 +125,13 @@ impl Verifier {
                 Err(reason) => Err(invalid(reason, INVALID_API_KEY)),
             };
         }
+        // A certificate's name is looked up, never remembered.
+        if let Credential::Mtls { name } = credential {
+            return match config.mtls.as_ref().map(|mtls| mtls.verify(name)) {
+                Some(Ok(principal)) => Ok(Rc::new(principal)),
+                _ => Err(invalid(Reason::MtlsNotAllowed, "client certificate not allowed")),
+            };
+        }
         let key = key_of(&self.keys, credential);
         if let Some(principal) = self.successes.get(&key, now_s) {
             return Ok(principal);
@@ -172,7 +180,9 @@ impl Verifier {
                     }
                 }
             }
-            Credential::ApiKey { .. } => return Err(invalid(Reason::ApiKeyInvalid, INVALID_API_KEY)),
+            Credential::ApiKey { .. } | Credential::Mtls { .. } => {
+                return Err(invalid(Reason::ApiKeyInvalid, INVALID_API_KEY))
+            }
         };
         let principal = Rc::new(verified?);
         self.successes.insert(key, Rc::clone(&principal), now_s, None);
@@ -191,6 +201,7 @@ fn key_of(keys: &CacheKeys, credential: &Credential) -> CacheKey {
         }
         // Not remembered (`authenticate`); a tag of its own all the same.
         Credential::ApiKey { key, .. } => keys.of("api-key", &[key.as_bytes()]),
+        Credential::Mtls { name } => keys.of("mtls", &[name.as_bytes()]),
     }
 }
 
@@ -262,6 +273,10 @@ fn verify_bearer(
     let Some(provider) = providers.get(verified.provider.0) else {
         return Err(bearer_error(Reason::JwtUnknownIssuer, "unknown issuer"));
     };
+    // RFC 8705 3: with `require_certificate_binding`, a token must be bound to a certificate.
+    if provider.require_certificate_binding && !matches!(verified.confirmation, Some(Confirmation::Certificate(_))) {
+        return Err(bearer_error(Reason::TokenNotBound, "token not bound to a client certificate"));
+    }
     let token = TokenFacts {
         jti: verified.jti.clone(),
         issued_at: verified.issued_at,
@@ -269,6 +284,7 @@ fn verify_bearer(
             .request_principal
             .take()
             .filter(|_| provider.kind == ProviderKind::IdentityProvider),
+        confirmation: verified.confirmation.take(),
     };
     let expires_at = verified.expires_at;
     let principal = match provider.kind {
@@ -353,7 +369,8 @@ fn introspect(
             return Err(NotVerified::TryLater { reason: Reason::IntrospectionFailed, retry_after_seconds: 1 })
         }
     };
-    let token = TokenFacts { jti: answer.jti, issued_at: answer.issued_at, request_principal: None };
+    let token =
+        TokenFacts { jti: answer.jti, issued_at: answer.issued_at, request_principal: None, confirmation: None };
     let principal = Principal::of_provider(
         &provider.name,
         answer.principal,

@@ -5,6 +5,7 @@
 use crate::api_key::ApiKeys;
 use crate::basic_auth::{self, is_basic, BasicError};
 use crate::cookie;
+use crate::pipeline::route::Schemes;
 use crate::query::{self, percent_decode};
 use crate::reason::Reason;
 use crate::request::{is_underscore_spelling_of, RequestFacts};
@@ -40,6 +41,24 @@ pub enum Credential {
         /// Where it was read.
         source: ApiKeySource,
     },
+    /// The client certificate Envoy verified, by the name `mtls.principal_from` reads.
+    Mtls {
+        /// The name read from the certificate.
+        name: String,
+    },
+}
+
+impl Credential {
+    /// Whether a rule offering `schemes` could accept a credential of this form (checked
+    /// before verifying it): `user:password` may turn out to be an API client's `id:key`.
+    pub fn offered(&self, schemes: Schemes) -> bool {
+        match self {
+            Credential::Basic { .. } => schemes.basic,
+            Credential::Bearer { .. } => schemes.bearer,
+            Credential::ApiKey { .. } => schemes.api_key,
+            Credential::Mtls { .. } => schemes.mtls,
+        }
+    }
 }
 
 #[cfg(test)]

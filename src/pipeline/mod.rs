@@ -20,6 +20,7 @@ pub mod stream;
 use std::cell::OnceCell;
 use std::rc::Rc;
 
+use crate::binding;
 use crate::config::Config;
 use crate::fetched::Fetched;
 use crate::method_override::{self, MethodOverrides};
@@ -29,7 +30,7 @@ use crate::pipeline::credential::Credential;
 use crate::pipeline::limits::{Admission, Quota};
 use crate::pipeline::policy::{Access, Forbidden};
 use crate::pipeline::revocation::Revoked;
-use crate::pipeline::route::{Kind, Require, Rule, Schemes};
+use crate::pipeline::route::{Kind, Require, Rule};
 use crate::pipeline::shape::UpstreamChanges;
 use crate::pipeline::stream::Awaited;
 use crate::principal::Principal;
@@ -209,6 +210,17 @@ fn decide_rule(
     // From here on every refusal names the principal it refuses.
     let refuse = |reply: LocalReply| Decision::Reply(reply.to(&principal));
 
+    // proof of possession: each bound token (a remembered one too) against this connection
+    for each in std::iter::once(&principal).chain(&others) {
+        let confirmation = each.token.as_ref().and_then(|token| token.confirmation.as_ref());
+        if let Err(unbound) = binding::check_certificate(confirmation, request.peer) {
+            if rule.require == Require::OptionalOrFailed {
+                return failed(config, request, unbound.reason());
+            }
+            return refuse(LocalReply::invalid_token(challenges, unbound.message(), unbound.reason()));
+        }
+    }
+
     // revocation
     if config.revocation.is_active() {
         // Each credential verified: a revoked one meets no requirement.
@@ -323,7 +335,8 @@ fn verify_one(
 ) -> Result<Verified, Decision> {
     let challenges = config.challenges(&rule.require);
     let may_fail = rule.require == Require::OptionalOrFailed;
-    let credential = match credential::extract(request, &config.api_keys, &config.token_locations) {
+    let extracted = credential::extract(request, &config.api_keys, &config.token_locations);
+    let credential = match crate::mtls::with_certificate(config.mtls.as_ref(), &rule.require, request.peer, extracted) {
         Ok(Some(credential)) => credential,
         // Its API key may be in its form body: read it, then decide again.
         Ok(None) if rule.require.schemes().api_key && credential::awaits_form(request, &config.api_keys) => {
@@ -342,7 +355,7 @@ fn verify_one(
             return Err(Decision::Reply(LocalReply::invalid_credentials(challenges, e.description(), e.reason())))
         }
     };
-    if !offered(rule.require.schemes(), &credential) {
+    if !credential.offered(rule.require.schemes()) {
         return Err(Decision::Reply(LocalReply::credential_not_accepted(challenges)));
     }
     let principal = match verifier.authenticate(config, &fetched.keys, &credential, request.source, host, now_ms) {
@@ -376,7 +389,11 @@ fn verify_tree(
 ) -> Result<Verified, Decision> {
     let every_challenge = || config.challenges(&rule.require);
     let found = match credential::extract_each(request, &config.api_keys, &config.token_locations) {
-        Ok(found) => found,
+        // The client certificate is a credential of its own place.
+        Ok(mut found) => {
+            found.extend(crate::mtls::certificate_credential(config.mtls.as_ref(), request.peer));
+            found
+        }
         Err(e) if e.is_bearer() => {
             return Err(Decision::Reply(LocalReply::invalid_token(every_challenge(), e.description(), e.reason())))
         }
@@ -394,7 +411,7 @@ fn verify_tree(
     // Credentials of kinds the tree has no use for are not verified (and not forwarded).
     let mut credentials = Vec::with_capacity(found.len());
     let mut principals = Vec::with_capacity(found.len());
-    for credential in found.into_iter().filter(|c| offered(rule.require.schemes(), c)) {
+    for credential in found.into_iter().filter(|c| c.offered(rule.require.schemes())) {
         match verifier.authenticate(config, &fetched.keys, &credential, request.source, host, now_ms) {
             // Verified as a kind the tree has no use for (a client's Basic `id:key` where only
             // `basic` is): it meets nothing, is reported nowhere, and is not forwarded.
@@ -458,16 +475,6 @@ pub struct Limited {
     pub quota: Option<Quota>,
     /// The change in the principals the limits keep records of (the tracked-principals gauge moves by it).
     pub tracked_change: i64,
-}
-
-/// Whether a credential of this form could be accepted by a rule offering `schemes`
-/// (checked before verifying it).
-fn offered(schemes: Schemes, credential: &Credential) -> bool {
-    match credential {
-        Credential::Basic { .. } => schemes.basic,
-        Credential::Bearer { .. } => schemes.bearer,
-        Credential::ApiKey { .. } => schemes.api_key,
-    }
 }
 
 /// The request path normalized on first use.

@@ -25,6 +25,8 @@ pub enum Kind {
     },
     /// Client keypair tokens.
     Keypair,
+    /// A client certificate (`mtls`).
+    Mtls,
 }
 
 impl Kind {
@@ -38,11 +40,12 @@ impl Kind {
                 principal.method == AuthMethod::Jwt && principal.provider.as_deref() == Some(name)
             }
             Kind::Keypair => principal.method == AuthMethod::Keypair,
+            Kind::Mtls => principal.method == AuthMethod::Mtls,
         }
     }
 }
 
-/// As configured: `basic`, `api-key`, `jwt`, `jwt:<provider>`, `keypair`.
+/// As configured: `basic`, `api-key`, `jwt`, `jwt:<provider>`, `keypair`, `mtls`.
 impl std::fmt::Display for Kind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -51,6 +54,7 @@ impl std::fmt::Display for Kind {
             Kind::Jwt { provider: None } => f.write_str("jwt"),
             Kind::Jwt { provider: Some(name) } => write!(f, "jwt:{name}"),
             Kind::Keypair => f.write_str("keypair"),
+            Kind::Mtls => f.write_str("mtls"),
         }
     }
 }
@@ -97,7 +101,7 @@ pub enum Require {
 
 impl Require {
     /// The kinds it accepts (a tree's, any of which may be among what it takes); None: any.
-    fn kinds(&self) -> Option<&[Kind]> {
+    pub fn kinds(&self) -> Option<&[Kind]> {
         match self {
             Require::Kinds(kinds) => Some(kinds),
             Require::Tree(tree) => Some(&tree.kinds),
@@ -123,8 +127,9 @@ impl Require {
                 basic: kinds.iter().any(|k| matches!(k, Kind::Basic | Kind::ApiKey)),
                 bearer: kinds.iter().any(|k| matches!(k, Kind::Jwt { .. } | Kind::Keypair)),
                 api_key: kinds.iter().any(|k| matches!(k, Kind::ApiKey)),
+                mtls: kinds.iter().any(|k| matches!(k, Kind::Mtls)),
             },
-            None => Schemes { basic: true, bearer: true, api_key: true },
+            None => Schemes { basic: true, bearer: true, api_key: true, mtls: true },
         }
     }
 }
@@ -138,6 +143,8 @@ pub struct Schemes {
     pub bearer: bool,
     /// An API key in its header, parameter or form field.
     pub api_key: bool,
+    /// A client certificate (no challenge: it comes with the connection).
+    pub mtls: bool,
 }
 
 /// `:authority` exact, or `*.suffix` for any subdomain (compared without case, port

@@ -184,9 +184,9 @@ fn a_credential_is_offered_by_its_scheme() {
     let jwt_corp = Require::Kinds(vec![Kind::Jwt { provider: Some("corp".into()) }]).schemes();
     let bearer = Credential::bearer("t");
     let basic = Credential::Basic { user: "u".into(), password: "p".into() };
-    assert!(!offered(keys, &bearer) && offered(keys, &basic), "user:password may be a client's id:key");
-    assert!(offered(jwt_corp, &bearer) && !offered(jwt_corp, &basic));
-    assert!(offered(Require::Any.schemes(), &bearer));
+    assert!(!bearer.offered(keys) && basic.offered(keys), "user:password may be a client's id:key");
+    assert!(bearer.offered(jwt_corp) && !basic.offered(jwt_corp));
+    assert!(bearer.offered(Require::Any.schemes()));
 }
 
 #[test]
@@ -925,7 +925,7 @@ fn another_kind_of_alice_is_never_the_basic_user_alice() {
     assert_eq!(header_value(&changes, "x-auth-qualified"), Some("basic:alice"));
     assert!(changes.state.contains(&("wasm_authn.principal".to_string(), "basic:alice".to_string())));
 
-    let endpoint_token = vm.config.token_endpoint.as_ref().unwrap().sign("alice", "", NOW).unwrap();
+    let endpoint_token = vm.config.token_endpoint.as_ref().unwrap().sign("alice", "", None, NOW).unwrap();
     let corp_token = hs256(json!({"iss": "https://id.corp", "sub": "alice", "aud": "api", "exp": NOW + 60}));
     let others = [
         ("x-api-key", "alice-key".to_string(), "api-key:alice"),
@@ -955,7 +955,8 @@ fn a_client_and_its_tokens_share_one_budget() {
         "token_endpoint": {"path": "/token", "issuer": "https://me",
             "signing_key": {"kty": "oct", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldC0"}},
     }));
-    let token = format!("Bearer {}", vm.config.token_endpoint.as_ref().unwrap().sign("reporting", "", NOW).unwrap());
+    let token =
+        format!("Bearer {}", vm.config.token_endpoint.as_ref().unwrap().sign("reporting", "", None, NOW).unwrap());
     for _ in 0..3 {
         allowed(decide(&mut vm, &[("x-api-key", "secret")]));
     }
@@ -969,7 +970,8 @@ fn a_client_and_its_tokens_share_one_budget() {
         "token_endpoint": {"path": "/token", "issuer": "https://me",
             "signing_key": {"kty": "oct", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldC0"}},
     }));
-    let token = format!("Bearer {}", vm.config.token_endpoint.as_ref().unwrap().sign("reporting", "", NOW).unwrap());
+    let token =
+        format!("Bearer {}", vm.config.token_endpoint.as_ref().unwrap().sign("reporting", "", None, NOW).unwrap());
     let Decision::Allow { limited: Some(limited), .. } = decide(&mut vm, &[("x-api-key", "secret")]) else { panic!() };
     assert!(limited.holds_slot);
     let refused = denied(decide(&mut vm, &[("authorization", &token)]));
@@ -1092,6 +1094,35 @@ fn a_provider_hands_on_its_payload_and_forwards_its_tokens() {
     assert!(changes.remove.iter().any(|name| name == "x-jwt-payload"));
     assert_eq!(header_value(&changes, "x-jwt-payload"), None);
     assert!(changes.state.is_empty());
+}
+
+/// RFC 8705 3: a certificate-bound token is checked against the connection's certificate
+/// on every request; the remembered verification never serves another connection.
+#[test]
+fn a_remembered_bound_token_is_checked_against_each_connection() {
+    use crate::peer::{Peer, PeerCertificate};
+    let mut vm = authenticator(json!({}));
+    let certificate = |hex: &str| PeerCertificate::from_hex_digest(&hex.repeat(32)).unwrap();
+    let (mine, other) = (certificate("ab"), certificate("cd"));
+    let bound = format!(
+        "Bearer {}",
+        hs256(json!({"iss": "https://id.corp", "sub": "u-1", "aud": "api", "exp": NOW + 60,
+                     "cnf": {"x5t#S256": mine.thumbprint}}))
+    );
+    let headers = crate::testing::headers(&[(":method", "GET"), (":path", "/orders"), ("authorization", &bound)]);
+    let mut on = |peer: Option<&PeerCertificate>| {
+        let mut request = RequestFacts::from_headers(&headers);
+        request.peer = Peer::Known(peer);
+        super::decide(&vm.config, &vm.fetched, &mut vm.verifier, &request, &vm.host, NOW * 1000)
+    };
+    assert!(matches!(on(Some(&mine)), Decision::Allow { .. }));
+    for wrong in [Some(&other), None] {
+        match on(wrong) {
+            Decision::Reply(reply) => assert_eq!(reply.reason, Reason::TokenCertificateMismatch),
+            decision => panic!("a bound token served another connection: {decision:?}"),
+        }
+    }
+    assert!(matches!(on(Some(&mine)), Decision::Allow { .. }), "remembered, and still its own");
 }
 
 mod requirements;

@@ -122,7 +122,11 @@ fn bad_trees_are_refused_with_their_field() {
         (json!({"require": {"all": ["jwt", "jwt:corp"]}}), "rules[0].require.all[1]: takes a credential"),
         (json!({"require": {"all": ["jwt:corp", "keypair"]}}), "rules[0].require.all[1]: takes a credential"),
         (json!({"require": {"all": ["api-key", {"any": ["jwt", "api-key"]}]}}), "rules[0].require.all[1]: takes"),
-        (json!({"require": {"all": ["basic", "mtls"]}}), "rules[0].require.all[1]: unknown credential kind"),
+        (json!({"require": {"all": ["basic", "kerberos"]}}), "rules[0].require.all[1]: unknown credential kind"),
+        (
+            json!({"require": {"all": ["basic", {"any": ["mtls"]}]}}),
+            "rules[0].require: accepts \"mtls\": configure the mtls section",
+        ),
         (json!({"require": {"all": ["basic", "jwt:nobody"]}}), "rules[0].require.all[1]: names no provider"),
         (json!({"require": {"both": ["basic"]}}), "rules[0].require.both: must be \"all\" or \"any\""),
         (json!({"require": {"all": ["basic"], "any": ["jwt"]}}), "rules[0].require: must have one member"),

@@ -4,6 +4,7 @@
 //! with `client_id`/`client_secret` in the form body or in Basic, 2.3.1), or
 //! the configured API key header. One form per request (RFC 6749 2.3).
 
+use crate::binding::Confirmation;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -24,6 +25,8 @@ pub struct Presented {
     pub api_key_header: Option<String>,
     /// The client address, where networks are configured (a client's `trusted_networks`).
     pub source: Option<IpAddr>,
+    /// What the token will be bound to: the client certificate of the connection (RFC 8705 3).
+    pub bind_to: Option<Confirmation>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +64,7 @@ impl Presented {
             .filter(|value| !value.is_empty());
         let basic = authorization.and_then(basic_pair);
         let api_key_header = api_key_header.map(str::trim).filter(|key| !key.is_empty()).map(String::from);
-        Presented { content_type, basic, api_key_header, source: None }
+        Presented { content_type, basic, api_key_header, source: None, bind_to: None }
     }
 }
 

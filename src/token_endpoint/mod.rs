@@ -19,6 +19,7 @@
 pub(crate) mod grant;
 pub(crate) mod signer;
 
+use crate::binding::Confirmation;
 use std::cell::Cell;
 use std::rc::Rc;
 
@@ -201,7 +202,7 @@ impl TokenEndpoint {
         let mut budget = self.signing_budget.get();
         let done = budget.run(&*host, || {
             let tracked_change = self.count(client, limits, &*host, now)?;
-            Ok((tracked_change, self.sign(&client.id, &scope, now)))
+            Ok((tracked_change, self.sign(&client.id, &scope, presented.bind_to.as_ref(), now)))
         });
         self.signing_budget.set(budget);
         let token = match done {
@@ -264,8 +265,15 @@ impl TokenEndpoint {
         }
     }
 
-    /// A signed token for `subject`: `iss`, `sub`, `aud`, `iat`, `exp`, a random `jti`, `scope`.
-    pub(crate) fn sign(&self, subject: &str, scope: &str, now: u64) -> Result<String, String> {
+    /// A signed token for `subject`: `iss`, `sub`, `aud`, `iat`, `exp`, a random `jti`,
+    /// `scope`, and `cnf` when it is bound.
+    pub(crate) fn sign(
+        &self,
+        subject: &str,
+        scope: &str,
+        bound: Option<&Confirmation>,
+        now: u64,
+    ) -> Result<String, String> {
         let mut claims = Map::new();
         claims.insert("iss".into(), self.issuer.clone().into());
         claims.insert("sub".into(), subject.into());
@@ -284,6 +292,13 @@ impl TokenEndpoint {
         if !scope.is_empty() {
             claims.insert("scope".into(), scope.into());
         }
+        match bound {
+            Some(Confirmation::Certificate(thumbprint)) => {
+                claims.insert("cnf".into(), json!({ "x5t#S256": thumbprint }))
+            }
+            Some(Confirmation::Key(thumbprint)) => claims.insert("cnf".into(), json!({ "jkt": thumbprint })),
+            None => None,
+        };
         let header = json!({ "alg": self.signer.algorithm().name(), "typ": "JWT", "kid": self.kid });
         let signing_input = format!(
             "{}.{}",
@@ -326,6 +341,8 @@ fn presented(request: &RequestFacts, api_keys: &ApiKeys) -> Result<Presented, Gr
     if api_keys.clients.iter().any(|client| client.privileges.trusted_networks.is_some()) {
         presented.source = request.source.get();
     }
+    // A client with a certificate gets tokens only that certificate's connections can use.
+    presented.bind_to = request.peer.get().map(|peer| Confirmation::Certificate(peer.thumbprint.clone()));
     Ok(presented)
 }
 

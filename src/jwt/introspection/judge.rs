@@ -82,6 +82,11 @@ impl Introspection {
             }
         }
         let times = jwt::check_claims(claims, provider, now, skew)?;
+        // A bound opaque token (RFC 8705 3.2, RFC 9449 6.2) is refused, never taken as a
+        // bearer token: its binding is not carried in the stored answers yet.
+        if claims.contains_key("cnf") {
+            return Err(JwtError::UnknownConfirmation);
+        }
         // The configured claim, else who the token was issued to: a user, else a client.
         let mut principal = Err(JwtError::MissingPrincipal);
         for claim in [provider.principal_claim.as_str(), "username", "client_id"] {

@@ -136,8 +136,8 @@ fn kinds_admit_their_principals() {
     let keys = Require::Kinds(vec![Kind::ApiKey]);
     assert!(keys.admits(&principal(AuthMethod::ApiKey, None)));
     assert!(!keys.admits(&principal(AuthMethod::Basic, None)));
-    assert_eq!(keys.schemes(), Schemes { basic: true, bearer: false, api_key: true });
-    assert_eq!(Require::Any.schemes(), Schemes { basic: true, bearer: true, api_key: true });
+    assert_eq!(keys.schemes(), Schemes { basic: true, bearer: false, api_key: true, mtls: false });
+    assert_eq!(Require::Any.schemes(), Schemes { basic: true, bearer: true, api_key: true, mtls: true });
     // authorize is covered in policy's tests; here only that a default rule restricts nothing.
     let access = crate::pipeline::policy::Access {
         method: "DELETE",
