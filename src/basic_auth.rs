@@ -7,20 +7,20 @@ use base64::Engine;
 
 /// Why `Basic` credentials could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BasicError {
+pub(crate) enum BasicError {
     NotBase64,
     NotUtf8,
     NoColon,
 }
 
 /// Whether an `Authorization` value is Basic (schemes are case-insensitive, RFC 9110 11.1).
-pub fn is_basic(value: &str) -> bool {
+pub(crate) fn is_basic(value: &str) -> bool {
     let scheme = value.trim_start().split([' ', '\t']).next().unwrap_or("");
     scheme.eq_ignore_ascii_case("basic")
 }
 
 /// The user-id and password of a Basic `Authorization` value (its scheme checked by `is_basic`).
-pub fn credentials(value: &str) -> Result<(String, String), BasicError> {
+pub(crate) fn credentials(value: &str) -> Result<(String, String), BasicError> {
     let encoded = value.trim().split_once([' ', '\t']).map_or("", |(_, rest)| rest.trim_start());
     let decoded = STANDARD.decode(encoded).map_err(|_| BasicError::NotBase64)?;
     let text = String::from_utf8(decoded).map_err(|_| BasicError::NotUtf8)?;
@@ -30,7 +30,7 @@ pub fn credentials(value: &str) -> Result<(String, String), BasicError> {
 }
 
 /// The `WWW-Authenticate` challenge of Basic in `realm`.
-pub fn challenge(realm: &str) -> String {
+pub(crate) fn challenge(realm: &str) -> String {
     format!("Basic realm=\"{realm}\", charset=\"UTF-8\"")
 }
 

@@ -22,11 +22,11 @@ const MAX_THUMBPRINT_BYTES: usize = 128;
 
 /// A `cnf` claim this filter cannot check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UnknownBinding;
+pub(crate) struct UnknownBinding;
 
 /// A token's `cnf`: None without one; an error for one this filter cannot check (a
 /// binding it does not know is no reason to let any bearer use the token).
-pub fn confirmation(claims: &Map<String, Value>) -> Result<Option<Confirmation>, UnknownBinding> {
+pub(crate) fn confirmation(claims: &Map<String, Value>) -> Result<Option<Confirmation>, UnknownBinding> {
     let Some(cnf) = claims.get("cnf") else { return Ok(None) };
     let cnf = cnf.as_object().ok_or(UnknownBinding)?;
     let member = |name| match cnf.get(name) {
@@ -44,7 +44,7 @@ pub fn confirmation(claims: &Map<String, Value>) -> Result<Option<Confirmation>,
 
 /// Why a bound token was refused (401 `invalid_token`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unbound {
+pub(crate) enum Unbound {
     /// Bound to a certificate, on a connection with another one, or none.
     WrongCertificate,
     /// Bound to a key: its DPoP proof is needed.
@@ -52,14 +52,14 @@ pub enum Unbound {
 }
 
 impl Unbound {
-    pub fn reason(self) -> Reason {
+    pub(crate) fn reason(self) -> Reason {
         match self {
             Unbound::WrongCertificate => Reason::TokenCertificateMismatch,
             Unbound::NeedsProof => Reason::DpopProofInvalid,
         }
     }
 
-    pub fn message(self) -> &'static str {
+    pub(crate) fn message(self) -> &'static str {
         match self {
             Unbound::WrongCertificate => "token bound to another client certificate",
             Unbound::NeedsProof => "token bound to a key: a DPoP proof is required",
@@ -68,7 +68,7 @@ impl Unbound {
 }
 
 /// Whether a token bound to a certificate comes on a connection with that certificate.
-pub fn check_certificate(confirmation: Option<&Confirmation>, peer: Peer) -> Result<(), Unbound> {
+pub(crate) fn check_certificate(confirmation: Option<&Confirmation>, peer: Peer) -> Result<(), Unbound> {
     match confirmation {
         None => Ok(()),
         Some(Confirmation::Certificate(thumbprint)) => match peer.get() {

@@ -9,7 +9,7 @@ const NS_PER_MS: u64 = 1_000_000;
 const NS_PER_S: u64 = 1_000_000_000;
 
 #[derive(Debug, Clone, Copy)]
-pub struct TimeBudget {
+pub(crate) struct TimeBudget {
     /// Time granted per second of wall time.
     per_second_ns: u64,
     /// At most this much saved up (one second's grant): a burst after idle time.
@@ -21,7 +21,7 @@ pub struct TimeBudget {
 
 /// Why work did not run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NotRun {
+pub(crate) enum NotRun {
     /// The budget is spent: try again after this long.
     Busy { retry_after_seconds: u64 },
     /// The host could not tell the time.
@@ -29,7 +29,7 @@ pub enum NotRun {
 }
 
 impl TimeBudget {
-    pub fn new(ms_per_second: u64) -> TimeBudget {
+    pub(crate) fn new(ms_per_second: u64) -> TimeBudget {
         let per_second_ns = ms_per_second.saturating_mul(NS_PER_MS);
         TimeBudget {
             per_second_ns,
@@ -64,7 +64,7 @@ impl TimeBudget {
     }
 
     /// Run `work` if the budget allows it now, and pay for the time it took, by `clock`.
-    pub fn run<T>(&mut self, clock: &dyn Clock, work: impl FnOnce() -> T) -> Result<T, NotRun> {
+    pub(crate) fn run<T>(&mut self, clock: &dyn Clock, work: impl FnOnce() -> T) -> Result<T, NotRun> {
         let start = clock.now_ns().ok_or(NotRun::NoClock)?;
         if !self.available(start) {
             return Err(NotRun::Busy { retry_after_seconds: self.retry_after_seconds() });

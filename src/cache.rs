@@ -15,10 +15,13 @@ pub type CacheKey = u128;
 /// The verified-credential cache's bounds (`cache` in the configuration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheSettings {
+    /// The most verifications remembered.
     pub max_entries: usize,
+    /// How long one is remembered (never past the credential's own expiry).
     pub ttl_seconds: u64,
 }
 
+/// Verifications one VM remembers, by credential digest: bounded, oldest out first.
 pub struct VerifiedCache<T> {
     settings: CacheSettings,
     entries: HashMap<CacheKey, Entry<T>, BuildHasherDefault<AlreadyHashed>>,
@@ -56,6 +59,7 @@ pub struct CacheKeys {
 }
 
 impl CacheKeys {
+    /// Digests under a fresh random key (one per VM).
     pub fn new() -> CacheKeys {
         let mut key = [0u8; 16];
         // Without randomness the key is fixed: still collision-free for honest input, and
@@ -89,10 +93,12 @@ struct Entry<T> {
 }
 
 impl<T: Clone> VerifiedCache<T> {
+    /// An empty cache bounded by `settings`.
     pub fn new(settings: CacheSettings) -> Self {
         VerifiedCache { settings, entries: HashMap::default(), order: VecDeque::new() }
     }
 
+    /// The remembered value of `key`, if it has not expired by `now`.
     pub fn get(&mut self, key: &CacheKey, now: u64) -> Option<T> {
         match self.entries.get(key) {
             Some(entry) if now < entry.expires_at => Some(entry.value.clone()),
@@ -158,10 +164,12 @@ impl<T: Clone> VerifiedCache<T> {
         self.order.clear();
     }
 
+    /// How many are remembered.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    /// Whether none is.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

@@ -11,7 +11,7 @@ use crate::request::RequestFacts;
 /// The value of cookie `name` (matched exactly: RFC 6265 names are case-sensitive),
 /// without the double quotes RFC 6265 allows around it, if present; `Err` when the
 /// request sends it more than once.
-pub fn value<'r>(request: &'r RequestFacts, name: &str) -> Result<Option<&'r str>, Repeated> {
+pub(crate) fn value<'r>(request: &'r RequestFacts, name: &str) -> Result<Option<&'r str>, Repeated> {
     let mut found = None;
     for (pair_name, value) in pairs(request) {
         if pair_name == name {
@@ -28,7 +28,7 @@ pub fn value<'r>(request: &'r RequestFacts, name: &str) -> Result<Option<&'r str
 /// one of them (the spellings of `query::lenient_name`), keeping the first exact
 /// occurrence of each of `keep`; every Cookie header of the request joined into
 /// one. None when nothing changes; `Some("")` when no cookie is left.
-pub fn without_cookies(request: &RequestFacts, names: &[&str], keep: &[&str]) -> Option<String> {
+pub(crate) fn without_cookies(request: &RequestFacts, names: &[&str], keep: &[&str]) -> Option<String> {
     // Cookie names are read as they are (RFC 6265), never decoded.
     let pairs = raw_pairs(request).map(|pair| (Cow::Borrowed(split(pair).0), pair));
     without_spellings(pairs, names, keep).map(|kept| kept.join("; "))

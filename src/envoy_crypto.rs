@@ -7,8 +7,10 @@
 //! signature = 3 (bytes), text = 4 (bytes). `VerifySignatureResult`: result = 1 (bool),
 //! error = 2 (string); on failure only `error` comes back, so a missing `result` is false.
 
+/// Envoy's foreign function that checks a signature with BoringSSL.
 pub const FUNCTION_NAME: &str = "verify_signature";
 
+/// The protobuf arguments of `verify_signature`.
 pub fn encode_arguments(hash_function: &str, spki_der: &[u8], signature: &[u8], text: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + hash_function.len() + spki_der.len() + signature.len() + text.len());
     for (field, bytes) in [(1u8, hash_function.as_bytes()), (2, spki_der), (3, signature), (4, text)] {

@@ -4,24 +4,18 @@
 //! filter hands that filter the verified, qualified principal in a header it owns
 //! (removed from every incoming request, so a client cannot pick its bucket), and
 //! counts only the requests in flight itself, which are per Envoy by nature.
-//! `rules` (native only) writes the engine's rules from the same configuration.
+//! `fleet_rules` (native only) writes the engine's rules from the same configuration.
 
-use crate::limits::Limits;
+use crate::pipeline::limits::Limits;
 use crate::principal::Principal;
-
-#[cfg(not(target_arch = "wasm32"))]
-pub mod rules;
 
 /// The header the filter sets for Envoy's rate-limit filter (`request_headers`
 /// action); removed from every incoming request, and by the route before the upstream.
-pub const RATELIMIT_HEADER: &str = "x-auth-ratelimit-principal";
-
-/// The descriptor key the engine's rules and Envoy's actions name.
-pub const DESCRIPTOR_KEY: &str = "principal";
+pub(crate) const RATELIMIT_HEADER: &str = "x-auth-ratelimit-principal";
 
 /// Who counts the requests per hour (`limits.scope`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum LimitScope {
+pub(crate) enum LimitScope {
     /// This Envoy, in shared data: exact across its workers, blind to its siblings.
     #[default]
     Envoy,
@@ -31,7 +25,7 @@ pub enum LimitScope {
 
 impl LimitScope {
     /// The limits this Envoy counts itself.
-    pub fn local(self, limits: &Limits) -> Limits {
+    pub(crate) fn local(self, limits: &Limits) -> Limits {
         match self {
             LimitScope::Envoy => *limits,
             LimitScope::Fleet => Limits { requests_per_hour: None, ..*limits },
@@ -41,7 +35,7 @@ impl LimitScope {
     /// The header that makes Envoy's rate-limit filter ask the engine about this
     /// principal: only with "fleet", and only for a principal with an hourly limit (an
     /// unlimited one costs no call to the engine).
-    pub fn descriptor(self, principal: &Principal) -> Option<(String, String)> {
+    pub(crate) fn descriptor(self, principal: &Principal) -> Option<(String, String)> {
         match self {
             LimitScope::Fleet if principal.privileges.limits.requests_per_hour.is_some() => {
                 Some((RATELIMIT_HEADER.to_string(), principal.qualified.as_str().to_string()))

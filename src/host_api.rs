@@ -41,6 +41,7 @@ pub trait SharedRecord: Sized {
     /// The record of the stored bytes (None: absent); what does not decode reads as
     /// the empty record, which the next write replaces.
     fn decode(bytes: Option<&[u8]>) -> Self;
+    /// The record as shared data holds it.
     fn encode(&self) -> Vec<u8>;
 }
 
@@ -106,8 +107,11 @@ fn swap_bytes(shared: &dyn SharedData, key: &str, attempts: usize, change: &mut 
 /// Where an outgoing call goes: an Envoy cluster, and the request's authority and path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
+    /// The Envoy cluster the call goes to.
     pub cluster: String,
+    /// The `:authority` sent.
     pub authority: String,
+    /// The `:path` sent.
     pub path: String,
 }
 
@@ -129,6 +133,7 @@ pub trait HttpCalls {
 pub trait CallResponse {
     /// `:status`; None when there was no response (timeout, connection failure).
     fn status(&self) -> Option<u16>;
+    /// The size of the answer's body.
     fn body_size(&self) -> usize;
     /// The body; called only once its size is known to be acceptable.
     fn body(&self) -> Vec<u8>;
@@ -149,6 +154,7 @@ impl RequestBody for &[u8] {
 
 /// Envoy counters and gauges (`wasmcustom.wasm_authn.<name>` on the stats page).
 pub trait Counters {
+    /// Add one to the counter `name`.
     fn increment(&mut self, name: &str);
     /// Count what most requests end in. The host may add these up and hand them to
     /// Envoy on its next tick (within a second): a host call saved per request.
@@ -160,12 +166,16 @@ pub trait Counters {
 /// What most requests end in: the counters `count_soon` takes (`ALL` is in declaration order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
+    /// Allowed with a verified principal.
     Allowed,
+    /// Let through by `bypass` or a `require: "none"` rule.
     Bypassed,
+    /// Let through without a credential on an optional route.
     Anonymous,
 }
 
 impl Outcome {
+    /// Every outcome, in counter order.
     pub const ALL: [Outcome; 3] = [Outcome::Allowed, Outcome::Bypassed, Outcome::Anonymous];
 
     /// The counter's name.

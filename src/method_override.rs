@@ -41,14 +41,14 @@ impl MethodOverrides {
 }
 
 /// Whether request header `name` (lowercase) is an override header, or an underscore spelling of one.
-pub fn is_override_header(name: &str) -> bool {
+pub(crate) fn is_override_header(name: &str) -> bool {
     HEADERS.iter().any(|header| *header == name || is_underscore_spelling_of(name, header))
 }
 
 /// `path` as the upstream gets it: without any spelling of `_method` (`Remove`), or
 /// without those but the one judged (`Judge`: its name, however encoded); None when
 /// nothing changes.
-pub fn upstream_path(path: &str, overrides: MethodOverrides) -> Option<String> {
+pub(crate) fn upstream_path(path: &str, overrides: MethodOverrides) -> Option<String> {
     let keep: &[&str] = match overrides {
         MethodOverrides::Remove => &[],
         MethodOverrides::Judge => &[PARAM],
@@ -68,7 +68,7 @@ fn may_have_param(path: &str) -> bool {
 /// header's, and `_method`'s (its other spellings never reach the upstream:
 /// `upstream_path`). `Err` past `MAX_OVERRIDES`, or for `_method` given twice. A header
 /// value may list several (`PUT, DELETE`): each counts.
-pub fn requested(request: &RequestFacts) -> Result<Vec<String>, TooMany> {
+pub(crate) fn requested(request: &RequestFacts) -> Result<Vec<String>, TooMany> {
     let param = match may_have_param(request.path) {
         true => query::raw_value(request.path, PARAM).map_err(|_| TooMany)?,
         false => None,
@@ -93,7 +93,7 @@ pub fn requested(request: &RequestFacts) -> Result<Vec<String>, TooMany> {
 
 /// A request naming more than `MAX_OVERRIDES` methods, or `_method` twice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TooMany;
+pub(crate) struct TooMany;
 
 #[cfg(test)]
 mod tests {

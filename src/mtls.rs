@@ -9,12 +9,12 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use crate::credential::{Credential, CredentialError};
 use crate::peer::{Peer, PeerCertificate};
+use crate::pipeline::credential::{Credential, CredentialError};
+use crate::pipeline::route::{Kind, Require};
 use crate::principal::{AuthMethod, Principal};
 use crate::privileges::Privileges;
 use crate::reason::Reason;
-use crate::route::{Kind, Require};
 
 /// Where in the certificate the principal's name is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,7 +92,7 @@ impl Mtls {
 /// The request's credential once its client certificate counts: the certificate, when
 /// the rule accepts `mtls` and the headers carry no credential the rule accepts (a
 /// rule that accepts only `mtls` passes over a header credential it cannot read, too).
-pub fn with_certificate(
+pub(crate) fn with_certificate(
     mtls: Option<&Mtls>,
     require: &Require,
     peer: Peer,
@@ -106,7 +106,7 @@ pub fn with_certificate(
         Require::Kinds(_) | Require::None | Require::Tree(_) => return extracted,
     };
     let use_certificate = match &extracted {
-        Ok(Some(credential)) => !require.may_accept(credential),
+        Ok(Some(credential)) => !credential.offered(require.schemes()),
         Ok(None) => true,
         Err(_) => only_certificates,
     };
@@ -120,7 +120,7 @@ pub fn with_certificate(
 }
 
 /// The client certificate as a credential, when `mtls` is configured and names it.
-pub fn certificate_credential(mtls: Option<&Mtls>, peer: Peer) -> Option<Credential> {
+pub(crate) fn certificate_credential(mtls: Option<&Mtls>, peer: Peer) -> Option<Credential> {
     let name = peer.get().and_then(|certificate| mtls?.name_of(certificate))?;
     Some(Credential::Mtls { name })
 }

@@ -17,15 +17,21 @@ pub const MAX_SECRET_BYTES: usize = 1024;
 /// blocks it: about 75 ms at cost 10 inside Envoy's V8, doubling with each step
 /// (docs/security.md: the measured time of every cost).
 pub const MAX_BCRYPT_COST: u32 = 12;
+/// The cheapest bcrypt cost accepted.
 pub const MIN_BCRYPT_COST: u32 = 4;
 
 #[derive(Clone, PartialEq, Eq)]
+/// A stored password (or API key) hash, as htpasswd and the configuration write it.
 pub enum PasswordHash {
+    /// `{SHA256}`: a SHA-256 digest (for long random secrets such as API keys).
     Sha256(Sha256Digest),
     /// htpasswd `{SHA}`: unsalted SHA-1, accepted for files written for Envoy's `basic_auth`.
     Sha1([u8; 20]),
+    /// `$2y$`/`$2b$`: bcrypt.
     Bcrypt {
+        /// The hash as written (`$2y$10$...`).
         hash: String,
+        /// Its cost (log2 of the rounds).
         cost: u32,
     },
 }
@@ -43,6 +49,7 @@ impl std::fmt::Debug for PasswordHash {
 }
 
 impl PasswordHash {
+    /// Parse a hash as written in the configuration or an htpasswd line.
     pub fn parse(text: &str) -> Result<PasswordHash, String> {
         if let Some(hex) = text.strip_prefix("sha256:") {
             return decode_hex::<32>(hex)
@@ -79,6 +86,7 @@ impl PasswordHash {
         }
     }
 
+    /// Whether `secret` matches (in constant time for SHA-256).
     pub fn verify(&self, secret: &[u8]) -> bool {
         if secret.len() > MAX_SECRET_BYTES {
             return false;
@@ -95,6 +103,7 @@ impl PasswordHash {
     }
 }
 
+/// `N` bytes from their hex digits (either case); None unless exactly that.
 pub fn decode_hex<const N: usize>(hex: &str) -> Option<[u8; N]> {
     let bytes = hex.as_bytes();
     if bytes.len() != N * 2 {

@@ -78,10 +78,12 @@ pub enum Peer<'a> {
 
 /// The host's reader of the connection's certificate, which remembers what it read.
 pub trait ReadPeer {
+    /// The certificate, read at most once.
     fn read(&self) -> Option<&PeerCertificate>;
 }
 
 impl<'a> Peer<'a> {
+    /// The certificate, read if it is read lazily; None: none.
     pub fn get(self) -> Option<&'a PeerCertificate> {
         match self {
             Peer::Known(peer) => peer,

@@ -6,21 +6,23 @@
 //! The host adapter only carries the events in and the steps out.
 
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use log::{debug, info, warn};
 
-use crate::authenticate::{Verifier, VerifyHost};
 use crate::config::Config;
+use crate::fetched::Fetched;
 use crate::host_api::{CallResponse, Counters, HttpCalls, Outcome, RequestBody, Target};
-use crate::introspection::Verdict;
+use crate::jwt::introspection::Verdict;
 use crate::jwt::ProviderId;
+use crate::pipeline::authenticate::{Verifier, VerifyHost};
+use crate::pipeline::stream::{Awaited, BodyEvent, BodyPurpose, Step, Streams, Waiting, MAX_FORM_BYTES};
 use crate::pipeline::{self, Decision, Limited};
 use crate::reason::Reason;
 use crate::remote::{Fetch, FetchReason, Progress};
 use crate::reply::{rate_limit_fields, LocalReply};
 use crate::request::HeldRequest;
 use crate::request::RequestFacts;
-use crate::stream::{Awaited, BodyEvent, BodyPurpose, Step, Streams, Waiting, MAX_FORM_BYTES};
 use crate::token_endpoint::IssueHost;
 
 /// Everything a plugin needs of its host.
@@ -62,8 +64,11 @@ struct Label {
     metric: String,
 }
 
+/// One VM's plugin: its configuration, what it fetched, its verifier and its streams.
 pub struct Plugin {
-    config: Config,
+    config: Rc<Config>,
+    /// What this VM fetched (keys, the revocation list): the state the fetches change.
+    fetched: Fetched,
     verifier: Verifier,
     /// Every open stream's fate, by HTTP context id.
     streams: Streams,
@@ -82,13 +87,15 @@ pub struct Plugin {
 const BODY_WAIT_MS: u64 = 10_000;
 
 impl Plugin {
+    /// A plugin for `config`, nothing fetched yet.
     pub fn new(config: Config) -> Plugin {
         Plugin {
             verifier: Verifier::new(&config),
             needs_route_name: config.routes.needs_route_name(),
             needs_source_address: config.needs_source_address(),
             needs_peer_names: config.mtls.is_some(),
-            config,
+            fetched: Fetched::new(&config),
+            config: Rc::new(config),
             streams: Streams::default(),
             calls: HashMap::new(),
             introspections: Vec::new(),
@@ -222,14 +229,14 @@ impl Plugin {
     /// Decide a stream from its headers (again, when it was held).
     fn decide(&mut self, host: &mut dyn Host, context_id: u32, request: &RequestFacts, now_ms: u64) -> Step {
         // A revocation fetched by another VM applies from the next request, not the next tick.
-        if let Some(remote) = self.config.revocation.remote.as_mut() {
+        if let Some(remote) = self.fetched.revocation.as_mut() {
             remote.sync_if_fetched(&*host);
         }
-        let mut decision = pipeline::decide(&self.config, &mut self.verifier, request, &*host, now_ms);
+        let mut decision = pipeline::decide(&self.config, &self.fetched, &mut self.verifier, request, &*host, now_ms);
         // Another VM may have fetched what is missing, or refetched already: look before waiting or refusing.
         if needs_sync(&decision) {
             self.sync_documents(&*host);
-            decision = pipeline::decide(&self.config, &mut self.verifier, request, &*host, now_ms);
+            decision = pipeline::decide(&self.config, &self.fetched, &mut self.verifier, request, &*host, now_ms);
         }
         // A hit is an answer found without waiting: not the one this stream was held for.
         let waited =
@@ -344,7 +351,7 @@ impl Plugin {
         }
         warn!("wasm-authn: provider {}: introspection failed ({target}): {CALL_NOT_MADE}", named.name);
         host.increment(&format!("introspection_failures.{metric}"));
-        let until_ms = now_ms + crate::introspection::FAILURE_HOLD_MS;
+        let until_ms = now_ms + crate::jwt::introspection::FAILURE_HOLD_MS;
         introspection.answers.store(&*host, key, Verdict::Failed, until_ms, now_ms);
         false
     }
@@ -373,7 +380,7 @@ impl Plugin {
                         Verdict::Active(answer) => format!("active, principal {}", answer.principal),
                         Verdict::Inactive => "inactive".to_string(),
                         Verdict::Refused(reason) => {
-                            format!("active but refused here: {}", crate::introspection::refusal_message(*reason))
+                            format!("active but refused here: {}", crate::jwt::introspection::refusal_message(*reason))
                         }
                         Verdict::Failed => "failed".to_string(),
                     };
@@ -392,7 +399,7 @@ impl Plugin {
                     provider.name
                 );
                 host.increment(&format!("introspection_failures.{}", metric_safe(&provider.name)));
-                (Verdict::Failed, now_ms + crate::introspection::FAILURE_HOLD_MS)
+                (Verdict::Failed, now_ms + crate::jwt::introspection::FAILURE_HOLD_MS)
             }
         };
         introspection.answers.store(&*host, call.key, verdict, until_ms, now_ms);
@@ -435,7 +442,7 @@ impl Plugin {
         let events = self.events(awaited);
         let (wait_ms, fetched_at) = match awaited {
             Awaited::Keys { provider, .. } => {
-                let remote = self.config.jwt_providers.get(provider.0).and_then(|p| p.remote.as_ref());
+                let remote = self.fetched.keys.get(provider);
                 (self.config.jwks_wait_ms, remote.map_or(0, |r| r.record().last_success_ms))
             }
             Awaited::RevocationList => (self.config.revocation.wait_ms, 0),
@@ -449,7 +456,7 @@ impl Plugin {
             // A fetch finished since this request began to wait for its kid, and the kid
             // is still unknown: the keys are as fresh as they get; no second refetch for it.
             if matches!(earlier.awaited, Awaited::Keys { refetch: true, .. }) && fetched_at >= earlier.since_ms {
-                let challenges = self.config.challenges(&crate::route::Require::Any);
+                let challenges = self.config.challenges(&crate::pipeline::route::Require::Any);
                 let unknown = crate::jwt::JwtError::UnknownKey { provider };
                 let reply = LocalReply::invalid_token(challenges, unknown.description(), unknown.reason());
                 return self.answer(host, context_id, Some(request), reply);
@@ -489,7 +496,7 @@ impl Plugin {
     /// quota its response shows.
     fn track(&mut self, host: &mut dyn Host, context_id: u32, limited: Limited) {
         if limited.tracked_change != 0 {
-            host.add_to_gauge(crate::limits::TRACKED_GAUGE, limited.tracked_change);
+            host.add_to_gauge(crate::pipeline::limits::TRACKED_GAUGE, limited.tracked_change);
         }
         let in_flight = limited.holds_slot.then_some(limited.key);
         let quota = limited.quota.filter(|_| self.config.expose_limit_headers);
@@ -500,7 +507,7 @@ impl Plugin {
     /// principal it refuses or answers, under the keys an allowed request's are.
     pub fn answer_state(&self, reply: &LocalReply) -> Vec<(String, String)> {
         let principal = reply.principal.as_ref().filter(|_| self.config.upstream.filter_state);
-        principal.map(|principal| crate::shape::filter_state(principal)).unwrap_or_default()
+        principal.map(|principal| crate::pipeline::shape::filter_state(principal)).unwrap_or_default()
     }
 
     /// Response headers to add to this request's response (the RateLimit fields, where exposed).
@@ -549,9 +556,9 @@ impl Plugin {
 
     /// Every document this plugin fetches.
     fn documents(&self) -> Vec<DocumentId> {
-        let jwks = self.config.jwt_providers.iter().enumerate().filter(|(_, p)| p.remote.is_some());
+        let jwks = self.config.jwt_providers.iter().enumerate().filter(|(_, p)| p.fetch.is_some());
         let mut documents: Vec<DocumentId> = jwks.map(|(i, _)| DocumentId::Jwks(ProviderId(i))).collect();
-        if self.config.revocation.remote.is_some() {
+        if self.config.revocation.fetch.is_some() {
             documents.push(DocumentId::Revocation);
         }
         documents
@@ -559,15 +566,15 @@ impl Plugin {
 
     fn document(&mut self, id: DocumentId) -> Option<(&mut dyn Fetch, Label)> {
         match id {
-            DocumentId::Jwks(provider) => {
-                let provider = self.config.jwt_providers.get_mut(provider.0)?;
+            DocumentId::Jwks(id) => {
+                let provider = self.config.jwt_providers.get(id.0)?;
                 let label = Label {
                     owner: format!("provider {}", provider.name),
                     what: format!("provider {}: JWKS", provider.name),
                     noun: "keys",
                     metric: format!("jwks_fetch_{{}}.{}", metric_safe(&provider.name)),
                 };
-                Some((provider.remote.as_mut()? as &mut dyn Fetch, label))
+                Some((self.fetched.keys.get_mut(id)? as &mut dyn Fetch, label))
             }
             DocumentId::Revocation => {
                 let label = Label {
@@ -576,7 +583,7 @@ impl Plugin {
                     noun: "list",
                     metric: "revocation_fetch_{}".into(),
                 };
-                Some((self.config.revocation.remote.as_mut()? as &mut dyn Fetch, label))
+                Some((self.fetched.revocation.as_mut()? as &mut dyn Fetch, label))
             }
         }
     }
@@ -630,8 +637,8 @@ impl Plugin {
     /// The events of what a held stream waits for (they change when it may be decided differently).
     fn events(&self, awaited: Awaited) -> u64 {
         let remote = match awaited {
-            Awaited::Keys { provider, .. } => self.config.jwt_providers.get(provider.0).and_then(|p| p.remote.as_ref()),
-            Awaited::RevocationList => return self.config.revocation.remote.as_ref().map_or(0, |r| r.events()),
+            Awaited::Keys { provider, .. } => self.fetched.keys.get(provider),
+            Awaited::RevocationList => return self.fetched.revocation.as_ref().map_or(0, |r| r.events()),
             // Stored in shared data: the tick looks there (`introspection_over`).
             Awaited::Introspection { .. } => return 0,
         };
@@ -686,13 +693,13 @@ impl Plugin {
     /// does not know, or of a document not loaded yet).
     fn sync_documents(&mut self, host: &dyn Host) {
         let mut changed = false;
-        for remote in self.config.jwt_providers.iter_mut().filter_map(|p| p.remote.as_mut()) {
+        for remote in self.fetched.keys.iter_mut() {
             changed |= remote.sync(host);
         }
         if changed {
             self.verifier.keys_changed();
         }
-        if let Some(remote) = self.config.revocation.remote.as_mut() {
+        if let Some(remote) = self.fetched.revocation.as_mut() {
             remote.sync(host);
         }
     }

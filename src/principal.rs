@@ -12,16 +12,19 @@ use std::cell::OnceCell;
 use std::rc::Rc;
 
 use crate::binding::Confirmation;
-use crate::jwt::{Issuer, Provider};
-use crate::limits::LimitTable;
+use crate::jwt::{Provider, ProviderKind};
+use crate::pipeline::limits::LimitTable;
 use crate::privileges::Privileges;
 use crate::token_claims::TokenExtras;
 
 /// How a principal proved itself (the `x-auth-method` value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMethod {
+    /// A Basic user.
     Basic,
+    /// An API client, by its key (or `id:key`).
     ApiKey,
+    /// A JWT's subject (or an introspected token's).
     Jwt,
     /// A token the client signed with its registered key.
     Keypair,
@@ -30,6 +33,7 @@ pub enum AuthMethod {
 }
 
 impl AuthMethod {
+    /// The `x-auth-method` value.
     pub fn as_str(&self) -> &'static str {
         match self {
             AuthMethod::Basic => "basic",
@@ -44,7 +48,9 @@ impl AuthMethod {
 /// What revocation looks at in a token.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TokenFacts {
+    /// `jti`.
     pub jti: Option<String>,
+    /// `iat`, Unix seconds.
     pub issued_at: Option<u64>,
     /// `<iss>/<sub>` of a JWT provider's token: its Istio request principal.
     pub request_principal: Option<String>,
@@ -77,6 +83,7 @@ impl QualifiedName {
         QualifiedName::new(format!("jwt:{provider}:{subject}"))
     }
 
+    /// The qualified name (`jwt:corp:alice`).
     pub fn as_str(&self) -> &str {
         &self.name
     }
@@ -143,11 +150,11 @@ impl QualifiedName {
                 let (provider, subject) = rest.split_once(':').ok_or(NameError::NoProvider)?;
                 let issuer = providers.map(|all| all.iter().find(|p| p.name == provider).map(|p| p.kind));
                 match issuer {
-                    None | Some(Some(Issuer::Provider)) => {}
-                    Some(Some(Issuer::TokenEndpoint)) => {
+                    None | Some(Some(ProviderKind::IdentityProvider)) => {}
+                    Some(Some(ProviderKind::TokenEndpoint)) => {
                         return Err(NameError::NotAProvider(": the token endpoint's tokens are api-key:<client id>"))
                     }
-                    Some(Some(Issuer::Keypair { .. })) => {
+                    Some(Some(ProviderKind::Keypair { .. })) => {
                         return Err(NameError::NotAProvider(": a keypair's tokens are keypair:<keypair id>"))
                     }
                     Some(None) => return Err(NameError::NotAProvider(" in jwt.providers")),
@@ -176,11 +183,13 @@ impl QualifiedName {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// Who a request is, once verified.
 pub struct Principal {
     /// The user name, the API client id, or the JWT's principal claim (the `x-auth-principal` value).
     pub id: String,
     /// `id` named by who vouches for it: what rules, revocation and limits know it by.
     pub qualified: QualifiedName,
+    /// How it proved itself.
     pub method: AuthMethod,
     /// The JWT provider that vouched for it.
     pub provider: Option<String>,

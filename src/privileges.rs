@@ -1,7 +1,7 @@
 //! What one user, API client or JWT provider (for all its tokens) may do.
 
-use crate::limits::Limits;
 use crate::network::Networks;
+use crate::pipeline::limits::Limits;
 
 /// `None`: no restriction.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -7,11 +7,11 @@ use std::borrow::Cow;
 
 /// A credential name given more than once: which one counts would be a guess.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Repeated;
+pub(crate) struct Repeated;
 
 /// The raw (still percent-encoded) value of parameter `name` in the query of `path`,
 /// if present under that name, encoded or not; `Err` when present more than once.
-pub fn raw_value<'p>(path: &'p str, name: &str) -> Result<Option<&'p str>, Repeated> {
+pub(crate) fn raw_value<'p>(path: &'p str, name: &str) -> Result<Option<&'p str>, Repeated> {
     let Some((_, query)) = path.split_once('?') else {
         return Ok(None);
     };
@@ -32,7 +32,7 @@ pub fn raw_value<'p>(path: &'p str, name: &str) -> Result<Option<&'p str>, Repea
 /// `path` without any spelling of `names` that a lenient parser could read as one of
 /// them (percent-encoded, another case, PHP's `.`/space-for-`_` and `name[]`), keeping
 /// the first exact occurrence of each of `keep`. None when nothing changes.
-pub fn without_params(path: &str, names: &[&str], keep: &[&str]) -> Option<String> {
+pub(crate) fn without_params(path: &str, names: &[&str], keep: &[&str]) -> Option<String> {
     let (base, query) = path.split_once('?')?;
     let pairs = query.split('&').map(|pair| (param_name(pair.split_once('=').map_or(pair, |(name, _)| name)), pair));
     let kept = without_spellings(pairs, names, keep)?;
@@ -42,7 +42,7 @@ pub fn without_params(path: &str, names: &[&str], keep: &[&str]) -> Option<Strin
 /// Of `pieces` (a name as its reader reads it, and the text it stands in), those that
 /// are no spelling of `names` (`lenient_name`), and the first exact occurrence of each
 /// of `keep`. None when none is dropped.
-pub fn without_spellings<'p>(
+pub(crate) fn without_spellings<'p>(
     pieces: impl Iterator<Item = (Cow<'p, str>, &'p str)>,
     names: &[&str],
     keep: &[&str],
@@ -76,14 +76,14 @@ fn param_name(raw: &str) -> Cow<'_, str> {
 /// A parameter (or cookie) name as the most lenient parsers read it: PHP
 /// percent-decodes names, reads `.` and space as `_`, and `name[...]` as `name`;
 /// others ignore case.
-pub fn lenient_name(name: &str) -> String {
+pub(crate) fn lenient_name(name: &str) -> String {
     let decoded = percent_decode(name).unwrap_or_else(|| name.to_string());
     let base = decoded.split('[').next().unwrap_or("");
     base.chars().map(|c| if c == '.' || c == ' ' { '_' } else { c.to_ascii_lowercase() }).collect()
 }
 
 /// `application/x-www-form-urlencoded` decoding (`+` is a space); None when not UTF-8 or badly escaped.
-pub fn percent_decode(value: &str) -> Option<String> {
+pub(crate) fn percent_decode(value: &str) -> Option<String> {
     let bytes = value.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -109,7 +109,7 @@ pub fn percent_decode(value: &str) -> Option<String> {
 /// The byte of the escape `%XY` at `bytes[at]`: two hex digits exactly (no sign,
 /// no space: `u8::from_str_radix` would read `%+1` as 0x01). The one reader of
 /// escapes for queries, forms and paths.
-pub fn escaped_byte(bytes: &[u8], at: usize) -> Option<u8> {
+pub(crate) fn escaped_byte(bytes: &[u8], at: usize) -> Option<u8> {
     let digit = |offset: usize| bytes.get(at + offset).and_then(|b| char::from(*b).to_digit(16));
     let (high, low) = (digit(1)?, digit(2)?);
     u8::try_from(high << 4 | low).ok()

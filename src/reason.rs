@@ -7,10 +7,11 @@ macro_rules! reasons {
         /// Every reason the filter answers a request itself (refusals, and the token endpoint's answers).
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum Reason {
-            $($(#[$doc])* $variant,)*
+            $($(#[$doc])* #[doc = concat!("Counted as `denied.", $label, "`.")] $variant,)*
         }
 
         impl Reason {
+            /// Every reason, in declaration order.
             pub const ALL: &'static [Reason] = &[$(Reason::$variant,)*];
 
             /// The metric label (`denied.<label>`), stable across releases.

@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use serde::Serialize;
 
-use crate::limits::Quota;
+use crate::pipeline::limits::Quota;
 use crate::principal::Principal;
 use crate::reason::Reason;
 
@@ -245,9 +245,9 @@ impl LocalReply {
 
 /// The `RateLimit-Policy` and `RateLimit` fields (draft-ietf-httpapi-ratelimit-headers-10)
 /// of the hourly quota: `"hourly";q=1000;w=3600` and `"hourly";r=250;t=1800`.
-pub fn rate_limit_fields(quota: &Quota) -> [(&'static str, String); 2] {
+pub(crate) fn rate_limit_fields(quota: &Quota) -> [(&'static str, String); 2] {
     [
-        ("ratelimit-policy", format!("\"hourly\";q={};w={}", quota.limit, crate::limits::WINDOW_SECONDS)),
+        ("ratelimit-policy", format!("\"hourly\";q={};w={}", quota.limit, crate::pipeline::limits::WINDOW_SECONDS)),
         ("ratelimit", format!("\"hourly\";r={};t={}", quota.remaining, quota.reset_seconds)),
     ]
 }

@@ -12,11 +12,13 @@ pub type Header<'a> = (Cow<'a, str>, Cow<'a, str>);
 /// Header names are lowercase, as Envoy gives them; values as read (lossily decoded).
 #[derive(Clone, Copy)]
 pub struct RequestFacts<'a> {
+    /// `:method`.
     pub method: &'a str,
     /// `:path`, query string included.
     pub path: &'a str,
     /// `:authority` (the `Host`).
     pub authority: &'a str,
+    /// Every request header, as Envoy gave them.
     pub headers: &'a [Header<'a>],
     /// The Envoy route that matched (`xds.route_name`), read only when a rule needs it.
     pub route_name: Option<&'a str>,
@@ -40,6 +42,7 @@ pub enum Source<'a> {
 }
 
 impl Source<'_> {
+    /// The address, read (once) if it is read lazily; None: unknown.
     pub fn get(self) -> Option<IpAddr> {
         match self {
             Source::Known(source) => source,

@@ -7,18 +7,18 @@
 
 use std::rc::Rc;
 
+pub(crate) use crate::pipeline::route::{Kind, Requirement, Tree};
 use crate::principal::Principal;
-pub use crate::route::{Kind, Requirement, Tree};
 
 /// Deepest nesting of `all`/`any` (the root is depth 1).
-pub const MAX_DEPTH: usize = 4;
+pub(crate) const MAX_DEPTH: usize = 4;
 /// Most entries in one `all`/`any`.
-pub const MAX_WIDTH: usize = 8;
+pub(crate) const MAX_WIDTH: usize = 8;
 
 /// Where a request carries a credential of a kind: a request has at most one
 /// credential in each, so an `all` needs its entries in different places.
 /// A bit each, to take unions.
-pub fn place_of(kind: &Kind) -> u8 {
+pub(crate) fn place_of(kind: &Kind) -> u8 {
     match kind {
         Kind::Basic => 1,
         Kind::Jwt { .. } | Kind::Keypair => 2,
@@ -28,11 +28,12 @@ pub fn place_of(kind: &Kind) -> u8 {
 }
 
 /// Whether every principal `narrow` admits, `wide` admits too (`jwt` covers `jwt:corp`).
-pub fn covers(wide: &Kind, narrow: &Kind) -> bool {
+pub(crate) fn covers(wide: &Kind, narrow: &Kind) -> bool {
     wide == narrow || matches!((wide, narrow), (Kind::Jwt { provider: None }, Kind::Jwt { .. }))
 }
 
 impl Requirement {
+    /// Whether these principals meet it.
     pub fn met_by(&self, principals: &[Rc<Principal>]) -> bool {
         self.met_where(&|kind| principals.iter().any(|principal| kind.admits(principal)))
     }
@@ -83,16 +84,16 @@ impl Tree {
 }
 
 /// A header or a filter state key, and its value.
-pub type Pair = (String, String);
+pub(crate) type Pair = (String, String);
 
 /// The header reporting a principal besides the rule's own: `x-auth-also-basic`, ....
 /// Every request header starting so is the filter's (removed when a client sends it).
-pub const ALSO_HEADER_PREFIX: &str = "x-auth-also-";
+pub(crate) const ALSO_HEADER_PREFIX: &str = "x-auth-also-";
 /// Filter state (with `filter_state`) of the same: `wasm_authn.also.basic` = its qualified name.
-pub const STATE_ALSO_PREFIX: &str = "wasm_authn.also.";
+pub(crate) const STATE_ALSO_PREFIX: &str = "wasm_authn.also.";
 
 /// Whether a request header is one of the `x-auth-also-*` headers, however spelled (`X_Auth_Also_Jwt`).
-pub fn is_also_header(name: &str) -> bool {
+pub(crate) fn is_also_header(name: &str) -> bool {
     name.get(..ALSO_HEADER_PREFIX.len()).is_some_and(|start| {
         start
             .bytes()
@@ -104,7 +105,7 @@ pub fn is_also_header(name: &str) -> bool {
 /// The headers (into `set`) and filter state (into `state`, with `filter_state`) reporting the
 /// principals besides the rule's own: one per method, as a request carries one credential in
 /// each place and an `all` takes each from another place.
-pub fn report_others(others: &[Rc<Principal>], filter_state: bool, set: &mut Vec<Pair>, state: &mut Vec<Pair>) {
+pub(crate) fn report_others(others: &[Rc<Principal>], filter_state: bool, set: &mut Vec<Pair>, state: &mut Vec<Pair>) {
     for other in others {
         let (method, name) = (other.method.as_str(), other.qualified.as_str());
         set.push((format!("{ALSO_HEADER_PREFIX}{method}"), name.to_string()));

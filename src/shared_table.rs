@@ -66,11 +66,13 @@ const FORMAT: u8 = 1;
 const MAX_ATTEMPTS: usize = 16;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// One record of a table.
 pub struct Entry {
     /// The name's digest (`SharedTable::key`).
     pub key: u64,
     /// When it was last written, in the caller's unit of time.
     pub touched: u64,
+    /// What its caller keeps in it.
     pub values: [u64; VALUES],
 }
 
@@ -100,6 +102,7 @@ pub enum Updated {
 }
 
 #[derive(Debug)]
+/// A bounded table of per-name records in shared data.
 pub struct SharedTable {
     prefix: String,
     slots: u64,

@@ -28,7 +28,9 @@ pub enum Test {
 /// `{"claim": "groups", "any_of": [...]}`, compiled: `claim` is the claim's place in the table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimCondition {
+    /// The claim's place in the table.
     pub claim: usize,
+    /// What its value must be.
     pub test: Test,
 }
 
@@ -57,6 +59,7 @@ impl ClaimValues {
 /// What a provider's verified token hands on besides its principal (empty for others).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TokenExtras {
+    /// The claims rules test.
     pub claims: ClaimValues,
     /// `forward_payload_header` and the payload as the token carries it (base64url).
     pub payload_header: Option<(String, String)>,

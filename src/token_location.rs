@@ -33,8 +33,8 @@ pub struct TokenLocations {
     pub locations: Vec<TokenLocation>,
 }
 
-pub const AUTHORIZATION: &str = "authorization";
-pub const BEARER_PREFIX: &str = "bearer ";
+pub(crate) const AUTHORIZATION: &str = "authorization";
+pub(crate) const BEARER_PREFIX: &str = "bearer ";
 
 impl TokenLocations {
     /// Only `Authorization: Bearer`, bound to these providers.
@@ -74,7 +74,7 @@ impl TokenLocations {
 /// The token in a header value that starts with `prefix` (lowercase): compared
 /// without case (schemes are, RFC 9110 11.1), a prefix that ends in a space taking
 /// any run of spaces and tabs there. None when the value does not start so.
-pub fn after_prefix<'v>(value: &'v str, prefix: &str) -> Option<&'v str> {
+pub(crate) fn after_prefix<'v>(value: &'v str, prefix: &str) -> Option<&'v str> {
     const BLANKS: [char; 2] = [' ', '\t'];
     let value = value.trim_matches(BLANKS);
     let word = prefix.trim_end_matches(BLANKS);

@@ -1,6 +1,7 @@
-//! No two source files import each other, directly or in a circle: every
-//! `crate::`/`super::` path and every `use child::` re-export is an edge from the
-//! file that writes it to the file that defines the module it names.
+//! No two source files import each other, directly or in a circle, and no two
+//! top-level modules (`src/<module>`) either: every `crate::`/`super::` path and
+//! every `use child::` re-export is an edge from the file that writes it to the file
+//! that defines the module it names, and from its module to that file's module.
 
 #![allow(clippy::unwrap_used)] // a test: a failure to read the sources should fail it
 
@@ -100,41 +101,81 @@ fn edges(files: &BTreeMap<String, String>) -> BTreeMap<String, BTreeSet<String>>
     edges
 }
 
-#[test]
-fn no_source_files_import_each_other() {
-    let files = sources();
-    let edges = edges(&files);
-    assert!(edges.len() > 20, "found the sources: {:?}", edges.keys());
-    // Depth-first search for a back edge.
+/// The folder whose modules are modules of their own: the request path's stages, in
+/// `src/pipeline/` to show their order (its `mod.rs`, the pipeline, is one more).
+const STAGES_FOLDER: &str = "pipeline";
+
+/// The top-level module a file belongs to (`jwt/keys.rs`: `jwt`; `lib.rs`: the crate);
+/// a stage is one (`pipeline/route.rs`: `pipeline/route`).
+fn top_module(file: &str) -> String {
+    let module = module_of(file);
+    match module.as_slice() {
+        [folder, stage, ..] if folder == STAGES_FOLDER => format!("{folder}/{stage}"),
+        _ => module.first().cloned().unwrap_or_default(),
+    }
+}
+
+/// The edges between top-level modules (`src/<module>`): a file's edge to another
+/// module's file is its module's edge to that module.
+fn module_edges(file_edges: &BTreeMap<String, BTreeSet<String>>) -> BTreeMap<String, BTreeSet<String>> {
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (file, targets) in file_edges {
+        let from = top_module(file);
+        let entry = edges.entry(from.clone()).or_default();
+        entry.extend(targets.iter().map(|target| top_module(target)).filter(|to| *to != from && !to.is_empty()));
+    }
+    edges
+}
+
+/// A cycle in `edges`, if there is one (a depth-first search for a back edge).
+fn find_cycle(edges: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
     fn visit(
-        file: &str,
+        node: &str,
         edges: &BTreeMap<String, BTreeSet<String>>,
         stack: &mut Vec<String>,
         done: &mut BTreeSet<String>,
     ) -> Option<Vec<String>> {
-        if let Some(i) = stack.iter().position(|f| f == file) {
+        if let Some(i) = stack.iter().position(|f| f == node) {
             let mut cycle = stack[i..].to_vec();
-            cycle.push(file.to_string());
+            cycle.push(node.to_string());
             return Some(cycle);
         }
-        if done.contains(file) {
+        if done.contains(node) {
             return None;
         }
-        stack.push(file.to_string());
-        for next in edges.get(file).into_iter().flatten() {
+        stack.push(node.to_string());
+        for next in edges.get(node).into_iter().flatten() {
             if let Some(cycle) = visit(next, edges, stack, done) {
                 return Some(cycle);
             }
         }
         stack.pop();
-        done.insert(file.to_string());
+        done.insert(node.to_string());
         None
     }
     let mut done = BTreeSet::new();
-    for file in edges.keys() {
-        let cycle = visit(file, &edges, &mut Vec::new(), &mut done);
-        assert!(cycle.is_none(), "import cycle: {}", cycle.unwrap_or_default().join(" -> "));
-    }
+    edges.keys().find_map(|node| visit(node, edges, &mut Vec::new(), &mut done))
+}
+
+#[test]
+fn no_source_files_import_each_other() {
+    let files = sources();
+    let edges = edges(&files);
+    assert!(edges.len() > 20, "found the sources: {:?}", edges.keys());
+    let cycle = find_cycle(&edges);
+    assert!(cycle.is_none(), "import cycle: {}", cycle.unwrap_or_default().join(" -> "));
+}
+
+/// No cycle between the top-level modules either: `config` uses `jwt`, so nothing in
+/// `jwt` may use `config` (a cycle between modules binds all their files into one knot).
+/// The stages count one by one: `config` compiles the routes (`pipeline/route`), and
+/// the pipeline reads the configuration.
+#[test]
+fn no_top_level_modules_import_each_other() {
+    let edges = module_edges(&edges(&sources()));
+    assert!(edges.contains_key("jwt") && edges.contains_key("pipeline/route"), "{:?}", edges.keys());
+    let cycle = find_cycle(&edges);
+    assert!(cycle.is_none(), "module cycle: {}", cycle.unwrap_or_default().join(" -> "));
 }
 
 #[test]
@@ -145,4 +186,19 @@ fn the_check_sees_a_cycle() {
     files.insert("lib.rs".to_string(), String::new());
     let edges = edges(&files);
     assert!(edges["a.rs"].contains("b.rs") && edges["b.rs"].contains("a.rs"), "{edges:?}");
+    assert!(find_cycle(&edges).is_some());
+}
+
+#[test]
+fn the_check_sees_a_cycle_between_modules_that_files_do_not_have() {
+    let mut files = BTreeMap::new();
+    files.insert("a/mod.rs".to_string(), "mod one;\nmod two;".to_string());
+    files.insert("a/one.rs".to_string(), "use crate::b::X;".to_string());
+    files.insert("a/two.rs".to_string(), String::new());
+    files.insert("b.rs".to_string(), "pub(crate) fn f() { crate::a::two::g() }".to_string());
+    files.insert("lib.rs".to_string(), String::new());
+    let edges = edges(&files);
+    assert!(find_cycle(&edges).is_none(), "{edges:?}");
+    let modules = module_edges(&edges);
+    assert_eq!(find_cycle(&modules), Some(vec!["a".to_string(), "b".to_string(), "a".to_string()]), "{modules:?}");
 }

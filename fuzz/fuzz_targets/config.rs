@@ -9,7 +9,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wasm_authn::authenticate::Verifier;
+use wasm_authn::pipeline::authenticate::Verifier;
 use wasm_authn::config::Config;
 use wasm_authn::pipeline::{decide, Decision};
 use wasm_authn::reason::Reason;
@@ -63,7 +63,7 @@ fuzz_target!(|data: &[u8]| {
     for (method, path) in [("GET", "/"), ("OPTIONS", "/x"), ("POST", "/healthz/../admin?x=1")] {
         let headers: Vec<Header> = vec![(":method".into(), method.into()), (":path".into(), path.into())];
         let request = RequestFacts::new(method, path, &headers);
-        match decide(&config, &mut verifier, &request, &host, NOW * 1000) {
+        match decide(&config, &wasm_authn::fetched::Fetched::new(&config), &mut verifier, &request, &host, NOW * 1000) {
             // A `none` or `optional` rule, or the token endpoint's path.
             Decision::Bypass(_) | Decision::Anonymous(_) | Decision::ReadBody(_) | Decision::ReadForm => {}
             Decision::Reply(reply) if reply.status == 401 => {

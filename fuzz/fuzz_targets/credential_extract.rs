@@ -11,12 +11,12 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use libfuzzer_sys::fuzz_target;
-use wasm_authn::credential::{
+use wasm_authn::pipeline::credential::{
     credential_removal, extract, ApiKeySource, Credential, CredentialError, CredentialRemoval, MAX_API_KEY_BYTES,
     MAX_AUTHORIZATION_BYTES,
 };
 use wasm_authn::request::RequestFacts;
-use wasm_authn::shape::UpstreamChanges;
+use wasm_authn::pipeline::shape::UpstreamChanges;
 use wasm_authn_fuzz::{config, TextRequest};
 
 fn facts(request: &TextRequest) -> RequestFacts<'_> {
@@ -69,6 +69,8 @@ fuzz_target!(|data: &[u8]| {
                 ApiKeySource::Form(name) => assert_eq!(Some(name), api_keys.form_field.as_ref()),
             }
         }
+        // `extract` reads requests only: a certificate is the connection's (`mtls`).
+        Ok(Some(Credential::Mtls { .. })) => panic!("a certificate from the request: {result:?}"),
         Ok(None) | Err(_) => {}
     }
 
@@ -91,14 +93,14 @@ fuzz_target!(|data: &[u8]| {
     }
 
     // Nothing the filter reads survives the removal of unverified credentials.
-    let removal = credential_removal(&facts(&request), api_keys, tokens, None, false);
+    let removal = credential_removal(&facts(&request), api_keys, tokens, &[], false);
     let after = request.after(&changes_of(removal));
     let left = extract(&facts(&after), api_keys, tokens);
     assert!(!matches!(left, Ok(Some(_))), "a credential survived its removal: {left:?}");
 
     // Forwarding keeps the verified credential, and only it.
     if let Ok(Some(credential)) = &result {
-        let removal = credential_removal(&facts(&request), api_keys, tokens, Some(credential), true);
+        let removal = credential_removal(&facts(&request), api_keys, tokens, &[credential], true);
         let after = request.after(&changes_of(removal));
         let again = extract(&facts(&after), api_keys, tokens);
         assert_eq!(again.as_ref().ok().and_then(Option::as_ref), Some(credential), "forwarded: {again:?}");

@@ -28,5 +28,5 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(decode(&encoded).as_ref(), Some(&pairs));
 
     let request = RequestFacts::from_headers(&pairs);
-    let _ = wasm_authn::credential::extract(&request, &config().api_keys, &config().token_locations);
+    let _ = wasm_authn::pipeline::credential::extract(&request, &config().api_keys, &config().token_locations);
 });

@@ -13,7 +13,7 @@
 use libfuzzer_sys::fuzz_target;
 use wasm_authn::path::{configured, has_segment_prefix, normalize, MatchPath};
 use wasm_authn::request::RequestFacts;
-use wasm_authn::route::{Require, RouteMatch, Routes, Rule};
+use wasm_authn::pipeline::route::{Require, RouteMatch, Routes, Rule};
 use wasm_authn_fuzz::split_nul;
 
 fn is_unreserved(byte: u8) -> bool {
@@ -79,7 +79,15 @@ fuzz_target!(|data: &[u8]| {
     let under = has_segment_prefix(&normalized.path, &prefix);
     assert_eq!(under, reference_prefix(&normalized.path, &prefix), "{normalized:?} under {prefix:?}");
     let matcher = RouteMatch { path_prefix: Some(prefix), ..RouteMatch::default() };
-    let bypass = Rule { matcher, require: Require::None, scopes: Vec::new(), principals: None };
+    let bypass = Rule {
+        matcher,
+        require: Require::None,
+        scopes: Vec::new(),
+        principals: None,
+        request_principals: None,
+        enforce: None,
+        claims: Vec::new(),
+    };
     let routes = Routes::new(vec![bypass], false);
     let headers = Vec::new();
     let request = RequestFacts::new("GET", &raw, &headers);

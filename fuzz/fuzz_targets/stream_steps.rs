@@ -6,7 +6,7 @@
 //! unknown `kid` refetched, the remote revocation list, a token request's body,
 //! a form read for its API key).
 //!
-//! Properties (the invariant of `src/stream.rs`):
+//! Properties (the invariant of `src/pipeline/stream.rs`):
 //! - a stream is continued only after a decision allowed it: the first `Continue`
 //!   since its headers carries the decision's changes, and none comes after an answer;
 //! - a request whose credential is forged, wrong, refused or revoked, and a token

@@ -15,7 +15,7 @@ use wasm_authn::host_api::{Cas, Clock, SharedData};
 use wasm_authn::jwt::{Algorithm, SignatureBackend};
 use wasm_authn::pipeline::Decision;
 use wasm_authn::request::Header;
-use wasm_authn::shape::UpstreamChanges;
+use wasm_authn::pipeline::shape::UpstreamChanges;
 
 pub mod streams;
 
@@ -290,7 +290,11 @@ impl TextRequest {
 /// The upstream changes of a decision that lets the request through.
 pub fn changes_of(decision: &Decision) -> Option<&UpstreamChanges> {
     match decision {
-        Decision::Bypass(changes) | Decision::Anonymous(changes) | Decision::Allow { changes, .. } => Some(changes),
+        Decision::Bypass(changes)
+        | Decision::Anonymous(changes)
+        | Decision::Failed { changes, .. }
+        | Decision::Shadow { changes, .. }
+        | Decision::Allow { changes, .. } => Some(changes),
         Decision::Reply(_)
         | Decision::ReadBody(_)
         | Decision::ReadForm

@@ -11,7 +11,7 @@ use wasm_authn::host_api::{CallResponse, Cas, Clock, Counters, HttpCalls, Outcom
 use wasm_authn::jwt::{Algorithm, SignatureBackend};
 use wasm_authn::plugin::Plugin;
 use wasm_authn::request::{Header, RequestFacts};
-use wasm_authn::stream::Step;
+use wasm_authn::pipeline::stream::Step;
 
 use crate::{
     flip_signature_bit, public_jwk, sha256_hex, signed_token, with_kid, FakeShared, SignOptions, ED_PRIVATE_PEM, NOW,

@@ -11,7 +11,7 @@ mod throttle;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-pub use throttle::{FailureLimit, FailureThrottle};
+pub(crate) use throttle::{FailureLimit, FailureThrottle};
 
 use crate::api_key::ApiKeys;
 use crate::budget::{NotRun, TimeBudget};
@@ -83,7 +83,7 @@ impl BasicUsers {
 
 /// Why a Basic credential did not verify.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// 401: wrong password, unknown user, bad or disabled API key.
     Invalid(Reason),
     /// 429 (this name failed too often) or 503 (this worker is busy hashing): no check was made.
@@ -91,14 +91,14 @@ pub enum Refusal {
 }
 
 /// One VM's guards on password checks.
-pub struct PasswordGuard {
+pub(crate) struct PasswordGuard {
     pub throttle: FailureThrottle,
     /// For slow hashes only.
     pub budget: TimeBudget,
 }
 
 impl PasswordGuard {
-    pub fn new(limit: FailureLimit, slow_hash_ms_per_second: u64) -> PasswordGuard {
+    pub(crate) fn new(limit: FailureLimit, slow_hash_ms_per_second: u64) -> PasswordGuard {
         PasswordGuard { throttle: FailureThrottle::new(limit), budget: TimeBudget::new(slow_hash_ms_per_second) }
     }
 }
@@ -110,7 +110,7 @@ impl<T: SharedData + Clock + ?Sized> PasswordHost for T {}
 /// A Basic attempt at `user` from `source`, and whether it is throttled (429) before
 /// anything is checked or remembered: an API client's `id:key` never is (keys are not
 /// guessed), any other name by its failures (a user's, or an unknown name's).
-pub struct Attempt<'a> {
+pub(crate) struct Attempt<'a> {
     pub user: &'a str,
     /// Read only to count a failure, or to look for this source's when the name has some.
     pub source: Source<'a>,
@@ -118,7 +118,7 @@ pub struct Attempt<'a> {
 
 impl Attempt<'_> {
     /// 429 when this source, or every source together, failed too often for this name.
-    pub fn throttled(
+    pub(crate) fn throttled(
         &self,
         users: &BasicUsers,
         guard: &PasswordGuard,
@@ -133,7 +133,7 @@ impl Attempt<'_> {
 
 /// Check `user:password` (not throttled: `Attempt::throttled` said so): a Basic user,
 /// else an API client's `id:key`, else an unknown name.
-pub fn verify(
+pub(crate) fn verify(
     users: &BasicUsers,
     api_keys: &ApiKeys,
     guard: &mut PasswordGuard,

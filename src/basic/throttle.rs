@@ -26,7 +26,7 @@ use crate::shared_table::{Entry, Retention, SharedTable, VALUES};
 const CAPACITY: usize = 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FailureLimit {
+pub(crate) struct FailureLimit {
     /// Per user name and source.
     pub max_failures: u32,
     /// Per user name, from every source.
@@ -34,7 +34,7 @@ pub struct FailureLimit {
     pub window_seconds: u64,
 }
 
-pub struct FailureThrottle {
+pub(crate) struct FailureThrottle {
     limit: FailureLimit,
     known: SharedTable,
     unknown: SharedTable,
@@ -92,7 +92,7 @@ impl Keys {
 }
 
 impl FailureThrottle {
-    pub fn new(limit: FailureLimit) -> FailureThrottle {
+    pub(crate) fn new(limit: FailureLimit) -> FailureThrottle {
         FailureThrottle {
             limit,
             known: SharedTable::new("basic_failures", CAPACITY, RETENTION),
@@ -111,7 +111,7 @@ impl FailureThrottle {
     /// Seconds until `user` may try again from `source`, when it is over a limit now.
     /// The source (a host call) is read only when a record near the name's is over the
     /// per-source limit: most requests have none.
-    pub fn over_limit(
+    pub(crate) fn over_limit(
         &self,
         shared: &dyn SharedData,
         user: &str,
@@ -135,7 +135,14 @@ impl FailureThrottle {
     }
 
     /// Count one failed check of `user` from `source`.
-    pub fn record_failure(&self, shared: &dyn SharedData, user: &str, source: Option<IpAddr>, known: bool, now_s: u64) {
+    pub(crate) fn record_failure(
+        &self,
+        shared: &dyn SharedData,
+        user: &str,
+        source: Option<IpAddr>,
+        known: bool,
+        now_s: u64,
+    ) {
         let (name, pair) = (Keys::name(user), Keys::pair(user, source));
         let end = now_s.saturating_add(self.limit.window_seconds);
         // An expired record reads as none: a new window starts at this failure.

@@ -27,7 +27,7 @@ mod envoy;
 #[path = "wasm-authn/reference.rs"]
 mod reference;
 use wasm_authn::digest::sha256;
-use wasm_authn::fleet::rules::Rules;
+use wasm_authn::fleet_rules::Rules;
 use wasm_authn::jwt::{Algorithm, KeySet};
 use wasm_authn::password::{PasswordHash, MAX_BCRYPT_COST, MAX_SECRET_BYTES, MIN_BCRYPT_COST};
 
@@ -290,7 +290,7 @@ fn check(name: &str) -> Outcome {
     let bytes = read_input(name, MAX_CONFIG_BYTES)?;
     let config = Config::from_json(&bytes).map_err(|e| Failure::Refused(format!("configuration refused: {e}")))?;
     let disabled = config.api_keys.clients.iter().filter(|client| client.disabled).count();
-    let remote = config.jwt_providers.iter().filter(|provider| provider.remote.is_some()).count();
+    let remote = config.jwt_providers.iter().filter(|provider| provider.fetch.is_some()).count();
     print(&format!(
         "configuration accepted: {} Basic users, {} API clients ({disabled} disabled), {} JWT providers \
          ({remote} with remote keys), {} route rules (bypass included)",
@@ -310,7 +310,7 @@ fn ratelimit_config(name: &str, format: Option<EngineFormat>, domain: &str, clus
     let bytes = read_input(name, MAX_CONFIG_BYTES)?;
     let config = Config::from_json(&bytes).map_err(|e| Failure::Refused(format!("configuration refused: {e}")))?;
     let rules = Rules::of(&config).map_err(|e| Failure::Refused(format!("no engine rules: {e}")))?;
-    let refused = |e: wasm_authn::fleet::rules::Refusal| Failure::Refused(format!("no engine rules: {e}"));
+    let refused = |e: wasm_authn::fleet_rules::Refusal| Failure::Refused(format!("no engine rules: {e}"));
     let text = match format {
         Some(EngineFormat::Ratelimit) => rules.envoy_ratelimit(domain).map_err(refused)?,
         Some(EngineFormat::Limitador) => rules.limitador(domain),
@@ -465,7 +465,8 @@ fn jwks(name: &str, kid: Option<String>, alg: Option<&str>) -> Outcome {
         }
     };
     // The filter's own PEM reader: the key sizes, curves and encodings it accepts.
-    let set = KeySet::from_pem(&text, None, shown).map_err(|e| Failure::Refused(e.to_string()))?;
+    let set = KeySet::from_pem(&text, None)
+        .map_err(|e| Failure::Refused(format!("{}: {}", e.path_under(shown), e.message)))?;
     if kid.is_some() && set.len() > 1 {
         return Err(Failure::Usage(format!("--kid names one key, and {shown} holds {}", set.len())));
     }
@@ -489,7 +490,8 @@ fn jwks(name: &str, kid: Option<String>, alg: Option<&str>) -> Outcome {
     let output = format!("{{\"keys\": [\n  {}\n]}}", lines.join(",\n  "));
     // Printed only once the filter has read it back as a local_jwks.
     let parsed: Value = serde_json::from_str(&output).map_err(|e| Failure::Usage(format!("internal error: {e}")))?;
-    KeySet::from_jwks(&parsed, "local_jwks").map_err(|e| Failure::Usage(format!("internal error: {e}")))?;
+    KeySet::from_jwks(&parsed)
+        .map_err(|e| Failure::Usage(format!("internal error: {}: {}", e.path_under("local_jwks"), e.message)))?;
     print(&output)
 }
 

@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::error::ConfigError;
 use super::names::header_name;
 use super::schema::RawRule;
-use crate::route::Require;
+use crate::pipeline::route::Require;
 use crate::token_claims::{scalar_text, ClaimCondition, Test};
 
 /// Most conditions in one rule, and values in one list (each said in its refusal).
@@ -19,7 +19,7 @@ const MAX_VALUES: usize = 1_000;
 const TOO_MANY_VALUES: &str = "must list 1 to 1000 values";
 
 /// Every claim the rules' conditions name, once, in the order first named.
-pub fn claim_table(rules: &[RawRule]) -> Rc<Vec<String>> {
+pub(super) fn claim_table(rules: &[RawRule]) -> Rc<Vec<String>> {
     let mut table: Vec<String> = Vec::new();
     for rule in rules {
         for condition in rule.claims.as_ref().and_then(Value::as_array).into_iter().flatten() {
@@ -34,7 +34,7 @@ pub fn claim_table(rules: &[RawRule]) -> Rc<Vec<String>> {
 }
 
 /// The conditions of `rules[i]`, which requires `require`; `owned`: the headers the filter sets.
-pub fn conditions(
+pub(super) fn conditions(
     raw: Option<&Value>,
     i: usize,
     require: &Require,

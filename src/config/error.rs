@@ -4,11 +4,14 @@ use std::fmt;
 /// (`jwt.providers[1].issuer: must not be empty`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
+    /// The JSON field path (`jwt.providers[1].issuer`); empty: the whole document.
     pub path: String,
+    /// What is wrong there (never the value).
     pub message: String,
 }
 
 impl ConfigError {
+    /// An error at `path`.
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigError { path: path.into(), message: message.into() }
     }

@@ -6,10 +6,10 @@ use super::remote::{fetch_config, Document};
 use super::schema::{RawIntrospection, RawRemote};
 use super::secrets::{self, Env};
 use crate::digest::sha256;
-use crate::introspection::{AnswerStore, ClientAuth, Introspection};
+use crate::jwt::introspection::{AnswerStore, ClientAuth, Introspection};
 
 /// `identity`: what tells this provider's shared answers from another's (its name and checks).
-pub fn compile(
+pub(super) fn compile(
     raw: RawIntrospection,
     at: &str,
     issuer: Option<String>,

@@ -10,14 +10,14 @@ use schemars::{json_schema, Schema, SchemaGenerator};
 use serde_json::{json, Value};
 
 /// The `alg` values a configured key may name (every `jwt::Algorithm`).
-pub const ALGORITHMS: &[&str] =
+pub(super) const ALGORITHMS: &[&str] =
     &["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "EdDSA"];
 
 /// The most keys one JWKS may hold (`jwt::MAX_JWKS_KEYS`).
 const MAX_JWKS_KEYS: usize = 64;
 
 /// `local_jwks`: a JWKS object (or null, for none). Its description is the field's doc comment.
-pub fn jwks(_: &mut SchemaGenerator) -> Schema {
+pub(super) fn jwks(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": ["object", "null"],
         "required": ["keys"],

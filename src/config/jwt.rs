@@ -11,9 +11,8 @@ use super::policy::privileges;
 use super::remote::{fetch_config, Document};
 use super::schema::{default_wait_ms, RawJwt, RawProvider, MAX_WAIT_MS};
 use super::secrets::{self, Env};
-use crate::jwt::{ClaimToHeader, Issuer, KeySet, Provider, TokenOutput};
-use crate::limits::Limits;
-use crate::remote::RemoteDocument;
+use crate::jwt::{ClaimToHeader, KeyError, KeySet, Provider, ProviderKind, TokenOutput};
+use crate::pipeline::limits::Limits;
 use crate::token_location::{TokenPlace, AUTHORIZATION};
 
 const MAX_VALUE_PREFIX_BYTES: usize = 64;
@@ -24,10 +23,10 @@ const RESERVED_HEADERS: &[&str] =
 
 /// The places one provider reads its tokens from (`from_*`), each with its field
 /// path; empty: `Authorization: Bearer`, as every provider without `from_*`.
-pub type TokenPlaces = Vec<(TokenPlace, String)>;
+pub(super) type TokenPlaces = Vec<(TokenPlace, String)>;
 
 /// The providers, the places each reads tokens from, and how long a request may wait for remote keys.
-pub fn compile(
+pub(super) fn compile(
     raw: Option<RawJwt>,
     limits: &Limits,
     env: Env,
@@ -62,12 +61,18 @@ pub fn compile(
 /// An inline JWKS, its `k_env` secrets read; an error about such a key's `k` names its `k_env`.
 fn local_jwks(jwks: &mut serde_json::Value, at: &str, env: Env) -> Result<KeySet, ConfigError> {
     let from_env = secrets::jwks(jwks, at, env)?;
-    KeySet::from_jwks(jwks, at).map_err(|mut error| {
-        if from_env.iter().any(|key| error.path == format!("{key}.k")) {
-            error.path.push_str("_env");
+    KeySet::from_jwks(jwks).map_err(|error| {
+        let mut wrapped = key_error(at, error);
+        if from_env.iter().any(|key| wrapped.path == format!("{key}.k")) {
+            wrapped.path.push_str("_env");
         }
-        error
+        wrapped
     })
+}
+
+/// A key refused, at its field path under `path` (the field that held it).
+pub(super) fn key_error(path: &str, error: KeyError) -> ConfigError {
+    ConfigError::new(error.path_under(path), error.message)
 }
 
 /// `from_headers`, `from_params` and `from_cookies`, each name checked on its own
@@ -152,7 +157,8 @@ fn compile_provider(
         local_keys.extend(local_jwks(jwks, &format!("{path}.local_jwks"), env)?);
     }
     if let Some(pem) = &raw.local_pem {
-        local_keys.extend(KeySet::from_pem(pem, None, &format!("{path}.local_pem"))?);
+        let at = format!("{path}.local_pem");
+        local_keys.extend(KeySet::from_pem(pem, None).map_err(|e| key_error(&at, e))?);
     }
 
     let fetch = match (raw.remote_jwks, raw.discovery) {
@@ -164,8 +170,6 @@ fn compile_provider(
         (None, None) => None,
     };
     let issuer = raw.issuer.clone().unwrap_or_default();
-    let identity = format!("jwks\0{}\0{}", raw.name, issuer);
-    let remote = fetch.map(|fetch| RemoteDocument::new(fetch, &identity, KeySet::from_remote_jwks));
 
     let mut claim_to_headers: Vec<ClaimToHeader> = Vec::with_capacity(raw.claim_to_headers.len());
     for (i, mapping) in raw.claim_to_headers.iter().enumerate() {
@@ -212,10 +216,10 @@ fn compile_provider(
         name: raw.name,
         issuer,
         issuer_aliases: Vec::new(),
-        kind: Issuer::Provider,
+        kind: ProviderKind::IdentityProvider,
         audiences: raw.audiences,
         local_keys,
-        remote,
+        fetch,
         require_expiration,
         max_lifetime_seconds: raw.max_lifetime_seconds,
         principal_claim: raw.principal_claim,

@@ -7,13 +7,13 @@ use super::error::ConfigError;
 use super::names::principal_name;
 use super::policy::privileges;
 use super::schema::RawKeypair;
-use crate::jwt::{normalized_pem, Algorithm, Issuer, KeySet, Provider};
-use crate::limits::Limits;
+use crate::jwt::{normalized_pem, Algorithm, KeySet, Provider, ProviderKind};
+use crate::pipeline::limits::Limits;
 
 /// The longest lifetime a keypair's tokens may be given: they are meant to be short.
 const MAX_KEYPAIR_LIFETIME_SECONDS: u64 = 3600;
 
-pub fn compile(raw: Vec<RawKeypair>, limits: &Limits) -> Result<Vec<Provider>, ConfigError> {
+pub(super) fn compile(raw: Vec<RawKeypair>, limits: &Limits) -> Result<Vec<Provider>, ConfigError> {
     raw.into_iter()
         .enumerate()
         .map(|(i, keypair)| keypair_provider(keypair, &format!("keypairs[{i}]"), limits))
@@ -24,7 +24,7 @@ fn keypair_provider(mut raw: RawKeypair, path: &str, limits: &Limits) -> Result<
     let fields = raw.privilege_fields();
     principal_name(&raw.id, &format!("{path}.id"))?;
     let key_path = format!("{path}.public_key");
-    let mut keys = KeySet::from_pem(&raw.public_key, None, &key_path)?;
+    let mut keys = KeySet::from_pem(&raw.public_key, None).map_err(|e| super::jwt::key_error(&key_path, e))?;
     if keys.len() != 1 {
         return Err(ConfigError::new(key_path, "must be exactly one PEM block"));
     }
@@ -56,10 +56,10 @@ fn keypair_provider(mut raw: RawKeypair, path: &str, limits: &Limits) -> Result<
         name: raw.id.clone(),
         issuer: raw.id,
         issuer_aliases: vec![normalized_pem(&raw.public_key)],
-        kind: Issuer::Keypair { one_time: raw.one_time },
+        kind: ProviderKind::Keypair { one_time: raw.one_time },
         audiences: Vec::new(),
         local_keys: keys,
-        remote: None,
+        fetch: None,
         require_expiration: true,
         max_lifetime_seconds: Some(raw.max_lifetime_seconds),
         principal_claim: "sub".to_string(),

@@ -11,7 +11,7 @@ use crate::token_location::{TokenLocation, TokenLocations, TokenPlace};
 
 /// `configured`: each provider's own places (`jwt.providers[i]`, by index); the
 /// other `providers` (keypairs, the token endpoint) read `Authorization: Bearer`.
-pub fn compile(
+pub(super) fn compile(
     configured: Vec<TokenPlaces>,
     providers: usize,
     api_keys: &ApiKeys,

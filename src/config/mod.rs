@@ -4,6 +4,7 @@
 //! never echoes a value.
 
 mod claims;
+/// The configuration error: a field path and what is wrong there.
 pub mod error;
 mod introspection;
 mod jwt;
@@ -28,17 +29,17 @@ use crate::api_key::{ApiClient, ApiKeys};
 use crate::basic::{BasicUsers, FailureLimit};
 use crate::cache::CacheSettings;
 use crate::fleet::{LimitScope, RATELIMIT_HEADER};
-use crate::jwt::{normalized_pem, Issuer, Provider};
-use crate::limits::{LimitTable, Limits};
+use crate::jwt::{normalized_pem, Provider, ProviderKind};
 use crate::method_override::MethodOverrides;
 use crate::network::Networks;
 use crate::password::PasswordHash;
+use crate::pipeline::limits::{LimitTable, Limits};
+use crate::pipeline::revocation::Revocation;
+use crate::pipeline::route::{Require, Routes, Schemes};
+use crate::pipeline::shape::{PrincipalHeaders, Upstream};
 use crate::privileges::Privileges;
 use crate::query::lenient_name;
 use crate::reply::Challenges;
-use crate::revocation::Revocation;
-use crate::route::{Require, Routes};
-use crate::shape::{PrincipalHeaders, Upstream};
 use crate::shared_table::{SharedTable, ONE_TIME};
 use crate::token_endpoint::TokenEndpoint;
 use crate::token_location::{TokenLocations, AUTHORIZATION};
@@ -59,12 +60,13 @@ const ONE_TIME_TOKENS: usize = 65_536;
 const MAX_CLOCK_SKEW_SECONDS: u64 = 600;
 const MAX_CACHE_ENTRIES: usize = 1_000_000;
 
-/// The compiled configuration of one plugin. Immutable but for the fetched key sets
-/// inside `jwt_providers`, which the fetch protocol keeps current.
+/// The compiled configuration of one plugin, immutable (a VM holds it behind an `Rc`).
+/// What it says to fetch (keys, the revocation list) is fetched into a VM's own
+/// state, `fetched::Fetched`, which the fetch protocol keeps current.
 #[derive(Debug)]
 pub struct Config {
-    pub realm: String,
-    pub clock_skew_seconds: u64,
+    pub(crate) realm: String,
+    pub(crate) clock_skew_seconds: u64,
     /// Principal headers, owned headers, credential forwarding.
     pub upstream: Upstream,
     /// `bypass` and `rules`, and CORS preflights.
@@ -72,21 +74,25 @@ pub struct Config {
     /// false: shadow mode, unless a rule says otherwise (`Rule::enforce`).
     pub enforce: bool,
     /// Outside these, 403 before any credential is checked (but on `require: "none"` routes).
-    pub trusted_networks: Option<Networks>,
-    pub revocation: Revocation,
+    pub(crate) trusted_networks: Option<Networks>,
+    pub(crate) revocation: Revocation,
     /// The shared counts of limited principals.
-    pub limit_table: LimitTable,
+    pub(crate) limit_table: LimitTable,
     /// `limits`' own values (each principal's, overrides applied, are in its privileges).
-    pub limit_defaults: Limits,
+    // Read by the engine's rules only (`fleet_rules`, native).
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    pub(crate) limit_defaults: Limits,
     /// Who counts the requests per hour: this Envoy, or the fleet's rate-limit engine.
-    pub limit_scope: LimitScope,
+    pub(crate) limit_scope: LimitScope,
     /// The `jti` of one-time keypair tokens seen, until they expire (shared by every worker).
-    pub replay_table: SharedTable,
+    pub(crate) replay_table: SharedTable,
     /// Add the RateLimit fields to allowed responses.
-    pub expose_limit_headers: bool,
+    pub(crate) expose_limit_headers: bool,
+    /// `basic`: the users and their password hashes.
     pub basic_users: BasicUsers,
-    pub failure_limit: FailureLimit,
-    pub slow_hash_budget_ms_per_second: u64,
+    pub(crate) failure_limit: FailureLimit,
+    pub(crate) slow_hash_budget_ms_per_second: u64,
+    /// `api_keys`: the API clients, by key digest and by id.
     pub api_keys: ApiKeys,
     /// Client certificates as principals.
     pub mtls: Option<crate::mtls::Mtls>,
@@ -95,13 +101,15 @@ pub struct Config {
     /// Where tokens are read, and for which of `jwt_providers`.
     pub token_locations: TokenLocations,
     /// Issues tokens to API clients; its tokens verify through its entry in `jwt_providers`.
-    pub token_endpoint: Option<TokenEndpoint>,
+    pub(crate) token_endpoint: Option<TokenEndpoint>,
     /// How long a request may wait for a provider's remote keys before it gets 503.
-    pub jwks_wait_ms: u64,
-    pub cache: CacheSettings,
+    pub(crate) jwks_wait_ms: u64,
+    pub(crate) cache: CacheSettings,
     /// Check RS256/ES256 signatures with Envoy's BoringSSL when the host offers it
     /// (ES384 always: the module has no P-384 of its own).
-    pub envoy_crypto: bool,
+    // Read by the host adapter only, which a native build (the CLI) does not compile.
+    #[cfg_attr(not(any(target_arch = "wasm32", clippy)), allow(dead_code))]
+    pub(crate) envoy_crypto: bool,
 }
 
 impl Config {
@@ -124,7 +132,7 @@ impl Config {
 
     /// The challenges a 401 offers: one per enabled scheme (that the route accepts).
     pub fn challenges(&self, require: &Require) -> Challenges<'_> {
-        let (basic, bearer, api_key) = require.schemes();
+        let Schemes { basic, bearer, api_key, .. } = require.schemes();
         Challenges {
             realm: &self.realm,
             basic: basic
@@ -136,7 +144,7 @@ impl Config {
 
     /// Whether anything is fetched (known at configuration: the root then ticks fast).
     pub fn fetches_documents(&self) -> bool {
-        self.jwt_providers.iter().any(|provider| provider.remote.is_some()) || self.revocation.remote.is_some()
+        self.jwt_providers.iter().any(|provider| provider.fetch.is_some()) || self.revocation.fetch.is_some()
     }
 
     /// Whether a request with a Basic credential needs the client address: its password
@@ -508,15 +516,15 @@ fn issuers_are_unique(providers: &[Provider]) -> Result<(), ConfigError> {
     for provider in providers {
         // Where a clash is named: (the name's field, the issuer's, the alias's).
         let (name_field, issuer_field, alias_field) = match provider.kind {
-            Issuer::Provider => {
+            ProviderKind::IdentityProvider => {
                 let at = format!("jwt.providers[{}]", provider_index.next().unwrap_or_default());
                 (format!("{at}.name"), format!("{at}.issuer"), format!("{at}.issuer"))
             }
-            Issuer::Keypair { .. } => {
+            ProviderKind::Keypair { .. } => {
                 let at = format!("keypairs[{}]", keypair_index.next().unwrap_or_default());
                 (format!("{at}.id"), format!("{at}.id"), format!("{at}.public_key"))
             }
-            Issuer::TokenEndpoint => {
+            ProviderKind::TokenEndpoint => {
                 ("token_endpoint.name".into(), "token_endpoint.issuer".into(), "token_endpoint.issuer".into())
             }
         };

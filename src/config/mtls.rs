@@ -10,16 +10,16 @@ use serde_json::{Map, Value};
 
 use super::error::ConfigError;
 use super::policy;
-use crate::limits::Limits;
 use crate::mtls::{Mtls, NameSource};
+use crate::pipeline::limits::Limits;
+use crate::pipeline::route::{Kind, Rule};
 use crate::privileges::Privileges;
-use crate::route::{Kind, Rule};
 
 const SECTION_FIELDS: &[&str] = &["principal_from", "principals", "allow_prefixes"];
 const PRINCIPAL_FIELDS: &[&str] =
     &["name", "methods", "paths", "scopes", "trusted_networks", "requests_per_hour", "max_concurrent"];
 
-pub fn compile(raw: &Value, limits: &Limits) -> Result<Mtls, ConfigError> {
+pub(crate) fn compile(raw: &Value, limits: &Limits) -> Result<Mtls, ConfigError> {
     let section = object(raw, "mtls", SECTION_FIELDS)?;
     let name_from = match present(section, "principal_from") {
         None => NameSource::UriSan,
@@ -104,12 +104,12 @@ fn count(fields: &Map<String, Value>, path: &str, name: &str) -> Result<Option<u
 }
 
 /// Whether a certificate principal's own networks make the client address needed.
-pub fn any_trusted_networks(mtls: &Mtls) -> bool {
+pub(crate) fn any_trusted_networks(mtls: &Mtls) -> bool {
     mtls.privileges.iter().any(|privileges| privileges.trusted_networks.is_some())
 }
 
 /// A rule may require `"mtls"` only when the `mtls` section says what a certificate names.
-pub fn rules_need_it(rules: &[Rule], configured: bool) -> Result<(), ConfigError> {
+pub(crate) fn rules_need_it(rules: &[Rule], configured: bool) -> Result<(), ConfigError> {
     let requires_mtls = |rule: &Rule| rule.require.kinds().is_some_and(|kinds| kinds.contains(&Kind::Mtls));
     match rules.iter().position(requires_mtls) {
         Some(i) if !configured => Err(ConfigError::new(

@@ -5,7 +5,7 @@ use super::error::ConfigError;
 use crate::principal::is_plain_name;
 
 /// Validate an HTTP header name (RFC 9110 token) and return it lowercased.
-pub fn header_name(name: &str, path: &str) -> Result<String, ConfigError> {
+pub(super) fn header_name(name: &str, path: &str) -> Result<String, ConfigError> {
     let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
     if !valid {
         return Err(ConfigError::new(path, "is not a valid header name"));
@@ -18,7 +18,7 @@ pub fn header_name(name: &str, path: &str) -> Result<String, ConfigError> {
 /// `=`, `;` separate, `+` is a space, `%` escapes, `[` starts a PHP array), so that
 /// its every spelling (`query::lenient_name`) is known: CData Arc's `@authtoken` is one.
 /// A client may still send it percent-encoded (`%40authtoken`): it is read as itself.
-pub fn param_name(name: &str, path: &str) -> Result<(), ConfigError> {
+pub(super) fn param_name(name: &str, path: &str) -> Result<(), ConfigError> {
     if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~!$'()*,:@".contains(&b)) {
         return Err(ConfigError::new(path, "must be a non-empty name of [A-Za-z0-9] and -._~!$'()*,:@"));
     }
@@ -27,7 +27,7 @@ pub fn param_name(name: &str, path: &str) -> Result<(), ConfigError> {
 
 /// A cookie name that carries a credential: a plain name (RFC 6265 tokens exclude
 /// `@`, `:` and parentheses; PHP percent-decodes names), so that its every spelling is known.
-pub fn cookie_name(name: &str, path: &str) -> Result<(), ConfigError> {
+pub(super) fn cookie_name(name: &str, path: &str) -> Result<(), ConfigError> {
     if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
         return Err(ConfigError::new(path, "must be a non-empty name of [A-Za-z0-9-_.]"));
     }
@@ -35,7 +35,7 @@ pub fn cookie_name(name: &str, path: &str) -> Result<(), ConfigError> {
 }
 
 /// A user name, client id, keypair id or provider name: what names a principal.
-pub fn principal_name(name: &str, path: &str) -> Result<(), ConfigError> {
+pub(super) fn principal_name(name: &str, path: &str) -> Result<(), ConfigError> {
     if !is_plain_name(name) {
         return Err(ConfigError::new(path, "must be non-empty, without ':', control characters or surrounding spaces"));
     }
@@ -43,7 +43,7 @@ pub fn principal_name(name: &str, path: &str) -> Result<(), ConfigError> {
 }
 
 /// A value that must not be blank.
-pub fn non_empty(value: &str, path: &str) -> Result<(), ConfigError> {
+pub(super) fn non_empty(value: &str, path: &str) -> Result<(), ConfigError> {
     if value.trim().is_empty() {
         return Err(ConfigError::new(path, "must not be empty"));
     }

@@ -10,15 +10,14 @@ use super::schema::{
 };
 use crate::fleet::LimitScope;
 use crate::jwt::Provider;
-use crate::limits::Limits;
 use crate::network::{Cidr, Networks};
 use crate::path::has_segment_prefix;
+use crate::pipeline::limits::Limits;
+use crate::pipeline::revocation::{Revocation, RevocationList};
+use crate::pipeline::route::{HostPattern, Require, RouteMatch, Rule};
 use crate::principal::QualifiedName;
 use crate::privileges::Privileges;
-use crate::remote::RemoteDocument;
 use crate::request_principal::RequestPrincipal;
-use crate::revocation::{Revocation, RevocationList};
-use crate::route::{HostPattern, Require, RouteMatch, Rule};
 
 /// Method names a rule or a privilege may list: RFC 9110's, PATCH, CData's MERGE,
 /// and WebDAV's. Anything else is a typo.
@@ -47,7 +46,7 @@ const METHODS: &[&str] = &[
 /// Most entries in one list (networks, methods, paths, scopes, principals, revoked ids).
 const MAX_LIST: usize = 10_000;
 
-pub fn methods(raw: Vec<String>, path: &str) -> Result<Vec<String>, ConfigError> {
+pub(super) fn methods(raw: Vec<String>, path: &str) -> Result<Vec<String>, ConfigError> {
     bounded(&raw, path)?;
     let mut methods = Vec::with_capacity(raw.len());
     for (i, method) in raw.iter().enumerate() {
@@ -74,7 +73,7 @@ fn paths(raw: Vec<String>, path: &str) -> Result<Vec<String>, ConfigError> {
         .collect()
 }
 
-pub fn networks(raw: Vec<String>, path: &str) -> Result<Networks, ConfigError> {
+pub(super) fn networks(raw: Vec<String>, path: &str) -> Result<Networks, ConfigError> {
     bounded(&raw, path)?;
     let cidrs = raw
         .iter()
@@ -111,7 +110,7 @@ fn bounded(list: &[String], path: &str) -> Result<(), ConfigError> {
 }
 
 /// The privileges of one user, client or provider at `path`; `defaults` are `limits`'.
-pub fn privileges(raw: PrivilegeFields, defaults: &Limits, path: &str) -> Result<Privileges, ConfigError> {
+pub(super) fn privileges(raw: PrivilegeFields, defaults: &Limits, path: &str) -> Result<Privileges, ConfigError> {
     Ok(Privileges {
         methods: raw.methods.map(|m| methods(m, &format!("{path}.methods"))).transpose()?,
         paths: raw.paths.map(|p| paths(p, &format!("{path}.paths"))).transpose()?,
@@ -137,7 +136,7 @@ fn limit(own: Option<u64>, default: Option<u64>) -> Option<u64> {
 const MAX_TRACKED_PRINCIPALS: usize = 1_000_000;
 
 /// `limits` compiled.
-pub struct LimitSettings {
+pub(super) struct LimitSettings {
     pub defaults: Limits,
     pub max_tracked_principals: usize,
     pub expose_headers: bool,
@@ -145,7 +144,7 @@ pub struct LimitSettings {
 }
 
 /// `limits`: the defaults, the table of counts, and who counts the hourly limits.
-pub fn limits(raw: Option<RawLimits>) -> Result<LimitSettings, ConfigError> {
+pub(super) fn limits(raw: Option<RawLimits>) -> Result<LimitSettings, ConfigError> {
     let raw = raw.unwrap_or_default();
     if !(1..=MAX_TRACKED_PRINCIPALS).contains(&raw.max_tracked_principals) {
         return Err(ConfigError::new(
@@ -178,7 +177,7 @@ pub fn limits(raw: Option<RawLimits>) -> Result<LimitSettings, ConfigError> {
 }
 
 /// `bypass` rules as `require: "none"` rules.
-pub fn bypass_rule(rule: RawBypassRule, i: usize) -> Result<Rule, ConfigError> {
+pub(super) fn bypass_rule(rule: RawBypassRule, i: usize) -> Result<Rule, ConfigError> {
     let path = format!("bypass[{i}]");
     if rule.path_prefix.is_none() && rule.method.is_none() {
         return Err(ConfigError::new(path, "needs path_prefix or method"));
@@ -204,7 +203,7 @@ pub fn bypass_rule(rule: RawBypassRule, i: usize) -> Result<Rule, ConfigError> {
 }
 
 /// One of `rules`; `providers` are the JWT providers, keypairs and token endpoint (`jwt:<name>`).
-pub fn rule(raw: RawRule, i: usize, providers: &[Provider]) -> Result<Rule, ConfigError> {
+pub(super) fn rule(raw: RawRule, i: usize, providers: &[Provider]) -> Result<Rule, ConfigError> {
     let path = format!("rules[{i}]");
     let matcher = route_match(raw.matcher, &format!("{path}.match"))?;
     let require = super::requirement::require(raw.require, raw.principal_from, &format!("{path}.require"), providers)?;
@@ -287,7 +286,7 @@ fn route_match(raw: RawMatch, path: &str) -> Result<RouteMatch, ConfigError> {
 /// No rule may be unreachable: an earlier rule that matches every request a later one
 /// matches takes them all (but a relaxed rule lets ambiguous paths through to a later
 /// restrictive one). `bypass_count`: the first rules are `bypass[..]`.
-pub fn every_rule_is_reachable(rules: &[Rule], bypass_count: usize) -> Result<(), ConfigError> {
+pub(super) fn every_rule_is_reachable(rules: &[Rule], bypass_count: usize) -> Result<(), ConfigError> {
     let name = |i: usize| match i.checked_sub(bypass_count) {
         None => format!("bypass[{i}]"),
         Some(j) => format!("rules[{j}]"),
@@ -304,11 +303,11 @@ pub fn every_rule_is_reachable(rules: &[Rule], bypass_count: usize) -> Result<()
     Ok(())
 }
 
-pub fn revocation(raw: Option<RawRevocation>, providers: &[Provider]) -> Result<Revocation, ConfigError> {
+pub(super) fn revocation(raw: Option<RawRevocation>, providers: &[Provider]) -> Result<Revocation, ConfigError> {
     let Some(raw) = raw else {
         return Ok(Revocation {
             local: RevocationList::default(),
-            remote: None,
+            fetch: None,
             allow_before_first_fetch: false,
             wait_ms: default_wait_ms(),
         });
@@ -331,14 +330,10 @@ pub fn revocation(raw: Option<RawRevocation>, providers: &[Provider]) -> Result<
         };
         return Err(ConfigError::new(format!("revocation.not_before.{name}"), refusal));
     }
-    let remote = raw
-        .remote
-        .map(|remote| fetch_config(remote, "revocation.remote", Document::Revocation))
-        .transpose()?
-        .map(|fetch| RemoteDocument::new(fetch, "revocation", RevocationList::from_document));
+    let fetch = raw.remote.map(|remote| fetch_config(remote, "revocation.remote", Document::Revocation)).transpose()?;
     Ok(Revocation {
         local: RevocationList::new(raw.jti, raw.not_before),
-        remote,
+        fetch,
         allow_before_first_fetch: raw.allow_before_first_fetch,
         wait_ms: raw.wait_ms,
     })

@@ -10,7 +10,7 @@ const MAX_RESPONSE_BYTES_LIMIT: usize = 1024 * 1024;
 
 /// What is fetched: the fields each allows differ a little.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Document {
+pub(super) enum Document {
     /// `remote_jwks`: `path` required.
     Jwks,
     /// `discovery`: `path` defaults to the well-known one; `jwks_cluster` allowed.
@@ -20,7 +20,7 @@ pub enum Document {
 }
 
 /// Compile one fetched document's settings; `at` is its field path.
-pub fn fetch_config(raw: RawRemote, at: &str, document: Document) -> Result<FetchConfig, ConfigError> {
+pub(super) fn fetch_config(raw: RawRemote, at: &str, document: Document) -> Result<FetchConfig, ConfigError> {
     let field = |name: &str| format!("{at}.{name}");
     if raw.cluster.is_empty() {
         return Err(ConfigError::new(field("cluster"), "must name an Envoy cluster"));

@@ -5,10 +5,10 @@ use serde_json::Value;
 
 use super::error::ConfigError;
 use crate::jwt::Provider;
+use crate::pipeline::route::{Kind, Require};
 use crate::requirement::{covers, Requirement, Tree, MAX_DEPTH, MAX_WIDTH};
-use crate::route::{Kind, Require};
 
-pub fn require(
+pub(super) fn require(
     raw: Option<Value>,
     principal_from: Option<Vec<String>>,
     path: &str,
@@ -144,7 +144,7 @@ fn from(names: &[String], root: &Requirement, path: &str, providers: &[Provider]
 }
 
 /// One credential kind, as the `x-auth-method` values spell it.
-pub fn kind(word: &str, path: &str, providers: &[Provider]) -> Result<Kind, ConfigError> {
+pub(super) fn kind(word: &str, path: &str, providers: &[Provider]) -> Result<Kind, ConfigError> {
     Ok(match word {
         "basic" => Kind::Basic,
         "api-key" => Kind::ApiKey,

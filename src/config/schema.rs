@@ -14,7 +14,7 @@ use serde_json::Value;
 macro_rules! privileged {
     ($(+ $scopes:ident)?; $(#[$meta:meta])* pub struct $name:ident { $($fields:tt)* }) => {
         $(#[$meta])*
-        pub struct $name {
+        pub(crate) struct $name {
             $($fields)*
             /// Allowed HTTP methods, each by name (absent: all).
             pub methods: Option<Vec<String>>,
@@ -35,7 +35,7 @@ macro_rules! privileged {
 
         impl $name {
             /// The privilege fields, taken out (the struct's own fields stay).
-            pub fn privilege_fields(&mut self) -> PrivilegeFields {
+            pub(crate) fn privilege_fields(&mut self) -> PrivilegeFields {
                 PrivilegeFields {
                     methods: self.methods.take(),
                     paths: self.paths.take(),
@@ -52,7 +52,7 @@ macro_rules! privileged {
 }
 
 /// The privilege fields users, clients, keypairs and providers share, as written.
-pub struct PrivilegeFields {
+pub(super) struct PrivilegeFields {
     pub methods: Option<Vec<String>>,
     pub paths: Option<Vec<String>>,
     pub scopes: Vec<String>,
@@ -64,7 +64,7 @@ pub struct PrivilegeFields {
 #[derive(Deserialize)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, expecting = "the configuration object")]
-pub struct RawConfig {
+pub(super) struct RawConfig {
     /// The JSON Schema this configuration follows, for editors (`wasm-authn.schema.json`); the filter ignores it.
     #[serde(rename = "$schema")]
     #[allow(dead_code)] // accepted so that editors can find the schema, never read
@@ -132,7 +132,7 @@ pub struct RawConfig {
 #[derive(Deserialize)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
-pub struct RawPrincipalHeaders {
+pub(super) struct RawPrincipalHeaders {
     /// Upstream header with the principal's bare id: the user name, the API client id, the keypair id or the JWT's `principal_claim`.
     #[serde(default = "default_principal_header")]
     pub principal: String,
@@ -161,7 +161,7 @@ impl Default for RawPrincipalHeaders {
 #[derive(Deserialize)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
-pub struct RawBypassRule {
+pub(super) struct RawBypassRule {
     /// A normalized path, matched at segment boundaries on the normalized request path.
     pub path_prefix: Option<String>,
     /// An HTTP method name; a rule matches when all it sets match.
@@ -171,7 +171,7 @@ pub struct RawBypassRule {
 #[derive(Deserialize)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
-pub struct RawRule {
+pub(super) struct RawRule {
     /// The conditions; all it sets must match (none: every request).
     #[serde(rename = "match", default)]
     pub matcher: RawMatch,
@@ -208,7 +208,7 @@ pub struct RawRule {
 #[derive(schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)] // the schema's shape only
-pub struct RawClaimCondition {
+pub(super) struct RawClaimCondition {
     /// The claim, named as `claim_to_headers` names it (dotted names reach nested values).
     /// Its strings, booleans and numbers (an array: each of its elements) compare with
     /// values of the same JSON type (`1.0` is `1`; `"true"` is not `true`).
@@ -226,7 +226,7 @@ pub struct RawClaimCondition {
 #[derive(Deserialize, Default)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
-pub struct RawMatch {
+pub(super) struct RawMatch {
     /// A normalized path prefix, matched at segment boundaries.
     pub path_prefix: Option<String>,
     /// A normalized path, matched exactly (without the query).
@@ -243,7 +243,7 @@ pub struct RawMatch {
 #[derive(Deserialize)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
-pub struct RawLimits {
+pub(super) struct RawLimits {
     /// Requests each principal may make in a sliding hour (0 or absent: unlimited).
     pub requests_per_hour: Option<u64>,
     /// Requests each principal may have in flight at once (0 or absent: unlimited).
@@ -280,7 +280,7 @@ impl Default for RawLimits {
 #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("enum" = ["envoy", "fleet"])))]
 #[serde(try_from = "String")]
 #[cfg_attr(not(target_arch = "wasm32"), serde(rename_all = "lowercase"))]
-pub enum RawLimitScope {
+pub(super) enum RawLimitScope {
     #[default]
     Envoy,
     Fleet,
@@ -301,7 +301,7 @@ impl TryFrom<String> for RawLimitScope {
 #[derive(Deserialize)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
-pub struct RawRevocation {
+pub(super) struct RawRevocation {
     /// Token ids (`jti`) refused.
     #[serde(default)]
     pub jti: Vec<String>,
@@ -325,7 +325,7 @@ pub struct RawRevocation {
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("not" = {"required": ["htpasswd", "htpasswd_env"]})))]
 #[serde(deny_unknown_fields)]
-pub struct RawBasic {
+pub(super) struct RawBasic {
     /// Users with their stored password hashes.
     #[serde(default)]
     pub users: Vec<RawUser>,
@@ -362,7 +362,7 @@ privileged! {
 #[derive(Deserialize)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
-pub struct RawFailureLimit {
+pub(super) struct RawFailureLimit {
     /// Failures allowed per user name and source address in one window (at least 1); past it, that source gets 429.
     #[serde(default = "default_max_failures")]
     pub max_failures: u32,
@@ -389,7 +389,7 @@ impl Default for RawFailureLimit {
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("not" = {"required": ["clients_lines", "clients_lines_env"]})))]
 #[serde(deny_unknown_fields)]
-pub struct RawApiKeys {
+pub(super) struct RawApiKeys {
     /// Headers that carry an API key, in order of precedence.
     #[serde(default = "default_api_key_headers")]
     pub headers: Vec<String>,
@@ -476,7 +476,7 @@ privileged! {
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("oneOf" = one_of("signing_key"))))]
 #[serde(deny_unknown_fields)]
-pub struct RawTokenEndpoint {
+pub(super) struct RawTokenEndpoint {
     /// The `x-auth-provider` value of its tokens.
     #[serde(default = "default_token_endpoint_name")]
     pub name: String,
@@ -507,7 +507,7 @@ pub struct RawTokenEndpoint {
 #[derive(Deserialize)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
-pub struct RawJwt {
+pub(super) struct RawJwt {
     /// The JWT providers; tokens are matched to one by `iss`.
     #[serde(default)]
     pub providers: Vec<RawProvider>,
@@ -586,7 +586,7 @@ privileged! {
 #[derive(Deserialize)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
-pub struct RawRemote {
+pub(super) struct RawRemote {
     /// The Envoy cluster to fetch through.
     pub cluster: String,
     /// The `:authority` of the request.
@@ -614,7 +614,7 @@ pub struct RawRemote {
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[cfg_attr(not(target_arch = "wasm32"), schemars(extend("not" = {"required": ["client_secret", "client_secret_env"]})))]
 #[serde(deny_unknown_fields)]
-pub struct RawIntrospection {
+pub(super) struct RawIntrospection {
     /// The Envoy cluster of the endpoint.
     pub cluster: String,
     /// The `:authority` of the call.
@@ -662,7 +662,7 @@ pub struct RawIntrospection {
 #[derive(Deserialize)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
-pub struct RawTokenHeader {
+pub(super) struct RawTokenHeader {
     /// The header name, e.g. `x-goog-iap-jwt-assertion`.
     pub name: String,
     /// What the value starts with before the token, e.g. `"Bearer "` or `"Token "` (compared
@@ -673,7 +673,7 @@ pub struct RawTokenHeader {
 #[derive(Deserialize)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
-pub struct RawClaimToHeader {
+pub(super) struct RawClaimToHeader {
     /// The claim (dotted paths reach nested values; an array becomes a comma-separated value).
     pub claim: String,
     /// The upstream header; not one of `principal_headers`.
@@ -683,7 +683,7 @@ pub struct RawClaimToHeader {
 #[derive(Deserialize)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
-pub struct RawCache {
+pub(super) struct RawCache {
     /// Verified credentials remembered per VM (0 turns the cache off).
     #[serde(default = "default_cache_entries")]
     pub max_entries: usize,
@@ -698,7 +698,7 @@ impl Default for RawCache {
     }
 }
 
-pub fn default_realm() -> String {
+pub(super) fn default_realm() -> String {
     "api".into()
 }
 fn default_method_overrides() -> String {
@@ -723,10 +723,10 @@ fn default_true() -> bool {
     true
 }
 /// How long a request may be held for something fetched (keys, the revocation list), by default and at most.
-pub fn default_wait_ms() -> u64 {
+pub(super) fn default_wait_ms() -> u64 {
     2000
 }
-pub const MAX_WAIT_MS: u64 = 30_000;
+pub(super) const MAX_WAIT_MS: u64 = 30_000;
 fn default_cache_entries() -> usize {
     4096
 }
@@ -734,7 +734,7 @@ fn default_cache_ttl() -> u64 {
     300
 }
 /// A rule's `require` when absent.
-pub fn default_require() -> Value {
+pub(super) fn default_require() -> Value {
     Value::from("any")
 }
 fn default_principal_claim() -> String {
@@ -746,7 +746,7 @@ fn default_refresh_seconds() -> u64 {
 fn default_timeout_ms() -> u64 {
     2000
 }
-pub fn default_min_refetch_seconds() -> u64 {
+pub(super) fn default_min_refetch_seconds() -> u64 {
     30
 }
 fn default_introspection_auth() -> String {
@@ -770,16 +770,16 @@ fn default_introspected_tokens() -> String {
 fn default_max_response_bytes() -> usize {
     64 * 1024
 }
-pub fn default_discovery_path() -> String {
+pub(super) fn default_discovery_path() -> String {
     "/.well-known/openid-configuration".to_string()
 }
-pub fn default_max_failures() -> u32 {
+pub(super) fn default_max_failures() -> u32 {
     10
 }
-pub fn default_max_failures_per_name() -> u32 {
+pub(super) fn default_max_failures_per_name() -> u32 {
     100
 }
-pub fn default_failure_window() -> u64 {
+pub(super) fn default_failure_window() -> u64 {
     60
 }
 fn default_keypair_lifetime() -> u64 {
@@ -789,7 +789,7 @@ fn default_max_tracked_principals() -> usize {
     10_000
 }
 /// The share of a worker's time (ms per second) blocking work (bcrypt, signing) may take.
-pub fn default_time_budget() -> u64 {
+pub(super) fn default_time_budget() -> u64 {
     250
 }
 
@@ -812,7 +812,7 @@ fn one_of(field: &str) -> Value {
 #[derive(schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)] // read as JSON by config/mtls.rs; this is its schema
-pub struct RawMtls {
+pub(super) struct RawMtls {
     /// Where the principal's name is read in the certificate Envoy verified: `"uri_san"` (the first URI SAN, such as a SPIFFE id), `"dns_san"` (the first DNS SAN) or `"subject_cn"` (the subject's common name).
     #[serde(default = "default_name_from")]
     pub principal_from: String,
@@ -833,7 +833,7 @@ fn default_name_from() -> String {
 #[derive(schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)] // as RawMtls
-pub struct RawMtlsPrincipal {
+pub(super) struct RawMtlsPrincipal {
     /// The certificate's name, as `principal_from` reads it (`spiffe://example.org/ns/prod/sa/billing`).
     pub name: String,
     /// Allowed HTTP methods, each by name (absent: all).

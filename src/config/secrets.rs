@@ -12,14 +12,14 @@ use super::error::ConfigError;
 pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 /// A secret and the field it came from (`X`, or `X_env`), for the messages about its value.
-pub struct Secret {
+pub(super) struct Secret {
     pub value: String,
     pub field: String,
 }
 
 /// The secret of `{at}.{field}`: given inline, or read from the variable that
 /// `{at}.{field}_env` names. None when neither is set; both is an error.
-pub fn secret(
+pub(super) fn secret(
     inline: Option<String>,
     variable: Option<&str>,
     at: &str,
@@ -41,7 +41,7 @@ fn both(at: &str, field: &str) -> ConfigError {
 }
 
 /// A secret the configuration must give, one way or the other.
-pub fn required(
+pub(super) fn required(
     inline: Option<String>,
     variable: Option<&str>,
     at: &str,
@@ -69,7 +69,11 @@ fn from_env(name: &str, field: &str, env: Env) -> Result<String, ConfigError> {
 
 /// `token_endpoint.signing_key`: a JWK object or PEM text; from a variable, the JWK as
 /// JSON text or the PEM text itself.
-pub fn signing_key(inline: Option<Value>, variable: Option<&str>, env: Env) -> Result<(Value, String), ConfigError> {
+pub(super) fn signing_key(
+    inline: Option<Value>,
+    variable: Option<&str>,
+    env: Env,
+) -> Result<(Value, String), ConfigError> {
     const AT: &str = "token_endpoint";
     match (inline, variable) {
         (Some(_), Some(_)) => return Err(both(AT, "signing_key")),
@@ -89,7 +93,7 @@ pub fn signing_key(inline: Option<Value>, variable: Option<&str>, env: Env) -> R
 /// An inline JWKS whose `oct` keys may name their secret as `k_env`: each such `k`
 /// read from the environment into the key (in place: a key set is not copied); the
 /// paths of the keys so read.
-pub fn jwks(jwks: &mut Value, at: &str, env: Env) -> Result<Vec<String>, ConfigError> {
+pub(super) fn jwks(jwks: &mut Value, at: &str, env: Env) -> Result<Vec<String>, ConfigError> {
     let mut read = Vec::new();
     let entries = jwks.get_mut("keys").and_then(Value::as_array_mut).into_iter().flatten();
     for (i, key) in entries.enumerate() {

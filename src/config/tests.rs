@@ -39,8 +39,8 @@ fn defaults() {
     assert_eq!(c.api_keys.query_param, None);
     assert_eq!(c.jwks_wait_ms, 2000);
     assert!(c.envoy_crypto);
-    assert!(c.challenges(&crate::route::Require::Any).basic);
-    assert!(!c.challenges(&crate::route::Require::Any).bearer);
+    assert!(c.challenges(&crate::pipeline::route::Require::Any).basic);
+    assert!(!c.challenges(&crate::pipeline::route::Require::Any).bearer);
     assert_eq!(
         c.upstream.owned_headers,
         vec!["x-auth-method", "x-auth-principal", "x-auth-provider", "x-auth-ratelimit-principal"]

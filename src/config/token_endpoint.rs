@@ -8,7 +8,7 @@ use super::names::{non_empty, principal_name};
 use super::schema::RawTokenEndpoint;
 use super::secrets::{self, Env};
 use crate::budget::TimeBudget;
-use crate::jwt::{thumbprint, Issuer, Provider};
+use crate::jwt::{thumbprint, Provider, ProviderKind};
 use crate::path;
 use crate::privileges::Privileges;
 use crate::token_endpoint::signer::Signer;
@@ -19,7 +19,7 @@ const DEFAULT_JWKS_PATH: &str = "/.well-known/jwks.json";
 const MAX_TOKEN_LIFETIME_SECONDS: u64 = 86_400;
 
 /// The endpoint, answering with `realm`'s challenge, and the provider of its tokens.
-pub fn compile(raw: RawTokenEndpoint, realm: &str, env: Env) -> Result<(TokenEndpoint, Provider), ConfigError> {
+pub(super) fn compile(raw: RawTokenEndpoint, realm: &str, env: Env) -> Result<(TokenEndpoint, Provider), ConfigError> {
     const AT: &str = "token_endpoint";
     let field = |name: &str| format!("{AT}.{name}");
     principal_name(&raw.name, &field("name"))?;
@@ -68,10 +68,10 @@ pub fn compile(raw: RawTokenEndpoint, realm: &str, env: Env) -> Result<(TokenEnd
         name: raw.name.clone(),
         issuer: raw.issuer.clone(),
         issuer_aliases: Vec::new(),
-        kind: Issuer::TokenEndpoint,
+        kind: ProviderKind::TokenEndpoint,
         audiences: raw.audiences.clone(),
         local_keys,
-        remote: None,
+        fetch: None,
         require_expiration: true,
         max_lifetime_seconds: Some(raw.lifetime_seconds),
         principal_claim: "sub".to_string(),
@@ -84,7 +84,6 @@ pub fn compile(raw: RawTokenEndpoint, realm: &str, env: Env) -> Result<(TokenEnd
         require_certificate_binding: false,
     };
     let endpoint = TokenEndpoint::new(
-        raw.name,
         token_path,
         jwks_path,
         raw.issuer,

@@ -37,7 +37,7 @@ extern "C" {
 
 /// The request headers serialized (`header_map::decode` reads them), or None when
 /// the host cannot give them (fail closed).
-pub fn request_headers() -> Option<Vec<u8>> {
+pub(super) fn request_headers() -> Option<Vec<u8>> {
     let mut data: *mut u8 = std::ptr::null_mut();
     let mut size: usize = 0;
     // SAFETY: the host writes a pointer to `size` bytes it allocated through the
@@ -55,7 +55,7 @@ pub fn request_headers() -> Option<Vec<u8>> {
 }
 
 /// The first `max_size` bytes of the buffered request body, or None when the host cannot give them.
-pub fn request_body(max_size: usize) -> Option<Vec<u8>> {
+pub(super) fn request_body(max_size: usize) -> Option<Vec<u8>> {
     let mut data: *mut u8 = std::ptr::null_mut();
     let mut size: usize = 0;
     // SAFETY: as for the headers: the host hands over a buffer of `size` bytes it
@@ -72,7 +72,7 @@ pub fn request_body(max_size: usize) -> Option<Vec<u8>> {
 }
 
 /// Answer the request: `details` is what Envoy's `%RESPONSE_CODE_DETAILS%` shows.
-pub fn send_local_response(status: u16, details: &str, headers: &[u8], body: &[u8]) -> bool {
+pub(super) fn send_local_response(status: u16, details: &str, headers: &[u8], body: &[u8]) -> bool {
     // SAFETY: every pointer and length is of a live slice the host only reads.
     let status = unsafe {
         proxy_send_local_response(
@@ -90,7 +90,7 @@ pub fn send_local_response(status: u16, details: &str, headers: &[u8], body: &[u
 }
 
 /// Set a one-segment property of the stream (Envoy keeps it as filter state `wasm.<name>`).
-pub fn set_property(name: &str, value: &str) -> bool {
+pub(super) fn set_property(name: &str, value: &str) -> bool {
     // SAFETY: as above; a one-segment path is the segment's bytes.
     let status = unsafe { proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len()) };
     status == Status::Ok
@@ -98,7 +98,7 @@ pub fn set_property(name: &str, value: &str) -> bool {
 
 /// The host's log level for wasm (Envoy: its `wasm` logger), when it says. Read as a
 /// number: Envoy may answer 6 ("off"), which no `LogLevel` is.
-pub fn log_level() -> Option<log::LevelFilter> {
+pub(super) fn log_level() -> Option<log::LevelFilter> {
     let mut level: u32 = 0;
     // SAFETY: the host writes one u32 to the given address.
     let status = unsafe { proxy_get_log_level(&mut level) };

@@ -15,7 +15,7 @@ use crate::jwt::{Algorithm, SignatureBackend};
 /// set with it creates an absent key and fails on an existing one: create-if-absent.
 const CREATE_ONLY_CAS: u32 = u32::MAX;
 
-pub struct EnvoyHost {
+pub(super) struct EnvoyHost {
     /// Counter ids, defined on first use (Envoy shares a counter between VMs by name).
     metric_ids: HashMap<String, u32>,
     gauge_ids: HashMap<String, u32>,
@@ -27,18 +27,18 @@ pub struct EnvoyHost {
 
 impl EnvoyHost {
     /// Probe the host once: an empty argument list gives BadArgument where the function exists.
-    pub fn new(envoy_crypto: bool) -> EnvoyHost {
+    pub(super) fn new(envoy_crypto: bool) -> EnvoyHost {
         let crypto = envoy_crypto
             && !matches!(hostcalls::call_foreign_function(FUNCTION_NAME, Some(&[])), Err(Status::NotFound));
         EnvoyHost { metric_ids: HashMap::new(), gauge_ids: HashMap::new(), crypto, pending: [0; Outcome::ALL.len()] }
     }
 
-    pub fn crypto_available(&self) -> bool {
+    pub(super) fn crypto_available(&self) -> bool {
         self.crypto
     }
 
     /// Hand Envoy what `count_soon` added up (the root calls it on every tick).
-    pub fn flush_counters(&mut self) {
+    pub(super) fn flush_counters(&mut self) {
         for (outcome, pending) in Outcome::ALL.iter().zip(self.pending.iter_mut()) {
             if *pending == 0 {
                 continue;
@@ -53,7 +53,7 @@ impl EnvoyHost {
 }
 
 /// Unix time in milliseconds from the host (never the VM's own clock).
-pub fn now_ms() -> Option<u64> {
+pub(super) fn now_ms() -> Option<u64> {
     now_ns().map(|ns| ns / 1_000_000).filter(|ms| *ms > 0)
 }
 
@@ -165,7 +165,7 @@ impl SignatureBackend for EnvoyHost {
 }
 
 /// The answer to a fetch, read during `on_http_call_response`.
-pub struct EnvoyCallResponse {
+pub(super) struct EnvoyCallResponse {
     pub body_size: usize,
 }
 

@@ -15,16 +15,16 @@ use crate::header_map;
 use crate::host_api::RequestBody;
 use crate::network::parse_source_address;
 use crate::peer::{Peer, PeerCertificate, ReadPeer};
+use crate::pipeline::stream::Step;
 use crate::plugin::Plugin;
 use crate::reply::LocalReply;
 use crate::request::{RequestFacts, Source};
-use crate::stream::Step;
 
 use super::abi::{request_body, request_headers, send_local_response, set_property};
 use super::envoy::{now_ms, EnvoyHost};
 use super::vm::{tick_fast, Vm};
 
-pub struct AuthnRequest {
+pub(super) struct AuthnRequest {
     pub context_id: u32,
     /// `None` only if the plugin has no configuration: every request is refused.
     pub vm: Option<Rc<RefCell<Vm>>>,
@@ -90,7 +90,7 @@ impl HttpContext for AuthnRequest {
 
 /// A held stream, brought back by the tick or by its own call's answer: decided again,
 /// and carried out. A stream allowed here is resumed, one answered is answered.
-pub fn revisit(vm: &Rc<RefCell<Vm>>, context_id: u32) {
+pub(super) fn revisit(vm: &Rc<RefCell<Vm>>, context_id: u32) {
     let step = with_request(Some(vm), |plugin, host, request, now| plugin.revisit(host, context_id, request, now));
     let allowed = matches!(step, Step::Continue(_));
     let _ = request_action(step);

@@ -22,13 +22,13 @@ use super::vm::{tick_fast, Vm, FAST_TICK};
 /// due fetches and other VMs' keys.
 const SLOW_TICK: Duration = Duration::from_millis(1000);
 
-pub struct AuthnRoot {
+pub(super) struct AuthnRoot {
     context_id: u32,
     vm: Option<Rc<RefCell<Vm>>>,
 }
 
 impl AuthnRoot {
-    pub fn new(context_id: u32) -> Self {
+    pub(super) fn new(context_id: u32) -> Self {
         AuthnRoot { context_id, vm: None }
     }
 }

@@ -11,15 +11,15 @@ use crate::plugin::Plugin;
 use super::envoy::{now_ms, EnvoyCallResponse, EnvoyHost};
 
 /// While requests wait for keys or keys are on their way, tick often: held requests resume within one tick.
-pub const FAST_TICK: Duration = Duration::from_millis(20);
+pub(super) const FAST_TICK: Duration = Duration::from_millis(20);
 
-pub struct Vm {
+pub(super) struct Vm {
     pub plugin: Plugin,
     pub host: EnvoyHost,
 }
 
 /// Ask for fast ticks (from an HTTP context, this sets its root's period).
-pub fn tick_fast() {
+pub(super) fn tick_fast() {
     let _ = hostcalls::set_tick_period(FAST_TICK);
 }
 
@@ -27,7 +27,7 @@ pub fn tick_fast() {
 /// request that needed it: its answer comes to that request's context). Only the
 /// result is recorded here: other held requests are resumed from the tick, never from
 /// this callback (the SDK holds its HTTP-context table borrowed while it runs).
-pub fn call_answered(vm: Option<&Rc<RefCell<Vm>>>, token_id: u32, body_size: usize) {
+pub(super) fn call_answered(vm: Option<&Rc<RefCell<Vm>>>, token_id: u32, body_size: usize) {
     if let (Some(vm), Some(now)) = (vm, now_ms()) {
         if let Ok(mut vm) = vm.try_borrow_mut() {
             let Vm { plugin, host } = &mut *vm;

@@ -3,17 +3,29 @@
 /// The JWS algorithms this filter verifies. Anything else (`none` first) is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {
+    /// HMAC with SHA-256.
     HS256,
+    /// HMAC with SHA-384.
     HS384,
+    /// HMAC with SHA-512.
     HS512,
+    /// RSASSA-PKCS1-v1_5 with SHA-256.
     RS256,
+    /// RSASSA-PKCS1-v1_5 with SHA-384.
     RS384,
+    /// RSASSA-PKCS1-v1_5 with SHA-512.
     RS512,
+    /// RSASSA-PSS with SHA-256.
     PS256,
+    /// RSASSA-PSS with SHA-384.
     PS384,
+    /// RSASSA-PSS with SHA-512.
     PS512,
+    /// ECDSA on P-256 with SHA-256.
     ES256,
+    /// ECDSA on P-384 with SHA-384 (verified by Envoy's BoringSSL).
     ES384,
+    /// Ed25519.
     EdDSA,
 }
 
@@ -38,6 +50,7 @@ impl Algorithm {
         })
     }
 
+    /// Its JOSE name (`RS256`).
     pub fn name(self) -> &'static str {
         use Algorithm::*;
         match self {

@@ -7,6 +7,7 @@ use super::algorithm::Algorithm;
 /// re-encoding of the JWS `r||s`. Returns None when it cannot check this
 /// algorithm or key, and the pure-Rust path is used instead.
 pub trait SignatureBackend {
+    /// Whether `signature` over `signing_input` verifies with the key `spki_der`; None: this backend does not check `alg`.
     fn verify(&self, alg: Algorithm, spki_der: &[u8], signing_input: &[u8], signature: &[u8]) -> Option<bool>;
 }
 

@@ -8,7 +8,7 @@ use super::provider::Provider;
 use crate::token_claims::ClaimValues;
 
 /// Longest value taken from a claim into a header.
-pub const MAX_HEADER_VALUE_BYTES: usize = 4096;
+pub(super) const MAX_HEADER_VALUE_BYTES: usize = 4096;
 
 /// A claim by dotted path: the whole name first (names may contain dots, such as
 /// "https://example.com/roles"), then walking nested objects segment by segment.
@@ -105,7 +105,7 @@ pub(crate) fn token_id(claims: &Map<String, Value>) -> Option<String> {
 }
 
 /// 9999-12-31T23:59:59Z: a later time (`1e308`, `2^64`) is a way of saying "never", not a date.
-pub const MAX_NUMERIC_DATE: u64 = 253_402_300_799;
+pub(super) const MAX_NUMERIC_DATE: u64 = 253_402_300_799;
 
 /// RFC 7519 NumericDate: seconds, possibly fractional, up to MAX_NUMERIC_DATE; anything else is malformed.
 fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, JwtError> {

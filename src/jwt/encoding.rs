@@ -7,10 +7,14 @@ use base64::engine::DecodePaddingMode;
 use base64::{alphabet, Engine};
 use rsa::pkcs8::ObjectIdentifier;
 
+/// rsaEncryption.
 pub const OID_RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+/// id-ecPublicKey.
 pub const OID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+/// secp256r1.
 pub const OID_P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
-pub const OID_P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
+pub(super) const OID_P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
+/// id-Ed25519.
 pub const OID_ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
 
 /// JWK members are base64url without padding (RFC 7515 section 2); tolerate the
@@ -44,12 +48,14 @@ pub struct PemLabel {
     pub end: &'static str,
 }
 
-pub const PUBLIC_KEY: PemLabel = PemLabel { begin: "-----BEGIN PUBLIC KEY-----", end: "-----END PUBLIC KEY-----" };
+pub(super) const PUBLIC_KEY: PemLabel =
+    PemLabel { begin: "-----BEGIN PUBLIC KEY-----", end: "-----END PUBLIC KEY-----" };
+/// PKCS#8 private keys.
 pub const PRIVATE_KEY: PemLabel = PemLabel { begin: "-----BEGIN PRIVATE KEY-----", end: "-----END PRIVATE KEY-----" };
 
 /// The DER of each `label` block, in order; text between and around blocks is
 /// ignored, whitespace inside them too.
-pub fn pem_blocks(pem: &str, label: &PemLabel, max: usize) -> Result<Vec<Vec<u8>>, PemError> {
+pub(super) fn pem_blocks(pem: &str, label: &PemLabel, max: usize) -> Result<Vec<Vec<u8>>, PemError> {
     let mut blocks = Vec::new();
     let mut rest = pem;
     while let Some(start) = rest.find(label.begin) {

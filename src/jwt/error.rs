@@ -6,26 +6,39 @@ use crate::reason::Reason;
 /// Why a token was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JwtError {
+    /// Longer than `MAX_TOKEN_BYTES`.
     TooLarge,
+    /// Not a compact JWS, or its header or claims are not JSON objects.
     Malformed,
     /// `none`, an unknown `alg`, or an `alg` the selected key is not bound to.
     UnsupportedAlgorithm,
+    /// No provider has the token's `iss`.
     UnknownIssuer,
     /// A provider's token found where that provider does not read tokens.
     WrongLocation,
+    /// No key of the provider matches the token's `kid` and `alg`.
     UnknownKey {
+        /// The provider whose keys were looked at.
         provider: ProviderId,
     },
     /// The provider's remote key set has not been fetched yet: the token may be fine.
     KeysNotLoaded {
+        /// The provider whose keys are awaited.
         provider: ProviderId,
     },
+    /// No key's signature check passed.
     BadSignature,
+    /// Past `exp` (and the skew).
     Expired,
+    /// Before `nbf` or `iat` (and the skew).
     NotYetValid,
+    /// No `aud` the provider accepts.
     WrongAudience,
+    /// No `exp`, and the provider requires one.
     MissingExpiration,
+    /// `exp` further than `max_lifetime_seconds` from `iat` or now.
     LifetimeTooLong,
+    /// No principal claim.
     MissingPrincipal,
     /// A principal claim that cannot be a header value, or has surrounding whitespace.
     InvalidPrincipal,

@@ -14,7 +14,6 @@ use super::algorithm::Algorithm;
 use super::encoding::{
     jwk_bytes, PemError, JWK_BASE64, OID_EC_PUBLIC_KEY, OID_ED25519, OID_P256, OID_P384, OID_RSA_ENCRYPTION,
 };
-use crate::config::error::ConfigError;
 
 /// Most keys read from one JWKS document.
 pub const MAX_JWKS_KEYS: usize = 64;
@@ -57,14 +56,17 @@ pub(super) enum KeyMaterial {
 }
 
 impl Key {
+    /// The key's `kid`, if it has one.
     pub fn kid(&self) -> Option<&str> {
         self.kid.as_deref()
     }
 
+    /// The algorithms it may verify.
     pub fn algorithms(&self) -> &[Algorithm] {
         &self.algorithms
     }
 
+    /// Whether it may verify `alg`.
     pub fn allows(&self, alg: Algorithm) -> bool {
         self.algorithms.contains(&alg)
     }
@@ -102,6 +104,29 @@ impl fmt::Debug for Key {
     }
 }
 
+/// Why configured keys are refused: where inside what was parsed, and what is wrong.
+/// The configuration puts its field path in front (`path_under`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyError {
+    /// Where inside what was parsed, as a path's tail (`.keys[2].n`; `[1]`: the second
+    /// PEM block); empty: the whole.
+    pub at: String,
+    /// What is wrong there.
+    pub message: String,
+}
+
+impl KeyError {
+    fn new(at: impl Into<String>, message: impl Into<String>) -> KeyError {
+        KeyError { at: at.into(), message: message.into() }
+    }
+
+    /// Where it is under `path`, the field that held the keys
+    /// (`jwt.providers[0].local_jwks` and `.keys[2].n`: `jwt.providers[0].local_jwks.keys[2].n`).
+    pub fn path_under(&self, path: &str) -> String {
+        format!("{path}{}", self.at)
+    }
+}
+
 /// A set of verification keys.
 #[derive(Debug, Clone, Default)]
 pub struct KeySet {
@@ -110,14 +135,14 @@ pub struct KeySet {
 
 impl KeySet {
     /// Parse a JWKS from the configuration. Strict: any key that is not usable is an
-    /// error naming `{path}.keys[i].field`, except keys marked `"use": "enc"`, which
-    /// are skipped. A set without a usable key is an error.
-    pub fn from_jwks(jwks: &Value, path: &str) -> Result<KeySet, ConfigError> {
+    /// error at `keys[i].field`, except keys marked `"use": "enc"`, which are skipped.
+    /// A set without a usable key is an error.
+    pub fn from_jwks(jwks: &Value) -> Result<KeySet, KeyError> {
         let entries =
-            jwks_entries(jwks).ok_or_else(|| ConfigError::new(path, "must be a JWKS object with a \"keys\" array"))?;
-        let keys_path = format!("{path}.keys");
+            jwks_entries(jwks).ok_or_else(|| KeyError::new("", "must be a JWKS object with a \"keys\" array"))?;
+        let keys_path = ".keys";
         if entries.len() > MAX_JWKS_KEYS {
-            return Err(ConfigError::new(keys_path, format!("at most {MAX_JWKS_KEYS} keys")));
+            return Err(KeyError::new(keys_path, format!("at most {MAX_JWKS_KEYS} keys")));
         }
         let mut keys = Vec::with_capacity(entries.len());
         for (i, entry) in entries.iter().enumerate() {
@@ -130,12 +155,12 @@ impl KeySet {
                     } else {
                         format!("{keys_path}[{i}].{field}")
                     };
-                    return Err(ConfigError::new(key_path, message));
+                    return Err(KeyError::new(key_path, message));
                 }
             }
         }
         if keys.is_empty() {
-            return Err(ConfigError::new(keys_path, "no usable signing key"));
+            return Err(KeyError::new(keys_path, "no usable signing key"));
         }
         Ok(KeySet { keys })
     }
@@ -160,23 +185,25 @@ impl KeySet {
 
     /// SubjectPublicKeyInfo PEM keys (`BEGIN PUBLIC KEY`: RSA, EC P-256 or Ed25519),
     /// one or more blocks, each bound to the RS*/PS* family, ES256 or EdDSA
-    /// respectively. Errors are at `path` (`path[i]` for the i-th block of several).
-    pub fn from_pem(pem: &str, kid: Option<String>, path: &str) -> Result<KeySet, ConfigError> {
-        let blocks = pem_blocks(pem).map_err(|message| ConfigError::new(path, message))?;
+    /// respectively. Errors are about the whole text, or at `[i]` for the i-th block of several.
+    pub fn from_pem(pem: &str, kid: Option<String>) -> Result<KeySet, KeyError> {
+        let blocks = pem_blocks(pem).map_err(|message| KeyError::new("", message))?;
         let several = blocks.len() > 1;
         let mut keys = Vec::with_capacity(blocks.len());
         for (i, der) in blocks.iter().enumerate() {
-            let at = if several { format!("{path}[{i}]") } else { path.to_string() };
-            let (material, algorithms) = key_from_spki(der).map_err(|message| ConfigError::new(at, message))?;
+            let at = if several { format!("[{i}]") } else { String::new() };
+            let (material, algorithms) = key_from_spki(der).map_err(|message| KeyError::new(at, message))?;
             keys.push(Key { kid: kid.clone(), algorithms, material });
         }
         Ok(KeySet { keys })
     }
 
+    /// How many keys.
     pub fn len(&self) -> usize {
         self.keys.len()
     }
 
+    /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
@@ -186,10 +213,12 @@ impl KeySet {
         self.keys.iter().any(|key| matches!(key.material, KeyMaterial::P384 { .. }))
     }
 
+    /// Whether a key has this `kid`.
     pub fn contains_kid(&self, kid: &str) -> bool {
         self.keys.iter().any(|key| key.kid() == Some(kid))
     }
 
+    /// The keys, in order.
     pub fn keys(&self) -> &[Key] {
         &self.keys
     }
@@ -206,6 +235,7 @@ impl KeySet {
         Ok(())
     }
 
+    /// Add `other`'s keys after these.
     pub fn extend(&mut self, other: KeySet) {
         self.keys.extend(other.keys);
     }

@@ -9,6 +9,7 @@ mod claims;
 mod der;
 mod encoding;
 mod error;
+pub mod introspection;
 mod keys;
 mod provider;
 mod verify;
@@ -23,8 +24,8 @@ pub use encoding::{
     PRIVATE_KEY,
 };
 pub use error::JwtError;
-pub use keys::{thumbprint, Key, KeySet, MAX_JWKS_KEYS};
-pub use provider::{normalized_pem, ClaimToHeader, Issuer, Provider, ProviderId, TokenOutput};
+pub use keys::{thumbprint, Key, KeyError, KeySet, MAX_JWKS_KEYS};
+pub use provider::{normalized_pem, ClaimToHeader, FetchedKeys, Provider, ProviderId, ProviderKind, TokenOutput};
 pub use verify::{
     check_signature, looks_like_jws, verify, VerifiedToken, MAX_PAYLOAD_BYTES, MAX_PURE_PUBLIC_KEY_CHECKS,
     MAX_SIGNATURE_CHECKS, MAX_TOKEN_BYTES,

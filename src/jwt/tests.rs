@@ -115,7 +115,7 @@ fn rs256(claims: &Value) -> String {
 }
 
 fn check_with(token: &str, providers: &[Provider], backend: &dyn SignatureBackend) -> Result<VerifiedToken, JwtError> {
-    verify(token, providers, &|_| true, backend, NOW, SKEW)
+    verify(token, providers, &FetchedKeys::new(providers), &|_| true, backend, NOW, SKEW)
 }
 
 /// Checked as in Envoy: the module's own code, and the host's for ES384.
@@ -296,7 +296,10 @@ fn a_provider_not_bound_to_the_place_is_refused_before_any_signature_check() {
     let only_other = |id: ProviderId| id == ProviderId(0);
     // A host that would accept any signature is never asked.
     let accepting = FixedBackend::new(Some(true));
-    assert_eq!(verify(&forged, &providers, &only_other, &accepting, NOW, SKEW), Err(JwtError::WrongLocation));
+    assert_eq!(
+        verify(&forged, &providers, &FetchedKeys::default(), &only_other, &accepting, NOW, SKEW),
+        Err(JwtError::WrongLocation)
+    );
     assert!(accepting.calls.borrow().is_empty());
 }
 
@@ -558,17 +561,18 @@ fn remote_provider() -> Provider {
     }))
 }
 
-/// The provider after one fetch of its remote JWKS answered `jwks`.
-fn fetched(mut provider: Provider, jwks: Value) -> Provider {
+/// The providers' keys after one fetch of the first one's remote JWKS answered `jwks`.
+fn fetched(providers: &[Provider], jwks: Value) -> FetchedKeys {
     let shared = FakeShared::default();
-    let remote = provider.remote.as_mut().unwrap();
+    let mut fetched = FetchedKeys::new(providers);
+    let remote = fetched.get_mut(ProviderId(0)).unwrap();
     assert!(remote.start(&shared, 1000, false).is_some());
     let response = FakeResponse::ok(jwks.to_string());
     assert!(matches!(
         remote.on_response(&shared, Step::Document, &response, 1000),
         crate::remote::Progress::Fetched { .. }
     ));
-    provider
+    fetched
 }
 
 #[test]
@@ -579,12 +583,13 @@ fn keys_not_loaded_until_the_remote_set_arrives() {
     let no_kid = mint(jsonwebtoken::Algorithm::RS256, None, &claims());
     assert_eq!(check_with(&no_kid, &providers, &PureRust), Err(JwtError::KeysNotLoaded { provider: ProviderId(0) }));
 
-    let providers = [fetched(remote_provider(), json!({"keys": [with_kid(fixture_jwk("rsa2048"), "rsa-1")]}))];
-    assert!(check(&token, &providers).is_ok());
-    assert!(check(&no_kid, &providers).is_ok());
+    let keys = fetched(&providers, json!({"keys": [with_kid(fixture_jwk("rsa2048"), "rsa-1")]}));
+    let with_keys = |token: &str| verify(token, &providers, &keys, &|_| true, &PureRust, NOW, SKEW);
+    assert!(with_keys(&token).is_ok());
+    assert!(with_keys(&no_kid).is_ok());
 
     let rotated = mint(jsonwebtoken::Algorithm::RS256, Some("rsa-2"), &claims());
-    assert_eq!(check(&rotated, &providers), Err(JwtError::UnknownKey { provider: ProviderId(0) }));
+    assert_eq!(with_keys(&rotated), Err(JwtError::UnknownKey { provider: ProviderId(0) }));
     // A provider with only local keys never waits for anything.
     assert_eq!(check(&rotated, &[provider(base_config())]), Err(JwtError::UnknownKey { provider: ProviderId(0) }));
 }
@@ -729,7 +734,7 @@ fn strict_jwks_errors_name_the_key_and_field() {
         past_p[coordinate] = json!(URL_SAFE_NO_PAD.encode([0xff; 48]));
         assert_eq!(jwks_error(json!([past_p])), format!("{p}.keys[0]: x and y are not a point on P-384"));
     }
-    let p384 = KeySet::from_jwks(&json!({"keys": [fixture_jwk("ec_p384")]}), "p").unwrap();
+    let p384 = KeySet::from_jwks(&json!({"keys": [fixture_jwk("ec_p384")]})).unwrap();
     assert!(p384.needs_host_crypto());
     assert_eq!(
         p384.keys()[0].spki_der(),
@@ -793,14 +798,14 @@ fn strict_jwks_accepts_padding_and_skips_encryption_keys() {
     padded["x"] = json!(format!("{}=", padded["x"].as_str().unwrap()));
     let mut enc = fixture_jwk("rsa2048");
     enc["use"] = json!("enc");
-    let set = KeySet::from_jwks(&json!({"keys": [padded, enc]}), "k").unwrap();
+    let set = KeySet::from_jwks(&json!({"keys": [padded, enc]})).unwrap();
     assert_eq!(set.len(), 1);
     assert_eq!(set.keys()[0].algorithms(), &[Algorithm::EdDSA]);
 }
 
 #[test]
 fn key_algorithm_bindings() {
-    let set = KeySet::from_jwks(&all_local_keys(), "k").unwrap();
+    let set = KeySet::from_jwks(&all_local_keys()).unwrap();
     let algs: Vec<(Option<&str>, &[Algorithm])> = set.keys().iter().map(|key| (key.kid(), key.algorithms())).collect();
     use Algorithm::*;
     assert_eq!(
@@ -814,7 +819,7 @@ fn key_algorithm_bindings() {
         ]
     );
     let long_secret =
-        KeySet::from_jwks(&json!({"keys": [{"kty": "oct", "k": URL_SAFE_NO_PAD.encode([1u8; 64])}]}), "k").unwrap();
+        KeySet::from_jwks(&json!({"keys": [{"kty": "oct", "k": URL_SAFE_NO_PAD.encode([1u8; 64])}]})).unwrap();
     assert_eq!(long_secret.keys()[0].algorithms(), &[HS256, HS384, HS512]);
     assert!(set.contains_kid("ec-1") && !set.contains_kid("nope"));
     assert_eq!(set.keys()[0].spki_der(), Some(pem_der(RSA_PUBLIC).as_slice()));
@@ -884,14 +889,17 @@ fn pem_keys_verify_and_match_any_kid() {
 
 #[test]
 fn pem_with_kid_and_spki() {
-    let set = KeySet::from_pem(EC_PUBLIC, Some("ec-pem".to_string()), "p").unwrap();
+    let set = KeySet::from_pem(EC_PUBLIC, Some("ec-pem".to_string())).unwrap();
     assert!(set.contains_kid("ec-pem"));
     assert_eq!(set.keys()[0].spki_der(), Some(pem_der(EC_PUBLIC).as_slice()));
 }
 
 #[test]
 fn pem_errors_explain_what_to_use_instead() {
-    let error = |pem: &str| KeySet::from_pem(pem, None, "jwt.providers[0].local_pem").unwrap_err().to_string();
+    let error = |pem: &str| {
+        let error = KeySet::from_pem(pem, None).unwrap_err();
+        format!("{}: {}", error.path_under("jwt.providers[0].local_pem"), error.message)
+    };
     assert!(error(RSA_PRIVATE).contains("private keys must not be configured"));
     let pkcs1 = RSA_PUBLIC.replace("PUBLIC KEY", "RSA PUBLIC KEY");
     assert!(error(&pkcs1).contains("PKCS#1"));
@@ -913,7 +921,7 @@ fn pem_errors_explain_what_to_use_instead() {
 
 #[test]
 fn several_pem_blocks_are_several_keys() {
-    let set = KeySet::from_pem(&format!("{RSA_PUBLIC}\n{EC_PUBLIC}{ED_PUBLIC}"), None, "p").unwrap();
+    let set = KeySet::from_pem(&format!("{RSA_PUBLIC}\n{EC_PUBLIC}{ED_PUBLIC}"), None).unwrap();
     let algorithms: Vec<&[Algorithm]> = set.keys().iter().map(|k| k.algorithms()).collect();
     assert_eq!(algorithms.len(), 3);
     assert_eq!(algorithms[1], &[Algorithm::ES256]);
@@ -922,11 +930,11 @@ fn several_pem_blocks_are_several_keys() {
 
 #[test]
 fn public_jwk_of_pem_keys_is_their_jwk() {
-    let set = KeySet::from_pem(&format!("{RSA_PUBLIC}{EC_PUBLIC}{ED_PUBLIC}"), None, "p").unwrap();
+    let set = KeySet::from_pem(&format!("{RSA_PUBLIC}{EC_PUBLIC}{ED_PUBLIC}"), None).unwrap();
     for (key, fixture) in set.keys().iter().zip(["rsa2048", "ec_p256", "ed25519"]) {
         assert_eq!(Value::Object(key.public_jwk().unwrap()), fixture_jwk(fixture), "{fixture}");
     }
-    let hmac = KeySet::from_jwks(&json!({"keys": [hmac_jwk("h")]}), "p").unwrap();
+    let hmac = KeySet::from_jwks(&json!({"keys": [hmac_jwk("h")]})).unwrap();
     assert!(hmac.keys()[0].public_jwk().is_none(), "a secret has no public JWK");
 }
 
@@ -989,8 +997,8 @@ fn provider_config_defaults_and_header_lowercasing() {
     assert_eq!(compiled.principal_claim, "sub");
     assert_eq!(compiled.claim_to_headers[0].header, "x-claim");
     assert_eq!(compiled.local_keys.len(), 5);
-    assert!(compiled.remote.is_none());
-    assert!(remote_provider().awaits_remote_keys());
+    assert!(compiled.fetch.is_none());
+    assert!(FetchedKeys::new(&[remote_provider()]).awaited(ProviderId(0)));
     let unknown_field = merged(base_config(), json!({"issuer_url": "x"}));
     assert!(config_error(unknown_field).starts_with("jwt.providers[0].issuer_url: unknown field"));
 }

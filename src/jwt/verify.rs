@@ -19,7 +19,7 @@ use super::claims::{check_claims, claim_headers, condition_values, principal, sc
 use super::der::ecdsa_jws_to_der;
 use super::error::JwtError;
 use super::keys::{Key, KeyMaterial, KeySet};
-use super::provider::{normalized_pem, Issuer, Provider, ProviderId};
+use super::provider::{normalized_pem, FetchedKeys, Provider, ProviderId, ProviderKind};
 use crate::token_claims::TokenExtras;
 
 /// What a valid token says about its bearer.
@@ -27,12 +27,16 @@ use crate::token_claims::TokenExtras;
 pub struct VerifiedToken {
     /// The provider that vouched for the token.
     pub provider: ProviderId,
+    /// Who the token names (its principal claim).
     pub principal: String,
     /// `claim_to_headers` results, in configuration order; claims that are missing or
     /// unusable as header values are left out.
     pub headers: Vec<(String, String)>,
+    /// `exp`, Unix seconds.
     pub expires_at: Option<u64>,
+    /// `iat`, Unix seconds.
     pub issued_at: Option<u64>,
+    /// `jti`.
     pub jti: Option<String>,
     /// `scope` and `scp`.
     pub scopes: Vec<String>,
@@ -84,13 +88,14 @@ struct UntrustedJws<'t> {
     signature: Vec<u8>,
 }
 
-/// Verify a compact JWS against the providers (each with its fetched keys, if any);
+/// Verify a compact JWS against the providers (each with its keys `fetched`, if any);
 /// `bound_here` says which providers read the place the token came from; `now` is
 /// unix seconds from the host and `skew` the tolerance in seconds on `exp`, `nbf`
 /// and `iat`.
 pub fn verify(
     token: &str,
     providers: &[Provider],
+    fetched: &FetchedKeys,
     bound_here: &dyn Fn(ProviderId) -> bool,
     backend: &dyn SignatureBackend,
     now: u64,
@@ -121,9 +126,10 @@ pub fn verify(
     if !bound_here(index) {
         return Err(JwtError::WrongLocation);
     }
-    let remote = provider.remote_keys();
+    let remote = fetched.keys(index);
+    let remote_pending = fetched.awaited(index);
 
-    let candidates = candidate_keys(provider, index, remote, kid, alg)?;
+    let candidates = candidate_keys(provider, index, remote, remote_pending, kid, alg)?;
     let mut budget = SignatureBudget::default();
     let signed = candidates
         .keys
@@ -138,8 +144,10 @@ pub fn verify(
     Ok(VerifiedToken {
         provider: index,
         principal: match provider.kind {
-            Issuer::Keypair { .. } => provider.name.clone(),
-            Issuer::Provider | Issuer::TokenEndpoint => principal(&jws.claims, &provider.principal_claim)?,
+            ProviderKind::Keypair { .. } => provider.name.clone(),
+            ProviderKind::IdentityProvider | ProviderKind::TokenEndpoint => {
+                principal(&jws.claims, &provider.principal_claim)?
+            }
         },
         headers: claim_headers(&jws.claims, provider),
         expires_at: times.expires_at,
@@ -148,9 +156,9 @@ pub fn verify(
         scopes: scopes(&jws.claims),
         request_principal: jws.claims.get("sub").and_then(Value::as_str).map(|sub| format!("{issuer}/{sub}")),
         extras: match provider.kind {
-            Issuer::Provider => extras(&jws, provider),
+            ProviderKind::IdentityProvider => extras(&jws, provider),
             // A keypair signs its own tokens, the token endpoint's carry no user claims.
-            Issuer::Keypair { .. } | Issuer::TokenEndpoint => TokenExtras::default(),
+            ProviderKind::Keypair { .. } | ProviderKind::TokenEndpoint => TokenExtras::default(),
         },
         confirmation: confirmation(&jws.claims).map_err(|_| JwtError::UnknownConfirmation)?,
     })
@@ -260,10 +268,10 @@ fn candidate_keys<'k>(
     provider: &'k Provider,
     index: ProviderId,
     remote: Option<&'k KeySet>,
+    remote_pending: bool,
     kid: Option<&str>,
     alg: Algorithm,
 ) -> Result<Candidates<'k>, JwtError> {
-    let remote_pending = provider.awaits_remote_keys();
     let not_found = if remote_pending {
         JwtError::KeysNotLoaded { provider: index }
     } else {

@@ -11,10 +11,10 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::jwt::{Algorithm, ProviderId, SignatureBackend};
+use crate::pipeline::stream::Awaited;
 use crate::principal::AuthMethod;
 use crate::reason::Reason;
 use crate::remote::{Progress, Step};
-use crate::stream::Awaited;
 use crate::testing::{FakeHost, FakeResponse, FakeShared};
 
 const SECRET_SHA256: &str = "sha256:2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b";
@@ -31,6 +31,7 @@ fn rsa_public_jwk() -> Value {
 /// A configuration, one VM's verifier and its host.
 struct Vm {
     config: Config,
+    fetched: Fetched,
     verifier: Verifier,
     host: FakeHost,
 }
@@ -81,7 +82,7 @@ fn authenticator(extra: Value) -> Vm {
     }
     let config = Config::from_json(config.to_string().as_bytes()).unwrap();
     let host = FakeHost::new(&FakeShared::default());
-    Vm { verifier: Verifier::new(&config), config, host }
+    Vm { verifier: Verifier::new(&config), fetched: Fetched::new(&config), config, host }
 }
 
 fn decide_at(
@@ -97,9 +98,9 @@ fn decide_at(
     match backend {
         Some(backend) => {
             let host = WithBackend { host: &vm.host, backend };
-            super::decide(&vm.config, &mut vm.verifier, &request, &host, now * 1000)
+            super::decide(&vm.config, &vm.fetched, &mut vm.verifier, &request, &host, now * 1000)
         }
-        None => super::decide(&vm.config, &mut vm.verifier, &request, &vm.host, now * 1000),
+        None => super::decide(&vm.config, &vm.fetched, &mut vm.verifier, &request, &vm.host, now * 1000),
     }
 }
 
@@ -174,6 +175,18 @@ fn header_value<'a>(changes: &'a UpstreamChanges, name: &str) -> Option<&'a str>
 
 fn challenges(reply: &LocalReply) -> Vec<&str> {
     reply.headers.iter().filter(|(n, _)| *n == "www-authenticate").map(|(_, v)| v.as_str()).collect()
+}
+
+#[test]
+fn a_credential_is_offered_by_its_scheme() {
+    use crate::pipeline::route::Kind;
+    let keys = Require::Kinds(vec![Kind::ApiKey]).schemes();
+    let jwt_corp = Require::Kinds(vec![Kind::Jwt { provider: Some("corp".into()) }]).schemes();
+    let bearer = Credential::bearer("t");
+    let basic = Credential::Basic { user: "u".into(), password: "p".into() };
+    assert!(!bearer.offered(keys) && basic.offered(keys), "user:password may be a client's id:key");
+    assert!(bearer.offered(jwt_corp) && !basic.offered(jwt_corp));
+    assert!(bearer.offered(Require::Any.schemes()));
 }
 
 #[test]
@@ -360,7 +373,7 @@ fn a_failed_password_is_remembered_as_failed_only() {
 /// The remote provider fetches its keys at `now_ms` (a refresh, or a refetch for an
 /// unknown kid when `refetch`), and the endpoint answers `jwks`.
 fn fetch(vm: &mut Vm, jwks: Value, now_ms: u64, refetch: bool) {
-    let remote = vm.config.jwt_providers[1].remote.as_mut().unwrap();
+    let remote = vm.fetched.keys.get_mut(ProviderId(1)).unwrap();
     assert!(remote.start(&vm.host.shared, now_ms, refetch).is_some(), "the fetch is due");
     let fetched = remote.on_response(&vm.host.shared, Step::Document, &FakeResponse::ok(jwks.to_string()), now_ms);
     assert!(matches!(fetched, Progress::Fetched { .. }));
@@ -387,7 +400,7 @@ fn remote_provider_without_keys_waits_then_unknown_kid_refetches() {
     assert_eq!((r.status, r.reason), (401, Reason::JwtUnknownKey));
 
     // The endpoint fails: the token may be signed by a key not fetched yet.
-    let remote = vm.config.jwt_providers[1].remote.as_mut().unwrap();
+    let remote = vm.fetched.keys.get_mut(ProviderId(1)).unwrap();
     remote.fail(&vm.host.shared, NOW * 1000 + 30);
     let r = denied(decide_at(&mut vm, "GET", "/", &headers, None, NOW + 1));
     assert_eq!((r.status, r.reason), (503, Reason::JwksUnavailable));
@@ -544,7 +557,7 @@ fn policy_vm(extra: Value) -> Vm {
     }
     let config = Config::from_json(config.to_string().as_bytes()).unwrap();
     let host = FakeHost::new(&FakeShared::default());
-    Vm { verifier: Verifier::new(&config), config, host }
+    Vm { verifier: Verifier::new(&config), fetched: Fetched::new(&config), config, host }
 }
 
 fn token(claims: Value) -> String {
@@ -562,7 +575,7 @@ fn from(vm: &mut Vm, method: &str, path: &str, headers: &[(&str, &str)], source:
     let headers = crate::testing::headers(headers);
     let mut request = RequestFacts::new(method, path, &headers);
     request.source = crate::request::Source::Known(source.map(|s| s.parse().unwrap()));
-    super::decide(&vm.config, &mut vm.verifier, &request, &vm.host, NOW * 1000)
+    super::decide(&vm.config, &vm.fetched, &mut vm.verifier, &request, &vm.host, NOW * 1000)
 }
 
 #[test]
@@ -724,7 +737,7 @@ fn revocation_by_jti_and_not_before_beats_the_cache() {
     let mut vm = policy_vm(remote);
     let good = token(json!({"jti": "t-1"}));
     assert_eq!(decide_with(&mut vm, "GET", "/x", &[("authorization", &good)]), Decision::Wait(Awaited::RevocationList));
-    let list = vm.config.revocation.remote.as_mut().unwrap();
+    let list = vm.fetched.revocation.as_mut().unwrap();
     list.start(&vm.host.shared, NOW * 1000, false);
     let body = json!({"jti": ["t-1"]}).to_string();
     assert!(matches!(
@@ -1100,7 +1113,7 @@ fn a_remembered_bound_token_is_checked_against_each_connection() {
     let mut on = |peer: Option<&PeerCertificate>| {
         let mut request = RequestFacts::from_headers(&headers);
         request.peer = Peer::Known(peer);
-        super::decide(&vm.config, &mut vm.verifier, &request, &vm.host, NOW * 1000)
+        super::decide(&vm.config, &vm.fetched, &mut vm.verifier, &request, &vm.host, NOW * 1000)
     };
     assert!(matches!(on(Some(&mine)), Decision::Allow { .. }));
     for wrong in [Some(&other), None] {

@@ -5,7 +5,7 @@ use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::{json, Value};
 
 use super::*;
-use crate::limits::LimitTable;
+use crate::pipeline::limits::LimitTable;
 use crate::testing::{FakeHost, FakeResponse, FakeShared};
 use crate::token_endpoint::MAX_BODY_BYTES;
 use base64::engine::general_purpose::STANDARD;
@@ -696,7 +696,7 @@ fn an_api_key_in_a_form_field_is_read_from_the_body_and_removed() {
     };
     let changes = go.changes().unwrap();
     assert!(changes.set.contains(&("x-auth-principal".into(), "arc".into())));
-    assert_eq!(changes.body, Some(crate::shape::NewBody { replaces: form.len(), body: "a=1&b=%26".into() }));
+    assert_eq!(changes.body, Some(crate::pipeline::shape::NewBody { replaces: form.len(), body: "a=1&b=%26".into() }));
     assert!(changes.set.contains(&("content-length".into(), "9".into())));
     assert_eq!(host.counter("held"), 1);
     // A wrong key, no key, or a key given twice: refused, never continued.
@@ -708,7 +708,7 @@ fn an_api_key_in_a_form_field_is_read_from_the_body_and_removed() {
     let step = form_post(&mut plugin, &mut host, 5, "text/plain", b"@authtoken=k+1");
     assert_eq!(reply_status(&step), Some(401));
     // Past the bound: 413 as soon as it is over.
-    let large = vec![b'a'; crate::stream::MAX_FORM_BYTES + 1];
+    let large = vec![b'a'; crate::pipeline::stream::MAX_FORM_BYTES + 1];
     let step = form_post(&mut plugin, &mut host, 6, "application/x-www-form-urlencoded", &large);
     let Step::Answer(reply) = step else { panic!("{step:?}") };
     assert_eq!((reply.status, reply.reason), (413, Reason::FormTooLarge));

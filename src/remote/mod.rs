@@ -24,12 +24,14 @@ pub struct FetchConfig {
     pub target: Target,
     /// Set when `target` is an OpenID Connect discovery document.
     pub discovery: Option<Discovery>,
+    /// When it is fetched.
     pub policy: FetchPolicy,
     /// Larger responses are refused (and the last good document kept).
     pub max_response_bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// An OpenID Connect discovery fetch: the document names the JWKS.
 pub struct Discovery {
     /// The cluster for a `jwks_uri` on another host than the discovery document's.
     pub jwks_cluster: Option<String>,
@@ -38,7 +40,9 @@ pub struct Discovery {
 /// Which call of a fetch an answer belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
+    /// The discovery document.
     Discovery,
+    /// The document itself.
     Document,
 }
 
@@ -48,7 +52,10 @@ pub enum Progress {
     /// Make this call next (the document named by a discovery document).
     Call(Target),
     /// The document was fetched and is in use here and in shared data.
-    Fetched { changed: bool },
+    Fetched {
+        /// Whether the value changed.
+        changed: bool,
+    },
     /// The fetch failed; see `RemoteDocument::fail`.
     Failed(String),
 }
@@ -61,10 +68,15 @@ pub trait Summary {
 
 /// The fetch protocol of one document, whatever it holds (what the plugin's fetch loop drives).
 pub trait Fetch {
+    /// Where and when it is fetched.
     fn fetch_config(&self) -> &FetchConfig;
+    /// The first call of a fetch.
     fn first_step(&self) -> Step;
+    /// Pick up what another VM fetched; true when the value changed.
     fn sync(&mut self, shared: &dyn SharedData) -> bool;
+    /// Start a fetch if one is due (or wanted for an unknown `kid`) and this VM wins the lease.
     fn start(&mut self, shared: &dyn SharedData, now_ms: u64, refetch_wanted: bool) -> Option<FetchReason>;
+    /// An answer to one of the fetch's calls.
     fn on_response(
         &mut self,
         shared: &dyn SharedData,
@@ -72,10 +84,10 @@ pub trait Fetch {
         response: &dyn CallResponse,
         now_ms: u64,
     ) -> Progress;
+    /// A fetch failed: back off; returns the delay before the next attempt, in ms.
     fn fail(&mut self, shared: &dyn SharedData, now_ms: u64) -> u64;
     /// The value's summary; None before the first fetch.
     fn summary(&self) -> Option<String>;
-    fn events(&self) -> u64;
     /// When a fetch last succeeded (Envoy-wide, as this VM last read it); 0: never.
     fn last_success_ms(&self) -> u64;
 }
@@ -108,9 +120,6 @@ impl<T: Summary> Fetch for RemoteDocument<T> {
     fn summary(&self) -> Option<String> {
         self.value.as_ref().map(Summary::summary)
     }
-    fn events(&self) -> u64 {
-        self.events
-    }
     fn last_success_ms(&self) -> u64 {
         self.record.last_success_ms
     }
@@ -120,6 +129,7 @@ impl<T: Summary> Fetch for RemoteDocument<T> {
 /// this VM last read of the shared fetch state.
 #[derive(Debug)]
 pub struct RemoteDocument<T> {
+    /// Where and when it is fetched.
     pub fetch: FetchConfig,
     parse: fn(&[u8]) -> Result<T, String>,
     body_key: String,
@@ -154,10 +164,12 @@ impl<T> RemoteDocument<T> {
         self.value.as_ref()
     }
 
+    /// Counts value changes and finished fetches: waiting requests look again when it moves.
     pub fn events(&self) -> u64 {
         self.events
     }
 
+    /// The shared fetch state, as this VM last read it.
     pub fn record(&self) -> &FetchRecord {
         &self.record
     }

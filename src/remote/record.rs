@@ -8,7 +8,9 @@ const MAX_BACKOFF_MS: u64 = 60_000;
 /// When to fetch, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FetchPolicy {
+    /// How often the document is fetched again.
     pub refresh_ms: u64,
+    /// How long a call may take.
     pub timeout_ms: u64,
     /// An unknown `kid` triggers at most one refetch per this interval.
     pub min_refetch_ms: u64,
@@ -21,15 +23,18 @@ pub struct FetchPolicy {
 pub struct FetchRecord {
     /// A VM is fetching until then (a lease; it expires if that VM never answers).
     pub lease_until_ms: u64,
+    /// When a fetch last succeeded; 0: never.
     pub last_success_ms: u64,
     /// The last fetch triggered by an unknown `kid`.
     pub last_forced_ms: u64,
+    /// Failed fetches in a row.
     pub failures: u32,
     /// No attempt before then (backoff after failures).
     pub next_attempt_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a fetch starts.
 pub enum FetchReason {
     /// Never fetched, or the refresh interval passed.
     Refresh,
@@ -71,6 +76,7 @@ impl FetchRecord {
         Some(record)
     }
 
+    /// Whether a VM holds the fetch's lease at `now_ms`.
     pub fn in_flight(&self, now_ms: u64) -> bool {
         self.lease_until_ms > now_ms
     }
@@ -109,6 +115,7 @@ impl FetchRecord {
         }
     }
 
+    /// The record after a fetch succeeded at `now_ms`.
     pub fn succeeded(&self, now_ms: u64) -> FetchRecord {
         FetchRecord { lease_until_ms: 0, last_success_ms: now_ms, failures: 0, next_attempt_ms: 0, ..*self }
     }

@@ -2,9 +2,9 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::config::Config;
+use crate::pipeline::route::Require;
 use crate::principal::AuthMethod;
 use crate::privileges::Privileges;
-use crate::route::Require;
 
 fn jwt(provider: &str) -> Kind {
     Kind::Jwt { provider: Some(provider.into()) }

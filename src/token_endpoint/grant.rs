@@ -30,7 +30,7 @@ pub struct Presented {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Proof {
+pub(crate) enum Proof {
     /// An API key alone (JSON body or header): the key names its client.
     ApiKey(String),
     /// `client_id` and `client_secret` (the secret is the client's API key).
@@ -38,7 +38,7 @@ pub enum Proof {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Grant {
+pub(crate) struct Grant {
     pub proof: Proof,
     /// The scopes asked for (`scope`); None: all the client holds.
     pub scope: Option<Vec<String>>,
@@ -46,7 +46,7 @@ pub struct Grant {
 
 /// RFC 6749 5.2 errors (`invalid_scope` is the endpoint's, once the client is known).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GrantError {
+pub(crate) enum GrantError {
     InvalidRequest(&'static str),
     InvalidClient(&'static str),
     UnsupportedGrantType,
@@ -78,7 +78,7 @@ fn basic_pair(authorization: &str) -> Option<(String, String)> {
 }
 
 /// The grant a request makes, from its headers and body.
-pub fn read(presented: &Presented, body: &[u8]) -> Result<Grant, GrantError> {
+pub(crate) fn read(presented: &Presented, body: &[u8]) -> Result<Grant, GrantError> {
     let mut proofs: Vec<Proof> = Vec::new();
     if let Some((id, secret)) = &presented.basic {
         proofs.push(Proof::ClientSecret { id: id.clone(), secret: secret.clone() });

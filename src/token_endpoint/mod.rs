@@ -16,8 +16,8 @@
 //!   issue     claims, signed (signer.rs)  -> 200 {access_token, token_type, expires_in, scope}
 //! ```
 
-pub mod grant;
-pub mod signer;
+pub(crate) mod grant;
+pub(crate) mod signer;
 
 use crate::binding::Confirmation;
 use std::cell::Cell;
@@ -31,8 +31,8 @@ use serde_json::{json, Map, Value};
 use crate::api_key::ApiKeys;
 use crate::budget::{NotRun, TimeBudget};
 use crate::host_api::{Clock, Counters, SharedData};
-use crate::limits::{Admission, LimitTable, Limits, TRACKED_GAUGE};
-use crate::policy::network_trusted;
+use crate::pipeline::limits::{Admission, LimitTable, Limits, TRACKED_GAUGE};
+use crate::pipeline::policy::network_trusted;
 use crate::principal::Principal;
 use crate::reason::Reason;
 use crate::reply::{rate_limit_fields, LocalReply};
@@ -41,11 +41,9 @@ use grant::{GrantError, Presented, Proof};
 use signer::Signer;
 
 /// The largest request body read (RFC 6749 bodies are a few fields).
-pub const MAX_BODY_BYTES: usize = 8192;
+pub(crate) const MAX_BODY_BYTES: usize = 8192;
 
-pub struct TokenEndpoint {
-    /// The `x-auth-provider` of its tokens.
-    pub name: String,
+pub(crate) struct TokenEndpoint {
     /// Where tokens are issued (POST).
     pub path: String,
     /// Where the JWKS is served (GET); None for an HMAC secret.
@@ -70,7 +68,7 @@ impl<T: SharedData + Clock + Counters + ?Sized> IssueHost for T {}
 
 /// One of the endpoint's two paths.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Served {
+pub(crate) enum Served {
     Token,
     Jwks,
 }
@@ -83,8 +81,7 @@ impl std::fmt::Debug for TokenEndpoint {
 
 impl TokenEndpoint {
     #[allow(clippy::too_many_arguments)] // the configuration's fields, once, at load
-    pub fn new(
-        name: String,
+    pub(crate) fn new(
         path: String,
         jwks_path: Option<String>,
         issuer: String,
@@ -102,23 +99,11 @@ impl TokenEndpoint {
             json!({ "keys": [Value::Object(jwk)] }).to_string()
         });
         let signing_budget = Cell::new(signing_budget);
-        TokenEndpoint {
-            name,
-            path,
-            jwks_path,
-            issuer,
-            audiences,
-            lifetime_seconds,
-            kid,
-            signer,
-            jwks,
-            realm,
-            signing_budget,
-        }
+        TokenEndpoint { path, jwks_path, issuer, audiences, lifetime_seconds, kid, signer, jwks, realm, signing_budget }
     }
 
     /// Which of its paths a (normalized) request path is.
-    pub fn serves(&self, path: &str) -> Option<Served> {
+    pub(crate) fn serves(&self, path: &str) -> Option<Served> {
         if path == self.path {
             Some(Served::Token)
         } else if self.jwks_path.as_deref() == Some(path) {
@@ -130,7 +115,7 @@ impl TokenEndpoint {
 
     /// What the request's headers decide: the JWKS or a refusal now, or the grant's
     /// headers to read the body with.
-    pub fn on_headers(
+    pub(crate) fn on_headers(
         &self,
         served: Served,
         request: &RequestFacts,
@@ -161,7 +146,7 @@ impl TokenEndpoint {
     }
 
     /// The answer to a token request, its body read (at most `MAX_BODY_BYTES`), at `now` (Unix seconds).
-    pub fn issue(
+    pub(crate) fn issue(
         &self,
         api_keys: &ApiKeys,
         limits: &LimitTable,
@@ -282,7 +267,13 @@ impl TokenEndpoint {
 
     /// A signed token for `subject`: `iss`, `sub`, `aud`, `iat`, `exp`, a random `jti`,
     /// `scope`, and `cnf` when it is bound.
-    pub fn sign(&self, subject: &str, scope: &str, bound: Option<&Confirmation>, now: u64) -> Result<String, String> {
+    pub(crate) fn sign(
+        &self,
+        subject: &str,
+        scope: &str,
+        bound: Option<&Confirmation>,
+        now: u64,
+    ) -> Result<String, String> {
         let mut claims = Map::new();
         claims.insert("iss".into(), self.issuer.clone().into());
         claims.insert("sub".into(), subject.into());
@@ -365,7 +356,7 @@ fn declared_length(request: &RequestFacts) -> Option<usize> {
 }
 
 /// The body did not arrive in time (a slow client, or a host that never delivers it).
-pub fn body_timeout(seconds: u64) -> LocalReply {
+pub(crate) fn body_timeout(seconds: u64) -> LocalReply {
     let message = format!("the request body did not arrive within {seconds} s");
     oauth_error(408, "invalid_request", &message, Reason::TokenBodyTimeout)
 }

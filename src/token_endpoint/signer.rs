@@ -24,7 +24,7 @@ use crate::jwt::{
 const MIN_RSA_BITS: usize = 2048;
 const MIN_HMAC_BYTES: usize = 32;
 
-pub enum Signer {
+pub(crate) enum Signer {
     Es256(p256::ecdsa::SigningKey),
     EdDsa(ed25519_compact::KeyPair),
     Rs256(Box<RsaPrivateKey>),
@@ -40,7 +40,7 @@ impl fmt::Debug for Signer {
 impl Signer {
     /// A private JWK object, or a PKCS#8 PEM string (`BEGIN PRIVATE KEY`). Errors never
     /// quote the key.
-    pub fn parse(value: &Value) -> Result<Signer, String> {
+    pub(crate) fn parse(value: &Value) -> Result<Signer, String> {
         match value {
             Value::Object(jwk) => from_jwk(jwk),
             Value::String(pem) => from_pem(pem),
@@ -48,7 +48,7 @@ impl Signer {
         }
     }
 
-    pub fn algorithm(&self) -> Algorithm {
+    pub(crate) fn algorithm(&self) -> Algorithm {
         match self {
             Signer::Es256(_) => Algorithm::ES256,
             Signer::EdDsa(_) => Algorithm::EdDSA,
@@ -58,7 +58,7 @@ impl Signer {
     }
 
     /// The public half as JWK members (none for an HMAC secret).
-    pub fn public_jwk(&self) -> Option<Map<String, Value>> {
+    pub(crate) fn public_jwk(&self) -> Option<Map<String, Value>> {
         let text = |s: &str| Value::String(s.to_string());
         let members: Vec<(&str, Value)> = match self {
             Signer::Es256(key) => {
@@ -84,7 +84,7 @@ impl Signer {
     }
 
     /// The keys the filter verifies its own tokens with (the public half, or the secret).
-    pub fn verification_keys(&self, kid: &str) -> Result<KeySet, String> {
+    pub(crate) fn verification_keys(&self, kid: &str) -> Result<KeySet, String> {
         let mut jwk = match self {
             Signer::Hs256(secret) => {
                 let mut jwk = Map::new();
@@ -97,11 +97,11 @@ impl Signer {
         jwk.insert("kid".into(), kid.into());
         jwk.insert("alg".into(), self.algorithm().name().into());
         let jwks = serde_json::json!({ "keys": [Value::Object(jwk)] });
-        KeySet::from_jwks(&jwks, "token_endpoint.signing_key").map_err(|e| e.message)
+        KeySet::from_jwks(&jwks).map_err(|e| e.message)
     }
 
     /// The JWS signature of `signing_input` (`header.payload`), base64url.
-    pub fn sign(&self, signing_input: &[u8]) -> Result<String, String> {
+    pub(crate) fn sign(&self, signing_input: &[u8]) -> Result<String, String> {
         let signature: Vec<u8> = match self {
             Signer::Es256(key) => {
                 let signature: p256::ecdsa::Signature = key.sign(signing_input);

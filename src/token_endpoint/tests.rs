@@ -4,9 +4,10 @@ use jsonwebtoken::{decode, decode_header, DecodingKey, Validation};
 use serde_json::{json, Value};
 
 use super::*;
-use crate::authenticate::{NotVerified, Verifier};
 use crate::config::Config;
-use crate::credential::Credential;
+use crate::jwt::FetchedKeys;
+use crate::pipeline::authenticate::{NotVerified, Verifier};
+use crate::pipeline::credential::Credential;
 use crate::principal::AuthMethod;
 use crate::testing::headers;
 use crate::testing::{FakeHost, FakeShared};
@@ -135,7 +136,14 @@ fn every_key_signs_tokens_that_verify_independently_and_in_the_filter() {
         let mut verifier = Verifier::new(&config);
         let host = FakeHost::new(&FakeShared::default());
         let principal = verifier
-            .authenticate(&config, &Credential::bearer(token), Source::Known(None), &host, NOW * 1000 + 5_000)
+            .authenticate(
+                &config,
+                &FetchedKeys::default(),
+                &Credential::bearer(token),
+                Source::Known(None),
+                &host,
+                NOW * 1000 + 5_000,
+            )
             .unwrap();
         assert_eq!(principal.id, "reports");
         assert_eq!(principal.method, AuthMethod::Jwt);
@@ -168,7 +176,14 @@ fn the_three_forms_and_a_narrower_scope() {
     let token = body(&in_basic)["access_token"].as_str().unwrap().to_string();
     let host = FakeHost::new(&FakeShared::default());
     let principal = Verifier::new(&config)
-        .authenticate(&config, &Credential::bearer(token), Source::Known(None), &host, NOW * 1000)
+        .authenticate(
+            &config,
+            &FetchedKeys::default(),
+            &Credential::bearer(token),
+            Source::Known(None),
+            &host,
+            NOW * 1000,
+        )
         .unwrap();
     assert_eq!(principal.scopes, vec!["orders:read"]);
 }
@@ -247,7 +262,14 @@ fn a_disabled_client_loses_its_tokens_with_the_new_configuration() {
     let host = FakeHost::new(&FakeShared::default());
     let mut verifier = Verifier::new(&before);
     assert!(verifier
-        .authenticate(&before, &Credential::bearer(token.clone()), Source::Known(None), &host, NOW * 1000)
+        .authenticate(
+            &before,
+            &FetchedKeys::default(),
+            &Credential::bearer(token.clone()),
+            Source::Known(None),
+            &host,
+            NOW * 1000
+        )
         .is_ok());
 
     let disabled = json!({
@@ -256,8 +278,14 @@ fn a_disabled_client_loses_its_tokens_with_the_new_configuration() {
                            "lifetime_seconds": 600, "signing_key": ED_PRIVATE},
     });
     let after = Config::from_json(disabled.to_string().as_bytes()).unwrap();
-    let refused =
-        Verifier::new(&after).authenticate(&after, &Credential::bearer(token), Source::Known(None), &host, NOW * 1000);
+    let refused = Verifier::new(&after).authenticate(
+        &after,
+        &FetchedKeys::default(),
+        &Credential::bearer(token),
+        Source::Known(None),
+        &host,
+        NOW * 1000,
+    );
     assert!(matches!(refused, Err(NotVerified::Invalid { reason: Reason::TokenRevoked, bearer: true, .. })));
 }
 
@@ -338,8 +366,8 @@ fn issuing_counts_against_the_clients_requests_per_hour() {
     let ask = |host: &mut FakeHost| post_on(host, &config, &[("x-api-key", "key-reports")], "");
     assert_eq!(ask(&mut host).status, 200);
     assert_eq!(host.counter("tracked_principals"), 1, "a new principal's record");
-    let key = crate::limits::LimitTable::key("api-key:reports");
-    let hourly = crate::limits::Limits { requests_per_hour: Some(2), max_concurrent: None };
+    let key = crate::pipeline::limits::LimitTable::key("api-key:reports");
+    let hourly = crate::pipeline::limits::Limits { requests_per_hour: Some(2), max_concurrent: None };
     assert!(matches!(config.limit_table.admit(&host, key, &hourly, NOW), Admission::Admitted { .. }));
     let refused = ask(&mut host);
     assert_eq!((refused.status, refused.reason), (429, Reason::RateLimited));

@@ -16,24 +16,21 @@ use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::Sha256;
 
-use wasm_authn::authenticate::Verifier;
 use wasm_authn::cache::CacheKeys;
 use wasm_authn::config::Config;
-use wasm_authn::credential;
 use wasm_authn::host_api::{Cas, Clock, Counters, HttpCalls, SharedData, Target};
 use wasm_authn::jwt::{Algorithm, SignatureBackend};
 use wasm_authn::peer::{Peer, PeerCertificate};
+use wasm_authn::pipeline::authenticate::Verifier;
+use wasm_authn::pipeline::credential;
 use wasm_authn::plugin::Plugin;
 use wasm_authn::request::{RequestFacts, Source};
-<<<<<<< HEAD
 
 /// No client address (no configuration here reads one).
 pub const NO_SOURCE: Source<'static> = Source::Known(None);
-=======
->>>>>>> wip-pop
-use wasm_authn::stream::Step;
+use wasm_authn::pipeline::stream::Step;
 use wasm_authn::testing::FakeShared;
-use wasm_authn::{header_map, pipeline, shape, token_claims};
+use wasm_authn::{header_map, pipeline, pipeline::shape, token_claims};
 
 const SECRET: &[u8] = b"stages-bench-secret-0123456789abcdef";
 const API_KEY: &str = "stages-bench-api-key-0123456789";
@@ -164,13 +161,12 @@ fn main() {
         let mut host = Host::default();
         let mut verifier = Verifier::new(&config);
         let credential = credential::extract(&request, &config.api_keys, &config.token_locations).unwrap().unwrap();
-<<<<<<< HEAD
-        verifier.authenticate(&config, &credential, NO_SOURCE, &host, NOW_MS).unwrap();
-        let principal = verifier.authenticate(&config, &credential, NO_SOURCE, &host, NOW_MS).unwrap();
-=======
-        verifier.authenticate(&config, &credential, Source::Known(None), &host, NOW_MS).unwrap();
-        let principal = verifier.authenticate(&config, &credential, Source::Known(None), &host, NOW_MS).unwrap();
->>>>>>> wip-pop
+        verifier
+            .authenticate(&config, &wasm_authn::jwt::FetchedKeys::default(), &credential, NO_SOURCE, &host, NOW_MS)
+            .unwrap();
+        let principal = verifier
+            .authenticate(&config, &wasm_authn::jwt::FetchedKeys::default(), &credential, NO_SOURCE, &host, NOW_MS)
+            .unwrap();
 
         let decode = time(|| header_map::decode(&bytes));
         let facts = time(|| RequestFacts::from_headers(&headers).path.len());
@@ -187,11 +183,16 @@ fn main() {
             credential::Credential::ApiKey { key, .. } => time(|| keys.of("api-key", &[key.as_bytes()])),
             credential::Credential::Mtls { name } => time(|| keys.of("mtls", &[name.as_bytes()])),
         };
-<<<<<<< HEAD
-        let remembered = time(|| verifier.authenticate(&config, &credential, NO_SOURCE, &host, NOW_MS));
-=======
-        let remembered = time(|| verifier.authenticate(&config, &credential, Source::Known(None), &host, NOW_MS));
->>>>>>> wip-pop
+        let remembered = time(|| {
+            verifier.authenticate(
+                &config,
+                &wasm_authn::jwt::FetchedKeys::default(),
+                &credential,
+                NO_SOURCE,
+                &host,
+                NOW_MS,
+            )
+        });
         let shaped = time(|| {
             shape::authenticated(
                 &config.upstream,
@@ -218,11 +219,16 @@ fn main() {
         uncached_config["cache"] = json!({"max_entries": 0});
         let uncached_config = Config::from_json(uncached_config.to_string().as_bytes()).unwrap();
         let mut uncached = Verifier::new(&uncached_config);
-<<<<<<< HEAD
-        let fresh = time(|| uncached.authenticate(&uncached_config, &credential, NO_SOURCE, &host, NOW_MS));
-=======
-        let fresh = time(|| uncached.authenticate(&uncached_config, &credential, Source::Known(None), &host, NOW_MS));
->>>>>>> wip-pop
+        let fresh = time(|| {
+            uncached.authenticate(
+                &uncached_config,
+                &wasm_authn::jwt::FetchedKeys::default(),
+                &credential,
+                NO_SOURCE,
+                &host,
+                NOW_MS,
+            )
+        });
         results.push((
             scheme,
             [
@@ -241,8 +247,8 @@ fn main() {
     requirement_tree(&config_text, &basic);
     distinct_tokens();
     opaque_token();
-<<<<<<< HEAD
     claim_conditions();
+    proof_of_possession();
     scale::run();
 }
 
@@ -259,11 +265,12 @@ fn requirement_tree(config_text: &str, basic: &str) {
     let decide = |config: &Config, pairs: &[(&str, &str)]| {
         let bytes = serialized_all(pairs);
         let mut verifier = Verifier::new(config);
+        let fetched = wasm_authn::fetched::Fetched::new(config);
         time(|| {
             let headers = header_map::decode(&bytes).unwrap();
             let request = RequestFacts::from_headers(&headers);
             matches!(
-                pipeline::decide(config, &mut verifier, &request, &host, NOW_MS),
+                pipeline::decide(config, &fetched, &mut verifier, &request, &host, NOW_MS),
                 pipeline::Decision::Allow { .. } | pipeline::Decision::Anonymous(_)
             )
         })
@@ -281,7 +288,10 @@ fn requirement_tree(config_text: &str, basic: &str) {
     println!("| require [\"basic\"], Basic (SHA-256, remembered) | {alone_basic:.0} |");
     println!("| require [\"api-key\"], an API key | {alone_key:.0} |");
     println!("| require {{\"all\": [\"basic\", \"api-key\"]}}, both | {tree:.0} |");
-    println!("| the tree beyond its two verifications: all - basic - api-key + fixed | {:.0} |", tree - alone_basic - alone_key + nothing);
+    println!(
+        "| the tree beyond its two verifications: all - basic - api-key + fixed | {:.0} |",
+        tree - alone_basic - alone_key + nothing
+    );
 }
 
 /// A rule with three claim conditions (any_of, all_of, equals_header) on a remembered
@@ -306,8 +316,13 @@ fn claim_conditions() {
     }));
     let bearer = format!("Bearer {token}");
     let bytes = header_map::encode(&[
-        (":method", "GET"), (":path", "/orders/1"), (":authority", "api.bench"), ("user-agent", "wrk"),
-        ("accept", "*/*"), ("x-request-id", "6f1c0a4e-2b1d-4c55-9d6e-1a2b3c4d5e6f"), ("x-tenant", "acme"),
+        (":method", "GET"),
+        (":path", "/orders/1"),
+        (":authority", "api.bench"),
+        ("user-agent", "wrk"),
+        ("accept", "*/*"),
+        ("x-request-id", "6f1c0a4e-2b1d-4c55-9d6e-1a2b3c4d5e6f"),
+        ("x-tenant", "acme"),
         ("authorization", bearer.as_str()),
     ]);
     let headers = header_map::decode(&bytes).unwrap();
@@ -315,7 +330,16 @@ fn claim_conditions() {
     let host = Host::default();
     let mut verifier = Verifier::new(&config);
     let credential = credential::extract(&request, &config.api_keys, &config.token_locations).unwrap().unwrap();
-    let principal = verifier.authenticate(&config, &credential, Source::Known(None), &host, NOW_MS).unwrap();
+    let principal = verifier
+        .authenticate(
+            &config,
+            &wasm_authn::jwt::FetchedKeys::default(),
+            &credential,
+            Source::Known(None),
+            &host,
+            NOW_MS,
+        )
+        .unwrap();
     let rule = &config.routes.rules[0];
     assert_eq!(token_claims::check(&rule.claims, &principal.extras.claims, &request), Ok(()));
     let three = time(|| token_claims::check(&rule.claims, &principal.extras.claims, &request).is_ok());
@@ -323,9 +347,6 @@ fn claim_conditions() {
     println!("| a rule with three claim conditions, the token remembered | ns |");
     println!("|---|---:|");
     println!("| any_of, all_of and equals_header, all met (each: a third) | {three:.0} |");
-=======
-    proof_of_possession();
-    scale::run();
 }
 
 /// The whole request (`on_request_headers`, `on_stream_end`) for a remembered Bearer
@@ -380,7 +401,6 @@ fn proof_of_possession() {
     println!("| a Bearer token (HS256) | {plain:.0} |");
     println!("| the same token bound to the connection's certificate (cnf x5t#S256) | {bound:.0} |");
     println!("| a client certificate as the principal (mtls, uri_san) | {mtls:.0} |");
->>>>>>> wip-pop
 }
 
 /// An opaque token whose introspection answer another worker stored (the per-VM cache
@@ -405,24 +425,35 @@ fn opaque_token() {
     let key = introspection.answers.key(&host, token);
     assert!(introspection.answers.store(&host, key, verdict, until, NOW_MS));
     let mut verifier = Verifier::new(&stored);
-<<<<<<< HEAD
-    let shared = time(|| verifier.authenticate(&stored, &credential, NO_SOURCE, &host, NOW_MS).is_ok());
+    let shared = time(|| {
+        verifier
+            .authenticate(&stored, &wasm_authn::jwt::FetchedKeys::default(), &credential, NO_SOURCE, &host, NOW_MS)
+            .is_ok()
+    });
     let remembered_config = config_of(json!({}));
     let mut remembered = Verifier::new(&remembered_config);
-    let _ = remembered.authenticate(&remembered_config, &credential, NO_SOURCE, &host, NOW_MS);
+    let _ = remembered.authenticate(
+        &remembered_config,
+        &wasm_authn::jwt::FetchedKeys::default(),
+        &credential,
+        NO_SOURCE,
+        &host,
+        NOW_MS,
+    );
     let remembered_key = remembered_config.jwt_providers[0].introspection.as_ref().unwrap().answers.key(&host, token);
     assert_eq!(remembered_key, key, "one hash key per Envoy");
-    let cached = time(|| remembered.authenticate(&remembered_config, &credential, NO_SOURCE, &host, NOW_MS).is_ok());
-=======
-    let shared = time(|| verifier.authenticate(&stored, &credential, Source::Known(None), &host, NOW_MS).is_ok());
-    let remembered_config = config_of(json!({}));
-    let mut remembered = Verifier::new(&remembered_config);
-    let _ = remembered.authenticate(&remembered_config, &credential, Source::Known(None), &host, NOW_MS);
-    let remembered_key = remembered_config.jwt_providers[0].introspection.as_ref().unwrap().answers.key(&host, token);
-    assert_eq!(remembered_key, key, "one hash key per Envoy");
-    let cached =
-        time(|| remembered.authenticate(&remembered_config, &credential, Source::Known(None), &host, NOW_MS).is_ok());
->>>>>>> wip-pop
+    let cached = time(|| {
+        remembered
+            .authenticate(
+                &remembered_config,
+                &wasm_authn::jwt::FetchedKeys::default(),
+                &credential,
+                NO_SOURCE,
+                &host,
+                NOW_MS,
+            )
+            .is_ok()
+    });
     println!();
     println!("| an opaque token (introspection), its answer stored | ns |");
     println!("|---|---:|");
@@ -466,21 +497,28 @@ fn distinct_tokens() {
         credential::Credential::Bearer { token, .. } => token.clone(),
         _ => String::new(),
     };
-<<<<<<< HEAD
-    assert!(verifier.authenticate(&config, pick(), NO_SOURCE, &host, NOW_MS).is_ok());
-=======
-    assert!(verifier.authenticate(&config, pick(), Source::Known(None), &host, NOW_MS).is_ok());
->>>>>>> wip-pop
+    assert!(verifier
+        .authenticate(&config, &wasm_authn::jwt::FetchedKeys::default(), pick(), NO_SOURCE, &host, NOW_MS)
+        .is_ok());
     let verify = time(|| {
         let token = token_of(pick());
-        wasm_authn::jwt::verify(&token, &config.jwt_providers, &|_| true, &host, NOW_MS / 1000, 60).is_ok()
+        wasm_authn::jwt::verify(
+            &token,
+            &config.jwt_providers,
+            &wasm_authn::jwt::FetchedKeys::default(),
+            &|_| true,
+            &host,
+            NOW_MS / 1000,
+            60,
+        )
+        .is_ok()
     });
     let copy = time(|| token_of(pick()).len());
-<<<<<<< HEAD
-    let authenticate = time(|| verifier.authenticate(&config, pick(), NO_SOURCE, &host, NOW_MS).is_ok());
-=======
-    let authenticate = time(|| verifier.authenticate(&config, pick(), Source::Known(None), &host, NOW_MS).is_ok());
->>>>>>> wip-pop
+    let authenticate = time(|| {
+        verifier
+            .authenticate(&config, &wasm_authn::jwt::FetchedKeys::default(), pick(), NO_SOURCE, &host, NOW_MS)
+            .is_ok()
+    });
     let der = [0u8; 294];
     let text = [b'a'; 420];
     let arguments = time(|| wasm_authn::envoy_crypto::encode_arguments("sha256", &der, &[7u8; 256], &text).len());

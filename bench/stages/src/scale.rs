@@ -9,11 +9,11 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use wasm_authn::authenticate::Verifier;
 use wasm_authn::config::Config;
-use wasm_authn::credential::{self, Credential};
 use wasm_authn::path::normalize;
-use wasm_authn::request::{RequestFacts, Source};
+use wasm_authn::pipeline::authenticate::Verifier;
+use wasm_authn::pipeline::credential::{self, Credential};
+use wasm_authn::request::RequestFacts;
 use wasm_authn::{header_map, plugin::Plugin};
 
 use crate::{sha256_hex, Host, NOW_MS, NO_SOURCE};
@@ -70,13 +70,11 @@ fn cycling(config: &Config, credentials: &[Credential]) -> f64 {
     let mut next = 0;
     time(|| {
         next = (next + 1) % credentials.len();
-<<<<<<< HEAD
-        credentials.get(next).map(|credential| verifier.authenticate(config, credential, NO_SOURCE, host, NOW_MS).is_ok())
-=======
-        credentials
-            .get(next)
-            .map(|credential| verifier.authenticate(config, credential, Source::Known(None), host, NOW_MS).is_ok())
->>>>>>> wip-pop
+        credentials.get(next).map(|credential| {
+            verifier
+                .authenticate(config, &wasm_authn::jwt::FetchedKeys::default(), credential, NO_SOURCE, host, NOW_MS)
+                .is_ok()
+        })
     })
 }
 
@@ -187,7 +185,7 @@ fn rules() {
             let request = RequestFacts::from_headers(&headers);
             let step = plugin.on_request_headers(&mut host, context, &request, NOW_MS);
             plugin.on_stream_end(&mut host, context);
-            matches!(step, wasm_authn::stream::Step::Continue(_))
+            matches!(step, wasm_authn::pipeline::stream::Step::Continue(_))
         });
         println!("| {label} | {select:.0} | {whole:.0} |");
     }

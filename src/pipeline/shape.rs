@@ -3,8 +3,8 @@
 //! credential that was not verified, and a verified principal is added.
 
 use crate::api_key::ApiKeys;
-use crate::credential::{credential_removal, Credential, CredentialRemoval};
 use crate::method_override::{self, MethodOverrides};
+use crate::pipeline::credential::{credential_removal, Credential, CredentialRemoval};
 use crate::principal::Principal;
 use crate::request::{is_underscore_spelling_of, RequestFacts};
 use crate::token_location::TokenLocations;
@@ -14,7 +14,9 @@ use crate::token_location::TokenLocations;
 pub struct PrincipalHeaders {
     /// The bare id (`alice`), what upstreams have always read.
     pub principal: String,
+    /// The header of the way it proved itself (`x-auth-method`).
     pub method: String,
+    /// The header of the provider that vouched (`x-auth-provider`).
     pub provider: String,
     /// The qualified name (`basic:alice`), when configured.
     pub qualified: Option<String>,
@@ -23,6 +25,7 @@ pub struct PrincipalHeaders {
 /// How requests are shaped for the upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
+    /// The principal headers' names.
     pub principal_headers: PrincipalHeaders,
     /// Every header name the filter sets: principal and claim headers.
     pub owned_headers: Vec<String>,
@@ -37,7 +40,9 @@ pub struct Upstream {
 /// The filter state keys (properties; Envoy prefixes `wasm.`: RBAC and access logs
 /// read `wasm.wasm_authn.principal`, the qualified name: another issuer's `sub` never matches).
 pub const STATE_PRINCIPAL: &str = "wasm_authn.principal";
+/// The filter state key of the method.
 pub const STATE_METHOD: &str = "wasm_authn.method";
+/// The filter state key of the provider.
 pub const STATE_PROVIDER: &str = "wasm_authn.provider";
 /// The verified token's payload as JSON (a provider's `payload_in_filter_state`).
 pub const STATE_PAYLOAD: &str = "wasm_authn.payload";
@@ -49,7 +54,9 @@ pub const STATE_CLAIM_PREFIX: &str = "wasm_authn.claim.";
 /// without credential cookies, however many Cookie headers there were).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct UpstreamChanges {
+    /// Headers to remove.
     pub remove: Vec<String>,
+    /// Headers to set.
     pub set: Vec<(String, String)>,
     /// The new `:path` when a query parameter carried an API key.
     pub path: Option<String>,
@@ -62,7 +69,9 @@ pub struct UpstreamChanges {
 /// A request body in place of the first `replaces` bytes (all of it: the form that was read).
 #[derive(Debug, PartialEq, Eq)]
 pub struct NewBody {
+    /// How many bytes of the body it replaces.
     pub replaces: usize,
+    /// The new body.
     pub body: String,
 }
 

@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use serde::Deserialize;
 
 use crate::principal::{Principal, QualifiedName};
-use crate::remote::RemoteDocument;
+use crate::remote::{FetchConfig, RemoteDocument};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RevocationList {
@@ -71,11 +71,13 @@ impl crate::remote::Summary for RevocationList {
     }
 }
 
-/// The configured list and the fetched one.
+/// The configured list, and where a list is fetched from (the fetched one is a VM's
+/// state: `Fetched`).
 #[derive(Debug)]
-pub struct Revocation {
+pub(crate) struct Revocation {
     pub local: RevocationList,
-    pub remote: Option<RemoteDocument<RevocationList>>,
+    /// `revocation.remote`.
+    pub fetch: Option<FetchConfig>,
     /// Until the remote list's first fetch, tokens pass unchecked by it
     /// (`allow_before_first_fetch`); otherwise they wait for it, then get 503.
     pub allow_before_first_fetch: bool,
@@ -85,7 +87,7 @@ pub struct Revocation {
 
 /// What the lists say of a principal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Revoked {
+pub(crate) enum Revoked {
     No,
     Yes,
     /// The remote list was never fetched and could revoke it: not known yet.
@@ -93,12 +95,15 @@ pub enum Revoked {
 }
 
 impl Revocation {
-    pub fn check(&self, principal: &Principal) -> Revoked {
+    /// What the configured list and `fetched` (the remote list, None before its first fetch) say.
+    pub(crate) fn check(&self, fetched: Option<&RevocationList>, principal: &Principal) -> Revoked {
         if self.local.revokes(principal) {
             return Revoked::Yes;
         }
-        let Some(remote) = &self.remote else { return Revoked::No };
-        match remote.value() {
+        if self.fetch.is_none() {
+            return Revoked::No;
+        }
+        match fetched {
             Some(list) if list.revokes(principal) => Revoked::Yes,
             Some(_) => Revoked::No,
             // Only tokens are revoked: other credentials never wait for the list.
@@ -108,8 +113,14 @@ impl Revocation {
     }
 
     /// Whether anything could be revoked (the stage is skipped otherwise).
-    pub fn is_active(&self) -> bool {
-        !self.local.is_empty() || self.remote.is_some()
+    pub(crate) fn is_active(&self) -> bool {
+        !self.local.is_empty() || self.fetch.is_some()
+    }
+
+    /// The remote list's document, nothing fetched yet: None when none is configured.
+    pub(crate) fn remote_document(&self) -> Option<RemoteDocument<RevocationList>> {
+        let fetch = self.fetch.clone()?;
+        Some(RemoteDocument::new(fetch, "revocation", RevocationList::from_document))
     }
 }
 

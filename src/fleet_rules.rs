@@ -12,9 +12,12 @@
 
 use std::fmt::Write;
 
-use super::{LimitScope, DESCRIPTOR_KEY, RATELIMIT_HEADER};
 use crate::config::Config;
-use crate::jwt::Issuer;
+use crate::fleet::{LimitScope, RATELIMIT_HEADER};
+
+/// The descriptor key the engine's rules and Envoy's actions name.
+const DESCRIPTOR_KEY: &str = "principal";
+use crate::jwt::ProviderKind;
 
 /// Which principals a rule covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +41,9 @@ impl Selector {
 /// A principal's own hourly limit (None: unlimited), where it differs from the default.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Override {
+    /// Whom the rule counts: a principal, or a provider's subjects (a prefix).
     pub selector: Selector,
+    /// Their limit; None: unlimited.
     pub requests_per_hour: Option<u64>,
     /// The configuration field it comes from, for the rule's name and errors.
     pub field: String,
@@ -49,13 +54,16 @@ pub struct Override {
 pub struct Rules {
     /// `limits.requests_per_hour`: every principal without a rule of its own (None: unlimited).
     pub default: Option<u64>,
+    /// The principals whose limit differs from the default.
     pub overrides: Vec<Override>,
 }
 
 /// Why no rules can be written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
+    /// The configuration field that cannot be written as an engine rule.
     pub field: String,
+    /// Why.
     pub message: String,
 }
 
@@ -104,16 +112,16 @@ impl Rules {
         for provider in &config.jwt_providers {
             let limit = provider.privileges.limits.requests_per_hour;
             match provider.kind {
-                Issuer::Provider => {
+                ProviderKind::IdentityProvider => {
                     let field = format!("jwt.providers[{}].requests_per_hour", providers.next().unwrap_or_default());
                     differs(Selector::Prefix(format!("jwt:{}:", provider.name)), limit, field);
                 }
-                Issuer::Keypair { .. } => {
+                ProviderKind::Keypair { .. } => {
                     let field = format!("keypairs[{}].requests_per_hour", keypairs.next().unwrap_or_default());
                     differs(Selector::Exact(format!("keypair:{}", provider.name)), limit, field);
                 }
                 // Its tokens count as their API client (`api-key:<id>`), with the client's limit.
-                Issuer::TokenEndpoint => {}
+                ProviderKind::TokenEndpoint => {}
             }
         }
         if default.is_none() && overrides.iter().all(|rule| rule.requests_per_hour.is_none()) {

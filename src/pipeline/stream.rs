@@ -24,9 +24,9 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::jwt::ProviderId;
-use crate::limits::Quota;
+use crate::pipeline::limits::Quota;
+use crate::pipeline::shape::UpstreamChanges;
 use crate::reply::LocalReply;
-use crate::shape::UpstreamChanges;
 
 /// What the host does after a request callback.
 #[must_use]
@@ -58,16 +58,27 @@ impl Go {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Awaited {
     /// A provider's keys: the first ones, or a refetch for an unknown `kid`.
-    Keys { provider: ProviderId, refetch: bool },
+    Keys {
+        /// Whose keys.
+        provider: ProviderId,
+        /// A refetch for an unknown `kid` (not the first fetch).
+        refetch: bool,
+    },
     /// The remote revocation list's first fetch.
     RevocationList,
     /// An introspection endpoint's answer about a token (stored under `key`, for every worker).
-    Introspection { provider: ProviderId, key: u128 },
+    Introspection {
+        /// Whose endpoint.
+        provider: ProviderId,
+        /// The token's key in the shared answers.
+        key: u128,
+    },
 }
 
 /// A request held for something on its way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Waiting {
+    /// What it waits for.
     pub awaited: Awaited,
     /// When it was first held.
     pub since_ms: u64,
@@ -309,7 +320,7 @@ impl Streams {
     }
 
     #[cfg(test)]
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.streams.is_empty()
     }
 }
@@ -317,6 +328,7 @@ impl Streams {
 /// What an ended stream leaves behind.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Ended {
+    /// The limit key of the slot in flight it held, to give back.
     pub in_flight: Option<u64>,
     /// It was held and ended undecided (the client went away), held since then.
     pub abandoned_held_since: Option<u64>,

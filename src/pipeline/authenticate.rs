@@ -8,9 +8,9 @@ use crate::basic::{self, PasswordGuard, PasswordHost, Refusal};
 use crate::binding::Confirmation;
 use crate::cache::{CacheKey, CacheKeys, VerifiedCache};
 use crate::config::Config;
-use crate::credential::Credential;
-use crate::introspection::{refusal_message, Claim, Verdict};
-use crate::jwt::{self, Issuer, JwtError, ProviderId, SignatureBackend};
+use crate::jwt::introspection::{refusal_message, Claim, Verdict};
+use crate::jwt::{self, FetchedKeys, JwtError, ProviderId, ProviderKind, SignatureBackend};
+use crate::pipeline::credential::Credential;
 use crate::principal::{AuthMethod, Principal, TokenFacts};
 use crate::reason::Reason;
 use crate::shared_table::{Once, SharedTable};
@@ -31,19 +31,42 @@ pub struct Verifier {
 /// Why the credential did not verify.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NotVerified {
-    /// 401. `bearer` selects RFC 6750's `invalid_token` answer.
-    Invalid { reason: Reason, message: &'static str, bearer: bool },
+    /// 401.
+    Invalid {
+        /// Counted under.
+        reason: Reason,
+        /// The `error_description`.
+        message: &'static str,
+        /// RFC 6750's `invalid_token` answer (a token), not Basic's.
+        bearer: bool,
+    },
     /// 429 or 503 with `Retry-After`: nothing was checked.
-    TryLater { reason: Reason, retry_after_seconds: u64 },
+    TryLater {
+        /// Counted under.
+        reason: Reason,
+        /// The `Retry-After`.
+        retry_after_seconds: u64,
+    },
     /// The token's provider needs its remote keys (first fetch, or a refetch for an
     /// unknown `kid`): hold the request and decide again when they arrive.
-    WaitForKeys { provider: ProviderId, refetch: bool },
+    WaitForKeys {
+        /// Whose keys.
+        provider: ProviderId,
+        /// A refetch for an unknown `kid` (not the first fetch).
+        refetch: bool,
+    },
     /// The keys that could verify it cannot be fetched now: the token may be fine.
     KeysUnavailable,
     /// The provider's introspection endpoint has not answered about this token yet (its
-    /// answers are stored under `key`): hold the request. `call`: the token, when this
-    /// worker is the one to ask.
-    Introspect { provider: ProviderId, key: u128, call: Option<String> },
+    /// answers are stored under `key`): hold the request.
+    Introspect {
+        /// Whose endpoint.
+        provider: ProviderId,
+        /// The token's key in the stored answers.
+        key: u128,
+        /// The token, when this worker is the one to ask.
+        call: Option<String>,
+    },
 }
 
 /// What verification needs of the host: shared data and a clock (password
@@ -55,6 +78,7 @@ const INVALID_PASSWORD: &str = "invalid user name or password";
 const INVALID_API_KEY: &str = "invalid API key";
 
 impl Verifier {
+    /// A verifier with empty caches, bounded as `config` says.
     pub fn new(config: &Config) -> Verifier {
         Verifier {
             keys: CacheKeys::new(),
@@ -70,10 +94,12 @@ impl Verifier {
         self.successes.clear();
     }
 
-    /// Who presents `credential`, from `source` (Envoy's client address; None: unknown).
+    /// Who presents `credential`, from `source` (Envoy's client address; None: unknown);
+    /// tokens are checked with the keys `fetched` too.
     pub fn authenticate(
         &mut self,
         config: &Config,
+        fetched: &FetchedKeys,
         credential: &Credential,
         source: Source,
         host: &dyn VerifyHost,
@@ -115,7 +141,8 @@ impl Verifier {
         }
         let verified = match credential {
             Credential::Bearer { token, found } => {
-                let verified = verify_bearer(config, token, found, host, now_ms, &mut self.introspection_hits)?;
+                let verified =
+                    verify_bearer(config, fetched, token, found, host, now_ms, &mut self.introspection_hits)?;
                 let principal = Rc::new(verified.principal);
                 // A one-time token is never remembered: every use meets the replay check.
                 if verified.cacheable {
@@ -200,6 +227,7 @@ struct VerifiedBearer {
 /// the places it was `found` at.
 fn verify_bearer(
     config: &Config,
+    fetched: &FetchedKeys,
     token: &str,
     found: &[usize],
     host: &dyn VerifyHost,
@@ -223,7 +251,7 @@ fn verify_bearer(
     if let (Some((provider, _)), false) = (introspector, jws) {
         return introspect(config, provider, token, host, now_ms, introspection_hits);
     }
-    let mut verified = match jwt::verify(token, providers, &bound_here, host, now, config.clock_skew_seconds) {
+    let mut verified = match jwt::verify(token, providers, fetched, &bound_here, host, now, config.clock_skew_seconds) {
         Ok(verified) => verified,
         Err(JwtError::UnknownIssuer | JwtError::Malformed | JwtError::UnsupportedAlgorithm)
             if introspector.is_some_and(|(_, all)| all) =>
@@ -233,8 +261,7 @@ fn verify_bearer(
         }
         Err(JwtError::KeysNotLoaded { provider }) => return Err(NotVerified::WaitForKeys { provider, refetch: false }),
         Err(JwtError::UnknownKey { provider }) => {
-            let remote = providers.get(provider.0).and_then(|p| p.remote.as_ref());
-            return Err(match remote {
+            return Err(match fetched.get(provider) {
                 Some(remote) if remote.refetch_allowed(now_ms) => NotVerified::WaitForKeys { provider, refetch: true },
                 // The token may be fine: its key could not be fetched. 503, not 401.
                 Some(remote) if remote.failing() => NotVerified::KeysUnavailable,
@@ -253,12 +280,15 @@ fn verify_bearer(
     let token = TokenFacts {
         jti: verified.jti.clone(),
         issued_at: verified.issued_at,
-        request_principal: verified.request_principal.take().filter(|_| provider.kind == Issuer::Provider),
+        request_principal: verified
+            .request_principal
+            .take()
+            .filter(|_| provider.kind == ProviderKind::IdentityProvider),
         confirmation: verified.confirmation.take(),
     };
     let expires_at = verified.expires_at;
     let principal = match provider.kind {
-        Issuer::Provider => Principal::of_provider(
+        ProviderKind::IdentityProvider => Principal::of_provider(
             &provider.name,
             verified.principal,
             verified.headers,
@@ -268,7 +298,7 @@ fn verify_bearer(
             verified.extras,
         ),
         // The client signed it: its claims grant nothing; its configuration does.
-        Issuer::Keypair { one_time } => {
+        ProviderKind::Keypair { one_time } => {
             if one_time {
                 first_use(config, &provider.name, verified.jti.as_deref(), expires_at, host, now)?;
             }
@@ -281,7 +311,7 @@ fn verify_bearer(
         }
         // Issued here to an API client: what the client may do is what its token may do,
         // and a client disabled since is refused.
-        Issuer::TokenEndpoint => {
+        ProviderKind::TokenEndpoint => {
             let client = config.api_keys.clients.by_id(&verified.principal).filter(|c| !c.disabled);
             let Some(client) = client else {
                 return Err(bearer_error(Reason::TokenRevoked, "token revoked"));

@@ -2,32 +2,48 @@
 //!
 //! The stages, in order, with what each answers: docs/design.md, "The stages, file by file".
 //!
-//! A pure function of the configuration, the VM's verifier, the request, the host
-//! (shared data, clock, signatures) and the time.
+//! A pure function of the configuration, what the VM fetched (keys, the revocation
+//! list), the VM's verifier, the request, the host (shared data, clock, signatures)
+//! and the time.
+
+// The stages, in the order a request meets them; `stream` is the state machine
+// that carries a decision out.
+pub mod authenticate;
+pub mod credential;
+pub(crate) mod limits;
+pub(crate) mod policy;
+pub(crate) mod revocation;
+pub mod route;
+pub mod shape;
+pub mod stream;
 
 use std::cell::OnceCell;
 use std::rc::Rc;
 
-use crate::authenticate::{NotVerified, Verifier, VerifyHost};
 use crate::binding;
 use crate::config::Config;
-use crate::credential::{self, Credential};
-use crate::limits::{Admission, Quota};
+use crate::fetched::Fetched;
 use crate::method_override::{self, MethodOverrides};
 use crate::path::{normalize, MatchPath};
-use crate::policy::{self, Access, Forbidden};
+use crate::pipeline::authenticate::{NotVerified, Verifier, VerifyHost};
+use crate::pipeline::credential::Credential;
+use crate::pipeline::limits::{Admission, Quota};
+use crate::pipeline::policy::{Access, Forbidden};
+use crate::pipeline::revocation::Revoked;
+use crate::pipeline::route::{Kind, Require, Rule};
+use crate::pipeline::shape::UpstreamChanges;
+use crate::pipeline::stream::Awaited;
 use crate::principal::Principal;
 use crate::reason::Reason;
 use crate::reply::LocalReply;
 use crate::request::RequestFacts;
 use crate::requirement::{self, Tree};
-use crate::revocation::Revoked;
-use crate::route::{Kind, Require, Rule};
-use crate::shape::{self, UpstreamChanges};
-use crate::stream::Awaited;
 use crate::token_claims;
 use crate::token_endpoint::grant::Presented;
 
+/// What the pipeline decided for a request: the one result the core hands on (the
+/// plugin carries it out through `stream::Streams`, which gives the adapter its `Step`).
+#[must_use]
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decision {
     /// No authentication on this route: it continues without a principal.
@@ -36,13 +52,28 @@ pub enum Decision {
     Anonymous(UpstreamChanges),
     /// `require: "optional_or_failed"` and a credential that failed: it continues without a
     /// principal (`changes` set the filter state `wasm_authn.failed` to the reason).
-    Failed { reason: Reason, changes: UpstreamChanges },
+    Failed {
+        /// Why the credential failed.
+        reason: Reason,
+        /// What to change in the request.
+        changes: UpstreamChanges,
+    },
     /// Shadow mode (`enforce: false`): decided, then continued without a principal.
     /// `refused`: the reason it would have been refused for (`changes` set it as the
     /// filter state `wasm_authn.shadow`); `limited`: what the limits counted, to give back.
-    Shadow { refused: Option<Reason>, changes: UpstreamChanges, limited: Option<Limited> },
+    Shadow {
+        /// The reason it would have been refused for.
+        refused: Option<Reason>,
+        /// What to change in the request.
+        changes: UpstreamChanges,
+        /// What the limits counted.
+        limited: Option<Limited>,
+    },
+    /// Authenticated and authorized: it continues with a principal.
     Allow {
+        /// Who.
         principal: Rc<Principal>,
+        /// What to change in the request.
         changes: UpstreamChanges,
         /// Set when the limits counted it.
         limited: Option<Limited>,
@@ -56,19 +87,26 @@ pub enum Decision {
     /// Hold the request until what it needs arrives: a provider's keys (first fetch,
     /// or a refetch for an unknown `kid`), or the revocation list's first fetch.
     Wait(Awaited),
-    /// Hold the request for an introspection answer; `call`: the token, when this worker asks.
-    Introspect { awaited: Awaited, call: Option<String> },
+    /// Hold the request for an introspection answer.
+    Introspect {
+        /// The answer it waits for.
+        awaited: Awaited,
+        /// The token, when this worker asks.
+        call: Option<String>,
+    },
 }
 
+/// Decide one request: the stages in order (the module's table).
 pub fn decide(
     config: &Config,
+    fetched: &Fetched,
     verifier: &mut Verifier,
     request: &RequestFacts,
     host: &dyn VerifyHost,
     now_ms: u64,
 ) -> Decision {
     let mut enforce = true;
-    let decision = decide_rule(config, verifier, request, host, now_ms, &mut enforce);
+    let decision = decide_rule(config, fetched, verifier, request, host, now_ms, &mut enforce);
     if enforce {
         return decision;
     }
@@ -87,12 +125,14 @@ pub fn decide(
 /// The filter state of a shadowed refusal (`wasm.wasm_authn.shadow`) and of a credential
 /// that failed where `optional_or_failed` let it through (`wasm.wasm_authn.failed`): the reason.
 pub const STATE_SHADOW: &str = "wasm_authn.shadow";
+/// The filter state of a credential that failed where `optional_or_failed` let it through.
 pub const STATE_FAILED: &str = "wasm_authn.failed";
 
 /// The decision as its rule says; `enforce` becomes the rule's once it is known (the
 /// token endpoint and malformed requests are answered whatever it says).
 fn decide_rule(
     config: &Config,
+    fetched: &Fetched,
     verifier: &mut Verifier,
     request: &RequestFacts,
     host: &dyn VerifyHost,
@@ -126,7 +166,7 @@ fn decide_rule(
 
     // route
     let rule = if config.routes.rules.is_empty() && !config.routes.bypass_cors_preflight {
-        &crate::route::DEFAULT_RULE
+        &crate::pipeline::route::DEFAULT_RULE
     } else if path.get().hidden_dot_segment {
         // No rule may relax it, and none can say what it names: refused whatever the rules.
         return Decision::Reply(LocalReply::ambiguous_path());
@@ -160,8 +200,8 @@ fn decide_rule(
     // extract, authenticate
     let challenges = config.challenges(&rule.require);
     let verified = match &rule.require {
-        Require::Tree(tree) => verify_tree(config, verifier, request, host, now_ms, rule, tree),
-        _ => verify_one(config, verifier, request, host, now_ms, rule),
+        Require::Tree(tree) => verify_tree(config, fetched, verifier, request, host, now_ms, rule, tree),
+        _ => verify_one(config, fetched, verifier, request, host, now_ms, rule),
     };
     let Verified { principal, credentials, others } = match verified {
         Ok(verified) => verified,
@@ -185,7 +225,7 @@ fn decide_rule(
     if config.revocation.is_active() {
         // Each credential verified: a revoked one meets no requirement.
         for each in std::iter::once(&principal).chain(&others) {
-            match config.revocation.check(each) {
+            match config.revocation.check(fetched.revocation_list(), each) {
                 Revoked::No => {}
                 Revoked::Yes if rule.require == Require::OptionalOrFailed => {
                     return failed(config, request, Reason::TokenRevoked);
@@ -205,11 +245,11 @@ fn decide_rule(
     }
     // The others' own privileges hold too: a restricted key is no wider for the company it keeps.
     for other in &others {
-        if policy::restricted(other, &crate::route::DEFAULT_RULE) {
+        if policy::restricted(other, &crate::pipeline::route::DEFAULT_RULE) {
             for method in std::iter::once(request.method).chain(overrides.iter().map(String::as_str)) {
                 let access = Access { method, path: path.get(), source: request.source };
                 if let Err(Forbidden::Refused { reason, message }) =
-                    policy::authorize(other, &crate::route::DEFAULT_RULE, &access)
+                    policy::authorize(other, &crate::pipeline::route::DEFAULT_RULE, &access)
                 {
                     return refuse(LocalReply::forbidden(message, reason));
                 }
@@ -286,6 +326,7 @@ struct Verified {
 #[allow(clippy::result_large_err)]
 fn verify_one(
     config: &Config,
+    fetched: &Fetched,
     verifier: &mut Verifier,
     request: &RequestFacts,
     host: &dyn VerifyHost,
@@ -298,7 +339,7 @@ fn verify_one(
     let credential = match crate::mtls::with_certificate(config.mtls.as_ref(), &rule.require, request.peer, extracted) {
         Ok(Some(credential)) => credential,
         // Its API key may be in its form body: read it, then decide again.
-        Ok(None) if rule.require.schemes().2 && credential::awaits_form(request, &config.api_keys) => {
+        Ok(None) if rule.require.schemes().api_key && credential::awaits_form(request, &config.api_keys) => {
             return Err(Decision::ReadForm)
         }
         Ok(None) if matches!(rule.require, Require::Optional | Require::OptionalOrFailed) => {
@@ -314,10 +355,10 @@ fn verify_one(
             return Err(Decision::Reply(LocalReply::invalid_credentials(challenges, e.description(), e.reason())))
         }
     };
-    if !rule.require.may_accept(&credential) {
+    if !credential.offered(rule.require.schemes()) {
         return Err(Decision::Reply(LocalReply::credential_not_accepted(challenges)));
     }
-    let principal = match verifier.authenticate(config, &credential, request.source, host, now_ms) {
+    let principal = match verifier.authenticate(config, &fetched.keys, &credential, request.source, host, now_ms) {
         Ok(principal) => principal,
         Err(NotVerified::Invalid { reason, .. } | NotVerified::TryLater { reason, .. }) if may_fail => {
             return Err(failed(config, request, reason))
@@ -335,8 +376,10 @@ fn verify_one(
 /// that fails is refused: a tree is never met around a bad credential); the tree met
 /// by their principals' kinds, or 401 with the challenges of the kinds missing.
 #[allow(clippy::result_large_err)]
+#[allow(clippy::too_many_arguments)] // verify_one's, and the tree
 fn verify_tree(
     config: &Config,
+    fetched: &Fetched,
     verifier: &mut Verifier,
     request: &RequestFacts,
     host: &dyn VerifyHost,
@@ -368,8 +411,8 @@ fn verify_tree(
     // Credentials of kinds the tree has no use for are not verified (and not forwarded).
     let mut credentials = Vec::with_capacity(found.len());
     let mut principals = Vec::with_capacity(found.len());
-    for credential in found.into_iter().filter(|c| rule.require.may_accept(c)) {
-        match verifier.authenticate(config, &credential, request.source, host, now_ms) {
+    for credential in found.into_iter().filter(|c| c.offered(rule.require.schemes())) {
+        match verifier.authenticate(config, &fetched.keys, &credential, request.source, host, now_ms) {
             // Verified as a kind the tree has no use for (a client's Basic `id:key` where only
             // `basic` is): it meets nothing, is reported nowhere, and is not forwarded.
             Ok(principal) if !rule.require.admits(&principal) => {}
@@ -424,8 +467,11 @@ fn failed(config: &Config, request: &RequestFacts, reason: Reason) -> Decision {
 /// A request the limits counted: what to give back when its stream ends, and its quota.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Limited {
+    /// The principal's limit key.
     pub key: u64,
+    /// Whether it holds a slot in flight (given back when its stream ends).
     pub holds_slot: bool,
+    /// The quota its response shows.
     pub quota: Option<Quota>,
     /// The change in the principals the limits keep records of (the tracked-principals gauge moves by it).
     pub tracked_change: i64,

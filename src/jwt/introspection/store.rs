@@ -64,6 +64,7 @@ struct Record {
 }
 
 #[derive(Debug)]
+/// Introspection answers stored in shared data for every worker, by token digest.
 pub struct AnswerStore {
     prefix: String,
     slots: u64,

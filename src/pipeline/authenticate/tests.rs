@@ -1,7 +1,7 @@
 use serde_json::json;
 
 use super::*;
-use crate::credential::ApiKeySource;
+use crate::pipeline::credential::ApiKeySource;
 use crate::request::Source;
 use crate::testing::{FakeHost, FakeShared};
 
@@ -22,7 +22,14 @@ fn a_repeated_wrong_password_costs_a_lookup_not_a_hash() {
     let config = config();
     let mut verifier = Verifier::new(&config);
     let host = FakeHost::new(&FakeShared::default());
-    let refused = verifier.authenticate(&config, &basic("alice", "wrong"), Source::Known(None), &host, NOW_MS);
+    let refused = verifier.authenticate(
+        &config,
+        &FetchedKeys::default(),
+        &basic("alice", "wrong"),
+        Source::Known(None),
+        &host,
+        NOW_MS,
+    );
     assert_eq!(
         refused,
         Err(NotVerified::Invalid { reason: Reason::BasicInvalid, message: INVALID_PASSWORD, bearer: false })
@@ -31,14 +38,25 @@ fn a_repeated_wrong_password_costs_a_lookup_not_a_hash() {
     assert_eq!(hashed, 2, "one timed bcrypt check");
     for _ in 0..5 {
         assert_eq!(
-            verifier.authenticate(&config, &basic("alice", "wrong"), Source::Known(None), &host, NOW_MS),
+            verifier.authenticate(
+                &config,
+                &FetchedKeys::default(),
+                &basic("alice", "wrong"),
+                Source::Known(None),
+                &host,
+                NOW_MS
+            ),
             refused
         );
     }
     assert_eq!(host.clock_reads.get(), hashed, "no hash for a repeat");
     // The right password is checked (and then remembered).
-    assert!(verifier.authenticate(&config, &basic("alice", "right"), Source::Known(None), &host, NOW_MS).is_ok());
-    assert!(verifier.authenticate(&config, &basic("alice", "right"), Source::Known(None), &host, NOW_MS).is_ok());
+    assert!(verifier
+        .authenticate(&config, &FetchedKeys::default(), &basic("alice", "right"), Source::Known(None), &host, NOW_MS)
+        .is_ok());
+    assert!(verifier
+        .authenticate(&config, &FetchedKeys::default(), &basic("alice", "right"), Source::Known(None), &host, NOW_MS)
+        .is_ok());
     assert_eq!(host.clock_reads.get(), hashed + 2);
 }
 
@@ -47,9 +65,23 @@ fn a_remembered_failure_is_forgotten_after_the_cache_lifetime() {
     let config = config();
     let mut verifier = Verifier::new(&config);
     let host = FakeHost::new(&FakeShared::default());
-    let _ = verifier.authenticate(&config, &basic("alice", "wrong"), Source::Known(None), &host, NOW_MS);
+    let _ = verifier.authenticate(
+        &config,
+        &FetchedKeys::default(),
+        &basic("alice", "wrong"),
+        Source::Known(None),
+        &host,
+        NOW_MS,
+    );
     let later = NOW_MS + (config.cache.ttl_seconds + 1) * 1000;
-    let _ = verifier.authenticate(&config, &basic("alice", "wrong"), Source::Known(None), &host, later);
+    let _ = verifier.authenticate(
+        &config,
+        &FetchedKeys::default(),
+        &basic("alice", "wrong"),
+        Source::Known(None),
+        &host,
+        later,
+    );
     assert_eq!(host.clock_reads.get(), 4, "checked again once forgotten");
 }
 
@@ -69,17 +101,21 @@ fn cycling_cheap_credentials_never_evict_a_slow_one() {
     let config = Config::from_json(config.to_string().as_bytes()).unwrap();
     let mut verifier = Verifier::new(&config);
     let host = FakeHost::new(&FakeShared::default());
-    assert!(verifier.authenticate(&config, &basic("alice", "right"), Source::Known(None), &host, NOW_MS).is_ok());
+    assert!(verifier
+        .authenticate(&config, &FetchedKeys::default(), &basic("alice", "right"), Source::Known(None), &host, NOW_MS)
+        .is_ok());
     let hashed = host.clock_reads.get();
     assert_eq!(hashed, 2, "one timed bcrypt check");
     for round in 0..3 {
         for i in 0..20 {
             let key = Credential::ApiKey { key: format!("key-{i}"), source: ApiKeySource::Header("x-api-key".into()) };
-            let principal =
-                verifier.authenticate(&config, &key, Source::Known(None), &host, NOW_MS).map(|p| p.id.clone());
+            let principal = verifier
+                .authenticate(&config, &FetchedKeys::default(), &key, Source::Known(None), &host, NOW_MS)
+                .map(|p| p.id.clone());
             assert_eq!(principal, Ok(format!("client-{i}")), "round {round}");
             let user = verifier.authenticate(
                 &config,
+                &FetchedKeys::default(),
                 &basic(&format!("user-{i}"), &format!("key-{i}")),
                 Source::Known(None),
                 &host,
@@ -87,15 +123,19 @@ fn cycling_cheap_credentials_never_evict_a_slow_one() {
             );
             assert_eq!(user.map(|p| p.id.clone()), Ok(format!("user-{i}")));
             let pair = basic(&format!("client-{i}"), &format!("key-{i}"));
-            assert!(verifier.authenticate(&config, &pair, Source::Known(None), &host, NOW_MS).is_ok());
+            assert!(verifier
+                .authenticate(&config, &FetchedKeys::default(), &pair, Source::Known(None), &host, NOW_MS)
+                .is_ok());
         }
         let unknown = Credential::ApiKey { key: "key-99".into(), source: ApiKeySource::Header("x-api-key".into()) };
         assert!(matches!(
-            verifier.authenticate(&config, &unknown, Source::Known(None), &host, NOW_MS),
+            verifier.authenticate(&config, &FetchedKeys::default(), &unknown, Source::Known(None), &host, NOW_MS),
             Err(NotVerified::Invalid { .. })
         ));
     }
-    assert!(verifier.authenticate(&config, &basic("alice", "right"), Source::Known(None), &host, NOW_MS).is_ok());
+    assert!(verifier
+        .authenticate(&config, &FetchedKeys::default(), &basic("alice", "right"), Source::Known(None), &host, NOW_MS)
+        .is_ok());
     assert_eq!(host.clock_reads.get(), hashed, "still remembered: no second bcrypt check");
 }
 
@@ -112,7 +152,14 @@ fn a_throttled_source_gets_429_even_for_a_remembered_right_password() {
     let host = FakeHost::new(&FakeShared::default());
     let (owner, guesser) = (Some("198.51.100.1".parse().unwrap()), Some("192.0.2.7".parse().unwrap()));
     let mut attempt = |password: &str, source| {
-        verifier.authenticate(&config, &basic("alice", password), Source::Known(source), &host, NOW_MS)
+        verifier.authenticate(
+            &config,
+            &FetchedKeys::default(),
+            &basic("alice", password),
+            Source::Known(source),
+            &host,
+            NOW_MS,
+        )
     };
     assert!(attempt("secret", owner).is_ok(), "verified, and remembered");
     for guess in ["a", "b", "c"] {
@@ -139,10 +186,10 @@ mod keypairs {
     use super::*;
     use crate::principal::AuthMethod;
 
-    const EC_PRIVATE: &str = include_str!("../../tests/keys/ec_p256_private.pem");
-    const EC_PUBLIC: &str = include_str!("../../tests/keys/ec_p256_public.pem");
-    const RSA_PRIVATE: &str = include_str!("../../tests/keys/rsa2048_private.pem");
-    const RSA_PUBLIC: &str = include_str!("../../tests/keys/rsa2048_public.pem");
+    const EC_PRIVATE: &str = include_str!("../../../tests/keys/ec_p256_private.pem");
+    const EC_PUBLIC: &str = include_str!("../../../tests/keys/ec_p256_public.pem");
+    const RSA_PRIVATE: &str = include_str!("../../../tests/keys/rsa2048_private.pem");
+    const RSA_PUBLIC: &str = include_str!("../../../tests/keys/rsa2048_public.pem");
     const NOW: u64 = NOW_MS / 1000;
 
     fn config(one_time: bool) -> Config {
@@ -168,7 +215,14 @@ mod keypairs {
     }
 
     fn check(config: &Config, token: String, host: &FakeHost) -> Result<Rc<Principal>, NotVerified> {
-        Verifier::new(config).authenticate(config, &Credential::bearer(token), Source::Known(None), host, NOW_MS)
+        Verifier::new(config).authenticate(
+            config,
+            &FetchedKeys::default(),
+            &Credential::bearer(token),
+            Source::Known(None),
+            host,
+            NOW_MS,
+        )
     }
 
     fn refused(result: Result<Rc<Principal>, NotVerified>) -> Reason {
@@ -248,9 +302,23 @@ mod keypairs {
         let mut verifier = Verifier::new(&config);
         let fresh = sign(Algorithm::ES256, json!({"iss": "engine-1", "iat": NOW, "exp": NOW + 15, "jti": "a2"}));
         assert!(verifier
-            .authenticate(&config, &Credential::bearer(fresh.clone()), Source::Known(None), &worker_1, NOW_MS)
+            .authenticate(
+                &config,
+                &FetchedKeys::default(),
+                &Credential::bearer(fresh.clone()),
+                Source::Known(None),
+                &worker_1,
+                NOW_MS
+            )
             .is_ok());
-        let again = verifier.authenticate(&config, &Credential::bearer(fresh), Source::Known(None), &worker_1, NOW_MS);
+        let again = verifier.authenticate(
+            &config,
+            &FetchedKeys::default(),
+            &Credential::bearer(fresh),
+            Source::Known(None),
+            &worker_1,
+            NOW_MS,
+        );
         assert_eq!(refused(again), Reason::TokenReplayed);
         let no_jti = sign(Algorithm::ES256, json!({"iss": "engine-1", "iat": NOW, "exp": NOW + 15}));
         assert_eq!(refused(check(&config, no_jti, &worker_1)), Reason::JwtNoJti);
@@ -261,7 +329,14 @@ mod keypairs {
             json!({"iss": "engine-1", "iat": later / 1000, "exp": later / 1000 + 15, "jti": "a1"}),
         );
         assert!(Verifier::new(&config)
-            .authenticate(&config, &Credential::bearer(reused), Source::Known(None), &worker_2, later)
+            .authenticate(
+                &config,
+                &FetchedKeys::default(),
+                &Credential::bearer(reused),
+                Source::Known(None),
+                &worker_2,
+                later
+            )
             .is_ok());
     }
 

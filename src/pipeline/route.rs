@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 
-use crate::credential::Credential;
 use crate::path::{has_segment_prefix, MatchPath};
 use crate::principal::{AuthMethod, Principal};
 use crate::request::RequestFacts;
@@ -15,17 +14,23 @@ use crate::token_claims::ClaimCondition;
 /// A kind of credential, spelled as the `x-auth-method` values (`jwt:<provider>` narrows `jwt`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
+    /// Basic users.
     Basic,
+    /// API keys (and API clients' `id:key` as Basic).
     ApiKey,
+    /// Tokens of any JWT provider, or of the one named.
     Jwt {
+        /// `jwt:<provider>`: that provider's tokens only.
         provider: Option<String>,
     },
+    /// Client keypair tokens.
     Keypair,
     /// A client certificate (`mtls`).
     Mtls,
 }
 
 impl Kind {
+    /// Whether a verified principal is of this kind.
     pub fn admits(&self, principal: &Principal) -> bool {
         match self {
             Kind::Basic => principal.method == AuthMethod::Basic,
@@ -36,18 +41,6 @@ impl Kind {
             }
             Kind::Keypair => principal.method == AuthMethod::Keypair,
             Kind::Mtls => principal.method == AuthMethod::Mtls,
-        }
-    }
-
-    /// Whether a credential of this form could be of this kind (checked before verifying it).
-    pub fn may_accept(&self, credential: &Credential) -> bool {
-        match (self, credential) {
-            (Kind::Jwt { .. } | Kind::Keypair, Credential::Bearer { .. }) => true,
-            // `user:password` may turn out to be a client's `id:key`.
-            (Kind::Basic | Kind::ApiKey, Credential::Basic { .. }) => true,
-            (Kind::ApiKey, Credential::ApiKey { .. }) => true,
-            (Kind::Mtls, Credential::Mtls { .. }) => true,
-            _ => false,
         }
     }
 }
@@ -69,21 +62,27 @@ impl std::fmt::Display for Kind {
 /// A requirement tree (`requirement.rs` evaluates it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Requirement {
+    /// A credential of this kind.
     Kind(Kind),
+    /// Every one of these.
     All(Vec<Requirement>),
+    /// One of these.
     Any(Vec<Requirement>),
 }
 
 /// A rule's tree and whose principal it names (in order of preference).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tree {
+    /// The tree.
     pub root: Requirement,
+    /// Whose principal the request gets, in order of preference.
     pub principal_from: Vec<Kind>,
     /// Its kinds, in the order written.
     pub kinds: Vec<Kind>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// What a rule requires of a request.
 pub enum Require {
     /// A credential of any configured kind.
     Any,
@@ -120,29 +119,41 @@ impl Require {
         matches!(self, Require::None | Require::Optional | Require::OptionalOrFailed)
     }
 
-    /// Whether a credential of this form could be accepted here (checked before verifying it).
-    pub fn may_accept(&self, credential: &Credential) -> bool {
-        self.kinds().is_none_or(|kinds| kinds.iter().any(|kind| kind.may_accept(credential)))
-    }
-
-    /// Which schemes a 401 here offers: (Basic, Bearer, API key header).
-    pub fn schemes(&self) -> (bool, bool, bool) {
+    /// Which schemes a 401 here offers, and the forms of credential it may accept
+    /// (`user:password` may turn out to be an API client's `id:key`).
+    pub fn schemes(&self) -> Schemes {
         match self.kinds() {
-            Some(kinds) => (
-                kinds.iter().any(|k| matches!(k, Kind::Basic | Kind::ApiKey)),
-                kinds.iter().any(|k| matches!(k, Kind::Jwt { .. } | Kind::Keypair)),
-                kinds.iter().any(|k| matches!(k, Kind::ApiKey)),
-            ),
-            None => (true, true, true),
+            Some(kinds) => Schemes {
+                basic: kinds.iter().any(|k| matches!(k, Kind::Basic | Kind::ApiKey)),
+                bearer: kinds.iter().any(|k| matches!(k, Kind::Jwt { .. } | Kind::Keypair)),
+                api_key: kinds.iter().any(|k| matches!(k, Kind::ApiKey)),
+                mtls: kinds.iter().any(|k| matches!(k, Kind::Mtls)),
+            },
+            None => Schemes { basic: true, bearer: true, api_key: true, mtls: true },
         }
     }
+}
+
+/// The schemes a route accepts, as a 401 offers them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schemes {
+    /// `Authorization: Basic` (a user, or an API client's `id:key`).
+    pub basic: bool,
+    /// `Authorization: Bearer` (and the other places tokens are read).
+    pub bearer: bool,
+    /// An API key in its header, parameter or form field.
+    pub api_key: bool,
+    /// A client certificate (no challenge: it comes with the connection).
+    pub mtls: bool,
 }
 
 /// `:authority` exact, or `*.suffix` for any subdomain (compared without case, port
 /// and one trailing dot: `admin.example.` is `admin.example` to DNS and to Envoy's routes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostPattern {
+    /// This host.
     Exact(String),
+    /// Any subdomain of this one.
     Suffix(String),
 }
 
@@ -188,11 +199,14 @@ fn strip_port(authority: &str) -> &str {
 /// The conditions of a rule; all that are set must match.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RouteMatch {
+    /// The path starts with it (by segment).
     pub path_prefix: Option<String>,
+    /// The path is exactly it.
     pub path: Option<String>,
     /// Uppercase; matched without case, as the most lenient upstream reads a method
     /// (`post` must not escape a rule for POST).
     pub methods: Option<Vec<String>>,
+    /// `:authority`.
     pub host: Option<HostPattern>,
     /// The name of the Envoy route that matched (`xds.route_name`).
     pub route: Option<String>,
@@ -228,8 +242,11 @@ impl RouteMatch {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// A rule: what it matches, and what it requires.
 pub struct Rule {
+    /// What it matches.
     pub matcher: RouteMatch,
+    /// What it requires.
     pub require: Require,
     /// Every one must be held.
     pub scopes: Vec<String>,
@@ -269,9 +286,11 @@ const ROUTE_MATCH_ANY: RouteMatch =
     RouteMatch { path_prefix: None, path: None, methods: None, host: None, route: None };
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The rules, in order, and the CORS preflight bypass.
 pub struct Routes {
     /// `bypass` rules first (as `require: "none"`), then `rules`.
     pub rules: Vec<Rule>,
+    /// Let CORS preflights through unauthenticated.
     pub bypass_cors_preflight: bool,
     /// `rules` by the path segments they require: what a request's path could match.
     index: SegmentTrie,
@@ -327,6 +346,7 @@ impl SegmentTrie {
 }
 
 impl Routes {
+    /// The rules, indexed for lookup.
     pub fn new(rules: Vec<Rule>, bypass_cors_preflight: bool) -> Routes {
         let mut index = SegmentTrie::default();
         for (position, rule) in rules.iter().enumerate() {

@@ -6,14 +6,14 @@ use crate::request::Source;
 
 use crate::network::Networks;
 use crate::path::{has_segment_prefix, MatchPath};
+use crate::pipeline::route::Rule;
 use crate::principal::Principal;
 use crate::reason::Reason;
 use crate::request_principal::RequestPrincipal;
-use crate::route::Rule;
 
 /// Why a verified request may not proceed (403).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Forbidden {
+pub(crate) enum Forbidden {
     Refused {
         reason: Reason,
         message: &'static str,
@@ -25,7 +25,7 @@ pub enum Forbidden {
 }
 
 /// The request as authorization sees it.
-pub struct Access<'a> {
+pub(crate) struct Access<'a> {
     pub method: &'a str,
     pub path: &'a MatchPath,
     /// Envoy's `source.address`, read if a network is to be checked.
@@ -57,12 +57,12 @@ fn checks<'a>(principal: &'a Principal, rule: &'a Rule) -> [Option<Check<'a>>; 6
 }
 
 /// Whether anything restricts this principal on this rule (`authorize` has nothing to refuse otherwise).
-pub fn restricted(principal: &Principal, rule: &Rule) -> bool {
+pub(crate) fn restricted(principal: &Principal, rule: &Rule) -> bool {
     checks(principal, rule).iter().any(Option::is_some)
 }
 
 /// Check a verified principal against its privileges and the route's rule.
-pub fn authorize(principal: &Principal, rule: &Rule, access: &Access) -> Result<(), Forbidden> {
+pub(crate) fn authorize(principal: &Principal, rule: &Rule, access: &Access) -> Result<(), Forbidden> {
     for check in checks(principal, rule) {
         let Some(check) = check else { continue };
         match check {
@@ -108,7 +108,7 @@ fn refused(reason: Reason, message: &'static str) -> Forbidden {
 }
 
 /// Whether the client address is inside the configuration's `trusted_networks` (true when unset).
-pub fn network_trusted(networks: Option<&Networks>, source: Source) -> bool {
+pub(crate) fn network_trusted(networks: Option<&Networks>, source: Source) -> bool {
     match networks {
         None => true,
         Some(networks) => source.get().is_some_and(|source| networks.contains(source)),

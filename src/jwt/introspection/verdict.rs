@@ -19,12 +19,17 @@ pub enum Verdict {
 /// What an active token's answer grants.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
+    /// Who the token names.
     pub principal: String,
+    /// The scopes it grants.
     pub scopes: Vec<String>,
     /// `claim_to_headers` results.
     pub headers: Vec<(String, String)>,
+    /// `jti`.
     pub jti: Option<String>,
+    /// `iat`, Unix seconds.
     pub issued_at: Option<u64>,
+    /// `exp`, Unix seconds.
     pub expires_at: Option<u64>,
     /// The attributes `rules[].claims` test, read as a JWT's claims are.
     pub claims: ClaimValues,

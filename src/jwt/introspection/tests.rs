@@ -8,10 +8,10 @@ use base64::Engine;
 
 use super::*;
 use crate::config::Config;
+use crate::pipeline::stream::Step;
 use crate::plugin::Plugin;
 use crate::reason::Reason;
 use crate::request::RequestFacts;
-use crate::stream::Step;
 use crate::testing::{FakeHost, FakeResponse, FakeShared};
 
 const T0: u64 = 1_800_000_000_000; // ms
@@ -80,7 +80,7 @@ fn configuration_errors_name_their_field() {
     for (change, expected) in cases {
         assert_eq!(config_of(with(endpoint(), change.clone()), json!({})).err(), Some(expected), "{change}");
     }
-    let keys = json!({"local_pem": include_str!("../../tests/keys/rsa2048_public.pem")});
+    let keys = json!({"local_pem": include_str!("../../../tests/keys/rsa2048_public.pem")});
     let both = config_of(endpoint(), keys).err();
     assert_eq!(
         both.as_deref(),

@@ -17,10 +17,10 @@
 use crate::host_api::SharedData;
 use crate::shared_table::{Retention, SharedTable, Updated, VALUES};
 
-pub const WINDOW_SECONDS: u64 = 3600;
+pub(crate) const WINDOW_SECONDS: u64 = 3600;
 
 /// The gauge of the principals the limits keep records of (moved by `Admission::Admitted`'s change).
-pub const TRACKED_GAUGE: &str = "tracked_principals";
+pub(crate) const TRACKED_GAUGE: &str = "tracked_principals";
 
 /// A principal's limits, defaults applied; None: unlimited.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -70,7 +70,7 @@ const RETENTION: Retention = Retention {
 
 /// What the limits say of one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admission {
+pub(crate) enum Admission {
     /// Counted. `release` when its stream ends, if it holds a slot in flight.
     Admitted {
         holds_slot: bool,
@@ -102,22 +102,22 @@ pub struct Quota {
 
 /// The shared counts of every limited principal.
 #[derive(Debug)]
-pub struct LimitTable {
+pub(crate) struct LimitTable {
     table: SharedTable,
 }
 
 impl LimitTable {
-    pub fn new(max_tracked_principals: usize) -> LimitTable {
+    pub(crate) fn new(max_tracked_principals: usize) -> LimitTable {
         LimitTable { table: SharedTable::new("limits", max_tracked_principals, RETENTION) }
     }
 
     /// The key a principal is counted under: its qualified name (`principal::QualifiedName::limit_key`).
-    pub fn key(qualified: &str) -> u64 {
+    pub(crate) fn key(qualified: &str) -> u64 {
         SharedTable::key(qualified)
     }
 
     /// Admit one request of `key` under `limits` at `now` (unix seconds), counting it.
-    pub fn admit(&self, shared: &dyn SharedData, key: u64, limits: &Limits, now: u64) -> Admission {
+    pub(crate) fn admit(&self, shared: &dyn SharedData, key: u64, limits: &Limits, now: u64) -> Admission {
         let mut outcome = Admission::Unavailable;
         let (written, records) = self.table.update(shared, key, now, |current| {
             let (previous, count, in_flight) = rolled(current, now);
@@ -162,21 +162,24 @@ impl LimitTable {
     }
 
     /// A request that held a slot in flight ended.
-    pub fn release(&self, shared: &dyn SharedData, key: u64, now: u64) {
+    pub(crate) fn release(&self, shared: &dyn SharedData, key: u64, now: u64) {
         self.table.update(shared, key, now, |current| {
             let mut next = Counts::decode(current?);
             next.in_flight = next.in_flight.saturating_sub(1);
             Some(next.encode())
         });
     }
+}
 
-    /// Requests of `key` in flight now (for tests and the soak).
-    pub fn in_flight(&self, shared: &dyn SharedData, key: u64) -> u64 {
+#[cfg(test)]
+impl LimitTable {
+    /// Requests of `key` in flight now.
+    pub(crate) fn in_flight(&self, shared: &dyn SharedData, key: u64) -> u64 {
         self.table.read(shared, key).map_or(0, |entry| Counts::decode(&entry.values).in_flight)
     }
 
     /// Principals with a record (what the `tracked_principals` gauge adds up).
-    pub fn tracked(&self, shared: &dyn SharedData) -> u64 {
+    pub(crate) fn tracked(&self, shared: &dyn SharedData) -> u64 {
         self.table.len(shared)
     }
 }

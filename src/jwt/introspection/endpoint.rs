@@ -44,13 +44,19 @@ impl std::fmt::Debug for ClientAuth {
 /// A provider's introspection endpoint and what it does with the answers.
 #[derive(Debug)]
 pub struct Introspection {
+    /// Where the introspection endpoint is called.
     pub target: Target,
+    /// How long a call may take.
     pub timeout_ms: u64,
+    /// How this filter authenticates to the endpoint.
     pub auth: ClientAuth,
     /// `token_type_hint` sent (none when empty).
     pub token_type_hint: String,
+    /// Larger answers are refused.
     pub max_response_bytes: usize,
+    /// How long an active answer is stored (at most until the token expires).
     pub cache_ttl_seconds: u64,
+    /// How long an inactive or refused answer is stored.
     pub negative_cache_seconds: u64,
     /// Every token its places carry (a JWS no key provider claims included); false: tokens that are not a JWS.
     pub all_tokens: bool,

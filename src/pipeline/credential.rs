@@ -5,6 +5,7 @@
 use crate::api_key::ApiKeys;
 use crate::basic_auth::{self, is_basic, BasicError};
 use crate::cookie;
+use crate::pipeline::route::Schemes;
 use crate::query::{self, percent_decode};
 use crate::reason::Reason;
 use crate::request::{is_underscore_spelling_of, RequestFacts};
@@ -12,29 +13,52 @@ use crate::token_location::{after_prefix, TokenLocations, TokenPlace, AUTHORIZAT
 
 /// Bounds on what a client sends, checked before any decoding.
 pub const MAX_AUTHORIZATION_BYTES: usize = 16 * 1024;
+/// The longest API key read.
 pub const MAX_API_KEY_BYTES: usize = 1024;
 
 #[derive(Debug, PartialEq, Eq)]
+/// A credential as presented, not verified yet.
 pub enum Credential {
+    /// `Authorization: Basic`.
     Basic {
+        /// The user name (or API client id).
         user: String,
+        /// The password (or API key).
         password: String,
     },
     /// A token, and where it was found (indices in `TokenLocations::locations`):
     /// only the providers bound to one of those places may verify it.
     Bearer {
+        /// The token.
         token: String,
+        /// Indices in `TokenLocations::locations`.
         found: Vec<usize>,
     },
     /// An API key, with where it came from.
     ApiKey {
+        /// The key.
         key: String,
+        /// Where it was read.
         source: ApiKeySource,
     },
     /// The client certificate Envoy verified, by the name `mtls.principal_from` reads.
     Mtls {
+        /// The name read from the certificate.
         name: String,
     },
+}
+
+impl Credential {
+    /// Whether a rule offering `schemes` could accept a credential of this form (checked
+    /// before verifying it): `user:password` may turn out to be an API client's `id:key`.
+    pub fn offered(&self, schemes: Schemes) -> bool {
+        match self {
+            Credential::Basic { .. } => schemes.basic,
+            Credential::Bearer { .. } => schemes.bearer,
+            Credential::ApiKey { .. } => schemes.api_key,
+            Credential::Mtls { .. } => schemes.mtls,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -46,9 +70,13 @@ impl Credential {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// Where an API key was read, with the header, parameter or cookie name.
 pub enum ApiKeySource {
+    /// A request header.
     Header(String),
+    /// A query parameter.
     Query(String),
+    /// A cookie.
     Cookie(String),
     /// A field of the form body (`api_keys.form_field`).
     Form(String),
@@ -57,22 +85,29 @@ pub enum ApiKeySource {
 /// A credential that is present but cannot be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CredentialError {
+    /// Longer than the bound of its place.
     TooLarge,
     /// A Bearer token longer than the Authorization bound: answered as a bad token (RFC 6750).
     BearerTooLarge,
     /// More than one Authorization header, one API key header, parameter or cookie
     /// given twice, or two different tokens: ambiguous.
     Ambiguous,
+    /// The Basic credentials are not base64.
     BasicNotBase64,
+    /// The Basic credentials have no `:`.
     BasicNoColon,
+    /// The Basic credentials are not UTF-8.
     BasicNotUtf8,
+    /// `Bearer` with no token.
     EmptyBearer,
     /// A token in a query parameter that is not well percent-encoded.
     MalformedBearer,
+    /// An API key header, parameter or cookie that is empty.
     EmptyApiKey,
 }
 
 impl CredentialError {
+    /// The `error_description` sent; never echoes the credential.
     pub fn description(&self) -> &'static str {
         match self {
             CredentialError::TooLarge => "credential too large",
@@ -87,6 +122,7 @@ impl CredentialError {
         }
     }
 
+    /// The reason it is counted under.
     pub fn reason(&self) -> Reason {
         match self {
             CredentialError::TooLarge => Reason::CredentialTooLarge,
@@ -282,6 +318,7 @@ fn query_value(path: &str, param: &str) -> Result<Option<String>, CredentialErro
 /// revive a disabled key or take a token no provider vouched for.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct CredentialRemoval {
+    /// Headers to remove.
     pub headers: Vec<String>,
     /// The new `:path` when the query string carried a credential.
     pub path: Option<String>,
@@ -291,6 +328,7 @@ pub struct CredentialRemoval {
     pub form: Option<String>,
 }
 
+/// What to remove before the request goes upstream (`forward`: keep the verified credential).
 pub fn credential_removal(
     request: &RequestFacts,
     api_keys: &ApiKeys,

@@ -3,10 +3,10 @@ use std::rc::Rc;
 use super::*;
 use crate::network::Cidr;
 use crate::path::normalize;
+use crate::pipeline::route::{Require, RouteMatch};
 use crate::principal::AuthMethod;
 use crate::privileges::Privileges;
 use crate::request::Source;
-use crate::route::{Require, RouteMatch};
 
 fn principal(privileges: Privileges, scopes: &[&str]) -> Principal {
     Principal {
