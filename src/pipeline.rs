@@ -172,7 +172,7 @@ pub fn decide(
     }
 
     // authenticate
-    let principal = match verifier.authenticate(config, &fetched.keys, &credential, request.source, host, now_ms) {
+    let principal = match verifier.authenticate(config, fetched, &credential, request.source, host, now_ms) {
         Ok(principal) => principal,
         Err(NotVerified::Invalid { reason, message, bearer: true }) => {
             return Decision::Reply(LocalReply::invalid_token(challenges, message, reason))

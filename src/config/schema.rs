@@ -311,6 +311,12 @@ pub struct RawApiKeys {
     pub clients_lines: Option<String>,
     /// Instead of `clients_lines`: the environment variable of the Envoy process that holds it.
     pub clients_lines_env: Option<String>,
+    /// More clients, fetched through an Envoy cluster and refreshed (a key added or removed
+    /// there applies within `refresh_seconds`, no configuration push): a JSON document
+    /// `{"clients": [...]}` of `clients[]` entries (`key_hash`, not `key_hash_env`), ids apart
+    /// from the configured ones. Until its first fetch, keys that are not configured get 503.
+    /// `max_response_bytes` may be up to 33554432 here.
+    pub remote: Option<RawRemote>,
 }
 
 #[derive(Deserialize)]
@@ -498,7 +504,7 @@ pub struct RawRemote {
     pub timeout_ms: u64,
     /// JWKS only: at most one refetch per interval for tokens with an unknown `kid` (1-3600; default 30).
     pub min_refetch_seconds: Option<u64>,
-    /// Larger responses are refused (1024-1048576).
+    /// Larger responses are refused (1024-1048576; `api_keys.remote`: up to 33554432).
     #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: usize,
 }

@@ -153,8 +153,8 @@ fn main() {
         let mut host = Host::default();
         let mut verifier = Verifier::new(&config);
         let credential = credential::extract(&request, &config.api_keys, &config.token_locations).unwrap().unwrap();
-        verifier.authenticate(&config, &wasm_authn::jwt::FetchedKeys::default(), &credential, None, &host, NOW_MS).unwrap();
-        let principal = verifier.authenticate(&config, &wasm_authn::jwt::FetchedKeys::default(), &credential, None, &host, NOW_MS).unwrap();
+        verifier.authenticate(&config, &wasm_authn::fetched::Fetched::new(&config), &credential, None, &host, NOW_MS).unwrap();
+        let principal = verifier.authenticate(&config, &wasm_authn::fetched::Fetched::new(&config), &credential, None, &host, NOW_MS).unwrap();
 
         let decode = time(|| header_map::decode(&bytes));
         let facts = time(|| RequestFacts::from_headers(&headers).path.len());
@@ -170,7 +170,7 @@ fn main() {
             }
             credential::Credential::ApiKey { key, .. } => time(|| keys.of("api-key", &[key.as_bytes()])),
         };
-        let remembered = time(|| verifier.authenticate(&config, &wasm_authn::jwt::FetchedKeys::default(), &credential, None, &host, NOW_MS));
+        let remembered = time(|| verifier.authenticate(&config, &wasm_authn::fetched::Fetched::new(&config), &credential, None, &host, NOW_MS));
         let shaped = time(|| {
             shape::authenticated(
                 &config.upstream,
@@ -197,7 +197,7 @@ fn main() {
         uncached_config["cache"] = json!({"max_entries": 0});
         let uncached_config = Config::from_json(uncached_config.to_string().as_bytes()).unwrap();
         let mut uncached = Verifier::new(&uncached_config);
-        let fresh = time(|| uncached.authenticate(&uncached_config, &wasm_authn::jwt::FetchedKeys::default(), &credential, None, &host, NOW_MS));
+        let fresh = time(|| uncached.authenticate(&uncached_config, &wasm_authn::fetched::Fetched::new(&uncached_config), &credential, None, &host, NOW_MS));
         results.push((
             scheme,
             [
@@ -240,13 +240,13 @@ fn opaque_token() {
     let key = introspection.answers.key(&host, token);
     assert!(introspection.answers.store(&host, key, verdict, until, NOW_MS));
     let mut verifier = Verifier::new(&stored);
-    let shared = time(|| verifier.authenticate(&stored, &wasm_authn::jwt::FetchedKeys::default(), &credential, None, &host, NOW_MS).is_ok());
+    let shared = time(|| verifier.authenticate(&stored, &wasm_authn::fetched::Fetched::new(&stored), &credential, None, &host, NOW_MS).is_ok());
     let remembered_config = config_of(json!({}));
     let mut remembered = Verifier::new(&remembered_config);
-    let _ = remembered.authenticate(&remembered_config, &wasm_authn::jwt::FetchedKeys::default(), &credential, None, &host, NOW_MS);
+    let _ = remembered.authenticate(&remembered_config, &wasm_authn::fetched::Fetched::new(&remembered_config), &credential, None, &host, NOW_MS);
     let remembered_key = remembered_config.jwt_providers[0].introspection.as_ref().unwrap().answers.key(&host, token);
     assert_eq!(remembered_key, key, "one hash key per Envoy");
-    let cached = time(|| remembered.authenticate(&remembered_config, &wasm_authn::jwt::FetchedKeys::default(), &credential, None, &host, NOW_MS).is_ok());
+    let cached = time(|| remembered.authenticate(&remembered_config, &wasm_authn::fetched::Fetched::new(&remembered_config), &credential, None, &host, NOW_MS).is_ok());
     println!();
     println!("| an opaque token (introspection), its answer stored | ns |");
     println!("|---|---:|");
@@ -290,13 +290,13 @@ fn distinct_tokens() {
         credential::Credential::Bearer { token, .. } => token.clone(),
         _ => String::new(),
     };
-    assert!(verifier.authenticate(&config, &wasm_authn::jwt::FetchedKeys::default(), pick(), None, &host, NOW_MS).is_ok());
+    assert!(verifier.authenticate(&config, &wasm_authn::fetched::Fetched::new(&config), pick(), None, &host, NOW_MS).is_ok());
     let verify = time(|| {
         let token = token_of(pick());
         wasm_authn::jwt::verify(&token, &config.jwt_providers, &wasm_authn::jwt::FetchedKeys::default(), &|_| true, &host, NOW_MS / 1000, 60).is_ok()
     });
     let copy = time(|| token_of(pick()).len());
-    let authenticate = time(|| verifier.authenticate(&config, &wasm_authn::jwt::FetchedKeys::default(), pick(), None, &host, NOW_MS).is_ok());
+    let authenticate = time(|| verifier.authenticate(&config, &wasm_authn::fetched::Fetched::new(&config), pick(), None, &host, NOW_MS).is_ok());
     let der = [0u8; 294];
     let text = [b'a'; 420];
     let arguments = time(|| wasm_authn::envoy_crypto::encode_arguments("sha256", &der, &[7u8; 256], &text).len());

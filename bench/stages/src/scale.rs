@@ -70,7 +70,7 @@ fn cycling(config: &Config, credentials: &[Credential]) -> f64 {
     let mut next = 0;
     time(|| {
         next = (next + 1) % credentials.len();
-        credentials.get(next).map(|credential| verifier.authenticate(config, &wasm_authn::jwt::FetchedKeys::default(), credential, None, host, NOW_MS).is_ok())
+        credentials.get(next).map(|credential| verifier.authenticate(config, &wasm_authn::fetched::Fetched::new(config), credential, None, host, NOW_MS).is_ok())
     })
 }
 
