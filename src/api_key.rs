@@ -21,6 +21,7 @@ use crate::digest::{sha256, Sha256Digest};
 use crate::principal::{AuthMethod, Principal};
 use crate::privileges::Privileges;
 use crate::reason::Reason;
+use crate::remote::{FetchConfig, Parse, RemoteDocument};
 
 #[derive(Debug, Default)]
 pub struct ApiKeys {
@@ -33,7 +34,37 @@ pub struct ApiKeys {
     pub form_field: Option<String>,
     /// `client-id:api-key` as Basic credentials.
     pub allow_basic: bool,
+    /// The configured clients.
     pub clients: Clients,
+    /// `api_keys.remote`: more clients, fetched (`fetched::Fetched` holds them).
+    pub remote: Option<RemoteClients>,
+}
+
+/// Where fetched clients come from, and how their document is read.
+pub struct RemoteClients {
+    pub fetch: FetchConfig,
+    pub parse: Parse<Clients>,
+}
+
+impl std::fmt::Debug for RemoteClients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteClients").field("fetch", &self.fetch).finish()
+    }
+}
+
+impl RemoteClients {
+    /// Its document, nothing fetched yet.
+    pub fn document(&self) -> RemoteDocument<Clients> {
+        RemoteDocument::new(self.fetch.clone(), "api_clients", Rc::clone(&self.parse))
+    }
+}
+
+/// Every API client a request may name: the configured ones, then the fetched ones.
+#[derive(Clone, Copy)]
+pub struct Directory<'a> {
+    keys: &'a ApiKeys,
+    /// The last good fetched clients; None before the first fetch or without `remote`.
+    fetched: Option<&'a Clients>,
 }
 
 #[derive(Debug)]
@@ -109,20 +140,59 @@ impl Clients {
 }
 
 impl ApiKeys {
-    /// The client a key belongs to: one SHA-256 and one lookup, whatever the number of clients.
+    /// The clients a request may name, with what was fetched (`fetched::Fetched::api_clients`).
+    pub fn directory<'a>(&'a self, fetched: Option<&'a Clients>) -> Directory<'a> {
+        Directory { keys: self, fetched }
+    }
+
+    /// Whether a client may be bound to networks (its requests' source address is then
+    /// read): a configured one is, or fetched ones may be.
+    pub fn may_bind_networks(&self) -> bool {
+        self.remote.is_some() || self.clients.iter().any(|c| c.privileges.trusted_networks.is_some())
+    }
+
+    /// Whether any client may exist: configured, or fetched.
+    pub fn has_clients(&self) -> bool {
+        !self.clients.is_empty() || self.remote.is_some()
+    }
+
+    /// The API key header a challenge names, when API keys are accepted in headers.
+    pub fn challenge_header(&self) -> Option<&str> {
+        if !self.has_clients() {
+            return None;
+        }
+        self.headers.first().map(String::as_str)
+    }
+}
+
+impl<'a> Directory<'a> {
+    /// A remote document is configured but was never fetched: a key not configured may be in it.
+    fn not_fetched_yet(&self) -> bool {
+        self.keys.remote.is_some() && self.fetched.is_none()
+    }
+
+    fn by_id(&self, id: &str) -> Option<&'a ApiClient> {
+        self.keys.clients.by_id(id).or_else(|| self.fetched?.by_id(id))
+    }
+
+    /// The client a key belongs to: one SHA-256 and one lookup (two with fetched
+    /// clients), whatever the number of clients.
     pub fn verify(&self, key: &str) -> Result<Principal, Reason> {
-        match self.clients.by_digest(&sha256(key.as_bytes())) {
+        let digest = sha256(key.as_bytes());
+        let found = self.keys.clients.by_digest(&digest).or_else(|| self.fetched?.by_digest(&digest));
+        match found {
             Some(client) if !client.disabled => {
                 Ok(Principal::configured(&client.id, AuthMethod::ApiKey, &client.privileges))
             }
             Some(_) => Err(Reason::ApiKeyDisabled),
+            None if self.not_fetched_yet() => Err(Reason::ApiClientsUnavailable),
             None => Err(Reason::ApiKeyInvalid),
         }
     }
 
     /// `client-id:api-key` as Basic credentials; None when `id` is no client's (or Basic is off).
     pub fn verify_as_basic(&self, id: &str, key: &str) -> Option<Result<Principal, Reason>> {
-        if !self.allow_basic {
+        if !self.keys.allow_basic {
             return None;
         }
         self.verify_pair(id, key)
@@ -131,7 +201,9 @@ impl ApiKeys {
     /// A client's id and key, given apart (the token endpoint's `client_id` and
     /// `client_secret`); None when `id` is no client's.
     pub fn verify_pair(&self, id: &str, key: &str) -> Option<Result<Principal, Reason>> {
-        let client = self.clients.by_id(id)?;
+        let Some(client) = self.by_id(id) else {
+            return self.not_fetched_yet().then_some(Err(Reason::ApiClientsUnavailable));
+        };
         let matches: bool = sha256(key.as_bytes()).ct_eq(&client.key_digest).into();
         Some(match (matches, client.disabled) {
             (true, false) => Ok(Principal::configured(id, AuthMethod::ApiKey, &client.privileges)),
@@ -140,12 +212,20 @@ impl ApiKeys {
         })
     }
 
-    /// The API key header a challenge names, when API keys are accepted in headers.
-    pub fn challenge_header(&self) -> Option<&str> {
-        if self.clients.is_empty() {
-            return None;
+    /// An enabled client by id (a token issued to it is still good): else why not.
+    pub fn enabled(&self, id: &str) -> Result<&'a ApiClient, Reason> {
+        match self.by_id(id) {
+            Some(client) if !client.disabled => Ok(client),
+            Some(_) => Err(Reason::ApiKeyDisabled),
+            None if self.not_fetched_yet() => Err(Reason::ApiClientsUnavailable),
+            None => Err(Reason::ApiKeyInvalid),
         }
-        self.headers.first().map(String::as_str)
+    }
+}
+
+impl crate::remote::Summary for Clients {
+    fn summary(&self) -> String {
+        format!("{} API clients", self.len())
     }
 }
 
@@ -165,23 +245,27 @@ mod tests {
             form_field: None,
             allow_basic: true,
             clients: vec![client("live", b"k1", false), client("retired", b"k2", true)].into(),
+            remote: None,
         }
     }
 
     #[test]
     fn keys_name_their_client() {
-        assert_eq!(keys().verify("k1").map(|p| p.id), Ok("live".to_string()));
-        assert_eq!(keys().verify("k2"), Err(Reason::ApiKeyDisabled));
-        assert_eq!(keys().verify("k3"), Err(Reason::ApiKeyInvalid));
+        assert_eq!(keys().directory(None).verify("k1").map(|p| p.id), Ok("live".to_string()));
+        assert_eq!(keys().directory(None).verify("k2"), Err(Reason::ApiKeyDisabled));
+        assert_eq!(keys().directory(None).verify("k3"), Err(Reason::ApiKeyInvalid));
     }
 
     #[test]
     fn as_basic_credentials() {
-        assert_eq!(keys().verify_as_basic("live", "k1").map(|r| r.map(|p| p.method)), Some(Ok(AuthMethod::ApiKey)));
-        assert_eq!(keys().verify_as_basic("live", "k2"), Some(Err(Reason::ApiKeyInvalid)));
-        assert_eq!(keys().verify_as_basic("retired", "k2"), Some(Err(Reason::ApiKeyDisabled)));
-        assert_eq!(keys().verify_as_basic("nobody", "k1"), None);
-        assert_eq!(ApiKeys { allow_basic: false, ..keys() }.verify_as_basic("live", "k1"), None);
+        assert_eq!(
+            keys().directory(None).verify_as_basic("live", "k1").map(|r| r.map(|p| p.method)),
+            Some(Ok(AuthMethod::ApiKey))
+        );
+        assert_eq!(keys().directory(None).verify_as_basic("live", "k2"), Some(Err(Reason::ApiKeyInvalid)));
+        assert_eq!(keys().directory(None).verify_as_basic("retired", "k2"), Some(Err(Reason::ApiKeyDisabled)));
+        assert_eq!(keys().directory(None).verify_as_basic("nobody", "k1"), None);
+        assert_eq!(ApiKeys { allow_basic: false, ..keys() }.directory(None).verify_as_basic("live", "k1"), None);
     }
 
     /// What `verify` and `verify_pair` answered when they scanned every client: a key
@@ -225,11 +309,15 @@ mod tests {
             let reference = make();
             for probe in 0..10 {
                 let key = format!("k{probe}");
-                assert_eq!(keys.verify(&key).map(|p| p.id), scanned(&reference, &key), "{spec:?} {key}");
+                assert_eq!(
+                    keys.directory(None).verify(&key).map(|p| p.id),
+                    scanned(&reference, &key),
+                    "{spec:?} {key}"
+                );
                 for id in 0..10 {
                     let id = format!("c{id}");
                     assert_eq!(
-                        keys.verify_pair(&id, &key).map(|r| r.map(|p| p.id)),
+                        keys.directory(None).verify_pair(&id, &key).map(|r| r.map(|p| p.id)),
                         scanned_pair(&reference, &id, &key),
                         "{spec:?} {id} {key}"
                     );
@@ -244,11 +332,52 @@ mod tests {
             (0..100_000).map(|i| client(&format!("client-{i}"), format!("key-{i}").as_bytes(), i % 10 == 7)).collect();
         let keys = ApiKeys { allow_basic: true, clients: clients.into(), ..ApiKeys::default() };
         assert_eq!(keys.clients.len(), 100_000);
-        assert_eq!(keys.verify("key-99998").map(|p| p.id), Ok("client-99998".into()));
-        assert_eq!(keys.verify("key-99997"), Err(Reason::ApiKeyDisabled));
-        assert_eq!(keys.verify("key-100000"), Err(Reason::ApiKeyInvalid));
-        assert_eq!(keys.verify_pair("client-5", "key-5").map(|r| r.map(|p| p.id)), Some(Ok("client-5".into())));
-        assert_eq!(keys.verify_pair("client-5", "key-6"), Some(Err(Reason::ApiKeyInvalid)));
+        assert_eq!(keys.directory(None).verify("key-99998").map(|p| p.id), Ok("client-99998".into()));
+        assert_eq!(keys.directory(None).verify("key-99997"), Err(Reason::ApiKeyDisabled));
+        assert_eq!(keys.directory(None).verify("key-100000"), Err(Reason::ApiKeyInvalid));
+        assert_eq!(
+            keys.directory(None).verify_pair("client-5", "key-5").map(|r| r.map(|p| p.id)),
+            Some(Ok("client-5".into()))
+        );
+        assert_eq!(keys.directory(None).verify_pair("client-5", "key-6"), Some(Err(Reason::ApiKeyInvalid)));
         assert_eq!(keys.clients.by_id("client-77").map(|c| c.disabled), Some(true));
+    }
+
+    /// `api_keys.remote` configured: what the configured clients and the fetched ones answer.
+    fn with_remote() -> ApiKeys {
+        let target = crate::host_api::Target { cluster: "idp".into(), authority: "idp".into(), path: "/c".into() };
+        let policy = crate::remote::FetchPolicy { refresh_ms: 1000, timeout_ms: 1000, min_refetch_ms: 1000 };
+        let fetch = FetchConfig { target, discovery: None, policy, max_response_bytes: 1024 };
+        let parse: Parse<Clients> = Rc::new(|_: &[u8]| Ok(Clients::default()));
+        ApiKeys { remote: Some(RemoteClients { fetch, parse }), ..keys() }
+    }
+
+    #[test]
+    fn fetched_clients_answer_after_the_configured_ones() {
+        let keys = with_remote();
+        let fetched: Clients = vec![client("remote", b"k9", false), client("gone", b"k8", true)].into();
+        let clients = keys.directory(Some(&fetched));
+        assert_eq!(clients.verify("k1").map(|p| p.id), Ok("live".to_string()));
+        assert_eq!(clients.verify("k9").map(|p| p.id), Ok("remote".to_string()));
+        assert_eq!(clients.verify("k8"), Err(Reason::ApiKeyDisabled));
+        assert_eq!(clients.verify("k7"), Err(Reason::ApiKeyInvalid));
+        assert_eq!(clients.verify_pair("remote", "k9").map(|r| r.map(|p| p.id)), Some(Ok("remote".into())));
+        assert_eq!(clients.verify_pair("remote", "k1"), Some(Err(Reason::ApiKeyInvalid)));
+        assert_eq!(clients.verify_pair("nobody", "k9"), None);
+        assert_eq!(clients.enabled("remote").map(|c| c.id.as_str()), Ok("remote"));
+        assert_eq!(clients.enabled("gone").map(|c| c.id.as_str()), Err(Reason::ApiKeyDisabled));
+    }
+
+    #[test]
+    fn before_the_first_fetch_an_unconfigured_client_is_not_known_yet() {
+        let remote = with_remote();
+        let clients = remote.directory(None);
+        assert_eq!(clients.verify("k1").map(|p| p.id), Ok("live".to_string()), "configured: known");
+        assert_eq!(clients.verify("k9"), Err(Reason::ApiClientsUnavailable));
+        assert_eq!(clients.verify_pair("live", "k1").map(|r| r.map(|p| p.id)), Some(Ok("live".into())));
+        assert_eq!(clients.verify_pair("nobody", "k9"), Some(Err(Reason::ApiClientsUnavailable)));
+        assert_eq!(clients.enabled("nobody").map(|c| c.id.as_str()), Err(Reason::ApiClientsUnavailable));
+        // Without a remote document, unknown is unknown.
+        assert_eq!(keys().directory(None).verify("k9"), Err(Reason::ApiKeyInvalid));
     }
 }

@@ -3,6 +3,7 @@
 //! fetch; this is the state the fetch protocol changes. The `Plugin` owns it and
 //! hands it to `pipeline::decide`.
 
+use crate::api_key::Clients;
 use crate::config::Config;
 use crate::jwt::FetchedKeys;
 use crate::pipeline::revocation::RevocationList;
@@ -15,12 +16,23 @@ pub struct Fetched {
     pub keys: FetchedKeys,
     /// `revocation.remote`, when configured.
     pub revocation: Option<RemoteDocument<RevocationList>>,
+    /// `api_keys.remote`, when configured.
+    pub api_clients: Option<RemoteDocument<Clients>>,
 }
 
 impl Fetched {
     /// Nothing fetched yet (or picked up from other VMs: `sync` does).
     pub fn new(config: &Config) -> Fetched {
-        Fetched { keys: FetchedKeys::new(&config.jwt_providers), revocation: config.revocation.remote_document() }
+        Fetched {
+            keys: FetchedKeys::new(&config.jwt_providers),
+            revocation: config.revocation.remote_document(),
+            api_clients: config.api_keys.remote.as_ref().map(|remote| remote.document()),
+        }
+    }
+
+    /// The fetched API clients: None before their first fetch (or when none are configured).
+    pub fn api_clients(&self) -> Option<&Clients> {
+        self.api_clients.as_ref().and_then(RemoteDocument::value)
     }
 
     /// The fetched revocation list: None before its first fetch (or when none is configured).

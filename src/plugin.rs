@@ -34,6 +34,14 @@ impl<T: VerifyHost + HttpCalls + Counters + IssueHost> Host for T {}
 enum DocumentId {
     Jwks(ProviderId),
     Revocation,
+    ApiClients,
+}
+
+impl DocumentId {
+    /// Whether remembered verifications stand on it (forgotten when it changes).
+    fn vouches(self) -> bool {
+        matches!(self, DocumentId::Jwks(_) | DocumentId::ApiClients)
+    }
 }
 
 /// A fetch call on its way.
@@ -208,7 +216,8 @@ impl Plugin {
         };
         let reply = match (purpose, &self.config.token_endpoint) {
             (BodyPurpose::TokenRequest(presented), Some(endpoint)) => {
-                endpoint.issue(&self.config.api_keys, &self.config.limit_table, host, &presented, &body, now_ms / 1000)
+                let clients = self.config.api_keys.directory(self.fetched.api_clients());
+                endpoint.issue(clients, &self.config.limit_table, host, &presented, &body, now_ms / 1000)
             }
             (BodyPurpose::TokenRequest(_), None) => LocalReply::not_configured(),
             (BodyPurpose::FormKey(held), _) => {
@@ -228,9 +237,13 @@ impl Plugin {
 
     /// Decide a stream from its headers (again, when it was held).
     fn decide(&mut self, host: &mut dyn Host, context_id: u32, request: &RequestFacts, now_ms: u64) -> Step {
-        // A revocation fetched by another VM applies from the next request, not the next tick.
+        // A revocation, or a client added or removed, fetched by another VM applies from
+        // the next request, not the next tick (one small read when nothing changed).
         if let Some(remote) = self.fetched.revocation.as_mut() {
             remote.sync_if_fetched(&*host);
+        }
+        if self.fetched.api_clients.as_mut().is_some_and(|remote| remote.sync_if_fetched(&*host)) {
+            self.verifier.keys_changed();
         }
         let mut decision = pipeline::decide(&self.config, &self.fetched, &mut self.verifier, request, &*host, now_ms);
         // Another VM may have fetched what is missing, or refetched already: look before waiting or refusing.
@@ -561,6 +574,9 @@ impl Plugin {
         if self.config.revocation.fetch.is_some() {
             documents.push(DocumentId::Revocation);
         }
+        if self.config.api_keys.remote.is_some() {
+            documents.push(DocumentId::ApiClients);
+        }
         documents
     }
 
@@ -585,6 +601,15 @@ impl Plugin {
                 };
                 Some((self.fetched.revocation.as_mut()? as &mut dyn Fetch, label))
             }
+            DocumentId::ApiClients => {
+                let label = Label {
+                    owner: "api_keys".into(),
+                    what: "API clients".into(),
+                    noun: "clients",
+                    metric: "api_clients_fetch_{}".into(),
+                };
+                Some((self.fetched.api_clients.as_mut()? as &mut dyn Fetch, label))
+            }
         }
     }
 
@@ -602,7 +627,7 @@ impl Plugin {
                 .map(|(_, w)| w.since_ms)
                 .collect();
             let Some((document, label)) = self.document(id) else { continue };
-            keys_changed |= document.sync(&*host) && matches!(id, DocumentId::Jwks(_));
+            keys_changed |= document.sync(&*host) && id.vouches();
             // Only a request that has not seen a fetch since it arrived wants another.
             let refetch_wanted = waiting_since.iter().any(|since| *since > document.last_success_ms());
             if fetching {
@@ -668,7 +693,7 @@ impl Plugin {
                 let what = if changed { "" } else { " (unchanged)" };
                 info!("wasm-authn: {}: fetched {summary}{what} ({})", label.what, call.target);
                 host.increment(&label.metric.replace("{}", "success"));
-                if changed && matches!(call.document, DocumentId::Jwks(_)) {
+                if changed && call.document.vouches() {
                     self.verifier.keys_changed();
                 }
             }
@@ -696,6 +721,9 @@ impl Plugin {
         for remote in self.fetched.keys.iter_mut() {
             changed |= remote.sync(host);
         }
+        if let Some(remote) = self.fetched.api_clients.as_mut() {
+            changed |= remote.sync(host);
+        }
         if changed {
             self.verifier.keys_changed();
         }
@@ -711,7 +739,7 @@ const CALL_NOT_MADE: &str = "the call could not be made (unknown cluster?)";
 fn needs_sync(decision: &Decision) -> bool {
     match decision {
         Decision::Wait(_) => true,
-        Decision::Reply(reply) => reply.reason == Reason::JwtUnknownKey,
+        Decision::Reply(reply) => matches!(reply.reason, Reason::JwtUnknownKey | Reason::ApiClientsUnavailable),
         _ => false,
     }
 }

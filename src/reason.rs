@@ -94,6 +94,8 @@ reasons! {
     JwksUnavailable => "jwks_unavailable",
     /// The remote revocation list was never fetched: a token it may revoke waits, then 503.
     RevocationUnavailable => "revocation_unavailable",
+    /// `api_keys.remote` was never fetched: a key that is not configured may be in it (503).
+    ApiClientsUnavailable => "api_clients_unavailable",
     /// The introspection endpoint says the opaque token is not active (or did not say it is).
     IntrospectionInactive => "introspection_inactive",
     /// The introspection endpoint could not be asked, or did not answer usably (the token may be fine).

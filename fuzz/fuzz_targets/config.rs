@@ -9,8 +9,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wasm_authn::pipeline::authenticate::Verifier;
 use wasm_authn::config::Config;
+use wasm_authn::pipeline::authenticate::Verifier;
 use wasm_authn::pipeline::{decide, Decision};
 use wasm_authn::reason::Reason;
 use wasm_authn::request::{Header, RequestFacts};

@@ -15,8 +15,8 @@ use wasm_authn::pipeline::credential::{
     credential_removal, extract, ApiKeySource, Credential, CredentialError, CredentialRemoval, MAX_API_KEY_BYTES,
     MAX_AUTHORIZATION_BYTES,
 };
-use wasm_authn::request::RequestFacts;
 use wasm_authn::pipeline::shape::UpstreamChanges;
+use wasm_authn::request::RequestFacts;
 use wasm_authn_fuzz::{config, TextRequest};
 
 fn facts(request: &TextRequest) -> RequestFacts<'_> {

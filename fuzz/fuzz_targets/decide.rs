@@ -21,15 +21,15 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wasm_authn::pipeline::authenticate::Verifier;
-use wasm_authn::pipeline::credential::{extract, Credential};
 use wasm_authn::jwt::{self, ProviderId, PureRust};
 use wasm_authn::path::normalize;
+use wasm_authn::pipeline::authenticate::Verifier;
+use wasm_authn::pipeline::credential::{extract, Credential};
+use wasm_authn::pipeline::stream::Awaited;
 use wasm_authn::pipeline::{decide, Decision};
 use wasm_authn::principal::AuthMethod;
 use wasm_authn::reason::Reason;
 use wasm_authn::request::RequestFacts;
-use wasm_authn::pipeline::stream::Awaited;
 use wasm_authn_fuzz::{config, fake_host, wrong_keys_config, TextRequest, NOW, PASSWORD, SKEW};
 
 fn facts(request: &TextRequest) -> RequestFacts<'_> {
@@ -60,7 +60,8 @@ fuzz_target!(|data: &[u8]| {
     let config = config();
     let mut verifier = Verifier::new(config);
     let host = fake_host();
-    let decision = decide(config, &wasm_authn::fetched::Fetched::new(config), &mut verifier, &facts(&request), &host, NOW * 1000);
+    let decision =
+        decide(config, &wasm_authn::fetched::Fetched::new(config), &mut verifier, &facts(&request), &host, NOW * 1000);
     let credential = extract(&facts(&request), &config.api_keys, &config.token_locations);
 
     match &decision {
@@ -91,10 +92,27 @@ fuzz_target!(|data: &[u8]| {
                 Credential::Bearer { token, found } => {
                     assert_eq!(principal.method, AuthMethod::Jwt);
                     let bound_here = |provider| config.token_locations.binds(found, provider);
-                    let verified = jwt::verify(token, &config.jwt_providers, &jwt::FetchedKeys::default(), &bound_here, &PureRust, NOW, SKEW);
+                    let verified = jwt::verify(
+                        token,
+                        &config.jwt_providers,
+                        &jwt::FetchedKeys::default(),
+                        &bound_here,
+                        &PureRust,
+                        NOW,
+                        SKEW,
+                    );
                     assert_eq!(verified.map(|v| v.principal).as_ref(), Ok(&principal.id));
                     let wrong_keys = &wrong_keys_config().jwt_providers;
-                    assert!(jwt::verify(token, wrong_keys, &jwt::FetchedKeys::default(), &|_| true, &PureRust, NOW, SKEW).is_err());
+                    assert!(jwt::verify(
+                        token,
+                        wrong_keys,
+                        &jwt::FetchedKeys::default(),
+                        &|_| true,
+                        &PureRust,
+                        NOW,
+                        SKEW
+                    )
+                    .is_err());
                 }
                 // This configuration reads no client certificate.
                 Credential::Mtls { .. } => panic!("impossible here: {credential:?}"),
@@ -143,6 +161,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 
-    let again = decide(config, &wasm_authn::fetched::Fetched::new(config), &mut verifier, &facts(&request), &host, NOW * 1000);
+    let again =
+        decide(config, &wasm_authn::fetched::Fetched::new(config), &mut verifier, &facts(&request), &host, NOW * 1000);
     assert_eq!(again, decision, "asked again, the decision changed");
 });

@@ -110,7 +110,15 @@ fuzz_target!(|data: &[u8]| {
 
     // The whole verification agrees wherever it reached the signature of that very key.
     if kid.is_some() {
-        match jwt::verify(&token, &config().jwt_providers, &jwt::FetchedKeys::default(), &|_| true, &PureRust, NOW, SKEW) {
+        match jwt::verify(
+            &token,
+            &config().jwt_providers,
+            &jwt::FetchedKeys::default(),
+            &|_| true,
+            &PureRust,
+            NOW,
+            SKEW,
+        ) {
             Ok(_)
             | Err(
                 JwtError::Expired

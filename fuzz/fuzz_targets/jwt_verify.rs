@@ -68,7 +68,15 @@ fn check_verified(token: &str, verified: &VerifiedToken) {
         assert!(email.as_str() == Some(principal.as_str()) || (email.is_number() && email.to_string() == *principal));
     }
     // Under other keys (same issuers, kids and policies) it never verifies.
-    let other = jwt::verify(token, &wrong_keys_config().jwt_providers, &jwt::FetchedKeys::default(), &|_| true, &PureRust, NOW, SKEW);
+    let other = jwt::verify(
+        token,
+        &wrong_keys_config().jwt_providers,
+        &jwt::FetchedKeys::default(),
+        &|_| true,
+        &PureRust,
+        NOW,
+        SKEW,
+    );
     assert!(other.is_err(), "verified under other keys too: {other:?}");
 }
 
@@ -89,8 +97,15 @@ fuzz_target!(|data: &[u8]| {
     let providers = &config().jwt_providers;
     let pure = jwt::verify(&token, providers, &jwt::FetchedKeys::default(), &|_| true, &PureRust, NOW, SKEW);
     let host = fake_host();
-    let with_host =
-        jwt::verify(&token, providers, &jwt::FetchedKeys::default(), &|_| true, &WithBackend { host: &host, backend: RingBackend }, NOW, SKEW);
+    let with_host = jwt::verify(
+        &token,
+        providers,
+        &jwt::FetchedKeys::default(),
+        &|_| true,
+        &WithBackend { host: &host, backend: RingBackend },
+        NOW,
+        SKEW,
+    );
     assert_eq!(pure, with_host, "pure Rust and the host path disagree");
 
     if let Ok(verified) = &pure {

@@ -12,8 +12,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use wasm_authn::path::{configured, has_segment_prefix, normalize, MatchPath};
-use wasm_authn::request::RequestFacts;
 use wasm_authn::pipeline::route::{Require, RouteMatch, Routes, Rule};
+use wasm_authn::request::RequestFacts;
 use wasm_authn_fuzz::split_nul;
 
 fn is_unreserved(byte: u8) -> bool {

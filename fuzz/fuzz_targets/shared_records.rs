@@ -106,7 +106,7 @@ fuzz_target!(|data: &[u8]| {
         policy: POLICY,
         max_response_bytes: 65_536,
     };
-    let mut document = RemoteDocument::new(fetch, "jwks\0fuzz\0issuer", KeySet::from_remote_jwks);
+    let mut document = RemoteDocument::new(fetch, "jwks\0fuzz\0issuer", std::rc::Rc::new(KeySet::from_remote_jwks));
     let changed = document.sync(&store);
     assert_eq!(changed, KeySet::from_remote_jwks(body).is_ok());
     assert_eq!(document.value().is_some(), changed);

@@ -13,9 +13,9 @@ use serde_json::{json, Value};
 use wasm_authn::config::Config;
 use wasm_authn::host_api::{Cas, Clock, SharedData};
 use wasm_authn::jwt::{Algorithm, SignatureBackend};
+use wasm_authn::pipeline::shape::UpstreamChanges;
 use wasm_authn::pipeline::Decision;
 use wasm_authn::request::Header;
-use wasm_authn::pipeline::shape::UpstreamChanges;
 
 pub mod streams;
 

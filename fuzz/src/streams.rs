@@ -9,9 +9,9 @@ use serde_json::json;
 use wasm_authn::config::Config;
 use wasm_authn::host_api::{CallResponse, Cas, Clock, Counters, HttpCalls, Outcome, RequestBody, SharedData, Target};
 use wasm_authn::jwt::{Algorithm, SignatureBackend};
+use wasm_authn::pipeline::stream::Step;
 use wasm_authn::plugin::Plugin;
 use wasm_authn::request::{Header, RequestFacts};
-use wasm_authn::pipeline::stream::Step;
 
 use crate::{
     flip_signature_bit, public_jwk, sha256_hex, signed_token, with_kid, FakeShared, SignOptions, ED_PRIVATE_PEM, NOW,

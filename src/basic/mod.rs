@@ -13,7 +13,7 @@ use std::rc::Rc;
 
 pub(crate) use throttle::{FailureLimit, FailureThrottle};
 
-use crate::api_key::ApiKeys;
+use crate::api_key::Directory;
 use crate::budget::{NotRun, TimeBudget};
 use crate::host_api::{Clock, SharedData};
 use crate::password::PasswordHash;
@@ -135,7 +135,7 @@ impl Attempt<'_> {
 /// else an API client's `id:key`, else an unknown name.
 pub(crate) fn verify(
     users: &BasicUsers,
-    api_keys: &ApiKeys,
+    api_keys: Directory,
     guard: &mut PasswordGuard,
     host: &dyn PasswordHost,
     attempt: &Attempt,
@@ -148,7 +148,10 @@ pub(crate) fn verify(
             .map(|()| Principal::configured(user, AuthMethod::Basic, &known.privileges));
     }
     if let Some(result) = api_keys.verify_as_basic(user, password) {
-        return result.map_err(Refusal::Invalid);
+        return result.map_err(|reason| match reason {
+            Reason::ApiClientsUnavailable => Refusal::TryLater { reason, retry_after_seconds: 1 },
+            reason => Refusal::Invalid(reason),
+        });
     }
     match &users.decoy {
         Some(decoy) => {

@@ -1,7 +1,7 @@
 use std::rc::Rc;
 
 use super::*;
-use crate::api_key::ApiClient;
+use crate::api_key::{ApiClient, ApiKeys};
 use crate::digest::sha256;
 use crate::testing::{FakeHost, FakeShared};
 
@@ -44,7 +44,7 @@ fn check(guard: &mut PasswordGuard, host: &FakeHost, user: &str, password: &str)
     if let Some(refusal) = attempt.throttled(&users(), guard, host, NOW_S) {
         return Err(refusal);
     }
-    verify(&users(), &api_keys(), guard, host, &attempt, password, NOW_S)
+    verify(&users(), api_keys().directory(None), guard, host, &attempt, password, NOW_S)
 }
 
 #[test]

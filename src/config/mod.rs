@@ -3,6 +3,7 @@
 //! error names its field path (`jwt.providers[1].issuer: must not be empty`) and
 //! never echoes a value.
 
+mod api_clients;
 mod claims;
 /// The configuration error: a field path and what is wrong there.
 pub mod error;
@@ -25,7 +26,7 @@ use std::rc::Rc;
 
 pub use error::ConfigError;
 
-use crate::api_key::{ApiClient, ApiKeys};
+use crate::api_key::{ApiClient, ApiKeys, RemoteClients};
 use crate::basic::{BasicUsers, FailureLimit};
 use crate::cache::CacheSettings;
 use crate::fleet::{LimitScope, RATELIMIT_HEADER};
@@ -44,6 +45,7 @@ use crate::shared_table::{SharedTable, ONE_TIME};
 use crate::token_endpoint::TokenEndpoint;
 use crate::token_location::{TokenLocations, AUTHORIZATION};
 use names::{cookie_name, header_name, param_name, principal_name};
+use remote::{fetch_config, Document};
 use schema::{RawApiKeys, RawBasic, RawConfig, RawFailureLimit};
 pub use secrets::Env;
 
@@ -136,7 +138,7 @@ impl Config {
         Challenges {
             realm: &self.realm,
             basic: basic
-                && (!self.basic_users.is_empty() || (self.api_keys.allow_basic && !self.api_keys.clients.is_empty())),
+                && (!self.basic_users.is_empty() || (self.api_keys.allow_basic && self.api_keys.has_clients())),
             bearer: bearer && !self.jwt_providers.is_empty(),
             api_key_header: self.api_keys.challenge_header().filter(|_| api_key),
         }
@@ -144,7 +146,9 @@ impl Config {
 
     /// Whether anything is fetched (known at configuration: the root then ticks fast).
     pub fn fetches_documents(&self) -> bool {
-        self.jwt_providers.iter().any(|provider| provider.fetch.is_some()) || self.revocation.fetch.is_some()
+        self.jwt_providers.iter().any(|provider| provider.fetch.is_some())
+            || self.revocation.fetch.is_some()
+            || self.api_keys.remote.is_some()
     }
 
     /// Whether a request with a Basic credential needs the client address: its password
@@ -162,7 +166,7 @@ impl Config {
         self.reads_source_for_basic()
             || self.trusted_networks.is_some()
             || self.basic_users.any_trusted_networks()
-            || self.api_keys.clients.iter().any(|c| c.privileges.trusted_networks.is_some())
+            || self.api_keys.may_bind_networks()
             || self.jwt_providers.iter().any(|p| p.privileges.trusted_networks.is_some())
             || self.mtls.as_ref().is_some_and(mtls::any_trusted_networks)
     }
@@ -261,7 +265,7 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
     let raw_realm = raw.realm.clone();
     let token_endpoint = match raw.token_endpoint {
         Some(raw) => {
-            if api_keys.clients.is_empty() {
+            if !api_keys.has_clients() {
                 return Err(ConfigError::new("token_endpoint", "issues tokens to api_keys.clients: configure some"));
             }
             let (endpoint, provider) = token_endpoint::compile(raw, &raw_realm, env)?;
@@ -300,7 +304,7 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
         return Err(ConfigError::new("cache.max_entries", format!("must be at most {MAX_CACHE_ENTRIES}")));
     }
     let cache = CacheSettings { max_entries: cache.max_entries, ttl_seconds: cache.ttl_seconds };
-    if basic_users.is_empty() && api_keys.clients.is_empty() && jwt_providers.is_empty() && mtls.is_none() {
+    if basic_users.is_empty() && !api_keys.has_clients() && jwt_providers.is_empty() && mtls.is_none() {
         return Err(ConfigError::new(
             "",
             "no credentials configured: set basic.users, basic.htpasswd, api_keys.clients, jwt.providers or mtls",
@@ -428,28 +432,18 @@ fn compile_api_keys(raw: Option<RawApiKeys>, limits: &Limits, env: Env) -> Resul
     let lines = secrets::secret(raw.clients_lines, raw.clients_lines_env.as_deref(), "api_keys", "clients_lines", env)?;
     let mut clients = Vec::with_capacity(raw.clients.len() + lines.as_ref().map_or(0, |l| l.value.lines().count()));
     let mut ids = HashSet::with_capacity(clients.capacity());
-    for (i, mut client) in raw.clients.into_iter().enumerate() {
-        let fields = client.privilege_fields();
+    for (i, client) in raw.clients.into_iter().enumerate() {
         let path = format!("api_keys.clients[{i}]");
-        principal_name(&client.id, &format!("{path}.id"))?;
         if !ids.insert(client.id.clone()) {
             return Err(ConfigError::new(format!("{path}.id"), "duplicate client id"));
         }
-        let stored = secrets::required(client.key_hash, client.key_hash_env.as_deref(), &path, "key_hash", env)?;
-        let key_digest = api_key_digest(&stored.value).map_err(|e| ConfigError::new(stored.field, e))?;
-        let privileges = policy::privileges(fields, limits, &path)?;
-        clients.push(ApiClient {
-            id: client.id,
-            key_digest,
-            disabled: client.disabled,
-            privileges: Rc::new(privileges),
-        });
+        clients.push(api_clients::compile_client(client, &path, limits, env)?);
     }
     if let Some(lines) = lines {
         // Clients listed this way take the defaults, as htpasswd users do.
         let everything = Rc::new(Privileges { limits: *limits, ..Privileges::default() });
         name_lines(&lines, "expected id:sha256:<hex>", &mut |id, hash| {
-            let key_digest = api_key_digest(hash)?;
+            let key_digest = api_clients::api_key_digest(hash)?;
             if !ids.insert(id.to_string()) {
                 return Err("duplicate client id".into());
             }
@@ -462,6 +456,13 @@ fn compile_api_keys(raw: Option<RawApiKeys>, limits: &Limits, env: Env) -> Resul
             Ok(())
         })?;
     }
+    let remote = match raw.remote {
+        Some(remote) => Some(RemoteClients {
+            fetch: fetch_config(remote, "api_keys.remote", Document::ApiClients)?,
+            parse: api_clients::document_parser(*limits, ids),
+        }),
+        None => None,
+    };
     Ok(ApiKeys {
         headers,
         query_param: raw.query_param,
@@ -469,6 +470,7 @@ fn compile_api_keys(raw: Option<RawApiKeys>, limits: &Limits, env: Env) -> Resul
         form_field: raw.form_field,
         allow_basic: raw.allow_basic,
         clients: clients.into(),
+        remote,
     })
 }
 
@@ -496,13 +498,6 @@ fn name_lines(
 }
 
 /// An API key's stored digest: `sha256:<hex>` only (a key is random, a slow hash buys nothing).
-fn api_key_digest(stored: &str) -> Result<crate::digest::Sha256Digest, String> {
-    match PasswordHash::parse(stored)? {
-        PasswordHash::Sha256(digest) => Ok(digest),
-        _ => Err("API keys are hashed as sha256:<hex>".into()),
-    }
-}
-
 /// A provider, a keypair and the token endpoint may never claim the same issuer (or
 /// name): a token's `iss` would name both. Issuers are compared as tokens select them:
 /// PEM text as `normalized_pem` gives it (a keypair's tokens may carry its public key,

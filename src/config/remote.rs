@@ -6,8 +6,6 @@ use super::schema::{default_discovery_path, default_min_refetch_seconds, RawRemo
 use crate::host_api::Target;
 use crate::remote::{Discovery, FetchConfig, FetchPolicy};
 
-const MAX_RESPONSE_BYTES_LIMIT: usize = 1024 * 1024;
-
 /// What is fetched: the fields each allows differ a little.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Document {
@@ -17,6 +15,17 @@ pub(super) enum Document {
     Discovery,
     /// `revocation.remote`: `path` required; no `min_refetch_seconds` (nothing triggers a refetch).
     Revocation,
+    /// `api_keys.remote`: as `Revocation`, and large (a client population).
+    ApiClients,
+}
+
+impl Document {
+    fn max_response_bytes(self) -> usize {
+        match self {
+            Document::ApiClients => 32 * 1024 * 1024,
+            _ => 1024 * 1024,
+        }
+    }
 }
 
 /// Compile one fetched document's settings; `at` is its field path.
@@ -45,7 +54,7 @@ pub(super) fn fetch_config(raw: RawRemote, at: &str, document: Document) -> Resu
         }
         other => other,
     };
-    if raw.min_refetch_seconds.is_some() && document == Document::Revocation {
+    if raw.min_refetch_seconds.is_some() && matches!(document, Document::Revocation | Document::ApiClients) {
         return Err(ConfigError::new(field("min_refetch_seconds"), "applies to signing keys only"));
     }
     let min_refetch_seconds = raw.min_refetch_seconds.unwrap_or_else(default_min_refetch_seconds);
@@ -58,8 +67,9 @@ pub(super) fn fetch_config(raw: RawRemote, at: &str, document: Document) -> Resu
     if !(1..=3_600).contains(&min_refetch_seconds) {
         return Err(ConfigError::new(field("min_refetch_seconds"), "must be between 1 and 3600"));
     }
-    if !(1024..=MAX_RESPONSE_BYTES_LIMIT).contains(&raw.max_response_bytes) {
-        return Err(ConfigError::new(field("max_response_bytes"), "must be between 1024 and 1048576"));
+    let most = document.max_response_bytes();
+    if !(1024..=most).contains(&raw.max_response_bytes) {
+        return Err(ConfigError::new(field("max_response_bytes"), format!("must be between 1024 and {most}")));
     }
     Ok(FetchConfig {
         target: Target { cluster: raw.cluster, authority: raw.authority, path },

@@ -413,6 +413,12 @@ pub(super) struct RawApiKeys {
     pub clients_lines: Option<String>,
     /// Instead of `clients_lines`: the environment variable of the Envoy process that holds it.
     pub clients_lines_env: Option<String>,
+    /// More clients, fetched through an Envoy cluster and refreshed (a key added or removed
+    /// there applies within `refresh_seconds`, no configuration push): a JSON document
+    /// `{"clients": [...]}` of `clients[]` entries (`key_hash`, not `key_hash_env`), ids apart
+    /// from the configured ones. Until its first fetch, keys that are not configured get 503.
+    /// `max_response_bytes` may be up to 33554432 here.
+    pub remote: Option<RawRemote>,
 }
 
 impl Default for RawApiKeys {
@@ -426,6 +432,7 @@ impl Default for RawApiKeys {
             clients: Vec::new(),
             clients_lines: None,
             clients_lines_env: None,
+            remote: None,
         }
     }
 }
@@ -604,7 +611,7 @@ pub(super) struct RawRemote {
     /// JWKS only: at most one refetch per interval for tokens with an unknown `kid` (1-3600).
     #[cfg_attr(not(target_arch = "wasm32"), schemars(default = "default_min_refetch_seconds"))]
     pub min_refetch_seconds: Option<u64>,
-    /// Larger responses are refused (1024-1048576).
+    /// Larger responses are refused (1024-1048576; `api_keys.remote`: up to 33554432).
     #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: usize,
 }

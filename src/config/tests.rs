@@ -651,7 +651,7 @@ fn parse_with_env(value: serde_json::Value, env: &dyn Fn(&str) -> Option<String>
 fn every_secret_may_come_from_the_environment() {
     let c = parse_with_env(secrets_from_env(), &environment(&[])).unwrap();
     assert_eq!(c.basic_users.len(), 2);
-    assert_eq!(c.api_keys.verify("secret").map(|p| p.id), Ok("reporting".to_string()));
+    assert_eq!(c.api_keys.directory(None).verify("secret").map(|p| p.id), Ok("reporting".to_string()));
     assert!(c.token_endpoint.is_some());
     // A JWK given as JSON text, with a mounted file's newline.
     let jwk = r#"{"kty": "oct", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldC0"}"#.to_string() + "\n";
@@ -832,7 +832,10 @@ fn clients_as_lines() {
     let billing = c.api_keys.clients.by_id("billing").unwrap();
     assert!(!billing.disabled && billing.privileges.scopes.is_empty());
     assert_eq!(billing.privileges.limits.requests_per_hour, Some(7), "lines take the default limits");
-    assert_eq!(c.api_keys.verify_pair("billing", "secret").map(|r| r.map(|p| p.id)), Some(Ok("billing".into())));
+    assert_eq!(
+        c.api_keys.directory(None).verify_pair("billing", "secret").map(|r| r.map(|p| p.id)),
+        Some(Ok("billing".into()))
+    );
     for (lines, error) in [
         ("reporting\n", "api_keys.clients_lines line 1: expected id:sha256:<hex>"),
         (
@@ -869,13 +872,49 @@ fn a_hundred_thousand_clients_and_users() {
     assert!(text.len() > 1024 * 1024, "more than the old bound: {}", text.len());
     let c = Config::from_json(text.as_bytes()).unwrap();
     assert_eq!(c.api_keys.clients.len(), 100_000);
-    assert_eq!(c.api_keys.verify("key-99999").map(|p| p.id), Ok("client-99999".into()));
+    assert_eq!(c.api_keys.directory(None).verify("key-99999").map(|p| p.id), Ok("client-99999".into()));
 
     let lines: String = (0..100_000).map(|i| format!("client-{i}:sha256:{}\n", digests[i])).collect();
     let htpasswd: String = (0..100_000).map(|i| format!("user-{i}:sha256:{}\n", digests[i])).collect();
     let c = parse(json!({"api_keys": {"clients_lines": lines}, "basic": {"htpasswd": htpasswd}})).unwrap();
     assert_eq!((c.api_keys.clients.len(), c.basic_users.len()), (100_000, 100_000));
-    assert_eq!(c.api_keys.verify("key-4242").map(|p| p.id), Ok("client-4242".into()));
+    assert_eq!(c.api_keys.directory(None).verify("key-4242").map(|p| p.id), Ok("client-4242".into()));
+}
+
+#[test]
+fn api_clients_fetched_through_a_cluster() {
+    let remote = json!({"cluster": "clients", "authority": "clients.internal", "path": "/clients.json"});
+    let configured = json!({"id": "local", "key_hash": format!("sha256:{}", "ab".repeat(32))});
+    let c = parse(json!({"api_keys": {"remote": remote, "clients": [configured]}})).unwrap();
+    let remote_clients = c.api_keys.remote.as_ref().expect("api_keys.remote");
+    assert!(c.fetches_documents() && c.api_keys.has_clients() && c.needs_source_address());
+    // The document: clients[] entries compiled as configured ones, the server's limits their default.
+    let parse_document = |body: serde_json::Value| (remote_clients.parse)(body.to_string().as_bytes());
+    let entry = |id: &str| json!({"id": id, "key_hash": format!("sha256:{}", "cd".repeat(32)), "requests_per_hour": 5});
+    let clients = parse_document(json!({"clients": [entry("fetched")]})).unwrap();
+    assert_eq!(clients.by_id("fetched").map(|c| c.privileges.limits.requests_per_hour), Some(Some(5)));
+    for (document, error) in [
+        (json!({"clients": [entry("local")]}), "clients[0].id: \"local\" is a configured client"),
+        (json!({"clients": [entry("a"), entry("a")]}), "clients[1].id: duplicate client id"),
+        (json!({"clients": [{"id": "b", "key_hash_env": "B"}]}), "clients[0].key_hash_env: not in a fetched document"),
+        (json!({"clients": [{"id": "b", "key_hash": "plain"}]}), "clients[0].key_hash"),
+        (
+            json!({"clients": [{"id": "b", "key_hash": "sha256:00", "colour": 1}]}),
+            "clients[0].colour: unknown field `colour`",
+        ),
+        (json!({"users": []}), "unknown field `users`"),
+        (json!([1]), "not an API client document"),
+    ] {
+        let refused = parse_document(document.clone()).err().unwrap_or_default();
+        assert!(refused.contains(error), "{document}: {refused}");
+    }
+    // Large documents are allowed here, not for the revocation list.
+    let big = json!({"cluster": "c", "authority": "a", "path": "/p", "max_response_bytes": 33_554_432});
+    assert!(parse(json!({"api_keys": {"remote": big.clone()}})).is_ok());
+    assert!(error_of(json!({"api_keys": {"remote": {"cluster": "c", "authority": "a", "path": "/p", "max_response_bytes": 33_554_433}}}))
+        .starts_with("api_keys.remote.max_response_bytes: must be between 1024 and 33554432"));
+    assert!(error_of(json!({"api_keys": {"remote": {"cluster": "c", "authority": "a"}}}))
+        .starts_with("api_keys.remote: missing field `path`"));
 }
 
 #[test]

@@ -109,7 +109,7 @@ impl FetchedKeys {
             // Keeps the shared-data keys of providers (and of two configurations in one VM id) apart.
             let identity = format!("jwks\0{}\0{}", provider.name, provider.issuer);
             let fetch = provider.fetch.clone()?;
-            Some(RemoteDocument::new(fetch, &identity, KeySet::from_remote_jwks))
+            Some(RemoteDocument::new(fetch, &identity, std::rc::Rc::new(KeySet::from_remote_jwks)))
         };
         FetchedKeys(providers.iter().map(document).collect())
     }

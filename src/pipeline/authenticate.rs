@@ -4,10 +4,12 @@
 use crate::request::Source;
 use std::rc::Rc;
 
+use crate::api_key::Directory;
 use crate::basic::{self, PasswordGuard, PasswordHost, Refusal};
 use crate::binding::Confirmation;
 use crate::cache::{CacheKey, CacheKeys, VerifiedCache};
 use crate::config::Config;
+use crate::fetched::Fetched;
 use crate::jwt::introspection::{refusal_message, Claim, Verdict};
 use crate::jwt::{self, FetchedKeys, JwtError, ProviderId, ProviderKind, SignatureBackend};
 use crate::pipeline::credential::Credential;
@@ -99,13 +101,14 @@ impl Verifier {
     pub fn authenticate(
         &mut self,
         config: &Config,
-        fetched: &FetchedKeys,
+        fetched: &Fetched,
         credential: &Credential,
         source: Source,
         host: &dyn VerifyHost,
         now_ms: u64,
     ) -> Result<Rc<Principal>, NotVerified> {
         let now_s = now_ms / 1000;
+        let clients = config.api_keys.directory(fetched.api_clients());
         // A throttled guesser gets 429 whatever it guessed: remembered verifications
         // (its name's owner's, from elsewhere) never tell it which guess was right.
         if let Credential::Basic { user, .. } = credential {
@@ -120,8 +123,9 @@ impl Verifier {
         // cache miss does (bench/stages), and a population cycling through more keys than
         // the cache holds then churns nothing.
         if let Credential::ApiKey { key, .. } = credential {
-            return match config.api_keys.verify(key) {
+            return match clients.verify(key) {
                 Ok(principal) => Ok(Rc::new(principal)),
+                Err(Reason::ApiClientsUnavailable) => Err(clients_unavailable()),
                 Err(reason) => Err(invalid(reason, INVALID_API_KEY)),
             };
         }
@@ -141,8 +145,16 @@ impl Verifier {
         }
         let verified = match credential {
             Credential::Bearer { token, found } => {
-                let verified =
-                    verify_bearer(config, fetched, token, found, host, now_ms, &mut self.introspection_hits)?;
+                let verified = verify_bearer(
+                    config,
+                    &fetched.keys,
+                    clients,
+                    token,
+                    found,
+                    host,
+                    now_ms,
+                    &mut self.introspection_hits,
+                )?;
                 let principal = Rc::new(verified.principal);
                 // A one-time token is never remembered: every use meets the replay check.
                 if verified.cacheable {
@@ -152,15 +164,7 @@ impl Verifier {
             }
             Credential::Basic { user, password } => {
                 let attempt = basic::Attempt { user, source };
-                match basic::verify(
-                    &config.basic_users,
-                    &config.api_keys,
-                    &mut self.guard,
-                    host,
-                    &attempt,
-                    password,
-                    now_s,
-                ) {
+                match basic::verify(&config.basic_users, clients, &mut self.guard, host, &attempt, password, now_s) {
                     // Remembered while there is room only, when a check is cheap (not bcrypt):
                     // evicting for it would cost more than checking it again.
                     Ok(principal) if !config.basic_users.slow_hash(user) => {
@@ -209,6 +213,11 @@ fn invalid(reason: Reason, message: &'static str) -> NotVerified {
     NotVerified::Invalid { reason, message, bearer: false }
 }
 
+/// `api_keys.remote` not fetched yet: the client may be in it (503, never 401).
+fn clients_unavailable() -> NotVerified {
+    NotVerified::TryLater { reason: Reason::ApiClientsUnavailable, retry_after_seconds: 1 }
+}
+
 fn message_of(reason: Reason) -> &'static str {
     match reason {
         Reason::ApiKeyInvalid | Reason::ApiKeyDisabled => INVALID_API_KEY,
@@ -225,9 +234,11 @@ struct VerifiedBearer {
 
 /// A Bearer JWT from a provider, a client keypair or the token endpoint, bound to
 /// the places it was `found` at.
+#[allow(clippy::too_many_arguments)]
 fn verify_bearer(
     config: &Config,
     fetched: &FetchedKeys,
+    clients: Directory,
     token: &str,
     found: &[usize],
     host: &dyn VerifyHost,
@@ -312,9 +323,10 @@ fn verify_bearer(
         // Issued here to an API client: what the client may do is what its token may do,
         // and a client disabled since is refused.
         ProviderKind::TokenEndpoint => {
-            let client = config.api_keys.clients.by_id(&verified.principal).filter(|c| !c.disabled);
-            let Some(client) = client else {
-                return Err(bearer_error(Reason::TokenRevoked, "token revoked"));
+            let client = match clients.enabled(&verified.principal) {
+                Ok(client) => client,
+                Err(Reason::ApiClientsUnavailable) => return Err(clients_unavailable()),
+                Err(_) => return Err(bearer_error(Reason::TokenRevoked, "token revoked")),
             };
             // The scopes it was issued with, as far as the client still holds them.
             let held = &client.privileges.scopes;

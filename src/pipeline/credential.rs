@@ -430,6 +430,7 @@ mod tests {
             form_field: None,
             allow_basic: true,
             clients: Vec::new().into(),
+            remote: None,
         }
     }
 

@@ -358,7 +358,7 @@ fn verify_one(
     if !credential.offered(rule.require.schemes()) {
         return Err(Decision::Reply(LocalReply::credential_not_accepted(challenges)));
     }
-    let principal = match verifier.authenticate(config, &fetched.keys, &credential, request.source, host, now_ms) {
+    let principal = match verifier.authenticate(config, fetched, &credential, request.source, host, now_ms) {
         Ok(principal) => principal,
         Err(NotVerified::Invalid { reason, .. } | NotVerified::TryLater { reason, .. }) if may_fail => {
             return Err(failed(config, request, reason))
@@ -412,7 +412,7 @@ fn verify_tree(
     let mut credentials = Vec::with_capacity(found.len());
     let mut principals = Vec::with_capacity(found.len());
     for credential in found.into_iter().filter(|c| c.offered(rule.require.schemes())) {
-        match verifier.authenticate(config, &fetched.keys, &credential, request.source, host, now_ms) {
+        match verifier.authenticate(config, fetched, &credential, request.source, host, now_ms) {
             // Verified as a kind the tree has no use for (a client's Basic `id:key` where only
             // `basic` is): it meets nothing, is reported nowhere, and is not forwarded.
             Ok(principal) if !rule.require.admits(&principal) => {}

@@ -120,7 +120,7 @@ impl Revocation {
     /// The remote list's document, nothing fetched yet: None when none is configured.
     pub(crate) fn remote_document(&self) -> Option<RemoteDocument<RevocationList>> {
         let fetch = self.fetch.clone()?;
-        Some(RemoteDocument::new(fetch, "revocation", RevocationList::from_document))
+        Some(RemoteDocument::new(fetch, "revocation", std::rc::Rc::new(RevocationList::from_document)))
     }
 }
 

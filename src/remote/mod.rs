@@ -11,6 +11,8 @@ mod record;
 pub use discovery::{jwks_location, JwksLocation};
 pub use record::{FetchPolicy, FetchReason, FetchRecord};
 
+use std::rc::Rc;
+
 use crate::digest::sha256;
 use crate::host_api::{compare_and_swap, CallResponse, Cas, SharedData, SharedRecord, Swap, Target};
 
@@ -125,13 +127,15 @@ impl<T: Summary> Fetch for RemoteDocument<T> {
     }
 }
 
+/// How a fetched body becomes the document's value (Err: not one; the last good kept).
+pub type Parse<T> = Rc<dyn Fn(&[u8]) -> Result<T, String>>;
+
 /// One remote document in one VM: its configuration, its parsed value, and what
 /// this VM last read of the shared fetch state.
-#[derive(Debug)]
 pub struct RemoteDocument<T> {
     /// Where and when it is fetched.
     pub fetch: FetchConfig,
-    parse: fn(&[u8]) -> Result<T, String>,
+    parse: Parse<T>,
     body_key: String,
     record_key: String,
     value: Option<T>,
@@ -141,10 +145,16 @@ pub struct RemoteDocument<T> {
     events: u64,
 }
 
+impl<T> std::fmt::Debug for RemoteDocument<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteDocument").field("fetch", &self.fetch).field("record", &self.record).finish()
+    }
+}
+
 impl<T> RemoteDocument<T> {
     /// `identity` keeps the shared-data keys of different documents (and of two plugin
     /// configurations in one VM id) apart.
-    pub fn new(fetch: FetchConfig, identity: &str, parse: fn(&[u8]) -> Result<T, String>) -> Self {
+    pub fn new(fetch: FetchConfig, identity: &str, parse: Parse<T>) -> Self {
         let digest = sha256(format!("{identity}\0{}\0{}", fetch.target.cluster, fetch.target.path).as_bytes());
         let tag: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
         RemoteDocument {

@@ -8,7 +8,11 @@ fn document(discovery: Option<Discovery>) -> RemoteDocument<String> {
         policy: FetchPolicy { refresh_ms: 60_000, timeout_ms: 1000, min_refetch_ms: 30_000 },
         max_response_bytes: 1024,
     };
-    RemoteDocument::new(fetch, "test", |body| String::from_utf8(body.to_vec()).map_err(|_| "not text".into()))
+    RemoteDocument::new(
+        fetch,
+        "test",
+        std::rc::Rc::new(|body: &[u8]| String::from_utf8(body.to_vec()).map_err(|_| "not text".into())),
+    )
 }
 
 fn failure(progress: Progress) -> String {
@@ -52,7 +56,11 @@ fn a_jwks_uri_on_another_host_needs_its_cluster() {
 fn documents_of_different_owners_are_kept_apart() {
     let shared = FakeShared::default();
     let mut a = document(None);
-    let mut b = RemoteDocument::new(a.fetch.clone(), "other", |body| Ok(String::from_utf8_lossy(body).into_owned()));
+    let mut b = RemoteDocument::new(
+        a.fetch.clone(),
+        "other",
+        std::rc::Rc::new(|body: &[u8]| Ok(String::from_utf8_lossy(body).into_owned())),
+    );
     a.start(&shared, 1, false);
     let _ = a.on_response(&shared, Step::Document, &FakeResponse::ok("a"), 1);
     assert!(!b.sync(&shared), "another owner's document is not this one's");

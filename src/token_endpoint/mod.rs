@@ -28,7 +28,7 @@ use base64::Engine;
 use rand_core::{OsRng, RngCore};
 use serde_json::{json, Map, Value};
 
-use crate::api_key::ApiKeys;
+use crate::api_key::{ApiKeys, Directory};
 use crate::budget::{NotRun, TimeBudget};
 use crate::host_api::{Clock, Counters, SharedData};
 use crate::pipeline::limits::{Admission, LimitTable, Limits, TRACKED_GAUGE};
@@ -148,7 +148,7 @@ impl TokenEndpoint {
     /// The answer to a token request, its body read (at most `MAX_BODY_BYTES`), at `now` (Unix seconds).
     pub(crate) fn issue(
         &self,
-        api_keys: &ApiKeys,
+        clients: Directory,
         limits: &LimitTable,
         host: &mut dyn IssueHost,
         presented: &Presented,
@@ -162,9 +162,10 @@ impl TokenEndpoint {
             Ok(grant) => grant,
             Err(e) => return grant_error(e, &self.realm),
         };
-        let client = match client(api_keys, &grant.proof) {
-            Some(client) => Rc::new(client),
-            None => return grant_error(GrantError::InvalidClient("invalid client credentials"), &self.realm),
+        let client = match client(clients, &grant.proof) {
+            Ok(client) => Rc::new(client),
+            Err(reason @ Reason::ApiClientsUnavailable) => return LocalReply::try_later(reason, 1),
+            Err(_) => return grant_error(GrantError::InvalidClient("invalid client credentials"), &self.realm),
         };
         // The client is known: every answer names it.
         self.issue_to(&client, limits, host, presented, grant.scope, now).to(&client)
@@ -318,10 +319,10 @@ fn token_id() -> Result<String, String> {
 }
 
 /// The client a proof names, when the key is its and it is not disabled.
-fn client(api_keys: &ApiKeys, proof: &Proof) -> Option<Principal> {
+fn client(clients: Directory, proof: &Proof) -> Result<Principal, Reason> {
     match proof {
-        Proof::ApiKey(key) => api_keys.verify(key).ok(),
-        Proof::ClientSecret { id, secret } => api_keys.verify_pair(id, secret)?.ok(),
+        Proof::ApiKey(key) => clients.verify(key),
+        Proof::ClientSecret { id, secret } => clients.verify_pair(id, secret).unwrap_or(Err(Reason::ApiKeyInvalid)),
     }
 }
 
@@ -338,7 +339,7 @@ fn presented(request: &RequestFacts, api_keys: &ApiKeys) -> Result<Presented, Gr
     let content_type = single(request, "content-type")?;
     let mut presented = Presented::from_headers(content_type, single(request, "authorization")?, api_key);
     // Read only when a client's networks may need it (checked once its body names the client).
-    if api_keys.clients.iter().any(|client| client.privileges.trusted_networks.is_some()) {
+    if api_keys.may_bind_networks() {
         presented.source = request.source.get();
     }
     // A client with a certificate gets tokens only that certificate's connections can use.

@@ -5,7 +5,6 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::config::Config;
-use crate::jwt::FetchedKeys;
 use crate::pipeline::authenticate::{NotVerified, Verifier};
 use crate::pipeline::credential::Credential;
 use crate::principal::AuthMethod;
@@ -67,7 +66,9 @@ fn post_on(host: &mut FakeHost, config: &Config, pairs: &[(&str, &str)], body: &
     let request = RequestFacts::new("POST", "/auth/token", &headers);
     let endpoint = endpoint(config);
     match endpoint.on_headers(Served::Token, &request, &config.api_keys, &config.realm) {
-        Ok(presented) => endpoint.issue(&config.api_keys, &config.limit_table, host, &presented, body.as_bytes(), NOW),
+        Ok(presented) => {
+            endpoint.issue(config.api_keys.directory(None), &config.limit_table, host, &presented, body.as_bytes(), NOW)
+        }
         Err(reply) => reply,
     }
 }
@@ -138,7 +139,7 @@ fn every_key_signs_tokens_that_verify_independently_and_in_the_filter() {
         let principal = verifier
             .authenticate(
                 &config,
-                &FetchedKeys::default(),
+                &crate::fetched::Fetched::new(&config),
                 &Credential::bearer(token),
                 Source::Known(None),
                 &host,
@@ -178,7 +179,7 @@ fn the_three_forms_and_a_narrower_scope() {
     let principal = Verifier::new(&config)
         .authenticate(
             &config,
-            &FetchedKeys::default(),
+            &crate::fetched::Fetched::new(&config),
             &Credential::bearer(token),
             Source::Known(None),
             &host,
@@ -264,7 +265,7 @@ fn a_disabled_client_loses_its_tokens_with_the_new_configuration() {
     assert!(verifier
         .authenticate(
             &before,
-            &FetchedKeys::default(),
+            &crate::fetched::Fetched::new(&before),
             &Credential::bearer(token.clone()),
             Source::Known(None),
             &host,
@@ -280,7 +281,7 @@ fn a_disabled_client_loses_its_tokens_with_the_new_configuration() {
     let after = Config::from_json(disabled.to_string().as_bytes()).unwrap();
     let refused = Verifier::new(&after).authenticate(
         &after,
-        &FetchedKeys::default(),
+        &crate::fetched::Fetched::new(&after),
         &Credential::bearer(token),
         Source::Known(None),
         &host,

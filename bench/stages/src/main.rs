@@ -162,10 +162,10 @@ fn main() {
         let mut verifier = Verifier::new(&config);
         let credential = credential::extract(&request, &config.api_keys, &config.token_locations).unwrap().unwrap();
         verifier
-            .authenticate(&config, &wasm_authn::jwt::FetchedKeys::default(), &credential, NO_SOURCE, &host, NOW_MS)
+            .authenticate(&config, &wasm_authn::fetched::Fetched::new(&config), &credential, NO_SOURCE, &host, NOW_MS)
             .unwrap();
         let principal = verifier
-            .authenticate(&config, &wasm_authn::jwt::FetchedKeys::default(), &credential, NO_SOURCE, &host, NOW_MS)
+            .authenticate(&config, &wasm_authn::fetched::Fetched::new(&config), &credential, NO_SOURCE, &host, NOW_MS)
             .unwrap();
 
         let decode = time(|| header_map::decode(&bytes));
@@ -186,7 +186,7 @@ fn main() {
         let remembered = time(|| {
             verifier.authenticate(
                 &config,
-                &wasm_authn::jwt::FetchedKeys::default(),
+                &wasm_authn::fetched::Fetched::new(&config),
                 &credential,
                 NO_SOURCE,
                 &host,
@@ -222,7 +222,7 @@ fn main() {
         let fresh = time(|| {
             uncached.authenticate(
                 &uncached_config,
-                &wasm_authn::jwt::FetchedKeys::default(),
+                &wasm_authn::fetched::Fetched::new(&uncached_config),
                 &credential,
                 NO_SOURCE,
                 &host,
@@ -333,7 +333,7 @@ fn claim_conditions() {
     let principal = verifier
         .authenticate(
             &config,
-            &wasm_authn::jwt::FetchedKeys::default(),
+            &wasm_authn::fetched::Fetched::new(&config),
             &credential,
             Source::Known(None),
             &host,
@@ -427,14 +427,14 @@ fn opaque_token() {
     let mut verifier = Verifier::new(&stored);
     let shared = time(|| {
         verifier
-            .authenticate(&stored, &wasm_authn::jwt::FetchedKeys::default(), &credential, NO_SOURCE, &host, NOW_MS)
+            .authenticate(&stored, &wasm_authn::fetched::Fetched::new(&stored), &credential, NO_SOURCE, &host, NOW_MS)
             .is_ok()
     });
     let remembered_config = config_of(json!({}));
     let mut remembered = Verifier::new(&remembered_config);
     let _ = remembered.authenticate(
         &remembered_config,
-        &wasm_authn::jwt::FetchedKeys::default(),
+        &wasm_authn::fetched::Fetched::new(&remembered_config),
         &credential,
         NO_SOURCE,
         &host,
@@ -446,7 +446,7 @@ fn opaque_token() {
         remembered
             .authenticate(
                 &remembered_config,
-                &wasm_authn::jwt::FetchedKeys::default(),
+                &wasm_authn::fetched::Fetched::new(&remembered_config),
                 &credential,
                 NO_SOURCE,
                 &host,
@@ -498,7 +498,7 @@ fn distinct_tokens() {
         _ => String::new(),
     };
     assert!(verifier
-        .authenticate(&config, &wasm_authn::jwt::FetchedKeys::default(), pick(), NO_SOURCE, &host, NOW_MS)
+        .authenticate(&config, &wasm_authn::fetched::Fetched::new(&config), pick(), NO_SOURCE, &host, NOW_MS)
         .is_ok());
     let verify = time(|| {
         let token = token_of(pick());
@@ -516,7 +516,7 @@ fn distinct_tokens() {
     let copy = time(|| token_of(pick()).len());
     let authenticate = time(|| {
         verifier
-            .authenticate(&config, &wasm_authn::jwt::FetchedKeys::default(), pick(), NO_SOURCE, &host, NOW_MS)
+            .authenticate(&config, &wasm_authn::fetched::Fetched::new(&config), pick(), NO_SOURCE, &host, NOW_MS)
             .is_ok()
     });
     let der = [0u8; 294];

@@ -72,7 +72,7 @@ fn cycling(config: &Config, credentials: &[Credential]) -> f64 {
         next = (next + 1) % credentials.len();
         credentials.get(next).map(|credential| {
             verifier
-                .authenticate(config, &wasm_authn::jwt::FetchedKeys::default(), credential, NO_SOURCE, host, NOW_MS)
+                .authenticate(config, &wasm_authn::fetched::Fetched::new(config), credential, NO_SOURCE, host, NOW_MS)
                 .is_ok()
         })
     })

@@ -24,7 +24,7 @@ fn a_repeated_wrong_password_costs_a_lookup_not_a_hash() {
     let host = FakeHost::new(&FakeShared::default());
     let refused = verifier.authenticate(
         &config,
-        &FetchedKeys::default(),
+        &Fetched::new(&config),
         &basic("alice", "wrong"),
         Source::Known(None),
         &host,
@@ -40,7 +40,7 @@ fn a_repeated_wrong_password_costs_a_lookup_not_a_hash() {
         assert_eq!(
             verifier.authenticate(
                 &config,
-                &FetchedKeys::default(),
+                &Fetched::new(&config),
                 &basic("alice", "wrong"),
                 Source::Known(None),
                 &host,
@@ -52,10 +52,10 @@ fn a_repeated_wrong_password_costs_a_lookup_not_a_hash() {
     assert_eq!(host.clock_reads.get(), hashed, "no hash for a repeat");
     // The right password is checked (and then remembered).
     assert!(verifier
-        .authenticate(&config, &FetchedKeys::default(), &basic("alice", "right"), Source::Known(None), &host, NOW_MS)
+        .authenticate(&config, &Fetched::new(&config), &basic("alice", "right"), Source::Known(None), &host, NOW_MS)
         .is_ok());
     assert!(verifier
-        .authenticate(&config, &FetchedKeys::default(), &basic("alice", "right"), Source::Known(None), &host, NOW_MS)
+        .authenticate(&config, &Fetched::new(&config), &basic("alice", "right"), Source::Known(None), &host, NOW_MS)
         .is_ok());
     assert_eq!(host.clock_reads.get(), hashed + 2);
 }
@@ -67,7 +67,7 @@ fn a_remembered_failure_is_forgotten_after_the_cache_lifetime() {
     let host = FakeHost::new(&FakeShared::default());
     let _ = verifier.authenticate(
         &config,
-        &FetchedKeys::default(),
+        &Fetched::new(&config),
         &basic("alice", "wrong"),
         Source::Known(None),
         &host,
@@ -76,7 +76,7 @@ fn a_remembered_failure_is_forgotten_after_the_cache_lifetime() {
     let later = NOW_MS + (config.cache.ttl_seconds + 1) * 1000;
     let _ = verifier.authenticate(
         &config,
-        &FetchedKeys::default(),
+        &Fetched::new(&config),
         &basic("alice", "wrong"),
         Source::Known(None),
         &host,
@@ -102,7 +102,7 @@ fn cycling_cheap_credentials_never_evict_a_slow_one() {
     let mut verifier = Verifier::new(&config);
     let host = FakeHost::new(&FakeShared::default());
     assert!(verifier
-        .authenticate(&config, &FetchedKeys::default(), &basic("alice", "right"), Source::Known(None), &host, NOW_MS)
+        .authenticate(&config, &Fetched::new(&config), &basic("alice", "right"), Source::Known(None), &host, NOW_MS)
         .is_ok());
     let hashed = host.clock_reads.get();
     assert_eq!(hashed, 2, "one timed bcrypt check");
@@ -110,12 +110,12 @@ fn cycling_cheap_credentials_never_evict_a_slow_one() {
         for i in 0..20 {
             let key = Credential::ApiKey { key: format!("key-{i}"), source: ApiKeySource::Header("x-api-key".into()) };
             let principal = verifier
-                .authenticate(&config, &FetchedKeys::default(), &key, Source::Known(None), &host, NOW_MS)
+                .authenticate(&config, &Fetched::new(&config), &key, Source::Known(None), &host, NOW_MS)
                 .map(|p| p.id.clone());
             assert_eq!(principal, Ok(format!("client-{i}")), "round {round}");
             let user = verifier.authenticate(
                 &config,
-                &FetchedKeys::default(),
+                &Fetched::new(&config),
                 &basic(&format!("user-{i}"), &format!("key-{i}")),
                 Source::Known(None),
                 &host,
@@ -124,17 +124,17 @@ fn cycling_cheap_credentials_never_evict_a_slow_one() {
             assert_eq!(user.map(|p| p.id.clone()), Ok(format!("user-{i}")));
             let pair = basic(&format!("client-{i}"), &format!("key-{i}"));
             assert!(verifier
-                .authenticate(&config, &FetchedKeys::default(), &pair, Source::Known(None), &host, NOW_MS)
+                .authenticate(&config, &Fetched::new(&config), &pair, Source::Known(None), &host, NOW_MS)
                 .is_ok());
         }
         let unknown = Credential::ApiKey { key: "key-99".into(), source: ApiKeySource::Header("x-api-key".into()) };
         assert!(matches!(
-            verifier.authenticate(&config, &FetchedKeys::default(), &unknown, Source::Known(None), &host, NOW_MS),
+            verifier.authenticate(&config, &Fetched::new(&config), &unknown, Source::Known(None), &host, NOW_MS),
             Err(NotVerified::Invalid { .. })
         ));
     }
     assert!(verifier
-        .authenticate(&config, &FetchedKeys::default(), &basic("alice", "right"), Source::Known(None), &host, NOW_MS)
+        .authenticate(&config, &Fetched::new(&config), &basic("alice", "right"), Source::Known(None), &host, NOW_MS)
         .is_ok());
     assert_eq!(host.clock_reads.get(), hashed, "still remembered: no second bcrypt check");
 }
@@ -154,7 +154,7 @@ fn a_throttled_source_gets_429_even_for_a_remembered_right_password() {
     let mut attempt = |password: &str, source| {
         verifier.authenticate(
             &config,
-            &FetchedKeys::default(),
+            &Fetched::new(&config),
             &basic("alice", password),
             Source::Known(source),
             &host,
@@ -217,7 +217,7 @@ mod keypairs {
     fn check(config: &Config, token: String, host: &FakeHost) -> Result<Rc<Principal>, NotVerified> {
         Verifier::new(config).authenticate(
             config,
-            &FetchedKeys::default(),
+            &Fetched::new(config),
             &Credential::bearer(token),
             Source::Known(None),
             host,
@@ -304,7 +304,7 @@ mod keypairs {
         assert!(verifier
             .authenticate(
                 &config,
-                &FetchedKeys::default(),
+                &Fetched::new(&config),
                 &Credential::bearer(fresh.clone()),
                 Source::Known(None),
                 &worker_1,
@@ -313,7 +313,7 @@ mod keypairs {
             .is_ok());
         let again = verifier.authenticate(
             &config,
-            &FetchedKeys::default(),
+            &Fetched::new(&config),
             &Credential::bearer(fresh),
             Source::Known(None),
             &worker_1,
@@ -331,7 +331,7 @@ mod keypairs {
         assert!(Verifier::new(&config)
             .authenticate(
                 &config,
-                &FetchedKeys::default(),
+                &Fetched::new(&config),
                 &Credential::bearer(reused),
                 Source::Known(None),
                 &worker_2,
