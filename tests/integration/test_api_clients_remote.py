@@ -92,7 +92,7 @@ def test_before_the_first_fetch_an_unknown_key_is_503_never_a_pass(store, envoy_
     assert r.status == 503 and r.headers.get("retry-after"), (r.status, r.body)
     assert with_key(h, LOCAL_KEY).status == 200, "configured clients do not wait for the store"
     assert h.wasm_stats().get("wasm_authn.denied.api_clients_unavailable", 0) >= 1
-    assert "API clients fetch failed" in h.log_text()
+    assert eventually(lambda: "API clients fetch failed" in h.log_text())
     # The store comes up: the same key is now known to be nobody's (401), a listed one passes.
     carol = "carol-" + secrets.token_urlsafe(16)
     store.set_reply(PATH, 200, document(carol=carol))
