@@ -509,6 +509,14 @@ def scenarios(c: Credentials) -> List[Scenario]:
                       principal=INTROSPECTION.subject, counterpart="distinct-native-ext-authz", introspection=True))
     s.append(Scenario("distinct-native-ext-authz", "native ext_authz (HTTP) distinct opaque tokens", "distinct",
                       [ext_authz], pool="opaque", introspection=True))
+    # The same API key from a client store (api_keys.remote, issue 18.3), served by the same
+    # listener: what reading the store's fetch record on every request adds to the API key row.
+    INTROSPECTION.clients = {"clients": [{"id": c.api_client, "key_hash": c.api_key_hash}]}
+    store = {"api_keys": {"headers": ["x-api-key"], "remote": {
+        "cluster": INTROSPECTION.cluster, "authority": "store", "path": "/clients.json", "refresh_seconds": 60}}}
+    s.append(Scenario("wasm-apikey-store", "wasm-authn API key from a client store (api_keys.remote), repeated",
+                      "repeated", [authn_filter("authn-apikey-store", store)], headers={"x-api-key": c.api_key},
+                      principal=c.api_client, counterpart="native-apikey", introspection=True))
     return with_b_twins(s) if WASM_B else s
 
 
@@ -658,17 +666,21 @@ ENGINE = Engine()
 class Introspection:
     """The opaque-token rows' endpoint: a listener of the bench Envoy answering every request
     that carries credentials (the filter's Basic client authentication, ext_authz's copy of the
-    caller's Authorization) with an RFC 7662 "active" answer, and any other with 401."""
+    caller's Authorization) with an RFC 7662 "active" answer, and any other with 401; and the
+    client store's document at /clients.json."""
 
     def __init__(self) -> None:
         self.port = free_port()
         self.cluster = "bench_introspection"
         self.subject = "opaque-user"
+        self.clients: dict = {"clients": []}  # the client store's document (api_keys.remote)
 
     def listener(self) -> dict:
         answer = json.dumps({"active": True, "sub": self.subject, "scope": "bench:read",
                              "exp": int(time.time()) + TOKEN_LIFETIME})
-        routes = [{"match": {"prefix": "/", "headers": [{"name": "authorization", "present_match": True}]},
+        routes = [{"match": {"path": "/clients.json"},
+                   "direct_response": {"status": 200, "body": {"inline_string": json.dumps(self.clients)}}},
+                  {"match": {"prefix": "/", "headers": [{"name": "authorization", "present_match": True}]},
                    "direct_response": {"status": 200, "body": {"inline_string": answer}},
                    "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"}}]},
                   {"match": {"prefix": "/"}, "direct_response": {"status": 401}}]

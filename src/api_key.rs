@@ -53,6 +53,12 @@ impl std::fmt::Debug for RemoteClients {
 }
 
 impl RemoteClients {
+    /// How long a request with a key no configured client holds waits for the first
+    /// fetch (one call's timeout, and a second more), then 503.
+    pub(crate) fn wait_ms(&self) -> u64 {
+        self.fetch.policy.timeout_ms + 1000
+    }
+
     /// Its document, nothing fetched yet.
     pub fn document(&self) -> RemoteDocument<Clients> {
         RemoteDocument::new(self.fetch.clone(), "api_clients", Rc::clone(&self.parse))

@@ -459,6 +459,7 @@ impl Plugin {
                 (self.config.jwks_wait_ms, remote.map_or(0, |r| r.record().last_success_ms))
             }
             Awaited::RevocationList => (self.config.revocation.wait_ms, 0),
+            Awaited::ApiClients => (self.config.api_keys.remote.as_ref().map_or(0, |remote| remote.wait_ms()), 0),
             Awaited::Introspection { provider, .. } => {
                 let introspection = self.config.jwt_providers.get(provider.0).and_then(|p| p.introspection.as_ref());
                 (introspection.map_or(0, |introspection| introspection.wait_ms()), 0)
@@ -482,6 +483,7 @@ impl Plugin {
             let reply = match awaited {
                 Awaited::Keys { .. } => LocalReply::keys_unavailable(wait_ms.div_ceil(1000)),
                 Awaited::RevocationList => LocalReply::try_later(Reason::RevocationUnavailable, wait_ms.div_ceil(1000)),
+                Awaited::ApiClients => LocalReply::try_later(Reason::ApiClientsUnavailable, 1),
                 Awaited::Introspection { .. } => LocalReply::try_later(Reason::IntrospectionFailed, 1),
             };
             return self.answer(host, context_id, Some(request), reply);
@@ -490,6 +492,7 @@ impl Plugin {
             let what = match awaited {
                 Awaited::Keys { .. } => "held for signing keys",
                 Awaited::RevocationList => "held for the revocation list",
+                Awaited::ApiClients => "held for the client store",
                 Awaited::Introspection { .. } => "held for an introspection answer",
             };
             self.log_decision(context_id, Some(request), what, now_ms);
@@ -664,6 +667,7 @@ impl Plugin {
         let remote = match awaited {
             Awaited::Keys { provider, .. } => self.fetched.keys.get(provider),
             Awaited::RevocationList => return self.fetched.revocation.as_ref().map_or(0, |r| r.events()),
+            Awaited::ApiClients => return self.fetched.api_clients.as_ref().map_or(0, |r| r.events()),
             // Stored in shared data: the tick looks there (`introspection_over`).
             Awaited::Introspection { .. } => return 0,
         };
@@ -739,7 +743,7 @@ const CALL_NOT_MADE: &str = "the call could not be made (unknown cluster?)";
 fn needs_sync(decision: &Decision) -> bool {
     match decision {
         Decision::Wait(_) => true,
-        Decision::Reply(reply) => matches!(reply.reason, Reason::JwtUnknownKey | Reason::ApiClientsUnavailable),
+        Decision::Reply(reply) => reply.reason == Reason::JwtUnknownKey,
         _ => false,
     }
 }

@@ -94,7 +94,7 @@ reasons! {
     JwksUnavailable => "jwks_unavailable",
     /// The remote revocation list was never fetched: a token it may revoke waits, then 503.
     RevocationUnavailable => "revocation_unavailable",
-    /// `api_keys.remote` was never fetched: a key that is not configured may be in it (503).
+    /// `api_keys.remote` was not fetched within a held request's wait: a key that is not configured may be in it (503).
     ApiClientsUnavailable => "api_clients_unavailable",
     /// The introspection endpoint says the opaque token is not active (or did not say it is).
     IntrospectionInactive => "introspection_inactive",

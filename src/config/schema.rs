@@ -416,7 +416,7 @@ pub(super) struct RawApiKeys {
     /// More clients, fetched through an Envoy cluster and refreshed (a key added or removed
     /// there applies within `refresh_seconds`, no configuration push): a JSON document
     /// `{"clients": [...]}` of `clients[]` entries (`key_hash`, not `key_hash_env`), ids apart
-    /// from the configured ones. Until its first fetch, keys that are not configured get 503.
+    /// from the configured ones. Until its first fetch, a key that is not configured waits for it (`timeout_ms` and a second more), then gets 503.
     /// `max_response_bytes` may be up to 33554432 here.
     pub remote: Option<RawRemote>,
 }

@@ -446,6 +446,7 @@ fn not_verified(e: NotVerified, challenges: crate::reply::Challenges) -> Decisio
         NotVerified::Invalid { reason, message, bearer: false } => {
             Decision::Reply(LocalReply::invalid_credentials(challenges, message, reason))
         }
+        NotVerified::TryLater { reason: Reason::ApiClientsUnavailable, .. } => Decision::Wait(Awaited::ApiClients),
         NotVerified::TryLater { reason, retry_after_seconds } => {
             Decision::Reply(LocalReply::try_later(reason, retry_after_seconds))
         }

@@ -66,6 +66,8 @@ pub enum Awaited {
     },
     /// The remote revocation list's first fetch.
     RevocationList,
+    /// The client store's first fetch (`api_keys.remote`): a key no configured client holds.
+    ApiClients,
     /// An introspection endpoint's answer about a token (stored under `key`, for every worker).
     Introspection {
         /// Whose endpoint.

@@ -84,10 +84,22 @@ def test_keys_added_and_removed_at_the_store_apply_without_a_push(store, envoy_f
     assert stats.get("wasm_authn.api_clients_fetch_success", 0) >= 2, stats
 
 
+def test_a_request_before_the_first_fetch_waits_for_it(store, envoy_factory):
+    erin = "erin-" + secrets.token_urlsafe(16)
+    store.set_reply(PATH, 200, document(erin=erin), delay=0.5)
+    h = envoy_factory(plugin_config(), jwks_port=store.port, fresh=True, concurrency=2,
+                      extra_args=["--component-log-level", "wasm:debug"])
+    with ThreadPoolExecutor(4) as pool:  # held together, on both workers' first fetch
+        statuses = list(pool.map(lambda key: with_key(h, key).status, [erin, erin, "nobody-" + erin, erin]))
+    assert statuses == [200, 200, 401, 200], statuses
+    assert "held for the client store" in h.log_text()
+
+
 def test_before_the_first_fetch_an_unknown_key_is_503_never_a_pass(store, envoy_factory):
     store.refuse()  # the store is down from the start
     h = envoy_factory(plugin_config(), jwks_port=store.port, fresh=True)
     stranger = "never-" + secrets.token_urlsafe(16)
+    # Held for the first fetch (timeout_ms and a second more), then 503.
     r = with_key(h, stranger)
     assert r.status == 503 and r.headers.get("retry-after"), (r.status, r.body)
     assert with_key(h, LOCAL_KEY).status == 200, "configured clients do not wait for the store"

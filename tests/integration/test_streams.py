@@ -2,7 +2,7 @@
 
 Every way the filter holds a request (keys never fetched, an unknown `kid`
 refetched, discovery pending, the revocation list pending, an introspection
-answer pending, a token request reading its body) x every way a request carries a body (none, small, larger
+answer pending, the client store pending, a token request reading its body) x every way a request carries a body (none, small, larger
 than one read, chunked HTTP/1.1, HTTP/2 with several DATA frames, trailers,
 more than Envoy buffers) x both values of Envoy's
 `allow_on_headers_stop_iteration`: forged credentials never reach the upstream
@@ -255,6 +255,25 @@ def test_introspection_pending(flag: bool) -> None:
             cases += [Case(w, bearer(idp.issue(iss=INTROSPECTION_ISSUER, sub="held-user")), valid=True) for w in WAYS]
             check(h, run_cases(h, cases), 401, before)
             assert "held for an introspection answer" in h.log_text()
+
+
+@pytest.mark.parametrize("flag", FLAGS)
+def test_client_store_pending(flag: bool) -> None:
+    """The client store (`api_keys.remote`) answers its first fetch late: a request whose
+    key no configured client holds waits for it; a key the store lists reaches the
+    upstream with its body, one it does not gets 401."""
+    stored = b"stored-client-key-0123456789"
+    with JwksServer() as srv:
+        document = {"clients": [{"id": "stored", "key_hash": "sha256:" + hashlib.sha256(stored).hexdigest()}]}
+        srv.set_reply("/clients.json", 200, document, delay=1.5)
+        remote = {"cluster": "jwks", "authority": "store.test", "path": "/clients.json", "timeout_ms": 4000}
+        with start({"api_keys": {"remote": remote}}, flag, srv.port) as h:
+            before = upstream_requests(h)
+            key = lambda value: [("x-api-key", value.decode()), ("content-type", "application/octet-stream")]  # noqa: E731
+            cases = [Case(w, key(b"not-a-stored-key"), valid=False) for w in WAYS]
+            cases += [Case(w, key(stored), valid=True) for w in WAYS]
+            check(h, run_cases(h, cases), 401, before)
+            assert "held for the client store" in h.log_text()
 
 
 def token_endpoint_config() -> dict:
