@@ -191,15 +191,7 @@ pub(super) fn bypass_rule(rule: RawBypassRule, i: usize) -> Result<Rule, ConfigE
     };
     let methods = rule.method.map(|m| methods(vec![m], &format!("{path}.method"))).transpose()?;
     let matcher = RouteMatch { path_prefix, methods, ..RouteMatch::default() };
-    Ok(Rule {
-        matcher,
-        require: Require::None,
-        scopes: Vec::new(),
-        principals: None,
-        request_principals: None,
-        enforce: None,
-        claims: Vec::new(),
-    })
+    Ok(Rule::only(matcher, Require::None))
 }
 
 /// One of `rules`; `providers` are the JWT providers, keypairs and token endpoint (`jwt:<name>`).

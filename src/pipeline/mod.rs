@@ -348,12 +348,7 @@ fn verify_one(
         }
         Ok(None) => return Err(Decision::Reply(LocalReply::missing_credential(challenges))),
         Err(e) if may_fail => return Err(failed(config, request, e.reason())),
-        Err(e) if e.is_bearer() => {
-            return Err(Decision::Reply(LocalReply::invalid_token(challenges, e.description(), e.reason())))
-        }
-        Err(e) => {
-            return Err(Decision::Reply(LocalReply::invalid_credentials(challenges, e.description(), e.reason())))
-        }
+        Err(e) => return Err(unreadable(e, challenges)),
     };
     if !credential.offered(rule.require.schemes()) {
         return Err(Decision::Reply(LocalReply::credential_not_accepted(challenges)));
@@ -394,13 +389,7 @@ fn verify_tree(
             found.extend(crate::mtls::certificate_credential(config.mtls.as_ref(), request.peer));
             found
         }
-        Err(e) if e.is_bearer() => {
-            return Err(Decision::Reply(LocalReply::invalid_token(every_challenge(), e.description(), e.reason())))
-        }
-        Err(e) => {
-            let reply = LocalReply::invalid_credentials(every_challenge(), e.description(), e.reason());
-            return Err(Decision::Reply(reply));
-        }
+        Err(e) => return Err(unreadable(e, every_challenge())),
     };
     if found.is_empty()
         && tree.root.places() & requirement::place_of(&Kind::ApiKey) != 0
@@ -456,6 +445,14 @@ fn not_verified(e: NotVerified, challenges: crate::reply::Challenges) -> Decisio
             Decision::Introspect { awaited: Awaited::Introspection { provider, key }, call }
         }
     }
+}
+
+/// A credential that could not be read (malformed, too large, ambiguous): 401 with its scheme's error.
+fn unreadable(e: credential::CredentialError, challenges: crate::reply::Challenges) -> Decision {
+    if e.is_bearer() {
+        return Decision::Reply(LocalReply::invalid_token(challenges, e.description(), e.reason()));
+    }
+    Decision::Reply(LocalReply::invalid_credentials(challenges, e.description(), e.reason()))
 }
 
 /// `optional_or_failed`: the request continues without a principal, the reason in filter state.

@@ -261,26 +261,25 @@ pub struct Rule {
 }
 
 /// The rule of a request no rule matches: today's behaviour.
-pub static DEFAULT_RULE: Rule = Rule {
-    matcher: ROUTE_MATCH_ANY,
-    require: Require::Any,
-    scopes: Vec::new(),
-    principals: None,
-    request_principals: None,
-    enforce: None,
-    claims: Vec::new(),
-};
+pub static DEFAULT_RULE: Rule = Rule::only(ROUTE_MATCH_ANY, Require::Any);
 
 /// A CORS preflight where `bypass_cors_preflight` is set.
-static PREFLIGHT_RULE: Rule = Rule {
-    matcher: ROUTE_MATCH_ANY,
-    require: Require::None,
-    scopes: Vec::new(),
-    principals: None,
-    request_principals: None,
-    enforce: None,
-    claims: Vec::new(),
-};
+static PREFLIGHT_RULE: Rule = Rule::only(ROUTE_MATCH_ANY, Require::None);
+
+impl Rule {
+    /// A rule that says who may pass and nothing more (no scopes, principals or claims).
+    pub(crate) const fn only(matcher: RouteMatch, require: Require) -> Rule {
+        Rule {
+            matcher,
+            require,
+            scopes: Vec::new(),
+            principals: None,
+            request_principals: None,
+            enforce: None,
+            claims: Vec::new(),
+        }
+    }
+}
 
 const ROUTE_MATCH_ANY: RouteMatch =
     RouteMatch { path_prefix: None, path: None, methods: None, host: None, route: None };
