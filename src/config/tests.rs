@@ -970,7 +970,12 @@ fn claim_conditions_and_payload_errors_name_the_field() {
         (
             json!({"jwt": {"providers": [{"name": "o", "payload_in_filter_state": true,
                 "introspection": {"cluster": "c", "authority": "a", "path": "/i", "auth": "bearer", "client_secret": "s"}}]}}),
-            "jwt.providers[0].introspection: has no payload to hand on",
+            "jwt.providers[0].payload_in_filter_state: is for JWTs: an introspected token has no payload",
+        ),
+        (
+            json!({"jwt": {"providers": [{"name": "o", "forward_payload_header": "x-payload",
+                "introspection": {"cluster": "c", "authority": "a", "path": "/i", "auth": "bearer", "client_secret": "s"}}]}}),
+            "jwt.providers[0].forward_payload_header: is for JWTs",
         ),
     ];
     for (config, expected) in cases {
