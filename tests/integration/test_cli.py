@@ -143,6 +143,12 @@ def test_check_reads_a_file_too(cli, tmp_path):
     code, out, err = cli_run(["check", str(path)])
     assert (code, err) == (0, ""), err
     assert "0 API clients (0 disabled) and a client store (api_keys.remote), 0 JWT" in out, out
+    # So are introspection providers (they have no keys, remote or not).
+    introspection = {"cluster": "idp", "authority": "idp", "path": "/introspect", "auth": "bearer", "client_secret": "s"}
+    path.write_text(json.dumps({"jwt": {"providers": [{"name": "idp", "introspection": introspection}]}}))
+    code, out, err = cli_run(["check", str(path)])
+    assert (code, err) == (0, ""), err
+    assert "1 JWT providers (0 with remote keys, 1 introspecting opaque tokens)" in out, out
     code, _, err = cli_run(["check", str(tmp_path / "missing.json")])
     assert code == 2 and err.startswith("wasm-authn: cannot read "), err
 
