@@ -118,12 +118,21 @@ pub enum NameError {
 impl std::fmt::Display for NameError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            NameError::Bare(name) => write!(
-                f,
-                "names no kind of principal: write \"basic:{name}\" (a Basic user), \"api-key:{name}\" (an API \
-                 client, by its key or its tokens from the token endpoint), \"keypair:{name}\" or \
-                 \"jwt:<provider>:{name}\" (a JWT provider's principal)"
-            ),
+            NameError::Bare(name) => {
+                write!(
+                    f,
+                    "names no kind of principal: write \"basic:{name}\" (a Basic user), \"api-key:{name}\" (an API \
+                     client, by its key or its tokens from the token endpoint), \"keypair:{name}\" or \
+                     \"jwt:<provider>:{name}\" (a JWT provider's principal)"
+                )?;
+                // Istio's `<iss>/<sub>` spelling has its own field.
+                match name.contains('/') || name == "*" {
+                    true => {
+                        f.write_str("; a token's issuer/subject as Istio writes it goes in rules[].request_principals")
+                    }
+                    false => Ok(()),
+                }
+            }
             NameError::NoProvider => f.write_str("a JWT principal is written jwt:<provider>:<principal claim value>"),
             NameError::NotAProvider(why) => write!(f, "names no JWT provider{why}"),
             NameError::Malformed => f.write_str("is not a principal name"),
@@ -269,6 +278,9 @@ mod tests {
             assert_eq!(QualifiedName::parse(bare, None), Err(NameError::Bare(bare.into())));
         }
         assert!(NameError::Bare("alice".into()).to_string().contains("\"basic:alice\""));
+        assert!(!NameError::Bare("alice".into()).to_string().contains("request_principals"));
+        let istio = NameError::Bare("https://id.example.com/alice".into()).to_string();
+        assert!(istio.ends_with("as Istio writes it goes in rules[].request_principals"), "{istio}");
         assert_eq!(QualifiedName::parse("jwt:alice", None), Err(NameError::NoProvider));
         for bad in ["basic:", "basic:a:b", "api-key: x", "keypair:x\n", "jwt:corp:", "jwt::alice", "jwt: c:a"] {
             assert_eq!(QualifiedName::parse(bad, None), Err(NameError::Malformed), "{bad:?}");

@@ -291,9 +291,12 @@ fn check(name: &str) -> Outcome {
     let config = Config::from_json(&bytes).map_err(|e| Failure::Refused(format!("configuration refused: {e}")))?;
     let disabled = config.api_keys.clients.iter().filter(|client| client.disabled).count();
     let remote = config.jwt_providers.iter().filter(|provider| provider.fetch.is_some()).count();
+    let introspecting = config.jwt_providers.iter().filter(|provider| provider.introspection.is_some()).count();
+    // A configuration whose clients all come from the store would otherwise say "0 API clients".
+    let store = if config.api_keys.remote.is_some() { " and a client store (api_keys.remote)" } else { "" };
     print(&format!(
-        "configuration accepted: {} Basic users, {} API clients ({disabled} disabled), {} JWT providers \
-         ({remote} with remote keys), {} route rules (bypass included)",
+        "configuration accepted: {} Basic users, {} API clients ({disabled} disabled){store}, {} JWT providers \
+         ({remote} with remote keys, {introspecting} introspecting opaque tokens), {} route rules (bypass included)",
         config.basic_users.len(),
         config.api_keys.clients.len(),
         config.jwt_providers.len(),

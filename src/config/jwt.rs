@@ -235,8 +235,12 @@ fn compile_provider(
 /// `forward`, `forward_payload_header` and `payload_in_filter_state` (a payload only a JWS has).
 fn token_output(raw: &RawProvider, path: &str) -> Result<TokenOutput, ConfigError> {
     if raw.introspection.is_some() && (raw.forward_payload_header.is_some() || raw.payload_in_filter_state) {
-        let message = "has no payload to hand on: forward_payload_header and payload_in_filter_state are for JWTs";
-        return Err(ConfigError::new(format!("{path}.introspection"), message));
+        // The field the user wrote, not the introspection it clashes with.
+        let field =
+            if raw.forward_payload_header.is_some() { "forward_payload_header" } else { "payload_in_filter_state" };
+        let message =
+            "is for JWTs: an introspected token has no payload to hand on (claim_to_headers hands on its claims)";
+        return Err(ConfigError::new(format!("{path}.{field}"), message));
     }
     let payload_header = match &raw.forward_payload_header {
         Some(name) => {

@@ -594,13 +594,13 @@ fn owned_headers(
     if let Some((field, _)) = principal_names.iter().find(|(_, name)| *name == RATELIMIT_HEADER) {
         return Err(ConfigError::new(*field, ratelimit_header));
     }
-    let mut owned: Vec<String> = principal_names.iter().map(|(_, name)| name.to_string()).collect();
-    // Owned whatever limits.scope says: a client never sets it.
-    owned.push(RATELIMIT_HEADER.to_string());
+    // Each header the filter sets, with the field that names it (for the credential check below).
+    let mut set_by: Vec<(String, String)> =
+        principal_names.iter().map(|(field, name)| (field.to_string(), name.to_string())).collect();
     for (i, provider) in providers.iter().enumerate() {
         // Its claim headers, then its payload header.
         let mappings = provider.claim_to_headers.iter().map(|mapping| &mapping.header);
-        let its_own = owned.len();
+        let its_own = set_by.len();
         for (j, header) in mappings.chain(&provider.output.payload_header).enumerate() {
             let at = || match j < provider.claim_to_headers.len() {
                 true => format!("jwt.providers[{i}].claim_to_headers[{j}].header"),
@@ -612,14 +612,12 @@ fn owned_headers(
             if header == RATELIMIT_HEADER {
                 return Err(ConfigError::new(at(), ratelimit_header));
             }
-            if owned.get(its_own..).is_some_and(|its| its.contains(header)) {
+            if set_by.get(its_own..).is_some_and(|its| its.iter().any(|(_, name)| name == header)) {
                 return Err(ConfigError::new(at(), "is also one of its claim_to_headers headers"));
             }
-            owned.push(header.clone());
+            set_by.push((at(), header.clone()));
         }
     }
-    owned.sort();
-    owned.dedup();
     let reads_cookies = !api_keys.cookies.is_empty() || tokens.cookies().next().is_some();
     let credential_header = |name: &String| {
         name == AUTHORIZATION
@@ -627,9 +625,21 @@ fn owned_headers(
             || tokens.headers().any(|(_, header, _)| header == name)
             || (reads_cookies && name == "cookie")
     };
-    if owned.iter().any(credential_header) {
-        return Err(ConfigError::new("principal_headers", "a header the filter sets is also a credential header"));
+    if let Some((field, name)) = set_by.iter().find(|(_, name)| credential_header(name)) {
+        let why = format!("the filter sets {name}, which is also a header credentials are read from");
+        return Err(ConfigError::new(field.as_str(), why));
     }
+    // Owned whatever limits.scope says: a client never sets it.
+    if api_keys.headers.iter().any(|name| name == RATELIMIT_HEADER) {
+        return Err(ConfigError::new("api_keys.headers", ratelimit_header));
+    }
+    if tokens.headers().any(|(_, header, _)| header == RATELIMIT_HEADER) {
+        return Err(ConfigError::new("jwt.providers[].from_headers", ratelimit_header));
+    }
+    let mut owned: Vec<String> = set_by.into_iter().map(|(_, name)| name).collect();
+    owned.push(RATELIMIT_HEADER.to_string());
+    owned.sort();
+    owned.dedup();
     Ok(owned)
 }
 

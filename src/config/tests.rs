@@ -346,7 +346,7 @@ fn a_principal_header_cannot_be_a_credential_header() {
         "principal_headers": {"principal": "x-api-key"},
         "api_keys": {"clients": [{"id": "c", "key_hash": SECRET_SHA256}]}
     }));
-    assert!(error.starts_with("principal_headers:"), "{error}");
+    assert!(error.starts_with("principal_headers.principal: the filter sets x-api-key"), "{error}");
 }
 
 #[test]
@@ -599,11 +599,11 @@ fn token_places_that_could_be_read_as_another_are_refused() {
         (vec![json!({"from_cookies": ["ApiKey"]})], "jwt.providers[0].from_cookies[0]: is also an API key cookie"),
         (
             vec![json!({"from_cookies": ["s"], "claim_to_headers": [{"claim": "c", "header": "cookie"}]})],
-            "principal_headers: a header the filter sets is also a credential header",
+            "jwt.providers[0].claim_to_headers[0].header: the filter sets cookie, which is also a header credentials",
         ),
         (
             vec![json!({"from_headers": [{"name": "x-t"}], "claim_to_headers": [{"claim": "c", "header": "x-t"}]})],
-            "principal_headers: a header the filter sets",
+            "jwt.providers[0].claim_to_headers[0].header: the filter sets x-t, which is also a header credentials",
         ),
     ];
     for (places, expected) in cases {
@@ -815,7 +815,15 @@ fn the_ratelimit_header_is_the_filters_own() {
     let e = error_of(
         json!({"api_keys": {"headers": ["x-auth-ratelimit-principal"], "clients": [{"id": "a", "key_hash": SECRET_SHA256}]}}),
     );
-    assert!(e.starts_with("principal_headers: a header the filter sets is also a credential header"), "{e}");
+    assert!(e.starts_with("api_keys.headers: is the header the filter hands Envoy's rate-limit filter"), "{e}");
+    // A payload header that is a credential header is named by its own field.
+    let mut provider = hs256_provider("corp", "https://corp");
+    provider["forward_payload_header"] = json!("Authorization");
+    let e = error_of(json!({"jwt": {"providers": [provider]}}));
+    assert!(
+        e.starts_with("jwt.providers[0].forward_payload_header: the filter sets authorization, which is also"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -962,7 +970,12 @@ fn claim_conditions_and_payload_errors_name_the_field() {
         (
             json!({"jwt": {"providers": [{"name": "o", "payload_in_filter_state": true,
                 "introspection": {"cluster": "c", "authority": "a", "path": "/i", "auth": "bearer", "client_secret": "s"}}]}}),
-            "jwt.providers[0].introspection: has no payload to hand on",
+            "jwt.providers[0].payload_in_filter_state: is for JWTs: an introspected token has no payload",
+        ),
+        (
+            json!({"jwt": {"providers": [{"name": "o", "forward_payload_header": "x-payload",
+                "introspection": {"cluster": "c", "authority": "a", "path": "/i", "auth": "bearer", "client_secret": "s"}}]}}),
+            "jwt.providers[0].forward_payload_header: is for JWTs",
         ),
     ];
     for (config, expected) in cases {

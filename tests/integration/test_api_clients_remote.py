@@ -156,3 +156,24 @@ def test_fetched_clients_as_basic_at_the_token_endpoint_and_with_their_privilege
     store.set_reply(PATH, 200, document(grace={"key": grace, "disabled": True}))
     assert eventually(lambda: h.request("GET", "/x", {"authorization": f"Bearer {token}"}).status == 401)
     assert h.request("GET", "/x", {"authorization": basic}).status == 401
+
+
+def test_moving_a_configured_client_to_the_store(store, envoy_factory):
+    # docs/operating.md's order: the store's document first (its fetches fail, naming
+    # the configured id, and the configured entry keeps answering), then the push
+    # without the configured entry; the client then answers from the store.
+    other = "other-" + secrets.token_urlsafe(16)
+    store.set_reply(PATH, 200, document(other=other))
+    h = envoy_factory(plugin_config(), jwks_port=store.port, dynamic_listeners=True, fresh=True)
+    assert eventually(lambda: with_key(h, other).status == 200)
+    failed_before = h.wasm_stats().get("wasm_authn.api_clients_fetch_failed", 0)
+    store.set_reply(PATH, 200, document(other=other, local=LOCAL_KEY))
+    assert eventually(lambda: h.wasm_stats().get("wasm_authn.api_clients_fetch_failed", 0) > failed_before)
+    assert '"local" is a configured client' in h.log_text()
+    assert with_key(h, LOCAL_KEY).status == 200, "the configured entry answers meanwhile"
+    moved = plugin_config()
+    moved["api_keys"]["clients"] = []
+    h.reload_plugin_config(moved)
+    assert eventually(lambda: all(with_key(h, LOCAL_KEY).status == 200 for _ in range(8)), seconds=10)
+    r = with_key(h, LOCAL_KEY)
+    assert EnvoyHarness.upstream_request(r)["headers"]["x-auth-principal"] == "local"

@@ -137,6 +137,18 @@ def test_check_reads_a_file_too(cli, tmp_path):
     code, out, err = cli_run(["check", str(path)])
     assert (code, err) == (0, ""), err
     assert out.startswith("configuration accepted: 3 Basic users, 2 API clients (1 disabled), 2 JWT providers"), out
+    # Clients from a store are announced, not "0 API clients" alone.
+    remote = {"cluster": "keystore", "authority": "keys.internal", "path": "/clients.json"}
+    path.write_text(json.dumps({"api_keys": {"remote": remote}}))
+    code, out, err = cli_run(["check", str(path)])
+    assert (code, err) == (0, ""), err
+    assert "0 API clients (0 disabled) and a client store (api_keys.remote), 0 JWT" in out, out
+    # So are introspection providers (they have no keys, remote or not).
+    introspection = {"cluster": "idp", "authority": "idp", "path": "/introspect", "auth": "bearer", "client_secret": "s"}
+    path.write_text(json.dumps({"jwt": {"providers": [{"name": "idp", "introspection": introspection}]}}))
+    code, out, err = cli_run(["check", str(path)])
+    assert (code, err) == (0, ""), err
+    assert "1 JWT providers (0 with remote keys, 1 introspecting opaque tokens)" in out, out
     code, _, err = cli_run(["check", str(tmp_path / "missing.json")])
     assert code == 2 and err.startswith("wasm-authn: cannot read "), err
 

@@ -192,6 +192,20 @@ def test_counters_carry_reason_and_provider_as_prometheus_labels(envoy):
     assert envoy.wasm_stats().get("wasm_authn.denied.missing_credential", 0) >= 1
 
 
+def test_shadow_and_optional_failed_counters_carry_the_reason_label(envoy_factory):
+    # The bundled stats_tags give what shadow mode would have refused, and what failed
+    # on an optional_or_failed route, the same reason label as denied.
+    config = {"basic": {"users": [{"name": "bob", "password_hash": sha256_hash("pw-of-bob")}]},
+              "rules": [{"match": {"path_prefix": "/shadowed"}, "require": ["basic"], "enforce": False},
+                        {"match": {"path_prefix": "/migrating"}, "require": "optional_or_failed"}]}
+    h = envoy_factory(config)
+    assert h.request("GET", "/shadowed").status == 200
+    assert h.request("GET", "/migrating", {"authorization": basic_header("bob", "wrong")}).status == 200
+    text = h.admin("/stats/prometheus").text
+    assert re.search(r'^wasm_authn_shadow_denied\{reason="missing_credential"\} 1', text, re.M), text[-3000:]
+    assert re.search(r'^wasm_authn_optional_failed\{reason="basic_invalid"\} 1', text, re.M), text[-3000:]
+
+
 def test_the_provider_label_of_fetches(envoy_factory):
     h = envoy_factory(None, demo_jwks=True)
     deadline = time.monotonic() + 10
