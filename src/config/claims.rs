@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::error::ConfigError;
 use super::names::header_name;
 use super::schema::RawRule;
-use crate::pipeline::route::Require;
+use crate::pipeline::route::{Kind, Require};
 use crate::token_claims::{scalar_text, ClaimCondition, Test};
 
 /// Most conditions in one rule, and values in one list (each said in its refusal).
@@ -45,6 +45,10 @@ pub(super) fn conditions(
     let refused = match raw {
         None => return Ok(conditions),
         Some(_) if *require == Require::None => ("", "a rule that requires nothing cannot test claims".to_string()),
+        // Only identity providers' tokens carry claims: the conditions could never be met.
+        Some(_) if require.kinds().is_some_and(|kinds| !kinds.iter().any(|kind| matches!(kind, Kind::Jwt { .. }))) => {
+            (".claims", "the rule accepts no token with claims (only jwt providers' tokens have them)".to_string())
+        }
         Some(Value::Array(items)) if items.len() <= MAX_CONDITIONS => {
             for (j, item) in items.iter().enumerate() {
                 match condition(item, table, owned) {

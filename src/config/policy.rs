@@ -9,12 +9,12 @@ use super::schema::{
     MAX_WAIT_MS,
 };
 use crate::fleet::LimitScope;
-use crate::jwt::Provider;
+use crate::jwt::{Provider, ProviderKind};
 use crate::network::{Cidr, Networks};
 use crate::path::has_segment_prefix;
 use crate::pipeline::limits::Limits;
 use crate::pipeline::revocation::{Revocation, RevocationList};
-use crate::pipeline::route::{HostPattern, Require, RouteMatch, Rule};
+use crate::pipeline::route::{HostPattern, Kind, Require, RouteMatch, Rule};
 use crate::principal::QualifiedName;
 use crate::privileges::Privileges;
 use crate::request_principal::RequestPrincipal;
@@ -214,6 +214,14 @@ pub(super) fn rule(raw: RawRule, i: usize, providers: &[Provider]) -> Result<Rul
     let request_principals = match raw.request_principals {
         Some(patterns) => {
             bounded(&patterns, &format!("{path}.request_principals"))?;
+            // Only a JWT identity provider's tokens have an issuer/subject to match.
+            let issuing = |p: &Provider| p.kind == ProviderKind::IdentityProvider && p.introspection.is_none();
+            let takes_tokens = require.kinds().is_none_or(|kinds| kinds.iter().any(|k| matches!(k, Kind::Jwt { .. })));
+            if !providers.iter().any(issuing) || !takes_tokens {
+                let message =
+                    "no JWT provider's token can reach this rule: nothing could match (jwt.providers with keys)";
+                return Err(ConfigError::new(format!("{path}.request_principals"), message));
+            }
             let parsed = patterns.iter().enumerate().map(|(j, text)| {
                 RequestPrincipal::parse(text)
                     .map_err(|message| ConfigError::new(format!("{path}.request_principals[{j}]"), message))

@@ -1021,3 +1021,19 @@ fn claim_conditions_compile_against_one_table() {
         ]
     );
 }
+
+#[test]
+fn conditions_no_credential_could_meet_are_refused_at_load() {
+    let api_keys = json!({"clients": [{"id": "c", "key_hash": format!("sha256:{}", "ab".repeat(32))}]});
+    let claims = json!([{"claim": "tenant", "any_of": ["acme"]}]);
+    let err = error_of(json!({"api_keys": api_keys, "rules": [{"require": ["api-key"], "claims": claims}]}));
+    assert!(err.starts_with("rules[0].claims: the rule accepts no token with claims"), "{err}");
+    let err = error_of(json!({"api_keys": api_keys, "rules": [{"request_principals": ["*"]}]}));
+    assert!(err.starts_with("rules[0].request_principals: no JWT provider's token can reach this rule"), "{err}");
+    let with_provider = json!({"api_keys": api_keys, "jwt": {"providers": [hs256_provider("corp", "https://id.corp")]},
+                               "rules": [{"require": ["api-key"], "request_principals": ["*"]}]});
+    assert!(error_of(with_provider).starts_with("rules[0].request_principals: no JWT provider's token"));
+    let fine = json!({"api_keys": api_keys, "jwt": {"providers": [hs256_provider("corp", "https://id.corp")]},
+                      "rules": [{"request_principals": ["https://id.corp/*"], "claims": claims}]});
+    assert!(parse(fine).is_ok());
+}
