@@ -193,12 +193,13 @@ fn compile_provider(
             let mappings: Vec<String> = claim_to_headers.iter().map(|m| format!("{}={}", m.claim, m.header)).collect();
             // The claims rules test are stored with each answer, by their place in the table.
             let identity = format!(
-                "{}\0{issuer}\0{}\0{}\0{}\0{:?}\0{}",
+                "{}\0{issuer}\0{}\0{}\0{}\0{:?}\0{}\0{}",
                 raw.name,
                 raw.audiences.join(" "),
                 raw.principal_claim,
                 mappings.join(" "),
                 raw.max_lifetime_seconds,
+                raw.require_expiration.unwrap_or(false),
                 claim_table.join("\0")
             );
             let at = format!("{path}.introspection");

@@ -1008,3 +1008,20 @@ fn claim_conditions_compile_against_one_table() {
         ]
     );
 }
+
+#[test]
+fn introspection_answers_are_shared_only_by_configurations_that_judge_and_ask_alike() {
+    let with = |require_expiration: bool, client_id: &str| {
+        let introspection =
+            json!({"cluster": "c", "authority": "a", "path": "/i", "client_id": client_id, "client_secret": "s"});
+        let provider = json!({"name": "idp", "issuer": "https://idp", "require_expiration": require_expiration,
+                              "introspection": introspection});
+        parse(json!({"jwt": {"providers": [provider]}})).unwrap().jwt_providers.remove(0).introspection.unwrap().answers
+    };
+    let base = with(false, "filter");
+    assert!(base.shares_answers_with(&with(false, "filter")));
+    // A token without `exp` is active here, and refused where an expiration is required.
+    assert!(!base.shares_answers_with(&with(true, "filter")));
+    // An endpoint may answer each caller differently (RFC 7662 2.2).
+    assert!(!base.shares_answers_with(&with(false, "another")));
+}

@@ -252,3 +252,23 @@ def test_a_common_name_is_read_as_the_certificate_holds_it(cn_envoy, cn_pki, cer
     assert r.status == 200, (cert, r.status, r.body)
     seen = EnvoyHarness.upstream_headers(r)
     assert seen["x-auth-qualified"].encode("latin-1").decode("utf-8") == f"mtls:{name}", (cert, seen)
+
+
+# --------------------------------------------------------------------------
+# Introspection answers are shared by every configuration in the Envoy: an
+# answer judged under a looser configuration is never one a stricter one takes.
+
+
+def test_an_answer_judged_before_a_stricter_configuration_is_not_taken_by_it(envoy_factory):
+    from introspection_server import IntrospectionServer
+    from test_introspection import CLIENT_ID, CLIENT_SECRET, claims as idp_claims, plugin_config
+
+    with IntrospectionServer({CLIENT_ID: CLIENT_SECRET}) as idp:
+        h = envoy_factory(plugin_config(), jwks_port=idp.port, concurrency=1, dynamic_listeners=True)
+        forever = idp.issue(expires_in=None, **idp_claims(sub="alice"))
+        assert h.request("GET", "/orders/1", {"authorization": f"Bearer {forever}"}).status == 200
+        stricter = plugin_config()
+        stricter["jwt"]["providers"][0]["require_expiration"] = True
+        h.reload_plugin_config(stricter)
+        r = h.request("GET", "/orders/1", {"authorization": f"Bearer {forever}"})
+        assert r.status == 401 and r.json()["message"] == "expiration required", (r.status, r.body)
