@@ -104,6 +104,16 @@ def test_owned_headers_in_every_spelling_never_reach_the_upstream(envoy, protoco
     assert owned_seen(EnvoyHarness.upstream_headers(r)) == expected
 
 
+def test_a_trees_other_token_hands_on_no_claims_or_payload(envoy):
+    """/tree: Basic alice is the principal; bob's token beside it is reported as
+    `x-auth-also-jwt`, but its claims and payload are not alice's."""
+    r = envoy.request("GET", "/tree/x", {**ALICE, "x-jwt": token(tenant="acme"), "x-claim-tenant": "forged"})
+    assert r.status == 200, r.body
+    assert owned_seen(EnvoyHarness.upstream_headers(r)) == {
+        "x-auth-principal": "alice", "x-auth-qualified": "basic:alice", "x-auth-method": "basic",
+        "x-auth-also-jwt": "jwt:corp:bob"}
+
+
 def test_a_payload_that_is_not_canonical_base64url_is_refused_or_forwarded_as_verified(envoy):
     """The upstream decodes `x-jwt-payload` itself: whatever the filter accepts, the
     upstream must read the claims the filter verified (or nothing at all)."""
@@ -272,3 +282,19 @@ def test_an_answer_judged_before_a_stricter_configuration_is_not_taken_by_it(env
         h.reload_plugin_config(stricter)
         r = h.request("GET", "/orders/1", {"authorization": f"Bearer {forever}"})
         assert r.status == 401 and r.json()["message"] == "expiration required", (r.status, r.body)
+
+
+@pytest.mark.parametrize("extra", [
+    {"jwk": {"kty": "EC", "crv": "P-256", "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+             "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}},
+    {"kid": "device-7"},
+])
+def test_a_token_bound_to_its_certificate_and_to_more_is_refused(envoy_factory, cn_pki, extra):
+    """`cnf` with the connection's certificate and another binding the filter cannot
+    check: refused, never served as bound to the certificate alone."""
+    from test_pop import BOUND, bearer, tls_listener, tls_request, token as pop_token
+    h = envoy_factory(BOUND, concurrency=1, config_hook=tls_listener(cn_pki))
+    thumbprint = {"x5t#S256": cn_pki.thumbprint("billing")}
+    assert tls_request(h, cn_pki, "billing", "GET", "/x", bearer(pop_token(cnf=thumbprint))).status == 200
+    r = tls_request(h, cn_pki, "billing", "GET", "/x", bearer(pop_token(cnf={**thumbprint, **extra})))
+    assert r.status == 401, (extra, r.status, r.body)
