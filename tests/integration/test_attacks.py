@@ -269,19 +269,29 @@ def test_a_common_name_is_read_as_the_certificate_holds_it(cn_envoy, cn_pki, cer
 # answer judged under a looser configuration is never one a stricter one takes.
 
 
-def test_an_answer_judged_before_a_stricter_configuration_is_not_taken_by_it(envoy_factory):
+@pytest.mark.parametrize("stricter, message", [("require_expiration", "expiration required"),
+                                              ("clock_skew_seconds", "token not yet valid")])
+def test_an_answer_judged_before_a_stricter_configuration_is_not_taken_by_it(envoy_factory, stricter, message):
+    import time
+
     from introspection_server import IntrospectionServer
     from test_introspection import CLIENT_ID, CLIENT_SECRET, claims as idp_claims, plugin_config
 
     with IntrospectionServer({CLIENT_ID: CLIENT_SECRET}) as idp:
-        h = envoy_factory(plugin_config(), jwks_port=idp.port, concurrency=1, dynamic_listeners=True)
-        forever = idp.issue(expires_in=None, **idp_claims(sub="alice"))
-        assert h.request("GET", "/orders/1", {"authorization": f"Bearer {forever}"}).status == 200
-        stricter = plugin_config()
-        stricter["jwt"]["providers"][0]["require_expiration"] = True
-        h.reload_plugin_config(stricter)
-        r = h.request("GET", "/orders/1", {"authorization": f"Bearer {forever}"})
-        assert r.status == 401 and r.json()["message"] == "expiration required", (r.status, r.body)
+        h = envoy_factory(plugin_config(), jwks_port=idp.port, concurrency=1, dynamic_listeners=True, fresh=True)
+        if stricter == "require_expiration":
+            token = idp.issue(expires_in=None, **idp_claims(sub="alice"))
+        else:  # valid from 30 s on: within the default skew (60 s), not within none
+            token = idp.issue(**idp_claims(sub="alice", nbf=int(time.time()) + 30))
+        assert h.request("GET", "/orders/1", {"authorization": f"Bearer {token}"}).status == 200
+        config = plugin_config()
+        if stricter == "require_expiration":
+            config["jwt"]["providers"][0]["require_expiration"] = True
+        else:
+            config["clock_skew_seconds"] = 0
+        h.reload_plugin_config(config)
+        r = h.request("GET", "/orders/1", {"authorization": f"Bearer {token}"})
+        assert r.status == 401 and r.json()["message"] == message, (r.status, r.body)
 
 
 @pytest.mark.parametrize("extra", [
