@@ -176,6 +176,21 @@ def test_equals_header_against_odd_claims_and_spellings(envoy, tenant, sent, sta
                                                                  for v in (tenant if isinstance(tenant, list) else [tenant])}
 
 
+@pytest.mark.parametrize("protocol", ["h2", "h1-chunked"])
+@pytest.mark.parametrize("sent, status", [
+    ([("x-tenant", "acme")], 200),
+    ([("x-tenant", "acme"), ("x-tenant", "evil")], 403),
+    ([("x-tenant", "acme"), ("x_tenant", "evil")], 403),
+    ([("x-tenant", "")], 403),
+])
+def test_equals_header_over_the_wire(envoy, protocol, sent, status):
+    r = wire.send(envoy.listener_port, "POST", "/tenant/x", [("x-jwt", token(tenant="acme"))] + sent,
+                  wire.Body(parts=[b"x" * 8], trailers=[("x-tenant", "evil")]), protocol=protocol)
+    assert r.status == status, (sent, r.status, r.body)
+    if status == 200:
+        assert EnvoyHarness.upstream_headers(r)["x-tenant"] == "acme"
+
+
 @pytest.mark.parametrize("sub, status", [
     ("alice", 200), (7, 200), ("admin\u00a0", 401), ("\u2003admin", 401), ("a" * 5000, 401),
     ("ad\u0000min", 401), (["admin"], 401), ({"id": "admin"}, 401), (True, 401), ("", 401),
