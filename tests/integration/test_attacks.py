@@ -1,7 +1,11 @@
-"""Attacks on requirement trees, shadow mode, claim conditions and the payload
-handed upstream, in a real Envoy: owned headers in other spellings and over
-HTTP/2, tokens whose payload is not canonical base64url (signed by an
-independent implementation, `cryptography`), claims of odd JSON types.
+"""Attacks on requirement trees, shadow mode, claim conditions, the payload handed
+upstream, client certificates, bound tokens and introspection, in a real Envoy:
+owned headers in other spellings, over HTTP/1.1 (chunked, with trailers) and
+HTTP/2; tokens whose payload is not canonical base64url (signed by an independent
+implementation, `cryptography`); claims and subjects of odd JSON types; common
+names with characters Envoy escapes in RFC 2253 text; a `cnf` with a second
+binding; introspection answers judged under a looser configuration of the same
+Envoy (after a reload).
 """
 from __future__ import annotations
 
