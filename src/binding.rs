@@ -29,6 +29,11 @@ pub(crate) struct UnknownBinding;
 pub(crate) fn confirmation(claims: &Map<String, Value>) -> Result<Option<Confirmation>, UnknownBinding> {
     let Some(cnf) = claims.get("cnf") else { return Ok(None) };
     let cnf = cnf.as_object().ok_or(UnknownBinding)?;
+    // One binding, and one this filter checks: a certificate's beside a `jwk` or a `kid`
+    // binds the token to that key as well, which nothing here proves.
+    if cnf.len() != 1 {
+        return Err(UnknownBinding);
+    }
     let member = |name| match cnf.get(name) {
         None => Ok(None),
         Some(Value::String(text)) if !text.is_empty() && text.len() <= MAX_THUMBPRINT_BYTES => Ok(Some(text.clone())),
@@ -103,6 +108,8 @@ mod tests {
             json!({"x5t#S256": ""}),
             json!({"jwk": {"kty": "EC"}}),
             json!({"x5t#S256": "a", "jkt": "b"}),
+            json!({"x5t#S256": "a", "jwk": {"kty": "EC"}}),
+            json!({"x5t#S256": "a", "kid": "device-7"}),
         ] {
             assert_eq!(cnf(unusable.clone()), Err(UnknownBinding), "{unusable}");
         }

@@ -170,6 +170,8 @@ mod tests {
         let bare = PeerCertificate { subject: Some("CN=x\ny".into()), ..PeerCertificate::default() };
         assert_eq!(mtls(&[], &[], NameSource::UriSan).name_of(&bare), None, "no URI SAN");
         assert_eq!(mtls(&[], &[], NameSource::SubjectCn).name_of(&bare), None, "a control character");
+        let escaped = PeerCertificate { subject: Some("CN=x\\0Ay".into()), ..PeerCertificate::default() };
+        assert_eq!(mtls(&[], &[], NameSource::SubjectCn).name_of(&escaped), None, "one as Envoy writes it");
     }
 
     #[test]

@@ -29,41 +29,58 @@ impl PeerCertificate {
     }
 
     /// The subject's common name: the first `CN=` of the RFC 2253 text (which names the
-    /// most specific attribute first), unescaped; None when there is none.
+    /// most specific attribute first), unescaped (`\,` is `,`; `\0A` and `\C3\A9`, which
+    /// Envoy writes for a control character and for UTF-8, are their bytes, so a name is
+    /// never another certificate's); None when there is none, it is not UTF-8, or its
+    /// value is hex-encoded DER (`CN=#0C03...`: not text).
     pub fn common_name(&self) -> Option<String> {
-        let subject = self.subject.as_deref()?;
-        let mut name = String::new();
-        let mut chars = subject.chars();
-        let mut at_start = true;
-        // Walk the RDNs: `CN=a\,b,O=x` is CN "a,b".
-        while let Some(start) = at_start.then_some(chars.as_str()) {
-            at_start = false;
-            let is_cn = start.get(..3).is_some_and(|head| head.eq_ignore_ascii_case("CN="));
+        let mut rest = self.subject.as_deref()?.as_bytes();
+        loop {
+            let is_cn = rest.get(..3).is_some_and(|head| head.eq_ignore_ascii_case(b"CN="));
             if is_cn {
-                chars.nth(2);
+                rest = rest.get(3..)?;
+                if rest.first() == Some(&b'#') {
+                    return None;
+                }
             }
-            let mut escaped = false;
-            for c in chars.by_ref() {
-                match (escaped, c) {
-                    (false, '\\') => escaped = true,
-                    (false, ',' | '+') => {
-                        at_start = true;
+            let mut value = Vec::new();
+            let mut next_rdn = None;
+            let mut i = 0;
+            while let Some(&byte) = rest.get(i) {
+                match byte {
+                    b'\\' => match rest.get(i + 1..i + 3).and_then(hex_byte) {
+                        Some(escaped) => {
+                            value.push(escaped);
+                            i += 3;
+                        }
+                        None => {
+                            value.extend(rest.get(i + 1));
+                            i += 2;
+                        }
+                    },
+                    // Walk the RDNs: `CN=a\,b,O=x` is CN "a,b".
+                    b',' | b'+' => {
+                        next_rdn = rest.get(i + 1..);
                         break;
                     }
                     _ => {
-                        escaped = false;
-                        if is_cn {
-                            name.push(c);
-                        }
+                        value.push(byte);
+                        i += 1;
                     }
                 }
             }
             if is_cn {
-                return Some(name).filter(|name| !name.is_empty());
+                return String::from_utf8(value).ok().filter(|name| !name.is_empty());
             }
+            rest = next_rdn?;
         }
-        None
     }
+}
+
+/// Two hex digits' byte (`+1` is not one, though `u8::from_str_radix` would take it).
+fn hex_byte(pair: &[u8]) -> Option<u8> {
+    let digits = std::str::from_utf8(pair).ok().filter(|digits| digits.bytes().all(|b| b.is_ascii_hexdigit()))?;
+    u8::from_str_radix(digits, 16).ok()
 }
 
 /// The connection's client certificate: read from the host only when a decision asks
@@ -118,5 +135,14 @@ mod tests {
         assert_eq!(cn("cn=lower").as_deref(), Some("lower"));
         assert_eq!(cn("O=Example"), None);
         assert_eq!(cn("CN=,O=x"), None);
+        // Envoy's escapes for a control character and for UTF-8 are their bytes: never
+        // the name of the certificate whose CN is those hex digits.
+        assert_eq!(cn("CN=caf\\C3\\A9,O=x").as_deref(), Some("caf\u{e9}"));
+        assert_eq!(cn("CN=\\12").as_deref(), Some("\u{12}"));
+        assert_eq!(cn("CN=ad\\0Amin").as_deref(), Some("ad\nmin"));
+        assert_eq!(cn("CN=a\\+1\\\\b").as_deref(), Some("a+1\\b"), "an escaped '+' is no hex");
+        assert_eq!(cn("CN=\\#12").as_deref(), Some("#12"));
+        assert_eq!(cn("CN=#0C0161"), None, "hex-encoded DER is no text");
+        assert_eq!(cn("CN=\\C3"), None, "not UTF-8");
     }
 }

@@ -58,7 +58,10 @@ pub(super) fn compile(
     let auth = ClientAuth::new(&raw.auth, &client_id, &secret.value)
         .ok_or_else(|| ConfigError::new(field("auth"), "must be \"basic\", \"post\" or \"bearer\""))?;
     let target = endpoint.target;
-    let digest = sha256(format!("{identity}\0{}\0{}\0{}", target.cluster, target.authority, target.path).as_bytes());
+    // Who asks too: an endpoint may answer each resource server differently (RFC 7662 2.2).
+    let endpoint_and_caller =
+        format!("{}\0{}\0{}\0{}\0{client_id}", target.cluster, target.authority, target.path, raw.auth);
+    let digest = sha256(format!("{identity}\0{endpoint_and_caller}").as_bytes());
     let tag: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
     Ok(Introspection {
         target,

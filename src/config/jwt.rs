@@ -31,6 +31,7 @@ pub(super) fn compile(
     limits: &Limits,
     env: Env,
     claim_table: &Rc<Vec<String>>,
+    clock_skew_seconds: u64,
 ) -> Result<(Vec<Provider>, Vec<TokenPlaces>, u64), ConfigError> {
     let Some(raw) = raw else {
         return Ok((Vec::new(), Vec::new(), default_wait_ms()));
@@ -45,7 +46,7 @@ pub(super) fn compile(
     for (i, provider) in raw.providers.into_iter().enumerate() {
         let path = format!("jwt.providers[{i}]");
         places.push(token_places(&provider, &path)?);
-        let provider = compile_provider(provider, limits, &path, env, claim_table)?;
+        let provider = compile_provider(provider, limits, &path, env, claim_table, clock_skew_seconds)?;
         if !names.insert(provider.name.clone()) {
             return Err(ConfigError::new(format!("{path}.name"), "duplicate provider name"));
         }
@@ -124,6 +125,7 @@ fn compile_provider(
     path: &str,
     env: Env,
     claim_table: &Rc<Vec<String>>,
+    clock_skew_seconds: u64,
 ) -> Result<Provider, ConfigError> {
     let fields = raw.privilege_fields();
     // Its principals are `jwt:<name>:<subject>`: a `:` in the name would make two of them one.
@@ -193,12 +195,13 @@ fn compile_provider(
             let mappings: Vec<String> = claim_to_headers.iter().map(|m| format!("{}={}", m.claim, m.header)).collect();
             // The claims rules test are stored with each answer, by their place in the table.
             let identity = format!(
-                "{}\0{issuer}\0{}\0{}\0{}\0{:?}\0{}",
+                "{}\0{issuer}\0{}\0{}\0{}\0{:?}\0{}\0{clock_skew_seconds}\0{}",
                 raw.name,
                 raw.audiences.join(" "),
                 raw.principal_claim,
                 mappings.join(" "),
                 raw.max_lifetime_seconds,
+                raw.require_expiration.unwrap_or(false),
                 claim_table.join("\0")
             );
             let at = format!("{path}.introspection");

@@ -259,7 +259,8 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
     let api_keys = compile_api_keys(raw.api_keys, &limit_defaults, env)?;
     let mtls = raw.mtls.as_ref().map(|raw| mtls::compile(raw, &limit_defaults)).transpose()?;
     let claim_table = claims::claim_table(&raw.rules);
-    let (mut jwt_providers, token_places, jwks_wait_ms) = jwt::compile(raw.jwt, &limit_defaults, env, &claim_table)?;
+    let (mut jwt_providers, token_places, jwks_wait_ms) =
+        jwt::compile(raw.jwt, &limit_defaults, env, &claim_table, raw.clock_skew_seconds)?;
     // Keypairs verify like providers: one list, looked up by issuer.
     jwt_providers.extend(keypairs::compile(raw.keypairs, &limit_defaults)?);
     let raw_realm = raw.realm.clone();

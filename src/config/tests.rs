@@ -1036,4 +1036,21 @@ fn conditions_no_credential_could_meet_are_refused_at_load() {
     let fine = json!({"api_keys": api_keys, "jwt": {"providers": [hs256_provider("corp", "https://id.corp")]},
                       "rules": [{"request_principals": ["https://id.corp/*"], "claims": claims}]});
     assert!(parse(fine).is_ok());
+fn introspection_answers_are_shared_only_by_configurations_that_judge_and_ask_alike() {
+    let with = |require_expiration: bool, client_id: &str, skew: u64| {
+        let introspection =
+            json!({"cluster": "c", "authority": "a", "path": "/i", "client_id": client_id, "client_secret": "s"});
+        let provider = json!({"name": "idp", "issuer": "https://idp", "require_expiration": require_expiration,
+                              "introspection": introspection});
+        let config = json!({"clock_skew_seconds": skew, "jwt": {"providers": [provider]}});
+        parse(config).unwrap().jwt_providers.remove(0).introspection.unwrap().answers
+    };
+    let base = with(false, "filter", 60);
+    assert!(base.shares_answers_with(&with(false, "filter", 60)));
+    // A token without `exp` is active here, and refused where an expiration is required.
+    assert!(!base.shares_answers_with(&with(true, "filter", 60)));
+    // An endpoint may answer each caller differently (RFC 7662 2.2).
+    assert!(!base.shares_answers_with(&with(false, "another", 60)));
+    // An answer is kept until `exp` plus the skew: one past `exp` by a minute is not active where the skew is 0.
+    assert!(!base.shares_answers_with(&with(false, "filter", 0)));
 }

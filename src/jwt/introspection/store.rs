@@ -80,6 +80,12 @@ impl AnswerStore {
         AnswerStore { prefix: format!("wasm_authn/introspection/{tag}/{slots}/"), slots, hash_key: OnceCell::new() }
     }
 
+    /// Whether two stores read and write the same answers.
+    #[cfg(test)]
+    pub(crate) fn shares_answers_with(&self, other: &AnswerStore) -> bool {
+        self.prefix == other.prefix
+    }
+
     /// The key a token's answer is stored under.
     pub fn key(&self, shared: &dyn SharedData, token: &str) -> u128 {
         let hash_key = self.hash_key.get_or_init(|| shared_hash_key(shared));
