@@ -1036,6 +1036,9 @@ fn conditions_no_credential_could_meet_are_refused_at_load() {
     let fine = json!({"api_keys": api_keys, "jwt": {"providers": [hs256_provider("corp", "https://id.corp")]},
                       "rules": [{"request_principals": ["https://id.corp/*"], "claims": claims}]});
     assert!(parse(fine).is_ok());
+}
+
+#[test]
 fn introspection_answers_are_shared_only_by_configurations_that_judge_and_ask_alike() {
     let with = |require_expiration: bool, client_id: &str, skew: u64| {
         let introspection =
