@@ -5,15 +5,7 @@ use crate::privileges::Privileges;
 use std::rc::Rc;
 
 fn rule(matcher: RouteMatch, require: Require) -> Rule {
-    Rule {
-        matcher,
-        require,
-        scopes: Vec::new(),
-        principals: None,
-        request_principals: None,
-        enforce: None,
-        claims: Vec::new(),
-    }
+    Rule::only(matcher, require)
 }
 
 fn prefix(p: &str) -> RouteMatch {
