@@ -598,7 +598,7 @@ pub(super) struct RawRemote {
     pub cluster: String,
     /// The `:authority` of the request.
     pub authority: String,
-    /// The path to fetch (discovery: `/.well-known/openid-configuration` by default).
+    /// The path to fetch: required, but with `discovery` (`/.well-known/openid-configuration` by default).
     pub path: Option<String>,
     /// Discovery only: an Envoy cluster for a `jwks_uri` on another host.
     pub jwks_cluster: Option<String>,
