@@ -2,20 +2,20 @@
 //! fetches it starts, and sequences of host callbacks on a few streams, checked
 //! against the invariant that only a decision continues a stream.
 
-use std::cell::Cell;
 use std::sync::OnceLock;
 
 use serde_json::json;
 use wasm_authn::config::Config;
-use wasm_authn::host_api::{CallResponse, Cas, Clock, Counters, HttpCalls, Outcome, RequestBody, SharedData, Target};
-use wasm_authn::jwt::{Algorithm, SignatureBackend};
+use wasm_authn::host_api::RequestBody;
 use wasm_authn::pipeline::stream::Step;
 use wasm_authn::plugin::Plugin;
 use wasm_authn::request::{Header, RequestFacts};
 
+use wasm_authn::testing::FakeResponse;
+
 use crate::{
-    flip_signature_bit, public_jwk, sha256_hex, signed_token, with_kid, FakeShared, SignOptions, ED_PRIVATE_PEM, NOW,
-    PASSWORD, REMOTE_ISSUER,
+    flip_signature_bit, public_jwk, sha256_hex, signed_token, with_kid, FakeHost, FakeShared, SignOptions,
+    ED_PRIVATE_PEM, NOW, PASSWORD, REMOTE_ISSUER,
 };
 
 const STREAMS: u32 = 4;
@@ -195,71 +195,6 @@ impl Op {
     }
 }
 
-/// The fuzz crate's shared data and clock, with the outgoing calls and counters the plugin needs.
-struct Host {
-    shared: FakeShared,
-    now_ms: Cell<u64>,
-    calls: Vec<(u32, Target)>,
-    next_token: u32,
-}
-
-impl SharedData for Host {
-    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-        self.shared.get(key)
-    }
-    fn set(&self, key: &str, value: &[u8], cas: Cas) -> bool {
-        self.shared.set(key, value, cas)
-    }
-}
-
-impl Clock for Host {
-    fn now_ns(&self) -> Option<u64> {
-        Some(self.now_ms.get() * 1_000_000)
-    }
-}
-
-impl SignatureBackend for Host {
-    fn verify(&self, _: Algorithm, _: &[u8], _: &[u8], _: &[u8]) -> Option<bool> {
-        None
-    }
-}
-
-impl HttpCalls for Host {
-    fn get(&mut self, target: &Target, _timeout_ms: u64) -> Option<u32> {
-        self.next_token += 1;
-        self.calls.push((self.next_token, target.clone()));
-        Some(self.next_token)
-    }
-
-    // No provider of the driven configuration introspects: a call would be a fault of the pipeline.
-    fn post_form(&mut self, _: &Target, _: Option<&str>, _: &[u8], _: u64) -> Option<u32> {
-        None
-    }
-}
-
-impl Counters for Host {
-    fn increment(&mut self, _: &str) {}
-    fn count_soon(&mut self, _: Outcome) {}
-    fn add_to_gauge(&mut self, _: &str, _: i64) {}
-}
-
-struct Response {
-    status: Option<u16>,
-    body: Vec<u8>,
-}
-
-impl CallResponse for Response {
-    fn status(&self) -> Option<u16> {
-        self.status
-    }
-    fn body_size(&self) -> usize {
-        self.body.len()
-    }
-    fn body(&self) -> Vec<u8> {
-        self.body.clone()
-    }
-}
-
 /// The body buffered so far: what the request sends, then filler.
 struct Buffered<'a> {
     sent: &'a [u8],
@@ -326,11 +261,11 @@ impl Seen {
 pub fn run(ops: &[Op]) -> Vec<Kind> {
     let mut passed = Vec::new();
     let mut plugin = Plugin::new(config());
-    let mut host =
-        Host { shared: FakeShared::default(), now_ms: Cell::new(NOW * 1000), calls: Vec::new(), next_token: 0 };
+    let mut host = FakeHost::new(&FakeShared::default());
+    host.now_ns.set(NOW * 1_000_000_000);
     let mut seen: Vec<Seen> = (0..=STREAMS).map(|_| Seen::default()).collect();
     for op in ops {
-        let now = host.now_ms.get();
+        let now = host.now_ns.get() / 1_000_000;
         match *op {
             Op::Headers { stream, kind, end_of_stream } => {
                 let kind = KINDS[usize::from(kind) % KINDS.len()];
@@ -367,7 +302,7 @@ pub fn run(ops: &[Op]) -> Vec<Kind> {
             }
             Op::Tick { ms } => {
                 let now = now + u64::from(ms);
-                host.now_ms.set(now);
+                host.now_ns.set(now * 1_000_000);
                 for stream in plugin.on_tick(&mut host, now) {
                     let s = &mut seen[stream as usize];
                     let step = plugin.revisit(&mut host, stream, &RequestFacts::from_headers(&s.headers), now);
@@ -394,9 +329,9 @@ pub fn run(ops: &[Op]) -> Vec<Kind> {
                     json!({"jti": [REVOKED_JTI]}).to_string()
                 };
                 let response = match how % 4 {
-                    0 | 1 => Response { status: Some(200), body: document.into_bytes() },
-                    2 => Response { status: None, body: Vec::new() },
-                    _ => Response { status: Some(200 + u16::from(how) % 400), body: vec![how; usize::from(how)] },
+                    0 | 1 => FakeResponse::ok(document),
+                    2 => FakeResponse::none(),
+                    _ => FakeResponse { status: Some(200 + u16::from(how) % 400), body: vec![how; usize::from(how)] },
                 };
                 plugin.on_call_response(&mut host, token, &response, now);
             }
@@ -409,6 +344,8 @@ pub fn run(ops: &[Op]) -> Vec<Kind> {
             }
         }
     }
+    // No provider of the driven configuration introspects: a call would be a fault of the pipeline.
+    assert!(host.posts.is_empty(), "an introspection call: {:?}", host.posts);
     passed
 }
 
