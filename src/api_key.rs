@@ -89,6 +89,8 @@ pub struct Clients {
     by_digest: HashMap<DigestKey, usize, BuildHasherDefault<AlreadyHashed>>,
     /// Where an id's client is in `list`; an id two clients share names the earlier.
     by_id: HashMap<String, usize>,
+    /// Some client is bound to networks (known once, not searched per request).
+    bound_to_networks: bool,
 }
 
 /// A SHA-256 digest as a map key: its bits are uniform already, and not chosen by a
@@ -112,7 +114,8 @@ impl From<Vec<ApiClient>> for Clients {
             by_digest.insert(DigestKey(client.key_digest), index);
             by_id.entry(client.id.clone()).or_insert(index);
         }
-        Clients { list, by_digest, by_id }
+        let bound_to_networks = list.iter().any(|client| client.privileges.trusted_networks.is_some());
+        Clients { list, by_digest, by_id, bound_to_networks }
     }
 }
 
@@ -154,7 +157,7 @@ impl ApiKeys {
     /// Whether a client may be bound to networks (its requests' source address is then
     /// read): a configured one is, or fetched ones may be.
     pub fn may_bind_networks(&self) -> bool {
-        self.remote.is_some() || self.clients.iter().any(|c| c.privileges.trusted_networks.is_some())
+        self.remote.is_some() || self.clients.bound_to_networks
     }
 
     /// Whether any client may exist: configured, or fetched.
