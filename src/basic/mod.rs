@@ -88,6 +88,8 @@ pub(crate) enum Refusal {
     Invalid(Reason),
     /// 429 (this name failed too often) or 503 (this worker is busy hashing): no check was made.
     TryLater { reason: Reason, retry_after_seconds: u64 },
+    /// The name may be a client of the store (`api_keys.remote`), not fetched yet: hold the request.
+    ClientsNotFetched,
 }
 
 /// One VM's guards on password checks.
@@ -149,7 +151,7 @@ pub(crate) fn verify(
     }
     if let Some(result) = api_keys.verify_as_basic(user, password) {
         return result.map_err(|reason| match reason {
-            Reason::ApiClientsUnavailable => Refusal::TryLater { reason, retry_after_seconds: 1 },
+            Reason::ApiClientsUnavailable => Refusal::ClientsNotFetched,
             reason => Refusal::Invalid(reason),
         });
     }

@@ -59,6 +59,9 @@ pub enum NotVerified {
     },
     /// The keys that could verify it cannot be fetched now: the token may be fine.
     KeysUnavailable,
+    /// The client store (`api_keys.remote`) was not fetched yet and may hold the client:
+    /// hold the request and decide again when it arrives.
+    WaitForClients,
     /// The provider's introspection endpoint has not answered about this token yet (its
     /// answers are stored under `key`): hold the request.
     Introspect {
@@ -125,7 +128,7 @@ impl Verifier {
         if let Credential::ApiKey { key, .. } = credential {
             return match clients.verify(key) {
                 Ok(principal) => Ok(Rc::new(principal)),
-                Err(Reason::ApiClientsUnavailable) => Err(clients_unavailable()),
+                Err(Reason::ApiClientsUnavailable) => Err(NotVerified::WaitForClients),
                 Err(reason) => Err(invalid(reason, INVALID_API_KEY)),
             };
         }
@@ -182,6 +185,7 @@ impl Verifier {
                     Err(Refusal::TryLater { reason, retry_after_seconds }) => {
                         Err(NotVerified::TryLater { reason, retry_after_seconds })
                     }
+                    Err(Refusal::ClientsNotFetched) => Err(NotVerified::WaitForClients),
                 }
             }
             Credential::ApiKey { .. } | Credential::Mtls { .. } => {
@@ -211,11 +215,6 @@ fn key_of(keys: &CacheKeys, credential: &Credential) -> CacheKey {
 
 fn invalid(reason: Reason, message: &'static str) -> NotVerified {
     NotVerified::Invalid { reason, message, bearer: false }
-}
-
-/// `api_keys.remote` not fetched yet: the client may be in it (503, never 401).
-fn clients_unavailable() -> NotVerified {
-    NotVerified::TryLater { reason: Reason::ApiClientsUnavailable, retry_after_seconds: 1 }
 }
 
 fn message_of(reason: Reason) -> &'static str {
@@ -325,7 +324,7 @@ fn verify_bearer(
         ProviderKind::TokenEndpoint => {
             let client = match clients.enabled(&verified.principal) {
                 Ok(client) => client,
-                Err(Reason::ApiClientsUnavailable) => return Err(clients_unavailable()),
+                Err(Reason::ApiClientsUnavailable) => return Err(NotVerified::WaitForClients),
                 Err(_) => return Err(bearer_error(Reason::TokenRevoked, "token revoked")),
             };
             // The scopes it was issued with, as far as the client still holds them.

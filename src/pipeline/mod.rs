@@ -435,12 +435,12 @@ fn not_verified(e: NotVerified, challenges: crate::reply::Challenges) -> Decisio
         NotVerified::Invalid { reason, message, bearer: false } => {
             Decision::Reply(LocalReply::invalid_credentials(challenges, message, reason))
         }
-        NotVerified::TryLater { reason: Reason::ApiClientsUnavailable, .. } => Decision::Wait(Awaited::ApiClients),
         NotVerified::TryLater { reason, retry_after_seconds } => {
             Decision::Reply(LocalReply::try_later(reason, retry_after_seconds))
         }
         NotVerified::WaitForKeys { provider, refetch } => Decision::Wait(Awaited::Keys { provider, refetch }),
         NotVerified::KeysUnavailable => Decision::Reply(LocalReply::keys_unavailable(1)),
+        NotVerified::WaitForClients => Decision::Wait(Awaited::ApiClients),
         NotVerified::Introspect { provider, key, call } => {
             Decision::Introspect { awaited: Awaited::Introspection { provider, key }, call }
         }
