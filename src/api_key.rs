@@ -35,7 +35,7 @@ pub struct ApiKeys {
     /// `client-id:api-key` as Basic credentials.
     pub allow_basic: bool,
     /// The configured clients.
-    pub clients: Clients,
+    pub clients: Rc<Clients>,
     /// `api_keys.remote`: more clients, fetched (`fetched::Fetched` holds them).
     pub remote: Option<RemoteClients>,
 }
@@ -85,7 +85,7 @@ pub struct ApiClient {
 #[derive(Debug, Default)]
 pub struct Clients {
     list: Vec<ApiClient>,
-    /// Where a key digest's client is in `list`; a digest two clients share names the later.
+    /// Where a key digest's client is in `list` (no two clients share one).
     by_digest: HashMap<DigestKey, usize, BuildHasherDefault<AlreadyHashed>>,
     /// Where an id's client is in `list`; an id two clients share names the earlier.
     by_id: HashMap<String, usize>,
@@ -106,20 +106,32 @@ impl Hash for DigestKey {
     }
 }
 
-impl From<Vec<ApiClient>> for Clients {
-    fn from(list: Vec<ApiClient>) -> Clients {
+impl Clients {
+    /// The clients, or the ids of two that hold the same key: that key alone could not
+    /// say which of them calls, and each could name itself by Basic `id:key`.
+    /// `also` holds the digests of clients elsewhere (the configured ones, for a
+    /// fetched document), with their ids.
+    pub fn new(list: Vec<ApiClient>, also: &Clients) -> Result<Clients, (String, String)> {
         let mut by_digest = HashMap::with_capacity_and_hasher(list.len(), BuildHasherDefault::default());
         let mut by_id = HashMap::with_capacity(list.len());
         for (index, client) in list.iter().enumerate() {
-            by_digest.insert(DigestKey(client.key_digest), index);
+            let key = DigestKey(client.key_digest);
+            let earlier = by_digest.insert(key, index).and_then(|earlier| list.get(earlier));
+            if let Some(earlier) = earlier.or_else(|| also.by_digest(&client.key_digest)) {
+                return Err((earlier.id.clone(), client.id.clone()));
+            }
             by_id.entry(client.id.clone()).or_insert(index);
         }
         let bound_to_networks = list.iter().any(|client| client.privileges.trusted_networks.is_some());
-        Clients { list, by_digest, by_id, bound_to_networks }
+        Ok(Clients { list, by_digest, by_id, bound_to_networks })
     }
-}
 
-impl Clients {
+    /// Clients for tests, which give each its own key.
+    #[cfg(test)]
+    pub(crate) fn of(list: Vec<ApiClient>) -> Rc<Clients> {
+        Rc::new(Clients::new(list, &Clients::default()).expect("each client its own key"))
+    }
+
     pub fn len(&self) -> usize {
         self.list.len()
     }
@@ -253,7 +265,7 @@ mod tests {
             cookies: vec![],
             form_field: None,
             allow_basic: true,
-            clients: vec![client("live", b"k1", false), client("retired", b"k2", true)].into(),
+            clients: Clients::of(vec![client("live", b"k1", false), client("retired", b"k2", true)]),
             remote: None,
         }
     }
@@ -299,7 +311,8 @@ mod tests {
 
     #[test]
     fn lookups_answer_as_a_scan_of_every_client_did() {
-        // A small xorshift: shared keys, repeated ids and disabled clients, in every mix.
+        // A small xorshift: repeated ids and disabled clients, in every mix (each key
+        // one client's: a key two clients share is refused, see below).
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = |bound: u64| {
             state ^= state << 13;
@@ -311,10 +324,13 @@ mod tests {
             let size = next(12);
             let mut spec: Vec<(String, String, bool)> = Vec::new();
             for _ in 0..size {
-                spec.push((format!("c{}", next(8)), format!("k{}", next(8)), next(3) == 0));
+                let (id, key, off) = (format!("c{}", next(8)), format!("k{}", next(8)), next(3) == 0);
+                if spec.iter().all(|(_, taken, _)| *taken != key) {
+                    spec.push((id, key, off));
+                }
             }
             let make = || spec.iter().map(|(id, key, off)| client(id, key.as_bytes(), *off)).collect::<Vec<_>>();
-            let keys = ApiKeys { allow_basic: true, clients: make().into(), ..ApiKeys::default() };
+            let keys = ApiKeys { allow_basic: true, clients: Clients::of(make()), ..ApiKeys::default() };
             let reference = make();
             for probe in 0..10 {
                 let key = format!("k{probe}");
@@ -336,10 +352,20 @@ mod tests {
     }
 
     #[test]
+    fn two_clients_holding_one_key_are_refused() {
+        let shared = vec![client("a", b"k", false), client("b", b"k", true)];
+        assert_eq!(Clients::new(shared, &Clients::default()).err(), Some(("a".into(), "b".into())));
+        // A fetched client with a configured client's key.
+        let configured = Clients::of(vec![client("local", b"k", false)]);
+        let fetched = vec![client("new", b"other", false), client("copy", b"k", false)];
+        assert_eq!(Clients::new(fetched, &configured).err(), Some(("local".into(), "copy".into())));
+    }
+
+    #[test]
     fn a_hundred_thousand_clients() {
         let clients: Vec<ApiClient> =
             (0..100_000).map(|i| client(&format!("client-{i}"), format!("key-{i}").as_bytes(), i % 10 == 7)).collect();
-        let keys = ApiKeys { allow_basic: true, clients: clients.into(), ..ApiKeys::default() };
+        let keys = ApiKeys { allow_basic: true, clients: Clients::of(clients), ..ApiKeys::default() };
         assert_eq!(keys.clients.len(), 100_000);
         assert_eq!(keys.directory(None).verify("key-99998").map(|p| p.id), Ok("client-99998".into()));
         assert_eq!(keys.directory(None).verify("key-99997"), Err(Reason::ApiKeyDisabled));
@@ -364,7 +390,7 @@ mod tests {
     #[test]
     fn fetched_clients_answer_after_the_configured_ones() {
         let keys = with_remote();
-        let fetched: Clients = vec![client("remote", b"k9", false), client("gone", b"k8", true)].into();
+        let fetched = Clients::of(vec![client("remote", b"k9", false), client("gone", b"k8", true)]);
         let clients = keys.directory(Some(&fetched));
         assert_eq!(clients.verify("k1").map(|p| p.id), Ok("live".to_string()));
         assert_eq!(clients.verify("k9").map(|p| p.id), Ok("remote".to_string()));

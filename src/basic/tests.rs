@@ -1,7 +1,7 @@
 use std::rc::Rc;
 
 use super::*;
-use crate::api_key::{ApiClient, ApiKeys};
+use crate::api_key::{ApiClient, ApiKeys, Clients};
 use crate::digest::sha256;
 use crate::testing::{FakeHost, FakeShared};
 
@@ -23,7 +23,7 @@ fn users() -> BasicUsers {
 fn api_keys() -> ApiKeys {
     let client =
         ApiClient { id: "client".into(), key_digest: sha256(b"key"), disabled: false, privileges: Rc::default() };
-    ApiKeys { allow_basic: true, clients: vec![client].into(), ..ApiKeys::default() }
+    ApiKeys { allow_basic: true, clients: Clients::of(vec![client]), ..ApiKeys::default() }
 }
 
 /// A host whose clock moves 75 ms at every reading: each bcrypt check "takes" 75 ms.

@@ -46,8 +46,9 @@ struct RawClientDocument {
 }
 
 /// How `api_keys.remote`'s body becomes clients: entries compiled as configured ones
-/// (the server-wide limits their default), ids unique and none a configured client's.
-pub(super) fn document_parser(limits: Limits, configured: HashSet<String>) -> Parse<Clients> {
+/// (the server-wide limits their default), ids and keys unique and none a configured
+/// client's.
+pub(super) fn document_parser(limits: Limits, configured: Rc<Clients>) -> Parse<Clients> {
     Rc::new(move |body: &[u8]| {
         let not_a_document = |e: String| format!("not an API client document ({{\"clients\": [...]}}): {e}");
         let raw: RawClientDocument = serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(body))
@@ -60,7 +61,7 @@ pub(super) fn document_parser(limits: Limits, configured: HashSet<String>) -> Pa
             if client.key_hash_env.is_some() {
                 return Err(not_a_document(format!("{path}.key_hash_env: not in a fetched document")));
             }
-            if configured.contains(&client.id) {
+            if configured.by_id(&client.id).is_some() {
                 return Err(not_a_document(format!("{path}.id: \"{}\" is a configured client", client.id)));
             }
             if !ids.insert(client.id.clone()) {
@@ -70,6 +71,13 @@ pub(super) fn document_parser(limits: Limits, configured: HashSet<String>) -> Pa
                 compile_client(client, &path, &limits, no_environment).map_err(|e| not_a_document(e.to_string()))?;
             clients.push(client);
         }
-        Ok(clients.into())
+        Clients::new(clients, &configured).map_err(|shared| not_a_document(shared_key(shared)))
     })
+}
+
+/// Why clients that hold one key are refused.
+pub(super) fn shared_key((earlier, later): (String, String)) -> String {
+    format!(
+        "clients \"{earlier}\" and \"{later}\" hold the same key: give each client its own (wasm-authn new-api-key)"
+    )
 }

@@ -26,7 +26,7 @@ use std::rc::Rc;
 
 pub use error::ConfigError;
 
-use crate::api_key::{ApiClient, ApiKeys, RemoteClients};
+use crate::api_key::{ApiClient, ApiKeys, Clients, RemoteClients};
 use crate::basic::{BasicUsers, FailureLimit};
 use crate::cache::CacheSettings;
 use crate::fleet::{LimitScope, RATELIMIT_HEADER};
@@ -457,10 +457,14 @@ fn compile_api_keys(raw: Option<RawApiKeys>, limits: &Limits, env: Env) -> Resul
             Ok(())
         })?;
     }
+    let clients = Rc::new(
+        Clients::new(clients, &Clients::default())
+            .map_err(|shared| ConfigError::new("api_keys", api_clients::shared_key(shared)))?,
+    );
     let remote = match raw.remote {
         Some(remote) => Some(RemoteClients {
             fetch: fetch_config(remote, "api_keys.remote", Document::ApiClients)?,
-            parse: api_clients::document_parser(*limits, ids),
+            parse: api_clients::document_parser(*limits, Rc::clone(&clients)),
         }),
         None => None,
     };
@@ -470,7 +474,7 @@ fn compile_api_keys(raw: Option<RawApiKeys>, limits: &Limits, env: Env) -> Resul
         cookies: raw.cookies,
         form_field: raw.form_field,
         allow_basic: raw.allow_basic,
-        clients: clients.into(),
+        clients,
         remote,
     })
 }

@@ -405,7 +405,7 @@ pub(super) struct RawApiKeys {
     /// Accept `client-id:api-key` as Basic credentials.
     #[serde(default = "default_true")]
     pub allow_basic: bool,
-    /// The API clients.
+    /// The API clients: unique ids, each its own key (two holding one are refused).
     #[serde(default)]
     pub clients: Vec<RawApiClient>,
     /// More clients, compactly: the text of `id:sha256:<hex>` lines (`#` comments), as

@@ -2,6 +2,8 @@ use super::*;
 use serde_json::json;
 
 const SECRET_SHA256: &str = "sha256:2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b";
+/// SHA-256 of "second": another client's key (no two clients may hold one).
+const SECOND_SHA256: &str = "sha256:16367aacb67a4a017c8da8ab95682ccb390863780f7114dda0a0e0c55644c7c4";
 
 fn parse(value: serde_json::Value) -> Result<Config, ConfigError> {
     Config::from_json(value.to_string().as_bytes())
@@ -63,7 +65,7 @@ fn full_example_compiles() {
             "headers": ["x-api-key", "X-CData-AuthToken"],
             "query_param": "api_key",
             "allow_basic": false,
-            "clients": [{"id": "reporting", "key_hash": SECRET_SHA256}, {"id": "old", "key_hash": SECRET_SHA256, "disabled": true}]
+            "clients": [{"id": "reporting", "key_hash": SECRET_SHA256}, {"id": "old", "key_hash": SECOND_SHA256, "disabled": true}]
         },
         "jwt": {"providers": [hs256_provider("corp", "https://id.corp")], "jwks_wait_ms": 500},
         "cache": {"max_entries": 10, "ttl_seconds": 5},
@@ -829,11 +831,11 @@ fn the_ratelimit_header_is_the_filters_own() {
 #[test]
 fn clients_as_lines() {
     let lines = format!(
-        "# issued 2026-12\nreporting:{SECRET_SHA256}\n\n  billing:{}  \n",
+        "# issued 2026-12\nreporting:{SECOND_SHA256}\n\n  billing:{}  \n",
         SECRET_SHA256.to_uppercase().replace("SHA256", "sha256")
     );
     let c = parse(json!({"limits": {"requests_per_hour": 7}, "api_keys": {
-        "clients": [{"id": "admin", "key_hash": SECRET_SHA256, "scopes": ["admin"]}], "clients_lines": lines}}))
+        "clients": [{"id": "admin", "key_hash": format!("sha256:{}", "ab".repeat(32)), "scopes": ["admin"]}], "clients_lines": lines}}))
     .unwrap();
     let ids: Vec<&str> = c.api_keys.clients.iter().map(|client| client.id.as_str()).collect();
     assert_eq!(ids, ["admin", "reporting", "billing"]);
@@ -863,6 +865,9 @@ fn clients_as_lines() {
     );
     let clash = json!({"api_keys": {"clients": [{"id": "a", "key_hash": SECRET_SHA256}], "clients_lines": format!("a:{SECRET_SHA256}")}});
     assert_eq!(error_of(clash), "api_keys.clients_lines line 1: duplicate client id");
+    // One key, two clients: the key alone could not say which calls.
+    let shared = json!({"api_keys": {"clients": [{"id": "a", "key_hash": SECRET_SHA256}], "clients_lines": format!("b:{SECRET_SHA256}")}});
+    assert!(error_of(shared).starts_with("api_keys: clients \"a\" and \"b\" hold the same key"));
     let both = json!({"api_keys": {"clients_lines": "", "clients_lines_env": "X"}});
     assert!(error_of(both).starts_with("api_keys.clients_lines_env: set clients_lines or clients_lines_env, not both"));
 }
@@ -899,11 +904,14 @@ fn api_clients_fetched_through_a_cluster() {
     // The document: clients[] entries compiled as configured ones, the server's limits their default.
     let parse_document = |body: serde_json::Value| (remote_clients.parse)(body.to_string().as_bytes());
     let entry = |id: &str| json!({"id": id, "key_hash": format!("sha256:{}", "cd".repeat(32)), "requests_per_hour": 5});
+    let configured_key = |id: &str| json!({"id": id, "key_hash": format!("sha256:{}", "ab".repeat(32))});
     let clients = parse_document(json!({"clients": [entry("fetched")]})).unwrap();
     assert_eq!(clients.by_id("fetched").map(|c| c.privileges.limits.requests_per_hour), Some(Some(5)));
     for (document, error) in [
         (json!({"clients": [entry("local")]}), "clients[0].id: \"local\" is a configured client"),
         (json!({"clients": [entry("a"), entry("a")]}), "clients[1].id: duplicate client id"),
+        (json!({"clients": [entry("a"), entry("b")]}), "clients \"a\" and \"b\" hold the same key"),
+        (json!({"clients": [configured_key("b")]}), "clients \"local\" and \"b\" hold the same key"),
         (json!({"clients": [{"id": "b", "key_hash_env": "B"}]}), "clients[0].key_hash_env: not in a fetched document"),
         (json!({"clients": [{"id": "b", "key_hash": "plain"}]}), "clients[0].key_hash"),
         (

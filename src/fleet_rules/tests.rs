@@ -30,7 +30,7 @@ fn config(limits: Value) -> Value {
         },
         "api_keys": {"clients": [
             {"id": "reporting", "key_hash": SECRET_SHA256, "requests_per_hour": 5000},
-            {"id": "retired", "key_hash": SECRET_SHA256, "requests_per_hour": 1, "disabled": true}
+            {"id": "retired", "key_hash": format!("sha256:{}", "ab".repeat(32)), "requests_per_hour": 1, "disabled": true}
         ]},
         "jwt": {"providers": [provider("corp", Some(50)), provider("partners", None)]},
         "keypairs": [{"id": "engine", "public_key": PEM, "requests_per_hour": 7}],
@@ -131,7 +131,7 @@ fn limitador_quotes_what_cel_and_yaml_would_misread() {
 fn without_a_default_only_the_principals_with_a_limit_have_rules() {
     let value = json!({
         "limits": {"scope": "fleet"},
-        "api_keys": {"clients": [{"id": "a", "key_hash": SECRET_SHA256, "requests_per_hour": 3}, {"id": "b", "key_hash": SECRET_SHA256}]}
+        "api_keys": {"clients": [{"id": "a", "key_hash": SECRET_SHA256, "requests_per_hour": 3}, {"id": "b", "key_hash": format!("sha256:{}", "ab".repeat(32))}]}
     });
     let rules = rules_of(value).unwrap();
     assert_eq!(

@@ -429,7 +429,7 @@ mod tests {
             cookies: vec!["apikey".into(), "legacy_key".into()],
             form_field: None,
             allow_basic: true,
-            clients: Vec::new().into(),
+            clients: Default::default(),
             remote: None,
         }
     }
