@@ -124,12 +124,15 @@ def test_a_bad_document_keeps_the_last_good_clients(store, envoy_factory):
     failed_before = h.wasm_stats().get("wasm_authn.api_clients_fetch_failed", 0)
     for bad in ({"clients": [{"id": "local", "key_hash": digest("x")}]},  # a configured client's id
                 {"clients": [{"id": "eve", "key_hash": "plain-text"}]},
+                {"clients": [{"id": "eve", "key_hash": digest(LOCAL_KEY)}]},  # a configured client's key
                 b"not json", {"users": []}):
         store.set_reply(PATH, 200, bad)
         assert eventually(lambda: h.wasm_stats().get("wasm_authn.api_clients_fetch_failed", 0) > failed_before)
         failed_before = h.wasm_stats().get("wasm_authn.api_clients_fetch_failed", 0)
         assert with_key(h, dave).status == 200, bad
     assert "not an API client document" in h.log_text()
+    assert 'clients "local" and "eve" hold the same key' in h.log_text()
+    assert EnvoyHarness.upstream_request(with_key(h, LOCAL_KEY))["headers"]["x-auth-principal"] == "local"
     store.set_reply(PATH, 500, b"oops")
     assert eventually(lambda: h.wasm_stats().get("wasm_authn.api_clients_fetch_failed", 0) > failed_before)
     assert with_key(h, dave).status == 200
