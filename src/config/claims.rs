@@ -45,9 +45,10 @@ pub(super) fn conditions(
     let refused = match raw {
         None => return Ok(conditions),
         Some(_) if *require == Require::None => ("", "a rule that requires nothing cannot test claims".to_string()),
-        // Only identity providers' tokens carry claims: the conditions could never be met.
-        Some(_) if require.kinds().is_some_and(|kinds| !kinds.iter().any(|kind| matches!(kind, Kind::Jwt { .. }))) => {
-            (".claims", "the rule accepts no token with claims (only jwt providers' tokens have them)".to_string())
+        // Only identity providers' tokens carry claims, and they are judged on the
+        // principal's credential: the conditions could never be met.
+        Some(_) if require.principal_kinds().is_some_and(|kinds| !kinds.iter().any(|kind| matches!(kind, Kind::Jwt { .. }))) => {
+            (".claims", "the rule's principal is never a token with claims (only jwt providers' tokens have them; see principal_from)".to_string())
         }
         Some(Value::Array(items)) if items.len() <= MAX_CONDITIONS => {
             for (j, item) in items.iter().enumerate() {

@@ -216,7 +216,8 @@ pub(super) fn rule(raw: RawRule, i: usize, providers: &[Provider]) -> Result<Rul
             bounded(&patterns, &format!("{path}.request_principals"))?;
             // Only a JWT identity provider's tokens have an issuer/subject to match.
             let issuing = |p: &Provider| p.kind == ProviderKind::IdentityProvider && p.introspection.is_none();
-            let takes_tokens = require.kinds().is_none_or(|kinds| kinds.iter().any(|k| matches!(k, Kind::Jwt { .. })));
+            let takes_tokens =
+                require.principal_kinds().is_none_or(|kinds| kinds.iter().any(|k| matches!(k, Kind::Jwt { .. })));
             if !providers.iter().any(issuing) || !takes_tokens {
                 let message =
                     "no JWT provider's token can reach this rule: nothing could match (jwt.providers with keys)";

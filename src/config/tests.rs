@@ -1035,7 +1035,7 @@ fn conditions_no_credential_could_meet_are_refused_at_load() {
     let api_keys = json!({"clients": [{"id": "c", "key_hash": format!("sha256:{}", "ab".repeat(32))}]});
     let claims = json!([{"claim": "tenant", "any_of": ["acme"]}]);
     let err = error_of(json!({"api_keys": api_keys, "rules": [{"require": ["api-key"], "claims": claims}]}));
-    assert!(err.starts_with("rules[0].claims: the rule accepts no token with claims"), "{err}");
+    assert!(err.starts_with("rules[0].claims: the rule's principal is never a token with claims"), "{err}");
     let err = error_of(json!({"api_keys": api_keys, "rules": [{"request_principals": ["*"]}]}));
     assert!(err.starts_with("rules[0].request_principals: no JWT provider's token can reach this rule"), "{err}");
     let with_provider = json!({"api_keys": api_keys, "jwt": {"providers": [hs256_provider("corp", "https://id.corp")]},
@@ -1044,6 +1044,17 @@ fn conditions_no_credential_could_meet_are_refused_at_load() {
     let fine = json!({"api_keys": api_keys, "jwt": {"providers": [hs256_provider("corp", "https://id.corp")]},
                       "rules": [{"request_principals": ["https://id.corp/*"], "claims": claims}]});
     assert!(parse(fine).is_ok());
+    // A tree takes a token, but the principal (whose credential is judged) is the API client's.
+    let tree = |extra: serde_json::Value| {
+        let mut rule = json!({"require": {"all": ["api-key", "jwt"]}, "principal_from": ["api-key"]});
+        rule.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        json!({"api_keys": api_keys, "jwt": {"providers": [hs256_provider("corp", "https://id.corp")]}, "rules": [rule]})
+    };
+    assert!(
+        error_of(tree(json!({"claims": claims}))).starts_with("rules[0].claims: the rule's principal is never a token")
+    );
+    assert!(error_of(tree(json!({"request_principals": ["*"]}))).starts_with("rules[0].request_principals: no JWT"));
+    assert!(parse(tree(json!({"principal_from": ["jwt", "api-key"], "claims": claims}))).is_ok());
 }
 
 #[test]

@@ -109,6 +109,15 @@ impl Require {
         }
     }
 
+    /// The kinds the request's principal may be of (a tree's `principal_from`): claims
+    /// and request principals are judged on it; None: any.
+    pub fn principal_kinds(&self) -> Option<&[Kind]> {
+        match self {
+            Require::Tree(tree) => Some(&tree.principal_from),
+            _ => self.kinds(),
+        }
+    }
+
     /// Whether a verified principal's kind is accepted here.
     pub fn admits(&self, principal: &Principal) -> bool {
         self.kinds().is_none_or(|kinds| kinds.iter().any(|kind| kind.admits(principal)))
