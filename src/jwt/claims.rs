@@ -128,11 +128,14 @@ fn audience_allowed(aud: Option<&Value>, allowed: &[String]) -> bool {
     }
 }
 
-/// The principal claim: a non-empty string or a number, usable as a header value.
+/// The principal claim: a non-empty string or an integer, usable as a header value.
+/// Not a fraction or an integer past 64 bits: JSON reads those as floats, and two
+/// subjects that round to one float would name one principal.
 pub(crate) fn principal(claims: &Map<String, Value>, principal_claim: &str) -> Result<String, JwtError> {
     let id = match claim_at(claims, principal_claim) {
         Some(Value::String(text)) => text.clone(),
-        Some(Value::Number(number)) => number.to_string(),
+        Some(Value::Number(number)) if !number.is_f64() => number.to_string(),
+        Some(Value::Number(_)) => return Err(JwtError::InvalidPrincipal),
         _ => return Err(JwtError::MissingPrincipal),
     };
     if id.is_empty() {

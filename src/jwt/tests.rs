@@ -543,7 +543,14 @@ fn principal_must_be_a_usable_string_or_number() {
     for bad in [json!(""), json!(null), json!(["alice"]), json!({"id": 1})] {
         assert_eq!(check(&rs256(&claims_with(json!({"sub": bad}))), &providers), Err(JwtError::MissingPrincipal));
     }
-    for bad in [json!("a\nb"), json!(" admin"), json!("admin "), json!("\tadmin")] {
+    assert_eq!(
+        check(&rs256(&claims_with(json!({"sub": u64::MAX}))), &providers).unwrap().principal,
+        u64::MAX.to_string()
+    );
+    // Floats: 2^64 and 2^64 + 1 would both read as 1.8446744073709552e19.
+    for bad in
+        [json!("a\nb"), json!(" admin"), json!("admin "), json!("\tadmin"), json!(1.5), json!(1.8446744073709552e19)]
+    {
         assert_eq!(check(&rs256(&claims_with(json!({"sub": bad}))), &providers), Err(JwtError::InvalidPrincipal));
     }
     let mut no_sub = claims();
