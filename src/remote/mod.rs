@@ -7,9 +7,11 @@
 
 mod discovery;
 mod record;
+mod store;
 
 pub use discovery::{jwks_location, JwksLocation};
 pub use record::{FetchPolicy, FetchReason, FetchRecord};
+pub use store::{Store, StoreId, STORES};
 
 use std::rc::Rc;
 
@@ -76,6 +78,8 @@ pub trait Fetch {
     fn first_step(&self) -> Step;
     /// Pick up what another VM fetched; true when the value changed.
     fn sync(&mut self, shared: &dyn SharedData) -> bool;
+    /// `sync` only when another VM finished a fetch since this one looked (one small read).
+    fn sync_if_fetched(&mut self, shared: &dyn SharedData) -> bool;
     /// Start a fetch if one is due (or wanted for an unknown `kid`) and this VM wins the lease.
     fn start(&mut self, shared: &dyn SharedData, now_ms: u64, refetch_wanted: bool) -> Option<FetchReason>;
     /// An answer to one of the fetch's calls.
@@ -92,6 +96,8 @@ pub trait Fetch {
     fn summary(&self) -> Option<String>;
     /// When a fetch last succeeded (Envoy-wide, as this VM last read it); 0: never.
     fn last_success_ms(&self) -> u64;
+    /// Counts value changes and finished fetches: waiting requests look again when it moves.
+    fn events(&self) -> u64;
 }
 
 impl<T: Summary> Fetch for RemoteDocument<T> {
@@ -103,6 +109,9 @@ impl<T: Summary> Fetch for RemoteDocument<T> {
     }
     fn sync(&mut self, shared: &dyn SharedData) -> bool {
         RemoteDocument::sync(self, shared)
+    }
+    fn sync_if_fetched(&mut self, shared: &dyn SharedData) -> bool {
+        RemoteDocument::sync_if_fetched(self, shared)
     }
     fn start(&mut self, shared: &dyn SharedData, now_ms: u64, refetch_wanted: bool) -> Option<FetchReason> {
         RemoteDocument::start(self, shared, now_ms, refetch_wanted)
@@ -124,6 +133,9 @@ impl<T: Summary> Fetch for RemoteDocument<T> {
     }
     fn last_success_ms(&self) -> u64 {
         self.record.last_success_ms
+    }
+    fn events(&self) -> u64 {
+        self.events
     }
 }
 
