@@ -341,7 +341,7 @@ pub(super) struct RawBasic {
     pub slow_hash_budget_ms_per_second: u64,
     /// More users, fetched through an Envoy cluster and refreshed (a user added or removed
     /// there applies within `refresh_seconds`, no configuration push): a JSON document
-    /// `{"users": [...], "htpasswd": "..."}` in the forms above (`password_hash`, not
+    /// `{"users": [...], "htpasswd": "..."}` in the forms of `users` and `htpasswd` (`password_hash`, not
     /// `password_hash_env`), names apart from the configured ones. Until its first fetch, a name that is not configured waits for it (`timeout_ms` and a second more), then gets 503.
     /// `max_response_bytes` may be up to 33554432 here.
     pub remote: Option<RawRemote>,
