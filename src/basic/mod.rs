@@ -73,7 +73,11 @@ impl BasicUsers {
 
     /// Every user's name (fetched users must not reuse one).
     pub fn names(&self) -> HashSet<String> {
-        self.users.keys().cloned().collect()
+        let mut names = HashSet::with_capacity(self.users.len());
+        for name in self.users.keys() {
+            names.insert(name.clone());
+        }
+        names
     }
 
     /// These users and those fetched (`fetched`: None before the first fetch or without `remote`).
