@@ -80,6 +80,11 @@ impl BasicUsers {
         names
     }
 
+    /// A user's name that is in `names` too, if any.
+    pub fn name_in(&self, names: &HashSet<String>) -> Option<&str> {
+        self.users.keys().find(|name| names.contains(*name)).map(String::as_str)
+    }
+
     /// These users and those fetched (`fetched`: None before the first fetch or without `remote`).
     pub fn with_fetched<'a>(&'a self, fetched: Option<&'a BasicUsers>, remote: bool) -> Users<'a> {
         Users { configured: self, fetched, remote }

@@ -5,12 +5,10 @@
 use std::collections::HashSet;
 use std::rc::Rc;
 
-use serde::Deserialize;
-
 use super::error::ConfigError;
 use super::names::principal_name;
 use super::policy;
-use super::schema::RawUser;
+use super::schema::{default_time_budget, RawBasic, RawFailureLimit, RawUser};
 use super::secrets::{self, Env, Secret};
 use crate::basic::BasicUsers;
 use crate::password::PasswordHash;
@@ -18,26 +16,15 @@ use crate::pipeline::limits::Limits;
 use crate::privileges::Privileges;
 use crate::remote::Parse;
 
-/// `users[]` entries and htpasswd lines under `at` (`basic.` or nothing); a name in
-/// `taken` is refused as one listed twice is.
+/// `users[]` entries and htpasswd lines, their fields under `at` (`basic.` or nothing).
 pub(super) fn compile_users(
     raw: Vec<RawUser>,
     htpasswd: Option<Secret>,
     at: &str,
     limits: &Limits,
     env: Env,
-    taken: &HashSet<String>,
 ) -> Result<BasicUsers, ConfigError> {
     let mut users = BasicUsers::default();
-    let mut add = |name: String, hash, privileges| {
-        if taken.contains(&name) {
-            return Err("is a configured user");
-        }
-        match users.insert(name, hash, privileges) {
-            true => Ok(()),
-            false => Err("duplicate user name"),
-        }
-    };
     for (i, mut user) in raw.into_iter().enumerate() {
         let fields = user.privilege_fields();
         let path = format!("{at}users[{i}]");
@@ -46,42 +33,46 @@ pub(super) fn compile_users(
             secrets::required(user.password_hash, user.password_hash_env.as_deref(), &path, "password_hash", env)?;
         let hash = PasswordHash::parse(&stored.value).map_err(|e| ConfigError::new(stored.field, e))?;
         let privileges = policy::privileges(fields, limits, &path)?;
-        add(user.name, hash, Rc::new(privileges)).map_err(|e| ConfigError::new(format!("{path}.name"), e))?;
+        if !users.insert(user.name, hash, Rc::new(privileges)) {
+            return Err(ConfigError::new(format!("{path}.name"), "duplicate user name"));
+        }
     }
     if let Some(htpasswd) = htpasswd {
         // htpasswd users take the defaults: no restriction but the default limits.
         let everything = Rc::new(Privileges { limits: *limits, ..Privileges::default() });
         super::name_lines(&htpasswd, "expected name:hash", &mut |name, hash| {
             let hash = PasswordHash::parse(hash)?;
-            add(name.to_string(), hash, Rc::clone(&everything)).map_err(String::from)
+            if !users.insert(name.to_string(), hash, Rc::clone(&everything)) {
+                return Err("duplicate user name".into());
+            }
+            Ok(())
         })?;
     }
     Ok(users)
 }
 
-/// The fetched document, as written: the configuration's two forms.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawUserDocument {
-    #[serde(default)]
-    users: Vec<RawUser>,
-    htpasswd: Option<String>,
-}
-
-/// How `basic.remote`'s body becomes users: entries compiled as configured ones (the
-/// server-wide limits their default), names unique and none a configured user's.
+/// How `basic.remote`'s body becomes users: a `basic` object of `users[]` and
+/// `htpasswd` alone, compiled as configured (the server-wide limits their default),
+/// names unique and none a configured user's.
 pub(super) fn document_parser(limits: Limits, configured: HashSet<String>) -> Parse<BasicUsers> {
     Rc::new(move |body: &[u8]| {
         let not_a_document =
-            |e: String| format!("not a user document ({{\"users\": [...], \"htpasswd\": \"...\"}}): {e}");
-        let raw: RawUserDocument = serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(body))
-            .map_err(|e| not_a_document(e.to_string()))?;
-        if let Some(i) = raw.users.iter().position(|user| user.password_hash_env.is_some()) {
-            return Err(not_a_document(format!("users[{i}].password_hash_env: not in a fetched document")));
+            |e: &str| format!("not a user document ({{\"users\": [...], \"htpasswd\": \"...\"}}): {e}");
+        let raw: RawBasic = serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(body))
+            .map_err(|e| not_a_document(&e.to_string()))?;
+        let settings = raw.failure_limit != RawFailureLimit::default()
+            || raw.slow_hash_budget_ms_per_second != default_time_budget();
+        let environment = raw.htpasswd_env.is_some() || raw.users.iter().any(|user| user.password_hash_env.is_some());
+        if settings || environment || raw.remote.is_some() {
+            return Err(not_a_document("only users (with password_hash) and htpasswd are read from a store"));
         }
         let htpasswd = raw.htpasswd.map(|value| Secret { value, field: "htpasswd".into() });
         let no_environment: Env = &|_| None;
-        compile_users(raw.users, htpasswd, "", &limits, no_environment, &configured)
-            .map_err(|e| not_a_document(e.to_string()))
+        let users = compile_users(raw.users, htpasswd, "", &limits, no_environment)
+            .map_err(|e| not_a_document(&e.to_string()))?;
+        if let Some(name) = users.name_in(&configured) {
+            return Err(not_a_document(&format!("\"{name}\" is a configured user")));
+        }
+        Ok(users)
     })
 }

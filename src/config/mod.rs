@@ -387,7 +387,7 @@ fn compile_basic(raw: Option<RawBasic>, limits: &Limits, env: Env) -> Result<Bas
         return Ok((BasicUsers::default(), None, limit, schema::default_time_budget()));
     };
     let htpasswd = secrets::secret(raw.htpasswd, raw.htpasswd_env.as_deref(), "basic", "htpasswd", env)?;
-    let users = basic_users::compile_users(raw.users, htpasswd, "basic.", limits, env, &HashSet::new())?;
+    let users = basic_users::compile_users(raw.users, htpasswd, "basic.", limits, env)?;
     let store = match raw.remote {
         Some(remote) => Some(Store {
             fetch: fetch_config(remote, "basic.remote", Document::BasicUsers)?,

@@ -365,7 +365,7 @@ privileged! {
 
 /// Failed password checks allowed in a window, Envoy-wide: per user name and source
 /// address, and per user name from every source.
-#[derive(Deserialize)]
+#[derive(Deserialize, PartialEq)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawFailureLimit {

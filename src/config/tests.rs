@@ -941,10 +941,13 @@ fn basic_users_fetched_through_a_cluster() {
     let limits: Vec<_> = users.iter().map(|(name, p)| (name.to_string(), p.limits.requests_per_hour)).collect();
     assert_eq!(limits, [("fetched".to_string(), Some(5)), ("line".to_string(), None)]);
     for (document, error) in [
-        (json!({"users": [entry("local")]}), "users[0].name: is a configured user"),
-        (json!({"htpasswd": format!("local:{SECRET_SHA256}")}), "htpasswd line 1: is a configured user"),
+        (json!({"users": [entry("local")]}), "\"local\" is a configured user"),
+        (json!({"htpasswd": format!("local:{SECRET_SHA256}")}), "\"local\" is a configured user"),
         (json!({"users": [entry("a"), entry("a")]}), "users[1].name: duplicate user name"),
-        (json!({"users": [{"name": "b", "password_hash_env": "B"}]}), "users[0].password_hash_env: not in a fetched"),
+        (json!({"users": [{"name": "b", "password_hash_env": "B"}]}), "only users (with password_hash) and htpasswd"),
+        (json!({"htpasswd_env": "H"}), "only users (with password_hash) and htpasswd"),
+        (json!({"failure_limit": {"max_failures": 1}}), "only users (with password_hash) and htpasswd"),
+        (json!({"remote": {"cluster": "c", "authority": "a", "path": "/p"}}), "only users (with password_hash)"),
         (json!({"users": [{"name": "b", "password_hash": "plain"}]}), "users[0].password_hash"),
         (json!({"clients": []}), "unknown field `clients`"),
         (json!([1]), "not a user document"),
