@@ -30,7 +30,6 @@ pub use error::ConfigError;
 use crate::api_key::{ApiClient, ApiKeys};
 use crate::basic::{BasicUsers, FailureLimit, Users};
 use crate::cache::CacheSettings;
-use crate::fetched::Fetched;
 use crate::fleet::{LimitScope, RATELIMIT_HEADER};
 use crate::jwt::{normalized_pem, Provider, ProviderKind};
 use crate::method_override::MethodOverrides;
@@ -178,8 +177,8 @@ impl Config {
     }
 
     /// The Basic users a request may name, with what was fetched (`basic.remote`).
-    pub fn users<'a>(&'a self, fetched: &'a Fetched) -> Users<'a> {
-        self.basic_users.with_fetched(fetched.basic_users(), self.basic_store.is_some())
+    pub fn users<'a>(&'a self, fetched: Option<&'a BasicUsers>) -> Users<'a> {
+        self.basic_users.with_fetched(fetched, self.basic_store.is_some())
     }
 
     /// Whether the client address is needed: networks configured anywhere (for every

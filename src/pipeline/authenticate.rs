@@ -120,7 +120,7 @@ impl Verifier {
         if let Credential::Basic { user, .. } = credential {
             let attempt = basic::Attempt { user, source };
             if let Some(Refusal::TryLater { reason, retry_after_seconds }) =
-                attempt.throttled(config.users(fetched), &self.guard, host, now_s)
+                attempt.throttled(config.users(fetched.basic_users()), &self.guard, host, now_s)
             {
                 return Err(NotVerified::TryLater { reason, retry_after_seconds });
             }
@@ -170,7 +170,7 @@ impl Verifier {
             }
             Credential::Basic { user, password } => {
                 let attempt = basic::Attempt { user, source };
-                let users = config.users(fetched);
+                let users = config.users(fetched.basic_users());
                 match basic::verify(users, clients, &mut self.guard, host, &attempt, password, now_s) {
                     // Remembered while there is room only, when a check is cheap (not bcrypt):
                     // evicting for it would cost more than checking it again.

@@ -11,7 +11,7 @@ mod store;
 
 pub use discovery::{jwks_location, JwksLocation};
 pub use record::{FetchPolicy, FetchReason, FetchRecord};
-pub use store::{Store, StoreId, STORES};
+pub use store::{StoreId, STORES};
 
 use std::rc::Rc;
 
@@ -393,6 +393,34 @@ impl FetchState {
         if let Some(next) = written {
             self.record = next;
         }
+    }
+}
+
+/// A credential store (`api_keys.remote`, `basic.remote`; `store.rs`): where its document
+/// comes from, and how it is read.
+pub struct Store<T> {
+    /// Where and when it is fetched.
+    pub fetch: FetchConfig,
+    /// How its body becomes credentials (Err: not a document; the last good kept).
+    pub parse: Parse<T>,
+}
+
+impl<T> std::fmt::Debug for Store<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("fetch", &self.fetch).finish()
+    }
+}
+
+impl<T> Store<T> {
+    /// How long a request with a credential nothing configured holds waits for the
+    /// first fetch (one call's timeout, and a second more), then 503.
+    pub fn wait_ms(&self) -> u64 {
+        self.fetch.policy.timeout_ms + 1000
+    }
+
+    /// Its document, nothing fetched yet.
+    pub fn document(&self, id: StoreId) -> RemoteDocument<T> {
+        RemoteDocument::new(self.fetch.clone(), id.names().2, Rc::clone(&self.parse))
     }
 }
 

@@ -1,12 +1,9 @@
-//! Credential stores: API clients (`api_keys.remote`) and Basic users (`basic.remote`)
+//! Which credential stores there are: API clients (`api_keys.remote`) and Basic users (`basic.remote`)
 //! fetched through an Envoy cluster as any remote document is, with one behaviour for
 //! both: before the first fetch a credential that is not configured may be in the store,
 //! so its request is held for it (one call's timeout and a second more), then 503; a
 //! change picked up by any worker applies on every worker from its next request.
 
-use std::rc::Rc;
-
-use super::{FetchConfig, Parse, RemoteDocument};
 use crate::reason::Reason;
 
 /// Which credential store.
@@ -36,32 +33,5 @@ impl StoreId {
             StoreId::ApiClients => ("api_keys", "API clients", "api_clients"),
             StoreId::BasicUsers => ("basic", "Basic users", "basic_users"),
         }
-    }
-}
-
-/// Where a store's document comes from, and how it is read.
-pub struct Store<T> {
-    /// Where and when it is fetched.
-    pub fetch: FetchConfig,
-    /// How its body becomes credentials (Err: not a document; the last good kept).
-    pub parse: Parse<T>,
-}
-
-impl<T> std::fmt::Debug for Store<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("fetch", &self.fetch).finish()
-    }
-}
-
-impl<T> Store<T> {
-    /// How long a request with a credential nothing configured holds waits for the
-    /// first fetch (one call's timeout, and a second more), then 503.
-    pub fn wait_ms(&self) -> u64 {
-        self.fetch.policy.timeout_ms + 1000
-    }
-
-    /// Its document, nothing fetched yet.
-    pub fn document(&self, id: StoreId) -> RemoteDocument<T> {
-        RemoteDocument::new(self.fetch.clone(), id.names().2, Rc::clone(&self.parse))
     }
 }
