@@ -706,8 +706,9 @@ INTROSPECTION = Introspection()
 # --------------------------------------------------------------------------- Envoy
 
 class Envoy:
-    def __init__(self, binary: str, config: dict, workdir: str, name: str):
+    def __init__(self, binary: str, config: dict, workdir: str, name: str, concurrency: int = 1):
         self.binary = binary
+        self.concurrency = concurrency
         self.workdir = workdir
         self.name = name
         self.config_path = os.path.join(workdir, f"{name}.yaml")
@@ -719,7 +720,7 @@ class Envoy:
         self.admin = ""
 
     def start(self, timeout: float = 60.0) -> Dict[str, int]:
-        cmd = ["taskset", "-c", ENVOY_CPU, self.binary, "-c", self.config_path, "--concurrency", "1",
+        cmd = ["taskset", "-c", ENVOY_CPU, self.binary, "-c", self.config_path, "--concurrency", str(self.concurrency),
                "--disable-hot-restart", "--log-level", "warn", "--admin-address-path", self.admin_path,
                "--drain-time-s", "0", "--parent-shutdown-time-s", "1"]
         log_file = open(self.log_path, "w")

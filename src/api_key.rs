@@ -21,7 +21,7 @@ use crate::digest::{sha256, Sha256Digest};
 use crate::principal::{AuthMethod, Principal};
 use crate::privileges::Privileges;
 use crate::reason::Reason;
-use crate::remote::{FetchConfig, Parse, RemoteDocument};
+use crate::remote::Store;
 
 #[derive(Debug, Default)]
 pub struct ApiKeys {
@@ -37,32 +37,7 @@ pub struct ApiKeys {
     /// The configured clients.
     pub clients: Rc<Clients>,
     /// `api_keys.remote`: more clients, fetched (`fetched::Fetched` holds them).
-    pub remote: Option<RemoteClients>,
-}
-
-/// Where fetched clients come from, and how their document is read.
-pub struct RemoteClients {
-    pub fetch: FetchConfig,
-    pub parse: Parse<Clients>,
-}
-
-impl std::fmt::Debug for RemoteClients {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RemoteClients").field("fetch", &self.fetch).finish()
-    }
-}
-
-impl RemoteClients {
-    /// How long a request with a key no configured client holds waits for the first
-    /// fetch (one call's timeout, and a second more), then 503.
-    pub(crate) fn wait_ms(&self) -> u64 {
-        self.fetch.policy.timeout_ms + 1000
-    }
-
-    /// Its document, nothing fetched yet.
-    pub fn document(&self) -> RemoteDocument<Clients> {
-        RemoteDocument::new(self.fetch.clone(), "api_clients", Rc::clone(&self.parse))
-    }
+    pub remote: Option<Store<Clients>>,
 }
 
 /// Every API client a request may name: the configured ones, then the fetched ones.
@@ -382,9 +357,9 @@ mod tests {
     fn with_remote() -> ApiKeys {
         let target = crate::host_api::Target { cluster: "idp".into(), authority: "idp".into(), path: "/c".into() };
         let policy = crate::remote::FetchPolicy { refresh_ms: 1000, timeout_ms: 1000, min_refetch_ms: 1000 };
-        let fetch = FetchConfig { target, discovery: None, policy, max_response_bytes: 1024 };
-        let parse: Parse<Clients> = Rc::new(|_: &[u8]| Ok(Clients::default()));
-        ApiKeys { remote: Some(RemoteClients { fetch, parse }), ..keys() }
+        let fetch = crate::remote::FetchConfig { target, discovery: None, policy, max_response_bytes: 1024 };
+        let parse: crate::remote::Parse<Clients> = Rc::new(|_: &[u8]| Ok(Clients::default()));
+        ApiKeys { remote: Some(Store { fetch, parse }), ..keys() }
     }
 
     #[test]

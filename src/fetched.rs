@@ -4,10 +4,11 @@
 //! hands it to `pipeline::decide`.
 
 use crate::api_key::Clients;
+use crate::basic::BasicUsers;
 use crate::config::Config;
 use crate::jwt::FetchedKeys;
 use crate::pipeline::revocation::RevocationList;
-use crate::remote::RemoteDocument;
+use crate::remote::{Fetch, RemoteDocument, StoreId};
 
 #[derive(Debug)]
 /// One VM's fetched documents.
@@ -18,6 +19,8 @@ pub struct Fetched {
     pub revocation: Option<RemoteDocument<RevocationList>>,
     /// `api_keys.remote`, when configured.
     pub api_clients: Option<RemoteDocument<Clients>>,
+    /// `basic.remote`, when configured.
+    pub basic_users: Option<RemoteDocument<BasicUsers>>,
 }
 
 impl Fetched {
@@ -26,8 +29,30 @@ impl Fetched {
         Fetched {
             keys: FetchedKeys::new(&config.jwt_providers),
             revocation: config.revocation.remote_document(),
-            api_clients: config.api_keys.remote.as_ref().map(|remote| remote.document()),
+            api_clients: config.api_keys.remote.as_ref().map(|remote| remote.document(StoreId::ApiClients)),
+            basic_users: config.basic_store.as_ref().map(|remote| remote.document(StoreId::BasicUsers)),
         }
+    }
+
+    /// A credential store's document, when configured.
+    pub fn store(&self, id: StoreId) -> Option<&dyn Fetch> {
+        match id {
+            StoreId::ApiClients => self.api_clients.as_ref().map(|r| r as &dyn Fetch),
+            StoreId::BasicUsers => self.basic_users.as_ref().map(|r| r as &dyn Fetch),
+        }
+    }
+
+    /// A credential store's document, when configured, to fetch or sync.
+    pub fn store_mut(&mut self, id: StoreId) -> Option<&mut dyn Fetch> {
+        match id {
+            StoreId::ApiClients => self.api_clients.as_mut().map(|r| r as &mut dyn Fetch),
+            StoreId::BasicUsers => self.basic_users.as_mut().map(|r| r as &mut dyn Fetch),
+        }
+    }
+
+    /// The fetched Basic users: None before their first fetch (or when none are configured).
+    pub fn basic_users(&self) -> Option<&BasicUsers> {
+        self.basic_users.as_ref().and_then(RemoteDocument::value)
     }
 
     /// The fetched API clients: None before their first fetch (or when none are configured).

@@ -19,7 +19,7 @@ use crate::pipeline::authenticate::{Verifier, VerifyHost};
 use crate::pipeline::stream::{Awaited, BodyEvent, BodyPurpose, Step, Streams, Waiting, MAX_FORM_BYTES};
 use crate::pipeline::{self, Decision, Limited};
 use crate::reason::Reason;
-use crate::remote::{Fetch, FetchReason, Progress};
+use crate::remote::{Fetch, FetchReason, Progress, StoreId, STORES};
 use crate::reply::{rate_limit_fields, LocalReply};
 use crate::request::HeldRequest;
 use crate::request::RequestFacts;
@@ -34,13 +34,13 @@ impl<T: VerifyHost + HttpCalls + Counters + IssueHost> Host for T {}
 enum DocumentId {
     Jwks(ProviderId),
     Revocation,
-    ApiClients,
+    Store(StoreId),
 }
 
 impl DocumentId {
     /// Whether remembered verifications stand on it (forgotten when it changes).
     fn vouches(self) -> bool {
-        matches!(self, DocumentId::Jwks(_) | DocumentId::ApiClients)
+        matches!(self, DocumentId::Jwks(_) | DocumentId::Store(_))
     }
 }
 
@@ -242,8 +242,10 @@ impl Plugin {
         if let Some(remote) = self.fetched.revocation.as_mut() {
             remote.sync_if_fetched(&*host);
         }
-        if self.fetched.api_clients.as_mut().is_some_and(|remote| remote.sync_if_fetched(&*host)) {
-            self.verifier.keys_changed();
+        for store in STORES {
+            if self.fetched.store_mut(store).is_some_and(|remote| remote.sync_if_fetched(&*host)) {
+                self.verifier.keys_changed();
+            }
         }
         let mut decision = pipeline::decide(&self.config, &self.fetched, &mut self.verifier, request, &*host, now_ms);
         // Another VM may have fetched what is missing, or refetched already: look before waiting or refusing.
@@ -459,7 +461,7 @@ impl Plugin {
                 (self.config.jwks_wait_ms, remote.map_or(0, |r| r.record().last_success_ms))
             }
             Awaited::RevocationList => (self.config.revocation.wait_ms, 0),
-            Awaited::ApiClients => (self.config.api_keys.remote.as_ref().map_or(0, |remote| remote.wait_ms()), 0),
+            Awaited::Store(store) => (self.config.store_wait_ms(store), 0),
             Awaited::Introspection { provider, .. } => {
                 let introspection = self.config.jwt_providers.get(provider.0).and_then(|p| p.introspection.as_ref());
                 (introspection.map_or(0, |introspection| introspection.wait_ms()), 0)
@@ -483,7 +485,7 @@ impl Plugin {
             let reply = match awaited {
                 Awaited::Keys { .. } => LocalReply::keys_unavailable(wait_ms.div_ceil(1000)),
                 Awaited::RevocationList => LocalReply::try_later(Reason::RevocationUnavailable, wait_ms.div_ceil(1000)),
-                Awaited::ApiClients => LocalReply::try_later(Reason::ApiClientsUnavailable, 1),
+                Awaited::Store(store) => LocalReply::try_later(store.unavailable(), 1),
                 Awaited::Introspection { .. } => LocalReply::try_later(Reason::IntrospectionFailed, 1),
             };
             return self.answer(host, context_id, Some(request), reply);
@@ -492,7 +494,8 @@ impl Plugin {
             let what = match awaited {
                 Awaited::Keys { .. } => "held for signing keys",
                 Awaited::RevocationList => "held for the revocation list",
-                Awaited::ApiClients => "held for the client store",
+                Awaited::Store(StoreId::ApiClients) => "held for the client store",
+                Awaited::Store(StoreId::BasicUsers) => "held for the user store",
                 Awaited::Introspection { .. } => "held for an introspection answer",
             };
             self.log_decision(context_id, Some(request), what, now_ms);
@@ -577,9 +580,8 @@ impl Plugin {
         if self.config.revocation.fetch.is_some() {
             documents.push(DocumentId::Revocation);
         }
-        if self.config.api_keys.remote.is_some() {
-            documents.push(DocumentId::ApiClients);
-        }
+        documents
+            .extend(STORES.into_iter().filter(|&store| self.fetched.store(store).is_some()).map(DocumentId::Store));
         documents
     }
 
@@ -604,14 +606,12 @@ impl Plugin {
                 };
                 Some((self.fetched.revocation.as_mut()? as &mut dyn Fetch, label))
             }
-            DocumentId::ApiClients => {
-                let label = Label {
-                    owner: "api_keys".into(),
-                    what: "API clients".into(),
-                    noun: "clients",
-                    metric: "api_clients_fetch_{}".into(),
-                };
-                Some((self.fetched.api_clients.as_mut()? as &mut dyn Fetch, label))
+            DocumentId::Store(store) => {
+                let (owner, what, counters) = store.names();
+                let noun = if store == StoreId::ApiClients { "clients" } else { "users" };
+                let label =
+                    Label { owner: owner.into(), what: what.into(), noun, metric: format!("{counters}_fetch_{{}}") };
+                Some((self.fetched.store_mut(store)?, label))
             }
         }
     }
@@ -667,7 +667,7 @@ impl Plugin {
         let remote = match awaited {
             Awaited::Keys { provider, .. } => self.fetched.keys.get(provider),
             Awaited::RevocationList => return self.fetched.revocation.as_ref().map_or(0, |r| r.events()),
-            Awaited::ApiClients => return self.fetched.api_clients.as_ref().map_or(0, |r| r.events()),
+            Awaited::Store(store) => return self.fetched.store(store).map_or(0, |r| r.events()),
             // Stored in shared data: the tick looks there (`introspection_over`).
             Awaited::Introspection { .. } => return 0,
         };
@@ -725,8 +725,10 @@ impl Plugin {
         for remote in self.fetched.keys.iter_mut() {
             changed |= remote.sync(host);
         }
-        if let Some(remote) = self.fetched.api_clients.as_mut() {
-            changed |= remote.sync(host);
+        for store in STORES {
+            if let Some(remote) = self.fetched.store_mut(store) {
+                changed |= remote.sync(host);
+            }
         }
         if changed {
             self.verifier.keys_changed();

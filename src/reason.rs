@@ -96,6 +96,8 @@ reasons! {
     RevocationUnavailable => "revocation_unavailable",
     /// `api_keys.remote` was not fetched within a held request's wait: a key that is not configured may be in it (503).
     ApiClientsUnavailable => "api_clients_unavailable",
+    /// `basic.remote` was not fetched within a held request's wait: a user who is not configured may be in it (503).
+    BasicUsersUnavailable => "basic_users_unavailable",
     /// The introspection endpoint says the opaque token is not active (or did not say it is).
     IntrospectionInactive => "introspection_inactive",
     /// The introspection endpoint could not be asked, or did not answer usably (the token may be fine).

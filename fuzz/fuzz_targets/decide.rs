@@ -147,7 +147,7 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(*provider, ProviderId(2), "only the remote provider fetches keys");
         }
         // This configuration fetches no revocation list, asks no endpoint and has no client store.
-        Decision::Wait(Awaited::RevocationList | Awaited::Introspection { .. } | Awaited::ApiClients) => {
+        Decision::Wait(Awaited::RevocationList | Awaited::Introspection { .. } | Awaited::Store(_)) => {
             panic!("impossible here: {decision:?}")
         }
         // This configuration has no optional rule, no shadow rule and no token endpoint.

@@ -8,7 +8,7 @@
 
 mod throttle;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 pub(crate) use throttle::{FailureLimit, FailureThrottle};
@@ -20,6 +20,7 @@ use crate::password::PasswordHash;
 use crate::principal::{AuthMethod, Principal};
 use crate::privileges::Privileges;
 use crate::reason::Reason;
+use crate::remote::StoreId;
 use crate::request::Source;
 
 #[derive(Debug)]
@@ -28,7 +29,7 @@ struct BasicUser {
     privileges: Rc<Privileges>,
 }
 
-/// The configured Basic users.
+/// Basic users: the configured ones, or those of one fetch of `basic.remote`.
 #[derive(Debug, Default)]
 pub struct BasicUsers {
     users: HashMap<String, BasicUser>,
@@ -70,14 +71,64 @@ impl BasicUsers {
         users.into_iter()
     }
 
-    /// Whether `name` is a user whose hash is slow to check (bcrypt).
-    pub fn slow_hash(&self, name: &str) -> bool {
-        self.users.get(name).is_some_and(|user| user.hash.is_slow())
+    /// Every user's name (fetched users must not reuse one).
+    pub fn names(&self) -> HashSet<String> {
+        let mut names = HashSet::with_capacity(self.users.len());
+        for name in self.users.keys() {
+            names.insert(name.clone());
+        }
+        names
+    }
+
+    /// A user's name that is in `names` too, if any.
+    pub fn name_in(&self, names: &HashSet<String>) -> Option<&str> {
+        self.users.keys().find(|name| names.contains(*name)).map(String::as_str)
+    }
+
+    /// These users and those fetched (`fetched`: None before the first fetch or without `remote`).
+    pub fn with_fetched<'a>(&'a self, fetched: Option<&'a BasicUsers>, remote: bool) -> Users<'a> {
+        Users { configured: self, fetched, remote }
     }
 
     /// Whether any user is limited to networks.
     pub fn any_trusted_networks(&self) -> bool {
         self.users.values().any(|user| user.privileges.trusted_networks.is_some())
+    }
+}
+
+impl crate::remote::Summary for BasicUsers {
+    fn summary(&self) -> String {
+        format!("{} Basic users", self.len())
+    }
+}
+
+/// Every Basic user a request may name: the configured ones, then the fetched ones.
+#[derive(Clone, Copy)]
+pub struct Users<'a> {
+    configured: &'a BasicUsers,
+    fetched: Option<&'a BasicUsers>,
+    /// `basic.remote` is configured.
+    remote: bool,
+}
+
+impl<'a> Users<'a> {
+    fn get(self, name: &str) -> Option<&'a BasicUser> {
+        self.configured.users.get(name).or_else(|| self.fetched?.users.get(name))
+    }
+
+    /// Whether `name` is a user whose hash is slow to check (bcrypt).
+    pub fn slow_hash(self, name: &str) -> bool {
+        self.get(name).is_some_and(|user| user.hash.is_slow())
+    }
+
+    /// The store was never fetched: a name not configured may be in it.
+    fn not_fetched_yet(self) -> bool {
+        self.remote && self.fetched.is_none()
+    }
+
+    /// The costliest bcrypt hash of either: checked for unknown names, result ignored.
+    fn decoy(self) -> Option<&'a PasswordHash> {
+        self.configured.decoy.as_ref().or_else(|| self.fetched?.decoy.as_ref())
     }
 }
 
@@ -88,8 +139,8 @@ pub(crate) enum Refusal {
     Invalid(Reason),
     /// 429 (this name failed too often) or 503 (this worker is busy hashing): no check was made.
     TryLater { reason: Reason, retry_after_seconds: u64 },
-    /// The name may be a client of the store (`api_keys.remote`), not fetched yet: hold the request.
-    ClientsNotFetched,
+    /// The name may be in a store (`api_keys.remote`, `basic.remote`) not fetched yet: hold the request.
+    NotFetched(StoreId),
 }
 
 /// One VM's guards on password checks.
@@ -122,12 +173,12 @@ impl Attempt<'_> {
     /// 429 when this source, or every source together, failed too often for this name.
     pub(crate) fn throttled(
         &self,
-        users: &BasicUsers,
+        users: Users,
         guard: &PasswordGuard,
         host: &dyn PasswordHost,
         now_s: u64,
     ) -> Option<Refusal> {
-        let known = users.users.contains_key(self.user);
+        let known = users.get(self.user).is_some();
         let retry_after_seconds = guard.throttle.over_limit(host, self.user, self.source, known, now_s)?;
         Some(Refusal::TryLater { reason: Reason::BasicThrottled, retry_after_seconds })
     }
@@ -136,7 +187,7 @@ impl Attempt<'_> {
 /// Check `user:password` (not throttled: `Attempt::throttled` said so): a Basic user,
 /// else an API client's `id:key`, else an unknown name.
 pub(crate) fn verify(
-    users: &BasicUsers,
+    users: Users,
     api_keys: Directory,
     guard: &mut PasswordGuard,
     host: &dyn PasswordHost,
@@ -145,17 +196,20 @@ pub(crate) fn verify(
     now_s: u64,
 ) -> Result<Principal, Refusal> {
     let user = attempt.user;
-    if let Some(known) = users.users.get(user) {
+    if let Some(known) = users.get(user) {
         return check(guard, host, attempt, true, &known.hash, password, now_s)
             .map(|()| Principal::configured(user, AuthMethod::Basic, &known.privileges));
     }
     if let Some(result) = api_keys.verify_as_basic(user, password) {
         return result.map_err(|reason| match reason {
-            Reason::ApiClientsUnavailable => Refusal::ClientsNotFetched,
+            Reason::ApiClientsUnavailable => Refusal::NotFetched(StoreId::ApiClients),
             reason => Refusal::Invalid(reason),
         });
     }
-    match &users.decoy {
+    if users.not_fetched_yet() {
+        return Err(Refusal::NotFetched(StoreId::BasicUsers));
+    }
+    match users.decoy() {
         Some(decoy) => {
             check(guard, host, attempt, false, decoy, password, now_s).and(Err(Refusal::Invalid(Reason::BasicInvalid)))
         }

@@ -41,10 +41,12 @@ fn guard(max_failures: u32, budget_ms: u64) -> PasswordGuard {
 /// An attempt as `authenticate` makes it: throttled, else verified.
 fn check(guard: &mut PasswordGuard, host: &FakeHost, user: &str, password: &str) -> Result<Principal, Refusal> {
     let attempt = Attempt { user, source: crate::request::Source::Known(None) };
-    if let Some(refusal) = attempt.throttled(&users(), guard, host, NOW_S) {
+    let users = users();
+    let users = users.with_fetched(None, false);
+    if let Some(refusal) = attempt.throttled(users, guard, host, NOW_S) {
         return Err(refusal);
     }
-    verify(&users(), api_keys().directory(None), guard, host, &attempt, password, NOW_S)
+    verify(users, api_keys().directory(None), guard, host, &attempt, password, NOW_S)
 }
 
 #[test]
@@ -116,4 +118,27 @@ fn the_decoy_is_the_costliest_bcrypt_hash() {
     users.insert("c".into(), PasswordHash::Sha256(sha256(b"c")), Rc::default());
     assert_eq!(users.decoy.as_ref().and_then(PasswordHash::bcrypt_cost), Some(6));
     assert!(!users.insert("a".into(), PasswordHash::Sha256(sha256(b"x")), Rc::default()), "names are unique");
+}
+
+#[test]
+fn fetched_users_answer_after_the_configured_ones_and_none_before_their_first_fetch() {
+    let host = slow_host();
+    let mut guard = guard(10, 1000);
+    let configured = users();
+    let mut fetched = BasicUsers::default();
+    fetched.insert("remote".into(), PasswordHash::Sha256(sha256(b"remote-pw")), Rc::default());
+    let mut attempt = |users: Users, user: &str, password: &str| {
+        let attempt = Attempt { user, source: crate::request::Source::Known(None) };
+        verify(users, api_keys().directory(None), &mut guard, &host, &attempt, password, NOW_S)
+    };
+    let after = configured.with_fetched(Some(&fetched), true);
+    assert_eq!(attempt(after, "remote", "remote-pw").map(|p| p.id), Ok("remote".to_string()));
+    assert_eq!(attempt(after, "sam", "sam-pw").map(|p| p.id), Ok("sam".to_string()));
+    assert_eq!(attempt(after, "remote", "nope"), Err(Refusal::Invalid(Reason::BasicInvalid)));
+    assert_eq!(attempt(after, "nobody", "x"), Err(Refusal::Invalid(Reason::BasicInvalid)));
+    // Before the first fetch: configured users and clients answer, any other name waits.
+    let before = configured.with_fetched(None, true);
+    assert_eq!(attempt(before, "sam", "sam-pw").map(|p| p.id), Ok("sam".to_string()));
+    assert_eq!(attempt(before, "client", "key").map(|p| p.method), Ok(AuthMethod::ApiKey));
+    assert_eq!(attempt(before, "remote", "remote-pw"), Err(Refusal::NotFetched(StoreId::BasicUsers)));
 }

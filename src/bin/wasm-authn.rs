@@ -294,8 +294,9 @@ fn check(name: &str) -> Outcome {
     let introspecting = config.jwt_providers.iter().filter(|provider| provider.introspection.is_some()).count();
     // A configuration whose clients all come from the store would otherwise say "0 API clients".
     let store = if config.api_keys.remote.is_some() { " and a client store (api_keys.remote)" } else { "" };
+    let user_store = if config.basic_store.is_some() { " and a user store (basic.remote)" } else { "" };
     print(&format!(
-        "configuration accepted: {} Basic users, {} API clients ({disabled} disabled){store}, {} JWT providers \
+        "configuration accepted: {} Basic users{user_store}, {} API clients ({disabled} disabled){store}, {} JWT providers \
          ({remote} with remote keys, {introspecting} introspecting opaque tokens), {} route rules (bypass included)",
         config.basic_users.len(),
         config.api_keys.clients.len(),

@@ -4,6 +4,7 @@
 //! never echoes a value.
 
 mod api_clients;
+mod basic_users;
 mod claims;
 /// The configuration error: a field path and what is wrong there.
 pub mod error;
@@ -26,20 +27,20 @@ use std::rc::Rc;
 
 pub use error::ConfigError;
 
-use crate::api_key::{ApiClient, ApiKeys, Clients, RemoteClients};
-use crate::basic::{BasicUsers, FailureLimit};
+use crate::api_key::{ApiClient, ApiKeys, Clients};
+use crate::basic::{BasicUsers, FailureLimit, Users};
 use crate::cache::CacheSettings;
 use crate::fleet::{LimitScope, RATELIMIT_HEADER};
 use crate::jwt::{normalized_pem, Provider, ProviderKind};
 use crate::method_override::MethodOverrides;
 use crate::network::Networks;
-use crate::password::PasswordHash;
 use crate::pipeline::limits::{LimitTable, Limits};
 use crate::pipeline::revocation::Revocation;
 use crate::pipeline::route::{Require, Routes, Schemes};
 use crate::pipeline::shape::{PrincipalHeaders, Upstream};
 use crate::privileges::Privileges;
 use crate::query::lenient_name;
+use crate::remote::{Store, StoreId};
 use crate::reply::Challenges;
 use crate::shared_table::{SharedTable, ONE_TIME};
 use crate::token_endpoint::TokenEndpoint;
@@ -92,6 +93,8 @@ pub struct Config {
     pub(crate) expose_limit_headers: bool,
     /// `basic`: the users and their password hashes.
     pub basic_users: BasicUsers,
+    /// `basic.remote`: more users, fetched (`fetched::Fetched` holds them).
+    pub basic_store: Option<Store<BasicUsers>>,
     pub(crate) failure_limit: FailureLimit,
     pub(crate) slow_hash_budget_ms_per_second: u64,
     /// `api_keys`: the API clients, by key digest and by id.
@@ -137,8 +140,7 @@ impl Config {
         let Schemes { basic, bearer, api_key, .. } = require.schemes();
         Challenges {
             realm: &self.realm,
-            basic: basic
-                && (!self.basic_users.is_empty() || (self.api_keys.allow_basic && self.api_keys.has_clients())),
+            basic: basic && (self.has_basic_users() || (self.api_keys.allow_basic && self.api_keys.has_clients())),
             bearer: bearer && !self.jwt_providers.is_empty(),
             api_key_header: self.api_keys.challenge_header().filter(|_| api_key),
         }
@@ -149,6 +151,7 @@ impl Config {
         self.jwt_providers.iter().any(|provider| provider.fetch.is_some())
             || self.revocation.fetch.is_some()
             || self.api_keys.remote.is_some()
+            || self.basic_store.is_some()
     }
 
     /// Whether a request with a Basic credential needs the client address: its password
@@ -156,7 +159,26 @@ impl Config {
     /// user out. Without users there is nobody to lock out (made-up names are then
     /// counted per name alone; an API client's `id:key` is never throttled).
     pub fn reads_source_for_basic(&self) -> bool {
-        !self.basic_users.is_empty()
+        self.has_basic_users()
+    }
+
+    /// How long a request waits for a credential store's first fetch.
+    pub(crate) fn store_wait_ms(&self, store: StoreId) -> u64 {
+        let wait = match store {
+            StoreId::ApiClients => self.api_keys.remote.as_ref().map(Store::wait_ms),
+            StoreId::BasicUsers => self.basic_store.as_ref().map(Store::wait_ms),
+        };
+        wait.unwrap_or(0)
+    }
+
+    /// Whether any Basic user may exist: configured, or fetched.
+    fn has_basic_users(&self) -> bool {
+        !self.basic_users.is_empty() || self.basic_store.is_some()
+    }
+
+    /// The Basic users a request may name, with what was fetched (`basic.remote`).
+    pub fn users<'a>(&'a self, fetched: Option<&'a BasicUsers>) -> Users<'a> {
+        self.basic_users.with_fetched(fetched, self.basic_store.is_some())
     }
 
     /// Whether the client address is needed: networks configured anywhere (for every
@@ -166,6 +188,7 @@ impl Config {
         self.reads_source_for_basic()
             || self.trusted_networks.is_some()
             || self.basic_users.any_trusted_networks()
+            || self.basic_store.is_some()
             || self.api_keys.may_bind_networks()
             || self.jwt_providers.iter().any(|p| p.privileges.trusted_networks.is_some())
             || self.mtls.as_ref().is_some_and(mtls::any_trusted_networks)
@@ -255,7 +278,8 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
     };
     let policy::LimitSettings { defaults: limit_defaults, max_tracked_principals, expose_headers, scope } =
         policy::limits(raw.limits)?;
-    let (basic_users, failure_limit, slow_hash_budget_ms_per_second) = compile_basic(raw.basic, &limit_defaults, env)?;
+    let (basic_users, basic_store, failure_limit, slow_hash_budget_ms_per_second) =
+        compile_basic(raw.basic, &limit_defaults, env)?;
     let api_keys = compile_api_keys(raw.api_keys, &limit_defaults, env)?;
     let mtls = raw.mtls.as_ref().map(|raw| mtls::compile(raw, &limit_defaults)).transpose()?;
     let claim_table = claims::claim_table(&raw.rules);
@@ -305,7 +329,12 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
         return Err(ConfigError::new("cache.max_entries", format!("must be at most {MAX_CACHE_ENTRIES}")));
     }
     let cache = CacheSettings { max_entries: cache.max_entries, ttl_seconds: cache.ttl_seconds };
-    if basic_users.is_empty() && !api_keys.has_clients() && jwt_providers.is_empty() && mtls.is_none() {
+    if basic_users.is_empty()
+        && basic_store.is_none()
+        && !api_keys.has_clients()
+        && jwt_providers.is_empty()
+        && mtls.is_none()
+    {
         return Err(ConfigError::new(
             "",
             "no credentials configured: set basic.users, basic.htpasswd, api_keys.clients, jwt.providers or mtls",
@@ -331,6 +360,7 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
         replay_table: SharedTable::new("keypair_jti", ONE_TIME_TOKENS, ONE_TIME),
         expose_limit_headers: expose_headers,
         basic_users,
+        basic_store,
         failure_limit,
         slow_hash_budget_ms_per_second,
         api_keys,
@@ -347,44 +377,28 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
 /// Time budgets (ms per second) outside this are not a budget (0) or more than a worker has.
 pub(crate) const TIME_BUDGET_RANGE: std::ops::RangeInclusive<u64> = 1..=1000;
 
-fn compile_basic(
-    raw: Option<RawBasic>,
-    limits: &Limits,
-    env: Env,
-) -> Result<(BasicUsers, FailureLimit, u64), ConfigError> {
+/// `basic`'s users (configured, and the store they may be fetched from) and guards.
+type BasicSettings = (BasicUsers, Option<Store<BasicUsers>>, FailureLimit, u64);
+
+fn compile_basic(raw: Option<RawBasic>, limits: &Limits, env: Env) -> Result<BasicSettings, ConfigError> {
     let Some(raw) = raw else {
         let limit = failure_limit(RawFailureLimit::default())?;
-        return Ok((BasicUsers::default(), limit, schema::default_time_budget()));
+        return Ok((BasicUsers::default(), None, limit, schema::default_time_budget()));
     };
-    let mut users = BasicUsers::default();
-    for (i, mut user) in raw.users.into_iter().enumerate() {
-        let fields = user.privilege_fields();
-        let path = format!("basic.users[{i}]");
-        principal_name(&user.name, &format!("{path}.name"))?;
-        let stored =
-            secrets::required(user.password_hash, user.password_hash_env.as_deref(), &path, "password_hash", env)?;
-        let hash = PasswordHash::parse(&stored.value).map_err(|e| ConfigError::new(stored.field, e))?;
-        let privileges = policy::privileges(fields, limits, &path)?;
-        if !users.insert(user.name, hash, Rc::new(privileges)) {
-            return Err(ConfigError::new(format!("{path}.name"), "duplicate user name"));
-        }
-    }
-    if let Some(htpasswd) = secrets::secret(raw.htpasswd, raw.htpasswd_env.as_deref(), "basic", "htpasswd", env)? {
-        // htpasswd users take the defaults: no restriction but the default limits.
-        let everything = Rc::new(Privileges { limits: *limits, ..Privileges::default() });
-        name_lines(&htpasswd, "expected name:hash", &mut |name, hash| {
-            let hash = PasswordHash::parse(hash)?;
-            if !users.insert(name.to_string(), hash, Rc::clone(&everything)) {
-                return Err("duplicate user name".into());
-            }
-            Ok(())
-        })?;
-    }
+    let htpasswd = secrets::secret(raw.htpasswd, raw.htpasswd_env.as_deref(), "basic", "htpasswd", env)?;
+    let users = basic_users::compile_users(raw.users, htpasswd, "basic.", limits, env)?;
+    let store = match raw.remote {
+        Some(remote) => Some(Store {
+            fetch: fetch_config(remote, "basic.remote", Document::BasicUsers)?,
+            parse: basic_users::document_parser(*limits, users.names()),
+        }),
+        None => None,
+    };
     let limit = failure_limit(raw.failure_limit)?;
     if !TIME_BUDGET_RANGE.contains(&raw.slow_hash_budget_ms_per_second) {
         return Err(ConfigError::new("basic.slow_hash_budget_ms_per_second", "must be between 1 and 1000"));
     }
-    Ok((users, limit, raw.slow_hash_budget_ms_per_second))
+    Ok((users, store, limit, raw.slow_hash_budget_ms_per_second))
 }
 
 fn failure_limit(raw: RawFailureLimit) -> Result<FailureLimit, ConfigError> {
@@ -462,7 +476,7 @@ fn compile_api_keys(raw: Option<RawApiKeys>, limits: &Limits, env: Env) -> Resul
             .map_err(|shared| ConfigError::new("api_keys", api_clients::shared_key(shared)))?,
     );
     let remote = match raw.remote {
-        Some(remote) => Some(RemoteClients {
+        Some(remote) => Some(Store {
             fetch: fetch_config(remote, "api_keys.remote", Document::ApiClients)?,
             parse: api_clients::document_parser(*limits, Rc::clone(&clients)),
         }),

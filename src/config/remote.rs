@@ -17,12 +17,14 @@ pub(super) enum Document {
     Revocation,
     /// `api_keys.remote`: as `Revocation`, and large (a client population).
     ApiClients,
+    /// `basic.remote`: as `ApiClients` (a user population).
+    BasicUsers,
 }
 
 impl Document {
     fn max_response_bytes(self) -> usize {
         match self {
-            Document::ApiClients => 32 * 1024 * 1024,
+            Document::ApiClients | Document::BasicUsers => 32 * 1024 * 1024,
             _ => 1024 * 1024,
         }
     }
@@ -54,7 +56,9 @@ pub(super) fn fetch_config(raw: RawRemote, at: &str, document: Document) -> Resu
         }
         other => other,
     };
-    if raw.min_refetch_seconds.is_some() && matches!(document, Document::Revocation | Document::ApiClients) {
+    if raw.min_refetch_seconds.is_some()
+        && matches!(document, Document::Revocation | Document::ApiClients | Document::BasicUsers)
+    {
         return Err(ConfigError::new(field("min_refetch_seconds"), "applies to signing keys only"));
     }
     let min_refetch_seconds = raw.min_refetch_seconds.unwrap_or_else(default_min_refetch_seconds);

@@ -339,6 +339,12 @@ pub(super) struct RawBasic {
     /// The share of each worker's time (ms per second, 1-1000) bcrypt checks may take; past it, 503.
     #[serde(default = "default_time_budget")]
     pub slow_hash_budget_ms_per_second: u64,
+    /// More users, fetched through an Envoy cluster and refreshed (a user added or removed
+    /// there applies within `refresh_seconds`, no configuration push): a JSON document
+    /// `{"users": [...], "htpasswd": "..."}` in the forms of `users` and `htpasswd` (`password_hash`, not
+    /// `password_hash_env`), names apart from the configured ones. Until its first fetch, a name that is not configured waits for it (`timeout_ms` and a second more), then gets 503.
+    /// `max_response_bytes` may be up to 33554432 here.
+    pub remote: Option<RawRemote>,
 }
 
 privileged! {
@@ -359,7 +365,7 @@ privileged! {
 
 /// Failed password checks allowed in a window, Envoy-wide: per user name and source
 /// address, and per user name from every source.
-#[derive(Deserialize)]
+#[derive(Deserialize, PartialEq)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawFailureLimit {

@@ -934,6 +934,42 @@ fn api_clients_fetched_through_a_cluster() {
 }
 
 #[test]
+fn basic_users_fetched_through_a_cluster() {
+    let remote = json!({"cluster": "users", "authority": "users.internal", "path": "/users.json"});
+    let configured = json!({"name": "local", "password_hash": SECRET_SHA256});
+    let c = parse(json!({"basic": {"remote": remote.clone(), "users": [configured]}})).unwrap();
+    let store = c.basic_store.as_ref().expect("basic.remote");
+    assert!(c.fetches_documents() && c.reads_source_for_basic() && c.needs_source_address());
+    assert!(parse(json!({"basic": {"remote": remote}})).is_ok(), "the store alone is a credential");
+    // The document: users[] entries and htpasswd lines, compiled as configured ones.
+    let parse_document = |body: serde_json::Value| (store.parse)(body.to_string().as_bytes());
+    let entry = |name: &str| json!({"name": name, "password_hash": SECRET_SHA256, "requests_per_hour": 5});
+    let users = parse_document(json!({"users": [entry("fetched")], "htpasswd": format!("line:{SECRET_SHA256}\n")}));
+    let users = users.unwrap();
+    let limits: Vec<_> = users.iter().map(|(name, p)| (name.to_string(), p.limits.requests_per_hour)).collect();
+    assert_eq!(limits, [("fetched".to_string(), Some(5)), ("line".to_string(), None)]);
+    for (document, error) in [
+        (json!({"users": [entry("local")]}), "\"local\" is a configured user"),
+        (json!({"htpasswd": format!("local:{SECRET_SHA256}")}), "\"local\" is a configured user"),
+        (json!({"users": [entry("a"), entry("a")]}), "users[1].name: duplicate user name"),
+        (json!({"users": [{"name": "b", "password_hash_env": "B"}]}), "only users (with password_hash) and htpasswd"),
+        (json!({"htpasswd_env": "H"}), "only users (with password_hash) and htpasswd"),
+        (json!({"failure_limit": {"max_failures": 1}}), "only users (with password_hash) and htpasswd"),
+        (json!({"remote": {"cluster": "c", "authority": "a", "path": "/p"}}), "only users (with password_hash)"),
+        (json!({"users": [{"name": "b", "password_hash": "plain"}]}), "users[0].password_hash"),
+        (json!({"clients": []}), "unknown field `clients`"),
+        (json!([1]), "not a user document"),
+    ] {
+        let refused = parse_document(document.clone()).err().unwrap_or_default();
+        assert!(refused.contains(error), "{document}: {refused}");
+    }
+    assert!(error_of(
+        json!({"basic": {"remote": {"cluster": "c", "authority": "a", "min_refetch_seconds": 5, "path": "/p"}}})
+    )
+    .starts_with("basic.remote.min_refetch_seconds: applies to signing keys only"));
+}
+
+#[test]
 fn claim_conditions_and_payload_errors_name_the_field() {
     let basic = json!({"users": [{"name": "a", "password_hash": SECRET_SHA256}]});
     let with_rule = |condition: serde_json::Value| json!({"basic": basic, "rules": [{"claims": [condition]}]});

@@ -15,6 +15,7 @@ use crate::jwt::{self, FetchedKeys, JwtError, ProviderId, ProviderKind, Signatur
 use crate::pipeline::credential::Credential;
 use crate::principal::{AuthMethod, Principal, TokenFacts};
 use crate::reason::Reason;
+use crate::remote::StoreId;
 use crate::shared_table::{Once, SharedTable};
 use crate::token_claims::TokenExtras;
 
@@ -59,9 +60,9 @@ pub enum NotVerified {
     },
     /// The keys that could verify it cannot be fetched now: the token may be fine.
     KeysUnavailable,
-    /// The client store (`api_keys.remote`) was not fetched yet and may hold the client:
-    /// hold the request and decide again when it arrives.
-    WaitForClients,
+    /// A credential store (`api_keys.remote`, `basic.remote`) was not fetched yet and may
+    /// hold the credential: hold the request and decide again when it arrives.
+    WaitForStore(StoreId),
     /// The provider's introspection endpoint has not answered about this token yet (its
     /// answers are stored under `key`): hold the request.
     Introspect {
@@ -94,9 +95,11 @@ impl Verifier {
         }
     }
 
-    /// Keys changed: forget every remembered verification.
+    /// Keys or a credential store changed: forget every remembered verification (a
+    /// password that failed may be a user's now).
     pub fn keys_changed(&mut self) {
         self.successes.clear();
+        self.failures.clear();
     }
 
     /// Who presents `credential`, from `source` (Envoy's client address; None: unknown);
@@ -117,7 +120,7 @@ impl Verifier {
         if let Credential::Basic { user, .. } = credential {
             let attempt = basic::Attempt { user, source };
             if let Some(Refusal::TryLater { reason, retry_after_seconds }) =
-                attempt.throttled(&config.basic_users, &self.guard, host, now_s)
+                attempt.throttled(config.users(fetched.basic_users()), &self.guard, host, now_s)
             {
                 return Err(NotVerified::TryLater { reason, retry_after_seconds });
             }
@@ -128,7 +131,7 @@ impl Verifier {
         if let Credential::ApiKey { key, .. } = credential {
             return match clients.verify(key) {
                 Ok(principal) => Ok(Rc::new(principal)),
-                Err(Reason::ApiClientsUnavailable) => Err(NotVerified::WaitForClients),
+                Err(Reason::ApiClientsUnavailable) => Err(NotVerified::WaitForStore(StoreId::ApiClients)),
                 Err(reason) => Err(invalid(reason, INVALID_API_KEY)),
             };
         }
@@ -167,10 +170,11 @@ impl Verifier {
             }
             Credential::Basic { user, password } => {
                 let attempt = basic::Attempt { user, source };
-                match basic::verify(&config.basic_users, clients, &mut self.guard, host, &attempt, password, now_s) {
+                let users = config.users(fetched.basic_users());
+                match basic::verify(users, clients, &mut self.guard, host, &attempt, password, now_s) {
                     // Remembered while there is room only, when a check is cheap (not bcrypt):
                     // evicting for it would cost more than checking it again.
-                    Ok(principal) if !config.basic_users.slow_hash(user) => {
+                    Ok(principal) if !users.slow_hash(user) => {
                         let principal = Rc::new(principal);
                         self.successes.insert_if_room(key, Rc::clone(&principal), now_s);
                         return Ok(principal);
@@ -185,7 +189,7 @@ impl Verifier {
                     Err(Refusal::TryLater { reason, retry_after_seconds }) => {
                         Err(NotVerified::TryLater { reason, retry_after_seconds })
                     }
-                    Err(Refusal::ClientsNotFetched) => Err(NotVerified::WaitForClients),
+                    Err(Refusal::NotFetched(store)) => Err(NotVerified::WaitForStore(store)),
                 }
             }
             Credential::ApiKey { .. } | Credential::Mtls { .. } => {
@@ -324,7 +328,7 @@ fn verify_bearer(
         ProviderKind::TokenEndpoint => {
             let client = match clients.enabled(&verified.principal) {
                 Ok(client) => client,
-                Err(Reason::ApiClientsUnavailable) => return Err(NotVerified::WaitForClients),
+                Err(Reason::ApiClientsUnavailable) => return Err(NotVerified::WaitForStore(StoreId::ApiClients)),
                 Err(_) => return Err(bearer_error(Reason::TokenRevoked, "token revoked")),
             };
             // The scopes it was issued with, as far as the client still holds them.

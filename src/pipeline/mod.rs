@@ -440,7 +440,7 @@ fn not_verified(e: NotVerified, challenges: crate::reply::Challenges) -> Decisio
         }
         NotVerified::WaitForKeys { provider, refetch } => Decision::Wait(Awaited::Keys { provider, refetch }),
         NotVerified::KeysUnavailable => Decision::Reply(LocalReply::keys_unavailable(1)),
-        NotVerified::WaitForClients => Decision::Wait(Awaited::ApiClients),
+        NotVerified::WaitForStore(store) => Decision::Wait(Awaited::Store(store)),
         NotVerified::Introspect { provider, key, call } => {
             Decision::Introspect { awaited: Awaited::Introspection { provider, key }, call }
         }

@@ -66,8 +66,8 @@ pub enum Awaited {
     },
     /// The remote revocation list's first fetch.
     RevocationList,
-    /// The client store's first fetch (`api_keys.remote`): a key no configured client holds.
-    ApiClients,
+    /// A credential store's first fetch (`api_keys.remote`, `basic.remote`): a credential nothing configured holds.
+    Store(crate::remote::StoreId),
     /// An introspection endpoint's answer about a token (stored under `key`, for every worker).
     Introspection {
         /// Whose endpoint.

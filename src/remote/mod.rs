@@ -7,9 +7,11 @@
 
 mod discovery;
 mod record;
+mod store;
 
 pub use discovery::{jwks_location, JwksLocation};
 pub use record::{FetchPolicy, FetchReason, FetchRecord};
+pub use store::{StoreId, STORES};
 
 use std::rc::Rc;
 
@@ -76,6 +78,8 @@ pub trait Fetch {
     fn first_step(&self) -> Step;
     /// Pick up what another VM fetched; true when the value changed.
     fn sync(&mut self, shared: &dyn SharedData) -> bool;
+    /// `sync` only when another VM finished a fetch since this one looked (one small read).
+    fn sync_if_fetched(&mut self, shared: &dyn SharedData) -> bool;
     /// Start a fetch if one is due (or wanted for an unknown `kid`) and this VM wins the lease.
     fn start(&mut self, shared: &dyn SharedData, now_ms: u64, refetch_wanted: bool) -> Option<FetchReason>;
     /// An answer to one of the fetch's calls.
@@ -92,20 +96,25 @@ pub trait Fetch {
     fn summary(&self) -> Option<String>;
     /// When a fetch last succeeded (Envoy-wide, as this VM last read it); 0: never.
     fn last_success_ms(&self) -> u64;
+    /// Counts value changes and finished fetches: waiting requests look again when it moves.
+    fn events(&self) -> u64;
 }
 
 impl<T: Summary> Fetch for RemoteDocument<T> {
     fn fetch_config(&self) -> &FetchConfig {
-        &self.fetch
+        &self.state.fetch
     }
     fn first_step(&self) -> Step {
-        RemoteDocument::first_step(self)
+        self.state.first_step()
     }
     fn sync(&mut self, shared: &dyn SharedData) -> bool {
         RemoteDocument::sync(self, shared)
     }
+    fn sync_if_fetched(&mut self, shared: &dyn SharedData) -> bool {
+        RemoteDocument::sync_if_fetched(self, shared)
+    }
     fn start(&mut self, shared: &dyn SharedData, now_ms: u64, refetch_wanted: bool) -> Option<FetchReason> {
-        RemoteDocument::start(self, shared, now_ms, refetch_wanted)
+        self.state.start(shared, now_ms, refetch_wanted)
     }
     fn on_response(
         &mut self,
@@ -117,13 +126,16 @@ impl<T: Summary> Fetch for RemoteDocument<T> {
         RemoteDocument::on_response(self, shared, step, response, now_ms)
     }
     fn fail(&mut self, shared: &dyn SharedData, now_ms: u64) -> u64 {
-        RemoteDocument::fail(self, shared, now_ms)
+        self.state.fail(shared, now_ms)
     }
     fn summary(&self) -> Option<String> {
         self.value.as_ref().map(Summary::summary)
     }
     fn last_success_ms(&self) -> u64 {
-        self.record.last_success_ms
+        self.state.record.last_success_ms
+    }
+    fn events(&self) -> u64 {
+        self.state.events
     }
 }
 
@@ -131,14 +143,19 @@ impl<T: Summary> Fetch for RemoteDocument<T> {
 pub type Parse<T> = Rc<dyn Fn(&[u8]) -> Result<T, String>>;
 
 /// One remote document in one VM: its configuration, its parsed value, and what
-/// this VM last read of the shared fetch state.
+/// this VM last read of the shared fetch state. Only parsing depends on what the
+/// document holds: the rest (`FetchState`) is compiled once for every kind.
 pub struct RemoteDocument<T> {
-    /// Where and when it is fetched.
-    pub fetch: FetchConfig,
+    state: FetchState,
     parse: Parse<T>,
+    value: Option<T>,
+}
+
+/// A remote document's fetch, whatever it holds.
+struct FetchState {
+    fetch: FetchConfig,
     body_key: String,
     record_key: String,
-    value: Option<T>,
     body_version: Option<u32>,
     record: FetchRecord,
     /// Counts changes of value and finished fetches, so that waiting requests look again.
@@ -147,7 +164,7 @@ pub struct RemoteDocument<T> {
 
 impl<T> std::fmt::Debug for RemoteDocument<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RemoteDocument").field("fetch", &self.fetch).field("record", &self.record).finish()
+        f.debug_struct("RemoteDocument").field("fetch", &self.state.fetch).field("record", &self.state.record).finish()
     }
 }
 
@@ -155,18 +172,7 @@ impl<T> RemoteDocument<T> {
     /// `identity` keeps the shared-data keys of different documents (and of two plugin
     /// configurations in one VM id) apart.
     pub fn new(fetch: FetchConfig, identity: &str, parse: Parse<T>) -> Self {
-        let digest = sha256(format!("{identity}\0{}\0{}", fetch.target.cluster, fetch.target.path).as_bytes());
-        let tag: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-        RemoteDocument {
-            fetch,
-            parse,
-            body_key: format!("wasm_authn/{tag}/body"),
-            record_key: format!("wasm_authn/{tag}/fetch"),
-            value: None,
-            body_version: None,
-            record: FetchRecord::default(),
-            events: 0,
-        }
+        RemoteDocument { state: FetchState::new(fetch, identity), parse, value: None }
     }
 
     /// The last good document, None until the first fetch.
@@ -176,51 +182,101 @@ impl<T> RemoteDocument<T> {
 
     /// Counts value changes and finished fetches: waiting requests look again when it moves.
     pub fn events(&self) -> u64 {
-        self.events
+        self.state.events
     }
 
     /// The shared fetch state, as this VM last read it.
     pub fn record(&self) -> &FetchRecord {
-        &self.record
+        &self.state.record
     }
 
     /// Whether a request with an unknown `kid` may wait for a refetch now.
     pub fn refetch_allowed(&self, now_ms: u64) -> bool {
-        self.record.refetch_allowed(now_ms, &self.fetch.policy)
+        self.state.record.refetch_allowed(now_ms, &self.state.fetch.policy)
     }
 
     /// The last fetch failed: what the document would say now is not known.
     pub fn failing(&self) -> bool {
-        self.record.failing()
+        self.state.record.failing()
     }
 
     /// Pick up a fetch another VM finished since this VM last looked: one small read
     /// (the fetch record) when nothing changed. True when the value changed.
     pub fn sync_if_fetched(&mut self, shared: &dyn SharedData) -> bool {
-        let last_success = self.record.last_success_ms;
-        self.sync_record(shared);
-        self.record.last_success_ms != last_success && self.sync(shared)
+        let last_success = self.state.record.last_success_ms;
+        self.state.sync_record(shared);
+        self.state.record.last_success_ms != last_success && self.sync(shared)
     }
 
     /// Pick up what another VM stored, and the shared fetch state. True when the value changed.
     pub fn sync(&mut self, shared: &dyn SharedData) -> bool {
-        self.sync_record(shared);
-        let Some((body, version)) = shared.get(&self.body_key) else {
+        let Some((body, version)) = self.state.stored_body(shared) else {
             return false;
         };
-        if Some(version) == self.body_version {
-            return false;
-        }
         match (self.parse)(&body) {
             Ok(value) => {
                 self.value = Some(value);
-                self.body_version = Some(version);
-                self.events += 1;
+                self.state.body_version = Some(version);
+                self.state.events += 1;
                 true
             }
             // Only a VM that parsed it stores a body; a mismatch here means another configuration wrote it.
             Err(_) => false,
         }
+    }
+
+    /// Take the fetch if it is due and no other VM has it; the caller then calls `fetch.target`.
+    pub fn start(&mut self, shared: &dyn SharedData, now_ms: u64, refetch_wanted: bool) -> Option<FetchReason> {
+        self.state.start(shared, now_ms, refetch_wanted)
+    }
+
+    /// One call of this document's fetch answered.
+    pub fn on_response(
+        &mut self,
+        shared: &dyn SharedData,
+        step: Step,
+        response: &dyn CallResponse,
+        now_ms: u64,
+    ) -> Progress {
+        let body = match self.state.document_body(step, response) {
+            Ok(body) => body,
+            Err(progress) => return progress,
+        };
+        let value = match (self.parse)(&body) {
+            Ok(value) => value,
+            Err(reason) => return Progress::Failed(reason),
+        };
+        let changed = self.state.fetched(shared, &body, now_ms) || self.value.is_none();
+        self.value = Some(value);
+        Progress::Fetched { changed }
+    }
+
+    /// The fetch failed (or a call could not be made): back off, keep the last good
+    /// document. Returns the milliseconds until the next attempt.
+    pub fn fail(&mut self, shared: &dyn SharedData, now_ms: u64) -> u64 {
+        self.state.fail(shared, now_ms)
+    }
+}
+
+impl FetchState {
+    fn new(fetch: FetchConfig, identity: &str) -> FetchState {
+        let digest = sha256(format!("{identity}\0{}\0{}", fetch.target.cluster, fetch.target.path).as_bytes());
+        let tag: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        FetchState {
+            fetch,
+            body_key: format!("wasm_authn/{tag}/body"),
+            record_key: format!("wasm_authn/{tag}/fetch"),
+            body_version: None,
+            record: FetchRecord::default(),
+            events: 0,
+        }
+    }
+
+    /// The shared fetch state, and the stored body when it is not the one this VM has.
+    #[inline(never)] // once for every kind of document, not inlined into each
+    fn stored_body(&mut self, shared: &dyn SharedData) -> Option<(Vec<u8>, u32)> {
+        self.sync_record(shared);
+        shared.get(&self.body_key).filter(|(_, version)| Some(*version) != self.body_version)
     }
 
     /// Read the shared fetch state; returns its version (None when absent). A fetch
@@ -233,7 +289,7 @@ impl<T> RemoteDocument<T> {
 
     /// The step of the first call: with discovery, the document is read again at every
     /// fetch (its `jwks_uri` may change).
-    pub fn first_step(&self) -> Step {
+    fn first_step(&self) -> Step {
         if self.fetch.discovery.is_some() {
             Step::Discovery
         } else {
@@ -241,8 +297,8 @@ impl<T> RemoteDocument<T> {
         }
     }
 
-    /// Take the fetch if it is due and no other VM has it; the caller then calls `fetch.target`.
-    pub fn start(&mut self, shared: &dyn SharedData, now_ms: u64, refetch_wanted: bool) -> Option<FetchReason> {
+    #[inline(never)] // once for every kind of document, not inlined into each
+    fn start(&mut self, shared: &dyn SharedData, now_ms: u64, refetch_wanted: bool) -> Option<FetchReason> {
         let version = self.sync_record(shared);
         let reason = self.record.due(now_ms, &self.fetch.policy, refetch_wanted)?;
         let leased = self.record.leased(now_ms, &self.fetch.policy, reason);
@@ -254,48 +310,40 @@ impl<T> RemoteDocument<T> {
         Some(reason)
     }
 
-    /// One call of this document's fetch answered.
-    pub fn on_response(
-        &mut self,
-        shared: &dyn SharedData,
-        step: Step,
-        response: &dyn CallResponse,
-        now_ms: u64,
-    ) -> Progress {
-        let body = match self.read(response) {
-            Ok(body) => body,
-            Err(reason) => return Progress::Failed(reason),
-        };
+    /// The document's body from an answer (Err: the next call, or the failure).
+    #[inline(never)] // once for every kind of document, not inlined into each
+    fn document_body(&self, step: Step, response: &dyn CallResponse) -> Result<Vec<u8>, Progress> {
+        let body = self.read(response).map_err(Progress::Failed)?;
         if step == Step::Discovery {
-            return match jwks_location(&body).and_then(|location| self.jwks_target(location)) {
+            return Err(match jwks_location(&body).and_then(|location| self.jwks_target(location)) {
                 Ok(target) => Progress::Call(target),
                 Err(reason) => Progress::Failed(reason),
-            };
+            });
         }
-        let value = match (self.parse)(&body) {
-            Ok(value) => value,
-            Err(reason) => return Progress::Failed(reason),
-        };
+        Ok(body)
+    }
+
+    /// A body that parsed: stored for the other VMs when it changed, the success recorded.
+    /// True when it changed.
+    #[inline(never)] // once for every kind of document, not inlined into each
+    fn fetched(&mut self, shared: &dyn SharedData, body: &[u8], now_ms: u64) -> bool {
         // An unchanged document changes nothing: no VM parses it again or forgets its cache.
         let stored = shared.get(&self.body_key);
-        let changed = stored.as_ref().map(|(stored_body, _)| stored_body.as_slice()) != Some(body.as_slice());
+        let changed = stored.as_ref().map(|(stored_body, _)| stored_body.as_slice()) != Some(body);
         if changed {
             // Store first, then record success: a VM that sees the record sees the document.
-            shared.set(&self.body_key, &body, Cas::Any);
+            shared.set(&self.body_key, body, Cas::Any);
             self.body_version = shared.get(&self.body_key).map(|(_, version)| version);
         } else {
             self.body_version = stored.map(|(_, version)| version);
         }
-        let changed_here = changed || self.value.is_none();
-        self.value = Some(value);
         self.update_record(shared, |record| record.succeeded(now_ms));
         self.events += 1;
-        Progress::Fetched { changed: changed_here }
+        changed
     }
 
-    /// The fetch failed (or a call could not be made): back off, keep the last good
-    /// document. Returns the milliseconds until the next attempt.
-    pub fn fail(&mut self, shared: &dyn SharedData, now_ms: u64) -> u64 {
+    #[inline(never)] // once for every kind of document, not inlined into each
+    fn fail(&mut self, shared: &dyn SharedData, now_ms: u64) -> u64 {
         let policy = self.fetch.policy;
         self.update_record(shared, |record| record.failed(now_ms, &policy));
         self.events += 1;
@@ -345,6 +393,34 @@ impl<T> RemoteDocument<T> {
         if let Some(next) = written {
             self.record = next;
         }
+    }
+}
+
+/// A credential store (`api_keys.remote`, `basic.remote`; `store.rs`): where its document
+/// comes from, and how it is read.
+pub struct Store<T> {
+    /// Where and when it is fetched.
+    pub fetch: FetchConfig,
+    /// How its body becomes credentials (Err: not a document; the last good kept).
+    pub parse: Parse<T>,
+}
+
+impl<T> std::fmt::Debug for Store<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("fetch", &self.fetch).finish()
+    }
+}
+
+impl<T> Store<T> {
+    /// How long a request with a credential nothing configured holds waits for the
+    /// first fetch (one call's timeout, and a second more), then 503.
+    pub fn wait_ms(&self) -> u64 {
+        self.fetch.policy.timeout_ms + 1000
+    }
+
+    /// Its document, nothing fetched yet.
+    pub fn document(&self, id: StoreId) -> RemoteDocument<T> {
+        RemoteDocument::new(self.fetch.clone(), id.names().2, Rc::clone(&self.parse))
     }
 }
 

@@ -1,15 +1,18 @@
 use super::*;
 use crate::testing::{FakeResponse, FakeShared};
 
-fn document(discovery: Option<Discovery>) -> RemoteDocument<String> {
-    let fetch = FetchConfig {
+fn fetch_config(discovery: Option<Discovery>) -> FetchConfig {
+    FetchConfig {
         target: Target { cluster: "idp".into(), authority: "idp.example".into(), path: "/start".into() },
         discovery,
         policy: FetchPolicy { refresh_ms: 60_000, timeout_ms: 1000, min_refetch_ms: 30_000 },
         max_response_bytes: 1024,
-    };
+    }
+}
+
+fn document(discovery: Option<Discovery>) -> RemoteDocument<String> {
     RemoteDocument::new(
-        fetch,
+        fetch_config(discovery),
         "test",
         std::rc::Rc::new(|body: &[u8]| String::from_utf8(body.to_vec()).map_err(|_| "not text".into())),
     )
@@ -57,7 +60,7 @@ fn documents_of_different_owners_are_kept_apart() {
     let shared = FakeShared::default();
     let mut a = document(None);
     let mut b = RemoteDocument::new(
-        a.fetch.clone(),
+        fetch_config(None),
         "other",
         std::rc::Rc::new(|body: &[u8]| Ok(String::from_utf8_lossy(body).into_owned())),
     );

@@ -143,6 +143,10 @@ def test_check_reads_a_file_too(cli, tmp_path):
     code, out, err = cli_run(["check", str(path)])
     assert (code, err) == (0, ""), err
     assert "0 API clients (0 disabled) and a client store (api_keys.remote), 0 JWT" in out, out
+    path.write_text(json.dumps({"basic": {"remote": remote}}))
+    code, out, err = cli_run(["check", str(path)])
+    assert (code, err) == (0, ""), err
+    assert "0 Basic users and a user store (basic.remote), 0 API clients" in out, out
     # So are introspection providers (they have no keys, remote or not).
     introspection = {"cluster": "idp", "authority": "idp", "path": "/introspect", "auth": "bearer", "client_secret": "s"}
     path.write_text(json.dumps({"jwt": {"providers": [{"name": "idp", "introspection": introspection}]}}))

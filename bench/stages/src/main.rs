@@ -134,6 +134,10 @@ fn time<T>(mut f: impl FnMut() -> T) -> f64 {
 }
 
 fn main() {
+    // `stages scale`: the scale section alone (to profile it).
+    if std::env::args().nth(1).as_deref() == Some("scale") {
+        return scale::run();
+    }
     let token = hs256(json!({
         "iss": "https://issuer.bench", "sub": "user-42", "aud": "bench-api", "iat": NOW_MS / 1000 - 10,
         "exp": NOW_MS / 1000 + 3600, "scope": "orders:read reports:read", "jti": "2b1d4c559d6e1a2b",
