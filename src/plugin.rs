@@ -25,6 +25,8 @@ use crate::request::HeldRequest;
 use crate::request::RequestFacts;
 use crate::token_endpoint::IssueHost;
 
+mod fleet_checks;
+
 /// Everything a plugin needs of its host.
 pub trait Host: VerifyHost + HttpCalls + Counters + IssueHost {}
 impl<T: VerifyHost + HttpCalls + Counters + IssueHost> Host for T {}
@@ -84,6 +86,8 @@ pub struct Plugin {
     calls: HashMap<u32, PendingCall>,
     /// Outstanding introspection calls, with their call token (a few: a list is smaller code than a map).
     introspections: Vec<(u32, IntrospectionCall)>,
+    /// Questions to the fleet's rate-limit engine on their way, with their call token.
+    engine_calls: Vec<(u32, fleet_checks::EngineCall)>,
     needs_route_name: bool,
     needs_source_address: bool,
     needs_peer_names: bool,
@@ -107,6 +111,7 @@ impl Plugin {
             streams: Streams::default(),
             calls: HashMap::new(),
             introspections: Vec::new(),
+            engine_calls: Vec::new(),
             warned_no_body: false,
         }
     }
@@ -159,6 +164,9 @@ impl Plugin {
                 reply.reason = Reason::FormTimeout;
             }
             return self.answer(host, context_id, Some(request), reply);
+        }
+        if self.streams.asking_engine(context_id) {
+            return self.engine_overdue(host, context_id, now_ms);
         }
         if self.streams.waiting(context_id).is_none() {
             return Step::Hold; // decided meanwhile, or gone: nothing to do
@@ -299,13 +307,19 @@ impl Plugin {
                     let outcome = format!("allowed: {} ({}{by})", principal.id, principal.method.as_str());
                     self.log_decision(context_id, Some(request), &outcome, now_ms);
                 }
-                host.count_soon(Outcome::Allowed);
                 if let Some(limited) = limited {
                     self.track(host, context_id, limited);
                 }
+                if let Some(check) = self.engine_check_for(&principal) {
+                    return self.ask_engine(host, context_id, check, Ok((changes, principal)), now_ms);
+                }
+                host.count_soon(Outcome::Allowed);
                 self.streams.allow(context_id, changes)
             }
-            Decision::Reply(reply) => self.answer(host, context_id, Some(request), reply),
+            Decision::Reply(reply) => match self.engine_failure_of(&reply, request) {
+                Some(check) => self.ask_engine(host, context_id, check, Err(reply), now_ms),
+                None => self.answer(host, context_id, Some(request), reply),
+            },
             Decision::ReadBody(presented) => {
                 let purpose = BodyPurpose::TokenRequest(presented);
                 // The headers ended the request: there is no body to wait for.
@@ -536,6 +550,7 @@ impl Plugin {
     /// The clock is read only then: most streams end with nothing to give back.
     pub fn on_stream_end(&mut self, host: &mut dyn Host, context_id: u32) {
         let ended = self.streams.end(context_id);
+        self.engine_forget(context_id);
         if let Some(key) = ended.in_flight {
             let now_s = host.now_ns().map_or(0, |ns| ns / 1_000_000_000);
             self.config.limit_table.release(&*host, key, now_s);
@@ -659,7 +674,8 @@ impl Plugin {
                 || self.introspection_over(&*host, w.awaited, now_ms)
         });
         let overdue_bodies = self.streams.reading().filter(|(_, deadline_ms)| now_ms >= *deadline_ms);
-        held.map(|(id, _)| id).chain(overdue_bodies.map(|(id, _)| id)).collect()
+        let overdue_answers = self.engine_overdue_streams(now_ms);
+        held.map(|(id, _)| id).chain(overdue_bodies.map(|(id, _)| id)).chain(overdue_answers).collect()
     }
 
     /// The events of what a held stream waits for (they change when it may be decided differently).

@@ -257,6 +257,48 @@ pub(super) struct RawLimits {
     /// Who counts the requests per hour: `"envoy"` (this Envoy, exact across its workers) or `"fleet"` (the rate-limit engine every Envoy asks through Envoy's rate-limit filter; `wasm-authn ratelimit-config` writes its rules). Requests in flight are counted per Envoy either way.
     #[serde(default)]
     pub scope: RawLimitScope,
+    /// With scope `"fleet"`: how the filter asks the engine itself about one-time keypair tokens (`one_time`) and failed passwords (`basic.failure_limit`), which Envoy's rate-limit filter cannot see.
+    pub engine: Option<RawEngine>,
+}
+
+/// `limits.engine`: the rate-limit engine the filter asks itself (Envoy's RateLimitService, gRPC).
+#[derive(Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEngine {
+    /// The Envoy cluster of the engine's gRPC endpoint (it needs `http2_protocol_options`).
+    #[serde(default = "default_engine_cluster")]
+    pub cluster: String,
+    /// The rate-limit domain (Limitador's namespace), as `wasm-authn ratelimit-config --domain` writes it.
+    #[serde(default = "default_engine_domain")]
+    pub domain: String,
+    /// The most a request waits for the engine's answer, in milliseconds (1-5000).
+    #[serde(default = "default_engine_timeout_ms")]
+    pub timeout_ms: u64,
+    /// When the engine does not answer (in time): `false` decides on this Envoy's own records alone (counted as `engine.failure_mode_allowed`), `true` answers 503 (as Envoy's rate-limit filter's `failure_mode_deny`).
+    #[serde(default)]
+    pub failure_mode_deny: bool,
+}
+
+impl Default for RawEngine {
+    fn default() -> Self {
+        RawEngine {
+            cluster: default_engine_cluster(),
+            domain: default_engine_domain(),
+            timeout_ms: default_engine_timeout_ms(),
+            failure_mode_deny: false,
+        }
+    }
+}
+
+fn default_engine_cluster() -> String {
+    "ratelimit".to_string()
+}
+fn default_engine_domain() -> String {
+    "wasm_authn".to_string()
+}
+fn default_engine_timeout_ms() -> u64 {
+    250
 }
 
 impl Default for RawLimits {
@@ -267,6 +309,7 @@ impl Default for RawLimits {
             max_tracked_principals: default_max_tracked_principals(),
             expose_headers: false,
             scope: RawLimitScope::default(),
+            engine: None,
         }
     }
 }

@@ -1,0 +1,292 @@
+//! What the filter asks the rate-limit engine itself (with `limits.scope: "fleet"`):
+//! whether a one-time keypair token was used anywhere in the fleet, and whether a
+//! user name's failed passwords, counted across the fleet, reached their limit.
+//! Envoy's rate-limit filter cannot ask these (it runs after this filter, never sees
+//! a refused password, and cannot hold a decision): the filter sends Envoy's
+//! `ShouldRateLimit` itself and holds the request for the answer.
+//!
+//! Pure: the descriptors, the request's bytes (hand-encoded protobuf: three small
+//! messages) and the answer's reading. Each Envoy's own records stay the fast local
+//! check; the engine is asked only once they pass.
+//!
+//! ```text
+//!   one-time token:   [("one_time_keypair", <keypair>), ("jti", <jti>)]   counted: 1 per use
+//!   password checked: [("basic_failures", <user>)] with hits_addend 0    checked, not counted
+//!   password failed:  [("basic_failures", <user>)]                       counted: 1 per failure
+//! ```
+
+use crate::principal::{AuthMethod, Principal};
+
+/// The descriptor keys the engine's rules name (`fleet_rules` writes them).
+pub(crate) const ONE_TIME_KEY: &str = "one_time_keypair";
+pub(crate) const JTI_KEY: &str = "jti";
+pub(crate) const FAILURES_KEY: &str = "basic_failures";
+
+/// The gRPC service and method of Envoy's rate-limit API (the host adapter calls them).
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+pub(crate) const SERVICE: &str = "envoy.service.ratelimit.v3.RateLimitService";
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+pub(crate) const METHOD: &str = "ShouldRateLimit";
+
+/// `limits.engine`: where and how the filter asks the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Engine {
+    /// The Envoy cluster of the engine's gRPC endpoint (HTTP/2).
+    pub cluster: String,
+    /// The rate-limit domain (Limitador's namespace).
+    pub domain: String,
+    /// The most a request waits for the answer.
+    pub timeout_ms: u64,
+    /// When the engine does not answer: refuse (503) instead of deciding on the local records alone.
+    pub failure_mode_deny: bool,
+}
+
+/// What the filter asks the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Check {
+    /// A one-time token's use, counted: over the limit when it was used before, anywhere.
+    OneTime { keypair: String, jti: String },
+    /// Whether a user name's failures reached their limit: checked, not counted.
+    Locked { user: String },
+    /// A failed password for a user name, counted.
+    Failure { user: String },
+}
+
+/// The engine's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Answer {
+    Ok,
+    OverLimit,
+    /// No answer (gRPC error, timeout, the engine or its storage down) or one that says neither.
+    Failed,
+}
+
+/// What the engine must confirm before `principal` is allowed: a one-time keypair
+/// token's first use fleet-wide, or that a Basic user's name is not locked.
+pub(crate) fn confirmation(principal: &Principal, one_time: impl Fn(&str) -> bool) -> Option<Check> {
+    match principal.method {
+        AuthMethod::Keypair if one_time(&principal.id) => {
+            let jti = principal.token.as_ref()?.jti.as_ref()?;
+            Some(Check::OneTime { keypair: principal.id.clone(), jti: jti.clone() })
+        }
+        AuthMethod::Basic => Some(Check::Locked { user: principal.id.clone() }),
+        _ => None,
+    }
+}
+
+/// Values longer than this are sent as their SHA-256 (a user name or `jti` is the client's choice).
+const MAX_VALUE_BYTES: usize = 128;
+
+/// A descriptor value as the engine gets it: bytes other than ASCII letters, digits,
+/// `-` and `.` percent-encoded (so no value holds envoyproxy/ratelimit's `_` key
+/// separator, a quote or a control character), and a value over 128 bytes as `~` and
+/// its SHA-256 in hex (`~` is encoded in any other value: the two never meet).
+pub(crate) fn value(raw: &str) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(raw.len());
+    if raw.len() > MAX_VALUE_BYTES {
+        use sha2::Digest;
+        out.push('~');
+        for byte in sha2::Sha256::digest(raw.as_bytes()) {
+            let _ = write!(out, "{byte:02x}");
+        }
+        return out;
+    }
+    for byte in raw.bytes() {
+        if byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'.' {
+            out.push(char::from(byte));
+        } else {
+            let _ = write!(out, "%{byte:02X}");
+        }
+    }
+    out
+}
+
+impl Check {
+    /// The descriptor's entries, values escaped, and whether it is only checked.
+    pub(crate) fn descriptor(&self) -> (Vec<(&'static str, String)>, bool) {
+        match self {
+            Check::OneTime { keypair, jti } => (vec![(ONE_TIME_KEY, value(keypair)), (JTI_KEY, value(jti))], false),
+            Check::Locked { user } => (vec![(FAILURES_KEY, value(user))], true),
+            Check::Failure { user } => (vec![(FAILURES_KEY, value(user))], false),
+        }
+    }
+
+    /// `envoy.service.ratelimit.v3.RateLimitRequest` for `domain` with this one descriptor:
+    /// `domain` (1), `descriptors` (2: `entries` (1: `key` 1, `value` 2) and, to check
+    /// without counting, the descriptor's own `hits_addend` (3, a `UInt64Value`) of 0).
+    /// The request's `hits_addend` is left out: 0, which engines read as 1.
+    pub(crate) fn request(&self, domain: &str) -> Vec<u8> {
+        let (entries, check_only) = self.descriptor();
+        let mut descriptor = Vec::new();
+        for (key, value) in &entries {
+            let mut entry = Vec::new();
+            field(&mut entry, 1, key.as_bytes());
+            field(&mut entry, 2, value.as_bytes());
+            field(&mut descriptor, 1, &entry);
+        }
+        if check_only {
+            field(&mut descriptor, 3, &[]); // UInt64Value { value: 0 }: present, zero
+        }
+        let mut message = Vec::new();
+        field(&mut message, 1, domain.as_bytes());
+        field(&mut message, 2, &descriptor);
+        message
+    }
+}
+
+/// A length-delimited field.
+fn field(out: &mut Vec<u8>, number: u8, bytes: &[u8]) {
+    out.push(number << 3 | 2);
+    varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+fn varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+/// The answer to a call: gRPC status 0 and a `RateLimitResponse` whose `overall_code`
+/// (field 1) is OK (1) or OVER_LIMIT (2); anything else failed.
+pub(crate) fn answer(grpc_status: u32, body: &[u8]) -> Answer {
+    if grpc_status != 0 {
+        return Answer::Failed;
+    }
+    match overall_code(body) {
+        Some(1) => Answer::Ok,
+        Some(2) => Answer::OverLimit,
+        _ => Answer::Failed,
+    }
+}
+
+/// Field 1 (a varint) of a protobuf message, walking past the others; None when absent
+/// (proto3 leaves out UNKNOWN, 0) or the message is malformed.
+fn overall_code(mut body: &[u8]) -> Option<u64> {
+    let mut code = None;
+    while !body.is_empty() {
+        let tag = read_varint(&mut body)?;
+        match tag & 7 {
+            0 => {
+                let n = read_varint(&mut body)?;
+                if tag >> 3 == 1 {
+                    code = Some(n);
+                }
+            }
+            1 => body = body.get(8..)?,
+            2 => {
+                let len = usize::try_from(read_varint(&mut body)?).ok()?;
+                body = body.get(len..)?;
+            }
+            5 => body = body.get(4..)?,
+            _ => return None,
+        }
+    }
+    code
+}
+
+fn read_varint(body: &mut &[u8]) -> Option<u64> {
+    let mut n = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&byte, rest) = body.split_first()?;
+        *body = rest;
+        n |= u64::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            return Some(n);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_keep_letters_digits_dashes_and_dots_and_encode_the_rest() {
+        assert_eq!(value("alice.b-2"), "alice.b-2");
+        assert_eq!(value("a_b c:d%~\"é"), "a%5Fb%20c%3Ad%25%7E%22%C3%A9");
+        assert_eq!(value("\u{0}\n"), "%00%0A");
+        let long = "x".repeat(129);
+        let hashed = value(&long);
+        assert!(hashed.starts_with('~') && hashed.len() == 65, "{hashed}");
+        assert_eq!(value(&"x".repeat(128)), "x".repeat(128));
+        // A value never reads as another's hash: `~` is encoded in a short one.
+        assert_ne!(value(&hashed), hashed);
+    }
+
+    #[test]
+    fn a_one_time_request_is_the_protobuf_envoy_sends() {
+        let check = Check::OneTime { keypair: "kp".into(), jti: "j_1".into() };
+        let bytes = check.request("wasm_authn");
+        // domain, then one descriptor of two entries, without hits_addend.
+        let mut expected = vec![0x0a, 10];
+        expected.extend_from_slice(b"wasm_authn");
+        let entry_a = [&[0x0a, 16][..], b"one_time_keypair", &[0x12, 2], b"kp"].concat();
+        let entry_b = [&[0x0a, 3][..], b"jti", &[0x12, 5], b"j%5F1"].concat();
+        let descriptor = [&[0x0a, entry_a.len() as u8][..], &entry_a, &[0x0a, entry_b.len() as u8], &entry_b].concat();
+        expected.extend_from_slice(&[0x12, descriptor.len() as u8]);
+        expected.extend_from_slice(&descriptor);
+        assert_eq!(bytes, expected);
+    }
+
+    #[test]
+    fn a_check_carries_a_zero_hits_addend_and_a_failure_none() {
+        let locked = Check::Locked { user: "bob".into() }.request("d");
+        let failure = Check::Failure { user: "bob".into() }.request("d");
+        let entry = [&[0x0a, 14][..], b"basic_failures", &[0x12, 3], b"bob"].concat();
+        let counted = [&[0x0a, entry.len() as u8][..], &entry].concat();
+        let checked = [&counted[..], &[0x1a, 0x00]].concat();
+        assert_eq!(failure, [&[0x0a, 1, b'd', 0x12, counted.len() as u8][..], &counted].concat());
+        assert_eq!(locked, [&[0x0a, 1, b'd', 0x12, checked.len() as u8][..], &checked].concat());
+    }
+
+    #[test]
+    fn long_values_take_two_byte_lengths() {
+        let user = "u".repeat(100);
+        let bytes = Check::Failure { user: user.clone() }.request("d");
+        // entry: 2 + 14 + 2 + 100 = 118 bytes; descriptor: 2 + 118 = 120; both fit one byte, the
+        // jti's hash too; a 300-byte domain needs two.
+        assert_eq!(bytes.len(), 3 + 2 + 120);
+        let domain = "d".repeat(300);
+        let bytes = Check::Failure { user }.request(&domain);
+        assert_eq!(&bytes[..3], &[0x0a, 0xac, 0x02]);
+    }
+
+    #[test]
+    fn the_answer_is_its_overall_code_under_grpc_status_zero() {
+        assert_eq!(answer(0, &[0x08, 0x01]), Answer::Ok);
+        assert_eq!(answer(0, &[0x08, 0x02]), Answer::OverLimit);
+        // Other fields before and after are walked past.
+        let with_statuses = [0x12, 0x02, 0x08, 0x02, 0x08, 0x02, 0x2a, 0x00];
+        assert_eq!(answer(0, &with_statuses), Answer::OverLimit);
+        // UNKNOWN (left out), a gRPC error (14: unavailable; 4: deadline), a malformed body.
+        for (status, body) in
+            [(0, &[][..]), (14, &[0x08, 0x01][..]), (4, &[][..]), (0, &[0x08][..]), (0, &[0x12, 9][..])]
+        {
+            assert_eq!(answer(status, body), Answer::Failed, "{status} {body:?}");
+        }
+        assert_eq!(answer(0, &[0x08, 0x03]), Answer::Failed);
+    }
+
+    #[test]
+    fn only_one_time_keypairs_and_basic_users_are_confirmed() {
+        use crate::privileges::Privileges;
+        use std::rc::Rc;
+        let privileges = Rc::new(Privileges::default());
+        let user = Principal::configured("alice", AuthMethod::Basic, &privileges);
+        assert_eq!(confirmation(&user, |_| true), Some(Check::Locked { user: "alice".into() }));
+        let client = Principal::configured("c", AuthMethod::ApiKey, &privileges);
+        assert_eq!(confirmation(&client, |_| true), None);
+        let mut keypair = Principal::configured("kp", AuthMethod::Keypair, &privileges);
+        keypair.token = Some(crate::principal::TokenFacts { jti: Some("j".into()), ..Default::default() });
+        assert_eq!(
+            confirmation(&keypair, |name| name == "kp"),
+            Some(Check::OneTime { keypair: "kp".into(), jti: "j".into() })
+        );
+        assert_eq!(confirmation(&keypair, |_| false), None, "not one_time");
+    }
+}
