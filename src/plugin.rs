@@ -87,7 +87,7 @@ pub struct Plugin {
     /// Outstanding introspection calls, with their call token (a few: a list is smaller code than a map).
     introspections: Vec<(u32, IntrospectionCall)>,
     /// Questions to the fleet's rate-limit engine on their way, with their call token.
-    engine_calls: Vec<(u32, fleet_checks::EngineCall)>,
+    engine_calls: Vec<fleet_checks::EngineCall>,
     needs_route_name: bool,
     needs_source_address: bool,
     needs_peer_names: bool,
@@ -165,11 +165,12 @@ impl Plugin {
             }
             return self.answer(host, context_id, Some(request), reply);
         }
-        if self.streams.asking_engine(context_id) {
-            return self.engine_overdue(host, context_id, now_ms);
-        }
-        if self.streams.waiting(context_id).is_none() {
-            return Step::Hold; // decided meanwhile, or gone: nothing to do
+        match self.streams.waiting(context_id) {
+            None => return Step::Hold, // decided meanwhile, or gone: nothing to do
+            Some(Waiting { awaited: Awaited::Engine, deadline_ms, .. }) => {
+                return self.engine_decide(host, context_id, now_ms >= deadline_ms)
+            }
+            Some(_) => {}
         }
         self.decide(host, context_id, request, now_ms)
     }
@@ -311,13 +312,13 @@ impl Plugin {
                     self.track(host, context_id, limited);
                 }
                 if let Some(check) = self.engine_check_for(&principal) {
-                    return self.ask_engine(host, context_id, check, Ok((changes, principal)), now_ms);
+                    return self.ask_engine(host, context_id, request, check, Ok((changes, principal)), now_ms);
                 }
                 host.count_soon(Outcome::Allowed);
                 self.streams.allow(context_id, changes)
             }
             Decision::Reply(reply) => match self.engine_failure_of(&reply, request) {
-                Some(check) => self.ask_engine(host, context_id, check, Err(reply), now_ms),
+                Some(check) => self.ask_engine(host, context_id, request, check, Err(reply), now_ms),
                 None => self.answer(host, context_id, Some(request), reply),
             },
             Decision::ReadBody(presented) => {
@@ -478,6 +479,8 @@ impl Plugin {
                 let introspection = self.config.jwt_providers.get(provider.0).and_then(|p| p.introspection.as_ref());
                 (introspection.map_or(0, |introspection| introspection.wait_ms()), 0)
             }
+            // Held by `fleet_checks`, never here.
+            Awaited::Engine => (0, 0),
         };
         let earlier = self.streams.waiting(context_id);
         if let (Awaited::Keys { provider, refetch: true }, Some(earlier)) = (awaited, earlier) {
@@ -499,6 +502,7 @@ impl Plugin {
                 Awaited::RevocationList => LocalReply::try_later(Reason::RevocationUnavailable, wait_ms.div_ceil(1000)),
                 Awaited::ApiClients => LocalReply::try_later(Reason::ApiClientsUnavailable, 1),
                 Awaited::Introspection { .. } => LocalReply::try_later(Reason::IntrospectionFailed, 1),
+                Awaited::Engine => LocalReply::try_later(Reason::EngineUnavailable, 1),
             };
             return self.answer(host, context_id, Some(request), reply);
         }
@@ -508,6 +512,7 @@ impl Plugin {
                 Awaited::RevocationList => "held for the revocation list",
                 Awaited::ApiClients => "held for the client store",
                 Awaited::Introspection { .. } => "held for an introspection answer",
+                Awaited::Engine => "held for the rate-limit engine (decided)",
             };
             self.log_decision(context_id, Some(request), what, now_ms);
             self.count_held(host, context_id);
@@ -674,8 +679,7 @@ impl Plugin {
                 || self.introspection_over(&*host, w.awaited, now_ms)
         });
         let overdue_bodies = self.streams.reading().filter(|(_, deadline_ms)| now_ms >= *deadline_ms);
-        let overdue_answers = self.engine_overdue_streams(now_ms);
-        held.map(|(id, _)| id).chain(overdue_bodies.map(|(id, _)| id)).chain(overdue_answers).collect()
+        held.map(|(id, _)| id).chain(overdue_bodies.map(|(id, _)| id)).collect()
     }
 
     /// The events of what a held stream waits for (they change when it may be decided differently).
@@ -685,7 +689,8 @@ impl Plugin {
             Awaited::RevocationList => return self.fetched.revocation.as_ref().map_or(0, |r| r.events()),
             Awaited::ApiClients => return self.fetched.api_clients.as_ref().map_or(0, |r| r.events()),
             // Stored in shared data: the tick looks there (`introspection_over`).
-            Awaited::Introspection { .. } => return 0,
+            // Its answer revisits it (`fleet_checks`).
+            Awaited::Introspection { .. } | Awaited::Engine => return 0,
         };
         remote.map_or(0, |remote| remote.events())
     }

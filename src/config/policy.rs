@@ -5,8 +5,8 @@ use super::error::ConfigError;
 use super::names::non_empty;
 use super::remote::{fetch_config, Document};
 use super::schema::{
-    default_wait_ms, PrivilegeFields, RawBypassRule, RawEngine, RawLimitScope, RawLimits, RawMatch, RawRevocation,
-    RawRule, MAX_WAIT_MS,
+    default_wait_ms, PrivilegeFields, RawBypassRule, RawLimitScope, RawLimits, RawMatch, RawRevocation, RawRule,
+    MAX_WAIT_MS,
 };
 use crate::fleet::LimitScope;
 use crate::jwt::{Provider, ProviderKind};
@@ -169,15 +169,18 @@ pub(super) fn limits(raw: Option<RawLimits>) -> Result<LimitSettings, ConfigErro
             "must be false with scope \"fleet\": the engine counts the hourly limits",
         ));
     }
-    let engine = match (scope, raw.engine) {
-        (LimitScope::Envoy, Some(_)) => {
-            return Err(ConfigError::new(
-                "limits.engine",
-                "needs scope \"fleet\": with \"envoy\" nothing asks the engine",
-            ))
+    let engine = match scope {
+        LimitScope::Envoy => None,
+        LimitScope::Fleet => {
+            if raw.engine_cluster.is_empty() || raw.engine_domain.is_empty() {
+                return Err(ConfigError::new("limits.engine_cluster", "and engine_domain must not be empty"));
+            }
+            Some(crate::fleet::engine::Engine {
+                cluster: raw.engine_cluster,
+                domain: raw.engine_domain,
+                failure_mode_deny: raw.engine_failure_mode_deny,
+            })
         }
-        (LimitScope::Envoy, None) => None,
-        (LimitScope::Fleet, raw) => Some(engine(raw.unwrap_or_default())?),
     };
     Ok(LimitSettings {
         defaults,
@@ -185,25 +188,6 @@ pub(super) fn limits(raw: Option<RawLimits>) -> Result<LimitSettings, ConfigErro
         expose_headers: raw.expose_headers,
         scope,
         engine,
-    })
-}
-
-/// `limits.engine` compiled.
-fn engine(raw: RawEngine) -> Result<crate::fleet::engine::Engine, ConfigError> {
-    let name = |text: &str, field: &str| {
-        if text.is_empty() || text.chars().any(char::is_control) {
-            return Err(ConfigError::new(format!("limits.engine.{field}"), "must be a non-empty name"));
-        }
-        Ok(text.to_string())
-    };
-    if !(1..=5000).contains(&raw.timeout_ms) {
-        return Err(ConfigError::new("limits.engine.timeout_ms", "must be between 1 and 5000"));
-    }
-    Ok(crate::fleet::engine::Engine {
-        cluster: name(&raw.cluster, "cluster")?,
-        domain: name(&raw.domain, "domain")?,
-        timeout_ms: raw.timeout_ms,
-        failure_mode_deny: raw.failure_mode_deny,
     })
 }
 

@@ -257,48 +257,15 @@ pub(super) struct RawLimits {
     /// Who counts the requests per hour: `"envoy"` (this Envoy, exact across its workers) or `"fleet"` (the rate-limit engine every Envoy asks through Envoy's rate-limit filter; `wasm-authn ratelimit-config` writes its rules). Requests in flight are counted per Envoy either way.
     #[serde(default)]
     pub scope: RawLimitScope,
-    /// With scope `"fleet"`: how the filter asks the engine itself about one-time keypair tokens (`one_time`) and failed passwords (`basic.failure_limit`), which Envoy's rate-limit filter cannot see.
-    pub engine: Option<RawEngine>,
-}
-
-/// `limits.engine`: the rate-limit engine the filter asks itself (Envoy's RateLimitService, gRPC).
-#[derive(Deserialize)]
-#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawEngine {
-    /// The Envoy cluster of the engine's gRPC endpoint (it needs `http2_protocol_options`).
+    /// With scope `"fleet"`: the Envoy cluster (gRPC, HTTP/2) of the rate-limit engine the filter asks itself about one-time keypair tokens (`one_time`) and failed passwords (`basic.failure_limit`), which Envoy's rate-limit filter cannot see.
     #[serde(default = "default_engine_cluster")]
-    pub cluster: String,
-    /// The rate-limit domain (Limitador's namespace), as `wasm-authn ratelimit-config --domain` writes it.
+    pub engine_cluster: String,
+    /// With scope `"fleet"`: the rate-limit domain (Limitador's namespace) of those questions, as `wasm-authn ratelimit-config --domain` writes the rules.
     #[serde(default = "default_engine_domain")]
-    pub domain: String,
-    /// The most a request waits for the engine's answer, in milliseconds (1-5000).
-    #[serde(default = "default_engine_timeout_ms")]
-    pub timeout_ms: u64,
-    /// When the engine does not answer (in time): `false` decides on this Envoy's own records alone (counted as `engine.failure_mode_allowed`), `true` answers 503 (as Envoy's rate-limit filter's `failure_mode_deny`).
+    pub engine_domain: String,
+    /// With scope `"fleet"`, when the engine does not answer within 250 ms: `false` decides on this Envoy's own records alone (counted as `engine.failure_mode_allowed`), `true` answers 503 (as Envoy's rate-limit filter's `failure_mode_deny`). A refused password is refused either way.
     #[serde(default)]
-    pub failure_mode_deny: bool,
-}
-
-impl Default for RawEngine {
-    fn default() -> Self {
-        RawEngine {
-            cluster: default_engine_cluster(),
-            domain: default_engine_domain(),
-            timeout_ms: default_engine_timeout_ms(),
-            failure_mode_deny: false,
-        }
-    }
-}
-
-fn default_engine_cluster() -> String {
-    "ratelimit".to_string()
-}
-fn default_engine_domain() -> String {
-    "wasm_authn".to_string()
-}
-fn default_engine_timeout_ms() -> u64 {
-    250
+    pub engine_failure_mode_deny: bool,
 }
 
 impl Default for RawLimits {
@@ -309,7 +276,9 @@ impl Default for RawLimits {
             max_tracked_principals: default_max_tracked_principals(),
             expose_headers: false,
             scope: RawLimitScope::default(),
-            engine: None,
+            engine_cluster: default_engine_cluster(),
+            engine_domain: default_engine_domain(),
+            engine_failure_mode_deny: false,
         }
     }
 }
@@ -834,6 +803,12 @@ pub(super) fn default_failure_window() -> u64 {
 }
 fn default_keypair_lifetime() -> u64 {
     60
+}
+fn default_engine_cluster() -> String {
+    "ratelimit".to_string()
+}
+fn default_engine_domain() -> String {
+    "wasm_authn".to_string()
 }
 fn default_max_tracked_principals() -> usize {
     10_000

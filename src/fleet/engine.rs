@@ -28,15 +28,18 @@ pub(crate) const SERVICE: &str = "envoy.service.ratelimit.v3.RateLimitService";
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 pub(crate) const METHOD: &str = "ShouldRateLimit";
 
-/// `limits.engine`: where and how the filter asks the engine.
+/// The most a request waits for the engine's answer: the call's timeout (Envoy answers
+/// it then with a gRPC error), as long as Envoy's rate-limit filter waits as
+/// `ratelimit-config` prints it.
+pub(crate) const TIMEOUT_MS: u64 = 250;
+
+/// `limits.engine_*`: where and how the filter asks the engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Engine {
     /// The Envoy cluster of the engine's gRPC endpoint (HTTP/2).
     pub cluster: String,
     /// The rate-limit domain (Limitador's namespace).
     pub domain: String,
-    /// The most a request waits for the answer.
-    pub timeout_ms: u64,
     /// When the engine does not answer: refuse (503) instead of deciding on the local records alone.
     pub failure_mode_deny: bool,
 }
@@ -74,55 +77,51 @@ pub(crate) fn confirmation(principal: &Principal, one_time: impl Fn(&str) -> boo
     }
 }
 
-/// Values longer than this are sent as their SHA-256 (a user name or `jti` is the client's choice).
+/// The most of a value sent (a user name or `jti` is the client's choice): longer ones
+/// are cut. Two names alike in their first 128 bytes share one count: a guesser could
+/// as well fail with the name itself; two tokens of one keypair, one use.
 const MAX_VALUE_BYTES: usize = 128;
 
-/// A descriptor value as the engine gets it: bytes other than ASCII letters, digits,
-/// `-` and `.` percent-encoded (so no value holds envoyproxy/ratelimit's `_` key
-/// separator, a quote or a control character), and a value over 128 bytes as `~` and
-/// its SHA-256 in hex (`~` is encoded in any other value: the two never meet).
+/// A descriptor value as the engine gets it, its first 128 bytes with those other than
+/// ASCII letters, digits, `-` and `.` percent-encoded: no value holds envoyproxy/ratelimit's
+/// `_` key separator, a quote or a control character.
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 pub(crate) fn value(raw: &str) -> String {
-    use std::fmt::Write;
-    let mut out = String::with_capacity(raw.len());
-    if raw.len() > MAX_VALUE_BYTES {
-        use sha2::Digest;
-        out.push('~');
-        for byte in sha2::Sha256::digest(raw.as_bytes()) {
-            let _ = write!(out, "{byte:02x}");
-        }
-        return out;
-    }
-    for byte in raw.bytes() {
+    let mut out = Vec::new();
+    escape(&mut out, raw);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `value`, written to `out`.
+fn escape(out: &mut Vec<u8>, raw: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &byte in raw.as_bytes().iter().take(MAX_VALUE_BYTES) {
         if byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'.' {
-            out.push(char::from(byte));
+            out.push(byte);
         } else {
-            let _ = write!(out, "%{byte:02X}");
+            out.extend_from_slice(&[b'%', HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 15)]]);
         }
     }
-    out
 }
 
 impl Check {
-    /// The descriptor's entries, values escaped, and whether it is only checked.
-    pub(crate) fn descriptor(&self) -> (Vec<(&'static str, String)>, bool) {
-        match self {
-            Check::OneTime { keypair, jti } => (vec![(ONE_TIME_KEY, value(keypair)), (JTI_KEY, value(jti))], false),
-            Check::Locked { user } => (vec![(FAILURES_KEY, value(user))], true),
-            Check::Failure { user } => (vec![(FAILURES_KEY, value(user))], false),
-        }
-    }
-
     /// `envoy.service.ratelimit.v3.RateLimitRequest` for `domain` with this one descriptor:
     /// `domain` (1), `descriptors` (2: `entries` (1: `key` 1, `value` 2) and, to check
     /// without counting, the descriptor's own `hits_addend` (3, a `UInt64Value`) of 0).
     /// The request's `hits_addend` is left out: 0, which engines read as 1.
     pub(crate) fn request(&self, domain: &str) -> Vec<u8> {
-        let (entries, check_only) = self.descriptor();
+        let (entries, check_only): (&[(&str, &str)], bool) = match self {
+            Check::OneTime { keypair, jti } => (&[(ONE_TIME_KEY, keypair), (JTI_KEY, jti)], false),
+            Check::Locked { user } => (&[(FAILURES_KEY, user)], true),
+            Check::Failure { user } => (&[(FAILURES_KEY, user)], false),
+        };
         let mut descriptor = Vec::new();
-        for (key, value) in &entries {
+        for (key, raw) in entries {
+            let mut value = Vec::new();
+            escape(&mut value, raw);
             let mut entry = Vec::new();
             field(&mut entry, 1, key.as_bytes());
-            field(&mut entry, 2, value.as_bytes());
+            field(&mut entry, 2, &value);
             field(&mut descriptor, 1, &entry);
         }
         if check_only {
@@ -150,55 +149,15 @@ fn varint(out: &mut Vec<u8>, mut n: u64) {
     out.push(n as u8);
 }
 
-/// The answer to a call: gRPC status 0 and a `RateLimitResponse` whose `overall_code`
-/// (field 1) is OK (1) or OVER_LIMIT (2); anything else failed.
+/// The answer to a call: gRPC status 0 and a `RateLimitResponse` that opens with its
+/// `overall_code` (field 1, a varint: `08 01` OK, `08 02` OVER_LIMIT; encoders write
+/// fields in order); anything else (UNKNOWN, which proto3 leaves out) failed.
 pub(crate) fn answer(grpc_status: u32, body: &[u8]) -> Answer {
-    if grpc_status != 0 {
-        return Answer::Failed;
-    }
-    match overall_code(body) {
-        Some(1) => Answer::Ok,
-        Some(2) => Answer::OverLimit,
+    match (grpc_status, body) {
+        (0, [0x08, 0x01, ..]) => Answer::Ok,
+        (0, [0x08, 0x02, ..]) => Answer::OverLimit,
         _ => Answer::Failed,
     }
-}
-
-/// Field 1 (a varint) of a protobuf message, walking past the others; None when absent
-/// (proto3 leaves out UNKNOWN, 0) or the message is malformed.
-fn overall_code(mut body: &[u8]) -> Option<u64> {
-    let mut code = None;
-    while !body.is_empty() {
-        let tag = read_varint(&mut body)?;
-        match tag & 7 {
-            0 => {
-                let n = read_varint(&mut body)?;
-                if tag >> 3 == 1 {
-                    code = Some(n);
-                }
-            }
-            1 => body = body.get(8..)?,
-            2 => {
-                let len = usize::try_from(read_varint(&mut body)?).ok()?;
-                body = body.get(len..)?;
-            }
-            5 => body = body.get(4..)?,
-            _ => return None,
-        }
-    }
-    code
-}
-
-fn read_varint(body: &mut &[u8]) -> Option<u64> {
-    let mut n = 0u64;
-    for shift in (0..64).step_by(7) {
-        let (&byte, rest) = body.split_first()?;
-        *body = rest;
-        n |= u64::from(byte & 0x7f) << shift;
-        if byte < 0x80 {
-            return Some(n);
-        }
-    }
-    None
 }
 
 #[cfg(test)]
@@ -210,12 +169,9 @@ mod tests {
         assert_eq!(value("alice.b-2"), "alice.b-2");
         assert_eq!(value("a_b c:d%~\"é"), "a%5Fb%20c%3Ad%25%7E%22%C3%A9");
         assert_eq!(value("\u{0}\n"), "%00%0A");
-        let long = "x".repeat(129);
-        let hashed = value(&long);
-        assert!(hashed.starts_with('~') && hashed.len() == 65, "{hashed}");
-        assert_eq!(value(&"x".repeat(128)), "x".repeat(128));
-        // A value never reads as another's hash: `~` is encoded in a short one.
-        assert_ne!(value(&hashed), hashed);
+        // Cut at 128 bytes, whatever they are.
+        assert_eq!(value(&"x".repeat(200)), "x".repeat(128));
+        assert_eq!(value(&"é".repeat(100)), "%C3%A9".repeat(64));
     }
 
     #[test]
@@ -248,8 +204,8 @@ mod tests {
     fn long_values_take_two_byte_lengths() {
         let user = "u".repeat(100);
         let bytes = Check::Failure { user: user.clone() }.request("d");
-        // entry: 2 + 14 + 2 + 100 = 118 bytes; descriptor: 2 + 118 = 120; both fit one byte, the
-        // jti's hash too; a 300-byte domain needs two.
+        // entry: 2 + 14 + 2 + 100 = 118 bytes; descriptor: 2 + 118 = 120; both fit one byte;
+        // a 300-byte domain needs two.
         assert_eq!(bytes.len(), 3 + 2 + 120);
         let domain = "d".repeat(300);
         let bytes = Check::Failure { user }.request(&domain);
@@ -260,12 +216,12 @@ mod tests {
     fn the_answer_is_its_overall_code_under_grpc_status_zero() {
         assert_eq!(answer(0, &[0x08, 0x01]), Answer::Ok);
         assert_eq!(answer(0, &[0x08, 0x02]), Answer::OverLimit);
-        // Other fields before and after are walked past.
-        let with_statuses = [0x12, 0x02, 0x08, 0x02, 0x08, 0x02, 0x2a, 0x00];
-        assert_eq!(answer(0, &with_statuses), Answer::OverLimit);
-        // UNKNOWN (left out), a gRPC error (14: unavailable; 4: deadline), a malformed body.
+        // Statuses and headers may follow.
+        assert_eq!(answer(0, &[0x08, 0x02, 0x12, 0x02, 0x08, 0x02]), Answer::OverLimit);
+        // UNKNOWN (left out: another field first, or nothing), a gRPC error (14: unavailable;
+        // 4: deadline), a truncated body.
         for (status, body) in
-            [(0, &[][..]), (14, &[0x08, 0x01][..]), (4, &[][..]), (0, &[0x08][..]), (0, &[0x12, 9][..])]
+            [(0, &[][..]), (0, &[0x12, 0x00, 0x08, 0x01][..]), (14, &[0x08, 0x01][..]), (4, &[][..]), (0, &[0x08][..])]
         {
             assert_eq!(answer(status, body), Answer::Failed, "{status} {body:?}");
         }

@@ -44,24 +44,14 @@ impl Context for AuthnRequest {
     }
 
     /// The fleet's rate-limit engine answered (or the call failed: a gRPC status, no
-    /// message): the request held for it is carried out.
+    /// message): recorded, and the request held for it is carried out.
     fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
-        let message = match response_size {
-            0 => Vec::new(),
-            size => hostcalls::get_buffer(BufferType::GrpcReceiveBuffer, 0, size.min(MAX_ENGINE_ANSWER))
-                .ok()
-                .flatten()
-                .unwrap_or_default(),
-        };
-        let step = with_plugin(self.vm.as_ref(), |plugin, host, _| {
-            plugin.on_engine_answer(host, token_id, status_code, &message)
-        });
-        carry_out(step);
+        super::vm::engine_answered(self.vm.as_ref(), token_id, status_code, response_size);
+        if let Some(vm) = self.vm.as_ref() {
+            revisit(vm, self.context_id);
+        }
     }
 }
-
-/// The most of the engine's answer read (its first field decides; statuses and headers follow).
-const MAX_ENGINE_ANSWER: usize = 4096;
 
 impl HttpContext for AuthnRequest {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
@@ -111,12 +101,6 @@ impl HttpContext for AuthnRequest {
 /// and carried out. A stream allowed here is resumed, one answered is answered.
 pub(super) fn revisit(vm: &Rc<RefCell<Vm>>, context_id: u32) {
     let step = with_request(Some(vm), |plugin, host, request, now| plugin.revisit(host, context_id, request, now));
-    carry_out(step);
-}
-
-/// A step taken outside the stream's own callbacks (it is paused): carried out, and the
-/// stream resumed when it was allowed.
-fn carry_out(step: Step) {
     let allowed = matches!(step, Step::Continue(_));
     let _ = request_action(step);
     if allowed {

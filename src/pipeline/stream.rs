@@ -14,12 +14,11 @@
 //! ```text
 //!   headers ──decide──> Allowed ──> body, trailers: continue
 //!      │       └──────> Answered ─> body, trailers: held (the reply is on its way)
-//!      └─> Undecided ─┬─ Waiting (keys, a document): body, trailers held;
-//!                     │    decided again on a tick, or answered when the wait is over
-//!                     ├─ ReadingBody: chunks held until the body is complete
-//!                     │    (or over its bound, or its deadline), then decided
-//!                     └─ AskingEngine: decided here, held for the fleet's rate-limit
-//!                          engine; allowed (with the changes kept) or answered on its answer
+//!      └─> Undecided ─┬─ Waiting (keys, a document, the rate-limit engine's answer):
+//!                     │    body, trailers held; decided again on a tick (or carried out
+//!                     │    as decided, on the engine's answer), or answered when the wait is over
+//!                     └─ ReadingBody: chunks held until the body is complete
+//!                          (or over its bound, or its deadline), then decided
 //! ```
 
 use std::collections::HashMap;
@@ -77,6 +76,9 @@ pub enum Awaited {
         /// The token's key in the shared answers.
         key: u128,
     },
+    /// The fleet's rate-limit engine's answer about a request decided here (the plugin
+    /// keeps what the decision was: its changes, or its refusal).
+    Engine,
 }
 
 /// A request held for something on its way.
@@ -131,9 +133,6 @@ enum Pending {
         purpose: BodyPurpose,
         deadline_ms: u64,
     },
-    /// Decided here, held for the fleet's rate-limit engine: allowed pending its answer
-    /// (these changes), or refused pending it (none: the reply is the plugin's).
-    AskingEngine(Option<UpstreamChanges>),
 }
 
 /// One stream's state, and what it gives back when it ends.
@@ -232,43 +231,6 @@ impl Streams {
         Step::Hold
     }
 
-    /// It was decided here and waits for the rate-limit engine's answer: allowed
-    /// pending it (`changes`: continued with them when the engine agrees), or a refusal
-    /// pending it (None).
-    pub fn ask_engine(&mut self, context_id: u32, changes: Option<UpstreamChanges>, now_ms: u64) -> Step {
-        let Some(stream) = self.streams.get_mut(&context_id) else {
-            return Step::Answer(LocalReply::host_unavailable());
-        };
-        stream.held_since_ms.get_or_insert(now_ms);
-        stream.fate = Fate::Undecided(Pending::AskingEngine(changes));
-        Step::Hold
-    }
-
-    /// The engine agreed with the allow it was asked about: the stream continues with its
-    /// changes. Any other stream is not continued (fail closed).
-    pub fn engine_agreed(&mut self, context_id: u32) -> Step {
-        let Some(stream) = self.streams.get_mut(&context_id) else {
-            return Step::Answer(LocalReply::host_unavailable());
-        };
-        match std::mem::replace(&mut stream.fate, Fate::Undecided(Pending::Deciding)) {
-            Fate::Undecided(Pending::AskingEngine(Some(changes))) => {
-                stream.fate = Fate::Allowed;
-                Step::Continue(Go { changes: Some(changes) })
-            }
-            fate => {
-                stream.fate = fate;
-                Step::Hold
-            }
-        }
-    }
-
-    /// Whether it waits for the engine's answer.
-    pub fn asking_engine(&self, context_id: u32) -> bool {
-        self.streams
-            .get(&context_id)
-            .is_some_and(|stream| matches!(stream.fate, Fate::Undecided(Pending::AskingEngine(_))))
-    }
-
     /// A body chunk (`body_size`: the whole body buffered so far) or, with
     /// `end_of_stream`, its end; past its purpose's bound a body read is complete enough.
     pub fn on_body(&mut self, context_id: u32, body_size: usize, end_of_stream: bool) -> BodyEvent {
@@ -328,12 +290,9 @@ impl Streams {
 
     /// Whether any stream is held or reads its body (the host then ticks fast).
     pub fn any_held(&self) -> bool {
-        self.streams.values().any(|stream| {
-            matches!(
-                stream.fate,
-                Fate::Undecided(Pending::Waiting(_) | Pending::ReadingBody { .. } | Pending::AskingEngine(_))
-            )
-        })
+        self.streams
+            .values()
+            .any(|stream| matches!(stream.fate, Fate::Undecided(Pending::Waiting(_) | Pending::ReadingBody { .. })))
     }
 
     /// Since when it has been held, if it was.
@@ -447,30 +406,6 @@ mod tests {
             // Being decided: more chunks are held, not read twice.
             assert_eq!(streams.on_body(1, size, true), BodyEvent::Step(Step::Hold));
         }
-    }
-
-    #[test]
-    fn a_stream_asking_the_engine_holds_until_it_agrees_and_then_goes_on_with_its_changes() {
-        let mut streams = Streams::default();
-        streams.begin(1);
-        let changes = || UpstreamChanges { remove: vec!["x".into()], ..UpstreamChanges::default() };
-        assert_eq!(streams.ask_engine(1, Some(changes()), 5), Step::Hold);
-        assert!(streams.asking_engine(1) && streams.any_held());
-        for (size, end) in [(0, false), (10, true)] {
-            assert_eq!(streams.on_body(1, size, end), BodyEvent::Step(Step::Hold));
-        }
-        assert_eq!(streams.on_trailers(1), BodyEvent::Step(Step::Hold));
-        assert_eq!(streams.engine_agreed(1), Step::Continue(Go { changes: Some(changes()) }));
-        assert!(!streams.asking_engine(1));
-        assert_eq!(streams.engine_agreed(1), Step::Hold, "no second decision");
-        assert_eq!(streams.end(1), Ended { in_flight: None, abandoned_held_since: None });
-        // A refusal pending the engine is never continued by its agreement.
-        streams.begin(2);
-        assert_eq!(streams.ask_engine(2, None, 5), Step::Hold);
-        assert_eq!(streams.engine_agreed(2), Step::Hold);
-        assert!(matches!(streams.answer(2, LocalReply::host_unavailable()), Step::Answer(_)));
-        assert!(matches!(streams.engine_agreed(9), Step::Answer(_)), "never begun");
-        assert!(matches!(streams.ask_engine(9, None, 0), Step::Answer(_)));
     }
 
     #[test]

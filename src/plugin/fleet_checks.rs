@@ -11,21 +11,24 @@
 //! - a refused password (401 `basic_invalid`): the failure is counted; past the limit,
 //!   429 `basic_throttled` instead.
 //!
-//! No answer in time (the engine or its storage down): `failure_mode_deny` false allows
-//! on this Envoy's records alone (`engine.failure_mode_allowed`), true answers 503
+//! No answer in time (the engine or its storage down): `engine_failure_mode_deny` false
+//! allows on this Envoy's records alone (`engine.failure_mode_allowed`), true answers 503
 //! `engine_unavailable`; a refused password is refused either way. Counted:
 //! `engine.ok`, `engine.over_limit`, `engine.error`.
+//!
+//! The stream waits as one held for keys does (`Awaited::Engine`, its deadline the
+//! call's timeout and a second); the answer comes to the stream's own context: it is
+//! recorded, and the stream is revisited (`Plugin::revisit`).
 
 use std::rc::Rc;
-
-use log::warn;
 
 use super::{Host, Plugin};
 use crate::fleet::engine::{self, Answer, Check};
 use crate::host_api::Outcome;
 use crate::jwt::ProviderKind;
+use crate::pipeline::credential::Credential;
 use crate::pipeline::shape::UpstreamChanges;
-use crate::pipeline::stream::Step;
+use crate::pipeline::stream::{Awaited, Step, Waiting};
 use crate::principal::Principal;
 use crate::reason::Reason;
 use crate::reply::LocalReply;
@@ -33,18 +36,19 @@ use crate::request::RequestFacts;
 
 /// A question to the engine on its way, for one held stream.
 pub(super) struct EngineCall {
+    token: u32,
     context_id: u32,
-    check: Check,
-    /// The refusal pending the engine (a refused password's 401); None: an allow pending it.
-    refusal: Option<LocalReply>,
-    /// Whom an allow pending it was for (a refusal names them).
-    principal: Option<Rc<Principal>>,
-    /// Past it the answer is not waited for (Envoy's gRPC timeout comes first).
-    deadline_ms: u64,
+    /// An answer over the limit means a one-time token used before (else: a locked name).
+    one_time: bool,
+    /// What was decided here: allowed with these changes (for this principal), or this refusal.
+    decided: Result<(UpstreamChanges, Rc<Principal>), LocalReply>,
+    /// The answer, once it came.
+    answer: Option<Answer>,
 }
 
-/// How long past the call's own timeout a held stream waits before it is decided without an answer.
-const GRACE_MS: u64 = 1000;
+/// How long a stream waits for the engine: the call's own timeout (Envoy answers it
+/// then with a gRPC error), and a second more should no answer come at all.
+const WAIT_MS: u64 = engine::TIMEOUT_MS + 1000;
 
 impl Plugin {
     /// What the engine must confirm before this allow: None without an engine, or for a
@@ -66,107 +70,100 @@ impl Plugin {
         if reply.reason != Reason::BasicInvalid {
             return None;
         }
-        let value = request.header_values("authorization").find(|value| crate::basic_auth::is_basic(value))?;
-        let (user, _) = crate::basic_auth::credentials(value).ok()?;
-        Some(Check::Failure { user })
+        let config = &self.config;
+        match crate::pipeline::credential::extract(request, &config.api_keys, &config.token_locations) {
+            Ok(Some(Credential::Basic { user, .. })) => Some(Check::Failure { user }),
+            _ => None,
+        }
     }
 
-    /// Hold a decided stream and ask the engine: an allow with its changes, or a refusal.
+    /// Hold a decided stream (an allow with its changes, or a refusal) and ask the engine.
     pub(super) fn ask_engine(
         &mut self,
         host: &mut dyn Host,
         context_id: u32,
+        request: &RequestFacts,
         check: Check,
         decided: Result<(UpstreamChanges, Rc<Principal>), LocalReply>,
         now_ms: u64,
     ) -> Step {
-        let Some(settings) = self.config.engine.clone() else {
-            return self.answer(host, context_id, None, LocalReply::host_unavailable());
-        };
-        let (changes, refusal, principal) = match decided {
-            Ok((changes, principal)) => (Some(changes), None, Some(principal)),
-            Err(reply) => (None, Some(reply), None),
-        };
-        let held = self.streams.ask_engine(context_id, changes, now_ms);
-        if held != Step::Hold {
-            return held;
-        }
-        let deadline_ms = now_ms + settings.timeout_ms + GRACE_MS;
-        let call = EngineCall { context_id, check, refusal, principal, deadline_ms };
-        let message = call.check.request(&settings.domain);
-        match host.should_rate_limit(&settings.cluster, &message, settings.timeout_ms) {
-            Some(token) => {
-                self.engine_calls.push((token, call));
-                Step::Hold
-            }
-            None => {
-                warn!("wasm-authn: rate-limit engine: the call could not be made (cluster {:?}?)", settings.cluster);
-                self.engine_answered(host, call, Answer::Failed)
-            }
+        let config = Rc::clone(&self.config);
+        let Some(settings) = config.engine.as_ref() else { return Step::Hold };
+        let message = check.request(&settings.domain);
+        let token = host.should_rate_limit(&settings.cluster, &message, engine::TIMEOUT_MS);
+        self.engine_calls.push(EngineCall {
+            token: token.unwrap_or(0),
+            context_id,
+            one_time: matches!(check, Check::OneTime { .. }),
+            decided,
+            // Not made (an unknown cluster): as if the engine were down.
+            answer: token.is_none().then_some(Answer::Failed),
+        });
+        // A wait of its own, whatever the stream waited for before it was decided.
+        self.log_decision(context_id, Some(request), "decided; held for the rate-limit engine", now_ms);
+        let deadline_ms = now_ms + WAIT_MS;
+        let waiting = Waiting { awaited: Awaited::Engine, since_ms: now_ms, deadline_ms, events_seen: 0 };
+        match self.streams.wait(context_id, waiting) {
+            Step::Hold => self.engine_decide(host, context_id, false),
+            step => step,
         }
     }
 
     /// The engine answered a call (`grpc_status` 0 and its message, or a gRPC error):
-    /// the stream held for it is carried out.
-    pub fn on_engine_answer(&mut self, host: &mut dyn Host, token: u32, grpc_status: u32, message: &[u8]) -> Step {
-        let Some(i) = self.engine_calls.iter().position(|(call, _)| *call == token) else {
-            return Step::Hold; // not waited for any more
-        };
-        let (_, call) = self.engine_calls.swap_remove(i);
-        self.engine_answered(host, call, engine::answer(grpc_status, message))
+    /// recorded for the stream held for it, which the host revisits.
+    pub fn on_engine_answer(&mut self, token: u32, grpc_status: u32, message: &[u8]) {
+        if let Some(call) = self.engine_calls.iter_mut().find(|call| call.token == token && call.answer.is_none()) {
+            call.answer = Some(engine::answer(grpc_status, message));
+        }
     }
 
-    /// A held stream whose answer is overdue (brought back by the tick): decided without it.
-    pub(super) fn engine_overdue(&mut self, host: &mut dyn Host, context_id: u32, now_ms: u64) -> Step {
-        let overdue = self.engine_calls.iter().position(|(_, c)| c.context_id == context_id && now_ms >= c.deadline_ms);
-        let Some(i) = overdue else { return Step::Hold };
-        let (_, call) = self.engine_calls.swap_remove(i);
-        self.engine_answered(host, call, Answer::Failed)
-    }
-
-    /// Streams whose answer is overdue.
-    pub(super) fn engine_overdue_streams(&self, now_ms: u64) -> impl Iterator<Item = u32> + '_ {
-        self.engine_calls.iter().filter(move |(_, c)| now_ms >= c.deadline_ms).map(|(_, c)| c.context_id)
-    }
-
-    /// A stream ended: its question is not waited for (Envoy cancels the call).
-    pub(super) fn engine_forget(&mut self, context_id: u32) {
-        self.engine_calls.retain(|(_, call)| call.context_id != context_id);
-    }
-
-    fn engine_answered(&mut self, host: &mut dyn Host, call: EngineCall, answer: Answer) -> Step {
+    /// A stream held for the engine: carried out as decided once the engine agrees, or
+    /// refused; without an answer (`overdue`, or the call failed), as `failure_mode_deny` says.
+    pub(super) fn engine_decide(&mut self, host: &mut dyn Host, context_id: u32, overdue: bool) -> Step {
+        let due = |call: &EngineCall| call.context_id == context_id && (overdue || call.answer.is_some());
+        let Some(i) = self.engine_calls.iter().position(due) else { return Step::Hold };
+        let EngineCall { one_time, decided, answer, .. } = self.engine_calls.swap_remove(i);
+        let answer = answer.unwrap_or(Answer::Failed);
         host.increment(match answer {
             Answer::Ok => "engine.ok",
             Answer::OverLimit => "engine.over_limit",
             Answer::Failed => "engine.error",
         });
-        let deny = self.config.engine.as_ref().is_none_or(|settings| settings.failure_mode_deny);
-        let EngineCall { context_id, check, refusal, principal, .. } = call;
-        let reply = match (answer, refusal) {
-            (Answer::OverLimit, _) => match check {
-                Check::OneTime { .. } => {
+        let deny = self.config.engine.as_ref().is_some_and(|settings| settings.failure_mode_deny);
+        let reply = match (answer, decided) {
+            (Answer::OverLimit, decided) => {
+                let reply = if one_time {
                     let challenges = self.config.challenges(&crate::pipeline::route::Require::Any);
                     LocalReply::invalid_token(challenges, "token already used", Reason::TokenReplayed)
-                }
-                Check::Locked { .. } | Check::Failure { .. } => {
+                } else {
                     LocalReply::try_later(Reason::BasicThrottled, self.config.failure_limit.window_seconds)
+                };
+                match decided {
+                    Ok((_, principal)) => reply.to(&principal),
+                    Err(_) => reply,
                 }
-            },
-            (_, Some(refusal)) => refusal,
-            (Answer::Failed, None) if deny => LocalReply::try_later(Reason::EngineUnavailable, 1),
-            (Answer::Ok | Answer::Failed, None) => {
+            }
+            (_, Err(refusal)) => refusal,
+            (Answer::Failed, Ok((_, principal))) if deny => {
+                LocalReply::try_later(Reason::EngineUnavailable, 1).to(&principal)
+            }
+            (_, Ok((changes, _))) => {
                 if answer == Answer::Failed {
                     host.increment("engine.failure_mode_allowed");
                 }
                 host.count_soon(Outcome::Allowed);
-                return self.streams.engine_agreed(context_id);
+                return self.streams.allow(context_id, changes);
             }
         };
-        let reply = match &principal {
-            Some(principal) => reply.to(principal),
-            None => reply,
-        };
         self.answer(host, context_id, None, reply)
+    }
+
+    /// A stream ended: its question is not waited for (Envoy cancels the call).
+    pub(super) fn engine_forget(&mut self, context_id: u32) {
+        // One question at most per stream.
+        if let Some(i) = self.engine_calls.iter().position(|call| call.context_id == context_id) {
+            self.engine_calls.swap_remove(i);
+        }
     }
 }
 
@@ -188,9 +185,14 @@ mod tests {
     const EC_PRIVATE: &str = include_str!("../../tests/keys/ec_p256_private.pem");
     const EC_PUBLIC: &str = include_str!("../../tests/keys/ec_p256_public.pem");
 
+    /// A plugin with scope "fleet" and these `limits.engine_*` settings.
     fn plugin(engine: Value) -> Plugin {
+        let mut limits = json!({"scope": "fleet"});
+        for (key, value) in engine.as_object().unwrap() {
+            limits[format!("engine_{key}")] = value.clone();
+        }
         let config = json!({
-            "limits": {"scope": "fleet", "engine": engine},
+            "limits": limits,
             "basic": {"users": [{"name": "alice", "password_hash": SECRET}],
                       "failure_limit": {"max_failures": 5, "max_failures_per_name": 5, "window_seconds": 600}},
             "keypairs": [{"id": "kp", "public_key": EC_PUBLIC, "max_lifetime_seconds": 60, "one_time": true}],
@@ -230,6 +232,20 @@ mod tests {
     const OK: &[u8] = &[0x08, 0x01];
     const OVER: &[u8] = &[0x08, 0x02];
 
+    /// The engine answers `token`, and the host revisits the stream held for it.
+    fn answered(
+        plugin: &mut Plugin,
+        host: &mut FakeHost,
+        context: u32,
+        token: u32,
+        status: u32,
+        message: &[u8],
+    ) -> Step {
+        plugin.on_engine_answer(token, status, message);
+        let headers = crate::testing::headers(&[(":method", "GET"), (":path", "/r")]);
+        plugin.revisit(host, context, &RequestFacts::from_headers(&headers), T0)
+    }
+
     #[test]
     fn a_correct_password_is_held_for_the_check_then_goes_on_with_its_changes() {
         let mut plugin = plugin(json!({}));
@@ -239,13 +255,13 @@ mod tests {
         assert_eq!(message, Check::Locked { user: "alice".into() }.request("wasm_authn"));
         // Its body waits with it.
         assert_eq!(plugin.on_request_body(&mut host, 1, &&b""[..], 5, true, T0), Step::Hold);
-        let step = plugin.on_engine_answer(&mut host, token, 0, OK);
+        let step = answered(&mut plugin, &mut host, 1, token, 0, OK);
         let Step::Continue(go) = &step else { panic!("{step:?}") };
         let changes = Go::changes(go).expect("the changes it was decided with");
         assert!(changes.set.iter().any(|(name, value)| name == "x-auth-principal" && value == "alice"), "{changes:?}");
         assert_eq!(host.counter("engine.ok"), 1);
         // Once: a late duplicate answer changes nothing.
-        assert_eq!(plugin.on_engine_answer(&mut host, token, 0, OVER), Step::Hold);
+        assert_eq!(answered(&mut plugin, &mut host, 1, token, 0, OVER), Step::Hold);
         let Step::Continue(go) = plugin.on_request_body(&mut host, 1, &&b""[..], 5, true, T0) else { panic!() };
         assert!(go.changes().is_none());
     }
@@ -256,7 +272,7 @@ mod tests {
         let mut host = FakeHost::new(&FakeShared::default());
         let _ = send(&mut plugin, &mut host, 1, &basic("alice", "secret"));
         let (token, _) = asked(&mut host);
-        let step = plugin.on_engine_answer(&mut host, token, 0, OVER);
+        let step = answered(&mut plugin, &mut host, 1, token, 0, OVER);
         assert_eq!(status(&step), 429);
         let Step::Answer(reply) = &step else { unreachable!() };
         assert_eq!(reply.reason, Reason::BasicThrottled);
@@ -266,7 +282,7 @@ mod tests {
             assert_eq!(send(&mut plugin, &mut host, context, &basic(user, "guess")), Step::Hold);
             let (token, message) = asked(&mut host);
             assert_eq!(message, Check::Failure { user: user.into() }.request("wasm_authn"));
-            assert_eq!(status(&plugin.on_engine_answer(&mut host, token, 0, answer)), expected);
+            assert_eq!(status(&answered(&mut plugin, &mut host, context, token, 0, answer)), expected);
         }
         assert_eq!(host.counter("engine.over_limit"), 2);
     }
@@ -278,11 +294,11 @@ mod tests {
         assert_eq!(send(&mut plugin, &mut host, 1, &one_time("j-1")), Step::Hold);
         let (token, message) = asked(&mut host);
         assert_eq!(message, Check::OneTime { keypair: "kp".into(), jti: "j-1".into() }.request("d"));
-        assert!(matches!(plugin.on_engine_answer(&mut host, token, 0, OK), Step::Continue(_)));
+        assert!(matches!(answered(&mut plugin, &mut host, 1, token, 0, OK), Step::Continue(_)));
         // Another token, which another Envoy saw first.
         assert_eq!(send(&mut plugin, &mut host, 2, &one_time("j-2")), Step::Hold);
         let (token, _) = asked(&mut host);
-        let step = plugin.on_engine_answer(&mut host, token, 0, OVER);
+        let step = answered(&mut plugin, &mut host, 2, token, 0, OVER);
         let Step::Answer(reply) = &step else { panic!("{step:?}") };
         assert_eq!((reply.status, reply.reason), (401, Reason::TokenReplayed));
         // This Envoy's own record still answers at once: no question for a replay seen here.
@@ -293,12 +309,12 @@ mod tests {
     #[test]
     fn without_an_answer_an_allow_fails_open_or_closed_and_a_refusal_stays_one() {
         for deny in [false, true] {
-            let mut plugin = plugin(json!({"failure_mode_deny": deny, "timeout_ms": 100}));
+            let mut plugin = plugin(json!({"failure_mode_deny": deny}));
             let mut host = FakeHost::new(&FakeShared::default());
             // The engine down: gRPC status 14, no message.
             let _ = send(&mut plugin, &mut host, 1, &basic("alice", "secret"));
             let (token, _) = asked(&mut host);
-            let step = plugin.on_engine_answer(&mut host, token, 14, &[]);
+            let step = answered(&mut plugin, &mut host, 1, token, 14, &[]);
             if deny {
                 let Step::Answer(reply) = &step else { panic!("{step:?}") };
                 assert_eq!((reply.status, reply.reason), (503, Reason::EngineUnavailable));
@@ -308,15 +324,16 @@ mod tests {
             // No answer at all: the tick brings the stream back past the call's timeout.
             let _ = send(&mut plugin, &mut host, 2, &one_time("j-3"));
             let _ = asked(&mut host);
-            assert!(plugin.on_tick(&mut host, T0 + 100).is_empty());
-            assert_eq!(plugin.on_tick(&mut host, T0 + 100 + GRACE_MS), vec![2]);
+            assert!(plugin.on_tick(&mut host, T0 + 250).is_empty());
             let headers = crate::testing::headers(&[(":method", "GET"), (":path", "/r")]);
-            let step = plugin.revisit(&mut host, 2, &RequestFacts::from_headers(&headers), T0 + 100 + GRACE_MS);
+            assert_eq!(plugin.revisit(&mut host, 2, &RequestFacts::from_headers(&headers), T0 + 250), Step::Hold);
+            assert_eq!(plugin.on_tick(&mut host, T0 + WAIT_MS), vec![2]);
+            let step = plugin.revisit(&mut host, 2, &RequestFacts::from_headers(&headers), T0 + WAIT_MS);
             assert_eq!(matches!(step, Step::Continue(_)), !deny, "{step:?}");
             // A refused password is refused however the engine fares.
             let _ = send(&mut plugin, &mut host, 3, &basic("alice", "guess"));
             let (token, _) = asked(&mut host);
-            assert_eq!(status(&plugin.on_engine_answer(&mut host, token, 4, &[])), 401);
+            assert_eq!(status(&answered(&mut plugin, &mut host, 3, token, 4, &[])), 401);
             // The call cannot even be made (unknown cluster).
             host.refuse_calls = true;
             let step = send(&mut plugin, &mut host, 4, &basic("alice", "secret"));
@@ -334,7 +351,7 @@ mod tests {
         let (token, _) = asked(&mut host);
         plugin.on_stream_end(&mut host, 1);
         assert!(!plugin.busy());
-        assert_eq!(plugin.on_engine_answer(&mut host, token, 0, OK), Step::Hold);
+        assert_eq!(answered(&mut plugin, &mut host, 1, token, 0, OK), Step::Hold);
     }
 
     #[test]
