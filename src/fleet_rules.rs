@@ -17,7 +17,7 @@
 use std::fmt::Write;
 
 use crate::config::Config;
-use crate::fleet::engine::{self, FAILURES_KEY, JTI_KEY, ONE_TIME_KEY};
+use crate::fleet::engine::{FAILURES_KEY, JTI_KEY, ONE_TIME_KEY};
 use crate::fleet::{LimitScope, RATELIMIT_HEADER};
 
 /// The descriptor key the engine's rules and Envoy's actions name.
@@ -205,7 +205,7 @@ impl Rules {
     }
 
     /// envoyproxy/ratelimit's configuration (`domain`, `descriptors`). A value with a
-    /// `*` (its wildcard) is refused.
+    /// `*` (its wildcard) is refused, and a one-time keypair id with a `_`.
     pub fn envoy_ratelimit(&self, domain: &str) -> Result<String, Refusal> {
         let mut out = String::new();
         let _ = writeln!(out, "# envoyproxy/ratelimit: the hourly limits of wasm-authn's principals (one budget per");
@@ -229,6 +229,13 @@ impl Rules {
             out.push_str(&ratelimit_limit(rule.requests_per_hour));
         }
         for rule in &self.one_time {
+            // Its cache key runs `one_time_keypair_<id>_jti_<jti>`: an id with `_` could meet another's.
+            if rule.keypair.contains('_') || rule.keypair.contains('*') {
+                return Err(refuse(
+                    &rule.field,
+                    "its keypair id has a '_' (envoyproxy/ratelimit's key separator) or a '*' (its wildcard)",
+                ));
+            }
             let _ = writeln!(
                 out,
                 "# {}: each token once (a fixed day: one used just before midnight UTC can be used once\n\
@@ -236,7 +243,7 @@ impl Rules {
                 rule.field
             );
             let _ = writeln!(out, "- key: {ONE_TIME_KEY}");
-            let _ = writeln!(out, "  value: {}", json_string(&engine::value(&rule.keypair)));
+            let _ = writeln!(out, "  value: {}", json_string(&rule.keypair));
             let _ = writeln!(out, "  descriptors:");
             let _ = writeln!(out, "  - key: {JTI_KEY}");
             let _ = writeln!(out, "    rate_limit:\n      unit: day\n      requests_per_unit: 1");
@@ -327,7 +334,7 @@ impl Rules {
             let _ = writeln!(out, "- namespace: {}", json_string(namespace));
             let _ = writeln!(out, "  name: {}", yaml_string(&rule.field));
             let _ = writeln!(out, "  max_value: 1\n  seconds: {}", rule.seconds);
-            let condition = format!("{keypair} == {}", cel_string(&engine::value(&rule.keypair)));
+            let condition = format!("{keypair} == {}", cel_string(&rule.keypair));
             let _ = writeln!(out, "  conditions:\n  - {}", yaml_string(&condition));
             let _ = writeln!(out, "  variables:\n  - {}", yaml_string(&format!("descriptors[0].{JTI_KEY}")));
         }

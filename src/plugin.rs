@@ -502,7 +502,7 @@ impl Plugin {
                 Awaited::RevocationList => LocalReply::try_later(Reason::RevocationUnavailable, wait_ms.div_ceil(1000)),
                 Awaited::ApiClients => LocalReply::try_later(Reason::ApiClientsUnavailable, 1),
                 Awaited::Introspection { .. } => LocalReply::try_later(Reason::IntrospectionFailed, 1),
-                Awaited::Engine => LocalReply::try_later(Reason::EngineUnavailable, 1),
+                Awaited::Engine => LocalReply::try_later(Reason::LimitsUnavailable, 1),
             };
             return self.answer(host, context_id, Some(request), reply);
         }

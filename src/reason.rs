@@ -88,10 +88,9 @@ reasons! {
     RateLimited => "rate_limited",
     /// Over the principal's requests in flight.
     ConcurrencyLimited => "concurrency_limited",
-    /// The shared counts could not be updated (other workers kept winning): fail closed.
+    /// The shared counts could not be updated (other workers kept winning), or the fleet's
+    /// rate-limit engine did not answer and `limits.engine_failure_mode_deny` is true: fail closed.
     LimitsUnavailable => "limits_unavailable",
-    /// The fleet's rate-limit engine did not answer, and `limits.engine.failure_mode_deny` is true.
-    EngineUnavailable => "engine_unavailable",
     /// Remote signing keys not fetched (yet), or not fetchable now.
     JwksUnavailable => "jwks_unavailable",
     /// The remote revocation list was never fetched: a token it may revoke waits, then 503.

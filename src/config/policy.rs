@@ -172,11 +172,10 @@ pub(super) fn limits(raw: Option<RawLimits>) -> Result<LimitSettings, ConfigErro
     let engine = match scope {
         LimitScope::Envoy => None,
         LimitScope::Fleet => {
-            if raw.engine_cluster.is_empty() || raw.engine_domain.is_empty() {
-                return Err(ConfigError::new("limits.engine_cluster", "and engine_domain must not be empty"));
+            if raw.engine_domain.is_empty() {
+                return Err(ConfigError::new("limits.engine_domain", "must not be empty"));
             }
             Some(crate::fleet::engine::Engine {
-                cluster: raw.engine_cluster,
                 domain: raw.engine_domain,
                 failure_mode_deny: raw.engine_failure_mode_deny,
             })

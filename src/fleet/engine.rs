@@ -33,11 +33,12 @@ pub(crate) const METHOD: &str = "ShouldRateLimit";
 /// `ratelimit-config` prints it.
 pub(crate) const TIMEOUT_MS: u64 = 250;
 
-/// `limits.engine_*`: where and how the filter asks the engine.
+/// The Envoy cluster of the engine's gRPC endpoint (HTTP/2), as `ratelimit-config` names it.
+pub(crate) const CLUSTER: &str = "ratelimit";
+
+/// `limits.engine_*`: how the filter asks the engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Engine {
-    /// The Envoy cluster of the engine's gRPC endpoint (HTTP/2).
-    pub cluster: String,
     /// The rate-limit domain (Limitador's namespace).
     pub domain: String,
     /// When the engine does not answer: refuse (503) instead of deciding on the local records alone.
@@ -78,30 +79,22 @@ pub(crate) fn confirmation(principal: &Principal, one_time: impl Fn(&str) -> boo
 }
 
 /// The most of a value sent (a user name or `jti` is the client's choice): longer ones
-/// are cut. Two names alike in their first 128 bytes share one count: a guesser could
-/// as well fail with the name itself; two tokens of one keypair, one use.
+/// are cut, at a character's end. Two names alike in their first 128 bytes share one
+/// count: a guesser could as well fail with the name itself; two tokens of one keypair,
+/// one use.
 const MAX_VALUE_BYTES: usize = 128;
 
-/// A descriptor value as the engine gets it, its first 128 bytes with those other than
-/// ASCII letters, digits, `-` and `.` percent-encoded: no value holds envoyproxy/ratelimit's
-/// `_` key separator, a quote or a control character.
-#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
-pub(crate) fn value(raw: &str) -> String {
-    let mut out = Vec::new();
-    escape(&mut out, raw);
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// `value`, written to `out`.
-fn escape(out: &mut Vec<u8>, raw: &str) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for &byte in raw.as_bytes().iter().take(MAX_VALUE_BYTES) {
-        if byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'.' {
-            out.push(byte);
-        } else {
-            out.extend_from_slice(&[b'%', HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 15)]]);
-        }
+/// A descriptor value as the engine gets it: its first 128 bytes (at most), as they are.
+/// Neither engine reads anything into a value: Limitador compares it as a string, and
+/// envoyproxy/ratelimit's cache key (`<domain>_<key>_<value>_..._<window>`) cannot meet
+/// another's for these descriptors (a user name is the only value after its fixed key;
+/// a `jti` follows its keypair's id, which `ratelimit-config` refuses with a `_`).
+pub(crate) fn value(raw: &str) -> &str {
+    let mut end = raw.len().min(MAX_VALUE_BYTES);
+    while !raw.is_char_boundary(end) {
+        end -= 1;
     }
+    raw.get(..end).unwrap_or_default()
 }
 
 impl Check {
@@ -117,11 +110,9 @@ impl Check {
         };
         let mut descriptor = Vec::new();
         for (key, raw) in entries {
-            let mut value = Vec::new();
-            escape(&mut value, raw);
             let mut entry = Vec::new();
             field(&mut entry, 1, key.as_bytes());
-            field(&mut entry, 2, &value);
+            field(&mut entry, 2, value(raw).as_bytes());
             field(&mut descriptor, 1, &entry);
         }
         if check_only {
@@ -165,13 +156,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn values_keep_letters_digits_dashes_and_dots_and_encode_the_rest() {
-        assert_eq!(value("alice.b-2"), "alice.b-2");
-        assert_eq!(value("a_b c:d%~\"é"), "a%5Fb%20c%3Ad%25%7E%22%C3%A9");
-        assert_eq!(value("\u{0}\n"), "%00%0A");
-        // Cut at 128 bytes, whatever they are.
+    fn values_are_cut_at_128_bytes_on_a_character_boundary() {
+        assert_eq!(value("a_b c:d%~\"é\u{0}"), "a_b c:d%~\"é\u{0}");
         assert_eq!(value(&"x".repeat(200)), "x".repeat(128));
-        assert_eq!(value(&"é".repeat(100)), "%C3%A9".repeat(64));
+        // 63 two-byte characters and one cut in half: the half is left out.
+        assert_eq!(value(&format!("x{}", "é".repeat(100))), format!("x{}", "é".repeat(63)));
     }
 
     #[test]
@@ -182,7 +171,7 @@ mod tests {
         let mut expected = vec![0x0a, 10];
         expected.extend_from_slice(b"wasm_authn");
         let entry_a = [&[0x0a, 16][..], b"one_time_keypair", &[0x12, 2], b"kp"].concat();
-        let entry_b = [&[0x0a, 3][..], b"jti", &[0x12, 5], b"j%5F1"].concat();
+        let entry_b = [&[0x0a, 3][..], b"jti", &[0x12, 3], b"j_1"].concat();
         let descriptor = [&[0x0a, entry_a.len() as u8][..], &entry_a, &[0x0a, entry_b.len() as u8], &entry_b].concat();
         expected.extend_from_slice(&[0x12, descriptor.len() as u8]);
         expected.extend_from_slice(&descriptor);

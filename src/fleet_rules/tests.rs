@@ -173,7 +173,7 @@ fn one_time_config() -> Value {
                   "failure_limit": {"max_failures": 3, "max_failures_per_name": 6, "window_seconds": 600}},
         "keypairs": [
             {"id": "plain", "public_key": PEM},
-            {"id": "sign_er", "public_key": include_str!("../../tests/keys/ec_p256_public.pem"),
+            {"id": "sign.er", "public_key": include_str!("../../tests/keys/ec_p256_public.pem"),
              "max_lifetime_seconds": 60, "one_time": true}
         ]
     })
@@ -184,15 +184,14 @@ fn one_time_keypairs_and_failed_passwords_have_rules_of_their_own() {
     let rules = rules_of(one_time_config()).unwrap();
     assert_eq!(
         rules.one_time,
-        vec![OneTime { keypair: "sign_er".into(), seconds: 60 + 2 * 10 + 1, field: "keypairs[1].one_time".into() }]
+        vec![OneTime { keypair: "sign.er".into(), seconds: 60 + 2 * 10 + 1, field: "keypairs[1].one_time".into() }]
     );
     assert_eq!(rules.failures, Some(Failures { max_failures: 6, window_seconds: 600 }));
     let limitador = rules.limitador("api");
-    // The keypair's id as the filter sends it (escaped: `_` is envoyproxy/ratelimit's separator).
     assert!(
         limitador.contains(
             "- namespace: \"api\"\n  name: 'keypairs[1].one_time'\n  max_value: 1\n  seconds: 81\n  conditions:\n  \
-         - 'descriptors[0].one_time_keypair == \"sign%5Fer\"'\n  variables:\n  - 'descriptors[0].jti'\n"
+         - 'descriptors[0].one_time_keypair == \"sign.er\"'\n  variables:\n  - 'descriptors[0].jti'\n"
         ),
         "{limitador}"
     );
@@ -205,13 +204,18 @@ fn one_time_keypairs_and_failed_passwords_have_rules_of_their_own() {
     );
     let ratelimit = rules.envoy_ratelimit("api").unwrap();
     assert!(ratelimit.contains(
-        "- key: one_time_keypair\n  value: \"sign%5Fer\"\n  descriptors:\n  - key: jti\n    rate_limit:\n      unit: day\n      requests_per_unit: 1\n"
+        "- key: one_time_keypair\n  value: \"sign.er\"\n  descriptors:\n  - key: jti\n    rate_limit:\n      unit: day\n      requests_per_unit: 1\n"
     ), "{ratelimit}");
     // Checked with hits_addend 0, which envoyproxy/ratelimit finds over once the count exceeds the limit.
     assert!(
         ratelimit.contains("- key: basic_failures\n  rate_limit:\n    unit: hour\n    requests_per_unit: 5\n"),
         "{ratelimit}"
     );
+    // Its cache key would be ambiguous with a `_` in the keypair's id.
+    let mut underscore = one_time_config();
+    underscore["keypairs"][1]["id"] = json!("sign_er");
+    let refused = rules_of(underscore).unwrap().envoy_ratelimit("api").unwrap_err();
+    assert_eq!(refused.field, "keypairs[1].one_time");
     // No principal descriptor without hourly limits.
     assert!(
         !ratelimit.contains("key: principal") && !limitador.contains("descriptors[0].principal"),

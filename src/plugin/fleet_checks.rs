@@ -13,7 +13,7 @@
 //!
 //! No answer in time (the engine or its storage down): `engine_failure_mode_deny` false
 //! allows on this Envoy's records alone (`engine.failure_mode_allowed`), true answers 503
-//! `engine_unavailable`; a refused password is refused either way. Counted:
+//! `limits_unavailable`; a refused password is refused either way. Counted:
 //! `engine.ok`, `engine.over_limit`, `engine.error`.
 //!
 //! The stream waits as one held for keys does (`Awaited::Engine`, its deadline the
@@ -87,10 +87,10 @@ impl Plugin {
         decided: Result<(UpstreamChanges, Rc<Principal>), LocalReply>,
         now_ms: u64,
     ) -> Step {
-        let config = Rc::clone(&self.config);
-        let Some(settings) = config.engine.as_ref() else { return Step::Hold };
-        let message = check.request(&settings.domain);
-        let token = host.should_rate_limit(&settings.cluster, &message, engine::TIMEOUT_MS);
+        let Some(message) = self.config.engine.as_ref().map(|settings| check.request(&settings.domain)) else {
+            return Step::Hold;
+        };
+        let token = host.should_rate_limit(engine::CLUSTER, &message, engine::TIMEOUT_MS);
         self.engine_calls.push(EngineCall {
             token: token.unwrap_or(0),
             context_id,
@@ -129,25 +129,17 @@ impl Plugin {
             Answer::OverLimit => "engine.over_limit",
             Answer::Failed => "engine.error",
         });
+        let (changes, principal) = match decided {
+            // A refused password stays refused; past its name's limit, 429.
+            Err(refusal) if answer != Answer::OverLimit => return self.answer(host, context_id, None, refusal),
+            Err(_) => return self.answer(host, context_id, None, self.over_limit(one_time)),
+            Ok(allowed) => allowed,
+        };
         let deny = self.config.engine.as_ref().is_some_and(|settings| settings.failure_mode_deny);
-        let reply = match (answer, decided) {
-            (Answer::OverLimit, decided) => {
-                let reply = if one_time {
-                    let challenges = self.config.challenges(&crate::pipeline::route::Require::Any);
-                    LocalReply::invalid_token(challenges, "token already used", Reason::TokenReplayed)
-                } else {
-                    LocalReply::try_later(Reason::BasicThrottled, self.config.failure_limit.window_seconds)
-                };
-                match decided {
-                    Ok((_, principal)) => reply.to(&principal),
-                    Err(_) => reply,
-                }
-            }
-            (_, Err(refusal)) => refusal,
-            (Answer::Failed, Ok((_, principal))) if deny => {
-                LocalReply::try_later(Reason::EngineUnavailable, 1).to(&principal)
-            }
-            (_, Ok((changes, _))) => {
+        let reply = match answer {
+            Answer::OverLimit => self.over_limit(one_time),
+            Answer::Failed if deny => LocalReply::try_later(Reason::LimitsUnavailable, 1),
+            Answer::Ok | Answer::Failed => {
                 if answer == Answer::Failed {
                     host.increment("engine.failure_mode_allowed");
                 }
@@ -155,7 +147,18 @@ impl Plugin {
                 return self.streams.allow(context_id, changes);
             }
         };
-        self.answer(host, context_id, None, reply)
+        self.answer(host, context_id, None, reply.to(&principal))
+    }
+
+    /// The engine's "over the limit": a one-time token used before, or a name whose
+    /// failures reached their limit.
+    #[inline(never)]
+    fn over_limit(&self, one_time: bool) -> LocalReply {
+        if one_time {
+            let challenges = self.config.challenges(&crate::pipeline::route::Require::Any);
+            return LocalReply::invalid_token(challenges, "token already used", Reason::TokenReplayed);
+        }
+        LocalReply::try_later(Reason::BasicThrottled, self.config.failure_limit.window_seconds)
     }
 
     /// A stream ended: its question is not waited for (Envoy cancels the call).
@@ -317,7 +320,7 @@ mod tests {
             let step = answered(&mut plugin, &mut host, 1, token, 14, &[]);
             if deny {
                 let Step::Answer(reply) = &step else { panic!("{step:?}") };
-                assert_eq!((reply.status, reply.reason), (503, Reason::EngineUnavailable));
+                assert_eq!((reply.status, reply.reason), (503, Reason::LimitsUnavailable));
             } else {
                 assert!(matches!(step, Step::Continue(_)), "{step:?}");
             }
