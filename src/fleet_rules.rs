@@ -87,6 +87,8 @@ pub struct Rules {
     pub one_time: Vec<OneTime>,
     /// With Basic users: their failed passwords, which the filter counts in the engine.
     pub failures: Option<Failures>,
+    /// `limits.engine_domain`: the domain the filter asks the engine in.
+    pub domain: String,
 }
 
 /// Why no rules can be written.
@@ -184,9 +186,30 @@ impl Rules {
                  engine to count",
             ));
         }
-        let rules = Rules { default, overrides, one_time, failures };
+        let domain = config.engine.as_ref().map_or_else(String::new, |engine| engine.domain.clone());
+        let rules = Rules { default, overrides, one_time, failures, domain };
         rules.printable()?;
         Ok(rules)
+    }
+
+    /// The domain to write the rules in: `domain` when given, else the configuration's;
+    /// refused when the filter asks the engine itself (one-time tokens, failed
+    /// passwords) in another.
+    pub fn domain_of(&self, domain: Option<&str>) -> Result<String, Refusal> {
+        match domain {
+            Some(domain) if domain != self.domain && (!self.one_time.is_empty() || self.failures.is_some()) => {
+                Err(refuse(
+                    "limits.engine_domain",
+                    format!(
+                        "is {:?}: the filter asks the engine about one-time tokens and failed passwords in it; \
+                         --domain must be the same",
+                        self.domain
+                    ),
+                ))
+            }
+            Some(domain) => Ok(domain.to_string()),
+            None => Ok(self.domain.clone()),
+        }
     }
 
     /// Every value is printable (the engines' files carry them as text). Each principal

@@ -146,7 +146,8 @@ fn without_a_default_only_the_principals_with_a_limit_have_rules() {
             default: None,
             overrides: vec![exact("api-key:a", Some(3), "api_keys.clients[0].requests_per_hour")],
             one_time: Vec::new(),
-            failures: None
+            failures: None,
+            domain: "wasm_authn".into()
         }
     );
     assert!(!rules.envoy_ratelimit("d").unwrap().contains("- key: principal\n  rate_limit"));
@@ -211,6 +212,9 @@ fn one_time_keypairs_and_failed_passwords_have_rules_of_their_own() {
         ratelimit.contains("- key: basic_failures\n  rate_limit:\n    unit: hour\n    requests_per_unit: 5\n"),
         "{ratelimit}"
     );
+    // The filter's domain, unless another is asked for where the filter asks nothing itself.
+    assert_eq!(rules.domain_of(None).unwrap(), "wasm_authn");
+    assert_eq!(rules.domain_of(Some("other")).unwrap_err().field, "limits.engine_domain");
     // Its cache key would be ambiguous with a `_` in the keypair's id.
     let mut underscore = one_time_config();
     underscore["keypairs"][1]["id"] = json!("sign_er");
