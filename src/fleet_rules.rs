@@ -384,6 +384,14 @@ impl Rules {
              # after the rate-limit filter has read it: the upstream never sees it. `cluster` is the\n\
              # engine's gRPC endpoint (HTTP/2)."
         );
+        if !self.one_time.is_empty() || self.failures.is_some() {
+            let _ = writeln!(
+                out,
+                "# wasm-authn itself asks the engine about one-time tokens and failed passwords through the\n\
+                 # cluster named `ratelimit` (gRPC, HTTP/2), in the domain {}.",
+                json_string(&self.domain)
+            );
+        }
         let _ = writeln!(out, "http_filter:");
         let _ = writeln!(out, "  name: envoy.filters.http.ratelimit");
         let _ = writeln!(out, "  typed_config:");

@@ -215,6 +215,9 @@ fn one_time_keypairs_and_failed_passwords_have_rules_of_their_own() {
     // The filter's domain, unless another is asked for where the filter asks nothing itself.
     assert_eq!(rules.domain_of(None).unwrap(), "wasm_authn");
     assert_eq!(rules.domain_of(Some("other")).unwrap_err().field, "limits.engine_domain");
+    assert!(rules
+        .envoy("api", "ratelimit")
+        .contains("# cluster named `ratelimit` (gRPC, HTTP/2), in the domain \"wasm_authn\".\n"));
     // Its cache key would be ambiguous with a `_` in the keypair's id.
     let mut underscore = one_time_config();
     underscore["keypairs"][1]["id"] = json!("sign_er");
