@@ -6,6 +6,8 @@
 //! counts only the requests in flight itself, which are per Envoy by nature.
 //! `fleet_rules` (native only) writes the engine's rules from the same configuration.
 
+pub(crate) mod engine;
+
 use crate::pipeline::limits::Limits;
 use crate::principal::Principal;
 

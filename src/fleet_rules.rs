@@ -4,6 +4,10 @@
 //! read them, and the Envoy rate-limit filter and route actions that send the
 //! descriptor the filter sets. Native only.
 //!
+//! With them, the rules of what the filter asks the engine itself
+//! (`crate::fleet::engine`): one use of each one-time keypair token, and the failed
+//! passwords of each user name.
+//!
 //! A rule is written only where a principal's limit differs from the default. A
 //! JWT provider's limit holds for each subject of its tokens: a prefix rule
 //! (`jwt:corp:*`), each subject counted apart. Both engines count fixed windows of
@@ -13,6 +17,7 @@
 use std::fmt::Write;
 
 use crate::config::Config;
+use crate::fleet::engine::{FAILURES_KEY, JTI_KEY, ONE_TIME_KEY};
 use crate::fleet::{LimitScope, RATELIMIT_HEADER};
 
 /// The descriptor key the engine's rules and Envoy's actions name.
@@ -49,13 +54,41 @@ pub struct Override {
     pub field: String,
 }
 
-/// The hourly limits of a configuration, as the engine must count them.
+/// A one-time keypair's tokens: each used once in `seconds` (the longest a token of it
+/// stays valid: its `max_lifetime_seconds` and twice the clock skew).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OneTime {
+    /// The keypair's id, as the filter sends it.
+    pub keypair: String,
+    /// How long the engine remembers a token's use.
+    pub seconds: u64,
+    /// `keypairs[i].one_time`.
+    pub field: String,
+}
+
+/// Failed passwords per user name (`basic.failure_limit`): the name is locked once
+/// `max_failures` failed in a window of `window_seconds`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failures {
+    /// `max_failures_per_name`.
+    pub max_failures: u32,
+    /// `window_seconds`.
+    pub window_seconds: u64,
+}
+
+/// The limits of a configuration, as the engine must count them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rules {
     /// `limits.requests_per_hour`: every principal without a rule of its own (None: unlimited).
     pub default: Option<u64>,
     /// The principals whose limit differs from the default.
     pub overrides: Vec<Override>,
+    /// The one-time keypairs, whose tokens the filter asks the engine about.
+    pub one_time: Vec<OneTime>,
+    /// With Basic users: their failed passwords, which the filter counts in the engine.
+    pub failures: Option<Failures>,
+    /// `limits.engine_domain`: the domain the filter asks the engine in.
+    pub domain: String,
 }
 
 /// Why no rules can be written.
@@ -124,15 +157,59 @@ impl Rules {
                 ProviderKind::TokenEndpoint => {}
             }
         }
-        if default.is_none() && overrides.iter().all(|rule| rule.requests_per_hour.is_none()) {
+        let mut one_time = Vec::new();
+        for (i, provider) in
+            config.jwt_providers.iter().filter(|p| matches!(p.kind, ProviderKind::Keypair { .. })).enumerate()
+        {
+            if provider.kind == (ProviderKind::Keypair { one_time: true }) {
+                let lifetime = provider.max_lifetime_seconds.unwrap_or(0);
+                let seconds = lifetime.saturating_add(2 * config.clock_skew_seconds).saturating_add(1);
+                one_time.push(OneTime {
+                    keypair: provider.name.clone(),
+                    seconds,
+                    field: format!("keypairs[{i}].one_time"),
+                });
+            }
+        }
+        let failures = (!config.basic_users.is_empty()).then_some(Failures {
+            max_failures: config.failure_limit.max_failures_per_name,
+            window_seconds: config.failure_limit.window_seconds,
+        });
+        if default.is_none()
+            && overrides.iter().all(|rule| rule.requests_per_hour.is_none())
+            && one_time.is_empty()
+            && failures.is_none()
+        {
             return Err(refuse(
                 "limits.requests_per_hour",
-                "no principal has a limit: nothing for the engine to count",
+                "no principal has a limit, no keypair is one_time and there are no Basic users: nothing for the \
+                 engine to count",
             ));
         }
-        let rules = Rules { default, overrides };
+        let domain = config.engine.as_ref().map_or_else(String::new, |engine| engine.domain.clone());
+        let rules = Rules { default, overrides, one_time, failures, domain };
         rules.printable()?;
         Ok(rules)
+    }
+
+    /// The domain to write the rules in: `domain` when given, else the configuration's;
+    /// refused when the filter asks the engine itself (one-time tokens, failed
+    /// passwords) in another.
+    pub fn domain_of(&self, domain: Option<&str>) -> Result<String, Refusal> {
+        match domain {
+            Some(domain) if domain != self.domain && (!self.one_time.is_empty() || self.failures.is_some()) => {
+                Err(refuse(
+                    "limits.engine_domain",
+                    format!(
+                        "is {:?}: the filter asks the engine about one-time tokens and failed passwords in it; \
+                         --domain must be the same",
+                        self.domain
+                    ),
+                ))
+            }
+            Some(domain) => Ok(domain.to_string()),
+            None => Ok(self.domain.clone()),
+        }
     }
 
     /// Every value is printable (the engines' files carry them as text). Each principal
@@ -151,11 +228,12 @@ impl Rules {
     }
 
     /// envoyproxy/ratelimit's configuration (`domain`, `descriptors`). A value with a
-    /// `*` (its wildcard) is refused.
+    /// `*` (its wildcard) is refused, and a one-time keypair id with a `_`.
     pub fn envoy_ratelimit(&self, domain: &str) -> Result<String, Refusal> {
         let mut out = String::new();
         let _ = writeln!(out, "# envoyproxy/ratelimit: the hourly limits of wasm-authn's principals (one budget per");
-        let _ = writeln!(out, "# principal for every Envoy; a key without a value is each principal's default).");
+        let _ = writeln!(out, "# principal for every Envoy; a key without a value is each principal's default), its");
+        let _ = writeln!(out, "# one-time tokens and failed passwords.");
         let _ = writeln!(out, "domain: {}", json_string(domain));
         let _ = writeln!(out, "descriptors:");
         if let Some(limit) = self.default {
@@ -173,6 +251,47 @@ impl Rules {
             let _ = writeln!(out, "  value: {}", json_string(&rule.selector.pattern()));
             out.push_str(&ratelimit_limit(rule.requests_per_hour));
         }
+        for rule in &self.one_time {
+            // Its cache key runs `one_time_keypair_<id>_jti_<jti>`: an id with `_` could meet another's.
+            if rule.keypair.contains('_') || rule.keypair.contains('*') {
+                return Err(refuse(
+                    &rule.field,
+                    "its keypair id has a '_' (envoyproxy/ratelimit's key separator) or a '*' (its wildcard)",
+                ));
+            }
+            let _ = writeln!(
+                out,
+                "# {}: each token once (a fixed day: one used just before midnight UTC can be used once\n\
+                 # more after it; the filter's own record still refuses it on the Envoy that saw it)",
+                rule.field
+            );
+            let _ = writeln!(out, "- key: {ONE_TIME_KEY}");
+            let _ = writeln!(out, "  value: {}", json_string(&rule.keypair));
+            let _ = writeln!(out, "  descriptors:");
+            let _ = writeln!(out, "  - key: {JTI_KEY}");
+            let _ = writeln!(out, "    rate_limit:\n      unit: day\n      requests_per_unit: 1");
+        }
+        if let Some(failures) = self.failures {
+            let (unit, a) = match failures.window_seconds {
+                0..=1 => ("second", "a"),
+                2..=60 => ("minute", "a"),
+                61..=3600 => ("hour", "an"),
+                _ => ("day", "a"),
+            };
+            let _ = writeln!(
+                out,
+                "# basic.failure_limit.max_failures_per_name ({} in {} s): failed passwords per user name, in\n\
+                 # fixed windows of {a} {unit}. The filter checks a right password with hits_addend 0, which is\n\
+                 # over once more than requests_per_unit failed: one less than the limit.",
+                failures.max_failures, failures.window_seconds
+            );
+            let _ = writeln!(out, "- key: {FAILURES_KEY}");
+            let _ = writeln!(
+                out,
+                "  rate_limit:\n    unit: {unit}\n    requests_per_unit: {}",
+                failures.max_failures.saturating_sub(1)
+            );
+        }
         Ok(out)
     }
 
@@ -183,7 +302,8 @@ impl Rules {
         let principal = format!("descriptors[0].{DESCRIPTOR_KEY}");
         let mut out = String::new();
         let _ = writeln!(out, "# Kuadrant's Limitador: the hourly limits of wasm-authn's principals (one budget per");
-        let _ = writeln!(out, "# principal for every Envoy), on the first descriptor of Envoy's request.");
+        let _ = writeln!(out, "# principal for every Envoy), its one-time tokens and failed passwords, on the first");
+        let _ = writeln!(out, "# descriptor of the request.");
         let limit = |out: &mut String, name: &str, max_value: u64, conditions: &[String]| {
             let _ = writeln!(out, "- namespace: {}", json_string(namespace));
             let _ = writeln!(out, "  name: {}", yaml_string(name));
@@ -232,6 +352,23 @@ impl Rules {
             };
             limit(&mut out, &rule.field, max_value, &[condition]);
         }
+        for rule in &self.one_time {
+            let keypair = format!("descriptors[0].{ONE_TIME_KEY}");
+            let _ = writeln!(out, "- namespace: {}", json_string(namespace));
+            let _ = writeln!(out, "  name: {}", yaml_string(&rule.field));
+            let _ = writeln!(out, "  max_value: 1\n  seconds: {}", rule.seconds);
+            let condition = format!("{keypair} == {}", cel_string(&rule.keypair));
+            let _ = writeln!(out, "  conditions:\n  - {}", yaml_string(&condition));
+            let _ = writeln!(out, "  variables:\n  - {}", yaml_string(&format!("descriptors[0].{JTI_KEY}")));
+        }
+        if let Some(failures) = self.failures {
+            let user = format!("descriptors[0].{FAILURES_KEY}");
+            let _ = writeln!(out, "- namespace: {}", json_string(namespace));
+            let _ = writeln!(out, "  name: 'basic.failure_limit.max_failures_per_name'");
+            let _ = writeln!(out, "  max_value: {}\n  seconds: {}", failures.max_failures, failures.window_seconds);
+            let _ = writeln!(out, "  conditions:\n  - {}", yaml_string(&format!("{user} != \"\"")));
+            let _ = writeln!(out, "  variables:\n  - {}", yaml_string(&user));
+        }
         out
     }
 
@@ -247,6 +384,14 @@ impl Rules {
              # after the rate-limit filter has read it: the upstream never sees it. `cluster` is the\n\
              # engine's gRPC endpoint (HTTP/2)."
         );
+        if !self.one_time.is_empty() || self.failures.is_some() {
+            let _ = writeln!(
+                out,
+                "# wasm-authn itself asks the engine about one-time tokens and failed passwords through the\n\
+                 # cluster named `ratelimit` (gRPC, HTTP/2), in the domain {}.",
+                json_string(&self.domain)
+            );
+        }
         let _ = writeln!(out, "http_filter:");
         let _ = writeln!(out, "  name: envoy.filters.http.ratelimit");
         let _ = writeln!(out, "  typed_config:");

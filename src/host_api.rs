@@ -127,6 +127,8 @@ pub trait HttpCalls {
     fn get(&mut self, target: &Target, timeout_ms: u64) -> Option<u32>;
     /// A form POST (`application/x-www-form-urlencoded`) with an optional `Authorization`.
     fn post_form(&mut self, target: &Target, authorization: Option<&str>, body: &[u8], timeout_ms: u64) -> Option<u32>;
+    /// Envoy's `RateLimitService/ShouldRateLimit` on `cluster` (gRPC) with this request message.
+    fn should_rate_limit(&mut self, cluster: &str, message: &[u8], timeout_ms: u64) -> Option<u32>;
 }
 
 /// The answer to an outgoing call, read during the host's callback.

@@ -25,6 +25,8 @@ use crate::request::HeldRequest;
 use crate::request::RequestFacts;
 use crate::token_endpoint::IssueHost;
 
+mod fleet_checks;
+
 /// Everything a plugin needs of its host.
 pub trait Host: VerifyHost + HttpCalls + Counters + IssueHost {}
 impl<T: VerifyHost + HttpCalls + Counters + IssueHost> Host for T {}
@@ -84,6 +86,8 @@ pub struct Plugin {
     calls: HashMap<u32, PendingCall>,
     /// Outstanding introspection calls, with their call token (a few: a list is smaller code than a map).
     introspections: Vec<(u32, IntrospectionCall)>,
+    /// Questions to the fleet's rate-limit engine on their way, with their call token.
+    engine_calls: Vec<fleet_checks::EngineCall>,
     needs_route_name: bool,
     needs_source_address: bool,
     needs_peer_names: bool,
@@ -107,6 +111,7 @@ impl Plugin {
             streams: Streams::default(),
             calls: HashMap::new(),
             introspections: Vec::new(),
+            engine_calls: Vec::new(),
             warned_no_body: false,
         }
     }
@@ -160,8 +165,12 @@ impl Plugin {
             }
             return self.answer(host, context_id, Some(request), reply);
         }
-        if self.streams.waiting(context_id).is_none() {
-            return Step::Hold; // decided meanwhile, or gone: nothing to do
+        match self.streams.waiting(context_id) {
+            None => return Step::Hold, // decided meanwhile, or gone: nothing to do
+            Some(Waiting { awaited: Awaited::Engine, deadline_ms, .. }) => {
+                return self.engine_decide(host, context_id, now_ms >= deadline_ms)
+            }
+            Some(_) => {}
         }
         self.decide(host, context_id, request, now_ms)
     }
@@ -301,13 +310,19 @@ impl Plugin {
                     let outcome = format!("allowed: {} ({}{by})", principal.id, principal.method.as_str());
                     self.log_decision(context_id, Some(request), &outcome, now_ms);
                 }
-                host.count_soon(Outcome::Allowed);
                 if let Some(limited) = limited {
                     self.track(host, context_id, limited);
                 }
+                if let Some(check) = self.engine_check_for(&principal) {
+                    return self.ask_engine(host, context_id, request, check, Ok((changes, principal)), now_ms);
+                }
+                host.count_soon(Outcome::Allowed);
                 self.streams.allow(context_id, changes)
             }
-            Decision::Reply(reply) => self.answer(host, context_id, Some(request), reply),
+            Decision::Reply(reply) => match self.engine_failure_of(&reply, request) {
+                Some(check) => self.ask_engine(host, context_id, request, check, Err(reply), now_ms),
+                None => self.answer(host, context_id, Some(request), reply),
+            },
             Decision::ReadBody(presented) => {
                 let purpose = BodyPurpose::TokenRequest(presented);
                 // The headers ended the request: there is no body to wait for.
@@ -466,6 +481,8 @@ impl Plugin {
                 let introspection = self.config.jwt_providers.get(provider.0).and_then(|p| p.introspection.as_ref());
                 (introspection.map_or(0, |introspection| introspection.wait_ms()), 0)
             }
+            // Held by `fleet_checks`, never here.
+            Awaited::Engine => (0, 0),
         };
         let earlier = self.streams.waiting(context_id);
         if let (Awaited::Keys { provider, refetch: true }, Some(earlier)) = (awaited, earlier) {
@@ -487,6 +504,7 @@ impl Plugin {
                 Awaited::RevocationList => LocalReply::try_later(Reason::RevocationUnavailable, wait_ms.div_ceil(1000)),
                 Awaited::Store(store) => LocalReply::try_later(store.unavailable(), 1),
                 Awaited::Introspection { .. } => LocalReply::try_later(Reason::IntrospectionFailed, 1),
+                Awaited::Engine => LocalReply::try_later(Reason::LimitsUnavailable, 1),
             };
             return self.answer(host, context_id, Some(request), reply);
         }
@@ -497,6 +515,7 @@ impl Plugin {
                 Awaited::Store(StoreId::ApiClients) => "held for the client store",
                 Awaited::Store(StoreId::BasicUsers) => "held for the user store",
                 Awaited::Introspection { .. } => "held for an introspection answer",
+                Awaited::Engine => "held for the rate-limit engine (decided)",
             };
             self.log_decision(context_id, Some(request), what, now_ms);
             self.count_held(host, context_id);
@@ -539,6 +558,7 @@ impl Plugin {
     /// The clock is read only then: most streams end with nothing to give back.
     pub fn on_stream_end(&mut self, host: &mut dyn Host, context_id: u32) {
         let ended = self.streams.end(context_id);
+        self.engine_forget(context_id);
         if let Some(key) = ended.in_flight {
             let now_s = host.now_ns().map_or(0, |ns| ns / 1_000_000_000);
             self.config.limit_table.release(&*host, key, now_s);
@@ -669,7 +689,8 @@ impl Plugin {
             Awaited::RevocationList => return self.fetched.revocation.as_ref().map_or(0, |r| r.events()),
             Awaited::Store(store) => return self.fetched.store(store).map_or(0, |r| r.events()),
             // Stored in shared data: the tick looks there (`introspection_over`).
-            Awaited::Introspection { .. } => return 0,
+            // Its answer revisits it (`fleet_checks`).
+            Awaited::Introspection { .. } | Awaited::Engine => return 0,
         };
         remote.map_or(0, |remote| remote.events())
     }

@@ -88,7 +88,8 @@ reasons! {
     RateLimited => "rate_limited",
     /// Over the principal's requests in flight.
     ConcurrencyLimited => "concurrency_limited",
-    /// The shared counts could not be updated (other workers kept winning): fail closed.
+    /// The shared counts could not be updated (other workers kept winning), or the fleet's
+    /// rate-limit engine did not answer and `limits.engine_failure_mode_deny` is true: fail closed.
     LimitsUnavailable => "limits_unavailable",
     /// Remote signing keys not fetched (yet), or not fetchable now.
     JwksUnavailable => "jwks_unavailable",

@@ -90,6 +90,8 @@ pub struct FakeHost {
     pub refuse_calls: bool,
     /// Form POSTs made: (token, target, authorization, body).
     pub posts: Vec<(u32, Target, Option<String>, Vec<u8>)>,
+    /// Questions to the rate-limit engine: (token, cluster, message).
+    pub engine_calls: Vec<(u32, String, Vec<u8>)>,
     pub counters: HashMap<String, u64>,
     pub now_ns: Cell<u64>,
     /// Nanoseconds the clock moves on each reading (a slow hash takes time).
@@ -106,6 +108,7 @@ impl FakeHost {
             next_token: 1,
             refuse_calls: false,
             posts: Vec::new(),
+            engine_calls: Vec::new(),
             counters: HashMap::new(),
             now_ns: Cell::new(1_800_000_000_000_000_000),
             tick_ns: 0,
@@ -150,6 +153,16 @@ impl HttpCalls for FakeHost {
         let token = self.next_token;
         self.next_token += 1;
         self.posts.push((token, target.clone(), authorization.map(String::from), body.to_vec()));
+        Some(token)
+    }
+
+    fn should_rate_limit(&mut self, cluster: &str, message: &[u8], _timeout_ms: u64) -> Option<u32> {
+        if self.refuse_calls {
+            return None;
+        }
+        let token = self.next_token;
+        self.next_token += 1;
+        self.engine_calls.push((token, cluster.to_string(), message.to_vec()));
         Some(token)
     }
 }

@@ -146,8 +146,11 @@ fuzz_target!(|data: &[u8]| {
             assert!(matches!(credential, Ok(Some(Credential::Bearer { .. }))));
             assert_eq!(*provider, ProviderId(2), "only the remote provider fetches keys");
         }
-        // This configuration fetches no revocation list, asks no endpoint and has no client store.
-        Decision::Wait(Awaited::RevocationList | Awaited::Introspection { .. } | Awaited::Store(_)) => {
+        // This configuration fetches no revocation list, asks no endpoint and has no store;
+        // the pipeline never waits for the rate-limit engine (the plugin does, once it decided).
+        Decision::Wait(
+            Awaited::RevocationList | Awaited::Introspection { .. } | Awaited::Store(_) | Awaited::Engine,
+        ) => {
             panic!("impossible here: {decision:?}")
         }
         // This configuration has no optional rule, no shadow rule and no token endpoint.

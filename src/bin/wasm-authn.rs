@@ -81,9 +81,10 @@ enum Command {
         /// Only this one: `ratelimit` (envoyproxy/ratelimit), `limitador`, or `envoy`
         #[arg(long, value_enum)]
         format: Option<EngineFormat>,
-        /// The rate-limit domain (Limitador's namespace)
-        #[arg(long, default_value = "wasm_authn")]
-        domain: String,
+        /// The rate-limit domain (Limitador's namespace); default: the configuration's
+        /// limits.engine_domain (wasm_authn)
+        #[arg(long)]
+        domain: Option<String>,
         /// The Envoy cluster of the engine, in the `envoy` format
         #[arg(long, default_value = "ratelimit")]
         cluster: String,
@@ -207,7 +208,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Check { config } => check(&config),
         Command::RatelimitConfig { config, format, domain, cluster } => {
-            ratelimit_config(&config, format, &domain, &cluster)
+            ratelimit_config(&config, format, domain.as_deref(), &cluster)
         }
         Command::HashPassword { bcrypt: _, cost, sha256 } => hash_password(cost, sha256),
         Command::NewApiKey { client_id } => new_api_key(&client_id),
@@ -307,14 +308,15 @@ fn check(name: &str) -> Outcome {
 
 // ---- ratelimit-config ----
 
-fn ratelimit_config(name: &str, format: Option<EngineFormat>, domain: &str, cluster: &str) -> Outcome {
-    if domain.is_empty() || domain.chars().any(char::is_control) {
+fn ratelimit_config(name: &str, format: Option<EngineFormat>, domain: Option<&str>, cluster: &str) -> Outcome {
+    if domain.is_some_and(|domain| domain.is_empty() || domain.chars().any(char::is_control)) {
         return Err(Failure::Usage("--domain must be a non-empty name".into()));
     }
     let bytes = read_input(name, MAX_CONFIG_BYTES)?;
     let config = Config::from_json(&bytes).map_err(|e| Failure::Refused(format!("configuration refused: {e}")))?;
     let rules = Rules::of(&config).map_err(|e| Failure::Refused(format!("no engine rules: {e}")))?;
     let refused = |e: wasm_authn::fleet_rules::Refusal| Failure::Refused(format!("no engine rules: {e}"));
+    let domain = &rules.domain_of(domain).map_err(refused)?;
     let text = match format {
         Some(EngineFormat::Ratelimit) => rules.envoy_ratelimit(domain).map_err(refused)?,
         Some(EngineFormat::Limitador) => rules.limitador(domain),

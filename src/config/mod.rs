@@ -87,6 +87,8 @@ pub struct Config {
     pub(crate) limit_defaults: Limits,
     /// Who counts the requests per hour: this Envoy, or the fleet's rate-limit engine.
     pub(crate) limit_scope: LimitScope,
+    /// With scope "fleet": the engine the filter asks about one-time tokens and failed passwords.
+    pub(crate) engine: Option<crate::fleet::engine::Engine>,
     /// The `jti` of one-time keypair tokens seen, until they expire (shared by every worker).
     pub(crate) replay_table: SharedTable,
     /// Add the RateLimit fields to allowed responses.
@@ -276,7 +278,7 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
             .map(|name| header_name(name, "principal_headers.qualified"))
             .transpose()?,
     };
-    let policy::LimitSettings { defaults: limit_defaults, max_tracked_principals, expose_headers, scope } =
+    let policy::LimitSettings { defaults: limit_defaults, max_tracked_principals, expose_headers, scope, engine } =
         policy::limits(raw.limits)?;
     let (basic_users, basic_store, failure_limit, slow_hash_budget_ms_per_second) =
         compile_basic(raw.basic, &limit_defaults, env)?;
@@ -357,6 +359,7 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
         limit_table: LimitTable::new(max_tracked_principals),
         limit_defaults,
         limit_scope: scope,
+        engine,
         replay_table: SharedTable::new("keypair_jti", ONE_TIME_TOKENS, ONE_TIME),
         expose_limit_headers: expose_headers,
         basic_users,

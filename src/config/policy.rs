@@ -141,6 +141,7 @@ pub(super) struct LimitSettings {
     pub max_tracked_principals: usize,
     pub expose_headers: bool,
     pub scope: LimitScope,
+    pub engine: Option<crate::fleet::engine::Engine>,
 }
 
 /// `limits`: the defaults, the table of counts, and who counts the hourly limits.
@@ -168,11 +169,24 @@ pub(super) fn limits(raw: Option<RawLimits>) -> Result<LimitSettings, ConfigErro
             "must be false with scope \"fleet\": the engine counts the hourly limits",
         ));
     }
+    let engine = match scope {
+        LimitScope::Envoy => None,
+        LimitScope::Fleet => {
+            if raw.engine_domain.is_empty() {
+                return Err(ConfigError::new("limits.engine_domain", "must not be empty"));
+            }
+            Some(crate::fleet::engine::Engine {
+                domain: raw.engine_domain,
+                failure_mode_deny: raw.engine_failure_mode_deny,
+            })
+        }
+    };
     Ok(LimitSettings {
         defaults,
         max_tracked_principals: raw.max_tracked_principals,
         expose_headers: raw.expose_headers,
         scope,
+        engine,
     })
 }
 

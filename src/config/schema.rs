@@ -257,6 +257,12 @@ pub(super) struct RawLimits {
     /// Who counts the requests per hour: `"envoy"` (this Envoy, exact across its workers) or `"fleet"` (the rate-limit engine every Envoy asks through Envoy's rate-limit filter; `wasm-authn ratelimit-config` writes its rules). Requests in flight are counted per Envoy either way.
     #[serde(default)]
     pub scope: RawLimitScope,
+    /// With scope `"fleet"`: the rate-limit domain (Limitador's namespace) of the questions the filter asks the engine itself (through the Envoy cluster `ratelimit`, gRPC over HTTP/2) about one-time keypair tokens (`one_time`) and failed passwords (`basic.failure_limit`), which Envoy's rate-limit filter cannot see. `wasm-authn ratelimit-config` writes every rule in it.
+    #[serde(default = "default_engine_domain")]
+    pub engine_domain: String,
+    /// With scope `"fleet"`, when the engine does not answer within 250 ms: `false` decides on this Envoy's own records alone (counted as `engine.failure_mode_allowed`), `true` answers 503 (as Envoy's rate-limit filter's `failure_mode_deny`). A refused password is refused either way.
+    #[serde(default)]
+    pub engine_failure_mode_deny: bool,
 }
 
 impl Default for RawLimits {
@@ -267,6 +273,8 @@ impl Default for RawLimits {
             max_tracked_principals: default_max_tracked_principals(),
             expose_headers: false,
             scope: RawLimitScope::default(),
+            engine_domain: default_engine_domain(),
+            engine_failure_mode_deny: false,
         }
     }
 }
@@ -797,6 +805,9 @@ pub(super) fn default_failure_window() -> u64 {
 }
 fn default_keypair_lifetime() -> u64 {
     60
+}
+fn default_engine_domain() -> String {
+    "wasm_authn".to_string()
 }
 fn default_max_tracked_principals() -> usize {
     10_000

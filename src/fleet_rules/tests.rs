@@ -77,8 +77,13 @@ fn refused_unless_the_engine_is_to_count() {
     let refusal = rules_of(config(json!({"requests_per_hour": 100}))).unwrap_err();
     assert_eq!(refusal.field, "limits.scope");
     let nothing =
-        json!({"limits": {"scope": "fleet"}, "basic": {"users": [{"name": "a", "password_hash": SECRET_SHA256}]}});
+        json!({"limits": {"scope": "fleet"}, "api_keys": {"clients": [{"id": "a", "key_hash": SECRET_SHA256}]}});
     assert_eq!(rules_of(nothing).unwrap_err().field, "limits.requests_per_hour");
+    // Basic users alone: their failed passwords are the engine's to count.
+    let users =
+        json!({"limits": {"scope": "fleet"}, "basic": {"users": [{"name": "a", "password_hash": SECRET_SHA256}]}});
+    let rules = rules_of(users).unwrap();
+    assert_eq!(rules.failures, Some(Failures { max_failures: 100, window_seconds: 60 }));
 }
 
 #[test]
@@ -116,7 +121,8 @@ fn limitador_limits_exclude_overridden_principals_from_the_default() {
     assert!(text.contains("  - 'descriptors[0].principal.startsWith(\"jwt:corp:\")'\n"), "{text}");
     // An unlimited principal is only excluded from the default.
     assert!(!text.contains("== \"basic:alice\""), "{text}");
-    assert_eq!(text.matches("- namespace:").count(), 5, "{text}");
+    // Four hourly rules and the users' failed passwords.
+    assert_eq!(text.matches("- namespace:").count(), 6, "{text}");
 }
 
 #[test]
@@ -136,7 +142,13 @@ fn without_a_default_only_the_principals_with_a_limit_have_rules() {
     let rules = rules_of(value).unwrap();
     assert_eq!(
         rules,
-        Rules { default: None, overrides: vec![exact("api-key:a", Some(3), "api_keys.clients[0].requests_per_hour")] }
+        Rules {
+            default: None,
+            overrides: vec![exact("api-key:a", Some(3), "api_keys.clients[0].requests_per_hour")],
+            one_time: Vec::new(),
+            failures: None,
+            domain: "wasm_authn".into()
+        }
     );
     assert!(!rules.envoy_ratelimit("d").unwrap().contains("- key: principal\n  rate_limit"));
     assert_eq!(rules.limitador("d").matches("- namespace:").count(), 1);
@@ -152,4 +164,68 @@ fn envoy_side_reads_the_header_the_filter_sets_and_removes_it() {
         "  - actions:\n    - request_headers:\n        header_name: x-auth-ratelimit-principal\n        descriptor_key: principal\n  \
          request_headers_to_remove:\n  - x-auth-ratelimit-principal\n"
     ), "{text}");
+}
+
+fn one_time_config() -> Value {
+    json!({
+        "limits": {"scope": "fleet"},
+        "clock_skew_seconds": 10,
+        "basic": {"users": [{"name": "a", "password_hash": SECRET_SHA256}],
+                  "failure_limit": {"max_failures": 3, "max_failures_per_name": 6, "window_seconds": 600}},
+        "keypairs": [
+            {"id": "plain", "public_key": PEM},
+            {"id": "sign.er", "public_key": include_str!("../../tests/keys/ec_p256_public.pem"),
+             "max_lifetime_seconds": 60, "one_time": true}
+        ]
+    })
+}
+
+#[test]
+fn one_time_keypairs_and_failed_passwords_have_rules_of_their_own() {
+    let rules = rules_of(one_time_config()).unwrap();
+    assert_eq!(
+        rules.one_time,
+        vec![OneTime { keypair: "sign.er".into(), seconds: 60 + 2 * 10 + 1, field: "keypairs[1].one_time".into() }]
+    );
+    assert_eq!(rules.failures, Some(Failures { max_failures: 6, window_seconds: 600 }));
+    let limitador = rules.limitador("api");
+    assert!(
+        limitador.contains(
+            "- namespace: \"api\"\n  name: 'keypairs[1].one_time'\n  max_value: 1\n  seconds: 81\n  conditions:\n  \
+         - 'descriptors[0].one_time_keypair == \"sign.er\"'\n  variables:\n  - 'descriptors[0].jti'\n"
+        ),
+        "{limitador}"
+    );
+    assert!(
+        limitador.contains(
+            "  name: 'basic.failure_limit.max_failures_per_name'\n  max_value: 6\n  seconds: 600\n  conditions:\n  \
+         - 'descriptors[0].basic_failures != \"\"'\n  variables:\n  - 'descriptors[0].basic_failures'\n"
+        ),
+        "{limitador}"
+    );
+    let ratelimit = rules.envoy_ratelimit("api").unwrap();
+    assert!(ratelimit.contains(
+        "- key: one_time_keypair\n  value: \"sign.er\"\n  descriptors:\n  - key: jti\n    rate_limit:\n      unit: day\n      requests_per_unit: 1\n"
+    ), "{ratelimit}");
+    // Checked with hits_addend 0, which envoyproxy/ratelimit finds over once the count exceeds the limit.
+    assert!(
+        ratelimit.contains("- key: basic_failures\n  rate_limit:\n    unit: hour\n    requests_per_unit: 5\n"),
+        "{ratelimit}"
+    );
+    // The filter's domain, unless another is asked for where the filter asks nothing itself.
+    assert_eq!(rules.domain_of(None).unwrap(), "wasm_authn");
+    assert_eq!(rules.domain_of(Some("other")).unwrap_err().field, "limits.engine_domain");
+    assert!(rules
+        .envoy("api", "ratelimit")
+        .contains("# cluster named `ratelimit` (gRPC, HTTP/2), in the domain \"wasm_authn\".\n"));
+    // Its cache key would be ambiguous with a `_` in the keypair's id.
+    let mut underscore = one_time_config();
+    underscore["keypairs"][1]["id"] = json!("sign_er");
+    let refused = rules_of(underscore).unwrap().envoy_ratelimit("api").unwrap_err();
+    assert_eq!(refused.field, "keypairs[1].one_time");
+    // No principal descriptor without hourly limits.
+    assert!(
+        !ratelimit.contains("key: principal") && !limitador.contains("descriptors[0].principal"),
+        "{ratelimit}{limitador}"
+    );
 }

@@ -105,6 +105,12 @@ impl HttpCalls for EnvoyHost {
         let timeout = Duration::from_millis(timeout_ms);
         hostcalls::dispatch_http_call(&target.cluster, headers, Some(body), vec![], timeout).ok()
     }
+
+    fn should_rate_limit(&mut self, cluster: &str, message: &[u8], timeout_ms: u64) -> Option<u32> {
+        use crate::fleet::engine::{METHOD, SERVICE};
+        let timeout = Duration::from_millis(timeout_ms);
+        hostcalls::dispatch_grpc_call(cluster, SERVICE, METHOD, vec![], Some(message), timeout).ok()
+    }
 }
 
 impl Counters for EnvoyHost {

@@ -14,8 +14,9 @@
 //! ```text
 //!   headers ──decide──> Allowed ──> body, trailers: continue
 //!      │       └──────> Answered ─> body, trailers: held (the reply is on its way)
-//!      └─> Undecided ─┬─ Waiting (keys, a document): body, trailers held;
-//!                     │    decided again on a tick, or answered when the wait is over
+//!      └─> Undecided ─┬─ Waiting (keys, a document, the rate-limit engine's answer):
+//!                     │    body, trailers held; decided again on a tick (or carried out
+//!                     │    as decided, on the engine's answer), or answered when the wait is over
 //!                     └─ ReadingBody: chunks held until the body is complete
 //!                          (or over its bound, or its deadline), then decided
 //! ```
@@ -75,6 +76,9 @@ pub enum Awaited {
         /// The token's key in the shared answers.
         key: u128,
     },
+    /// The fleet's rate-limit engine's answer about a request decided here (the plugin
+    /// keeps what the decision was: its changes, or its refusal).
+    Engine,
 }
 
 /// A request held for something on its way.

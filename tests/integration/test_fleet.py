@@ -6,9 +6,11 @@ and Envoy's rate-limit filter and route settings are what `wasm-authn
 ratelimit-config` prints for it, used as printed.
 
 Envoy A runs the rate-limit filter with failure_mode_deny false, Envoy B with
-true. Every request opens a new connection, so each Envoy spreads them over its
-two workers. Each test uses principals of its own: the engine's counts last the
-hour.
+true; the filter's own questions to the engine (one-time keypair tokens, failed
+passwords: `limits.engine_failure_mode_deny`) likewise. Envoy A brings bodies to the
+filter before it decides (allow_on_headers_stop_iteration true), Envoy B does not.
+Every request opens a new connection, so each Envoy spreads them over its two
+workers. Each test uses principals of its own: the engine's counts last the hour.
 """
 from __future__ import annotations
 
@@ -21,9 +23,12 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import yaml
 
-from harness import REPO_ROOT, EnvoyHarness, cli_run
+import jwt
+
+from harness import REPO_ROOT, EnvoyHarness, _wasm_filter, cli_run
 from ratelimit_engine import RateLimitEngine, fleet_envoy, ratelimit_stats
-from tokens import hmac_token, now, sha256_hash
+from tokens import basic_header, hmac_token, now, sha256_hash
+from wire import Body, send
 
 HEADER = "x-auth-ratelimit-principal"
 HMAC = b"fleet-secret-fleet-secret-fleet-secret"
@@ -44,6 +49,12 @@ CONFIG = {
         {"id": "down", "key_hash": sha256_hash(KEYS["down"]), "requests_per_hour": 1000},
         {"id": "local", "key_hash": sha256_hash(KEYS["local"]), "requests_per_hour": 2},
     ]},
+    # Four failed passwords per name, fleet-wide (each Envoy alone would allow four more).
+    "basic": {"users": [{"name": name, "password_hash": sha256_hash(f"pw-{name}")}
+                        for name in ("bob", "carol", "dora", "erin", "body")],
+              "failure_limit": {"max_failures": 4, "max_failures_per_name": 4, "window_seconds": 600}},
+    "keypairs": [{"id": "once", "public_key": open(os.path.join(REPO_ROOT, "tests", "keys", "ec_p256_public.pem")).read(),
+                  "max_lifetime_seconds": 300, "one_time": True}],
     "jwt": {"providers": [{
         "name": "corp", "issuer": "https://corp.example", "requests_per_hour": 4,
         "local_jwks": {"keys": [{"kty": "oct", "alg": "HS256", "k": base64.urlsafe_b64encode(HMAC).rstrip(b"=").decode()}]},
@@ -77,11 +88,25 @@ def envoy_side():
     return yaml.safe_load(ratelimit_config("envoy"))
 
 
+def envoy_of(envoy_side, engine_port, deny):
+    """One Envoy of the fleet: failing open (A) or closed (B), in Envoy's rate-limit filter and the
+    filter's own questions alike; A brings bodies to the filter before it decides, B does not."""
+    config = json.loads(json.dumps(CONFIG))
+    config["limits"]["engine_failure_mode_deny"] = deny
+    kwargs = fleet_envoy(envoy_side, engine_port, failure_mode_deny=deny)
+    wire_fleet = kwargs["config_hook"]
+
+    def hook(cfg):
+        wire_fleet(cfg)
+        _wasm_filter(cfg)["allow_on_headers_stop_iteration"] = not deny
+
+    return EnvoyHarness(config, concurrency=2, **{**kwargs, "config_hook": hook})
+
+
 @pytest.fixture(scope="module")
 def fleet(wasm_module, envoy_binary, engine, envoy_side):
     """(Envoy A: failure_mode_deny false, Envoy B: true)."""
-    envoys = [EnvoyHarness(CONFIG, concurrency=2, **fleet_envoy(envoy_side, engine.port, failure_mode_deny=deny))
-              for deny in (False, True)]
+    envoys = [envoy_of(envoy_side, engine.port, deny) for deny in (False, True)]
     try:
         for envoy in envoys:
             envoy.start()
@@ -211,8 +236,13 @@ def test_the_envoyproxy_ratelimit_rules_say_what_limitador_was_told():
     the default for every principal, each principal's own, a provider's per subject."""
     rules = yaml.safe_load(ratelimit_config("ratelimit"))
     assert rules["domain"] == "wasm_authn"
-    by_value = {d.get("value"): d["rate_limit"] for d in rules["descriptors"]}
-    assert all(d["key"] == "principal" for d in rules["descriptors"])
+    principals = [d for d in rules["descriptors"] if d["key"] == "principal"]
+    by_value = {d.get("value"): d["rate_limit"] for d in principals}
+    # The filter's own questions: each one-time token once, failed passwords per name.
+    own = {d["key"]: d for d in rules["descriptors"] if d["key"] != "principal"}
+    assert own["one_time_keypair"]["value"] == "once"
+    assert own["one_time_keypair"]["descriptors"] == [{"key": "jti", "rate_limit": {"unit": "day", "requests_per_unit": 1}}]
+    assert own["basic_failures"]["rate_limit"] == {"unit": "hour", "requests_per_unit": 3}
     assert by_value[None] == {"unit": "hour", "requests_per_unit": 1000}
     assert by_value["api-key:exact"] == {"unit": "hour", "requests_per_unit": 6}
     assert by_value["api-key:unlimited"] == {"unlimited": True}
@@ -227,3 +257,109 @@ def test_the_compose_fleets_rules_load_in_the_engine(engine):
         rules = f.read()
     with RateLimitEngine(rules, server_bin=engine.server_bin) as other:
         assert other.server.poll() is None
+
+
+# ---- what the filter asks the engine itself (issue 23.3) ----
+
+EC_PRIVATE = open(os.path.join(REPO_ROOT, "tests", "keys", "ec_p256_private.pem")).read()
+
+
+def one_time(jti):
+    """A one-time token of keypair "once", signed by PyJWT."""
+    token = jwt.encode({"iss": "once", "iat": now(), "exp": now() + 120, "jti": jti}, EC_PRIVATE, algorithm="ES256")
+    return {"authorization": f"Bearer {token}"}
+
+
+def basic(user, password=None):
+    return {"authorization": basic_header(user, password or f"pw-{user}")}
+
+
+def engine_stats(envoy):
+    stats = envoy.wasm_stats()
+    return {name: stats.get(f"wasm_authn.engine.{name}", 0) for name in ("ok", "over_limit", "error", "failure_mode_allowed")}
+
+
+def test_a_one_time_token_used_on_one_envoy_is_refused_on_the_other(fleet):
+    a, b = fleet
+    token = one_time(f"job-{time.time_ns()}")
+    before = engine_stats(b)
+    assert a.request("GET", "/x", token).status == 200
+    refused = b.request("GET", "/x", token)
+    assert refused.status == 401 and refused.json()["error"] == "invalid_token", refused
+    assert "token already used" in refused.headers["www-authenticate"]
+    assert engine_stats(b)["over_limit"] - before["over_limit"] == 1
+    # And on A (its own record, or the engine), and on B again.
+    assert a.request("GET", "/x", token).status == 401
+    assert b.request("GET", "/x", token).status == 401
+    # Another token passes on B first.
+    assert b.request("GET", "/x", one_time(f"job-{time.time_ns()}")).status == 200
+
+
+def test_failed_passwords_for_one_name_across_both_envoys_hit_one_limit(fleet):
+    a, b = fleet
+    # Four failures, two on each Envoy: under each one's own limit of four, at the fleet's.
+    for i in range(4):
+        r = fleet[i % 2].request("GET", "/x", basic("bob", f"guess-{i}"))
+        assert r.status == 401, (i, r)
+    # Now the right password is refused on either, and so is a fifth guess.
+    for envoy in fleet:
+        r = envoy.request("GET", "/x", basic("bob"))
+        assert r.status == 429 and r.json()["error"] == "rate_limited", r
+        assert int(r.headers["retry-after"]) == 600
+    assert a.request("GET", "/x", basic("bob", "guess-5")).status == 429
+    # Another name is untouched, and its right password passes on both.
+    assert [envoy.request("GET", "/x", basic("carol")).status for envoy in fleet] == [200, 200]
+    assert b.request("GET", "/x", basic("carol", "nope")).status == 401
+
+
+def test_held_requests_go_on_with_their_bodies_over_http1_and_http2(fleet):
+    """Held for the engine's answer (a Basic user's check), a request's body waits with it, on
+    both Envoys (A brings bodies to the filter before it decides, B does not), and reaches the
+    upstream intact; a refused one never does."""
+    data = [bytes([65 + i]) * 30_000 for i in range(3)]
+    for envoy in fleet:
+        for protocol, body in (("h1", Body(data)), ("h1-chunked", Body(data, trailers=[("x-sum", "1")])),
+                               ("h2", Body(data)), ("h2", Body(data[:1], trailers=[("grpc-status", "0")]))):
+            headers = list(basic("body").items()) + [("content-type", "application/octet-stream")]
+            r = send(envoy.listener_port, "POST", "/rows", headers, body, protocol, 20.0)
+            assert r.status == 200, (protocol, r.status, r.body[:200])
+            seen = EnvoyHarness.upstream_request(r)
+            assert seen["body_length"] == len(body.data), protocol
+            assert seen["headers"]["x-auth-principal"] == "body"
+    # A locked name's body never goes upstream.
+    for i in range(4):
+        assert fleet[i % 2].request("GET", "/x", basic("dora", f"guess-{i}")).status == 401
+    for envoy in fleet:
+        for protocol in ("h1", "h2"):
+            headers = list(basic("dora").items()) + [("content-type", "application/octet-stream")]
+            # (Within one HTTP/2 window: the answer comes before the client is done sending.)
+            r = send(envoy.listener_port, "POST", "/rows", headers, Body(data[:1]), protocol, 20.0)
+            assert r.status == 429, (protocol, r.status)
+            assert not r.body or b"rows" not in r.body
+
+
+def test_without_the_engine_the_filters_own_questions_fail_open_or_closed_and_are_counted(fleet, engine):
+    a, b = fleet
+    engine.stop_server()
+    try:
+        before = [engine_stats(envoy) for envoy in fleet]
+        # A (engine_failure_mode_deny false): decided on its own records; its rate-limit filter lets it pass too.
+        assert a.request("GET", "/x", basic("erin")).status == 200
+        assert a.request("GET", "/x", one_time(f"down-{time.time_ns()}")).status == 200
+        # B (true): 503, before Envoy's rate-limit filter is asked.
+        r = b.request("GET", "/x", basic("erin"))
+        assert r.status == 503 and r.json()["error"] == "temporarily_unavailable", r
+        # A failed password is refused either way.
+        assert [envoy.request("GET", "/x", basic("erin", "nope")).status for envoy in fleet] == [401, 401]
+        after = [engine_stats(envoy) for envoy in fleet]
+        assert after[0]["error"] - before[0]["error"] == 3
+        assert after[0]["failure_mode_allowed"] - before[0]["failure_mode_allowed"] == 2
+        assert after[1]["error"] - before[1]["error"] == 2
+        assert after[1]["failure_mode_allowed"] == before[1]["failure_mode_allowed"]
+        assert b.wasm_stats().get("wasm_authn.denied.limits_unavailable", 0) >= 1
+    finally:
+        engine.start_server()
+    deadline = time.monotonic() + 10
+    while b.request("GET", "/x", basic("erin")).status != 200:
+        assert time.monotonic() < deadline, engine.log_text()[-2000:]
+        time.sleep(0.1)

@@ -70,6 +70,9 @@ impl HttpCalls for Host {
     fn post_form(&mut self, _: &Target, _: Option<&str>, _: &[u8], _: u64) -> Option<u32> {
         None
     }
+    fn should_rate_limit(&mut self, _: &str, _: &[u8], _: u64) -> Option<u32> {
+        None
+    }
 }
 impl Counters for Host {
     fn increment(&mut self, _: &str) {}

@@ -10,7 +10,13 @@
 //! CEL list `descriptors`, each a map of its entries (`descriptors[0].principal`);
 //! `hits_addend` 0 counts as 1; an empty domain answers UNKNOWN; a storage error
 //! answers the gRPC status UNAVAILABLE, which Envoy's `failure_mode_deny` decides
-//! on. `--rls-port 0` binds a free port. The first line on standard output is
+//! on. `--rls-port 0` binds a free port.
+//!
+//! One addition to limitador-server's mapping: a request whose every descriptor
+//! carries its own `hits_addend` of 0 (the field envoyproxy/ratelimit reads as
+//! "check only") is checked without being counted: OVER_LIMIT when one more hit would
+//! be over the limit (Limitador's `is_rate_limited` with a delta of 1). wasm-authn asks
+//! so whether a user name's password failures reached their limit (docs/operating.md). The first line on standard output is
 //! `listening on IP:PORT`.
 
 use std::collections::HashMap;
@@ -81,6 +87,8 @@ impl RateLimitService for Limitador {
             return Ok(Response::new(answer(Code::Unknown)));
         }
         let namespace = request.domain.into();
+        let check_only = !request.descriptors.is_empty()
+            && request.descriptors.iter().all(|descriptor| descriptor.hits_addend.as_ref().is_some_and(|hits| hits.value == 0));
         let descriptors: Vec<HashMap<String, String>> = request
             .descriptors
             .into_iter()
@@ -89,7 +97,12 @@ impl RateLimitService for Limitador {
         let mut context = Context::default();
         context.list_binding("descriptors".to_string(), descriptors);
         let hits = u64::from(request.hits_addend.max(1));
-        match self.limiter.check_rate_limited_and_update(&namespace, &context, hits).await {
+        let result = if check_only {
+            self.limiter.is_rate_limited(&namespace, &context, 1).await
+        } else {
+            self.limiter.check_rate_limited_and_update(&namespace, &context, hits).await
+        };
+        match result {
             Ok(result) if result.limited => Ok(Response::new(answer(Code::OverLimit))),
             Ok(_) => Ok(Response::new(answer(Code::Ok))),
             Err(error) => {
