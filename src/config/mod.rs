@@ -5,6 +5,7 @@
 
 mod api_clients;
 mod claims;
+mod dpop;
 /// The configuration error: a field path and what is wrong there.
 pub mod error;
 mod introspection;

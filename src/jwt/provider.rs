@@ -5,6 +5,7 @@
 use std::fmt;
 use std::rc::Rc;
 
+use super::algorithm::Algorithm;
 use super::keys::KeySet;
 use crate::jwt::introspection::endpoint::Introspection;
 use crate::privileges::Privileges;
@@ -68,6 +69,8 @@ pub struct Provider {
     pub introspection: Option<Introspection>,
     /// Refuse tokens not bound to a client certificate (RFC 8705 3); a bound token is checked either way.
     pub require_certificate_binding: bool,
+    /// DPoP-bound tokens (RFC 9449): accepted with a proof, or required.
+    pub dpop: Option<Dpop>,
     /// The claims `rules[].claims` test: the configuration's claim table, in its order
     /// (read from an identity provider's tokens only).
     pub condition_claims: Rc<Vec<String>>,
@@ -138,6 +141,17 @@ impl FetchedKeys {
     pub fn awaited(&self, provider: ProviderId) -> bool {
         self.get(provider).is_some_and(|remote| remote.value().is_none())
     }
+}
+
+/// A provider's `dpop` setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dpop {
+    /// Refuse its tokens unless they are DPoP-bound.
+    pub required: bool,
+    /// How old a proof may be (its `iat`), and how long its `jti` is remembered.
+    pub max_age_seconds: u64,
+    /// Asymmetric algorithms a proof may be signed with.
+    pub algorithms: Vec<Algorithm>,
 }
 
 /// Inline keys may be HMAC secrets: never print them.
