@@ -35,6 +35,8 @@ const MAX_JTI_BYTES: usize = 256;
 /// Members of a private or secret JWK (RFC 7518 6.2.2, 6.3.2, 6.4.1).
 const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
 const PROOF_HEADER: &str = "dpop";
+/// The members of an RSA, EC or OKP public key (RFC 7638 3.2, RFC 8037 2).
+const THUMBPRINT_MEMBERS: [&str; 6] = ["crv", "e", "kty", "n", "x", "y"];
 
 /// Why a proof was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,37 +91,43 @@ pub fn check_proof(
         return Err(Invalid("not a JWS"));
     };
     let (header_json, claims) = (object(header)?, object(payload)?);
-    let text = |object: &Map<String, Value>, name: &str| object.get(name).and_then(Value::as_str).map(str::to_owned);
-    if text(&header_json, "typ").as_deref() != Some("dpop+jwt") {
+    if text(&header_json, "typ") != Some("dpop+jwt") {
         return Err(Invalid("typ must be dpop+jwt"));
     }
-    let alg = text(&header_json, "alg").as_deref().and_then(Algorithm::from_name);
-    let Some(alg) = alg.filter(|alg| settings.algorithms.contains(alg)) else {
+    let alg = text(&header_json, "alg").filter(|alg| settings.algorithms.split(' ').any(|name| name == *alg));
+    let Some(alg) = alg.and_then(Algorithm::from_name) else {
         return Err(Invalid("algorithm not allowed"));
     };
     let Some(jwk) = header_json.get("jwk").filter(|jwk| jwk.is_object()) else { return Err(Invalid("no jwk")) };
     if PRIVATE_MEMBERS.iter().any(|member| jwk.get(member).is_some()) {
         return Err(Invalid("the jwk has private key members"));
     }
+    // RFC 7638: the thumbprint of the members a key of its type requires, as the client wrote them.
+    let mut members = Map::new();
+    for name in THUMBPRINT_MEMBERS {
+        if let Some(value) = jwk.get(name) {
+            members.insert(name.to_string(), value.clone());
+        }
+    }
+    let jkt = thumbprint(&members);
     let Some(key) = Key::from_public_jwk(jwk) else { return Err(Invalid("unusable jwk")) };
     let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| Invalid("not a JWS"))?;
     let signing_input = proof.get(..header.len() + 1 + payload.len()).unwrap_or_default();
     if !check_signature(&key, alg, signing_input.as_bytes(), &signature, host) {
         return Err(Invalid("signature verification failed"));
     }
-    if text(&claims, "htm").as_deref() != Some(request.method) {
+    if text(&claims, "htm") != Some(request.method) {
         return Err(Invalid("htm does not match the request method"));
     }
-    if text(&claims, "htu").as_deref().and_then(normalized_uri) != normalized_uri(&target_uri(request)) {
+    if text(&claims, "htu").and_then(normalized_uri) != normalized_uri(&target_uri(request)) {
         return Err(Invalid("htu does not match the request URI"));
     }
     let Some(issued_at) = claims.get("iat").and_then(Value::as_u64) else { return Err(Invalid("iat missing")) };
     if issued_at > now.saturating_add(skew) || issued_at.saturating_add(settings.max_age_seconds + skew) < now {
         return Err(Invalid("iat outside the accepted window"));
     }
-    let jkt = key.public_jwk().map(|members| thumbprint(&members)).unwrap_or_default();
     if let Some((token, bound_to)) = access_token {
-        if text(&claims, "ath") != Some(URL_SAFE_NO_PAD.encode(sha256(token.as_bytes()))) {
+        if text(&claims, "ath") != Some(URL_SAFE_NO_PAD.encode(sha256(token.as_bytes())).as_str()) {
             return Err(Invalid("ath does not match the access token"));
         }
         // Both public: a plain comparison.
@@ -138,6 +146,11 @@ pub fn check_proof(
         Once::Full => Err(ProofError::TryLater(Reason::ReplayCacheFull)),
         Once::Unavailable => Err(ProofError::TryLater(Reason::LimitsUnavailable)),
     }
+}
+
+/// A string member.
+fn text<'o>(object: &'o Map<String, Value>, name: &str) -> Option<&'o str> {
+    object.get(name).and_then(Value::as_str)
 }
 
 /// A base64url JSON object.
@@ -161,41 +174,44 @@ fn target_uri(request: &RequestFacts) -> String {
 /// what is no such URI (another scheme, userinfo, a bad percent-encoding).
 fn normalized_uri(uri: &str) -> Option<String> {
     let (scheme, rest) = uri.split_once("://")?;
-    let scheme = scheme.to_ascii_lowercase();
-    let default_port = match scheme.as_str() {
+    let mut out = scheme.to_ascii_lowercase();
+    let default_port = match out.as_str() {
         "https" => "443",
         "http" => "80",
         _ => return None,
     };
     let (authority, path) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
-    // A port follows the last `:` outside an IPv6 literal's brackets.
-    let (host, port) = match authority.rfind(':') {
-        Some(at) if !authority[at..].contains(']') => (&authority[..at], &authority[at + 1..]),
+    // A port is what follows the last `:` when it is digits (an IPv6 literal ends with `]`).
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => (host, port),
         _ => (authority, ""),
     };
-    let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
-    if host.is_empty() || authority.contains('@') || !port.bytes().all(|b| b.is_ascii_digit()) {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.is_empty() || authority.contains('@') {
         return None;
     }
-    let port = if port.is_empty() || port == default_port { String::new() } else { format!(":{port}") };
-    let path =
-        if path.starts_with('/') { percent_normalized(path)? } else { format!("/{}", percent_normalized(path)?) };
-    Some(format!("{scheme}://{host}{port}{path}"))
-}
-
-/// Percent-encodings in upper case, those of unreserved characters decoded (RFC 3986 6.2.2.1-2).
-fn percent_normalized(text: &str) -> Option<String> {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
+    out.push_str("://");
+    out.push_str(&host.to_ascii_lowercase());
+    if !port.is_empty() && port != default_port {
+        out.push(':');
+        out.push_str(port);
+    }
+    if !path.starts_with('/') {
+        out.push('/');
+    }
+    // Percent-encodings in upper case, those of unreserved characters decoded (6.2.2.1-2).
+    let mut rest = path;
     while let Some(at) = rest.find('%') {
         out.push_str(&rest[..at]);
-        let hex = rest.get(at + 1..at + 3)?;
-        let byte = u8::from_str_radix(hex, 16).ok().filter(|_| hex.bytes().all(|b| b.is_ascii_hexdigit()))?;
+        let hex = rest.as_bytes().get(at + 1..at + 3)?;
+        let digit = |b: &u8| char::from(*b).to_digit(16);
+        let byte = (digit(&hex[0])? * 16 + digit(&hex[1])?) as u8;
         if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
             out.push(char::from(byte));
         } else {
             out.push('%');
-            out.push_str(&hex.to_ascii_uppercase());
+            out.push(char::from(hex[0].to_ascii_uppercase()));
+            out.push(char::from(hex[1].to_ascii_uppercase()));
         }
         rest = &rest[at + 3..];
     }
@@ -232,14 +248,15 @@ pub(crate) fn bind_token_request(
 }
 
 /// The 401 of RFC 9449 7.1: `WWW-Authenticate: DPoP error="..."` with the algorithms taken.
-fn refused(realm: &str, settings: Option<&Dpop>, error: &'static str, message: &str, reason: Reason) -> LocalReply {
-    let algs: Vec<&str> = settings.map_or(Vec::new(), |s| s.algorithms.iter().map(|alg| alg.name()).collect());
-    let challenge = format!(
-        "DPoP realm=\"{realm}\", error=\"{error}\", error_description=\"{message}\", algs=\"{}\"",
-        algs.join(" ")
-    );
+fn refused(realm: &str, settings: Option<&Dpop>, (error, message, reason): Refusal) -> LocalReply {
+    let algs = settings.map_or("", |s| s.algorithms.as_str());
+    let challenge =
+        format!("DPoP realm=\"{realm}\", error=\"{error}\", error_description=\"{message}\", algs=\"{algs}\"");
     LocalReply { headers: vec![("www-authenticate", challenge)], ..LocalReply::new(401, error, message, reason) }
 }
+
+/// A DPoP refusal: its `error`, its description, its reason.
+type Refusal = (&'static str, &'static str, Reason);
 
 /// Proof of possession for one principal, on every request (a remembered token too):
 /// a token bound to a certificate on a connection with it (RFC 8705 3); a token bound
@@ -257,44 +274,37 @@ pub fn possession(
 ) -> Result<(), LocalReply> {
     let Some(token) = &principal.token else { return Ok(()) };
     let settings = token.provider.and_then(|id| config.jwt_providers.get(id.0)).and_then(|p| p.dpop.as_ref());
-    let refuse = |error, message, reason| refused(&config.realm, settings, error, message, reason);
     // The request's token (one at most), when it came as `Authorization: DPoP`.
     let bearer =
         credentials.iter().find_map(|c| if let Credential::Bearer { token, .. } = c { Some(token) } else { None });
     let dpop_token = scheme_token(request).filter(|dpop| bearer.is_some_and(|bearer| bearer == dpop));
-    match (&token.confirmation, dpop_token) {
-        (Some(Confirmation::Certificate(_)), _) | (None, None) => {
-            if let Err(unbound) = crate::binding::check_certificate(token.confirmation.as_ref(), request.peer) {
-                return Err(LocalReply::invalid_token(challenges, unbound.message(), unbound.reason()));
-            }
-            match (settings.is_some_and(|s| s.required), dpop_token) {
-                (true, _) => Err(refuse("invalid_token", "a DPoP-bound token is required", Reason::TokenNotBound)),
-                (false, Some(_)) => {
-                    Err(refuse("invalid_token", "token not bound to a DPoP key", Reason::TokenNotBound))
-                }
-                (false, None) => Ok(()),
-            }
-        }
-        (None, Some(_)) => Err(refuse("invalid_token", "token not bound to a DPoP key", Reason::TokenNotBound)),
-        (Some(Confirmation::Key(_)), None) => {
-            let unbound = crate::binding::Unbound::NeedsProof;
-            Err(LocalReply::invalid_token(challenges, unbound.message(), unbound.reason()))
-        }
-        (Some(Confirmation::Key(jkt)), Some(access_token)) => {
-            let Some(settings) = settings else {
-                let message = "DPoP is not configured for this token's provider";
-                return Err(refuse("invalid_token", message, Reason::DpopProofInvalid));
-            };
+    let refusal = match (&token.confirmation, dpop_token, settings) {
+        (Some(Confirmation::Key(jkt)), Some(access_token), Some(settings)) => {
             let (replay, skew) = (&config.replay_table, config.clock_skew_seconds);
             match check_proof(settings, request, Some((access_token, jkt)), replay, host, now_ms / 1000, skew) {
-                Ok(_) => Ok(()),
-                Err(ProofError::Invalid(message)) => {
-                    Err(refuse("invalid_dpop_proof", message, Reason::DpopProofInvalid))
-                }
-                Err(ProofError::TryLater(reason)) => Err(LocalReply::try_later(reason, 1)),
+                Ok(_) => return Ok(()),
+                Err(ProofError::Invalid(message)) => ("invalid_dpop_proof", message, Reason::DpopProofInvalid),
+                Err(ProofError::TryLater(reason)) => return Err(LocalReply::try_later(reason, 1)),
             }
         }
-    }
+        (Some(Confirmation::Key(_)), Some(_), None) => {
+            ("invalid_token", "DPoP is not configured for this token's provider", Reason::DpopProofInvalid)
+        }
+        // A certificate's binding, or a key's sent as `Bearer`.
+        (confirmation, dpop_token, _) => {
+            if let Err(unbound) = crate::binding::check_certificate(confirmation.as_ref(), request.peer) {
+                return Err(LocalReply::invalid_token(challenges, unbound.message(), unbound.reason()));
+            }
+            if dpop_token.is_some() {
+                ("invalid_token", "token not bound to a DPoP key", Reason::TokenNotBound)
+            } else if settings.is_some_and(|s| s.required) {
+                ("invalid_token", "a DPoP-bound token is required", Reason::TokenNotBound)
+            } else {
+                return Ok(());
+            }
+        }
+    };
+    Err(refused(&config.realm, settings, refusal))
 }
 
 #[cfg(test)]

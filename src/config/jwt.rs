@@ -209,7 +209,7 @@ fn compile_provider(
         }
         None => None,
     };
-    let dpop = raw.dpop.as_ref().map(|dpop| super::dpop::compile(dpop, &format!("{path}.dpop"))).transpose()?;
+    let dpop = super::dpop::compile(raw.dpop.as_ref(), path)?;
     if raw.require_certificate_binding && introspection.is_some() {
         let message = "is for JWTs: bound opaque tokens are refused (their binding is not checked yet)";
         return Err(ConfigError::new(format!("{path}.require_certificate_binding"), message));

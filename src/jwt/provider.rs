@@ -5,7 +5,6 @@
 use std::fmt;
 use std::rc::Rc;
 
-use super::algorithm::Algorithm;
 use super::keys::KeySet;
 use crate::jwt::introspection::endpoint::Introspection;
 use crate::privileges::Privileges;
@@ -150,8 +149,9 @@ pub struct Dpop {
     pub required: bool,
     /// How old a proof may be (its `iat`), and how long its `jti` is remembered.
     pub max_age_seconds: u64,
-    /// Asymmetric algorithms a proof may be signed with.
-    pub algorithms: Vec<Algorithm>,
+    /// The asymmetric algorithms a proof may be signed with: their names, space-separated
+    /// (the 401's `algs`).
+    pub algorithms: String,
 }
 
 /// Inline keys may be HMAC secrets: never print them.
