@@ -105,8 +105,8 @@ pub fn check_proof(
     // RFC 7638: the thumbprint of the members a key of its type requires, as the client wrote them.
     let mut members = Map::new();
     for name in THUMBPRINT_MEMBERS {
-        if let Some(value) = jwk.get(name) {
-            members.insert(name.to_string(), value.clone());
+        if let Some(value) = jwk.get(name).and_then(Value::as_str) {
+            members.insert(name.to_string(), Value::String(value.to_string()));
         }
     }
     let jkt = thumbprint(&members);
@@ -162,10 +162,10 @@ fn object(part: &str) -> Result<Map<String, Value>, ProofError> {
     }
 }
 
-/// The URI the client used, without query and fragment (see the module's doc).
+/// The URI the client used, without the query (see the module's doc; Envoy strips a fragment).
 fn target_uri(request: &RequestFacts) -> String {
     let scheme = request.header_values("x-forwarded-proto").chain(request.header_values(":scheme")).next();
-    let path = request.path.split(['?', '#']).next().unwrap_or_default();
+    let path = request.path.split('?').next().unwrap_or_default();
     format!("{}://{}{path}", scheme.unwrap_or("http"), request.authority)
 }
 
@@ -180,10 +180,11 @@ fn normalized_uri(uri: &str) -> Option<String> {
         "http" => "80",
         _ => return None,
     };
-    let (authority, path) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
+    let end = rest.bytes().position(|b| matches!(b, b'/' | b'?' | b'#')).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
     // A port is what follows the last `:` when it is digits (an IPv6 literal ends with `]`).
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => (host, port),
+    let (host, port) = match authority.rfind(':') {
+        Some(at) if authority[at + 1..].bytes().all(|b| b.is_ascii_digit()) => (&authority[..at], &authority[at + 1..]),
         _ => (authority, ""),
     };
     let host = host.strip_suffix('.').unwrap_or(host);
@@ -230,7 +231,7 @@ pub(crate) fn bind_token_request(
     now_ms: u64,
 ) -> Result<(), LocalReply> {
     let endpoint = config.jwt_providers.iter().find(|p| p.kind == ProviderKind::TokenEndpoint);
-    let Some(settings) = endpoint.and_then(|p| p.dpop.as_ref()) else { return Ok(()) };
+    let Some(settings) = endpoint.and_then(|p| p.dpop.as_deref()) else { return Ok(()) };
     if !settings.required && request.header_values(PROOF_HEADER).next().is_none() {
         return Ok(());
     }
@@ -273,7 +274,7 @@ pub fn possession(
     now_ms: u64,
 ) -> Result<(), LocalReply> {
     let Some(token) = &principal.token else { return Ok(()) };
-    let settings = token.provider.and_then(|id| config.jwt_providers.get(id.0)).and_then(|p| p.dpop.as_ref());
+    let settings = token.provider.and_then(|id| config.jwt_providers.get(id.0)).and_then(|p| p.dpop.as_deref());
     // The request's token (one at most), when it came as `Authorization: DPoP`.
     let bearer =
         credentials.iter().find_map(|c| if let Credential::Bearer { token, .. } = c { Some(token) } else { None });

@@ -9,53 +9,56 @@ use crate::jwt::{Algorithm, Dpop};
 
 const FIELDS: [&str; 3] = ["mode", "max_age_seconds", "algorithms"];
 const DEFAULT_ALGORITHMS: &str = "ES256 RS256 PS256 EdDSA";
-const MODES: &str = "must be \"allowed\" or \"required\"";
 
 /// The `dpop` setting at `owner` (`jwt.providers[0]`), if any; errors name `<owner>.dpop...`.
-pub(super) fn compile(raw: Option<&Value>, owner: &str) -> Result<Option<Dpop>, ConfigError> {
+pub(super) fn compile(raw: Option<&Value>, owner: &str) -> Result<Option<Box<Dpop>>, ConfigError> {
+    read(raw).map_err(|(field, message)| ConfigError::new(format!("{owner}.dpop{field}"), message))
+}
+
+/// The setting, or the field under `dpop` at fault (`""`, `.mode`, ...) and why.
+fn read(raw: Option<&Value>) -> Result<Option<Box<Dpop>>, (String, &'static str)> {
     let Some(raw) = raw.filter(|raw| !raw.is_null()) else { return Ok(None) };
-    let at = |field: &str| format!("{owner}.dpop{field}");
+    let fault = |field: &str, message| Err((field.to_string(), message));
     let (mode, fields) = match raw {
         Value::String(_) => (Some(raw), None),
         Value::Object(fields) => (fields.get("mode"), Some(fields)),
-        _ => return Err(ConfigError::new(at(""), "must be \"allowed\", \"required\" or an object")),
+        _ => return fault("", "must be \"allowed\", \"required\" or an object"),
     };
-    let mode_at = if fields.is_some() { ".mode" } else { "" };
     let required = match mode.and_then(Value::as_str) {
         None if mode.is_none_or(Value::is_null) => false,
         Some("allowed") => false,
         Some("required") => true,
-        _ => return Err(ConfigError::new(at(mode_at), MODES)),
+        _ => return fault(if fields.is_some() { ".mode" } else { "" }, "must be \"allowed\" or \"required\""),
     };
-    let mut dpop = Dpop { required, max_age_seconds: 60, algorithms: DEFAULT_ALGORITHMS.to_string() };
+    let mut dpop = Box::new(Dpop { required, max_age_seconds: 60, algorithms: DEFAULT_ALGORITHMS.to_string() });
     let Some(fields) = fields else { return Ok(Some(dpop)) };
     if let Some(unknown) = fields.keys().find(|name| !FIELDS.contains(&name.as_str())) {
-        return Err(ConfigError::new(at(&format!(".{unknown}")), "unknown field"));
+        return Err((format!(".{unknown}"), "unknown field"));
     }
     if let Some(value) = fields.get("max_age_seconds").filter(|value| !value.is_null()) {
-        dpop.max_age_seconds = value
-            .as_u64()
-            .filter(|seconds| (1..=300).contains(seconds))
-            .ok_or_else(|| ConfigError::new(at(".max_age_seconds"), "must be between 1 and 300"))?;
+        match value.as_u64().filter(|seconds| (1..=300).contains(seconds)) {
+            Some(seconds) => dpop.max_age_seconds = seconds,
+            None => return fault(".max_age_seconds", "must be between 1 and 300"),
+        }
     }
     if let Some(value) = fields.get("algorithms").filter(|value| !value.is_null()) {
-        let names = value.as_array().filter(|names| !names.is_empty());
-        let names =
-            names.ok_or_else(|| ConfigError::new(at(".algorithms"), "must be a non-empty list of algorithms"))?;
+        let Some(names) = value.as_array().filter(|names| !names.is_empty()) else {
+            return fault(".algorithms", "must be a non-empty list of algorithms");
+        };
         dpop.algorithms.clear();
         for (i, name) in names.iter().enumerate() {
-            match name.as_str().and_then(Algorithm::from_name).filter(|alg| !alg.name().starts_with("HS")) {
-                Some(algorithm) => {
-                    if i > 0 {
-                        dpop.algorithms.push(' ');
-                    }
-                    dpop.algorithms.push_str(algorithm.name());
-                }
-                None => {
-                    let message = "must be an asymmetric algorithm (RS*, PS*, ES256, ES384, EdDSA)";
-                    return Err(ConfigError::new(at(&format!(".algorithms[{i}]")), message));
-                }
+            let Some(algorithm) =
+                name.as_str().and_then(Algorithm::from_name).filter(|alg| !alg.name().starts_with("HS"))
+            else {
+                return Err((
+                    format!(".algorithms[{i}]"),
+                    "must be an asymmetric algorithm (RS*, PS*, ES256, ES384, EdDSA)",
+                ));
+            };
+            if i > 0 {
+                dpop.algorithms.push(' ');
             }
+            dpop.algorithms.push_str(algorithm.name());
         }
     }
     Ok(Some(dpop))

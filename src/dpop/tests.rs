@@ -19,9 +19,7 @@ fn the_target_uri_is_compared_normalized_and_without_query() {
     // IPv6 literals keep their colons.
     assert_eq!(n("https://[::1]:443/x").as_deref(), Some("https://[::1]/x"));
     assert_eq!(n("https://[::1]/x").as_deref(), Some("https://[::1]/x"));
-    for unusable in
-        ["ftp://h/x", "https://u@h/x", "https://h/%zz", "https://h/%4", "h/x", "https:///x"]
-    {
+    for unusable in ["ftp://h/x", "https://u@h/x", "https://h/%zz", "https://h/%4", "h/x", "https:///x"] {
         assert_eq!(n(unusable), None, "{unusable}");
     }
     let headers = crate::testing::headers(&[(":scheme", "http"), ("x-forwarded-proto", "https")]);

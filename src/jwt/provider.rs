@@ -69,7 +69,7 @@ pub struct Provider {
     /// Refuse tokens not bound to a client certificate (RFC 8705 3); a bound token is checked either way.
     pub require_certificate_binding: bool,
     /// DPoP-bound tokens (RFC 9449): accepted with a proof, or required.
-    pub dpop: Option<Dpop>,
+    pub dpop: Option<Box<Dpop>>,
     /// The claims `rules[].claims` test: the configuration's claim table, in its order
     /// (read from an identity provider's tokens only).
     pub condition_claims: Rc<Vec<String>>,
