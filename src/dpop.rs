@@ -138,8 +138,8 @@ pub fn check_proof(
     let Some(jti) = text(&claims, "jti").filter(|jti| !jti.is_empty() && jti.len() <= MAX_JTI_BYTES) else {
         return Err(Invalid("jti missing"));
     };
-    // Remembered by every worker for as long as the proof could pass.
-    let until = issued_at.saturating_add(settings.max_age_seconds + 2 * skew + 1);
+    // Remembered by every worker for as long as the proof could pass (till iat + max age + skew).
+    let until = issued_at.saturating_add(settings.max_age_seconds + skew + 1);
     match replay.insert_once(host, SharedTable::key(format!("dpop:{jkt}\0{jti}")), until, now) {
         Once::First => Ok(jkt),
         Once::Again => Err(Invalid("proof replayed")),
