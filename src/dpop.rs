@@ -94,8 +94,9 @@ pub fn check_proof(
     if text(&header_json, "typ") != Some("dpop+jwt") {
         return Err(Invalid("typ must be dpop+jwt"));
     }
-    let alg = text(&header_json, "alg").filter(|alg| settings.algorithms.split(' ').any(|name| name == *alg));
-    let Some(alg) = alg.and_then(Algorithm::from_name) else {
+    // The names are five characters each: one contained in the list is in it.
+    let alg = text(&header_json, "alg").and_then(Algorithm::from_name);
+    let Some(alg) = alg.filter(|alg| settings.algorithms.contains(alg.name())) else {
         return Err(Invalid("algorithm not allowed"));
     };
     let Some(jwk) = header_json.get("jwk").filter(|jwk| jwk.is_object()) else { return Err(Invalid("no jwk")) };
@@ -119,7 +120,8 @@ pub fn check_proof(
     if text(&claims, "htm") != Some(request.method) {
         return Err(Invalid("htm does not match the request method"));
     }
-    if text(&claims, "htu").and_then(normalized_uri) != normalized_uri(&target_uri(request)) {
+    let htu = text(&claims, "htu").and_then(normalized_uri);
+    if htu.is_none() || htu != target_uri(request) {
         return Err(Invalid("htu does not match the request URI"));
     }
     let Some(issued_at) = claims.get("iat").and_then(Value::as_u64) else { return Err(Invalid("iat missing")) };
@@ -163,10 +165,10 @@ fn object(part: &str) -> Result<Map<String, Value>, ProofError> {
 }
 
 /// The URI the client used, without the query (see the module's doc; Envoy strips a fragment).
-fn target_uri(request: &RequestFacts) -> String {
+fn target_uri(request: &RequestFacts) -> Option<String> {
     let scheme = request.header_values("x-forwarded-proto").chain(request.header_values(":scheme")).next();
     let path = request.path.split('?').next().unwrap_or_default();
-    format!("{}://{}{path}", scheme.unwrap_or("http"), request.authority)
+    normalized(scheme.unwrap_or("http"), request.authority, path)
 }
 
 /// An `http(s)` URI as RFC 3986 6.2.2-6.2.3 normalize it, with the host's trailing
@@ -174,14 +176,19 @@ fn target_uri(request: &RequestFacts) -> String {
 /// what is no such URI (another scheme, userinfo, a bad percent-encoding).
 fn normalized_uri(uri: &str) -> Option<String> {
     let (scheme, rest) = uri.split_once("://")?;
+    let end = rest.bytes().position(|b| matches!(b, b'/' | b'?' | b'#')).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    normalized(scheme, authority, path)
+}
+
+/// `normalized_uri` of a URI's three parts.
+fn normalized(scheme: &str, authority: &str, path: &str) -> Option<String> {
     let mut out = scheme.to_ascii_lowercase();
     let default_port = match out.as_str() {
         "https" => "443",
         "http" => "80",
         _ => return None,
     };
-    let end = rest.bytes().position(|b| matches!(b, b'/' | b'?' | b'#')).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(end);
     // A port is what follows the last `:` when it is digits (an IPv6 literal ends with `]`).
     let (host, port) = match authority.rfind(':') {
         Some(at) if authority[at + 1..].bytes().all(|b| b.is_ascii_digit()) => (&authority[..at], &authority[at + 1..]),

@@ -22,10 +22,13 @@ fn the_target_uri_is_compared_normalized_and_without_query() {
     for unusable in ["ftp://h/x", "https://u@h/x", "https://h/%zz", "https://h/%4", "h/x", "https:///x"] {
         assert_eq!(n(unusable), None, "{unusable}");
     }
+    // A request whose URI is none (no authority) meets no htu, a bad one neither.
+    let headers = crate::testing::headers(&[(":scheme", "http")]);
+    assert_eq!(target_uri(&RequestFacts::new("GET", "/x", &headers)), None);
     let headers = crate::testing::headers(&[(":scheme", "http"), ("x-forwarded-proto", "https")]);
     let request =
         RequestFacts { authority: "api.example", ..RequestFacts::new("GET", "/orders/1?expand=all", &headers) };
-    assert_eq!(target_uri(&request), "https://api.example/orders/1");
+    assert_eq!(target_uri(&request).as_deref(), Some("https://api.example/orders/1"));
 }
 
 mod proofs {
@@ -147,6 +150,9 @@ mod proofs {
             assert_eq!(invalid(with("htu", json!(htu))), "htu does not match the request URI", "{htu}");
         }
         assert!(with("htu", json!("HTTPS://API.EXAMPLE.:443/orders/%31")).is_ok());
+        for unusable in [json!("ftp://api.example/orders/1"), json!("not a URI"), json!(5)] {
+            assert_eq!(invalid(with("htu", unusable)), "htu does not match the request URI");
+        }
         assert_eq!(invalid(with("iat", json!(NOW - 66))), "iat outside the accepted window");
         assert_eq!(invalid(with("iat", json!(NOW + 6))), "iat outside the accepted window");
         assert_eq!(invalid(with("ath", json!("AAAA"))), "ath does not match the access token");
