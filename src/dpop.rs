@@ -190,7 +190,7 @@ fn normalized(scheme: &str, authority: &str, path: &str) -> Option<String> {
         _ => return None,
     };
     // A port is what follows the last `:` when it is digits (an IPv6 literal ends with `]`).
-    let (host, port) = match authority.rfind(':') {
+    let (host, port) = match authority.bytes().rposition(|b| b == b':') {
         Some(at) if authority[at + 1..].bytes().all(|b| b.is_ascii_digit()) => (&authority[..at], &authority[at + 1..]),
         _ => (authority, ""),
     };
