@@ -215,16 +215,6 @@ fn decide_rule(
     // From here on every refusal names the principal it refuses.
     let refuse = |reply: LocalReply| Decision::Reply(reply.to(&principal));
 
-    // proof of possession: each bound token (a remembered one too) against this connection or proof
-    for each in std::iter::once(&principal).chain(&others) {
-        if let Err(reply) = dpop::possession(config, each, request, &credentials, challenges, host, now_ms) {
-            if rule.require == Require::OptionalOrFailed {
-                return failed(config, request, reply.reason);
-            }
-            return refuse(reply);
-        }
-    }
-
     // revocation
     if config.revocation.is_active() {
         // Each credential verified: a revoked one meets no requirement.
@@ -239,6 +229,17 @@ fn decide_rule(
                 }
                 Revoked::NotKnownYet => return Decision::Wait(Awaited::RevocationList),
             }
+        }
+    }
+
+    // proof of possession: each bound token (a remembered one too) against this connection or
+    // proof; after every wait, so that a proof is spent once, on the decision that stands
+    for each in std::iter::once(&principal).chain(&others) {
+        if let Err(reply) = dpop::possession(config, each, request, &credentials, challenges, host, now_ms) {
+            if rule.require == Require::OptionalOrFailed {
+                return failed(config, request, reply.reason);
+            }
+            return refuse(reply);
         }
     }
 

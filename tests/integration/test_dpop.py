@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 import wire
-from harness import EnvoyHarness, Response
+from harness import EnvoyHarness, JwksServer, Response
 from tokens import b64u, ed25519_key, jwk, mint, now, p256_key, rsa_key, sha256_hash
 
 ISSUER = "https://id.dpop.example"
@@ -171,6 +171,35 @@ def test_over_http2_and_with_a_body(h):
         # The same proof again, over HTTP/2 too: replayed.
         again = wire.send(h.listener_port, "POST", "/orders", list(headers.items()), body, protocol=protocol)
         refused_proof(again, b"replayed")
+
+
+def test_a_held_request_spends_its_proof_once(envoy_factory):
+    """A request held for its provider's first JWKS fetch (and the revocation list's)
+    is decided again when they arrive: its proof is checked, and its jti spent, once."""
+    key = KEYS["ES256"]
+    with JwksServer() as keys:
+        # The keys first, the list later: a request waits for one, then the other.
+        keys.set_jwks({"keys": [jwk(SIGNER, "k1", "ES256")]}, delay=1.5)
+        keys.set_reply("/revoked.json", body={"jti": []}, delay=3.0)
+        config = {
+            "jwt": {"jwks_wait_ms": 6000, "providers": [
+                {"name": "remote", "issuer": ISSUER, "dpop": "required",
+                 "remote_jwks": {"cluster": "jwks", "authority": "jwks.test", "path": "/jwks.json",
+                                 "timeout_ms": 5000}}]},
+            "revocation": {"remote": {"cluster": "jwks", "authority": "jwks.test", "path": "/revoked.json",
+                                      "timeout_ms": 5000}, "wait_ms": 6000},
+        }
+        h = envoy_factory(config, jwks_port=keys.port, fresh=True)
+        assert keys.wait_for_hits("/jwks.json", 1, timeout=5)
+        bound = token(key=key)
+        body = wire.Body(parts=[b'{"item": 1}'])
+        for protocol in ["h1", "h2"]:
+            headers = dpop_headers(bound, key, "POST", "/orders")
+            del headers["host"]
+            r = wire.send(h.listener_port, "POST", "/orders", list(headers.items()), body, protocol=protocol)
+            assert r.status == 200, (protocol, r.status, r.body)
+            assert EnvoyHarness.upstream_request(r.body)["headers"]["x-auth-principal"] == "alice"
+        assert keys.hits("/jwks.json") == 1
 
 
 # --------------------------------------------------------------------------
