@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import uuid
 from typing import Dict, Optional
 
@@ -127,6 +128,16 @@ def h():
 def upstream(r: Response) -> Dict[str, str]:
     assert r.status == 200, (r.status, r.headers.get("www-authenticate"), r.body)
     return EnvoyHarness.upstream_headers(r.body)
+
+
+def connections_per_worker(h: EnvoyHarness) -> Dict[str, int]:
+    """Downstream connections each Envoy worker accepted so far (the listener's)."""
+    out: Dict[str, int] = {}
+    for name, n in h.stats(filter=r"\.worker_\d+\.downstream_cx_total$").items():
+        found = re.search(r"\.(worker_\d+)\.downstream_cx_total$", name)
+        if found and name.startswith("listener.") and not name.startswith("listener.admin"):
+            out[found.group(1)] = out.get(found.group(1), 0) + n
+    return out
 
 
 def refused_proof(r: Response, description: bytes) -> None:
@@ -257,8 +268,11 @@ def test_a_replayed_proof_is_refused_by_every_worker(h):
     headers = dpop_headers(bound, key)
     assert upstream(h.request("GET", "/x", headers))["x-auth-principal"] == "alice"
     # Each on a fresh connection: Envoy's two workers take them in turn.
+    before = connections_per_worker(h)
     for _ in range(16):
         refused_proof(h.request("GET", "/x", headers), b"replayed")
+    after = connections_per_worker(h)
+    assert sum(1 for worker, n in after.items() if n > before.get(worker, 0)) == 2, (before, after)
 
 
 # --------------------------------------------------------------------------
