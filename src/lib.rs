@@ -21,6 +21,7 @@ pub mod cache;
 pub mod config;
 mod cookie;
 pub mod digest;
+pub mod dpop;
 pub mod envoy_crypto;
 pub mod fetched;
 mod fleet;

@@ -56,6 +56,8 @@ pub struct TokenFacts {
     pub request_principal: Option<String>,
     /// What the token is bound to (`cnf`): checked on every request, a remembered token's too.
     pub confirmation: Option<Confirmation>,
+    /// The provider that verified it (whose `dpop` settings its proofs meet).
+    pub provider: Option<crate::jwt::ProviderId>,
 }
 
 /// A principal's name, qualified by who vouches for it: `basic:alice`,

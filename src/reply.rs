@@ -73,7 +73,7 @@ impl Challenges<'_> {
 }
 
 impl LocalReply {
-    fn new(status: u16, error: &'static str, message: impl Into<String>, reason: Reason) -> LocalReply {
+    pub fn new(status: u16, error: &'static str, message: impl Into<String>, reason: Reason) -> LocalReply {
         LocalReply { status, headers: Vec::new(), error, message: message.into(), reason, json: None, principal: None }
     }
 

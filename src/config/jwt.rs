@@ -209,6 +209,7 @@ fn compile_provider(
         }
         None => None,
     };
+    let dpop = super::dpop::compile(raw.dpop.as_ref(), path)?;
     if raw.require_certificate_binding && introspection.is_some() {
         let message = "is for JWTs: bound opaque tokens are refused (their binding is not checked yet)";
         return Err(ConfigError::new(format!("{path}.require_certificate_binding"), message));
@@ -232,6 +233,7 @@ fn compile_provider(
         condition_claims: Rc::clone(claim_table),
         output,
         require_certificate_binding: raw.require_certificate_binding,
+        dpop,
     })
 }
 

@@ -69,6 +69,7 @@ fn keypair_provider(mut raw: RawKeypair, path: &str, limits: &Limits) -> Result<
         condition_claims: Rc::default(),
         output: Default::default(),
         require_certificate_binding: false,
+        dpop: super::dpop::compile(raw.dpop.as_ref(), path)?,
     })
 }
 

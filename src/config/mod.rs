@@ -6,6 +6,7 @@
 mod api_clients;
 mod basic_users;
 mod claims;
+mod dpop;
 /// The configuration error: a field path and what is wrong there.
 pub mod error;
 mod introspection;

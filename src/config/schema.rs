@@ -489,6 +489,9 @@ privileged! {
         /// Each token (`jti` required) is accepted once, on every worker.
         #[serde(default)]
         pub one_time: bool,
+        /// DPoP (RFC 9449): its tokens may be (`"allowed"`) or must be (`"required"`) bound to a key (`cnf.jkt`) and sent as `Authorization: DPoP` with a proof of it.
+        #[cfg_attr(not(target_arch = "wasm32"), schemars(with = "Option<RawDpopSetting>"))]
+        pub dpop: Option<Value>,
     }
 }
 
@@ -523,6 +526,9 @@ pub(super) struct RawTokenEndpoint {
     /// The share of each worker's time (ms per second, 1-1000) signing tokens may take; past it, 503.
     #[serde(default = "default_time_budget")]
     pub signing_budget_ms_per_second: u64,
+    /// DPoP (RFC 9449 5): a token request with a valid proof gets a token bound to its key (`token_type: DPoP`, `cnf.jkt`); `"required"`: only such requests get tokens, and its tokens are accepted only with a proof.
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(with = "Option<RawDpopSetting>"))]
+    pub dpop: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -588,6 +594,9 @@ privileged! {
         /// Refuse tokens not bound to a client certificate (`cnf["x5t#S256"]`, RFC 8705 3). A bound token is always checked against the connection's certificate, with or without this.
         #[serde(default)]
         pub require_certificate_binding: bool,
+        /// DPoP (RFC 9449), `"allowed"`, `"required"` or `{"mode", "max_age_seconds", "algorithms"}`: tokens bound to a key (`cnf.jkt`), sent as `Authorization: DPoP` with a proof of that key; `"required"`: only those.
+        #[cfg_attr(not(target_arch = "wasm32"), schemars(with = "Option<RawDpopSetting>"))]
+        pub dpop: Option<Value>,
         /// Headers that carry its tokens. With any `from_*` set, the provider reads its tokens
         /// only there, not in `Authorization: Bearer`.
         #[serde(default)]
@@ -873,4 +882,43 @@ pub(super) struct RawMtlsPrincipal {
     pub requests_per_hour: Option<u64>,
     /// Overrides `limits.max_concurrent` (0: unlimited).
     pub max_concurrent: Option<u64>,
+}
+
+/// The schema of `dpop` (a provider's, a keypair's, the token endpoint's), which
+/// `config/dpop.rs` reads by hand (native only).
+#[cfg(not(target_arch = "wasm32"))]
+#[derive(schemars::JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // as RawMtls
+pub(super) enum RawDpopSetting {
+    /// The mode alone, with the defaults.
+    Mode(RawDpopMode),
+    /// The mode and its limits.
+    Settings(RawDpop),
+}
+
+/// `"allowed"`: DPoP-bound tokens with their proof, and unbound tokens as Bearer; `"required"`: only DPoP-bound tokens, with their proof.
+#[cfg(not(target_arch = "wasm32"))]
+#[derive(schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)] // as RawMtls
+pub(super) enum RawDpopMode {
+    /// DPoP-bound tokens with their proof, and unbound tokens as Bearer.
+    Allowed,
+    /// Only DPoP-bound tokens, with their proof.
+    Required,
+}
+
+/// DPoP settings.
+#[cfg(not(target_arch = "wasm32"))]
+#[derive(schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // as RawMtls
+pub(super) struct RawDpop {
+    /// `"allowed"` (default) or `"required"`.
+    pub mode: Option<RawDpopMode>,
+    /// How old a proof (its `iat`) may be, in seconds (1-300, default 60; `clock_skew_seconds` is added); its `jti` is remembered as long, on every worker.
+    pub max_age_seconds: Option<u64>,
+    /// The algorithms a proof may be signed with (asymmetric only; default `["ES256", "RS256", "PS256", "EdDSA"]`).
+    pub algorithms: Option<Vec<String>>,
 }

@@ -82,6 +82,7 @@ pub(super) fn compile(raw: RawTokenEndpoint, realm: &str, env: Env) -> Result<(T
         condition_claims: Rc::default(),
         output: Default::default(),
         require_certificate_binding: false,
+        dpop: super::dpop::compile(raw.dpop.as_ref(), AT)?,
     };
     let endpoint = TokenEndpoint::new(
         token_path,

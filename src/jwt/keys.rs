@@ -531,6 +531,11 @@ pub fn thumbprint(members: &Map<String, Value>) -> String {
 }
 
 impl Key {
+    /// A public JWK read as a fetched JWKS's key is (no secrets); None when unusable.
+    pub fn from_public_jwk(jwk: &Value) -> Option<Key> {
+        parse_jwk(jwk, Origin::Remote).ok().flatten()
+    }
+
     /// The JWK members of a public key: `kty` and the key's own (`n`, `e`; `crv`, `x`,
     /// `y`; `crv`, `x`), which are also the members of its RFC 7638 thumbprint; no
     /// `kid` or `alg`. None for an HMAC secret. For `wasm-authn jwks` and the token

@@ -25,7 +25,7 @@ pub use encoding::{
 };
 pub use error::JwtError;
 pub use keys::{thumbprint, Key, KeyError, KeySet, MAX_JWKS_KEYS};
-pub use provider::{normalized_pem, ClaimToHeader, FetchedKeys, Provider, ProviderId, ProviderKind, TokenOutput};
+pub use provider::{normalized_pem, ClaimToHeader, Dpop, FetchedKeys, Provider, ProviderId, ProviderKind, TokenOutput};
 pub use verify::{
     check_signature, looks_like_jws, verify, VerifiedToken, MAX_PAYLOAD_BYTES, MAX_PURE_PUBLIC_KEY_CHECKS,
     MAX_SIGNATURE_CHECKS, MAX_TOKEN_BYTES,

@@ -68,6 +68,8 @@ pub struct Provider {
     pub introspection: Option<Introspection>,
     /// Refuse tokens not bound to a client certificate (RFC 8705 3); a bound token is checked either way.
     pub require_certificate_binding: bool,
+    /// DPoP-bound tokens (RFC 9449): accepted with a proof, or required.
+    pub dpop: Option<Box<Dpop>>,
     /// The claims `rules[].claims` test: the configuration's claim table, in its order
     /// (read from an identity provider's tokens only).
     pub condition_claims: Rc<Vec<String>>,
@@ -138,6 +140,18 @@ impl FetchedKeys {
     pub fn awaited(&self, provider: ProviderId) -> bool {
         self.get(provider).is_some_and(|remote| remote.value().is_none())
     }
+}
+
+/// A provider's `dpop` setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dpop {
+    /// Refuse its tokens unless they are DPoP-bound.
+    pub required: bool,
+    /// How old a proof may be (its `iat`), and how long its `jti` is remembered.
+    pub max_age_seconds: u64,
+    /// The asymmetric algorithms a proof may be signed with: their names, space-separated
+    /// (the 401's `algs`).
+    pub algorithms: String,
 }
 
 /// Inline keys may be HMAC secrets: never print them.

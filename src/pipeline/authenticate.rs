@@ -299,6 +299,7 @@ fn verify_bearer(
             .take()
             .filter(|_| provider.kind == ProviderKind::IdentityProvider),
         confirmation: verified.confirmation.take(),
+        provider: Some(verified.provider),
     };
     let expires_at = verified.expires_at;
     let principal = match provider.kind {
@@ -384,8 +385,13 @@ fn introspect(
             return Err(NotVerified::TryLater { reason: Reason::IntrospectionFailed, retry_after_seconds: 1 })
         }
     };
-    let token =
-        TokenFacts { jti: answer.jti, issued_at: answer.issued_at, request_principal: None, confirmation: None };
+    let token = TokenFacts {
+        jti: answer.jti,
+        issued_at: answer.issued_at,
+        request_principal: None,
+        confirmation: None,
+        provider: None,
+    };
     let principal = Principal::of_provider(
         &provider.name,
         answer.principal,

@@ -350,10 +350,15 @@ pub fn credential_removal(
         || tokens.headers().any(|(i, name, _)| name == AUTHORIZATION && kept_token.contains(&i));
     let read_scheme = |value: &str| {
         is_basic(value)
+            || after_prefix(value, "dpop ").is_some()
             || tokens.headers().any(|(_, name, prefix)| name == AUTHORIZATION && after_prefix(value, prefix).is_some())
     };
     if !authorization_kept && request.header_values(AUTHORIZATION).any(read_scheme) {
         removal.headers.push(AUTHORIZATION.to_string());
+    }
+    // A DPoP proof goes where its token goes.
+    if !authorization_kept && request.header_values("dpop").next().is_some() {
+        removal.headers.push("dpop".to_string());
     }
     // Every other credential header, whatever its value: (name, whether it carries the kept credential).
     let mut headers: Vec<(&str, bool)> = api_keys

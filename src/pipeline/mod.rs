@@ -20,8 +20,8 @@ pub mod stream;
 use std::cell::OnceCell;
 use std::rc::Rc;
 
-use crate::binding;
 use crate::config::Config;
+use crate::dpop;
 use crate::fetched::Fetched;
 use crate::method_override::{self, MethodOverrides};
 use crate::path::{normalize, MatchPath};
@@ -148,7 +148,12 @@ fn decide_rule(
             if !policy::network_trusted(config.trusted_networks.as_ref(), request.source) {
                 return Decision::Reply(LocalReply::forbidden("network not trusted", Reason::NetworkNotTrusted));
             }
-            return match endpoint.on_headers(served, request, &config.api_keys, &config.realm) {
+            let presented =
+                endpoint.on_headers(served, request, &config.api_keys, &config.realm).and_then(|mut presented| {
+                    dpop::bind_token_request(config, request, &mut presented, host, now_ms)?;
+                    Ok(presented)
+                });
+            return match presented {
                 Ok(presented) => Decision::ReadBody(presented),
                 Err(reply) => Decision::Reply(reply),
             };
@@ -210,17 +215,6 @@ fn decide_rule(
     // From here on every refusal names the principal it refuses.
     let refuse = |reply: LocalReply| Decision::Reply(reply.to(&principal));
 
-    // proof of possession: each bound token (a remembered one too) against this connection
-    for each in std::iter::once(&principal).chain(&others) {
-        let confirmation = each.token.as_ref().and_then(|token| token.confirmation.as_ref());
-        if let Err(unbound) = binding::check_certificate(confirmation, request.peer) {
-            if rule.require == Require::OptionalOrFailed {
-                return failed(config, request, unbound.reason());
-            }
-            return refuse(LocalReply::invalid_token(challenges, unbound.message(), unbound.reason()));
-        }
-    }
-
     // revocation
     if config.revocation.is_active() {
         // Each credential verified: a revoked one meets no requirement.
@@ -235,6 +229,17 @@ fn decide_rule(
                 }
                 Revoked::NotKnownYet => return Decision::Wait(Awaited::RevocationList),
             }
+        }
+    }
+
+    // proof of possession: each bound token (a remembered one too) against this connection or
+    // proof; after every wait, so that a proof is spent once, on the decision that stands
+    for each in std::iter::once(&principal).chain(&others) {
+        if let Err(reply) = dpop::possession(config, each, request, &credentials, challenges, host, now_ms) {
+            if rule.require == Require::OptionalOrFailed {
+                return failed(config, request, reply.reason);
+            }
+            return refuse(reply);
         }
     }
 
@@ -335,7 +340,8 @@ fn verify_one(
 ) -> Result<Verified, Decision> {
     let challenges = config.challenges(&rule.require);
     let may_fail = rule.require == Require::OptionalOrFailed;
-    let extracted = credential::extract(request, &config.api_keys, &config.token_locations);
+    let extracted =
+        dpop::with_scheme_token(request, credential::extract(request, &config.api_keys, &config.token_locations));
     let credential = match crate::mtls::with_certificate(config.mtls.as_ref(), &rule.require, request.peer, extracted) {
         Ok(Some(credential)) => credential,
         // Its API key may be in its form body: read it, then decide again.
@@ -386,6 +392,11 @@ fn verify_tree(
     let found = match credential::extract_each(request, &config.api_keys, &config.token_locations) {
         // The client certificate is a credential of its own place.
         Ok(mut found) => {
+            if let Ok(Some(token)) = dpop::with_scheme_token(request, Ok(None)) {
+                if !found.iter().any(|c| matches!(c, Credential::Bearer { .. })) {
+                    found.push(token);
+                }
+            }
             found.extend(crate::mtls::certificate_credential(config.mtls.as_ref(), request.peer));
             found
         }

@@ -1125,4 +1125,56 @@ fn a_remembered_bound_token_is_checked_against_each_connection() {
     assert!(matches!(on(Some(&mine)), Decision::Allow { .. }), "remembered, and still its own");
 }
 
+/// RFC 9449 7: a DPoP-bound token needs this request's proof, a remembered one too; never as Bearer.
+#[test]
+fn a_remembered_dpop_token_needs_each_requests_proof() {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut vm = authenticator(json!({"jwt": {"providers": [{
+        "name": "corp", "issuer": "https://id.corp", "dpop": "allowed",
+        "local_jwks": {"keys": [{"kty": "oct", "kid": "hmac-1", "k": URL_SAFE_NO_PAD.encode(HMAC_SECRET)}]}}]}}));
+    let public = crate::jwt::KeySet::from_pem(include_str!("../../tests/keys/ec_p256_public.pem"), None).unwrap();
+    let jwk = public.keys()[0].public_jwk().unwrap();
+    let private = EncodingKey::from_ec_pem(include_bytes!("../../tests/keys/ec_p256_private.pem")).unwrap();
+    let claims = |sub: &str| json!({"iss": "https://id.corp", "sub": sub, "exp": NOW + 60, "cnf": {"jkt": crate::jwt::thumbprint(&jwk)}});
+    let (token, other) = (hs256(claims("u-1")), hs256(claims("u-2")));
+    let proof = |jti: &str, for_token: &str| {
+        let mut header = Header::new(jsonwebtoken::Algorithm::ES256);
+        header.typ = Some("dpop+jwt".into());
+        header.jwk = Some(serde_json::from_value(Value::Object(jwk.clone())).unwrap());
+        let ath = URL_SAFE_NO_PAD.encode(crate::digest::sha256(for_token.as_bytes()));
+        let claims = json!({"jti": jti, "htm": "GET", "htu": "http://api.test/orders", "iat": NOW, "ath": ath});
+        encode(&header, &claims, &private).unwrap()
+    };
+    let mut on = |authorization: String, proof: Option<String>| {
+        let mut pairs = vec![(":method", "GET"), (":path", "/orders?page=2"), (":authority", "api.test")];
+        pairs.extend([(":scheme", "http"), ("authorization", authorization.as_str())]);
+        pairs.extend(proof.as_deref().map(|proof| ("dpop", proof)));
+        let headers = crate::testing::headers(&pairs);
+        let request = RequestFacts::from_headers(&headers);
+        super::decide(&vm.config, &vm.fetched, &mut vm.verifier, &request, &vm.host, NOW * 1000)
+    };
+    let dpop = format!("DPoP {token}");
+    let (_, changes) = allowed(on(dpop.clone(), Some(proof("1", &token))));
+    assert!(
+        changes.remove.iter().any(|name| name == "authorization") && changes.remove.iter().any(|name| name == "dpop")
+    );
+    // Remembered now: a new proof passes, the same one again, none, or another token's does not.
+    assert!(matches!(on(dpop.clone(), Some(proof("2", &token))), Decision::Allow { .. }));
+    for (proof, message) in [
+        (Some(proof("2", &token)), "proof replayed"),
+        (None, "exactly one DPoP proof header is required"),
+        (Some(proof("3", &other)), "ath does not match the access token"),
+    ] {
+        let reply = denied(on(dpop.clone(), proof));
+        assert_eq!(
+            (reply.reason, reply.error, reply.message.as_str()),
+            (Reason::DpopProofInvalid, "invalid_dpop_proof", message)
+        );
+        assert!(reply.headers.iter().any(|(name, value)| *name == "www-authenticate" && value.starts_with("DPoP ")));
+    }
+    // As Bearer, even with its proof: refused.
+    let reply = denied(on(format!("Bearer {token}"), Some(proof("4", &token))));
+    assert_eq!((reply.reason, reply.error), (Reason::DpopProofInvalid, "invalid_token"));
+}
+
 mod requirements;

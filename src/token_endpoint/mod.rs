@@ -233,7 +233,7 @@ impl TokenEndpoint {
         };
         let response = json!({
             "access_token": token,
-            "token_type": "Bearer",
+            "token_type": if matches!(presented.bind_to, Some(Confirmation::Key(_))) { "DPoP" } else { "Bearer" },
             "expires_in": self.lifetime_seconds,
             "scope": scope,
         });
@@ -386,7 +386,7 @@ fn grant_error(error: GrantError, realm: &str) -> LocalReply {
     }
 }
 
-fn oauth_error(status: u16, error: &'static str, description: &str, reason: Reason) -> LocalReply {
+pub(crate) fn oauth_error(status: u16, error: &'static str, description: &str, reason: Reason) -> LocalReply {
     let body = json!({ "error": error, "error_description": description });
     let mut reply = LocalReply::json(status, body.to_string(), reason);
     reply.error = error;

@@ -63,7 +63,12 @@ fn resolve<'a>(root: &'a Value, schema: &'a Value) -> &'a Value {
 /// The object schema a field holds, when it holds one with fields of its own.
 fn object_of<'a>(root: &'a Value, schema: &'a Value) -> Option<&'a Value> {
     let target = resolve(root, schema);
-    target.get("properties").is_some().then_some(target)
+    if target.get("properties").is_some() {
+        return Some(target);
+    }
+    // A shorthand or an object (`"dpop": "required"` or `{"mode": ...}`): the object's fields.
+    let choices = target.get("anyOf")?.as_array()?;
+    choices.iter().map(|choice| resolve(root, choice)).find(|choice| choice.get("properties").is_some())
 }
 
 fn nullable(schema: &Value) -> bool {
