@@ -242,7 +242,7 @@ pub(crate) fn bind_token_request(
     if !settings.required && request.header_values(PROOF_HEADER).next().is_none() {
         return Ok(());
     }
-    let (replay, skew) = (&config.replay_table, config.clock_skew_seconds);
+    let (replay, skew) = (&config.proof_table, config.clock_skew_seconds);
     match check_proof(settings, request, None, replay, host, now_ms / 1000, skew) {
         Ok(jkt) => {
             presented.bind_to = Some(Confirmation::Key(jkt));
@@ -288,7 +288,7 @@ pub fn possession(
     let dpop_token = scheme_token(request).filter(|dpop| bearer.is_some_and(|bearer| bearer == dpop));
     let refusal = match (&token.confirmation, dpop_token, settings) {
         (Some(Confirmation::Key(jkt)), Some(access_token), Some(settings)) => {
-            let (replay, skew) = (&config.replay_table, config.clock_skew_seconds);
+            let (replay, skew) = (&config.proof_table, config.clock_skew_seconds);
             match check_proof(settings, request, Some((access_token, jkt)), replay, host, now_ms / 1000, skew) {
                 Ok(_) => return Ok(()),
                 Err(ProofError::Invalid(message)) => ("invalid_dpop_proof", message, Reason::DpopProofInvalid),

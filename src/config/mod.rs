@@ -92,6 +92,9 @@ pub struct Config {
     pub(crate) engine: Option<crate::fleet::engine::Engine>,
     /// The `jti` of one-time keypair tokens seen, until they expire (shared by every worker).
     pub(crate) replay_table: SharedTable,
+    /// The `jti` of DPoP proofs seen, for their window: a table of its own, so that a
+    /// flood of proofs cannot keep one-time tokens from being recorded, nor they proofs.
+    pub(crate) proof_table: SharedTable,
     /// Add the RateLimit fields to allowed responses.
     pub(crate) expose_limit_headers: bool,
     /// `basic`: the users and their password hashes.
@@ -362,6 +365,7 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
         limit_scope: scope,
         engine,
         replay_table: SharedTable::new("keypair_jti", ONE_TIME_TOKENS, ONE_TIME),
+        proof_table: SharedTable::new("dpop_jti", ONE_TIME_TOKENS, ONE_TIME),
         expose_limit_headers: expose_headers,
         basic_users,
         basic_store,
