@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use crate::binding::Confirmation;
 use crate::config::Config;
 use crate::digest::sha256;
-use crate::jwt::{check_signature, thumbprint, Algorithm, Dpop, Key, ProviderKind};
+use crate::jwt::{check_signature, numeric_date, thumbprint, Algorithm, Dpop, Key, ProviderKind};
 use crate::pipeline::authenticate::VerifyHost;
 use crate::pipeline::credential::{Credential, CredentialError};
 use crate::principal::Principal;
@@ -124,7 +124,7 @@ pub fn check_proof(
     if htu.is_none() || htu != target_uri(request) {
         return Err(Invalid("htu does not match the request URI"));
     }
-    let Some(issued_at) = claims.get("iat").and_then(Value::as_u64) else { return Err(Invalid("iat missing")) };
+    let Ok(Some(issued_at)) = numeric_date(&claims, "iat") else { return Err(Invalid("iat missing")) };
     if issued_at > now.saturating_add(skew) || issued_at.saturating_add(settings.max_age_seconds + skew) < now {
         return Err(Invalid("iat outside the accepted window"));
     }

@@ -425,3 +425,11 @@ def test_dpop_required_at_the_token_endpoint():
         assert r.status == 200 and r.json()["token_type"] == "DPoP"
         access = r.json()["access_token"]
         assert envoy.request("GET", "/x", dpop_headers(access, KEYS["ES256"])).status == 200
+
+
+def test_a_proof_iat_is_a_numeric_date(h):
+    """RFC 7519's NumericDate may be fractional (as PyJWT writes `time.time()`); a string is none."""
+    key = KEYS["ES256"]
+    bound = token(key=key)
+    assert h.request("GET", "/x", dpop_headers(bound, key, iat=now() + 0.5)).status == 200
+    refused_proof(h.request("GET", "/x", dpop_headers(bound, key, claims={"iat": str(now())})), b"iat")
