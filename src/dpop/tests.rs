@@ -184,6 +184,11 @@ mod proofs {
         tampered.push(if last == Some('A') { 'B' } else { 'A' });
         assert!(check.once(&tampered).is_err());
         assert_eq!(invalid(check.once("a.b")), "not a JWS");
+        // RFC 7638 3.2: the thumbprint is of the members an EC key requires, whatever else the jwk has.
+        let mut extra = public_jwk(EC_PUBLIC);
+        extra["kid"] = json!("k");
+        extra["n"] = json!("AQAB");
+        assert_eq!(check.once(&proof_with(|h| h["jwk"] = extra, claims("extra members"))), Ok(jkt(EC_PUBLIC)));
     }
 
     #[test]
