@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use crate::binding::Confirmation;
 use crate::config::Config;
 use crate::digest::sha256;
-use crate::jwt::{check_signature, thumbprint, Algorithm, Dpop, Key, ProviderKind};
+use crate::jwt::{check_signature, numeric_date, thumbprint, Algorithm, Dpop, Key, ProviderKind};
 use crate::pipeline::authenticate::VerifyHost;
 use crate::pipeline::credential::{Credential, CredentialError};
 use crate::principal::Principal;
@@ -35,8 +35,6 @@ const MAX_JTI_BYTES: usize = 256;
 /// Members of a private or secret JWK (RFC 7518 6.2.2, 6.3.2, 6.4.1).
 const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
 const PROOF_HEADER: &str = "dpop";
-/// The members of an RSA, EC or OKP public key (RFC 7638 3.2, RFC 8037 2).
-const THUMBPRINT_MEMBERS: [&str; 6] = ["crv", "e", "kty", "n", "x", "y"];
 
 /// Why a proof was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,8 +102,13 @@ pub fn check_proof(
         return Err(Invalid("the jwk has private key members"));
     }
     // RFC 7638: the thumbprint of the members a key of its type requires, as the client wrote them.
+    let required: &[&str] = match jwk.get("kty").and_then(Value::as_str) {
+        Some("RSA") => &["e", "kty", "n"],
+        Some("EC") => &["crv", "kty", "x", "y"],
+        _ => &["crv", "kty", "x"], // OKP; another type is no usable key
+    };
     let mut members = Map::new();
-    for name in THUMBPRINT_MEMBERS {
+    for &name in required {
         if let Some(value) = jwk.get(name).and_then(Value::as_str) {
             members.insert(name.to_string(), Value::String(value.to_string()));
         }
@@ -124,7 +127,7 @@ pub fn check_proof(
     if htu.is_none() || htu != target_uri(request) {
         return Err(Invalid("htu does not match the request URI"));
     }
-    let Some(issued_at) = claims.get("iat").and_then(Value::as_u64) else { return Err(Invalid("iat missing")) };
+    let Ok(Some(issued_at)) = numeric_date(&claims, "iat") else { return Err(Invalid("iat missing")) };
     if issued_at > now.saturating_add(skew) || issued_at.saturating_add(settings.max_age_seconds + skew) < now {
         return Err(Invalid("iat outside the accepted window"));
     }

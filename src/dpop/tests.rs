@@ -155,6 +155,9 @@ mod proofs {
         }
         assert_eq!(invalid(with("iat", json!(NOW - 66))), "iat outside the accepted window");
         assert_eq!(invalid(with("iat", json!(NOW + 6))), "iat outside the accepted window");
+        assert_eq!(invalid(with("iat", json!(NOW.to_string()))), "iat missing");
+        // A NumericDate may be fractional (RFC 7519 2), as a token's `iat` is read.
+        assert!(with("iat", json!(NOW as f64 + 0.5)).is_ok());
         assert_eq!(invalid(with("ath", json!("AAAA"))), "ath does not match the access token");
         assert_eq!(invalid(with("jti", json!(""))), "jti missing");
         let mut without_ath = claims("no-ath");
@@ -181,6 +184,11 @@ mod proofs {
         tampered.push(if last == Some('A') { 'B' } else { 'A' });
         assert!(check.once(&tampered).is_err());
         assert_eq!(invalid(check.once("a.b")), "not a JWS");
+        // RFC 7638 3.2: the thumbprint is of the members an EC key requires, whatever else the jwk has.
+        let mut extra = public_jwk(EC_PUBLIC);
+        extra["kid"] = json!("k");
+        extra["n"] = json!("AQAB");
+        assert_eq!(check.once(&proof_with(|h| h["jwk"] = extra, claims("extra members"))), Ok(jkt(EC_PUBLIC)));
     }
 
     #[test]

@@ -108,7 +108,7 @@ pub(crate) fn token_id(claims: &Map<String, Value>) -> Option<String> {
 pub(super) const MAX_NUMERIC_DATE: u64 = 253_402_300_799;
 
 /// RFC 7519 NumericDate: seconds, possibly fractional, up to MAX_NUMERIC_DATE; anything else is malformed.
-fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, JwtError> {
+pub(crate) fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, JwtError> {
     let Some(value) = claims.get(name) else {
         return Ok(None);
     };

@@ -17,7 +17,7 @@ mod verify;
 pub use algorithm::Algorithm;
 pub use backend::{PureRust, SignatureBackend};
 pub use claims::claim_at;
-pub(crate) use claims::{check_claims, claim_headers, condition_values, principal, scopes, token_id};
+pub(crate) use claims::{check_claims, claim_headers, condition_values, numeric_date, principal, scopes, token_id};
 pub use der::ecdsa_jws_to_der;
 pub use encoding::{
     jwk_bytes, only_pem_block, PemError, JWK_BASE64, OID_EC_PUBLIC_KEY, OID_ED25519, OID_P256, OID_RSA_ENCRYPTION,

@@ -425,3 +425,20 @@ def test_dpop_required_at_the_token_endpoint():
         assert r.status == 200 and r.json()["token_type"] == "DPoP"
         access = r.json()["access_token"]
         assert envoy.request("GET", "/x", dpop_headers(access, KEYS["ES256"])).status == 200
+
+
+def test_a_proof_iat_is_a_numeric_date(h):
+    """RFC 7519's NumericDate may be fractional (as PyJWT writes `time.time()`); a string is none."""
+    key = KEYS["ES256"]
+    bound = token(key=key)
+    assert h.request("GET", "/x", dpop_headers(bound, key, iat=now() + 0.5)).status == 200
+    refused_proof(h.request("GET", "/x", dpop_headers(bound, key, claims={"iat": str(now())})), b"iat")
+
+
+def test_the_proof_key_thumbprint_is_rfc_7638s(h):
+    """The token's cnf.jkt is the thumbprint of the members its key type requires: a
+    jwk carrying others (kid, use, a stray member of another key type) is the same key."""
+    key = KEYS["ES256"]
+    bound = token(key=key)
+    jwk_more = {**public_jwk(key), "kid": "k", "use": "sig", "n": "AQAB"}
+    assert h.request("GET", "/x", dpop_headers(bound, key, header={"jwk": jwk_more})).status == 200
