@@ -6,9 +6,9 @@
 //! without the query: the scheme is `x-forwarded-proto` when present (Envoy at the edge,
 //! `use_remote_address: true`, sets it from the connection), else `:scheme`. Both
 //! sides are normalized as RFC 3986 6.2.2-6.2.3 say (case of scheme, host and
-//! percent-encodings, unreserved characters decoded, default port dropped), and a
-//! host's one trailing dot is dropped (`api.example.` is the DNS name `api.example`).
-//! `;` parameters are part of the path; dot segments are not removed.
+//! percent-encodings, unreserved characters decoded, dot segments removed, default port
+//! dropped), and a host's one trailing dot is dropped (`api.example.` is the DNS name
+//! `api.example`). `;` parameters are part of the path (`..;x` is no dot segment).
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -174,7 +174,8 @@ fn target_uri(request: &RequestFacts) -> Option<String> {
     normalized(scheme.unwrap_or("http"), request.authority, path)
 }
 
-/// An `http(s)` URI as RFC 3986 6.2.2-6.2.3 normalize it, with the host's trailing
+/// An `http(s)` URI as RFC 3986 6.2.2-6.2.3 normalize it (RFC 9449 4.3 asks for it:
+/// Envoy's `normalize_path` may have rewritten the path the client signed), with the host's trailing
 /// dot dropped; a query or fragment stays (a proof's `htu` must have none). None for
 /// what is no such URI (another scheme, userinfo, a bad percent-encoding).
 fn normalized_uri(uri: &str) -> Option<String> {
@@ -207,27 +208,54 @@ fn normalized(scheme: &str, authority: &str, path: &str) -> Option<String> {
         out.push(':');
         out.push_str(port);
     }
-    if !path.starts_with('/') {
-        out.push('/');
-    }
-    // Percent-encodings in upper case, those of unreserved characters decoded (6.2.2.1-2).
+    // Percent-encodings in upper case, those of unreserved characters decoded (6.2.2.1-2),
+    // then dot segments removed (6.2.2.3): `%2E%2E` is `..` as a server reads it.
+    let mut decoded = String::with_capacity(path.len());
     let mut rest = path;
     while let Some(at) = rest.find('%') {
-        out.push_str(&rest[..at]);
+        decoded.push_str(&rest[..at]);
         let hex = rest.as_bytes().get(at + 1..at + 3)?;
         let digit = |b: &u8| char::from(*b).to_digit(16);
         let byte = (digit(&hex[0])? * 16 + digit(&hex[1])?) as u8;
         if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(char::from(byte));
+            decoded.push(char::from(byte));
         } else {
-            out.push('%');
-            out.push(char::from(hex[0].to_ascii_uppercase()));
-            out.push(char::from(hex[1].to_ascii_uppercase()));
+            decoded.push('%');
+            decoded.push(char::from(hex[0].to_ascii_uppercase()));
+            decoded.push(char::from(hex[1].to_ascii_uppercase()));
         }
         rest = &rest[at + 3..];
     }
-    out.push_str(rest);
+    decoded.push_str(rest);
+    // A query or fragment is no path: its `/..` are left alone.
+    let end = decoded.find(['?', '#']).unwrap_or(decoded.len());
+    push_without_dot_segments(&mut out, &decoded[..end]);
+    out.push_str(&decoded[end..]);
     Some(out)
+}
+
+/// An absolute path without its `.` and `..` segments (RFC 3986 5.2.4): `/a/./b/../c`
+/// is `/a/c`, a `..` above the root stays at the root, a path ending in one ends in `/`.
+fn push_without_dot_segments(out: &mut String, path: &str) {
+    let mut kept: Vec<&str> = Vec::new();
+    let mut ends_in_dot = false;
+    for segment in path.strip_prefix('/').unwrap_or(path).split('/') {
+        ends_in_dot = matches!(segment, "." | "..");
+        match segment {
+            "." => {}
+            ".." => {
+                kept.pop();
+            }
+            _ => kept.push(segment),
+        }
+    }
+    for segment in &kept {
+        out.push('/');
+        out.push_str(segment);
+    }
+    if kept.is_empty() || ends_in_dot {
+        out.push('/');
+    }
 }
 
 /// A token request (RFC 9449 5): with a valid proof, its token is bound to the proof's

@@ -13,6 +13,18 @@ fn the_target_uri_is_compared_normalized_and_without_query() {
     // Percent-encodings: case, and unreserved characters decoded; reserved ones stay encoded.
     assert_eq!(n("https://h/a%2fb%7e%41"), n("https://h/a%2Fb~A"));
     assert_ne!(n("https://h/a%2Fb"), n("https://h/a/b"));
+    // Dot segments removed (as Envoy's normalize_path would), encoded ones too; never above
+    // the root; `..;x` is a segment, not a dot segment; a query's `/..` is left alone.
+    assert_eq!(n("https://h/a/./b/../c").as_deref(), Some("https://h/a/c"));
+    assert_eq!(n("https://h/a/%2e%2E/c").as_deref(), Some("https://h/c"));
+    assert_eq!(n("https://h/../../x").as_deref(), Some("https://h/x"));
+    assert_eq!(n("https://h/a/b/..").as_deref(), Some("https://h/a/"));
+    assert_eq!(n("https://h/a/.").as_deref(), Some("https://h/a/"));
+    assert_eq!(n("https://h/..").as_deref(), Some("https://h/"));
+    assert_eq!(n("https://h/a//b/").as_deref(), Some("https://h/a//b/"));
+    assert_eq!(n("https://h/a/..;x/b").as_deref(), Some("https://h/a/..;x/b"));
+    assert_eq!(n("https://h/x?a=/../y").as_deref(), Some("https://h/x?a=/../y"));
+    assert_eq!(n("https://h/x/..?q").as_deref(), Some("https://h/?q"));
     // `;` parameters are part of the path.
     assert_ne!(n("https://h/a;v=1"), n("https://h/a"));
     assert_eq!(n("https://h/a;v=1").as_deref(), Some("https://h/a;v=1"));
