@@ -306,6 +306,7 @@ class Scenario:
     # rate-limit filter reads only routes with an upstream. {} for none.
     upstream: Optional[dict] = None
     introspection: bool = False     # asks the introspection endpoint listener (INTROSPECTION)
+    engine: bool = False            # needs the rate-limit engine (ENGINE) running
     # results
     port: int = 0
     failure: Optional[str] = None
@@ -454,7 +455,16 @@ def scenarios(c: Credentials) -> List[Scenario]:
     s.append(Scenario("wasm-limits-fleet", "wasm-authn API key, hour fleet-wide (rate-limit filter + engine), to an upstream",
                       "repeated", [authn_filter("authn-limits-fleet", fleet_config), ENGINE.envoy_side["http_filter"]],
                       headers={"x-api-key": c.api_key}, principal=c.api_client,
-                      upstream=ENGINE.envoy_side["route"], counterpart="wasm-limits-upstream"))
+                      upstream=ENGINE.envoy_side["route"], counterpart="wasm-limits-upstream", engine=True))
+    # The filter's own question to the engine (issue 23.3): with scope "fleet", a Basic user's
+    # correct password is held until the engine says the name's failures (counted fleet-wide)
+    # are under their limit: one gRPC call per request, from the filter, not Envoy's rate-limit
+    # filter. Next to the same user per Envoy (its failures counted in shared data).
+    s.append(Scenario("wasm-basic-fleet", "wasm-authn Basic {SHA}, failures fleet-wide (the filter asks the engine), repeated",
+                      "repeated", [authn_filter("authn-basic-fleet", {"limits": {"scope": "fleet"},
+                                                                      "basic": {"htpasswd": c.sha_htpasswd}})],
+                      headers={"authorization": c.basic(c.sha_user, c.sha_password)},
+                      principal=c.sha_user, counterpart="wasm-basic-sha", engine=True))
 
     # The same API key with the verdict also handed to Envoy as filter state (issue 13.1): its host calls.
     s.append(Scenario("wasm-filter-state", "wasm-authn API key, filter_state on, repeated", "repeated",
@@ -1144,12 +1154,14 @@ def main() -> int:
     envoy = None
     try:
         creds = Credentials(workdir)
+        # One engine for both fleet rows: the hour of wasm-limits-fleet, the failed passwords of wasm-basic-fleet.
         ENGINE.prepare({"limits": {"requests_per_hour": 1_000_000_000, "max_concurrent": 1_000_000, "scope": "fleet"},
-                        "api_keys": {"clients": [{"id": creds.api_client, "key_hash": creds.api_key_hash}]}})
+                        "api_keys": {"clients": [{"id": creds.api_client, "key_hash": creds.api_key_hash}]},
+                        "basic": {"htpasswd": creds.sha_htpasswd}})
         sel = scenarios(creds)
         if only:
             sel = [sc for sc in sel if sc.group == "baseline" or any(o in sc.key for o in only)]
-        if any(sc.upstream for sc in sel):
+        if any(sc.engine for sc in sel):
             ENGINE.start(workdir)
         version = envoy_version(binary)
         wasm_size = os.path.getsize(WASM_AUTHN)
