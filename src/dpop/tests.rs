@@ -229,3 +229,16 @@ mod proofs {
         assert!(results.contains(&Err(ProofError::TryLater(Reason::ReplayCacheFull))), "{results:?}");
     }
 }
+
+#[test]
+fn a_challenge_names_the_algorithms_taken_and_none_without_dpop() {
+    let refusal = ("invalid_token", "DPoP is not configured for this token's provider", Reason::DpopProofInvalid);
+    let challenge = |settings: Option<&Dpop>| refused("api", settings, refusal).headers[0].1.clone();
+    let settings = Dpop { required: false, max_age_seconds: 60, algorithms: "ES256 EdDSA".into() };
+    assert!(challenge(Some(&settings)).ends_with(", algs=\"ES256 EdDSA\""), "{}", challenge(Some(&settings)));
+    // A provider without `dpop` takes no algorithm: no `algs` (RFC 9449 7.1: a list of them), not an empty one.
+    assert_eq!(
+        challenge(None),
+        "DPoP realm=\"api\", error=\"invalid_token\", error_description=\"DPoP is not configured for this token's provider\""
+    );
+}
