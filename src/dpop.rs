@@ -315,9 +315,10 @@ pub(crate) fn bind_token_request(
 
 /// The 401 of RFC 9449 7.1: `WWW-Authenticate: DPoP error="..."` with the algorithms taken.
 fn refused(realm: &str, settings: Option<&Dpop>, (error, message, reason): Refusal) -> LocalReply {
-    let algs = settings.map_or("", |s| s.algorithms.as_str());
-    let challenge =
-        format!("DPoP realm=\"{realm}\", error=\"{error}\", error_description=\"{message}\", algs=\"{algs}\"");
+    let mut challenge = format!("DPoP realm=\"{realm}\", error=\"{error}\", error_description=\"{message}\"");
+    if let Some(settings) = settings {
+        challenge.push_str(&format!(", algs=\"{}\"", settings.algorithms));
+    }
     LocalReply { headers: vec![("www-authenticate", challenge)], ..LocalReply::new(401, error, message, reason) }
 }
 
