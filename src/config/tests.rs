@@ -1137,3 +1137,16 @@ fn dpop_that_no_token_of_its_provider_could_meet_is_refused() {
     dpop["dpop"] = json!("required");
     assert!(parse(json!({"jwt": {"providers": [dpop]}})).is_ok());
 }
+
+#[test]
+fn an_es384_dpop_proof_needs_envoy_crypto() {
+    // P-384 has no pure-Rust path: without Envoy's BoringSSL every ES384 proof would fail its signature.
+    let mut provider = hs256_provider("corp", "https://corp");
+    provider["dpop"] = json!({"algorithms": ["ES256", "ES384"]});
+    let config = json!({"envoy_crypto": false, "jwt": {"providers": [provider.clone()]}});
+    assert_eq!(
+        error_of(config),
+        "envoy_crypto: must be true: corp's dpop.algorithms names ES384, which only Envoy's BoringSSL checks"
+    );
+    assert!(parse(json!({"jwt": {"providers": [provider]}})).is_ok());
+}
