@@ -123,17 +123,27 @@ pub fn check_proof(
     if text(&claims, "htm") != Some(request.method) {
         return Err(Invalid("htm does not match the request method"));
     }
-    let htu = text(&claims, "htu").and_then(normalized_uri);
-    if htu.is_none() || htu != target_uri(request) {
-        return Err(Invalid("htu does not match the request URI"));
+    let Some(htu) = text(&claims, "htu").and_then(normalized_uri) else {
+        return Err(Invalid("htu missing or not an http(s) URI"));
+    };
+    if htu.contains(['?', '#']) {
+        return Err(Invalid("htu has a query or fragment"));
+    }
+    let Some(target) = target_uri(request) else { return Err(Invalid("htu does not match the request URI")) };
+    if htu != target {
+        return Err(Invalid(uri_mismatch(&htu, &target)));
     }
     let Ok(Some(issued_at)) = numeric_date(&claims, "iat") else { return Err(Invalid("iat missing")) };
     if issued_at > now.saturating_add(skew) || issued_at.saturating_add(settings.max_age_seconds + skew) < now {
         return Err(Invalid("iat outside the accepted window"));
     }
     if let Some((token, bound_to)) = access_token {
-        if text(&claims, "ath") != Some(URL_SAFE_NO_PAD.encode(sha256(token.as_bytes())).as_str()) {
-            return Err(Invalid("ath does not match the access token"));
+        match text(&claims, "ath") {
+            None => return Err(Invalid("ath missing")),
+            Some(ath) if ath != URL_SAFE_NO_PAD.encode(sha256(token.as_bytes())) => {
+                return Err(Invalid("ath does not match the access token"))
+            }
+            Some(_) => {}
         }
         // Both public: a plain comparison.
         if jkt != bound_to {
@@ -150,6 +160,23 @@ pub fn check_proof(
         Once::Again => Err(Invalid("proof replayed")),
         Once::Full => Err(ProofError::TryLater(Reason::ReplayCacheFull)),
         Once::Unavailable => Err(ProofError::TryLater(Reason::LimitsUnavailable)),
+    }
+}
+
+/// Which part of two different normalized URIs differs: the first of scheme, authority, path.
+fn uri_mismatch(htu: &str, target: &str) -> &'static str {
+    let parts = |uri: &'_ str| {
+        let (scheme, rest) = uri.split_once("://").unwrap_or_default();
+        (scheme.len(), rest.find('/').unwrap_or(rest.len()))
+    };
+    let ((scheme, authority), (target_scheme, target_authority)) = (parts(htu), parts(target));
+    if htu.get(..scheme) != target.get(..target_scheme) {
+        "htu does not match the request URI's scheme (x-forwarded-proto, else :scheme)"
+    } else if authority != target_authority || htu.get(..scheme + 3 + authority) != target.get(..scheme + 3 + authority)
+    {
+        "htu does not match the request URI's host (:authority)"
+    } else {
+        "htu does not match the request URI's path"
     }
 }
 
@@ -288,9 +315,10 @@ pub(crate) fn bind_token_request(
 
 /// The 401 of RFC 9449 7.1: `WWW-Authenticate: DPoP error="..."` with the algorithms taken.
 fn refused(realm: &str, settings: Option<&Dpop>, (error, message, reason): Refusal) -> LocalReply {
-    let algs = settings.map_or("", |s| s.algorithms.as_str());
-    let challenge =
-        format!("DPoP realm=\"{realm}\", error=\"{error}\", error_description=\"{message}\", algs=\"{algs}\"");
+    let mut challenge = format!("DPoP realm=\"{realm}\", error=\"{error}\", error_description=\"{message}\"");
+    if let Some(settings) = settings {
+        challenge.push_str(&format!(", algs=\"{}\"", settings.algorithms));
+    }
     LocalReply { headers: vec![("www-authenticate", challenge)], ..LocalReply::new(401, error, message, reason) }
 }
 

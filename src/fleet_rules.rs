@@ -381,8 +381,9 @@ impl Rules {
             out,
             "# Envoy: `http_filter` goes after wasm-authn and before the router; `route` holds what each\n\
              # route (or virtual host) that wasm-authn guards needs. The router removes the header only\n\
-             # after the rate-limit filter has read it: the upstream never sees it. `cluster` is the\n\
-             # engine's gRPC endpoint (HTTP/2)."
+             # after the rate-limit filter has read it: the upstream never sees it.\n\
+             # `cluster_name` is the engine's Envoy cluster, not printed here: define it (gRPC, so\n\
+             # HTTP/2; envoy/envoy-fleet.yaml's `ratelimit` is one)."
         );
         if !self.one_time.is_empty() || self.failures.is_some() {
             let _ = writeln!(

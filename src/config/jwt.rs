@@ -210,9 +210,16 @@ fn compile_provider(
         None => None,
     };
     let dpop = super::dpop::compile(raw.dpop.as_ref(), path)?;
+    let opaque_binding = "is for JWTs: bound opaque tokens are refused (their binding is not checked yet)";
     if raw.require_certificate_binding && introspection.is_some() {
-        let message = "is for JWTs: bound opaque tokens are refused (their binding is not checked yet)";
-        return Err(ConfigError::new(format!("{path}.require_certificate_binding"), message));
+        return Err(ConfigError::new(format!("{path}.require_certificate_binding"), opaque_binding));
+    }
+    if dpop.is_some() && introspection.is_some() {
+        return Err(ConfigError::new(format!("{path}.dpop"), opaque_binding));
+    }
+    if dpop.is_some() && raw.require_certificate_binding {
+        let message = "require_certificate_binding refuses every token bound to a key (a token has one binding)";
+        return Err(ConfigError::new(format!("{path}.dpop"), message));
     }
     // Introspection answers need not say when the token expires (RFC 7662 2.2).
     let require_expiration = raw.require_expiration.unwrap_or(introspection.is_none());

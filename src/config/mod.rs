@@ -313,6 +313,14 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
         let message = format!("must be true: {} has a P-384 key, which only Envoy's BoringSSL checks", provider.name);
         return Err(ConfigError::new("envoy_crypto", message));
     }
+    let es384_proofs = |p: &&Provider| p.dpop.as_ref().is_some_and(|d| d.algorithms.split(' ').any(|a| a == "ES384"));
+    if let (false, Some(provider)) = (raw.envoy_crypto, jwt_providers.iter().find(es384_proofs)) {
+        let message = format!(
+            "must be true: {}'s dpop.algorithms names ES384, which only Envoy's BoringSSL checks",
+            provider.name
+        );
+        return Err(ConfigError::new("envoy_crypto", message));
+    }
     let owned_headers = owned_headers(&principal_headers, &jwt_providers, &api_keys, &token_locations)?;
     let mut rules = Vec::with_capacity(raw.bypass.len() + raw.rules.len());
     for (i, rule) in raw.bypass.into_iter().enumerate() {

@@ -594,7 +594,7 @@ privileged! {
         /// Refuse tokens not bound to a client certificate (`cnf["x5t#S256"]`, RFC 8705 3). A bound token is always checked against the connection's certificate, with or without this.
         #[serde(default)]
         pub require_certificate_binding: bool,
-        /// DPoP (RFC 9449), `"allowed"`, `"required"` or `{"mode", "max_age_seconds", "algorithms"}`: tokens bound to a key (`cnf.jkt`), sent as `Authorization: DPoP` with a proof of that key; `"required"`: only those.
+        /// DPoP (RFC 9449), `"allowed"`, `"required"` or `{"mode", "max_age_seconds", "algorithms"}`: tokens bound to a key (`cnf.jkt`), sent as `Authorization: DPoP` with a proof of that key; `"required"`: only those. Not with `introspection` or `require_certificate_binding`.
         #[cfg_attr(not(target_arch = "wasm32"), schemars(with = "Option<RawDpopSetting>"))]
         pub dpop: Option<Value>,
         /// Headers that carry its tokens. With any `from_*` set, the provider reads its tokens

@@ -1112,3 +1112,41 @@ fn introspection_answers_are_shared_only_by_configurations_that_judge_and_ask_al
     // An answer is kept until `exp` plus the skew: one past `exp` by a minute is not active where the skew is 0.
     assert!(!base.shares_answers_with(&with(false, "filter", 0)));
 }
+
+#[test]
+fn dpop_that_no_token_of_its_provider_could_meet_is_refused() {
+    let introspection = json!({"cluster": "c", "authority": "a", "path": "/i", "auth": "bearer", "client_secret": "s"});
+    for mode in ["allowed", "required"] {
+        let opaque = json!({"name": "o", "introspection": introspection.clone(), "dpop": mode});
+        let error = error_of(json!({"jwt": {"providers": [opaque]}}));
+        assert_eq!(
+            error,
+            "jwt.providers[0].dpop: is for JWTs: bound opaque tokens are refused (their binding is not checked yet)"
+        );
+        // A token has one binding: a provider that requires a certificate's never takes a key's.
+        let mut both = hs256_provider("p", "https://p");
+        both["dpop"] = json!(mode);
+        both["require_certificate_binding"] = json!(true);
+        let error = error_of(json!({"jwt": {"providers": [both]}}));
+        assert_eq!(
+            error,
+            "jwt.providers[0].dpop: require_certificate_binding refuses every token bound to a key (a token has one binding)"
+        );
+    }
+    let mut dpop = hs256_provider("p", "https://p");
+    dpop["dpop"] = json!("required");
+    assert!(parse(json!({"jwt": {"providers": [dpop]}})).is_ok());
+}
+
+#[test]
+fn an_es384_dpop_proof_needs_envoy_crypto() {
+    // P-384 has no pure-Rust path: without Envoy's BoringSSL every ES384 proof would fail its signature.
+    let mut provider = hs256_provider("corp", "https://corp");
+    provider["dpop"] = json!({"algorithms": ["ES256", "ES384"]});
+    let config = json!({"envoy_crypto": false, "jwt": {"providers": [provider.clone()]}});
+    assert_eq!(
+        error_of(config),
+        "envoy_crypto: must be true: corp's dpop.algorithms names ES384, which only Envoy's BoringSSL checks"
+    );
+    assert!(parse(json!({"jwt": {"providers": [provider]}})).is_ok());
+}

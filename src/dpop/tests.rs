@@ -156,14 +156,22 @@ mod proofs {
             check.once(&proof_with(|_| {}, claims))
         };
         assert_eq!(invalid(with("htm", json!("POST"))), "htm does not match the request method");
-        for htu in
-            ["https://api.example/orders/2", "https://other.example/orders/1", "https://api.example/orders/1?x=1"]
-        {
-            assert_eq!(invalid(with("htu", json!(htu))), "htu does not match the request URI", "{htu}");
+        // The description names the part that differs: behind a TLS-terminating proxy the
+        // scheme is the usual one, and nothing else tells the client which.
+        for (htu, part) in [
+            ("http://api.example/orders/1", "scheme (x-forwarded-proto, else :scheme)"),
+            ("https://other.example/orders/1", "host (:authority)"),
+            ("https://api.example:8443/orders/1", "host (:authority)"),
+            ("https://api.example/orders/2", "path"),
+        ] {
+            assert_eq!(invalid(with("htu", json!(htu))), format!("htu does not match the request URI's {part}"));
+        }
+        for htu in ["https://api.example/orders/1?x=1", "https://api.example/orders/1#f"] {
+            assert_eq!(invalid(with("htu", json!(htu))), "htu has a query or fragment", "{htu}");
         }
         assert!(with("htu", json!("HTTPS://API.EXAMPLE.:443/orders/%31")).is_ok());
         for unusable in [json!("ftp://api.example/orders/1"), json!("not a URI"), json!(5)] {
-            assert_eq!(invalid(with("htu", unusable)), "htu does not match the request URI");
+            assert_eq!(invalid(with("htu", unusable)), "htu missing or not an http(s) URI");
         }
         assert_eq!(invalid(with("iat", json!(NOW - 66))), "iat outside the accepted window");
         assert_eq!(invalid(with("iat", json!(NOW + 6))), "iat outside the accepted window");
@@ -174,7 +182,7 @@ mod proofs {
         assert_eq!(invalid(with("jti", json!(""))), "jti missing");
         let mut without_ath = claims("no-ath");
         without_ath.as_object_mut().unwrap().remove("ath");
-        assert_eq!(invalid(check.once(&proof_with(|_| {}, without_ath))), "ath does not match the access token");
+        assert_eq!(invalid(check.once(&proof_with(|_| {}, without_ath))), "ath missing");
     }
 
     #[test]
@@ -220,4 +228,17 @@ mod proofs {
         let results: Vec<_> = (0..40).map(|i| check.once(&proof(&i.to_string()))).collect();
         assert!(results.contains(&Err(ProofError::TryLater(Reason::ReplayCacheFull))), "{results:?}");
     }
+}
+
+#[test]
+fn a_challenge_names_the_algorithms_taken_and_none_without_dpop() {
+    let refusal = ("invalid_token", "DPoP is not configured for this token's provider", Reason::DpopProofInvalid);
+    let challenge = |settings: Option<&Dpop>| refused("api", settings, refusal).headers[0].1.clone();
+    let settings = Dpop { required: false, max_age_seconds: 60, algorithms: "ES256 EdDSA".into() };
+    assert!(challenge(Some(&settings)).ends_with(", algs=\"ES256 EdDSA\""), "{}", challenge(Some(&settings)));
+    // A provider without `dpop` takes no algorithm: no `algs` (RFC 9449 7.1: a list of them), not an empty one.
+    assert_eq!(
+        challenge(None),
+        "DPoP realm=\"api\", error=\"invalid_token\", error_description=\"DPoP is not configured for this token's provider\""
+    );
 }

@@ -160,6 +160,8 @@ fn envoy_side_reads_the_header_the_filter_sets_and_removes_it() {
     let text = rules.envoy("api", "rls");
     assert!(text.contains("    domain: \"api\"\n"), "{text}");
     assert!(text.contains("          cluster_name: \"rls\"\n"), "{text}");
+    // The cluster is named, not printed: the comment says what to define.
+    assert!(text.contains("`cluster_name` is the engine's Envoy cluster, not printed here: define it"), "{text}");
     assert!(text.contains(
         "  - actions:\n    - request_headers:\n        header_name: x-auth-ratelimit-principal\n        descriptor_key: principal\n  \
          request_headers_to_remove:\n  - x-auth-ratelimit-principal\n"

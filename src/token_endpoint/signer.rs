@@ -188,7 +188,10 @@ fn rsa_signer(key: RsaPrivateKey) -> Result<Signer, String> {
 fn from_pem(pem: &str) -> Result<Signer, String> {
     let der = only_pem_block(pem, &PRIVATE_KEY).map_err(|error| match error {
         PemError::Base64(_) => "invalid base64 in the PEM block",
-        _ => "must be one PKCS#8 PEM block (BEGIN PRIVATE KEY)",
+        _ => {
+            "must be a private JWK or one PKCS#8 PEM block (BEGIN PRIVATE KEY; `openssl pkcs8 -topk8 -nocrypt` \
+             converts an EC or RSA PRIVATE KEY)"
+        }
     })?;
     let info = PrivateKeyInfo::try_from(der.as_slice()).map_err(|_| "not a PKCS#8 private key")?;
     let algorithm = info.algorithm.oid;

@@ -335,6 +335,15 @@ fn signing_keys_that_cannot_sign_are_refused() {
     let parse = |value: Value| Signer::parse(&value).map(|_| ()).unwrap_err();
     assert!(parse(json!(7)).contains("private JWK"));
     assert!(parse(pem_string(EC_PUBLIC)).contains("PKCS#8"));
+    // `openssl ecparam -genkey` writes SEC1 (`BEGIN EC PRIVATE KEY`): the refusal says how to convert it.
+    let sec1 = "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEILRa/ZqUSJEmtiufvYuVv/aZhRs8oGna1MwVROm6e3WgoAoGCCqGSM49\n\
+                AwEHoUQDQgAE2GjFWMWZtC/TqxHVG/dqqD8PQd1wHav99/y2blbB0bSc8zeZl4n5\n\
+                wlNyAPgsOdWXkQHp2e/WN4C3qb5zEIhWDg==\n-----END EC PRIVATE KEY-----\n";
+    assert_eq!(
+        parse(pem_string(sec1)),
+        "must be a private JWK or one PKCS#8 PEM block (BEGIN PRIVATE KEY; \
+         `openssl pkcs8 -topk8 -nocrypt` converts an EC or RSA PRIVATE KEY)"
+    );
     assert!(parse(json!({"kty": "EC", "crv": "P-384", "d": "AA"})).contains("P-256"));
     assert!(parse(json!({"kty": "OKP", "crv": "X25519", "d": "AA"})).contains("Ed25519"));
     // A JWK whose public members are not its private key's.
