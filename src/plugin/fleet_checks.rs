@@ -110,11 +110,11 @@ impl Plugin {
     }
 
     /// The engine answered a call (`grpc_status` 0 and its message, or a gRPC error):
-    /// recorded for the stream held for it, which the host revisits.
-    pub fn on_engine_answer(&mut self, token: u32, grpc_status: u32, message: &[u8]) {
-        if let Some(call) = self.engine_calls.iter_mut().find(|call| call.token == token && call.answer.is_none()) {
-            call.answer = Some(engine::answer(grpc_status, message));
-        }
+    /// recorded for the stream held for it, which the host revisits (its context, returned).
+    pub fn on_engine_answer(&mut self, token: u32, grpc_status: u32, message: &[u8]) -> Option<u32> {
+        let call = self.engine_calls.iter_mut().find(|call| call.token == token && call.answer.is_none())?;
+        call.answer = Some(engine::answer(grpc_status, message));
+        Some(call.context_id)
     }
 
     /// A stream held for the engine: carried out as decided once the engine agrees, or
