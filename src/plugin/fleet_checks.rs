@@ -358,6 +358,23 @@ mod tests {
     }
 
     #[test]
+    fn a_one_time_token_held_for_the_revocation_list_is_not_spent_by_the_wait() {
+        // Before the remote list's first fetch a token waits for it: deciding it again (at
+        // once, after a sync; on each tick) must not find its own first use a replay.
+        let config = json!({
+            "limits": {"scope": "fleet"},
+            "revocation": {"remote": {"cluster": "rev", "authority": "rev", "path": "/revoked.json"}},
+            "keypairs": [{"id": "kp", "public_key": EC_PUBLIC, "max_lifetime_seconds": 60, "one_time": true}],
+        });
+        let mut plugin = Plugin::new(Config::from_json(config.to_string().as_bytes()).unwrap());
+        let mut host = FakeHost::new(&FakeShared::default());
+        assert_eq!(send(&mut plugin, &mut host, 1, &one_time("j-9")), Step::Hold);
+        let headers = crate::testing::headers(&[(":method", "GET"), (":path", "/r")]);
+        assert_eq!(plugin.revisit(&mut host, 1, &RequestFacts::from_headers(&headers), T0 + 100), Step::Hold);
+        assert!(host.engine_calls.is_empty(), "not decided yet");
+    }
+
+    #[test]
     fn scope_envoy_never_asks() {
         let config = json!({"basic": {"users": [{"name": "alice", "password_hash": SECRET}]}});
         let mut plugin = Plugin::new(Config::from_json(config.to_string().as_bytes()).unwrap());
