@@ -368,8 +368,9 @@ mod tests {
         });
         let mut plugin = Plugin::new(Config::from_json(config.to_string().as_bytes()).unwrap());
         let mut host = FakeHost::new(&FakeShared::default());
-        assert_eq!(send(&mut plugin, &mut host, 1, &one_time("j-9")), Step::Hold);
-        let headers = crate::testing::headers(&[(":method", "GET"), (":path", "/r")]);
+        let token = one_time("j-9");
+        assert_eq!(send(&mut plugin, &mut host, 1, &token), Step::Hold);
+        let headers = crate::testing::headers(&[(":method", "GET"), (":path", "/r"), ("authorization", &token)]);
         assert_eq!(plugin.revisit(&mut host, 1, &RequestFacts::from_headers(&headers), T0 + 100), Step::Hold);
         assert!(host.engine_calls.is_empty(), "not decided yet");
     }
