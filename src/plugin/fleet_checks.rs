@@ -376,6 +376,27 @@ mod tests {
     }
 
     #[test]
+    fn a_one_time_token_whose_tree_waits_for_the_client_store_is_not_spent_by_the_wait() {
+        let config = json!({
+            "api_keys": {"remote": {"cluster": "keys", "authority": "keys", "path": "/clients.json"}},
+            "keypairs": [{"id": "kp", "public_key": EC_PUBLIC, "max_lifetime_seconds": 60, "one_time": true}],
+            "rules": [{"match": {"path_prefix": "/"}, "require": {"all": ["keypair", "api-key"]}}],
+        });
+        let mut plugin = Plugin::new(Config::from_json(config.to_string().as_bytes()).unwrap());
+        let mut host = FakeHost::new(&FakeShared::default());
+        let token = one_time("j-10");
+        let headers = crate::testing::headers(&[
+            (":method", "GET"),
+            (":path", "/r"),
+            ("authorization", &token),
+            ("x-api-key", "some-stored-key"),
+        ]);
+        let request = RequestFacts::from_headers(&headers);
+        assert_eq!(plugin.on_request_headers(&mut host, 1, &request, T0), Step::Hold);
+        assert_eq!(plugin.revisit(&mut host, 1, &request, T0 + 100), Step::Hold);
+    }
+
+    #[test]
     fn scope_envoy_never_asks() {
         let config = json!({"basic": {"users": [{"name": "alice", "password_hash": SECRET}]}});
         let mut plugin = Plugin::new(Config::from_json(config.to_string().as_bytes()).unwrap());
