@@ -11,7 +11,7 @@ use crate::cache::{CacheKey, CacheKeys, VerifiedCache};
 use crate::config::Config;
 use crate::fetched::Fetched;
 use crate::jwt::introspection::{refusal_message, Claim, Verdict};
-use crate::jwt::{self, JwtError, ProviderId, ProviderKind, SignatureBackend};
+use crate::jwt::{self, FetchedKeys, JwtError, ProviderId, ProviderKind, SignatureBackend};
 use crate::pipeline::credential::Credential;
 use crate::principal::{AuthMethod, Principal, TokenFacts};
 use crate::reason::Reason;
@@ -232,7 +232,7 @@ struct VerifiedBearer {
 #[allow(clippy::too_many_arguments)]
 fn verify_bearer(
     config: &Config,
-    fetched: &Fetched,
+    documents: &Fetched,
     clients: Directory,
     token: &str,
     found: &[usize],
@@ -240,6 +240,7 @@ fn verify_bearer(
     now_ms: u64,
     introspection_hits: &mut Vec<ProviderId>,
 ) -> Result<VerifiedBearer, NotVerified> {
+    let fetched: &FetchedKeys = &documents.keys;
     let providers = &config.jwt_providers;
     if providers.is_empty() {
         return Err(bearer_error(Reason::JwtNotConfigured, "bearer tokens are not accepted"));
@@ -257,30 +258,25 @@ fn verify_bearer(
     if let (Some((provider, _)), false) = (introspector, jws) {
         return introspect(config, provider, token, host, now_ms, introspection_hits);
     }
-    let mut verified =
-        match jwt::verify(token, providers, &fetched.keys, &bound_here, host, now, config.clock_skew_seconds) {
-            Ok(verified) => verified,
-            Err(JwtError::UnknownIssuer | JwtError::Malformed | JwtError::UnsupportedAlgorithm)
-                if introspector.is_some_and(|(_, all)| all) =>
-            {
-                let provider = introspector.map_or(ProviderId(0), |(provider, _)| provider);
-                return introspect(config, provider, token, host, now_ms, introspection_hits);
-            }
-            Err(JwtError::KeysNotLoaded { provider }) => {
-                return Err(NotVerified::WaitForKeys { provider, refetch: false })
-            }
-            Err(JwtError::UnknownKey { provider }) => {
-                return Err(match fetched.keys.get(provider) {
-                    Some(remote) if remote.refetch_allowed(now_ms) => {
-                        NotVerified::WaitForKeys { provider, refetch: true }
-                    }
-                    // The token may be fine: its key could not be fetched. 503, not 401.
-                    Some(remote) if remote.failing() => NotVerified::KeysUnavailable,
-                    _ => bearer_error(Reason::JwtUnknownKey, JwtError::UnknownKey { provider }.description()),
-                });
-            }
-            Err(e) => return Err(bearer_error(e.reason(), e.description())),
-        };
+    let mut verified = match jwt::verify(token, providers, fetched, &bound_here, host, now, config.clock_skew_seconds) {
+        Ok(verified) => verified,
+        Err(JwtError::UnknownIssuer | JwtError::Malformed | JwtError::UnsupportedAlgorithm)
+            if introspector.is_some_and(|(_, all)| all) =>
+        {
+            let provider = introspector.map_or(ProviderId(0), |(provider, _)| provider);
+            return introspect(config, provider, token, host, now_ms, introspection_hits);
+        }
+        Err(JwtError::KeysNotLoaded { provider }) => return Err(NotVerified::WaitForKeys { provider, refetch: false }),
+        Err(JwtError::UnknownKey { provider }) => {
+            return Err(match fetched.get(provider) {
+                Some(remote) if remote.refetch_allowed(now_ms) => NotVerified::WaitForKeys { provider, refetch: true },
+                // The token may be fine: its key could not be fetched. 503, not 401.
+                Some(remote) if remote.failing() => NotVerified::KeysUnavailable,
+                _ => bearer_error(Reason::JwtUnknownKey, JwtError::UnknownKey { provider }.description()),
+            });
+        }
+        Err(e) => return Err(bearer_error(e.reason(), e.description())),
+    };
     let Some(provider) = providers.get(verified.provider.0) else {
         return Err(bearer_error(Reason::JwtUnknownIssuer, "unknown issuer"));
     };
@@ -312,7 +308,7 @@ fn verify_bearer(
         // The client signed it: its claims grant nothing; its configuration does.
         ProviderKind::Keypair { one_time } => {
             // Not spent on a decision that waits for the remote revocation list: it is made again.
-            if one_time && !config.revocation.awaited(fetched.revocation_list()) {
+            if one_time && !config.revocation.awaited(documents.revocation_list()) {
                 first_use(config, &provider.name, verified.jti.as_deref(), expires_at, host, now)?;
             }
             let principal = Principal {
