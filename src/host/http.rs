@@ -46,7 +46,7 @@ impl Context for AuthnRequest {
     /// The fleet's rate-limit engine answered (or the call failed: a gRPC status, no
     /// message): recorded, and the request held for it is carried out.
     fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
-        super::vm::engine_answered(self.vm.as_ref(), token_id, status_code, response_size);
+        let _ = super::vm::engine_answered(self.vm.as_ref(), token_id, status_code, response_size);
         if let Some(vm) = self.vm.as_ref() {
             revisit(vm, self.context_id);
         }

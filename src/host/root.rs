@@ -37,6 +37,18 @@ impl Context for AuthnRoot {
     fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
         super::vm::call_answered(self.vm.as_ref(), token_id, body_size);
     }
+
+    /// The engine answered a call asked while the tick revisited a held stream (the SDK
+    /// files a call under the context it last called: this root): that stream is carried out.
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        let Some(vm) = self.vm.clone() else { return };
+        if let Some(context_id) = super::vm::engine_answered(Some(&vm), token_id, status_code, response_size) {
+            if hostcalls::set_effective_context(context_id).is_ok() {
+                revisit(&vm, context_id);
+            }
+            let _ = hostcalls::set_effective_context(self.context_id);
+        }
+    }
 }
 
 impl RootContext for AuthnRoot {

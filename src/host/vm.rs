@@ -40,16 +40,20 @@ pub(super) fn call_answered(vm: Option<&Rc<RefCell<Vm>>>, token_id: u32, body_si
 /// The most of the engine's answer read (its first field decides; statuses and headers follow).
 const MAX_ENGINE_ANSWER: usize = 4096;
 
-/// The rate-limit engine answered a call (to the context of the request that made it):
-/// recorded; the caller revisits that request.
-pub(super) fn engine_answered(vm: Option<&Rc<RefCell<Vm>>>, token_id: u32, status_code: u32, size: usize) {
+/// The rate-limit engine answered a call: recorded; the caller revisits the request held
+/// for it (the context returned).
+pub(super) fn engine_answered(
+    vm: Option<&Rc<RefCell<Vm>>>,
+    token_id: u32,
+    status_code: u32,
+    size: usize,
+) -> Option<u32> {
     let message = match size {
         0 => None,
         size => hostcalls::get_buffer(proxy_wasm::types::BufferType::GrpcReceiveBuffer, 0, size.min(MAX_ENGINE_ANSWER))
             .ok()
             .flatten(),
     };
-    if let Some(Ok(mut vm)) = vm.map(|vm| vm.try_borrow_mut()) {
-        vm.plugin.on_engine_answer(token_id, status_code, message.as_deref().unwrap_or_default());
-    }
+    let mut vm = vm?.try_borrow_mut().ok()?;
+    vm.plugin.on_engine_answer(token_id, status_code, message.as_deref().unwrap_or_default())
 }

@@ -151,16 +151,8 @@ impl Verifier {
         }
         let verified = match credential {
             Credential::Bearer { token, found } => {
-                let verified = verify_bearer(
-                    config,
-                    &fetched.keys,
-                    clients,
-                    token,
-                    found,
-                    host,
-                    now_ms,
-                    &mut self.introspection_hits,
-                )?;
+                let verified =
+                    verify_bearer(config, fetched, clients, token, found, host, now_ms, &mut self.introspection_hits)?;
                 let principal = Rc::new(verified.principal);
                 // A one-time token is never remembered: every use meets the replay check.
                 if verified.cacheable {
@@ -240,7 +232,7 @@ struct VerifiedBearer {
 #[allow(clippy::too_many_arguments)]
 fn verify_bearer(
     config: &Config,
-    fetched: &FetchedKeys,
+    documents: &Fetched,
     clients: Directory,
     token: &str,
     found: &[usize],
@@ -248,6 +240,7 @@ fn verify_bearer(
     now_ms: u64,
     introspection_hits: &mut Vec<ProviderId>,
 ) -> Result<VerifiedBearer, NotVerified> {
+    let fetched: &FetchedKeys = &documents.keys;
     let providers = &config.jwt_providers;
     if providers.is_empty() {
         return Err(bearer_error(Reason::JwtNotConfigured, "bearer tokens are not accepted"));
@@ -314,7 +307,8 @@ fn verify_bearer(
         ),
         // The client signed it: its claims grant nothing; its configuration does.
         ProviderKind::Keypair { one_time } => {
-            if one_time {
+            // Not spent on a decision that waits for the remote revocation list: it is made again.
+            if one_time && !config.revocation.awaited(documents.revocation_list()) {
                 first_use(config, &provider.name, verified.jti.as_deref(), expires_at, host, now)?;
             }
             let principal = Principal {

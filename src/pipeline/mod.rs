@@ -389,7 +389,7 @@ fn verify_tree(
     tree: &Tree,
 ) -> Result<Verified, Decision> {
     let every_challenge = || config.challenges(&rule.require);
-    let found = match credential::extract_each(request, &config.api_keys, &config.token_locations) {
+    let mut found = match credential::extract_each(request, &config.api_keys, &config.token_locations) {
         // The client certificate is a credential of its own place.
         Ok(mut found) => {
             if let Ok(Some(token)) = dpop::with_scheme_token(request, Ok(None)) {
@@ -407,6 +407,12 @@ fn verify_tree(
         && credential::awaits_form(request, &config.api_keys)
     {
         return Err(Decision::ReadForm);
+    }
+    // The token last: a one-time token's use is spent once no other credential can make the
+    // decision wait (a store's first fetch) and be made again.
+    if let Some(token) = found.iter().position(|credential| matches!(credential, Credential::Bearer { .. })) {
+        let token = found.remove(token);
+        found.push(token);
     }
     // Credentials of kinds the tree has no use for are not verified (and not forwarded).
     let mut credentials = Vec::with_capacity(found.len());

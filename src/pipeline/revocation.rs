@@ -112,6 +112,11 @@ impl Revocation {
         }
     }
 
+    /// Whether a token waits for the remote list: never fetched, and not let through before it.
+    pub(crate) fn awaited(&self, fetched: Option<&RevocationList>) -> bool {
+        self.fetch.is_some() && fetched.is_none() && !self.allow_before_first_fetch
+    }
+
     /// Whether anything could be revoked (the stage is skipped otherwise).
     pub(crate) fn is_active(&self) -> bool {
         !self.local.is_empty() || self.fetch.is_some()

@@ -110,11 +110,11 @@ impl Plugin {
     }
 
     /// The engine answered a call (`grpc_status` 0 and its message, or a gRPC error):
-    /// recorded for the stream held for it, which the host revisits.
-    pub fn on_engine_answer(&mut self, token: u32, grpc_status: u32, message: &[u8]) {
-        if let Some(call) = self.engine_calls.iter_mut().find(|call| call.token == token && call.answer.is_none()) {
-            call.answer = Some(engine::answer(grpc_status, message));
-        }
+    /// recorded for the stream held for it, which the host revisits (its context, returned).
+    pub fn on_engine_answer(&mut self, token: u32, grpc_status: u32, message: &[u8]) -> Option<u32> {
+        let call = self.engine_calls.iter_mut().find(|call| call.token == token && call.answer.is_none())?;
+        call.answer = Some(engine::answer(grpc_status, message));
+        Some(call.context_id)
     }
 
     /// A stream held for the engine: carried out as decided once the engine agrees, or
@@ -355,6 +355,45 @@ mod tests {
         plugin.on_stream_end(&mut host, 1);
         assert!(!plugin.busy());
         assert_eq!(answered(&mut plugin, &mut host, 1, token, 0, OK), Step::Hold);
+    }
+
+    #[test]
+    fn a_one_time_token_held_for_the_revocation_list_is_not_spent_by_the_wait() {
+        // Before the remote list's first fetch a token waits for it: deciding it again (at
+        // once, after a sync; on each tick) must not find its own first use a replay.
+        let config = json!({
+            "limits": {"scope": "fleet"},
+            "revocation": {"remote": {"cluster": "rev", "authority": "rev", "path": "/revoked.json"}},
+            "keypairs": [{"id": "kp", "public_key": EC_PUBLIC, "max_lifetime_seconds": 60, "one_time": true}],
+        });
+        let mut plugin = Plugin::new(Config::from_json(config.to_string().as_bytes()).unwrap());
+        let mut host = FakeHost::new(&FakeShared::default());
+        let token = one_time("j-9");
+        assert_eq!(send(&mut plugin, &mut host, 1, &token), Step::Hold);
+        let headers = crate::testing::headers(&[(":method", "GET"), (":path", "/r"), ("authorization", &token)]);
+        assert_eq!(plugin.revisit(&mut host, 1, &RequestFacts::from_headers(&headers), T0 + 100), Step::Hold);
+        assert!(host.engine_calls.is_empty(), "not decided yet");
+    }
+
+    #[test]
+    fn a_one_time_token_whose_tree_waits_for_the_client_store_is_not_spent_by_the_wait() {
+        let config = json!({
+            "api_keys": {"remote": {"cluster": "keys", "authority": "keys", "path": "/clients.json"}},
+            "keypairs": [{"id": "kp", "public_key": EC_PUBLIC, "max_lifetime_seconds": 60, "one_time": true}],
+            "rules": [{"match": {"path_prefix": "/"}, "require": {"all": ["keypair", "api-key"]}}],
+        });
+        let mut plugin = Plugin::new(Config::from_json(config.to_string().as_bytes()).unwrap());
+        let mut host = FakeHost::new(&FakeShared::default());
+        let token = one_time("j-10");
+        let headers = crate::testing::headers(&[
+            (":method", "GET"),
+            (":path", "/r"),
+            ("authorization", &token),
+            ("x-api-key", "some-stored-key"),
+        ]);
+        let request = RequestFacts::from_headers(&headers);
+        assert_eq!(plugin.on_request_headers(&mut host, 1, &request, T0), Step::Hold);
+        assert_eq!(plugin.revisit(&mut host, 1, &request, T0 + 100), Step::Hold);
     }
 
     #[test]

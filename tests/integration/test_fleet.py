@@ -25,7 +25,7 @@ import yaml
 
 import jwt
 
-from harness import REPO_ROOT, EnvoyHarness, _wasm_filter, cli_run
+from harness import REPO_ROOT, EnvoyHarness, JwksServer, _wasm_filter, cli_run
 from ratelimit_engine import RateLimitEngine, fleet_envoy, ratelimit_stats
 from tokens import basic_header, hmac_token, now, sha256_hash
 from wire import Body, send
@@ -363,3 +363,29 @@ def test_without_the_engine_the_filters_own_questions_fail_open_or_closed_and_ar
     while b.request("GET", "/x", basic("erin")).status != 200:
         assert time.monotonic() < deadline, engine.log_text()[-2000:]
         time.sleep(0.1)
+
+
+def test_a_request_decided_on_a_tick_still_gets_the_engines_answer(fleet, engine, envoy_side):
+    """A request held for something else first (here a store user's, before the user store's
+    first fetch: basic.remote) is decided on the root context's tick, and its question to the
+    engine is asked from there: the answer must still reach it. A name locked fleet-wide is
+    429 on an Envoy failing open as on any other, and a right password passes on one failing
+    closed (not 503 for an answer that came but went to no one)."""
+    locked, free = f"frank-{time.time_ns()}", f"gina-{time.time_ns()}"
+    # Locked on the fleet (unknown names are counted as known ones).
+    for i in range(4):
+        assert fleet[i % 2].request("GET", "/x", basic(locked, f"guess-{i}")).status == 401
+    store_doc = {"users": [{"name": name, "password_hash": sha256_hash(f"pw-{name}")} for name in (locked, free)]}
+    for deny in (False, True):
+        config = json.loads(json.dumps(CONFIG))
+        config["limits"]["engine_failure_mode_deny"] = deny
+        config["basic"]["remote"] = {"cluster": "jwks", "authority": "users.test", "path": "/users.json",
+                                     "refresh_seconds": 60, "timeout_ms": 3000}
+        with JwksServer() as store:
+            store.set_reply("/users.json", 200, store_doc, delay=1.5)
+            with EnvoyHarness(config, concurrency=1, jwks_port=store.port,
+                              **fleet_envoy(envoy_side, engine.port, failure_mode_deny=deny)) as envoy:
+                with ThreadPoolExecutor(2) as pool:  # both held for the first fetch
+                    got = list(pool.map(lambda name: envoy.request("GET", "/x", basic(name)), (locked, free)))
+                assert [r.status for r in got] == [429, 200], (deny, [(r.status, r.body[:120]) for r in got])
+                assert engine_stats(envoy)["error"] == 0, engine_stats(envoy)
