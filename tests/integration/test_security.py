@@ -387,13 +387,15 @@ def test_discovery_with_a_jwks_uri_on_another_host(envoy_factory):
         assert "jwks_uri is on host keys.other.example, not on jwks.test: set discovery.jwks_cluster" \
             in h.log_text(), h.log_text()[-2000:]
         assert srv.hits("/keys.json") == 0
+        # Stopped: it would go on asking for the discovery document every second.
+        h.stop()
 
         config["jwt"]["providers"][0]["discovery"] = {**discovery, "jwks_cluster": "jwks"}
         h = envoy_factory(config, jwks_port=srv.port, fresh=True)
         t = now()
         tok = mint(signer, "RS256", {"iss": ISS, "sub": "u", "iat": t, "exp": t + 60}, kid="k1")
         assert echo(h.request("GET", "/o", {"authorization": "Bearer " + tok}))
-        assert srv.log[-1][2] == "/keys.json"
+        assert srv.hits("/keys.json") >= 1
 
 
 # --------------------------------------------------------------------------
