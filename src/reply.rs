@@ -38,6 +38,8 @@ pub struct Challenges<'a> {
     pub realm: &'a str,
     pub basic: bool,
     pub bearer: bool,
+    /// The algorithms of a `DPoP` challenge, when a provider takes DPoP-bound tokens.
+    pub dpop_algs: Option<&'a str>,
     /// The first API key header, when API keys are accepted in headers.
     pub api_key_header: Option<&'a str>,
 }
@@ -63,6 +65,9 @@ impl Challenges<'_> {
         }
         if self.bearer {
             challenges.push(("www-authenticate", self.bearer(None)));
+        }
+        if let Some(algs) = self.dpop_algs {
+            challenges.push(("www-authenticate", format!("DPoP realm=\"{}\", algs=\"{algs}\"", self.realm)));
         }
         // No registered scheme for API keys; RFC 7235 still wants a challenge that names one.
         if let Some(header) = self.api_key_header {
@@ -256,7 +261,8 @@ pub(crate) fn rate_limit_fields(quota: &Quota) -> [(&'static str, String); 2] {
 mod tests {
     use super::*;
 
-    const BOTH: Challenges = Challenges { realm: "api", basic: true, bearer: true, api_key_header: None };
+    const BOTH: Challenges =
+        Challenges { realm: "api", basic: true, bearer: true, dpop_algs: None, api_key_header: None };
 
     fn challenges(reply: &LocalReply) -> Vec<&str> {
         reply.headers.iter().filter(|(n, _)| *n == "www-authenticate").map(|(_, v)| v.as_str()).collect()
@@ -276,6 +282,9 @@ mod tests {
             ..BOTH
         });
         assert_eq!(challenges(&api_keys_only), vec!["ApiKey realm=\"api\", header=\"x-api-key\""]);
+        // A provider that takes DPoP-bound tokens: a DPoP challenge with its algorithms (RFC 9449 7.1).
+        let dpop = LocalReply::missing_credential(Challenges { basic: false, dpop_algs: Some("ES256 EdDSA"), ..BOTH });
+        assert_eq!(challenges(&dpop), vec!["Bearer realm=\"api\"", "DPoP realm=\"api\", algs=\"ES256 EdDSA\""]);
     }
 
     #[test]

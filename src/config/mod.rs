@@ -109,6 +109,9 @@ pub struct Config {
     pub mtls: Option<crate::mtls::Mtls>,
     /// Providers, then keypairs, then the token endpoint's own: looked up by issuer.
     pub jwt_providers: Vec<Provider>,
+    /// The algorithms a `DPoP` challenge offers (RFC 9449 7.1): those of every provider
+    /// and keypair with `dpop`, once each; None without any.
+    dpop_challenge_algs: Option<String>,
     /// Where tokens are read, and for which of `jwt_providers`.
     pub token_locations: TokenLocations,
     /// Issues tokens to API clients; its tokens verify through its entry in `jwt_providers`.
@@ -148,6 +151,7 @@ impl Config {
             realm: &self.realm,
             basic: basic && (self.has_basic_users() || (self.api_keys.allow_basic && self.api_keys.has_clients())),
             bearer: bearer && !self.jwt_providers.is_empty(),
+            dpop_algs: self.dpop_challenge_algs.as_deref().filter(|_| bearer),
             api_key_header: self.api_keys.challenge_header().filter(|_| api_key),
         }
     }
@@ -381,6 +385,7 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
         slow_hash_budget_ms_per_second,
         api_keys,
         mtls,
+        dpop_challenge_algs: dpop_challenge_algs(&jwt_providers),
         jwt_providers,
         token_locations,
         token_endpoint,
@@ -388,6 +393,19 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
         cache,
         envoy_crypto: raw.envoy_crypto,
     })
+}
+
+/// What a request's `DPoP` challenge offers: the algorithms of the providers and keypairs
+/// that take DPoP tokens (the token endpoint's proofs are for token requests).
+fn dpop_challenge_algs(providers: &[Provider]) -> Option<String> {
+    let mut algs: Vec<&str> = Vec::new();
+    let taking = providers.iter().filter(|p| p.kind != ProviderKind::TokenEndpoint);
+    for alg in taking.filter_map(|p| p.dpop.as_deref()).flat_map(|dpop| dpop.algorithms.split(' ')) {
+        if !algs.contains(&alg) {
+            algs.push(alg);
+        }
+    }
+    (!algs.is_empty()).then(|| algs.join(" "))
 }
 
 /// Time budgets (ms per second) outside this are not a budget (0) or more than a worker has.

@@ -1150,3 +1150,19 @@ fn an_es384_dpop_proof_needs_envoy_crypto() {
     );
     assert!(parse(json!({"jwt": {"providers": [provider]}})).is_ok());
 }
+
+#[test]
+fn a_dpop_challenge_offers_every_algorithm_a_provider_takes_once() {
+    use crate::pipeline::route::{Kind, Require};
+    let mut a = hs256_provider("a", "https://a");
+    a["dpop"] = json!({"algorithms": ["ES256", "EdDSA"]});
+    let mut b = hs256_provider("b", "https://b");
+    b["dpop"] = json!({"algorithms": ["EdDSA", "PS256"]});
+    let plain = hs256_provider("c", "https://c");
+    let config = parse(json!({"jwt": {"providers": [a, b, plain.clone()]}})).unwrap();
+    assert_eq!(config.challenges(&Require::Any).dpop_algs, Some("ES256 EdDSA PS256"));
+    // Not offered where the rule takes no token, nor without a provider that takes DPoP.
+    assert_eq!(config.challenges(&Require::Kinds(vec![Kind::ApiKey])).dpop_algs, None);
+    let config = parse(json!({"jwt": {"providers": [plain]}})).unwrap();
+    assert_eq!(config.challenges(&Require::Any).dpop_algs, None);
+}

@@ -168,6 +168,17 @@ def test_a_bound_token_with_a_proof_of_its_key(h, alg):
     refused_proof(r, b"exactly one DPoP proof")
 
 
+def test_a_request_without_credentials_is_offered_dpop_with_its_algorithms(h):
+    """RFC 9449 7.1: a protected resource that takes DPoP says so, with the algorithms its
+    providers take (corp's four and strict's two, once each; the token endpoint's are for
+    token requests), next to the other schemes."""
+    r = h.request("GET", "/x", {"host": HOST})
+    assert r.status == 401, (r.status, r.body)
+    challenges = r.headers.get_all("www-authenticate")
+    assert 'DPoP realm="api", algs="ES256 RS256 PS256 EdDSA"' in challenges, challenges
+    assert 'Bearer realm="api"' in challenges, challenges
+
+
 def test_over_http2_and_with_a_body(h):
     key = KEYS["ES256"]
     bound = token(key=key)
