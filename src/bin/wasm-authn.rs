@@ -265,10 +265,14 @@ fn say(message: &str) {
     let _ = writeln!(io::stderr(), "wasm-authn: {message}");
 }
 
-/// Standard output; a closed pipe is an I/O error, not a panic.
+/// Standard output. A reader that closed the pipe (`| head`) has what it wanted: not an
+/// error, as for other Unix tools; any other failure to write is.
 fn print(text: &str) -> Outcome {
     let mut stdout = io::stdout().lock();
-    writeln!(stdout, "{text}").and_then(|()| stdout.flush()).map_err(|e| Failure::Usage(format!("cannot write: {e}")))
+    match writeln!(stdout, "{text}").and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(Failure::Usage(format!("cannot write: {e}"))),
+        _ => Ok(()),
+    }
 }
 
 /// A file's bytes (`-`: standard input), at most `limit` + 1 of them.

@@ -19,9 +19,11 @@ the filter refuses: SHAPE_ERRORS adds cases for that side.
 from __future__ import annotations
 
 import copy
+import fcntl
 import json
 import os
 import re
+import subprocess
 
 import jsonschema
 import pytest
@@ -155,6 +157,19 @@ def test_check_reads_a_file_too(cli, tmp_path):
     assert "1 JWT providers (0 with remote keys, 1 introspecting opaque tokens)" in out, out
     code, _, err = cli_run(["check", str(tmp_path / "missing.json")])
     assert code == 2 and err.startswith("wasm-authn: cannot read "), err
+
+
+def test_a_reader_that_stops_early_is_no_error(cli):
+    """`wasm-authn schema | head`: the closed pipe is the reader's choice (exit 0, nothing on
+    stderr), as with other Unix tools. The pipe holds 4 KiB, far less than the schema."""
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, 1031, 4096)  # F_SETPIPE_SZ
+    proc = subprocess.Popen([cli, "schema"], stdout=write_end, stderr=subprocess.PIPE)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as out:
+        assert out.read(100).startswith(b"{")
+    err = proc.stderr.read().decode()
+    assert (proc.wait(timeout=30), err) == (0, ""), err
 
 
 # --------------------------------------------------------------------------
