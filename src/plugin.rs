@@ -168,7 +168,7 @@ impl Plugin {
         match self.streams.waiting(context_id) {
             None => return Step::Hold, // decided meanwhile, or gone: nothing to do
             Some(Waiting { awaited: Awaited::Engine, deadline_ms, .. }) => {
-                return self.engine_decide(host, context_id, now_ms >= deadline_ms)
+                return self.engine_decide(host, context_id, now_ms, now_ms >= deadline_ms)
             }
             Some(_) => {}
         }

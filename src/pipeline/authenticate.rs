@@ -417,13 +417,17 @@ fn first_use(
     };
     // Remembered while the token could still pass: until its `exp` and the clock skew.
     let until = expires_at.unwrap_or(now).saturating_add(config.clock_skew_seconds).saturating_add(1);
-    let key = SharedTable::key(format!("{keypair}\0{jti}"));
-    match config.replay_table.insert_once(host, key, until, now) {
+    match config.replay_table.insert_once(host, one_time_record(keypair, jti), until, now) {
         Once::First => Ok(()),
         Once::Again => Err(bearer_error(Reason::TokenReplayed, "token already used")),
         Once::Full => Err(NotVerified::TryLater { reason: Reason::ReplayCacheFull, retry_after_seconds: 1 }),
         Once::Unavailable => Err(NotVerified::TryLater { reason: Reason::LimitsUnavailable, retry_after_seconds: 1 }),
     }
+}
+
+/// The key of a one-time token's record in `Config::replay_table`.
+pub(crate) fn one_time_record(keypair: &str, jti: &str) -> u64 {
+    SharedTable::key(format!("{keypair}\0{jti}"))
 }
 
 #[cfg(test)]

@@ -38,8 +38,10 @@ use crate::request::RequestFacts;
 pub(super) struct EngineCall {
     token: u32,
     context_id: u32,
-    /// An answer over the limit means a one-time token used before (else: a locked name).
-    one_time: bool,
+    /// A one-time token's record here (its key): an answer over the limit means it was
+    /// used before; none in time, with `engine_failure_mode_deny`, gives its use back.
+    /// None: a Basic user's name (over the limit: locked).
+    one_time: Option<u64>,
     /// What was decided here: allowed with these changes (for this principal), or this refusal.
     decided: Result<(UpstreamChanges, Rc<Principal>), LocalReply>,
     /// The answer, once it came.
@@ -94,7 +96,10 @@ impl Plugin {
         self.engine_calls.push(EngineCall {
             token: token.unwrap_or(0),
             context_id,
-            one_time: matches!(check, Check::OneTime { .. }),
+            one_time: match &check {
+                Check::OneTime { keypair, jti } => Some(crate::pipeline::authenticate::one_time_record(keypair, jti)),
+                _ => None,
+            },
             decided,
             // Not made (an unknown cluster): as if the engine were down.
             answer: token.is_none().then_some(Answer::Failed),
@@ -104,7 +109,7 @@ impl Plugin {
         let deadline_ms = now_ms + WAIT_MS;
         let waiting = Waiting { awaited: Awaited::Engine, since_ms: now_ms, deadline_ms, events_seen: 0 };
         match self.streams.wait(context_id, waiting) {
-            Step::Hold => self.engine_decide(host, context_id, false),
+            Step::Hold => self.engine_decide(host, context_id, now_ms, false),
             step => step,
         }
     }
@@ -119,7 +124,7 @@ impl Plugin {
 
     /// A stream held for the engine: carried out as decided once the engine agrees, or
     /// refused; without an answer (`overdue`, or the call failed), as `failure_mode_deny` says.
-    pub(super) fn engine_decide(&mut self, host: &mut dyn Host, context_id: u32, overdue: bool) -> Step {
+    pub(super) fn engine_decide(&mut self, host: &mut dyn Host, context_id: u32, now_ms: u64, overdue: bool) -> Step {
         let due = |call: &EngineCall| call.context_id == context_id && (overdue || call.answer.is_some());
         let Some(i) = self.engine_calls.iter().position(due) else { return Step::Hold };
         let EngineCall { one_time, decided, answer, .. } = self.engine_calls.swap_remove(i);
@@ -132,13 +137,21 @@ impl Plugin {
         let (changes, principal) = match decided {
             // A refused password stays refused; past its name's limit, 429.
             Err(refusal) if answer != Answer::OverLimit => return self.answer(host, context_id, None, refusal),
-            Err(_) => return self.answer(host, context_id, None, self.over_limit(one_time)),
+            Err(_) => return self.answer(host, context_id, None, self.over_limit(one_time.is_some())),
             Ok(allowed) => allowed,
         };
         let deny = self.config.engine.as_ref().is_some_and(|settings| settings.failure_mode_deny);
         let reply = match answer {
-            Answer::OverLimit => self.over_limit(one_time),
-            Answer::Failed if deny => LocalReply::try_later(Reason::LimitsUnavailable, 1),
+            Answer::OverLimit => self.over_limit(one_time.is_some()),
+            Answer::Failed if deny => {
+                // The 503 invites a retry: this Envoy's record of the token, written before
+                // the engine was asked, must not refuse it (the engine still counts its use).
+                if let Some(record) = one_time {
+                    let now = now_ms / 1000;
+                    self.config.replay_table.update(host, record, now, |seen| seen.map(|_| [now, 0, 0, 0]));
+                }
+                LocalReply::try_later(Reason::LimitsUnavailable, 1)
+            }
             Answer::Ok | Answer::Failed => {
                 if answer == Answer::Failed {
                     host.increment("engine.failure_mode_allowed");
@@ -355,6 +368,29 @@ mod tests {
         plugin.on_stream_end(&mut host, 1);
         assert!(!plugin.busy());
         assert_eq!(answered(&mut plugin, &mut host, 1, token, 0, OK), Step::Hold);
+    }
+
+    #[test]
+    fn a_one_time_token_answered_503_for_want_of_the_engine_may_be_retried_here() {
+        for deny in [true, false] {
+            let mut plugin = plugin(json!({"failure_mode_deny": deny}));
+            let mut host = FakeHost::new(&FakeShared::default());
+            assert_eq!(send(&mut plugin, &mut host, 1, &one_time("j-503")), Step::Hold);
+            let (token, _) = asked(&mut host);
+            let step = answered(&mut plugin, &mut host, 1, token, 14, &[]);
+            if deny {
+                // The 503 says "try later": the retry is asked about again, not refused as a replay.
+                assert_eq!(status(&step), 503);
+                assert_eq!(send(&mut plugin, &mut host, 2, &one_time("j-503")), Step::Hold);
+                let (token, _) = asked(&mut host);
+                assert!(matches!(answered(&mut plugin, &mut host, 2, token, 0, OK), Step::Continue(_)));
+            } else {
+                // Allowed on this Envoy's records: used, and so a replay here.
+                assert!(matches!(step, Step::Continue(_)), "{step:?}");
+            }
+            assert_eq!(status(&send(&mut plugin, &mut host, 3, &one_time("j-503"))), 401);
+            assert!(host.engine_calls.is_empty());
+        }
     }
 
     #[test]

@@ -349,12 +349,15 @@ def test_without_the_engine_the_filters_own_questions_fail_open_or_closed_and_ar
         # B (true): 503, before Envoy's rate-limit filter is asked.
         r = b.request("GET", "/x", basic("erin"))
         assert r.status == 503 and r.json()["error"] == "temporarily_unavailable", r
+        # A one-time token answered 503 there is not spent by it: its retry is asked about again.
+        retried = one_time(f"down-b-{time.time_ns()}")
+        assert b.request("GET", "/x", retried).status == 503
         # A failed password is refused either way.
         assert [envoy.request("GET", "/x", basic("erin", "nope")).status for envoy in fleet] == [401, 401]
         after = [engine_stats(envoy) for envoy in fleet]
         assert after[0]["error"] - before[0]["error"] == 3
         assert after[0]["failure_mode_allowed"] - before[0]["failure_mode_allowed"] == 2
-        assert after[1]["error"] - before[1]["error"] == 2
+        assert after[1]["error"] - before[1]["error"] == 3
         assert after[1]["failure_mode_allowed"] == before[1]["failure_mode_allowed"]
         assert b.wasm_stats().get("wasm_authn.denied.limits_unavailable", 0) >= 1
     finally:
@@ -363,6 +366,8 @@ def test_without_the_engine_the_filters_own_questions_fail_open_or_closed_and_ar
     while b.request("GET", "/x", basic("erin")).status != 200:
         assert time.monotonic() < deadline, engine.log_text()[-2000:]
         time.sleep(0.1)
+    assert b.request("GET", "/x", retried).status == 200
+    assert [envoy.request("GET", "/x", retried).status for envoy in fleet] == [401, 401]
 
 
 def test_a_request_decided_on_a_tick_still_gets_the_engines_answer(fleet, engine, envoy_side):
