@@ -8,7 +8,10 @@ use super::error::ConfigError;
 use crate::jwt::{Algorithm, Dpop};
 
 const FIELDS: [&str; 3] = ["mode", "max_age_seconds", "algorithms"];
-const DEFAULT_ALGORITHMS: &str = "ES256 RS256 PS256 EdDSA";
+/// The algorithms of a proof when `algorithms` is not set (the schema's default too).
+pub(super) const DEFAULT_ALGORITHMS: &str = "ES256 RS256 PS256 EdDSA";
+/// How old a proof may be when `max_age_seconds` is not set (the schema's default too).
+pub(super) const DEFAULT_MAX_AGE_SECONDS: u64 = 60;
 
 /// The `dpop` setting at `owner` (`jwt.providers[0]`), if any; errors name `<owner>.dpop...`.
 pub(super) fn compile(raw: Option<&Value>, owner: &str) -> Result<Option<Box<Dpop>>, ConfigError> {
@@ -30,7 +33,11 @@ fn read(raw: Option<&Value>) -> Result<Option<Box<Dpop>>, (String, &'static str)
         Some("required") => true,
         _ => return fault(if fields.is_some() { ".mode" } else { "" }, "must be \"allowed\" or \"required\""),
     };
-    let mut dpop = Box::new(Dpop { required, max_age_seconds: 60, algorithms: DEFAULT_ALGORITHMS.to_string() });
+    let mut dpop = Box::new(Dpop {
+        required,
+        max_age_seconds: DEFAULT_MAX_AGE_SECONDS,
+        algorithms: DEFAULT_ALGORITHMS.to_string(),
+    });
     let Some(fields) = fields else { return Ok(Some(dpop)) };
     if let Some(unknown) = fields.keys().find(|name| !FIELDS.contains(&name.as_str())) {
         return Err((format!(".{unknown}"), "unknown field"));

@@ -899,7 +899,7 @@ pub(super) enum RawDpopSetting {
 
 /// `"allowed"`: DPoP-bound tokens with their proof, and unbound tokens as Bearer; `"required"`: only DPoP-bound tokens, with their proof.
 #[cfg(not(target_arch = "wasm32"))]
-#[derive(schemars::JsonSchema)]
+#[derive(schemars::JsonSchema, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 #[allow(dead_code)] // as RawMtls
 pub(super) enum RawDpopMode {
@@ -915,10 +915,29 @@ pub(super) enum RawDpopMode {
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)] // as RawMtls
 pub(super) struct RawDpop {
-    /// `"allowed"` (default) or `"required"`.
+    /// `"allowed"` or `"required"`.
+    #[serde(default = "default_dpop_mode")]
     pub mode: Option<RawDpopMode>,
-    /// How old a proof (its `iat`) may be, in seconds (1-300, default 60; `clock_skew_seconds` is added); its `jti` is remembered as long, on every worker.
+    /// How old a proof (its `iat`) may be, in seconds (1-300; `clock_skew_seconds` is added); its `jti` is remembered as long, on every worker.
+    #[serde(default = "default_dpop_max_age")]
     pub max_age_seconds: Option<u64>,
-    /// The algorithms a proof may be signed with (asymmetric only; default `["ES256", "RS256", "PS256", "EdDSA"]`).
+    /// The algorithms a proof may be signed with (asymmetric only).
+    #[serde(default = "default_dpop_algorithms")]
     pub algorithms: Option<Vec<String>>,
+}
+
+// The defaults `config/dpop.rs` applies, for the schema to show (null is taken as unset).
+#[cfg(not(target_arch = "wasm32"))]
+fn default_dpop_mode() -> Option<RawDpopMode> {
+    Some(RawDpopMode::Allowed)
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn default_dpop_max_age() -> Option<u64> {
+    Some(super::dpop::DEFAULT_MAX_AGE_SECONDS)
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn default_dpop_algorithms() -> Option<Vec<String>> {
+    Some(super::dpop::DEFAULT_ALGORITHMS.split(' ').map(String::from).collect())
 }
