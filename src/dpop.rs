@@ -163,17 +163,17 @@ pub fn check_proof(
     }
 }
 
-/// Which part of two different normalized URIs differs: the first of scheme, authority, path.
+/// Which part of two different normalized URIs (`scheme://authority/path`) differs:
+/// the first of scheme, authority, path.
 fn uri_mismatch(htu: &str, target: &str) -> &'static str {
-    let parts = |uri: &'_ str| {
+    fn origin(uri: &str) -> (&str, &str) {
         let (scheme, rest) = uri.split_once("://").unwrap_or_default();
-        (scheme.len(), rest.find('/').unwrap_or(rest.len()))
-    };
-    let ((scheme, authority), (target_scheme, target_authority)) = (parts(htu), parts(target));
-    if htu.get(..scheme) != target.get(..target_scheme) {
+        (scheme, rest.split('/').next().unwrap_or_default())
+    }
+    let ((scheme, authority), (target_scheme, target_authority)) = (origin(htu), origin(target));
+    if scheme != target_scheme {
         "htu does not match the request URI's scheme (x-forwarded-proto, else :scheme)"
-    } else if authority != target_authority || htu.get(..scheme + 3 + authority) != target.get(..scheme + 3 + authority)
-    {
+    } else if authority != target_authority {
         "htu does not match the request URI's host (:authority)"
     } else {
         "htu does not match the request URI's path"
@@ -241,15 +241,11 @@ fn normalized(scheme: &str, authority: &str, path: &str) -> Option<String> {
     let mut rest = path;
     while let Some(at) = rest.find('%') {
         decoded.push_str(&rest[..at]);
-        let hex = rest.as_bytes().get(at + 1..at + 3)?;
-        let digit = |b: &u8| char::from(*b).to_digit(16);
-        let byte = (digit(&hex[0])? * 16 + digit(&hex[1])?) as u8;
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+        let byte = crate::query::escaped_byte(rest.as_bytes(), at)?;
+        if crate::path::is_unreserved(byte) {
             decoded.push(char::from(byte));
         } else {
-            decoded.push('%');
-            decoded.push(char::from(hex[0].to_ascii_uppercase()));
-            decoded.push(char::from(hex[1].to_ascii_uppercase()));
+            decoded.push_str(&rest.get(at..at + 3)?.to_ascii_uppercase());
         }
         rest = &rest[at + 3..];
     }
@@ -263,6 +259,8 @@ fn normalized(scheme: &str, authority: &str, path: &str) -> Option<String> {
 
 /// An absolute path without its `.` and `..` segments (RFC 3986 5.2.4): `/a/./b/../c`
 /// is `/a/c`, a `..` above the root stays at the root, a path ending in one ends in `/`.
+/// Not `path::normalize`'s: rules read paths as servlet containers do (`;` parameters
+/// off, slashes merged), a URI the client signed is compared as RFC 3986 says.
 fn push_without_dot_segments(out: &mut String, path: &str) {
     let mut kept: Vec<&str> = Vec::new();
     let mut ends_in_dot = false;

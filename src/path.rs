@@ -100,7 +100,8 @@ fn decode_for_matching(path: &str, ambiguous: &mut bool, has_parameters: &mut bo
     out
 }
 
-fn is_unreserved(byte: u8) -> bool {
+/// RFC 3986 2.3: what a percent-encoding may be decoded to without changing a URI.
+pub(crate) fn is_unreserved(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~')
 }
 
