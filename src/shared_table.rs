@@ -352,6 +352,13 @@ impl SharedTable {
             Updated::Unavailable => Once::Unavailable,
         }
     }
+
+    /// Give back a record `insert_once` made: the use it stood for was not made (the
+    /// request was answered "try later"), so the next `insert_once` of `key` is `First`.
+    /// Best effort: a record that cannot be rewritten keeps refusing until it expires.
+    pub fn give_back_once(&self, shared: &dyn SharedData, key: u64, now: u64) {
+        self.update(shared, key, now, |seen| seen.map(|_| [now, 0, 0, 0]));
+    }
 }
 
 /// A slot's records (a slot that does not decode reads as empty).

@@ -147,8 +147,7 @@ impl Plugin {
                 // The 503 invites a retry: this Envoy's record of the token, written before
                 // the engine was asked, must not refuse it (the engine still counts its use).
                 if let Some(record) = one_time {
-                    let now = now_ms / 1000;
-                    self.config.replay_table.update(host, record, now, |seen| seen.map(|_| [now, 0, 0, 0]));
+                    self.config.replay_table.give_back_once(host, record, now_ms / 1000);
                 }
                 LocalReply::try_later(Reason::LimitsUnavailable, 1)
             }

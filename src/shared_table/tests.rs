@@ -228,6 +228,19 @@ fn once_means_once_until_it_expires_and_live_records_are_never_forgotten() {
 }
 
 #[test]
+fn a_record_given_back_is_first_again_and_takes_no_more_room() {
+    let shared = FakeShared::default();
+    let table = SharedTable::new("t", 16, ONE_TIME);
+    assert_eq!(table.insert_once(&shared, 7, 100, 10), Once::First);
+    table.give_back_once(&shared, 7, 11);
+    assert_eq!(table.insert_once(&shared, 7, 100, 12), Once::First);
+    assert_eq!(table.insert_once(&shared, 7, 100, 13), Once::Again);
+    // Giving back what was never recorded records nothing.
+    table.give_back_once(&shared, 8, 14);
+    assert_eq!(table.len(&shared), 1);
+}
+
+#[test]
 fn garbage_reads_as_empty() {
     assert!(decode(b"").is_empty());
     assert!(decode(&[2, 0, 0]).is_empty());
