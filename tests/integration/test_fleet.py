@@ -28,6 +28,7 @@ import jwt
 from harness import REPO_ROOT, EnvoyHarness, JwksServer, _wasm_filter, cli_run
 from ratelimit_engine import RateLimitEngine, fleet_envoy, ratelimit_stats
 from tokens import basic_header, hmac_token, now, sha256_hash
+from test_streams import WAYS, Case, check, run_cases, upstream_requests
 from wire import Body, send
 
 HEADER = "x-auth-ratelimit-principal"
@@ -386,11 +387,24 @@ def test_a_request_decided_on_a_tick_still_gets_the_engines_answer(fleet, engine
         config["limits"]["engine_failure_mode_deny"] = deny
         config["basic"]["remote"] = {"cluster": "jwks", "authority": "users.test", "path": "/users.json",
                                      "refresh_seconds": 60, "timeout_ms": 3000}
+        kwargs = fleet_envoy(envoy_side, engine.port, failure_mode_deny=deny)
+        wire_fleet = kwargs["config_hook"]
+
+        def hook(cfg):  # as envoy_of: one Envoy brings bodies to the filter before it decides, one does not
+            wire_fleet(cfg)
+            _wasm_filter(cfg)["allow_on_headers_stop_iteration"] = not deny
+
         with JwksServer() as store:
             store.set_reply("/users.json", 200, store_doc, delay=1.5)
-            with EnvoyHarness(config, concurrency=1, jwks_port=store.port,
-                              **fleet_envoy(envoy_side, engine.port, failure_mode_deny=deny)) as envoy:
+            with EnvoyHarness(config, concurrency=1, jwks_port=store.port, **{**kwargs, "config_hook": hook}) as envoy:
+                # Every way a body comes, held with the two GETs for the first fetch, then for the engine:
+                # the locked name's never goes upstream, the other's does, intact.
+                before = upstream_requests(envoy)
+                posts = [Case(way, list(basic(name).items()) + [("content-type", "application/octet-stream")],
+                              name == free) for way in WAYS for name in (locked, free)]
                 with ThreadPoolExecutor(2) as pool:  # both held for the first fetch
+                    posted = pool.submit(run_cases, envoy, posts)
                     got = list(pool.map(lambda name: envoy.request("GET", "/x", basic(name)), (locked, free)))
                 assert [r.status for r in got] == [429, 200], (deny, [(r.status, r.body[:120]) for r in got])
+                check(envoy, posted.result(), 429, before + 1)
                 assert engine_stats(envoy)["error"] == 0, engine_stats(envoy)
