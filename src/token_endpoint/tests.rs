@@ -13,6 +13,7 @@ use crate::testing::{FakeHost, FakeShared};
 
 const NOW: u64 = 1_800_000_000;
 const EC_PRIVATE: &str = include_str!("../../tests/keys/ec_p256_private.pem");
+const EC_PRIVATE_SEC1: &str = include_str!("../../tests/keys/ec_p256_private_sec1.pem");
 const ED_PRIVATE: &str = include_str!("../../tests/keys/ed25519_private.pem");
 const RSA_PRIVATE: &str = include_str!("../../tests/keys/rsa2048_private.pem");
 const EC_PUBLIC: &str = include_str!("../../tests/keys/ec_p256_public.pem");
@@ -336,11 +337,8 @@ fn signing_keys_that_cannot_sign_are_refused() {
     assert!(parse(json!(7)).contains("private JWK"));
     assert!(parse(pem_string(EC_PUBLIC)).contains("PKCS#8"));
     // `openssl ecparam -genkey` writes SEC1 (`BEGIN EC PRIVATE KEY`): the refusal says how to convert it.
-    let sec1 = "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEILRa/ZqUSJEmtiufvYuVv/aZhRs8oGna1MwVROm6e3WgoAoGCCqGSM49\n\
-                AwEHoUQDQgAE2GjFWMWZtC/TqxHVG/dqqD8PQd1wHav99/y2blbB0bSc8zeZl4n5\n\
-                wlNyAPgsOdWXkQHp2e/WN4C3qb5zEIhWDg==\n-----END EC PRIVATE KEY-----\n";
     assert_eq!(
-        parse(pem_string(sec1)),
+        parse(pem_string(EC_PRIVATE_SEC1)),
         "must be a private JWK or one PKCS#8 PEM block (BEGIN PRIVATE KEY; \
          `openssl pkcs8 -topk8 -nocrypt` converts an EC or RSA PRIVATE KEY)"
     );
