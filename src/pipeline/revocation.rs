@@ -100,15 +100,13 @@ impl Revocation {
         if self.local.revokes(principal) {
             return Revoked::Yes;
         }
-        if self.fetch.is_none() {
-            return Revoked::No;
+        // Only tokens are revoked: other credentials never wait for the list.
+        if principal.token.is_some() && self.awaited(fetched) {
+            return Revoked::NotKnownYet;
         }
         match fetched {
-            Some(list) if list.revokes(principal) => Revoked::Yes,
-            Some(_) => Revoked::No,
-            // Only tokens are revoked: other credentials never wait for the list.
-            None if principal.token.is_none() || self.allow_before_first_fetch => Revoked::No,
-            None => Revoked::NotKnownYet,
+            Some(list) if self.fetch.is_some() && list.revokes(principal) => Revoked::Yes,
+            _ => Revoked::No,
         }
     }
 
